@@ -1,1 +1,32 @@
+//! keybroker's domain, free of HTTP, SQL and dynamic loading.
+//!
+//! The broker keeps named, versioned keys per tenant and mount. Every key version names a
+//! backend instance (a plugin: local KEK, KMS, HSM, customer agent) and a mode:
+//! - `envelope`: the broker generates a data key (DEK) per version, the backend wraps it,
+//!   and data operations run here with the unwrapped DEK, cached for minutes ([`dek_cache`]);
+//! - `direct`: every encrypt/decrypt goes to the backend.
+//!
+//! Ciphertexts are bound to immutable ids (tenant, key, version) through HKDF and AES-GCM
+//! AAD ([`crypto`]), so a DEK or ciphertext moved elsewhere is useless.
+//!
+//! The core talks to the world through traits: [`store::Store`] (sqlx adapters live in
+//! `keybroker-store`), [`backend::Backends`] (the plugin host lives in `keybroker-server`)
+//! and [`clock::Clock`]. [`Broker`] ties them together; the HTTP layer makes one call into
+//! it per request.
 
+pub mod backend;
+pub mod broker;
+pub mod clock;
+pub mod crypto;
+pub mod dek_cache;
+pub mod error;
+pub mod ids;
+pub mod mounts;
+pub mod seal;
+pub mod store;
+pub mod tokens;
+pub mod transit;
+
+pub use broker::{Broker, BrokerSettings};
+pub use error::Error;
+pub use ids::{KeyId, MountId, Tenant, TenantId};

@@ -1,0 +1,86 @@
+//! What the core needs from a backend instance. The plugin host in `keybroker-server`
+//! implements it over the plugin ABI, with a bounded pool and a deadline per call.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use zeroize::Zeroizing;
+
+use crate::{dek_cache::DekCache, error::Error, TenantId};
+
+/// What happens to cached DEKs when an instance becomes unavailable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnUnavailable {
+    /// Keep serving cached DEKs until their TTL (KMS, HSM, local).
+    Serve,
+    /// Zeroize cached DEKs at once and refuse (customer agents).
+    Evict,
+}
+
+/// One encryption in a backend call.
+#[derive(Debug)]
+pub struct BackendEncrypt<'a> {
+    /// Backend key reference.
+    pub reference: &'a str,
+    /// Data (a DEK, or caller data in direct mode).
+    pub plaintext: &'a [u8],
+    /// AAD (the binding, plus the caller's associated data).
+    pub aad: &'a [u8],
+    /// Broker-chosen, counted IV.
+    pub iv: [u8; 12],
+}
+
+/// One decryption in a backend call.
+#[derive(Debug)]
+pub struct BackendDecrypt<'a> {
+    /// Backend key reference.
+    pub reference: &'a str,
+    /// What `encrypt` returned.
+    pub ciphertext: &'a [u8],
+    /// The same AAD as at encryption.
+    pub aad: &'a [u8],
+}
+
+/// A loaded backend instance as the core sees it.
+#[async_trait]
+pub trait BackendInstance: Send + Sync {
+    /// Instance name.
+    fn name(&self) -> &str;
+    /// Whether keys of this tenant may be created on the instance.
+    fn allows_tenant(&self, tenant_name: &str) -> bool;
+    /// The instance's DEK cache.
+    fn cache(&self) -> &DekCache;
+    /// Policy for cached keys when unavailable.
+    fn on_unavailable(&self) -> OnUnavailable;
+    /// `Ok` if the instance, and this key reference, can serve now; otherwise the
+    /// `Unavailable` error to answer with.
+    fn check_available(&self, reference: &str) -> Result<(), Error>;
+    /// Whether the instance supports direct mode.
+    fn supports_direct(&self) -> bool;
+    /// Creates a backend key for a tenant's transit key.
+    async fn create_key(&self, tenant: TenantId, key_id: &str, key_type: &str) -> Result<String, Error>;
+    /// Destroys a backend key the broker created.
+    async fn delete_key(&self, tenant: TenantId, reference: &str) -> Result<(), Error>;
+    /// Encrypts (wraps).
+    async fn encrypt(&self, tenant: TenantId, request: BackendEncrypt<'_>) -> Result<Vec<u8>, Error>;
+    /// Decrypts (unwraps).
+    async fn decrypt(&self, tenant: TenantId, request: BackendDecrypt<'_>) -> Result<Zeroizing<Vec<u8>>, Error>;
+    /// Several encryptions in one backend call.
+    async fn encrypt_batch(
+        &self,
+        tenant: TenantId,
+        requests: Vec<BackendEncrypt<'_>>,
+    ) -> Result<Vec<Result<Vec<u8>, Error>>, Error>;
+    /// Several decryptions in one backend call.
+    async fn decrypt_batch(
+        &self,
+        tenant: TenantId,
+        requests: Vec<BackendDecrypt<'_>>,
+    ) -> Result<Vec<Result<Zeroizing<Vec<u8>>, Error>>, Error>;
+}
+
+/// The set of instances, by name.
+pub trait Backends: Send + Sync {
+    /// The instance called `name`, if loaded (even if unavailable).
+    fn get(&self, name: &str) -> Option<Arc<dyn BackendInstance>>;
+}

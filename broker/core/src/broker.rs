@@ -1,0 +1,106 @@
+//! The broker facade: opens (or initialises) a store under a root key and wires tokens,
+//! mounts and the transit engine together.
+
+use std::sync::Arc;
+
+use zeroize::Zeroizing;
+
+use crate::{
+    backend::Backends,
+    clock::Clock,
+    error::{Error, Result},
+    mounts::Mounts,
+    seal::RootKey,
+    store::Store,
+    tokens::Tokens,
+    transit::{Transit, TransitSettings},
+    TenantId,
+};
+
+const META_SERVER_KEY: &str = "server-hmac-key";
+const META_INITIALIZED: &str = "initialized";
+const MANAGED_PREFIX: &str = "managed-secret/";
+
+/// Settings of the core.
+#[derive(Clone, Debug, Default)]
+pub struct BrokerSettings {
+    /// Transit engine limits and defaults.
+    pub transit: TransitSettings,
+}
+
+/// Reads a 32-byte secret sealed under the root key, generating and storing it on first
+/// use. Concurrent first uses (several nodes) agree on one value.
+pub async fn sealed_secret(store: &dyn Store, root_key: &RootKey, name: &str) -> Result<Zeroizing<[u8; 32]>> {
+    if store.get_meta(name).await?.is_none() {
+        let fresh = crate::crypto::generate_dek();
+        let sealed = root_key.seal(name, fresh.as_ref())?;
+        store.put_meta_if_absent(name, &sealed).await?;
+    }
+    let sealed = store
+        .get_meta(name)
+        .await?
+        .ok_or_else(|| Error::internal("sealed secret vanished"))?;
+    let secret = root_key.unseal(name, &sealed)?;
+    let mut out = Zeroizing::new([0u8; 32]);
+    if secret.len() != out.len() {
+        return Err(Error::internal("sealed secret has the wrong length"));
+    }
+    out.copy_from_slice(&secret);
+    Ok(out)
+}
+
+/// A secret the broker generates for a built-in backend instance (e.g. the dev KEK of
+/// `local`), stored only sealed under the root key.
+pub async fn managed_secret(store: &dyn Store, root_key: &RootKey, instance: &str) -> Result<Zeroizing<[u8; 32]>> {
+    sealed_secret(store, root_key, &format!("{MANAGED_PREFIX}{instance}")).await
+}
+
+/// The broker.
+pub struct Broker {
+    /// Storage.
+    pub store: Arc<dyn Store>,
+    /// Token service.
+    pub tokens: Tokens,
+    /// Mount tables.
+    pub mounts: Mounts,
+    /// The transit engine.
+    pub transit: Transit,
+}
+
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broker").field("transit", &self.transit).finish_non_exhaustive()
+    }
+}
+
+impl Broker {
+    /// Opens the broker on a store. Fails with `Sealed` if `root_key` is not the store's.
+    pub async fn open(
+        store: Arc<dyn Store>,
+        backends: Arc<dyn Backends>,
+        clock: Arc<dyn Clock>,
+        root_key: &RootKey,
+        settings: BrokerSettings,
+    ) -> Result<Self> {
+        let server_key = sealed_secret(store.as_ref(), root_key, META_SERVER_KEY).await?;
+        Ok(Self {
+            tokens: Tokens::new(server_key.as_ref(), store.clone(), clock.clone())?,
+            mounts: Mounts::new(store.clone(), clock.clone()),
+            transit: Transit::new(store.clone(), backends, clock, settings.transit),
+            store,
+        })
+    }
+
+    /// Initialises a fresh store: a root token and the `transit/` mount. Returns the root
+    /// token if this call initialised the store, `None` if it already was.
+    pub async fn initialize(&self, chosen_root_token: Option<&str>) -> Result<Option<Zeroizing<String>>> {
+        if !self.store.put_meta_if_absent(META_INITIALIZED, b"1").await? {
+            return Ok(None);
+        }
+        let token = self.tokens.create_root(TenantId::ROOT, chosen_root_token).await?;
+        self.mounts
+            .enable(TenantId::ROOT, "transit", "transit", "key broker transit engine")
+            .await?;
+        Ok(Some(token))
+    }
+}

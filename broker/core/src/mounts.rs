@@ -1,0 +1,194 @@
+//! The mount table of each tenant: path prefixes bound to secrets engines.
+//!
+//! Held in memory (one `Arc` snapshot per tenant, replaced on change) so that routing a
+//! request costs a few string comparisons; the store is the source of truth.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, RwLock},
+};
+
+use crate::{
+    clock::Clock,
+    error::{Error, Result},
+    store::{MountRecord, Store, StoreError},
+    MountId, TenantId,
+};
+
+/// Secrets engine types the broker can mount.
+pub const ENGINE_TYPES: &[&str] = &["transit"];
+
+/// Top-level path segments that are never mount paths (routes of the broker itself).
+pub const RESERVED_PREFIXES: &[&str] = &["sys", "auth", "identity", "cubbyhole", "root"];
+
+/// A tenant's mounts, longest path first.
+pub type MountTable = Arc<Vec<Arc<MountRecord>>>;
+
+/// Mount tables of every tenant.
+pub struct Mounts {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    tables: RwLock<HashMap<TenantId, MountTable>>,
+}
+
+impl std::fmt::Debug for Mounts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Mounts(..)")
+    }
+}
+
+/// Normalises a mount path to `a/b/` form and checks it.
+pub fn normalize_path(path: &str) -> Result<String> {
+    let trimmed = path.trim_matches('/');
+    if trimmed.is_empty() {
+        return Err(Error::invalid("mount path must not be empty"));
+    }
+    if trimmed.len() > 128 {
+        return Err(Error::invalid("mount path is longer than 128 characters"));
+    }
+    for segment in trimmed.split('/') {
+        let valid = !segment.is_empty()
+            && segment != "."
+            && segment != ".."
+            && segment
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        if !valid {
+            return Err(Error::invalid(format!(
+                "invalid mount path {path:?}: use letters, digits, '-', '_' and '.' between slashes"
+            )));
+        }
+    }
+    let first = trimmed.split('/').next().unwrap_or_default();
+    if RESERVED_PREFIXES.contains(&first) {
+        return Err(Error::invalid(format!("cannot mount at reserved path \"{first}/\"")));
+    }
+    Ok(format!("{trimmed}/"))
+}
+
+impl Mounts {
+    /// Mount tables backed by `store`.
+    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            store,
+            clock,
+            tables: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// A tenant's mount table, loaded on first use.
+    pub async fn table(&self, tenant: TenantId) -> Result<MountTable> {
+        if let Some(table) = self.read_cached(tenant) {
+            return Ok(table);
+        }
+        self.reload(tenant).await
+    }
+
+    fn read_cached(&self, tenant: TenantId) -> Option<MountTable> {
+        self.tables.read().ok()?.get(&tenant).cloned()
+    }
+
+    /// Re-reads a tenant's mounts from the store.
+    pub async fn reload(&self, tenant: TenantId) -> Result<MountTable> {
+        let mut mounts: Vec<Arc<MountRecord>> = self
+            .store
+            .list_mounts(tenant)
+            .await?
+            .into_iter()
+            .map(Arc::new)
+            .collect();
+        mounts.sort_by(|a, b| b.path.len().cmp(&a.path.len()).then(a.path.cmp(&b.path)));
+        let table: MountTable = Arc::new(mounts);
+        if let Ok(mut tables) = self.tables.write() {
+            tables.insert(tenant, table.clone());
+        }
+        Ok(table)
+    }
+
+    /// The mount serving `path` (relative to `/v1/`), and the rest of the path.
+    pub async fn resolve<'p>(&self, tenant: TenantId, path: &'p str) -> Result<Option<(Arc<MountRecord>, &'p str)>> {
+        let table = self.table(tenant).await?;
+        for mount in table.iter() {
+            if let Some(rest) = path.strip_prefix(mount.path.as_str()) {
+                return Ok(Some((mount.clone(), rest)));
+            }
+            if path == mount.path.trim_end_matches('/') {
+                return Ok(Some((mount.clone(), "")));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Mounts an engine. As in Vault, a path that is taken, or that nests with a mounted
+    /// path, is refused with "path is already in use".
+    pub async fn enable(
+        &self,
+        tenant: TenantId,
+        path: &str,
+        kind: &str,
+        description: &str,
+    ) -> Result<Arc<MountRecord>> {
+        let path = normalize_path(path)?;
+        if !ENGINE_TYPES.contains(&kind) {
+            return Err(Error::invalid(format!("plugin not found in the catalog: {kind}")));
+        }
+        let table = self.reload(tenant).await?;
+        if let Some(existing) = table
+            .iter()
+            .find(|m| m.path.starts_with(&path) || path.starts_with(&m.path))
+        {
+            return Err(Error::invalid(format!("path is already in use at {}", existing.path)));
+        }
+        let record = MountRecord {
+            id: MountId::random(),
+            tenant,
+            path: path.clone(),
+            kind: kind.to_owned(),
+            description: description.to_owned(),
+            config: serde_json::json!({}),
+            created_at: self.clock.now_unix(),
+        };
+        match self.store.create_mount(&record).await {
+            Ok(()) => {}
+            Err(StoreError::Conflict) => {
+                return Err(Error::invalid(format!("path is already in use at {path}")))
+            }
+            Err(other) => return Err(other.into()),
+        }
+        self.reload(tenant).await?;
+        Ok(Arc::new(record))
+    }
+
+    /// Unmounts an engine and deletes its keys. Unknown paths succeed, as in Vault.
+    pub async fn disable(&self, tenant: TenantId, path: &str) -> Result<Option<MountId>> {
+        let path = normalize_path(path)?;
+        let table = self.reload(tenant).await?;
+        let Some(mount) = table.iter().find(|m| m.path == path) else {
+            return Ok(None);
+        };
+        self.store.delete_mount(tenant, mount.id).await?;
+        self.reload(tenant).await?;
+        Ok(Some(mount.id))
+    }
+
+    /// Replaces a mount's engine configuration.
+    pub async fn set_config(&self, mount: &MountRecord, config: serde_json::Value) -> Result<()> {
+        self.store.update_mount_config(mount.tenant, mount.id, &config).await?;
+        self.reload(mount.tenant).await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_normalised_and_checked() {
+        assert_eq!(normalize_path("transit").unwrap(), "transit/");
+        assert_eq!(normalize_path("/a/b/").unwrap(), "a/b/");
+        for bad in ["", "/", "sys", "sys/x", "auth/jwt", "a//b", "a/../b", "a b", "é", "a\0b"] {
+            assert!(normalize_path(bad).is_err(), "{bad:?}");
+        }
+    }
+}

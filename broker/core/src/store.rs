@@ -1,0 +1,209 @@
+//! The storage contract. Adapters (SQLite now, Postgres later) live in `keybroker-store`;
+//! the core never sees SQL. Every tenant-owned row carries its tenant id.
+
+use async_trait::async_trait;
+
+use crate::{KeyId, MountId, TenantId};
+
+/// Storage failures.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The row to create already exists (unique constraint).
+    #[error("already exists")]
+    Conflict,
+    /// The database cannot be reached.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    /// A row could not be decoded: a bug or a corrupted database.
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+    /// Any other database failure.
+    #[error("storage error")]
+    Other(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// A mounted secrets engine or auth method.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MountRecord {
+    /// Immutable id.
+    pub id: MountId,
+    /// Owning tenant.
+    pub tenant: TenantId,
+    /// Path with a trailing slash, e.g. `transit/`.
+    pub path: String,
+    /// Engine type, e.g. `transit`.
+    pub kind: String,
+    /// Free text.
+    pub description: String,
+    /// Engine configuration (transit: `{"disable_upsert": bool}`).
+    pub config: serde_json::Value,
+    /// Creation time, Unix seconds.
+    pub created_at: i64,
+}
+
+/// A token as stored: only its keyed hash, never the token.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TokenRecord {
+    /// HMAC-SHA256 of the token under the server key.
+    pub hash: Vec<u8>,
+    /// Public handle for lookup and revocation without the token.
+    pub accessor: String,
+    /// Owning tenant.
+    pub tenant: TenantId,
+    /// Policy names.
+    pub policies: Vec<String>,
+    /// Display name.
+    pub display_name: String,
+    /// Creation time, Unix seconds.
+    pub created_at: i64,
+    /// Expiry, Unix seconds; `None` only for root tokens.
+    pub expires_at: Option<i64>,
+}
+
+/// How a key uses its backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyMode {
+    /// Broker-generated DEK per version, wrapped by the backend.
+    Envelope,
+    /// Every encrypt/decrypt runs in the backend.
+    Direct,
+}
+
+impl KeyMode {
+    /// Wire and storage name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Envelope => "envelope",
+            Self::Direct => "direct",
+        }
+    }
+    /// From the wire or storage name.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "envelope" => Some(Self::Envelope),
+            "direct" => Some(Self::Direct),
+            _ => None,
+        }
+    }
+}
+
+/// A transit key's metadata and configuration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KeyRecord {
+    /// Immutable id (part of every binding).
+    pub id: KeyId,
+    /// Owning tenant.
+    pub tenant: TenantId,
+    /// The transit mount the key lives in.
+    pub mount: MountId,
+    /// Name within the mount.
+    pub name: String,
+    /// Key type, e.g. `aes256-gcm96`.
+    pub key_type: String,
+    /// Backend instance name.
+    pub backend: String,
+    /// Envelope or direct.
+    pub mode: KeyMode,
+    /// In envelope mode, the backend key that wraps every version's DEK.
+    pub backend_reference: Option<String>,
+    /// Oldest version that may decrypt.
+    pub min_decryption_version: u32,
+    /// Oldest version that may encrypt (0 = latest).
+    pub min_encryption_version: u32,
+    /// Whether the key may be deleted.
+    pub deletion_allowed: bool,
+    /// Automatic rotation period in seconds (0 = off).
+    pub auto_rotate_period: u64,
+    /// Highest version.
+    pub latest_version: u32,
+    /// Creation time, Unix seconds.
+    pub created_at: i64,
+    /// Time of the latest rotation (or creation), Unix seconds.
+    pub rotated_at: i64,
+}
+
+/// One version of a key.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KeyVersionRecord {
+    /// Owning key.
+    pub key: KeyId,
+    /// Version number, from 1.
+    pub version: u32,
+    /// Backend key reference used by this version (direct mode: its own key).
+    pub backend_reference: String,
+    /// The DEK wrapped by the backend (envelope mode).
+    pub wrapped_dek: Option<Vec<u8>>,
+    /// Payload format code (see `crypto::PayloadFormat`).
+    pub payload_format: u8,
+    /// Creation time, Unix seconds.
+    pub created_at: i64,
+    /// Encryption count reserved so far (durable upper bound of encryptions done).
+    pub counter_reserved: u64,
+}
+
+/// The storage contract.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Reads a broker-wide value (sealed secrets, init state).
+    async fn get_meta(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Writes a broker-wide value if absent; returns whether it was written.
+    async fn put_meta_if_absent(&self, name: &str, value: &[u8]) -> Result<bool, StoreError>;
+
+    /// Every mount of a tenant.
+    async fn list_mounts(&self, tenant: TenantId) -> Result<Vec<MountRecord>, StoreError>;
+    /// Creates a mount; `Conflict` if the path is taken.
+    async fn create_mount(&self, mount: &MountRecord) -> Result<(), StoreError>;
+    /// Replaces a mount's configuration.
+    async fn update_mount_config(
+        &self,
+        tenant: TenantId,
+        mount: MountId,
+        config: &serde_json::Value,
+    ) -> Result<(), StoreError>;
+    /// Deletes a mount and every key in it; returns whether it existed.
+    async fn delete_mount(&self, tenant: TenantId, mount: MountId) -> Result<bool, StoreError>;
+
+    /// Stores a token.
+    async fn put_token(&self, token: &TokenRecord) -> Result<(), StoreError>;
+    /// Finds a token by its keyed hash.
+    async fn get_token(&self, hash: &[u8]) -> Result<Option<TokenRecord>, StoreError>;
+
+    /// Creates a key with its first version; `Conflict` if the name is taken.
+    async fn create_key(&self, key: &KeyRecord, first: &KeyVersionRecord) -> Result<(), StoreError>;
+    /// Finds a key by name.
+    async fn get_key(
+        &self,
+        tenant: TenantId,
+        mount: MountId,
+        name: &str,
+    ) -> Result<Option<KeyRecord>, StoreError>;
+    /// Every version of a key, ascending.
+    async fn get_key_versions(&self, tenant: TenantId, key: KeyId) -> Result<Vec<KeyVersionRecord>, StoreError>;
+    /// Names of the keys in a mount, sorted.
+    async fn list_keys(&self, tenant: TenantId, mount: MountId) -> Result<Vec<String>, StoreError>;
+    /// Keys with automatic rotation enabled, across tenants (for the rotation job).
+    async fn list_auto_rotating_keys(&self) -> Result<Vec<KeyRecord>, StoreError>;
+    /// Replaces a key's configuration fields (min versions, deletion, auto-rotate period).
+    async fn update_key_config(&self, key: &KeyRecord) -> Result<(), StoreError>;
+    /// Adds a version if the latest is still `expected_latest` (so a rotation happens once
+    /// however many callers race); returns whether it was added.
+    async fn add_key_version(
+        &self,
+        tenant: TenantId,
+        expected_latest: u32,
+        version: &KeyVersionRecord,
+    ) -> Result<bool, StoreError>;
+    /// Deletes a key and its versions.
+    async fn delete_key(&self, tenant: TenantId, key: KeyId) -> Result<(), StoreError>;
+    /// Atomically raises a version's reserved encryption count by at most `block`, never
+    /// past `limit`; returns the count reserved before and after.
+    async fn reserve_counter(
+        &self,
+        tenant: TenantId,
+        key: KeyId,
+        version: u32,
+        block: u64,
+        limit: u64,
+    ) -> Result<(u64, u64), StoreError>;
+}

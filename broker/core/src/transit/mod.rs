@@ -1,0 +1,211 @@
+//! The transit engine: named, versioned keys per (tenant, mount), Vault's transit API
+//! semantics, with each key's versions served by a backend instance in envelope or direct
+//! mode.
+//!
+//! Key metadata is cached in memory as one immutable `KeyState` per key, replaced on every
+//! change; per-version encryption counters live in `Arc`s that survive those replacements.
+
+pub mod ciphertext;
+mod counter;
+mod data;
+mod keys;
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, RwLock},
+};
+
+pub use data::{DataKeyOutput, DecryptItem, EncryptItem, EncryptOutput};
+pub use keys::{CreateKeyOptions, KeyConfigUpdate, KeyInfo, VersionInfo};
+
+use crate::{
+    backend::{BackendInstance, Backends},
+    clock::Clock,
+    crypto::Binding,
+    error::{Error, Result},
+    store::{KeyRecord, KeyVersionRecord, Store},
+    MountId, Tenant, TenantId,
+};
+use counter::Counter;
+
+/// Key type of symmetric AES-256-GCM keys, as Vault names it.
+pub const AES256_GCM96: &str = "aes256-gcm96";
+
+/// Limits and defaults of the transit engine.
+#[derive(Clone, Debug)]
+pub struct TransitSettings {
+    /// Encryptions per key version before the key rotates by itself (below 2^32).
+    pub rotation_threshold: u64,
+    /// Encryption counts reserved in the store at a time.
+    pub counter_block: u64,
+    /// Smallest non-zero `auto_rotate_period`, in seconds (Vault: one hour).
+    pub min_auto_rotate_period: u64,
+    /// Backend instance of keys created without `backend`.
+    pub default_backend: String,
+    /// Most items in one `batch_input`.
+    pub max_batch_items: usize,
+}
+
+impl Default for TransitSettings {
+    fn default() -> Self {
+        Self {
+            rotation_threshold: 4_000_000_000,
+            counter_block: 10_000,
+            min_auto_rotate_period: 3600,
+            default_backend: "local".to_owned(),
+            max_batch_items: 10_000,
+        }
+    }
+}
+
+/// One version as held in memory.
+struct VersionState {
+    record: KeyVersionRecord,
+    counter: Counter,
+    /// Single-flight for filling the DEK cache of this version.
+    fill: tokio::sync::Mutex<()>,
+}
+
+/// A key as held in memory: its record and every version (index = version - 1).
+struct KeyState {
+    record: KeyRecord,
+    versions: Vec<Arc<VersionState>>,
+}
+
+impl KeyState {
+    fn version(&self, version: u32) -> Option<&Arc<VersionState>> {
+        let index = usize::try_from(version.checked_sub(1)?).ok()?;
+        self.versions.get(index)
+    }
+
+    fn binding(&self, version: u32) -> Binding {
+        Binding {
+            tenant: self.record.tenant,
+            key: self.record.id,
+            version,
+        }
+    }
+}
+
+type StateKey = (TenantId, MountId, String);
+
+/// The transit engine.
+pub struct Transit {
+    store: Arc<dyn Store>,
+    backends: Arc<dyn Backends>,
+    clock: Arc<dyn Clock>,
+    settings: TransitSettings,
+    keys: RwLock<HashMap<StateKey, Arc<KeyState>>>,
+}
+
+impl std::fmt::Debug for Transit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transit").field("settings", &self.settings).finish_non_exhaustive()
+    }
+}
+
+/// Checks a key name: letters, digits, `-`, `_`, `.`; no `..`; at most 128 bytes.
+pub fn validate_key_name(name: &str) -> Result<()> {
+    let valid = !name.is_empty()
+        && name.len() <= 128
+        && !name.contains("..")
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if valid {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            "invalid key name: use 1-128 letters, digits, '-', '_' or '.', without '..'",
+        ))
+    }
+}
+
+impl Transit {
+    /// The engine over a store and a set of backend instances.
+    pub fn new(
+        store: Arc<dyn Store>,
+        backends: Arc<dyn Backends>,
+        clock: Arc<dyn Clock>,
+        settings: TransitSettings,
+    ) -> Self {
+        Self {
+            store,
+            backends,
+            clock,
+            settings,
+            keys: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// The engine's settings.
+    pub fn settings(&self) -> &TransitSettings {
+        &self.settings
+    }
+
+    fn cached_state(&self, key: &StateKey) -> Option<Arc<KeyState>> {
+        self.keys.read().ok()?.get(key).cloned()
+    }
+
+    fn forget(&self, tenant: TenantId, mount: MountId, name: &str) {
+        if let Ok(mut keys) = self.keys.write() {
+            keys.remove(&(tenant, mount, name.to_owned()));
+        }
+    }
+
+    /// The in-memory state of a key, loading it from the store on first use.
+    async fn state(&self, tenant: TenantId, mount: MountId, name: &str) -> Result<Option<Arc<KeyState>>> {
+        let key = (tenant, mount, name.to_owned());
+        if let Some(state) = self.cached_state(&key) {
+            return Ok(Some(state));
+        }
+        self.reload(tenant, mount, name).await
+    }
+
+    /// Re-reads a key from the store, keeping the counters of versions already loaded.
+    async fn reload(&self, tenant: TenantId, mount: MountId, name: &str) -> Result<Option<Arc<KeyState>>> {
+        let Some(record) = self.store.get_key(tenant, mount, name).await? else {
+            self.forget(tenant, mount, name);
+            return Ok(None);
+        };
+        let version_records = self.store.get_key_versions(tenant, record.id).await?;
+        let key = (tenant, mount, name.to_owned());
+        let previous = self.cached_state(&key).filter(|p| p.record.id == record.id);
+        let versions = version_records
+            .into_iter()
+            .map(|v| {
+                previous
+                    .as_ref()
+                    .and_then(|p| p.version(v.version).cloned())
+                    .unwrap_or_else(|| {
+                        Arc::new(VersionState {
+                            counter: Counter::new(v.counter_reserved),
+                            record: v,
+                            fill: tokio::sync::Mutex::new(()),
+                        })
+                    })
+            })
+            .collect::<Vec<_>>();
+        if versions.len() != record.latest_version as usize
+            || versions.iter().enumerate().any(|(i, v)| v.record.version as usize != i + 1)
+        {
+            return Err(Error::internal(format!("key {} has inconsistent versions", record.id)));
+        }
+        let state = Arc::new(KeyState { record, versions });
+        if let Ok(mut keys) = self.keys.write() {
+            keys.insert(key, state.clone());
+        }
+        Ok(Some(state))
+    }
+
+    /// The backend instance serving a key, if loaded and allowed for the tenant.
+    fn instance(&self, tenant: &Tenant, name: &str) -> Result<Arc<dyn BackendInstance>> {
+        match self.backends.get(name) {
+            Some(instance) if instance.allows_tenant(&tenant.name) => Ok(instance),
+            Some(_) => Err(Error::invalid(format!(
+                "backend instance \"{name}\" is not available to this tenant"
+            ))),
+            None => Err(Error::Unavailable(format!("backend instance \"{name}\" is not loaded"))),
+        }
+    }
+}

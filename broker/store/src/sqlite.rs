@@ -1,0 +1,451 @@
+//! SQLite implementation of the `Store` trait.
+
+use std::{path::Path, str::FromStr, time::Duration};
+
+use async_trait::async_trait;
+use keybroker_core::{
+    store::{KeyMode, KeyRecord, KeyVersionRecord, MountRecord, Store, StoreError, TokenRecord},
+    KeyId, MountId, TenantId,
+};
+use sqlx::{
+    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous},
+    Row, SqlitePool,
+};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// The embedded store.
+#[derive(Clone, Debug)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+fn map_error(error: sqlx::Error) -> StoreError {
+    match &error {
+        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict,
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+            StoreError::Unavailable(error.to_string())
+        }
+        _ => StoreError::Other(Box::new(error)),
+    }
+}
+
+fn corrupt(what: &str) -> StoreError {
+    StoreError::Corrupt(what.to_owned())
+}
+
+fn tenant_id(row: &SqliteRow, column: &str) -> Result<TenantId, StoreError> {
+    let text: String = row.try_get(column).map_err(map_error)?;
+    TenantId::parse(&text).ok_or_else(|| corrupt(column))
+}
+
+fn key_id(row: &SqliteRow, column: &str) -> Result<KeyId, StoreError> {
+    let text: String = row.try_get(column).map_err(map_error)?;
+    KeyId::parse(&text).ok_or_else(|| corrupt(column))
+}
+
+fn mount_id(row: &SqliteRow, column: &str) -> Result<MountId, StoreError> {
+    let text: String = row.try_get(column).map_err(map_error)?;
+    MountId::parse(&text).ok_or_else(|| corrupt(column))
+}
+
+fn get<'r, T>(row: &'r SqliteRow, column: &str) -> Result<T, StoreError>
+where
+    T: sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>,
+{
+    row.try_get(column).map_err(map_error)
+}
+
+fn to_u32(value: i64, what: &str) -> Result<u32, StoreError> {
+    u32::try_from(value).map_err(|_| corrupt(what))
+}
+
+fn to_u64(value: i64, what: &str) -> Result<u64, StoreError> {
+    u64::try_from(value).map_err(|_| corrupt(what))
+}
+
+fn to_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+fn mount_from_row(row: &SqliteRow) -> Result<MountRecord, StoreError> {
+    let config: String = get(row, "config")?;
+    Ok(MountRecord {
+        id: mount_id(row, "id")?,
+        tenant: tenant_id(row, "tenant_id")?,
+        path: get(row, "path")?,
+        kind: get(row, "kind")?,
+        description: get(row, "description")?,
+        config: serde_json::from_str(&config).map_err(|_| corrupt("mounts.config"))?,
+        created_at: get(row, "created_at")?,
+    })
+}
+
+fn key_from_row(row: &SqliteRow) -> Result<KeyRecord, StoreError> {
+    let mode: String = get(row, "mode")?;
+    Ok(KeyRecord {
+        id: key_id(row, "id")?,
+        tenant: tenant_id(row, "tenant_id")?,
+        mount: mount_id(row, "mount_id")?,
+        name: get(row, "name")?,
+        key_type: get(row, "key_type")?,
+        backend: get(row, "backend")?,
+        mode: KeyMode::parse(&mode).ok_or_else(|| corrupt("transit_keys.mode"))?,
+        backend_reference: get(row, "backend_reference")?,
+        min_decryption_version: to_u32(get(row, "min_decryption_version")?, "min_decryption_version")?,
+        min_encryption_version: to_u32(get(row, "min_encryption_version")?, "min_encryption_version")?,
+        deletion_allowed: get(row, "deletion_allowed")?,
+        auto_rotate_period: to_u64(get(row, "auto_rotate_period")?, "auto_rotate_period")?,
+        latest_version: to_u32(get(row, "latest_version")?, "latest_version")?,
+        created_at: get(row, "created_at")?,
+        rotated_at: get(row, "rotated_at")?,
+    })
+}
+
+fn version_from_row(row: &SqliteRow) -> Result<KeyVersionRecord, StoreError> {
+    Ok(KeyVersionRecord {
+        key: key_id(row, "key_id")?,
+        version: to_u32(get(row, "version")?, "version")?,
+        backend_reference: get(row, "backend_reference")?,
+        wrapped_dek: get(row, "wrapped_dek")?,
+        payload_format: u8::try_from(get::<i64>(row, "payload_format")?)
+            .map_err(|_| corrupt("payload_format"))?,
+        created_at: get(row, "created_at")?,
+        counter_reserved: to_u64(get(row, "counter_reserved")?, "counter_reserved")?,
+    })
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file and applies migrations.
+    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(5));
+        Self::with_options(options).await
+    }
+
+    /// Opens from a `sqlite:` URL.
+    pub async fn open_url(url: &str) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(map_error)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(5));
+        Self::with_options(options).await
+    }
+
+    async fn with_options(options: SqliteConnectOptions) -> Result<Self, StoreError> {
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options)
+            .await
+            .map_err(map_error)?;
+        MIGRATOR
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError::Other(Box::new(e)))?;
+        Ok(Self { pool })
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn get_meta(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        sqlx::query_scalar("SELECT value FROM meta WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_error)
+    }
+
+    async fn put_meta_if_absent(&self, name: &str, value: &[u8]) -> Result<bool, StoreError> {
+        let result = sqlx::query("INSERT INTO meta (name, value) VALUES (?, ?) ON CONFLICT (name) DO NOTHING")
+            .bind(name)
+            .bind(value)
+            .execute(&self.pool)
+            .await
+            .map_err(map_error)?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn list_mounts(&self, tenant: TenantId) -> Result<Vec<MountRecord>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM mounts WHERE tenant_id = ? ORDER BY path")
+            .bind(tenant.to_string())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_error)?;
+        rows.iter().map(mount_from_row).collect()
+    }
+
+    async fn create_mount(&self, mount: &MountRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO mounts (id, tenant_id, path, kind, description, config, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(mount.id.to_string())
+        .bind(mount.tenant.to_string())
+        .bind(&mount.path)
+        .bind(&mount.kind)
+        .bind(&mount.description)
+        .bind(mount.config.to_string())
+        .bind(mount.created_at)
+        .execute(&self.pool)
+        .await
+        .map_err(map_error)?;
+        Ok(())
+    }
+
+    async fn update_mount_config(
+        &self,
+        tenant: TenantId,
+        mount: MountId,
+        config: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE mounts SET config = ? WHERE tenant_id = ? AND id = ?")
+            .bind(config.to_string())
+            .bind(tenant.to_string())
+            .bind(mount.to_string())
+            .execute(&self.pool)
+            .await
+            .map_err(map_error)?;
+        Ok(())
+    }
+
+    async fn delete_mount(&self, tenant: TenantId, mount: MountId) -> Result<bool, StoreError> {
+        // Keys and their versions go with the mount (ON DELETE CASCADE).
+        let result = sqlx::query("DELETE FROM mounts WHERE tenant_id = ? AND id = ?")
+            .bind(tenant.to_string())
+            .bind(mount.to_string())
+            .execute(&self.pool)
+            .await
+            .map_err(map_error)?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn put_token(&self, token: &TokenRecord) -> Result<(), StoreError> {
+        let policies = serde_json::to_string(&token.policies).map_err(|e| StoreError::Other(Box::new(e)))?;
+        sqlx::query(
+            "INSERT INTO tokens (hash, accessor, tenant_id, policies, display_name, created_at, expires_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&token.hash)
+        .bind(&token.accessor)
+        .bind(token.tenant.to_string())
+        .bind(policies)
+        .bind(&token.display_name)
+        .bind(token.created_at)
+        .bind(token.expires_at)
+        .execute(&self.pool)
+        .await
+        .map_err(map_error)?;
+        Ok(())
+    }
+
+    async fn get_token(&self, hash: &[u8]) -> Result<Option<TokenRecord>, StoreError> {
+        let Some(row) = sqlx::query("SELECT * FROM tokens WHERE hash = ?")
+            .bind(hash)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_error)?
+        else {
+            return Ok(None);
+        };
+        let policies: String = get(&row, "policies")?;
+        Ok(Some(TokenRecord {
+            hash: get(&row, "hash")?,
+            accessor: get(&row, "accessor")?,
+            tenant: tenant_id(&row, "tenant_id")?,
+            policies: serde_json::from_str(&policies).map_err(|_| corrupt("tokens.policies"))?,
+            display_name: get(&row, "display_name")?,
+            created_at: get(&row, "created_at")?,
+            expires_at: get(&row, "expires_at")?,
+        }))
+    }
+
+    async fn create_key(&self, key: &KeyRecord, first: &KeyVersionRecord) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(map_error)?;
+        sqlx::query(
+            "INSERT INTO transit_keys (id, tenant_id, mount_id, name, key_type, backend, mode, \
+             backend_reference, min_decryption_version, min_encryption_version, deletion_allowed, \
+             auto_rotate_period, latest_version, created_at, rotated_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(key.id.to_string())
+        .bind(key.tenant.to_string())
+        .bind(key.mount.to_string())
+        .bind(&key.name)
+        .bind(&key.key_type)
+        .bind(&key.backend)
+        .bind(key.mode.as_str())
+        .bind(&key.backend_reference)
+        .bind(i64::from(key.min_decryption_version))
+        .bind(i64::from(key.min_encryption_version))
+        .bind(key.deletion_allowed)
+        .bind(to_i64(key.auto_rotate_period))
+        .bind(i64::from(key.latest_version))
+        .bind(key.created_at)
+        .bind(key.rotated_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_error)?;
+        insert_version(&mut tx, key.tenant, first).await?;
+        tx.commit().await.map_err(map_error)
+    }
+
+    async fn get_key(&self, tenant: TenantId, mount: MountId, name: &str) -> Result<Option<KeyRecord>, StoreError> {
+        sqlx::query("SELECT * FROM transit_keys WHERE tenant_id = ? AND mount_id = ? AND name = ?")
+            .bind(tenant.to_string())
+            .bind(mount.to_string())
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_error)?
+            .as_ref()
+            .map(key_from_row)
+            .transpose()
+    }
+
+    async fn get_key_versions(&self, tenant: TenantId, key: KeyId) -> Result<Vec<KeyVersionRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM transit_key_versions WHERE tenant_id = ? AND key_id = ? ORDER BY version",
+        )
+        .bind(tenant.to_string())
+        .bind(key.to_string())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_error)?;
+        rows.iter().map(version_from_row).collect()
+    }
+
+    async fn list_keys(&self, tenant: TenantId, mount: MountId) -> Result<Vec<String>, StoreError> {
+        sqlx::query_scalar("SELECT name FROM transit_keys WHERE tenant_id = ? AND mount_id = ? ORDER BY name")
+            .bind(tenant.to_string())
+            .bind(mount.to_string())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_error)
+    }
+
+    async fn list_auto_rotating_keys(&self) -> Result<Vec<KeyRecord>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM transit_keys WHERE auto_rotate_period > 0")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_error)?;
+        rows.iter().map(key_from_row).collect()
+    }
+
+    async fn update_key_config(&self, key: &KeyRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE transit_keys SET min_decryption_version = ?, min_encryption_version = ?, \
+             deletion_allowed = ?, auto_rotate_period = ? WHERE tenant_id = ? AND id = ?",
+        )
+        .bind(i64::from(key.min_decryption_version))
+        .bind(i64::from(key.min_encryption_version))
+        .bind(key.deletion_allowed)
+        .bind(to_i64(key.auto_rotate_period))
+        .bind(key.tenant.to_string())
+        .bind(key.id.to_string())
+        .execute(&self.pool)
+        .await
+        .map_err(map_error)?;
+        Ok(())
+    }
+
+    async fn add_key_version(
+        &self,
+        tenant: TenantId,
+        expected_latest: u32,
+        version: &KeyVersionRecord,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(map_error)?;
+        let moved = sqlx::query(
+            "UPDATE transit_keys SET latest_version = ?, rotated_at = ? \
+             WHERE tenant_id = ? AND id = ? AND latest_version = ?",
+        )
+        .bind(i64::from(version.version))
+        .bind(version.created_at)
+        .bind(tenant.to_string())
+        .bind(version.key.to_string())
+        .bind(i64::from(expected_latest))
+        .execute(&mut *tx)
+        .await
+        .map_err(map_error)?;
+        if moved.rows_affected() != 1 {
+            return Ok(false);
+        }
+        insert_version(&mut tx, tenant, version).await?;
+        tx.commit().await.map_err(map_error)?;
+        Ok(true)
+    }
+
+    async fn delete_key(&self, tenant: TenantId, key: KeyId) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM transit_keys WHERE tenant_id = ? AND id = ?")
+            .bind(tenant.to_string())
+            .bind(key.to_string())
+            .execute(&self.pool)
+            .await
+            .map_err(map_error)?;
+        Ok(())
+    }
+
+    async fn reserve_counter(
+        &self,
+        tenant: TenantId,
+        key: KeyId,
+        version: u32,
+        block: u64,
+        limit: u64,
+    ) -> Result<(u64, u64), StoreError> {
+        // One statement, atomic against every other writer of the row. Right-hand sides see
+        // the old row, so `counter_previous` keeps the value before this reservation.
+        let row = sqlx::query(
+            "UPDATE transit_key_versions \
+             SET counter_previous = counter_reserved, \
+                 counter_reserved = MIN(counter_reserved + ?, MAX(counter_reserved, ?)) \
+             WHERE tenant_id = ? AND key_id = ? AND version = ? \
+             RETURNING counter_previous, counter_reserved",
+        )
+        .bind(to_i64(block))
+        .bind(to_i64(limit))
+        .bind(tenant.to_string())
+        .bind(key.to_string())
+        .bind(i64::from(version))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(map_error)?
+        .ok_or_else(|| corrupt("key version to count does not exist"))?;
+        let before = to_u64(get(&row, "counter_previous")?, "counter_previous")?;
+        let after = to_u64(get(&row, "counter_reserved")?, "counter_reserved")?;
+        Ok((before, after))
+    }
+}
+
+async fn insert_version(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    tenant: TenantId,
+    version: &KeyVersionRecord,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO transit_key_versions (key_id, tenant_id, version, backend_reference, \
+         wrapped_dek, payload_format, created_at, counter_reserved) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(version.key.to_string())
+    .bind(tenant.to_string())
+    .bind(i64::from(version.version))
+    .bind(&version.backend_reference)
+    .bind(&version.wrapped_dek)
+    .bind(i64::from(version.payload_format))
+    .bind(version.created_at)
+    .bind(to_i64(version.counter_reserved))
+    .execute(&mut **tx)
+    .await
+    .map_err(map_error)?;
+    Ok(())
+}
