@@ -58,13 +58,26 @@ pub trait BackendInstance: Send + Sync {
     /// Whether the instance supports direct mode.
     fn supports_direct(&self) -> bool;
     /// Creates a backend key for a tenant's transit key.
-    async fn create_key(&self, tenant: TenantId, key_id: &str, key_type: &str) -> Result<String, Error>;
+    async fn create_key(
+        &self,
+        tenant: TenantId,
+        key_id: &str,
+        key_type: &str,
+    ) -> Result<String, Error>;
     /// Destroys a backend key the broker created.
     async fn delete_key(&self, tenant: TenantId, reference: &str) -> Result<(), Error>;
     /// Encrypts (wraps).
-    async fn encrypt(&self, tenant: TenantId, request: BackendEncrypt<'_>) -> Result<Vec<u8>, Error>;
+    async fn encrypt(
+        &self,
+        tenant: TenantId,
+        request: BackendEncrypt<'_>,
+    ) -> Result<Vec<u8>, Error>;
     /// Decrypts (unwraps).
-    async fn decrypt(&self, tenant: TenantId, request: BackendDecrypt<'_>) -> Result<Zeroizing<Vec<u8>>, Error>;
+    async fn decrypt(
+        &self,
+        tenant: TenantId,
+        request: BackendDecrypt<'_>,
+    ) -> Result<Zeroizing<Vec<u8>>, Error>;
     /// Several encryptions in one backend call.
     async fn encrypt_batch(
         &self,

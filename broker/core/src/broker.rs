@@ -30,7 +30,11 @@ pub struct BrokerSettings {
 
 /// Reads a 32-byte secret sealed under the root key, generating and storing it on first
 /// use. Concurrent first uses (several nodes) agree on one value.
-pub async fn sealed_secret(store: &dyn Store, root_key: &RootKey, name: &str) -> Result<Zeroizing<[u8; 32]>> {
+pub async fn sealed_secret(
+    store: &dyn Store,
+    root_key: &RootKey,
+    name: &str,
+) -> Result<Zeroizing<[u8; 32]>> {
     if store.get_meta(name).await?.is_none() {
         let fresh = crate::crypto::generate_dek();
         let sealed = root_key.seal(name, fresh.as_ref())?;
@@ -51,7 +55,11 @@ pub async fn sealed_secret(store: &dyn Store, root_key: &RootKey, name: &str) ->
 
 /// A secret the broker generates for a built-in backend instance (e.g. the dev KEK of
 /// `local`), stored only sealed under the root key.
-pub async fn managed_secret(store: &dyn Store, root_key: &RootKey, instance: &str) -> Result<Zeroizing<[u8; 32]>> {
+pub async fn managed_secret(
+    store: &dyn Store,
+    root_key: &RootKey,
+    instance: &str,
+) -> Result<Zeroizing<[u8; 32]>> {
     sealed_secret(store, root_key, &format!("{MANAGED_PREFIX}{instance}")).await
 }
 
@@ -69,7 +77,9 @@ pub struct Broker {
 
 impl std::fmt::Debug for Broker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Broker").field("transit", &self.transit).finish_non_exhaustive()
+        f.debug_struct("Broker")
+            .field("transit", &self.transit)
+            .finish_non_exhaustive()
     }
 }
 
@@ -93,13 +103,28 @@ impl Broker {
 
     /// Initialises a fresh store: a root token and the `transit/` mount. Returns the root
     /// token if this call initialised the store, `None` if it already was.
-    pub async fn initialize(&self, chosen_root_token: Option<&str>) -> Result<Option<Zeroizing<String>>> {
-        if !self.store.put_meta_if_absent(META_INITIALIZED, b"1").await? {
+    pub async fn initialize(
+        &self,
+        chosen_root_token: Option<&str>,
+    ) -> Result<Option<Zeroizing<String>>> {
+        if !self
+            .store
+            .put_meta_if_absent(META_INITIALIZED, b"1")
+            .await?
+        {
             return Ok(None);
         }
-        let token = self.tokens.create_root(TenantId::ROOT, chosen_root_token).await?;
+        let token = self
+            .tokens
+            .create_root(TenantId::ROOT, chosen_root_token)
+            .await?;
         self.mounts
-            .enable(TenantId::ROOT, "transit", "transit", "key broker transit engine")
+            .enable(
+                TenantId::ROOT,
+                "transit",
+                "transit",
+                "key broker transit engine",
+            )
             .await?;
         Ok(Some(token))
     }

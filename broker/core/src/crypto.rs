@@ -121,7 +121,9 @@ pub struct DataKey {
 
 impl std::fmt::Debug for DataKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DataKey").field("binding", &self.binding).finish_non_exhaustive()
+        f.debug_struct("DataKey")
+            .field("binding", &self.binding)
+            .finish_non_exhaustive()
     }
 }
 
@@ -151,7 +153,13 @@ impl DataKey {
         let aad = self.binding.aad(associated_data);
         let sealed = self
             .cipher
-            .encrypt(Nonce::from_slice(&nonce), Payload { msg: plaintext, aad: &aad })
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: plaintext,
+                    aad: &aad,
+                },
+            )
             .map_err(|_| Error::internal("AES-GCM encryption failed"))?;
         let mut out = Vec::with_capacity(NONCE_LEN + sealed.len());
         out.extend_from_slice(&nonce);
@@ -160,14 +168,24 @@ impl DataKey {
     }
 
     /// Decrypts `nonce ‖ ciphertext ‖ tag`.
-    pub fn open(&self, payload: &[u8], associated_data: &[u8]) -> Result<Zeroizing<Vec<u8>>, Error> {
+    pub fn open(
+        &self,
+        payload: &[u8],
+        associated_data: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, Error> {
         if payload.len() < NONCE_LEN + TAG_LEN {
             return Err(Error::invalid("invalid ciphertext: too short"));
         }
         let (nonce, sealed) = payload.split_at(NONCE_LEN);
         let aad = self.binding.aad(associated_data);
         self.cipher
-            .decrypt(Nonce::from_slice(nonce), Payload { msg: sealed, aad: &aad })
+            .decrypt(
+                Nonce::from_slice(nonce),
+                Payload {
+                    msg: sealed,
+                    aad: &aad,
+                },
+            )
             .map(Zeroizing::new)
             .map_err(|_| Error::invalid("cipher: message authentication failed"))
     }
@@ -197,14 +215,29 @@ mod tests {
     fn every_binding_field_and_the_associated_data_matter() {
         let dek = generate_dek();
         let original = binding();
-        let ct = DataKey::derive(dek.as_ref(), original).unwrap().seal(b"secret", b"ad").unwrap();
+        let ct = DataKey::derive(dek.as_ref(), original)
+            .unwrap()
+            .seal(b"secret", b"ad")
+            .unwrap();
 
-        let other_tenant = Binding { tenant: TenantId::random(), ..original };
-        let other_key = Binding { key: KeyId::random(), ..original };
-        let other_version = Binding { version: original.version + 1, ..original };
+        let other_tenant = Binding {
+            tenant: TenantId::random(),
+            ..original
+        };
+        let other_key = Binding {
+            key: KeyId::random(),
+            ..original
+        };
+        let other_version = Binding {
+            version: original.version + 1,
+            ..original
+        };
         for changed in [other_tenant, other_key, other_version] {
             let key = DataKey::derive(dek.as_ref(), changed).unwrap();
-            assert!(key.open(&ct, b"ad").is_err(), "{changed:?} must not decrypt");
+            assert!(
+                key.open(&ct, b"ad").is_err(),
+                "{changed:?} must not decrypt"
+            );
         }
         let key = DataKey::derive(dek.as_ref(), original).unwrap();
         assert!(key.open(&ct, b"other").is_err());

@@ -81,7 +81,11 @@ impl DekCache {
     /// Looks up a key, counting the hit or miss.
     pub fn get(&self, key: &CacheKey) -> Option<Arc<CachedKey>> {
         let found = self.cache.get(key);
-        let counter = if found.is_some() { &self.hits } else { &self.misses };
+        let counter = if found.is_some() {
+            &self.hits
+        } else {
+            &self.misses
+        };
         counter.fetch_add(1, Ordering::Relaxed);
         found
     }

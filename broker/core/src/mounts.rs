@@ -61,7 +61,9 @@ pub fn normalize_path(path: &str) -> Result<String> {
     }
     let first = trimmed.split('/').next().unwrap_or_default();
     if RESERVED_PREFIXES.contains(&first) {
-        return Err(Error::invalid(format!("cannot mount at reserved path \"{first}/\"")));
+        return Err(Error::invalid(format!(
+            "cannot mount at reserved path \"{first}/\""
+        )));
     }
     Ok(format!("{trimmed}/"))
 }
@@ -106,7 +108,11 @@ impl Mounts {
     }
 
     /// The mount serving `path` (relative to `/v1/`), and the rest of the path.
-    pub async fn resolve<'p>(&self, tenant: TenantId, path: &'p str) -> Result<Option<(Arc<MountRecord>, &'p str)>> {
+    pub async fn resolve<'p>(
+        &self,
+        tenant: TenantId,
+        path: &'p str,
+    ) -> Result<Option<(Arc<MountRecord>, &'p str)>> {
         let table = self.table(tenant).await?;
         for mount in table.iter() {
             if let Some(rest) = path.strip_prefix(mount.path.as_str()) {
@@ -130,14 +136,19 @@ impl Mounts {
     ) -> Result<Arc<MountRecord>> {
         let path = normalize_path(path)?;
         if !ENGINE_TYPES.contains(&kind) {
-            return Err(Error::invalid(format!("plugin not found in the catalog: {kind}")));
+            return Err(Error::invalid(format!(
+                "plugin not found in the catalog: {kind}"
+            )));
         }
         let table = self.reload(tenant).await?;
         if let Some(existing) = table
             .iter()
             .find(|m| m.path.starts_with(&path) || path.starts_with(&m.path))
         {
-            return Err(Error::invalid(format!("path is already in use at {}", existing.path)));
+            return Err(Error::invalid(format!(
+                "path is already in use at {}",
+                existing.path
+            )));
         }
         let record = MountRecord {
             id: MountId::random(),
@@ -173,7 +184,9 @@ impl Mounts {
 
     /// Replaces a mount's engine configuration.
     pub async fn set_config(&self, mount: &MountRecord, config: serde_json::Value) -> Result<()> {
-        self.store.update_mount_config(mount.tenant, mount.id, &config).await?;
+        self.store
+            .update_mount_config(mount.tenant, mount.id, &config)
+            .await?;
         self.reload(mount.tenant).await?;
         Ok(())
     }
@@ -187,7 +200,9 @@ mod tests {
     fn paths_are_normalised_and_checked() {
         assert_eq!(normalize_path("transit").unwrap(), "transit/");
         assert_eq!(normalize_path("/a/b/").unwrap(), "a/b/");
-        for bad in ["", "/", "sys", "sys/x", "auth/jwt", "a//b", "a/../b", "a b", "é", "a\0b"] {
+        for bad in [
+            "", "/", "sys", "sys/x", "auth/jwt", "a//b", "a/../b", "a b", "é", "a\0b",
+        ] {
             assert!(normalize_path(bad).is_err(), "{bad:?}");
         }
     }

@@ -36,7 +36,13 @@ impl RootKey {
         let nonce = random_nonce();
         let sealed = self
             .cipher()?
-            .encrypt(Nonce::from_slice(&nonce), Payload { msg: secret, aad: purpose.as_bytes() })
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: secret,
+                    aad: purpose.as_bytes(),
+                },
+            )
             .map_err(|_| Error::internal("sealing failed"))?;
         let mut out = nonce.to_vec();
         out.extend_from_slice(&sealed);
@@ -50,7 +56,13 @@ impl RootKey {
         }
         let (nonce, sealed) = blob.split_at(NONCE_LEN);
         self.cipher()?
-            .decrypt(Nonce::from_slice(nonce), Payload { msg: sealed, aad: purpose.as_bytes() })
+            .decrypt(
+                Nonce::from_slice(nonce),
+                Payload {
+                    msg: sealed,
+                    aad: purpose.as_bytes(),
+                },
+            )
             .map(Zeroizing::new)
             .map_err(|_| Error::Sealed)
     }
@@ -64,9 +76,15 @@ mod tests {
     fn seal_round_trip_and_purpose_binding() {
         let key = RootKey::new(Zeroizing::new([7u8; 32]));
         let blob = key.seal("server-key", b"secret").unwrap();
-        assert_eq!(key.unseal("server-key", &blob).unwrap().as_slice(), b"secret");
+        assert_eq!(
+            key.unseal("server-key", &blob).unwrap().as_slice(),
+            b"secret"
+        );
         assert!(key.unseal("kek", &blob).is_err());
         let other = RootKey::new(Zeroizing::new([8u8; 32]));
-        assert!(matches!(other.unseal("server-key", &blob), Err(Error::Sealed)));
+        assert!(matches!(
+            other.unseal("server-key", &blob),
+            Err(Error::Sealed)
+        ));
     }
 }

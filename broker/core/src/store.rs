@@ -170,7 +170,8 @@ pub trait Store: Send + Sync + 'static {
     async fn get_token(&self, hash: &[u8]) -> Result<Option<TokenRecord>, StoreError>;
 
     /// Creates a key with its first version; `Conflict` if the name is taken.
-    async fn create_key(&self, key: &KeyRecord, first: &KeyVersionRecord) -> Result<(), StoreError>;
+    async fn create_key(&self, key: &KeyRecord, first: &KeyVersionRecord)
+        -> Result<(), StoreError>;
     /// Finds a key by name.
     async fn get_key(
         &self,
@@ -179,7 +180,11 @@ pub trait Store: Send + Sync + 'static {
         name: &str,
     ) -> Result<Option<KeyRecord>, StoreError>;
     /// Every version of a key, ascending.
-    async fn get_key_versions(&self, tenant: TenantId, key: KeyId) -> Result<Vec<KeyVersionRecord>, StoreError>;
+    async fn get_key_versions(
+        &self,
+        tenant: TenantId,
+        key: KeyId,
+    ) -> Result<Vec<KeyVersionRecord>, StoreError>;
     /// Names of the keys in a mount, sorted.
     async fn list_keys(&self, tenant: TenantId, mount: MountId) -> Result<Vec<String>, StoreError>;
     /// Keys with automatic rotation enabled, across tenants (for the rotation job).

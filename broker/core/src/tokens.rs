@@ -87,8 +87,13 @@ impl Tokens {
     ) -> Result<Zeroizing<String>> {
         let token = match chosen {
             Some(text) => {
-                if text.is_empty() || text.len() > 256 || !text.bytes().all(|b| b.is_ascii_graphic()) {
-                    return Err(Error::invalid("root token id must be 1-256 printable ASCII characters"));
+                if text.is_empty()
+                    || text.len() > 256
+                    || !text.bytes().all(|b| b.is_ascii_graphic())
+                {
+                    return Err(Error::invalid(
+                        "root token id must be 1-256 printable ASCII characters",
+                    ));
                 }
                 Zeroizing::new(text.to_owned())
             }

@@ -1,1 +1,124 @@
-fn main() {}
+//! `keybroker`: the key broker server.
+//!
+//! `keybroker server --dev` for a throwaway broker on 127.0.0.1:8200, `keybroker server
+//! --config FILE` for a real one.
+
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+use keybroker_server::{app, config, hygiene};
+
+#[derive(Parser)]
+#[command(name = "keybroker", version, about = "A Vault-style key broker")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the broker.
+    Server(ServerArgs),
+}
+
+#[derive(clap::Args)]
+struct ServerArgs {
+    /// Configuration file (TOML).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Development mode: temporary SQLite store, generated root key, printed root token,
+    /// loopback only. Never for real data.
+    #[arg(long)]
+    dev: bool,
+    /// Dev mode: use this text as the root token.
+    #[arg(long, value_name = "ID", requires = "dev")]
+    dev_root_token_id: Option<String>,
+    /// Dev mode: listen address (loopback only).
+    #[arg(long, value_name = "ADDR", requires = "dev")]
+    dev_listen_address: Option<SocketAddr>,
+    /// Drop-in directory of backend instances (overrides the config file's `plugin_dir`).
+    #[arg(long, value_name = "DIR")]
+    plugin_dir: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("KEYBROKER_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    hygiene::harden_process();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match cli.command {
+        Command::Server(args) => runtime.block_on(run_server(args)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
+    let file = args.config.as_deref().map(config::read_file).transpose()?;
+    // Dev state lives in a temporary directory removed at exit.
+    let dev_dir = if args.dev {
+        Some(
+            tempfile::Builder::new()
+                .prefix("keybroker-dev-")
+                .tempdir()?,
+        )
+    } else {
+        None
+    };
+    let overrides = config::Overrides {
+        dev: args.dev,
+        dev_root_token_id: args.dev_root_token_id,
+        dev_listen_address: args.dev_listen_address,
+        plugin_dir: args.plugin_dir,
+        dev_state_dir: dev_dir.as_ref().map(|d| d.path().to_owned()),
+    };
+    let config = config::Config::build(file, overrides)?;
+    let built = app::build(&config).await?;
+    if let Some(token) = &built.root_token {
+        match (&config.init_root_token_file, config.dev) {
+            (Some(path), false) => {
+                app::write_token_file(path, token)?;
+                eprintln!(
+                    "Initialised a new store; the root token was written to {}",
+                    path.display()
+                );
+            }
+            _ => {
+                let banner = if config.dev {
+                    "keybroker is running in dev mode: data lives in a temporary directory removed at exit."
+                } else {
+                    "Initialised a new store. The root token is shown once; keep it safe."
+                };
+                println!("{banner}\n");
+                println!("Api Address: http://{}", config.listener.address);
+                println!("Root Token: {}", token.as_str());
+                println!();
+            }
+        }
+    }
+    app::spawn_background(&built.state, &config);
+    app::spawn_sighup_reload(&built.state)?;
+    app::serve(&config, built.state).await?;
+    drop(dev_dir);
+    Ok(())
+}

@@ -8,7 +8,9 @@ use keybroker_core::{
     KeyId, MountId, TenantId,
 };
 use sqlx::{
-    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous},
+    sqlite::{
+        SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+    },
     Row, SqlitePool,
 };
 
@@ -92,8 +94,14 @@ fn key_from_row(row: &SqliteRow) -> Result<KeyRecord, StoreError> {
         backend: get(row, "backend")?,
         mode: KeyMode::parse(&mode).ok_or_else(|| corrupt("transit_keys.mode"))?,
         backend_reference: get(row, "backend_reference")?,
-        min_decryption_version: to_u32(get(row, "min_decryption_version")?, "min_decryption_version")?,
-        min_encryption_version: to_u32(get(row, "min_encryption_version")?, "min_encryption_version")?,
+        min_decryption_version: to_u32(
+            get(row, "min_decryption_version")?,
+            "min_decryption_version",
+        )?,
+        min_encryption_version: to_u32(
+            get(row, "min_encryption_version")?,
+            "min_encryption_version",
+        )?,
         deletion_allowed: get(row, "deletion_allowed")?,
         auto_rotate_period: to_u64(get(row, "auto_rotate_period")?, "auto_rotate_period")?,
         latest_version: to_u32(get(row, "latest_version")?, "latest_version")?,
@@ -166,12 +174,14 @@ impl Store for SqliteStore {
     }
 
     async fn put_meta_if_absent(&self, name: &str, value: &[u8]) -> Result<bool, StoreError> {
-        let result = sqlx::query("INSERT INTO meta (name, value) VALUES (?, ?) ON CONFLICT (name) DO NOTHING")
-            .bind(name)
-            .bind(value)
-            .execute(&self.pool)
-            .await
-            .map_err(map_error)?;
+        let result = sqlx::query(
+            "INSERT INTO meta (name, value) VALUES (?, ?) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name)
+        .bind(value)
+        .execute(&self.pool)
+        .await
+        .map_err(map_error)?;
         Ok(result.rows_affected() == 1)
     }
 
@@ -230,7 +240,8 @@ impl Store for SqliteStore {
     }
 
     async fn put_token(&self, token: &TokenRecord) -> Result<(), StoreError> {
-        let policies = serde_json::to_string(&token.policies).map_err(|e| StoreError::Other(Box::new(e)))?;
+        let policies =
+            serde_json::to_string(&token.policies).map_err(|e| StoreError::Other(Box::new(e)))?;
         sqlx::query(
             "INSERT INTO tokens (hash, accessor, tenant_id, policies, display_name, created_at, expires_at) \
              VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -269,7 +280,11 @@ impl Store for SqliteStore {
         }))
     }
 
-    async fn create_key(&self, key: &KeyRecord, first: &KeyVersionRecord) -> Result<(), StoreError> {
+    async fn create_key(
+        &self,
+        key: &KeyRecord,
+        first: &KeyVersionRecord,
+    ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await.map_err(map_error)?;
         sqlx::query(
             "INSERT INTO transit_keys (id, tenant_id, mount_id, name, key_type, backend, mode, \
@@ -299,7 +314,12 @@ impl Store for SqliteStore {
         tx.commit().await.map_err(map_error)
     }
 
-    async fn get_key(&self, tenant: TenantId, mount: MountId, name: &str) -> Result<Option<KeyRecord>, StoreError> {
+    async fn get_key(
+        &self,
+        tenant: TenantId,
+        mount: MountId,
+        name: &str,
+    ) -> Result<Option<KeyRecord>, StoreError> {
         sqlx::query("SELECT * FROM transit_keys WHERE tenant_id = ? AND mount_id = ? AND name = ?")
             .bind(tenant.to_string())
             .bind(mount.to_string())
@@ -312,7 +332,11 @@ impl Store for SqliteStore {
             .transpose()
     }
 
-    async fn get_key_versions(&self, tenant: TenantId, key: KeyId) -> Result<Vec<KeyVersionRecord>, StoreError> {
+    async fn get_key_versions(
+        &self,
+        tenant: TenantId,
+        key: KeyId,
+    ) -> Result<Vec<KeyVersionRecord>, StoreError> {
         let rows = sqlx::query(
             "SELECT * FROM transit_key_versions WHERE tenant_id = ? AND key_id = ? ORDER BY version",
         )
@@ -325,12 +349,14 @@ impl Store for SqliteStore {
     }
 
     async fn list_keys(&self, tenant: TenantId, mount: MountId) -> Result<Vec<String>, StoreError> {
-        sqlx::query_scalar("SELECT name FROM transit_keys WHERE tenant_id = ? AND mount_id = ? ORDER BY name")
-            .bind(tenant.to_string())
-            .bind(mount.to_string())
-            .fetch_all(&self.pool)
-            .await
-            .map_err(map_error)
+        sqlx::query_scalar(
+            "SELECT name FROM transit_keys WHERE tenant_id = ? AND mount_id = ? ORDER BY name",
+        )
+        .bind(tenant.to_string())
+        .bind(mount.to_string())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_error)
     }
 
     async fn list_auto_rotating_keys(&self) -> Result<Vec<KeyRecord>, StoreError> {

@@ -233,7 +233,12 @@ pub trait HostServices: Send + Sync + Clone {
     /// The whole instance became unavailable (`available = false`) or available again.
     fn set_instance_available(&self, available: bool, reason: RStr<'_>);
     /// Some keys, by reference, became unavailable or available again.
-    fn set_keys_available(&self, key_references: RSlice<'_, RString>, available: bool, reason: RStr<'_>);
+    fn set_keys_available(
+        &self,
+        key_references: RSlice<'_, RString>,
+        available: bool,
+        reason: RStr<'_>,
+    );
     /// Write a line to the host's log. Never pass key material.
     #[sabi(last_prefix_field)]
     fn log(&self, level: LogLevel, message: RStr<'_>);
@@ -333,7 +338,11 @@ pub fn into_ffi<B: Backend>(backend: B) -> BackendBox {
 
 /// Runs a plugin constructor under `catch_unwind`; used by [`export_backend_plugin!`] and by
 /// hosts that link a plugin in-process.
-pub fn construct<B, F>(config: RStr<'_>, host: HostBox, constructor: F) -> RResult<BackendBox, PluginError>
+pub fn construct<B, F>(
+    config: RStr<'_>,
+    host: HostBox,
+    constructor: F,
+) -> RResult<BackendBox, PluginError>
 where
     B: Backend,
     F: FnOnce(&str, HostBox) -> Result<B, PluginError>,

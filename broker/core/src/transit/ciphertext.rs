@@ -27,13 +27,17 @@ pub fn parse(text: &str) -> Result<(u32, Vec<u8>)> {
         .split_once(':')
         .ok_or_else(|| Error::invalid("invalid ciphertext: wrong number of fields"))?;
     if version.is_empty() || version.len() > 10 || !version.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(Error::invalid("invalid ciphertext: version number could not be decoded"));
+        return Err(Error::invalid(
+            "invalid ciphertext: version number could not be decoded",
+        ));
     }
     let version: u32 = version
         .parse()
         .map_err(|_| Error::invalid("invalid ciphertext: version number could not be decoded"))?;
     if version == 0 {
-        return Err(Error::invalid("invalid ciphertext: version number could not be decoded"));
+        return Err(Error::invalid(
+            "invalid ciphertext: version number could not be decoded",
+        ));
     }
     let payload = STANDARD
         .decode(encoded)

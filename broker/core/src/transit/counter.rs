@@ -44,10 +44,12 @@ impl Counter {
             if next > limit {
                 return Take::NeedsRefill;
             }
-            match self
-                .issued
-                .compare_exchange_weak(current, next, Ordering::AcqRel, Ordering::Acquire)
-            {
+            match self.issued.compare_exchange_weak(
+                current,
+                next,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
                 Ok(_) => return Take::Taken,
                 Err(actual) => current = actual,
             }

@@ -8,12 +8,7 @@ use std::sync::Arc;
 
 use zeroize::Zeroizing;
 
-use super::{
-    ciphertext,
-    counter::Take,
-    keys::CreateKeyOptions,
-    KeyState, Transit, VersionState,
-};
+use super::{ciphertext, counter::Take, keys::CreateKeyOptions, KeyState, Transit, VersionState};
 use crate::{
     backend::{BackendDecrypt, BackendEncrypt, BackendInstance, OnUnavailable},
     crypto::{random_bytes, random_nonce, DataKey, PayloadFormat},
@@ -80,7 +75,8 @@ impl Transit {
         let state = match self.state(tenant.id, mount, name).await? {
             Some(state) => state,
             None if upsert => {
-                self.create_key(tenant, mount, name, CreateKeyOptions::default()).await?;
+                self.create_key(tenant, mount, name, CreateKeyOptions::default())
+                    .await?;
                 self.state(tenant.id, mount, name)
                     .await?
                     .ok_or_else(|| Error::internal("upserted key vanished"))?
@@ -99,15 +95,24 @@ impl Transit {
         };
         match state.record.mode {
             KeyMode::Envelope => {
-                let key = self.data_key(tenant, &state, &version, instance.as_ref()).await?;
+                let key = self
+                    .data_key(tenant, &state, &version, instance.as_ref())
+                    .await?;
                 Ok(items
                     .iter()
-                    .map(|item| key.data_key.seal(&item.plaintext, &item.associated_data).map(output))
+                    .map(|item| {
+                        key.data_key
+                            .seal(&item.plaintext, &item.associated_data)
+                            .map(output)
+                    })
                     .collect())
             }
             KeyMode::Direct => {
                 instance.check_available(&version.record.backend_reference)?;
-                let aads: Vec<Vec<u8>> = items.iter().map(|i| binding.aad(&i.associated_data)).collect();
+                let aads: Vec<Vec<u8>> = items
+                    .iter()
+                    .map(|i| binding.aad(&i.associated_data))
+                    .collect();
                 let requests = items
                     .iter()
                     .zip(&aads)
@@ -147,7 +152,9 @@ impl Transit {
         n: u64,
     ) -> Result<(Arc<KeyState>, Arc<VersionState>)> {
         if n > self.settings.rotation_threshold {
-            return Err(Error::invalid("batch is larger than the rotation threshold"));
+            return Err(Error::invalid(
+                "batch is larger than the rotation threshold",
+            ));
         }
         // A few rounds: each exhaustion rotates once; more means something is off.
         for _ in 0..4 {
@@ -162,7 +169,9 @@ impl Transit {
                 }
                 Some(v) => v,
             };
-            let min = record.min_encryption_version.max(record.min_decryption_version);
+            let min = record
+                .min_encryption_version
+                .max(record.min_decryption_version);
             if number < min {
                 return Err(Error::invalid(format!(
                     "requested key_version {number} is below the minimum allowed for encryption ({min})"
@@ -182,12 +191,20 @@ impl Transit {
             }
             state = self.rotate_from(tenant, &state, number).await?;
         }
-        Err(Error::internal("key could not be rotated past its encryption limit"))
+        Err(Error::internal(
+            "key could not be rotated past its encryption limit",
+        ))
     }
 
     /// Takes `n` counts, reserving a block in the store when the window is used up.
     /// Returns `false` when the version reached the rotation threshold.
-    async fn take_counts(&self, tenant: &Tenant, state: &KeyState, version: &VersionState, n: u64) -> Result<bool> {
+    async fn take_counts(
+        &self,
+        tenant: &Tenant,
+        state: &KeyState,
+        version: &VersionState,
+        n: u64,
+    ) -> Result<bool> {
         let counter = &version.counter;
         if let Take::Taken = counter.try_take(n) {
             return Ok(true);
@@ -287,7 +304,10 @@ impl Transit {
                 for (item, parsed) in items.iter().zip(parsed) {
                     let result = match parsed {
                         Ok((version, payload)) => {
-                            match self.data_key(tenant, &state, &version, instance.as_ref()).await {
+                            match self
+                                .data_key(tenant, &state, &version, instance.as_ref())
+                                .await
+                            {
                                 Ok(key) => key.data_key.open(&payload, &item.associated_data),
                                 // Backend trouble fails the request, not just the item.
                                 Err(error @ (Error::Unavailable(_) | Error::Internal { .. })) => {
@@ -302,7 +322,10 @@ impl Transit {
                 }
                 Ok(results)
             }
-            KeyMode::Direct => self.decrypt_direct(tenant, &state, instance.as_ref(), &items, parsed).await,
+            KeyMode::Direct => {
+                self.decrypt_direct(tenant, &state, instance.as_ref(), &items, parsed)
+                    .await
+            }
         }
     }
 
@@ -320,7 +343,9 @@ impl Transit {
             match parsed {
                 Ok((version, payload)) => {
                     instance.check_available(&version.record.backend_reference)?;
-                    let aad = state.binding(version.record.version).aad(&item.associated_data);
+                    let aad = state
+                        .binding(version.record.version)
+                        .aad(&item.associated_data);
                     pending.push((index, version, payload, aad));
                     results.push(None);
                 }
@@ -338,7 +363,9 @@ impl Transit {
         if !requests.is_empty() {
             let answers = instance.decrypt_batch(tenant.id, requests).await?;
             if answers.len() != pending.len() {
-                return Err(Error::internal("backend returned a batch of the wrong size"));
+                return Err(Error::internal(
+                    "backend returned a batch of the wrong size",
+                ));
             }
             for ((index, ..), answer) in pending.iter().zip(answers) {
                 if let Some(slot) = results.get_mut(*index) {
@@ -352,7 +379,11 @@ impl Transit {
             .collect())
     }
 
-    fn parse_for_decrypt(&self, state: &KeyState, text: &str) -> Result<(Arc<VersionState>, Vec<u8>)> {
+    fn parse_for_decrypt(
+        &self,
+        state: &KeyState,
+        text: &str,
+    ) -> Result<(Arc<VersionState>, Vec<u8>)> {
         let (number, payload) = ciphertext::parse(text)?;
         let record = &state.record;
         if number > record.latest_version {
@@ -375,7 +406,9 @@ impl Transit {
             KeyMode::Direct => PayloadFormat::BackendBlob,
         };
         if PayloadFormat::from_code(version.record.payload_format) != Some(expected) {
-            return Err(Error::internal("key version has an unexpected payload format"));
+            return Err(Error::internal(
+                "key version has an unexpected payload format",
+            ));
         }
         Ok((version, payload))
     }
@@ -397,7 +430,10 @@ impl Transit {
             match plaintext {
                 Ok(plaintext) => {
                     slots.push(None);
-                    to_encrypt.push(EncryptItem { plaintext, associated_data });
+                    to_encrypt.push(EncryptItem {
+                        plaintext,
+                        associated_data,
+                    });
                 }
                 Err(error) => slots.push(Some(error)),
             }
@@ -405,7 +441,8 @@ impl Transit {
         let mut encrypted = if to_encrypt.is_empty() {
             Vec::new()
         } else {
-            self.encrypt(tenant, mount, name, key_version, false, to_encrypt).await?
+            self.encrypt(tenant, mount, name, key_version, false, to_encrypt)
+                .await?
         }
         .into_iter();
         Ok(slots

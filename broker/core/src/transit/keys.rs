@@ -121,7 +121,9 @@ impl Transit {
 
         let now = self.clock.now_unix();
         let id = KeyId::random();
-        let key_reference = instance.create_key(tenant.id, &id.to_string(), key_type).await?;
+        let key_reference = instance
+            .create_key(tenant.id, &id.to_string(), key_type)
+            .await?;
         let record = KeyRecord {
             id,
             tenant: tenant.id,
@@ -321,7 +323,12 @@ impl Transit {
         Ok(self.info(tenant, &state))
     }
 
-    async fn existing_reloaded(&self, tenant: &Tenant, mount: MountId, name: &str) -> Result<Arc<KeyState>> {
+    async fn existing_reloaded(
+        &self,
+        tenant: &Tenant,
+        mount: MountId,
+        name: &str,
+    ) -> Result<Arc<KeyState>> {
         self.reload(tenant.id, mount, name)
             .await?
             .ok_or_else(|| Error::NotFound(format!("key \"{name}\" not found")))
@@ -331,7 +338,9 @@ impl Transit {
     pub async fn rotate(&self, tenant: &Tenant, mount: MountId, name: &str) -> Result<KeyInfo> {
         validate_key_name(name)?;
         let state = self.existing_reloaded(tenant, mount, name).await?;
-        let state = self.rotate_from(tenant, &state, state.record.latest_version).await?;
+        let state = self
+            .rotate_from(tenant, &state, state.record.latest_version)
+            .await?;
         Ok(self.info(tenant, &state))
     }
 
@@ -348,19 +357,30 @@ impl Transit {
         let next = from_version
             .checked_add(1)
             .ok_or_else(|| Error::invalid("key has reached the maximum number of versions"))?;
-        let version = self.new_version(tenant, record, next, instance.as_ref(), None).await?;
-        let added = self.store.add_key_version(tenant.id, from_version, &version).await?;
+        let version = self
+            .new_version(tenant, record, next, instance.as_ref(), None)
+            .await?;
+        let added = self
+            .store
+            .add_key_version(tenant.id, from_version, &version)
+            .await?;
         if added {
             instance.cache().purge_key(tenant.id, record.id);
         } else if record.mode == KeyMode::Direct {
             // Another rotation won; the backend key made for ours is unused.
-            let _ = instance.delete_key(tenant.id, &version.backend_reference).await;
+            let _ = instance
+                .delete_key(tenant.id, &version.backend_reference)
+                .await;
         }
-        self.existing_reloaded(tenant, record.mount, &record.name).await
+        self.existing_reloaded(tenant, record.mount, &record.name)
+            .await
     }
 
     /// Rotates every key whose `auto_rotate_period` has elapsed; returns how many rotated.
-    pub async fn rotate_due_keys(&self, tenant_of: impl Fn(crate::TenantId) -> Option<Tenant>) -> Result<usize> {
+    pub async fn rotate_due_keys(
+        &self,
+        tenant_of: impl Fn(crate::TenantId) -> Option<Tenant>,
+    ) -> Result<usize> {
         let now = self.clock.now_unix();
         let mut rotated = 0;
         for record in self.store.list_auto_rotating_keys().await? {
@@ -368,11 +388,16 @@ impl Transit {
             if now.saturating_sub(record.rotated_at) < period {
                 continue;
             }
-            let Some(tenant) = tenant_of(record.tenant) else { continue };
+            let Some(tenant) = tenant_of(record.tenant) else {
+                continue;
+            };
             let Some(state) = self.reload(tenant.id, record.mount, &record.name).await? else {
                 continue;
             };
-            match self.rotate_from(&tenant, &state, record.latest_version).await {
+            match self
+                .rotate_from(&tenant, &state, record.latest_version)
+                .await
+            {
                 Ok(_) => rotated += 1,
                 Err(error) => tracing::warn!(key = %record.id, %error, "automatic rotation failed"),
             }

@@ -100,7 +100,9 @@ pub struct Transit {
 
 impl std::fmt::Debug for Transit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Transit").field("settings", &self.settings).finish_non_exhaustive()
+        f.debug_struct("Transit")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
     }
 }
 
@@ -154,7 +156,12 @@ impl Transit {
     }
 
     /// The in-memory state of a key, loading it from the store on first use.
-    async fn state(&self, tenant: TenantId, mount: MountId, name: &str) -> Result<Option<Arc<KeyState>>> {
+    async fn state(
+        &self,
+        tenant: TenantId,
+        mount: MountId,
+        name: &str,
+    ) -> Result<Option<Arc<KeyState>>> {
         let key = (tenant, mount, name.to_owned());
         if let Some(state) = self.cached_state(&key) {
             return Ok(Some(state));
@@ -163,7 +170,12 @@ impl Transit {
     }
 
     /// Re-reads a key from the store, keeping the counters of versions already loaded.
-    async fn reload(&self, tenant: TenantId, mount: MountId, name: &str) -> Result<Option<Arc<KeyState>>> {
+    async fn reload(
+        &self,
+        tenant: TenantId,
+        mount: MountId,
+        name: &str,
+    ) -> Result<Option<Arc<KeyState>>> {
         let Some(record) = self.store.get_key(tenant, mount, name).await? else {
             self.forget(tenant, mount, name);
             return Ok(None);
@@ -187,9 +199,15 @@ impl Transit {
             })
             .collect::<Vec<_>>();
         if versions.len() != record.latest_version as usize
-            || versions.iter().enumerate().any(|(i, v)| v.record.version as usize != i + 1)
+            || versions
+                .iter()
+                .enumerate()
+                .any(|(i, v)| v.record.version as usize != i + 1)
         {
-            return Err(Error::internal(format!("key {} has inconsistent versions", record.id)));
+            return Err(Error::internal(format!(
+                "key {} has inconsistent versions",
+                record.id
+            )));
         }
         let state = Arc::new(KeyState { record, versions });
         if let Ok(mut keys) = self.keys.write() {
@@ -205,7 +223,9 @@ impl Transit {
             Some(_) => Err(Error::invalid(format!(
                 "backend instance \"{name}\" is not available to this tenant"
             ))),
-            None => Err(Error::Unavailable(format!("backend instance \"{name}\" is not loaded"))),
+            None => Err(Error::Unavailable(format!(
+                "backend instance \"{name}\" is not loaded"
+            ))),
         }
     }
 }

@@ -1,0 +1,282 @@
+//! Building and running a broker from a validated [`Config`].
+
+use std::{path::PathBuf, sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use keybroker_core::{
+    broker::BrokerSettings, clock::SystemClock, store::Store, transit::TransitSettings, Broker,
+    Tenant, TenantId,
+};
+use keybroker_store::SqliteStore;
+use zeroize::Zeroizing;
+
+use crate::{
+    config::{Config, StorageConfig},
+    http::{AppState, Ready},
+    metrics::{BackendMetrics, Metrics},
+    plugin_host::{HostSettings, PluginHost},
+    seal::load_root_key,
+};
+
+/// A broker ready to serve.
+pub struct Built {
+    /// The HTTP state.
+    pub state: AppState,
+    /// The root token if this start initialised the store.
+    pub root_token: Option<Zeroizing<String>>,
+}
+
+async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    match &config.storage {
+        StorageConfig::Sqlite(path) => {
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).with_context(|| {
+                    format!("cannot create the storage directory {}", parent.display())
+                })?;
+            }
+            let store = SqliteStore::open(path)
+                .await
+                .with_context(|| format!("cannot open the SQLite store {}", path.display()))?;
+            Ok(Arc::new(store))
+        }
+    }
+}
+
+/// Opens the store, unseals, loads plugins and (on an empty store) initialises.
+/// A seal that cannot be opened yields a sealed broker, not an error.
+pub async fn build(config: &Config) -> anyhow::Result<Built> {
+    std::fs::create_dir_all(&config.state_dir).with_context(|| {
+        format!(
+            "cannot create the state directory {}",
+            config.state_dir.display()
+        )
+    })?;
+    let store = open_store(config).await?;
+    let fresh = store
+        .get_meta("server-hmac-key")
+        .await
+        .map_err(anyhow::Error::from)?
+        .is_none();
+    let backend_metrics = Arc::new(BackendMetrics::default());
+
+    let sealed = |reason: String, host: &Arc<PluginHost>| {
+        tracing::error!(%reason, "broker is sealed");
+        let metrics = Arc::new(Metrics::new(backend_metrics.clone(), host));
+        Built {
+            state: AppState::sealed(reason, metrics, config.listener.max_request_size),
+            root_token: None,
+        }
+    };
+    let root_key = match load_root_key(&config.seal, fresh) {
+        Ok(key) => Arc::new(key),
+        Err(error) => {
+            let placeholder = Arc::new(PluginHost::new(
+                host_settings(config),
+                store.clone(),
+                Arc::new(keybroker_core::seal::RootKey::new(Zeroizing::new([0; 32]))),
+                backend_metrics.clone(),
+            ));
+            return Ok(sealed(error.to_string(), &placeholder));
+        }
+    };
+    let host = Arc::new(PluginHost::new(
+        host_settings(config),
+        store.clone(),
+        root_key.clone(),
+        backend_metrics.clone(),
+    ));
+    let settings = BrokerSettings {
+        transit: TransitSettings {
+            rotation_threshold: config.timing.rotation_threshold,
+            counter_block: config.timing.counter_block,
+            min_auto_rotate_period: config.timing.min_auto_rotate_period.as_secs(),
+            default_backend: config.default_backend.clone(),
+            ..TransitSettings::default()
+        },
+    };
+    let broker = match Broker::open(
+        store.clone(),
+        host.clone(),
+        Arc::new(SystemClock),
+        &root_key,
+        settings,
+    )
+    .await
+    {
+        Ok(broker) => Arc::new(broker),
+        Err(keybroker_core::Error::Sealed) => {
+            return Ok(sealed(
+                "the root key does not open this store".to_owned(),
+                &host,
+            ));
+        }
+        Err(error) => return Err(anyhow::Error::from(error).context("cannot open the broker")),
+    };
+    host.reload().await;
+    let chosen = if config.dev {
+        config.dev_root_token_id.as_deref()
+    } else {
+        None
+    };
+    let root_token = broker
+        .initialize(chosen)
+        .await
+        .map_err(anyhow::Error::from)?;
+    let metrics = Arc::new(Metrics::new(backend_metrics, &host));
+    let state = AppState::ready(
+        Ready { broker, host },
+        metrics,
+        config.listener.max_request_size,
+    );
+    Ok(Built { state, root_token })
+}
+
+fn host_settings(config: &Config) -> HostSettings {
+    HostSettings {
+        plugin_dir: config.plugin_dir.clone(),
+        copies_dir: config.state_dir.join("plugins"),
+        builtin_local: config.builtin_local,
+        cache_ttl: config.timing.dek_cache_ttl,
+        cache_capacity: config.timing.dek_cache_capacity,
+    }
+}
+
+/// Starts the periodic jobs: backend health checks and automatic rotation.
+pub fn spawn_background(state: &AppState, config: &Config) {
+    let Some(ready) = state.ready_parts().cloned() else {
+        return;
+    };
+    let host = ready.host.clone();
+    let interval = config.timing.plugin_health_interval;
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            host.check_health().await;
+        }
+    });
+    let broker = ready.broker.clone();
+    let interval = config.timing.auto_rotate_check_interval;
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            let tenant_of = |id: TenantId| (id == TenantId::ROOT).then(Tenant::root);
+            match broker.transit.rotate_due_keys(tenant_of).await {
+                Ok(0) => {}
+                Ok(rotated) => tracing::info!(rotated, "automatic key rotation"),
+                Err(error) => tracing::warn!(%error, "automatic rotation check failed"),
+            }
+        }
+    });
+}
+
+/// Reloads plugins on SIGHUP.
+pub fn spawn_sighup_reload(state: &AppState) -> anyhow::Result<()> {
+    let Some(ready) = state.ready_parts().cloned() else {
+        return Ok(());
+    };
+    let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("cannot listen for SIGHUP")?;
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading backend plugins");
+            ready.host.reload().await;
+        }
+    });
+    Ok(())
+}
+
+/// Resolves when the process is asked to stop (SIGINT or SIGTERM).
+pub async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
+}
+
+/// Writes the first root token to a file only its owner can read.
+pub fn write_token_file(path: &PathBuf, token: &str) -> anyhow::Result<()> {
+    use std::{io::Write, os::unix::fs::OpenOptionsExt};
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot create the root token file {}", path.display()))?;
+    file.write_all(token.as_bytes())
+        .and_then(|()| file.write_all(b"\n"))
+        .with_context(|| format!("cannot write the root token file {}", path.display()))?;
+    Ok(())
+}
+
+/// Serves the API until a shutdown signal.
+pub async fn serve(config: &Config, state: AppState) -> anyhow::Result<()> {
+    let app = crate::http::router(state);
+    let address = config.listener.address;
+    match (
+        &config.listener.tls_cert_file,
+        &config.listener.tls_key_file,
+    ) {
+        (Some(cert), Some(key)) => {
+            let tls = tls_config(cert, key)?;
+            let handle = axum_server::Handle::new();
+            let stopper = handle.clone();
+            tokio::spawn(async move {
+                shutdown_signal().await;
+                stopper.graceful_shutdown(Some(Duration::from_secs(5)));
+            });
+            tracing::info!(%address, "listening with TLS");
+            axum_server::bind_rustls(address, tls)
+                .handle(handle)
+                .serve(app.into_make_service())
+                .await
+                .context("server failed")?;
+        }
+        _ => {
+            let listener = tokio::net::TcpListener::bind(address)
+                .await
+                .with_context(|| format!("cannot listen on {address}"))?;
+            tracing::info!(%address, "listening");
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown_signal())
+                .await
+                .context("server failed")?;
+        }
+    }
+    Ok(())
+}
+
+fn tls_config(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> anyhow::Result<axum_server::tls_rustls::RustlsConfig> {
+    use rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(cert)
+        .with_context(|| format!("cannot read TLS certificate {}", cert.display()))?
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("invalid TLS certificate {}", cert.display()))?;
+    let key = PrivateKeyDer::from_pem_file(key)
+        .with_context(|| format!("cannot read TLS key {}", key.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut server = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .context("TLS certificate and key do not match")?;
+    server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(axum_server::tls_rustls::RustlsConfig::from_config(
+        Arc::new(server),
+    ))
+}

@@ -1,0 +1,428 @@
+//! Configuration: TOML file → overrides from CLI flags → validated [`Config`].
+//!
+//! Every time constant is a setting, so end-to-end tests can reach expiry, rotation and
+//! health transitions in seconds.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use serde::Deserialize;
+
+/// Errors of configuration: they name the file, the key and the reason.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has unknown or mistyped keys.
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What the parser said (names the key).
+        message: String,
+    },
+    /// A value is out of range or inconsistent.
+    #[error("invalid config: {key}: {reason}")]
+    Invalid {
+        /// The key, e.g. `listener.address`.
+        key: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        reason: reason.into(),
+    }
+}
+
+/// `[listener]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// Address to listen on.
+    #[serde(default = "default_address")]
+    pub address: SocketAddr,
+    /// PEM certificate chain for TLS.
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key for TLS.
+    pub tls_key_file: Option<PathBuf>,
+    /// Serve plain HTTP on a non-loopback address (refused unless set, as in Vault).
+    #[serde(default)]
+    pub tls_disable: bool,
+    /// Largest request body in bytes (413 above).
+    #[serde(default = "default_max_request_size")]
+    pub max_request_size: usize,
+}
+
+impl Default for ListenerConfig {
+    fn default() -> Self {
+        Self {
+            address: default_address(),
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_disable: false,
+            max_request_size: default_max_request_size(),
+        }
+    }
+}
+
+fn default_address() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8200))
+}
+
+fn default_max_request_size() -> usize {
+    32 * 1024 * 1024
+}
+
+/// `[seal]`: where the root key comes from.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum SealConfig {
+    /// A file holding the base64 root key; generated (mode 0600) on first start of an
+    /// empty store if missing.
+    File {
+        /// The file.
+        path: PathBuf,
+    },
+    /// An environment variable holding the base64 root key.
+    Env {
+        /// Variable name.
+        env: String,
+    },
+}
+
+/// `[timing]`: every time constant and counter limit.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TimingConfig {
+    /// How long an unwrapped data key stays cached.
+    #[serde(with = "humantime_serde")]
+    pub dek_cache_ttl: Duration,
+    /// Most cached data keys per backend instance.
+    pub dek_cache_capacity: u64,
+    /// How often each backend instance's health is checked.
+    #[serde(with = "humantime_serde")]
+    pub plugin_health_interval: Duration,
+    /// How often keys due for automatic rotation are looked for.
+    #[serde(with = "humantime_serde")]
+    pub auto_rotate_check_interval: Duration,
+    /// Smallest non-zero `auto_rotate_period` a key may have.
+    #[serde(with = "humantime_serde")]
+    pub min_auto_rotate_period: Duration,
+    /// Encryptions per key version before it rotates by itself.
+    pub rotation_threshold: u64,
+    /// Encryption counts reserved in the store at a time.
+    pub counter_block: u64,
+}
+
+impl Default for TimingConfig {
+    fn default() -> Self {
+        Self {
+            dek_cache_ttl: Duration::from_secs(300),
+            dek_cache_capacity: 100_000,
+            plugin_health_interval: Duration::from_secs(10),
+            auto_rotate_check_interval: Duration::from_secs(60),
+            min_auto_rotate_period: Duration::from_secs(3600),
+            rotation_threshold: 4_000_000_000,
+            counter_block: 10_000,
+        }
+    }
+}
+
+/// The configuration file.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Private state: verified plugin copies, and the default database and root key.
+    pub state_dir: Option<PathBuf>,
+    /// `sqlite:` URL or a path to the SQLite file (default `<state_dir>/keybroker.db`).
+    pub storage: Option<String>,
+    /// Drop-in directory of backend instances.
+    pub plugin_dir: Option<PathBuf>,
+    /// Directory of HCL policies loaded at start-up (used once policies exist).
+    pub policy_dir: Option<PathBuf>,
+    /// On first start, write the root token here (mode 0600) instead of printing it.
+    pub init_root_token_file: Option<PathBuf>,
+    /// Backend instance of keys created without `backend`.
+    pub default_backend: Option<String>,
+    /// Offer the built-in local-KEK instance `local`, its KEK generated and sealed under
+    /// the root key (default true; a drop-in named `local` replaces it).
+    pub builtin_local: Option<bool>,
+    /// `[listener]`.
+    #[serde(default)]
+    pub listener: ListenerConfig,
+    /// `[seal]`.
+    pub seal: Option<SealConfig>,
+    /// `[timing]`.
+    #[serde(default)]
+    pub timing: TimingConfig,
+}
+
+/// Where the database lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StorageConfig {
+    /// SQLite file.
+    Sqlite(PathBuf),
+}
+
+/// Validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Dev mode: temporary state, printed root token, loopback only.
+    pub dev: bool,
+    /// Root token text chosen for dev mode.
+    pub dev_root_token_id: Option<String>,
+    /// Private state directory.
+    pub state_dir: PathBuf,
+    /// Database.
+    pub storage: StorageConfig,
+    /// Drop-in directory, if any.
+    pub plugin_dir: Option<PathBuf>,
+    /// Policy directory, if any.
+    pub policy_dir: Option<PathBuf>,
+    /// Where to write the first root token.
+    pub init_root_token_file: Option<PathBuf>,
+    /// Default backend instance.
+    pub default_backend: String,
+    /// Whether the built-in `local` instance exists.
+    pub builtin_local: bool,
+    /// Listener.
+    pub listener: ListenerConfig,
+    /// Seal.
+    pub seal: SealConfig,
+    /// Timing.
+    pub timing: TimingConfig,
+}
+
+/// Reads and parses a config file.
+pub fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })
+}
+
+/// Overrides from the command line.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--dev`.
+    pub dev: bool,
+    /// `--dev-root-token-id`.
+    pub dev_root_token_id: Option<String>,
+    /// `--dev-listen-address`.
+    pub dev_listen_address: Option<SocketAddr>,
+    /// `--plugin-dir`.
+    pub plugin_dir: Option<PathBuf>,
+    /// State directory chosen for dev mode (a temporary directory).
+    pub dev_state_dir: Option<PathBuf>,
+}
+
+impl Config {
+    /// Builds the validated configuration from a file (optional in dev mode) and overrides.
+    pub fn build(file: Option<FileConfig>, overrides: Overrides) -> Result<Self, ConfigError> {
+        let dev = overrides.dev;
+        let file = match file {
+            Some(file) => file,
+            None if dev => FileConfig::default(),
+            None => {
+                return Err(invalid(
+                    "--config",
+                    "a config file is required unless --dev is given",
+                ))
+            }
+        };
+        let mut listener = file.listener;
+        let state_dir = match (dev, overrides.dev_state_dir, file.state_dir) {
+            (true, Some(dir), _) => dir,
+            (_, _, Some(dir)) => dir,
+            _ => return Err(invalid("state_dir", "required")),
+        };
+        let storage = if dev {
+            StorageConfig::Sqlite(state_dir.join("keybroker.db"))
+        } else {
+            match file.storage {
+                None => StorageConfig::Sqlite(state_dir.join("keybroker.db")),
+                Some(text) => parse_storage(&text)?,
+            }
+        };
+        let seal = if dev {
+            SealConfig::File {
+                path: state_dir.join("root.key"),
+            }
+        } else {
+            file.seal.unwrap_or(SealConfig::File {
+                path: state_dir.join("root.key"),
+            })
+        };
+        if dev {
+            if let Some(address) = overrides.dev_listen_address {
+                listener.address = address;
+            }
+            if !listener.address.ip().is_loopback() {
+                return Err(invalid(
+                    "--dev-listen-address",
+                    "dev mode listens on a loopback address only",
+                ));
+            }
+            listener.tls_cert_file = None;
+            listener.tls_key_file = None;
+        }
+        let has_tls = listener.tls_cert_file.is_some() || listener.tls_key_file.is_some();
+        if has_tls && (listener.tls_cert_file.is_none() || listener.tls_key_file.is_none()) {
+            return Err(invalid(
+                "listener.tls_cert_file",
+                "tls_cert_file and tls_key_file go together",
+            ));
+        }
+        if !has_tls && !listener.address.ip().is_loopback() && !listener.tls_disable {
+            return Err(invalid(
+                "listener.address",
+                "a non-loopback address needs TLS (tls_cert_file, tls_key_file) or tls_disable = true",
+            ));
+        }
+        if listener.max_request_size < 1024 {
+            return Err(invalid(
+                "listener.max_request_size",
+                "must be at least 1024 bytes",
+            ));
+        }
+        let timing = file.timing;
+        if timing.rotation_threshold == 0 || timing.rotation_threshold >= 1 << 32 {
+            return Err(invalid(
+                "timing.rotation_threshold",
+                "must be between 1 and 2^32 - 1",
+            ));
+        }
+        if timing.counter_block == 0 {
+            return Err(invalid("timing.counter_block", "must be at least 1"));
+        }
+        if timing.dek_cache_capacity == 0 {
+            return Err(invalid("timing.dek_cache_capacity", "must be at least 1"));
+        }
+        for (key, value) in [
+            (
+                "timing.plugin_health_interval",
+                timing.plugin_health_interval,
+            ),
+            (
+                "timing.auto_rotate_check_interval",
+                timing.auto_rotate_check_interval,
+            ),
+            ("timing.dek_cache_ttl", timing.dek_cache_ttl),
+        ] {
+            if value.is_zero() {
+                return Err(invalid(key, "must be greater than zero"));
+            }
+        }
+        Ok(Self {
+            dev,
+            dev_root_token_id: overrides.dev_root_token_id,
+            state_dir,
+            storage,
+            plugin_dir: overrides.plugin_dir.or(file.plugin_dir),
+            policy_dir: file.policy_dir,
+            init_root_token_file: file.init_root_token_file,
+            default_backend: file.default_backend.unwrap_or_else(|| "local".to_owned()),
+            builtin_local: file.builtin_local.unwrap_or(true),
+            listener,
+            seal,
+            timing,
+        })
+    }
+}
+
+fn parse_storage(text: &str) -> Result<StorageConfig, ConfigError> {
+    if let Some(rest) = text.strip_prefix("sqlite://") {
+        return Ok(StorageConfig::Sqlite(PathBuf::from(rest)));
+    }
+    if let Some(rest) = text.strip_prefix("sqlite:") {
+        return Ok(StorageConfig::Sqlite(PathBuf::from(rest)));
+    }
+    if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+        return Err(invalid(
+            "storage",
+            "PostgreSQL storage is not available in this version",
+        ));
+    }
+    if text.contains("://") {
+        return Err(invalid("storage", "expected a sqlite: URL or a file path"));
+    }
+    Ok(StorageConfig::Sqlite(PathBuf::from(text)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<FileConfig, toml::de::Error> {
+        toml::from_str(text)
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_their_name() {
+        let error = parse("state_dir = \"/x\"\nbogus = 1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("bogus"), "{error}");
+        let error = parse("[timing]\ndek_cache_tll = \"5m\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("dek_cache_tll"), "{error}");
+    }
+
+    #[test]
+    fn plain_http_on_a_public_address_needs_tls_disable() {
+        let file = parse("state_dir = \"/x\"\n[listener]\naddress = \"0.0.0.0:8200\"\n").unwrap();
+        let error = Config::build(Some(file), Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("listener.address"), "{error}");
+        let file = parse(
+            "state_dir = \"/x\"\n[listener]\naddress = \"0.0.0.0:8200\"\ntls_disable = true\n",
+        )
+        .unwrap();
+        assert!(Config::build(Some(file), Overrides::default()).is_ok());
+    }
+
+    #[test]
+    fn dev_mode_is_loopback_only() {
+        let overrides = Overrides {
+            dev: true,
+            dev_state_dir: Some(PathBuf::from("/tmp/x")),
+            dev_listen_address: Some("0.0.0.0:8200".parse().unwrap()),
+            ..Overrides::default()
+        };
+        assert!(Config::build(None, overrides).is_err());
+    }
+
+    #[test]
+    fn storage_forms() {
+        assert_eq!(
+            parse_storage("sqlite:///a/b.db").unwrap(),
+            StorageConfig::Sqlite("/a/b.db".into())
+        );
+        assert_eq!(
+            parse_storage("/a/b.db").unwrap(),
+            StorageConfig::Sqlite("/a/b.db".into())
+        );
+        assert!(parse_storage("mysql://x").is_err());
+    }
+}

@@ -1,0 +1,293 @@
+//! The HTTP API, Vault-compatible (Vault HTTP API: paths, JSON shapes, status codes,
+//! `{"errors":[…]}`).
+//!
+//! Mounts are dynamic (`bao secrets enable -path=x transit`), so one catch-all route takes
+//! `/v1/*`: the edge resolves once the verb (`LIST`, or `GET ?list=true`, becomes a list), the
+//! tenant and the caller, then hands the request to `sys` or to the mounted engine. Handlers
+//! are thin: parse, one call into the core, map the result.
+
+mod body;
+pub mod error;
+mod response;
+mod sys;
+mod transit;
+
+use std::{collections::HashMap, sync::Arc, time::Instant};
+
+use axum::{
+    body::Body,
+    extract::State,
+    http::{HeaderMap, Method, StatusCode, Uri},
+    response::{IntoResponse, Response},
+    routing::any,
+    Router,
+};
+use bytes::Bytes;
+use keybroker_core::{tokens::Caller, Broker, Error, Tenant};
+
+use crate::{metrics::Metrics, plugin_host::PluginHost};
+use error::ApiError;
+
+/// Everything a request may need; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    ready: Option<Ready>,
+    sealed_reason: Option<String>,
+    metrics: Arc<Metrics>,
+    max_request_size: usize,
+    storage_type: &'static str,
+}
+
+/// The parts of an unsealed broker.
+#[derive(Clone)]
+pub struct Ready {
+    /// The core.
+    pub broker: Arc<Broker>,
+    /// The plugin host.
+    pub host: Arc<PluginHost>,
+}
+
+impl AppState {
+    /// State of an unsealed broker.
+    pub fn ready(ready: Ready, metrics: Arc<Metrics>, max_request_size: usize) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                ready: Some(ready),
+                sealed_reason: None,
+                metrics,
+                max_request_size,
+                storage_type: "sqlite",
+            }),
+        }
+    }
+
+    /// State of a sealed broker: health says so, everything else answers 503.
+    pub fn sealed(reason: String, metrics: Arc<Metrics>, max_request_size: usize) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                ready: None,
+                sealed_reason: Some(reason),
+                metrics,
+                max_request_size,
+                storage_type: "sqlite",
+            }),
+        }
+    }
+
+    /// The unsealed broker, if any.
+    pub fn ready_parts(&self) -> Option<&Ready> {
+        self.inner.ready.as_ref()
+    }
+}
+
+/// The verb of a request, as Vault's logical operations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Operation {
+    /// GET (and HEAD).
+    Read,
+    /// LIST, or GET with `list=true`.
+    List,
+    /// POST or PUT.
+    Write,
+    /// DELETE.
+    Delete,
+}
+
+/// A request after the edge.
+pub struct ApiRequest {
+    /// The verb.
+    pub operation: Operation,
+    /// Path after `/v1/`, without a trailing `?query`; raw (not percent-decoded).
+    pub path: String,
+    /// Query parameters.
+    pub query: HashMap<String, String>,
+    /// Body bytes (at most `max_request_size`).
+    pub body: Bytes,
+}
+
+/// The API router.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/{*path}", any(dispatch))
+        .fallback(|| async { ApiError::UnsupportedPath.into_response() })
+        .with_state(state)
+}
+
+async fn dispatch(
+    State(state): State<AppState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let started = Instant::now();
+    let (label, response) = match handle(&state, method, uri, headers, body).await {
+        (label, Ok(response)) => (label, response),
+        (label, Err(error)) => (label, error.into_response()),
+    };
+    state
+        .inner
+        .metrics
+        .requests
+        .observe(label, response.status().as_u16(), started.elapsed());
+    response
+}
+
+fn parse_query(uri: &Uri) -> HashMap<String, String> {
+    uri.query()
+        .map(|q| {
+            q.split('&')
+                .filter(|p| !p.is_empty())
+                .map(|pair| {
+                    let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+                    (k.to_owned(), v.to_owned())
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn read_body(body: Body, limit: usize, headers: &HeaderMap) -> Result<Bytes, ApiError> {
+    let declared = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|len| len > limit) {
+        return Err(ApiError::PayloadTooLarge(limit));
+    }
+    axum::body::to_bytes(body, limit).await.map_err(|error| {
+        let too_large =
+            std::iter::successors(Some(&error as &dyn std::error::Error), |e| e.source())
+                .any(|e| e.is::<http_body_util::LengthLimitError>());
+        if too_large {
+            ApiError::PayloadTooLarge(limit)
+        } else {
+            ApiError::bad_request("could not read the request body")
+        }
+    })
+}
+
+/// The token of a request: `X-Vault-Token`, or `Authorization: Bearer`.
+fn presented_token(headers: &HeaderMap) -> Option<&str> {
+    if let Some(token) = headers.get("x-vault-token").and_then(|v| v.to_str().ok()) {
+        return Some(token);
+    }
+    headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+}
+
+/// Resolves the tenant once, at the edge. Only the root namespace exists so far.
+fn resolve_tenant(headers: &HeaderMap) -> Result<Tenant, ApiError> {
+    match headers.get("x-vault-namespace").map(|v| v.to_str()) {
+        None => Ok(Tenant::root()),
+        Some(Ok(name)) if matches!(name.trim_matches('/'), "" | "root") => Ok(Tenant::root()),
+        Some(_) => Err(ApiError::Core(Error::NotFound(
+            "namespace not found".to_owned(),
+        ))),
+    }
+}
+
+async fn handle(
+    state: &AppState,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> (&'static str, Result<Response, ApiError>) {
+    let query = parse_query(&uri);
+    let wants_list = query.get("list").is_some_and(|v| v == "true" || v == "1");
+    let operation = match method.as_str() {
+        "GET" | "HEAD" if wants_list => Operation::List,
+        "GET" | "HEAD" => Operation::Read,
+        "LIST" => Operation::List,
+        "POST" | "PUT" => Operation::Write,
+        "DELETE" => Operation::Delete,
+        _ => return ("unknown", Err(ApiError::UnsupportedOperation)),
+    };
+    let path = uri
+        .path()
+        .strip_prefix("/v1/")
+        .unwrap_or_default()
+        .to_owned();
+
+    // Unauthenticated endpoints.
+    match path.as_str() {
+        "sys/health" => return ("sys/health", Ok(sys::health(state, &query))),
+        "sys/seal-status" => return ("sys/seal-status", Ok(sys::seal_status(state))),
+        _ => {}
+    }
+    let Some(ready) = state.inner.ready.as_ref() else {
+        return ("sealed", Err(ApiError::Core(Error::Sealed)));
+    };
+    let body = match read_body(body, state.inner.max_request_size, &headers).await {
+        Ok(body) => body,
+        Err(error) => return ("body", Err(error)),
+    };
+    let request = ApiRequest {
+        operation,
+        path,
+        query,
+        body,
+    };
+    let tenant = match resolve_tenant(&headers) {
+        Ok(tenant) => tenant,
+        Err(error) => return ("namespace", Err(error)),
+    };
+    let caller = match authenticate(ready, &headers).await {
+        Ok(caller) => caller,
+        Err(error) => return ("auth", Err(error)),
+    };
+    if let Some(rest) = request.path.strip_prefix("sys/") {
+        let rest = rest.to_owned();
+        return sys::handle(state, ready, &caller, &rest, &request).await;
+    }
+    match ready.broker.mounts.resolve(tenant.id, &request.path).await {
+        Err(error) => ("mounts", Err(error.into())),
+        Ok(None) => (
+            "unknown",
+            Err(ApiError::Core(Error::NotFound(format!(
+                "no handler for route \"{}\". route entry not found.",
+                request.path
+            )))),
+        ),
+        Ok(Some((mount, rest))) => {
+            let rest = rest.to_owned();
+            transit::handle(ready, &tenant, &mount, &rest, &request).await
+        }
+    }
+}
+
+/// Authenticates the caller. Until policies exist, only root tokens may act.
+async fn authenticate(ready: &Ready, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    let token = presented_token(headers).ok_or(ApiError::Core(Error::PermissionDenied))?;
+    let caller = ready.broker.tokens.authenticate(token).await?;
+    if !caller.is_root() {
+        return Err(ApiError::Core(Error::PermissionDenied));
+    }
+    Ok(caller)
+}
+
+/// Status for a batch with failures, as Vault's transit computes it.
+pub(crate) fn batch_status(
+    any_ok: bool,
+    any_failed: bool,
+    partial_failure_code: Option<u16>,
+) -> StatusCode {
+    if !any_failed {
+        return StatusCode::OK;
+    }
+    match partial_failure_code {
+        Some(code) if any_ok => StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST),
+        _ => StatusCode::BAD_REQUEST,
+    }
+}

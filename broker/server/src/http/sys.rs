@@ -1,0 +1,276 @@
+//! `sys/` endpoints: health and seal status (Vault semantics), mounts, backend plugins,
+//! metrics.
+
+use std::collections::HashMap;
+
+use axum::{
+    body::Body,
+    http::{header, HeaderValue, StatusCode},
+    response::Response,
+};
+use keybroker_core::{backend::BackendInstance, tokens::Caller, TenantId};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use super::{body, error::ApiError, response, ApiRequest, AppState, Operation, Ready};
+
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// `GET /v1/sys/health` (Vault API: sys/health): 200 unsealed, 503 sealed, with Vault's
+/// query overrides for the codes.
+pub fn health(state: &AppState, query: &HashMap<String, String>) -> Response {
+    let sealed = state.inner.ready.is_none();
+    let code = |name: &str, default: u16| {
+        query
+            .get(name)
+            .and_then(|v| v.parse::<u16>().ok())
+            .and_then(|c| StatusCode::from_u16(c).ok())
+            .unwrap_or(StatusCode::from_u16(default).unwrap_or(StatusCode::OK))
+    };
+    let status = if sealed {
+        code("sealedcode", 503)
+    } else {
+        code("activecode", 200)
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let mut body = json!({
+        "initialized": true,
+        "sealed": sealed,
+        "standby": false,
+        "performance_standby": false,
+        "replication_performance_mode": "disabled",
+        "replication_dr_mode": "disabled",
+        "server_time_utc": now,
+        "version": VERSION,
+        "cluster_name": "keybroker",
+    });
+    if let (Some(reason), Some(map)) = (&state.inner.sealed_reason, body.as_object_mut()) {
+        map.insert("sealed_reason".to_owned(), json!(reason));
+    }
+    response::json(status, &body)
+}
+
+/// `GET /v1/sys/seal-status` (Vault API: sys/seal-status).
+pub fn seal_status(state: &AppState) -> Response {
+    let mut body = json!({
+        "type": "file",
+        "initialized": true,
+        "sealed": state.inner.ready.is_none(),
+        "t": 1,
+        "n": 1,
+        "progress": 0,
+        "nonce": "",
+        "version": VERSION,
+        "migration": false,
+        "recovery_seal": false,
+        "storage_type": state.inner.storage_type,
+    });
+    if let (Some(reason), Some(map)) = (&state.inner.sealed_reason, body.as_object_mut()) {
+        map.insert("sealed_reason".to_owned(), json!(reason));
+    }
+    response::json(StatusCode::OK, &body)
+}
+
+/// Authenticated `sys/…` routes.
+pub async fn handle(
+    state: &AppState,
+    ready: &Ready,
+    caller: &Caller,
+    rest: &str,
+    request: &ApiRequest,
+) -> (&'static str, Result<Response, ApiError>) {
+    let rest = rest.trim_end_matches('/');
+    match (rest, request.operation) {
+        ("mounts", Operation::Read | Operation::List) => {
+            ("sys/mounts", list_mounts(ready, caller).await)
+        }
+        ("plugins/backends", Operation::Read | Operation::List) => {
+            ("sys/plugins/backends", Ok(backends(ready)))
+        }
+        ("plugins/reload", Operation::Write) => {
+            ready.host.reload().await;
+            ("sys/plugins/reload", Ok(backends(ready)))
+        }
+        ("metrics", Operation::Read) => ("sys/metrics", metrics(state, request)),
+        (path, operation) if path.starts_with("mounts/") => {
+            let mount = path.trim_start_matches("mounts/");
+            let result = match operation {
+                Operation::Write => enable_mount(ready, caller, mount, request).await,
+                Operation::Delete => disable_mount(ready, caller, mount).await,
+                Operation::Read => read_mount(ready, caller, mount).await,
+                Operation::List => Err(ApiError::UnsupportedOperation),
+            };
+            ("sys/mounts", result)
+        }
+        ("mounts" | "plugins/backends" | "plugins/reload" | "metrics", _) => {
+            ("sys", Err(ApiError::UnsupportedOperation))
+        }
+        _ => ("sys", Err(ApiError::UnsupportedPath)),
+    }
+}
+
+fn mount_json(mount: &keybroker_core::store::MountRecord) -> Value {
+    json!({
+        "type": mount.kind,
+        "description": mount.description,
+        "accessor": format!("{}_{}", mount.kind, &mount.id.to_string()[..8]),
+        "uuid": mount.id.to_string(),
+        "config": { "default_lease_ttl": 0, "max_lease_ttl": 0, "force_no_cache": false },
+        "options": null,
+        "local": false,
+        "seal_wrap": false,
+        "external_entropy_access": false,
+        "plugin_version": "",
+        "running_plugin_version": "",
+        "running_sha256": "",
+    })
+}
+
+fn tenant_of(caller: &Caller) -> TenantId {
+    caller.tenant()
+}
+
+/// `GET /v1/sys/mounts` (Vault API: sys/mounts, list).
+async fn list_mounts(ready: &Ready, caller: &Caller) -> Result<Response, ApiError> {
+    let table = ready.broker.mounts.table(tenant_of(caller)).await?;
+    let mut data = Map::new();
+    for mount in table.iter() {
+        data.insert(mount.path.clone(), mount_json(mount));
+    }
+    data.insert(
+        "sys/".to_owned(),
+        json!({ "type": "system", "description": "system endpoints used for control, policy and debugging",
+                "accessor": "system", "uuid": "", "config": { "default_lease_ttl": 0, "max_lease_ttl": 0,
+                "force_no_cache": false }, "options": null, "local": false, "seal_wrap": true,
+                "external_entropy_access": false }),
+    );
+    Ok(response::data(&data))
+}
+
+async fn read_mount(ready: &Ready, caller: &Caller, path: &str) -> Result<Response, ApiError> {
+    let path = keybroker_core::mounts::normalize_path(path)?;
+    let table = ready.broker.mounts.table(tenant_of(caller)).await?;
+    let mount = table
+        .iter()
+        .find(|m| m.path == path)
+        .ok_or_else(|| ApiError::bad_request(format!("no mount at {path}")))?;
+    Ok(response::data(&mount_json(mount)))
+}
+
+/// Vault API: sys/mounts/:path, enable.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct EnableMount {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    description: Option<String>,
+}
+
+async fn enable_mount(
+    ready: &Ready,
+    caller: &Caller,
+    path: &str,
+    request: &ApiRequest,
+) -> Result<Response, ApiError> {
+    let input: EnableMount = body::parse(&request.body)?;
+    let kind = input
+        .kind
+        .filter(|k| !k.is_empty())
+        .ok_or_else(|| ApiError::bad_request("missing type of the secrets engine"))?;
+    ready
+        .broker
+        .mounts
+        .enable(
+            tenant_of(caller),
+            path,
+            &kind,
+            input.description.as_deref().unwrap_or_default(),
+        )
+        .await?;
+    Ok(response::no_content())
+}
+
+async fn disable_mount(ready: &Ready, caller: &Caller, path: &str) -> Result<Response, ApiError> {
+    let tenant = tenant_of(caller);
+    if let Some(mount) = ready.broker.mounts.disable(tenant, path).await? {
+        ready.broker.transit.forget_mount(tenant, mount);
+    }
+    Ok(response::no_content())
+}
+
+/// `GET /v1/sys/plugins/backends`: every drop-in with its health and reason.
+fn backends(ready: &Ready) -> Response {
+    let mut instances = Vec::new();
+    for report in ready.host.reports() {
+        let (status, reason, info, tenants, on_unavailable) = match &report.instance {
+            Some(instance) => {
+                let reason = instance.unavailable_reason();
+                let info = instance.info().map(|i| {
+                    json!({ "plugin": i.name.as_str(), "version": i.version.as_str(),
+                            "capabilities": i.capabilities, "max_payload": i.max_payload })
+                });
+                let settings = instance.settings();
+                (
+                    if reason.is_some() {
+                        "unavailable"
+                    } else {
+                        "available"
+                    },
+                    reason,
+                    info,
+                    json!(settings.tenants),
+                    json!(match instance.on_unavailable() {
+                        keybroker_core::backend::OnUnavailable::Serve => "serve",
+                        keybroker_core::backend::OnUnavailable::Evict => "evict",
+                    }),
+                )
+            }
+            None => (
+                "unavailable",
+                report.error.clone(),
+                None,
+                Value::Null,
+                Value::Null,
+            ),
+        };
+        let cache = report.instance.as_ref().map(|i| {
+            let stats = i.cache().stats();
+            json!({ "hits": stats.hits, "misses": stats.misses, "entries": stats.entries })
+        });
+        instances.push(json!({
+            "name": report.name,
+            "source": report.source,
+            "library": report.library,
+            "sha256": report.sha256,
+            "status": status,
+            "reason": reason,
+            "plugin": info,
+            "tenants": tenants,
+            "on_unavailable": on_unavailable,
+            "dek_cache": cache,
+        }));
+    }
+    let names: Vec<Value> = instances.iter().map(|i| i["name"].clone()).collect();
+    response::data(&json!({ "keys": names, "backends": instances }))
+}
+
+/// `GET /v1/sys/metrics?format=prometheus` (Vault's path).
+fn metrics(state: &AppState, request: &ApiRequest) -> Result<Response, ApiError> {
+    match request.query.get("format").map(String::as_str) {
+        Some("prometheus") => {}
+        _ => return Err(ApiError::bad_request("only format=prometheus is supported")),
+    }
+    let text =
+        state.inner.metrics.render().map_err(|_| {
+            ApiError::Core(keybroker_core::Error::internal("metrics encoding failed"))
+        })?;
+    let mut response = Response::new(Body::from(text));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    Ok(response)
+}

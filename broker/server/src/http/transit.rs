@@ -1,0 +1,737 @@
+//! The transit engine's routes (Vault transit API), plus our `backend` and `mode` fields.
+
+use axum::{http::StatusCode, response::Response};
+use base64::{engine::general_purpose::STANDARD, Engine as _};
+use keybroker_core::{
+    store::{KeyMode, MountRecord},
+    transit::{CreateKeyOptions, DecryptItem, EncryptItem, KeyConfigUpdate, KeyInfo},
+    Error, Tenant,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+use zeroize::Zeroizing;
+
+use super::{batch_status, body, error::ApiError, response, ApiRequest, Operation, Ready};
+
+/// Routes a request inside a transit mount.
+pub async fn handle(
+    ready: &Ready,
+    tenant: &Tenant,
+    mount: &MountRecord,
+    rest: &str,
+    request: &ApiRequest,
+) -> (&'static str, Result<Response, ApiError>) {
+    if mount.kind != "transit" {
+        return ("unknown", Err(ApiError::UnsupportedPath));
+    }
+    let segments: Vec<&str> = rest.trim_end_matches('/').split('/').collect();
+    let op = request.operation;
+    let context = Context {
+        ready,
+        tenant,
+        mount,
+        request,
+    };
+    match (segments.as_slice(), op) {
+        (["keys"], Operation::List) => ("transit/keys", context.list_keys().await),
+        (["keys", name], Operation::Write) => ("transit/keys", context.create_key(name).await),
+        (["keys", name], Operation::Read) => ("transit/keys", context.read_key(name).await),
+        (["keys", name], Operation::Delete) => ("transit/keys", context.delete_key(name).await),
+        (["keys", name, "config"], Operation::Write) => {
+            ("transit/keys/config", context.configure_key(name).await)
+        }
+        (["keys", name, "rotate"], Operation::Write) => {
+            ("transit/keys/rotate", context.rotate(name).await)
+        }
+        (["encrypt", name], Operation::Write) => ("transit/encrypt", context.encrypt(name).await),
+        (["decrypt", name], Operation::Write) => ("transit/decrypt", context.decrypt(name).await),
+        (["rewrap", name], Operation::Write) => ("transit/rewrap", context.rewrap(name).await),
+        (["datakey", kind, name], Operation::Write) => {
+            ("transit/datakey", context.datakey(kind, name).await)
+        }
+        (["random"], Operation::Write) => ("transit/random", context.random(None, None)),
+        (["random", a], Operation::Write) => ("transit/random", context.random(Some(a), None)),
+        (["random", a, b], Operation::Write) => {
+            ("transit/random", context.random(Some(a), Some(b)))
+        }
+        (["config", "keys"], Operation::Read) => {
+            ("transit/config/keys", Ok(context.read_mount_config()))
+        }
+        (["config", "keys"], Operation::Write) => {
+            ("transit/config/keys", context.write_mount_config().await)
+        }
+        (
+            ["keys"]
+            | ["keys", _]
+            | ["keys", _, "config" | "rotate"]
+            | ["encrypt" | "decrypt" | "rewrap", _]
+            | ["datakey", _, _]
+            | ["random", ..]
+            | ["config", "keys"],
+            _,
+        ) => ("transit", Err(ApiError::UnsupportedOperation)),
+        _ => ("transit", Err(ApiError::UnsupportedPath)),
+    }
+}
+
+struct Context<'a> {
+    ready: &'a Ready,
+    tenant: &'a Tenant,
+    mount: &'a MountRecord,
+    request: &'a ApiRequest,
+}
+
+fn decode_base64(field: &str, value: &str) -> Result<Vec<u8>, Error> {
+    STANDARD
+        .decode(value.trim())
+        .map_err(|_| Error::invalid(format!("failed to base64-decode {field}")))
+}
+
+fn decode_secret(field: &str, value: &str) -> Result<Zeroizing<Vec<u8>>, Error> {
+    decode_base64(field, value).map(Zeroizing::new)
+}
+
+fn optional_base64(field: &str, value: Option<&str>) -> Result<Vec<u8>, Error> {
+    match value {
+        None | Some("") => Ok(Vec::new()),
+        Some(value) => decode_base64(field, value),
+    }
+}
+
+/// Vault transit API: create key (plus `backend`, `mode`).
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct CreateKeyBody {
+    #[serde(rename = "type")]
+    key_type: Option<String>,
+    backend: Option<String>,
+    mode: Option<String>,
+    #[serde(deserialize_with = "body::opt_duration_secs")]
+    auto_rotate_period: Option<u64>,
+    #[serde(deserialize_with = "body::opt_bool")]
+    derived: Option<bool>,
+    #[serde(deserialize_with = "body::opt_bool")]
+    convergent_encryption: Option<bool>,
+    #[serde(deserialize_with = "body::opt_bool")]
+    exportable: Option<bool>,
+    #[serde(deserialize_with = "body::opt_bool")]
+    allow_plaintext_backup: Option<bool>,
+}
+
+/// Vault transit API: update key configuration.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct KeyConfigBody {
+    #[serde(deserialize_with = "body::opt_u32")]
+    min_decryption_version: Option<u32>,
+    #[serde(deserialize_with = "body::opt_u32")]
+    min_encryption_version: Option<u32>,
+    #[serde(deserialize_with = "body::opt_bool")]
+    deletion_allowed: Option<bool>,
+    #[serde(deserialize_with = "body::opt_duration_secs")]
+    auto_rotate_period: Option<u64>,
+    #[serde(deserialize_with = "body::opt_bool")]
+    exportable: Option<bool>,
+    #[serde(deserialize_with = "body::opt_bool")]
+    allow_plaintext_backup: Option<bool>,
+}
+
+/// One item of `batch_input` (Vault transit API: encrypt, decrypt, rewrap).
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct BatchItem {
+    plaintext: Option<String>,
+    ciphertext: Option<String>,
+    associated_data: Option<String>,
+    #[serde(deserialize_with = "body::opt_u32")]
+    key_version: Option<u32>,
+    reference: Option<String>,
+}
+
+/// Vault transit API: encrypt, decrypt and rewrap share these fields.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct DataBody {
+    plaintext: Option<String>,
+    ciphertext: Option<String>,
+    associated_data: Option<String>,
+    #[serde(deserialize_with = "body::opt_u32")]
+    key_version: Option<u32>,
+    #[serde(deserialize_with = "body::opt_list")]
+    batch_input: Option<Vec<BatchItem>>,
+    #[serde(deserialize_with = "body::opt_u64")]
+    partial_failure_response_code: Option<u64>,
+    #[serde(deserialize_with = "body::opt_u32")]
+    bits: Option<u32>,
+}
+
+/// Vault transit API: encrypt result item.
+#[derive(Serialize)]
+struct CiphertextItem {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ciphertext: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key_version: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    reference: String,
+}
+
+/// Vault transit API: decrypt result item.
+#[derive(Serialize)]
+struct PlaintextItem {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    plaintext: Option<Zeroizing<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    reference: String,
+}
+
+#[derive(Serialize)]
+struct Batch<T> {
+    batch_results: Vec<T>,
+}
+
+/// Whether a batch item's error fails the whole request instead of the item.
+fn is_request_error(error: &Error) -> bool {
+    matches!(
+        error,
+        Error::Unavailable(_) | Error::Internal { .. } | Error::Sealed | Error::BackendDenied(_)
+    )
+}
+
+impl DataBody {
+    /// The request's items: `batch_input`, or the single top-level item.
+    fn items(self) -> (Vec<BatchItem>, bool) {
+        match self.batch_input {
+            Some(items) => (items, true),
+            None => (
+                vec![BatchItem {
+                    plaintext: self.plaintext,
+                    ciphertext: self.ciphertext,
+                    associated_data: self.associated_data,
+                    key_version: self.key_version,
+                    reference: None,
+                }],
+                false,
+            ),
+        }
+    }
+}
+
+/// Every batch item must agree on `key_version` (we encrypt a batch under one version).
+fn common_key_version(top: Option<u32>, items: &[BatchItem]) -> Result<Option<u32>, Error> {
+    let mut chosen = top;
+    for item in items {
+        match (chosen, item.key_version) {
+            (_, None) => {}
+            (None, Some(v)) => chosen = Some(v),
+            (Some(a), Some(b)) if a == b => {}
+            _ => {
+                return Err(Error::invalid(
+                    "all batch items must use the same key_version",
+                ))
+            }
+        }
+    }
+    Ok(chosen)
+}
+
+fn key_json(info: &KeyInfo) -> Value {
+    let record = &info.record;
+    let keys: Map<String, Value> = info
+        .versions
+        .iter()
+        .map(|v| (v.version.to_string(), json!(v.created_at)))
+        .collect();
+    let counts: Map<String, Value> = info
+        .versions
+        .iter()
+        .map(|v| (v.version.to_string(), json!(v.encryptions_reserved)))
+        .collect();
+    json!({
+        "name": record.name,
+        "type": record.key_type,
+        "keys": keys,
+        "latest_version": record.latest_version,
+        "min_available_version": 0,
+        "min_decryption_version": record.min_decryption_version,
+        "min_encryption_version": record.min_encryption_version,
+        "deletion_allowed": record.deletion_allowed,
+        "auto_rotate_period": record.auto_rotate_period,
+        "derived": false,
+        "exportable": false,
+        "allow_plaintext_backup": false,
+        "imported_key": false,
+        "supports_encryption": true,
+        "supports_decryption": true,
+        "supports_derivation": false,
+        "supports_signing": false,
+        "backend": record.backend,
+        "mode": record.mode.as_str(),
+        "backend_available": info.backend_available,
+        "encryption_counts": counts,
+    })
+}
+
+impl Context<'_> {
+    fn transit(&self) -> &keybroker_core::transit::Transit {
+        &self.ready.broker.transit
+    }
+
+    async fn list_keys(&self) -> Result<Response, ApiError> {
+        let keys = self.transit().list_keys(self.tenant, self.mount.id).await?;
+        if keys.is_empty() {
+            // Vault answers an empty list with 404 and no message.
+            return Ok(super::error::error_body(StatusCode::NOT_FOUND, &[]));
+        }
+        Ok(response::data(&json!({ "keys": keys })))
+    }
+
+    async fn create_key(&self, name: &str) -> Result<Response, ApiError> {
+        let input: CreateKeyBody = body::parse(&self.request.body)?;
+        for (flag, what) in [
+            (input.derived, "derived keys"),
+            (input.convergent_encryption, "convergent encryption"),
+            (input.exportable, "exportable keys"),
+            (input.allow_plaintext_backup, "plaintext backup"),
+        ] {
+            if flag == Some(true) {
+                return Err(ApiError::bad_request(format!(
+                    "{what} are not supported by keybroker"
+                )));
+            }
+        }
+        let mode = match input.mode.as_deref() {
+            None | Some("") => None,
+            Some(text) => Some(KeyMode::parse(text).ok_or_else(|| {
+                ApiError::bad_request(format!("invalid mode {text:?}: use envelope or direct"))
+            })?),
+        };
+        let options = CreateKeyOptions {
+            key_type: input.key_type.filter(|t| !t.is_empty()),
+            backend: input.backend.filter(|b| !b.is_empty()),
+            mode,
+            auto_rotate_period: input.auto_rotate_period,
+        };
+        let info = self
+            .transit()
+            .create_key(self.tenant, self.mount.id, name, options)
+            .await?;
+        Ok(response::data(&key_json(&info)))
+    }
+
+    async fn read_key(&self, name: &str) -> Result<Response, ApiError> {
+        let info = self
+            .transit()
+            .read_key(self.tenant, self.mount.id, name)
+            .await?;
+        Ok(response::data(&key_json(&info)))
+    }
+
+    async fn delete_key(&self, name: &str) -> Result<Response, ApiError> {
+        self.transit()
+            .delete_key(self.tenant, self.mount.id, name)
+            .await?;
+        Ok(response::no_content())
+    }
+
+    async fn configure_key(&self, name: &str) -> Result<Response, ApiError> {
+        let input: KeyConfigBody = body::parse(&self.request.body)?;
+        if input.exportable == Some(true) || input.allow_plaintext_backup == Some(true) {
+            return Err(ApiError::bad_request(
+                "exportable keys and plaintext backup are not supported by keybroker",
+            ));
+        }
+        let update = KeyConfigUpdate {
+            min_decryption_version: input.min_decryption_version,
+            min_encryption_version: input.min_encryption_version,
+            deletion_allowed: input.deletion_allowed,
+            auto_rotate_period: input.auto_rotate_period,
+        };
+        let info = self
+            .transit()
+            .configure_key(self.tenant, self.mount.id, name, update)
+            .await?;
+        Ok(response::data(&key_json(&info)))
+    }
+
+    async fn rotate(&self, name: &str) -> Result<Response, ApiError> {
+        let info = self
+            .transit()
+            .rotate(self.tenant, self.mount.id, name)
+            .await?;
+        Ok(response::data(&key_json(&info)))
+    }
+
+    fn upsert_allowed(&self) -> bool {
+        !self
+            .mount
+            .config
+            .get("disable_upsert")
+            .and_then(Value::as_bool)
+            .unwrap_or(false)
+    }
+
+    async fn encrypt(&self, name: &str) -> Result<Response, ApiError> {
+        let input: DataBody = body::parse(&self.request.body)?;
+        let partial_code = input.partial_failure_response_code;
+        let top_version = input.key_version;
+        let (items, batch) = input.items();
+        let key_version = common_key_version(top_version, &items)?;
+        // Items that fail to decode are answered in place; the rest go to the core.
+        let mut slots: Vec<Result<(), Error>> = Vec::with_capacity(items.len());
+        let mut work = Vec::with_capacity(items.len());
+        for item in &items {
+            let decoded = match item.plaintext.as_deref() {
+                None => Err(Error::invalid("missing plaintext to encrypt")),
+                Some(text) => decode_secret("plaintext", text).and_then(|plaintext| {
+                    Ok(EncryptItem {
+                        plaintext,
+                        associated_data: optional_base64(
+                            "associated_data",
+                            item.associated_data.as_deref(),
+                        )?,
+                    })
+                }),
+            };
+            match decoded {
+                Ok(item) => {
+                    work.push(item);
+                    slots.push(Ok(()));
+                }
+                Err(error) if !batch => return Err(error.into()),
+                Err(error) => slots.push(Err(error)),
+            }
+        }
+        let mut results = if work.is_empty() {
+            Vec::new()
+        } else {
+            self.transit()
+                .encrypt(
+                    self.tenant,
+                    self.mount.id,
+                    name,
+                    key_version,
+                    self.upsert_allowed(),
+                    work,
+                )
+                .await?
+        }
+        .into_iter();
+        let mut out = Vec::with_capacity(items.len());
+        for (slot, item) in slots.into_iter().zip(&items) {
+            let result = match slot {
+                Ok(()) => results
+                    .next()
+                    .unwrap_or_else(|| Err(Error::internal("missing result"))),
+                Err(error) => Err(error),
+            };
+            if let Err(error) = &result {
+                if is_request_error(error) {
+                    return Err(ApiError::Core(clone_error(error)));
+                }
+            }
+            out.push((result, item.reference.clone().unwrap_or_default()));
+        }
+        if !batch {
+            let (result, _) = out
+                .pop()
+                .ok_or_else(|| ApiError::Core(Error::internal("missing result")))?;
+            let output = result?;
+            return Ok(response::data(
+                &json!({ "ciphertext": output.ciphertext, "key_version": output.key_version }),
+            ));
+        }
+        let any_ok = out.iter().any(|(r, _)| r.is_ok());
+        let any_failed = out.iter().any(|(r, _)| r.is_err());
+        let batch_results = out
+            .into_iter()
+            .map(|(result, reference)| match result {
+                Ok(output) => CiphertextItem {
+                    ciphertext: Some(output.ciphertext),
+                    key_version: Some(output.key_version),
+                    error: None,
+                    reference,
+                },
+                Err(error) => CiphertextItem {
+                    ciphertext: None,
+                    key_version: None,
+                    error: Some(error.to_string()),
+                    reference,
+                },
+            })
+            .collect();
+        let status = batch_status(
+            any_ok,
+            any_failed,
+            partial_code.and_then(|c| u16::try_from(c).ok()),
+        );
+        Ok(response::data_with(status, &Batch { batch_results }, &[]))
+    }
+
+    fn decrypt_items(
+        items: &[BatchItem],
+        batch: bool,
+    ) -> Result<(Vec<Result<(), Error>>, Vec<DecryptItem>), ApiError> {
+        let mut slots = Vec::with_capacity(items.len());
+        let mut work = Vec::with_capacity(items.len());
+        for item in items {
+            let decoded = match item.ciphertext.as_deref() {
+                None | Some("") => Err(Error::invalid("missing ciphertext to decrypt")),
+                Some(text) => optional_base64("associated_data", item.associated_data.as_deref())
+                    .map(|associated_data| DecryptItem {
+                        ciphertext: text.to_owned(),
+                        associated_data,
+                    }),
+            };
+            match decoded {
+                Ok(item) => {
+                    work.push(item);
+                    slots.push(Ok(()));
+                }
+                Err(error) if !batch => return Err(error.into()),
+                Err(error) => slots.push(Err(error)),
+            }
+        }
+        Ok((slots, work))
+    }
+
+    async fn decrypt(&self, name: &str) -> Result<Response, ApiError> {
+        let input: DataBody = body::parse(&self.request.body)?;
+        let partial_code = input.partial_failure_response_code;
+        let (items, batch) = input.items();
+        let (slots, work) = Self::decrypt_items(&items, batch)?;
+        let mut results = if work.is_empty() {
+            Vec::new()
+        } else {
+            self.transit()
+                .decrypt(self.tenant, self.mount.id, name, work)
+                .await?
+        }
+        .into_iter();
+        let mut out = Vec::with_capacity(items.len());
+        for (slot, item) in slots.into_iter().zip(&items) {
+            let result = match slot {
+                Ok(()) => results
+                    .next()
+                    .unwrap_or_else(|| Err(Error::internal("missing result"))),
+                Err(error) => Err(error),
+            };
+            if let Err(error) = &result {
+                if is_request_error(error) {
+                    return Err(ApiError::Core(clone_error(error)));
+                }
+            }
+            out.push((result, item.reference.clone().unwrap_or_default()));
+        }
+        let encode =
+            |plaintext: Zeroizing<Vec<u8>>| Zeroizing::new(STANDARD.encode(plaintext.as_slice()));
+        if !batch {
+            let (result, _) = out
+                .pop()
+                .ok_or_else(|| ApiError::Core(Error::internal("missing result")))?;
+            let plaintext = encode(result?);
+            return Ok(response::data(&json!({ "plaintext": plaintext.as_str() })));
+        }
+        let any_ok = out.iter().any(|(r, _)| r.is_ok());
+        let any_failed = out.iter().any(|(r, _)| r.is_err());
+        let batch_results = out
+            .into_iter()
+            .map(|(result, reference)| match result {
+                Ok(plaintext) => PlaintextItem {
+                    plaintext: Some(encode(plaintext)),
+                    error: None,
+                    reference,
+                },
+                Err(error) => PlaintextItem {
+                    plaintext: None,
+                    error: Some(error.to_string()),
+                    reference,
+                },
+            })
+            .collect();
+        let status = batch_status(
+            any_ok,
+            any_failed,
+            partial_code.and_then(|c| u16::try_from(c).ok()),
+        );
+        Ok(response::data_with(status, &Batch { batch_results }, &[]))
+    }
+
+    async fn rewrap(&self, name: &str) -> Result<Response, ApiError> {
+        let input: DataBody = body::parse(&self.request.body)?;
+        let partial_code = input.partial_failure_response_code;
+        let top_version = input.key_version;
+        let (items, batch) = input.items();
+        let key_version = common_key_version(top_version, &items)?;
+        let (slots, work) = Self::decrypt_items(&items, batch)?;
+        let mut results = if work.is_empty() {
+            Vec::new()
+        } else {
+            self.transit()
+                .rewrap(self.tenant, self.mount.id, name, key_version, work)
+                .await?
+        }
+        .into_iter();
+        let mut out = Vec::with_capacity(items.len());
+        for (slot, item) in slots.into_iter().zip(&items) {
+            let result = match slot {
+                Ok(()) => results
+                    .next()
+                    .unwrap_or_else(|| Err(Error::internal("missing result"))),
+                Err(error) => Err(error),
+            };
+            out.push((result, item.reference.clone().unwrap_or_default()));
+        }
+        if !batch {
+            let (result, _) = out
+                .pop()
+                .ok_or_else(|| ApiError::Core(Error::internal("missing result")))?;
+            let output = result?;
+            return Ok(response::data(
+                &json!({ "ciphertext": output.ciphertext, "key_version": output.key_version }),
+            ));
+        }
+        let any_ok = out.iter().any(|(r, _)| r.is_ok());
+        let any_failed = out.iter().any(|(r, _)| r.is_err());
+        let batch_results = out
+            .into_iter()
+            .map(|(result, reference)| match result {
+                Ok(output) => CiphertextItem {
+                    ciphertext: Some(output.ciphertext),
+                    key_version: Some(output.key_version),
+                    error: None,
+                    reference,
+                },
+                Err(error) => CiphertextItem {
+                    ciphertext: None,
+                    key_version: None,
+                    error: Some(error.to_string()),
+                    reference,
+                },
+            })
+            .collect();
+        let status = batch_status(
+            any_ok,
+            any_failed,
+            partial_code.and_then(|c| u16::try_from(c).ok()),
+        );
+        Ok(response::data_with(status, &Batch { batch_results }, &[]))
+    }
+
+    async fn datakey(&self, kind: &str, name: &str) -> Result<Response, ApiError> {
+        let with_plaintext = match kind {
+            "plaintext" => true,
+            "wrapped" => false,
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "invalid type {other:?}: use plaintext or wrapped"
+                )))
+            }
+        };
+        let input: DataBody = body::parse(&self.request.body)?;
+        let associated_data = optional_base64("associated_data", input.associated_data.as_deref())?;
+        let output = self
+            .transit()
+            .datakey(
+                self.tenant,
+                self.mount.id,
+                name,
+                with_plaintext,
+                input.bits.unwrap_or(256),
+                associated_data,
+            )
+            .await?;
+        let mut data =
+            json!({ "ciphertext": output.ciphertext, "key_version": output.key_version });
+        if let (Some(plaintext), Some(map)) = (&output.plaintext, data.as_object_mut()) {
+            let encoded = Zeroizing::new(STANDARD.encode(plaintext.as_slice()));
+            map.insert(
+                "plaintext".to_owned(),
+                Value::String(encoded.as_str().to_owned()),
+            );
+        }
+        Ok(response::data(&data))
+    }
+
+    /// Vault transit API: generate random bytes (`random[/source][/bytes]`).
+    fn random(&self, first: Option<&str>, second: Option<&str>) -> Result<Response, ApiError> {
+        #[derive(Deserialize, Default)]
+        #[serde(default)]
+        struct RandomBody {
+            #[serde(deserialize_with = "body::opt_u64")]
+            bytes: Option<u64>,
+            format: Option<String>,
+            source: Option<String>,
+        }
+        let input: RandomBody = body::parse(&self.request.body)?;
+        let mut bytes = input.bytes;
+        let mut source = input.source;
+        for segment in [first, second].into_iter().flatten() {
+            match segment.parse::<u64>() {
+                Ok(n) => bytes = Some(n),
+                Err(_) => source = Some(segment.to_owned()),
+            }
+        }
+        match source.as_deref() {
+            None | Some("" | "platform" | "all" | "seal") => {}
+            Some(other) => {
+                return Err(ApiError::bad_request(format!(
+                    "unsupported entropy source {other:?}"
+                )))
+            }
+        }
+        let count = bytes.unwrap_or(32);
+        if count == 0 || count > 128 * 1024 {
+            return Err(ApiError::bad_request("bytes must be between 1 and 131072"));
+        }
+        let random = keybroker_core::crypto::random_bytes(count as usize);
+        let encoded = match input.format.as_deref() {
+            None | Some("" | "base64") => STANDARD.encode(random.as_slice()),
+            Some("hex") => hex::encode(random.as_slice()),
+            Some(other) => {
+                return Err(ApiError::bad_request(format!(
+                    "unsupported encoding format {other:?}"
+                )))
+            }
+        };
+        Ok(response::data(&json!({ "random_bytes": encoded })))
+    }
+
+    fn read_mount_config(&self) -> Response {
+        response::data(&json!({ "disable_upsert": !self.upsert_allowed() }))
+    }
+
+    async fn write_mount_config(&self) -> Result<Response, ApiError> {
+        #[derive(Deserialize, Default)]
+        #[serde(default)]
+        struct MountConfigBody {
+            #[serde(deserialize_with = "body::opt_bool")]
+            disable_upsert: Option<bool>,
+        }
+        let input: MountConfigBody = body::parse(&self.request.body)?;
+        let mut config = self.mount.config.clone();
+        if let (Some(disable), Some(map)) = (input.disable_upsert, config.as_object_mut()) {
+            map.insert("disable_upsert".to_owned(), Value::Bool(disable));
+        }
+        self.ready
+            .broker
+            .mounts
+            .set_config(self.mount, config.clone())
+            .await?;
+        Ok(response::data(&json!({
+            "disable_upsert": config.get("disable_upsert").and_then(Value::as_bool).unwrap_or(false)
+        })))
+    }
+}
+
+/// Request-level errors found on an item are re-raised for the whole request.
+fn clone_error(error: &Error) -> Error {
+    match error {
+        Error::Unavailable(message) => Error::Unavailable(message.clone()),
+        Error::BackendDenied(message) => Error::BackendDenied(message.clone()),
+        Error::Sealed => Error::Sealed,
+        other => Error::internal(other.to_string()),
+    }
+}

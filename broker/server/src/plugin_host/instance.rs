@@ -1,0 +1,486 @@
+//! A loaded backend instance: the plugin trait object behind a bulkhead (a semaphore of
+//! `concurrency` permits, each held by the blocking thread running a call) and a deadline on
+//! every call. A hung plugin holds at most its own permits; other instances are unaffected.
+
+use std::{
+    collections::HashSet,
+    sync::{Arc, RwLock},
+    time::{Duration, Instant},
+};
+
+use abi_stable::std_types::{RResult, RSlice, RStr, RString, RVec};
+use async_trait::async_trait;
+use keybroker_core::{
+    backend::{BackendDecrypt, BackendEncrypt, BackendInstance, OnUnavailable},
+    dek_cache::DekCache,
+    Error, TenantId,
+};
+use keybroker_plugin_abi::{
+    capability, BackendBox, BackendInfo, CreateKeyRequest, DecryptRequest, EncryptRequest,
+    ErrorKind, HostServices, LogLevel, PluginError,
+};
+use tokio::sync::Semaphore;
+use zeroize::{Zeroize, Zeroizing};
+
+use crate::metrics::BackendMetrics;
+
+/// Availability as reported by the plugin or seen by health checks.
+#[derive(Debug, Default)]
+pub struct Availability {
+    /// The plugin said the whole instance is down, with its reason.
+    reported_down: RwLock<Option<String>>,
+    /// The last health check failed, with its reason.
+    health_error: RwLock<Option<String>>,
+    /// Key references the plugin reported unavailable.
+    keys_down: RwLock<HashSet<String>>,
+}
+
+impl Availability {
+    /// Why the instance is unavailable, if it is.
+    pub fn reason(&self) -> Option<String> {
+        if let Some(reason) = self.reported_down.read().ok().and_then(|r| r.clone()) {
+            return Some(reason);
+        }
+        self.health_error.read().ok().and_then(|r| r.clone())
+    }
+
+    fn key_down(&self, reference: &str) -> bool {
+        self.keys_down
+            .read()
+            .map(|keys| keys.contains(reference))
+            .unwrap_or(true)
+    }
+}
+
+/// The host side of [`HostServices`], one per instance.
+#[derive(Clone)]
+pub struct HostHandle {
+    instance: Arc<str>,
+    availability: Arc<Availability>,
+    cache: Arc<DekCache>,
+    on_unavailable: OnUnavailable,
+}
+
+impl HostHandle {
+    fn evict(&self) -> bool {
+        self.on_unavailable == OnUnavailable::Evict
+    }
+}
+
+impl HostServices for HostHandle {
+    fn set_instance_available(&self, available: bool, reason: RStr<'_>) {
+        if let Ok(mut down) = self.availability.reported_down.write() {
+            *down = if available {
+                None
+            } else {
+                Some(if reason.is_empty() {
+                    "reported unavailable by the plugin".to_owned()
+                } else {
+                    reason.to_string()
+                })
+            };
+        }
+        if available {
+            tracing::info!(instance = %self.instance, "backend instance reports available");
+        } else {
+            tracing::warn!(instance = %self.instance, reason = %reason, "backend instance reports unavailable");
+            if self.evict() {
+                self.cache.purge_all();
+            }
+        }
+    }
+
+    fn set_keys_available(
+        &self,
+        key_references: RSlice<'_, RString>,
+        available: bool,
+        reason: RStr<'_>,
+    ) {
+        let references: Vec<String> = key_references.iter().map(|r| r.to_string()).collect();
+        if let Ok(mut keys) = self.availability.keys_down.write() {
+            for reference in &references {
+                if available {
+                    keys.remove(reference);
+                } else {
+                    keys.insert(reference.clone());
+                }
+            }
+        }
+        tracing::info!(instance = %self.instance, keys = references.len(), available, reason = %reason,
+            "backend instance reports key availability");
+        if !available && self.evict() {
+            self.cache.purge_references(references);
+        }
+    }
+
+    fn log(&self, level: LogLevel, message: RStr<'_>) {
+        let instance = &*self.instance;
+        match level {
+            LogLevel::ERROR => tracing::error!(instance, plugin_message = %message),
+            LogLevel::WARN => tracing::warn!(instance, plugin_message = %message),
+            LogLevel::DEBUG => tracing::debug!(instance, plugin_message = %message),
+            _ => tracing::info!(instance, plugin_message = %message),
+        }
+    }
+}
+
+/// Settings of an instance that come from its drop-in.
+#[derive(Debug, Clone)]
+pub struct InstanceSettings {
+    /// Instance name.
+    pub name: String,
+    /// Allowed tenants (`*` = all).
+    pub tenants: Vec<String>,
+    /// Per-call deadline.
+    pub timeout: Duration,
+    /// Bulkhead size.
+    pub concurrency: usize,
+    /// Cache policy when unavailable.
+    pub on_unavailable: OnUnavailable,
+}
+
+/// A backend instance: loaded, or failed with a reason.
+pub struct Instance {
+    settings: InstanceSettings,
+    backend: Option<Arc<BackendBox>>,
+    info: Option<BackendInfo>,
+    load_error: Option<String>,
+    availability: Arc<Availability>,
+    cache: Arc<DekCache>,
+    permits: Arc<Semaphore>,
+    metrics: Arc<BackendMetrics>,
+}
+
+impl std::fmt::Debug for Instance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Instance")
+            .field("settings", &self.settings)
+            .field("load_error", &self.load_error)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Instance {
+    /// Pieces a plugin constructor needs before the instance exists.
+    pub fn prepare(
+        settings: &InstanceSettings,
+        cache_ttl: Duration,
+        cache_capacity: u64,
+    ) -> (HostHandle, Arc<DekCache>, Arc<Availability>) {
+        let cache = Arc::new(DekCache::new(cache_ttl, cache_capacity));
+        let availability = Arc::new(Availability::default());
+        let handle = HostHandle {
+            instance: Arc::from(settings.name.as_str()),
+            availability: availability.clone(),
+            cache: cache.clone(),
+            on_unavailable: settings.on_unavailable,
+        };
+        (handle, cache, availability)
+    }
+
+    /// A loaded instance.
+    pub fn loaded(
+        settings: InstanceSettings,
+        backend: BackendBox,
+        info: BackendInfo,
+        cache: Arc<DekCache>,
+        availability: Arc<Availability>,
+        metrics: Arc<BackendMetrics>,
+    ) -> Self {
+        Self {
+            permits: Arc::new(Semaphore::new(settings.concurrency)),
+            settings,
+            backend: Some(Arc::new(backend)),
+            info: Some(info),
+            load_error: None,
+            availability,
+            cache,
+            metrics,
+        }
+    }
+
+    /// An instance that could not be loaded; every call answers 503.
+    pub fn failed(
+        settings: InstanceSettings,
+        reason: String,
+        metrics: Arc<BackendMetrics>,
+        cache_ttl: Duration,
+    ) -> Self {
+        Self {
+            permits: Arc::new(Semaphore::new(1)),
+            settings,
+            backend: None,
+            info: None,
+            load_error: Some(reason),
+            availability: Arc::new(Availability::default()),
+            cache: Arc::new(DekCache::new(cache_ttl, 1)),
+            metrics,
+        }
+    }
+
+    /// Drop-in settings.
+    pub fn settings(&self) -> &InstanceSettings {
+        &self.settings
+    }
+
+    /// What the plugin said about itself, if loaded.
+    pub fn info(&self) -> Option<&BackendInfo> {
+        self.info.as_ref()
+    }
+
+    /// Why the instance is unavailable, if it is.
+    pub fn unavailable_reason(&self) -> Option<String> {
+        self.load_error
+            .clone()
+            .or_else(|| self.availability.reason())
+    }
+
+    /// Runs the plugin's health check (under the same bulkhead and deadline) and records it.
+    pub async fn check_health(&self) {
+        if self.backend.is_none() {
+            return;
+        }
+        let result = self.call("health", |backend| backend.health()).await;
+        let reason = result.err().map(|e| e.to_string());
+        if let Some(reason) = &reason {
+            tracing::warn!(instance = %self.settings.name, %reason, "backend health check failed");
+            if self.settings.on_unavailable == OnUnavailable::Evict {
+                self.cache.purge_all();
+            }
+        }
+        if let Ok(mut health) = self.availability.health_error.write() {
+            *health = reason;
+        }
+    }
+
+    fn unavailable(&self) -> Error {
+        Error::Unavailable(format!(
+            "backend instance \"{}\" is unavailable",
+            self.settings.name
+        ))
+    }
+
+    /// Calls the plugin on a blocking thread, within the bulkhead and the deadline.
+    async fn call<T, F>(&self, operation: &'static str, f: F) -> Result<T, Error>
+    where
+        T: Send + 'static,
+        F: FnOnce(&BackendBox) -> RResult<T, PluginError> + Send + 'static,
+    {
+        let backend = self.backend.clone().ok_or_else(|| self.unavailable())?;
+        let name = &self.settings.name;
+        let started = Instant::now();
+        let deadline = tokio::time::Instant::now() + self.settings.timeout;
+        let outcome = async {
+            let permit = tokio::time::timeout_at(deadline, self.permits.clone().acquire_owned())
+                .await
+                .map_err(|_| {
+                    Error::Unavailable(format!(
+                        "backend instance \"{name}\" is saturated: no free slot within {:?}",
+                        self.settings.timeout
+                    ))
+                })?
+                .map_err(|_| self.unavailable())?;
+            let task = tokio::task::spawn_blocking(move || {
+                // The permit is released only when the plugin returns, however long it hangs.
+                let _permit = permit;
+                f(&backend)
+            });
+            match tokio::time::timeout_at(deadline, task).await {
+                Err(_) => Err(Error::Unavailable(format!(
+                    "backend instance \"{name}\" did not answer within {:?}",
+                    self.settings.timeout
+                ))),
+                Ok(Err(join)) => Err(Error::internal(format!(
+                    "backend instance \"{name}\" call failed: {join}"
+                ))),
+                Ok(Ok(RResult::ROk(value))) => Ok(value),
+                Ok(Ok(RResult::RErr(error))) => Err(map_plugin_error(name, operation, error)),
+            }
+        }
+        .await;
+        self.metrics
+            .observe(name, operation, started.elapsed(), outcome.is_ok());
+        outcome
+    }
+}
+
+/// Maps a plugin error to the broker's error kinds.
+pub fn map_plugin_error(instance: &str, operation: &str, error: PluginError) -> Error {
+    let message = error.message.to_string();
+    match error.kind {
+        ErrorKind::INVALID_REQUEST
+        | ErrorKind::KEY_NOT_FOUND
+        | ErrorKind::INVALID_CIPHERTEXT
+        | ErrorKind::PAYLOAD_TOO_LARGE
+        | ErrorKind::INVALID_CONFIG => Error::InvalidRequest(message),
+        ErrorKind::ACCESS_DENIED => Error::BackendDenied(message),
+        ErrorKind::UNAVAILABLE => Error::Unavailable(format!(
+            "backend instance \"{instance}\" is unavailable: {message}"
+        )),
+        _ => Error::internal(format!(
+            "backend instance \"{instance}\" failed in {operation}: {message}"
+        )),
+    }
+}
+
+fn encrypt_request(tenant: TenantId, request: &BackendEncrypt<'_>) -> EncryptRequest {
+    EncryptRequest {
+        tenant_id: RString::from(tenant.to_string()),
+        key_reference: RString::from(request.reference),
+        plaintext: RVec::from(request.plaintext),
+        aad: RVec::from(request.aad),
+        iv: RVec::from(&request.iv[..]),
+    }
+}
+
+fn decrypt_request(tenant: TenantId, request: &BackendDecrypt<'_>) -> DecryptRequest {
+    DecryptRequest {
+        tenant_id: RString::from(tenant.to_string()),
+        key_reference: RString::from(request.reference),
+        ciphertext: RVec::from(request.ciphertext),
+        aad: RVec::from(request.aad),
+    }
+}
+
+/// Takes a plaintext out of an `RVec`, zeroizing the plugin-allocated buffer.
+fn take_secret(mut value: RVec<u8>) -> Zeroizing<Vec<u8>> {
+    let out = Zeroizing::new(value.as_slice().to_vec());
+    value.as_mut_slice().zeroize();
+    out
+}
+
+#[async_trait]
+impl BackendInstance for Instance {
+    fn name(&self) -> &str {
+        &self.settings.name
+    }
+
+    fn allows_tenant(&self, tenant_name: &str) -> bool {
+        self.settings
+            .tenants
+            .iter()
+            .any(|t| t == "*" || t == tenant_name)
+    }
+
+    fn cache(&self) -> &DekCache {
+        &self.cache
+    }
+
+    fn on_unavailable(&self) -> OnUnavailable {
+        self.settings.on_unavailable
+    }
+
+    fn check_available(&self, reference: &str) -> Result<(), Error> {
+        if self.load_error.is_some() || self.availability.reason().is_some() {
+            return Err(self.unavailable());
+        }
+        if !reference.is_empty() && self.availability.key_down(reference) {
+            return Err(Error::Unavailable(format!(
+                "a key of backend instance \"{}\" is unavailable",
+                self.settings.name
+            )));
+        }
+        Ok(())
+    }
+
+    fn supports_direct(&self) -> bool {
+        self.info
+            .as_ref()
+            .is_some_and(|i| i.capabilities & capability::DIRECT != 0)
+    }
+
+    async fn create_key(
+        &self,
+        tenant: TenantId,
+        key_id: &str,
+        key_type: &str,
+    ) -> Result<String, Error> {
+        let request = CreateKeyRequest {
+            tenant_id: RString::from(tenant.to_string()),
+            key_id: RString::from(key_id),
+            key_type: RString::from(key_type),
+        };
+        let handle = self
+            .call("create_key", move |b| b.create_key(request))
+            .await?;
+        Ok(handle.reference.into_string())
+    }
+
+    async fn delete_key(&self, tenant: TenantId, reference: &str) -> Result<(), Error> {
+        let tenant = RString::from(tenant.to_string());
+        let reference = RString::from(reference);
+        self.call("delete_key", move |b| b.delete_key(tenant, reference))
+            .await
+    }
+
+    async fn encrypt(
+        &self,
+        tenant: TenantId,
+        request: BackendEncrypt<'_>,
+    ) -> Result<Vec<u8>, Error> {
+        // Ownership of the plaintext copy passes to the plugin, which zeroizes it.
+        let request = encrypt_request(tenant, &request);
+        let result = self.call("encrypt", move |b| b.encrypt(request)).await?;
+        Ok(result.into_vec())
+    }
+
+    async fn decrypt(
+        &self,
+        tenant: TenantId,
+        request: BackendDecrypt<'_>,
+    ) -> Result<Zeroizing<Vec<u8>>, Error> {
+        let request = decrypt_request(tenant, &request);
+        let result = self.call("decrypt", move |b| b.decrypt(request)).await?;
+        Ok(take_secret(result))
+    }
+
+    async fn encrypt_batch(
+        &self,
+        tenant: TenantId,
+        requests: Vec<BackendEncrypt<'_>>,
+    ) -> Result<Vec<Result<Vec<u8>, Error>>, Error> {
+        let batch: RVec<EncryptRequest> = requests
+            .iter()
+            .map(|r| encrypt_request(tenant, r))
+            .collect();
+        let name = self.settings.name.clone();
+        let results = self
+            .call("encrypt_batch", move |b| {
+                RResult::ROk(b.encrypt_batch(batch))
+            })
+            .await?;
+        Ok(results
+            .into_iter()
+            .map(|r| {
+                r.into_result()
+                    .map(RVec::into_vec)
+                    .map_err(|e| map_plugin_error(&name, "encrypt", e))
+            })
+            .collect())
+    }
+
+    async fn decrypt_batch(
+        &self,
+        tenant: TenantId,
+        requests: Vec<BackendDecrypt<'_>>,
+    ) -> Result<Vec<Result<Zeroizing<Vec<u8>>, Error>>, Error> {
+        let batch: RVec<DecryptRequest> = requests
+            .iter()
+            .map(|r| decrypt_request(tenant, r))
+            .collect();
+        let name = self.settings.name.clone();
+        let results = self
+            .call("decrypt_batch", move |b| {
+                RResult::ROk(b.decrypt_batch(batch))
+            })
+            .await?;
+        Ok(results
+            .into_iter()
+            .map(|r| {
+                r.into_result()
+                    .map(take_secret)
+                    .map_err(|e| map_plugin_error(&name, "decrypt", e))
+            })
+            .collect())
+    }
+}

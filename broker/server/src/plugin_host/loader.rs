@@ -1,0 +1,154 @@
+//! Loading a plugin library safely (DESIGN §5): refuse group- or world-writable files and
+//! directories, hash the file, compare with the pinned SHA-256, copy the verified bytes to
+//! `<state>/plugins/<sha256>.so` and load that copy. glibc's `dlopen` returns the library
+//! already loaded for a path whose file was replaced; loading the copy named by its hash
+//! both closes the gap between hashing and loading and makes a replaced file load anew.
+
+use std::{
+    collections::HashMap,
+    fs,
+    io::Write,
+    os::unix::fs::{OpenOptionsExt, PermissionsExt},
+    path::{Path, PathBuf},
+    sync::Mutex,
+};
+
+use abi_stable::library::lib_header_from_path;
+use keybroker_plugin_abi::PluginModRef;
+use sha2::{Digest, Sha256};
+
+/// Refuses a file or directory that others than its owner can write.
+pub fn check_not_writable_by_others(path: &Path, what: &str) -> Result<(), String> {
+    let metadata = fs::metadata(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => format!("{what} not found: {}", path.display()),
+        _ => format!("cannot inspect {what} {}: {e}", path.display()),
+    })?;
+    if metadata.permissions().mode() & 0o022 != 0 {
+        return Err(format!(
+            "{what} {} is group- or world-writable (mode {:o}); refusing to load",
+            path.display(),
+            metadata.permissions().mode() & 0o7777
+        ));
+    }
+    Ok(())
+}
+
+/// Checks permissions and the pinned hash; returns the verified bytes and their hash.
+pub fn verify(library: &Path, expected_sha256: &str) -> Result<(Vec<u8>, String), String> {
+    if let Some(parent) = library.parent() {
+        check_not_writable_by_others(parent, "library directory")?;
+    }
+    check_not_writable_by_others(library, "library file")?;
+    let bytes =
+        fs::read(library).map_err(|e| format!("cannot read library {}: {e}", library.display()))?;
+    let actual = sha256_hex(&bytes);
+    if !actual.eq_ignore_ascii_case(expected_sha256) {
+        return Err(format!(
+            "sha256 mismatch for {}: the drop-in pins {}, the file has {actual}",
+            library.display(),
+            expected_sha256.to_ascii_lowercase()
+        ));
+    }
+    Ok((bytes, actual))
+}
+
+/// Hex SHA-256 of some bytes.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Loaded plugin modules by hash: a library is loaded (and ABI-checked) once and never
+/// unloaded; every instance using the same bytes shares the module.
+#[derive(Default)]
+pub struct ModuleCache {
+    modules: Mutex<HashMap<String, PluginModRef>>,
+}
+
+impl std::fmt::Debug for ModuleCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ModuleCache(..)")
+    }
+}
+
+impl ModuleCache {
+    /// Verifies `library` against `expected_sha256`, copies it under `copies_dir` and loads
+    /// the copy. Errors are reasons fit for the operator (no secrets involved).
+    pub fn load(
+        &self,
+        library: &Path,
+        expected_sha256: &str,
+        copies_dir: &Path,
+    ) -> Result<PluginModRef, String> {
+        let (bytes, actual) = verify(library, expected_sha256)?;
+        let mut modules = self
+            .modules
+            .lock()
+            .map_err(|_| "plugin module cache poisoned".to_owned())?;
+        if let Some(module) = modules.get(&actual) {
+            return Ok(*module);
+        }
+        let copy = write_verified_copy(&bytes, &actual, copies_dir)?;
+        let header = lib_header_from_path(&copy).map_err(|e| {
+            format!(
+                "not a keybroker plugin ({}): {}",
+                library.display(),
+                first_lines(&e.to_string())
+            )
+        })?;
+        let module = header.init_root_module::<PluginModRef>().map_err(|e| {
+            format!(
+                "ABI check failed for {}: {}",
+                library.display(),
+                first_lines(&e.to_string())
+            )
+        })?;
+        modules.insert(actual, module);
+        Ok(module)
+    }
+}
+
+/// abi_stable's layout errors run to pages; the first lines say what is wrong.
+fn first_lines(text: &str) -> String {
+    let mut out: String = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .take(6)
+        .collect::<Vec<_>>()
+        .join(" | ");
+    if out.len() > 600 {
+        let mut cut = 600;
+        while !out.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        out.truncate(cut);
+        out.push('…');
+    }
+    out
+}
+
+fn write_verified_copy(bytes: &[u8], sha256: &str, copies_dir: &Path) -> Result<PathBuf, String> {
+    fs::create_dir_all(copies_dir)
+        .map_err(|e| format!("cannot create {}: {e}", copies_dir.display()))?;
+    fs::set_permissions(copies_dir, fs::Permissions::from_mode(0o700))
+        .map_err(|e| format!("cannot restrict {}: {e}", copies_dir.display()))?;
+    let target = copies_dir.join(format!("{sha256}.so"));
+    if let Ok(existing) = fs::read(&target) {
+        if sha256_hex(&existing) == sha256 {
+            return Ok(target);
+        }
+    }
+    let temporary = copies_dir.join(format!(".{sha256}.{}.tmp", std::process::id()));
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o500)
+        .open(&temporary)
+        .map_err(|e| format!("cannot write {}: {e}", temporary.display()))?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| format!("cannot write {}: {e}", temporary.display()))?;
+    fs::rename(&temporary, &target)
+        .map_err(|e| format!("cannot write {}: {e}", target.display()))?;
+    Ok(target)
+}
