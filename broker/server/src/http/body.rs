@@ -100,11 +100,15 @@ pub fn opt_duration_secs<'de, D: Deserializer<'de>>(
             if let Ok(seconds) = s.parse::<u64>() {
                 return Ok(Some(seconds));
             }
-            humantime::parse_duration(s)
-                .map(|d| Some(d.as_secs()))
-                .map_err(|_| {
-                    serde::de::Error::custom(format!("expected a duration like \"1h\", got {s:?}"))
-                })
+            let duration = humantime::parse_duration(s).map_err(|_| {
+                serde::de::Error::custom(format!("expected a duration like \"1h\", got {s:?}"))
+            })?;
+            if duration.subsec_nanos() != 0 {
+                return Err(serde::de::Error::custom(format!(
+                    "{s:?} is not a whole number of seconds"
+                )));
+            }
+            Ok(Some(duration.as_secs()))
         }
         Some(other) => Err(serde::de::Error::custom(format!(
             "expected a duration, got {}",

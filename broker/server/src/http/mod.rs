@@ -224,6 +224,7 @@ async fn handle(
     match path.as_str() {
         "sys/health" => return ("sys/health", Ok(sys::health(state, &query))),
         "sys/seal-status" => return ("sys/seal-status", Ok(sys::seal_status(state))),
+        "sys/leader" => return ("sys/leader", Ok(sys::leader())),
         _ => {}
     }
     let Some(ready) = state.inner.ready.as_ref() else {

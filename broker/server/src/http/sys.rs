@@ -74,6 +74,22 @@ pub fn seal_status(state: &AppState) -> Response {
     response::json(StatusCode::OK, &body)
 }
 
+/// `GET /v1/sys/leader` (Vault API: sys/leader): every node serves, none is a leader.
+pub fn leader() -> Response {
+    response::json(
+        StatusCode::OK,
+        &json!({
+            "ha_enabled": false,
+            "is_self": false,
+            "active_time": "0001-01-01T00:00:00Z",
+            "leader_address": "",
+            "leader_cluster_address": "",
+            "performance_standby": false,
+            "performance_standby_last_remote_wal": 0,
+        }),
+    )
+}
+
 /// Authenticated `sys/…` routes.
 pub async fn handle(
     state: &AppState,

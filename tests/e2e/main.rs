@@ -1,0 +1,6 @@
+//! End-to-end tests: one binary, one module per area.
+
+mod support;
+
+mod plugins;
+mod transit;

