@@ -2,5 +2,6 @@
 
 mod support;
 
+mod counter;
 mod plugins;
 mod transit;

@@ -426,3 +426,17 @@ mod tests {
         assert!(parse_storage("mysql://x").is_err());
     }
 }
+
+#[cfg(test)]
+mod example_tests {
+    use super::*;
+
+    #[test]
+    fn the_commented_example_config_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/keybroker.toml");
+        let file = read_file(&path).unwrap();
+        let config = Config::build(Some(file), Overrides::default()).unwrap();
+        assert_eq!(config.timing.dek_cache_ttl, Duration::from_secs(300));
+        assert_eq!(config.default_backend, "local");
+    }
+}

@@ -16,6 +16,11 @@ pub fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
     } else {
         body
     };
+    if !text.trim_ascii_start().starts_with(b"{") {
+        return Err(ApiError::bad_request(
+            "failed to parse JSON input: the body must be a JSON object",
+        ));
+    }
     serde_json::from_slice(text)
         .map_err(|e| ApiError::bad_request(format!("failed to parse JSON input: {e}")))
 }
