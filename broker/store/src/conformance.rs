@@ -1,0 +1,227 @@
+//! The store conformance suite: the same assertions for every `Store` implementation.
+//! Each adapter's tests call [`run_all`] on a fresh, empty store.
+
+use keybroker_core::{
+    store::{KeyMode, KeyRecord, KeyVersionRecord, MountRecord, Store, StoreError, TokenRecord},
+    KeyId, MountId, TenantId,
+};
+
+fn mount(tenant: TenantId, path: &str) -> MountRecord {
+    MountRecord {
+        id: MountId::random(),
+        tenant,
+        path: path.to_owned(),
+        kind: "transit".to_owned(),
+        description: String::new(),
+        config: serde_json::json!({}),
+        created_at: 1,
+    }
+}
+
+fn key(tenant: TenantId, mount: MountId, name: &str) -> (KeyRecord, KeyVersionRecord) {
+    let id = KeyId::random();
+    let record = KeyRecord {
+        id,
+        tenant,
+        mount,
+        name: name.to_owned(),
+        key_type: "aes256-gcm96".to_owned(),
+        backend: "local".to_owned(),
+        mode: KeyMode::Envelope,
+        backend_reference: Some("ref".to_owned()),
+        min_decryption_version: 1,
+        min_encryption_version: 0,
+        deletion_allowed: false,
+        auto_rotate_period: 0,
+        latest_version: 1,
+        created_at: 10,
+        rotated_at: 10,
+    };
+    let version = KeyVersionRecord {
+        key: id,
+        version: 1,
+        backend_reference: "ref".to_owned(),
+        wrapped_dek: Some(vec![1, 2, 3]),
+        payload_format: 1,
+        created_at: 10,
+        counter_reserved: 0,
+    };
+    (record, version)
+}
+
+/// Runs every check.
+pub async fn run_all(store: &dyn Store) {
+    meta(store).await;
+    mounts(store).await;
+    tokens(store).await;
+    keys(store).await;
+    counters(store).await;
+}
+
+async fn meta(store: &dyn Store) {
+    assert_eq!(store.get_meta("m").await.unwrap(), None);
+    assert!(store.put_meta_if_absent("m", b"one").await.unwrap());
+    assert!(!store.put_meta_if_absent("m", b"two").await.unwrap());
+    assert_eq!(
+        store.get_meta("m").await.unwrap().as_deref(),
+        Some(&b"one"[..])
+    );
+}
+
+async fn mounts(store: &dyn Store) {
+    let tenant = TenantId::ROOT;
+    let a = mount(tenant, "a/");
+    store.create_mount(&a).await.unwrap();
+    assert!(matches!(
+        store.create_mount(&mount(tenant, "a/")).await,
+        Err(StoreError::Conflict)
+    ));
+    store
+        .update_mount_config(tenant, a.id, &serde_json::json!({ "disable_upsert": true }))
+        .await
+        .unwrap();
+    let listed = store.list_mounts(tenant).await.unwrap();
+    let found = listed.iter().find(|m| m.id == a.id).unwrap();
+    assert_eq!(found.config["disable_upsert"], true);
+    // Deleting a mount deletes its keys.
+    let (record, version) = key(tenant, a.id, "in-mount");
+    store.create_key(&record, &version).await.unwrap();
+    assert!(store.delete_mount(tenant, a.id).await.unwrap());
+    assert!(!store.delete_mount(tenant, a.id).await.unwrap());
+    assert_eq!(store.get_key(tenant, a.id, "in-mount").await.unwrap(), None);
+    assert!(store
+        .get_key_versions(tenant, record.id)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+async fn tokens(store: &dyn Store) {
+    let token = TokenRecord {
+        hash: vec![7; 32],
+        accessor: "acc".to_owned(),
+        tenant: TenantId::ROOT,
+        policies: vec!["root".to_owned()],
+        display_name: "root".to_owned(),
+        created_at: 5,
+        expires_at: None,
+    };
+    store.put_token(&token).await.unwrap();
+    assert_eq!(store.get_token(&[7; 32]).await.unwrap(), Some(token));
+    assert_eq!(store.get_token(&[8; 32]).await.unwrap(), None);
+}
+
+async fn keys(store: &dyn Store) {
+    let tenant = TenantId::ROOT;
+    let m = mount(tenant, "keys/");
+    store.create_mount(&m).await.unwrap();
+    let (record, first) = key(tenant, m.id, "k");
+    store.create_key(&record, &first).await.unwrap();
+    let (dup, dup_version) = key(tenant, m.id, "k");
+    assert!(matches!(
+        store.create_key(&dup, &dup_version).await,
+        Err(StoreError::Conflict)
+    ));
+    assert_eq!(
+        store.get_key(tenant, m.id, "k").await.unwrap(),
+        Some(record.clone())
+    );
+    assert_eq!(
+        store.list_keys(tenant, m.id).await.unwrap(),
+        vec!["k".to_owned()]
+    );
+
+    // Rotation is a compare-and-set on the latest version: exactly one of two racers wins.
+    let second = KeyVersionRecord {
+        version: 2,
+        created_at: 20,
+        ..first.clone()
+    };
+    assert!(store.add_key_version(tenant, 1, &second).await.unwrap());
+    assert!(!store.add_key_version(tenant, 1, &second).await.unwrap());
+    let stored = store.get_key(tenant, m.id, "k").await.unwrap().unwrap();
+    assert_eq!((stored.latest_version, stored.rotated_at), (2, 20));
+    let versions = store.get_key_versions(tenant, record.id).await.unwrap();
+    assert_eq!(
+        versions.iter().map(|v| v.version).collect::<Vec<_>>(),
+        vec![1, 2]
+    );
+
+    let mut configured = stored.clone();
+    configured.min_decryption_version = 2;
+    configured.deletion_allowed = true;
+    configured.auto_rotate_period = 3600;
+    store.update_key_config(&configured).await.unwrap();
+    assert_eq!(
+        store.get_key(tenant, m.id, "k").await.unwrap(),
+        Some(configured.clone())
+    );
+    assert!(store
+        .list_auto_rotating_keys()
+        .await
+        .unwrap()
+        .iter()
+        .any(|k| k.id == record.id));
+
+    // Another tenant sees nothing of it.
+    let other = TenantId::random();
+    assert_eq!(store.get_key(other, m.id, "k").await.unwrap(), None);
+    assert!(store
+        .get_key_versions(other, record.id)
+        .await
+        .unwrap()
+        .is_empty());
+
+    store.delete_key(tenant, record.id).await.unwrap();
+    assert_eq!(store.get_key(tenant, m.id, "k").await.unwrap(), None);
+    assert!(store
+        .get_key_versions(tenant, record.id)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+async fn counters(store: &dyn Store) {
+    let tenant = TenantId::ROOT;
+    let m = mount(tenant, "counters/");
+    store.create_mount(&m).await.unwrap();
+    let (record, first) = key(tenant, m.id, "c");
+    store.create_key(&record, &first).await.unwrap();
+    assert_eq!(
+        store
+            .reserve_counter(tenant, record.id, 1, 100, 250)
+            .await
+            .unwrap(),
+        (0, 100)
+    );
+    assert_eq!(
+        store
+            .reserve_counter(tenant, record.id, 1, 100, 250)
+            .await
+            .unwrap(),
+        (100, 200)
+    );
+    // Capped at the limit, then empty windows.
+    assert_eq!(
+        store
+            .reserve_counter(tenant, record.id, 1, 100, 250)
+            .await
+            .unwrap(),
+        (200, 250)
+    );
+    assert_eq!(
+        store
+            .reserve_counter(tenant, record.id, 1, 100, 250)
+            .await
+            .unwrap(),
+        (250, 250)
+    );
+    assert_eq!(
+        store.get_key_versions(tenant, record.id).await.unwrap()[0].counter_reserved,
+        250
+    );
+    assert!(store
+        .reserve_counter(tenant, record.id, 9, 100, 250)
+        .await
+        .is_err());
+}
