@@ -4,7 +4,9 @@ use axum::{http::StatusCode, response::Response};
 use base64::{engine::general_purpose::STANDARD, Engine as _};
 use keybroker_core::{
     store::{KeyMode, MountRecord},
-    transit::{CreateKeyOptions, DecryptItem, EncryptItem, KeyConfigUpdate, KeyInfo},
+    transit::{
+        CreateKeyOptions, DecryptItem, EncryptItem, EncryptOutput, KeyConfigUpdate, KeyInfo,
+    },
     Error, Tenant,
 };
 use serde::{Deserialize, Serialize};
@@ -379,166 +381,60 @@ impl Context<'_> {
         let top_version = input.key_version;
         let (items, batch) = input.items();
         let key_version = common_key_version(top_version, &items)?;
-        // Items that fail to decode are answered in place; the rest go to the core.
-        let mut slots: Vec<Result<(), Error>> = Vec::with_capacity(items.len());
-        let mut work = Vec::with_capacity(items.len());
-        for item in &items {
-            let decoded = match item.plaintext.as_deref() {
-                None => Err(Error::invalid("missing plaintext to encrypt")),
-                Some(text) => decode_secret("plaintext", text).and_then(|plaintext| {
-                    Ok(EncryptItem {
-                        plaintext,
-                        associated_data: optional_base64(
-                            "associated_data",
-                            item.associated_data.as_deref(),
-                        )?,
-                    })
-                }),
-            };
-            match decoded {
-                Ok(item) => {
-                    work.push(item);
-                    slots.push(Ok(()));
-                }
-                Err(error) if !batch => return Err(error.into()),
-                Err(error) => slots.push(Err(error)),
-            }
-        }
-        let mut results = if work.is_empty() {
+        let (slots, work) = split(&items, batch, |item| {
+            let text = item
+                .plaintext
+                .as_deref()
+                .ok_or_else(|| Error::invalid("missing plaintext to encrypt"))?;
+            Ok(EncryptItem {
+                plaintext: decode_secret("plaintext", text)?,
+                associated_data: optional_base64(
+                    "associated_data",
+                    item.associated_data.as_deref(),
+                )?,
+            })
+        })?;
+        let results = if work.is_empty() {
             Vec::new()
         } else {
+            let upsert = self.upsert_allowed();
             self.transit()
-                .encrypt(
-                    self.tenant,
-                    self.mount.id,
-                    name,
-                    key_version,
-                    self.upsert_allowed(),
-                    work,
-                )
+                .encrypt(self.tenant, self.mount.id, name, key_version, upsert, work)
                 .await?
-        }
-        .into_iter();
-        let mut out = Vec::with_capacity(items.len());
-        for (slot, item) in slots.into_iter().zip(&items) {
-            let result = match slot {
-                Ok(()) => results
-                    .next()
-                    .unwrap_or_else(|| Err(Error::internal("missing result"))),
-                Err(error) => Err(error),
-            };
-            if let Err(error) = &result {
-                if is_request_error(error) {
-                    return Err(ApiError::Core(clone_error(error)));
-                }
-            }
-            out.push((result, item.reference.clone().unwrap_or_default()));
-        }
-        if !batch {
-            let (result, _) = out
-                .pop()
-                .ok_or_else(|| ApiError::Core(Error::internal("missing result")))?;
-            let output = result?;
-            return Ok(response::data(
-                &json!({ "ciphertext": output.ciphertext, "key_version": output.key_version }),
-            ));
-        }
-        let any_ok = out.iter().any(|(r, _)| r.is_ok());
-        let any_failed = out.iter().any(|(r, _)| r.is_err());
-        let batch_results = out
-            .into_iter()
-            .map(|(result, reference)| match result {
-                Ok(output) => CiphertextItem {
-                    ciphertext: Some(output.ciphertext),
-                    key_version: Some(output.key_version),
-                    error: None,
-                    reference,
-                },
-                Err(error) => CiphertextItem {
-                    ciphertext: None,
-                    key_version: None,
-                    error: Some(error.to_string()),
-                    reference,
-                },
-            })
-            .collect();
-        let status = batch_status(
-            any_ok,
-            any_failed,
-            partial_code.and_then(|c| u16::try_from(c).ok()),
-        );
-        Ok(response::data_with(status, &Batch { batch_results }, &[]))
-    }
-
-    fn decrypt_items(
-        items: &[BatchItem],
-        batch: bool,
-    ) -> Result<(Vec<Result<(), Error>>, Vec<DecryptItem>), ApiError> {
-        let mut slots = Vec::with_capacity(items.len());
-        let mut work = Vec::with_capacity(items.len());
-        for item in items {
-            let decoded = match item.ciphertext.as_deref() {
-                None | Some("") => Err(Error::invalid("missing ciphertext to decrypt")),
-                Some(text) => optional_base64("associated_data", item.associated_data.as_deref())
-                    .map(|associated_data| DecryptItem {
-                        ciphertext: text.to_owned(),
-                        associated_data,
-                    }),
-            };
-            match decoded {
-                Ok(item) => {
-                    work.push(item);
-                    slots.push(Ok(()));
-                }
-                Err(error) if !batch => return Err(error.into()),
-                Err(error) => slots.push(Err(error)),
-            }
-        }
-        Ok((slots, work))
+        };
+        let results = merge(slots, results)?;
+        respond(
+            results,
+            &items,
+            batch,
+            partial_code,
+            ciphertext_data,
+            ciphertext_item,
+        )
     }
 
     async fn decrypt(&self, name: &str) -> Result<Response, ApiError> {
         let input: DataBody = body::parse(&self.request.body)?;
         let partial_code = input.partial_failure_response_code;
         let (items, batch) = input.items();
-        let (slots, work) = Self::decrypt_items(&items, batch)?;
-        let mut results = if work.is_empty() {
+        let (slots, work) = split(&items, batch, decrypt_item)?;
+        let results = if work.is_empty() {
             Vec::new()
         } else {
             self.transit()
                 .decrypt(self.tenant, self.mount.id, name, work)
                 .await?
-        }
-        .into_iter();
-        let mut out = Vec::with_capacity(items.len());
-        for (slot, item) in slots.into_iter().zip(&items) {
-            let result = match slot {
-                Ok(()) => results
-                    .next()
-                    .unwrap_or_else(|| Err(Error::internal("missing result"))),
-                Err(error) => Err(error),
-            };
-            if let Err(error) = &result {
-                if is_request_error(error) {
-                    return Err(ApiError::Core(clone_error(error)));
-                }
-            }
-            out.push((result, item.reference.clone().unwrap_or_default()));
-        }
+        };
+        let results = merge(slots, results)?;
         let encode =
             |plaintext: Zeroizing<Vec<u8>>| Zeroizing::new(STANDARD.encode(plaintext.as_slice()));
-        if !batch {
-            let (result, _) = out
-                .pop()
-                .ok_or_else(|| ApiError::Core(Error::internal("missing result")))?;
-            let plaintext = encode(result?);
-            return Ok(response::data(&json!({ "plaintext": plaintext.as_str() })));
-        }
-        let any_ok = out.iter().any(|(r, _)| r.is_ok());
-        let any_failed = out.iter().any(|(r, _)| r.is_err());
-        let batch_results = out
-            .into_iter()
-            .map(|(result, reference)| match result {
+        respond(
+            results,
+            &items,
+            batch,
+            partial_code,
+            |plaintext| json!({ "plaintext": encode(plaintext).as_str() }),
+            |result, reference| match result {
                 Ok(plaintext) => PlaintextItem {
                     plaintext: Some(encode(plaintext)),
                     error: None,
@@ -549,14 +445,8 @@ impl Context<'_> {
                     error: Some(error.to_string()),
                     reference,
                 },
-            })
-            .collect();
-        let status = batch_status(
-            any_ok,
-            any_failed,
-            partial_code.and_then(|c| u16::try_from(c).ok()),
-        );
-        Ok(response::data_with(status, &Batch { batch_results }, &[]))
+            },
+        )
     }
 
     async fn rewrap(&self, name: &str) -> Result<Response, ApiError> {
@@ -565,59 +455,23 @@ impl Context<'_> {
         let top_version = input.key_version;
         let (items, batch) = input.items();
         let key_version = common_key_version(top_version, &items)?;
-        let (slots, work) = Self::decrypt_items(&items, batch)?;
-        let mut results = if work.is_empty() {
+        let (slots, work) = split(&items, batch, decrypt_item)?;
+        let results = if work.is_empty() {
             Vec::new()
         } else {
             self.transit()
                 .rewrap(self.tenant, self.mount.id, name, key_version, work)
                 .await?
-        }
-        .into_iter();
-        let mut out = Vec::with_capacity(items.len());
-        for (slot, item) in slots.into_iter().zip(&items) {
-            let result = match slot {
-                Ok(()) => results
-                    .next()
-                    .unwrap_or_else(|| Err(Error::internal("missing result"))),
-                Err(error) => Err(error),
-            };
-            out.push((result, item.reference.clone().unwrap_or_default()));
-        }
-        if !batch {
-            let (result, _) = out
-                .pop()
-                .ok_or_else(|| ApiError::Core(Error::internal("missing result")))?;
-            let output = result?;
-            return Ok(response::data(
-                &json!({ "ciphertext": output.ciphertext, "key_version": output.key_version }),
-            ));
-        }
-        let any_ok = out.iter().any(|(r, _)| r.is_ok());
-        let any_failed = out.iter().any(|(r, _)| r.is_err());
-        let batch_results = out
-            .into_iter()
-            .map(|(result, reference)| match result {
-                Ok(output) => CiphertextItem {
-                    ciphertext: Some(output.ciphertext),
-                    key_version: Some(output.key_version),
-                    error: None,
-                    reference,
-                },
-                Err(error) => CiphertextItem {
-                    ciphertext: None,
-                    key_version: None,
-                    error: Some(error.to_string()),
-                    reference,
-                },
-            })
-            .collect();
-        let status = batch_status(
-            any_ok,
-            any_failed,
-            partial_code.and_then(|c| u16::try_from(c).ok()),
-        );
-        Ok(response::data_with(status, &Batch { batch_results }, &[]))
+        };
+        let results = merge(slots, results)?;
+        respond(
+            results,
+            &items,
+            batch,
+            partial_code,
+            ciphertext_data,
+            ciphertext_item,
+        )
     }
 
     async fn datakey(&self, kind: &str, name: &str) -> Result<Response, ApiError> {
@@ -724,6 +578,113 @@ impl Context<'_> {
             "disable_upsert": config.get("disable_upsert").and_then(Value::as_bool).unwrap_or(false)
         })))
     }
+}
+
+fn decrypt_item(item: &BatchItem) -> Result<DecryptItem, Error> {
+    let ciphertext = item
+        .ciphertext
+        .as_deref()
+        .filter(|c| !c.is_empty())
+        .ok_or_else(|| Error::invalid("missing ciphertext to decrypt"))?;
+    Ok(DecryptItem {
+        ciphertext: ciphertext.to_owned(),
+        associated_data: optional_base64("associated_data", item.associated_data.as_deref())?,
+    })
+}
+
+fn ciphertext_data(output: EncryptOutput) -> Value {
+    json!({ "ciphertext": output.ciphertext, "key_version": output.key_version })
+}
+
+fn ciphertext_item(result: Result<EncryptOutput, Error>, reference: String) -> CiphertextItem {
+    match result {
+        Ok(output) => CiphertextItem {
+            ciphertext: Some(output.ciphertext),
+            key_version: Some(output.key_version),
+            error: None,
+            reference,
+        },
+        Err(error) => CiphertextItem {
+            ciphertext: None,
+            key_version: None,
+            error: Some(error.to_string()),
+            reference,
+        },
+    }
+}
+
+/// Decodes each item. Items that fail are answered in place (`Some(error)` in the slot);
+/// the rest go to the core. Outside a batch the first failure fails the request.
+fn split<W>(
+    items: &[BatchItem],
+    batch: bool,
+    decode: impl Fn(&BatchItem) -> Result<W, Error>,
+) -> Result<(Vec<Option<Error>>, Vec<W>), ApiError> {
+    let mut slots = Vec::with_capacity(items.len());
+    let mut work = Vec::with_capacity(items.len());
+    for item in items {
+        match decode(item) {
+            Ok(decoded) => {
+                work.push(decoded);
+                slots.push(None);
+            }
+            Err(error) if !batch => return Err(error.into()),
+            Err(error) => slots.push(Some(error)),
+        }
+    }
+    Ok((slots, work))
+}
+
+/// Puts the core's results back in item order. An error that is not about the item (a
+/// backend unavailable) fails the whole request.
+fn merge<T>(
+    slots: Vec<Option<Error>>,
+    results: Vec<Result<T, Error>>,
+) -> Result<Vec<Result<T, Error>>, ApiError> {
+    let mut results = results.into_iter();
+    let mut merged = Vec::with_capacity(slots.len());
+    for slot in slots {
+        let result = match slot {
+            None => results
+                .next()
+                .unwrap_or_else(|| Err(Error::internal("missing result"))),
+            Some(error) => Err(error),
+        };
+        if let Err(error) = &result {
+            if is_request_error(error) {
+                return Err(ApiError::Core(clone_error(error)));
+            }
+        }
+        merged.push(result);
+    }
+    Ok(merged)
+}
+
+/// A single item answers with its data; a batch with `batch_results` and Vault's status.
+fn respond<T, I: Serialize>(
+    mut results: Vec<Result<T, Error>>,
+    items: &[BatchItem],
+    batch: bool,
+    partial_code: Option<u64>,
+    single: impl Fn(T) -> Value,
+    item: impl Fn(Result<T, Error>, String) -> I,
+) -> Result<Response, ApiError> {
+    if !batch {
+        let result = results
+            .pop()
+            .ok_or_else(|| ApiError::Core(Error::internal("missing result")))?;
+        return Ok(response::data(&single(result?)));
+    }
+    let any_ok = results.iter().any(Result::is_ok);
+    let any_failed = results.iter().any(Result::is_err);
+    let batch_results: Vec<I> = results
+        .into_iter()
+        .zip(items)
+        .map(|(result, input)| item(result, input.reference.clone().unwrap_or_default()))
+        .collect();
+    let partial_code = partial_code.and_then(|c| u16::try_from(c).ok());
+    let status = batch_status(any_ok, any_failed, partial_code);
+    Ok(response::data_with(status, &Batch { batch_results }, &[]))
 }
 
 /// Request-level errors found on an item are re-raised for the whole request.
