@@ -86,6 +86,17 @@ impl BackendMetrics {
     }
 }
 
+impl BackendMetrics {
+    /// Counts a call that returned but failed some of its batch items.
+    pub fn count_failed_call(&self, instance: &str, operation: &'static str) {
+        let labels = BackendLabels {
+            instance: instance.to_owned(),
+            operation,
+        };
+        self.errors.get_or_create(&labels).inc();
+    }
+}
+
 /// HTTP request metrics.
 #[derive(Debug)]
 pub struct RequestMetrics {

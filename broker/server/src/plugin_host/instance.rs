@@ -81,6 +81,10 @@ impl HostServices for HostHandle {
             };
         }
         if available {
+            // The plugin knows best: a failed health check from while it was down is stale.
+            if let Ok(mut health) = self.availability.health_error.write() {
+                *health = None;
+            }
             tracing::info!(instance = %self.instance, "backend instance reports available");
         } else {
             tracing::warn!(instance = %self.instance, reason = %reason, "backend instance reports unavailable");
@@ -449,14 +453,18 @@ impl BackendInstance for Instance {
                 RResult::ROk(b.encrypt_batch(batch))
             })
             .await?;
-        Ok(results
+        let results: Vec<_> = results
             .into_iter()
             .map(|r| {
                 r.into_result()
                     .map(RVec::into_vec)
                     .map_err(|e| map_plugin_error(&name, "encrypt", e))
             })
-            .collect())
+            .collect();
+        if results.iter().any(Result::is_err) {
+            self.metrics.count_failed_call(&name, "encrypt_batch");
+        }
+        Ok(results)
     }
 
     async fn decrypt_batch(
@@ -474,13 +482,17 @@ impl BackendInstance for Instance {
                 RResult::ROk(b.decrypt_batch(batch))
             })
             .await?;
-        Ok(results
+        let results: Vec<_> = results
             .into_iter()
             .map(|r| {
                 r.into_result()
                     .map(take_secret)
                     .map_err(|e| map_plugin_error(&name, "decrypt", e))
             })
-            .collect())
+            .collect();
+        if results.iter().any(Result::is_err) {
+            self.metrics.count_failed_call(&name, "decrypt_batch");
+        }
+        Ok(results)
     }
 }
