@@ -7,8 +7,6 @@
 //! `panic_new`, and a `control_file` through which a test makes it report itself down or
 //! up); `testing-alt` is the same code reporting version `testing-2`.
 
-// Test code: a failed unwrap is a failed test.
-
 use std::{
     collections::BTreeMap,
     io::Read,
