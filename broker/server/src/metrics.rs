@@ -20,6 +20,8 @@ use prometheus_client::{
     registry::Registry,
 };
 
+use keybroker_core::dek_cache::CacheStats;
+
 use crate::plugin_host::PluginHost;
 
 /// Labels of an HTTP request.
@@ -127,7 +129,7 @@ impl Collector for CacheCollector {
         let Some(host) = self.host.upgrade() else {
             return Ok(());
         };
-        let stats: Vec<(String, keybroker_core::dek_cache::CacheStats)> = host
+        let stats: Vec<(String, CacheStats)> = host
             .instances()
             .iter()
             .map(|i| {
@@ -135,12 +137,8 @@ impl Collector for CacheCollector {
                 (i.name().to_owned(), i.cache().stats())
             })
             .collect();
-        let series: [(
-            &str,
-            &str,
-            MetricType,
-            fn(&keybroker_core::dek_cache::CacheStats) -> u64,
-        ); 3] = [
+        type Read = fn(&CacheStats) -> u64;
+        let series: [(&str, &str, MetricType, Read); 3] = [
             (
                 "keybroker_dek_cache_hits",
                 "DEK cache lookups served from the cache",
