@@ -8,7 +8,7 @@
 //! where the backend's wrap has no AAD of its own.
 
 use aes_gcm::{
-    aead::{Aead, Payload},
+    aead::{Aead, AeadInPlace, Payload},
     Aes256Gcm, KeyInit, Nonce,
 };
 use hkdf::Hkdf;
@@ -105,10 +105,12 @@ pub fn random_bytes(len: usize) -> Zeroizing<Vec<u8>> {
     bytes
 }
 
-/// A random 96-bit nonce.
+/// A random 96-bit nonce. Drawn from the thread-local CSPRNG (ChaCha, seeded and
+/// periodically reseeded from the OS): unpredictable like `OsRng`, without a system call
+/// per encryption. Keys and tokens still come from `OsRng`.
 pub fn random_nonce() -> [u8; NONCE_LEN] {
     let mut nonce = [0u8; NONCE_LEN];
-    rand::rngs::OsRng.fill_bytes(&mut nonce);
+    rand::thread_rng().fill_bytes(&mut nonce);
     nonce
 }
 
@@ -117,6 +119,8 @@ pub fn random_nonce() -> [u8; NONCE_LEN] {
 pub struct DataKey {
     cipher: Aes256Gcm,
     binding: Binding,
+    /// The AAD for empty associated data, computed once (the common case).
+    bare_aad: Vec<u8>,
 }
 
 impl std::fmt::Debug for DataKey {
@@ -139,7 +143,19 @@ impl DataKey {
             .map_err(|_| Error::internal("HKDF output length"))?;
         let cipher = Aes256Gcm::new_from_slice(okm.as_ref())
             .map_err(|_| Error::internal("AES key length"))?;
-        Ok(Self { cipher, binding })
+        Ok(Self {
+            cipher,
+            binding,
+            bare_aad: binding.aad(&[]),
+        })
+    }
+
+    fn with_aad<T>(&self, associated_data: &[u8], f: impl FnOnce(&[u8]) -> T) -> T {
+        if associated_data.is_empty() {
+            f(&self.bare_aad)
+        } else {
+            f(&self.binding.aad(associated_data))
+        }
     }
 
     /// The binding this key was derived for.
@@ -147,23 +163,22 @@ impl DataKey {
         self.binding
     }
 
-    /// Encrypts to `nonce ‖ ciphertext ‖ tag`.
+    /// Encrypts to `nonce ‖ ciphertext ‖ tag`, in one buffer.
     pub fn seal(&self, plaintext: &[u8], associated_data: &[u8]) -> Result<Vec<u8>, Error> {
         let nonce = random_nonce();
-        let aad = self.binding.aad(associated_data);
-        let sealed = self
-            .cipher
-            .encrypt(
-                Nonce::from_slice(&nonce),
-                Payload {
-                    msg: plaintext,
-                    aad: &aad,
-                },
-            )
-            .map_err(|_| Error::internal("AES-GCM encryption failed"))?;
-        let mut out = Vec::with_capacity(NONCE_LEN + sealed.len());
+        let mut out = Vec::with_capacity(NONCE_LEN + plaintext.len() + TAG_LEN);
         out.extend_from_slice(&nonce);
-        out.extend_from_slice(&sealed);
+        out.extend_from_slice(plaintext);
+        let tag = self
+            .with_aad(associated_data, |aad| {
+                self.cipher.encrypt_in_place_detached(
+                    Nonce::from_slice(&nonce),
+                    aad,
+                    &mut out[NONCE_LEN..],
+                )
+            })
+            .map_err(|_| Error::internal("AES-GCM encryption failed"))?;
+        out.extend_from_slice(&tag);
         Ok(out)
     }
 
@@ -177,17 +192,12 @@ impl DataKey {
             return Err(Error::invalid("invalid ciphertext: too short"));
         }
         let (nonce, sealed) = payload.split_at(NONCE_LEN);
-        let aad = self.binding.aad(associated_data);
-        self.cipher
-            .decrypt(
-                Nonce::from_slice(nonce),
-                Payload {
-                    msg: sealed,
-                    aad: &aad,
-                },
-            )
-            .map(Zeroizing::new)
-            .map_err(|_| Error::invalid("cipher: message authentication failed"))
+        self.with_aad(associated_data, |aad| {
+            self.cipher
+                .decrypt(Nonce::from_slice(nonce), Payload { msg: sealed, aad })
+        })
+        .map(Zeroizing::new)
+        .map_err(|_| Error::invalid("cipher: message authentication failed"))
     }
 }
 

@@ -433,16 +433,15 @@ impl Transit {
 
     /// Forgets every cached key of a mount (after the mount was disabled).
     pub fn forget_mount(&self, tenant: crate::TenantId, mount: MountId) {
-        if let Ok(mut keys) = self.keys.write() {
-            keys.retain(|(t, m, _), state| {
-                let keep = !(*t == tenant && *m == mount);
-                if !keep {
-                    if let Some(instance) = self.backends.get(&state.record.backend) {
-                        instance.cache().purge_key(tenant, state.record.id);
-                    }
-                }
-                keep
-            });
+        let removed = self
+            .keys
+            .write()
+            .ok()
+            .and_then(|mut keys| keys.remove(&(tenant, mount)));
+        for state in removed.into_iter().flat_map(|keys| keys.into_values()) {
+            if let Some(instance) = self.backends.get(&state.record.backend) {
+                instance.cache().purge_key(tenant, state.record.id);
+            }
         }
     }
 }

@@ -87,7 +87,8 @@ impl KeyState {
     }
 }
 
-type StateKey = (TenantId, MountId, String);
+/// Keys held in memory, per (tenant, mount), by name (looked up by `&str`, no allocation).
+type KeyTable = HashMap<(TenantId, MountId), HashMap<String, Arc<KeyState>>>;
 
 /// The transit engine.
 pub struct Transit {
@@ -95,7 +96,7 @@ pub struct Transit {
     backends: Arc<dyn Backends>,
     clock: Arc<dyn Clock>,
     settings: TransitSettings,
-    keys: RwLock<HashMap<StateKey, Arc<KeyState>>>,
+    keys: RwLock<KeyTable>,
 }
 
 impl std::fmt::Debug for Transit {
@@ -145,13 +146,20 @@ impl Transit {
         &self.settings
     }
 
-    fn cached_state(&self, key: &StateKey) -> Option<Arc<KeyState>> {
-        self.keys.read().ok()?.get(key).cloned()
+    fn cached_state(&self, tenant: TenantId, mount: MountId, name: &str) -> Option<Arc<KeyState>> {
+        self.keys
+            .read()
+            .ok()?
+            .get(&(tenant, mount))?
+            .get(name)
+            .cloned()
     }
 
     fn forget(&self, tenant: TenantId, mount: MountId, name: &str) {
         if let Ok(mut keys) = self.keys.write() {
-            keys.remove(&(tenant, mount, name.to_owned()));
+            if let Some(mount_keys) = keys.get_mut(&(tenant, mount)) {
+                mount_keys.remove(name);
+            }
         }
     }
 
@@ -162,8 +170,7 @@ impl Transit {
         mount: MountId,
         name: &str,
     ) -> Result<Option<Arc<KeyState>>> {
-        let key = (tenant, mount, name.to_owned());
-        if let Some(state) = self.cached_state(&key) {
+        if let Some(state) = self.cached_state(tenant, mount, name) {
             return Ok(Some(state));
         }
         self.reload(tenant, mount, name).await
@@ -181,8 +188,9 @@ impl Transit {
             return Ok(None);
         };
         let version_records = self.store.get_key_versions(tenant, record.id).await?;
-        let key = (tenant, mount, name.to_owned());
-        let previous = self.cached_state(&key).filter(|p| p.record.id == record.id);
+        let previous = self
+            .cached_state(tenant, mount, name)
+            .filter(|p| p.record.id == record.id);
         let versions = version_records
             .into_iter()
             .map(|v| {
@@ -211,7 +219,9 @@ impl Transit {
         }
         let state = Arc::new(KeyState { record, versions });
         if let Ok(mut keys) = self.keys.write() {
-            keys.insert(key, state.clone());
+            keys.entry((tenant, mount))
+                .or_default()
+                .insert(name.to_owned(), state.clone());
         }
         Ok(Some(state))
     }

@@ -433,7 +433,9 @@ impl Context<'_> {
             &items,
             batch,
             partial_code,
-            |plaintext| json!({ "plaintext": encode(plaintext).as_str() }),
+            |plaintext| PlaintextData {
+                plaintext: encode(plaintext),
+            },
             |result, reference| match result {
                 Ok(plaintext) => PlaintextItem {
                     plaintext: Some(encode(plaintext)),
@@ -592,8 +594,24 @@ fn decrypt_item(item: &BatchItem) -> Result<DecryptItem, Error> {
     })
 }
 
-fn ciphertext_data(output: EncryptOutput) -> Value {
-    json!({ "ciphertext": output.ciphertext, "key_version": output.key_version })
+/// Vault transit API: encrypt and rewrap response data.
+#[derive(Serialize)]
+struct CiphertextData {
+    ciphertext: String,
+    key_version: u32,
+}
+
+/// Vault transit API: decrypt response data.
+#[derive(Serialize)]
+struct PlaintextData {
+    plaintext: Zeroizing<String>,
+}
+
+fn ciphertext_data(output: EncryptOutput) -> CiphertextData {
+    CiphertextData {
+        ciphertext: output.ciphertext,
+        key_version: output.key_version,
+    }
 }
 
 fn ciphertext_item(result: Result<EncryptOutput, Error>, reference: String) -> CiphertextItem {
@@ -661,12 +679,12 @@ fn merge<T>(
 }
 
 /// A single item answers with its data; a batch with `batch_results` and Vault's status.
-fn respond<T, I: Serialize>(
+fn respond<T, S: Serialize, I: Serialize>(
     mut results: Vec<Result<T, Error>>,
     items: &[BatchItem],
     batch: bool,
     partial_code: Option<u64>,
-    single: impl Fn(T) -> Value,
+    single: impl Fn(T) -> S,
     item: impl Fn(Result<T, Error>, String) -> I,
 ) -> Result<Response, ApiError> {
     if !batch {
