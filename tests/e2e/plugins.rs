@@ -549,7 +549,7 @@ fn reload_and_sighup_pick_up_added_and_removed_dropins_and_keep_unchanged_ones()
 
     // Added, then SIGHUP.
     testing_instance(&plugins, "beta", "", "");
-    broker.signal("HUP");
+    broker.sighup();
     assert!(
         eventually(Duration::from_secs(5), || listed(&broker)
             .contains(&"beta".to_owned())),
@@ -583,7 +583,7 @@ fn reload_and_sighup_pick_up_added_and_removed_dropins_and_keep_unchanged_ones()
     assert_eq!(status, 503, "{value}");
 
     std::fs::remove_file(plugins.path().join("beta.toml")).unwrap();
-    broker.signal("HUP");
+    broker.sighup();
     assert!(
         eventually(Duration::from_secs(5), || !listed(&broker)
             .contains(&"beta".to_owned())),

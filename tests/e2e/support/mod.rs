@@ -246,14 +246,10 @@ impl Broker {
         let _ = self.child.wait();
     }
 
-    /// Sends a signal (e.g. "HUP").
-    pub fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{name}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .unwrap();
-        assert!(status.success());
+    /// Sends SIGHUP (reload plugins).
+    pub fn sighup(&self) {
+        let pid = rustix::process::Pid::from_raw(self.child.id() as i32).unwrap();
+        rustix::process::kill_process(pid, rustix::process::Signal::HUP).unwrap();
     }
 
     /// A request with the root token; returns (status, JSON body or Null).
