@@ -249,8 +249,7 @@ async fn handle(
         Err(error) => return ("auth", Err(error)),
     };
     if let Some(rest) = request.path.strip_prefix("sys/") {
-        let rest = rest.to_owned();
-        return sys::handle(state, ready, &caller, &rest, &request).await;
+        return sys::handle(state, ready, &caller, rest, &request).await;
     }
     match ready.broker.mounts.resolve(tenant.id, &request.path).await {
         Err(error) => ("mounts", Err(error.into())),
@@ -261,10 +260,7 @@ async fn handle(
                 request.path
             )))),
         ),
-        Ok(Some((mount, rest))) => {
-            let rest = rest.to_owned();
-            transit::handle(ready, &tenant, &mount, &rest, &request).await
-        }
+        Ok(Some((mount, rest))) => transit::handle(ready, &tenant, &mount, rest, &request).await,
     }
 }
 
