@@ -198,20 +198,31 @@ impl Transit {
 
     /// Takes `n` counts, reserving a block in the store when the window is used up.
     /// Returns `false` when the version reached the rotation threshold.
+    ///
+    /// The next block is reserved in the background once half of the current one is used,
+    /// so encryptions rarely wait for the store's durable write.
     async fn take_counts(
         &self,
         tenant: &Tenant,
         state: &KeyState,
-        version: &VersionState,
+        version: &Arc<VersionState>,
         n: u64,
     ) -> Result<bool> {
         let counter = &version.counter;
         if let Take::Taken = counter.try_take(n) {
+            self.prefetch_counts(tenant, state, version);
             return Ok(true);
         }
         let _guard = counter.lock_refill().await;
         if let Take::Taken = counter.try_take(n) {
             return Ok(true);
+        }
+        if let Some((before, after)) = counter.take_prefetched() {
+            counter.install(before, after);
+            if let Take::Taken = counter.try_take(n) {
+                self.prefetch_counts(tenant, state, version);
+                return Ok(true);
+            }
         }
         let block = self.settings.counter_block.max(n);
         let (before, after) = self
@@ -226,6 +237,27 @@ impl Transit {
             .await?;
         counter.install(before, after);
         Ok(matches!(counter.try_take(n), Take::Taken))
+    }
+
+    /// Reserves the next block in the background when the current one runs low.
+    fn prefetch_counts(&self, tenant: &Tenant, state: &KeyState, version: &Arc<VersionState>) {
+        let block = self.settings.counter_block;
+        if !version.counter.start_prefetch(block / 2) {
+            return;
+        }
+        let store = self.store.clone();
+        let version = version.clone();
+        let (tenant, key, limit) = (tenant.id, state.record.id, self.settings.rotation_threshold);
+        tokio::spawn(async move {
+            let number = version.record.version;
+            let window = store
+                .reserve_counter(tenant, key, number, block, limit)
+                .await;
+            if let Err(error) = &window {
+                tracing::warn!(%key, %error, "background counter reservation failed");
+            }
+            version.counter.finish_prefetch(window.ok());
+        });
     }
 
     /// The version's data key, from the instance's cache or unwrapped by the backend.
