@@ -158,11 +158,6 @@ impl DataKey {
         }
     }
 
-    /// The binding this key was derived for.
-    pub fn binding(&self) -> Binding {
-        self.binding
-    }
-
     /// Encrypts to `nonce ‖ ciphertext ‖ tag`, in one buffer.
     pub fn seal(&self, plaintext: &[u8], associated_data: &[u8]) -> Result<Vec<u8>, Error> {
         let nonce = random_nonce();

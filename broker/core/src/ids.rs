@@ -23,10 +23,6 @@ macro_rules! id_type {
             pub fn parse(text: &str) -> Option<Self> {
                 Uuid::parse_str(text).ok().map(Self)
             }
-            /// Builds from raw bytes.
-            pub fn from_bytes(bytes: [u8; 16]) -> Self {
-                Self(Uuid::from_bytes(bytes))
-            }
         }
 
         impl fmt::Display for $name {

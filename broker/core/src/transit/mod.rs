@@ -141,11 +141,6 @@ impl Transit {
         }
     }
 
-    /// The engine's settings.
-    pub fn settings(&self) -> &TransitSettings {
-        &self.settings
-    }
-
     fn cached_state(&self, tenant: TenantId, mount: MountId, name: &str) -> Option<Arc<KeyState>> {
         self.keys
             .read()

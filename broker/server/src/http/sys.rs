@@ -8,7 +8,7 @@ use axum::{
     http::{header, HeaderValue, StatusCode},
     response::Response,
 };
-use keybroker_core::{backend::BackendInstance, tokens::Caller, TenantId};
+use keybroker_core::{backend::BackendInstance, tokens::Caller};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
@@ -145,13 +145,9 @@ fn mount_json(mount: &keybroker_core::store::MountRecord) -> Value {
     })
 }
 
-fn tenant_of(caller: &Caller) -> TenantId {
-    caller.tenant()
-}
-
 /// `GET /v1/sys/mounts` (Vault API: sys/mounts, list).
 async fn list_mounts(ready: &Ready, caller: &Caller) -> Result<Response, ApiError> {
-    let table = ready.broker.mounts.table(tenant_of(caller)).await?;
+    let table = ready.broker.mounts.table(caller.tenant()).await?;
     let mut data = Map::new();
     for mount in table.iter() {
         data.insert(mount.path.clone(), mount_json(mount));
@@ -168,7 +164,7 @@ async fn list_mounts(ready: &Ready, caller: &Caller) -> Result<Response, ApiErro
 
 async fn read_mount(ready: &Ready, caller: &Caller, path: &str) -> Result<Response, ApiError> {
     let path = keybroker_core::mounts::normalize_path(path)?;
-    let table = ready.broker.mounts.table(tenant_of(caller)).await?;
+    let table = ready.broker.mounts.table(caller.tenant()).await?;
     let mount = table
         .iter()
         .find(|m| m.path == path)
@@ -200,7 +196,7 @@ async fn enable_mount(
         .broker
         .mounts
         .enable(
-            tenant_of(caller),
+            caller.tenant(),
             path,
             &kind,
             input.description.as_deref().unwrap_or_default(),
@@ -210,7 +206,7 @@ async fn enable_mount(
 }
 
 async fn disable_mount(ready: &Ready, caller: &Caller, path: &str) -> Result<Response, ApiError> {
-    let tenant = tenant_of(caller);
+    let tenant = caller.tenant();
     if let Some(mount) = ready.broker.mounts.disable(tenant, path).await? {
         ready.broker.transit.forget_mount(tenant, mount);
     }
