@@ -159,7 +159,7 @@ pub struct EncryptRequest {
     pub tenant_id: RString,
     /// The reference returned by `create_key`.
     pub key_reference: RString,
-    /// Data to encrypt. The host zeroizes its copy after the call.
+    /// Data to encrypt. Ownership passes to the plugin, which zeroizes it when done.
     pub plaintext: RVec<u8>,
     /// Additional authenticated data; backends without AAD ignore it (the broker's binding
     /// makes up for that).
