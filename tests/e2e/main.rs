@@ -8,4 +8,7 @@ mod support;
 
 mod counter;
 mod plugins;
+mod policy_diff;
+mod tenants;
+mod tokens;
 mod transit;

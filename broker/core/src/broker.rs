@@ -11,10 +11,12 @@ use crate::{
     error::{Error, Result},
     mounts::Mounts,
     seal::RootKey,
+    store::MountRecord,
     store::Store,
-    tokens::Tokens,
+    tenants::Tenants,
+    tokens::{TokenSettings, Tokens},
     transit::{Transit, TransitSettings},
-    TenantId,
+    Tenant, TenantId,
 };
 
 const META_SERVER_KEY: &str = "server-hmac-key";
@@ -26,6 +28,8 @@ const MANAGED_PREFIX: &str = "managed-secret/";
 pub struct BrokerSettings {
     /// Transit engine limits and defaults.
     pub transit: TransitSettings,
+    /// Token lifetimes.
+    pub tokens: TokenSettings,
 }
 
 /// Reads a 32-byte secret sealed under the root key, generating and storing it on first
@@ -73,6 +77,8 @@ pub struct Broker {
     pub mounts: Mounts,
     /// The transit engine.
     pub transit: Transit,
+    /// Tenants (namespaces).
+    pub tenants: Tenants,
 }
 
 impl std::fmt::Debug for Broker {
@@ -94,7 +100,13 @@ impl Broker {
     ) -> Result<Self> {
         let server_key = sealed_secret(store.as_ref(), root_key, META_SERVER_KEY).await?;
         Ok(Self {
-            tokens: Tokens::new(server_key.as_ref(), store.clone(), clock.clone())?,
+            tenants: Tenants::load(store.clone(), clock.clone()).await?,
+            tokens: Tokens::new(
+                server_key.as_ref(),
+                store.clone(),
+                clock.clone(),
+                settings.tokens,
+            )?,
             mounts: Mounts::new(store.clone(), clock.clone()),
             transit: Transit::new(store.clone(), backends, clock, settings.transit),
             store,
@@ -127,5 +139,54 @@ impl Broker {
             )
             .await?;
         Ok(Some(token))
+    }
+
+    /// Mounts an engine in a tenant. In the root namespace a path may not start with a
+    /// tenant's name (`/v1/<tenant>/…` routes to the tenant).
+    pub async fn enable_mount(
+        &self,
+        tenant: &Tenant,
+        path: &str,
+        kind: &str,
+        description: &str,
+    ) -> Result<Arc<MountRecord>> {
+        if tenant.id == TenantId::ROOT {
+            let normalized = crate::mounts::normalize_path(path)?;
+            let first = normalized.split('/').next().unwrap_or_default();
+            if self
+                .tenants
+                .resolve(first)
+                .is_some_and(|t| t.id != TenantId::ROOT)
+            {
+                return Err(Error::invalid(format!(
+                    "path is already in use by namespace \"{first}\""
+                )));
+            }
+        }
+        self.mounts.enable(tenant.id, path, kind, description).await
+    }
+
+    /// Creates a tenant (namespace).
+    pub async fn create_tenant(&self, name: &str) -> Result<Tenant> {
+        let root_mounts: Vec<String> = self
+            .mounts
+            .table(TenantId::ROOT)
+            .await?
+            .iter()
+            .filter_map(|m| m.path.split('/').next().map(str::to_owned))
+            .collect();
+        self.tenants.create(name, &root_mounts).await
+    }
+
+    /// Deletes a tenant: its tokens stop working at once, its keys become unusable and its
+    /// cached data keys are dropped.
+    pub async fn delete_tenant(&self, name: &str) -> Result<Option<Tenant>> {
+        let Some(tenant) = self.tenants.delete(name).await? else {
+            return Ok(None);
+        };
+        self.tokens.forget_tenant(tenant.id);
+        self.transit.forget_tenant(tenant.id);
+        self.mounts.forget_tenant(tenant.id);
+        Ok(Some(tenant))
     }
 }

@@ -22,8 +22,10 @@ pub mod dek_cache;
 pub mod error;
 pub mod ids;
 pub mod mounts;
+pub mod policy;
 pub mod seal;
 pub mod store;
+pub mod tenants;
 pub mod tokens;
 pub mod transit;
 

@@ -182,6 +182,13 @@ impl Mounts {
         Ok(Some(mount.id))
     }
 
+    /// Drops a deleted tenant's table.
+    pub fn forget_tenant(&self, tenant: TenantId) {
+        if let Ok(mut tables) = self.tables.write() {
+            tables.remove(&tenant);
+        }
+    }
+
     /// Replaces a mount's engine configuration.
     pub async fn set_config(&self, mount: &MountRecord, config: serde_json::Value) -> Result<()> {
         self.store

@@ -23,6 +23,17 @@ pub enum StoreError {
     Other(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
+/// A tenant (namespace).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TenantRecord {
+    /// Immutable id.
+    pub id: TenantId,
+    /// Canonical name.
+    pub name: String,
+    /// Creation time, Unix seconds.
+    pub created_at: i64,
+}
+
 /// A mounted secrets engine or auth method.
 #[derive(Clone, Debug, PartialEq)]
 pub struct MountRecord {
@@ -59,6 +70,18 @@ pub struct TokenRecord {
     pub created_at: i64,
     /// Expiry, Unix seconds; `None` only for root tokens.
     pub expires_at: Option<i64>,
+    /// TTL given at creation, seconds (a renewal extends by this much by default).
+    pub ttl: u64,
+    /// Hard limit: renewals never extend past it. `None` only for root tokens.
+    pub max_expires_at: Option<i64>,
+    /// Uses left; `None` = unlimited.
+    pub uses_remaining: Option<u64>,
+    /// Accessor of the parent token; revoking the parent revokes this token.
+    pub parent_accessor: Option<String>,
+    /// Metadata given at creation (auth methods put mapped claims here).
+    pub meta: std::collections::BTreeMap<String, String>,
+    /// Whether `renew-self` may extend it.
+    pub renewable: bool,
 }
 
 /// How a key uses its backend.
@@ -150,6 +173,13 @@ pub trait Store: Send + Sync + 'static {
     /// Writes a broker-wide value if absent; returns whether it was written.
     async fn put_meta_if_absent(&self, name: &str, value: &[u8]) -> Result<bool, StoreError>;
 
+    /// Creates a tenant; `Conflict` if the name is taken.
+    async fn create_tenant(&self, tenant: &TenantRecord) -> Result<(), StoreError>;
+    /// Every tenant except the root namespace, sorted by name.
+    async fn list_tenants(&self) -> Result<Vec<TenantRecord>, StoreError>;
+    /// Deletes a tenant with its tokens, mounts and keys; returns whether it existed.
+    async fn delete_tenant(&self, tenant: TenantId) -> Result<bool, StoreError>;
+
     /// Every mount of a tenant.
     async fn list_mounts(&self, tenant: TenantId) -> Result<Vec<MountRecord>, StoreError>;
     /// Creates a mount; `Conflict` if the path is taken.
@@ -168,6 +198,25 @@ pub trait Store: Send + Sync + 'static {
     async fn put_token(&self, token: &TokenRecord) -> Result<(), StoreError>;
     /// Finds a token by its keyed hash.
     async fn get_token(&self, hash: &[u8]) -> Result<Option<TokenRecord>, StoreError>;
+    /// Finds a token of a tenant by accessor.
+    async fn get_token_by_accessor(
+        &self,
+        tenant: TenantId,
+        accessor: &str,
+    ) -> Result<Option<TokenRecord>, StoreError>;
+    /// Revokes a token and, recursively, its children; returns the hashes revoked.
+    async fn revoke_token_tree(
+        &self,
+        tenant: TenantId,
+        accessor: &str,
+    ) -> Result<Vec<Vec<u8>>, StoreError>;
+    /// Sets a token's expiry (renewal).
+    async fn set_token_expiry(&self, hash: &[u8], expires_at: i64) -> Result<(), StoreError>;
+    /// Consumes one use of a use-limited token atomically; returns the uses left after this
+    /// one, or `None` if none was left (the token is then deleted).
+    async fn use_token(&self, hash: &[u8]) -> Result<Option<u64>, StoreError>;
+    /// Deletes tokens expired at `now`; returns their hashes.
+    async fn tidy_tokens(&self, now: i64) -> Result<Vec<Vec<u8>>, StoreError>;
 
     /// Creates a key with its first version; `Conflict` if the name is taken.
     async fn create_key(&self, key: &KeyRecord, first: &KeyVersionRecord)
@@ -211,4 +260,19 @@ pub trait Store: Send + Sync + 'static {
         block: u64,
         limit: u64,
     ) -> Result<(u64, u64), StoreError>;
+
+    /// Records an audit sink's chain head at `sequence`. The highest sequence per sink is
+    /// kept; a checkpoint at or below it is ignored, so a forked chain cannot overwrite the
+    /// head already recorded.
+    async fn put_audit_checkpoint(
+        &self,
+        sink: &str,
+        sequence: u64,
+        head: &[u8],
+    ) -> Result<(), StoreError>;
+    /// The highest (sequence, chain head) recorded for an audit sink.
+    async fn latest_audit_checkpoint(
+        &self,
+        sink: &str,
+    ) -> Result<Option<(u64, Vec<u8>)>, StoreError>;
 }

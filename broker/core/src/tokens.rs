@@ -1,7 +1,8 @@
-//! Tokens: random, `kbs.`-prefixed, stored only as HMAC-SHA256 under the server key.
-//!
-//! Issue scope so far: root tokens (no TTL) for operators. Tenants, policies, TTLs and child
-//! tokens build on this in the next issue.
+//! Tokens: random, `kbs.`-prefixed, stored only as HMAC-SHA256 under the server key
+//! (Vault's token model): TTL and a hard maximum that renewals never pass, use counts
+//! consumed atomically in the store, accessors, metadata, and parent/child trees (revoking
+//! a parent revokes its children). Resolved records are cached in memory; revocation drops
+//! them from the cache at once.
 
 use std::{sync::Arc, time::Duration};
 
@@ -23,6 +24,58 @@ pub const TOKEN_PREFIX: &str = "kbs.";
 
 /// The policy name that grants everything.
 pub const ROOT_POLICY: &str = "root";
+
+/// The policy every token gets unless asked otherwise.
+pub const DEFAULT_POLICY: &str = "default";
+
+/// Lifetimes of tokens.
+#[derive(Clone, Debug)]
+pub struct TokenSettings {
+    /// TTL of a token created without one, seconds.
+    pub default_ttl: u64,
+    /// Longest lifetime of any token (before and after renewals), seconds.
+    pub max_ttl: u64,
+}
+
+impl Default for TokenSettings {
+    fn default() -> Self {
+        // Vault's defaults: 32 days.
+        Self {
+            default_ttl: 768 * 3600,
+            max_ttl: 768 * 3600,
+        }
+    }
+}
+
+/// What a new token should be (Vault API: auth/token/create).
+#[derive(Clone, Debug, Default)]
+pub struct TokenRequest {
+    /// Policies; empty means the parent's.
+    pub policies: Vec<String>,
+    /// Lifetime in seconds (default from settings).
+    pub ttl: Option<u64>,
+    /// Hard limit in seconds, below the system maximum.
+    pub explicit_max_ttl: Option<u64>,
+    /// Uses allowed (0 = unlimited).
+    pub num_uses: u64,
+    /// Metadata.
+    pub meta: std::collections::BTreeMap<String, String>,
+    /// Display name.
+    pub display_name: Option<String>,
+    /// Whether the token can be renewed (default true).
+    pub renewable: Option<bool>,
+    /// Leave out the `default` policy.
+    pub no_default_policy: bool,
+}
+
+/// A token just issued: its text (shown once) and its record.
+#[derive(Debug)]
+pub struct IssuedToken {
+    /// The token itself.
+    pub token: Zeroizing<String>,
+    /// What was stored.
+    pub record: TokenRecord,
+}
 
 /// A token's identity after a successful lookup.
 #[derive(Clone, Debug)]
@@ -48,6 +101,7 @@ pub struct Tokens {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     cache: Cache<[u8; 32], Arc<TokenRecord>>,
+    settings: TokenSettings,
 }
 
 impl std::fmt::Debug for Tokens {
@@ -58,7 +112,12 @@ impl std::fmt::Debug for Tokens {
 
 impl Tokens {
     /// Token service keyed by the server HMAC key.
-    pub fn new(server_key: &[u8], store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Result<Self> {
+    pub fn new(
+        server_key: &[u8],
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        settings: TokenSettings,
+    ) -> Result<Self> {
         let mac = <Hmac<Sha256> as Mac>::new_from_slice(server_key)
             .map_err(|_| Error::internal("server key length"))?;
         Ok(Self {
@@ -68,7 +127,9 @@ impl Tokens {
             cache: Cache::builder()
                 .max_capacity(100_000)
                 .time_to_idle(Duration::from_secs(600))
+                .support_invalidation_closures()
                 .build(),
+            settings,
         })
     }
 
@@ -107,9 +168,23 @@ impl Tokens {
             display_name: "root".to_owned(),
             created_at: self.clock.now_unix(),
             expires_at: None,
+            ttl: 0,
+            max_expires_at: None,
+            uses_remaining: None,
+            parent_accessor: None,
+            meta: Default::default(),
+            renewable: false,
         };
         self.store.put_token(&record).await?;
         Ok(token)
+    }
+
+    /// Drops every cached token of a tenant (the tenant was deleted).
+    pub fn forget_tenant(&self, tenant: TenantId) {
+        // Only fails if closures were not enabled at build time, which `new` does.
+        let _ = self
+            .cache
+            .invalidate_entries_if(move |_, record| record.tenant == tenant);
     }
 
     /// Resolves a presented token; every failure is the same `PermissionDenied`.
@@ -131,13 +206,155 @@ impl Tokens {
                 record
             }
         };
-        if let Some(expires_at) = record.expires_at {
-            if expires_at <= self.clock.now_unix() {
+        if record
+            .expires_at
+            .is_some_and(|at| at <= self.clock.now_unix())
+        {
+            self.cache.invalidate(&hash);
+            return Err(Error::PermissionDenied);
+        }
+        if record.uses_remaining.is_some() {
+            // The store is the authority on uses: atomic, exact under concurrency.
+            if self.store.use_token(&hash).await?.is_none() {
                 self.cache.invalidate(&hash);
                 return Err(Error::PermissionDenied);
             }
         }
         Ok(Caller { token: record })
+    }
+
+    /// Issues a token in `tenant`. A child of a non-root parent gets a subset of the
+    /// parent's policies and never outlives it.
+    pub async fn create(
+        &self,
+        tenant: TenantId,
+        parent: Option<&TokenRecord>,
+        request: TokenRequest,
+    ) -> Result<IssuedToken> {
+        let now = self.clock.now_unix();
+        let parent_is_root = parent.is_some_and(|p| p.policies.iter().any(|x| x == ROOT_POLICY));
+        let mut policies: Vec<String> = if request.policies.is_empty() {
+            parent.map(|p| p.policies.clone()).unwrap_or_default()
+        } else {
+            request
+                .policies
+                .iter()
+                .map(|p| p.trim().to_ascii_lowercase())
+                .collect()
+        };
+        policies.retain(|p| !p.is_empty());
+        if !request.no_default_policy && !policies.iter().any(|p| p == ROOT_POLICY) {
+            policies.push(DEFAULT_POLICY.to_owned());
+        }
+        policies.sort();
+        policies.dedup();
+        if let Some(parent) = parent.filter(|_| !parent_is_root) {
+            let allowed = |p: &String| p == DEFAULT_POLICY || parent.policies.contains(p);
+            if !policies.iter().all(allowed) {
+                return Err(Error::invalid("child policies must be subset of parent"));
+            }
+        }
+        let max_ttl = request
+            .explicit_max_ttl
+            .filter(|t| *t > 0)
+            .map_or(self.settings.max_ttl, |t| t.min(self.settings.max_ttl));
+        let ttl = request
+            .ttl
+            .filter(|t| *t > 0)
+            .unwrap_or(self.settings.default_ttl)
+            .min(max_ttl);
+        let secs = |s: u64| i64::try_from(s).unwrap_or(i64::MAX);
+        let mut max_expires_at = now.saturating_add(secs(max_ttl));
+        if let Some(parent_max) = parent.and_then(|p| p.expires_at) {
+            max_expires_at = max_expires_at.min(parent_max);
+        }
+        let expires_at = now.saturating_add(secs(ttl)).min(max_expires_at);
+        if expires_at <= now {
+            return Err(Error::invalid(
+                "the parent token expires too soon to create a child",
+            ));
+        }
+        let token = Zeroizing::new(format!("{TOKEN_PREFIX}{}", random_text(32)));
+        let record = TokenRecord {
+            hash: self.hash(&token).to_vec(),
+            accessor: random_text(24),
+            tenant,
+            policies,
+            display_name: request.display_name.unwrap_or_else(|| "token".to_owned()),
+            created_at: now,
+            expires_at: Some(expires_at),
+            ttl,
+            max_expires_at: Some(max_expires_at),
+            uses_remaining: (request.num_uses > 0).then_some(request.num_uses),
+            parent_accessor: parent.map(|p| p.accessor.clone()),
+            meta: request.meta,
+            renewable: request.renewable.unwrap_or(true),
+        };
+        self.store.put_token(&record).await?;
+        Ok(IssuedToken { token, record })
+    }
+
+    /// Extends a token's life by `increment` seconds (default: its TTL), never past its
+    /// maximum; returns the updated record.
+    pub async fn renew(&self, record: &TokenRecord, increment: Option<u64>) -> Result<TokenRecord> {
+        let Some(max_expires_at) = record.max_expires_at else {
+            // Root tokens without a TTL have nothing to renew.
+            return Ok(record.clone());
+        };
+        if !record.renewable {
+            return Err(Error::invalid("lease is not renewable"));
+        }
+        let now = self.clock.now_unix();
+        let increment = increment.filter(|i| *i > 0).unwrap_or(record.ttl);
+        let expires_at = now
+            .saturating_add(i64::try_from(increment).unwrap_or(i64::MAX))
+            .min(max_expires_at);
+        self.store
+            .set_token_expiry(&record.hash, expires_at)
+            .await?;
+        if let Ok(hash) = <[u8; 32]>::try_from(record.hash.as_slice()) {
+            self.cache.invalidate(&hash);
+        }
+        Ok(TokenRecord {
+            expires_at: Some(expires_at),
+            ..record.clone()
+        })
+    }
+
+    /// A token of `tenant` by accessor; unknown and other tenants' accessors look the same.
+    pub async fn lookup_accessor(&self, tenant: TenantId, accessor: &str) -> Result<TokenRecord> {
+        let now = self.clock.now_unix();
+        self.store
+            .get_token_by_accessor(tenant, accessor)
+            .await?
+            .filter(|t| t.expires_at.is_none_or(|at| at > now))
+            .ok_or_else(|| Error::invalid("invalid accessor"))
+    }
+
+    /// Revokes a token of `tenant` and its children, effective on the next request.
+    pub async fn revoke_accessor(&self, tenant: TenantId, accessor: &str) -> Result<()> {
+        let hashes = self.store.revoke_token_tree(tenant, accessor).await?;
+        if hashes.is_empty() {
+            return Err(Error::invalid("invalid accessor"));
+        }
+        self.forget(hashes);
+        Ok(())
+    }
+
+    /// Deletes expired tokens from the store; returns how many.
+    pub async fn tidy(&self) -> Result<usize> {
+        let hashes = self.store.tidy_tokens(self.clock.now_unix()).await?;
+        let count = hashes.len();
+        self.forget(hashes);
+        Ok(count)
+    }
+
+    fn forget(&self, hashes: Vec<Vec<u8>>) {
+        for hash in hashes {
+            if let Ok(hash) = <[u8; 32]>::try_from(hash.as_slice()) {
+                self.cache.invalidate(&hash);
+            }
+        }
     }
 }
 

@@ -26,7 +26,8 @@ pub struct Built {
     pub root_token: Option<Zeroizing<String>>,
 }
 
-async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+/// Opens the configured store (applying migrations), creating its directory if needed.
+pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     match &config.storage {
         StorageConfig::Sqlite(path) => {
             if let Some(parent) = path.parent() {
@@ -92,6 +93,10 @@ pub async fn build(config: &Config) -> anyhow::Result<Built> {
             min_auto_rotate_period: config.timing.min_auto_rotate_period.as_secs(),
             default_backend: config.default_backend.clone(),
             ..TransitSettings::default()
+        },
+        tokens: keybroker_core::tokens::TokenSettings {
+            default_ttl: config.timing.token_default_ttl.as_secs(),
+            max_ttl: config.timing.token_max_ttl.as_secs(),
         },
     };
     let broker = match Broker::open(

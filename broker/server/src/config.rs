@@ -127,6 +127,12 @@ pub struct TimingConfig {
     pub rotation_threshold: u64,
     /// Encryption counts reserved in the store at a time.
     pub counter_block: u64,
+    /// TTL of tokens created without one.
+    #[serde(with = "humantime_serde")]
+    pub token_default_ttl: Duration,
+    /// Longest lifetime of any token, renewals included.
+    #[serde(with = "humantime_serde")]
+    pub token_max_ttl: Duration,
 }
 
 impl Default for TimingConfig {
@@ -139,8 +145,65 @@ impl Default for TimingConfig {
             min_auto_rotate_period: Duration::from_secs(3600),
             rotation_threshold: 4_000_000_000,
             counter_block: 10_000,
+            token_default_ttl: Duration::from_secs(768 * 3600),
+            token_max_ttl: Duration::from_secs(768 * 3600),
         }
     }
+}
+
+/// `[audit]` as written: the file audit sink.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditTable {
+    /// The JSON-lines log (its directory must exist); no file audit when absent.
+    pub file: Option<PathBuf>,
+    /// Records between two checkpoints of the chain head in the store.
+    pub checkpoint_every: u64,
+    /// How long a request may wait for its audit record to be durable before it is
+    /// refused with 503.
+    #[serde(with = "humantime_serde")]
+    pub write_timeout: Duration,
+}
+
+impl Default for AuditTable {
+    fn default() -> Self {
+        Self {
+            file: None,
+            checkpoint_every: 1000,
+            write_timeout: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Validated audit settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditConfig {
+    /// The JSON-lines log.
+    pub file: PathBuf,
+    /// Records between two checkpoints.
+    pub checkpoint_every: u64,
+    /// Deadline of one audit write.
+    pub write_timeout: Duration,
+}
+
+fn audit_config(table: AuditTable) -> Result<Option<AuditConfig>, ConfigError> {
+    let Some(file) = table.file else {
+        return Ok(None);
+    };
+    if file.as_os_str().is_empty() {
+        return Err(invalid("audit.file", "must not be empty"));
+    }
+    if table.checkpoint_every == 0 {
+        return Err(invalid("audit.checkpoint_every", "must be at least 1"));
+    }
+    if table.write_timeout.is_zero() {
+        return Err(invalid("audit.write_timeout", "must be greater than zero"));
+    }
+    Ok(Some(AuditConfig {
+        file,
+        checkpoint_every: table.checkpoint_every,
+        write_timeout: table.write_timeout,
+    }))
 }
 
 /// The configuration file.
@@ -170,6 +233,9 @@ pub struct FileConfig {
     /// `[timing]`.
     #[serde(default)]
     pub timing: TimingConfig,
+    /// `[audit]`.
+    #[serde(default)]
+    pub audit: AuditTable,
 }
 
 /// Where the database lives.
@@ -206,6 +272,8 @@ pub struct Config {
     pub seal: SealConfig,
     /// Timing.
     pub timing: TimingConfig,
+    /// The file audit sink, if configured.
+    pub audit: Option<AuditConfig>,
 }
 
 /// Reads and parses a config file.
@@ -311,6 +379,18 @@ impl Config {
                 "must be between 1 and 2^32 - 1",
             ));
         }
+        if timing.token_default_ttl.as_secs() == 0 || timing.token_max_ttl.as_secs() == 0 {
+            return Err(invalid(
+                "timing.token_max_ttl",
+                "token TTLs must be at least 1s",
+            ));
+        }
+        if timing.token_default_ttl > timing.token_max_ttl {
+            return Err(invalid(
+                "timing.token_default_ttl",
+                "must not exceed token_max_ttl",
+            ));
+        }
         if timing.counter_block == 0 {
             return Err(invalid("timing.counter_block", "must be at least 1"));
         }
@@ -345,6 +425,7 @@ impl Config {
             listener,
             seal,
             timing,
+            audit: audit_config(file.audit)?,
         })
     }
 }
@@ -414,6 +495,36 @@ mod tests {
     }
 
     #[test]
+    fn audit_is_off_unless_a_file_is_named_and_checked_when_it_is() {
+        let config = Config::build(
+            Some(parse("state_dir = \"/x\"\n").unwrap()),
+            Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(config.audit, None);
+        let file = parse("state_dir = \"/x\"\n[audit]\nfile = \"/var/log/kb.log\"\n").unwrap();
+        let config = Config::build(Some(file), Overrides::default()).unwrap();
+        assert_eq!(
+            config.audit,
+            Some(AuditConfig {
+                file: "/var/log/kb.log".into(),
+                checkpoint_every: 1000,
+                write_timeout: Duration::from_secs(1),
+            })
+        );
+        let file = parse("state_dir = \"/x\"\n[audit]\nfile = \"/a.log\"\ncheckpoint_every = 0\n")
+            .unwrap();
+        let error = Config::build(Some(file), Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("audit.checkpoint_every"), "{error}");
+        let error = parse("[audit]\nfile = \"/a.log\"\nwrite_timout = \"1s\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("write_timout"), "{error}");
+    }
+
+    #[test]
     fn storage_forms() {
         assert_eq!(
             parse_storage("sqlite:///a/b.db").unwrap(),
@@ -438,5 +549,6 @@ mod example_tests {
         let config = Config::build(Some(file), Overrides::default()).unwrap();
         assert_eq!(config.timing.dek_cache_ttl, Duration::from_secs(300));
         assert_eq!(config.default_backend, "local");
+        assert_eq!(config.audit.map(|audit| audit.checkpoint_every), Some(1000));
     }
 }

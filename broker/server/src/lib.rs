@@ -7,6 +7,7 @@
 //! drive it without a socket.
 
 pub mod app;
+pub mod audit;
 pub mod config;
 pub mod http;
 pub mod hygiene;

@@ -56,6 +56,54 @@ pub async fn run_all(store: &dyn Store) {
     tokens(store).await;
     keys(store).await;
     counters(store).await;
+    audit_checkpoints(store).await;
+}
+
+async fn audit_checkpoints(store: &dyn Store) {
+    assert_eq!(store.latest_audit_checkpoint("file").await.unwrap(), None);
+    store
+        .put_audit_checkpoint("file", 1000, &[1; 32])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.latest_audit_checkpoint("file").await.unwrap(),
+        Some((1000, vec![1; 32]))
+    );
+    // A lower or equal sequence never replaces the recorded head.
+    store
+        .put_audit_checkpoint("file", 500, &[2; 32])
+        .await
+        .unwrap();
+    store
+        .put_audit_checkpoint("file", 1000, &[3; 32])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.latest_audit_checkpoint("file").await.unwrap(),
+        Some((1000, vec![1; 32]))
+    );
+    store
+        .put_audit_checkpoint("file", 2000, &[4; 32])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.latest_audit_checkpoint("file").await.unwrap(),
+        Some((2000, vec![4; 32]))
+    );
+    // Sinks are independent.
+    assert_eq!(store.latest_audit_checkpoint("other").await.unwrap(), None);
+    store
+        .put_audit_checkpoint("other", 7, &[5; 32])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.latest_audit_checkpoint("other").await.unwrap(),
+        Some((7, vec![5; 32]))
+    );
+    assert_eq!(
+        store.latest_audit_checkpoint("file").await.unwrap(),
+        Some((2000, vec![4; 32]))
+    );
 }
 
 async fn meta(store: &dyn Store) {
@@ -96,19 +144,84 @@ async fn mounts(store: &dyn Store) {
         .is_empty());
 }
 
-async fn tokens(store: &dyn Store) {
-    let token = TokenRecord {
-        hash: vec![7; 32],
-        accessor: "acc".to_owned(),
+fn token(hash: u8, accessor: &str, parent: Option<&str>) -> TokenRecord {
+    TokenRecord {
+        hash: vec![hash; 32],
+        accessor: accessor.to_owned(),
         tenant: TenantId::ROOT,
         policies: vec!["root".to_owned()],
         display_name: "root".to_owned(),
         created_at: 5,
         expires_at: None,
-    };
-    store.put_token(&token).await.unwrap();
-    assert_eq!(store.get_token(&[7; 32]).await.unwrap(), Some(token));
+        ttl: 0,
+        max_expires_at: None,
+        uses_remaining: None,
+        parent_accessor: parent.map(str::to_owned),
+        meta: [("team".to_owned(), "billing".to_owned())].into(),
+        renewable: false,
+    }
+}
+
+async fn tokens(store: &dyn Store) {
+    let root = token(7, "acc", None);
+    store.put_token(&root).await.unwrap();
+    assert_eq!(store.get_token(&[7; 32]).await.unwrap(), Some(root.clone()));
     assert_eq!(store.get_token(&[8; 32]).await.unwrap(), None);
+    assert_eq!(
+        store
+            .get_token_by_accessor(TenantId::ROOT, "acc")
+            .await
+            .unwrap(),
+        Some(root.clone())
+    );
+    assert_eq!(
+        store
+            .get_token_by_accessor(TenantId::random(), "acc")
+            .await
+            .unwrap(),
+        None,
+        "accessors resolve only within their tenant"
+    );
+
+    // Revoking a parent revokes its children, recursively, and nothing else.
+    store.put_token(&token(10, "parent", None)).await.unwrap();
+    store
+        .put_token(&token(11, "child", Some("parent")))
+        .await
+        .unwrap();
+    store
+        .put_token(&token(12, "grandchild", Some("child")))
+        .await
+        .unwrap();
+    store.put_token(&token(13, "other", None)).await.unwrap();
+    let mut revoked = store
+        .revoke_token_tree(TenantId::ROOT, "parent")
+        .await
+        .unwrap();
+    revoked.sort();
+    assert_eq!(revoked, vec![vec![10; 32], vec![11; 32], vec![12; 32]]);
+    assert!(store.get_token(&[13; 32]).await.unwrap().is_some());
+
+    // Use counts are consumed one at a time; the last use deletes the token.
+    let limited = TokenRecord {
+        uses_remaining: Some(2),
+        ..token(14, "limited", None)
+    };
+    store.put_token(&limited).await.unwrap();
+    assert_eq!(store.use_token(&[14; 32]).await.unwrap(), Some(1));
+    assert_eq!(store.use_token(&[14; 32]).await.unwrap(), Some(0));
+    assert_eq!(store.use_token(&[14; 32]).await.unwrap(), None);
+    assert_eq!(store.get_token(&[14; 32]).await.unwrap(), None);
+
+    // Expiry and tidy.
+    let expiring = TokenRecord {
+        expires_at: Some(100),
+        ..token(15, "expiring", None)
+    };
+    store.put_token(&expiring).await.unwrap();
+    store.set_token_expiry(&[15; 32], 200).await.unwrap();
+    assert_eq!(store.tidy_tokens(150).await.unwrap(), Vec::<Vec<u8>>::new());
+    assert_eq!(store.tidy_tokens(200).await.unwrap(), vec![vec![15; 32]]);
 }
 
 async fn keys(store: &dyn Store) {

@@ -4,7 +4,10 @@ use std::{path::Path, str::FromStr, time::Duration};
 
 use async_trait::async_trait;
 use keybroker_core::{
-    store::{KeyMode, KeyRecord, KeyVersionRecord, MountRecord, Store, StoreError, TokenRecord},
+    store::{
+        KeyMode, KeyRecord, KeyVersionRecord, MountRecord, Store, StoreError, TenantRecord,
+        TokenRecord,
+    },
     KeyId, MountId, TenantId,
 };
 use sqlx::{
@@ -80,6 +83,29 @@ fn mount_from_row(row: &SqliteRow) -> Result<MountRecord, StoreError> {
         description: get(row, "description")?,
         config: serde_json::from_str(&config).map_err(|_| corrupt("mounts.config"))?,
         created_at: get(row, "created_at")?,
+    })
+}
+
+fn token_from_row(row: &SqliteRow) -> Result<TokenRecord, StoreError> {
+    let policies: String = get(row, "policies")?;
+    let meta: String = get(row, "meta")?;
+    let uses: Option<i64> = get(row, "uses_remaining")?;
+    Ok(TokenRecord {
+        hash: get(row, "hash")?,
+        accessor: get(row, "accessor")?,
+        tenant: tenant_id(row, "tenant_id")?,
+        policies: serde_json::from_str(&policies).map_err(|_| corrupt("tokens.policies"))?,
+        display_name: get(row, "display_name")?,
+        created_at: get(row, "created_at")?,
+        expires_at: get(row, "expires_at")?,
+        ttl: to_u64(get(row, "ttl")?, "tokens.ttl")?,
+        max_expires_at: get(row, "max_expires_at")?,
+        uses_remaining: uses
+            .map(|u| to_u64(u, "tokens.uses_remaining"))
+            .transpose()?,
+        parent_accessor: get(row, "parent_accessor")?,
+        meta: serde_json::from_str(&meta).map_err(|_| corrupt("tokens.meta"))?,
+        renewable: get(row, "renewable")?,
     })
 }
 
@@ -185,6 +211,60 @@ impl Store for SqliteStore {
         Ok(result.rows_affected() == 1)
     }
 
+    async fn create_tenant(&self, tenant: &TenantRecord) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO tenants (id, name, created_at) VALUES (?, ?, ?)")
+            .bind(tenant.id.to_string())
+            .bind(&tenant.name)
+            .bind(tenant.created_at)
+            .execute(&self.pool)
+            .await
+            .map_err(map_error)?;
+        Ok(())
+    }
+
+    async fn list_tenants(&self) -> Result<Vec<TenantRecord>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM tenants WHERE id <> ? ORDER BY name")
+            .bind(TenantId::ROOT.to_string())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_error)?;
+        rows.iter()
+            .map(|row| {
+                Ok(TenantRecord {
+                    id: tenant_id(row, "id")?,
+                    name: get(row, "name")?,
+                    created_at: get(row, "created_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn delete_tenant(&self, tenant: TenantId) -> Result<bool, StoreError> {
+        if tenant == TenantId::ROOT {
+            return Ok(false);
+        }
+        let id = tenant.to_string();
+        let mut tx = self.pool.begin().await.map_err(map_error)?;
+        // Tokens first (revocation), then mounts, whose keys and versions cascade.
+        for statement in [
+            "DELETE FROM tokens WHERE tenant_id = ?",
+            "DELETE FROM mounts WHERE tenant_id = ?",
+        ] {
+            sqlx::query(statement)
+                .bind(&id)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_error)?;
+        }
+        let deleted = sqlx::query("DELETE FROM tenants WHERE id = ?")
+            .bind(&id)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_error)?;
+        tx.commit().await.map_err(map_error)?;
+        Ok(deleted.rows_affected() == 1)
+    }
+
     async fn list_mounts(&self, tenant: TenantId) -> Result<Vec<MountRecord>, StoreError> {
         let rows = sqlx::query("SELECT * FROM mounts WHERE tenant_id = ? ORDER BY path")
             .bind(tenant.to_string())
@@ -242,9 +322,12 @@ impl Store for SqliteStore {
     async fn put_token(&self, token: &TokenRecord) -> Result<(), StoreError> {
         let policies =
             serde_json::to_string(&token.policies).map_err(|e| StoreError::Other(Box::new(e)))?;
+        let meta =
+            serde_json::to_string(&token.meta).map_err(|e| StoreError::Other(Box::new(e)))?;
         sqlx::query(
-            "INSERT INTO tokens (hash, accessor, tenant_id, policies, display_name, created_at, expires_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO tokens (hash, accessor, tenant_id, policies, display_name, created_at, \
+             expires_at, ttl, max_expires_at, uses_remaining, parent_accessor, meta, renewable) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&token.hash)
         .bind(&token.accessor)
@@ -253,6 +336,12 @@ impl Store for SqliteStore {
         .bind(&token.display_name)
         .bind(token.created_at)
         .bind(token.expires_at)
+        .bind(to_i64(token.ttl))
+        .bind(token.max_expires_at)
+        .bind(token.uses_remaining.map(to_i64))
+        .bind(&token.parent_accessor)
+        .bind(meta)
+        .bind(token.renewable)
         .execute(&self.pool)
         .await
         .map_err(map_error)?;
@@ -260,24 +349,94 @@ impl Store for SqliteStore {
     }
 
     async fn get_token(&self, hash: &[u8]) -> Result<Option<TokenRecord>, StoreError> {
-        let Some(row) = sqlx::query("SELECT * FROM tokens WHERE hash = ?")
+        sqlx::query("SELECT * FROM tokens WHERE hash = ?")
             .bind(hash)
             .fetch_optional(&self.pool)
             .await
             .map_err(map_error)?
-        else {
-            return Ok(None);
-        };
-        let policies: String = get(&row, "policies")?;
-        Ok(Some(TokenRecord {
-            hash: get(&row, "hash")?,
-            accessor: get(&row, "accessor")?,
-            tenant: tenant_id(&row, "tenant_id")?,
-            policies: serde_json::from_str(&policies).map_err(|_| corrupt("tokens.policies"))?,
-            display_name: get(&row, "display_name")?,
-            created_at: get(&row, "created_at")?,
-            expires_at: get(&row, "expires_at")?,
-        }))
+            .as_ref()
+            .map(token_from_row)
+            .transpose()
+    }
+
+    async fn get_token_by_accessor(
+        &self,
+        tenant: TenantId,
+        accessor: &str,
+    ) -> Result<Option<TokenRecord>, StoreError> {
+        sqlx::query("SELECT * FROM tokens WHERE tenant_id = ? AND accessor = ?")
+            .bind(tenant.to_string())
+            .bind(accessor)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_error)?
+            .as_ref()
+            .map(token_from_row)
+            .transpose()
+    }
+
+    async fn revoke_token_tree(
+        &self,
+        tenant: TenantId,
+        accessor: &str,
+    ) -> Result<Vec<Vec<u8>>, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(map_error)?;
+        let rows = sqlx::query(
+            "WITH RECURSIVE tree(accessor) AS ( \
+                 SELECT accessor FROM tokens WHERE tenant_id = ?1 AND accessor = ?2 \
+                 UNION SELECT t.accessor FROM tokens t JOIN tree ON t.parent_accessor = tree.accessor \
+                 WHERE t.tenant_id = ?1) \
+             DELETE FROM tokens WHERE tenant_id = ?1 AND accessor IN (SELECT accessor FROM tree) \
+             RETURNING hash",
+        )
+        .bind(tenant.to_string())
+        .bind(accessor)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(map_error)?;
+        tx.commit().await.map_err(map_error)?;
+        rows.iter().map(|row| get(row, "hash")).collect()
+    }
+
+    async fn set_token_expiry(&self, hash: &[u8], expires_at: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE tokens SET expires_at = ? WHERE hash = ?")
+            .bind(expires_at)
+            .bind(hash)
+            .execute(&self.pool)
+            .await
+            .map_err(map_error)?;
+        Ok(())
+    }
+
+    async fn use_token(&self, hash: &[u8]) -> Result<Option<u64>, StoreError> {
+        let left: Option<i64> = sqlx::query_scalar(
+            "UPDATE tokens SET uses_remaining = uses_remaining - 1 \
+             WHERE hash = ? AND uses_remaining > 0 RETURNING uses_remaining",
+        )
+        .bind(hash)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(map_error)?;
+        if left.is_none() || left == Some(0) {
+            // The last use (or none left): the token is gone for everyone from now on.
+            sqlx::query("DELETE FROM tokens WHERE hash = ? AND uses_remaining <= 0")
+                .bind(hash)
+                .execute(&self.pool)
+                .await
+                .map_err(map_error)?;
+        }
+        left.map(|l| to_u64(l, "uses_remaining")).transpose()
+    }
+
+    async fn tidy_tokens(&self, now: i64) -> Result<Vec<Vec<u8>>, StoreError> {
+        let rows = sqlx::query(
+            "DELETE FROM tokens WHERE expires_at IS NOT NULL AND expires_at <= ? RETURNING hash",
+        )
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_error)?;
+        rows.iter().map(|row| get(row, "hash")).collect()
     }
 
     async fn create_key(
@@ -450,6 +609,45 @@ impl Store for SqliteStore {
         let before = to_u64(get(&row, "counter_previous")?, "counter_previous")?;
         let after = to_u64(get(&row, "counter_reserved")?, "counter_reserved")?;
         Ok((before, after))
+    }
+
+    async fn put_audit_checkpoint(
+        &self,
+        sink: &str,
+        sequence: u64,
+        head: &[u8],
+    ) -> Result<(), StoreError> {
+        // Strictly greater: the first head recorded for a sequence stands.
+        sqlx::query(
+            "INSERT INTO audit_checkpoints (sink, sequence, head) VALUES (?, ?, ?) \
+             ON CONFLICT (sink) DO UPDATE SET sequence = excluded.sequence, head = excluded.head \
+             WHERE excluded.sequence > audit_checkpoints.sequence",
+        )
+        .bind(sink)
+        .bind(to_i64(sequence))
+        .bind(head)
+        .execute(&self.pool)
+        .await
+        .map_err(map_error)?;
+        Ok(())
+    }
+
+    async fn latest_audit_checkpoint(
+        &self,
+        sink: &str,
+    ) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+        let row = sqlx::query("SELECT sequence, head FROM audit_checkpoints WHERE sink = ?")
+            .bind(sink)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_error)?;
+        row.map(|row| {
+            Ok((
+                to_u64(get(&row, "sequence")?, "audit_checkpoints.sequence")?,
+                get(&row, "head")?,
+            ))
+        })
+        .transpose()
     }
 }
 

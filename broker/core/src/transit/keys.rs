@@ -431,6 +431,23 @@ impl Transit {
         Ok(())
     }
 
+    /// Forgets every key of a deleted tenant and drops their cached data keys.
+    pub fn forget_tenant(&self, tenant: crate::TenantId) {
+        let removed: Vec<_> = self
+            .keys
+            .write()
+            .map(|mut keys| {
+                let mounts: Vec<_> = keys.keys().filter(|(t, _)| *t == tenant).copied().collect();
+                mounts.into_iter().filter_map(|m| keys.remove(&m)).collect()
+            })
+            .unwrap_or_default();
+        for state in removed.into_iter().flat_map(|keys| keys.into_values()) {
+            if let Some(instance) = self.backends.get(&state.record.backend) {
+                instance.cache().purge_key(tenant, state.record.id);
+            }
+        }
+    }
+
     /// Forgets every cached key of a mount (after the mount was disabled).
     pub fn forget_mount(&self, tenant: crate::TenantId, mount: MountId) {
         let removed = self

@@ -10,6 +10,7 @@ mod body;
 pub mod error;
 mod response;
 mod sys;
+mod token;
 mod transit;
 
 use std::{collections::HashMap, sync::Arc, time::Instant};
@@ -186,14 +187,30 @@ fn presented_token(headers: &HeaderMap) -> Option<&str> {
         .map(str::trim)
 }
 
-/// Resolves the tenant once, at the edge. Only the root namespace exists so far.
-fn resolve_tenant(headers: &HeaderMap) -> Result<Tenant, ApiError> {
-    match headers.get("x-vault-namespace").map(|v| v.to_str()) {
-        None => Ok(Tenant::root()),
-        Some(Ok(name)) if matches!(name.trim_matches('/'), "" | "root") => Ok(Tenant::root()),
-        Some(_) => Err(ApiError::Core(Error::NotFound(
-            "namespace not found".to_owned(),
-        ))),
+/// Resolves the tenant once, at the edge: the `X-Vault-Namespace` header, or a path that
+/// starts with a tenant's name (`/v1/acme/transit/…`). Returns the tenant and the path
+/// relative to it. An unknown namespace is refused like any other forbidden request.
+fn resolve_tenant(
+    ready: &Ready,
+    headers: &HeaderMap,
+    path: String,
+) -> Result<(Tenant, String), ApiError> {
+    let denied = || ApiError::Core(Error::PermissionDenied);
+    let header = match headers.get("x-vault-namespace") {
+        None => "",
+        Some(value) => value.to_str().map_err(|_| denied())?.trim_matches('/'),
+    };
+    if !header.is_empty() {
+        let tenant = ready.broker.tenants.resolve(header).ok_or_else(denied)?;
+        return Ok((tenant, path));
+    }
+    let (first, rest) = path.split_once('/').unwrap_or((path.as_str(), ""));
+    match ready.broker.tenants.resolve(first) {
+        Some(tenant) if !first.is_empty() && first != keybroker_core::TenantId::ROOT_NAME => {
+            let rest = rest.to_owned();
+            Ok((tenant, rest))
+        }
+        _ => Ok((Tenant::root(), path)),
     }
 }
 
@@ -234,22 +251,26 @@ async fn handle(
         Ok(body) => body,
         Err(error) => return ("body", Err(error)),
     };
+    let (tenant, path) = match resolve_tenant(ready, &headers, path) {
+        Ok(resolved) => resolved,
+        Err(error) => return ("namespace", Err(error)),
+    };
     let request = ApiRequest {
         operation,
         path,
         query,
         body,
     };
-    let tenant = match resolve_tenant(&headers) {
-        Ok(tenant) => tenant,
-        Err(error) => return ("namespace", Err(error)),
-    };
-    let caller = match authenticate(ready, &headers).await {
+    let caller = match authenticate(ready, &headers, &tenant, &request.path).await {
         Ok(caller) => caller,
         Err(error) => return ("auth", Err(error)),
     };
+    if let Some(rest) = request.path.strip_prefix("auth/token/") {
+        let presented = presented_token(&headers).unwrap_or_default();
+        return token::handle(ready, &caller, presented, &tenant, rest, &request).await;
+    }
     if let Some(rest) = request.path.strip_prefix("sys/") {
-        return sys::handle(state, ready, &caller, rest, &request).await;
+        return sys::handle(state, ready, &tenant, rest, &request).await;
     }
     match ready.broker.mounts.resolve(tenant.id, &request.path).await {
         Err(error) => ("mounts", Err(error.into())),
@@ -264,12 +285,26 @@ async fn handle(
     }
 }
 
-/// Authenticates the caller. Until policies exist, only root tokens may act.
-async fn authenticate(ready: &Ready, headers: &HeaderMap) -> Result<Caller, ApiError> {
-    let token = presented_token(headers).ok_or(ApiError::Core(Error::PermissionDenied))?;
+/// Authenticates the caller for a tenant and path. A tenant's token never acts outside its
+/// tenant; root-namespace tokens may act in child tenants. Until policies exist, root
+/// tokens may do everything and other tokens only the token self-service paths.
+async fn authenticate(
+    ready: &Ready,
+    headers: &HeaderMap,
+    tenant: &Tenant,
+    path: &str,
+) -> Result<Caller, ApiError> {
+    let denied = || ApiError::Core(Error::PermissionDenied);
+    let token = presented_token(headers).ok_or_else(denied)?;
     let caller = ready.broker.tokens.authenticate(token).await?;
-    if !caller.is_root() {
-        return Err(ApiError::Core(Error::PermissionDenied));
+    let home = caller.tenant();
+    if home != keybroker_core::TenantId::ROOT && home != tenant.id {
+        return Err(denied());
+    }
+    let self_service =
+        home == tenant.id && token::SELF_SERVICE.contains(&path.trim_end_matches('/'));
+    if !caller.is_root() && !self_service {
+        return Err(denied());
     }
     Ok(caller)
 }

@@ -69,6 +69,34 @@ pub fn data_with<T: Serialize>(status: StatusCode, data: &T, warnings: &[String]
     json(status, &envelope)
 }
 
+/// 200 with an `auth` block (a token was issued or renewed) and no data.
+pub fn auth<T: Serialize>(auth: &T) -> Response {
+    #[derive(Serialize)]
+    struct AuthEnvelope<'a, T: Serialize> {
+        request_id: uuid::fmt::Hyphenated,
+        lease_id: &'static str,
+        renewable: bool,
+        lease_duration: u64,
+        data: (),
+        wrap_info: (),
+        warnings: (),
+        auth: &'a T,
+    }
+    json(
+        StatusCode::OK,
+        &AuthEnvelope {
+            request_id: request_id(),
+            lease_id: "",
+            renewable: false,
+            lease_duration: 0,
+            data: (),
+            wrap_info: (),
+            warnings: (),
+            auth,
+        },
+    )
+}
+
 /// 204.
 pub fn no_content() -> Response {
     let mut response = Response::new(Body::empty());

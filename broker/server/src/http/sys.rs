@@ -8,7 +8,7 @@ use axum::{
     http::{header, HeaderValue, StatusCode},
     response::Response,
 };
-use keybroker_core::{backend::BackendInstance, tokens::Caller};
+use keybroker_core::{backend::BackendInstance, Tenant};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
@@ -94,14 +94,20 @@ pub fn leader() -> Response {
 pub async fn handle(
     state: &AppState,
     ready: &Ready,
-    caller: &Caller,
+    tenant: &Tenant,
     rest: &str,
     request: &ApiRequest,
 ) -> (&'static str, Result<Response, ApiError>) {
     let rest = rest.trim_end_matches('/');
+    if rest == "namespaces" || rest.starts_with("namespaces/") {
+        return (
+            "sys/namespaces",
+            namespaces(ready, tenant, rest, request).await,
+        );
+    }
     match (rest, request.operation) {
         ("mounts", Operation::Read | Operation::List) => {
-            ("sys/mounts", list_mounts(ready, caller).await)
+            ("sys/mounts", list_mounts(ready, tenant).await)
         }
         ("plugins/backends", Operation::Read | Operation::List) => {
             ("sys/plugins/backends", Ok(backends(ready)))
@@ -114,9 +120,9 @@ pub async fn handle(
         (path, operation) if path.starts_with("mounts/") => {
             let mount = path.trim_start_matches("mounts/");
             let result = match operation {
-                Operation::Write => enable_mount(ready, caller, mount, request).await,
-                Operation::Delete => disable_mount(ready, caller, mount).await,
-                Operation::Read => read_mount(ready, caller, mount).await,
+                Operation::Write => enable_mount(ready, tenant, mount, request).await,
+                Operation::Delete => disable_mount(ready, tenant, mount).await,
+                Operation::Read => read_mount(ready, tenant, mount).await,
                 Operation::List => Err(ApiError::UnsupportedOperation),
             };
             ("sys/mounts", result)
@@ -146,8 +152,8 @@ fn mount_json(mount: &keybroker_core::store::MountRecord) -> Value {
 }
 
 /// `GET /v1/sys/mounts` (Vault API: sys/mounts, list).
-async fn list_mounts(ready: &Ready, caller: &Caller) -> Result<Response, ApiError> {
-    let table = ready.broker.mounts.table(caller.tenant()).await?;
+async fn list_mounts(ready: &Ready, tenant: &Tenant) -> Result<Response, ApiError> {
+    let table = ready.broker.mounts.table(tenant.id).await?;
     let mut data = Map::new();
     for mount in table.iter() {
         data.insert(mount.path.clone(), mount_json(mount));
@@ -162,9 +168,9 @@ async fn list_mounts(ready: &Ready, caller: &Caller) -> Result<Response, ApiErro
     Ok(response::data(&data))
 }
 
-async fn read_mount(ready: &Ready, caller: &Caller, path: &str) -> Result<Response, ApiError> {
+async fn read_mount(ready: &Ready, tenant: &Tenant, path: &str) -> Result<Response, ApiError> {
     let path = keybroker_core::mounts::normalize_path(path)?;
-    let table = ready.broker.mounts.table(caller.tenant()).await?;
+    let table = ready.broker.mounts.table(tenant.id).await?;
     let mount = table
         .iter()
         .find(|m| m.path == path)
@@ -183,7 +189,7 @@ struct EnableMount {
 
 async fn enable_mount(
     ready: &Ready,
-    caller: &Caller,
+    tenant: &Tenant,
     path: &str,
     request: &ApiRequest,
 ) -> Result<Response, ApiError> {
@@ -194,9 +200,8 @@ async fn enable_mount(
         .ok_or_else(|| ApiError::bad_request("missing type of the secrets engine"))?;
     ready
         .broker
-        .mounts
-        .enable(
-            caller.tenant(),
+        .enable_mount(
+            tenant,
             path,
             &kind,
             input.description.as_deref().unwrap_or_default(),
@@ -205,12 +210,76 @@ async fn enable_mount(
     Ok(response::no_content())
 }
 
-async fn disable_mount(ready: &Ready, caller: &Caller, path: &str) -> Result<Response, ApiError> {
-    let tenant = caller.tenant();
-    if let Some(mount) = ready.broker.mounts.disable(tenant, path).await? {
-        ready.broker.transit.forget_mount(tenant, mount);
+async fn disable_mount(ready: &Ready, tenant: &Tenant, path: &str) -> Result<Response, ApiError> {
+    if let Some(mount) = ready.broker.mounts.disable(tenant.id, path).await? {
+        ready.broker.transit.forget_mount(tenant.id, mount);
     }
     Ok(response::no_content())
+}
+
+fn namespace_json(tenant: &Tenant) -> Value {
+    json!({ "id": tenant.id.to_string(), "path": format!("{}/", tenant.name), "custom_metadata": {} })
+}
+
+/// `sys/namespaces` (OpenBao API: namespaces), from the root namespace only: tenants are
+/// flat, a tenant cannot create tenants.
+async fn namespaces(
+    ready: &Ready,
+    tenant: &Tenant,
+    rest: &str,
+    request: &ApiRequest,
+) -> Result<Response, ApiError> {
+    if tenant.id != keybroker_core::TenantId::ROOT {
+        return Err(ApiError::bad_request(
+            "namespaces can only be managed from the root namespace",
+        ));
+    }
+    let name = rest
+        .strip_prefix("namespaces")
+        .unwrap_or_default()
+        .trim_matches('/');
+    let tenants = &ready.broker.tenants;
+    match (name, request.operation) {
+        ("", Operation::List | Operation::Read) => {
+            let all = tenants.list();
+            if all.is_empty() {
+                return Ok(super::error::error_body(StatusCode::NOT_FOUND, &[]));
+            }
+            let keys: Vec<String> = all.iter().map(|t| format!("{}/", t.name)).collect();
+            let info: Map<String, Value> = all
+                .iter()
+                .map(|t| (format!("{}/", t.name), namespace_json(t)))
+                .collect();
+            Ok(response::data(&json!({ "keys": keys, "key_info": info })))
+        }
+        ("", _) => Err(ApiError::UnsupportedOperation),
+        (name, Operation::Write) => {
+            let created = ready.broker.create_tenant(name).await?;
+            Ok(response::data(&namespace_json(&created)))
+        }
+        (name, Operation::Read) => {
+            let found = tenants
+                .resolve(name)
+                .filter(|t| t.id != keybroker_core::TenantId::ROOT)
+                .ok_or_else(|| {
+                    ApiError::Core(keybroker_core::Error::NotFound(format!(
+                        "namespace \"{name}\" not found"
+                    )))
+                })?;
+            Ok(response::data(&namespace_json(&found)))
+        }
+        (name, Operation::Delete) => {
+            // Deletion is complete when this returns (tokens revoked, keys gone).
+            let deleted = ready.broker.delete_tenant(name).await?;
+            let status = if deleted.is_some() {
+                "deleted"
+            } else {
+                "not-found"
+            };
+            Ok(response::data(&json!({ "status": status })))
+        }
+        (_, Operation::List) => Err(ApiError::UnsupportedOperation),
+    }
 }
 
 /// `GET /v1/sys/plugins/backends`: every drop-in with its health and reason.
