@@ -8,6 +8,7 @@ mod support;
 
 mod counter;
 mod plugins;
+mod policies;
 mod policy_diff;
 mod tenants;
 mod tokens;

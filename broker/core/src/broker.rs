@@ -10,6 +10,7 @@ use crate::{
     clock::Clock,
     error::{Error, Result},
     mounts::Mounts,
+    policies::Policies,
     seal::RootKey,
     store::MountRecord,
     store::Store,
@@ -79,6 +80,8 @@ pub struct Broker {
     pub transit: Transit,
     /// Tenants (namespaces).
     pub tenants: Tenants,
+    /// ACL policies.
+    pub policies: Policies,
 }
 
 impl std::fmt::Debug for Broker {
@@ -101,6 +104,7 @@ impl Broker {
         let server_key = sealed_secret(store.as_ref(), root_key, META_SERVER_KEY).await?;
         Ok(Self {
             tenants: Tenants::load(store.clone(), clock.clone()).await?,
+            policies: Policies::new(store.clone(), clock.clone()),
             tokens: Tokens::new(
                 server_key.as_ref(),
                 store.clone(),
@@ -185,6 +189,7 @@ impl Broker {
             return Ok(None);
         };
         self.tokens.forget_tenant(tenant.id);
+        self.policies.forget_tenant(tenant.id);
         self.transit.forget_tenant(tenant.id);
         self.mounts.forget_tenant(tenant.id);
         Ok(Some(tenant))

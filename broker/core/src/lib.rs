@@ -22,6 +22,7 @@ pub mod dek_cache;
 pub mod error;
 pub mod ids;
 pub mod mounts;
+pub mod policies;
 pub mod policy;
 pub mod seal;
 pub mod store;

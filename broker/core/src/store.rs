@@ -180,6 +180,21 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes a tenant with its tokens, mounts and keys; returns whether it existed.
     async fn delete_tenant(&self, tenant: TenantId) -> Result<bool, StoreError>;
 
+    /// Creates or replaces a policy's text.
+    async fn put_policy(
+        &self,
+        tenant: TenantId,
+        name: &str,
+        text: &str,
+        now: i64,
+    ) -> Result<(), StoreError>;
+    /// A policy's text.
+    async fn get_policy(&self, tenant: TenantId, name: &str) -> Result<Option<String>, StoreError>;
+    /// Names of a tenant's stored policies, sorted.
+    async fn list_policies(&self, tenant: TenantId) -> Result<Vec<String>, StoreError>;
+    /// Deletes a policy; returns whether it existed.
+    async fn delete_policy(&self, tenant: TenantId, name: &str) -> Result<bool, StoreError>;
+
     /// Every mount of a tenant.
     async fn list_mounts(&self, tenant: TenantId) -> Result<Vec<MountRecord>, StoreError>;
     /// Creates a mount; `Conflict` if the path is taken.

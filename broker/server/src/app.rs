@@ -117,6 +117,9 @@ pub async fn build(config: &Config) -> anyhow::Result<Built> {
         }
         Err(error) => return Err(anyhow::Error::from(error).context("cannot open the broker")),
     };
+    if let Some(dir) = &config.policy_dir {
+        load_policy_dir(&broker, dir).await?;
+    }
     host.reload().await;
     let chosen = if config.dev {
         config.dev_root_token_id.as_deref()
@@ -134,6 +137,58 @@ pub async fn build(config: &Config) -> anyhow::Result<Built> {
         config.listener.max_request_size,
     );
     Ok(Built { state, root_token })
+}
+
+/// Loads `*.hcl` from the policy directory into the root namespace, and from
+/// `<dir>/<tenant>/` into that tenant. A policy that does not parse stops the start-up
+/// (the broker never runs half-configured); a directory that names no tenant is skipped
+/// with a warning.
+async fn load_policy_dir(broker: &Broker, dir: &std::path::Path) -> anyhow::Result<()> {
+    let read = |dir: &std::path::Path| -> anyhow::Result<Vec<std::path::PathBuf>> {
+        let mut entries: Vec<_> = std::fs::read_dir(dir)
+            .with_context(|| format!("cannot read the policy directory {}", dir.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .collect();
+        entries.sort();
+        Ok(entries)
+    };
+    let mut loaded = 0;
+    for entry in read(dir)? {
+        let (tenant, files) = if entry.is_dir() {
+            let name = entry
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            match broker.tenants.resolve(&name) {
+                Some(tenant) if tenant.id != TenantId::ROOT => (tenant, read(&entry)?),
+                _ => {
+                    tracing::warn!(directory = %entry.display(), "no namespace of that name; its policies are not loaded");
+                    continue;
+                }
+            }
+        } else {
+            (Tenant::root(), vec![entry])
+        };
+        for file in files
+            .into_iter()
+            .filter(|f| f.extension().is_some_and(|e| e == "hcl"))
+        {
+            let name = file
+                .file_stem()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read policy file {}", file.display()))?;
+            broker
+                .policies
+                .write(tenant.id, &name, &text)
+                .await
+                .map_err(|e| anyhow::anyhow!("policy file {}: {e}", file.display()))?;
+            loaded += 1;
+        }
+    }
+    tracing::info!(policies = loaded, directory = %dir.display(), "loaded policies");
+    Ok(())
 }
 
 fn host_settings(config: &Config) -> HostSettings {

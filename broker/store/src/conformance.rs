@@ -54,6 +54,7 @@ pub async fn run_all(store: &dyn Store) {
     meta(store).await;
     mounts(store).await;
     tokens(store).await;
+    policies(store).await;
     keys(store).await;
     counters(store).await;
     audit_checkpoints(store).await;
@@ -222,6 +223,28 @@ async fn tokens(store: &dyn Store) {
     store.set_token_expiry(&[15; 32], 200).await.unwrap();
     assert_eq!(store.tidy_tokens(150).await.unwrap(), Vec::<Vec<u8>>::new());
     assert_eq!(store.tidy_tokens(200).await.unwrap(), vec![vec![15; 32]]);
+}
+
+async fn policies(store: &dyn Store) {
+    let tenant = TenantId::ROOT;
+    assert_eq!(store.get_policy(tenant, "app").await.unwrap(), None);
+    store.put_policy(tenant, "app", "one", 1).await.unwrap();
+    store.put_policy(tenant, "app", "two", 2).await.unwrap();
+    store.put_policy(tenant, "ops", "x", 2).await.unwrap();
+    assert_eq!(
+        store.get_policy(tenant, "app").await.unwrap().as_deref(),
+        Some("two")
+    );
+    assert_eq!(
+        store.list_policies(tenant).await.unwrap(),
+        vec!["app", "ops"]
+    );
+    assert_eq!(
+        store.get_policy(TenantId::random(), "app").await.unwrap(),
+        None
+    );
+    assert!(store.delete_policy(tenant, "ops").await.unwrap());
+    assert!(!store.delete_policy(tenant, "ops").await.unwrap());
 }
 
 async fn keys(store: &dyn Store) {

@@ -8,6 +8,7 @@
 
 mod body;
 pub mod error;
+mod policies;
 mod response;
 mod sys;
 mod token;
@@ -261,16 +262,19 @@ async fn handle(
         query,
         body,
     };
-    let caller = match authenticate(ready, &headers, &tenant, &request.path).await {
+    let caller = match authenticate(ready, &headers, &tenant).await {
         Ok(caller) => caller,
         Err(error) => return ("auth", Err(error)),
     };
+    if let Err(error) = authorize(ready, &caller, &tenant, &request).await {
+        return ("auth", Err(error));
+    }
     if let Some(rest) = request.path.strip_prefix("auth/token/") {
         let presented = presented_token(&headers).unwrap_or_default();
         return token::handle(ready, &caller, presented, &tenant, rest, &request).await;
     }
     if let Some(rest) = request.path.strip_prefix("sys/") {
-        return sys::handle(state, ready, &tenant, rest, &request).await;
+        return sys::handle(state, ready, &caller, &tenant, rest, &request).await;
     }
     match ready.broker.mounts.resolve(tenant.id, &request.path).await {
         Err(error) => ("mounts", Err(error.into())),
@@ -285,14 +289,12 @@ async fn handle(
     }
 }
 
-/// Authenticates the caller for a tenant and path. A tenant's token never acts outside its
-/// tenant; root-namespace tokens may act in child tenants. Until policies exist, root
-/// tokens may do everything and other tokens only the token self-service paths.
+/// Authenticates the caller for a tenant. A tenant's token never acts outside its tenant;
+/// root-namespace tokens may act in child tenants (their policies see `<tenant>/<path>`).
 async fn authenticate(
     ready: &Ready,
     headers: &HeaderMap,
     tenant: &Tenant,
-    path: &str,
 ) -> Result<Caller, ApiError> {
     let denied = || ApiError::Core(Error::PermissionDenied);
     let token = presented_token(headers).ok_or_else(denied)?;
@@ -301,12 +303,56 @@ async fn authenticate(
     if home != keybroker_core::TenantId::ROOT && home != tenant.id {
         return Err(denied());
     }
-    let self_service =
-        home == tenant.id && token::SELF_SERVICE.contains(&path.trim_end_matches('/'));
-    if !caller.is_root() && !self_service {
-        return Err(denied());
-    }
     Ok(caller)
+}
+
+/// Paths whose rule must also grant `sudo` (Vault's root-protected paths, and ours).
+const SUDO_PATHS: &[&str] = &[
+    "sys/plugins/reload",
+    "sys/plugins/backends",
+    "sys/namespaces",
+    "sys/metrics",
+    "auth/token/create-orphan",
+    "auth/token/tidy",
+];
+
+/// Checks the caller's policies for the request, once, on the canonical path. Every
+/// refusal is the same 403.
+async fn authorize(
+    ready: &Ready,
+    caller: &Caller,
+    tenant: &Tenant,
+    request: &ApiRequest,
+) -> Result<(), ApiError> {
+    use keybroker_core::policy::{canonicalize_request_path, Capability};
+    if caller.is_root() {
+        return Ok(());
+    }
+    let denied = || ApiError::Core(Error::PermissionDenied);
+    let canonical = canonicalize_request_path(&request.path).map_err(|_| denied())?;
+    let checked = policies::policy_path(caller.tenant(), tenant, &canonical);
+    let bare = canonical.trim_end_matches('/');
+    let sudo = SUDO_PATHS
+        .iter()
+        .any(|p| bare == *p || bare.starts_with(&format!("{p}/")));
+    let acl = ready
+        .broker
+        .policies
+        .acl(caller.tenant(), &caller.token.policies)
+        .await?;
+    // A write that creates something needs `create` instead of `update` (Vault's
+    // existence check): creating a key, or encrypting with a missing one (upsert).
+    let needed = match request.operation {
+        Operation::Read => Capability::Read,
+        Operation::List => Capability::List,
+        Operation::Delete => Capability::Delete,
+        Operation::Write if transit::creates(ready, tenant, &canonical).await => Capability::Create,
+        Operation::Write => Capability::Update,
+    };
+    if acl.allows(&checked, needed, sudo) {
+        return Ok(());
+    }
+    Err(denied())
 }
 
 /// Status for a batch with failures, as Vault's transit computes it.

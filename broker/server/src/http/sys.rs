@@ -94,6 +94,7 @@ pub fn leader() -> Response {
 pub async fn handle(
     state: &AppState,
     ready: &Ready,
+    caller: &keybroker_core::tokens::Caller,
     tenant: &Tenant,
     rest: &str,
     request: &ApiRequest,
@@ -104,6 +105,21 @@ pub async fn handle(
             "sys/namespaces",
             namespaces(ready, tenant, rest, request).await,
         );
+    }
+    if let Some(name) = rest
+        .strip_prefix("policies/acl")
+        .or_else(|| rest.strip_prefix("policy"))
+        .filter(|n| n.is_empty() || n.starts_with('/'))
+    {
+        let name = name.trim_start_matches('/');
+        let result = super::policies::acl(ready, tenant, name, request).await;
+        return ("sys/policies", result);
+    }
+    if matches!(rest, "capabilities-self" | "capabilities") && request.operation == Operation::Write
+    {
+        let self_only = rest == "capabilities-self";
+        let result = super::policies::capabilities(ready, caller, tenant, self_only, request).await;
+        return ("sys/capabilities", result);
     }
     match (rest, request.operation) {
         ("mounts", Operation::Read | Operation::List) => {

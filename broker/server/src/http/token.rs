@@ -13,13 +13,6 @@ use serde_json::{json, Value};
 
 use super::{body, error::ApiError, response, ApiRequest, Operation, Ready};
 
-/// Paths any valid token may use on itself (Vault's `default` policy grants them).
-pub const SELF_SERVICE: &[&str] = &[
-    "auth/token/lookup-self",
-    "auth/token/renew-self",
-    "auth/token/revoke-self",
-];
-
 /// Vault API: auth/token/create.
 #[derive(Deserialize, Default)]
 #[serde(default)]

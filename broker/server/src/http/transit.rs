@@ -76,6 +76,30 @@ pub async fn handle(
     }
 }
 
+/// Whether a write to `path` (tenant-relative) would create a transit key: creating a key,
+/// or encrypting with a missing key (upsert). Used for Vault's create-versus-update check.
+pub async fn creates(ready: &Ready, tenant: &Tenant, path: &str) -> bool {
+    let Ok(Some((mount, rest))) = ready.broker.mounts.resolve(tenant.id, path).await else {
+        return false;
+    };
+    if mount.kind != "transit" {
+        return false;
+    }
+    let name = match rest
+        .trim_end_matches('/')
+        .split('/')
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        ["keys", name] | ["encrypt", name] => (*name).to_owned(),
+        _ => return false,
+    };
+    matches!(
+        ready.broker.transit.read_key(tenant, mount.id, &name).await,
+        Err(Error::NotFound(_))
+    )
+}
+
 struct Context<'a> {
     ready: &'a Ready,
     tenant: &'a Tenant,

@@ -1,0 +1,142 @@
+//! `sys/policies/acl` (Vault API: sys/policies/acl) and `sys/capabilities(-self)`.
+
+use axum::{http::StatusCode, response::Response};
+use keybroker_core::{policy, tokens::Caller, Error, Tenant, TenantId};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use super::{body, error::ApiError, response, ApiRequest, Operation, Ready};
+
+/// Vault API: sys/policies/acl/:name, write.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct PolicyBody {
+    policy: Option<String>,
+}
+
+/// Vault API: sys/capabilities and sys/capabilities-self.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct CapabilitiesBody {
+    token: Option<String>,
+    path: Option<String>,
+    paths: Option<Value>,
+}
+
+/// Routes `sys/policies/acl[/name]`.
+pub async fn acl(
+    ready: &Ready,
+    tenant: &Tenant,
+    name: &str,
+    request: &ApiRequest,
+) -> Result<Response, ApiError> {
+    let policies = &ready.broker.policies;
+    match (name, request.operation) {
+        ("", Operation::List | Operation::Read) => {
+            let keys = policies.list(tenant.id).await?;
+            Ok(response::data(&json!({ "keys": keys, "policies": keys })))
+        }
+        ("", _) => Err(ApiError::UnsupportedOperation),
+        (name, Operation::Read) => {
+            let text = policies.read(tenant.id, name).await?;
+            Ok(response::data(
+                &json!({ "name": name.to_ascii_lowercase(), "policy": text, "rules": text }),
+            ))
+        }
+        (name, Operation::Write) => {
+            let input: PolicyBody = body::parse(&request.body)?;
+            let text = input
+                .policy
+                .ok_or_else(|| ApiError::bad_request("missing policy"))?;
+            policies.write(tenant.id, name, &text).await?;
+            Ok(response::no_content())
+        }
+        (name, Operation::Delete) => {
+            policies.delete(tenant.id, name).await?;
+            Ok(response::no_content())
+        }
+        (_, Operation::List) => Err(ApiError::UnsupportedOperation),
+    }
+}
+
+fn paths(input: &CapabilitiesBody) -> Result<Vec<String>, ApiError> {
+    let mut out = Vec::new();
+    if let Some(path) = &input.path {
+        out.push(path.clone());
+    }
+    match &input.paths {
+        None | Some(Value::Null) => {}
+        Some(Value::String(text)) => out.extend(text.split(',').map(|p| p.trim().to_owned())),
+        Some(Value::Array(items)) => {
+            for item in items {
+                let text = item
+                    .as_str()
+                    .ok_or_else(|| ApiError::bad_request("paths must be strings"))?;
+                out.push(text.to_owned());
+            }
+        }
+        Some(_) => return Err(ApiError::bad_request("paths must be a list of strings")),
+    }
+    if out.is_empty() {
+        return Err(ApiError::bad_request("missing paths"));
+    }
+    Ok(out)
+}
+
+/// The path a root-namespace token's policies see for a request in a child tenant.
+pub fn policy_path(caller_tenant: TenantId, tenant: &Tenant, path: &str) -> String {
+    if caller_tenant == TenantId::ROOT && tenant.id != TenantId::ROOT {
+        format!("{}/{}", tenant.name, path)
+    } else {
+        path.to_owned()
+    }
+}
+
+/// `sys/capabilities-self` or `sys/capabilities` (with `token`).
+pub async fn capabilities(
+    ready: &Ready,
+    caller: &Caller,
+    tenant: &Tenant,
+    self_only: bool,
+    request: &ApiRequest,
+) -> Result<Response, ApiError> {
+    let input: CapabilitiesBody = body::parse(&request.body)?;
+    let subject = if self_only {
+        caller.clone()
+    } else {
+        let token = input
+            .token
+            .as_deref()
+            .ok_or_else(|| ApiError::bad_request("missing token"))?;
+        let subject = ready
+            .broker
+            .tokens
+            .authenticate(token)
+            .await
+            .map_err(|_| ApiError::bad_request("invalid token"))?;
+        // Another tenant's token is as unknown as a forged one.
+        if subject.tenant() != tenant.id && subject.tenant() != TenantId::ROOT {
+            return Err(ApiError::bad_request("invalid token"));
+        }
+        subject
+    };
+    let acl = ready
+        .broker
+        .policies
+        .acl(subject.tenant(), &subject.token.policies)
+        .await?;
+    let mut data = Map::new();
+    let mut first = None;
+    for path in paths(&input)? {
+        let canonical = policy::canonicalize_request_path(&path)
+            .map_err(|e| ApiError::Core(Error::invalid(e.to_string())))?;
+        let checked = policy_path(subject.tenant(), tenant, &canonical);
+        let capabilities = acl.capabilities(&checked).to_vault_strings();
+        first.get_or_insert_with(|| capabilities.clone());
+        data.insert(path, json!(capabilities));
+    }
+    if let Some(first) = first {
+        data.insert("capabilities".to_owned(), json!(first));
+    }
+    Ok(response::data_with(StatusCode::OK, &data, &[]))
+}
