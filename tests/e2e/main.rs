@@ -6,6 +6,7 @@
 
 mod support;
 
+mod audit;
 mod counter;
 mod plugins;
 mod policies;

@@ -11,6 +11,7 @@ use keybroker_store::SqliteStore;
 use zeroize::Zeroizing;
 
 use crate::{
+    audit::{AuditSink, FileSink, FileSinkSettings},
     config::{Config, StorageConfig},
     http::{AppState, Ready},
     metrics::{BackendMetrics, Metrics},
@@ -130,9 +131,24 @@ pub async fn build(config: &Config) -> anyhow::Result<Built> {
         .initialize(chosen)
         .await
         .map_err(anyhow::Error::from)?;
+    let audit: Option<Arc<dyn AuditSink>> = match &config.audit {
+        None => None,
+        Some(audit) => {
+            let sink = FileSink::start(
+                FileSinkSettings::from_config(audit),
+                store.clone(),
+                &root_key,
+                Arc::new(SystemClock),
+            )
+            .await
+            .context("cannot start the audit log")?;
+            Some(Arc::new(sink))
+        }
+    };
     let metrics = Arc::new(Metrics::new(backend_metrics, &host));
     let state = AppState::ready(
         Ready { broker, host },
+        audit,
         metrics,
         config.listener.max_request_size,
     );
@@ -280,9 +296,20 @@ pub fn write_token_file(path: &PathBuf, token: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Serves the API until a shutdown signal.
+/// Serves the API until a shutdown signal, then makes the audit log durable.
 pub async fn serve(config: &Config, state: AppState) -> anyhow::Result<()> {
+    let audit = state.audit().cloned();
     let app = crate::http::router(state);
+    let served = serve_until_shutdown(config, app).await;
+    if let Some(audit) = audit {
+        if let Err(error) = audit.flush().await {
+            tracing::error!(%error, "audit log flush at shutdown failed");
+        }
+    }
+    served
+}
+
+async fn serve_until_shutdown(config: &Config, app: axum::Router) -> anyhow::Result<()> {
     let address = config.listener.address;
     match (
         &config.listener.tls_cert_file,
@@ -299,7 +326,7 @@ pub async fn serve(config: &Config, state: AppState) -> anyhow::Result<()> {
             tracing::info!(%address, "listening with TLS");
             axum_server::bind_rustls(address, tls)
                 .handle(handle)
-                .serve(app.into_make_service())
+                .serve(app.into_make_service_with_connect_info::<std::net::SocketAddr>())
                 .await
                 .context("server failed")?;
         }
@@ -308,10 +335,13 @@ pub async fn serve(config: &Config, state: AppState) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("cannot listen on {address}"))?;
             tracing::info!(%address, "listening");
-            axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown_signal())
-                .await
-                .context("server failed")?;
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            )
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+            .context("server failed")?;
         }
     }
     Ok(())

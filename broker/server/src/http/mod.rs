@@ -27,7 +27,11 @@ use axum::{
 use bytes::Bytes;
 use keybroker_core::{tokens::Caller, Broker, Error, Tenant};
 
-use crate::{metrics::Metrics, plugin_host::PluginHost};
+use crate::{
+    audit::{AuditAuth, AuditRecord, AuditSink},
+    metrics::Metrics,
+    plugin_host::PluginHost,
+};
 use error::ApiError;
 
 /// Everything a request may need; cheap to clone.
@@ -38,6 +42,7 @@ pub struct AppState {
 
 struct Inner {
     ready: Option<Ready>,
+    audit: Option<Arc<dyn AuditSink>>,
     sealed_reason: Option<String>,
     metrics: Arc<Metrics>,
     max_request_size: usize,
@@ -54,11 +59,18 @@ pub struct Ready {
 }
 
 impl AppState {
-    /// State of an unsealed broker.
-    pub fn ready(ready: Ready, metrics: Arc<Metrics>, max_request_size: usize) -> Self {
+    /// State of an unsealed broker; with `audit`, every authenticated request and its
+    /// response are logged, fail closed.
+    pub fn ready(
+        ready: Ready,
+        audit: Option<Arc<dyn AuditSink>>,
+        metrics: Arc<Metrics>,
+        max_request_size: usize,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 ready: Some(ready),
+                audit,
                 sealed_reason: None,
                 metrics,
                 max_request_size,
@@ -72,6 +84,7 @@ impl AppState {
         Self {
             inner: Arc::new(Inner {
                 ready: None,
+                audit: None,
                 sealed_reason: Some(reason),
                 metrics,
                 max_request_size,
@@ -80,9 +93,26 @@ impl AppState {
         }
     }
 
+    /// The audit sink, if any.
+    pub fn audit(&self) -> Option<&Arc<dyn AuditSink>> {
+        self.inner.audit.as_ref()
+    }
+
     /// The unsealed broker, if any.
     pub fn ready_parts(&self) -> Option<&Ready> {
         self.inner.ready.as_ref()
+    }
+}
+
+impl Operation {
+    /// The operation's name in audit records (Vault's logical operation names).
+    pub fn audit_name(self) -> &'static str {
+        match self {
+            Operation::Read => "read",
+            Operation::List => "list",
+            Operation::Write => "update",
+            Operation::Delete => "delete",
+        }
     }
 }
 
@@ -119,15 +149,20 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn dispatch(
-    State(state): State<AppState>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
+async fn dispatch(State(state): State<AppState>, request: axum::extract::Request) -> Response {
     let started = Instant::now();
-    let (label, response) = match handle(&state, method, uri, headers, body).await {
+    let remote = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|info| info.0.ip().to_string());
+    let (parts, body) = request.into_parts();
+    let edge = Edge {
+        method: parts.method,
+        uri: parts.uri,
+        headers: parts.headers,
+        remote,
+    };
+    let (label, response) = match handle(&state, edge, body).await {
         (label, Ok(response)) => (label, response),
         (label, Err(error)) => (label, error.into_response()),
     };
@@ -215,13 +250,25 @@ fn resolve_tenant(
     }
 }
 
-async fn handle(
-    state: &AppState,
+/// What the edge knows of a request before reading its body.
+struct Edge {
     method: Method,
     uri: Uri,
     headers: HeaderMap,
+    remote: Option<String>,
+}
+
+async fn handle(
+    state: &AppState,
+    edge: Edge,
     body: Body,
 ) -> (&'static str, Result<Response, ApiError>) {
+    let Edge {
+        method,
+        uri,
+        headers,
+        remote,
+    } = edge;
     let query = parse_query(&uri);
     let wants_list = query.get("list").is_some_and(|v| v == "true" || v == "1");
     let operation = match method.as_str() {
@@ -262,19 +309,81 @@ async fn handle(
         query,
         body,
     };
-    let caller = match authenticate(ready, &headers, &tenant).await {
-        Ok(caller) => caller,
-        Err(error) => return ("auth", Err(error)),
-    };
-    if let Err(error) = authorize(ready, &caller, &tenant, &request).await {
-        return ("auth", Err(error));
+    let caller = authenticate(ready, &headers, &tenant).await;
+    let audit = state.inner.audit.as_deref();
+    let started = Instant::now();
+    let record = audit.map(|sink| {
+        let mut record = AuditRecord::request(
+            uuid::Uuid::new_v4().to_string(),
+            operation.audit_name(),
+            request.path.as_str(),
+        )
+        .with_tenant(&tenant.name, tenant.id)
+        .with_namespace(format!("{}/", tenant.name));
+        if let Some(remote) = &remote {
+            record = record.with_remote_address(remote);
+        }
+        if let Ok(caller) = &caller {
+            let token = presented_token(&headers).unwrap_or_default();
+            let record_token = &caller.token;
+            record = record.with_auth(
+                AuditAuth::builder(sink)
+                    .client_token(token)
+                    .accessor(&record_token.accessor)
+                    .policies(record_token.policies.iter().cloned())
+                    .display_name(&record_token.display_name)
+                    .token_type("service")
+                    .build(),
+            );
+        }
+        record
+    });
+    if let (Some(sink), Some(record)) = (audit, &record) {
+        if let Err(error) = sink.log(record.clone()).await {
+            tracing::error!(%error, "audit log failed; refusing the request");
+            return ("audit", Err(audit_unavailable()));
+        }
     }
+    let (label, result) = match caller {
+        Err(error) => ("auth", Err(error)),
+        Ok(caller) => match authorize(ready, &caller, &tenant, &request).await {
+            Err(error) => ("auth", Err(error)),
+            Ok(()) => route(state, ready, &caller, &tenant, &headers, &request).await,
+        },
+    };
+    let response = result.unwrap_or_else(IntoResponse::into_response);
+    if let (Some(sink), Some(record)) = (audit, record) {
+        // Error messages are not logged: some echo input.
+        let answer = record.to_response(response.status().as_u16(), started.elapsed(), None);
+        if let Err(error) = sink.log(answer).await {
+            tracing::error!(%error, "audit log failed; withholding the response");
+            return (label, Err(audit_unavailable()));
+        }
+    }
+    (label, Ok(response))
+}
+
+fn audit_unavailable() -> ApiError {
+    ApiError::Core(Error::Unavailable(
+        "the audit log is unavailable".to_owned(),
+    ))
+}
+
+/// Hands an authenticated, authorised request to its handler.
+async fn route(
+    state: &AppState,
+    ready: &Ready,
+    caller: &Caller,
+    tenant: &Tenant,
+    headers: &HeaderMap,
+    request: &ApiRequest,
+) -> (&'static str, Result<Response, ApiError>) {
     if let Some(rest) = request.path.strip_prefix("auth/token/") {
-        let presented = presented_token(&headers).unwrap_or_default();
-        return token::handle(ready, &caller, presented, &tenant, rest, &request).await;
+        let presented = presented_token(headers).unwrap_or_default();
+        return token::handle(ready, caller, presented, tenant, rest, request).await;
     }
     if let Some(rest) = request.path.strip_prefix("sys/") {
-        return sys::handle(state, ready, &caller, &tenant, rest, &request).await;
+        return sys::handle(state, ready, caller, tenant, rest, request).await;
     }
     match ready.broker.mounts.resolve(tenant.id, &request.path).await {
         Err(error) => ("mounts", Err(error.into())),
@@ -285,7 +394,7 @@ async fn handle(
                 request.path
             )))),
         ),
-        Ok(Some((mount, rest))) => transit::handle(ready, &tenant, &mount, rest, &request).await,
+        Ok(Some((mount, rest))) => transit::handle(ready, tenant, &mount, rest, request).await,
     }
 }
 

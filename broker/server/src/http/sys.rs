@@ -133,6 +133,9 @@ pub async fn handle(
             ("sys/plugins/reload", Ok(backends(ready)))
         }
         ("metrics", Operation::Read) => ("sys/metrics", metrics(state, request)),
+        (path, Operation::Write) if path.starts_with("audit-hash/") => {
+            ("sys/audit-hash", audit_hash(state, path, request))
+        }
         (path, operation) if path.starts_with("mounts/") => {
             let mount = path.trim_start_matches("mounts/");
             let result = match operation {
@@ -352,6 +355,26 @@ fn backends(ready: &Ready) -> Response {
     }
     let names: Vec<Value> = instances.iter().map(|i| i["name"].clone()).collect();
     response::data(&json!({ "keys": names, "backends": instances }))
+}
+
+/// `POST /v1/sys/audit-hash/:path` (Vault API: sys/audit-hash): the HMAC a sink writes for
+/// `input`, so a caller can find a known value in the log.
+fn audit_hash(state: &AppState, path: &str, request: &ApiRequest) -> Result<Response, ApiError> {
+    #[derive(Deserialize, Default)]
+    #[serde(default)]
+    struct HashBody {
+        input: Option<String>,
+    }
+    let name = path.trim_start_matches("audit-hash/").trim_end_matches('/');
+    let sink = state
+        .audit()
+        .filter(|sink| sink.name() == name)
+        .ok_or_else(|| ApiError::bad_request(format!("unknown audit backend {name:?}")))?;
+    let input: HashBody = body::parse(&request.body)?;
+    let input = input
+        .input
+        .ok_or_else(|| ApiError::bad_request("missing input"))?;
+    Ok(response::data(&json!({ "hash": sink.hash(&input) })))
 }
 
 /// `GET /v1/sys/metrics?format=prometheus` (Vault's path).
