@@ -295,6 +295,13 @@ async fn handle(
     let Some(ready) = state.inner.ready.as_ref() else {
         return ("sealed", Err(ApiError::Core(Error::Sealed)));
     };
+    // Response wrapping is not built: refuse rather than answer unwrapped.
+    if headers.contains_key("x-vault-wrap-ttl") {
+        return (
+            "wrapping",
+            Err(ApiError::bad_request("response wrapping is not supported")),
+        );
+    }
     let body = match read_body(body, state.inner.max_request_size, &headers).await {
         Ok(body) => body,
         Err(error) => return ("body", Err(error)),
