@@ -6,6 +6,7 @@
 
 mod support;
 
+mod approle;
 mod audit;
 mod counter;
 mod plugins;

@@ -1,11 +1,12 @@
 //! The broker facade: opens (or initialises) a store under a root key and wires tokens,
-//! mounts and the transit engine together.
+//! mounts, auth methods and the transit engine together.
 
-use std::sync::Arc;
+use std::{net::IpAddr, sync::Arc};
 
 use zeroize::Zeroizing;
 
 use crate::{
+    approle::{AppRoleSettings, AppRoles, LoginIdentity},
     backend::Backends,
     clock::Clock,
     error::{Error, Result},
@@ -15,7 +16,7 @@ use crate::{
     store::MountRecord,
     store::Store,
     tenants::Tenants,
-    tokens::{TokenSettings, Tokens},
+    tokens::{IssuedToken, TokenRequest, TokenSettings, Tokens},
     transit::{Transit, TransitSettings},
     Tenant, TenantId,
 };
@@ -31,6 +32,8 @@ pub struct BrokerSettings {
     pub transit: TransitSettings,
     /// Token lifetimes.
     pub tokens: TokenSettings,
+    /// AppRole lockout.
+    pub approle: AppRoleSettings,
 }
 
 /// Reads a 32-byte secret sealed under the root key, generating and storing it on first
@@ -82,6 +85,8 @@ pub struct Broker {
     pub tenants: Tenants,
     /// ACL policies.
     pub policies: Policies,
+    /// The AppRole auth method.
+    pub approle: AppRoles,
 }
 
 impl std::fmt::Debug for Broker {
@@ -102,7 +107,15 @@ impl Broker {
         settings: BrokerSettings,
     ) -> Result<Self> {
         let server_key = sealed_secret(store.as_ref(), root_key, META_SERVER_KEY).await?;
+        let approle_key =
+            sealed_secret(store.as_ref(), root_key, crate::approle::SECRET_ID_KEY_NAME).await?;
         Ok(Self {
+            approle: AppRoles::new(
+                approle_key.as_ref(),
+                store.clone(),
+                clock.clone(),
+                settings.approle,
+            )?,
             tenants: Tenants::load(store.clone(), clock.clone()).await?,
             policies: Policies::new(store.clone(), clock.clone()),
             tokens: Tokens::new(
@@ -168,6 +181,75 @@ impl Broker {
             }
         }
         self.mounts.enable(tenant.id, path, kind, description).await
+    }
+
+    /// Mounts an auth method in a tenant at `auth/<path>/` (`bao auth enable`).
+    pub async fn enable_auth(
+        &self,
+        tenant: &Tenant,
+        path: &str,
+        kind: &str,
+        description: &str,
+    ) -> Result<Arc<MountRecord>> {
+        self.mounts
+            .enable_auth(tenant.id, path, kind, description)
+            .await
+    }
+
+    /// Unmounts an auth method with its roles and credentials (`bao auth disable`). Tokens
+    /// it issued stay valid until they expire or are revoked (Vault revokes them at once;
+    /// tokens do not record their auth mount yet).
+    pub async fn disable_auth(&self, tenant: &Tenant, path: &str) -> Result<()> {
+        self.mounts.disable_auth(tenant.id, path).await?;
+        Ok(())
+    }
+
+    /// An AppRole login from `client` on an approle mount: checks the credentials (see
+    /// [`AppRoles::verify_login`]) and issues a token with the role's policies and limits,
+    /// whose metadata is the secret_id's with `role_name` added. The identity says what was
+    /// found, for the audit log, whatever the outcome.
+    pub async fn approle_login(
+        &self,
+        mount: &MountRecord,
+        role_id: &str,
+        secret_id: &str,
+        client: Option<IpAddr>,
+    ) -> (LoginIdentity, Result<IssuedToken>) {
+        let (identity, verified) = self
+            .approle
+            .verify_login(mount, role_id, secret_id, client)
+            .await;
+        let verified = match verified {
+            Ok(verified) => verified,
+            Err(error) => return (identity, Err(error)),
+        };
+        let role = verified.role;
+        let (mut meta, secret_bound) = verified
+            .secret_id
+            .map(|s| (s.metadata, s.token_bound_cidrs))
+            .unwrap_or_default();
+        meta.insert("role_name".to_owned(), role.name.clone());
+        let explicit_max_ttl = [role.token_max_ttl, role.token_explicit_max_ttl]
+            .into_iter()
+            .filter(|t| *t > 0)
+            .min();
+        let request = TokenRequest {
+            policies: role.token_policies,
+            ttl: (role.token_ttl > 0).then_some(role.token_ttl),
+            explicit_max_ttl,
+            num_uses: role.token_num_uses,
+            meta,
+            display_name: Some(crate::approle::AUTH_TYPE.to_owned()),
+            renewable: Some(true),
+            no_default_policy: role.token_no_default_policy,
+            bound_cidrs: if secret_bound.is_empty() {
+                role.token_bound_cidrs
+            } else {
+                secret_bound
+            },
+        };
+        let issued = self.tokens.create(mount.tenant, None, request).await;
+        (identity, issued)
     }
 
     /// Creates a tenant (namespace).

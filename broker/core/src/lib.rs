@@ -9,13 +9,18 @@
 //! Ciphertexts are bound to immutable ids (tenant, key, version) through HKDF and AES-GCM
 //! AAD ([`crypto`]), so a DEK or ciphertext moved elsewhere is useless.
 //!
+//! Callers authenticate with tokens ([`tokens`]) issued directly or by an auth method
+//! ([`approle`]); ACL policies ([`policies`]) confine them to their tenant ([`tenants`]).
+//!
 //! The core talks to the world through traits: [`store::Store`] (sqlx adapters live in
 //! `keybroker-store`), [`backend::Backends`] (the plugin host lives in `keybroker-server`)
 //! and [`clock::Clock`]. [`Broker`] ties them together; the HTTP layer makes one call into
 //! it per request.
 
+pub mod approle;
 pub mod backend;
 pub mod broker;
+pub mod cidr;
 pub mod clock;
 pub mod crypto;
 pub mod dek_cache;

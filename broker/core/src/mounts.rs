@@ -1,4 +1,6 @@
-//! The mount table of each tenant: path prefixes bound to secrets engines.
+//! The mount table of each tenant: path prefixes bound to secrets engines and auth methods.
+//! Auth methods live under `auth/<path>/` (a prefix no secrets engine may take), so the two
+//! never collide; `auth/token/` is built in and never in the table.
 //!
 //! Held in memory (one `Arc` snapshot per tenant, replaced on change) so that routing a
 //! request costs a few string comparisons; the store is the source of truth.
@@ -18,8 +20,29 @@ use crate::{
 /// Secrets engine types the broker can mount.
 pub const ENGINE_TYPES: &[&str] = &["transit"];
 
+/// Auth method types the broker can mount (besides the built-in `token`).
+pub const AUTH_TYPES: &[&str] = &[crate::approle::AUTH_TYPE];
+
+/// The path prefix of every auth method mount.
+pub const AUTH_PREFIX: &str = "auth/";
+
 /// Top-level path segments that are never mount paths (routes of the broker itself).
 pub const RESERVED_PREFIXES: &[&str] = &["sys", "auth", "identity", "cubbyhole", "root"];
+
+/// Whether a mount is an auth method.
+pub fn is_auth(mount: &MountRecord) -> bool {
+    mount.path.starts_with(AUTH_PREFIX)
+}
+
+/// Normalises an auth method's path (`approle`, as `bao auth enable -path=…` names it) to its
+/// mount path (`auth/approle/`).
+pub fn normalize_auth_path(path: &str) -> Result<String> {
+    let inner = normalize_path(path)?;
+    if inner.split('/').next() == Some("token") {
+        return Err(Error::invalid("path is already in use at auth/token/"));
+    }
+    Ok(format!("{AUTH_PREFIX}{inner}"))
+}
 
 /// A tenant's mounts, longest path first.
 pub type MountTable = Arc<Vec<Arc<MountRecord>>>;
@@ -140,6 +163,33 @@ impl Mounts {
                 "plugin not found in the catalog: {kind}"
             )));
         }
+        self.insert(tenant, path, kind, description).await
+    }
+
+    /// Mounts an auth method at `auth/<path>/` (Vault API: sys/auth/:path).
+    pub async fn enable_auth(
+        &self,
+        tenant: TenantId,
+        path: &str,
+        kind: &str,
+        description: &str,
+    ) -> Result<Arc<MountRecord>> {
+        let path = normalize_auth_path(path)?;
+        if !AUTH_TYPES.contains(&kind) {
+            return Err(Error::invalid(format!(
+                "plugin not found in the catalog: {kind}"
+            )));
+        }
+        self.insert(tenant, path, kind, description).await
+    }
+
+    async fn insert(
+        &self,
+        tenant: TenantId,
+        path: String,
+        kind: &str,
+        description: &str,
+    ) -> Result<Arc<MountRecord>> {
         let table = self.reload(tenant).await?;
         if let Some(existing) = table
             .iter()
@@ -173,6 +223,17 @@ impl Mounts {
     /// Unmounts an engine and deletes its keys. Unknown paths succeed, as in Vault.
     pub async fn disable(&self, tenant: TenantId, path: &str) -> Result<Option<MountId>> {
         let path = normalize_path(path)?;
+        self.remove(tenant, path).await
+    }
+
+    /// Unmounts an auth method (`approle` for `auth/approle/`) and deletes its roles and
+    /// credentials. Unknown paths succeed, as in Vault.
+    pub async fn disable_auth(&self, tenant: TenantId, path: &str) -> Result<Option<MountId>> {
+        let path = normalize_auth_path(path)?;
+        self.remove(tenant, path).await
+    }
+
+    async fn remove(&self, tenant: TenantId, path: String) -> Result<Option<MountId>> {
         let table = self.reload(tenant).await?;
         let Some(mount) = table.iter().find(|m| m.path == path) else {
             return Ok(None);
@@ -211,6 +272,15 @@ mod tests {
             "", "/", "sys", "sys/x", "auth/jwt", "a//b", "a/../b", "a b", "é", "a\0b",
         ] {
             assert!(normalize_path(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn auth_paths_live_under_auth() {
+        assert_eq!(normalize_auth_path("approle").unwrap(), "auth/approle/");
+        assert_eq!(normalize_auth_path("/apps/x/").unwrap(), "auth/apps/x/");
+        for bad in ["", "token", "token/x", "sys", "a/../b", "a b"] {
+            assert!(normalize_auth_path(bad).is_err(), "{bad:?}");
         }
     }
 }

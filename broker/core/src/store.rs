@@ -82,6 +82,76 @@ pub struct TokenRecord {
     pub meta: std::collections::BTreeMap<String, String>,
     /// Whether `renew-self` may extend it.
     pub renewable: bool,
+    /// CIDR blocks the token may be used from (empty = anywhere); checked at every use.
+    pub bound_cidrs: Vec<String>,
+}
+
+/// An AppRole role (Vault API: auth/approle/role/:role_name).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppRoleRecord {
+    /// Owning tenant.
+    pub tenant: TenantId,
+    /// The approle auth mount the role lives in.
+    pub mount: MountId,
+    /// Role name (lowercase).
+    pub name: String,
+    /// The role's identifier, the public half of a login; unique within the mount.
+    pub role_id: String,
+    /// Whether a login must present a secret_id.
+    pub bind_secret_id: bool,
+    /// Uses of each secret_id issued for the role (0 = unlimited).
+    pub secret_id_num_uses: u64,
+    /// Lifetime of each secret_id in seconds (0 = unlimited).
+    pub secret_id_ttl: u64,
+    /// CIDR blocks logins must come from (empty = anywhere).
+    pub secret_id_bound_cidrs: Vec<String>,
+    /// CIDR blocks the issued tokens may be used from (empty = anywhere).
+    pub token_bound_cidrs: Vec<String>,
+    /// Policies of the issued tokens.
+    pub token_policies: Vec<String>,
+    /// TTL of the issued tokens in seconds (0 = the system default).
+    pub token_ttl: u64,
+    /// Maximum lifetime of the issued tokens in seconds (0 = the system maximum).
+    pub token_max_ttl: u64,
+    /// Hard limit on the issued tokens' lifetime in seconds (0 = none beyond `token_max_ttl`).
+    pub token_explicit_max_ttl: u64,
+    /// Uses of each issued token (0 = unlimited).
+    pub token_num_uses: u64,
+    /// Leave the `default` policy out of issued tokens.
+    pub token_no_default_policy: bool,
+    /// Creation time, Unix seconds.
+    pub created_at: i64,
+}
+
+/// An AppRole secret_id as stored: only its keyed hash, never the secret_id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SecretIdRecord {
+    /// HMAC-SHA256 of the secret_id under the AppRole key.
+    pub hash: Vec<u8>,
+    /// Public handle for lookup and destruction without the secret_id.
+    pub accessor: String,
+    /// Owning tenant.
+    pub tenant: TenantId,
+    /// The approle auth mount.
+    pub mount: MountId,
+    /// The role the secret_id was issued for.
+    pub role_name: String,
+    /// Metadata given at issue; copied into the metadata of tokens it logs in.
+    pub metadata: std::collections::BTreeMap<String, String>,
+    /// CIDR blocks logins with it must come from (empty = anywhere).
+    pub cidr_list: Vec<String>,
+    /// CIDR blocks the tokens it logs in may be used from (empty = the role's).
+    pub token_bound_cidrs: Vec<String>,
+    /// Logins left; `None` = unlimited.
+    pub uses_remaining: Option<u64>,
+    /// Uses given at issue (0 = unlimited).
+    pub num_uses: u64,
+    /// Lifetime given at issue, seconds (0 = unlimited).
+    pub ttl: u64,
+    /// Creation time, Unix seconds.
+    pub created_at: i64,
+    /// Expiry, Unix seconds; `None` = never.
+    pub expires_at: Option<i64>,
 }
 
 /// How a key uses its backend.
@@ -232,6 +302,90 @@ pub trait Store: Send + Sync + 'static {
     async fn use_token(&self, hash: &[u8]) -> Result<Option<u64>, StoreError>;
     /// Deletes tokens expired at `now`; returns their hashes.
     async fn tidy_tokens(&self, now: i64) -> Result<Vec<Vec<u8>>, StoreError>;
+
+    /// Creates or replaces an AppRole role (keyed by tenant, mount and name); its secret_ids
+    /// are kept. `Conflict` if another role of the mount has the same `role_id`.
+    async fn put_approle_role(&self, role: &AppRoleRecord) -> Result<(), StoreError>;
+    /// An AppRole role by name.
+    async fn get_approle_role(
+        &self,
+        tenant: TenantId,
+        mount: MountId,
+        name: &str,
+    ) -> Result<Option<AppRoleRecord>, StoreError>;
+    /// An AppRole role by its `role_id` (logins).
+    async fn get_approle_role_by_role_id(
+        &self,
+        tenant: TenantId,
+        mount: MountId,
+        role_id: &str,
+    ) -> Result<Option<AppRoleRecord>, StoreError>;
+    /// Names of a mount's roles, sorted.
+    async fn list_approle_roles(
+        &self,
+        tenant: TenantId,
+        mount: MountId,
+    ) -> Result<Vec<String>, StoreError>;
+    /// Deletes a role and every secret_id issued for it; returns whether it existed.
+    async fn delete_approle_role(
+        &self,
+        tenant: TenantId,
+        mount: MountId,
+        name: &str,
+    ) -> Result<bool, StoreError>;
+    /// Stores a secret_id of an existing role; `Conflict` if the role already has a
+    /// secret_id with this hash (a repeated custom secret_id) or the accessor is taken.
+    async fn put_approle_secret_id(&self, secret_id: &SecretIdRecord) -> Result<(), StoreError>;
+    /// A role's secret_id by its keyed hash, expired or not.
+    async fn get_approle_secret_id(
+        &self,
+        tenant: TenantId,
+        mount: MountId,
+        role_name: &str,
+        hash: &[u8],
+    ) -> Result<Option<SecretIdRecord>, StoreError>;
+    /// A role's secret_id by accessor, expired or not.
+    async fn get_approle_secret_id_by_accessor(
+        &self,
+        tenant: TenantId,
+        mount: MountId,
+        role_name: &str,
+        accessor: &str,
+    ) -> Result<Option<SecretIdRecord>, StoreError>;
+    /// Accessors of a role's secret_ids, sorted.
+    async fn list_approle_secret_id_accessors(
+        &self,
+        tenant: TenantId,
+        mount: MountId,
+        role_name: &str,
+    ) -> Result<Vec<String>, StoreError>;
+    /// Deletes a role's secret_id by keyed hash; returns whether it existed.
+    async fn delete_approle_secret_id(
+        &self,
+        tenant: TenantId,
+        mount: MountId,
+        role_name: &str,
+        hash: &[u8],
+    ) -> Result<bool, StoreError>;
+    /// Consumes one login of a use-limited secret_id atomically (one statement, exact under
+    /// any concurrency); returns the uses left after this one, or `None` if none was left or
+    /// the secret_id is gone. The secret_id is deleted with its last use.
+    async fn use_approle_secret_id(
+        &self,
+        tenant: TenantId,
+        mount: MountId,
+        role_name: &str,
+        hash: &[u8],
+    ) -> Result<Option<u64>, StoreError>;
+    /// Deletes at most `limit` secret_ids of a mount expired at `now`; returns how many. Small
+    /// batches keep each write short, so logins are never held up by a tidy.
+    async fn tidy_approle_secret_ids(
+        &self,
+        tenant: TenantId,
+        mount: MountId,
+        now: i64,
+        limit: u32,
+    ) -> Result<u64, StoreError>;
 
     /// Creates a key with its first version; `Conflict` if the name is taken.
     async fn create_key(&self, key: &KeyRecord, first: &KeyVersionRecord)

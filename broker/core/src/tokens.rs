@@ -4,7 +4,7 @@
 //! a parent revokes its children). Resolved records are cached in memory; revocation drops
 //! them from the cache at once.
 
-use std::{sync::Arc, time::Duration};
+use std::{net::IpAddr, sync::Arc, time::Duration};
 
 use hmac::{Hmac, Mac};
 use moka::sync::Cache;
@@ -66,6 +66,9 @@ pub struct TokenRequest {
     pub renewable: Option<bool>,
     /// Leave out the `default` policy.
     pub no_default_policy: bool,
+    /// CIDR blocks the token may be used from (empty = anywhere); each must parse
+    /// ([`crate::cidr::parse_list`]).
+    pub bound_cidrs: Vec<String>,
 }
 
 /// A token just issued: its text (shown once) and its record.
@@ -174,6 +177,7 @@ impl Tokens {
             parent_accessor: None,
             meta: Default::default(),
             renewable: false,
+            bound_cidrs: Vec::new(),
         };
         self.store.put_token(&record).await?;
         Ok(token)
@@ -187,8 +191,10 @@ impl Tokens {
             .invalidate_entries_if(move |_, record| record.tenant == tenant);
     }
 
-    /// Resolves a presented token; every failure is the same `PermissionDenied`.
-    pub async fn authenticate(&self, token: &str) -> Result<Caller> {
+    /// Resolves a presented token used from `client` (the caller's address, `None` when
+    /// unknown); every failure is the same `PermissionDenied`. A token bound to CIDR blocks
+    /// is refused from any other address, and from an unknown one, before a use is counted.
+    pub async fn authenticate(&self, token: &str, client: Option<IpAddr>) -> Result<Caller> {
         if token.is_empty() || token.len() > 512 {
             return Err(Error::PermissionDenied);
         }
@@ -211,6 +217,12 @@ impl Tokens {
             .is_some_and(|at| at <= self.clock.now_unix())
         {
             self.cache.invalidate(&hash);
+            return Err(Error::PermissionDenied);
+        }
+        if !record.bound_cidrs.is_empty()
+            && !client
+                .is_some_and(|address| crate::cidr::contains_any(&record.bound_cidrs, address))
+        {
             return Err(Error::PermissionDenied);
         }
         if record.uses_remaining.is_some() {
@@ -274,6 +286,7 @@ impl Tokens {
                 "the parent token expires too soon to create a child",
             ));
         }
+        crate::cidr::parse_list(&request.bound_cidrs)?;
         let token = Zeroizing::new(format!("{TOKEN_PREFIX}{}", random_text(32)));
         let record = TokenRecord {
             hash: self.hash(&token).to_vec(),
@@ -289,6 +302,7 @@ impl Tokens {
             parent_accessor: parent.map(|p| p.accessor.clone()),
             meta: request.meta,
             renewable: request.renewable.unwrap_or(true),
+            bound_cidrs: request.bound_cidrs,
         };
         self.store.put_token(&record).await?;
         Ok(IssuedToken { token, record })

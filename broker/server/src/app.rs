@@ -99,6 +99,10 @@ pub async fn build(config: &Config) -> anyhow::Result<Built> {
             default_ttl: config.timing.token_default_ttl.as_secs(),
             max_ttl: config.timing.token_max_ttl.as_secs(),
         },
+        approle: keybroker_core::approle::AppRoleSettings {
+            lockout_threshold: config.timing.approle_lockout_threshold,
+            lockout_duration: config.timing.approle_lockout_duration.as_secs(),
+        },
     };
     let broker = match Broker::open(
         store.clone(),
@@ -151,7 +155,8 @@ pub async fn build(config: &Config) -> anyhow::Result<Built> {
         audit,
         metrics,
         config.listener.max_request_size,
-    );
+    )
+    .with_trusted_proxies(config.trusted_proxies.clone());
     Ok(Built { state, root_token })
 }
 

@@ -66,6 +66,10 @@ pub struct ListenerConfig {
     /// Largest request body in bytes (413 above).
     #[serde(default = "default_max_request_size")]
     pub max_request_size: usize,
+    /// Proxies (addresses or CIDR blocks) whose `X-Forwarded-For` header is believed; from
+    /// any other peer the header is ignored and the peer's address is the client's.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for ListenerConfig {
@@ -76,6 +80,7 @@ impl Default for ListenerConfig {
             tls_key_file: None,
             tls_disable: false,
             max_request_size: default_max_request_size(),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -133,6 +138,12 @@ pub struct TimingConfig {
     /// Longest lifetime of any token, renewals included.
     #[serde(with = "humantime_serde")]
     pub token_max_ttl: Duration,
+    /// Failed AppRole logins of a (role_id, client address) pair that lock the pair out.
+    pub approle_lockout_threshold: u32,
+    /// Window over which AppRole login failures are counted, and how long a locked pair
+    /// stays locked.
+    #[serde(with = "humantime_serde")]
+    pub approle_lockout_duration: Duration,
 }
 
 impl Default for TimingConfig {
@@ -147,6 +158,8 @@ impl Default for TimingConfig {
             counter_block: 10_000,
             token_default_ttl: Duration::from_secs(768 * 3600),
             token_max_ttl: Duration::from_secs(768 * 3600),
+            approle_lockout_threshold: 5,
+            approle_lockout_duration: Duration::from_secs(15 * 60),
         }
     }
 }
@@ -268,6 +281,8 @@ pub struct Config {
     pub builtin_local: bool,
     /// Listener.
     pub listener: ListenerConfig,
+    /// `listener.trusted_proxies`, parsed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Seal.
     pub seal: SealConfig,
     /// Timing.
@@ -391,6 +406,30 @@ impl Config {
                 "must not exceed token_max_ttl",
             ));
         }
+        if timing.approle_lockout_threshold == 0 {
+            return Err(invalid(
+                "timing.approle_lockout_threshold",
+                "must be at least 1",
+            ));
+        }
+        if timing.approle_lockout_duration.as_secs() == 0 {
+            return Err(invalid(
+                "timing.approle_lockout_duration",
+                "must be at least 1s",
+            ));
+        }
+        let trusted_proxies = listener
+            .trusted_proxies
+            .iter()
+            .map(|entry| {
+                keybroker_core::cidr::parse(entry).map_err(|_| {
+                    invalid(
+                        "listener.trusted_proxies",
+                        format!("{entry:?} is not an IP address or CIDR block"),
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         if timing.counter_block == 0 {
             return Err(invalid("timing.counter_block", "must be at least 1"));
         }
@@ -423,6 +462,7 @@ impl Config {
             default_backend: file.default_backend.unwrap_or_else(|| "local".to_owned()),
             builtin_local: file.builtin_local.unwrap_or(true),
             listener,
+            trusted_proxies,
             seal,
             timing,
             audit: audit_config(file.audit)?,
@@ -522,6 +562,46 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.contains("write_timout"), "{error}");
+    }
+
+    #[test]
+    fn trusted_proxies_and_lockout_are_checked() {
+        let file = parse(
+            "state_dir = \"/x\"\n[listener]\ntrusted_proxies = [\"10.0.0.0/8\", \"192.0.2.7\"]\n[timing]\napprole_lockout_threshold = 3\napprole_lockout_duration = \"2s\"\n",
+        )
+        .unwrap();
+        let config = Config::build(Some(file), Overrides::default()).unwrap();
+        let proxies: Vec<String> = config
+            .trusted_proxies
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(proxies, vec!["10.0.0.0/8", "192.0.2.7/32"]);
+        assert_eq!(config.timing.approle_lockout_threshold, 3);
+        assert_eq!(
+            config.timing.approle_lockout_duration,
+            Duration::from_secs(2)
+        );
+        for (text, key) in [
+            (
+                "[listener]\ntrusted_proxies = [\"proxy.example\"]\n",
+                "listener.trusted_proxies",
+            ),
+            (
+                "[timing]\napprole_lockout_threshold = 0\n",
+                "timing.approle_lockout_threshold",
+            ),
+        ] {
+            let file = parse(&format!("state_dir = \"/x\"\n{text}")).unwrap();
+            let error = Config::build(Some(file), Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains(key), "{error}");
+        }
+        let error = parse("[listener]\ntrusted_proxy = []\n")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("trusted_proxy"), "{error}");
     }
 
     #[test]

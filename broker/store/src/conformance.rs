@@ -2,7 +2,10 @@
 //! Each adapter's tests call [`run_all`] on a fresh, empty store.
 
 use keybroker_core::{
-    store::{KeyMode, KeyRecord, KeyVersionRecord, MountRecord, Store, StoreError, TokenRecord},
+    store::{
+        AppRoleRecord, KeyMode, KeyRecord, KeyVersionRecord, MountRecord, SecretIdRecord, Store,
+        StoreError, TokenRecord,
+    },
     KeyId, MountId, TenantId,
 };
 
@@ -54,6 +57,7 @@ pub async fn run_all(store: &dyn Store) {
     meta(store).await;
     mounts(store).await;
     tokens(store).await;
+    approle(store).await;
     policies(store).await;
     keys(store).await;
     counters(store).await;
@@ -160,6 +164,7 @@ fn token(hash: u8, accessor: &str, parent: Option<&str>) -> TokenRecord {
         parent_accessor: parent.map(str::to_owned),
         meta: [("team".to_owned(), "billing".to_owned())].into(),
         renewable: false,
+        bound_cidrs: vec!["10.0.0.0/8".to_owned()],
     }
 }
 
@@ -223,6 +228,311 @@ async fn tokens(store: &dyn Store) {
     store.set_token_expiry(&[15; 32], 200).await.unwrap();
     assert_eq!(store.tidy_tokens(150).await.unwrap(), Vec::<Vec<u8>>::new());
     assert_eq!(store.tidy_tokens(200).await.unwrap(), vec![vec![15; 32]]);
+}
+
+fn role(mount: &MountRecord, name: &str, role_id: &str) -> AppRoleRecord {
+    AppRoleRecord {
+        tenant: mount.tenant,
+        mount: mount.id,
+        name: name.to_owned(),
+        role_id: role_id.to_owned(),
+        bind_secret_id: true,
+        secret_id_num_uses: 3,
+        secret_id_ttl: 600,
+        secret_id_bound_cidrs: vec!["10.0.0.0/8".to_owned()],
+        token_bound_cidrs: vec!["10.1.0.0/16".to_owned()],
+        token_policies: vec!["app-enc".to_owned()],
+        token_ttl: 3600,
+        token_max_ttl: 7200,
+        token_explicit_max_ttl: 0,
+        token_num_uses: 5,
+        token_no_default_policy: true,
+        created_at: 9,
+    }
+}
+
+fn secret_id(
+    role: &AppRoleRecord,
+    hash: u8,
+    uses: Option<u64>,
+    expires_at: Option<i64>,
+) -> SecretIdRecord {
+    SecretIdRecord {
+        hash: vec![hash; 32],
+        accessor: format!("accessor-{hash}"),
+        tenant: role.tenant,
+        mount: role.mount,
+        role_name: role.name.clone(),
+        metadata: [("env".to_owned(), "prod".to_owned())].into(),
+        cidr_list: vec!["10.2.0.0/16".to_owned()],
+        token_bound_cidrs: Vec::new(),
+        uses_remaining: uses,
+        num_uses: uses.unwrap_or(0),
+        ttl: 600,
+        created_at: 10,
+        expires_at,
+    }
+}
+
+async fn approle(store: &dyn Store) {
+    let tenant = TenantId::ROOT;
+    let auth = MountRecord {
+        kind: "approle".to_owned(),
+        ..mount(tenant, "auth/approle/")
+    };
+    store.create_mount(&auth).await.unwrap();
+    let other_mount = MountRecord {
+        kind: "approle".to_owned(),
+        ..mount(tenant, "auth/other/")
+    };
+    store.create_mount(&other_mount).await.unwrap();
+
+    // Roles: by name and by role_id, unique role_ids per mount, updates keep secret_ids.
+    let billing = role(&auth, "billing", "rid-billing");
+    store.put_approle_role(&billing).await.unwrap();
+    assert_eq!(
+        store
+            .get_approle_role(tenant, auth.id, "billing")
+            .await
+            .unwrap(),
+        Some(billing.clone())
+    );
+    assert_eq!(
+        store
+            .get_approle_role_by_role_id(tenant, auth.id, "rid-billing")
+            .await
+            .unwrap(),
+        Some(billing.clone())
+    );
+    assert!(matches!(
+        store
+            .put_approle_role(&role(&auth, "payroll", "rid-billing"))
+            .await,
+        Err(StoreError::Conflict)
+    ));
+    store
+        .put_approle_role(&role(&other_mount, "billing", "rid-billing"))
+        .await
+        .unwrap();
+    let other_tenant = TenantId::random();
+    assert_eq!(
+        store
+            .get_approle_role_by_role_id(other_tenant, auth.id, "rid-billing")
+            .await
+            .unwrap(),
+        None,
+        "roles resolve only within their tenant"
+    );
+    store
+        .put_approle_role(&role(&auth, "payroll", "rid-payroll"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.list_approle_roles(tenant, auth.id).await.unwrap(),
+        vec!["billing", "payroll"]
+    );
+
+    // Secret ids: by hash and by accessor, only within their role.
+    let limited = secret_id(&billing, 1, Some(2), Some(1000));
+    store.put_approle_secret_id(&limited).await.unwrap();
+    assert!(matches!(
+        store.put_approle_secret_id(&limited).await,
+        Err(StoreError::Conflict)
+    ));
+    let updated = AppRoleRecord {
+        role_id: "rid-billing-2".to_owned(),
+        token_ttl: 60,
+        ..billing.clone()
+    };
+    store.put_approle_role(&updated).await.unwrap();
+    assert_eq!(
+        store
+            .get_approle_role_by_role_id(tenant, auth.id, "rid-billing")
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .get_approle_secret_id(tenant, auth.id, "billing", &[1; 32])
+            .await
+            .unwrap(),
+        Some(limited.clone()),
+        "updating a role keeps its secret_ids"
+    );
+    assert_eq!(
+        store
+            .get_approle_secret_id_by_accessor(tenant, auth.id, "billing", "accessor-1")
+            .await
+            .unwrap(),
+        Some(limited.clone())
+    );
+    for (t, m, r) in [
+        (tenant, auth.id, "payroll"),
+        (tenant, other_mount.id, "billing"),
+        (other_tenant, auth.id, "billing"),
+    ] {
+        assert_eq!(
+            store
+                .get_approle_secret_id(t, m, r, &[1; 32])
+                .await
+                .unwrap(),
+            None
+        );
+        assert_eq!(
+            store
+                .get_approle_secret_id_by_accessor(t, m, r, "accessor-1")
+                .await
+                .unwrap(),
+            None
+        );
+        assert_eq!(
+            store
+                .use_approle_secret_id(t, m, r, &[1; 32])
+                .await
+                .unwrap(),
+            None
+        );
+    }
+
+    // Uses are consumed one at a time; the last use deletes the secret_id.
+    assert_eq!(
+        store
+            .use_approle_secret_id(tenant, auth.id, "billing", &[1; 32])
+            .await
+            .unwrap(),
+        Some(1)
+    );
+    assert_eq!(
+        store
+            .use_approle_secret_id(tenant, auth.id, "billing", &[1; 32])
+            .await
+            .unwrap(),
+        Some(0)
+    );
+    assert_eq!(
+        store
+            .use_approle_secret_id(tenant, auth.id, "billing", &[1; 32])
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .get_approle_secret_id(tenant, auth.id, "billing", &[1; 32])
+            .await
+            .unwrap(),
+        None
+    );
+    // Unlimited secret_ids are not use-counted.
+    store
+        .put_approle_secret_id(&secret_id(&billing, 2, None, None))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .use_approle_secret_id(tenant, auth.id, "billing", &[2; 32])
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(store
+        .get_approle_secret_id(tenant, auth.id, "billing", &[2; 32])
+        .await
+        .unwrap()
+        .is_some());
+
+    // Listing, destruction, tidy in batches.
+    for hash in 3..8 {
+        store
+            .put_approle_secret_id(&secret_id(
+                &billing,
+                hash,
+                None,
+                Some(100 + i64::from(hash)),
+            ))
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        store
+            .list_approle_secret_id_accessors(tenant, auth.id, "billing")
+            .await
+            .unwrap()
+            .len(),
+        6
+    );
+    assert!(store
+        .delete_approle_secret_id(tenant, auth.id, "billing", &[3; 32])
+        .await
+        .unwrap());
+    assert!(!store
+        .delete_approle_secret_id(tenant, auth.id, "billing", &[3; 32])
+        .await
+        .unwrap());
+    assert_eq!(
+        store
+            .tidy_approle_secret_ids(tenant, other_mount.id, 1_000, 10)
+            .await
+            .unwrap(),
+        0,
+        "tidy stays within its mount"
+    );
+    assert_eq!(
+        store
+            .tidy_approle_secret_ids(tenant, auth.id, 106, 2)
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        store
+            .tidy_approle_secret_ids(tenant, auth.id, 106, 2)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        store
+            .list_approle_secret_id_accessors(tenant, auth.id, "billing")
+            .await
+            .unwrap(),
+        vec!["accessor-2", "accessor-7"]
+    );
+
+    // Deleting a role deletes its secret_ids; disabling a mount deletes its roles.
+    assert!(store
+        .delete_approle_role(tenant, auth.id, "billing")
+        .await
+        .unwrap());
+    assert!(!store
+        .delete_approle_role(tenant, auth.id, "billing")
+        .await
+        .unwrap());
+    store.put_approle_role(&billing).await.unwrap();
+    assert!(store
+        .list_approle_secret_id_accessors(tenant, auth.id, "billing")
+        .await
+        .unwrap()
+        .is_empty());
+    store
+        .put_approle_secret_id(&secret_id(&billing, 9, None, None))
+        .await
+        .unwrap();
+    assert!(store.delete_mount(tenant, auth.id).await.unwrap());
+    assert!(store
+        .list_approle_roles(tenant, auth.id)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        store
+            .get_approle_secret_id(tenant, auth.id, "billing", &[9; 32])
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(store.delete_mount(tenant, other_mount.id).await.unwrap());
 }
 
 async fn policies(store: &dyn Store) {

@@ -5,8 +5,8 @@ use std::{path::Path, str::FromStr, time::Duration};
 use async_trait::async_trait;
 use keybroker_core::{
     store::{
-        KeyMode, KeyRecord, KeyVersionRecord, MountRecord, Store, StoreError, TenantRecord,
-        TokenRecord,
+        AppRoleRecord, KeyMode, KeyRecord, KeyVersionRecord, MountRecord, SecretIdRecord, Store,
+        StoreError, TenantRecord, TokenRecord,
     },
     KeyId, MountId, TenantId,
 };
@@ -106,6 +106,69 @@ fn token_from_row(row: &SqliteRow) -> Result<TokenRecord, StoreError> {
         parent_accessor: get(row, "parent_accessor")?,
         meta: serde_json::from_str(&meta).map_err(|_| corrupt("tokens.meta"))?,
         renewable: get(row, "renewable")?,
+        bound_cidrs: json_column(row, "bound_cidrs", "tokens.bound_cidrs")?,
+    })
+}
+
+fn json_column<T: serde::de::DeserializeOwned>(
+    row: &SqliteRow,
+    column: &str,
+    what: &str,
+) -> Result<T, StoreError> {
+    let text: String = get(row, column)?;
+    serde_json::from_str(&text).map_err(|_| corrupt(what))
+}
+
+fn to_json<T: serde::Serialize + ?Sized>(value: &T) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|e| StoreError::Other(Box::new(e)))
+}
+
+fn role_from_row(row: &SqliteRow) -> Result<AppRoleRecord, StoreError> {
+    Ok(AppRoleRecord {
+        tenant: tenant_id(row, "tenant_id")?,
+        mount: mount_id(row, "mount_id")?,
+        name: get(row, "name")?,
+        role_id: get(row, "role_id")?,
+        bind_secret_id: get(row, "bind_secret_id")?,
+        secret_id_num_uses: to_u64(get(row, "secret_id_num_uses")?, "secret_id_num_uses")?,
+        secret_id_ttl: to_u64(get(row, "secret_id_ttl")?, "secret_id_ttl")?,
+        secret_id_bound_cidrs: json_column(row, "secret_id_bound_cidrs", "secret_id_bound_cidrs")?,
+        token_bound_cidrs: json_column(row, "token_bound_cidrs", "token_bound_cidrs")?,
+        token_policies: json_column(row, "token_policies", "token_policies")?,
+        token_ttl: to_u64(get(row, "token_ttl")?, "token_ttl")?,
+        token_max_ttl: to_u64(get(row, "token_max_ttl")?, "token_max_ttl")?,
+        token_explicit_max_ttl: to_u64(
+            get(row, "token_explicit_max_ttl")?,
+            "token_explicit_max_ttl",
+        )?,
+        token_num_uses: to_u64(get(row, "token_num_uses")?, "token_num_uses")?,
+        token_no_default_policy: get(row, "token_no_default_policy")?,
+        created_at: get(row, "created_at")?,
+    })
+}
+
+fn secret_id_from_row(row: &SqliteRow) -> Result<SecretIdRecord, StoreError> {
+    let uses: Option<i64> = get(row, "uses_remaining")?;
+    Ok(SecretIdRecord {
+        hash: get(row, "hash")?,
+        accessor: get(row, "accessor")?,
+        tenant: tenant_id(row, "tenant_id")?,
+        mount: mount_id(row, "mount_id")?,
+        role_name: get(row, "role_name")?,
+        metadata: json_column(row, "metadata", "approle_secret_ids.metadata")?,
+        cidr_list: json_column(row, "cidr_list", "approle_secret_ids.cidr_list")?,
+        token_bound_cidrs: json_column(
+            row,
+            "token_bound_cidrs",
+            "approle_secret_ids.token_bound_cidrs",
+        )?,
+        uses_remaining: uses
+            .map(|u| to_u64(u, "approle_secret_ids.uses_remaining"))
+            .transpose()?,
+        num_uses: to_u64(get(row, "num_uses")?, "approle_secret_ids.num_uses")?,
+        ttl: to_u64(get(row, "ttl")?, "approle_secret_ids.ttl")?,
+        created_at: get(row, "created_at")?,
+        expires_at: get(row, "expires_at")?,
     })
 }
 
@@ -375,8 +438,8 @@ impl Store for SqliteStore {
             serde_json::to_string(&token.meta).map_err(|e| StoreError::Other(Box::new(e)))?;
         sqlx::query(
             "INSERT INTO tokens (hash, accessor, tenant_id, policies, display_name, created_at, \
-             expires_at, ttl, max_expires_at, uses_remaining, parent_accessor, meta, renewable) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             expires_at, ttl, max_expires_at, uses_remaining, parent_accessor, meta, renewable, \
+             bound_cidrs) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&token.hash)
         .bind(&token.accessor)
@@ -391,6 +454,7 @@ impl Store for SqliteStore {
         .bind(&token.parent_accessor)
         .bind(meta)
         .bind(token.renewable)
+        .bind(to_json(&token.bound_cidrs)?)
         .execute(&self.pool)
         .await
         .map_err(map_error)?;
@@ -486,6 +550,295 @@ impl Store for SqliteStore {
         .await
         .map_err(map_error)?;
         rows.iter().map(|row| get(row, "hash")).collect()
+    }
+
+    async fn put_approle_role(&self, role: &AppRoleRecord) -> Result<(), StoreError> {
+        // An upsert, never a delete and insert: the role's secret_ids (ON DELETE CASCADE)
+        // survive an update.
+        sqlx::query(
+            "INSERT INTO approle_roles (tenant_id, mount_id, name, role_id, bind_secret_id, \
+             secret_id_num_uses, secret_id_ttl, secret_id_bound_cidrs, token_bound_cidrs, \
+             token_policies, token_ttl, token_max_ttl, token_explicit_max_ttl, token_num_uses, \
+             token_no_default_policy, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (tenant_id, mount_id, name) DO UPDATE SET \
+             role_id = excluded.role_id, bind_secret_id = excluded.bind_secret_id, \
+             secret_id_num_uses = excluded.secret_id_num_uses, \
+             secret_id_ttl = excluded.secret_id_ttl, \
+             secret_id_bound_cidrs = excluded.secret_id_bound_cidrs, \
+             token_bound_cidrs = excluded.token_bound_cidrs, \
+             token_policies = excluded.token_policies, token_ttl = excluded.token_ttl, \
+             token_max_ttl = excluded.token_max_ttl, \
+             token_explicit_max_ttl = excluded.token_explicit_max_ttl, \
+             token_num_uses = excluded.token_num_uses, \
+             token_no_default_policy = excluded.token_no_default_policy",
+        )
+        .bind(role.tenant.to_string())
+        .bind(role.mount.to_string())
+        .bind(&role.name)
+        .bind(&role.role_id)
+        .bind(role.bind_secret_id)
+        .bind(to_i64(role.secret_id_num_uses))
+        .bind(to_i64(role.secret_id_ttl))
+        .bind(to_json(&role.secret_id_bound_cidrs)?)
+        .bind(to_json(&role.token_bound_cidrs)?)
+        .bind(to_json(&role.token_policies)?)
+        .bind(to_i64(role.token_ttl))
+        .bind(to_i64(role.token_max_ttl))
+        .bind(to_i64(role.token_explicit_max_ttl))
+        .bind(to_i64(role.token_num_uses))
+        .bind(role.token_no_default_policy)
+        .bind(role.created_at)
+        .execute(&self.pool)
+        .await
+        .map_err(map_error)?;
+        Ok(())
+    }
+
+    async fn get_approle_role(
+        &self,
+        tenant: TenantId,
+        mount: MountId,
+        name: &str,
+    ) -> Result<Option<AppRoleRecord>, StoreError> {
+        sqlx::query("SELECT * FROM approle_roles WHERE tenant_id = ? AND mount_id = ? AND name = ?")
+            .bind(tenant.to_string())
+            .bind(mount.to_string())
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_error)?
+            .as_ref()
+            .map(role_from_row)
+            .transpose()
+    }
+
+    async fn get_approle_role_by_role_id(
+        &self,
+        tenant: TenantId,
+        mount: MountId,
+        role_id: &str,
+    ) -> Result<Option<AppRoleRecord>, StoreError> {
+        sqlx::query(
+            "SELECT * FROM approle_roles WHERE tenant_id = ? AND mount_id = ? AND role_id = ?",
+        )
+        .bind(tenant.to_string())
+        .bind(mount.to_string())
+        .bind(role_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(map_error)?
+        .as_ref()
+        .map(role_from_row)
+        .transpose()
+    }
+
+    async fn list_approle_roles(
+        &self,
+        tenant: TenantId,
+        mount: MountId,
+    ) -> Result<Vec<String>, StoreError> {
+        sqlx::query_scalar(
+            "SELECT name FROM approle_roles WHERE tenant_id = ? AND mount_id = ? ORDER BY name",
+        )
+        .bind(tenant.to_string())
+        .bind(mount.to_string())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_error)
+    }
+
+    async fn delete_approle_role(
+        &self,
+        tenant: TenantId,
+        mount: MountId,
+        name: &str,
+    ) -> Result<bool, StoreError> {
+        // Its secret_ids go with it (ON DELETE CASCADE).
+        let result = sqlx::query(
+            "DELETE FROM approle_roles WHERE tenant_id = ? AND mount_id = ? AND name = ?",
+        )
+        .bind(tenant.to_string())
+        .bind(mount.to_string())
+        .bind(name)
+        .execute(&self.pool)
+        .await
+        .map_err(map_error)?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn put_approle_secret_id(&self, secret_id: &SecretIdRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO approle_secret_ids (tenant_id, mount_id, role_name, hash, accessor, \
+             metadata, cidr_list, token_bound_cidrs, uses_remaining, num_uses, ttl, created_at, \
+             expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(secret_id.tenant.to_string())
+        .bind(secret_id.mount.to_string())
+        .bind(&secret_id.role_name)
+        .bind(&secret_id.hash)
+        .bind(&secret_id.accessor)
+        .bind(to_json(&secret_id.metadata)?)
+        .bind(to_json(&secret_id.cidr_list)?)
+        .bind(to_json(&secret_id.token_bound_cidrs)?)
+        .bind(secret_id.uses_remaining.map(to_i64))
+        .bind(to_i64(secret_id.num_uses))
+        .bind(to_i64(secret_id.ttl))
+        .bind(secret_id.created_at)
+        .bind(secret_id.expires_at)
+        .execute(&self.pool)
+        .await
+        .map_err(map_error)?;
+        Ok(())
+    }
+
+    async fn get_approle_secret_id(
+        &self,
+        tenant: TenantId,
+        mount: MountId,
+        role_name: &str,
+        hash: &[u8],
+    ) -> Result<Option<SecretIdRecord>, StoreError> {
+        sqlx::query(
+            "SELECT * FROM approle_secret_ids \
+             WHERE tenant_id = ? AND mount_id = ? AND role_name = ? AND hash = ?",
+        )
+        .bind(tenant.to_string())
+        .bind(mount.to_string())
+        .bind(role_name)
+        .bind(hash)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(map_error)?
+        .as_ref()
+        .map(secret_id_from_row)
+        .transpose()
+    }
+
+    async fn get_approle_secret_id_by_accessor(
+        &self,
+        tenant: TenantId,
+        mount: MountId,
+        role_name: &str,
+        accessor: &str,
+    ) -> Result<Option<SecretIdRecord>, StoreError> {
+        sqlx::query(
+            "SELECT * FROM approle_secret_ids \
+             WHERE tenant_id = ? AND mount_id = ? AND role_name = ? AND accessor = ?",
+        )
+        .bind(tenant.to_string())
+        .bind(mount.to_string())
+        .bind(role_name)
+        .bind(accessor)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(map_error)?
+        .as_ref()
+        .map(secret_id_from_row)
+        .transpose()
+    }
+
+    async fn list_approle_secret_id_accessors(
+        &self,
+        tenant: TenantId,
+        mount: MountId,
+        role_name: &str,
+    ) -> Result<Vec<String>, StoreError> {
+        sqlx::query_scalar(
+            "SELECT accessor FROM approle_secret_ids \
+             WHERE tenant_id = ? AND mount_id = ? AND role_name = ? ORDER BY accessor",
+        )
+        .bind(tenant.to_string())
+        .bind(mount.to_string())
+        .bind(role_name)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_error)
+    }
+
+    async fn delete_approle_secret_id(
+        &self,
+        tenant: TenantId,
+        mount: MountId,
+        role_name: &str,
+        hash: &[u8],
+    ) -> Result<bool, StoreError> {
+        let result = sqlx::query(
+            "DELETE FROM approle_secret_ids \
+             WHERE tenant_id = ? AND mount_id = ? AND role_name = ? AND hash = ?",
+        )
+        .bind(tenant.to_string())
+        .bind(mount.to_string())
+        .bind(role_name)
+        .bind(hash)
+        .execute(&self.pool)
+        .await
+        .map_err(map_error)?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn use_approle_secret_id(
+        &self,
+        tenant: TenantId,
+        mount: MountId,
+        role_name: &str,
+        hash: &[u8],
+    ) -> Result<Option<u64>, StoreError> {
+        let tenant = tenant.to_string();
+        let mount = mount.to_string();
+        // One statement: of any number of concurrent logins, exactly as many as there were
+        // uses left see a row come back.
+        let left: Option<i64> = sqlx::query_scalar(
+            "UPDATE approle_secret_ids SET uses_remaining = uses_remaining - 1 \
+             WHERE tenant_id = ? AND mount_id = ? AND role_name = ? AND hash = ? \
+             AND uses_remaining > 0 RETURNING uses_remaining",
+        )
+        .bind(&tenant)
+        .bind(&mount)
+        .bind(role_name)
+        .bind(hash)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(map_error)?;
+        if left.is_none() || left == Some(0) {
+            sqlx::query(
+                "DELETE FROM approle_secret_ids \
+                 WHERE tenant_id = ? AND mount_id = ? AND role_name = ? AND hash = ? \
+                 AND uses_remaining <= 0",
+            )
+            .bind(&tenant)
+            .bind(&mount)
+            .bind(role_name)
+            .bind(hash)
+            .execute(&self.pool)
+            .await
+            .map_err(map_error)?;
+        }
+        left.map(|l| to_u64(l, "approle_secret_ids.uses_remaining"))
+            .transpose()
+    }
+
+    async fn tidy_approle_secret_ids(
+        &self,
+        tenant: TenantId,
+        mount: MountId,
+        now: i64,
+        limit: u32,
+    ) -> Result<u64, StoreError> {
+        let result = sqlx::query(
+            "DELETE FROM approle_secret_ids WHERE rowid IN ( \
+                 SELECT rowid FROM approle_secret_ids \
+                 WHERE mount_id = ?1 AND tenant_id = ?2 \
+                 AND expires_at IS NOT NULL AND expires_at <= ?3 LIMIT ?4)",
+        )
+        .bind(mount.to_string())
+        .bind(tenant.to_string())
+        .bind(now)
+        .bind(i64::from(limit))
+        .execute(&self.pool)
+        .await
+        .map_err(map_error)?;
+        Ok(result.rows_affected())
     }
 
     async fn create_key(
@@ -798,5 +1151,76 @@ mod tests {
             );
         }
         assert_eq!(windows.last().unwrap().1, 160);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_logins_consume_a_secret_id_exactly_once_per_use() {
+        use keybroker_core::store::{AppRoleRecord, SecretIdRecord};
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(SqliteStore::open(&dir.path().join("t.db")).await.unwrap());
+        let mount = MountRecord {
+            id: MountId::random(),
+            tenant: TenantId::ROOT,
+            path: "auth/approle/".into(),
+            kind: "approle".into(),
+            description: String::new(),
+            config: serde_json::json!({}),
+            created_at: 0,
+        };
+        store.create_mount(&mount).await.unwrap();
+        let role = AppRoleRecord {
+            tenant: TenantId::ROOT,
+            mount: mount.id,
+            name: "r".into(),
+            role_id: "rid".into(),
+            bind_secret_id: true,
+            secret_id_num_uses: 0,
+            secret_id_ttl: 0,
+            secret_id_bound_cidrs: Vec::new(),
+            token_bound_cidrs: Vec::new(),
+            token_policies: Vec::new(),
+            token_ttl: 0,
+            token_max_ttl: 0,
+            token_explicit_max_ttl: 0,
+            token_num_uses: 0,
+            token_no_default_policy: false,
+            created_at: 0,
+        };
+        store.put_approle_role(&role).await.unwrap();
+        for (hash, uses) in [(1u8, 1u64), (2, 5)] {
+            store
+                .put_approle_secret_id(&SecretIdRecord {
+                    hash: vec![hash; 32],
+                    accessor: format!("a{hash}"),
+                    tenant: TenantId::ROOT,
+                    mount: mount.id,
+                    role_name: "r".into(),
+                    metadata: Default::default(),
+                    cidr_list: Vec::new(),
+                    token_bound_cidrs: Vec::new(),
+                    uses_remaining: Some(uses),
+                    num_uses: uses,
+                    ttl: 0,
+                    created_at: 0,
+                    expires_at: None,
+                })
+                .await
+                .unwrap();
+            let mut tasks = Vec::new();
+            for _ in 0..64 {
+                let store = store.clone();
+                tasks.push(tokio::spawn(async move {
+                    store
+                        .use_approle_secret_id(TenantId::ROOT, mount.id, "r", &[hash; 32])
+                        .await
+                        .unwrap()
+                }));
+            }
+            let mut granted = 0;
+            for task in tasks {
+                granted += u64::from(task.await.unwrap().is_some());
+            }
+            assert_eq!(granted, uses, "secret_id with {uses} uses");
+        }
     }
 }

@@ -6,6 +6,7 @@
 //! tenant and the caller, then hands the request to `sys` or to the mounted engine. Handlers
 //! are thin: parse, one call into the core, map the result.
 
+mod approle;
 mod body;
 pub mod error;
 mod policies;
@@ -14,7 +15,7 @@ mod sys;
 mod token;
 mod transit;
 
-use std::{collections::HashMap, sync::Arc, time::Instant};
+use std::{collections::HashMap, net::IpAddr, sync::Arc, time::Instant};
 
 use axum::{
     body::Body,
@@ -25,7 +26,7 @@ use axum::{
     Router,
 };
 use bytes::Bytes;
-use keybroker_core::{tokens::Caller, Broker, Error, Tenant};
+use keybroker_core::{store::MountRecord, tokens::Caller, Broker, Error, Tenant};
 
 use crate::{
     audit::{AuditAuth, AuditRecord, AuditSink},
@@ -40,6 +41,7 @@ pub struct AppState {
     inner: Arc<Inner>,
 }
 
+#[derive(Clone)]
 struct Inner {
     ready: Option<Ready>,
     audit: Option<Arc<dyn AuditSink>>,
@@ -47,6 +49,7 @@ struct Inner {
     metrics: Arc<Metrics>,
     max_request_size: usize,
     storage_type: &'static str,
+    trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 /// The parts of an unsealed broker.
@@ -75,8 +78,15 @@ impl AppState {
                 metrics,
                 max_request_size,
                 storage_type: "sqlite",
+                trusted_proxies: Vec::new(),
             }),
         }
+    }
+
+    /// Believes `X-Forwarded-For` from these peers (`listener.trusted_proxies`).
+    pub fn with_trusted_proxies(mut self, proxies: Vec<ipnet::IpNet>) -> Self {
+        Arc::make_mut(&mut self.inner).trusted_proxies = proxies;
+        self
     }
 
     /// State of a sealed broker: health says so, everything else answers 503.
@@ -89,6 +99,7 @@ impl AppState {
                 metrics,
                 max_request_size,
                 storage_type: "sqlite",
+                trusted_proxies: Vec::new(),
             }),
         }
     }
@@ -151,16 +162,16 @@ pub fn router(state: AppState) -> Router {
 
 async fn dispatch(State(state): State<AppState>, request: axum::extract::Request) -> Response {
     let started = Instant::now();
-    let remote = request
+    let peer = request
         .extensions()
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|info| info.0.ip().to_string());
+        .map(|info| info.0.ip());
     let (parts, body) = request.into_parts();
     let edge = Edge {
         method: parts.method,
         uri: parts.uri,
         headers: parts.headers,
-        remote,
+        peer,
     };
     let (label, response) = match handle(&state, edge, body).await {
         (label, Ok(response)) => (label, response),
@@ -255,7 +266,54 @@ struct Edge {
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    remote: Option<String>,
+    /// The direct peer's address (absent when served without a socket, e.g. in tests).
+    peer: Option<IpAddr>,
+}
+
+/// The client's address: the direct peer's, or — only when the peer is a trusted proxy —
+/// the rightmost address in `X-Forwarded-For` that is not itself a trusted proxy (the
+/// nearest hop no trusted proxy vouches for; what a client writes further left is ignored).
+/// A trusted proxy's malformed header is refused rather than guessed at.
+fn client_address(
+    peer: Option<IpAddr>,
+    headers: &HeaderMap,
+    trusted: &[ipnet::IpNet],
+) -> Result<Option<IpAddr>, ApiError> {
+    let Some(peer) = peer.map(|p| p.to_canonical()) else {
+        return Ok(None);
+    };
+    let is_trusted = |address: &IpAddr| trusted.iter().any(|net| net.contains(address));
+    if !is_trusted(&peer) {
+        return Ok(Some(peer));
+    }
+    let mut hops = Vec::new();
+    for value in headers.get_all("x-forwarded-for") {
+        let text = value
+            .to_str()
+            .map_err(|_| ApiError::bad_request("invalid X-Forwarded-For header"))?;
+        for hop in text.split(',').map(str::trim).filter(|h| !h.is_empty()) {
+            let address = hop
+                .parse::<IpAddr>()
+                .map_err(|_| ApiError::bad_request("invalid X-Forwarded-For header"))?;
+            hops.push(address.to_canonical());
+        }
+    }
+    let client = hops
+        .iter()
+        .rev()
+        .find(|address| !is_trusted(address))
+        .or(hops.first())
+        .copied()
+        .unwrap_or(peer);
+    Ok(Some(client))
+}
+
+/// Who is calling: a token, or nobody on an auth method's unauthenticated login path.
+enum Identity {
+    /// The login path of this auth mount: no token is looked at.
+    Login(Arc<MountRecord>),
+    /// The presented token, resolved (or refused).
+    Token(Result<Caller, ApiError>),
 }
 
 async fn handle(
@@ -267,7 +325,7 @@ async fn handle(
         method,
         uri,
         headers,
-        remote,
+        peer,
     } = edge;
     let query = parse_query(&uri);
     let wants_list = query.get("list").is_some_and(|v| v == "true" || v == "1");
@@ -295,6 +353,10 @@ async fn handle(
     let Some(ready) = state.inner.ready.as_ref() else {
         return ("sealed", Err(ApiError::Core(Error::Sealed)));
     };
+    let client = match client_address(peer, &headers, &state.inner.trusted_proxies) {
+        Ok(client) => client,
+        Err(error) => return ("client", Err(error)),
+    };
     // Response wrapping is not built: refuse rather than answer unwrapped.
     if headers.contains_key("x-vault-wrap-ttl") {
         return (
@@ -316,7 +378,10 @@ async fn handle(
         query,
         body,
     };
-    let caller = authenticate(ready, &headers, &tenant).await;
+    let identity = match approle::login_mount(ready, &tenant, &request.path).await {
+        Some(mount) => Identity::Login(mount),
+        None => Identity::Token(authenticate(ready, &headers, &tenant, client).await),
+    };
     let audit = state.inner.audit.as_deref();
     let started = Instant::now();
     let record = audit.map(|sink| {
@@ -327,10 +392,10 @@ async fn handle(
         )
         .with_tenant(&tenant.name, tenant.id)
         .with_namespace(format!("{}/", tenant.name));
-        if let Some(remote) = &remote {
-            record = record.with_remote_address(remote);
+        if let Some(client) = &client {
+            record = record.with_remote_address(client);
         }
-        if let Ok(caller) = &caller {
+        if let Identity::Token(Ok(caller)) = &identity {
             let token = presented_token(&headers).unwrap_or_default();
             let record_token = &caller.token;
             record = record.with_auth(
@@ -351,9 +416,15 @@ async fn handle(
             return ("audit", Err(audit_unavailable()));
         }
     }
-    let (label, result) = match caller {
-        Err(error) => ("auth", Err(error)),
-        Ok(caller) => match authorize(ready, &caller, &tenant, &request).await {
+    let mut login = None;
+    let (label, result) = match identity {
+        Identity::Login(mount) => {
+            let (result, audit) = approle::login(ready, &mount, &request, client).await;
+            login = Some(audit);
+            ("auth/approle/login", result)
+        }
+        Identity::Token(Err(error)) => ("auth", Err(error)),
+        Identity::Token(Ok(caller)) => match authorize(ready, &caller, &tenant, &request).await {
             Err(error) => ("auth", Err(error)),
             Ok(()) => route(state, ready, &caller, &tenant, &headers, &request).await,
         },
@@ -361,7 +432,10 @@ async fn handle(
     let response = result.unwrap_or_else(IntoResponse::into_response);
     if let (Some(sink), Some(record)) = (audit, record) {
         // Error messages are not logged: some echo input.
-        let answer = record.to_response(response.status().as_u16(), started.elapsed(), None);
+        let mut answer = record.to_response(response.status().as_u16(), started.elapsed(), None);
+        if let Some(login) = &login {
+            answer = answer.with_auth(login.audit_auth(sink));
+        }
         if let Err(error) = sink.log(answer).await {
             tracing::error!(%error, "audit log failed; withholding the response");
             return (label, Err(audit_unavailable()));
@@ -394,6 +468,9 @@ async fn route(
     }
     match ready.broker.mounts.resolve(tenant.id, &request.path).await {
         Err(error) => ("mounts", Err(error.into())),
+        Ok(Some((mount, rest))) if keybroker_core::mounts::is_auth(&mount) => {
+            approle::handle(ready, &mount, rest, request).await
+        }
         Ok(None) => (
             "unknown",
             Err(ApiError::Core(Error::NotFound(format!(
@@ -411,10 +488,11 @@ async fn authenticate(
     ready: &Ready,
     headers: &HeaderMap,
     tenant: &Tenant,
+    client: Option<IpAddr>,
 ) -> Result<Caller, ApiError> {
     let denied = || ApiError::Core(Error::PermissionDenied);
     let token = presented_token(headers).ok_or_else(denied)?;
-    let caller = ready.broker.tokens.authenticate(token).await?;
+    let caller = ready.broker.tokens.authenticate(token, client).await?;
     let home = caller.tenant();
     if home != keybroker_core::TenantId::ROOT && home != tenant.id {
         return Err(denied());
@@ -431,6 +509,10 @@ const SUDO_PATHS: &[&str] = &[
     "auth/token/create-orphan",
     "auth/token/tidy",
 ];
+
+/// Path prefixes below which every path needs `sudo` (Vault: enabling and disabling auth
+/// methods is root-protected; listing them is not).
+const SUDO_PREFIXES: &[&str] = &["sys/auth/"];
 
 /// Checks the caller's policies for the request, once, on the canonical path. Every
 /// refusal is the same 403.
@@ -450,7 +532,8 @@ async fn authorize(
     let bare = canonical.trim_end_matches('/');
     let sudo = SUDO_PATHS
         .iter()
-        .any(|p| bare == *p || bare.starts_with(&format!("{p}/")));
+        .any(|p| bare == *p || bare.starts_with(&format!("{p}/")))
+        || SUDO_PREFIXES.iter().any(|p| bare.starts_with(p));
     let acl = ready
         .broker
         .policies
@@ -483,5 +566,82 @@ pub(crate) fn batch_status(
     match partial_failure_code {
         Some(code) if any_ok => StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST),
         _ => StatusCode::BAD_REQUEST,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(forwarded: &[&str]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for value in forwarded {
+            headers.append("x-forwarded-for", value.parse().unwrap());
+        }
+        headers
+    }
+
+    fn client(
+        peer: &str,
+        forwarded: &[&str],
+        trusted: &[&str],
+    ) -> Result<Option<IpAddr>, ApiError> {
+        let trusted: Vec<ipnet::IpNet> = trusted
+            .iter()
+            .map(|t| keybroker_core::cidr::parse(t).unwrap())
+            .collect();
+        client_address(Some(peer.parse().unwrap()), &headers(forwarded), &trusted)
+    }
+
+    fn ip(text: &str) -> Option<IpAddr> {
+        Some(text.parse().unwrap())
+    }
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_proxies() {
+        // Untrusted peer: the header is ignored, even a malformed one.
+        assert_eq!(
+            client("192.0.2.1", &["10.0.0.1"], &[]).unwrap(),
+            ip("192.0.2.1")
+        );
+        assert_eq!(
+            client("192.0.2.1", &["junk"], &["10.0.0.0/8"]).unwrap(),
+            ip("192.0.2.1")
+        );
+        // Trusted peer: the rightmost hop that is not a trusted proxy.
+        let trusted = ["10.0.0.0/8"];
+        assert_eq!(
+            client("10.0.0.5", &["198.51.100.7"], &trusted).unwrap(),
+            ip("198.51.100.7")
+        );
+        assert_eq!(
+            client(
+                "10.0.0.5",
+                &["203.0.113.1, 198.51.100.7, 10.0.0.9"],
+                &trusted
+            )
+            .unwrap(),
+            ip("198.51.100.7"),
+            "a client cannot choose its address by writing further left"
+        );
+        assert_eq!(
+            client("10.0.0.5", &["203.0.113.1", "198.51.100.7"], &trusted).unwrap(),
+            ip("198.51.100.7"),
+            "several headers are one list"
+        );
+        assert_eq!(
+            client("10.0.0.5", &["10.0.0.7"], &trusted).unwrap(),
+            ip("10.0.0.7")
+        );
+        assert_eq!(client("10.0.0.5", &[], &trusted).unwrap(), ip("10.0.0.5"));
+        assert_eq!(
+            client("::ffff:10.0.0.5", &["::ffff:198.51.100.7"], &trusted).unwrap(),
+            ip("198.51.100.7")
+        );
+        assert!(client("10.0.0.5", &["198.51.100.7, nope"], &trusted).is_err());
+        assert_eq!(
+            client_address(None, &headers(&["1.2.3.4"]), &[]).unwrap(),
+            None
+        );
     }
 }

@@ -1,5 +1,5 @@
-//! `sys/` endpoints: health and seal status (Vault semantics), mounts, backend plugins,
-//! metrics.
+//! `sys/` endpoints: health and seal status (Vault semantics), mounts, auth methods, backend
+//! plugins, metrics.
 
 use std::collections::HashMap;
 
@@ -115,6 +115,13 @@ pub async fn handle(
         let result = super::policies::acl(ready, tenant, name, request).await;
         return ("sys/policies", result);
     }
+    if rest == "auth" || rest.starts_with("auth/") {
+        let path = rest
+            .strip_prefix("auth")
+            .unwrap_or_default()
+            .trim_start_matches('/');
+        return ("sys/auth", auth_methods(ready, tenant, path, request).await);
+    }
     if matches!(rest, "capabilities-self" | "capabilities") && request.operation == Operation::Write
     {
         let self_only = rest == "capabilities-self";
@@ -174,7 +181,7 @@ fn mount_json(mount: &keybroker_core::store::MountRecord) -> Value {
 async fn list_mounts(ready: &Ready, tenant: &Tenant) -> Result<Response, ApiError> {
     let table = ready.broker.mounts.table(tenant.id).await?;
     let mut data = Map::new();
-    for mount in table.iter() {
+    for mount in table.iter().filter(|m| !keybroker_core::mounts::is_auth(m)) {
         data.insert(mount.path.clone(), mount_json(mount));
     }
     data.insert(
@@ -234,6 +241,81 @@ async fn disable_mount(ready: &Ready, tenant: &Tenant, path: &str) -> Result<Res
         ready.broker.transit.forget_mount(tenant.id, mount);
     }
     Ok(response::no_content())
+}
+
+/// `sys/auth[/:path]` (Vault API: sys/auth): list, enable, read and disable auth methods.
+/// `token/` is built in: listed, never enabled or disabled.
+async fn auth_methods(
+    ready: &Ready,
+    tenant: &Tenant,
+    path: &str,
+    request: &ApiRequest,
+) -> Result<Response, ApiError> {
+    let prefix = keybroker_core::mounts::AUTH_PREFIX;
+    match (path, request.operation) {
+        ("", Operation::Read | Operation::List) => {
+            let table = ready.broker.mounts.table(tenant.id).await?;
+            let mut data = Map::new();
+            for mount in table.iter() {
+                if let Some(name) = mount.path.strip_prefix(prefix) {
+                    data.insert(name.to_owned(), auth_json(mount));
+                }
+            }
+            data.insert(
+                "token/".to_owned(),
+                json!({ "type": "token", "description": "token based credentials",
+                        "accessor": "auth_token", "uuid": "",
+                        "config": { "default_lease_ttl": 0, "max_lease_ttl": 0,
+                                    "force_no_cache": false, "token_type": "default-service" },
+                        "options": null, "local": false, "seal_wrap": false,
+                        "external_entropy_access": false }),
+            );
+            Ok(response::data(&data))
+        }
+        ("", _) => Err(ApiError::UnsupportedOperation),
+        (path, Operation::Write) => {
+            let input: EnableMount = body::parse(&request.body)?;
+            let kind = input
+                .kind
+                .filter(|k| !k.is_empty())
+                .ok_or_else(|| ApiError::bad_request("missing type of the auth method"))?;
+            ready
+                .broker
+                .enable_auth(
+                    tenant,
+                    path,
+                    &kind,
+                    input.description.as_deref().unwrap_or_default(),
+                )
+                .await?;
+            Ok(response::no_content())
+        }
+        (path, Operation::Delete) => {
+            ready.broker.disable_auth(tenant, path).await?;
+            Ok(response::no_content())
+        }
+        (path, Operation::Read) => {
+            let full = keybroker_core::mounts::normalize_auth_path(path)?;
+            let table = ready.broker.mounts.table(tenant.id).await?;
+            let mount = table
+                .iter()
+                .find(|m| m.path == full)
+                .ok_or_else(|| ApiError::bad_request(format!("no auth engine at {full}")))?;
+            Ok(response::data(&auth_json(mount)))
+        }
+        (_, Operation::List) => Err(ApiError::UnsupportedOperation),
+    }
+}
+
+fn auth_json(mount: &keybroker_core::store::MountRecord) -> Value {
+    let mut value = mount_json(mount);
+    value["accessor"] = json!(format!(
+        "auth_{}_{}",
+        mount.kind,
+        &mount.id.to_string()[..8]
+    ));
+    value["config"]["token_type"] = json!("default-service");
+    value
 }
 
 fn namespace_json(tenant: &Tenant) -> Value {

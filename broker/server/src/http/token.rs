@@ -65,7 +65,7 @@ fn policy_list(value: Option<Value>) -> Result<Vec<String>, ApiError> {
     }
 }
 
-fn rfc3339(unix: i64) -> String {
+pub(super) fn rfc3339(unix: i64) -> String {
     humantime::format_rfc3339_seconds(
         std::time::UNIX_EPOCH + std::time::Duration::from_secs(u64::try_from(unix).unwrap_or(0)),
     )
@@ -113,7 +113,7 @@ pub fn auth_json(token: Option<&str>, record: &TokenRecord, now: i64) -> Value {
     })
 }
 
-fn now() -> i64 {
+pub(super) fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
@@ -218,6 +218,7 @@ async fn create(
             .map(|d| format!("token-{d}")),
         renewable: input.renewable,
         no_default_policy: input.no_default_policy.unwrap_or(false),
+        bound_cidrs: Vec::new(),
     };
     // A token is created in the request's tenant; its parent is the caller unless it is an
     // orphan, which only a root token may make.
