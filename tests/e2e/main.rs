@@ -9,6 +9,7 @@ mod support;
 mod approle;
 mod audit;
 mod counter;
+mod isolation;
 mod plugins;
 mod policies;
 mod policy_diff;
