@@ -359,24 +359,13 @@ impl AppRoles {
             .await?
         {
             Some(role) => role,
-            None => AppRoleRecord {
-                tenant: mount.tenant,
-                mount: mount.id,
-                name: name.clone(),
-                role_id: uuid::Uuid::new_v4().to_string(),
-                bind_secret_id: true,
-                secret_id_num_uses: 0,
-                secret_id_ttl: 0,
-                secret_id_bound_cidrs: Vec::new(),
-                token_bound_cidrs: Vec::new(),
-                token_policies: Vec::new(),
-                token_ttl: 0,
-                token_max_ttl: 0,
-                token_explicit_max_ttl: 0,
-                token_num_uses: 0,
-                token_no_default_policy: false,
-                created_at: self.clock.now_unix(),
-            },
+            None => AppRoleRecord::new(
+                mount.tenant,
+                mount.id,
+                &name,
+                &uuid::Uuid::new_v4().to_string(),
+                self.clock.now_unix(),
+            ),
         };
         let role = apply_update(current, update)?;
         self.put_role(&role).await?;
@@ -821,24 +810,7 @@ mod tests {
     use super::*;
 
     fn role() -> AppRoleRecord {
-        AppRoleRecord {
-            tenant: TenantId::ROOT,
-            mount: MountId::random(),
-            name: "billing".into(),
-            role_id: "r".into(),
-            bind_secret_id: true,
-            secret_id_num_uses: 0,
-            secret_id_ttl: 0,
-            secret_id_bound_cidrs: Vec::new(),
-            token_bound_cidrs: Vec::new(),
-            token_policies: Vec::new(),
-            token_ttl: 0,
-            token_max_ttl: 0,
-            token_explicit_max_ttl: 0,
-            token_num_uses: 0,
-            token_no_default_policy: false,
-            created_at: 0,
-        }
+        AppRoleRecord::new(TenantId::ROOT, MountId::random(), "billing", "r", 0)
     }
 
     fn key(client: &str) -> LockKey {

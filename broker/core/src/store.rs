@@ -123,6 +123,36 @@ pub struct AppRoleRecord {
     pub created_at: i64,
 }
 
+impl AppRoleRecord {
+    /// A role with Vault's defaults: bound to secret ids, no limits, no policies.
+    pub fn new(
+        tenant: TenantId,
+        mount: MountId,
+        name: &str,
+        role_id: &str,
+        created_at: i64,
+    ) -> Self {
+        Self {
+            tenant,
+            mount,
+            name: name.to_owned(),
+            role_id: role_id.to_owned(),
+            bind_secret_id: true,
+            secret_id_num_uses: 0,
+            secret_id_ttl: 0,
+            secret_id_bound_cidrs: Vec::new(),
+            token_bound_cidrs: Vec::new(),
+            token_policies: Vec::new(),
+            token_ttl: 0,
+            token_max_ttl: 0,
+            token_explicit_max_ttl: 0,
+            token_num_uses: 0,
+            token_no_default_policy: false,
+            created_at,
+        }
+    }
+}
+
 /// An AppRole secret_id as stored: only its keyed hash, never the secret_id.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SecretIdRecord {

@@ -1168,24 +1168,7 @@ mod tests {
             created_at: 0,
         };
         store.create_mount(&mount).await.unwrap();
-        let role = AppRoleRecord {
-            tenant: TenantId::ROOT,
-            mount: mount.id,
-            name: "r".into(),
-            role_id: "rid".into(),
-            bind_secret_id: true,
-            secret_id_num_uses: 0,
-            secret_id_ttl: 0,
-            secret_id_bound_cidrs: Vec::new(),
-            token_bound_cidrs: Vec::new(),
-            token_policies: Vec::new(),
-            token_ttl: 0,
-            token_max_ttl: 0,
-            token_explicit_max_ttl: 0,
-            token_num_uses: 0,
-            token_no_default_policy: false,
-            created_at: 0,
-        };
+        let role = AppRoleRecord::new(TenantId::ROOT, mount.id, "r", "rid", 0);
         store.put_approle_role(&role).await.unwrap();
         for (hash, uses) in [(1u8, 1u64), (2, 5)] {
             store

@@ -32,10 +32,7 @@ pub fn health(state: &AppState, query: &HashMap<String, String>) -> Response {
     } else {
         code("activecode", 200)
     };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let now = super::token::now();
     let mut body = json!({
         "initialized": true,
         "sealed": sealed,

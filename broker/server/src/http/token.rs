@@ -113,10 +113,10 @@ pub fn auth_json(token: Option<&str>, record: &TokenRecord, now: i64) -> Value {
     })
 }
 
+/// The wall clock, for the TTLs shown in answers.
 pub(super) fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+    use keybroker_core::clock::Clock as _;
+    keybroker_core::clock::SystemClock.now_unix()
 }
 
 /// Routes `auth/token/<rest>`.
