@@ -309,8 +309,9 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes a mount and every key in it; returns whether it existed.
     async fn delete_mount(&self, tenant: TenantId, mount: MountId) -> Result<bool, StoreError>;
 
-    /// Stores a token.
-    async fn put_token(&self, token: &TokenRecord) -> Result<(), StoreError>;
+    /// Stores new tokens in one durable commit, all or none (logins arriving together
+    /// share one commit).
+    async fn put_tokens(&self, tokens: &[TokenRecord]) -> Result<(), StoreError>;
     /// Finds a token by its keyed hash.
     async fn get_token(&self, hash: &[u8]) -> Result<Option<TokenRecord>, StoreError>;
     /// Finds a token of a tenant by accessor.

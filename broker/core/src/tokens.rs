@@ -12,12 +12,55 @@ use rand::{distributions::Alphanumeric, Rng};
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
+use tokio::sync::{mpsc, oneshot};
+
 use crate::{
     clock::Clock,
     error::{Error, Result},
     store::{Store, TokenRecord},
     TenantId,
 };
+
+/// Most new tokens written in one commit.
+const MAX_GROUP: usize = 256;
+
+/// A new token waiting for its commit, and who to tell when it is durable.
+struct PendingToken {
+    record: TokenRecord,
+    done: oneshot::Sender<Result<()>>,
+}
+
+/// Group commit of new tokens: concurrent logins share one durable store commit instead of
+/// paying one each. The writer task runs while the [`Tokens`] that spawned it lives; a
+/// commit already started finishes even if the request that asked for it goes away.
+fn spawn_token_writer(store: Arc<dyn Store>) -> mpsc::Sender<PendingToken> {
+    let (sender, mut receiver) = mpsc::channel::<PendingToken>(4 * MAX_GROUP);
+    tokio::spawn(async move {
+        let mut batch = Vec::with_capacity(MAX_GROUP);
+        while receiver.recv_many(&mut batch, MAX_GROUP).await > 0 {
+            let (records, waiters): (Vec<_>, Vec<_>) =
+                batch.drain(..).map(|p| (p.record, p.done)).unzip();
+            match store.put_tokens(&records).await {
+                Ok(()) => waiters.into_iter().for_each(|done| {
+                    let _ = done.send(Ok(()));
+                }),
+                // One bad record must not fail its neighbours: each is retried alone.
+                Err(_) if records.len() > 1 => {
+                    for (record, done) in records.into_iter().zip(waiters) {
+                        let result = store.put_tokens(std::slice::from_ref(&record)).await;
+                        let _ = done.send(result.map_err(Error::from));
+                    }
+                }
+                Err(error) => {
+                    if let Some(done) = waiters.into_iter().next() {
+                        let _ = done.send(Err(error.into()));
+                    }
+                }
+            }
+        }
+    });
+    sender
+}
 
 /// Prefix of every token the broker issues.
 pub const TOKEN_PREFIX: &str = "kbs.";
@@ -105,6 +148,7 @@ pub struct Tokens {
     clock: Arc<dyn Clock>,
     cache: Cache<[u8; 32], Arc<TokenRecord>>,
     settings: TokenSettings,
+    writer: mpsc::Sender<PendingToken>,
 }
 
 impl std::fmt::Debug for Tokens {
@@ -125,7 +169,7 @@ impl Tokens {
             .map_err(|_| Error::internal("server key length"))?;
         Ok(Self {
             mac,
-            store,
+            store: store.clone(),
             clock,
             cache: Cache::builder()
                 .max_capacity(100_000)
@@ -133,6 +177,7 @@ impl Tokens {
                 .support_invalidation_closures()
                 .build(),
             settings,
+            writer: spawn_token_writer(store),
         })
     }
 
@@ -179,7 +224,7 @@ impl Tokens {
             renewable: false,
             bound_cidrs: Vec::new(),
         };
-        self.store.put_token(&record).await?;
+        self.store.put_tokens(std::slice::from_ref(&record)).await?;
         Ok(token)
     }
 
@@ -304,8 +349,19 @@ impl Tokens {
             renewable: request.renewable.unwrap_or(true),
             bound_cidrs: request.bound_cidrs,
         };
-        self.store.put_token(&record).await?;
+        self.write(record.clone()).await?;
         Ok(IssuedToken { token, record })
+    }
+
+    /// Stores a new token through the group commit; returns once it is durable.
+    async fn write(&self, record: TokenRecord) -> Result<()> {
+        let stopped = || Error::Unavailable("token store writer stopped".into());
+        let (done, committed) = oneshot::channel();
+        self.writer
+            .send(PendingToken { record, done })
+            .await
+            .map_err(|_| stopped())?;
+        committed.await.map_err(|_| stopped())?
     }
 
     /// Extends a token's life by `increment` seconds (default: its TTL), never past its

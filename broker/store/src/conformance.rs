@@ -170,7 +170,7 @@ fn token(hash: u8, accessor: &str, parent: Option<&str>) -> TokenRecord {
 
 async fn tokens(store: &dyn Store) {
     let root = token(7, "acc", None);
-    store.put_token(&root).await.unwrap();
+    store.put_tokens(std::slice::from_ref(&root)).await.unwrap();
     assert_eq!(store.get_token(&[7; 32]).await.unwrap(), Some(root.clone()));
     assert_eq!(store.get_token(&[8; 32]).await.unwrap(), None);
     assert_eq!(
@@ -190,16 +190,21 @@ async fn tokens(store: &dyn Store) {
     );
 
     // Revoking a parent revokes its children, recursively, and nothing else.
-    store.put_token(&token(10, "parent", None)).await.unwrap();
     store
-        .put_token(&token(11, "child", Some("parent")))
+        .put_tokens(&[
+            token(10, "parent", None),
+            token(11, "child", Some("parent")),
+            token(12, "grandchild", Some("child")),
+            token(13, "other", None),
+        ])
         .await
         .unwrap();
-    store
-        .put_token(&token(12, "grandchild", Some("child")))
+    // A group of new tokens is stored all or none: a duplicate fails the whole group.
+    assert!(store
+        .put_tokens(&[token(16, "new", None), token(10, "again", None)])
         .await
-        .unwrap();
-    store.put_token(&token(13, "other", None)).await.unwrap();
+        .is_err());
+    assert_eq!(store.get_token(&[16; 32]).await.unwrap(), None);
     let mut revoked = store
         .revoke_token_tree(TenantId::ROOT, "parent")
         .await
@@ -213,7 +218,10 @@ async fn tokens(store: &dyn Store) {
         uses_remaining: Some(2),
         ..token(14, "limited", None)
     };
-    store.put_token(&limited).await.unwrap();
+    store
+        .put_tokens(std::slice::from_ref(&limited))
+        .await
+        .unwrap();
     assert_eq!(store.use_token(&[14; 32]).await.unwrap(), Some(1));
     assert_eq!(store.use_token(&[14; 32]).await.unwrap(), Some(0));
     assert_eq!(store.use_token(&[14; 32]).await.unwrap(), None);
@@ -224,7 +232,10 @@ async fn tokens(store: &dyn Store) {
         expires_at: Some(100),
         ..token(15, "expiring", None)
     };
-    store.put_token(&expiring).await.unwrap();
+    store
+        .put_tokens(std::slice::from_ref(&expiring))
+        .await
+        .unwrap();
     store.set_token_expiry(&[15; 32], 200).await.unwrap();
     assert_eq!(store.tidy_tokens(150).await.unwrap(), Vec::<Vec<u8>>::new());
     assert_eq!(store.tidy_tokens(200).await.unwrap(), vec![vec![15; 32]]);

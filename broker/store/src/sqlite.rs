@@ -431,34 +431,33 @@ impl Store for SqliteStore {
         Ok(result.rows_affected() == 1)
     }
 
-    async fn put_token(&self, token: &TokenRecord) -> Result<(), StoreError> {
-        let policies =
-            serde_json::to_string(&token.policies).map_err(|e| StoreError::Other(Box::new(e)))?;
-        let meta =
-            serde_json::to_string(&token.meta).map_err(|e| StoreError::Other(Box::new(e)))?;
-        sqlx::query(
-            "INSERT INTO tokens (hash, accessor, tenant_id, policies, display_name, created_at, \
-             expires_at, ttl, max_expires_at, uses_remaining, parent_accessor, meta, renewable, \
-             bound_cidrs) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&token.hash)
-        .bind(&token.accessor)
-        .bind(token.tenant.to_string())
-        .bind(policies)
-        .bind(&token.display_name)
-        .bind(token.created_at)
-        .bind(token.expires_at)
-        .bind(to_i64(token.ttl))
-        .bind(token.max_expires_at)
-        .bind(token.uses_remaining.map(to_i64))
-        .bind(&token.parent_accessor)
-        .bind(meta)
-        .bind(token.renewable)
-        .bind(to_json(&token.bound_cidrs)?)
-        .execute(&self.pool)
-        .await
-        .map_err(map_error)?;
-        Ok(())
+    async fn put_tokens(&self, tokens: &[TokenRecord]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(map_error)?;
+        for token in tokens {
+            sqlx::query(
+                "INSERT INTO tokens (hash, accessor, tenant_id, policies, display_name, \
+                 created_at, expires_at, ttl, max_expires_at, uses_remaining, parent_accessor, \
+                 meta, renewable, bound_cidrs) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(&token.hash)
+            .bind(&token.accessor)
+            .bind(token.tenant.to_string())
+            .bind(to_json(&token.policies)?)
+            .bind(&token.display_name)
+            .bind(token.created_at)
+            .bind(token.expires_at)
+            .bind(to_i64(token.ttl))
+            .bind(token.max_expires_at)
+            .bind(token.uses_remaining.map(to_i64))
+            .bind(&token.parent_accessor)
+            .bind(to_json(&token.meta)?)
+            .bind(token.renewable)
+            .bind(to_json(&token.bound_cidrs)?)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_error)?;
+        }
+        tx.commit().await.map_err(map_error)
     }
 
     async fn get_token(&self, hash: &[u8]) -> Result<Option<TokenRecord>, StoreError> {
