@@ -218,6 +218,133 @@ fn bao_approle_login_gives_a_token_confined_to_its_tenant_and_policy() {
     assert_eq!(status, 404);
 }
 
+/// A token's own view of itself (`auth/token/lookup-self` in `namespace`).
+fn lookup_self(broker: &Broker, namespace: &str, token: &str) -> Value {
+    let path = format!("{namespace}/auth/token/lookup-self");
+    let (status, value) = broker.request_with("GET", &path, None, &[("X-Vault-Token", token)]);
+    assert_eq!(status, 200, "{value}");
+    value["data"].clone()
+}
+
+#[test]
+fn periodic_tokens_renew_by_their_period_and_disabling_a_mount_revokes_its_tokens() {
+    let broker = Broker::dev();
+    tenant_with_approle(&broker, "acme");
+    let minter = json!({ "policy": "path \"auth/token/create\" { capabilities = [\"update\"] }" });
+    let (status, value) = broker.request("PUT", "acme/sys/policies/acl/minter", Some(&minter));
+    assert_eq!(status, 204, "{value}");
+    broker.bao_ok(&[
+        "write",
+        "-namespace=acme",
+        "auth/approle/role/worker",
+        "token_policies=app-enc,minter",
+        "token_period=1h",
+        "token_ttl=5m",
+    ]);
+    let role = bao_json(
+        &broker,
+        &["read", "-namespace=acme", "auth/approle/role/worker"],
+    );
+    assert_eq!(role["data"]["token_period"], 3600);
+
+    // A periodic token: its TTL is the period, a renewal gives the period again whatever
+    // increment is asked, and no maximum ends it.
+    let role_id = role_id(&broker, "acme", "worker");
+    let (secret, _) = secret_id(&broker, "acme", "worker", &[]);
+    let (status, body) = login(&broker, "acme/", &role_id, &secret, &[]);
+    assert_eq!(status, 200, "{body}");
+    let login_json: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(login_json["auth"]["lease_duration"], 3600, "{body}");
+    let token = token_of(&body);
+    let me = lookup_self(&broker, "acme", &token);
+    assert_eq!(me["period"], 3600, "{me}");
+    assert_eq!(me["explicit_max_ttl"], 0, "{me}");
+    let (status, renewed) = broker.request_with(
+        "POST",
+        "acme/auth/token/renew-self",
+        Some(&json!({ "increment": "10s" })),
+        &[("X-Vault-Token", &token)],
+    );
+    assert_eq!(status, 200, "{renewed}");
+    let lease = renewed["auth"]["lease_duration"].as_i64().unwrap();
+    assert!((3590..=3600).contains(&lease), "{renewed}");
+
+    // Only root or sudo tokens make periodic tokens; a child without a period is fine.
+    let (status, refused) = broker.request_with(
+        "POST",
+        "acme/auth/token/create",
+        Some(&json!({ "policies": ["app-enc"], "period": "1h" })),
+        &[("X-Vault-Token", &token)],
+    );
+    assert_eq!(status, 400, "{refused}");
+    assert_eq!(
+        refused["errors"][0],
+        "root or sudo privileges required to create periodic token"
+    );
+    let (status, child) = broker.request_with(
+        "POST",
+        "acme/auth/token/create",
+        Some(&json!({ "policies": ["app-enc"] })),
+        &[("X-Vault-Token", &token)],
+    );
+    assert_eq!(status, 200, "{child}");
+    let child = child["auth"]["client_token"].as_str().unwrap().to_owned();
+    let out = bao_json(
+        &broker,
+        &[
+            "token",
+            "create",
+            "-namespace=acme",
+            "-period=30m",
+            "-policy=app-enc",
+        ],
+    );
+    let rooted = out["auth"]["client_token"].as_str().unwrap().to_owned();
+    assert_eq!(lookup_self(&broker, "acme", &rooted)["period"], 1800);
+
+    // A second approle mount, whose tokens outlive the first mount.
+    broker.bao_ok(&[
+        "auth",
+        "enable",
+        "-namespace=acme",
+        "-path=batch",
+        "approle",
+    ]);
+    broker.bao_ok(&[
+        "write",
+        "-namespace=acme",
+        "auth/batch/role/nightly",
+        "token_policies=app-enc",
+    ]);
+    let path = "auth/batch/role/nightly/role-id";
+    let batch_role_id = bao_json(&broker, &["read", "-namespace=acme", path])["data"]["role_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let path = "auth/batch/role/nightly/secret-id";
+    let batch_secret = bao_json(&broker, &["write", "-f", "-namespace=acme", path])["data"]
+        ["secret_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let body = json!({ "role_id": batch_role_id, "secret_id": batch_secret }).to_string();
+    let (status, body) = broker.raw("POST", "acme/auth/batch/login", Some(&body), &[]);
+    assert_eq!(status, 200, "{body}");
+    let other = token_of(&body);
+
+    // Disabling the approle mount revokes what it issued, children included, at once.
+    for t in [&token, &child, &other, &rooted] {
+        assert_eq!(encrypt(&broker, t, "acme/transit/encrypt/app-orders"), 200);
+    }
+    broker.bao_ok(&["auth", "disable", "-namespace=acme", "approle"]);
+    for t in [&token, &child] {
+        assert_eq!(encrypt(&broker, t, "acme/transit/encrypt/app-orders"), 403);
+    }
+    for t in [&other, &rooted] {
+        assert_eq!(encrypt(&broker, t, "acme/transit/encrypt/app-orders"), 200);
+    }
+}
+
 #[test]
 fn a_single_use_secret_id_yields_exactly_one_token_under_64_concurrent_logins() {
     let broker = Arc::new(Broker::dev());
@@ -474,17 +601,20 @@ fn secret_ids_are_listed_looked_up_narrowed_and_tidied() {
     );
     assert_eq!(status, 200, "{body}");
 
-    // Periodic tokens are refused clearly, not half-built.
+    // A period that is not a duration is refused clearly.
     let (status, value) = broker.request(
         "POST",
         "auth/apps/role/periodic",
-        Some(&json!({ "token_period": "1h" })),
+        Some(&json!({ "token_period": "soon" })),
     );
     assert_eq!(status, 400);
-    assert!(value["errors"][0]
-        .as_str()
-        .unwrap()
-        .contains("not supported yet"));
+    assert!(
+        value["errors"][0]
+            .as_str()
+            .unwrap()
+            .contains("token_period"),
+        "{value}"
+    );
 
     // Tidy deletes expired secret_ids in the background.
     broker.bao_ok(&["write", "auth/apps/role/short", "secret_id_ttl=1s"]);

@@ -82,6 +82,7 @@ fn every_request_is_audited_and_no_secret_appears_in_any_encoding() {
     let root_hash = value["data"]["hash"].as_str().unwrap().to_owned();
     let (status, value) = broker.request("POST", "transit/datakey/plaintext/audited", None);
     assert_eq!(status, 200);
+    let datakey_request_id = value["request_id"].as_str().unwrap().to_owned();
     let datakey = STANDARD
         .decode(value["data"]["plaintext"].as_str().unwrap())
         .unwrap();
@@ -100,6 +101,16 @@ fn every_request_is_audited_and_no_secret_appears_in_any_encoding() {
     assert!(records
         .iter()
         .any(|r| r["type"] == "response" && r["response"]["status"] == 403));
+    // The request and response records carry the request_id the caller was answered with.
+    let same_id: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["request_id"] == datakey_request_id.as_str())
+        .collect();
+    assert_eq!(same_id.len(), 2, "{log:#?}");
+    assert_eq!(
+        same_id[1]["request"]["path"],
+        "transit/datakey/plaintext/audited"
+    );
     let text = log.join("\n");
     assert!(
         text.contains(&root_hash),

@@ -98,7 +98,7 @@ pub struct RoleUpdate {
     pub token_num_uses: Option<u64>,
     /// Leave `default` out of issued tokens' policies.
     pub token_no_default_policy: Option<bool>,
-    /// Period of periodic tokens: only 0 is accepted until periodic tokens exist.
+    /// Period of the issued tokens in seconds (0 = not periodic).
     pub token_period: Option<u64>,
 }
 
@@ -228,11 +228,6 @@ fn normalize_policies(policies: &[String]) -> Vec<String> {
 
 /// Applies an update to a role (or to a new role's defaults) and checks the result.
 fn apply_update(mut role: AppRoleRecord, update: RoleUpdate) -> Result<AppRoleRecord> {
-    if update.token_period.is_some_and(|p| p > 0) {
-        return Err(Error::invalid(
-            "token_period is not supported yet: periodic tokens are not built",
-        ));
-    }
     if let Some(role_id) = update.role_id {
         validate_identifier("role_id", &role_id)?;
         role.role_id = role_id;
@@ -269,6 +264,9 @@ fn apply_update(mut role: AppRoleRecord, update: RoleUpdate) -> Result<AppRoleRe
     }
     if let Some(no_default) = update.token_no_default_policy {
         role.token_no_default_policy = no_default;
+    }
+    if let Some(period) = update.token_period {
+        role.token_period = period;
     }
     if role.token_max_ttl > 0 && role.token_ttl > role.token_max_ttl {
         return Err(Error::invalid(
@@ -845,10 +843,6 @@ mod tests {
         assert_eq!(updated.secret_id_bound_cidrs, vec!["10.1.2.3/32"]);
         for bad in [
             RoleUpdate {
-                token_period: Some(60),
-                ..RoleUpdate::default()
-            },
-            RoleUpdate {
                 bind_secret_id: Some(false),
                 ..RoleUpdate::default()
             },
@@ -868,15 +862,15 @@ mod tests {
         ] {
             assert!(apply_update(role(), bad.clone()).is_err(), "{bad:?}");
         }
-        let period_error = apply_update(
+        let periodic = apply_update(
             role(),
             RoleUpdate {
                 token_period: Some(60),
                 ..RoleUpdate::default()
             },
         )
-        .unwrap_err();
-        assert!(period_error.to_string().contains("not supported yet"));
+        .unwrap();
+        assert_eq!(periodic.token_period, 60);
     }
 
     #[test]

@@ -196,10 +196,14 @@ impl Broker {
             .await
     }
 
-    /// Unmounts an auth method with its roles and credentials (`bao auth disable`). Tokens
-    /// it issued stay valid until they expire or are revoked (Vault revokes them at once;
-    /// tokens do not record their auth mount yet).
+    /// Unmounts an auth method with its roles and credentials (`bao auth disable`) and
+    /// revokes every token it issued, with their children, as Vault does. A token issued by
+    /// a login racing the unmount is deleted with the mount (the store cascades), and a
+    /// login committing after it fails.
     pub async fn disable_auth(&self, tenant: &Tenant, path: &str) -> Result<()> {
+        if let Some(mount) = self.mounts.find_auth(tenant.id, path).await? {
+            self.tokens.revoke_mount(tenant.id, mount.id).await?;
+        }
         self.mounts.disable_auth(tenant.id, path).await?;
         Ok(())
     }
@@ -229,10 +233,16 @@ impl Broker {
             .map(|s| (s.metadata, s.token_bound_cidrs))
             .unwrap_or_default();
         meta.insert("role_name".to_owned(), role.name.clone());
-        let explicit_max_ttl = [role.token_max_ttl, role.token_explicit_max_ttl]
-            .into_iter()
-            .filter(|t| *t > 0)
-            .min();
+        // A periodic token is ended only by an explicit maximum; any other by the smaller
+        // of the role's maximums.
+        let explicit_max_ttl = if role.token_period > 0 {
+            (role.token_explicit_max_ttl > 0).then_some(role.token_explicit_max_ttl)
+        } else {
+            [role.token_max_ttl, role.token_explicit_max_ttl]
+                .into_iter()
+                .filter(|t| *t > 0)
+                .min()
+        };
         let request = TokenRequest {
             policies: role.token_policies,
             ttl: (role.token_ttl > 0).then_some(role.token_ttl),
@@ -247,6 +257,8 @@ impl Broker {
             } else {
                 secret_bound
             },
+            period: (role.token_period > 0).then_some(role.token_period),
+            auth_mount: Some(mount.id),
         };
         let issued = self.tokens.create(mount.tenant, None, request).await;
         (identity, issued)

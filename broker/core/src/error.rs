@@ -69,6 +69,9 @@ impl From<crate::store::StoreError> for Error {
                 tracing::warn!(%reason, "store unavailable");
                 Self::Unavailable("storage is unavailable".into())
             }
+            crate::store::StoreError::Gone => {
+                Self::InvalidRequest("it refers to something that no longer exists".into())
+            }
             other => Self::internal_from("storage", other),
         }
     }

@@ -226,6 +226,17 @@ impl Mounts {
         self.remove(tenant, path).await
     }
 
+    /// The auth method mounted at `path` (`approle` for `auth/approle/`), if any.
+    pub async fn find_auth(
+        &self,
+        tenant: TenantId,
+        path: &str,
+    ) -> Result<Option<Arc<MountRecord>>> {
+        let path = normalize_auth_path(path)?;
+        let table = self.table(tenant).await?;
+        Ok(table.iter().find(|m| m.path == path).cloned())
+    }
+
     /// Unmounts an auth method (`approle` for `auth/approle/`) and deletes its roles and
     /// credentials. Unknown paths succeed, as in Vault.
     pub async fn disable_auth(&self, tenant: TenantId, path: &str) -> Result<Option<MountId>> {

@@ -12,6 +12,9 @@ pub enum StoreError {
     /// The row to create already exists (unique constraint).
     #[error("already exists")]
     Conflict,
+    /// A row the write refers to no longer exists (it was deleted meanwhile).
+    #[error("a referenced row no longer exists")]
+    Gone,
     /// The database cannot be reached.
     #[error("storage unavailable: {0}")]
     Unavailable(String),
@@ -70,9 +73,13 @@ pub struct TokenRecord {
     pub created_at: i64,
     /// Expiry, Unix seconds; `None` only for root tokens.
     pub expires_at: Option<i64>,
+    /// Period in seconds of a periodic token (0 = not periodic): each renewal sets the
+    /// expiry to now + period.
+    pub period: u64,
     /// TTL given at creation, seconds (a renewal extends by this much by default).
     pub ttl: u64,
-    /// Hard limit: renewals never extend past it. `None` only for root tokens.
+    /// Hard limit: renewals never extend past it. `None` only for root tokens and for
+    /// periodic tokens without an explicit maximum.
     pub max_expires_at: Option<i64>,
     /// Uses left; `None` = unlimited.
     pub uses_remaining: Option<u64>,
@@ -84,6 +91,9 @@ pub struct TokenRecord {
     pub renewable: bool,
     /// CIDR blocks the token may be used from (empty = anywhere); checked at every use.
     pub bound_cidrs: Vec<String>,
+    /// The auth mount whose login issued the token (`None` for the token store); disabling
+    /// the mount revokes the token and its children.
+    pub auth_mount: Option<MountId>,
 }
 
 /// An AppRole role (Vault API: auth/approle/role/:role_name).
@@ -115,6 +125,8 @@ pub struct AppRoleRecord {
     pub token_max_ttl: u64,
     /// Hard limit on the issued tokens' lifetime in seconds (0 = none beyond `token_max_ttl`).
     pub token_explicit_max_ttl: u64,
+    /// Period of the issued tokens in seconds (0 = not periodic).
+    pub token_period: u64,
     /// Uses of each issued token (0 = unlimited).
     pub token_num_uses: u64,
     /// Leave the `default` policy out of issued tokens.
@@ -146,6 +158,7 @@ impl AppRoleRecord {
             token_ttl: 0,
             token_max_ttl: 0,
             token_explicit_max_ttl: 0,
+            token_period: 0,
             token_num_uses: 0,
             token_no_default_policy: false,
             created_at,
@@ -325,6 +338,13 @@ pub trait Store: Send + Sync + 'static {
         &self,
         tenant: TenantId,
         accessor: &str,
+    ) -> Result<Vec<Vec<u8>>, StoreError>;
+    /// Revokes every token an auth mount issued and, recursively, their children; returns
+    /// the hashes revoked.
+    async fn revoke_mount_tokens(
+        &self,
+        tenant: TenantId,
+        mount: MountId,
     ) -> Result<Vec<Vec<u8>>, StoreError>;
     /// Sets a token's expiry (renewal).
     async fn set_token_expiry(&self, hash: &[u8], expires_at: i64) -> Result<(), StoreError>;

@@ -112,6 +112,11 @@ pub struct TokenRequest {
     /// CIDR blocks the token may be used from (empty = anywhere); each must parse
     /// ([`crate::cidr::parse_list`]).
     pub bound_cidrs: Vec<String>,
+    /// Makes the token periodic, in seconds: its TTL is the period, every renewal gives the
+    /// period again, and it has no maximum lifetime unless `explicit_max_ttl` sets one.
+    pub period: Option<u64>,
+    /// The auth mount whose login issues the token.
+    pub auth_mount: Option<crate::MountId>,
 }
 
 /// A token just issued: its text (shown once) and its record.
@@ -216,6 +221,7 @@ impl Tokens {
             display_name: "root".to_owned(),
             created_at: self.clock.now_unix(),
             expires_at: None,
+            period: 0,
             ttl: 0,
             max_expires_at: None,
             uses_remaining: None,
@@ -223,6 +229,7 @@ impl Tokens {
             meta: Default::default(),
             renewable: false,
             bound_cidrs: Vec::new(),
+            auth_mount: None,
         };
         self.store.put_tokens(std::slice::from_ref(&record)).await?;
         Ok(token)
@@ -311,21 +318,37 @@ impl Tokens {
                 return Err(Error::invalid("child policies must be subset of parent"));
             }
         }
-        let max_ttl = request
-            .explicit_max_ttl
-            .filter(|t| *t > 0)
-            .map_or(self.settings.max_ttl, |t| t.min(self.settings.max_ttl));
-        let ttl = request
-            .ttl
-            .filter(|t| *t > 0)
-            .unwrap_or(self.settings.default_ttl)
-            .min(max_ttl);
         let secs = |s: u64| i64::try_from(s).unwrap_or(i64::MAX);
-        let mut max_expires_at = now.saturating_add(secs(max_ttl));
+        let explicit_max_ttl = request.explicit_max_ttl.filter(|t| *t > 0);
+        // A periodic token's TTL is its period (no longer than the system maximum, nor its
+        // own explicit maximum), and only an explicit maximum ends it; any other token lives
+        // at most the system maximum.
+        let period = request
+            .period
+            .filter(|p| *p > 0)
+            .map_or(0, |p| p.min(self.settings.max_ttl));
+        let (ttl, mut max_expires_at) = if period > 0 {
+            let ttl = explicit_max_ttl.map_or(period, |max| period.min(max));
+            (
+                ttl,
+                explicit_max_ttl.map(|max| now.saturating_add(secs(max))),
+            )
+        } else {
+            let max_ttl =
+                explicit_max_ttl.map_or(self.settings.max_ttl, |t| t.min(self.settings.max_ttl));
+            let ttl = request
+                .ttl
+                .filter(|t| *t > 0)
+                .unwrap_or(self.settings.default_ttl)
+                .min(max_ttl);
+            (ttl, Some(now.saturating_add(secs(max_ttl))))
+        };
         if let Some(parent_max) = parent.and_then(|p| p.expires_at) {
-            max_expires_at = max_expires_at.min(parent_max);
+            max_expires_at = Some(max_expires_at.map_or(parent_max, |m| m.min(parent_max)));
         }
-        let expires_at = now.saturating_add(secs(ttl)).min(max_expires_at);
+        let expires_at = now
+            .saturating_add(secs(ttl))
+            .min(max_expires_at.unwrap_or(i64::MAX));
         if expires_at <= now {
             return Err(Error::invalid(
                 "the parent token expires too soon to create a child",
@@ -341,13 +364,15 @@ impl Tokens {
             display_name: request.display_name.unwrap_or_else(|| "token".to_owned()),
             created_at: now,
             expires_at: Some(expires_at),
+            period,
             ttl,
-            max_expires_at: Some(max_expires_at),
+            max_expires_at,
             uses_remaining: (request.num_uses > 0).then_some(request.num_uses),
             parent_accessor: parent.map(|p| p.accessor.clone()),
             meta: request.meta,
             renewable: request.renewable.unwrap_or(true),
             bound_cidrs: request.bound_cidrs,
+            auth_mount: request.auth_mount,
         };
         self.write(record.clone()).await?;
         Ok(IssuedToken { token, record })
@@ -364,21 +389,25 @@ impl Tokens {
         committed.await.map_err(|_| stopped())?
     }
 
-    /// Extends a token's life by `increment` seconds (default: its TTL), never past its
-    /// maximum; returns the updated record.
+    /// Extends a token's life by `increment` seconds (default: its TTL; a periodic token
+    /// always by its period), never past its maximum; returns the updated record.
     pub async fn renew(&self, record: &TokenRecord, increment: Option<u64>) -> Result<TokenRecord> {
-        let Some(max_expires_at) = record.max_expires_at else {
+        if record.expires_at.is_none() {
             // Root tokens without a TTL have nothing to renew.
             return Ok(record.clone());
-        };
+        }
         if !record.renewable {
             return Err(Error::invalid("lease is not renewable"));
         }
         let now = self.clock.now_unix();
-        let increment = increment.filter(|i| *i > 0).unwrap_or(record.ttl);
+        let increment = if record.period > 0 {
+            record.period
+        } else {
+            increment.filter(|i| *i > 0).unwrap_or(record.ttl)
+        };
         let expires_at = now
             .saturating_add(i64::try_from(increment).unwrap_or(i64::MAX))
-            .min(max_expires_at);
+            .min(record.max_expires_at.unwrap_or(i64::MAX));
         self.store
             .set_token_expiry(&record.hash, expires_at)
             .await?;
@@ -407,6 +436,14 @@ impl Tokens {
         if hashes.is_empty() {
             return Err(Error::invalid("invalid accessor"));
         }
+        self.forget(hashes);
+        Ok(())
+    }
+
+    /// Revokes every token an auth mount issued, with their children (the mount is being
+    /// disabled); effective on the next request.
+    pub async fn revoke_mount(&self, tenant: TenantId, mount: crate::MountId) -> Result<()> {
+        let hashes = self.store.revoke_mount_tokens(tenant, mount).await?;
         self.forget(hashes);
         Ok(())
     }

@@ -158,6 +158,7 @@ fn token(hash: u8, accessor: &str, parent: Option<&str>) -> TokenRecord {
         display_name: "root".to_owned(),
         created_at: 5,
         expires_at: None,
+        period: 0,
         ttl: 0,
         max_expires_at: None,
         uses_remaining: None,
@@ -165,6 +166,7 @@ fn token(hash: u8, accessor: &str, parent: Option<&str>) -> TokenRecord {
         meta: [("team".to_owned(), "billing".to_owned())].into(),
         renewable: false,
         bound_cidrs: vec!["10.0.0.0/8".to_owned()],
+        auth_mount: None,
     }
 }
 
@@ -213,6 +215,59 @@ async fn tokens(store: &dyn Store) {
     assert_eq!(revoked, vec![vec![10; 32], vec![11; 32], vec![12; 32]]);
     assert!(store.get_token(&[13; 32]).await.unwrap().is_some());
 
+    // Disabling an auth mount revokes what it issued, with children, and nothing else.
+    let (issuer, other_issuer) = (
+        mount(TenantId::ROOT, "auth/a/"),
+        mount(TenantId::ROOT, "auth/b/"),
+    );
+    store.create_mount(&issuer).await.unwrap();
+    store.create_mount(&other_issuer).await.unwrap();
+    let (issuer, other_issuer) = (issuer.id, other_issuer.id);
+    let periodic = TokenRecord {
+        period: 3600,
+        expires_at: Some(3605),
+        auth_mount: Some(issuer),
+        ..token(20, "from-mount", None)
+    };
+    store
+        .put_tokens(&[
+            periodic.clone(),
+            token(21, "child-of-mount", Some("from-mount")),
+            TokenRecord {
+                auth_mount: Some(other_issuer),
+                ..token(22, "other-mount", None)
+            },
+        ])
+        .await
+        .unwrap();
+    assert_eq!(store.get_token(&[20; 32]).await.unwrap(), Some(periodic));
+    let mut revoked = store
+        .revoke_mount_tokens(TenantId::ROOT, issuer)
+        .await
+        .unwrap();
+    revoked.sort();
+    assert_eq!(revoked, vec![vec![20; 32], vec![21; 32]]);
+    assert!(store.get_token(&[22; 32]).await.unwrap().is_some());
+    // Deleting the mount deletes tokens it issued; none can be stored for it afterwards.
+    store
+        .put_tokens(&[TokenRecord {
+            auth_mount: Some(issuer),
+            ..token(23, "late", None)
+        }])
+        .await
+        .unwrap();
+    assert!(store.delete_mount(TenantId::ROOT, issuer).await.unwrap());
+    assert_eq!(store.get_token(&[23; 32]).await.unwrap(), None);
+    assert!(matches!(
+        store
+            .put_tokens(&[TokenRecord {
+                auth_mount: Some(issuer),
+                ..token(24, "too-late", None)
+            }])
+            .await,
+        Err(StoreError::Gone)
+    ));
+
     // Use counts are consumed one at a time; the last use deletes the token.
     let limited = TokenRecord {
         uses_remaining: Some(2),
@@ -258,6 +313,7 @@ fn role(mount: &MountRecord, name: &str, role_id: &str) -> AppRoleRecord {
         token_explicit_max_ttl: 0,
         token_num_uses: 5,
         token_no_default_policy: true,
+        token_period: 86_400,
         created_at: 9,
     }
 }

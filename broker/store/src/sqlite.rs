@@ -28,6 +28,7 @@ pub struct SqliteStore {
 fn map_error(error: sqlx::Error) -> StoreError {
     match &error {
         sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict,
+        sqlx::Error::Database(db) if db.is_foreign_key_violation() => StoreError::Gone,
         sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
             StoreError::Unavailable(error.to_string())
         }
@@ -98,6 +99,7 @@ fn token_from_row(row: &SqliteRow) -> Result<TokenRecord, StoreError> {
         display_name: get(row, "display_name")?,
         created_at: get(row, "created_at")?,
         expires_at: get(row, "expires_at")?,
+        period: to_u64(get(row, "period")?, "tokens.period")?,
         ttl: to_u64(get(row, "ttl")?, "tokens.ttl")?,
         max_expires_at: get(row, "max_expires_at")?,
         uses_remaining: uses
@@ -107,6 +109,9 @@ fn token_from_row(row: &SqliteRow) -> Result<TokenRecord, StoreError> {
         meta: serde_json::from_str(&meta).map_err(|_| corrupt("tokens.meta"))?,
         renewable: get(row, "renewable")?,
         bound_cidrs: json_column(row, "bound_cidrs", "tokens.bound_cidrs")?,
+        auth_mount: get::<Option<String>>(row, "auth_mount_id")?
+            .map(|text| MountId::parse(&text).ok_or_else(|| corrupt("tokens.auth_mount_id")))
+            .transpose()?,
     })
 }
 
@@ -143,6 +148,7 @@ fn role_from_row(row: &SqliteRow) -> Result<AppRoleRecord, StoreError> {
         )?,
         token_num_uses: to_u64(get(row, "token_num_uses")?, "token_num_uses")?,
         token_no_default_policy: get(row, "token_no_default_policy")?,
+        token_period: to_u64(get(row, "token_period")?, "token_period")?,
         created_at: get(row, "created_at")?,
     })
 }
@@ -437,7 +443,8 @@ impl Store for SqliteStore {
             sqlx::query(
                 "INSERT INTO tokens (hash, accessor, tenant_id, policies, display_name, \
                  created_at, expires_at, ttl, max_expires_at, uses_remaining, parent_accessor, \
-                 meta, renewable, bound_cidrs) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                 meta, renewable, bound_cidrs, period, auth_mount_id) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             )
             .bind(&token.hash)
             .bind(&token.accessor)
@@ -453,6 +460,8 @@ impl Store for SqliteStore {
             .bind(to_json(&token.meta)?)
             .bind(token.renewable)
             .bind(to_json(&token.bound_cidrs)?)
+            .bind(to_i64(token.period))
+            .bind(token.auth_mount.map(|m| m.to_string()))
             .execute(&mut *tx)
             .await
             .map_err(map_error)?;
@@ -510,6 +519,29 @@ impl Store for SqliteStore {
         rows.iter().map(|row| get(row, "hash")).collect()
     }
 
+    async fn revoke_mount_tokens(
+        &self,
+        tenant: TenantId,
+        mount: MountId,
+    ) -> Result<Vec<Vec<u8>>, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(map_error)?;
+        let rows = sqlx::query(
+            "WITH RECURSIVE tree(accessor) AS ( \
+                 SELECT accessor FROM tokens WHERE tenant_id = ?1 AND auth_mount_id = ?2 \
+                 UNION SELECT t.accessor FROM tokens t JOIN tree ON t.parent_accessor = tree.accessor \
+                 WHERE t.tenant_id = ?1) \
+             DELETE FROM tokens WHERE tenant_id = ?1 AND accessor IN (SELECT accessor FROM tree) \
+             RETURNING hash",
+        )
+        .bind(tenant.to_string())
+        .bind(mount.to_string())
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(map_error)?;
+        tx.commit().await.map_err(map_error)?;
+        rows.iter().map(|row| get(row, "hash")).collect()
+    }
+
     async fn set_token_expiry(&self, hash: &[u8], expires_at: i64) -> Result<(), StoreError> {
         sqlx::query("UPDATE tokens SET expires_at = ? WHERE hash = ?")
             .bind(expires_at)
@@ -558,8 +590,8 @@ impl Store for SqliteStore {
             "INSERT INTO approle_roles (tenant_id, mount_id, name, role_id, bind_secret_id, \
              secret_id_num_uses, secret_id_ttl, secret_id_bound_cidrs, token_bound_cidrs, \
              token_policies, token_ttl, token_max_ttl, token_explicit_max_ttl, token_num_uses, \
-             token_no_default_policy, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+             token_no_default_policy, created_at, token_period) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
              ON CONFLICT (tenant_id, mount_id, name) DO UPDATE SET \
              role_id = excluded.role_id, bind_secret_id = excluded.bind_secret_id, \
              secret_id_num_uses = excluded.secret_id_num_uses, \
@@ -570,7 +602,8 @@ impl Store for SqliteStore {
              token_max_ttl = excluded.token_max_ttl, \
              token_explicit_max_ttl = excluded.token_explicit_max_ttl, \
              token_num_uses = excluded.token_num_uses, \
-             token_no_default_policy = excluded.token_no_default_policy",
+             token_no_default_policy = excluded.token_no_default_policy, \
+             token_period = excluded.token_period",
         )
         .bind(role.tenant.to_string())
         .bind(role.mount.to_string())
@@ -588,6 +621,7 @@ impl Store for SqliteStore {
         .bind(to_i64(role.token_num_uses))
         .bind(role.token_no_default_policy)
         .bind(role.created_at)
+        .bind(to_i64(role.token_period))
         .execute(&self.pool)
         .await
         .map_err(map_error)?;

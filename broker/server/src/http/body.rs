@@ -21,7 +21,8 @@ pub fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
             "failed to parse JSON input: the body must be a JSON object",
         ));
     }
-    serde_json::from_slice(text)
+    // The error names the field at fault (`token_period: expected a duration …`).
+    serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(text))
         .map_err(|e| ApiError::bad_request(format!("failed to parse JSON input: {e}")))
 }
 

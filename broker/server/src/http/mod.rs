@@ -173,7 +173,9 @@ async fn dispatch(State(state): State<AppState>, request: axum::extract::Request
         headers: parts.headers,
         peer,
     };
-    let (label, response) = match handle(&state, edge, body).await {
+    let handling =
+        response::with_request_id(response::new_request_id(), handle(&state, edge, body));
+    let (label, response) = match handling.await {
         (label, Ok(response)) => (label, response),
         (label, Err(error)) => (label, error.into_response()),
     };
@@ -386,7 +388,7 @@ async fn handle(
     let started = Instant::now();
     let record = audit.map(|sink| {
         let mut record = AuditRecord::request(
-            uuid::Uuid::new_v4().to_string(),
+            response::current_request_id().to_string(),
             operation.audit_name(),
             request.path.as_str(),
         )
@@ -552,6 +554,30 @@ async fn authorize(
         return Ok(());
     }
     Err(denied())
+}
+
+/// Whether the caller holds `sudo` (with `update`) on the request's path: root tokens do.
+/// For options Vault reserves to root or sudo tokens (periodic and orphan tokens).
+pub(crate) async fn has_sudo(
+    ready: &Ready,
+    caller: &Caller,
+    tenant: &Tenant,
+    request: &ApiRequest,
+) -> Result<bool, ApiError> {
+    use keybroker_core::policy::{canonicalize_request_path, Capability};
+    if caller.is_root() {
+        return Ok(true);
+    }
+    let Ok(canonical) = canonicalize_request_path(&request.path) else {
+        return Ok(false);
+    };
+    let checked = policies::policy_path(caller.tenant(), tenant, &canonical);
+    let acl = ready
+        .broker
+        .policies
+        .acl(caller.tenant(), &caller.token.policies)
+        .await?;
+    Ok(acl.allows(&checked, Capability::Update, true))
 }
 
 /// Status for a batch with failures, as Vault's transit computes it.

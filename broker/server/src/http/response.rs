@@ -21,11 +21,31 @@ struct Envelope<'a, T: Serialize> {
     auth: (),
 }
 
+tokio::task_local! {
+    /// The id of the request being served: in its response envelope and its audit records.
+    static REQUEST_ID: uuid::Uuid;
+}
+
+/// A fresh request id. Not a secret: a cheap thread-local RNG is enough.
+pub fn new_request_id() -> uuid::Uuid {
+    uuid::Builder::from_random_bytes(rand::thread_rng().gen()).into_uuid()
+}
+
+/// Runs a request's handling with its id, which every response envelope built inside
+/// carries ([`current_request_id`]).
+pub async fn with_request_id<F: std::future::Future>(id: uuid::Uuid, handling: F) -> F::Output {
+    REQUEST_ID.scope(id, handling).await
+}
+
+/// The id of the request being served (a fresh one outside [`with_request_id`]).
+pub fn current_request_id() -> uuid::Uuid {
+    REQUEST_ID
+        .try_with(|id| *id)
+        .unwrap_or_else(|_| new_request_id())
+}
+
 fn request_id() -> uuid::fmt::Hyphenated {
-    // Not a secret: a cheap thread-local RNG is enough.
-    uuid::Builder::from_random_bytes(rand::thread_rng().gen())
-        .into_uuid()
-        .hyphenated()
+    current_request_id().hyphenated()
 }
 
 /// A JSON response with a status.

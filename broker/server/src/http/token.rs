@@ -89,6 +89,7 @@ fn lookup_json(record: &TokenRecord, id: Option<&str>, now: i64) -> Value {
         "num_uses": record.uses_remaining.unwrap_or(0),
         "orphan": record.parent_accessor.is_none(),
         "path": "auth/token/create",
+        "period": record.period,
         "policies": record.policies,
         "renewable": record.renewable,
         "ttl": ttl,
@@ -197,14 +198,15 @@ async fn create(
     request: &ApiRequest,
 ) -> Result<Response, ApiError> {
     let input: CreateBody = body::parse(&request.body)?;
-    if input.period.is_some_and(|p| p > 0) {
-        return Err(ApiError::bad_request(
-            "periodic tokens are not supported yet",
-        ));
-    }
+    let period = input.period.filter(|p| *p > 0);
     let orphan = rest.starts_with("create-orphan") || input.no_parent == Some(true);
-    if orphan && !caller.is_root() {
-        return Err(ApiError::Core(Error::PermissionDenied));
+    // As in Vault: only root or sudo tokens make orphans or periodic tokens.
+    if (orphan || period.is_some()) && !super::has_sudo(ready, caller, tenant, request).await? {
+        return Err(if period.is_some() {
+            ApiError::bad_request("root or sudo privileges required to create periodic token")
+        } else {
+            ApiError::Core(Error::PermissionDenied)
+        });
     }
     let request = TokenRequest {
         policies: policy_list(input.policies)?,
@@ -219,6 +221,8 @@ async fn create(
         renewable: input.renewable,
         no_default_policy: input.no_default_policy.unwrap_or(false),
         bound_cidrs: Vec::new(),
+        period,
+        auth_mount: None,
     };
     // A token is created in the request's tenant; its parent is the caller unless it is an
     // orphan, which only a root token may make.
