@@ -20,6 +20,7 @@
 pub mod approle;
 pub mod backend;
 pub mod broker;
+pub mod changes;
 pub mod cidr;
 pub mod clock;
 pub mod crypto;

@@ -3,7 +3,10 @@
 
 use async_trait::async_trait;
 
-use crate::{KeyId, MountId, TenantId};
+use crate::{
+    changes::{Change, JobGuard},
+    KeyId, MountId, TenantId,
+};
 
 /// Storage failures.
 #[derive(Debug, thiserror::Error)]
@@ -279,8 +282,38 @@ pub struct KeyVersionRecord {
 }
 
 /// The storage contract.
+///
+/// A store shared by several nodes (Postgres) announces every write that makes cached state
+/// stale ([`Change`]) in the write's own transaction, and feeds other nodes' announcements
+/// to [`Store::subscribe`]rs; a store only this process uses (SQLite) keeps the defaults.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
+    /// Changes announced by every node sharing the store (this one included), or `None` when
+    /// no other node can write to it. A lagging receiver must treat the gap as
+    /// [`Change::Resync`].
+    fn subscribe(&self) -> Option<tokio::sync::broadcast::Receiver<Change>> {
+        None
+    }
+
+    /// When this node last confirmed that its change feed works end to end (a heartbeat
+    /// announced through the store came back); `None` when there is no feed to trust.
+    fn last_in_sync(&self) -> Option<std::time::Instant> {
+        None
+    }
+
+    /// Announces a change that is not a store write (a plugin reload) to every node.
+    async fn announce(&self, change: &Change) -> Result<(), StoreError> {
+        let _ = change;
+        Ok(())
+    }
+
+    /// Takes the cluster-wide lock of a periodic job (`"auto-rotate"`, `"tidy"`); `None` if
+    /// another node holds it. Released when the guard is dropped.
+    async fn try_lock_job(&self, job: &str) -> Result<Option<JobGuard>, StoreError> {
+        let _ = job;
+        Ok(Some(JobGuard::local()))
+    }
+
     /// Reads a broker-wide value (sealed secrets, init state).
     async fn get_meta(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError>;
     /// Writes a broker-wide value if absent; returns whether it was written.
