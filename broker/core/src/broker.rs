@@ -8,6 +8,7 @@ use zeroize::Zeroizing;
 use crate::{
     approle::{AppRoleSettings, AppRoles, LoginIdentity},
     backend::Backends,
+    changes::Change,
     clock::Clock,
     error::{Error, Result},
     mounts::Mounts,
@@ -18,7 +19,7 @@ use crate::{
     tenants::Tenants,
     tokens::{IssuedToken, TokenRequest, TokenSettings, Tokens},
     transit::{Transit, TransitSettings},
-    Tenant, TenantId,
+    MountId, Tenant, TenantId,
 };
 
 const META_SERVER_KEY: &str = "server-hmac-key";
@@ -274,6 +275,38 @@ impl Broker {
             .filter_map(|m| m.path.split('/').next().map(str::to_owned))
             .collect();
         self.tenants.create(name, &root_mounts).await
+    }
+
+    /// Drops what a change made on another node (or announced by this one) makes stale.
+    /// [`Change::Plugins`] is the plugin host's business, not the core's.
+    pub async fn apply_change(&self, change: &Change) -> Result<()> {
+        match change {
+            Change::Token(hash) => self.tokens.forget_hash(hash),
+            Change::Tenants => self.tenants.reload().await?,
+            Change::TenantDeleted(tenant) => {
+                self.tokens.forget_tenant(*tenant);
+                self.policies.forget_tenant(*tenant);
+                self.transit.forget_tenant(*tenant);
+                self.mounts.forget_tenant(*tenant);
+                self.tenants.reload().await?;
+            }
+            Change::Mounts(tenant) => {
+                let table = self.mounts.reload(*tenant).await?;
+                let live: Vec<MountId> = table.iter().map(|m| m.id).collect();
+                self.transit.forget_mounts_except(*tenant, &live);
+            }
+            Change::Policies(tenant) => self.policies.forget_tenant(*tenant),
+            Change::Key(tenant, key) => self.transit.refresh_key(*tenant, *key).await?,
+            Change::Plugins => {}
+            Change::Resync => {
+                self.tokens.forget_all();
+                self.policies.forget_all();
+                self.mounts.forget_all();
+                self.transit.forget_all();
+                self.tenants.reload().await?;
+            }
+        }
+        Ok(())
     }
 
     /// Deletes a tenant: its tokens stop working at once, its keys become unusable and its

@@ -7,7 +7,10 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, RwLock},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, RwLock,
+    },
 };
 
 use crate::{
@@ -52,6 +55,8 @@ pub struct Mounts {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     tables: RwLock<HashMap<TenantId, MountTable>>,
+    /// Bumped by every invalidation (see [`Mounts::reload`]).
+    generation: AtomicU64,
 }
 
 impl std::fmt::Debug for Mounts {
@@ -98,6 +103,7 @@ impl Mounts {
             store,
             clock,
             tables: RwLock::new(HashMap::new()),
+            generation: AtomicU64::new(0),
         }
     }
 
@@ -106,15 +112,26 @@ impl Mounts {
         if let Some(table) = self.read_cached(tenant) {
             return Ok(table);
         }
-        self.reload(tenant).await
+        self.load(tenant).await
     }
 
     fn read_cached(&self, tenant: TenantId) -> Option<MountTable> {
         self.tables.read().ok()?.get(&tenant).cloned()
     }
 
-    /// Re-reads a tenant's mounts from the store.
+    /// Re-reads a tenant's mounts from the store (they changed).
     pub async fn reload(&self, tenant: TenantId) -> Result<MountTable> {
+        if let Ok(mut tables) = self.tables.write() {
+            self.generation.fetch_add(1, Ordering::SeqCst);
+            tables.remove(&tenant);
+        }
+        self.load(tenant).await
+    }
+
+    /// Reads a tenant's mounts; the table is cached unless a change came meanwhile (a
+    /// table read before a change must not replace one read after it).
+    async fn load(&self, tenant: TenantId) -> Result<MountTable> {
+        let before = self.generation.load(Ordering::SeqCst);
         let mut mounts: Vec<Arc<MountRecord>> = self
             .store
             .list_mounts(tenant)
@@ -125,7 +142,9 @@ impl Mounts {
         mounts.sort_by(|a, b| b.path.len().cmp(&a.path.len()).then(a.path.cmp(&b.path)));
         let table: MountTable = Arc::new(mounts);
         if let Ok(mut tables) = self.tables.write() {
-            tables.insert(tenant, table.clone());
+            if self.generation.load(Ordering::SeqCst) == before {
+                tables.insert(tenant, table.clone());
+            }
         }
         Ok(table)
     }
@@ -254,9 +273,18 @@ impl Mounts {
         Ok(Some(mount.id))
     }
 
+    /// Drops every cached table (changes may have been missed).
+    pub fn forget_all(&self) {
+        if let Ok(mut tables) = self.tables.write() {
+            self.generation.fetch_add(1, Ordering::SeqCst);
+            tables.clear();
+        }
+    }
+
     /// Drops a deleted tenant's table.
     pub fn forget_tenant(&self, tenant: TenantId) {
         if let Ok(mut tables) = self.tables.write() {
+            self.generation.fetch_add(1, Ordering::SeqCst);
             tables.remove(&tenant);
         }
     }

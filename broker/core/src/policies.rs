@@ -3,7 +3,10 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, RwLock},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, RwLock,
+    },
 };
 
 use crate::{
@@ -22,6 +25,8 @@ pub struct Policies {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     acls: RwLock<HashMap<AclKey, Arc<Acl>>>,
+    /// Bumped by every invalidation: an ACL built while one happened is not cached.
+    generation: AtomicU64,
 }
 
 impl std::fmt::Debug for Policies {
@@ -41,6 +46,7 @@ impl Policies {
             store,
             clock,
             acls: RwLock::new(HashMap::new()),
+            generation: AtomicU64::new(0),
         }
     }
 
@@ -51,6 +57,7 @@ impl Policies {
         if let Some(acl) = self.acls.read().ok().and_then(|m| m.get(&key).cloned()) {
             return Ok(acl);
         }
+        let before = self.generation.load(Ordering::SeqCst);
         let root = names.iter().any(|n| n == ROOT_POLICY);
         let mut parsed = Vec::new();
         if !root {
@@ -62,7 +69,10 @@ impl Policies {
         }
         let acl = Arc::new(Acl::new(&parsed, root));
         if let Ok(mut acls) = self.acls.write() {
-            acls.insert(key, acl.clone());
+            // A policy changed while it was read: this ACL answers this request only.
+            if self.generation.load(Ordering::SeqCst) == before {
+                acls.insert(key, acl.clone());
+            }
         }
         Ok(acl)
     }
@@ -80,6 +90,7 @@ impl Policies {
 
     fn invalidate(&self, tenant: TenantId) {
         if let Ok(mut acls) = self.acls.write() {
+            self.generation.fetch_add(1, Ordering::SeqCst);
             acls.retain(|(t, _), _| *t != tenant);
         }
     }
@@ -129,6 +140,14 @@ impl Policies {
         self.store.delete_policy(tenant, &name).await?;
         self.invalidate(tenant);
         Ok(())
+    }
+
+    /// Forgets every cached ACL (changes may have been missed).
+    pub fn forget_all(&self) {
+        if let Ok(mut acls) = self.acls.write() {
+            self.generation.fetch_add(1, Ordering::SeqCst);
+            acls.clear();
+        }
     }
 
     /// Forgets a deleted tenant's ACLs.

@@ -4,7 +4,14 @@
 //! a parent revokes its children). Resolved records are cached in memory; revocation drops
 //! them from the cache at once.
 
-use std::{net::IpAddr, sync::Arc, time::Duration};
+use std::{
+    net::IpAddr,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
 
 use hmac::{Hmac, Mac};
 use moka::sync::Cache;
@@ -152,6 +159,9 @@ pub struct Tokens {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     cache: Cache<[u8; 32], Arc<TokenRecord>>,
+    /// Bumped before every invalidation: a record read from the store while one happened
+    /// may be stale and is not kept in the cache.
+    invalidations: AtomicU64,
     settings: TokenSettings,
     writer: mpsc::Sender<PendingToken>,
 }
@@ -181,6 +191,7 @@ impl Tokens {
                 .time_to_idle(Duration::from_secs(600))
                 .support_invalidation_closures()
                 .build(),
+            invalidations: AtomicU64::new(0),
             settings,
             writer: spawn_token_writer(store),
         })
@@ -237,6 +248,7 @@ impl Tokens {
 
     /// Drops every cached token of a tenant (the tenant was deleted).
     pub fn forget_tenant(&self, tenant: TenantId) {
+        self.invalidations.fetch_add(1, Ordering::SeqCst);
         // Only fails if closures were not enabled at build time, which `new` does.
         let _ = self
             .cache
@@ -254,6 +266,7 @@ impl Tokens {
         let record = match self.cache.get(&hash) {
             Some(record) => record,
             None => {
+                let before = self.invalidations.load(Ordering::SeqCst);
                 let record = self
                     .store
                     .get_token(&hash)
@@ -261,6 +274,11 @@ impl Tokens {
                     .ok_or(Error::PermissionDenied)?;
                 let record = Arc::new(record);
                 self.cache.insert(hash, record.clone());
+                // An invalidation during the read (a revocation on this or another node) may
+                // have come before the insert: then the insert does not stay.
+                if self.invalidations.load(Ordering::SeqCst) != before {
+                    self.cache.invalidate(&hash);
+                }
                 record
             }
         };
@@ -411,9 +429,7 @@ impl Tokens {
         self.store
             .set_token_expiry(&record.hash, expires_at)
             .await?;
-        if let Ok(hash) = <[u8; 32]>::try_from(record.hash.as_slice()) {
-            self.cache.invalidate(&hash);
-        }
+        self.forget_hash(&record.hash);
         Ok(TokenRecord {
             expires_at: Some(expires_at),
             ..record.clone()
@@ -456,7 +472,22 @@ impl Tokens {
         Ok(count)
     }
 
+    /// Drops a token from the cache (another node changed it); the next use reads the store.
+    pub fn forget_hash(&self, hash: &[u8]) {
+        self.invalidations.fetch_add(1, Ordering::SeqCst);
+        if let Ok(hash) = <[u8; 32]>::try_from(hash) {
+            self.cache.invalidate(&hash);
+        }
+    }
+
+    /// Drops every cached token (changes may have been missed).
+    pub fn forget_all(&self) {
+        self.invalidations.fetch_add(1, Ordering::SeqCst);
+        self.cache.invalidate_all();
+    }
+
     fn forget(&self, hashes: Vec<Vec<u8>>) {
+        self.invalidations.fetch_add(1, Ordering::SeqCst);
         for hash in hashes {
             if let Ok(hash) = <[u8; 32]>::try_from(hash.as_slice()) {
                 self.cache.invalidate(&hash);

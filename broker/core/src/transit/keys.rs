@@ -437,6 +437,8 @@ impl Transit {
             .keys
             .write()
             .map(|mut keys| {
+                self.generation
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let mounts: Vec<_> = keys.keys().filter(|(t, _)| *t == tenant).copied().collect();
                 mounts.into_iter().filter_map(|m| keys.remove(&m)).collect()
             })
@@ -448,13 +450,71 @@ impl Transit {
         }
     }
 
+    /// Re-reads a cached key that another node changed (configuration, a new version) or
+    /// deleted, keeping the counters of its versions; a deleted key's data keys are dropped.
+    pub async fn refresh_key(&self, tenant: crate::TenantId, key: crate::KeyId) -> Result<()> {
+        let cached: Vec<Arc<KeyState>> = self
+            .keys
+            .read()
+            .map(|keys| {
+                keys.iter()
+                    .filter(|((t, _), _)| *t == tenant)
+                    .flat_map(|(_, names)| names.values())
+                    .filter(|state| state.record.id == key)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        for state in cached {
+            let record = &state.record;
+            if self
+                .reload(tenant, record.mount, &record.name)
+                .await?
+                .is_none()
+            {
+                if let Some(instance) = self.backends.get(&record.backend) {
+                    instance.cache().purge_key(tenant, record.id);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets the cached keys of a tenant's mounts that are not in `mounts` (another node
+    /// disabled them).
+    pub fn forget_mounts_except(&self, tenant: crate::TenantId, mounts: &[MountId]) {
+        let gone: Vec<MountId> = self
+            .keys
+            .read()
+            .map(|keys| {
+                keys.keys()
+                    .filter(|(t, m)| *t == tenant && !mounts.contains(m))
+                    .map(|(_, m)| *m)
+                    .collect()
+            })
+            .unwrap_or_default();
+        for mount in gone {
+            self.forget_mount(tenant, mount);
+        }
+    }
+
+    /// Forgets every cached key (changes may have been missed); keys are re-read on next
+    /// use and their counters resume past the persisted reservations.
+    pub fn forget_all(&self) {
+        if let Ok(mut keys) = self.keys.write() {
+            self.generation
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            keys.clear();
+        }
+    }
+
     /// Forgets every cached key of a mount (after the mount was disabled).
     pub fn forget_mount(&self, tenant: crate::TenantId, mount: MountId) {
-        let removed = self
-            .keys
-            .write()
-            .ok()
-            .and_then(|mut keys| keys.remove(&(tenant, mount)));
+        let removed = self.keys.write().ok().and_then(|mut keys| {
+            self.generation
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            keys.remove(&(tenant, mount))
+        });
         for state in removed.into_iter().flat_map(|keys| keys.into_values()) {
             if let Some(instance) = self.backends.get(&state.record.backend) {
                 instance.cache().purge_key(tenant, state.record.id);

@@ -12,7 +12,10 @@ mod keys;
 
 use std::{
     collections::HashMap,
-    sync::{Arc, RwLock},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, RwLock,
+    },
 };
 
 pub use data::{DataKeyOutput, DecryptItem, EncryptItem, EncryptOutput};
@@ -97,6 +100,9 @@ pub struct Transit {
     clock: Arc<dyn Clock>,
     settings: TransitSettings,
     keys: RwLock<KeyTable>,
+    /// Bumped when a reload starts or keys are forgotten: a reload that another overtook
+    /// returns its state without caching it, so an older read never replaces a newer one.
+    generation: AtomicU64,
 }
 
 impl std::fmt::Debug for Transit {
@@ -138,6 +144,7 @@ impl Transit {
             clock,
             settings,
             keys: RwLock::new(HashMap::new()),
+            generation: AtomicU64::new(0),
         }
     }
 
@@ -152,6 +159,7 @@ impl Transit {
 
     fn forget(&self, tenant: TenantId, mount: MountId, name: &str) {
         if let Ok(mut keys) = self.keys.write() {
+            self.generation.fetch_add(1, Ordering::SeqCst);
             if let Some(mount_keys) = keys.get_mut(&(tenant, mount)) {
                 mount_keys.remove(name);
             }
@@ -178,6 +186,7 @@ impl Transit {
         mount: MountId,
         name: &str,
     ) -> Result<Option<Arc<KeyState>>> {
+        let started = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
         let Some(record) = self.store.get_key(tenant, mount, name).await? else {
             self.forget(tenant, mount, name);
             return Ok(None);
@@ -214,9 +223,11 @@ impl Transit {
         }
         let state = Arc::new(KeyState { record, versions });
         if let Ok(mut keys) = self.keys.write() {
-            keys.entry((tenant, mount))
-                .or_default()
-                .insert(name.to_owned(), state.clone());
+            if self.generation.load(Ordering::SeqCst) == started {
+                keys.entry((tenant, mount))
+                    .or_default()
+                    .insert(name.to_owned(), state.clone());
+            }
         }
         Ok(Some(state))
     }
