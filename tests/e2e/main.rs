@@ -8,6 +8,7 @@ mod support;
 
 mod approle;
 mod audit;
+mod cluster;
 mod counter;
 mod isolation;
 mod plugins;

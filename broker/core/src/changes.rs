@@ -34,7 +34,7 @@ impl Change {
     /// bytes; Postgres allows 8000).
     pub fn encode(&self) -> String {
         match self {
-            Self::Token(hash) => format!("token:{}", hex(hash)),
+            Self::Token(hash) => format!("token:{}", hex::encode(hash)),
             Self::Tenants => "tenants".to_owned(),
             Self::TenantDeleted(tenant) => format!("tenant-deleted:{tenant}"),
             Self::Mounts(tenant) => format!("mounts:{tenant}"),
@@ -50,7 +50,7 @@ impl Change {
         let (kind, rest) = text.split_once(':').unwrap_or((text, ""));
         let tenant = || TenantId::parse(rest);
         match kind {
-            "token" => unhex(rest).map(Self::Token),
+            "token" if !rest.is_empty() => hex::decode(rest).ok().map(Self::Token),
             "tenants" if rest.is_empty() => Some(Self::Tenants),
             "tenant-deleted" => tenant().map(Self::TenantDeleted),
             "mounts" => tenant().map(Self::Mounts),
@@ -64,24 +64,6 @@ impl Change {
             _ => None,
         }
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    bytes.iter().fold(String::new(), |mut out, b| {
-        let _ = write!(out, "{b:02x}");
-        out
-    })
-}
-
-fn unhex(text: &str) -> Option<Vec<u8>> {
-    if text.is_empty() || text.len() % 2 != 0 {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
-        .collect()
 }
 
 /// Held while a periodic job runs on this node; other nodes asking for the same job get

@@ -3,11 +3,12 @@
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
+use keybroker_core::changes::Change;
 use keybroker_core::{
     broker::BrokerSettings, clock::SystemClock, store::Store, transit::TransitSettings, Broker,
     Tenant, TenantId,
 };
-use keybroker_store::SqliteStore;
+use keybroker_store::{PostgresOptions, PostgresStore, SqliteStore};
 use zeroize::Zeroizing;
 
 use crate::{
@@ -41,6 +42,31 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
                 .with_context(|| format!("cannot open the SQLite store {}", path.display()))?;
             Ok(Arc::new(store))
         }
+        StorageConfig::Postgres(url) => {
+            let options = PostgresOptions {
+                acquire_timeout: config.timing.storage_timeout,
+                connect_timeout: config.timing.storage_timeout,
+                heartbeat: config.timing.storage_heartbeat,
+                ..PostgresOptions::default()
+            };
+            // The URL may hold a password: the error names the host part only.
+            let store = PostgresStore::open(url, options).await.with_context(|| {
+                format!("cannot open the PostgreSQL store at {}", redact_url(url))
+            })?;
+            Ok(Arc::new(store))
+        }
+    }
+}
+
+/// A database URL without its credentials, for messages.
+fn redact_url(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+            let host = host.split(['?', '#']).next().unwrap_or_default();
+            format!("{scheme}://{host}")
+        }
+        None => "(unparsable URL)".to_owned(),
     }
 }
 
@@ -156,7 +182,14 @@ pub async fn build(config: &Config) -> anyhow::Result<Built> {
         metrics,
         config.listener.max_request_size,
     )
-    .with_trusted_proxies(config.trusted_proxies.clone());
+    .with_trusted_proxies(config.trusted_proxies.clone())
+    .with_storage(
+        match config.storage {
+            StorageConfig::Sqlite(_) => "sqlite",
+            StorageConfig::Postgres(_) => "postgresql",
+        },
+        config.timing.max_staleness,
+    );
     Ok(Built { state, root_token })
 }
 
@@ -237,21 +270,114 @@ pub fn spawn_background(state: &AppState, config: &Config) {
             host.check_health().await;
         }
     });
+    if let Some(changes) = ready.broker.store.subscribe() {
+        tokio::spawn(follow_changes(ready.clone(), changes));
+    }
     let broker = ready.broker.clone();
-    let interval = config.timing.auto_rotate_check_interval;
+    spawn_exclusive(
+        broker.clone(),
+        "auto-rotate",
+        config.timing.auto_rotate_check_interval,
+        rotate_due_keys,
+    );
+    spawn_exclusive(broker, "tidy", config.timing.tidy_interval, tidy);
+}
+
+/// Runs `job` every `interval`, on one node of a cluster at a time (the store's job lock).
+fn spawn_exclusive<F, Fut>(broker: Arc<Broker>, name: &'static str, interval: Duration, job: F)
+where
+    F: Fn(Arc<Broker>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
     tokio::spawn(async move {
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticker.tick().await;
-            let tenant_of = |id: TenantId| (id == TenantId::ROOT).then(Tenant::root);
-            match broker.transit.rotate_due_keys(tenant_of).await {
-                Ok(0) => {}
-                Ok(rotated) => tracing::info!(rotated, "automatic key rotation"),
-                Err(error) => tracing::warn!(%error, "automatic rotation check failed"),
-            }
+            let _lock = match broker.store.try_lock_job(name).await {
+                Ok(Some(guard)) => guard,
+                Ok(None) => continue,
+                Err(error) => {
+                    tracing::warn!(job = name, %error, "periodic job skipped");
+                    continue;
+                }
+            };
+            job(broker.clone()).await;
         }
     });
+}
+
+/// Rotates every key whose `auto_rotate_period` has elapsed, in every tenant (the rotation
+/// itself is a compare-and-set, so a key rotates once even if two nodes raced).
+async fn rotate_due_keys(broker: Arc<Broker>) {
+    let tenant_of = |id: TenantId| {
+        if id == TenantId::ROOT {
+            Some(Tenant::root())
+        } else {
+            broker.tenants.by_id(id)
+        }
+    };
+    match broker.transit.rotate_due_keys(tenant_of).await {
+        Ok(0) => {}
+        Ok(rotated) => tracing::info!(rotated, "automatic key rotation"),
+        Err(error) => tracing::warn!(%error, "automatic rotation check failed"),
+    }
+}
+
+/// Deletes expired tokens, and expired secret_ids of every AppRole mount of every tenant.
+async fn tidy(broker: Arc<Broker>) {
+    match broker.tokens.tidy().await {
+        Ok(0) => {}
+        Ok(count) => tracing::info!(count, "tidied expired tokens"),
+        Err(error) => tracing::warn!(%error, "token tidy failed"),
+    }
+    let tenants = std::iter::once(Tenant::root()).chain(broker.tenants.list());
+    for tenant in tenants {
+        let Ok(table) = broker.mounts.table(tenant.id).await else {
+            continue;
+        };
+        for mount in table
+            .iter()
+            .filter(|m| m.kind == keybroker_core::approle::AUTH_TYPE)
+        {
+            if let Err(error) = broker.approle.tidy(mount).await {
+                tracing::warn!(%error, tenant = %tenant.name, "secret_id tidy failed");
+            }
+        }
+    }
+}
+
+/// Applies the changes every node of a cluster announces: caches drop what is stale, a
+/// plugin reload on one node reloads the plugins here. A gap in the feed drops every cache.
+async fn follow_changes(ready: Ready, mut changes: tokio::sync::broadcast::Receiver<Change>) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        let change = match changes.recv().await {
+            Ok(change) => change,
+            Err(RecvError::Lagged(missed)) => {
+                tracing::warn!(missed, "change feed lagged; dropping every cache");
+                Change::Resync
+            }
+            Err(RecvError::Closed) => return,
+        };
+        if change == Change::Plugins {
+            ready.host.reload().await;
+            continue;
+        }
+        if let Err(error) = ready.broker.apply_change(&change).await {
+            // The caches were dropped before the re-read that failed; the staleness bound
+            // keeps requests off this node until its feed works again.
+            tracing::warn!(%error, change = ?change, "could not apply a change from the cluster");
+        }
+    }
+}
+
+/// Reloads the plugins on this node and asks every other node of a cluster to do the same.
+pub async fn reload_plugins(ready: &Ready) {
+    ready.host.reload().await;
+    if let Err(error) = ready.broker.store.announce(&Change::Plugins).await {
+        tracing::warn!(%error, "plugin reload not announced to the other nodes");
+    }
 }
 
 /// Reloads plugins on SIGHUP.
@@ -264,7 +390,7 @@ pub fn spawn_sighup_reload(state: &AppState) -> anyhow::Result<()> {
     tokio::spawn(async move {
         while hangups.recv().await.is_some() {
             tracing::info!("SIGHUP: reloading backend plugins");
-            ready.host.reload().await;
+            reload_plugins(&ready).await;
         }
     });
     Ok(())

@@ -125,6 +125,9 @@ pub struct TimingConfig {
     /// How often keys due for automatic rotation are looked for.
     #[serde(with = "humantime_serde")]
     pub auto_rotate_check_interval: Duration,
+    /// How often expired tokens and secret_ids are deleted from the store.
+    #[serde(with = "humantime_serde")]
+    pub tidy_interval: Duration,
     /// Smallest non-zero `auto_rotate_period` a key may have.
     #[serde(with = "humantime_serde")]
     pub min_auto_rotate_period: Duration,
@@ -144,6 +147,18 @@ pub struct TimingConfig {
     /// stays locked.
     #[serde(with = "humantime_serde")]
     pub approle_lockout_duration: Duration,
+    /// Cluster (Postgres): how long a node may go without confirming that it receives the
+    /// other nodes' changes before it refuses authenticated requests with 503 (it could
+    /// otherwise honour a revoked token).
+    #[serde(with = "humantime_serde")]
+    pub max_staleness: Duration,
+    /// Cluster (Postgres): how often a node checks that its change feed works end to end.
+    #[serde(with = "humantime_serde")]
+    pub storage_heartbeat: Duration,
+    /// Cluster (Postgres): how long a request waits for a database connection before it is
+    /// answered 503.
+    #[serde(with = "humantime_serde")]
+    pub storage_timeout: Duration,
 }
 
 impl Default for TimingConfig {
@@ -153,6 +168,7 @@ impl Default for TimingConfig {
             dek_cache_capacity: 100_000,
             plugin_health_interval: Duration::from_secs(10),
             auto_rotate_check_interval: Duration::from_secs(60),
+            tidy_interval: Duration::from_secs(3600),
             min_auto_rotate_period: Duration::from_secs(3600),
             rotation_threshold: 4_000_000_000,
             counter_block: 10_000,
@@ -160,6 +176,9 @@ impl Default for TimingConfig {
             token_max_ttl: Duration::from_secs(768 * 3600),
             approle_lockout_threshold: 5,
             approle_lockout_duration: Duration::from_secs(15 * 60),
+            max_staleness: Duration::from_secs(3),
+            storage_heartbeat: Duration::from_millis(500),
+            storage_timeout: Duration::from_secs(2),
         }
     }
 }
@@ -225,7 +244,8 @@ fn audit_config(table: AuditTable) -> Result<Option<AuditConfig>, ConfigError> {
 pub struct FileConfig {
     /// Private state: verified plugin copies, and the default database and root key.
     pub state_dir: Option<PathBuf>,
-    /// `sqlite:` URL or a path to the SQLite file (default `<state_dir>/keybroker.db`).
+    /// `sqlite:` URL or a path to the SQLite file (default `<state_dir>/keybroker.db`), or
+    /// a `postgres://` URL shared by the nodes of a cluster.
     pub storage: Option<String>,
     /// Drop-in directory of backend instances.
     pub plugin_dir: Option<PathBuf>,
@@ -252,10 +272,22 @@ pub struct FileConfig {
 }
 
 /// Where the database lives.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum StorageConfig {
-    /// SQLite file.
+    /// SQLite file: this node alone.
     Sqlite(PathBuf),
+    /// A PostgreSQL URL shared by every node of a cluster (it may hold a password: never
+    /// printed).
+    Postgres(String),
+}
+
+impl std::fmt::Debug for StorageConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Sqlite(path) => f.debug_tuple("Sqlite").field(path).finish(),
+            Self::Postgres(_) => f.write_str("Postgres(..)"),
+        }
+    }
 }
 
 /// Validated configuration.
@@ -446,10 +478,20 @@ impl Config {
                 timing.auto_rotate_check_interval,
             ),
             ("timing.dek_cache_ttl", timing.dek_cache_ttl),
+            ("timing.tidy_interval", timing.tidy_interval),
+            ("timing.max_staleness", timing.max_staleness),
+            ("timing.storage_heartbeat", timing.storage_heartbeat),
+            ("timing.storage_timeout", timing.storage_timeout),
         ] {
             if value.is_zero() {
                 return Err(invalid(key, "must be greater than zero"));
             }
+        }
+        if timing.storage_heartbeat >= timing.max_staleness {
+            return Err(invalid(
+                "timing.storage_heartbeat",
+                "must be shorter than timing.max_staleness",
+            ));
         }
         Ok(Self {
             dev,
@@ -478,13 +520,13 @@ fn parse_storage(text: &str) -> Result<StorageConfig, ConfigError> {
         return Ok(StorageConfig::Sqlite(PathBuf::from(rest)));
     }
     if text.starts_with("postgres://") || text.starts_with("postgresql://") {
-        return Err(invalid(
-            "storage",
-            "PostgreSQL storage is not available in this version",
-        ));
+        return Ok(StorageConfig::Postgres(text.to_owned()));
     }
     if text.contains("://") {
-        return Err(invalid("storage", "expected a sqlite: URL or a file path"));
+        return Err(invalid(
+            "storage",
+            "expected a sqlite: URL, a file path or a postgres:// URL",
+        ));
     }
     Ok(StorageConfig::Sqlite(PathBuf::from(text)))
 }
@@ -615,6 +657,16 @@ mod tests {
             StorageConfig::Sqlite("/a/b.db".into())
         );
         assert!(parse_storage("mysql://x").is_err());
+        assert_eq!(
+            parse_storage("postgres://kb:secret@db:5432/kb").unwrap(),
+            StorageConfig::Postgres("postgres://kb:secret@db:5432/kb".to_owned())
+        );
+        // Never printed with its password.
+        let shown = format!(
+            "{:?}",
+            parse_storage("postgresql://kb:secret@db/kb").unwrap()
+        );
+        assert!(!shown.contains("secret"), "{shown}");
     }
 }
 

@@ -14,6 +14,8 @@ use std::{
 
 use serde_json::Value;
 
+pub mod proxy;
+
 /// The workspace root.
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -15,7 +15,12 @@ mod sys;
 mod token;
 mod transit;
 
-use std::{collections::HashMap, net::IpAddr, sync::Arc, time::Instant};
+use std::{
+    collections::HashMap,
+    net::IpAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use axum::{
     body::Body,
@@ -49,6 +54,7 @@ struct Inner {
     metrics: Arc<Metrics>,
     max_request_size: usize,
     storage_type: &'static str,
+    max_staleness: Duration,
     trusted_proxies: Vec<ipnet::IpNet>,
 }
 
@@ -78,6 +84,7 @@ impl AppState {
                 metrics,
                 max_request_size,
                 storage_type: "sqlite",
+                max_staleness: Duration::from_secs(3),
                 trusted_proxies: Vec::new(),
             }),
         }
@@ -87,6 +94,31 @@ impl AppState {
     pub fn with_trusted_proxies(mut self, proxies: Vec<ipnet::IpNet>) -> Self {
         Arc::make_mut(&mut self.inner).trusted_proxies = proxies;
         self
+    }
+
+    /// The kind of store (`sqlite`, `postgresql`) and, for a store shared by a cluster, how
+    /// long this node may go without confirming its change feed before it refuses
+    /// authenticated requests.
+    pub fn with_storage(mut self, storage_type: &'static str, max_staleness: Duration) -> Self {
+        let inner = Arc::make_mut(&mut self.inner);
+        inner.storage_type = storage_type;
+        inner.max_staleness = max_staleness;
+        self
+    }
+
+    /// Why this node must not serve authenticated requests now: its store is shared by a
+    /// cluster and it has not confirmed for too long that it receives the other nodes'
+    /// changes (it could honour a revoked token). `None` when it is in sync.
+    pub fn stale_reason(&self) -> Option<String> {
+        let ready = self.inner.ready.as_ref()?;
+        let last = ready.broker.store.last_in_sync()?;
+        let age = last.elapsed();
+        (age > self.inner.max_staleness).then(|| {
+            format!(
+                "storage unreachable: this node has not been in sync with the cluster for {} ms",
+                age.as_millis()
+            )
+        })
     }
 
     /// State of a sealed broker: health says so, everything else answers 503.
@@ -99,6 +131,7 @@ impl AppState {
                 metrics,
                 max_request_size,
                 storage_type: "sqlite",
+                max_staleness: Duration::from_secs(3),
                 trusted_proxies: Vec::new(),
             }),
         }
@@ -380,6 +413,10 @@ async fn handle(
         query,
         body,
     };
+    // A node that may have missed a revocation serves nobody (health answers on).
+    if let Some(reason) = state.stale_reason() {
+        return ("storage", Err(ApiError::Core(Error::Unavailable(reason))));
+    }
     let identity = match approle::login_mount(ready, &tenant, &request.path).await {
         Some(mount) => Identity::Login(mount),
         None => Identity::Token(authenticate(ready, &headers, &tenant, client).await),

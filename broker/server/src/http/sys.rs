@@ -27,8 +27,13 @@ pub fn health(state: &AppState, query: &HashMap<String, String>) -> Response {
             .and_then(|c| StatusCode::from_u16(c).ok())
             .unwrap_or(StatusCode::from_u16(default).unwrap_or(StatusCode::OK))
     };
+    // A cluster node out of touch with its database says so, and load balancers take it
+    // out of rotation: it refuses authenticated requests until it is back in sync.
+    let stale = state.stale_reason();
     let status = if sealed {
         code("sealedcode", 503)
+    } else if stale.is_some() {
+        code("stalecode", 503)
     } else {
         code("activecode", 200)
     };
@@ -46,6 +51,12 @@ pub fn health(state: &AppState, query: &HashMap<String, String>) -> Response {
     });
     if let (Some(reason), Some(map)) = (&state.inner.sealed_reason, body.as_object_mut()) {
         map.insert("sealed_reason".to_owned(), json!(reason));
+    }
+    if let Some(map) = body.as_object_mut() {
+        map.insert("storage_in_sync".to_owned(), json!(stale.is_none()));
+        if let Some(reason) = stale {
+            map.insert("storage_reason".to_owned(), json!(reason));
+        }
     }
     response::json(status, &body)
 }
@@ -133,7 +144,7 @@ pub async fn handle(
             ("sys/plugins/backends", Ok(backends(ready)))
         }
         ("plugins/reload", Operation::Write) => {
-            ready.host.reload().await;
+            crate::app::reload_plugins(ready).await;
             ("sys/plugins/reload", Ok(backends(ready)))
         }
         ("metrics", Operation::Read) => ("sys/metrics", metrics(state, request)),
