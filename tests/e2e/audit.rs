@@ -153,6 +153,17 @@ fn audit_verify_detects_edits_deletions_truncation_and_forged_chains() {
     for i in 0..4 {
         broker.encrypt("k", format!("value {i}").as_bytes());
     }
+    // The store's checkpoint follows the file asynchronously: the tail is provable once it
+    // has caught up (what `verify` reports), so the kill comes after that.
+    assert!(crate::support::eventually(
+        std::time::Duration::from_secs(10),
+        || {
+            let last = lines(state.path()).len();
+            verify(state.path())
+                .1
+                .contains(&format!("checkpoint at sequence {last} matches"))
+        }
+    ));
     broker.kill9();
     let original = lines(state.path());
     assert!(original.len() >= 8);
