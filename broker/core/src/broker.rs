@@ -88,6 +88,8 @@ pub struct Broker {
     pub policies: Policies,
     /// The AppRole auth method.
     pub approle: AppRoles,
+    /// The JWT auth method (logins and bearer mode).
+    pub jwt: crate::jwt_auth::JwtAuth,
 }
 
 impl std::fmt::Debug for Broker {
@@ -126,6 +128,7 @@ impl Broker {
                 settings.tokens,
             )?,
             mounts: Mounts::new(store.clone(), clock.clone()),
+            jwt: crate::jwt_auth::JwtAuth::new(clock.clone()),
             transit: Transit::new(store.clone(), backends, clock, settings.transit),
             store,
         })
@@ -206,6 +209,7 @@ impl Broker {
             self.tokens.revoke_mount(tenant.id, mount.id).await?;
         }
         self.mounts.disable_auth(tenant.id, path).await?;
+        self.jwt.forget_all();
         Ok(())
     }
 
@@ -284,6 +288,7 @@ impl Broker {
             Change::Token(hash) => self.tokens.forget_hash(hash),
             Change::Tenants => self.tenants.reload().await?,
             Change::TenantDeleted(tenant) => {
+                self.jwt.forget_all();
                 self.tokens.forget_tenant(*tenant);
                 self.policies.forget_tenant(*tenant);
                 self.transit.forget_tenant(*tenant);
@@ -291,6 +296,7 @@ impl Broker {
                 self.tenants.reload().await?;
             }
             Change::Mounts(tenant) => {
+                self.jwt.forget_all();
                 let table = self.mounts.reload(*tenant).await?;
                 let live: Vec<MountId> = table.iter().map(|m| m.id).collect();
                 self.transit.forget_mounts_except(*tenant, &live);
@@ -299,6 +305,7 @@ impl Broker {
             Change::Key(tenant, key) => self.transit.refresh_key(*tenant, *key).await?,
             Change::Plugins => {}
             Change::Resync => {
+                self.jwt.forget_all();
                 self.tokens.forget_all();
                 self.policies.forget_all();
                 self.mounts.forget_all();
@@ -319,6 +326,7 @@ impl Broker {
         self.policies.forget_tenant(tenant.id);
         self.transit.forget_tenant(tenant.id);
         self.mounts.forget_tenant(tenant.id);
+        self.jwt.forget_all();
         Ok(Some(tenant))
     }
 }

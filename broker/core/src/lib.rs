@@ -27,6 +27,8 @@ pub mod crypto;
 pub mod dek_cache;
 pub mod error;
 pub mod ids;
+pub mod jwt;
+pub mod jwt_auth;
 pub mod mounts;
 pub mod policies;
 pub mod policy;

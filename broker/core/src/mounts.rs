@@ -24,7 +24,7 @@ use crate::{
 pub const ENGINE_TYPES: &[&str] = &["transit"];
 
 /// Auth method types the broker can mount (besides the built-in `token`).
-pub const AUTH_TYPES: &[&str] = &[crate::approle::AUTH_TYPE];
+pub const AUTH_TYPES: &[&str] = &[crate::approle::AUTH_TYPE, crate::jwt_auth::AUTH_TYPE];
 
 /// The path prefix of every auth method mount.
 pub const AUTH_PREFIX: &str = "auth/";

@@ -14,6 +14,7 @@ use std::{
 
 use serde_json::Value;
 
+pub mod idp;
 pub mod proxy;
 
 /// The workspace root.

@@ -1,17 +1,15 @@
 //! The AppRole auth method, mounted at `auth/<path>/` (Vault API: auth/approle): roles,
 //! role-ids, secret-ids, tidy, and the unauthenticated `login`.
 //!
-//! The edge sends `auth/<mount>/login` here without looking at any token ([`login_mount`],
-//! [`login`]); everything else arrives authenticated and authorised ([`handle`]).
+//! The edge sends `auth/<mount>/login` here without looking at any token ([`login`]); everything else arrives authenticated and authorised ([`handle`]).
 
-use std::{collections::BTreeMap, net::IpAddr, sync::Arc};
+use std::{collections::BTreeMap, net::IpAddr};
 
 use axum::{http::StatusCode, response::Response};
 use keybroker_core::{
     approle::{LoginIdentity, RoleUpdate, SecretIdRequest, AUTH_TYPE, LOGIN_FAILED},
     store::{AppRoleRecord, MountRecord, SecretIdRecord},
     tokens::IssuedToken,
-    Tenant,
 };
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -123,17 +121,6 @@ fn metadata(value: Option<Value>) -> Result<BTreeMap<String, String>, ApiError> 
     serde_json::from_value(value).map_err(|_| invalid())
 }
 
-/// The approle mount whose unauthenticated login `path` is (`auth/<mount>/login`), if any.
-pub async fn login_mount(ready: &Ready, tenant: &Tenant, path: &str) -> Option<Arc<MountRecord>> {
-    if !path.starts_with(keybroker_core::mounts::AUTH_PREFIX) {
-        return None;
-    }
-    match ready.broker.mounts.resolve(tenant.id, path).await {
-        Ok(Some((mount, "login"))) if mount.kind == AUTH_TYPE => Some(mount),
-        _ => None,
-    }
-}
-
 /// What the audit log records of a login: what was found of the caller, and the token
 /// issued — as HMACs, through [`AuditAuth`]; never the secret_id or the role_id.
 #[derive(Default)]
@@ -153,6 +140,11 @@ impl std::fmt::Debug for LoginAudit {
 }
 
 impl LoginAudit {
+    /// What a login found and issued.
+    pub fn new(identity: LoginIdentity, issued: Option<IssuedToken>) -> Self {
+        Self { identity, issued }
+    }
+
     /// The identity of a login's response record.
     pub fn audit_auth(&self, sink: &dyn AuditSink) -> AuditAuth {
         let mut auth = AuditAuth::builder(sink);

@@ -9,6 +9,7 @@
 mod approle;
 mod body;
 pub mod error;
+mod jwt;
 mod policies;
 mod response;
 mod sys;
@@ -417,7 +418,7 @@ async fn handle(
     if let Some(reason) = state.stale_reason() {
         return ("storage", Err(ApiError::Core(Error::Unavailable(reason))));
     }
-    let identity = match approle::login_mount(ready, &tenant, &request.path).await {
+    let identity = match login_mount(ready, &tenant, &request.path).await {
         Some(mount) => Identity::Login(mount),
         None => Identity::Token(authenticate(ready, &headers, &tenant, client).await),
     };
@@ -457,6 +458,11 @@ async fn handle(
     }
     let mut login = None;
     let (label, result) = match identity {
+        Identity::Login(mount) if mount.kind == keybroker_core::jwt_auth::AUTH_TYPE => {
+            let (result, issued) = jwt::login(ready, &mount, &request, client).await;
+            login = Some(approle::LoginAudit::new(Default::default(), issued));
+            ("auth/jwt/login", result)
+        }
         Identity::Login(mount) => {
             let (result, audit) = approle::login(ready, &mount, &request, client).await;
             login = Some(audit);
@@ -507,6 +513,9 @@ async fn route(
     }
     match ready.broker.mounts.resolve(tenant.id, &request.path).await {
         Err(error) => ("mounts", Err(error.into())),
+        Ok(Some((mount, rest))) if mount.kind == keybroker_core::jwt_auth::AUTH_TYPE => {
+            jwt::handle(ready, &mount, rest, request).await
+        }
         Ok(Some((mount, rest))) if keybroker_core::mounts::is_auth(&mount) => {
             approle::handle(ready, &mount, rest, request).await
         }
@@ -531,12 +540,41 @@ async fn authenticate(
 ) -> Result<Caller, ApiError> {
     let denied = || ApiError::Core(Error::PermissionDenied);
     let token = presented_token(headers).ok_or_else(denied)?;
+    // Bearer mode: a JWT (three segments, no `kbs.` prefix) in `Authorization: Bearer`
+    // stands for itself, through the tenant's jwt mount for its issuer.
+    let bearer =
+        headers.get("x-vault-token").is_none() && keybroker_core::jwt_auth::looks_like_jwt(token);
+    if bearer {
+        let caller = ready
+            .broker
+            .jwt
+            .bearer(&ready.broker.mounts, tenant.id, token, client)
+            .await?;
+        return Ok(caller);
+    }
     let caller = ready.broker.tokens.authenticate(token, client).await?;
     let home = caller.tenant();
     if home != keybroker_core::TenantId::ROOT && home != tenant.id {
         return Err(denied());
     }
     Ok(caller)
+}
+
+/// The auth mount whose unauthenticated login `path` is (`auth/<mount>/login`): AppRole
+/// and JWT mounts.
+async fn login_mount(ready: &Ready, tenant: &Tenant, path: &str) -> Option<Arc<MountRecord>> {
+    if !path.starts_with(keybroker_core::mounts::AUTH_PREFIX) {
+        return None;
+    }
+    match ready.broker.mounts.resolve(tenant.id, path).await {
+        Ok(Some((mount, "login")))
+            if mount.kind == keybroker_core::approle::AUTH_TYPE
+                || mount.kind == keybroker_core::jwt_auth::AUTH_TYPE =>
+        {
+            Some(mount)
+        }
+        _ => None,
+    }
 }
 
 /// Paths whose rule must also grant `sudo` (Vault's root-protected paths, and ours).

@@ -197,6 +197,12 @@ async fn create(
     rest: &str,
     request: &ApiRequest,
 ) -> Result<Response, ApiError> {
+    if caller.token.accessor.is_empty() {
+        // A bearer JWT is no token: it cannot parent one.
+        return Err(ApiError::bad_request(
+            "a bearer JWT cannot create tokens; log in to get a broker token",
+        ));
+    }
     let input: CreateBody = body::parse(&request.body)?;
     let period = input.period.filter(|p| *p > 0);
     let orphan = rest.starts_with("create-orphan") || input.no_parent == Some(true);

@@ -1,0 +1,472 @@
+//! A jwt mount's configuration (Vault API: auth/jwt/config), and its checks.
+
+use jsonwebtoken::Algorithm;
+use serde::{Deserialize, Serialize};
+
+use super::{
+    input,
+    keys::{self, VerificationKey},
+};
+use crate::error::{Error, Result};
+
+/// Seconds between two JWKS refetches caused by unknown `kid`s, unless configured.
+pub const DEFAULT_JWKS_REFETCH_INTERVAL: u64 = 30;
+
+/// Longest accepted `jwks_refetch_interval`, seconds (a day).
+const MAX_JWKS_REFETCH_INTERVAL: u64 = 86_400;
+
+fn default_refetch_interval() -> u64 {
+    DEFAULT_JWKS_REFETCH_INTERVAL
+}
+
+/// Vault's `auth/jwt/config`, plus our extensions (`bearer_role`, `jwks_refetch_interval`).
+/// Stored as JSON in the mount's configuration. Exactly one key source is set:
+/// `oidc_discovery_url`, `jwks_url` or `jwt_validation_pubkeys`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct JwtConfig {
+    /// The OIDC issuer whose discovery document (`/.well-known/openid-configuration`) names
+    /// the JWKS; tokens' `iss` must equal the discovered issuer.
+    pub oidc_discovery_url: Option<String>,
+    /// PEM CA certificate(s) trusted for the discovery URL and its JWKS instead of the
+    /// system's roots.
+    pub oidc_discovery_ca_pem: Option<String>,
+    /// A JWKS URL.
+    pub jwks_url: Option<String>,
+    /// PEM CA certificate(s) trusted for `jwks_url` instead of the system's roots.
+    pub jwks_ca_pem: Option<String>,
+    /// PEM public keys (RSA, EC P-256/P-384, Ed25519).
+    pub jwt_validation_pubkeys: Vec<String>,
+    /// The `iss` every token must carry, when set.
+    pub bound_issuer: Option<String>,
+    /// Accepted signing algorithms; empty means every asymmetric algorithm the key types
+    /// allow.
+    pub jwt_supported_algs: Vec<String>,
+    /// The role of logins that name none (lowercase).
+    pub default_role: Option<String>,
+    /// Our extension: the role applied to requests carrying `Authorization: Bearer <jwt>`
+    /// (lowercase).
+    pub bearer_role: Option<String>,
+    /// Our extension: at most one JWKS refetch per this many seconds, on an unknown `kid`.
+    #[serde(default = "default_refetch_interval")]
+    pub jwks_refetch_interval: u64,
+}
+
+impl Default for JwtConfig {
+    fn default() -> Self {
+        Self {
+            oidc_discovery_url: None,
+            oidc_discovery_ca_pem: None,
+            jwks_url: None,
+            jwks_ca_pem: None,
+            jwt_validation_pubkeys: Vec::new(),
+            bound_issuer: None,
+            jwt_supported_algs: Vec::new(),
+            default_role: None,
+            bearer_role: None,
+            jwks_refetch_interval: DEFAULT_JWKS_REFETCH_INTERVAL,
+        }
+    }
+}
+
+/// A write to `auth/jwt/config` (Vault API), field by field as sent. Every field is
+/// optional; lists are JSON lists or comma-separated strings, durations seconds or `"30s"`.
+/// A write replaces the whole configuration, as in Vault. Unknown fields are ignored.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct JwtConfigInput {
+    /// See [`JwtConfig::oidc_discovery_url`].
+    pub oidc_discovery_url: Option<String>,
+    /// See [`JwtConfig::oidc_discovery_ca_pem`].
+    pub oidc_discovery_ca_pem: Option<String>,
+    /// See [`JwtConfig::jwks_url`].
+    pub jwks_url: Option<String>,
+    /// See [`JwtConfig::jwks_ca_pem`].
+    pub jwks_ca_pem: Option<String>,
+    /// See [`JwtConfig::jwt_validation_pubkeys`].
+    #[serde(deserialize_with = "input::opt_string_list")]
+    pub jwt_validation_pubkeys: Option<Vec<String>>,
+    /// See [`JwtConfig::bound_issuer`].
+    pub bound_issuer: Option<String>,
+    /// See [`JwtConfig::jwt_supported_algs`].
+    #[serde(deserialize_with = "input::opt_string_list")]
+    pub jwt_supported_algs: Option<Vec<String>>,
+    /// See [`JwtConfig::default_role`].
+    pub default_role: Option<String>,
+    /// See [`JwtConfig::bearer_role`].
+    pub bearer_role: Option<String>,
+    /// See [`JwtConfig::jwks_refetch_interval`].
+    #[serde(deserialize_with = "input::opt_duration_secs")]
+    pub jwks_refetch_interval: Option<u64>,
+    /// Whether Vault's `oidc_client_id` was given (the OIDC login flow is not supported).
+    #[serde(deserialize_with = "input::present")]
+    pub oidc_client_id: bool,
+    /// Whether Vault's `oidc_client_secret` was given; its value is never kept.
+    #[serde(deserialize_with = "input::present")]
+    pub oidc_client_secret: bool,
+    /// Whether Vault's `jwks_pairs` was given (several JWKS URLs are not supported).
+    #[serde(deserialize_with = "input::present")]
+    pub jwks_pairs: bool,
+}
+
+/// Trims a text field; empty means unset (the CLI clears a field with `field=""`).
+fn text(value: Option<String>) -> Option<String> {
+    value.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
+}
+
+fn role_name(field: &str, value: Option<String>) -> Result<Option<String>> {
+    text(value)
+        .map(|name| {
+            crate::approle::validate_role_name(&name)
+                .map_err(|e| Error::invalid(format!("{field}: {e}")))
+        })
+        .transpose()
+}
+
+/// Checks a URL we fetch from: https, a host, no credentials, no fragment.
+fn check_url(field: &str, url: &str) -> Result<()> {
+    let parsed = reqwest::Url::parse(url)
+        .map_err(|e| Error::invalid(format!("{field}: invalid URL {url:?}: {e}")))?;
+    if parsed.scheme() != "https" {
+        return Err(Error::invalid(format!(
+            "{field}: only https URLs are accepted"
+        )));
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err(Error::invalid(format!("{field}: the URL has no host")));
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(Error::invalid(format!(
+            "{field}: the URL must not hold credentials"
+        )));
+    }
+    if parsed.fragment().is_some() {
+        return Err(Error::invalid(format!(
+            "{field}: the URL must not have a fragment"
+        )));
+    }
+    Ok(())
+}
+
+impl JwtConfig {
+    /// Builds and checks a configuration from a write to `auth/jwt/config`: exactly one key
+    /// source, https URLs, CA certificates and public keys that parse, known asymmetric
+    /// algorithms only. Nothing is fetched here ([`crate::jwt::Verifier::new`] does).
+    pub fn from_input(input: JwtConfigInput) -> Result<Self> {
+        if input.oidc_client_id || input.oidc_client_secret {
+            return Err(Error::invalid(
+                "oidc_client_id and oidc_client_secret are not supported: only the jwt login flow (role_type \"jwt\") is available",
+            ));
+        }
+        if input.jwks_pairs {
+            return Err(Error::invalid(
+                "jwks_pairs is not supported: use jwks_url and jwks_ca_pem",
+            ));
+        }
+        let mut algorithms: Vec<String> = Vec::new();
+        for name in input.jwt_supported_algs.unwrap_or_default() {
+            if !algorithms.contains(&name) {
+                algorithms.push(name);
+            }
+        }
+        let config = Self {
+            oidc_discovery_url: text(input.oidc_discovery_url),
+            oidc_discovery_ca_pem: text(input.oidc_discovery_ca_pem),
+            jwks_url: text(input.jwks_url),
+            jwks_ca_pem: text(input.jwks_ca_pem),
+            jwt_validation_pubkeys: input.jwt_validation_pubkeys.unwrap_or_default(),
+            bound_issuer: text(input.bound_issuer),
+            jwt_supported_algs: algorithms,
+            default_role: role_name("default_role", input.default_role)?,
+            bearer_role: role_name("bearer_role", input.bearer_role)?,
+            jwks_refetch_interval: input
+                .jwks_refetch_interval
+                .unwrap_or(DEFAULT_JWKS_REFETCH_INTERVAL),
+        };
+        config.check()?;
+        Ok(config)
+    }
+
+    /// Checks a configuration without network access (also run on a stored one when its
+    /// verifier is built).
+    pub(crate) fn check(&self) -> Result<()> {
+        let sources = [
+            self.oidc_discovery_url.is_some(),
+            self.jwks_url.is_some(),
+            !self.jwt_validation_pubkeys.is_empty(),
+        ];
+        if sources.iter().filter(|set| **set).count() != 1 {
+            return Err(Error::invalid(
+                "exactly one of 'jwt_validation_pubkeys', 'jwks_url' or 'oidc_discovery_url' must be set",
+            ));
+        }
+        if self.oidc_discovery_ca_pem.is_some() && self.oidc_discovery_url.is_none() {
+            return Err(Error::invalid(
+                "oidc_discovery_ca_pem is only used with oidc_discovery_url",
+            ));
+        }
+        if self.jwks_ca_pem.is_some() && self.jwks_url.is_none() {
+            return Err(Error::invalid("jwks_ca_pem is only used with jwks_url"));
+        }
+        if let Some(url) = &self.oidc_discovery_url {
+            check_url("oidc_discovery_url", url)?;
+            // Discovery accepts only an issuer equal to its URL, so any other bound_issuer
+            // would refuse every token.
+            if self
+                .bound_issuer
+                .as_ref()
+                .is_some_and(|issuer| issuer != url)
+            {
+                return Err(Error::invalid(
+                    "bound_issuer must equal oidc_discovery_url (the issuer discovery accepts) or be unset",
+                ));
+            }
+            super::http::client(self.oidc_discovery_ca_pem.as_deref())
+                .map_err(|e| Error::invalid(format!("oidc_discovery_ca_pem: {e}")))?;
+        }
+        if let Some(url) = &self.jwks_url {
+            check_url("jwks_url", url)?;
+            super::http::client(self.jwks_ca_pem.as_deref())
+                .map_err(|e| Error::invalid(format!("jwks_ca_pem: {e}")))?;
+        }
+        let keys = self.static_keys()?;
+        if !self.jwt_validation_pubkeys.is_empty() && keys.is_empty() {
+            return Err(Error::invalid(
+                "none of jwt_validation_pubkeys can verify any of jwt_supported_algs",
+            ));
+        }
+        if self.jwks_refetch_interval == 0 || self.jwks_refetch_interval > MAX_JWKS_REFETCH_INTERVAL
+        {
+            return Err(Error::invalid(format!(
+                "jwks_refetch_interval must be between 1 and {MAX_JWKS_REFETCH_INTERVAL} seconds"
+            )));
+        }
+        Ok(())
+    }
+
+    /// `jwt_supported_algs` parsed (empty: no narrowing).
+    pub(crate) fn supported_algorithms(&self) -> Result<Vec<Algorithm>> {
+        self.jwt_supported_algs
+            .iter()
+            .map(|name| {
+                keys::parse_algorithm(name)
+                    .map_err(|e| Error::invalid(format!("jwt_supported_algs: {e}")))
+            })
+            .collect()
+    }
+
+    /// `jwt_validation_pubkeys` parsed, narrowed to `jwt_supported_algs`; keys that fit none
+    /// of them are left out.
+    pub(crate) fn static_keys(&self) -> Result<Vec<VerificationKey>> {
+        let algorithms = self.supported_algorithms()?;
+        let mut out = Vec::with_capacity(self.jwt_validation_pubkeys.len());
+        for (index, pem) in self.jwt_validation_pubkeys.iter().enumerate() {
+            let mut key = keys::from_pem(pem)
+                .map_err(|e| Error::invalid(format!("jwt_validation_pubkeys[{index}]: {e}")))?;
+            key.narrow(&algorithms);
+            if !key.algorithms.is_empty() {
+                out.push(key);
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jwt::test_support as ts;
+
+    fn input(json: serde_json::Value) -> JwtConfigInput {
+        serde_json::from_value(json).unwrap()
+    }
+
+    fn refused(json: serde_json::Value, expected: &str) {
+        match JwtConfig::from_input(input(json.clone())) {
+            Err(Error::InvalidRequest(message)) => {
+                assert!(message.contains(expected), "{json}: {message}")
+            }
+            other => panic!("{json}: expected a 400 containing {expected:?}, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_config_with_static_keys() {
+        let config = JwtConfig::from_input(input(serde_json::json!({
+            "jwt_validation_pubkeys": [ts::rsa().public_pem, ts::ed25519().public_pem],
+            "bound_issuer": " https://issuer.example ",
+            "jwt_supported_algs": "RS256, EdDSA,RS256",
+            "default_role": "Reader",
+            "bearer_role": "",
+            "jwks_refetch_interval": "1m",
+        })))
+        .unwrap();
+        assert_eq!(config.jwt_validation_pubkeys.len(), 2);
+        assert_eq!(
+            config.bound_issuer.as_deref(),
+            Some("https://issuer.example")
+        );
+        assert_eq!(config.jwt_supported_algs, ["RS256", "EdDSA"]);
+        assert_eq!(config.default_role.as_deref(), Some("reader"));
+        assert_eq!(config.bearer_role, None);
+        assert_eq!(config.jwks_refetch_interval, 60);
+
+        // Stored as JSON and read back; older stored forms get the defaults.
+        let stored = serde_json::to_value(&config).unwrap();
+        assert_eq!(serde_json::from_value::<JwtConfig>(stored).unwrap(), config);
+        let old: JwtConfig =
+            serde_json::from_value(serde_json::json!({"jwks_url": "https://x.example/keys"}))
+                .unwrap();
+        assert_eq!(old.jwks_refetch_interval, DEFAULT_JWKS_REFETCH_INTERVAL);
+    }
+
+    #[test]
+    fn a_config_with_a_url() {
+        let config = JwtConfig::from_input(input(serde_json::json!({
+            "oidc_discovery_url": "https://idp.example/realms/x",
+        })))
+        .unwrap();
+        assert_eq!(
+            config.oidc_discovery_url.as_deref(),
+            Some("https://idp.example/realms/x")
+        );
+        assert_eq!(config.jwks_refetch_interval, DEFAULT_JWKS_REFETCH_INTERVAL);
+        let config = JwtConfig::from_input(input(serde_json::json!({
+            "jwks_url": "https://idp.example/jwks.json",
+        })))
+        .unwrap();
+        assert_eq!(
+            config.jwks_url.as_deref(),
+            Some("https://idp.example/jwks.json")
+        );
+    }
+
+    #[test]
+    fn bound_issuer_must_agree_with_discovery() {
+        refused(
+            serde_json::json!({"oidc_discovery_url": "https://a.example", "bound_issuer": "https://b.example"}),
+            "bound_issuer must equal oidc_discovery_url",
+        );
+        JwtConfig::from_input(input(serde_json::json!({
+            "oidc_discovery_url": "https://a.example", "bound_issuer": "https://a.example",
+        })))
+        .unwrap();
+    }
+
+    #[test]
+    fn exactly_one_key_source() {
+        let one = "exactly one of 'jwt_validation_pubkeys', 'jwks_url' or 'oidc_discovery_url'";
+        refused(serde_json::json!({}), one);
+        refused(serde_json::json!({"jwks_url": ""}), one);
+        refused(
+            serde_json::json!({"jwks_url": "https://a.example/k", "oidc_discovery_url": "https://a.example"}),
+            one,
+        );
+        refused(
+            serde_json::json!({"jwks_url": "https://a.example/k", "jwt_validation_pubkeys": [ts::p256().public_pem]}),
+            one,
+        );
+    }
+
+    #[test]
+    fn urls_must_be_https() {
+        for url in [
+            "http://idp.example",
+            "http://127.0.0.1:8200",
+            "ftp://idp.example",
+            "not a url",
+            "https://user:pw@idp.example",
+            "https://idp.example/#x",
+        ] {
+            refused(
+                serde_json::json!({"oidc_discovery_url": url}),
+                "oidc_discovery_url",
+            );
+            refused(serde_json::json!({"jwks_url": url}), "jwks_url");
+        }
+    }
+
+    #[test]
+    fn ca_pems_must_parse_and_fit_their_source() {
+        refused(
+            serde_json::json!({"jwks_url": "https://a.example/k", "jwks_ca_pem": "junk"}),
+            "jwks_ca_pem",
+        );
+        refused(
+            serde_json::json!({"oidc_discovery_url": "https://a.example", "oidc_discovery_ca_pem": "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"}),
+            "oidc_discovery_ca_pem",
+        );
+        refused(
+            serde_json::json!({"jwks_url": "https://a.example/k", "oidc_discovery_ca_pem": ts::CA_PEM}),
+            "only used with oidc_discovery_url",
+        );
+        refused(
+            serde_json::json!({"oidc_discovery_url": "https://a.example", "jwks_ca_pem": ts::CA_PEM}),
+            "only used with jwks_url",
+        );
+        JwtConfig::from_input(input(
+            serde_json::json!({"jwks_url": "https://a.example/k", "jwks_ca_pem": ts::CA_PEM}),
+        ))
+        .unwrap();
+    }
+
+    #[test]
+    fn public_keys_must_parse() {
+        refused(
+            serde_json::json!({"jwt_validation_pubkeys": [ts::rsa().public_pem, "junk"]}),
+            "jwt_validation_pubkeys[1]",
+        );
+        refused(
+            serde_json::json!({"jwt_validation_pubkeys": [ts::rsa().private_pem]}),
+            "private key",
+        );
+    }
+
+    #[test]
+    fn algorithms_must_be_known_and_asymmetric() {
+        let pubkeys = [ts::rsa().public_pem.clone()];
+        for alg in ["none", "HS256", "HS512", "ES512", "rs256"] {
+            refused(
+                serde_json::json!({"jwt_validation_pubkeys": pubkeys, "jwt_supported_algs": [alg]}),
+                "jwt_supported_algs",
+            );
+        }
+        refused(
+            serde_json::json!({"jwt_validation_pubkeys": pubkeys, "jwt_supported_algs": ["ES256"]}),
+            "none of jwt_validation_pubkeys can verify",
+        );
+    }
+
+    #[test]
+    fn unsupported_vault_fields_are_refused() {
+        let base = || serde_json::json!({"jwks_url": "https://a.example/k"});
+        for field in ["oidc_client_id", "oidc_client_secret"] {
+            let mut body = base();
+            body[field] = "x".into();
+            refused(body, "not supported");
+        }
+        let mut body = base();
+        body["jwks_pairs"] = serde_json::json!([{"jwks_url": "https://b.example"}]);
+        refused(body, "jwks_pairs");
+        // Empty values are what a client that always sends every field sends.
+        let mut body = base();
+        body["oidc_client_id"] = "".into();
+        JwtConfig::from_input(input(body)).unwrap();
+    }
+
+    #[test]
+    fn role_names_and_interval_are_checked() {
+        let base = || serde_json::json!({"jwks_url": "https://a.example/k"});
+        let mut body = base();
+        body["default_role"] = "bad name!".into();
+        refused(body, "default_role");
+        let mut body = base();
+        body["bearer_role"] = "-x".into();
+        refused(body, "bearer_role");
+        for interval in [serde_json::json!(0), serde_json::json!("48h")] {
+            let mut body = base();
+            body["jwks_refetch_interval"] = interval;
+            refused(body, "jwks_refetch_interval");
+        }
+    }
+}

@@ -1,0 +1,189 @@
+//! Fetching from an identity provider: the HTTPS client (rustls on ring, optional CA
+//! certificates instead of the system's roots, no redirects, short timeouts, capped
+//! responses), OIDC discovery through `openidconnect`, and the JWKS fetcher.
+
+use std::{error::Error as StdError, time::Duration};
+
+use async_trait::async_trait;
+use openidconnect::{core::CoreProviderMetadata, IssuerUrl};
+
+use super::jwks::JwksFetcher;
+
+/// Time allowed for connecting, and for a whole request.
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Largest response body read from an identity provider.
+pub const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
+
+/// An error of a fetch, with its causes in its message.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct FetchError(String);
+
+/// An error and its causes, one line (`error sending request: …: invalid peer certificate`).
+fn describe(error: &dyn StdError) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// An HTTPS client trusting `ca_pem` (one or more PEM certificates) instead of the system's
+/// roots when given.
+pub fn client(ca_pem: Option<&str>) -> Result<reqwest::Client, String> {
+    let mut builder = reqwest::Client::builder()
+        .https_only(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(TIMEOUT)
+        .timeout(TIMEOUT)
+        .use_rustls_tls();
+    if let Some(pem) = ca_pem {
+        let certificates = reqwest::Certificate::from_pem_bundle(pem.as_bytes())
+            .map_err(|e| format!("invalid PEM certificates: {}", describe(&e)))?;
+        if certificates.is_empty() {
+            return Err("no PEM certificate found".to_owned());
+        }
+        builder = builder.tls_built_in_root_certs(false);
+        for certificate in certificates {
+            builder = builder.add_root_certificate(certificate);
+        }
+    }
+    builder
+        .build()
+        .map_err(|e| format!("invalid CA certificates: {}", describe(&e)))
+}
+
+/// Reads a response body, refusing more than [`MAX_RESPONSE_BYTES`].
+async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, String> {
+    if response
+        .content_length()
+        .is_some_and(|len| len > MAX_RESPONSE_BYTES as u64)
+    {
+        return Err(format!(
+            "the response is larger than {MAX_RESPONSE_BYTES} bytes"
+        ));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| describe(&e))? {
+        if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
+            return Err(format!(
+                "the response is larger than {MAX_RESPONSE_BYTES} bytes"
+            ));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// Sends a request built by `openidconnect`, reading a capped body.
+async fn send(
+    client: reqwest::Client,
+    request: openidconnect::HttpRequest,
+) -> Result<openidconnect::HttpResponse, FetchError> {
+    let (parts, body) = request.into_parts();
+    let response = client
+        .request(parts.method, parts.uri.to_string())
+        .headers(parts.headers)
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| FetchError(describe(&e)))?;
+    let mut builder = openidconnect::http::Response::builder().status(response.status());
+    for (name, value) in response.headers() {
+        builder = builder.header(name, value);
+    }
+    let body = read_capped(response).await.map_err(FetchError)?;
+    builder.body(body).map_err(|e| FetchError(e.to_string()))
+}
+
+/// What OIDC discovery found: the issuer tokens must name and the JWKS URL.
+#[derive(Debug)]
+pub struct Discovered {
+    /// The provider's issuer (equal to the discovery URL: `openidconnect` checks it).
+    pub issuer: String,
+    /// The provider's `jwks_uri`.
+    pub jwks_uri: String,
+}
+
+/// Runs OIDC discovery on `url` (`<url>/.well-known/openid-configuration`).
+pub async fn discover(client: &reqwest::Client, url: &str) -> Result<Discovered, String> {
+    let issuer_url = IssuerUrl::new(url.to_owned()).map_err(|e| format!("invalid URL: {e}"))?;
+    let http = |request: openidconnect::HttpRequest| send(client.clone(), request);
+    let metadata = CoreProviderMetadata::discover_async(issuer_url, &http)
+        .await
+        .map_err(|e| describe(&e))?;
+    let jwks_uri = metadata.jwks_uri().as_str().to_owned();
+    if !jwks_uri.starts_with("https://") {
+        return Err(format!(
+            "the provider's jwks_uri {jwks_uri:?} is not an https URL"
+        ));
+    }
+    Ok(Discovered {
+        issuer: metadata.issuer().as_str().to_owned(),
+        jwks_uri,
+    })
+}
+
+/// Fetches a JWKS document over HTTPS.
+pub struct HttpJwksFetcher {
+    client: reqwest::Client,
+    url: String,
+}
+
+impl HttpJwksFetcher {
+    /// A fetcher of `url` through `client`.
+    pub fn new(client: reqwest::Client, url: String) -> Self {
+        Self { client, url }
+    }
+}
+
+#[async_trait]
+impl JwksFetcher for HttpJwksFetcher {
+    async fn fetch(&self) -> Result<Vec<u8>, String> {
+        let response = self
+            .client
+            .get(&self.url)
+            .header(reqwest::header::ACCEPT, "application/json")
+            .send()
+            .await
+            .map_err(|e| describe(&e))?;
+        let status = response.status();
+        if status != reqwest::StatusCode::OK {
+            return Err(format!("{} answered HTTP status {status}", self.url));
+        }
+        read_capped(response).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jwt::test_support as ts;
+
+    #[test]
+    fn clients_take_ca_pems() {
+        client(None).unwrap();
+        client(Some(ts::CA_PEM)).unwrap();
+        let two = format!("{}{}", ts::CA_PEM, ts::CA_PEM);
+        client(Some(&two)).unwrap();
+        assert!(client(Some("junk"))
+            .unwrap_err()
+            .contains("no PEM certificate"));
+        let bad = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+        assert!(client(Some(bad)).is_err());
+    }
+
+    #[tokio::test]
+    async fn plain_http_is_never_fetched() {
+        // https_only refuses before connecting, so no listener is needed.
+        let fetcher = HttpJwksFetcher::new(client(None).unwrap(), "http://127.0.0.1:9/keys".into());
+        assert!(fetcher.fetch().await.is_err());
+    }
+}

@@ -1,0 +1,35 @@
+//! Vault's `jwt` auth method, the pure part (Vault docs: "JWT/OIDC auth method", API
+//! `auth/jwt/config`, `auth/jwt/role/:name`, `auth/jwt/login`): the configuration and role
+//! model, and the validation of a JWT against a role. Storage, endpoints and token issuing
+//! are [`crate::jwt_auth`].
+//!
+//! - [`JwtConfig`] names exactly one source of keys: PEM public keys, a JWKS URL, or an OIDC
+//!   discovery URL (whose issuer then binds `iss`).
+//! - [`JwtRole`] binds audiences, subject and claims, and says which claims make the user
+//!   name, the groups and the token metadata.
+//! - [`Verifier`] holds one configuration's keys. JWKS keys are cached and refetched on an
+//!   unknown `kid`, at most once per `jwks_refetch_interval`, one fetch for all concurrent
+//!   verifications; the fetch sits behind [`JwksFetcher`] so tests stub it.
+//!
+//! The signing algorithm is never taken from the token alone: it must be one the key's type
+//! allows, narrowed by the key's own `alg` and by `jwt_supported_algs`; `none` and HMAC are
+//! always refused. Every refusal is [`crate::Error::InvalidRequest`] with a short message; the
+//! precise reason is logged at debug level, never the token.
+
+mod claims;
+mod config;
+mod http;
+mod input;
+mod jwks;
+mod keys;
+mod role;
+mod token;
+mod verify;
+
+#[cfg(test)]
+mod test_support;
+
+pub use config::{JwtConfig, JwtConfigInput, DEFAULT_JWKS_REFETCH_INTERVAL};
+pub use jwks::JwksFetcher;
+pub use role::{JwtRole, JwtRoleInput, MAX_LEEWAY};
+pub use verify::{VerifiedJwt, Verifier, MAX_TOKEN_LEN};

@@ -1,0 +1,137 @@
+//! The JWT auth method, mounted at `auth/<path>/` (Vault API: auth/jwt): `config`, roles,
+//! and the unauthenticated `login`. Bearer mode is at the edge ([`super::authenticate`]).
+
+use std::net::IpAddr;
+
+use axum::{http::StatusCode, response::Response};
+use keybroker_core::{
+    jwt::{JwtConfigInput, JwtRoleInput},
+    jwt_auth::{JwtMountState, LOGIN_FAILED},
+    store::MountRecord,
+};
+use serde::Deserialize;
+use serde_json::json;
+use zeroize::Zeroizing;
+
+use super::{body, error::ApiError, response, token, ApiRequest, Operation, Ready};
+
+/// Vault API: auth/jwt/login.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct LoginBody {
+    role: Option<String>,
+    jwt: Option<Zeroizing<String>>,
+}
+
+/// `POST auth/<mount>/login` without a token: every failure, malformed input included, is
+/// the same 400 (missing role aside, as in Vault).
+pub async fn login(
+    ready: &Ready,
+    mount: &MountRecord,
+    request: &ApiRequest,
+    client: Option<IpAddr>,
+) -> (
+    Result<Response, ApiError>,
+    Option<keybroker_core::tokens::IssuedToken>,
+) {
+    if request.operation != Operation::Write {
+        return (Err(ApiError::UnsupportedOperation), None);
+    }
+    let input: LoginBody = body::parse(&request.body).unwrap_or_default();
+    let jwt = input.jwt.unwrap_or_default();
+    let issued = ready
+        .broker
+        .jwt
+        .login(
+            &ready.broker.tokens,
+            mount,
+            input.role.as_deref(),
+            jwt.as_str(),
+            client,
+        )
+        .await;
+    match issued {
+        Ok(issued) => {
+            let auth = token::auth_json(Some(&issued.token), &issued.record, token::now());
+            (Ok(response::auth(&auth)), Some(issued))
+        }
+        Err(keybroker_core::Error::InvalidRequest(message)) if message == "missing role" => {
+            (Err(ApiError::bad_request("missing role")), None)
+        }
+        Err(keybroker_core::Error::InvalidRequest(_)) => {
+            (Err(ApiError::bad_request(LOGIN_FAILED)), None)
+        }
+        Err(other) => (Err(other.into()), None),
+    }
+}
+
+/// Routes the authenticated paths of a jwt mount.
+pub async fn handle(
+    ready: &Ready,
+    mount: &MountRecord,
+    rest: &str,
+    request: &ApiRequest,
+) -> (&'static str, Result<Response, ApiError>) {
+    let segments: Vec<&str> = rest.trim_end_matches('/').split('/').collect();
+    let jwt = &ready.broker.jwt;
+    let mounts = &ready.broker.mounts;
+    let result = match (segments.as_slice(), request.operation) {
+        (["config"], Operation::Read) => read_config(mount),
+        (["config"], Operation::Write) => match body::parse::<JwtConfigInput>(&request.body) {
+            Ok(input) => jwt
+                .write_config(mounts, mount, input)
+                .await
+                .map(|()| response::no_content())
+                .map_err(ApiError::from),
+            Err(error) => Err(error),
+        },
+        (["role"], Operation::List) => list_roles(mount),
+        (["role", name], Operation::Read) => read_role(mount, name),
+        (["role", name], Operation::Write) => match body::parse::<JwtRoleInput>(&request.body) {
+            Ok(input) => jwt
+                .write_role(mounts, mount, name, input)
+                .await
+                .map(|()| response::no_content())
+                .map_err(ApiError::from),
+            Err(error) => Err(error),
+        },
+        (["role", name], Operation::Delete) => jwt
+            .delete_role(mounts, mount, name)
+            .await
+            .map(|()| response::no_content())
+            .map_err(ApiError::from),
+        (["config"] | ["role"] | ["role", _] | ["login"], _) => Err(ApiError::UnsupportedOperation),
+        _ => Err(ApiError::UnsupportedPath),
+    };
+    ("auth/jwt", result)
+}
+
+fn state(mount: &MountRecord) -> Result<JwtMountState, ApiError> {
+    Ok(JwtMountState::of(mount)?)
+}
+
+fn not_found() -> Response {
+    super::error::error_body(StatusCode::NOT_FOUND, &[])
+}
+
+fn read_config(mount: &MountRecord) -> Result<Response, ApiError> {
+    match state(mount)?.config {
+        Some(config) => Ok(response::data(&config)),
+        None => Ok(not_found()),
+    }
+}
+
+fn list_roles(mount: &MountRecord) -> Result<Response, ApiError> {
+    let names: Vec<String> = state(mount)?.roles.into_keys().collect();
+    if names.is_empty() {
+        return Ok(not_found());
+    }
+    Ok(response::data(&json!({ "keys": names })))
+}
+
+fn read_role(mount: &MountRecord, name: &str) -> Result<Response, ApiError> {
+    match state(mount)?.roles.get(&name.to_ascii_lowercase()) {
+        Some(role) => Ok(response::data(role)),
+        None => Ok(not_found()),
+    }
+}

@@ -1,0 +1,368 @@
+//! A real OpenID provider for the JWT/OIDC auth tests: `tests/idp/server.mjs` (npm
+//! `oidc-provider`) over HTTPS on loopback, with a throwaway CA made by the `openssl` CLI.
+//!
+//! ```ignore
+//! let idp = Idp::start();
+//! let token = idp.token("app-web", "app-web-secret", "https://broker.example/");
+//! idp.rotate(); // a new RS256 key signs from now on; the old one stays published
+//! idp.retire(); // only the newest RS256 key (and the ES256 key) stay published
+//! ```
+
+use std::{
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{mpsc, Arc, Mutex},
+    time::Duration,
+};
+
+use base64::Engine;
+use serde_json::Value;
+
+use super::{private_dir, repo_root};
+
+/// How long the provider may take to print `ready`.
+const READY_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A running `tests/idp/server.mjs`, killed on drop.
+pub struct Idp {
+    /// `https://127.0.0.1:<port>`, exactly as in discovery and in the tokens' `iss`.
+    pub issuer: String,
+    /// The throwaway CA that signed the provider's certificate (PEM file).
+    pub ca_pem: PathBuf,
+    pub port: u16,
+    /// The provider's state: `jwks.json` (private keys) and `clients.json` if given.
+    pub state_dir: PathBuf,
+    child: Option<Child>,
+    output: Arc<Mutex<String>>,
+    cert: PathBuf,
+    key: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Idp {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl Idp {
+    /// Starts the provider with its default clients: `app-web` / `app-web-secret` (groups
+    /// `["payments","readers"]`, team `web`) and `app-batch` / `app-batch-secret` (groups
+    /// `["batch"]`, team `data`).
+    pub fn start() -> Self {
+        Self::launch(None)
+    }
+
+    /// Starts the provider with these clients (a JSON array; see `tests/idp/README.md` for the
+    /// fields, e.g. `extra_claims`, `access_token_ttl`, `access_token_alg`).
+    pub fn start_with_clients(clients: &Value) -> Self {
+        Self::launch(Some(clients))
+    }
+
+    fn launch(clients: Option<&Value>) -> Self {
+        let dir = private_dir();
+        let state_dir = dir.path().join("state");
+        std::fs::create_dir(&state_dir).unwrap();
+        if let Some(clients) = clients {
+            std::fs::write(state_dir.join("clients.json"), clients.to_string()).unwrap();
+        }
+        let ca_pem = dir.path().join("ca.pem");
+        let cert = dir.path().join("server.pem");
+        let key = dir.path().join("server.key");
+        make_certificates(dir.path(), &ca_pem, &cert, &key);
+        let mut idp = Self {
+            issuer: String::new(),
+            ca_pem,
+            port: 0,
+            state_dir,
+            child: None,
+            output: Arc::new(Mutex::new(String::new())),
+            cert,
+            key,
+            _dir: dir,
+        };
+        idp.spawn();
+        idp
+    }
+
+    /// Starts the process on `self.port` (0 at first: the provider picks a free port and
+    /// names it in its `ready` line, so no port is raced for).
+    fn spawn(&mut self) {
+        let idp_dir = repo_root().join("tests/idp");
+        assert!(
+            idp_dir.join("node_modules/oidc-provider").exists(),
+            "{}/node_modules is missing: tests/run installs it (cd tests/idp && npm ci)",
+            idp_dir.display()
+        );
+        let mut child = Command::new("node")
+            .arg(idp_dir.join("server.mjs"))
+            .arg("--port")
+            .arg(self.port.to_string())
+            .arg("--cert")
+            .arg(&self.cert)
+            .arg("--key")
+            .arg(&self.key)
+            .arg("--state")
+            .arg(&self.state_dir)
+            .arg("--exit-on-stdin-close")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start node tests/idp/server.mjs (is Node.js installed?)");
+        let (ready_sender, ready) = mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        let output = self.output.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(issuer) = line.strip_prefix("ready ") {
+                    let _ = ready_sender.send(issuer.to_owned());
+                }
+                push_line(&output, &line);
+            }
+        });
+        let stderr = child.stderr.take().unwrap();
+        let output = self.output.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                push_line(&output, &line);
+            }
+        });
+        self.child = Some(child);
+        let issuer = ready.recv_timeout(READY_TIMEOUT).unwrap_or_else(|_| {
+            panic!(
+                "the OpenID provider did not print `ready` within {READY_TIMEOUT:?}:\n{}",
+                self.output()
+            )
+        });
+        let port = issuer
+            .rsplit_once(':')
+            .and_then(|(_, port)| port.parse().ok())
+            .unwrap_or_else(|| panic!("no port in the ready line's issuer {issuer:?}"));
+        if self.port != 0 {
+            assert_eq!(port, self.port, "the restarted provider moved");
+        }
+        self.port = port;
+        self.issuer = issuer;
+    }
+
+    /// Stops the provider (the port closes; tests see it unreachable).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts a stopped provider again on the same port, with the same keys and clients.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    /// Everything the provider printed so far (stdout and stderr).
+    pub fn output(&self) -> String {
+        self.output.lock().unwrap().clone()
+    }
+
+    /// The published JWKS URL (also discovery's `jwks_uri`).
+    pub fn jwks_url(&self) -> String {
+        format!("{}/jwks", self.issuer)
+    }
+
+    /// The CA certificate's PEM text, as Vault's `oidc_discovery_ca_pem` / `jwks_ca_pem` take it.
+    pub fn ca_pem_text(&self) -> String {
+        std::fs::read_to_string(&self.ca_pem).unwrap()
+    }
+
+    /// `/.well-known/openid-configuration`.
+    pub fn discovery(&self) -> Value {
+        let (status, body) = self.call(&["/.well-known/openid-configuration"]);
+        assert_eq!(status, 200, "discovery: {body}");
+        body
+    }
+
+    /// The published JWKS.
+    pub fn jwks(&self) -> Value {
+        let (status, body) = self.call(&["/jwks"]);
+        assert_eq!(status, 200, "jwks: {body}");
+        body
+    }
+
+    /// The `kid`s of the published JWKS, in order.
+    pub fn published_kids(&self) -> Vec<String> {
+        kids(&self.jwks()["keys"])
+    }
+
+    /// A client-credentials token request for `audience` (the `resource` parameter);
+    /// returns (status, JSON body), failures included.
+    pub fn request_token(&self, client_id: &str, secret: &str, audience: &str) -> (u16, Value) {
+        self.call(&[
+            "/token",
+            "--data-urlencode",
+            "grant_type=client_credentials",
+            "--data-urlencode",
+            &format!("client_id={client_id}"),
+            "--data-urlencode",
+            &format!("client_secret={secret}"),
+            "--data-urlencode",
+            &format!("resource={audience}"),
+        ])
+    }
+
+    /// A JWT access token for `client_id` whose `aud` is `audience`.
+    pub fn token(&self, client_id: &str, secret: &str, audience: &str) -> String {
+        let (status, body) = self.request_token(client_id, secret, audience);
+        assert_eq!(status, 200, "token for {client_id}: {body}");
+        body["access_token"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no access_token in {body}"))
+            .to_owned()
+    }
+
+    /// Adds a new RS256 key that signs from now on; the previous keys stay published.
+    /// Returns the published kids, newest first.
+    pub fn rotate(&self) -> Vec<String> {
+        self.admin("rotate")
+    }
+
+    /// Unpublishes every RS256 key but the newest. Returns the published kids.
+    pub fn retire(&self) -> Vec<String> {
+        self.admin("retire")
+    }
+
+    fn admin(&self, action: &str) -> Vec<String> {
+        let (status, body) = self.call(&[&format!("/admin/{action}"), "-X", "POST"]);
+        assert_eq!(status, 200, "{action}: {body}");
+        kids(&body["kids"])
+    }
+
+    /// curl against the provider: the path first, then extra curl arguments.
+    fn call(&self, args: &[&str]) -> (u16, Value) {
+        let (path, extra) = args.split_first().unwrap();
+        let out = Command::new("curl")
+            .arg("-s")
+            .arg("--cacert")
+            .arg(&self.ca_pem)
+            .args(["-w", "\n%{http_code}"])
+            .args(extra)
+            .arg(format!("{}{path}", self.issuer))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+        let status = code.trim().parse().unwrap_or(0);
+        assert_ne!(
+            status,
+            0,
+            "curl {path} failed: {}\nprovider output:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.output()
+        );
+        (status, serde_json::from_str(body).unwrap_or(Value::Null))
+    }
+}
+
+/// A JWT's header and payload, decoded without any verification.
+pub fn decode_unverified(token: &str) -> (Value, Value) {
+    let part = |text: &str| -> Value {
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(text)
+            .unwrap_or_else(|e| panic!("JWT part {text:?} is not base64url: {e}"));
+        serde_json::from_slice(&bytes).unwrap()
+    };
+    let mut parts = token.split('.');
+    let (Some(header), Some(payload), Some(_), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        panic!("not a compact JWS: {token}");
+    };
+    (part(header), part(payload))
+}
+
+fn kids(value: &Value) -> Vec<String> {
+    value
+        .as_array()
+        .unwrap_or_else(|| panic!("not an array: {value}"))
+        .iter()
+        .map(|entry| {
+            let kid = entry.get("kid").unwrap_or(entry);
+            kid.as_str().unwrap().to_owned()
+        })
+        .collect()
+}
+
+fn push_line(output: &Mutex<String>, line: &str) {
+    let mut output = output.lock().unwrap();
+    output.push_str(line);
+    output.push('\n');
+}
+
+/// A CA (P-256, two days) and a server certificate it signs for `IP:127.0.0.1`: a real chain,
+/// so the broker's verifier sees the same shape as in production.
+fn make_certificates(dir: &Path, ca_pem: &Path, cert: &Path, key: &Path) {
+    let ca_key = dir.join("ca.key");
+    let csr = dir.join("server.csr");
+    let extensions = dir.join("server.ext");
+    std::fs::write(
+        &extensions,
+        "basicConstraints = critical, CA:FALSE\n\
+         keyUsage = critical, digitalSignature\n\
+         extendedKeyUsage = serverAuth\n\
+         subjectAltName = IP:127.0.0.1\n",
+    )
+    .unwrap();
+    let new_key = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    openssl(
+        Command::new("openssl")
+            .args(["req", "-x509", "-days", "2"])
+            .args(new_key)
+            .args(["-subj", "/CN=keybroker test IdP CA"])
+            .args(["-addext", "basicConstraints = critical, CA:TRUE"])
+            .args(["-addext", "keyUsage = critical, keyCertSign, cRLSign"])
+            .arg("-keyout")
+            .arg(&ca_key)
+            .arg("-out")
+            .arg(ca_pem),
+    );
+    openssl(
+        Command::new("openssl")
+            .args(["req", "-new"])
+            .args(new_key)
+            .args(["-subj", "/CN=127.0.0.1"])
+            .arg("-keyout")
+            .arg(key)
+            .arg("-out")
+            .arg(&csr),
+    );
+    openssl(
+        Command::new("openssl")
+            .args(["x509", "-req", "-days", "2", "-set_serial", "1"])
+            .arg("-in")
+            .arg(&csr)
+            .arg("-CA")
+            .arg(ca_pem)
+            .arg("-CAkey")
+            .arg(&ca_key)
+            .arg("-extfile")
+            .arg(&extensions)
+            .arg("-out")
+            .arg(cert),
+    );
+}
+
+fn openssl(command: &mut Command) {
+    let out = command.output().expect("run openssl");
+    assert!(
+        out.status.success(),
+        "{command:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
