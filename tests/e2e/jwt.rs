@@ -524,7 +524,14 @@ fn fifteen_forged_or_misdirected_jwts_are_refused_while_controls_are_accepted() 
     }
     println!("{} forged or misdirected JWTs refused", attacks.len());
     assert_eq!(attacks.len(), 15);
-    // The controls still pass after the attacks.
+    // The controls still pass after the attacks; the same issuer serves globex for its
+    // own audience, independently of acme's two mounts.
     assert_eq!(login(&broker, "acme/auth/jwt", "web", &control).0, 200);
     assert_eq!(login(&broker, "acme/auth/idp", "web", &real).0, 200);
+    let for_globex = idp.token("app-web", "app-web-secret", "https://globex.example/");
+    assert_eq!(login(&broker, "globex/auth/jwt", "web", &for_globex).0, 200);
+    assert_eq!(
+        login(&broker, "acme/auth/idp", "web", &for_globex),
+        (400, FAILED.to_owned())
+    );
 }
