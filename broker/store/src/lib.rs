@@ -14,6 +14,7 @@
 #[cfg(test)]
 mod conformance;
 mod postgres;
+mod rows;
 mod sqlite;
 
 pub use postgres::{PostgresOptions, PostgresStore};
