@@ -3,11 +3,11 @@
 use jsonwebtoken::Algorithm;
 use serde::{Deserialize, Serialize};
 
-use super::{
+use super::keys::{self, VerificationKey};
+use crate::{
+    error::{Error, Result},
     input,
-    keys::{self, VerificationKey},
 };
-use crate::error::{Error, Result};
 
 /// Seconds between two JWKS refetches caused by unknown `kid`s, unless configured.
 pub const DEFAULT_JWKS_REFETCH_INTERVAL: u64 = 30;

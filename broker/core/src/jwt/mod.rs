@@ -19,7 +19,6 @@
 mod claims;
 mod config;
 mod http;
-mod input;
 mod jwks;
 mod keys;
 mod role;

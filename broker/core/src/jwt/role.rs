@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::input;
+use crate::input;
 use crate::{
     cidr,
     error::{Error, Result},

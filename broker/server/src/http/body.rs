@@ -7,6 +7,7 @@ use serde::{de::DeserializeOwned, Deserialize, Deserializer};
 use serde_json::Value;
 
 use super::error::ApiError;
+pub use keybroker_core::input::{opt_bool, opt_duration_secs, opt_u64};
 
 /// Parses a body into `T`; an empty body, or JSON `null` (`bao write -f`), is `{}`.
 pub fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
@@ -26,36 +27,6 @@ pub fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
         .map_err(|e| ApiError::bad_request(format!("failed to parse JSON input: {e}")))
 }
 
-fn describe(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "an object",
-    }
-}
-
-/// An unsigned integer given as a number or a numeric string.
-pub fn opt_u64<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
-    let value = Option::<Value>::deserialize(deserializer)?;
-    match value {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) => n.as_u64().map(Some).ok_or_else(|| {
-            serde::de::Error::custom(format!("expected a non-negative integer, got {n}"))
-        }),
-        Some(Value::String(s)) if s.is_empty() => Ok(None),
-        Some(Value::String(s)) => s.trim().parse().map(Some).map_err(|_| {
-            serde::de::Error::custom(format!("expected a non-negative integer, got {s:?}"))
-        }),
-        Some(other) => Err(serde::de::Error::custom(format!(
-            "expected a non-negative integer, got {}",
-            describe(&other)
-        ))),
-    }
-}
-
 /// A `u32` given as a number or a numeric string.
 pub fn opt_u32<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u32>, D::Error> {
     opt_u64(deserializer)?
@@ -63,64 +34,6 @@ pub fn opt_u32<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u32>
             u32::try_from(v).map_err(|_| serde::de::Error::custom(format!("{v} is too large")))
         })
         .transpose()
-}
-
-/// A boolean given as a boolean or `"true"`/`"false"`/`"1"`/`"0"`.
-pub fn opt_bool<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<bool>, D::Error> {
-    let value = Option::<Value>::deserialize(deserializer)?;
-    match value {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Bool(b)) => Ok(Some(b)),
-        Some(Value::Number(n)) if n.as_u64() == Some(0) => Ok(Some(false)),
-        Some(Value::Number(n)) if n.as_u64() == Some(1) => Ok(Some(true)),
-        Some(Value::String(s)) => match s.trim().to_ascii_lowercase().as_str() {
-            "true" | "1" | "t" | "yes" => Ok(Some(true)),
-            "false" | "0" | "f" | "no" | "" => Ok(Some(false)),
-            _ => Err(serde::de::Error::custom(format!(
-                "expected a boolean, got {s:?}"
-            ))),
-        },
-        Some(other) => Err(serde::de::Error::custom(format!(
-            "expected a boolean, got {}",
-            describe(&other)
-        ))),
-    }
-}
-
-/// A duration in seconds: a number, a numeric string, or a string like `"1h"` or `"90m"`.
-pub fn opt_duration_secs<'de, D: Deserializer<'de>>(
-    deserializer: D,
-) -> Result<Option<u64>, D::Error> {
-    let value = Option::<Value>::deserialize(deserializer)?;
-    match value {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) => n
-            .as_u64()
-            .map(Some)
-            .ok_or_else(|| serde::de::Error::custom(format!("expected a duration, got {n}"))),
-        Some(Value::String(s)) => {
-            let s = s.trim();
-            if s.is_empty() {
-                return Ok(None);
-            }
-            if let Ok(seconds) = s.parse::<u64>() {
-                return Ok(Some(seconds));
-            }
-            let duration = humantime::parse_duration(s).map_err(|_| {
-                serde::de::Error::custom(format!("expected a duration like \"1h\", got {s:?}"))
-            })?;
-            if duration.subsec_nanos() != 0 {
-                return Err(serde::de::Error::custom(format!(
-                    "{s:?} is not a whole number of seconds"
-                )));
-            }
-            Ok(Some(duration.as_secs()))
-        }
-        Some(other) => Err(serde::de::Error::custom(format!(
-            "expected a duration, got {}",
-            describe(&other)
-        ))),
-    }
 }
 
 /// A list of objects, given as a JSON list or as a string holding one (`batch_input=@f.json`).

@@ -1,11 +1,13 @@
 //! Lenient decoding of request fields, as Vault's field decoding does: the `bao` CLI sends
 //! every `key=value` as a string (`token_ttl="1h"`, `bound_audiences="a,b"`), API clients
-//! send JSON numbers, lists and objects. Mirrors `keybroker-server`'s `http/body.rs`.
+//! send JSON numbers, lists and objects. The HTTP layer's bodies and the auth methods'
+//! inputs decode with these.
 
 use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value};
 
-fn describe(value: &Value) -> &'static str {
+/// What kind of JSON value this is, for error messages (never the value itself).
+pub fn describe(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
