@@ -11,7 +11,7 @@ use std::{
 use base64::{engine::general_purpose::STANDARD, Engine as _};
 use serde_json::{json, Value};
 
-use crate::support::{eventually, private_dir, repo_root, Broker, Options};
+use crate::support::{eventually, ns, private_dir, tenant_with_auth, Broker, Options};
 
 /// The body of every failed login (Vault's message).
 const FAILED: &str = r#"{"errors":["invalid role or secret ID"]}"#;
@@ -28,25 +28,10 @@ fn configured(listener: &str, tables: &str, state: Option<&std::path::Path>) -> 
     })
 }
 
-fn ns(namespace: &str) -> String {
-    format!("-namespace={namespace}")
-}
-
-/// A namespace with transit (key `app-orders`), the `app-enc` policy and approle enabled.
+/// A namespace with transit (keys `app-orders`, `payroll`), the `app-enc` policy and
+/// approle enabled.
 fn tenant_with_approle(broker: &Broker, namespace: &str) {
-    let policy = repo_root().join("policies/examples/app-enc.hcl");
-    broker.bao_ok(&["namespace", "create", namespace]);
-    broker.bao_ok(&["secrets", "enable", &ns(namespace), "transit"]);
-    broker.bao_ok(&["write", &ns(namespace), "-f", "transit/keys/app-orders"]);
-    broker.bao_ok(&["write", &ns(namespace), "-f", "transit/keys/payroll"]);
-    broker.bao_ok(&["auth", "enable", &ns(namespace), "approle"]);
-    broker.bao_ok(&[
-        "policy",
-        "write",
-        &ns(namespace),
-        "app-enc",
-        policy.to_str().unwrap(),
-    ]);
+    tenant_with_auth(broker, namespace, "approle");
 }
 
 fn bao_json(broker: &Broker, args: &[&str]) -> Value {

@@ -11,7 +11,7 @@ use base64::{
 };
 use serde_json::{json, Value};
 
-use crate::support::{eventually, idp::Idp, private_dir, repo_root, Broker};
+use crate::support::{eventually, idp::Idp, private_dir, tenant_with_auth, Broker};
 
 /// The body of every refused login.
 const FAILED: &str = r#"{"errors":["invalid role or JWT"]}"#;
@@ -19,26 +19,10 @@ const FAILED: &str = r#"{"errors":["invalid role or JWT"]}"#;
 /// The audience the broker's roles bind.
 const AUDIENCE: &str = "https://broker.example/";
 
-fn ns(namespace: &str) -> String {
-    format!("-namespace={namespace}")
-}
-
-/// A namespace with transit (keys `app-orders` and `payroll`), the `app-enc` policy and a
+/// A namespace with transit (keys `app-orders`, `payroll`), the `app-enc` policy and a
 /// jwt mount.
 fn tenant_with_jwt(broker: &Broker, namespace: &str) {
-    let policy = repo_root().join("policies/examples/app-enc.hcl");
-    broker.bao_ok(&["namespace", "create", namespace]);
-    broker.bao_ok(&["secrets", "enable", &ns(namespace), "transit"]);
-    broker.bao_ok(&["write", &ns(namespace), "-f", "transit/keys/app-orders"]);
-    broker.bao_ok(&["write", &ns(namespace), "-f", "transit/keys/payroll"]);
-    broker.bao_ok(&["auth", "enable", &ns(namespace), "jwt"]);
-    broker.bao_ok(&[
-        "policy",
-        "write",
-        &ns(namespace),
-        "app-enc",
-        policy.to_str().unwrap(),
-    ]);
+    tenant_with_auth(broker, namespace, "jwt");
 }
 
 /// Writes a file and returns `@path` for `bao write`.
