@@ -378,6 +378,29 @@ pub fn curl(args: &[&str]) -> Output {
     Command::new("curl").args(args).output().unwrap()
 }
 
+/// The `bao` flag for a namespace.
+pub fn ns(namespace: &str) -> String {
+    format!("-namespace={namespace}")
+}
+
+/// A namespace with transit (keys `app-orders` and `payroll`), the `app-enc` policy, and
+/// the auth method `kind` enabled at its default path.
+pub fn tenant_with_auth(broker: &Broker, namespace: &str, kind: &str) {
+    let policy = repo_root().join("policies/examples/app-enc.hcl");
+    broker.bao_ok(&["namespace", "create", namespace]);
+    broker.bao_ok(&["secrets", "enable", &ns(namespace), "transit"]);
+    broker.bao_ok(&["write", &ns(namespace), "-f", "transit/keys/app-orders"]);
+    broker.bao_ok(&["write", &ns(namespace), "-f", "transit/keys/payroll"]);
+    broker.bao_ok(&["auth", "enable", &ns(namespace), kind]);
+    broker.bao_ok(&[
+        "policy",
+        "write",
+        &ns(namespace),
+        "app-enc",
+        policy.to_str().unwrap(),
+    ]);
+}
+
 /// Polls `check` until it holds or `timeout` passes.
 pub fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
