@@ -10,6 +10,7 @@ mod approle;
 mod audit;
 mod cluster;
 mod counter;
+mod gateway;
 mod idp;
 mod isolation;
 mod jwt;

@@ -15,6 +15,7 @@ use std::{
 use serde_json::Value;
 
 pub mod idp;
+pub mod nginx;
 pub mod proxy;
 
 /// The workspace root.
