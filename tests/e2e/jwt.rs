@@ -210,6 +210,27 @@ fn bearer_mode_takes_the_jwt_itself_and_broker_tokens_keep_working() {
     broker.bao_ok(&["auth", "enable", "-namespace=acme", "-path=jwt2", "jwt"]);
     let (status, value) = broker.request("POST", "acme/auth/jwt2/config", Some(&config));
     assert_eq!(status, 400, "{value}");
+    // The same issuer and JWT serve another tenant through its own bearer mount, each
+    // tenant with its own answer.
+    tenant_with_jwt(&broker, "globex");
+    assert_eq!(
+        broker
+            .request("POST", "globex/auth/jwt/config", Some(&config))
+            .0,
+        204
+    );
+    assert_eq!(
+        encrypt_with(&broker, &headers, "globex/transit/encrypt/app-orders"),
+        403,
+        "no role web in globex yet"
+    );
+    let (status, value) =
+        broker.request("POST", "globex/auth/jwt/role/web", Some(&web_role("web")));
+    assert_eq!(status, 204, "{value}");
+    for tenant in ["globex", "acme"] {
+        let path = format!("{tenant}/transit/encrypt/app-orders");
+        assert_eq!(encrypt_with(&broker, &headers, &path), 200, "{path}");
+    }
 }
 
 #[test]

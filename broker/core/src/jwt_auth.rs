@@ -98,7 +98,7 @@ pub fn looks_like_jwt(value: &str) -> bool {
 pub struct JwtAuth {
     clock: Arc<dyn Clock>,
     verifiers: RwLock<HashMap<MountId, (serde_json::Value, Arc<Verifier>)>>,
-    /// Bearer JWTs already verified, by SHA-256 of the JWT, until their `exp`.
+    /// Bearer JWTs already verified, by SHA-256 of (tenant, JWT), until their `exp`.
     bearer: Cache<[u8; 32], Arc<TokenRecord>>,
 }
 
@@ -290,8 +290,9 @@ impl JwtAuth {
     }
 
     /// Bearer mode: the caller a JWT stands for in `tenant`, through the tenant's jwt mount
-    /// that has a `bearer_role` for the JWT's issuer. Verified once, then cached until the
-    /// JWT's `exp`. Every refusal is `PermissionDenied`.
+    /// that has a `bearer_role` for the JWT's issuer. Verified once per tenant, then cached
+    /// until the JWT's `exp` (CIDR bindings are checked at every use). Every refusal is
+    /// `PermissionDenied`.
     pub async fn bearer(
         &self,
         mounts: &Mounts,
@@ -303,10 +304,21 @@ impl JwtAuth {
         if jwt.len() > MAX_BEARER_LEN {
             return Err(denied());
         }
-        let hash: [u8; 32] = Sha256::digest(jwt.as_bytes()).into();
+        // Keyed by tenant and JWT: one JWT may serve several tenants' bearer mounts.
+        let hash: [u8; 32] = Sha256::new()
+            .chain_update(tenant.to_string().as_bytes())
+            .chain_update(jwt.as_bytes())
+            .finalize()
+            .into();
         let now = self.clock.now_unix();
+        let from_bound = |cidrs: &[String]| {
+            cidrs.is_empty() || client.is_some_and(|c| crate::cidr::contains_any(cidrs, c))
+        };
         if let Some(record) = self.bearer.get(&hash) {
-            if record.tenant == tenant && record.expires_at.is_some_and(|at| at > now) {
+            if !from_bound(&record.bound_cidrs) {
+                return Err(denied());
+            }
+            if record.expires_at.is_some_and(|at| at > now) {
                 return Ok(Caller { token: record });
             }
             self.bearer.invalidate(&hash);
@@ -334,9 +346,7 @@ impl JwtAuth {
                 Error::InvalidRequest(_) => denied(),
                 other => other,
             })?;
-        if !role.token_bound_cidrs.is_empty()
-            && !client.is_some_and(|c| crate::cidr::contains_any(&role.token_bound_cidrs, c))
-        {
+        if !from_bound(&role.token_bound_cidrs) {
             return Err(denied());
         }
         let mut policies = role.token_policies.clone();
