@@ -11,7 +11,7 @@ use base64::{
 };
 use serde_json::{json, Value};
 
-use crate::support::{eventually, idp::Idp, private_dir, tenant_with_auth, Broker};
+use crate::support::{eventually, idp::Idp, private_dir, tenant_with_auth, Broker, Options};
 
 /// The body of every refused login.
 const FAILED: &str = r#"{"errors":["invalid role or JWT"]}"#;
@@ -539,4 +539,54 @@ fn fifteen_forged_or_misdirected_jwts_are_refused_while_controls_are_accepted() 
         login(&broker, "acme/auth/idp", "web", &for_globex),
         (400, FAILED.to_owned())
     );
+}
+
+#[test]
+fn a_fresh_node_answers_503_to_logins_while_the_identity_provider_is_unreachable() {
+    let mut idp = Idp::start();
+    let state = private_dir();
+    let options = Options {
+        config: Some(
+            "state_dir = \"{state}\"\n[listener]\naddress = \"127.0.0.1:{port}\"\n".to_owned(),
+        ),
+        state_dir: Some(state.path().to_owned()),
+        ..Options::default()
+    };
+    let first = Broker::start(options.clone());
+    let root = first.token.clone();
+    assert_eq!(
+        first
+            .request("POST", "sys/auth/jwt", Some(&json!({ "type": "jwt" })))
+            .0,
+        204
+    );
+    let config = json!({
+        "oidc_discovery_url": idp.issuer,
+        "oidc_discovery_ca_pem": idp.ca_pem_text(),
+    });
+    assert_eq!(
+        first.request("POST", "auth/jwt/config", Some(&config)).0,
+        204
+    );
+    assert_eq!(
+        first
+            .request("POST", "auth/jwt/role/web", Some(&web_role("web")))
+            .0,
+        204
+    );
+    let jwt = idp.token("app-web", "app-web-secret", AUDIENCE);
+    assert_eq!(login(&first, "auth/jwt", "web", &jwt).0, 200);
+    drop(first);
+
+    // A restarted node builds its verifier on first use: with the provider down, that is
+    // an outage (503), not a bad credential.
+    idp.stop();
+    let mut second = Broker::start(options);
+    second.token = root;
+    let (status, body) = login(&second, "auth/jwt", "web", &jwt);
+    assert_eq!(status, 503, "{body}");
+    idp.restart();
+    assert!(eventually(Duration::from_secs(10), || {
+        login(&second, "auth/jwt", "web", &jwt).0 == 200
+    }));
 }

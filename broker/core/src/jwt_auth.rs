@@ -136,7 +136,13 @@ impl JwtAuth {
                 return Ok(verifier);
             }
         }
-        let verifier = Arc::new(Verifier::new(config).await?);
+        // The configuration was accepted when written: failing to build its verifier now
+        // (discovery, first JWKS fetch) means the identity provider is unreachable.
+        let verifier = Verifier::new(config).await.map_err(|error| {
+            tracing::warn!(mount = %mount.path, %error, "jwt keys cannot be fetched");
+            Error::Unavailable("the identity provider's keys cannot be fetched".into())
+        })?;
+        let verifier = Arc::new(verifier);
         if let Ok(mut verifiers) = self.verifiers.write() {
             verifiers.insert(mount.id, (key, verifier.clone()));
         }
