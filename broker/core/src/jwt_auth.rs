@@ -54,7 +54,7 @@ impl JwtMountState {
         if mount.config.as_object().is_some_and(|o| o.is_empty()) {
             return Ok(Self::default());
         }
-        serde_json::from_value(mount.config.clone())
+        Self::deserialize(&mount.config)
             .map_err(|e| Error::internal_from("stored jwt mount configuration", e))
     }
 
@@ -71,6 +71,29 @@ fn issuer_of(config: &JwtConfig) -> Option<String> {
         .clone()
         .or_else(|| config.oidc_discovery_url.clone())
         .map(|issuer| issuer.trim_end_matches('/').to_owned())
+}
+
+/// The tenant's jwt mount (other than `except`) that serves bearer tokens of `issuer`, with
+/// its configuration.
+fn bearer_mount(
+    table: &crate::mounts::MountTable,
+    issuer: &str,
+    except: Option<MountId>,
+) -> Option<(Arc<MountRecord>, JwtConfig)> {
+    table
+        .iter()
+        .filter(|m| m.kind == AUTH_TYPE && Some(m.id) != except)
+        .find_map(|mount| {
+            let config = JwtMountState::of(mount).ok()?.config?;
+            (config.bearer_role.is_some() && issuer_of(&config).as_deref() == Some(issuer))
+                .then(|| (mount.clone(), config))
+        })
+}
+
+/// Whether `client` may use something bound to `cidrs` (empty = anywhere; an unknown
+/// address only when unbound).
+fn from_bound(cidrs: &[String], client: Option<IpAddr>) -> bool {
+    cidrs.is_empty() || client.is_some_and(|c| crate::cidr::contains_any(cidrs, c))
 }
 
 /// The `iss` of a JWT, read without verifying it: only to choose which mount verifies it.
@@ -97,7 +120,7 @@ pub fn looks_like_jwt(value: &str) -> bool {
 /// JWT mounts of every tenant: verifiers and the bearer-mode cache.
 pub struct JwtAuth {
     clock: Arc<dyn Clock>,
-    verifiers: RwLock<HashMap<MountId, (serde_json::Value, Arc<Verifier>)>>,
+    verifiers: RwLock<HashMap<MountId, (JwtConfig, Arc<Verifier>)>>,
     /// Bearer JWTs already verified, by SHA-256 of (tenant, JWT), until their `exp`.
     bearer: Cache<[u8; 32], Arc<TokenRecord>>,
 }
@@ -124,17 +147,13 @@ impl JwtAuth {
 
     /// The verifier of a mount's current configuration, built if the configuration changed.
     async fn verifier(&self, mount: &MountRecord, config: &JwtConfig) -> Result<Arc<Verifier>> {
-        let key = serde_json::to_value(config)
-            .map_err(|e| Error::internal_from("jwt configuration", e))?;
-        if let Some((cached_key, verifier)) = self
-            .verifiers
-            .read()
-            .ok()
-            .and_then(|v| v.get(&mount.id).cloned())
-        {
-            if cached_key == key {
-                return Ok(verifier);
-            }
+        let cached = self.verifiers.read().ok().and_then(|v| {
+            v.get(&mount.id)
+                .filter(|(built_for, _)| built_for == config)
+                .map(|(_, verifier)| verifier.clone())
+        });
+        if let Some(verifier) = cached {
+            return Ok(verifier);
         }
         // The configuration was accepted when written: failing to build its verifier now
         // (discovery, first JWKS fetch) means the identity provider is unreachable.
@@ -142,11 +161,15 @@ impl JwtAuth {
             tracing::warn!(mount = %mount.path, %error, "jwt keys cannot be fetched");
             Error::Unavailable("the identity provider's keys cannot be fetched".into())
         })?;
+        Ok(self.remember(mount.id, config, verifier))
+    }
+
+    fn remember(&self, mount: MountId, config: &JwtConfig, verifier: Verifier) -> Arc<Verifier> {
         let verifier = Arc::new(verifier);
         if let Ok(mut verifiers) = self.verifiers.write() {
-            verifiers.insert(mount.id, (key, verifier.clone()));
+            verifiers.insert(mount, (config.clone(), verifier.clone()));
         }
-        Ok(verifier)
+        verifier
     }
 
     /// Writes `auth/<mount>/config`: checked, its keys fetched (a configuration whose keys
@@ -162,32 +185,19 @@ impl JwtAuth {
             let issuer = issuer_of(&config).ok_or_else(|| {
                 Error::invalid("bearer_role needs bound_issuer or oidc_discovery_url")
             })?;
-            for other in mounts.table(mount.tenant).await?.iter() {
-                if other.id == mount.id || other.kind != AUTH_TYPE {
-                    continue;
-                }
-                let taken = JwtMountState::of(other)?
-                    .config
-                    .filter(|c| c.bearer_role.is_some())
-                    .and_then(|c| issuer_of(&c))
-                    .is_some_and(|i| i == issuer);
-                if taken {
-                    return Err(Error::invalid(format!(
-                        "auth/{} already serves bearer tokens of issuer {issuer}",
-                        other.path.trim_start_matches("auth/")
-                    )));
-                }
+            let table = mounts.table(mount.tenant).await?;
+            if let Some((other, _)) = bearer_mount(&table, &issuer, Some(mount.id)) {
+                return Err(Error::invalid(format!(
+                    "auth/{} already serves bearer tokens of issuer {issuer}",
+                    other.path.trim_start_matches("auth/")
+                )));
             }
         }
-        let verifier = Arc::new(Verifier::new(&config).await?);
+        let verifier = Verifier::new(&config).await?;
         let mut state = JwtMountState::of(mount)?;
         state.config = Some(config.clone());
         mounts.set_config(mount, state.to_value()?).await?;
-        let key = serde_json::to_value(&config)
-            .map_err(|e| Error::internal_from("jwt configuration", e))?;
-        if let Ok(mut verifiers) = self.verifiers.write() {
-            verifiers.insert(mount.id, (key, verifier));
-        }
+        self.remember(mount.id, &config, verifier);
         self.bearer.invalidate_all();
         Ok(())
     }
@@ -268,9 +278,7 @@ impl JwtAuth {
         client: Option<IpAddr>,
     ) -> Result<IssuedToken> {
         let (role_name, role, verified) = self.verify(mount, role_name, jwt).await?;
-        if !role.token_bound_cidrs.is_empty()
-            && !client.is_some_and(|c| crate::cidr::contains_any(&role.token_bound_cidrs, c))
-        {
+        if !from_bound(&role.token_bound_cidrs, client) {
             return Err(Error::invalid(LOGIN_FAILED));
         }
         let mut meta = verified.metadata.clone();
@@ -312,16 +320,13 @@ impl JwtAuth {
         }
         // Keyed by tenant and JWT: one JWT may serve several tenants' bearer mounts.
         let hash: [u8; 32] = Sha256::new()
-            .chain_update(tenant.to_string().as_bytes())
+            .chain_update(tenant.as_bytes())
             .chain_update(jwt.as_bytes())
             .finalize()
             .into();
         let now = self.clock.now_unix();
-        let from_bound = |cidrs: &[String]| {
-            cidrs.is_empty() || client.is_some_and(|c| crate::cidr::contains_any(cidrs, c))
-        };
         if let Some(record) = self.bearer.get(&hash) {
-            if !from_bound(&record.bound_cidrs) {
+            if !from_bound(&record.bound_cidrs, client) {
                 return Err(denied());
             }
             if record.expires_at.is_some_and(|at| at > now) {
@@ -331,20 +336,7 @@ impl JwtAuth {
         }
         let issuer = unverified_issuer(jwt).ok_or_else(denied)?;
         let table = mounts.table(tenant).await?;
-        let mut chosen = None;
-        for mount in table.iter().filter(|m| m.kind == AUTH_TYPE) {
-            let Ok(state) = JwtMountState::of(mount) else {
-                continue;
-            };
-            let Some(config) = state.config.filter(|c| c.bearer_role.is_some()) else {
-                continue;
-            };
-            if issuer_of(&config).is_some_and(|i| i == issuer) {
-                chosen = Some((mount.clone(), config));
-                break;
-            }
-        }
-        let (mount, config) = chosen.ok_or_else(denied)?;
+        let (mount, config) = bearer_mount(&table, &issuer, None).ok_or_else(denied)?;
         let (role_name, role, verified) = self
             .verify(&mount, config.bearer_role.as_deref(), jwt)
             .await
@@ -352,7 +344,7 @@ impl JwtAuth {
                 Error::InvalidRequest(_) => denied(),
                 other => other,
             })?;
-        if !from_bound(&role.token_bound_cidrs) {
+        if !from_bound(&role.token_bound_cidrs, client) {
             return Err(denied());
         }
         let mut policies = role.token_policies.clone();
