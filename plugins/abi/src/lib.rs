@@ -113,8 +113,30 @@ pub mod capability {
     pub const ENVELOPE: u64 = 1;
     /// Can encrypt and decrypt caller data itself (direct mode).
     pub const DIRECT: u64 = 1 << 1;
-    /// Can bind a key that already exists in the backend.
+    /// Can bind a key that already exists in the backend ([`BackendPlugin::bind_key`]).
     pub const BIND_EXISTING: u64 = 1 << 2;
+    /// Can create asymmetric keys (`rsa-2048`, `rsa-3072`, `rsa-4096`, `ecdsa-p256`,
+    /// `ecdsa-p384`) and sign and verify with them ([`BackendPlugin::sign`]).
+    pub const SIGN: u64 = 1 << 3;
+}
+
+/// Key types the broker asks for in [`CreateKeyRequest::key_type`] and
+/// [`BindKeyRequest::key_type`].
+pub mod key_type {
+    /// A symmetric AES-256 key (GCM with a 96-bit IV), for envelope and direct mode.
+    pub const AES256_GCM96: &str = "aes256-gcm96";
+    /// RSA with a 2048-bit modulus.
+    pub const RSA_2048: &str = "rsa-2048";
+    /// RSA with a 3072-bit modulus.
+    pub const RSA_3072: &str = "rsa-3072";
+    /// RSA with a 4096-bit modulus.
+    pub const RSA_4096: &str = "rsa-4096";
+    /// ECDSA on NIST P-256.
+    pub const ECDSA_P256: &str = "ecdsa-p256";
+    /// ECDSA on NIST P-384.
+    pub const ECDSA_P384: &str = "ecdsa-p384";
+    /// Every asymmetric type, for signing.
+    pub const ASYMMETRIC: [&str; 5] = [RSA_2048, RSA_3072, RSA_4096, ECDSA_P256, ECDSA_P384];
 }
 
 /// What a plugin says about itself.
@@ -183,6 +205,61 @@ pub struct DecryptRequest {
     pub aad: RVec<u8>,
 }
 
+/// Bind a key that already exists in the backend (an HSM object by label or id, a KMS key
+/// by id, ARN or alias) to a broker key. The host has already checked that the tenant may
+/// bind `backend_key`; the plugin checks that the key exists and has `key_type`, and returns
+/// a reference that carries the tenant id like those of created keys.
+///
+/// Added after the first ABI: older plugins answer [`ErrorKind::INVALID_REQUEST`].
+#[repr(C)]
+#[derive(StableAbi, Clone, Debug, PartialEq, Eq)]
+pub struct BindKeyRequest {
+    /// Immutable id of the tenant that binds the key.
+    pub tenant_id: RString,
+    /// Immutable id of the broker key.
+    pub key_id: RString,
+    /// The key type the broker expects (see [`key_type`]).
+    pub key_type: RString,
+    /// The backend's name for the key, in the plugin's own syntax.
+    pub backend_key: RString,
+}
+
+/// Sign a digest with an asymmetric key. Added after the first ABI.
+#[repr(C)]
+#[derive(StableAbi, Clone, Debug, PartialEq, Eq)]
+pub struct SignRequest {
+    /// Tenant on whose behalf the call is made; must match the key's tag.
+    pub tenant_id: RString,
+    /// The reference returned by `create_key` or `bind_key`.
+    pub key_reference: RString,
+    /// The digest of the caller's input, computed by the broker with `hash_algorithm`.
+    pub digest: RVec<u8>,
+    /// `sha2-224`, `sha2-256`, `sha2-384` or `sha2-512` (Vault's names).
+    pub hash_algorithm: RString,
+    /// For RSA keys `pss` (salt length = digest length, MGF1 with the same hash) or
+    /// `pkcs1v15`; empty for ECDSA keys.
+    pub signature_algorithm: RString,
+}
+
+/// Verify a signature over a digest. Added after the first ABI.
+#[repr(C)]
+#[derive(StableAbi, Clone, Debug, PartialEq, Eq)]
+pub struct VerifyRequest {
+    /// Tenant on whose behalf the call is made; must match the key's tag.
+    pub tenant_id: RString,
+    /// The reference returned by `create_key` or `bind_key`.
+    pub key_reference: RString,
+    /// The digest of the signed input.
+    pub digest: RVec<u8>,
+    /// As in [`SignRequest::hash_algorithm`].
+    pub hash_algorithm: RString,
+    /// As in [`SignRequest::signature_algorithm`].
+    pub signature_algorithm: RString,
+    /// The signature: RSA as defined by PKCS #1, ECDSA as `r ‖ s`, each the size of the
+    /// curve order (IEEE P1363, as PKCS #11 and JWS produce it).
+    pub signature: RVec<u8>,
+}
+
 /// Result of one operation in a batch.
 pub type BatchItem = RResult<RVec<u8>, PluginError>;
 
@@ -206,6 +283,41 @@ pub trait BackendPlugin: Send + Sync {
     /// Whether the backend can serve requests now.
     #[sabi(last_prefix_field)]
     fn health(&self) -> RResult<(), PluginError>;
+
+    // Methods below were added after the first ABI. A plugin built before them has no
+    // vtable entry, and the default body runs instead: it answers "not supported".
+    // New methods go at the end, always with a default body.
+
+    /// Bind an existing backend key (see [`BindKeyRequest`]).
+    fn bind_key(&self, request: BindKeyRequest) -> RResult<KeyHandle, PluginError> {
+        let _ = request;
+        RResult::RErr(not_supported("binding existing keys"))
+    }
+    /// Sign a digest; returns the signature in the format described at
+    /// [`VerifyRequest::signature`].
+    fn sign(&self, request: SignRequest) -> RResult<RVec<u8>, PluginError> {
+        let _ = request;
+        RResult::RErr(not_supported("signing"))
+    }
+    /// Verify a signature; `Ok(false)` when it does not match.
+    fn verify(&self, request: VerifyRequest) -> RResult<bool, PluginError> {
+        let _ = request;
+        RResult::RErr(not_supported("verification"))
+    }
+    /// The public key of an asymmetric key, as a PEM `PUBLIC KEY` (SubjectPublicKeyInfo).
+    fn public_key(
+        &self,
+        tenant_id: RString,
+        key_reference: RString,
+    ) -> RResult<RString, PluginError> {
+        let _ = (tenant_id, key_reference);
+        RResult::RErr(not_supported("public keys"))
+    }
+}
+
+/// The answer of an operation a plugin does not implement.
+pub fn not_supported(what: &str) -> PluginError {
+    PluginError::invalid_request(format!("this backend plugin does not support {what}"))
 }
 
 /// An owned backend trait object, as returned by a plugin constructor.
@@ -286,6 +398,22 @@ pub trait Backend: Send + Sync + 'static {
     fn decrypt(&self, request: DecryptRequest) -> Result<Vec<u8>, PluginError>;
     /// Whether the backend can serve requests now.
     fn health(&self) -> Result<(), PluginError>;
+    /// Bind an existing backend key. Plugins with [`capability::BIND_EXISTING`] override it.
+    fn bind_key(&self, _request: BindKeyRequest) -> Result<KeyHandle, PluginError> {
+        Err(not_supported("binding existing keys"))
+    }
+    /// Sign a digest. Plugins with [`capability::SIGN`] override it.
+    fn sign(&self, _request: SignRequest) -> Result<Vec<u8>, PluginError> {
+        Err(not_supported("signing"))
+    }
+    /// Verify a signature over a digest; `Ok(false)` when it does not match.
+    fn verify(&self, _request: VerifyRequest) -> Result<bool, PluginError> {
+        Err(not_supported("verification"))
+    }
+    /// The PEM public key of an asymmetric key.
+    fn public_key(&self, _tenant_id: &str, _key_reference: &str) -> Result<String, PluginError> {
+        Err(not_supported("public keys"))
+    }
 }
 
 /// Runs `f`, turning a panic into an [`ErrorKind::INTERNAL`] error.
@@ -328,6 +456,26 @@ impl<B: Backend> BackendPlugin for Guarded<B> {
     }
     fn health(&self) -> RResult<(), PluginError> {
         guard(|| self.0.health())
+    }
+    fn bind_key(&self, request: BindKeyRequest) -> RResult<KeyHandle, PluginError> {
+        guard(|| self.0.bind_key(request))
+    }
+    fn sign(&self, request: SignRequest) -> RResult<RVec<u8>, PluginError> {
+        guard(|| self.0.sign(request).map(RVec::from))
+    }
+    fn verify(&self, request: VerifyRequest) -> RResult<bool, PluginError> {
+        guard(|| self.0.verify(request))
+    }
+    fn public_key(
+        &self,
+        tenant_id: RString,
+        key_reference: RString,
+    ) -> RResult<RString, PluginError> {
+        guard(|| {
+            self.0
+                .public_key(&tenant_id, &key_reference)
+                .map(RString::from)
+        })
     }
 }
 

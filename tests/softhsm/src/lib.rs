@@ -1,0 +1,1 @@
+//! SoftHSM2 test harness (work in progress).
