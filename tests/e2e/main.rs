@@ -17,6 +17,7 @@ mod jwt;
 mod plugins;
 mod policies;
 mod policy_diff;
+mod sign;
 mod tenants;
 mod tokens;
 mod transit;

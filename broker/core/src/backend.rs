@@ -41,6 +41,28 @@ pub struct BackendDecrypt<'a> {
     pub aad: &'a [u8],
 }
 
+/// One signature in a backend call.
+#[derive(Debug)]
+pub struct BackendSign<'a> {
+    /// Backend key reference (an asymmetric key).
+    pub reference: &'a str,
+    /// The digest to sign.
+    pub digest: &'a [u8],
+    /// Vault's name of the hash that made the digest (`sha2-256`, …).
+    pub hash_algorithm: &'a str,
+    /// RSA: `pss` or `pkcs1v15`; ECDSA: empty.
+    pub signature_algorithm: &'a str,
+}
+
+/// One verification in a backend call.
+#[derive(Debug)]
+pub struct BackendVerify<'a> {
+    /// What was signed, as in [`BackendSign`].
+    pub sign: BackendSign<'a>,
+    /// The signature (RSA: PKCS #1; ECDSA: `r ‖ s`).
+    pub signature: &'a [u8],
+}
+
 /// A loaded backend instance as the core sees it.
 #[async_trait]
 pub trait BackendInstance: Send + Sync {
@@ -57,6 +79,27 @@ pub trait BackendInstance: Send + Sync {
     fn check_available(&self, reference: &str) -> Result<(), Error>;
     /// Whether the instance supports direct mode.
     fn supports_direct(&self) -> bool;
+    /// Whether the instance can create asymmetric keys and sign with them.
+    fn supports_sign(&self) -> bool;
+    /// Whether the instance can bind keys that already exist in the backend.
+    fn supports_bind(&self) -> bool;
+    /// Whether the instance's configuration lets tenant `tenant_name` bind `backend_key`
+    /// (operators in the root namespace with `sudo` need no grant: the caller checks that).
+    fn may_bind(&self, tenant_name: &str, backend_key: &str) -> bool;
+    /// Binds an existing backend key to a tenant's transit key; returns its reference.
+    async fn bind_key(
+        &self,
+        tenant: TenantId,
+        key_id: &str,
+        key_type: &str,
+        backend_key: &str,
+    ) -> Result<String, Error>;
+    /// Signs a digest with an asymmetric key.
+    async fn sign(&self, tenant: TenantId, request: BackendSign<'_>) -> Result<Vec<u8>, Error>;
+    /// Verifies a signature; `Ok(false)` when it does not match.
+    async fn verify(&self, tenant: TenantId, request: BackendVerify<'_>) -> Result<bool, Error>;
+    /// The PEM public key of an asymmetric key.
+    async fn public_key(&self, tenant: TenantId, reference: &str) -> Result<String, Error>;
     /// Creates a backend key for a tenant's transit key.
     async fn create_key(
         &self,

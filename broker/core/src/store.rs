@@ -252,6 +252,8 @@ pub struct KeyRecord {
     pub min_encryption_version: u32,
     /// Whether the key may be deleted.
     pub deletion_allowed: bool,
+    /// Whether the backend key existed before and was bound (never destroyed by the broker).
+    pub bound: bool,
     /// Automatic rotation period in seconds (0 = off).
     pub auto_rotate_period: u64,
     /// Highest version.
@@ -275,6 +277,8 @@ pub struct KeyVersionRecord {
     pub wrapped_dek: Option<Vec<u8>>,
     /// Payload format code (see `crypto::PayloadFormat`).
     pub payload_format: u8,
+    /// The PEM public key of an asymmetric key version.
+    pub public_key: Option<String>,
     /// Creation time, Unix seconds.
     pub created_at: i64,
     /// Encryption count reserved so far (durable upper bound of encryptions done).

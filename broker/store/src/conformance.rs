@@ -35,6 +35,8 @@ fn key(tenant: TenantId, mount: MountId, name: &str) -> (KeyRecord, KeyVersionRe
         min_decryption_version: 1,
         min_encryption_version: 0,
         deletion_allowed: false,
+        // Non-default values, so that a store dropping them fails the round trip.
+        bound: true,
         auto_rotate_period: 0,
         latest_version: 1,
         created_at: 10,
@@ -46,6 +48,7 @@ fn key(tenant: TenantId, mount: MountId, name: &str) -> (KeyRecord, KeyVersionRe
         backend_reference: "ref".to_owned(),
         wrapped_dek: Some(vec![1, 2, 3]),
         payload_format: 1,
+        public_key: Some("-----BEGIN PUBLIC KEY-----\nAA==\n-----END PUBLIC KEY-----\n".to_owned()),
         created_at: 10,
         counter_reserved: 0,
     };
@@ -659,6 +662,7 @@ async fn keys(store: &dyn Store) {
         versions.iter().map(|v| v.version).collect::<Vec<_>>(),
         vec![1, 2]
     );
+    assert_eq!(versions[0], first, "a version reads back as written");
 
     let mut configured = stored.clone();
     configured.min_decryption_version = 2;

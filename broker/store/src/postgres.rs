@@ -1177,8 +1177,8 @@ impl Store for PostgresStore {
         sqlx::query(
             "INSERT INTO transit_keys (id, tenant_id, mount_id, name, key_type, backend, mode, \
              backend_reference, min_decryption_version, min_encryption_version, deletion_allowed, \
-             auto_rotate_period, latest_version, created_at, rotated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+             auto_rotate_period, latest_version, created_at, rotated_at, bound) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
         )
         .bind(key.id.to_string())
         .bind(key.tenant.to_string())
@@ -1195,6 +1195,7 @@ impl Store for PostgresStore {
         .bind(i64::from(key.latest_version))
         .bind(key.created_at)
         .bind(key.rotated_at)
+        .bind(key.bound)
         .execute(&mut *tx)
         .await
         .map_err(map_error)?;
@@ -1404,8 +1405,8 @@ async fn insert_version(
 ) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO transit_key_versions (key_id, tenant_id, version, backend_reference, \
-         wrapped_dek, payload_format, created_at, counter_reserved) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+         wrapped_dek, payload_format, created_at, counter_reserved, public_key) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
     .bind(version.key.to_string())
     .bind(tenant.to_string())
@@ -1415,6 +1416,7 @@ async fn insert_version(
     .bind(i64::from(version.payload_format))
     .bind(version.created_at)
     .bind(to_i64(version.counter_reserved))
+    .bind(&version.public_key)
     .execute(&mut **tx)
     .await
     .map_err(map_error)?;
@@ -1521,6 +1523,7 @@ mod tests {
             min_decryption_version: 1,
             min_encryption_version: 0,
             deletion_allowed: false,
+            bound: false,
             auto_rotate_period: 0,
             latest_version: 1,
             created_at: 0,
@@ -1532,6 +1535,7 @@ mod tests {
             backend_reference: "r".into(),
             wrapped_dek: None,
             payload_format: 2,
+            public_key: None,
             created_at: 0,
             counter_reserved: 0,
         };

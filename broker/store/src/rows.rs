@@ -175,6 +175,7 @@ macro_rules! row_decoders {
                     "min_encryption_version",
                 )?,
                 deletion_allowed: get(row, "deletion_allowed")?,
+                bound: get(row, "bound")?,
                 auto_rotate_period: to_u64(get(row, "auto_rotate_period")?, "auto_rotate_period")?,
                 latest_version: to_u32(get(row, "latest_version")?, "latest_version")?,
                 created_at: get(row, "created_at")?,
@@ -190,6 +191,7 @@ macro_rules! row_decoders {
                 wrapped_dek: get(row, "wrapped_dek")?,
                 payload_format: u8::try_from(get::<i64>(row, "payload_format")?)
                     .map_err(|_| corrupt("payload_format"))?,
+                public_key: get(row, "public_key")?,
                 created_at: get(row, "created_at")?,
                 counter_reserved: to_u64(get(row, "counter_reserved")?, "counter_reserved")?,
             })

@@ -703,8 +703,8 @@ impl Store for SqliteStore {
         sqlx::query(
             "INSERT INTO transit_keys (id, tenant_id, mount_id, name, key_type, backend, mode, \
              backend_reference, min_decryption_version, min_encryption_version, deletion_allowed, \
-             auto_rotate_period, latest_version, created_at, rotated_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             auto_rotate_period, latest_version, created_at, rotated_at, bound) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(key.id.to_string())
         .bind(key.tenant.to_string())
@@ -721,6 +721,7 @@ impl Store for SqliteStore {
         .bind(i64::from(key.latest_version))
         .bind(key.created_at)
         .bind(key.rotated_at)
+        .bind(key.bound)
         .execute(&mut *tx)
         .await
         .map_err(map_error)?;
@@ -913,7 +914,8 @@ async fn insert_version(
 ) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO transit_key_versions (key_id, tenant_id, version, backend_reference, \
-         wrapped_dek, payload_format, created_at, counter_reserved) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+         wrapped_dek, payload_format, created_at, counter_reserved, public_key) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(version.key.to_string())
     .bind(tenant.to_string())
@@ -923,6 +925,7 @@ async fn insert_version(
     .bind(i64::from(version.payload_format))
     .bind(version.created_at)
     .bind(to_i64(version.counter_reserved))
+    .bind(&version.public_key)
     .execute(&mut **tx)
     .await
     .map_err(map_error)?;
@@ -967,6 +970,7 @@ mod tests {
             min_decryption_version: 1,
             min_encryption_version: 0,
             deletion_allowed: false,
+            bound: false,
             auto_rotate_period: 0,
             latest_version: 1,
             created_at: 0,
@@ -978,6 +982,7 @@ mod tests {
             backend_reference: "r".into(),
             wrapped_dek: None,
             payload_format: 2,
+            public_key: None,
             created_at: 0,
             counter_reserved: 0,
         };

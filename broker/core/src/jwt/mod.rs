@@ -28,6 +28,7 @@ mod verify;
 #[cfg(test)]
 mod test_support;
 
+pub use claims::glob_match;
 pub use config::{JwtConfig, JwtConfigInput, DEFAULT_JWKS_REFETCH_INTERVAL};
 pub use jwks::JwksFetcher;
 pub use role::{JwtRole, JwtRoleInput, MAX_LEEWAY};

@@ -20,29 +20,34 @@ pub fn format(version: u32, payload: &[u8]) -> String {
 
 /// Splits a ciphertext into its version and decoded payload.
 pub fn parse(text: &str) -> Result<(u32, Vec<u8>)> {
-    let rest = text
-        .strip_prefix(PREFIX)
-        .ok_or_else(|| Error::invalid("invalid ciphertext: no prefix"))?;
-    let (version, encoded) = rest
-        .split_once(':')
-        .ok_or_else(|| Error::invalid("invalid ciphertext: wrong number of fields"))?;
-    if version.is_empty() || version.len() > 10 || !version.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(Error::invalid(
-            "invalid ciphertext: version number could not be decoded",
-        ));
-    }
-    let version: u32 = version
-        .parse()
-        .map_err(|_| Error::invalid("invalid ciphertext: version number could not be decoded"))?;
-    if version == 0 {
-        return Err(Error::invalid(
-            "invalid ciphertext: version number could not be decoded",
-        ));
-    }
+    let (version, encoded) = split("ciphertext", text)?;
     let payload = STANDARD
         .decode(encoded)
         .map_err(|_| Error::invalid("invalid ciphertext: could not decode base64"))?;
     Ok((version, payload))
+}
+
+/// Splits `vault:v<N>:<rest>` (a ciphertext or a signature: `what`) into `N` and `rest`.
+pub fn split<'a>(what: &str, text: &'a str) -> Result<(u32, &'a str)> {
+    let rest = text
+        .strip_prefix(PREFIX)
+        .ok_or_else(|| Error::invalid(format!("invalid {what}: no prefix")))?;
+    let (version, encoded) = rest
+        .split_once(':')
+        .ok_or_else(|| Error::invalid(format!("invalid {what}: wrong number of fields")))?;
+    let undecodable = || {
+        Error::invalid(format!(
+            "invalid {what}: version number could not be decoded"
+        ))
+    };
+    if version.is_empty() || version.len() > 10 || !version.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(undecodable());
+    }
+    let version: u32 = version.parse().map_err(|_| undecodable())?;
+    if version == 0 {
+        return Err(undecodable());
+    }
+    Ok((version, encoded))
 }
 
 #[cfg(test)]

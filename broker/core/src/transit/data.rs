@@ -83,6 +83,7 @@ impl Transit {
             }
             None => return Err(Error::invalid("encryption key not found")),
         };
+        super::key_type::require_encryption(&state.record.key_type)?;
         let instance = self.instance(tenant, &state.record.backend)?;
         let (state, version) = self
             .reserve_encryptions(tenant, state, key_version, items.len() as u64)
@@ -129,7 +130,7 @@ impl Transit {
         }
     }
 
-    fn check_batch_size(&self, items: usize) -> Result<()> {
+    pub(super) fn check_batch_size(&self, items: usize) -> Result<()> {
         if items == 0 {
             return Err(Error::invalid("missing plaintext or batch_input"));
         }
@@ -325,6 +326,7 @@ impl Transit {
             .state(tenant.id, mount, name)
             .await?
             .ok_or_else(|| Error::invalid("encryption key not found"))?;
+        super::key_type::require_encryption(&state.record.key_type)?;
         let instance = self.instance(tenant, &state.record.backend)?;
         let parsed: Vec<Result<(Arc<VersionState>, Vec<u8>)>> = items
             .iter()

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use zeroize::Zeroizing;
 
-use super::{validate_key_name, KeyState, Transit, AES256_GCM96};
+use super::{key_type::KeyType, validate_key_name, KeyState, Transit, AES256_GCM96};
 use crate::{
     backend::{BackendDecrypt, BackendEncrypt, BackendInstance},
     crypto::{generate_dek, random_nonce, Binding, PayloadFormat},
@@ -16,7 +16,7 @@ use crate::{
 /// Options of key creation (Vault transit API: create key, plus `backend` and `mode`).
 #[derive(Clone, Debug, Default)]
 pub struct CreateKeyOptions {
-    /// Key type; only `aes256-gcm96` so far.
+    /// Key type (`aes256-gcm96` by default, or an asymmetric type for signing).
     pub key_type: Option<String>,
     /// Backend instance name; default from settings.
     pub backend: Option<String>,
@@ -24,6 +24,11 @@ pub struct CreateKeyOptions {
     pub mode: Option<KeyMode>,
     /// Automatic rotation period in seconds.
     pub auto_rotate_period: Option<u64>,
+    /// Bind this existing backend key (an HSM label or id, a KMS key) instead of creating one.
+    pub backend_key: Option<String>,
+    /// The caller is an operator: root namespace with `sudo` on the path. Operators may bind
+    /// any backend key; tenants only those the instance's `bind` patterns grant them.
+    pub operator: bool,
 }
 
 /// Changes to a key's configuration (Vault transit API: key config).
@@ -48,6 +53,8 @@ pub struct VersionInfo {
     pub created_at: i64,
     /// Encryptions reserved (an upper bound of those performed).
     pub encryptions_reserved: u64,
+    /// The PEM public key of an asymmetric key version.
+    pub public_key: Option<String>,
 }
 
 /// A key as shown by key read.
@@ -72,6 +79,7 @@ impl KeyInfo {
                     version: v.record.version,
                     created_at: v.record.created_at,
                     encryptions_reserved: v.record.counter_reserved,
+                    public_key: v.record.public_key.clone(),
                 })
                 .collect(),
             backend_available,
@@ -92,14 +100,22 @@ impl Transit {
         if let Some(state) = self.state(tenant.id, mount, name).await? {
             return Ok(self.info(tenant, &state));
         }
-        let key_type = options.key_type.as_deref().unwrap_or(AES256_GCM96);
-        if key_type != AES256_GCM96 {
-            return Err(Error::invalid(format!("unknown key type {key_type}")));
-        }
+        let key_type_name = options.key_type.as_deref().unwrap_or(AES256_GCM96);
+        let key_type = KeyType::parse(key_type_name)?;
         let backend = options
             .backend
             .unwrap_or_else(|| self.settings.default_backend.clone());
-        let mode = options.mode.unwrap_or(KeyMode::Envelope);
+        let mode = match (options.mode, key_type.is_asymmetric()) {
+            (None, false) => KeyMode::Envelope,
+            (Some(mode), false) => mode,
+            // A private key never leaves its backend: every signature is made there.
+            (None | Some(KeyMode::Direct), true) => KeyMode::Direct,
+            (Some(KeyMode::Envelope), true) => {
+                return Err(Error::invalid(format!(
+                    "key type {key_type_name} signs in its backend: mode=envelope does not apply"
+                )))
+            }
+        };
         let auto_rotate_period = options.auto_rotate_period.unwrap_or(0);
         self.check_auto_rotate_period(auto_rotate_period)?;
         let instance = match self.backends.get(&backend) {
@@ -112,49 +128,115 @@ impl Transit {
                 )))
             }
         };
-        if mode == KeyMode::Direct && !instance.supports_direct() {
+        if key_type.is_asymmetric() && !instance.supports_sign() {
+            return Err(Error::invalid(format!(
+                "backend instance \"{backend}\" does not support key type {key_type_name}"
+            )));
+        }
+        if mode == KeyMode::Direct && !instance.supports_direct() && !key_type.is_asymmetric() {
             return Err(Error::invalid(format!(
                 "backend instance \"{backend}\" does not support mode=direct"
             )));
+        }
+        if let Some(backend_key) = &options.backend_key {
+            if !instance.supports_bind() {
+                return Err(Error::invalid(format!(
+                    "backend instance \"{backend}\" cannot bind existing keys"
+                )));
+            }
+            if !options.operator && !instance.may_bind(&tenant.name, backend_key) {
+                return Err(Error::BackendDenied(format!(
+                    "backend key {backend_key:?} is not granted to this tenant by backend \
+                     instance \"{backend}\""
+                )));
+            }
         }
         instance.check_available("")?;
 
         let now = self.clock.now_unix();
         let id = KeyId::random();
-        let key_reference = instance
-            .create_key(tenant.id, &id.to_string(), key_type)
-            .await?;
+        let key_reference = match &options.backend_key {
+            Some(backend_key) => {
+                instance
+                    .bind_key(tenant.id, &id.to_string(), key_type_name, backend_key)
+                    .await?
+            }
+            None => {
+                instance
+                    .create_key(tenant.id, &id.to_string(), key_type_name)
+                    .await?
+            }
+        };
         let record = KeyRecord {
             id,
             tenant: tenant.id,
             mount,
             name: name.to_owned(),
-            key_type: key_type.to_owned(),
+            key_type: key_type_name.to_owned(),
             backend,
             mode,
             backend_reference: (mode == KeyMode::Envelope).then(|| key_reference.clone()),
             min_decryption_version: 1,
             min_encryption_version: 0,
             deletion_allowed: false,
+            bound: options.backend_key.is_some(),
             auto_rotate_period,
             latest_version: 1,
             created_at: now,
             rotated_at: now,
         };
-        let first = self
-            .new_version(tenant, &record, 1, instance.as_ref(), Some(key_reference))
-            .await?;
-        match self.store.create_key(&record, &first).await {
+        let stored = match self
+            .new_version(
+                tenant,
+                &record,
+                1,
+                instance.as_ref(),
+                Some(key_reference.clone()),
+            )
+            .await
+        {
+            Ok(first) => self.store.create_key(&record, &first).await,
+            Err(error) => {
+                self.discard_backend_key(tenant, &record, instance.as_ref(), &key_reference)
+                    .await;
+                return Err(error);
+            }
+        };
+        match stored {
             Ok(()) => {}
             // Lost a race with a concurrent create of the same name: theirs stands.
-            Err(StoreError::Conflict) => {}
-            Err(other) => return Err(other.into()),
+            Err(StoreError::Conflict) => {
+                self.discard_backend_key(tenant, &record, instance.as_ref(), &key_reference)
+                    .await;
+            }
+            Err(other) => {
+                self.discard_backend_key(tenant, &record, instance.as_ref(), &key_reference)
+                    .await;
+                return Err(other.into());
+            }
         }
         let state = self
             .reload(tenant.id, mount, name)
             .await?
             .ok_or_else(|| Error::internal("created key vanished"))?;
         Ok(self.info(tenant, &state))
+    }
+
+    /// Destroys a backend key made for a transit key that was never stored (a bound key is
+    /// never destroyed).
+    async fn discard_backend_key(
+        &self,
+        tenant: &Tenant,
+        record: &KeyRecord,
+        instance: &dyn BackendInstance,
+        reference: &str,
+    ) {
+        if record.bound {
+            return;
+        }
+        if let Err(error) = instance.delete_key(tenant.id, reference).await {
+            tracing::warn!(key = %record.id, %error, "unused backend key not destroyed");
+        }
     }
 
     fn info(&self, tenant: &Tenant, state: &KeyState) -> KeyInfo {
@@ -231,6 +313,7 @@ impl Transit {
                     backend_reference: reference,
                     wrapped_dek: Some(wrapped),
                     payload_format: PayloadFormat::Envelope.code(),
+                    public_key: None,
                     created_at: now,
                     counter_reserved: 0,
                 })
@@ -238,11 +321,23 @@ impl Transit {
             KeyMode::Direct => {
                 let reference = match reference {
                     Some(reference) => reference,
+                    None if record.bound => {
+                        return Err(Error::invalid(
+                            "this key is bound to an existing backend key, which the broker \
+                             does not replace: bind a new key under a new name instead",
+                        ))
+                    }
                     None => {
                         instance
                             .create_key(tenant.id, &record.id.to_string(), &record.key_type)
                             .await?
                     }
+                };
+                // Asymmetric versions keep their public key, so reads never call the backend.
+                let public_key = if KeyType::parse(&record.key_type)?.is_asymmetric() {
+                    Some(instance.public_key(tenant.id, &reference).await?)
+                } else {
+                    None
                 };
                 Ok(KeyVersionRecord {
                     key: record.id,
@@ -250,6 +345,7 @@ impl Transit {
                     backend_reference: reference,
                     wrapped_dek: None,
                     payload_format: PayloadFormat::BackendBlob.code(),
+                    public_key,
                     created_at: now,
                     counter_reserved: 0,
                 })
@@ -416,6 +512,10 @@ impl Transit {
         self.forget(tenant.id, mount, name);
         if let Some(instance) = self.backends.get(&state.record.backend) {
             instance.cache().purge_key(tenant.id, state.record.id);
+            if state.record.bound {
+                // The backend key existed before the broker and outlives the transit key.
+                return Ok(());
+            }
             let mut references: Vec<&str> = state
                 .versions
                 .iter()

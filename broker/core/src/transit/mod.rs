@@ -8,7 +8,9 @@
 pub mod ciphertext;
 mod counter;
 mod data;
+mod key_type;
 mod keys;
+mod sign;
 
 use std::{
     collections::HashMap,
@@ -19,7 +21,9 @@ use std::{
 };
 
 pub use data::{DataKeyOutput, DecryptItem, EncryptItem, EncryptOutput};
+pub use key_type::KeyType;
 pub use keys::{CreateKeyOptions, KeyConfigUpdate, KeyInfo, VersionInfo};
+pub use sign::{HashAlgorithm, Marshaling, SignOptions, SignOutput, VerifyItem};
 
 use crate::{
     backend::{BackendInstance, Backends},

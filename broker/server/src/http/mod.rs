@@ -15,6 +15,7 @@ mod response;
 mod sys;
 mod token;
 mod transit;
+mod transit_sign;
 
 use std::{
     collections::HashMap,
@@ -526,7 +527,9 @@ async fn route(
                 request.path
             )))),
         ),
-        Ok(Some((mount, rest))) => transit::handle(ready, tenant, &mount, rest, request).await,
+        Ok(Some((mount, rest))) => {
+            transit::handle(ready, caller, tenant, &mount, rest, request).await
+        }
     }
 }
 

@@ -4,10 +4,12 @@ use axum::{http::StatusCode, response::Response};
 use base64::{engine::general_purpose::STANDARD, Engine as _};
 use keybroker_core::{
     store::{KeyMode, MountRecord},
+    tokens::Caller,
     transit::{
         CreateKeyOptions, DecryptItem, EncryptItem, EncryptOutput, KeyConfigUpdate, KeyInfo,
+        KeyType,
     },
-    Error, Tenant,
+    Error, Tenant, TenantId,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
@@ -18,6 +20,7 @@ use super::{batch_status, body, error::ApiError, response, ApiRequest, Operation
 /// Routes a request inside a transit mount.
 pub async fn handle(
     ready: &Ready,
+    caller: &Caller,
     tenant: &Tenant,
     mount: &MountRecord,
     rest: &str,
@@ -30,6 +33,7 @@ pub async fn handle(
     let op = request.operation;
     let context = Context {
         ready,
+        caller,
         tenant,
         mount,
         request,
@@ -51,6 +55,14 @@ pub async fn handle(
         (["datakey", kind, name], Operation::Write) => {
             ("transit/datakey", context.datakey(kind, name).await)
         }
+        (["sign", name] | ["sign", name, _], Operation::Write) => (
+            "transit/sign",
+            context.sign(name, segments.get(2).copied()).await,
+        ),
+        (["verify", name] | ["verify", name, _], Operation::Write) => (
+            "transit/verify",
+            context.verify(name, segments.get(2).copied()).await,
+        ),
         (["random"], Operation::Write) => ("transit/random", context.random(None, None)),
         (["random", a], Operation::Write) => ("transit/random", context.random(Some(a), None)),
         (["random", a, b], Operation::Write) => {
@@ -67,6 +79,8 @@ pub async fn handle(
             | ["keys", _]
             | ["keys", _, "config" | "rotate"]
             | ["encrypt" | "decrypt" | "rewrap", _]
+            | ["sign" | "verify", _]
+            | ["sign" | "verify", _, _]
             | ["datakey", _, _]
             | ["random", ..]
             | ["config", "keys"],
@@ -100,14 +114,15 @@ pub async fn creates(ready: &Ready, tenant: &Tenant, path: &str) -> bool {
     )
 }
 
-struct Context<'a> {
-    ready: &'a Ready,
-    tenant: &'a Tenant,
-    mount: &'a MountRecord,
-    request: &'a ApiRequest,
+pub(super) struct Context<'a> {
+    pub(super) ready: &'a Ready,
+    caller: &'a Caller,
+    pub(super) tenant: &'a Tenant,
+    pub(super) mount: &'a MountRecord,
+    pub(super) request: &'a ApiRequest,
 }
 
-fn decode_base64(field: &str, value: &str) -> Result<Vec<u8>, Error> {
+pub(super) fn decode_base64(field: &str, value: &str) -> Result<Vec<u8>, Error> {
     STANDARD
         .decode(value.trim())
         .map_err(|_| Error::invalid(format!("failed to base64-decode {field}")))
@@ -142,6 +157,8 @@ struct CreateKeyBody {
     exportable: Option<bool>,
     #[serde(deserialize_with = "body::opt_bool")]
     allow_plaintext_backup: Option<bool>,
+    /// Ours: bind this existing backend key instead of creating one.
+    backend_key: Option<String>,
 }
 
 /// Vault transit API: update key configuration.
@@ -265,10 +282,24 @@ fn common_key_version(top: Option<u32>, items: &[BatchItem]) -> Result<Option<u3
 
 fn key_json(info: &KeyInfo) -> Value {
     let record = &info.record;
+    let key_type = KeyType::parse(&record.key_type).ok();
+    let signing = key_type.is_some_and(KeyType::is_asymmetric);
+    // Vault shows a symmetric version's creation time, and an asymmetric version's public
+    // key with its name and creation time.
     let keys: Map<String, Value> = info
         .versions
         .iter()
-        .map(|v| (v.version.to_string(), json!(v.created_at)))
+        .map(|v| {
+            let entry = match (key_type, &v.public_key) {
+                (Some(kind), Some(public_key)) if signing => json!({
+                    "name": kind.version_name(),
+                    "public_key": public_key,
+                    "creation_time": rfc3339(v.created_at),
+                }),
+                _ => json!(v.created_at),
+            };
+            (v.version.to_string(), entry)
+        })
         .collect();
     let counts: Map<String, Value> = info
         .versions
@@ -289,10 +320,11 @@ fn key_json(info: &KeyInfo) -> Value {
         "exportable": false,
         "allow_plaintext_backup": false,
         "imported_key": false,
-        "supports_encryption": true,
-        "supports_decryption": true,
+        "supports_encryption": !signing,
+        "supports_decryption": !signing,
         "supports_derivation": false,
-        "supports_signing": false,
+        "supports_signing": signing,
+        "bound": record.bound,
         "backend": record.backend,
         "mode": record.mode.as_str(),
         "backend_available": info.backend_available,
@@ -300,8 +332,16 @@ fn key_json(info: &KeyInfo) -> Value {
     })
 }
 
+/// Unix seconds as RFC 3339 (UTC), as Vault writes times.
+fn rfc3339(unix: i64) -> String {
+    humantime::format_rfc3339_seconds(
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(u64::try_from(unix).unwrap_or(0)),
+    )
+    .to_string()
+}
+
 impl Context<'_> {
-    fn transit(&self) -> &keybroker_core::transit::Transit {
+    pub(super) fn transit(&self) -> &keybroker_core::transit::Transit {
         &self.ready.broker.transit
     }
 
@@ -334,11 +374,19 @@ impl Context<'_> {
                 ApiError::bad_request(format!("invalid mode {text:?}: use envelope or direct"))
             })?),
         };
+        let backend_key = input.backend_key.filter(|k| !k.is_empty());
+        // Binding any backend key is an operator act: a root-namespace token with `sudo` on
+        // the path. Tenants bind only what the instance's drop-in grants them.
+        let operator = backend_key.is_some()
+            && self.caller.tenant() == TenantId::ROOT
+            && super::has_sudo(self.ready, self.caller, self.tenant, self.request).await?;
         let options = CreateKeyOptions {
             key_type: input.key_type.filter(|t| !t.is_empty()),
             backend: input.backend.filter(|b| !b.is_empty()),
             mode,
             auto_rotate_period: input.auto_rotate_period,
+            backend_key,
+            operator,
         };
         let info = self
             .transit()
@@ -429,7 +477,7 @@ impl Context<'_> {
         let results = merge(slots, results)?;
         respond(
             results,
-            &items,
+            references(&items),
             batch,
             partial_code,
             ciphertext_data,
@@ -454,7 +502,7 @@ impl Context<'_> {
             |plaintext: Zeroizing<Vec<u8>>| Zeroizing::new(STANDARD.encode(plaintext.as_slice()));
         respond(
             results,
-            &items,
+            references(&items),
             batch,
             partial_code,
             |plaintext| PlaintextData {
@@ -492,7 +540,7 @@ impl Context<'_> {
         let results = merge(slots, results)?;
         respond(
             results,
-            &items,
+            references(&items),
             batch,
             partial_code,
             ciphertext_data,
@@ -657,10 +705,10 @@ fn ciphertext_item(result: Result<EncryptOutput, Error>, reference: String) -> C
 
 /// Decodes each item. Items that fail are answered in place (`Some(error)` in the slot);
 /// the rest go to the core. Outside a batch the first failure fails the request.
-fn split<W>(
-    items: &[BatchItem],
+pub(super) fn split<B, W>(
+    items: &[B],
     batch: bool,
-    decode: impl Fn(&BatchItem) -> Result<W, Error>,
+    decode: impl Fn(&B) -> Result<W, Error>,
 ) -> Result<(Vec<Option<Error>>, Vec<W>), ApiError> {
     let mut slots = Vec::with_capacity(items.len());
     let mut work = Vec::with_capacity(items.len());
@@ -679,7 +727,7 @@ fn split<W>(
 
 /// Puts the core's results back in item order. An error that is not about the item (a
 /// backend unavailable) fails the whole request.
-fn merge<T>(
+pub(super) fn merge<T>(
     slots: Vec<Option<Error>>,
     results: Vec<Result<T, Error>>,
 ) -> Result<Vec<Result<T, Error>>, ApiError> {
@@ -702,10 +750,17 @@ fn merge<T>(
     Ok(merged)
 }
 
+fn references(items: &[BatchItem]) -> Vec<String> {
+    items
+        .iter()
+        .map(|item| item.reference.clone().unwrap_or_default())
+        .collect()
+}
+
 /// A single item answers with its data; a batch with `batch_results` and Vault's status.
-fn respond<T, S: Serialize, I: Serialize>(
+pub(super) fn respond<T, S: Serialize, I: Serialize>(
     mut results: Vec<Result<T, Error>>,
-    items: &[BatchItem],
+    references: Vec<String>,
     batch: bool,
     partial_code: Option<u64>,
     single: impl Fn(T) -> S,
@@ -721,8 +776,8 @@ fn respond<T, S: Serialize, I: Serialize>(
     let any_failed = results.iter().any(Result::is_err);
     let batch_results: Vec<I> = results
         .into_iter()
-        .zip(items)
-        .map(|(result, input)| item(result, input.reference.clone().unwrap_or_default()))
+        .zip(references)
+        .map(|(result, reference)| item(result, reference))
         .collect();
     let partial_code = partial_code.and_then(|c| u16::try_from(c).ok());
     let status = batch_status(any_ok, any_failed, partial_code);

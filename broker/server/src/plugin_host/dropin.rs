@@ -1,6 +1,6 @@
 //! Drop-in files: one backend instance per `plugins.d/*.toml` (DESIGN §5).
 
-use std::{path::Path, time::Duration};
+use std::{collections::BTreeMap, path::Path, time::Duration};
 
 use keybroker_core::backend::OnUnavailable;
 use serde::Deserialize;
@@ -43,12 +43,20 @@ pub struct DropIn {
     /// Deadline of each call into the plugin.
     #[serde(default = "default_timeout", with = "humantime_serde")]
     pub timeout: Duration,
+    /// Deadline of key creation and binding: making an RSA-4096 key pair takes seconds.
+    #[serde(default = "default_create_timeout", with = "humantime_serde")]
+    pub create_timeout: Duration,
     /// Calls in flight at most (a bulkhead per instance).
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
     /// What happens to cached data keys when the instance becomes unavailable.
     #[serde(default = "default_on_unavailable")]
     pub on_unavailable: OnUnavailableSetting,
+    /// Backend keys that tenants may bind (`backend_key` at key creation), by tenant name:
+    /// glob patterns (`*` matches any run of characters) of the plugin's key names, e.g.
+    /// `acme = ["label:acme-*"]`. Operators (root namespace, `sudo`) need no grant.
+    #[serde(default)]
+    pub bind: BTreeMap<String, Vec<String>>,
     /// Plugin configuration, opaque to the host; passed to the plugin as JSON.
     #[serde(default)]
     pub config: toml::Table,
@@ -56,6 +64,10 @@ pub struct DropIn {
 
 fn default_timeout() -> Duration {
     Duration::from_secs(2)
+}
+
+fn default_create_timeout() -> Duration {
+    Duration::from_secs(60)
 }
 
 fn default_concurrency() -> usize {
@@ -111,6 +123,12 @@ impl DropIn {
         if dropin.concurrency == 0 || dropin.concurrency > 4096 {
             return Err(format!(
                 "invalid drop-in {}: concurrency: must be between 1 and 4096",
+                path.display()
+            ));
+        }
+        if dropin.create_timeout.is_zero() {
+            return Err(format!(
+                "invalid drop-in {}: create_timeout: must be greater than zero",
                 path.display()
             ));
         }

@@ -3,7 +3,7 @@
 //! every call. A hung plugin holds at most its own permits; other instances are unaffected.
 
 use std::{
-    collections::HashSet,
+    collections::{BTreeMap, HashSet},
     sync::{Arc, RwLock},
     time::{Duration, Instant},
 };
@@ -11,13 +11,15 @@ use std::{
 use abi_stable::std_types::{RResult, RSlice, RStr, RString, RVec};
 use async_trait::async_trait;
 use keybroker_core::{
-    backend::{BackendDecrypt, BackendEncrypt, BackendInstance, OnUnavailable},
+    backend::{
+        BackendDecrypt, BackendEncrypt, BackendInstance, BackendSign, BackendVerify, OnUnavailable,
+    },
     dek_cache::DekCache,
     Error, TenantId,
 };
 use keybroker_plugin_abi::{
-    capability, BackendBox, BackendInfo, CreateKeyRequest, DecryptRequest, EncryptRequest,
-    ErrorKind, HostServices, LogLevel, PluginError,
+    capability, BackendBox, BackendInfo, BindKeyRequest, CreateKeyRequest, DecryptRequest,
+    EncryptRequest, ErrorKind, HostServices, LogLevel, PluginError, SignRequest, VerifyRequest,
 };
 use tokio::sync::Semaphore;
 use zeroize::{Zeroize, Zeroizing};
@@ -137,10 +139,14 @@ pub struct InstanceSettings {
     pub tenants: Vec<String>,
     /// Per-call deadline.
     pub timeout: Duration,
+    /// Deadline of key creation and binding (an RSA-4096 key pair takes seconds to make).
+    pub create_timeout: Duration,
     /// Bulkhead size.
     pub concurrency: usize,
     /// Cache policy when unavailable.
     pub on_unavailable: OnUnavailable,
+    /// Glob patterns of backend keys each tenant (by name) may bind.
+    pub bind: BTreeMap<String, Vec<String>>,
 }
 
 /// A backend instance: loaded, or failed with a reason.
@@ -239,6 +245,12 @@ impl Instance {
             .or_else(|| self.availability.reason())
     }
 
+    fn has_capability(&self, bit: u64) -> bool {
+        self.info
+            .as_ref()
+            .is_some_and(|i| i.capabilities & bit != 0)
+    }
+
     /// Runs the plugin's health check (under the same bulkhead and deadline) and records it.
     pub async fn check_health(&self) {
         if self.backend.is_none() {
@@ -270,17 +282,30 @@ impl Instance {
         T: Send + 'static,
         F: FnOnce(&BackendBox) -> RResult<T, PluginError> + Send + 'static,
     {
+        self.call_within(operation, self.settings.timeout, f).await
+    }
+
+    /// [`Instance::call`] with another deadline.
+    async fn call_within<T, F>(
+        &self,
+        operation: &'static str,
+        timeout: Duration,
+        f: F,
+    ) -> Result<T, Error>
+    where
+        T: Send + 'static,
+        F: FnOnce(&BackendBox) -> RResult<T, PluginError> + Send + 'static,
+    {
         let backend = self.backend.clone().ok_or_else(|| self.unavailable())?;
         let name = &self.settings.name;
         let started = Instant::now();
-        let deadline = tokio::time::Instant::now() + self.settings.timeout;
+        let deadline = tokio::time::Instant::now() + timeout;
         let outcome = async {
             let permit = tokio::time::timeout_at(deadline, self.permits.clone().acquire_owned())
                 .await
                 .map_err(|_| {
                     Error::Unavailable(format!(
-                        "backend instance \"{name}\" is saturated: no free slot within {:?}",
-                        self.settings.timeout
+                        "backend instance \"{name}\" is saturated: no free slot within {timeout:?}"
                     ))
                 })?
                 .map_err(|_| self.unavailable())?;
@@ -291,8 +316,7 @@ impl Instance {
             });
             match tokio::time::timeout_at(deadline, task).await {
                 Err(_) => Err(Error::Unavailable(format!(
-                    "backend instance \"{name}\" did not answer within {:?}",
-                    self.settings.timeout
+                    "backend instance \"{name}\" did not answer within {timeout:?}"
                 ))),
                 Ok(Err(join)) => Err(Error::internal(format!(
                     "backend instance \"{name}\" call failed: {join}"
@@ -346,6 +370,28 @@ fn decrypt_request(tenant: TenantId, request: &BackendDecrypt<'_>) -> DecryptReq
     }
 }
 
+fn sign_request(tenant: TenantId, request: &BackendSign<'_>) -> SignRequest {
+    SignRequest {
+        tenant_id: RString::from(tenant.to_string()),
+        key_reference: RString::from(request.reference),
+        digest: RVec::from(request.digest),
+        hash_algorithm: RString::from(request.hash_algorithm),
+        signature_algorithm: RString::from(request.signature_algorithm),
+    }
+}
+
+/// A verification request carrying a sign request's fields (the signature is set apart).
+fn verify_fields(sign: SignRequest) -> VerifyRequest {
+    VerifyRequest {
+        tenant_id: sign.tenant_id,
+        key_reference: sign.key_reference,
+        digest: sign.digest,
+        hash_algorithm: sign.hash_algorithm,
+        signature_algorithm: sign.signature_algorithm,
+        signature: RVec::new(),
+    }
+}
+
 /// Takes a plaintext out of an `RVec`, zeroizing the plugin-allocated buffer.
 fn take_secret(mut value: RVec<u8>) -> Zeroizing<Vec<u8>> {
     let out = Zeroizing::new(value.as_slice().to_vec());
@@ -388,9 +434,67 @@ impl BackendInstance for Instance {
     }
 
     fn supports_direct(&self) -> bool {
-        self.info
-            .as_ref()
-            .is_some_and(|i| i.capabilities & capability::DIRECT != 0)
+        self.has_capability(capability::DIRECT)
+    }
+
+    fn supports_sign(&self) -> bool {
+        self.has_capability(capability::SIGN)
+    }
+
+    fn supports_bind(&self) -> bool {
+        self.has_capability(capability::BIND_EXISTING)
+    }
+
+    fn may_bind(&self, tenant_name: &str, backend_key: &str) -> bool {
+        self.settings.bind.get(tenant_name).is_some_and(|patterns| {
+            patterns
+                .iter()
+                .any(|pattern| keybroker_core::jwt::glob_match(pattern, backend_key))
+        })
+    }
+
+    async fn bind_key(
+        &self,
+        tenant: TenantId,
+        key_id: &str,
+        key_type: &str,
+        backend_key: &str,
+    ) -> Result<String, Error> {
+        let request = BindKeyRequest {
+            tenant_id: RString::from(tenant.to_string()),
+            key_id: RString::from(key_id),
+            key_type: RString::from(key_type),
+            backend_key: RString::from(backend_key),
+        };
+        let handle = self
+            .call_within("bind_key", self.settings.create_timeout, move |b| {
+                b.bind_key(request)
+            })
+            .await?;
+        Ok(handle.reference.into_string())
+    }
+
+    async fn sign(&self, tenant: TenantId, request: BackendSign<'_>) -> Result<Vec<u8>, Error> {
+        let request = sign_request(tenant, &request);
+        let signature = self.call("sign", move |b| b.sign(request)).await?;
+        Ok(signature.into_vec())
+    }
+
+    async fn verify(&self, tenant: TenantId, request: BackendVerify<'_>) -> Result<bool, Error> {
+        let request = VerifyRequest {
+            signature: RVec::from(request.signature),
+            ..verify_fields(sign_request(tenant, &request.sign))
+        };
+        self.call("verify", move |b| b.verify(request)).await
+    }
+
+    async fn public_key(&self, tenant: TenantId, reference: &str) -> Result<String, Error> {
+        let tenant = RString::from(tenant.to_string());
+        let reference = RString::from(reference);
+        let pem = self
+            .call("public_key", move |b| b.public_key(tenant, reference))
+            .await?;
+        Ok(pem.into_string())
     }
 
     async fn create_key(
@@ -405,7 +509,9 @@ impl BackendInstance for Instance {
             key_type: RString::from(key_type),
         };
         let handle = self
-            .call("create_key", move |b| b.create_key(request))
+            .call_within("create_key", self.settings.create_timeout, move |b| {
+                b.create_key(request)
+            })
             .await?;
         Ok(handle.reference.into_string())
     }

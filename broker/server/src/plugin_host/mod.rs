@@ -110,8 +110,10 @@ fn builtin_local_dropin() -> DropIn {
         sha256: None,
         tenants: vec!["*".to_owned()],
         timeout: Duration::from_secs(2),
+        create_timeout: Duration::from_secs(60),
         concurrency: 64,
         on_unavailable: dropin::OnUnavailableSetting::Serve,
+        bind: Default::default(),
         config: toml::Table::new(),
     }
 }
@@ -263,8 +265,10 @@ impl PluginHost {
             name: dropin.name.clone(),
             tenants: dropin.tenants.clone(),
             timeout: dropin.timeout,
+            create_timeout: dropin.create_timeout,
             concurrency: dropin.concurrency,
             on_unavailable: OnUnavailable::from(dropin.on_unavailable),
+            bind: dropin.bind.clone(),
         };
         let (handle, cache, availability) = Instance::prepare(
             &settings,

@@ -1,0 +1,465 @@
+//! Signatures with asymmetric keys held by a backend (Vault transit API: sign, verify).
+//!
+//! The broker hashes the input (unless `prehashed`), the backend signs the digest with the
+//! key version's private key, and the broker marshals the result as Vault does:
+//! `vault:v<N>:<base64>`, with ECDSA signatures in ASN.1 DER (`asn1`, the default) or as
+//! raw `r ‖ s` in base64url (`jws`). Backends exchange ECDSA signatures as raw `r ‖ s`.
+
+use base64::{
+    engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD},
+    Engine as _,
+};
+use sha2::{Digest, Sha224, Sha256, Sha384, Sha512};
+
+use super::{ciphertext, data::ItemResults, key_type::KeyType, KeyState, Transit, VersionState};
+use crate::{
+    backend::{BackendSign, BackendVerify},
+    error::{Error, Result},
+    MountId, Tenant,
+};
+
+/// Hash of the input before signing (Vault's `hash_algorithm`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum HashAlgorithm {
+    /// SHA-224.
+    Sha2_224,
+    /// SHA-256 (Vault's default).
+    #[default]
+    Sha2_256,
+    /// SHA-384.
+    Sha2_384,
+    /// SHA-512.
+    Sha2_512,
+}
+
+impl HashAlgorithm {
+    /// Parses Vault's name (`sha2-256`; also `sha2_256` as the path form writes it).
+    pub fn parse(name: &str) -> Result<Self> {
+        Ok(match name.replace('_', "-").as_str() {
+            "sha2-224" => Self::Sha2_224,
+            "sha2-256" => Self::Sha2_256,
+            "sha2-384" => Self::Sha2_384,
+            "sha2-512" => Self::Sha2_512,
+            _ => {
+                return Err(Error::invalid(format!(
+                    "unsupported hash algorithm {name:?}: use sha2-224, sha2-256, sha2-384 or \
+                     sha2-512"
+                )))
+            }
+        })
+    }
+
+    /// Vault's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Sha2_224 => "sha2-224",
+            Self::Sha2_256 => "sha2-256",
+            Self::Sha2_384 => "sha2-384",
+            Self::Sha2_512 => "sha2-512",
+        }
+    }
+
+    /// Digest length in bytes.
+    pub fn len(self) -> usize {
+        match self {
+            Self::Sha2_224 => 28,
+            Self::Sha2_256 => 32,
+            Self::Sha2_384 => 48,
+            Self::Sha2_512 => 64,
+        }
+    }
+
+    fn digest(self, input: &[u8]) -> Vec<u8> {
+        match self {
+            Self::Sha2_224 => Sha224::digest(input).to_vec(),
+            Self::Sha2_256 => Sha256::digest(input).to_vec(),
+            Self::Sha2_384 => Sha384::digest(input).to_vec(),
+            Self::Sha2_512 => Sha512::digest(input).to_vec(),
+        }
+    }
+}
+
+/// How a signature is written (Vault's `marshaling_algorithm`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Marshaling {
+    /// ECDSA as ASN.1 DER, standard base64 (the default).
+    #[default]
+    Asn1,
+    /// ECDSA as raw `r ‖ s`, base64url without padding (as in a JWS).
+    Jws,
+}
+
+impl Marshaling {
+    /// Parses `asn1` or `jws`.
+    pub fn parse(name: &str) -> Result<Self> {
+        match name {
+            "asn1" => Ok(Self::Asn1),
+            "jws" => Ok(Self::Jws),
+            _ => Err(Error::invalid(format!(
+                "unsupported marshaling algorithm {name:?}: use asn1 or jws"
+            ))),
+        }
+    }
+}
+
+/// Options shared by sign and verify.
+#[derive(Clone, Debug, Default)]
+pub struct SignOptions {
+    /// Version to sign with (default: the latest); ignored by verify, which reads it from
+    /// the signature.
+    pub key_version: Option<u32>,
+    /// Hash of the input.
+    pub hash_algorithm: HashAlgorithm,
+    /// RSA padding: `pss` (default) or `pkcs1v15`; ignored for ECDSA keys, as in Vault.
+    pub signature_algorithm: Option<String>,
+    /// Signature encoding.
+    pub marshaling: Marshaling,
+    /// The input is already a digest made with `hash_algorithm`.
+    pub prehashed: bool,
+}
+
+/// Result of one signature.
+#[derive(Clone, Debug)]
+pub struct SignOutput {
+    /// `vault:v<N>:…` text.
+    pub signature: String,
+    /// Version that signed.
+    pub key_version: u32,
+}
+
+/// One signature to check.
+#[derive(Debug)]
+pub struct VerifyItem {
+    /// The signed input (or digest, if prehashed).
+    pub input: Vec<u8>,
+    /// `vault:v<N>:…` text.
+    pub signature: String,
+}
+
+/// What the backend is asked to do, once per request.
+struct Plan {
+    key_type: KeyType,
+    signature_algorithm: &'static str,
+}
+
+impl SignOptions {
+    fn plan(&self, key_type: &str) -> Result<Plan> {
+        let key_type = KeyType::parse(key_type)
+            .ok()
+            .filter(|t| t.is_asymmetric())
+            .ok_or_else(|| {
+                Error::invalid(format!("key type {key_type} does not support signing"))
+            })?;
+        let signature_algorithm = if key_type.is_rsa() {
+            match self.signature_algorithm.as_deref() {
+                None | Some("" | "pss") => "pss",
+                Some("pkcs1v15") => "pkcs1v15",
+                Some(other) => {
+                    return Err(Error::invalid(format!(
+                        "unsupported signature algorithm {other:?}: use pss or pkcs1v15"
+                    )))
+                }
+            }
+        } else {
+            ""
+        };
+        Ok(Plan {
+            key_type,
+            signature_algorithm,
+        })
+    }
+
+    fn digest(&self, input: &[u8]) -> Result<Vec<u8>> {
+        if !self.prehashed {
+            return Ok(self.hash_algorithm.digest(input));
+        }
+        if input.len() != self.hash_algorithm.len() {
+            return Err(Error::invalid(format!(
+                "prehashed input must be a {}-byte {} digest, got {} bytes",
+                self.hash_algorithm.len(),
+                self.hash_algorithm.name(),
+                input.len()
+            )));
+        }
+        Ok(input.to_vec())
+    }
+
+    fn encode(&self, bytes: &[u8]) -> String {
+        match self.marshaling {
+            Marshaling::Asn1 => STANDARD.encode(bytes),
+            Marshaling::Jws => URL_SAFE_NO_PAD.encode(bytes),
+        }
+    }
+
+    fn decode(&self, text: &str) -> Result<Vec<u8>> {
+        let decoded = match self.marshaling {
+            Marshaling::Asn1 => STANDARD.decode(text),
+            Marshaling::Jws => URL_SAFE_NO_PAD.decode(text),
+        };
+        decoded.map_err(|_| Error::invalid("invalid signature: could not decode base64"))
+    }
+}
+
+/// Raw `r ‖ s` from a backend to the requested marshaling.
+fn marshal(key_type: KeyType, marshaling: Marshaling, raw: Vec<u8>) -> Result<Vec<u8>> {
+    let malformed = || Error::internal("backend returned a malformed ECDSA signature");
+    Ok(match (key_type, marshaling) {
+        (KeyType::EcdsaP256, Marshaling::Asn1) => p256::ecdsa::Signature::from_slice(&raw)
+            .map_err(|_| malformed())?
+            .to_der()
+            .as_bytes()
+            .to_vec(),
+        (KeyType::EcdsaP384, Marshaling::Asn1) => p384::ecdsa::Signature::from_slice(&raw)
+            .map_err(|_| malformed())?
+            .to_der()
+            .as_bytes()
+            .to_vec(),
+        _ => raw,
+    })
+}
+
+/// A caller's signature back to what a backend verifies (raw `r ‖ s` for ECDSA).
+fn unmarshal(key_type: KeyType, marshaling: Marshaling, bytes: Vec<u8>) -> Result<Vec<u8>> {
+    let malformed = || Error::invalid("invalid signature: not an ASN.1 DER ECDSA signature");
+    Ok(match (key_type, marshaling) {
+        (KeyType::EcdsaP256, Marshaling::Asn1) => p256::ecdsa::Signature::from_der(&bytes)
+            .map_err(|_| malformed())?
+            .to_bytes()
+            .to_vec(),
+        (KeyType::EcdsaP384, Marshaling::Asn1) => p384::ecdsa::Signature::from_der(&bytes)
+            .map_err(|_| malformed())?
+            .to_bytes()
+            .to_vec(),
+        _ => bytes,
+    })
+}
+
+impl Transit {
+    async fn signing_key(
+        &self,
+        tenant: &Tenant,
+        mount: MountId,
+        name: &str,
+    ) -> Result<std::sync::Arc<KeyState>> {
+        super::validate_key_name(name)?;
+        self.state(tenant.id, mount, name)
+            .await?
+            .ok_or_else(|| Error::invalid("signing key not found"))
+    }
+
+    fn signing_version(
+        state: &KeyState,
+        requested: Option<u32>,
+    ) -> Result<std::sync::Arc<VersionState>> {
+        let record = &state.record;
+        let version = requested
+            .filter(|v| *v != 0)
+            .unwrap_or(record.latest_version);
+        if version > record.latest_version {
+            return Err(Error::invalid(format!(
+                "key version {version} is higher than the latest version {}",
+                record.latest_version
+            )));
+        }
+        if record.min_encryption_version != 0 && version < record.min_encryption_version {
+            return Err(Error::invalid(
+                "requested version for signing is less than the minimum encryption key version",
+            ));
+        }
+        state
+            .version(version)
+            .cloned()
+            .ok_or_else(|| Error::internal("missing key version"))
+    }
+
+    /// Signs each input with the key (Vault transit API: sign).
+    pub async fn sign(
+        &self,
+        tenant: &Tenant,
+        mount: MountId,
+        name: &str,
+        options: &SignOptions,
+        inputs: Vec<Vec<u8>>,
+    ) -> Result<ItemResults<SignOutput>> {
+        self.check_batch_size(inputs.len())?;
+        let state = self.signing_key(tenant, mount, name).await?;
+        let plan = options.plan(&state.record.key_type)?;
+        let version = Self::signing_version(&state, options.key_version)?;
+        let instance = self.instance(tenant, &state.record.backend)?;
+        let reference = &version.record.backend_reference;
+        instance.check_available(reference)?;
+        let number = version.record.version;
+        let mut results = Vec::with_capacity(inputs.len());
+        for input in inputs {
+            let digest = match options.digest(&input) {
+                Ok(digest) => digest,
+                Err(error) => {
+                    results.push(Err(error));
+                    continue;
+                }
+            };
+            let request = BackendSign {
+                reference,
+                digest: &digest,
+                hash_algorithm: options.hash_algorithm.name(),
+                signature_algorithm: plan.signature_algorithm,
+            };
+            let raw = match instance.sign(tenant.id, request).await {
+                Ok(raw) => raw,
+                Err(error @ (Error::Unavailable(_) | Error::Internal { .. })) => return Err(error),
+                Err(error) => {
+                    results.push(Err(error));
+                    continue;
+                }
+            };
+            let bytes = marshal(plan.key_type, options.marshaling, raw)?;
+            results.push(Ok(SignOutput {
+                signature: format!("vault:v{number}:{}", options.encode(&bytes)),
+                key_version: number,
+            }));
+        }
+        Ok(results)
+    }
+
+    /// Checks each signature (Vault transit API: verify); `Ok(false)` when it does not match.
+    pub async fn verify(
+        &self,
+        tenant: &Tenant,
+        mount: MountId,
+        name: &str,
+        options: &SignOptions,
+        items: Vec<VerifyItem>,
+    ) -> Result<ItemResults<bool>> {
+        self.check_batch_size(items.len())?;
+        let state = self.signing_key(tenant, mount, name).await?;
+        let plan = options.plan(&state.record.key_type)?;
+        let instance = self.instance(tenant, &state.record.backend)?;
+        let mut results = Vec::with_capacity(items.len());
+        for item in items {
+            let prepared = self.prepare_verify(&state, options, &plan, &item);
+            let (version, digest, signature) = match prepared {
+                Ok(prepared) => prepared,
+                Err(error) => {
+                    results.push(Err(error));
+                    continue;
+                }
+            };
+            let reference = &version.record.backend_reference;
+            instance.check_available(reference)?;
+            let request = BackendVerify {
+                sign: BackendSign {
+                    reference,
+                    digest: &digest,
+                    hash_algorithm: options.hash_algorithm.name(),
+                    signature_algorithm: plan.signature_algorithm,
+                },
+                signature: &signature,
+            };
+            match instance.verify(tenant.id, request).await {
+                Ok(valid) => results.push(Ok(valid)),
+                Err(error @ (Error::Unavailable(_) | Error::Internal { .. })) => return Err(error),
+                Err(error) => results.push(Err(error)),
+            }
+        }
+        Ok(results)
+    }
+
+    fn prepare_verify(
+        &self,
+        state: &KeyState,
+        options: &SignOptions,
+        plan: &Plan,
+        item: &VerifyItem,
+    ) -> Result<(std::sync::Arc<VersionState>, Vec<u8>, Vec<u8>)> {
+        let (number, encoded) = ciphertext::split("signature", &item.signature)?;
+        let record = &state.record;
+        if number > record.latest_version {
+            return Err(Error::invalid(format!(
+                "invalid signature: key version {number} is higher than the latest version {}",
+                record.latest_version
+            )));
+        }
+        if number < record.min_decryption_version {
+            return Err(Error::invalid(
+                "ciphertext or signature version is disallowed by policy (too old)",
+            ));
+        }
+        let version = state
+            .version(number)
+            .cloned()
+            .ok_or_else(|| Error::internal("missing key version"))?;
+        let signature = unmarshal(plan.key_type, options.marshaling, options.decode(encoded)?)?;
+        let digest = options.digest(&item.input)?;
+        Ok((version, digest, signature))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hash_names_and_lengths() {
+        for (name, len) in [
+            ("sha2-224", 28),
+            ("sha2-256", 32),
+            ("sha2_384", 48),
+            ("sha2-512", 64),
+        ] {
+            let hash = HashAlgorithm::parse(name).unwrap();
+            assert_eq!(hash.len(), len);
+            assert_eq!(hash.digest(b"x").len(), len);
+        }
+        assert!(HashAlgorithm::parse("sha1").is_err());
+        assert!(HashAlgorithm::parse("sha3-256").is_err());
+    }
+
+    #[test]
+    fn plans_refuse_symmetric_keys_and_unknown_paddings() {
+        let options = SignOptions::default();
+        assert!(options.plan("aes256-gcm96").is_err());
+        assert_eq!(options.plan("rsa-2048").unwrap().signature_algorithm, "pss");
+        assert_eq!(options.plan("ecdsa-p256").unwrap().signature_algorithm, "");
+        let pkcs1 = SignOptions {
+            signature_algorithm: Some("pkcs1v15".into()),
+            ..SignOptions::default()
+        };
+        assert_eq!(
+            pkcs1.plan("rsa-4096").unwrap().signature_algorithm,
+            "pkcs1v15"
+        );
+        // Vault ignores the padding for ECDSA keys.
+        assert_eq!(pkcs1.plan("ecdsa-p384").unwrap().signature_algorithm, "");
+        let bad = SignOptions {
+            signature_algorithm: Some("raw".into()),
+            ..SignOptions::default()
+        };
+        assert!(bad.plan("rsa-2048").is_err());
+    }
+
+    #[test]
+    fn prehashed_input_must_have_the_digest_length() {
+        let options = SignOptions {
+            prehashed: true,
+            hash_algorithm: HashAlgorithm::Sha2_384,
+            ..SignOptions::default()
+        };
+        assert!(options.digest(&[0; 32]).is_err());
+        assert_eq!(options.digest(&[7; 48]).unwrap(), vec![7; 48]);
+    }
+
+    #[test]
+    fn ecdsa_signatures_round_trip_through_both_marshalings() {
+        use p256::ecdsa::{signature::hazmat::PrehashSigner, SigningKey};
+        let key = SigningKey::random(&mut rand::rngs::OsRng);
+        let digest = Sha256::digest(b"data");
+        let signature: p256::ecdsa::Signature = key.sign_prehash(&digest).unwrap();
+        let raw = signature.to_bytes().to_vec();
+        for marshaling in [Marshaling::Asn1, Marshaling::Jws] {
+            let out = marshal(KeyType::EcdsaP256, marshaling, raw.clone()).unwrap();
+            assert_eq!(marshaling == Marshaling::Asn1, out != raw);
+            assert_eq!(unmarshal(KeyType::EcdsaP256, marshaling, out).unwrap(), raw);
+        }
+        assert!(unmarshal(KeyType::EcdsaP256, Marshaling::Asn1, vec![1, 2, 3]).is_err());
+    }
+}

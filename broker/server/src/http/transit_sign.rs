@@ -1,0 +1,246 @@
+//! Transit sign and verify (Vault transit API: sign data, verify signed data).
+
+use axum::response::Response;
+use keybroker_core::{
+    transit::{HashAlgorithm, Marshaling, SignOptions, SignOutput, VerifyItem},
+    Error,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::{
+    body,
+    error::ApiError,
+    transit::{decode_base64, merge, respond, split, Context},
+};
+
+/// Vault transit API: one item of a sign or verify `batch_input`.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct SignItem {
+    input: Option<String>,
+    signature: Option<String>,
+    context: Option<String>,
+    reference: Option<String>,
+}
+
+/// Vault transit API: sign data and verify signed data share these fields.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct SignBody {
+    input: Option<String>,
+    signature: Option<String>,
+    context: Option<String>,
+    hash_algorithm: Option<String>,
+    /// Vault's older name of `hash_algorithm`.
+    algorithm: Option<String>,
+    #[serde(deserialize_with = "body::opt_u32")]
+    key_version: Option<u32>,
+    #[serde(deserialize_with = "body::opt_bool")]
+    prehashed: Option<bool>,
+    signature_algorithm: Option<String>,
+    marshaling_algorithm: Option<String>,
+    salt_length: Option<Value>,
+    #[serde(deserialize_with = "body::opt_list")]
+    batch_input: Option<Vec<SignItem>>,
+    #[serde(deserialize_with = "body::opt_u64")]
+    partial_failure_response_code: Option<u64>,
+}
+
+/// Vault transit API: sign response data.
+#[derive(Serialize)]
+struct SignatureData {
+    signature: String,
+    key_version: u32,
+}
+
+/// Vault transit API: sign result item.
+#[derive(Serialize)]
+struct SignatureItem {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    signature: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key_version: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    reference: String,
+}
+
+/// Vault transit API: verify response data.
+#[derive(Serialize)]
+struct ValidData {
+    valid: bool,
+}
+
+/// Vault transit API: verify result item.
+#[derive(Serialize)]
+struct ValidItem {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    valid: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    reference: String,
+}
+
+impl SignBody {
+    /// The options, with the hash from the path (`sign/:name/:hash_algorithm`) winning over
+    /// the body, as in Vault.
+    fn options(&self, path_hash: Option<&str>) -> Result<SignOptions, ApiError> {
+        let hash = path_hash
+            .or(self.hash_algorithm.as_deref())
+            .or(self.algorithm.as_deref())
+            .filter(|h| !h.is_empty());
+        // Signatures are made with a salt as long as the digest; `auto` verifies those too.
+        match &self.salt_length {
+            None => {}
+            Some(Value::String(text)) if matches!(text.as_str(), "" | "auto" | "hash") => {}
+            Some(_) => {
+                return Err(ApiError::bad_request(
+                    "unsupported salt_length: keybroker signs with a salt as long as the hash \
+                     (use auto or hash)",
+                ))
+            }
+        }
+        Ok(SignOptions {
+            key_version: self.key_version,
+            hash_algorithm: hash
+                .map(HashAlgorithm::parse)
+                .transpose()?
+                .unwrap_or_default(),
+            signature_algorithm: self.signature_algorithm.clone().filter(|s| !s.is_empty()),
+            marshaling: self
+                .marshaling_algorithm
+                .as_deref()
+                .filter(|m| !m.is_empty())
+                .map(Marshaling::parse)
+                .transpose()?
+                .unwrap_or_default(),
+            prehashed: self.prehashed.unwrap_or(false),
+        })
+    }
+
+    /// The request's items: `batch_input`, or the single top-level item.
+    fn items(&mut self) -> (Vec<SignItem>, bool) {
+        match self.batch_input.take() {
+            Some(items) => (items, true),
+            None => (
+                vec![SignItem {
+                    input: self.input.take(),
+                    signature: self.signature.take(),
+                    context: self.context.take(),
+                    reference: None,
+                }],
+                false,
+            ),
+        }
+    }
+}
+
+fn input_of(item: &SignItem) -> Result<Vec<u8>, Error> {
+    if item.context.as_deref().is_some_and(|c| !c.is_empty()) {
+        return Err(Error::invalid(
+            "context is for derived keys, which keybroker does not support",
+        ));
+    }
+    decode_base64("input", item.input.as_deref().unwrap_or_default())
+}
+
+fn references(items: &[SignItem]) -> Vec<String> {
+    items
+        .iter()
+        .map(|item| item.reference.clone().unwrap_or_default())
+        .collect()
+}
+
+impl Context<'_> {
+    /// Vault transit API: sign data.
+    pub(super) async fn sign(
+        &self,
+        name: &str,
+        path_hash: Option<&str>,
+    ) -> Result<Response, ApiError> {
+        let mut input: SignBody = body::parse(&self.request.body)?;
+        let options = input.options(path_hash)?;
+        let (items, batch) = input.items();
+        let (slots, work) = split(&items, batch, input_of)?;
+        let results = if work.is_empty() {
+            Vec::new()
+        } else {
+            self.transit()
+                .sign(self.tenant, self.mount.id, name, &options, work)
+                .await?
+        };
+        respond(
+            merge(slots, results)?,
+            references(&items),
+            batch,
+            input.partial_failure_response_code,
+            |out: SignOutput| SignatureData {
+                signature: out.signature,
+                key_version: out.key_version,
+            },
+            |result, reference| match result {
+                Ok(out) => SignatureItem {
+                    signature: Some(out.signature),
+                    key_version: Some(out.key_version),
+                    error: None,
+                    reference,
+                },
+                Err(error) => SignatureItem {
+                    signature: None,
+                    key_version: None,
+                    error: Some(error.to_string()),
+                    reference,
+                },
+            },
+        )
+    }
+
+    /// Vault transit API: verify signed data.
+    pub(super) async fn verify(
+        &self,
+        name: &str,
+        path_hash: Option<&str>,
+    ) -> Result<Response, ApiError> {
+        let mut input: SignBody = body::parse(&self.request.body)?;
+        let options = input.options(path_hash)?;
+        let (items, batch) = input.items();
+        let (slots, work) = split(&items, batch, |item| {
+            let signature = item
+                .signature
+                .as_deref()
+                .filter(|s| !s.is_empty())
+                .ok_or_else(|| Error::invalid("missing signature to verify"))?;
+            Ok(VerifyItem {
+                input: input_of(item)?,
+                signature: signature.to_owned(),
+            })
+        })?;
+        let results = if work.is_empty() {
+            Vec::new()
+        } else {
+            self.transit()
+                .verify(self.tenant, self.mount.id, name, &options, work)
+                .await?
+        };
+        respond(
+            merge(slots, results)?,
+            references(&items),
+            batch,
+            input.partial_failure_response_code,
+            |valid| ValidData { valid },
+            |result, reference| match result {
+                Ok(valid) => ValidItem {
+                    valid: Some(valid),
+                    error: None,
+                    reference,
+                },
+                Err(error) => ValidItem {
+                    valid: None,
+                    error: Some(error.to_string()),
+                    reference,
+                },
+            },
+        )
+    }
+}
