@@ -1,38 +1,32 @@
 //! [`LocalKek`]: the backend itself.
 
-use std::fmt;
+use std::{fmt, sync::Arc, time::Duration};
 
-use aes_gcm::{
-    aead::{AeadInPlace, KeyInit},
-    Aes256Gcm,
-};
-use hkdf::Hkdf;
 use keybroker_plugin_abi::{
     capability, host_log, Backend, BackendInfo, CreateKeyRequest, DecryptRequest, EncryptRequest,
-    ErrorKind, HostBox, KeyHandle, LogLevel, PluginError,
+    ErrorKind, HostBox, KeyHandle, LogLevel, PluginError, SignRequest, VerifyRequest,
 };
-use rand::{rngs::OsRng, RngCore};
-use sha2::Sha256;
 use zeroize::{Zeroize, Zeroizing};
 
-use crate::blob::{self, NONCE_LEN};
-use crate::config::{self, LoadedKek, KEK_LEN};
-use crate::reference;
+use crate::asymmetric::{KeyType, PrivateKey};
+use crate::config::{self, LoadedKek};
+use crate::reference::{self, Reference};
+use crate::sealing::{self, Kek};
+
+mod signing;
 
 /// Plugin name reported by `info()`.
 pub const NAME: &str = "local-kek";
-/// The only key type `create_key` accepts.
+/// The symmetric key type `create_key` accepts (the asymmetric ones are those of
+/// [`keybroker_plugin_abi::key_type::ASYMMETRIC`]).
 pub const KEY_TYPE: &str = "aes256-gcm96";
 /// Default largest plaintext `encrypt` accepts: 1 MiB.
 pub const DEFAULT_MAX_PAYLOAD: u64 = 1 << 20;
-/// HKDF `info` prefix; the key reference follows it.
-const DERIVATION_INFO: &[u8] = b"keybroker/local-kek/v1";
-
-/// One KEK of the ring. The key is wiped when dropped.
-struct Kek {
-    id: String,
-    key: Zeroizing<[u8; KEK_LEN]>,
-}
+/// Parsed private keys kept in memory, so signing does not decrypt and parse PKCS #8 (slow
+/// for RSA) every time.
+const SIGNING_KEY_CACHE_ENTRIES: u64 = 1024;
+/// A cached private key unused for this long is dropped (and wiped).
+const SIGNING_KEY_CACHE_IDLE: Duration = Duration::from_secs(10 * 60);
 
 /// A local-KEK backend instance: a ring of AES-256 KEKs, one of them active.
 ///
@@ -43,6 +37,9 @@ pub struct LocalKek {
     /// Index of the active KEK in `keks`.
     active: usize,
     max_payload: u64,
+    /// Parsed private keys by reference; only filled after the reference's tenant was
+    /// checked and its sealed key opened. Entries wipe themselves when evicted.
+    signing_keys: moka::sync::Cache<String, Arc<PrivateKey>>,
 }
 
 impl fmt::Debug for LocalKek {
@@ -58,6 +55,7 @@ impl fmt::Debug for LocalKek {
             )
             .field("active", &self.active_kek().map(|kek| kek.id.as_str()))
             .field("max_payload", &self.max_payload)
+            .field("signing_keys_cached", &self.signing_keys.entry_count())
             .finish()
     }
 }
@@ -132,6 +130,10 @@ fn build(
         keks: ring,
         active,
         max_payload,
+        signing_keys: moka::sync::Cache::builder()
+            .max_capacity(SIGNING_KEY_CACHE_ENTRIES)
+            .time_to_idle(SIGNING_KEY_CACHE_IDLE)
+            .build(),
     };
     if let Some(host) = host {
         host_log(
@@ -144,12 +146,14 @@ fn build(
 }
 
 impl LocalKek {
-    fn active_kek(&self) -> Option<&Kek> {
-        self.keks.get(self.active)
+    fn active_kek(&self) -> Result<&Kek, PluginError> {
+        self.keks
+            .get(self.active)
+            .ok_or_else(|| PluginError::internal("no active KEK"))
     }
 
     fn encrypt_with(&self, request: &EncryptRequest) -> Result<Vec<u8>, PluginError> {
-        reference::check_owner(&request.tenant_id, &request.key_reference)?;
+        check_symmetric(&request.tenant_id, &request.key_reference)?;
         let plaintext = request.plaintext.as_slice();
         if u64::try_from(plaintext.len()).map_or(true, |len| len > self.max_payload) {
             return Err(PluginError::new(
@@ -161,87 +165,37 @@ impl LocalKek {
                 ),
             ));
         }
-        let nonce = choose_nonce(&request.iv)?;
-        let kek = self
-            .active_kek()
-            .ok_or_else(|| PluginError::internal("no active KEK"))?;
-        let cipher = cipher_for(kek, &request.key_reference)?;
-
-        // The plaintext is copied once, into the buffer that becomes the ciphertext; it is
-        // sized exactly so it never reallocates and wiped if sealing fails.
-        let mut out = Zeroizing::new(Vec::with_capacity(blob::sealed_len(
-            &kek.id,
-            plaintext.len(),
-        )));
-        blob::write_header(&mut out, &kek.id, &nonce)?;
-        let body_start = out.len();
-        out.extend_from_slice(plaintext);
-        let body = out
-            .get_mut(body_start..)
-            .ok_or_else(|| PluginError::internal("ciphertext buffer too short"))?;
-        let tag = cipher
-            .encrypt_in_place_detached((&nonce).into(), &request.aad, body)
-            .map_err(|_| PluginError::internal("encryption failed"))?;
-        out.extend_from_slice(&tag);
-        Ok(std::mem::take(&mut *out))
+        let nonce = sealing::choose_nonce(&request.iv)?;
+        sealing::seal(
+            self.active_kek()?,
+            &request.key_reference,
+            &nonce,
+            &request.aad,
+            plaintext,
+        )
     }
 
     fn decrypt_with(&self, request: &DecryptRequest) -> Result<Vec<u8>, PluginError> {
-        reference::check_owner(&request.tenant_id, &request.key_reference)?;
-        let parsed = blob::parse(&request.ciphertext)?;
-        let kek = self
-            .keks
-            .iter()
-            .find(|kek| kek.id == parsed.kek_id)
-            .ok_or_else(|| {
-                PluginError::invalid_ciphertext(format!(
-                    "unknown KEK id {:?} (was it removed from the configuration?)",
-                    parsed.kek_id
-                ))
-            })?;
-        let cipher = cipher_for(kek, &request.key_reference)?;
-        // On failure the buffer holds unauthenticated output: it is wiped on drop.
-        let mut buffer = Zeroizing::new(parsed.ciphertext.to_vec());
-        cipher
-            .decrypt_in_place_detached(
-                parsed.nonce.into(),
-                &request.aad,
-                &mut buffer,
-                parsed.tag.into(),
-            )
-            .map_err(|_| PluginError::invalid_ciphertext("message authentication failed"))?;
-        Ok(std::mem::take(&mut *buffer))
+        check_symmetric(&request.tenant_id, &request.key_reference)?;
+        let mut plaintext = sealing::open(
+            &self.keks,
+            &request.key_reference,
+            &request.aad,
+            &request.ciphertext,
+        )?;
+        Ok(std::mem::take(&mut *plaintext))
     }
 }
 
-/// The broker's IV when it gives one, a random nonce when it does not.
-fn choose_nonce(iv: &[u8]) -> Result<[u8; NONCE_LEN], PluginError> {
-    if let Ok(iv) = <[u8; NONCE_LEN]>::try_from(iv) {
-        return Ok(iv);
+/// Checks the owner of a reference used for encryption, and that it is a symmetric key.
+fn check_symmetric(tenant_id: &str, key_reference: &str) -> Result<(), PluginError> {
+    match reference::parse(tenant_id, key_reference)? {
+        Reference::Symmetric => Ok(()),
+        Reference::Asymmetric(key) => Err(PluginError::invalid_request(format!(
+            "key type {:?} does not support encryption",
+            key.key_type.name()
+        ))),
     }
-    if !iv.is_empty() {
-        return Err(PluginError::invalid_request(format!(
-            "iv must be {NONCE_LEN} bytes or empty, not {} bytes",
-            iv.len()
-        )));
-    }
-    let mut nonce = [0u8; NONCE_LEN];
-    OsRng
-        .try_fill_bytes(&mut nonce)
-        .map_err(|_| PluginError::internal("the system random number generator failed"))?;
-    Ok(nonce)
-}
-
-/// AES-256-GCM under the per-reference key derived from `kek`.
-fn cipher_for(kek: &Kek, key_reference: &str) -> Result<Aes256Gcm, PluginError> {
-    let mut key = Zeroizing::new([0u8; 32]);
-    Hkdf::<Sha256>::new(None, kek.key.as_slice())
-        .expand_multi_info(
-            &[DERIVATION_INFO, key_reference.as_bytes()],
-            key.as_mut_slice(),
-        )
-        .map_err(|_| PluginError::internal("key derivation failed"))?;
-    Ok(Aes256Gcm::new((&*key).into()))
 }
 
 impl Backend for LocalKek {
@@ -249,19 +203,23 @@ impl Backend for LocalKek {
         BackendInfo {
             name: NAME.into(),
             version: env!("CARGO_PKG_VERSION").into(),
-            capabilities: capability::ENVELOPE | capability::DIRECT,
+            capabilities: capability::ENVELOPE | capability::DIRECT | capability::SIGN,
             max_payload: self.max_payload,
         }
     }
 
     fn create_key(&self, request: CreateKeyRequest) -> Result<KeyHandle, PluginError> {
-        if request.key_type.as_str() != KEY_TYPE {
+        let key_type = request.key_type.as_str();
+        let reference = if key_type == KEY_TYPE {
+            reference::new_reference(&request.tenant_id)?
+        } else if let Some(key_type) = KeyType::parse(key_type) {
+            self.create_signing_key(&request.tenant_id, key_type)?
+        } else {
             return Err(PluginError::invalid_request(format!(
-                "key type {:?} is not supported by {NAME}; use {KEY_TYPE}",
-                request.key_type.as_str()
+                "key type {key_type:?} is not supported by {NAME}; use {KEY_TYPE}, {}",
+                keybroker_plugin_abi::key_type::ASYMMETRIC.join(", ")
             )));
-        }
-        let reference = reference::new_reference(&request.tenant_id)?;
+        };
         Ok(KeyHandle {
             reference: reference.into(),
         })
@@ -280,11 +238,25 @@ impl Backend for LocalKek {
     fn health(&self) -> Result<(), PluginError> {
         Ok(())
     }
+
+    fn sign(&self, request: SignRequest) -> Result<Vec<u8>, PluginError> {
+        self.sign_digest(&request)
+    }
+
+    fn verify(&self, request: VerifyRequest) -> Result<bool, PluginError> {
+        self.verify_digest(&request)
+    }
+
+    fn public_key(&self, tenant_id: &str, key_reference: &str) -> Result<String, PluginError> {
+        self.public_key_pem(tenant_id, key_reference)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::blob::{self, NONCE_LEN};
+    use crate::config::KEK_LEN;
     use crate::test_host::RecordingHost;
     use abi_stable::std_types::{RString, RVec};
     use std::io::Write as _;
@@ -496,10 +468,11 @@ mod tests {
             .create_key(CreateKeyRequest {
                 tenant_id: "acme".into(),
                 key_id: "key-1".into(),
-                key_type: "rsa-2048".into(),
+                key_type: "chacha20-poly1305".into(),
             })
             .unwrap_err();
         assert_eq!(error.kind, ErrorKind::INVALID_REQUEST);
+        assert!(error.message.contains("ecdsa-p256"), "{error}");
         let error = backend
             .create_key(CreateKeyRequest {
                 tenant_id: RString::new(),
@@ -557,7 +530,10 @@ mod tests {
         let info = backend.info();
         assert_eq!(info.name.as_str(), "local-kek");
         assert_eq!(info.version.as_str(), env!("CARGO_PKG_VERSION"));
-        assert_eq!(info.capabilities, capability::ENVELOPE | capability::DIRECT);
+        assert_eq!(
+            info.capabilities,
+            capability::ENVELOPE | capability::DIRECT | capability::SIGN
+        );
         backend.health().unwrap();
         let debug = format!("{backend:?}");
         assert!(debug.contains("k1"));

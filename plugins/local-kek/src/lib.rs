@@ -3,32 +3,73 @@
 //! # Design
 //!
 //! The plugin holds a small ring of KEKs, each a 32-byte key read from a file or an
-//! environment variable, and names one of them *active*. It stores nothing: a broker key is
-//! an opaque reference `t/<tenant_id>/<32 hex random>` and the key that protects its data is
+//! environment variable, and names one of them *active*. It stores nothing: every key is
+//! an opaque, self-describing reference tagged with the owning tenant, and every call checks
+//! that tag against the calling tenant (`KEY_NOT_FOUND`, "key not found for this tenant",
+//! never naming the owner) before any cryptography happens.
+//!
+//! ## Symmetric keys (`aes256-gcm96`): envelope and direct mode
+//!
+//! The reference is `t/<tenant_id>/<32 hex random>` and the key that protects its data is
 //! derived on every call,
 //!
 //! ```text
 //! key = HKDF-SHA256(ikm = KEK, salt = none, info = "keybroker/local-kek/v1" ‖ reference)
 //! ```
 //!
-//! so two references never share a key and a reference moved to another tenant is refused
-//! before any cryptography happens. Data (in envelope mode: the broker's data keys) is sealed
-//! with AES-256-GCM under that key, with the caller's AAD, into a self-describing blob:
+//! so two references never share a key. Data (in envelope mode: the broker's data keys) is
+//! sealed with AES-256-GCM under that key, with the caller's AAD, into a self-describing
+//! blob:
 //!
 //! ```text
 //! 0x01 ‖ u8 len(kek_id) ‖ kek_id ‖ nonce(12) ‖ ciphertext ‖ tag(16)
 //! ```
 //!
-//! The KEK id inside the blob is what makes rotation work: add a new KEK, make it `active`,
-//! and keep the old one configured for as long as blobs made under it exist. New blobs use
-//! the active KEK, old ones decrypt under the KEK they name. The nonce is the broker's
-//! 96-bit IV when it supplies one (it counts them), otherwise a fresh random one.
+//! The nonce is the broker's 96-bit IV when it supplies one (it counts them), otherwise a
+//! fresh random one.
 //!
-//! `delete_key` is a no-op: per-key keys are derived, not stored, so there is nothing to
-//! destroy here; the broker shreds a key by dropping its wrapped data keys.
+//! ## Asymmetric keys (`rsa-2048`, `-3072`, `-4096`, `ecdsa-p256`, `-p384`): signing
 //!
-//! KEKs live only in zeroizing buffers, are never printed (the [`LocalKek`] `Debug` impl shows
-//! ids only) and never appear in error messages, not even a byte of a malformed value.
+//! `create_key` generates the private key in software (the `rsa`, `p256` and `p384` crates,
+//! from the operating system's RNG), serialises it as PKCS #8 DER and seals it, in the same
+//! blob format, *into the reference itself*:
+//!
+//! ```text
+//! reference = "a/" tenant_id "/" key_type "/" base64url-unpadded(blob)
+//! header    = "a/" tenant_id "/" key_type
+//! blob      = AES-256-GCM(key = HKDF-SHA256(KEK, info = "keybroker/local-kek/v1" ‖ header),
+//!                         nonce = random, aad = header, plaintext = PKCS #8 private key)
+//! ```
+//!
+//! The header binds the tenant and the key type twice (derivation and AAD), so a blob pasted
+//! under another tenant or type does not open. An RSA-4096 reference is about 3.3 KB long.
+//! `sign` takes a digest the broker computed (`sha2-224`, `-256`, `-384`, `-512`; its length
+//! is checked) and answers RSASSA-PSS (salt = digest length, MGF1 with the same hash) or
+//! RSASSA-PKCS1-v1_5 for RSA keys, and ECDSA as raw `r ‖ s` (64 bytes on P-256, 96 on
+//! P-384). `verify` answers `false` for any signature that does not match, malformed ones
+//! included; `public_key` answers a PEM SubjectPublicKeyInfo. Asymmetric references cannot
+//! encrypt, symmetric ones cannot sign (`INVALID_REQUEST`). Parsed private keys are kept in a
+//! small cache (1024 keys, dropped after 10 minutes unused) because parsing RSA PKCS #8 on
+//! every signature is slow; they are wiped when evicted. Being software keys, they share the
+//! process's memory with everything else: keys that must never be in memory belong in an
+//! HSM (the PKCS #11 plugin). The `rsa` crate's private-key operations are not constant
+//! time (RUSTSEC-2023-0071); signing is blinded, which is what that crate offers.
+//!
+//! ## Rotation and deletion
+//!
+//! The KEK id inside every blob is what makes rotation work: add a new KEK, make it
+//! `active`, and keep the old one configured for as long as blobs made under it exist. New
+//! blobs (ciphertexts and new asymmetric keys) use the active KEK, old ones open under the
+//! KEK they name. An asymmetric reference made under a KEK that is later removed can no
+//! longer be used (`KEY_NOT_FOUND`).
+//!
+//! `delete_key` is a no-op: symmetric keys are derived and asymmetric keys live in their
+//! references, so there is nothing to destroy here; the broker shreds a key by dropping its
+//! wrapped data keys or its reference.
+//!
+//! KEKs and private keys live only in zeroizing buffers, are never printed (the [`LocalKek`]
+//! `Debug` impl shows ids and counts only) and never appear in error messages, not even a
+//! byte of a malformed value.
 //!
 //! # Configuration
 //!
@@ -59,15 +100,20 @@
 //! Built as a `cdylib`, the crate exports the keybroker root module (see
 //! `keybroker-plugin-abi`). The broker also links it in-process as `builtin:local-kek`,
 //! through [`new_backend`], and uses [`with_keks`] for the KEK it generates in dev mode.
+//!
+//! `cargo test -p keybroker-plugin-local-kek` runs the unit tests and the backend
+//! conformance suite (`tests/conformance.rs`) through the ABI trait object.
 #![allow(non_local_definitions)]
 // `export_backend_plugin!` expands to abi_stable's `#[export_root_module]`, which emits a
 // `#[no_mangle]` static and unsafe glue: the FFI edge of this crate, and nothing else.
 #![allow(unsafe_code)]
 
+mod asymmetric;
 mod backend;
 mod blob;
 mod config;
 mod reference;
+mod sealing;
 #[cfg(test)]
 mod test_host;
 

@@ -1,0 +1,330 @@
+//! Asymmetric keys: signing, verification and public keys, each checked independently with
+//! the `rsa`, `p256` and `p384` crates.
+
+use keybroker_plugin_abi::{
+    abi_stable::std_types::RVec, capability, key_type, BackendBox, ErrorKind, SignRequest,
+    VerifyRequest,
+};
+use p256::ecdsa::signature::hazmat::PrehashVerifier as _;
+use rsa::{pkcs8::DecodePublicKey as _, traits::PublicKeyParts as _, Pkcs1v15Sign, Pss};
+use sha2::{Digest as _, Sha224, Sha256, Sha384, Sha512};
+
+use crate::scope::{
+    decrypt_request, encrypt_request, made_up_references, random_iv, rstring, Scope,
+};
+use crate::Options;
+
+/// A public key parsed from the plugin's PEM by the reference crates.
+enum PublicKey {
+    Rsa(rsa::RsaPublicKey),
+    P256(p256::ecdsa::VerifyingKey),
+    P384(p384::ecdsa::VerifyingKey),
+}
+
+/// The hashes the broker uses, with a digest of a fixed message for each.
+fn digests(message: &[u8]) -> [(&'static str, Vec<u8>); 4] {
+    [
+        ("sha2-224", Sha224::digest(message).to_vec()),
+        ("sha2-256", Sha256::digest(message).to_vec()),
+        ("sha2-384", Sha384::digest(message).to_vec()),
+        ("sha2-512", Sha512::digest(message).to_vec()),
+    ]
+}
+
+/// Everything about one asymmetric key type: creation; the PEM public key (right size or
+/// curve); signatures over every SHA-2 digest with every scheme, verified by the plugin and
+/// independently; refusals of other digests, corrupted signatures, wrong digest lengths and
+/// schemes; tenant isolation; refusal of encryption; deletion.
+///
+/// A plugin without [`capability::SIGN`] must refuse to create the key
+/// (`INVALID_REQUEST`), and nothing else is checked.
+pub fn check_asymmetric(backend: &BackendBox, options: &Options, key_type: &str) {
+    let scope = Scope::for_backend(backend, format!("key type {key_type}"));
+    let info = scope.ok("info()", backend.info());
+    let (a, b) = (options.tenant_a.as_str(), options.tenant_b.as_str());
+    if info.capabilities & capability::SIGN == 0 {
+        scope.fails(
+            "create_key without the SIGN capability",
+            ErrorKind::INVALID_REQUEST,
+            backend.create_key(crate::scope::create_request(a, key_type)),
+        );
+        return;
+    }
+    let reference = scope.create(backend, a, key_type);
+    let public = check_public_key(&scope, backend, options, key_type, &reference);
+    let rsa = matches!(public, PublicKey::Rsa(_));
+    let schemes: &[&str] = if rsa { &["pss", "pkcs1v15"] } else { &[""] };
+
+    let sign = |hash: &str, scheme: &str, digest: &[u8]| SignRequest {
+        tenant_id: rstring(a),
+        key_reference: rstring(&reference),
+        digest: RVec::from(digest),
+        hash_algorithm: rstring(hash),
+        signature_algorithm: rstring(scheme),
+    };
+    let verify = |hash: &str, scheme: &str, digest: &[u8], signature: &[u8]| VerifyRequest {
+        tenant_id: rstring(a),
+        key_reference: rstring(&reference),
+        digest: RVec::from(digest),
+        hash_algorithm: rstring(hash),
+        signature_algorithm: rstring(scheme),
+        signature: RVec::from(signature),
+    };
+
+    for (hash, digest) in digests(b"keybroker conformance: message to sign") {
+        let other_digest = digests(b"another message")
+            .into_iter()
+            .find(|(name, _)| *name == hash)
+            .map(|(_, digest)| digest)
+            .unwrap_or_default();
+        for scheme in schemes {
+            let what = format!("{hash} digest, signature_algorithm {scheme:?}");
+            let signature = scope.ok(
+                format!("sign a {what}"),
+                backend.sign(sign(hash, scheme, &digest)),
+            );
+            let expected_len = match &public {
+                PublicKey::Rsa(key) => key.size(),
+                PublicKey::P256(_) => 64,
+                PublicKey::P384(_) => 96,
+            };
+            scope.check(
+                signature.len() == expected_len,
+                format!(
+                    "a signature of {expected_len} bytes over a {what}, got {}",
+                    signature.len()
+                ),
+            );
+            let valid = scope.ok(
+                format!("verify a {what}"),
+                backend.verify(verify(hash, scheme, &digest, &signature)),
+            );
+            scope.check(
+                valid,
+                format!("verify to accept its own signature ({what})"),
+            );
+            scope.check(
+                verifies_independently(&public, hash, scheme, &digest, &signature),
+                format!(
+                    "the signature over a {what} to verify with the PEM public key and the \
+                     reference crates"
+                ),
+            );
+
+            let valid = scope.ok(
+                format!("verify against another {hash} digest"),
+                backend.verify(verify(hash, scheme, &other_digest, &signature)),
+            );
+            scope.check(
+                !valid,
+                format!("verify to reject the signature for another digest ({what})"),
+            );
+            let mut corrupted = signature.to_vec();
+            let middle = corrupted.len() / 2;
+            corrupted[middle] ^= 0x04;
+            let truncated = &signature[..signature.len() - 1];
+            for (name, bad) in [
+                ("a corrupted", corrupted.as_slice()),
+                ("a truncated", truncated),
+                ("an empty", &[][..]),
+            ] {
+                let valid = scope.ok(
+                    format!("verify {name} signature ({what}): answer false, not an error"),
+                    backend.verify(verify(hash, scheme, &digest, bad)),
+                );
+                scope.check(
+                    !valid,
+                    format!("verify to reject {name} signature ({what})"),
+                );
+            }
+        }
+    }
+
+    // Malformed requests.
+    let digest = Sha256::digest(b"m").to_vec();
+    let scheme = schemes[0];
+    for (what, hash, digest) in [
+        ("a 31-byte sha2-256 digest", "sha2-256", &digest[..31]),
+        (
+            "a 33-byte sha2-256 digest",
+            "sha2-256",
+            &[digest.as_slice(), &[0]].concat()[..],
+        ),
+        ("a 32-byte sha2-384 digest", "sha2-384", &digest[..]),
+        ("an empty sha2-512 digest", "sha2-512", &[][..]),
+        ("hash_algorithm sha1", "sha1", &digest[..20]),
+    ] {
+        scope.fails(
+            format!("sign {what}"),
+            ErrorKind::INVALID_REQUEST,
+            backend.sign(sign(hash, scheme, digest)),
+        );
+        scope.fails(
+            format!("verify {what}"),
+            ErrorKind::INVALID_REQUEST,
+            backend.verify(verify(hash, scheme, digest, &[0; 64])),
+        );
+    }
+    let wrong_schemes: &[&str] = if rsa {
+        &["", "oaep", "PSS", "pss-made-up"]
+    } else {
+        &["pss", "pkcs1v15"]
+    };
+    for wrong in wrong_schemes {
+        scope.fails(
+            format!("sign with signature_algorithm {wrong:?}"),
+            ErrorKind::INVALID_REQUEST,
+            backend.sign(sign("sha2-256", wrong, &digest)),
+        );
+    }
+
+    // Tenant isolation and made-up references.
+    let mut as_b = sign("sha2-256", scheme, &digest);
+    as_b.tenant_id = rstring(b);
+    scope.not_found_for(
+        "sign with tenant A's key as tenant B",
+        a,
+        backend.sign(as_b),
+    );
+    let mut as_b = verify("sha2-256", scheme, &digest, &[0; 64]);
+    as_b.tenant_id = rstring(b);
+    scope.not_found_for(
+        "verify with tenant A's key as tenant B",
+        a,
+        backend.verify(as_b),
+    );
+    scope.not_found_for(
+        "public_key of tenant A's key as tenant B",
+        a,
+        backend.public_key(rstring(b), rstring(&reference)),
+    );
+    for made_up in made_up_references(&reference) {
+        let mut request = sign("sha2-256", scheme, &digest);
+        request.key_reference = rstring(&made_up);
+        scope.fails(
+            format!("sign with the made-up reference {made_up:?}"),
+            ErrorKind::KEY_NOT_FOUND,
+            backend.sign(request),
+        );
+    }
+
+    // Encryption with a signing key.
+    scope.fails(
+        "encrypt with an asymmetric key",
+        ErrorKind::INVALID_REQUEST,
+        backend.encrypt(encrypt_request(a, &reference, b"data", b"", &random_iv())),
+    );
+    scope.fails(
+        "decrypt with an asymmetric key",
+        ErrorKind::INVALID_REQUEST,
+        backend.decrypt(decrypt_request(a, &reference, &[1; 64], b"")),
+    );
+
+    scope.ok(
+        "delete_key of a created key",
+        backend.delete_key(rstring(a), rstring(&reference)),
+    );
+}
+
+/// `public_key`: a PEM SubjectPublicKeyInfo that the reference crates parse, of the size or
+/// curve of `key_type`.
+fn check_public_key(
+    scope: &Scope,
+    backend: &BackendBox,
+    options: &Options,
+    key_type: &str,
+    reference: &str,
+) -> PublicKey {
+    let pem = scope
+        .ok(
+            "public_key",
+            backend.public_key(rstring(&options.tenant_a), rstring(reference)),
+        )
+        .into_string();
+    scope.check(
+        pem.trim_start().starts_with("-----BEGIN PUBLIC KEY-----")
+            && pem.trim_end().ends_with("-----END PUBLIC KEY-----"),
+        format!("public_key to be a PEM \"PUBLIC KEY\" (SubjectPublicKeyInfo), got {pem:?}"),
+    );
+    let pem = pem.trim();
+    let rsa_bits = match key_type {
+        key_type::RSA_2048 => Some(2048),
+        key_type::RSA_3072 => Some(3072),
+        key_type::RSA_4096 => Some(4096),
+        _ => None,
+    };
+    if let Some(bits) = rsa_bits {
+        let key = rsa::RsaPublicKey::from_public_key_pem(pem);
+        scope.check(
+            key.is_ok(),
+            format!("public_key to parse as an RSA SubjectPublicKeyInfo: {pem}"),
+        );
+        let key = key.unwrap();
+        scope.check(
+            key.n().bits() == bits,
+            format!("a {bits}-bit modulus, got {} bits", key.n().bits()),
+        );
+        return PublicKey::Rsa(key);
+    }
+    if key_type == key_type::ECDSA_P256 {
+        let key = p256::ecdsa::VerifyingKey::from_public_key_pem(pem);
+        scope.check(
+            key.is_ok(),
+            format!("public_key to parse as a P-256 SubjectPublicKeyInfo: {pem}"),
+        );
+        return PublicKey::P256(key.unwrap());
+    }
+    let key = p384::ecdsa::VerifyingKey::from_public_key_pem(pem);
+    scope.check(
+        key.is_ok(),
+        format!("public_key to parse as a P-384 SubjectPublicKeyInfo: {pem}"),
+    );
+    PublicKey::P384(key.unwrap())
+}
+
+/// Verifies with the reference crates: RSASSA-PSS (salt = digest length, MGF1 with the same
+/// hash), RSASSA-PKCS1-v1_5 with DigestInfo, ECDSA over the prehashed digest from `r ‖ s`.
+fn verifies_independently(
+    public: &PublicKey,
+    hash: &str,
+    scheme: &str,
+    digest: &[u8],
+    signature: &[u8],
+) -> bool {
+    match public {
+        PublicKey::Rsa(key) => {
+            let result = match (scheme, hash) {
+                ("pss", "sha2-224") => {
+                    key.verify(Pss::new_with_salt::<Sha224>(28), digest, signature)
+                }
+                ("pss", "sha2-256") => {
+                    key.verify(Pss::new_with_salt::<Sha256>(32), digest, signature)
+                }
+                ("pss", "sha2-384") => {
+                    key.verify(Pss::new_with_salt::<Sha384>(48), digest, signature)
+                }
+                ("pss", "sha2-512") => {
+                    key.verify(Pss::new_with_salt::<Sha512>(64), digest, signature)
+                }
+                ("pkcs1v15", "sha2-224") => {
+                    key.verify(Pkcs1v15Sign::new::<Sha224>(), digest, signature)
+                }
+                ("pkcs1v15", "sha2-256") => {
+                    key.verify(Pkcs1v15Sign::new::<Sha256>(), digest, signature)
+                }
+                ("pkcs1v15", "sha2-384") => {
+                    key.verify(Pkcs1v15Sign::new::<Sha384>(), digest, signature)
+                }
+                ("pkcs1v15", "sha2-512") => {
+                    key.verify(Pkcs1v15Sign::new::<Sha512>(), digest, signature)
+                }
+                _ => return false,
+            };
+            result.is_ok()
+        }
+        PublicKey::P256(key) => p256::ecdsa::Signature::from_slice(signature)
+            .is_ok_and(|signature| key.verify_prehash(digest, &signature).is_ok()),
+        PublicKey::P384(key) => p384::ecdsa::Signature::from_slice(signature)
+            .is_ok_and(|signature| key.verify_prehash(digest, &signature).is_ok()),
+    }
+}

@@ -1,0 +1,440 @@
+//! Software asymmetric keys: generation, PKCS #8 (de)serialisation, signing and verification
+//! of digests the broker computed.
+//!
+//! Nothing here knows about KEKs or references: [`crate::signing`] seals what this module
+//! serialises. Private keys live in types that wipe themselves on drop (`RsaPrivateKey` and
+//! ECDSA `SigningKey` are `ZeroizeOnDrop`, serialised forms are `Zeroizing`), and
+//! [`PrivateKey`] has no `Debug` impl (the `rsa` crate's would print the private exponent).
+
+use keybroker_plugin_abi::{key_type, PluginError};
+use p256::ecdsa::signature::hazmat::{PrehashSigner, PrehashVerifier};
+use rand::rngs::OsRng;
+use rsa::{
+    pkcs8::{DecodePrivateKey, EncodePrivateKey, EncodePublicKey, LineEnding},
+    traits::PublicKeyParts,
+    Pkcs1v15Sign, Pss, RsaPrivateKey,
+};
+use sha2::{Sha224, Sha256, Sha384, Sha512};
+use zeroize::Zeroizing;
+
+/// The asymmetric key types this plugin creates (see [`keybroker_plugin_abi::key_type`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum KeyType {
+    Rsa2048,
+    Rsa3072,
+    Rsa4096,
+    EcdsaP256,
+    EcdsaP384,
+}
+
+impl KeyType {
+    /// Every type, in the order of [`key_type::ASYMMETRIC`].
+    #[cfg(test)]
+    pub(crate) const ALL: [Self; 5] = [
+        Self::Rsa2048,
+        Self::Rsa3072,
+        Self::Rsa4096,
+        Self::EcdsaP256,
+        Self::EcdsaP384,
+    ];
+
+    /// The type named `name`, if it is an asymmetric type.
+    pub(crate) fn parse(name: &str) -> Option<Self> {
+        match name {
+            key_type::RSA_2048 => Some(Self::Rsa2048),
+            key_type::RSA_3072 => Some(Self::Rsa3072),
+            key_type::RSA_4096 => Some(Self::Rsa4096),
+            key_type::ECDSA_P256 => Some(Self::EcdsaP256),
+            key_type::ECDSA_P384 => Some(Self::EcdsaP384),
+            _ => None,
+        }
+    }
+
+    /// The broker's name of the type.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::Rsa2048 => key_type::RSA_2048,
+            Self::Rsa3072 => key_type::RSA_3072,
+            Self::Rsa4096 => key_type::RSA_4096,
+            Self::EcdsaP256 => key_type::ECDSA_P256,
+            Self::EcdsaP384 => key_type::ECDSA_P384,
+        }
+    }
+
+    /// The RSA modulus size in bits, `None` for ECDSA.
+    fn rsa_bits(self) -> Option<usize> {
+        match self {
+            Self::Rsa2048 => Some(2048),
+            Self::Rsa3072 => Some(3072),
+            Self::Rsa4096 => Some(4096),
+            Self::EcdsaP256 | Self::EcdsaP384 => None,
+        }
+    }
+}
+
+/// A digest algorithm, by Vault's name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Hash {
+    Sha224,
+    Sha256,
+    Sha384,
+    Sha512,
+}
+
+impl Hash {
+    fn parse(name: &str) -> Option<Self> {
+        match name {
+            "sha2-224" => Some(Self::Sha224),
+            "sha2-256" => Some(Self::Sha256),
+            "sha2-384" => Some(Self::Sha384),
+            "sha2-512" => Some(Self::Sha512),
+            _ => None,
+        }
+    }
+
+    fn digest_len(self) -> usize {
+        match self {
+            Self::Sha224 => 28,
+            Self::Sha256 => 32,
+            Self::Sha384 => 48,
+            Self::Sha512 => 64,
+        }
+    }
+
+    /// RSASSA-PSS with MGF1 over the same hash and a salt as long as the digest.
+    fn pss(self) -> Pss {
+        let salt_len = self.digest_len();
+        match self {
+            Self::Sha224 => Pss::new_with_salt::<Sha224>(salt_len),
+            Self::Sha256 => Pss::new_with_salt::<Sha256>(salt_len),
+            Self::Sha384 => Pss::new_with_salt::<Sha384>(salt_len),
+            Self::Sha512 => Pss::new_with_salt::<Sha512>(salt_len),
+        }
+    }
+
+    /// RSASSA-PKCS1-v1_5 with the hash's DigestInfo.
+    fn pkcs1v15(self) -> Pkcs1v15Sign {
+        match self {
+            Self::Sha224 => Pkcs1v15Sign::new::<Sha224>(),
+            Self::Sha256 => Pkcs1v15Sign::new::<Sha256>(),
+            Self::Sha384 => Pkcs1v15Sign::new::<Sha384>(),
+            Self::Sha512 => Pkcs1v15Sign::new::<Sha512>(),
+        }
+    }
+}
+
+/// How to sign or verify: checked against the key type and the digest before any key is
+/// opened, so a malformed request costs no decryption.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Scheme {
+    RsaPss(Hash),
+    RsaPkcs1v15(Hash),
+    Ecdsa,
+}
+
+impl Scheme {
+    /// The scheme a sign or verify request asks for, or `INVALID_REQUEST`.
+    pub(crate) fn for_request(
+        key_type: KeyType,
+        hash_algorithm: &str,
+        signature_algorithm: &str,
+        digest: &[u8],
+    ) -> Result<Self, PluginError> {
+        let hash = Hash::parse(hash_algorithm).ok_or_else(|| {
+            PluginError::invalid_request(format!(
+                "hash_algorithm {hash_algorithm:?} is not supported; \
+                 use sha2-224, sha2-256, sha2-384 or sha2-512"
+            ))
+        })?;
+        if digest.len() != hash.digest_len() {
+            return Err(PluginError::invalid_request(format!(
+                "a {hash_algorithm} digest is {} bytes, not {}",
+                hash.digest_len(),
+                digest.len()
+            )));
+        }
+        match (key_type.rsa_bits(), signature_algorithm) {
+            (Some(_), "pss") => Ok(Self::RsaPss(hash)),
+            (Some(_), "pkcs1v15") => Ok(Self::RsaPkcs1v15(hash)),
+            (Some(_), other) => Err(PluginError::invalid_request(format!(
+                "signature_algorithm {other:?} is not supported for {} keys; use pss or pkcs1v15",
+                key_type.name()
+            ))),
+            (None, "") => Ok(Self::Ecdsa),
+            (None, other) => Err(PluginError::invalid_request(format!(
+                "signature_algorithm must be empty for {} keys, not {other:?}",
+                key_type.name()
+            ))),
+        }
+    }
+}
+
+/// A parsed private key. Wiped on drop; deliberately not `Debug`.
+pub(crate) enum PrivateKey {
+    Rsa(RsaPrivateKey),
+    P256(p256::ecdsa::SigningKey),
+    P384(p384::ecdsa::SigningKey),
+}
+
+impl PrivateKey {
+    /// A fresh key of `key_type` from the operating system's random number generator.
+    pub(crate) fn generate(key_type: KeyType) -> Result<Self, PluginError> {
+        let rsa = |bits| {
+            RsaPrivateKey::new(&mut OsRng, bits)
+                .map(Self::Rsa)
+                .map_err(|_| PluginError::internal("RSA key generation failed"))
+        };
+        match key_type {
+            KeyType::Rsa2048 => rsa(2048),
+            KeyType::Rsa3072 => rsa(3072),
+            KeyType::Rsa4096 => rsa(4096),
+            KeyType::EcdsaP256 => Ok(Self::P256(p256::ecdsa::SigningKey::random(&mut OsRng))),
+            KeyType::EcdsaP384 => Ok(Self::P384(p384::ecdsa::SigningKey::random(&mut OsRng))),
+        }
+    }
+
+    /// The key as PKCS #8 DER, in a buffer wiped on drop.
+    pub(crate) fn to_pkcs8(&self) -> Result<Zeroizing<Vec<u8>>, PluginError> {
+        let document = match self {
+            Self::Rsa(key) => key.to_pkcs8_der(),
+            Self::P256(key) => key.to_pkcs8_der(),
+            Self::P384(key) => key.to_pkcs8_der(),
+        }
+        .map_err(|_| PluginError::internal("encoding the private key failed"))?;
+        // `SecretDocument` wipes its own copy.
+        Ok(Zeroizing::new(document.as_bytes().to_vec()))
+    }
+
+    /// Parses PKCS #8 DER written by [`Self::to_pkcs8`], checking that it is a `key_type`.
+    pub(crate) fn from_pkcs8(key_type: KeyType, der: &[u8]) -> Result<Self, PluginError> {
+        let malformed = || PluginError::internal("the sealed private key does not parse");
+        let key = match key_type {
+            KeyType::EcdsaP256 => {
+                Self::P256(p256::ecdsa::SigningKey::from_pkcs8_der(der).map_err(|_| malformed())?)
+            }
+            KeyType::EcdsaP384 => {
+                Self::P384(p384::ecdsa::SigningKey::from_pkcs8_der(der).map_err(|_| malformed())?)
+            }
+            KeyType::Rsa2048 | KeyType::Rsa3072 | KeyType::Rsa4096 => {
+                let key = RsaPrivateKey::from_pkcs8_der(der).map_err(|_| malformed())?;
+                if Some(key.n().bits()) != key_type.rsa_bits() {
+                    return Err(malformed());
+                }
+                Self::Rsa(key)
+            }
+        };
+        Ok(key)
+    }
+
+    /// Signs a digest: RSA as PKCS #1 defines it, ECDSA as `r ‖ s`.
+    pub(crate) fn sign(&self, scheme: Scheme, digest: &[u8]) -> Result<Vec<u8>, PluginError> {
+        let failed = || PluginError::internal("signing failed");
+        match (self, scheme) {
+            // With a random number generator the private-key operation is blinded.
+            (Self::Rsa(key), Scheme::RsaPss(hash)) => key
+                .sign_with_rng(&mut OsRng, hash.pss(), digest)
+                .map_err(|_| failed()),
+            (Self::Rsa(key), Scheme::RsaPkcs1v15(hash)) => key
+                .sign_with_rng(&mut OsRng, hash.pkcs1v15(), digest)
+                .map_err(|_| failed()),
+            (Self::P256(key), Scheme::Ecdsa) => {
+                let signature: p256::ecdsa::Signature =
+                    key.sign_prehash(digest).map_err(|_| failed())?;
+                Ok(signature.to_bytes().to_vec())
+            }
+            (Self::P384(key), Scheme::Ecdsa) => {
+                let signature: p384::ecdsa::Signature =
+                    key.sign_prehash(digest).map_err(|_| failed())?;
+                Ok(signature.to_bytes().to_vec())
+            }
+            _ => Err(PluginError::internal(
+                "signature scheme does not match the key",
+            )),
+        }
+    }
+
+    /// Whether `signature` is valid over `digest`; anything malformed is simply not valid.
+    pub(crate) fn verify(&self, scheme: Scheme, digest: &[u8], signature: &[u8]) -> bool {
+        match (self, scheme) {
+            (Self::Rsa(key), Scheme::RsaPss(hash)) => {
+                key.as_ref().verify(hash.pss(), digest, signature).is_ok()
+            }
+            (Self::Rsa(key), Scheme::RsaPkcs1v15(hash)) => key
+                .as_ref()
+                .verify(hash.pkcs1v15(), digest, signature)
+                .is_ok(),
+            (Self::P256(key), Scheme::Ecdsa) => p256::ecdsa::Signature::from_slice(signature)
+                .is_ok_and(|signature| {
+                    key.verifying_key()
+                        .verify_prehash(digest, &signature)
+                        .is_ok()
+                }),
+            (Self::P384(key), Scheme::Ecdsa) => p384::ecdsa::Signature::from_slice(signature)
+                .is_ok_and(|signature| {
+                    key.verifying_key()
+                        .verify_prehash(digest, &signature)
+                        .is_ok()
+                }),
+            _ => false,
+        }
+    }
+
+    /// The public key as a PEM `PUBLIC KEY` (SubjectPublicKeyInfo).
+    pub(crate) fn public_key_pem(&self) -> Result<String, PluginError> {
+        match self {
+            Self::Rsa(key) => key.as_ref().to_public_key_pem(LineEnding::LF),
+            Self::P256(key) => key.verifying_key().to_public_key_pem(LineEnding::LF),
+            Self::P384(key) => key.verifying_key().to_public_key_pem(LineEnding::LF),
+        }
+        .map_err(|_| PluginError::internal("encoding the public key failed"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keybroker_plugin_abi::ErrorKind;
+    use rsa::pkcs8::DecodePublicKey;
+    use sha2::Digest;
+
+    #[test]
+    fn key_type_names_round_trip() {
+        for (key_type, name) in KeyType::ALL.iter().zip(key_type::ASYMMETRIC) {
+            assert_eq!(key_type.name(), name);
+            assert_eq!(KeyType::parse(name), Some(*key_type));
+        }
+        for other in ["", "aes256-gcm96", "rsa-1024", "RSA-2048", "ecdsa-p521"] {
+            assert_eq!(KeyType::parse(other), None, "{other:?}");
+        }
+    }
+
+    #[test]
+    fn schemes_are_checked_against_key_type_and_digest() {
+        let digest = [7u8; 32];
+        let ok = |key_type, hash: &str, algorithm: &str, digest: &[u8]| {
+            Scheme::for_request(key_type, hash, algorithm, digest).unwrap()
+        };
+        assert_eq!(
+            ok(KeyType::Rsa2048, "sha2-256", "pss", &digest),
+            Scheme::RsaPss(Hash::Sha256)
+        );
+        assert_eq!(
+            ok(KeyType::Rsa4096, "sha2-512", "pkcs1v15", &[0; 64]),
+            Scheme::RsaPkcs1v15(Hash::Sha512)
+        );
+        assert_eq!(
+            ok(KeyType::EcdsaP384, "sha2-224", "", &[0; 28]),
+            Scheme::Ecdsa
+        );
+        for (key_type, hash, algorithm, digest) in [
+            (KeyType::Rsa2048, "sha2-256", "", &digest[..]),
+            (KeyType::Rsa2048, "sha2-256", "PSS", &digest[..]),
+            (KeyType::Rsa2048, "sha2-384", "pss", &digest[..]),
+            (KeyType::Rsa2048, "sha1", "pkcs1v15", &digest[..20]),
+            (KeyType::EcdsaP256, "sha2-256", "pss", &digest[..]),
+            (KeyType::EcdsaP256, "sha2-256", "", &digest[..31]),
+            (KeyType::EcdsaP256, "", "", &digest[..]),
+        ] {
+            let error = Scheme::for_request(key_type, hash, algorithm, digest).unwrap_err();
+            assert_eq!(
+                error.kind,
+                ErrorKind::INVALID_REQUEST,
+                "{key_type:?} {hash} {algorithm}"
+            );
+        }
+    }
+
+    /// Sign, verify, and check the signature with the public key alone, as a client would.
+    #[test]
+    fn rsa_signatures_verify_with_the_public_key() {
+        let key = PrivateKey::generate(KeyType::Rsa2048).unwrap();
+        let pem = key.public_key_pem().unwrap();
+        assert!(pem.starts_with("-----BEGIN PUBLIC KEY-----\n"), "{pem}");
+        let public = rsa::RsaPublicKey::from_public_key_pem(&pem).unwrap();
+        assert_eq!(public.n().bits(), 2048);
+        let digest = Sha256::digest(b"message");
+        for scheme in [
+            Scheme::RsaPss(Hash::Sha256),
+            Scheme::RsaPkcs1v15(Hash::Sha256),
+        ] {
+            let signature = key.sign(scheme, &digest).unwrap();
+            assert_eq!(signature.len(), 256);
+            assert!(key.verify(scheme, &digest, &signature), "{scheme:?}");
+            assert!(!key.verify(scheme, &[0; 32], &signature), "{scheme:?}");
+            assert!(!key.verify(scheme, &digest, &signature[1..]), "{scheme:?}");
+            let independent = match scheme {
+                Scheme::RsaPss(_) => public.verify(Pss::new::<Sha256>(), &digest, &signature),
+                _ => public.verify(Pkcs1v15Sign::new::<Sha256>(), &digest, &signature),
+            };
+            independent.unwrap();
+        }
+        // PKCS #1 v1.5 is deterministic, PSS is salted.
+        let pkcs1 = Scheme::RsaPkcs1v15(Hash::Sha256);
+        assert_eq!(
+            key.sign(pkcs1, &digest).unwrap(),
+            key.sign(pkcs1, &digest).unwrap()
+        );
+        let pss = Scheme::RsaPss(Hash::Sha256);
+        assert_ne!(
+            key.sign(pss, &digest).unwrap(),
+            key.sign(pss, &digest).unwrap()
+        );
+        // The wrong scheme never verifies.
+        let signature = key.sign(pss, &digest).unwrap();
+        assert!(!key.verify(pkcs1, &digest, &signature));
+        assert!(!key.verify(Scheme::Ecdsa, &digest, &signature));
+    }
+
+    #[test]
+    fn ecdsa_signatures_are_raw_r_and_s() {
+        for (key_type, size) in [(KeyType::EcdsaP256, 64), (KeyType::EcdsaP384, 96)] {
+            let key = PrivateKey::generate(key_type).unwrap();
+            let pem = key.public_key_pem().unwrap();
+            for digest in [
+                Sha256::digest(b"m").to_vec(),
+                Sha384::digest(b"m").to_vec(),
+                Sha512::digest(b"m").to_vec(),
+            ] {
+                let signature = key.sign(Scheme::Ecdsa, &digest).unwrap();
+                assert_eq!(signature.len(), size, "{key_type:?}");
+                assert!(key.verify(Scheme::Ecdsa, &digest, &signature));
+                let mut tampered = signature.clone();
+                tampered[size / 2] ^= 1;
+                assert!(!key.verify(Scheme::Ecdsa, &digest, &tampered));
+                assert!(!key.verify(Scheme::Ecdsa, &digest, &signature[..size - 1]));
+                assert!(!key.verify(Scheme::Ecdsa, &digest, &[]));
+                assert!(!key.verify(Scheme::Ecdsa, &[1; 32], &signature));
+                let independent = match key_type {
+                    KeyType::EcdsaP256 => p256::ecdsa::VerifyingKey::from_public_key_pem(&pem)
+                        .unwrap()
+                        .verify_prehash(
+                            &digest,
+                            &p256::ecdsa::Signature::from_slice(&signature).unwrap(),
+                        ),
+                    _ => p384::ecdsa::VerifyingKey::from_public_key_pem(&pem)
+                        .unwrap()
+                        .verify_prehash(
+                            &digest,
+                            &p384::ecdsa::Signature::from_slice(&signature).unwrap(),
+                        ),
+                };
+                independent.unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn pkcs8_round_trip_keeps_the_key_and_checks_its_type() {
+        let key = PrivateKey::generate(KeyType::EcdsaP256).unwrap();
+        let der = key.to_pkcs8().unwrap();
+        let parsed = PrivateKey::from_pkcs8(KeyType::EcdsaP256, &der).unwrap();
+        assert_eq!(
+            parsed.public_key_pem().unwrap(),
+            key.public_key_pem().unwrap()
+        );
+        for wrong in [KeyType::EcdsaP384, KeyType::Rsa2048] {
+            assert!(PrivateKey::from_pkcs8(wrong, &der).is_err(), "{wrong:?}");
+        }
+        assert!(PrivateKey::from_pkcs8(KeyType::EcdsaP256, &der[1..]).is_err());
+    }
+}

@@ -1,0 +1,67 @@
+//! The backend conformance suite against local-kek, built as the broker builds it from a
+//! drop-in (`new_backend` with a KEK file) and driven through the ABI trait object.
+// Test helpers outside `#[test]` functions panic on setup failures too.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::Write as _;
+
+use base64::Engine as _;
+use keybroker_plugin_abi::{
+    abi_stable::{
+        sabi_trait::TD_Opaque,
+        std_types::{RSlice, RStr, RString},
+    },
+    into_ffi, key_type, HostBox, HostServices, HostServices_TO, LogLevel,
+};
+use keybroker_plugin_conformance::Options;
+
+/// A host that drops what the plugin reports.
+#[derive(Clone)]
+struct QuietHost;
+
+impl HostServices for QuietHost {
+    fn set_instance_available(&self, _available: bool, _reason: RStr<'_>) {}
+    fn set_keys_available(
+        &self,
+        _key_references: RSlice<'_, RString>,
+        _available: bool,
+        _reason: RStr<'_>,
+    ) {
+    }
+    fn log(&self, _level: LogLevel, _message: RStr<'_>) {}
+}
+
+/// A KEK file as an operator makes one: base64 of 32 random bytes.
+fn kek_file() -> tempfile::NamedTempFile {
+    let mut file = tempfile::NamedTempFile::new().unwrap();
+    let kek: [u8; 32] = rand::random();
+    file.write_all(
+        base64::engine::general_purpose::STANDARD
+            .encode(kek)
+            .as_bytes(),
+    )
+    .unwrap();
+    file
+}
+
+#[test]
+fn local_kek_passes_the_conformance_suite() {
+    let old = kek_file();
+    let new = kek_file();
+    // Two KEKs, the second active: a ring mid-rotation, as production runs.
+    let config = serde_json::json!({
+        "active": "k2",
+        "keks": [
+            {"id": "k1", "file": old.path()},
+            {"id": "k2", "file": new.path()},
+        ],
+    })
+    .to_string();
+    let host: HostBox = HostServices_TO::from_value(QuietHost, TD_Opaque);
+    let backend = into_ffi(keybroker_plugin_local_kek::new_backend(&config, host).unwrap());
+    let options = Options {
+        asymmetric_key_types: key_type::ASYMMETRIC.map(str::to_owned).to_vec(),
+        ..Options::default()
+    };
+    keybroker_plugin_conformance::run(&backend, &options);
+}
