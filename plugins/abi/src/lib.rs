@@ -32,6 +32,8 @@ use abi_stable::{
 
 pub use abi_stable;
 
+pub mod v1;
+
 /// Kind of a [`PluginError`]: decides the HTTP status the broker answers with.
 ///
 /// A plain integer, not an enum, so that later versions may add kinds without changing the
@@ -284,9 +286,11 @@ pub trait BackendPlugin: Send + Sync {
     #[sabi(last_prefix_field)]
     fn health(&self) -> RResult<(), PluginError>;
 
-    // Methods below were added after the first ABI. A plugin built before them has no
-    // vtable entry, and the default body runs instead: it answers "not supported".
-    // New methods go at the end, always with a default body.
+    // Methods below were added after the first ABI. abi_stable refuses a library whose
+    // vtable is shorter than the host's, so a plugin built before them is loaded through
+    // the frozen `v1` module and wrapped (`v1::upgrade`): for it, these default bodies run
+    // and answer "not supported". New methods go at the end, always with a default body,
+    // and the vtable they replace gets a frozen module of its own.
 
     /// Bind an existing backend key (see [`BindKeyRequest`]).
     fn bind_key(&self, request: BindKeyRequest) -> RResult<KeyHandle, PluginError> {

@@ -60,7 +60,7 @@ impl HashAlgorithm {
     }
 
     /// Digest length in bytes.
-    pub fn len(self) -> usize {
+    pub fn digest_len(self) -> usize {
         match self {
             Self::Sha2_224 => 28,
             Self::Sha2_256 => 32,
@@ -173,10 +173,10 @@ impl SignOptions {
         if !self.prehashed {
             return Ok(self.hash_algorithm.digest(input));
         }
-        if input.len() != self.hash_algorithm.len() {
+        if input.len() != self.hash_algorithm.digest_len() {
             return Err(Error::invalid(format!(
                 "prehashed input must be a {}-byte {} digest, got {} bytes",
-                self.hash_algorithm.len(),
+                self.hash_algorithm.digest_len(),
                 self.hash_algorithm.name(),
                 input.len()
             )));
@@ -407,7 +407,7 @@ mod tests {
             ("sha2-512", 64),
         ] {
             let hash = HashAlgorithm::parse(name).unwrap();
-            assert_eq!(hash.len(), len);
+            assert_eq!(hash.digest_len(), len);
             assert_eq!(hash.digest(b"x").len(), len);
         }
         assert!(HashAlgorithm::parse("sha1").is_err());

@@ -13,8 +13,11 @@ use std::{
     sync::Mutex,
 };
 
-use abi_stable::library::lib_header_from_path;
-use keybroker_plugin_abi::PluginModRef;
+use abi_stable::{
+    library::lib_header_from_path,
+    std_types::{RResult, RStr},
+};
+use keybroker_plugin_abi::{v1, BackendBox, HostBox, PluginError, PluginModRef};
 use sha2::{Digest, Sha256};
 
 /// Refuses a file or directory that others than its owner can write.
@@ -57,11 +60,31 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
+/// A loaded plugin's root module: the current ABI, or the first one (a plugin built before
+/// the operations added since, whose backends are wrapped to answer "not supported").
+#[derive(Clone, Copy)]
+pub enum PluginModule {
+    /// Built against the current ABI.
+    Current(PluginModRef),
+    /// Built against the first ABI.
+    V1(v1::PluginModRef),
+}
+
+impl PluginModule {
+    /// Runs the plugin's constructor (blocking: call it off the async runtime).
+    pub fn new_backend(self, config: RStr<'_>, host: HostBox) -> RResult<BackendBox, PluginError> {
+        match self {
+            Self::Current(module) => module.new_backend()(config, host),
+            Self::V1(module) => module.new_backend()(config, host).map(v1::upgrade),
+        }
+    }
+}
+
 /// Loaded plugin modules by hash: a library is loaded (and ABI-checked) once and never
 /// unloaded; every instance using the same bytes shares the module.
 #[derive(Default)]
 pub struct ModuleCache {
-    modules: Mutex<HashMap<String, PluginModRef>>,
+    modules: Mutex<HashMap<String, PluginModule>>,
 }
 
 impl std::fmt::Debug for ModuleCache {
@@ -78,7 +101,7 @@ impl ModuleCache {
         library: &Path,
         expected_sha256: &str,
         copies_dir: &Path,
-    ) -> Result<PluginModRef, String> {
+    ) -> Result<PluginModule, String> {
         let (bytes, actual) = verify(library, expected_sha256)?;
         let mut modules = self
             .modules
@@ -95,19 +118,45 @@ impl ModuleCache {
                 first_lines(&e.to_string())
             )
         })?;
-        let module = header.init_root_module::<PluginModRef>().map_err(|e| {
-            format!(
-                "ABI check failed for {}: {}",
-                library.display(),
-                first_lines(&e.to_string())
-            )
-        })?;
+        // The current ABI first: a current plugin would also pass the first ABI's check.
+        let module = match header.init_root_module::<PluginModRef>() {
+            Ok(module) => PluginModule::Current(module),
+            Err(current) => match header.init_root_module::<v1::PluginModRef>() {
+                Ok(module) => PluginModule::V1(module),
+                Err(_) => {
+                    return Err(format!(
+                        "ABI check failed for {}: {}",
+                        library.display(),
+                        abi_error(&current.to_string())
+                    ))
+                }
+            },
+        };
         modules.insert(actual, module);
         Ok(module)
     }
 }
 
-/// abi_stable's layout errors run to pages; the first lines say what is wrong.
+/// abi_stable's layout errors run to pages: the first lines say where, and its `Error:`,
+/// `Expected:` and `Found:` lines say what.
+fn abi_error(text: &str) -> String {
+    let reasons: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| {
+            l.starts_with("Error:") || l.starts_with("Expected:") || l.starts_with("Found:")
+        })
+        .take(6)
+        .collect();
+    let head = first_lines(text);
+    if reasons.is_empty() {
+        head
+    } else {
+        format!("{} | {}", reasons.join(" "), head)
+    }
+}
+
+/// The first lines of a long error, joined and cut to a readable length.
 fn first_lines(text: &str) -> String {
     let mut out: String = text
         .lines()

@@ -360,10 +360,10 @@ impl PluginHost {
         let module = self
             .modules
             .load(&library, &expected, &self.settings.copies_dir)?;
-        let constructor = module.new_backend();
         let timeout = dropin.timeout.max(Duration::from_secs(10));
-        let task =
-            tokio::task::spawn_blocking(move || constructor(RStr::from(config.as_str()), host));
+        let task = tokio::task::spawn_blocking(move || {
+            module.new_backend(RStr::from(config.as_str()), host)
+        });
         match tokio::time::timeout(timeout, task).await {
             Ok(Ok(result)) => into_result(result),
             Ok(Err(error)) => Err(format!("plugin constructor failed: {error}")),

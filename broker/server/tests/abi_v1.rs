@@ -1,0 +1,364 @@
+//! A plugin built against the *first* plugin ABI keeps working in this host. abi_stable's
+//! layout check refuses a library whose vtable is shorter than the host's, so the host
+//! tries the current ABI first and then the frozen first one (`keybroker_plugin_abi::v1`),
+//! wrapping such a backend so that the operations added since answer "not supported".
+//!
+//! The fixture is `plugins/testing-abi-v1`, its own cargo workspace holding a frozen copy of
+//! the first ABI crate and a small AES-256-GCM plugin built against it. This test builds it
+//! with cargo (once per process), then loads the `.so` through the real plugin host: a
+//! drop-in with the pinned SHA-256, the host's permission checks, the verified copy under
+//! `<copies>/<sha256>.so`, `lib_header_from_path(..)` and abi_stable's layout checks (the
+//! current ABI refuses it, the first ABI accepts it).
+//!
+//! The operations added after the first ABI (`bind_key`, `sign`, `verify`, `public_key`)
+//! have no vtable entry in the old plugin: the broker must answer them with the ABI's
+//! `INVALID_REQUEST` "this backend plugin does not support …" instead of crashing, and keep
+//! serving the rest.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::{
+    os::unix::fs::PermissionsExt,
+    path::{Path, PathBuf},
+    process::Command,
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
+
+use base64::{engine::general_purpose::STANDARD, Engine as _};
+use keybroker_core::{
+    backend::{BackendDecrypt, BackendEncrypt, BackendInstance, BackendSign, BackendVerify},
+    seal::RootKey,
+    store::Store,
+    Error, TenantId,
+};
+use keybroker_plugin_abi::capability;
+use keybroker_server::{
+    metrics::BackendMetrics,
+    plugin_host::{sha256_hex, HostSettings, Instance, PluginHost},
+};
+use keybroker_store::SqliteStore;
+use zeroize::Zeroizing;
+
+/// Instance name of the old plugin in the drop-in.
+const INSTANCE: &str = "abi-v1";
+const LIBRARY: &str = "libkeybroker_plugin_abi_v1_example.so";
+
+fn repo_root() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest
+        .join("../..")
+        .canonicalize()
+        .unwrap_or_else(|e| panic!("cannot resolve the repository root from {manifest:?}: {e}"))
+}
+
+/// Builds `plugins/testing-abi-v1` into `<repo>/target/abi-v1` once per process and returns
+/// the plugin library. A failed build fails the test: it is never skipped.
+fn old_plugin_library() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let root = repo_root();
+        let manifest = root.join("plugins/testing-abi-v1/Cargo.toml");
+        let target_dir = root.join("target/abi-v1");
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let output = Command::new(&cargo)
+            .arg("build")
+            .arg("--locked")
+            .arg("--manifest-path")
+            .arg(&manifest)
+            .arg("--target-dir")
+            .arg(&target_dir)
+            .env_remove("CARGO_TARGET_DIR")
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {cargo:?} to build the ABI v1 fixture: {e}"));
+        assert!(
+            output.status.success(),
+            "building the ABI v1 fixture plugin failed ({cargo:?} build --locked --manifest-path {} \
+             --target-dir {}): {}\n{}",
+            manifest.display(),
+            target_dir.display(),
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let library = target_dir.join("debug").join(LIBRARY);
+        assert!(
+            library.is_file(),
+            "the ABI v1 fixture built, but {} is missing",
+            library.display()
+        );
+        library
+    })
+}
+
+/// A host with one drop-in for the old plugin, loaded through `PluginHost::reload`.
+struct Fixture {
+    host: PluginHost,
+    copies: PathBuf,
+    sha256: String,
+    _dir: tempfile::TempDir,
+}
+
+fn private_dir(path: &Path) {
+    std::fs::create_dir_all(path).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)).unwrap();
+}
+
+async fn load_old_plugin() -> Fixture {
+    let built = old_plugin_library();
+    let dir = tempfile::tempdir().unwrap();
+    private_dir(dir.path());
+    let plugins = dir.path().join("plugins.d");
+    let copies = dir.path().join("copies");
+    private_dir(&plugins);
+
+    // The library as an operator installs it: not writable by others, pinned by hash.
+    let library = plugins.join("abi-v1.so");
+    std::fs::copy(built, &library).unwrap();
+    std::fs::set_permissions(&library, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let sha256 = sha256_hex(&std::fs::read(&library).unwrap());
+    let key_b64 = STANDARD.encode(rand::random::<[u8; 32]>());
+    let dropin = format!(
+        "name = \"{INSTANCE}\"\nlibrary = \"{}\"\nsha256 = \"{sha256}\"\ntenants = [\"*\"]\n\
+         timeout = \"10s\"\nconcurrency = 4\n[config]\nkey_b64 = \"{key_b64}\"\n",
+        library.display()
+    );
+    std::fs::write(plugins.join(format!("{INSTANCE}.toml")), dropin).unwrap();
+
+    let store: Arc<dyn Store> = Arc::new(
+        SqliteStore::open(&dir.path().join("store.db"))
+            .await
+            .unwrap(),
+    );
+    let root_key = Arc::new(RootKey::new(Zeroizing::new(rand::random::<[u8; 32]>())));
+    let host = PluginHost::new(
+        HostSettings {
+            plugin_dir: Some(plugins),
+            copies_dir: copies.clone(),
+            builtin_local: false,
+            cache_ttl: Duration::from_secs(60),
+            cache_capacity: 16,
+        },
+        store,
+        root_key,
+        Arc::new(BackendMetrics::default()),
+    );
+    host.reload().await;
+    Fixture {
+        host,
+        copies,
+        sha256,
+        _dir: dir,
+    }
+}
+
+impl Fixture {
+    fn instance(&self) -> Arc<Instance> {
+        let reports = self.host.reports();
+        let report = reports
+            .iter()
+            .find(|r| r.name == INSTANCE)
+            .unwrap_or_else(|| panic!("no report for {INSTANCE}: {reports:?}"));
+        assert_eq!(report.error, None, "drop-in refused: {report:?}");
+        let instance = report.instance.clone().expect("instance");
+        if let Some(reason) = instance.unavailable_reason() {
+            panic!("the host must load a plugin built against the first plugin ABI: {reason}");
+        }
+        instance
+    }
+
+    /// The host's verified copy of the library, named by its hash.
+    fn verified_copy(&self) -> PathBuf {
+        let copy = self.copies.join(format!("{}.so", self.sha256));
+        assert!(
+            copy.is_file(),
+            "the host did not load from its verified copy {}",
+            copy.display()
+        );
+        copy
+    }
+}
+
+fn encrypt_request<'a>(
+    reference: &'a str,
+    plaintext: &'a [u8],
+    aad: &'a [u8],
+) -> BackendEncrypt<'a> {
+    BackendEncrypt {
+        reference,
+        plaintext,
+        aad,
+        iv: rand::random::<[u8; 12]>(),
+    }
+}
+
+fn decrypt_request<'a>(
+    reference: &'a str,
+    ciphertext: &'a [u8],
+    aad: &'a [u8],
+) -> BackendDecrypt<'a> {
+    BackendDecrypt {
+        reference,
+        ciphertext,
+        aad,
+    }
+}
+
+fn assert_invalid_request(result: Result<impl std::fmt::Debug, Error>, what: &str) {
+    match result {
+        Err(Error::InvalidRequest(message)) => assert!(!message.is_empty(), "{what}"),
+        other => panic!("{what}: expected an invalid-request error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_plugin_built_against_the_first_abi_loads_and_serves() {
+    let fixture = load_old_plugin().await;
+    let instance = fixture.instance();
+    fixture.verified_copy();
+
+    let info = instance.info().expect("info");
+    assert_eq!(info.name.as_str(), "abi-v1-example");
+    assert_eq!(info.version.as_str(), "abi-v1");
+    assert_eq!(info.capabilities, capability::ENVELOPE | capability::DIRECT);
+    assert_eq!(info.max_payload, 65536);
+    assert!(instance.supports_direct());
+    instance.check_health().await;
+    assert_eq!(instance.unavailable_reason(), None, "health check failed");
+
+    let acme = TenantId::random();
+    let globex = TenantId::random();
+    let reference = instance
+        .create_key(acme, "key-1", "aes256-gcm96")
+        .await
+        .unwrap();
+    assert!(
+        reference.starts_with(&format!("v1/{acme}/")),
+        "reference {reference}"
+    );
+    assert_invalid_request(
+        instance.create_key(acme, "key-2", "rsa-2048").await,
+        "an asymmetric key type",
+    );
+
+    // Round trip with AAD; the AAD is authenticated.
+    let plaintext = b"written by a host newer than the plugin";
+    let ciphertext = instance
+        .encrypt(acme, encrypt_request(&reference, plaintext, b"context"))
+        .await
+        .unwrap();
+    assert_eq!(ciphertext.len(), 12 + plaintext.len() + 16, "iv ‖ ct ‖ tag");
+    let decrypted = instance
+        .decrypt(acme, decrypt_request(&reference, &ciphertext, b"context"))
+        .await
+        .unwrap();
+    assert_eq!(decrypted.as_slice(), plaintext);
+    assert_invalid_request(
+        instance
+            .decrypt(acme, decrypt_request(&reference, &ciphertext, b"other"))
+            .await,
+        "decrypt with the wrong AAD",
+    );
+
+    // Another tenant can neither encrypt nor decrypt with acme's key.
+    assert_invalid_request(
+        instance
+            .encrypt(globex, encrypt_request(&reference, plaintext, b"context"))
+            .await,
+        "encrypt by the wrong tenant",
+    );
+    assert_invalid_request(
+        instance
+            .decrypt(globex, decrypt_request(&reference, &ciphertext, b"context"))
+            .await,
+        "decrypt by the wrong tenant",
+    );
+
+    // Batches go through the old vtable too, one result per item.
+    let encrypted = instance
+        .encrypt_batch(
+            acme,
+            vec![
+                encrypt_request(&reference, b"one", b"a"),
+                encrypt_request(&reference, b"two", b"b"),
+            ],
+        )
+        .await
+        .unwrap();
+    let blobs: Vec<Vec<u8>> = encrypted.into_iter().map(Result::unwrap).collect();
+    let decrypted = instance
+        .decrypt_batch(
+            acme,
+            vec![
+                decrypt_request(&reference, &blobs[0], b"a"),
+                decrypt_request(&reference, &blobs[1], b"wrong"),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(decrypted[0].as_ref().unwrap().as_slice(), b"one");
+    assert!(matches!(decrypted[1], Err(Error::InvalidRequest(_))));
+
+    instance.delete_key(acme, &reference).await.unwrap();
+}
+
+/// The host's answer for an operation the plugin predates: a 400 saying so.
+fn assert_host_not_supported(result: Result<impl std::fmt::Debug, Error>, what: &str) {
+    match result {
+        Err(Error::InvalidRequest(message)) => assert_eq!(
+            message,
+            format!("this backend plugin does not support {what}")
+        ),
+        other => panic!("{what}: expected \"not supported\", got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn operations_added_after_the_first_abi_answer_not_supported() {
+    let fixture = load_old_plugin().await;
+    let instance = fixture.instance();
+    fixture.verified_copy();
+    assert!(!instance.supports_sign());
+    assert!(!instance.supports_bind());
+
+    let acme = TenantId::random();
+    let reference = instance
+        .create_key(acme, "key-1", "aes256-gcm96")
+        .await
+        .unwrap();
+    let sign = || BackendSign {
+        reference: &reference,
+        digest: &[0u8; 32],
+        hash_algorithm: "sha2-256",
+        signature_algorithm: "pss",
+    };
+    assert_host_not_supported(
+        instance
+            .bind_key(acme, "key-2", "aes256-gcm96", "existing")
+            .await,
+        "binding existing keys",
+    );
+    assert_host_not_supported(instance.sign(acme, sign()).await, "signing");
+    assert_host_not_supported(
+        instance
+            .verify(
+                acme,
+                BackendVerify {
+                    sign: sign(),
+                    signature: &[0u8; 256],
+                },
+            )
+            .await,
+        "verification",
+    );
+    assert_host_not_supported(instance.public_key(acme, &reference).await, "public keys");
+    // The instance keeps serving after those answers.
+    let ciphertext = instance
+        .encrypt(acme, encrypt_request(&reference, b"after", b""))
+        .await
+        .unwrap();
+    let plaintext = instance
+        .decrypt(acme, decrypt_request(&reference, &ciphertext, b""))
+        .await
+        .unwrap();
+    assert_eq!(plaintext.as_slice(), b"after");
+    assert_eq!(instance.unavailable_reason(), None);
+}
