@@ -1,0 +1,224 @@
+//! Signature schemes over digests the broker computed.
+//!
+//! - RSA `pkcs1v15`: `CKM_RSA_PKCS` over `DigestInfo(hash) ‖ digest` (RFC 8017 §9.2);
+//! - RSA `pss`: `CKM_RSA_PKCS_PSS` with the same SHA-2 as hash and as MGF1 hash, salt as long
+//!   as the digest;
+//! - ECDSA: `CKM_ECDSA` over the digest; the signature is `r ‖ s` as PKCS#11 returns it.
+
+use cryptoki::mechanism::{
+    rsa::{PkcsMgfType, PkcsPssParams},
+    Mechanism, MechanismType,
+};
+use keybroker_plugin_abi::PluginError;
+
+use crate::keys::KeyKind;
+
+/// A SHA-2 hash, by Vault's name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Hash {
+    Sha224,
+    Sha256,
+    Sha384,
+    Sha512,
+}
+
+impl Hash {
+    fn from_name(name: &str) -> Option<Hash> {
+        Some(match name {
+            "sha2-224" => Hash::Sha224,
+            "sha2-256" => Hash::Sha256,
+            "sha2-384" => Hash::Sha384,
+            "sha2-512" => Hash::Sha512,
+            _ => return None,
+        })
+    }
+
+    pub(crate) fn digest_len(self) -> usize {
+        match self {
+            Hash::Sha224 => 28,
+            Hash::Sha256 => 32,
+            Hash::Sha384 => 48,
+            Hash::Sha512 => 64,
+        }
+    }
+
+    /// DER of `DigestInfo` up to the digest itself (RFC 8017 §9.2, note 1).
+    fn digest_info_prefix(self) -> &'static [u8] {
+        match self {
+            Hash::Sha224 => &[
+                0x30, 0x2d, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02,
+                0x04, 0x05, 0x00, 0x04, 0x1c,
+            ],
+            Hash::Sha256 => &[
+                0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02,
+                0x01, 0x05, 0x00, 0x04, 0x20,
+            ],
+            Hash::Sha384 => &[
+                0x30, 0x41, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02,
+                0x02, 0x05, 0x00, 0x04, 0x30,
+            ],
+            Hash::Sha512 => &[
+                0x30, 0x51, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02,
+                0x03, 0x05, 0x00, 0x04, 0x40,
+            ],
+        }
+    }
+
+    fn mechanism(self) -> MechanismType {
+        match self {
+            Hash::Sha224 => MechanismType::SHA224,
+            Hash::Sha256 => MechanismType::SHA256,
+            Hash::Sha384 => MechanismType::SHA384,
+            Hash::Sha512 => MechanismType::SHA512,
+        }
+    }
+
+    fn mgf1(self) -> PkcsMgfType {
+        match self {
+            Hash::Sha224 => PkcsMgfType::MGF1_SHA224,
+            Hash::Sha256 => PkcsMgfType::MGF1_SHA256,
+            Hash::Sha384 => PkcsMgfType::MGF1_SHA384,
+            Hash::Sha512 => PkcsMgfType::MGF1_SHA512,
+        }
+    }
+}
+
+/// The request's hash, checked against the digest's length. Checked before any lookup.
+pub(crate) fn check_digest(hash_algorithm: &str, digest: &[u8]) -> Result<Hash, PluginError> {
+    let hash = Hash::from_name(hash_algorithm).ok_or_else(|| {
+        PluginError::invalid_request(format!(
+            "hash_algorithm {hash_algorithm:?} is not supported; use sha2-224, sha2-256, \
+             sha2-384 or sha2-512"
+        ))
+    })?;
+    if digest.len() != hash.digest_len() {
+        return Err(PluginError::invalid_request(format!(
+            "a {hash_algorithm} digest is {} bytes, not {}",
+            hash.digest_len(),
+            digest.len()
+        )));
+    }
+    Ok(hash)
+}
+
+/// How to sign with a key of `kind`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Scheme {
+    Pkcs1v15(Hash),
+    Pss(Hash),
+    Ecdsa,
+}
+
+impl Scheme {
+    /// The scheme for a key and the request's `signature_algorithm`.
+    pub(crate) fn choose(
+        kind: KeyKind,
+        hash: Hash,
+        signature_algorithm: &str,
+    ) -> Result<Scheme, PluginError> {
+        match (kind, signature_algorithm) {
+            (KeyKind::Rsa { .. }, "pkcs1v15") => Ok(Scheme::Pkcs1v15(hash)),
+            (KeyKind::Rsa { .. }, "pss") => Ok(Scheme::Pss(hash)),
+            (KeyKind::Rsa { .. }, other) => Err(PluginError::invalid_request(format!(
+                "an RSA key needs signature_algorithm \"pss\" or \"pkcs1v15\", not {other:?}"
+            ))),
+            (KeyKind::Ec(_), "") => Ok(Scheme::Ecdsa),
+            (KeyKind::Ec(_), other) => Err(PluginError::invalid_request(format!(
+                "an ECDSA key takes no signature_algorithm (got {other:?})"
+            ))),
+            (other, _) => Err(PluginError::invalid_request(format!(
+                "the key is {}: it cannot sign",
+                other.describe()
+            ))),
+        }
+    }
+
+    /// The mechanism and the data to hand to `C_Sign`/`C_Verify`.
+    pub(crate) fn mechanism_and_input(self, digest: &[u8]) -> (Mechanism<'static>, Vec<u8>) {
+        match self {
+            Scheme::Pkcs1v15(hash) => {
+                let prefix = hash.digest_info_prefix();
+                let mut input = Vec::with_capacity(prefix.len() + digest.len());
+                input.extend_from_slice(prefix);
+                input.extend_from_slice(digest);
+                (Mechanism::RsaPkcs, input)
+            }
+            Scheme::Pss(hash) => {
+                let params = PkcsPssParams {
+                    hash_alg: hash.mechanism(),
+                    mgf: hash.mgf1(),
+                    // usize → CK_ULONG: a digest length always fits.
+                    s_len: (hash.digest_len() as u64).into(),
+                };
+                (Mechanism::RsaPkcsPss(params), digest.to_vec())
+            }
+            Scheme::Ecdsa => (Mechanism::Ecdsa, digest.to_vec()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::Curve;
+    use keybroker_plugin_abi::ErrorKind;
+
+    #[test]
+    fn digests_must_match_their_hash() {
+        assert_eq!(check_digest("sha2-256", &[0; 32]).unwrap(), Hash::Sha256);
+        assert_eq!(check_digest("sha2-224", &[0; 28]).unwrap(), Hash::Sha224);
+        assert_eq!(check_digest("sha2-512", &[0; 64]).unwrap(), Hash::Sha512);
+        for (hash, len) in [("sha2-256", 31), ("sha2-384", 32), ("sha1", 20), ("", 32)] {
+            let error = check_digest(hash, &vec![0; len]).unwrap_err();
+            assert_eq!(error.kind, ErrorKind::INVALID_REQUEST, "{hash} {len}");
+        }
+    }
+
+    #[test]
+    fn schemes_follow_the_key() {
+        let rsa = KeyKind::Rsa { bits: 2048 };
+        let ec = KeyKind::Ec(Curve::P256);
+        assert_eq!(
+            Scheme::choose(rsa, Hash::Sha256, "pss").unwrap(),
+            Scheme::Pss(Hash::Sha256)
+        );
+        assert_eq!(
+            Scheme::choose(rsa, Hash::Sha384, "pkcs1v15").unwrap(),
+            Scheme::Pkcs1v15(Hash::Sha384)
+        );
+        assert_eq!(Scheme::choose(ec, Hash::Sha256, "").unwrap(), Scheme::Ecdsa);
+        for (kind, algorithm) in [
+            (rsa, ""),
+            (rsa, "oaep"),
+            (ec, "pss"),
+            (KeyKind::Aes { len: 32 }, ""),
+        ] {
+            let error = Scheme::choose(kind, Hash::Sha256, algorithm).unwrap_err();
+            assert_eq!(
+                error.kind,
+                ErrorKind::INVALID_REQUEST,
+                "{kind:?} {algorithm}"
+            );
+        }
+    }
+
+    #[test]
+    fn pkcs1v15_input_is_digest_info() {
+        use sha2::Digest as _;
+        // DigestInfo for SHA-256 of "abc", as any RSA library builds it.
+        let digest = sha2::Sha256::digest(b"abc");
+        let (_, input) = Scheme::Pkcs1v15(Hash::Sha256).mechanism_and_input(&digest);
+        assert_eq!(input.len(), 19 + 32);
+        assert_eq!(
+            hex::encode(&input[..19]),
+            "3031300d060960864801650304020105000420"
+        );
+        assert_eq!(&input[19..], digest.as_slice());
+        for hash in [Hash::Sha224, Hash::Sha256, Hash::Sha384, Hash::Sha512] {
+            let prefix = hash.digest_info_prefix();
+            // The outer SEQUENCE length covers the rest of the prefix and the digest.
+            assert_eq!(usize::from(prefix[1]), prefix.len() - 2 + hash.digest_len());
+            assert_eq!(usize::from(prefix[prefix.len() - 1]), hash.digest_len());
+        }
+    }
+}
