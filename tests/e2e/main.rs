@@ -11,6 +11,7 @@ mod audit;
 mod cluster;
 mod counter;
 mod gateway;
+mod hsm;
 mod idp;
 mod isolation;
 mod jwt;

@@ -62,7 +62,7 @@
 //! - `max_payload` (bytes, default 65536), `max_sessions` (default 4), `session_wait`
 //!   (milliseconds, default 2000), `iv_source` (`"broker"`, default, or `"module"`).
 //!
-//! `hsm.example.toml` beside this crate's `Cargo.toml` is a fully commented drop-in.
+//! `examples/plugins.d/hsm.toml` at the repository root is a fully commented drop-in.
 //!
 //! # SoftHSM
 //!
