@@ -117,7 +117,7 @@ struct Token {
     key: ObjectHandle,
     /// Idle sessions; `free` has one permit per session in here.
     sessions: Mutex<Vec<Session>>,
-    free: Semaphore,
+    free: Arc<Semaphore>,
     /// Fixed first 4 bytes of every IV (random per process), then a counter.
     iv_prefix: [u8; 4],
     iv_counter: AtomicU64,
@@ -165,7 +165,7 @@ impl Token {
         Ok(Token {
             key,
             sessions: Mutex::new(pool),
-            free: Semaphore::new(sessions),
+            free: Arc::new(Semaphore::new(sessions)),
             iv_prefix,
             iv_counter: AtomicU64::new(0),
             aad: binding_shaped_aad(),
@@ -190,37 +190,30 @@ impl Token {
         self: &Arc<Self>,
         operation: impl FnOnce(&Session, &Token) -> T + Send + 'static,
     ) -> Result<T, &'static str> {
-        let permit = self
-            .free
-            .acquire()
+        let permit = Arc::clone(&self.free)
+            .acquire_owned()
             .await
             .map_err(|_| "session pool closed")?;
-        let session = self
-            .sessions
-            .lock()
-            .map_err(|_| "session pool poisoned")?
-            .pop()
-            .ok_or("session pool empty")?;
         let token = Arc::clone(self);
+        // The session goes back to the pool, and the permit is released, on the blocking
+        // thread: a request cancelled while it waits (a client that hung up) loses nothing.
         let task = tokio::task::spawn_blocking(move || {
+            let session = token
+                .sessions
+                .lock()
+                .map_err(|_| "session pool poisoned")?
+                .pop()
+                .ok_or("session pool empty")?;
             let output = operation(&session, &token);
-            (session, output)
+            token
+                .sessions
+                .lock()
+                .map_err(|_| "session pool poisoned")?
+                .push(session);
+            drop(permit);
+            Ok(output)
         });
-        match task.await {
-            Ok((session, output)) => {
-                self.sessions
-                    .lock()
-                    .map_err(|_| "session pool poisoned")?
-                    .push(session);
-                drop(permit);
-                Ok(output)
-            }
-            // The session went down with the task: one permit fewer, for good.
-            Err(_) => {
-                permit.forget();
-                Err("PKCS#11 call failed")
-            }
-        }
+        task.await.map_err(|_| "PKCS#11 call failed")?
     }
 }
 
@@ -353,6 +346,11 @@ fn string_field(body: &[u8], field: &str) -> Option<String> {
 }
 
 fn error(status: StatusCode, message: &str) -> Response {
+    // The first failures go to the log: a bench run with errors must say why.
+    static LOGGED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    if LOGGED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < 5 {
+        eprintln!("hsm floor: answering {status}: {message}");
+    }
     (status, axum::Json(json!({"errors": [message]}))).into_response()
 }
 

@@ -406,7 +406,10 @@ mod tests {
 
     #[test]
     fn the_example_drop_in_is_a_valid_config() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/plugins.d/hsm.toml");
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../examples/plugins.d/hsm.toml"
+        );
         let drop_in: toml::Table = std::fs::read_to_string(path).unwrap().parse().unwrap();
         for field in [
             "name",

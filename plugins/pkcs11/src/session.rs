@@ -27,7 +27,7 @@ use std::time::Instant;
 
 use cryptoki::{
     error::{Error as CkError, RvError},
-    object::{Attribute, ObjectHandle},
+    object::Attribute,
     session::{Session, SessionState, UserType},
     slot::Slot,
 };
@@ -102,24 +102,25 @@ impl Attempt<'_> {
         purpose: &str,
     ) -> Result<ObjectInfo, Fault> {
         let cache_key = (key.id.clone(), role);
+        // A handle found (and checked against the tenant rule) by this module generation is
+        // trusted until an operation on it fails: a stale handle answers
+        // CKR_OBJECT_HANDLE_INVALID or CKR_KEY_HANDLE_INVALID, which drops every cached
+        // handle and retries with a fresh lookup; a re-initialisation starts a new
+        // generation. Re-reading the attributes on every use would double the token's work.
         let cached = self
             .backend
             .handles
             .lock()
             .get(&cache_key)
             .filter(|(generation, _)| *generation == self.generation)
-            .map(|(_, handle)| *handle);
-        if let Some(handle) = cached {
-            // Handles may be reused for other objects once one is destroyed (by another
-            // broker node, say), or after the module was reset: check it is still this key.
-            // Whatever fails here, the lookup below starts afresh (and tells a vanished
-            // token apart).
-            if let Ok(info) = keys::describe(self.session, handle) {
-                if info.id == key.id && info.role == Some(role) && key.accepts_label(&info.label) {
-                    return Ok(info);
-                }
+            .map(|(_, info)| info.clone());
+        if let Some(info) = cached {
+            // The cache is keyed by CKA_ID alone: the tenant rule is checked on every use,
+            // against the label the object had when it was found.
+            if key.accepts_label(&info.label) {
+                return Ok(info);
             }
-            self.backend.handles.lock().remove(&cache_key);
+            return Err(Fault::NotFound(error::key_not_found()));
         }
         let objects: Vec<ObjectInfo> = self
             .find(&[Attribute::Id(key.id.clone())])?
@@ -151,7 +152,7 @@ impl Attempt<'_> {
         if handles.len() >= HANDLE_CACHE_LIMIT {
             handles.clear();
         }
-        handles.insert(cache_key, (self.generation, found.handle));
+        handles.insert(cache_key, (self.generation, found.clone()));
         Ok(found.clone())
     }
 
@@ -628,4 +629,4 @@ impl Pkcs11Backend {
 }
 
 /// Caches of one instance: object handles by (CKA_ID, role), tagged with their generation.
-pub(crate) type HandleCache = std::collections::HashMap<(Vec<u8>, Role), (u64, ObjectHandle)>;
+pub(crate) type HandleCache = std::collections::HashMap<(Vec<u8>, Role), (u64, ObjectInfo)>;
