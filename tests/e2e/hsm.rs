@@ -165,7 +165,9 @@ fn hsm_keys_encrypt_in_both_modes_sign_and_are_destroyed_with_their_key() {
             );
             assert_eq!(status, 200, "{signed}");
             let signature = signed["data"]["signature"].as_str().unwrap();
-            let raw = STANDARD.decode(signature.rsplit(':').next().unwrap()).unwrap();
+            let raw = STANDARD
+                .decode(signature.rsplit(':').next().unwrap())
+                .unwrap();
             assert!(
                 openssl_verifies(
                     dir.path(),
@@ -192,9 +194,17 @@ fn hsm_keys_encrypt_in_both_modes_sign_and_are_destroyed_with_their_key() {
     broker.bao_ok(&["delete", "transit/keys/dir"]);
     let after = hsm.labels();
     assert_eq!(after.len(), before.len() - 1, "{before:?} -> {after:?}");
-    broker.bao_ok(&["write", "transit/keys/sig-rsa-2048/config", "deletion_allowed=true"]);
+    broker.bao_ok(&[
+        "write",
+        "transit/keys/sig-rsa-2048/config",
+        "deletion_allowed=true",
+    ]);
     broker.bao_ok(&["delete", "transit/keys/sig-rsa-2048"]);
-    assert_eq!(hsm.labels().len(), after.len() - 2, "private and public key are destroyed");
+    assert_eq!(
+        hsm.labels().len(),
+        after.len() - 2,
+        "private and public key are destroyed"
+    );
     // The envelope key still decrypts.
     let ciphertext = broker.encrypt("env", b"still here");
     assert_eq!(broker.decrypt("env", &ciphertext), b"still here");
@@ -209,7 +219,13 @@ fn tenant_token(broker: &Broker, tenant: &str) -> String {
         "path \"transit/*\" { capabilities = [\"create\", \"read\", \"update\", \"delete\", \"list\"] }\n",
     )
     .unwrap();
-    broker.bao_ok(&["policy", "write", &ns(tenant), "keys", policy.to_str().unwrap()]);
+    broker.bao_ok(&[
+        "policy",
+        "write",
+        &ns(tenant),
+        "keys",
+        policy.to_str().unwrap(),
+    ]);
     let out = broker.bao_ok(&[
         "token",
         "create",
@@ -223,12 +239,17 @@ fn tenant_token(broker: &Broker, tenant: &str) -> String {
 #[test]
 fn existing_hsm_keys_are_bound_by_operators_and_by_tenants_within_their_grants() {
     let hsm = Hsm::new();
-    for (label, id) in [("ops-master", "0a01"), ("acme-k1", "0a02"), ("globex-k1", "0a03")] {
+    for (label, id) in [
+        ("ops-master", "0a01"),
+        ("acme-k1", "0a02"),
+        ("globex-k1", "0a03"),
+    ] {
         hsm.softhsm.create_aes_key(&hsm.token, label, id);
     }
     hsm.softhsm
         .create_ec_p256_key_pair(&hsm.token, "acme-sign", "0a04");
-    hsm.softhsm.create_aes128_key(&hsm.token, "acme-short", "0a05");
+    hsm.softhsm
+        .create_aes128_key(&hsm.token, "acme-short", "0a05");
     hsm.standard_dropin("[bind]\nacme = [\"label:acme-*\", \"label:keybroker:*\"]\n");
     let broker = hsm.broker();
     for tenant in ["acme", "globex"] {
@@ -237,7 +258,12 @@ fn existing_hsm_keys_are_bound_by_operators_and_by_tenants_within_their_grants()
     }
 
     // An operator (root namespace, sudo) binds any key.
-    broker.bao_ok(&["write", "transit/keys/ops", "backend=hsm", "backend_key=label:ops-master"]);
+    broker.bao_ok(&[
+        "write",
+        "transit/keys/ops",
+        "backend=hsm",
+        "backend_key=label:ops-master",
+    ]);
     let ciphertext = broker.encrypt("ops", b"operator data");
     assert_eq!(broker.decrypt("ops", &ciphertext), b"operator data");
     let (_, key) = broker.request("GET", "transit/keys/ops", None);
@@ -355,7 +381,10 @@ fn a_vanished_token_answers_503_within_the_deadline_and_recovers_without_restart
 
     hsm.softhsm.restore_tokens();
     assert!(
-        eventually(Duration::from_secs(15), || encrypt(&broker, "dir", b"after").0 == 200),
+        eventually(Duration::from_secs(15), || encrypt(
+            &broker, "dir", b"after"
+        )
+        .0 == 200),
         "the HSM key did not come back: {}",
         broker.log()
     );
@@ -368,11 +397,18 @@ fn a_wrong_pin_or_module_hash_makes_only_that_instance_unavailable() {
     let dir = tempfile::tempdir().unwrap();
     let wrong_pin = dir.path().join("wrong.pin");
     std::fs::write(&wrong_pin, "not-the-pin-9999\n").unwrap();
-    std::fs::set_permissions(&wrong_pin, std::os::unix::fs::PermissionsExt::from_mode(0o600))
-        .unwrap();
+    std::fs::set_permissions(
+        &wrong_pin,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
     let module_sha256 = hsm.softhsm.module_sha256();
     hsm.dropin("badpin", "", &hsm.config(&wrong_pin, &module_sha256, ""));
-    hsm.dropin("badhash", "", &hsm.config(&hsm.pin_file, &"0".repeat(64), ""));
+    hsm.dropin(
+        "badhash",
+        "",
+        &hsm.config(&hsm.pin_file, &"0".repeat(64), ""),
+    );
     hsm.standard_dropin("");
     let broker = hsm.broker();
 
