@@ -226,6 +226,62 @@ pub struct BindKeyRequest {
     pub backend_key: RString,
 }
 
+/// The hash of [`SignRequest::hash_algorithm`], by Vault's names. Not part of the ABI (the
+/// request carries the name): a shared reading of it for plugins.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum HashAlgorithm {
+    /// `sha2-224`.
+    Sha224,
+    /// `sha2-256`.
+    Sha256,
+    /// `sha2-384`.
+    Sha384,
+    /// `sha2-512`.
+    Sha512,
+}
+
+impl HashAlgorithm {
+    /// Parses Vault's name.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Some(match name {
+            "sha2-224" => Self::Sha224,
+            "sha2-256" => Self::Sha256,
+            "sha2-384" => Self::Sha384,
+            "sha2-512" => Self::Sha512,
+            _ => return None,
+        })
+    }
+
+    /// Digest length in bytes.
+    pub fn digest_len(self) -> usize {
+        match self {
+            Self::Sha224 => 28,
+            Self::Sha256 => 32,
+            Self::Sha384 => 48,
+            Self::Sha512 => 64,
+        }
+    }
+
+    /// The hash a sign or verify request names, checked against the length of its digest;
+    /// otherwise [`ErrorKind::INVALID_REQUEST`].
+    pub fn of_request(name: &str, digest: &[u8]) -> Result<Self, PluginError> {
+        let hash = Self::from_name(name).ok_or_else(|| {
+            PluginError::invalid_request(format!(
+                "hash_algorithm {name:?} is not supported; use sha2-224, sha2-256, sha2-384 \
+                 or sha2-512"
+            ))
+        })?;
+        if digest.len() != hash.digest_len() {
+            return Err(PluginError::invalid_request(format!(
+                "a {name} digest is {} bytes, not {}",
+                hash.digest_len(),
+                digest.len()
+            )));
+        }
+        Ok(hash)
+    }
+}
+
 /// Sign a digest with an asymmetric key. Added after the first ABI.
 #[repr(C)]
 #[derive(StableAbi, Clone, Debug, PartialEq, Eq)]

@@ -4,7 +4,7 @@
 //! [`BackendBox`], so every call goes through the FFI layer the broker uses) and call
 //! [`run`] with [`Options`] that say which tenants to use and what to exercise:
 //!
-//! ```ignore
+//! ```text
 //! let backend = keybroker_plugin_abi::into_ffi(my_plugin::new_backend(config, host)?);
 //! keybroker_plugin_conformance::run(&backend, &Options::default());
 //! ```
@@ -29,12 +29,14 @@ mod asymmetric;
 mod bind;
 mod scope;
 mod symmetric;
+mod test_host;
 
 use keybroker_plugin_abi::{capability, key_type, BackendBox, BackendInfo};
 
 pub use asymmetric::check_asymmetric;
 pub use bind::check_bind_existing;
 pub use symmetric::check_symmetric;
+pub use test_host::RecordingHost;
 
 use scope::Scope;
 

@@ -73,35 +73,17 @@ impl KeyType {
 }
 
 /// A digest algorithm, by Vault's name.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Hash {
-    Sha224,
-    Sha256,
-    Sha384,
-    Sha512,
+pub(crate) use keybroker_plugin_abi::HashAlgorithm as Hash;
+
+/// RSASSA-PSS and RSASSA-PKCS1-v1_5 with a hash.
+trait RsaPadding {
+    /// RSASSA-PSS with MGF1 over the same hash and a salt as long as the digest.
+    fn pss(self) -> Pss;
+    /// RSASSA-PKCS1-v1_5 with the hash's DigestInfo.
+    fn pkcs1v15(self) -> Pkcs1v15Sign;
 }
 
-impl Hash {
-    fn parse(name: &str) -> Option<Self> {
-        match name {
-            "sha2-224" => Some(Self::Sha224),
-            "sha2-256" => Some(Self::Sha256),
-            "sha2-384" => Some(Self::Sha384),
-            "sha2-512" => Some(Self::Sha512),
-            _ => None,
-        }
-    }
-
-    fn digest_len(self) -> usize {
-        match self {
-            Self::Sha224 => 28,
-            Self::Sha256 => 32,
-            Self::Sha384 => 48,
-            Self::Sha512 => 64,
-        }
-    }
-
-    /// RSASSA-PSS with MGF1 over the same hash and a salt as long as the digest.
+impl RsaPadding for Hash {
     fn pss(self) -> Pss {
         let salt_len = self.digest_len();
         match self {
@@ -112,7 +94,6 @@ impl Hash {
         }
     }
 
-    /// RSASSA-PKCS1-v1_5 with the hash's DigestInfo.
     fn pkcs1v15(self) -> Pkcs1v15Sign {
         match self {
             Self::Sha224 => Pkcs1v15Sign::new::<Sha224>(),
@@ -140,19 +121,7 @@ impl Scheme {
         signature_algorithm: &str,
         digest: &[u8],
     ) -> Result<Self, PluginError> {
-        let hash = Hash::parse(hash_algorithm).ok_or_else(|| {
-            PluginError::invalid_request(format!(
-                "hash_algorithm {hash_algorithm:?} is not supported; \
-                 use sha2-224, sha2-256, sha2-384 or sha2-512"
-            ))
-        })?;
-        if digest.len() != hash.digest_len() {
-            return Err(PluginError::invalid_request(format!(
-                "a {hash_algorithm} digest is {} bytes, not {}",
-                hash.digest_len(),
-                digest.len()
-            )));
-        }
+        let hash = Hash::of_request(hash_algorithm, digest)?;
         match (key_type.rsa_bits(), signature_algorithm) {
             (Some(_), "pss") => Ok(Self::RsaPss(hash)),
             (Some(_), "pkcs1v15") => Ok(Self::RsaPkcs1v15(hash)),

@@ -257,8 +257,8 @@ mod tests {
     use super::*;
     use crate::blob::{self, NONCE_LEN};
     use crate::config::KEK_LEN;
-    use crate::test_host::RecordingHost;
     use abi_stable::std_types::{RString, RVec};
+    use keybroker_plugin_conformance::RecordingHost;
     use std::io::Write as _;
 
     fn kek(id: &str, byte: u8) -> LoadedKek {

@@ -114,8 +114,6 @@ mod blob;
 mod config;
 mod reference;
 mod sealing;
-#[cfg(test)]
-mod test_host;
 
 pub use backend::{new_backend, with_keks, LocalKek, DEFAULT_MAX_PAYLOAD, KEY_TYPE, NAME};
 

@@ -415,7 +415,7 @@ impl Backend for Pkcs11Backend {
 
     fn sign(&self, request: SignRequest) -> Result<Vec<u8>, PluginError> {
         let key = reference::parse(&request.tenant_id, &request.key_reference)?;
-        let hash = signature::check_digest(&request.hash_algorithm, &request.digest)?;
+        let hash = signature::Hash::of_request(&request.hash_algorithm, &request.digest)?;
         self.call(|attempt, _| {
             let object = attempt.find_key(&key, Role::Private, "cannot sign")?;
             let scheme = Scheme::choose(object.kind, hash, &request.signature_algorithm)?;
@@ -426,7 +426,7 @@ impl Backend for Pkcs11Backend {
 
     fn verify(&self, request: VerifyRequest) -> Result<bool, PluginError> {
         let key = reference::parse(&request.tenant_id, &request.key_reference)?;
-        let hash = signature::check_digest(&request.hash_algorithm, &request.digest)?;
+        let hash = signature::Hash::of_request(&request.hash_algorithm, &request.digest)?;
         self.call(|attempt, _| {
             let object = attempt.find_key(&key, Role::Public, "cannot verify")?;
             let scheme = Scheme::choose(object.kind, hash, &request.signature_algorithm)?;

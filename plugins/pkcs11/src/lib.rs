@@ -96,8 +96,6 @@ mod reference;
 mod session;
 mod signature;
 #[cfg(test)]
-mod test_host;
-#[cfg(test)]
 mod tests;
 
 pub use backend::{new_backend, Pkcs11Backend, NAME};

@@ -289,6 +289,21 @@ impl Pkcs11Backend {
         }
     }
 
+    /// After a stale handle or a device error: with the token still there, drop the cached
+    /// handles and retry; without it, re-initialise the module.
+    fn retry_if_token_present(&self, error: &CkError, slot: Slot, generation: u64) -> Failure {
+        let label = &self.config.token_label;
+        match self.check_token(slot) {
+            Ok(()) => {
+                self.handles.lock().clear();
+                Failure::retry(error::final_error(error, label))
+            }
+            Err(reason) => {
+                Failure::reinitialize(error::unreachable_token(label, &reason), generation)
+            }
+        }
+    }
+
     /// Classifies a failure of the operation and repairs what can be repaired at once.
     fn repair(
         &self,
@@ -325,15 +340,7 @@ impl Pkcs11Backend {
             }
             Class::StaleHandle => {
                 self.pool.put(pooled);
-                match self.check_token(slot) {
-                    Ok(()) => {
-                        self.handles.lock().clear();
-                        Failure::retry(error::final_error(&error, label))
-                    }
-                    Err(reason) => {
-                        Failure::reinitialize(error::unreachable_token(label, &reason), generation)
-                    }
-                }
+                self.retry_if_token_present(&error, slot, generation)
             }
             Class::ModuleLost => {
                 self.forget(pooled);
@@ -341,15 +348,7 @@ impl Pkcs11Backend {
             }
             Class::Device => {
                 self.close(pooled);
-                match self.check_token(slot) {
-                    Ok(()) => {
-                        self.handles.lock().clear();
-                        Failure::retry(error::final_error(&error, label))
-                    }
-                    Err(reason) => {
-                        Failure::reinitialize(error::unreachable_token(label, &reason), generation)
-                    }
-                }
+                self.retry_if_token_present(&error, slot, generation)
             }
             Class::BadCiphertext => {
                 self.pool.put(pooled);

@@ -14,34 +14,16 @@ use keybroker_plugin_abi::PluginError;
 use crate::keys::KeyKind;
 
 /// A SHA-2 hash, by Vault's name.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Hash {
-    Sha224,
-    Sha256,
-    Sha384,
-    Sha512,
+pub(crate) use keybroker_plugin_abi::HashAlgorithm as Hash;
+
+/// What PKCS #11 needs to know of a hash.
+trait Pkcs11Hash {
+    fn digest_info_prefix(self) -> &'static [u8];
+    fn mechanism(self) -> MechanismType;
+    fn mgf1(self) -> PkcsMgfType;
 }
 
-impl Hash {
-    fn from_name(name: &str) -> Option<Hash> {
-        Some(match name {
-            "sha2-224" => Hash::Sha224,
-            "sha2-256" => Hash::Sha256,
-            "sha2-384" => Hash::Sha384,
-            "sha2-512" => Hash::Sha512,
-            _ => return None,
-        })
-    }
-
-    pub(crate) fn digest_len(self) -> usize {
-        match self {
-            Hash::Sha224 => 28,
-            Hash::Sha256 => 32,
-            Hash::Sha384 => 48,
-            Hash::Sha512 => 64,
-        }
-    }
-
+impl Pkcs11Hash for Hash {
     /// DER of `DigestInfo` up to the digest itself (RFC 8017 §9.2, note 1).
     fn digest_info_prefix(self) -> &'static [u8] {
         match self {
@@ -81,24 +63,6 @@ impl Hash {
             Hash::Sha512 => PkcsMgfType::MGF1_SHA512,
         }
     }
-}
-
-/// The request's hash, checked against the digest's length. Checked before any lookup.
-pub(crate) fn check_digest(hash_algorithm: &str, digest: &[u8]) -> Result<Hash, PluginError> {
-    let hash = Hash::from_name(hash_algorithm).ok_or_else(|| {
-        PluginError::invalid_request(format!(
-            "hash_algorithm {hash_algorithm:?} is not supported; use sha2-224, sha2-256, \
-             sha2-384 or sha2-512"
-        ))
-    })?;
-    if digest.len() != hash.digest_len() {
-        return Err(PluginError::invalid_request(format!(
-            "a {hash_algorithm} digest is {} bytes, not {}",
-            hash.digest_len(),
-            digest.len()
-        )));
-    }
-    Ok(hash)
 }
 
 /// How to sign with a key of `kind`.
@@ -165,11 +129,20 @@ mod tests {
 
     #[test]
     fn digests_must_match_their_hash() {
-        assert_eq!(check_digest("sha2-256", &[0; 32]).unwrap(), Hash::Sha256);
-        assert_eq!(check_digest("sha2-224", &[0; 28]).unwrap(), Hash::Sha224);
-        assert_eq!(check_digest("sha2-512", &[0; 64]).unwrap(), Hash::Sha512);
+        assert_eq!(
+            Hash::of_request("sha2-256", &[0; 32]).unwrap(),
+            Hash::Sha256
+        );
+        assert_eq!(
+            Hash::of_request("sha2-224", &[0; 28]).unwrap(),
+            Hash::Sha224
+        );
+        assert_eq!(
+            Hash::of_request("sha2-512", &[0; 64]).unwrap(),
+            Hash::Sha512
+        );
         for (hash, len) in [("sha2-256", 31), ("sha2-384", 32), ("sha1", 20), ("", 32)] {
-            let error = check_digest(hash, &vec![0; len]).unwrap_err();
+            let error = Hash::of_request(hash, &vec![0; len]).unwrap_err();
             assert_eq!(error.kind, ErrorKind::INVALID_REQUEST, "{hash} {len}");
         }
     }

@@ -19,10 +19,11 @@ use keybroker_softhsm_harness::{unique_label, SoftHsm};
 use serde_json::json;
 use sha2::Digest as _;
 
+use keybroker_plugin_conformance::RecordingHost;
+
 use crate::{
     backend::{new_backend, Pkcs11Backend},
     module::Reinit,
-    test_host::RecordingHost,
 };
 
 const PIN: &str = "4711-pin";

@@ -419,22 +419,8 @@ impl Transit {
         text: &str,
     ) -> Result<(Arc<VersionState>, Vec<u8>)> {
         let (number, payload) = ciphertext::parse(text)?;
+        let version = state.readable_version("ciphertext", number)?;
         let record = &state.record;
-        if number > record.latest_version {
-            return Err(Error::invalid(format!(
-                "invalid ciphertext: key version {number} is higher than the latest version {}",
-                record.latest_version
-            )));
-        }
-        if number < record.min_decryption_version {
-            return Err(Error::invalid(
-                "ciphertext or signature version is disallowed by policy (too old)",
-            ));
-        }
-        let version = state
-            .version(number)
-            .cloned()
-            .ok_or_else(|| Error::internal("missing key version"))?;
         let expected = match record.mode {
             KeyMode::Envelope => PayloadFormat::Envelope,
             KeyMode::Direct => PayloadFormat::BackendBlob,

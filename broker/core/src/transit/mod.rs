@@ -85,6 +85,26 @@ impl KeyState {
         self.versions.get(index)
     }
 
+    /// The version a ciphertext or signature (`what`) names, if it may still be read: at
+    /// most the latest, at least `min_decryption_version` (Vault's rules).
+    fn readable_version(&self, what: &str, number: u32) -> Result<Arc<VersionState>> {
+        let record = &self.record;
+        if number > record.latest_version {
+            return Err(Error::invalid(format!(
+                "invalid {what}: key version {number} is higher than the latest version {}",
+                record.latest_version
+            )));
+        }
+        if number < record.min_decryption_version {
+            return Err(Error::invalid(
+                "ciphertext or signature version is disallowed by policy (too old)",
+            ));
+        }
+        self.version(number)
+            .cloned()
+            .ok_or_else(|| Error::internal("missing key version"))
+    }
+
     fn binding(&self, version: u32) -> Binding {
         Binding {
             tenant: self.record.tenant,

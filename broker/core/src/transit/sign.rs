@@ -372,22 +372,7 @@ impl Transit {
         item: &VerifyItem,
     ) -> Result<(std::sync::Arc<VersionState>, Vec<u8>, Vec<u8>)> {
         let (number, encoded) = ciphertext::split("signature", &item.signature)?;
-        let record = &state.record;
-        if number > record.latest_version {
-            return Err(Error::invalid(format!(
-                "invalid signature: key version {number} is higher than the latest version {}",
-                record.latest_version
-            )));
-        }
-        if number < record.min_decryption_version {
-            return Err(Error::invalid(
-                "ciphertext or signature version is disallowed by policy (too old)",
-            ));
-        }
-        let version = state
-            .version(number)
-            .cloned()
-            .ok_or_else(|| Error::internal("missing key version"))?;
+        let version = state.readable_version("signature", number)?;
         let signature = unmarshal(plan.key_type, options.marshaling, options.decode(encoded)?)?;
         let digest = options.digest(&item.input)?;
         Ok((version, digest, signature))

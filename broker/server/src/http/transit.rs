@@ -208,23 +208,12 @@ struct DataBody {
     bits: Option<u32>,
 }
 
-/// Vault transit API: encrypt result item.
+/// Vault transit API: one item of `batch_results` — the fields a single item answers with,
+/// or its error — and the caller's `reference`.
 #[derive(Serialize)]
-struct CiphertextItem {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    ciphertext: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    key_version: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<String>,
-    reference: String,
-}
-
-/// Vault transit API: decrypt result item.
-#[derive(Serialize)]
-struct PlaintextItem {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    plaintext: Option<Zeroizing<String>>,
+struct BatchResult<S> {
+    #[serde(flatten)]
+    data: Option<S>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
     reference: String,
@@ -481,7 +470,6 @@ impl Context<'_> {
             batch,
             partial_code,
             ciphertext_data,
-            ciphertext_item,
         )
     }
 
@@ -498,27 +486,13 @@ impl Context<'_> {
                 .await?
         };
         let results = merge(slots, results)?;
-        let encode =
-            |plaintext: Zeroizing<Vec<u8>>| Zeroizing::new(STANDARD.encode(plaintext.as_slice()));
         respond(
             results,
             references(&items),
             batch,
             partial_code,
-            |plaintext| PlaintextData {
-                plaintext: encode(plaintext),
-            },
-            |result, reference| match result {
-                Ok(plaintext) => PlaintextItem {
-                    plaintext: Some(encode(plaintext)),
-                    error: None,
-                    reference,
-                },
-                Err(error) => PlaintextItem {
-                    plaintext: None,
-                    error: Some(error.to_string()),
-                    reference,
-                },
+            |plaintext: Zeroizing<Vec<u8>>| PlaintextData {
+                plaintext: Zeroizing::new(STANDARD.encode(plaintext.as_slice())),
             },
         )
     }
@@ -544,7 +518,6 @@ impl Context<'_> {
             batch,
             partial_code,
             ciphertext_data,
-            ciphertext_item,
         )
     }
 
@@ -686,23 +659,6 @@ fn ciphertext_data(output: EncryptOutput) -> CiphertextData {
     }
 }
 
-fn ciphertext_item(result: Result<EncryptOutput, Error>, reference: String) -> CiphertextItem {
-    match result {
-        Ok(output) => CiphertextItem {
-            ciphertext: Some(output.ciphertext),
-            key_version: Some(output.key_version),
-            error: None,
-            reference,
-        },
-        Err(error) => CiphertextItem {
-            ciphertext: None,
-            key_version: None,
-            error: Some(error.to_string()),
-            reference,
-        },
-    }
-}
-
 /// Decodes each item. Items that fail are answered in place (`Some(error)` in the slot);
 /// the rest go to the core. Outside a batch the first failure fails the request.
 pub(super) fn split<B, W>(
@@ -758,13 +714,12 @@ fn references(items: &[BatchItem]) -> Vec<String> {
 }
 
 /// A single item answers with its data; a batch with `batch_results` and Vault's status.
-pub(super) fn respond<T, S: Serialize, I: Serialize>(
+pub(super) fn respond<T, S: Serialize>(
     mut results: Vec<Result<T, Error>>,
     references: Vec<String>,
     batch: bool,
     partial_code: Option<u64>,
     single: impl Fn(T) -> S,
-    item: impl Fn(Result<T, Error>, String) -> I,
 ) -> Result<Response, ApiError> {
     if !batch {
         let result = results
@@ -774,10 +729,21 @@ pub(super) fn respond<T, S: Serialize, I: Serialize>(
     }
     let any_ok = results.iter().any(Result::is_ok);
     let any_failed = results.iter().any(Result::is_err);
-    let batch_results: Vec<I> = results
+    let batch_results: Vec<BatchResult<S>> = results
         .into_iter()
         .zip(references)
-        .map(|(result, reference)| item(result, reference))
+        .map(|(result, reference)| match result {
+            Ok(value) => BatchResult {
+                data: Some(single(value)),
+                error: None,
+                reference,
+            },
+            Err(error) => BatchResult {
+                data: None,
+                error: Some(error.to_string()),
+                reference,
+            },
+        })
         .collect();
     let partial_code = partial_code.and_then(|c| u16::try_from(c).ok());
     let status = batch_status(any_ok, any_failed, partial_code);

@@ -54,32 +54,10 @@ struct SignatureData {
     key_version: u32,
 }
 
-/// Vault transit API: sign result item.
-#[derive(Serialize)]
-struct SignatureItem {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    signature: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    key_version: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<String>,
-    reference: String,
-}
-
 /// Vault transit API: verify response data.
 #[derive(Serialize)]
 struct ValidData {
     valid: bool,
-}
-
-/// Vault transit API: verify result item.
-#[derive(Serialize)]
-struct ValidItem {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    valid: Option<bool>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<String>,
-    reference: String,
 }
 
 impl SignBody {
@@ -179,20 +157,6 @@ impl Context<'_> {
                 signature: out.signature,
                 key_version: out.key_version,
             },
-            |result, reference| match result {
-                Ok(out) => SignatureItem {
-                    signature: Some(out.signature),
-                    key_version: Some(out.key_version),
-                    error: None,
-                    reference,
-                },
-                Err(error) => SignatureItem {
-                    signature: None,
-                    key_version: None,
-                    error: Some(error.to_string()),
-                    reference,
-                },
-            },
         )
     }
 
@@ -229,18 +193,6 @@ impl Context<'_> {
             batch,
             input.partial_failure_response_code,
             |valid| ValidData { valid },
-            |result, reference| match result {
-                Ok(valid) => ValidItem {
-                    valid: Some(valid),
-                    error: None,
-                    reference,
-                },
-                Err(error) => ValidItem {
-                    valid: None,
-                    error: Some(error.to_string()),
-                    reference,
-                },
-            },
         )
     }
 }

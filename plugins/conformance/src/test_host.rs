@@ -1,28 +1,32 @@
-//! A host handle for tests that records what the plugin logs.
+//! A host handle for plugin tests that records what the plugin reports and logs.
 
 use std::sync::{Arc, Mutex};
 
-use abi_stable::{
+use keybroker_plugin_abi::abi_stable::{
     sabi_trait::TD_Opaque,
     std_types::{RSlice, RStr, RString},
 };
 use keybroker_plugin_abi::{HostBox, HostServices, HostServices_TO, LogLevel};
 
+/// A [`HostServices`] that keeps every report and log line, in order.
 #[derive(Clone, Default)]
-pub(crate) struct RecordingHost {
+pub struct RecordingHost {
     lines: Arc<Mutex<Vec<String>>>,
 }
 
 impl RecordingHost {
-    pub(crate) fn boxed() -> HostBox {
+    /// A fresh recorder as a host handle (for tests that do not read the lines).
+    pub fn boxed() -> HostBox {
         Self::default().into_box()
     }
 
-    pub(crate) fn into_box(self) -> HostBox {
+    /// This recorder as a host handle; clones share the lines.
+    pub fn into_box(self) -> HostBox {
         HostServices_TO::from_value(self, TD_Opaque)
     }
 
-    pub(crate) fn lines(&self) -> Vec<String> {
+    /// What was reported and logged so far.
+    pub fn lines(&self) -> Vec<String> {
         self.lines.lock().unwrap().clone()
     }
 }
