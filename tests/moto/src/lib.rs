@@ -1,0 +1,1 @@
+//! moto harness (work in progress).
