@@ -1141,3 +1141,35 @@ fn failed_direct_mode_calls_count_as_backend_errors() {
             .join("\n")
     );
 }
+
+#[test]
+fn a_backend_that_makes_data_keys_makes_every_envelope_version_key() {
+    let plugins = PluginDir::new();
+    testing_instance(&plugins, "maker", "", "generate_data_keys = true");
+    let broker = dev_broker(&plugins);
+    create_key_ok(&broker, "made", "maker", "envelope");
+    let ciphertext = broker.encrypt("made", b"under a data key the backend made");
+    assert_eq!(
+        broker.decrypt("made", &ciphertext),
+        b"under a data key the backend made"
+    );
+    broker.bao_ok(&["write", "-f", "transit/keys/made/rotate"]);
+    let rotated = broker.encrypt("made", b"version two");
+    assert!(rotated.starts_with("vault:v2:"), "{rotated}");
+    assert_eq!(broker.decrypt("made", &rotated), b"version two");
+    assert_eq!(
+        broker.decrypt("made", &ciphertext),
+        b"under a data key the backend made"
+    );
+    // One data key per version came from the backend; the broker wrapped none itself.
+    let text = metrics(&broker);
+    let calls = |operation: &str| {
+        sample_or_zero(
+            &text,
+            "keybroker_backend_calls_total",
+            &[("instance", "maker"), ("operation", operation)],
+        )
+    };
+    assert_eq!(calls("generate_data_key"), 2.0, "{text}");
+    assert_eq!(calls("encrypt"), 0.0, "{text}");
+}

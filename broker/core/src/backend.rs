@@ -83,6 +83,8 @@ pub trait BackendInstance: Send + Sync {
     fn supports_sign(&self) -> bool;
     /// Whether the instance can bind keys that already exist in the backend.
     fn supports_bind(&self) -> bool;
+    /// Whether the instance makes data keys itself (AWS KMS `GenerateDataKey`).
+    fn supports_generate_data_key(&self) -> bool;
     /// Whether the instance's configuration lets tenant `tenant_name` bind `backend_key`
     /// (operators in the root namespace with `sudo` need no grant: the caller checks that).
     fn may_bind(&self, tenant_name: &str, backend_key: &str) -> bool;
@@ -100,6 +102,14 @@ pub trait BackendInstance: Send + Sync {
     async fn verify(&self, tenant: TenantId, request: BackendVerify<'_>) -> Result<bool, Error>;
     /// The PEM public key of an asymmetric key.
     async fn public_key(&self, tenant: TenantId, reference: &str) -> Result<String, Error>;
+    /// A fresh 32-byte data key made by the backend: (plaintext, wrapped under `reference`
+    /// with `aad`, as `decrypt` takes it back).
+    async fn generate_data_key(
+        &self,
+        tenant: TenantId,
+        reference: &str,
+        aad: &[u8],
+    ) -> Result<(Zeroizing<Vec<u8>>, Vec<u8>), Error>;
     /// Creates a backend key for a tenant's transit key.
     async fn create_key(
         &self,

@@ -33,6 +33,7 @@ use abi_stable::{
 pub use abi_stable;
 
 pub mod v1;
+pub mod v2;
 
 /// Kind of a [`PluginError`]: decides the HTTP status the broker answers with.
 ///
@@ -120,6 +121,9 @@ pub mod capability {
     /// Can create asymmetric keys (`rsa-2048`, `rsa-3072`, `rsa-4096`, `ecdsa-p256`,
     /// `ecdsa-p384`) and sign and verify with them ([`BackendPlugin::sign`]).
     pub const SIGN: u64 = 1 << 3;
+    /// Makes envelope-mode data keys itself ([`BackendPlugin::generate_data_key`], e.g. AWS
+    /// KMS `GenerateDataKey`) instead of wrapping keys the broker generates.
+    pub const GENERATE_DATA_KEY: u64 = 1 << 4;
 }
 
 /// Key types the broker asks for in [`CreateKeyRequest::key_type`] and
@@ -318,6 +322,41 @@ pub struct VerifyRequest {
     pub signature: RVec<u8>,
 }
 
+/// Ask the backend for a fresh data key, returned in plaintext and wrapped under a backend
+/// key. Added after the second ABI.
+#[repr(C)]
+#[derive(StableAbi, Clone, Debug, PartialEq, Eq)]
+pub struct GenerateDataKeyRequest {
+    /// Tenant on whose behalf the call is made; must match the key's tag.
+    pub tenant_id: RString,
+    /// The reference returned by `create_key` or `bind_key`.
+    pub key_reference: RString,
+    /// Additional authenticated data (the broker's binding), as for `encrypt`: `decrypt`
+    /// with the same AAD unwraps the key.
+    pub aad: RVec<u8>,
+    /// Length of the key in bytes (32 for the broker's AES-256 data keys).
+    pub length: u32,
+}
+
+/// A data key made by the backend.
+#[repr(C)]
+#[derive(StableAbi, Clone, PartialEq, Eq)]
+pub struct DataKey {
+    /// The key itself. The host zeroizes it after use.
+    pub plaintext: RVec<u8>,
+    /// The key wrapped under the backend key: what `decrypt` takes back.
+    pub wrapped: RVec<u8>,
+}
+
+impl std::fmt::Debug for DataKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DataKey")
+            .field("plaintext", &"<redacted>")
+            .field("wrapped_len", &self.wrapped.len())
+            .finish()
+    }
+}
+
 /// Result of one operation in a batch.
 pub type BatchItem = RResult<RVec<u8>, PluginError>;
 
@@ -344,9 +383,9 @@ pub trait BackendPlugin: Send + Sync {
 
     // Methods below were added after the first ABI. abi_stable refuses a library whose
     // vtable is shorter than the host's, so a plugin built before them is loaded through
-    // the frozen `v1` module and wrapped (`v1::upgrade`): for it, these default bodies run
-    // and answer "not supported". New methods go at the end, always with a default body,
-    // and the vtable they replace gets a frozen module of its own.
+    // the frozen module of its ABI (`v1`, `v2`) and wrapped (`upgrade`): for it, these
+    // default bodies run and answer "not supported". New methods go at the end, always with
+    // a default body, and the vtable they replace gets a frozen module of its own.
 
     /// Bind an existing backend key (see [`BindKeyRequest`]).
     fn bind_key(&self, request: BindKeyRequest) -> RResult<KeyHandle, PluginError> {
@@ -372,6 +411,14 @@ pub trait BackendPlugin: Send + Sync {
     ) -> RResult<RString, PluginError> {
         let _ = (tenant_id, key_reference);
         RResult::RErr(not_supported("public keys"))
+    }
+
+    // Added after the second ABI (frozen in `v2`).
+
+    /// Make a data key in the backend (see [`GenerateDataKeyRequest`]).
+    fn generate_data_key(&self, request: GenerateDataKeyRequest) -> RResult<DataKey, PluginError> {
+        let _ = request;
+        RResult::RErr(not_supported("generating data keys"))
     }
 }
 
@@ -474,6 +521,10 @@ pub trait Backend: Send + Sync + 'static {
     fn public_key(&self, _tenant_id: &str, _key_reference: &str) -> Result<String, PluginError> {
         Err(not_supported("public keys"))
     }
+    /// Make a data key. Plugins with [`capability::GENERATE_DATA_KEY`] override it.
+    fn generate_data_key(&self, _request: GenerateDataKeyRequest) -> Result<DataKey, PluginError> {
+        Err(not_supported("generating data keys"))
+    }
 }
 
 /// Runs `f`, turning a panic into an [`ErrorKind::INTERNAL`] error.
@@ -536,6 +587,9 @@ impl<B: Backend> BackendPlugin for Guarded<B> {
                 .public_key(&tenant_id, &key_reference)
                 .map(RString::from)
         })
+    }
+    fn generate_data_key(&self, request: GenerateDataKeyRequest) -> RResult<DataKey, PluginError> {
+        guard(|| self.0.generate_data_key(request))
     }
 }
 

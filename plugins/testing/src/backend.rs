@@ -9,8 +9,8 @@ use aes_gcm::{
     Aes256Gcm,
 };
 use keybroker_plugin_abi::{
-    capability, host_log, Backend, BackendInfo, CreateKeyRequest, DecryptRequest, EncryptRequest,
-    ErrorKind, HostBox, KeyHandle, LogLevel, PluginError,
+    capability, host_log, Backend, BackendInfo, CreateKeyRequest, DataKey, DecryptRequest,
+    EncryptRequest, ErrorKind, GenerateDataKeyRequest, HostBox, KeyHandle, LogLevel, PluginError,
 };
 use rand::{rngs::OsRng, RngCore};
 use serde::Deserialize;
@@ -67,6 +67,9 @@ struct Config {
     /// The constructor panics.
     #[serde(default)]
     panic_new: bool,
+    /// Makes envelope data keys itself (`generate_data_key`), as AWS KMS does.
+    #[serde(default)]
+    generate_data_keys: bool,
 }
 
 /// A testing backend instance.
@@ -75,6 +78,7 @@ pub struct TestingBackend {
     seed: Zeroizing<String>,
     panic_on: Vec<Method>,
     hang: BTreeMap<Method, Duration>,
+    generate_data_keys: bool,
     /// The only strong owner: dropping the backend stops the control-file thread.
     state: Arc<State>,
 }
@@ -130,6 +134,7 @@ pub fn new_backend_with_version(
             .into_iter()
             .map(|(method, ms)| (method, Duration::from_millis(ms)))
             .collect(),
+        generate_data_keys: config.generate_data_keys,
         state,
     })
 }
@@ -194,7 +199,13 @@ impl Backend for TestingBackend {
         BackendInfo {
             name: NAME.into(),
             version: self.version.into(),
-            capabilities: capability::ENVELOPE | capability::DIRECT,
+            capabilities: capability::ENVELOPE
+                | capability::DIRECT
+                | if self.generate_data_keys {
+                    capability::GENERATE_DATA_KEY
+                } else {
+                    0
+                },
             max_payload: MAX_PAYLOAD,
         }
     }
@@ -252,6 +263,27 @@ impl Backend for TestingBackend {
     fn health(&self) -> Result<(), PluginError> {
         self.enter(Method::Health);
         self.check_instance_up()
+    }
+
+    fn generate_data_key(&self, request: GenerateDataKeyRequest) -> Result<DataKey, PluginError> {
+        if !self.generate_data_keys {
+            return Err(keybroker_plugin_abi::not_supported("generating data keys"));
+        }
+        let mut plaintext = Zeroizing::new(vec![0u8; request.length as usize]);
+        OsRng
+            .try_fill_bytes(&mut plaintext)
+            .map_err(|_| PluginError::internal("the system random number generator failed"))?;
+        let wrapped = self.encrypt_with(&EncryptRequest {
+            tenant_id: request.tenant_id,
+            key_reference: request.key_reference,
+            plaintext: plaintext.as_slice().into(),
+            aad: request.aad,
+            iv: Default::default(),
+        })?;
+        Ok(DataKey {
+            plaintext: plaintext.as_slice().into(),
+            wrapped: wrapped.into(),
+        })
     }
 }
 

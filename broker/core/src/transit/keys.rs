@@ -279,19 +279,29 @@ impl Transit {
                     key: record.id,
                     version,
                 };
-                let dek = generate_dek();
                 let aad = binding.encode();
-                let wrapped = instance
-                    .encrypt(
-                        tenant.id,
-                        BackendEncrypt {
-                            reference: &reference,
-                            plaintext: dek.as_ref(),
-                            aad: &aad,
-                            iv: random_nonce(),
-                        },
-                    )
-                    .await?;
+                // A backend that makes data keys (KMS GenerateDataKey) makes this one;
+                // otherwise the broker makes it and the backend wraps it.
+                let (dek, wrapped): (Zeroizing<Vec<u8>>, Vec<u8>) =
+                    if instance.supports_generate_data_key() {
+                        instance
+                            .generate_data_key(tenant.id, &reference, &aad)
+                            .await?
+                    } else {
+                        let dek = generate_dek();
+                        let wrapped = instance
+                            .encrypt(
+                                tenant.id,
+                                BackendEncrypt {
+                                    reference: &reference,
+                                    plaintext: dek.as_ref(),
+                                    aad: &aad,
+                                    iv: random_nonce(),
+                                },
+                            )
+                            .await?;
+                        (Zeroizing::new(dek.to_vec()), wrapped)
+                    };
                 // Prove the wrap round-trips before it is stored: a DEK that cannot be
                 // unwrapped would make every ciphertext under it unrecoverable.
                 let unwrapped: Zeroizing<Vec<u8>> = instance
@@ -304,7 +314,7 @@ impl Transit {
                         },
                     )
                     .await?;
-                if unwrapped.as_slice() != dek.as_ref() {
+                if unwrapped.as_slice() != dek.as_slice() {
                     return Err(Error::internal("backend did not round-trip the data key"));
                 }
                 Ok(KeyVersionRecord {

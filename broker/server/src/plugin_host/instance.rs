@@ -19,12 +19,16 @@ use keybroker_core::{
 };
 use keybroker_plugin_abi::{
     capability, BackendBox, BackendInfo, BindKeyRequest, CreateKeyRequest, DecryptRequest,
-    EncryptRequest, ErrorKind, HostServices, LogLevel, PluginError, SignRequest, VerifyRequest,
+    EncryptRequest, ErrorKind, GenerateDataKeyRequest, HostServices, LogLevel, PluginError,
+    SignRequest, VerifyRequest,
 };
 use tokio::sync::Semaphore;
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::metrics::BackendMetrics;
+
+/// Length of the broker's data keys (AES-256).
+const DATA_KEY_LEN: u32 = 32;
 
 /// Availability as reported by the plugin or seen by health checks.
 #[derive(Debug, Default)]
@@ -445,6 +449,10 @@ impl BackendInstance for Instance {
         self.has_capability(capability::BIND_EXISTING)
     }
 
+    fn supports_generate_data_key(&self) -> bool {
+        self.has_capability(capability::GENERATE_DATA_KEY)
+    }
+
     fn may_bind(&self, tenant_name: &str, backend_key: &str) -> bool {
         self.settings.bind.get(tenant_name).is_some_and(|patterns| {
             patterns
@@ -495,6 +503,32 @@ impl BackendInstance for Instance {
             .call("public_key", move |b| b.public_key(tenant, reference))
             .await?;
         Ok(pem.into_string())
+    }
+
+    async fn generate_data_key(
+        &self,
+        tenant: TenantId,
+        reference: &str,
+        aad: &[u8],
+    ) -> Result<(Zeroizing<Vec<u8>>, Vec<u8>), Error> {
+        let request = GenerateDataKeyRequest {
+            tenant_id: RString::from(tenant.to_string()),
+            key_reference: RString::from(reference),
+            aad: RVec::from(aad),
+            length: DATA_KEY_LEN,
+        };
+        let key = self
+            .call("generate_data_key", move |b| b.generate_data_key(request))
+            .await?;
+        let plaintext = take_secret(key.plaintext);
+        if plaintext.len() != DATA_KEY_LEN as usize {
+            return Err(Error::internal(format!(
+                "backend instance \"{}\" made a data key of {} bytes, not {DATA_KEY_LEN}",
+                self.settings.name,
+                plaintext.len()
+            )));
+        }
+        Ok((plaintext, key.wrapped.into_vec()))
     }
 
     async fn create_key(

@@ -17,7 +17,7 @@ use abi_stable::{
     library::lib_header_from_path,
     std_types::{RResult, RStr},
 };
-use keybroker_plugin_abi::{v1, BackendBox, HostBox, PluginError, PluginModRef};
+use keybroker_plugin_abi::{v1, v2, BackendBox, HostBox, PluginError, PluginModRef};
 use sha2::{Digest, Sha256};
 
 /// Refuses a file or directory that others than its owner can write.
@@ -60,12 +60,14 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-/// A loaded plugin's root module: the current ABI, or the first one (a plugin built before
+/// A loaded plugin's root module: the current ABI, or an earlier one (a plugin built before
 /// the operations added since, whose backends are wrapped to answer "not supported").
 #[derive(Clone, Copy)]
 pub enum PluginModule {
     /// Built against the current ABI.
     Current(PluginModRef),
+    /// Built against the second ABI (signing, binding; no data key generation).
+    V2(v2::PluginModRef),
     /// Built against the first ABI.
     V1(v1::PluginModRef),
 }
@@ -75,6 +77,7 @@ impl PluginModule {
     pub fn new_backend(self, config: RStr<'_>, host: HostBox) -> RResult<BackendBox, PluginError> {
         match self {
             Self::Current(module) => module.new_backend()(config, host),
+            Self::V2(module) => module.new_backend()(config, host).map(v2::upgrade),
             Self::V1(module) => module.new_backend()(config, host).map(v1::upgrade),
         }
     }
@@ -118,19 +121,22 @@ impl ModuleCache {
                 first_lines(&e.to_string())
             )
         })?;
-        // The current ABI first: a current plugin would also pass the first ABI's check.
+        // Newest first: a plugin also passes the checks of every ABI older than its own.
         let module = match header.init_root_module::<PluginModRef>() {
             Ok(module) => PluginModule::Current(module),
-            Err(current) => match header.init_root_module::<v1::PluginModRef>() {
-                Ok(module) => PluginModule::V1(module),
-                Err(_) => {
+            Err(current) => {
+                if let Ok(module) = header.init_root_module::<v2::PluginModRef>() {
+                    PluginModule::V2(module)
+                } else if let Ok(module) = header.init_root_module::<v1::PluginModRef>() {
+                    PluginModule::V1(module)
+                } else {
                     return Err(format!(
                         "ABI check failed for {}: {}",
                         library.display(),
                         abi_error(&current.to_string())
-                    ))
+                    ));
                 }
-            },
+            }
         };
         modules.insert(actual, module);
         Ok(module)

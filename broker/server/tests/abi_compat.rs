@@ -1,26 +1,28 @@
-//! A plugin built against the *first* plugin ABI keeps working in this host. abi_stable's
+//! Plugins built against earlier plugin ABIs keep working in this host. abi_stable's
 //! layout check refuses a library whose vtable is shorter than the host's, so the host
-//! tries the current ABI first and then the frozen first one (`keybroker_plugin_abi::v1`),
-//! wrapping such a backend so that the operations added since answer "not supported".
+//! tries the current ABI first and then the frozen earlier ones (`keybroker_plugin_abi::v2`,
+//! `v1`), wrapping such a backend so that the operations added since answer "not supported".
 //!
-//! The fixture is `plugins/testing-abi-v1`, its own cargo workspace holding a frozen copy of
-//! the first ABI crate and a small AES-256-GCM plugin built against it. This test builds it
-//! with cargo (once per process), then loads the `.so` through the real plugin host: a
-//! drop-in with the pinned SHA-256, the host's permission checks, the verified copy under
-//! `<copies>/<sha256>.so`, `lib_header_from_path(..)` and abi_stable's layout checks (the
-//! current ABI refuses it, the first ABI accepts it).
+//! The fixtures are `plugins/testing-abi-v1` and `plugins/testing-abi-v2`, cargo workspaces
+//! of their own, each holding a frozen copy of that ABI crate and the same small AES-256-GCM
+//! plugin built against it. This test builds them with cargo (once per process), then loads
+//! each `.so` through the real plugin host: a drop-in with the pinned SHA-256, the host's
+//! permission checks, the verified copy under `<copies>/<sha256>.so`,
+//! `lib_header_from_path(..)` and abi_stable's layout checks (the current ABI refuses the
+//! plugin, its own ABI accepts it).
 //!
-//! The operations added after the first ABI (`bind_key`, `sign`, `verify`, `public_key`)
-//! have no vtable entry in the old plugin: the broker must answer them with the ABI's
-//! `INVALID_REQUEST` "this backend plugin does not support …" instead of crashing, and keep
-//! serving the rest.
+//! The operations an old plugin has no vtable entry for (after the first ABI: `bind_key`,
+//! `sign`, `verify`, `public_key`; after the second: `generate_data_key`) must be answered
+//! with the ABI's `INVALID_REQUEST` "this backend plugin does not support …" instead of
+//! crashing, and the instance keeps serving the rest.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::{
+    collections::BTreeMap,
     os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
     process::Command,
-    sync::{Arc, OnceLock},
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
@@ -39,9 +41,10 @@ use keybroker_server::{
 use keybroker_store::SqliteStore;
 use zeroize::Zeroizing;
 
-/// Instance name of the old plugin in the drop-in.
-const INSTANCE: &str = "abi-v1";
-const LIBRARY: &str = "libkeybroker_plugin_abi_v1_example.so";
+/// The earlier ABIs with a fixture: `plugins/testing-abi-<abi>` builds the same example
+/// plugin against a frozen copy of that ABI.
+const V1: &str = "v1";
+const V2: &str = "v2";
 
 fn repo_root() -> PathBuf {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -51,14 +54,17 @@ fn repo_root() -> PathBuf {
         .unwrap_or_else(|e| panic!("cannot resolve the repository root from {manifest:?}: {e}"))
 }
 
-/// Builds `plugins/testing-abi-v1` into `<repo>/target/abi-v1` once per process and returns
-/// the plugin library. A failed build fails the test: it is never skipped.
-fn old_plugin_library() -> &'static Path {
-    static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    BUILT.get_or_init(|| {
+/// Builds `plugins/testing-abi-<abi>` into `<repo>/target/abi-<abi>` once per process and
+/// returns the plugin library. A failed build fails the test: it is never skipped.
+fn old_plugin_library(abi: &'static str) -> PathBuf {
+    static BUILT: Mutex<BTreeMap<&'static str, PathBuf>> = Mutex::new(BTreeMap::new());
+    let mut built = BUILT
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let library = built.entry(abi).or_insert_with(|| {
         let root = repo_root();
-        let manifest = root.join("plugins/testing-abi-v1/Cargo.toml");
-        let target_dir = root.join("target/abi-v1");
+        let manifest = root.join(format!("plugins/testing-abi-{abi}/Cargo.toml"));
+        let target_dir = root.join(format!("target/abi-{abi}"));
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let output = Command::new(&cargo)
             .arg("build")
@@ -69,28 +75,32 @@ fn old_plugin_library() -> &'static Path {
             .arg(&target_dir)
             .env_remove("CARGO_TARGET_DIR")
             .output()
-            .unwrap_or_else(|e| panic!("cannot run {cargo:?} to build the ABI v1 fixture: {e}"));
+            .unwrap_or_else(|e| panic!("cannot run {cargo:?} to build the ABI {abi} fixture: {e}"));
         assert!(
             output.status.success(),
-            "building the ABI v1 fixture plugin failed ({cargo:?} build --locked --manifest-path {} \
+            "building the ABI {abi} fixture plugin failed ({cargo:?} build --locked --manifest-path {} \
              --target-dir {}): {}\n{}",
             manifest.display(),
             target_dir.display(),
             output.status,
             String::from_utf8_lossy(&output.stderr)
         );
-        let library = target_dir.join("debug").join(LIBRARY);
+        let library = target_dir
+            .join("debug")
+            .join(format!("libkeybroker_plugin_abi_{abi}_example.so"));
         assert!(
             library.is_file(),
-            "the ABI v1 fixture built, but {} is missing",
+            "the ABI {abi} fixture built, but {} is missing",
             library.display()
         );
         library
-    })
+    });
+    library.clone()
 }
 
 /// A host with one drop-in for the old plugin, loaded through `PluginHost::reload`.
 struct Fixture {
+    instance: String,
     host: PluginHost,
     copies: PathBuf,
     sha256: String,
@@ -102,8 +112,9 @@ fn private_dir(path: &Path) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)).unwrap();
 }
 
-async fn load_old_plugin() -> Fixture {
-    let built = old_plugin_library();
+async fn load_old_plugin(abi: &'static str) -> Fixture {
+    let built = old_plugin_library(abi);
+    let instance = format!("abi-{abi}");
     let dir = tempfile::tempdir().unwrap();
     private_dir(dir.path());
     let plugins = dir.path().join("plugins.d");
@@ -111,17 +122,17 @@ async fn load_old_plugin() -> Fixture {
     private_dir(&plugins);
 
     // The library as an operator installs it: not writable by others, pinned by hash.
-    let library = plugins.join("abi-v1.so");
-    std::fs::copy(built, &library).unwrap();
+    let library = plugins.join(format!("{instance}.so"));
+    std::fs::copy(&built, &library).unwrap();
     std::fs::set_permissions(&library, std::fs::Permissions::from_mode(0o644)).unwrap();
     let sha256 = sha256_hex(&std::fs::read(&library).unwrap());
     let key_b64 = STANDARD.encode(rand::random::<[u8; 32]>());
     let dropin = format!(
-        "name = \"{INSTANCE}\"\nlibrary = \"{}\"\nsha256 = \"{sha256}\"\ntenants = [\"*\"]\n\
+        "name = \"{instance}\"\nlibrary = \"{}\"\nsha256 = \"{sha256}\"\ntenants = [\"*\"]\n\
          timeout = \"10s\"\nconcurrency = 4\n[config]\nkey_b64 = \"{key_b64}\"\n",
         library.display()
     );
-    std::fs::write(plugins.join(format!("{INSTANCE}.toml")), dropin).unwrap();
+    std::fs::write(plugins.join(format!("{instance}.toml")), dropin).unwrap();
 
     let store: Arc<dyn Store> = Arc::new(
         SqliteStore::open(&dir.path().join("store.db"))
@@ -143,6 +154,7 @@ async fn load_old_plugin() -> Fixture {
     );
     host.reload().await;
     Fixture {
+        instance,
         host,
         copies,
         sha256,
@@ -155,12 +167,12 @@ impl Fixture {
         let reports = self.host.reports();
         let report = reports
             .iter()
-            .find(|r| r.name == INSTANCE)
-            .unwrap_or_else(|| panic!("no report for {INSTANCE}: {reports:?}"));
+            .find(|r| r.name == self.instance)
+            .unwrap_or_else(|| panic!("no report for {}: {reports:?}", self.instance));
         assert_eq!(report.error, None, "drop-in refused: {report:?}");
         let instance = report.instance.clone().expect("instance");
         if let Some(reason) = instance.unavailable_reason() {
-            panic!("the host must load a plugin built against the first plugin ABI: {reason}");
+            panic!("the host must load a plugin built against an earlier ABI: {reason}");
         }
         instance
     }
@@ -211,7 +223,17 @@ fn assert_invalid_request(result: Result<impl std::fmt::Debug, Error>, what: &st
 
 #[tokio::test]
 async fn a_plugin_built_against_the_first_abi_loads_and_serves() {
-    let fixture = load_old_plugin().await;
+    serves(V1).await;
+}
+
+#[tokio::test]
+async fn a_plugin_built_against_the_second_abi_loads_and_serves() {
+    serves(V2).await;
+}
+
+/// The old plugin works through every operation it has.
+async fn serves(abi: &'static str) {
+    let fixture = load_old_plugin(abi).await;
     let instance = fixture.instance();
     fixture.verified_copy();
 
@@ -313,7 +335,20 @@ fn assert_host_not_supported(result: Result<impl std::fmt::Debug, Error>, what: 
 
 #[tokio::test]
 async fn operations_added_after_the_first_abi_answer_not_supported() {
-    let fixture = load_old_plugin().await;
+    answers_not_supported(V1).await;
+}
+
+#[tokio::test]
+async fn operations_added_after_the_second_abi_answer_not_supported() {
+    // The example plugin implements none of the second ABI's additions either: through
+    // that ABI's vtable they reach its own "not supported" defaults.
+    answers_not_supported(V2).await;
+}
+
+/// Operations the plugin predates (or does not implement) answer "not supported" and the
+/// instance keeps serving.
+async fn answers_not_supported(abi: &'static str) {
+    let fixture = load_old_plugin(abi).await;
     let instance = fixture.instance();
     fixture.verified_copy();
     assert!(!instance.supports_sign());
@@ -350,6 +385,13 @@ async fn operations_added_after_the_first_abi_answer_not_supported() {
         "verification",
     );
     assert_host_not_supported(instance.public_key(acme, &reference).await, "public keys");
+    assert!(!instance.supports_generate_data_key());
+    assert_host_not_supported(
+        instance
+            .generate_data_key(acme, &reference, b"binding")
+            .await,
+        "generating data keys",
+    );
     // The instance keeps serving after those answers.
     let ciphertext = instance
         .encrypt(acme, encrypt_request(&reference, b"after", b""))
