@@ -1,0 +1,809 @@
+//! The plugin against moto behind the fault proxy (`tests/moto`), through the ABI trait
+//! object the broker uses.
+
+use std::time::{Duration, Instant};
+
+use aws_sdk_kms::types::{KeySpec, KeyState, KeyUsageType};
+use keybroker_moto_harness::{FaultProxy, MotoServer};
+use keybroker_plugin_abi::{
+    abi_stable::std_types::{RString, RVec},
+    capability, BackendBox, BindKeyRequest, CreateKeyRequest, DecryptRequest, EncryptRequest,
+    ErrorKind, GenerateDataKeyRequest, PluginError, SignRequest, VerifyRequest,
+};
+use keybroker_plugin_conformance::RecordingHost;
+use serde_json::json;
+use sha2::Digest as _;
+
+use crate::backend::new_backend;
+
+const TENANT: &str = "3f6c1b0e-8a2d-4c59-9e71-5b0d2a4c8e13";
+const OTHER_TENANT: &str = "c81e9d47-2b6a-4f03-a5d8-7e9c0b1f2a64";
+const ACCESS_KEY_ENV: &str = "KEYBROKER_TEST_AWS_ACCESS_KEY_ID";
+const SECRET_KEY_ENV: &str = "KEYBROKER_TEST_AWS_SECRET_ACCESS_KEY";
+
+/// moto and the fault proxy in front of it, for one test.
+struct Kms {
+    moto: MotoServer,
+    proxy: FaultProxy,
+}
+
+fn kms() -> Kms {
+    let moto = MotoServer::start();
+    let proxy = FaultProxy::in_front_of(&moto);
+    Kms { moto, proxy }
+}
+
+fn config(endpoint: &str, operation_timeout_ms: u64) -> serde_json::Value {
+    // moto accepts any credentials; these come from the environment as in production.
+    std::env::set_var(ACCESS_KEY_ENV, "AKIAKEYBROKERTEST");
+    std::env::set_var(SECRET_KEY_ENV, "keybroker-test-secret");
+    json!({
+        "region": "us-east-1",
+        "endpoint": endpoint,
+        "credentials": {
+            "access_key_id_env": ACCESS_KEY_ENV,
+            "secret_access_key_env": SECRET_KEY_ENV,
+        },
+        "operation_timeout_ms": operation_timeout_ms,
+    })
+}
+
+fn backend_with(config: &serde_json::Value) -> BackendBox {
+    let backend = new_backend(&config.to_string(), RecordingHost::boxed())
+        .unwrap_or_else(|error| panic!("new_backend: {error}"));
+    keybroker_plugin_abi::into_ffi(backend)
+}
+
+fn backend(kms: &Kms) -> BackendBox {
+    backend_with(&config(&kms.proxy.endpoint(), 1500))
+}
+
+/// An SDK client straight to moto, to arrange and inspect what the plugin should see.
+fn sdk(kms: &Kms) -> (tokio::runtime::Runtime, aws_sdk_kms::Client) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let config =
+        crate::config::Config::parse(&config(&kms.moto.endpoint(), 5000).to_string()).unwrap();
+    let credentials = config.credential_source().unwrap();
+    let client = runtime.block_on(crate::backend::client(&config, credentials));
+    (runtime, client)
+}
+
+fn rstring(text: &str) -> RString {
+    RString::from(text)
+}
+
+fn create(backend: &BackendBox, tenant: &str, key_type: &str) -> String {
+    backend
+        .create_key(CreateKeyRequest {
+            tenant_id: rstring(tenant),
+            key_id: rstring(&format!("key-{key_type}")),
+            key_type: rstring(key_type),
+        })
+        .into_result()
+        .unwrap_or_else(|error| panic!("create_key {key_type}: {error}"))
+        .reference
+        .into_string()
+}
+
+/// The KMS key id of a `c/` reference.
+fn kms_key_id(reference: &str) -> String {
+    reference.rsplit('/').next().unwrap().to_owned()
+}
+
+fn encrypt_request(tenant: &str, reference: &str, plaintext: &[u8], aad: &[u8]) -> EncryptRequest {
+    EncryptRequest {
+        tenant_id: rstring(tenant),
+        key_reference: rstring(reference),
+        plaintext: RVec::from(plaintext),
+        aad: RVec::from(aad),
+        iv: RVec::from(vec![0u8; 12]),
+    }
+}
+
+fn encrypt(
+    backend: &BackendBox,
+    tenant: &str,
+    reference: &str,
+    plaintext: &[u8],
+    aad: &[u8],
+) -> Result<Vec<u8>, PluginError> {
+    backend
+        .encrypt(encrypt_request(tenant, reference, plaintext, aad))
+        .into_result()
+        .map(RVec::into_vec)
+}
+
+fn decrypt(
+    backend: &BackendBox,
+    tenant: &str,
+    reference: &str,
+    ciphertext: &[u8],
+    aad: &[u8],
+) -> Result<Vec<u8>, PluginError> {
+    backend
+        .decrypt(DecryptRequest {
+            tenant_id: rstring(tenant),
+            key_reference: rstring(reference),
+            ciphertext: RVec::from(ciphertext),
+            aad: RVec::from(aad),
+        })
+        .into_result()
+        .map(RVec::into_vec)
+}
+
+fn bind(backend: &BackendBox, backend_key: &str, key_type: &str) -> Result<String, PluginError> {
+    backend
+        .bind_key(BindKeyRequest {
+            tenant_id: rstring(TENANT),
+            key_id: rstring("bound"),
+            key_type: rstring(key_type),
+            backend_key: rstring(backend_key),
+        })
+        .into_result()
+        .map(|handle| handle.reference.into_string())
+}
+
+#[track_caller]
+fn assert_error<T: std::fmt::Debug>(
+    result: Result<T, PluginError>,
+    kind: ErrorKind,
+    contains: &str,
+) -> PluginError {
+    let error = result.expect_err("expected an error");
+    assert_eq!(error.kind, kind, "{error}");
+    assert!(
+        error.message.contains(contains),
+        "{error:?} should contain {contains:?}"
+    );
+    error
+}
+
+#[test]
+fn encrypts_decrypts_and_makes_data_keys() {
+    let kms = kms();
+    let backend = backend(&kms);
+    let info = backend.info().into_result().unwrap();
+    assert_eq!(info.name.as_str(), "aws-kms");
+    assert_eq!(info.max_payload, 4096);
+    let all = capability::ENVELOPE
+        | capability::DIRECT
+        | capability::BIND_EXISTING
+        | capability::SIGN
+        | capability::GENERATE_DATA_KEY;
+    assert_eq!(info.capabilities, all);
+    backend.health().into_result().unwrap();
+
+    let key = create(&backend, TENANT, "aes256-gcm96");
+    assert!(key.starts_with(&format!("c/{TENANT}/")), "{key}");
+    let ciphertext = encrypt(&backend, TENANT, &key, b"a secret", b"binding").unwrap();
+    assert_eq!(
+        decrypt(&backend, TENANT, &key, &ciphertext, b"binding").unwrap(),
+        b"a secret"
+    );
+    assert_error(
+        decrypt(&backend, TENANT, &key, &ciphertext, b"other"),
+        ErrorKind::INVALID_CIPHERTEXT,
+        "",
+    );
+    let empty = encrypt(&backend, TENANT, &key, b"", b"binding").unwrap();
+    assert_eq!(
+        decrypt(&backend, TENANT, &key, &empty, b"binding").unwrap(),
+        b""
+    );
+
+    // Envelope mode: KMS makes the data key; decrypt with the same AAD unwraps it.
+    let data_key = backend
+        .generate_data_key(GenerateDataKeyRequest {
+            tenant_id: rstring(TENANT),
+            key_reference: rstring(&key),
+            aad: RVec::from(&b"dek binding"[..]),
+            length: 32,
+        })
+        .into_result()
+        .unwrap();
+    assert_eq!(data_key.plaintext.len(), 32);
+    let unwrapped = decrypt(&backend, TENANT, &key, &data_key.wrapped, b"dek binding").unwrap();
+    assert_eq!(unwrapped, data_key.plaintext.as_slice());
+    assert_error(
+        decrypt(&backend, TENANT, &key, &data_key.wrapped, b""),
+        ErrorKind::INVALID_CIPHERTEXT,
+        "",
+    );
+
+    // Another tenant: not found, without naming the owner, and without asking KMS.
+    kms.proxy.reset_counts();
+    let error = assert_error(
+        encrypt(&backend, OTHER_TENANT, &key, b"x", b""),
+        ErrorKind::KEY_NOT_FOUND,
+        "not found",
+    );
+    assert!(!error.message.contains(TENANT));
+    assert_error(
+        decrypt(&backend, OTHER_TENANT, &key, &ciphertext, b"binding"),
+        ErrorKind::KEY_NOT_FOUND,
+        "",
+    );
+    // Too large: refused before any call, naming both sizes.
+    assert_error(
+        encrypt(&backend, TENANT, &key, &[7; 4097], b""),
+        ErrorKind::PAYLOAD_TOO_LARGE,
+        "4097",
+    );
+    assert_error(
+        encrypt(&backend, TENANT, &key, &[7; 4097], b""),
+        ErrorKind::PAYLOAD_TOO_LARGE,
+        "4096",
+    );
+    assert_eq!(kms.proxy.counts().forwarded.values().sum::<u64>(), 0);
+    let largest = vec![5u8; 4096];
+    let sealed = encrypt(&backend, TENANT, &key, &largest, b"").unwrap();
+    assert_eq!(
+        decrypt(&backend, TENANT, &key, &sealed, b"").unwrap(),
+        largest
+    );
+
+    // A fresh instance checks the key's tags once, then costs one call per operation.
+    let fresh = self::backend(&kms);
+    kms.proxy.reset_counts();
+    decrypt(&fresh, TENANT, &key, &ciphertext, b"binding").unwrap();
+    decrypt(&fresh, TENANT, &key, &ciphertext, b"binding").unwrap();
+    let counts = kms.proxy.counts();
+    assert_eq!(counts.forwarded("ListResourceTags"), 1, "{counts:?}");
+    assert_eq!(counts.forwarded("Decrypt"), 2, "{counts:?}");
+    // A reference naming the other tenant with this tenant's key fails the tag check.
+    let forged = format!("c/{OTHER_TENANT}/{}", kms_key_id(&key));
+    let error = assert_error(
+        decrypt(&fresh, OTHER_TENANT, &forged, &ciphertext, b"binding"),
+        ErrorKind::KEY_NOT_FOUND,
+        "",
+    );
+    assert!(!error.message.contains(TENANT));
+
+    // Tags say who owns the key.
+    let (runtime, client) = sdk(&kms);
+    let tags = runtime
+        .block_on(client.list_resource_tags().key_id(kms_key_id(&key)).send())
+        .unwrap();
+    let tag = |name: &str| {
+        tags.tags()
+            .iter()
+            .find(|tag| tag.tag_key() == name)
+            .map(|tag| tag.tag_value().to_owned())
+    };
+    assert_eq!(tag("keybroker:tenant").as_deref(), Some(TENANT));
+    assert_eq!(tag("keybroker:key").as_deref(), Some("key-aes256-gcm96"));
+}
+
+/// RSASSA-PSS with the salt length AWS KMS uses (the digest's length) or the one moto uses
+/// (the largest possible): moto deviates from AWS there.
+fn pss_verifies<D: sha2::Digest + sha2::digest::DynDigest + Clone + Send + Sync + 'static>(
+    public: &rsa::RsaPublicKey,
+    digest: &[u8],
+    signature: &[u8],
+) -> Result<(), rsa::Error> {
+    use rsa::traits::PublicKeyParts as _;
+    let hash_len = <D as sha2::Digest>::output_size();
+    let largest_salt = public.size() - hash_len - 2;
+    public
+        .verify(rsa::Pss::new::<D>(), digest, signature)
+        .or_else(|_| {
+            public.verify(
+                rsa::Pss::new_with_salt::<D>(largest_salt),
+                digest,
+                signature,
+            )
+        })
+}
+
+#[test]
+fn signs_and_verifies_with_every_asymmetric_type() {
+    use rsa::{pkcs8::DecodePublicKey as _, Pkcs1v15Sign};
+    let kms = kms();
+    let backend = backend(&kms);
+    for key_type in keybroker_plugin_abi::key_type::ASYMMETRIC {
+        let key = create(&backend, TENANT, key_type);
+        let pem = backend
+            .public_key(rstring(TENANT), rstring(&key))
+            .into_result()
+            .unwrap()
+            .into_string();
+        assert!(pem.starts_with("-----BEGIN PUBLIC KEY-----"), "{pem}");
+        let rsa = key_type.starts_with("rsa");
+        let schemes: &[&str] = if rsa { &["pss", "pkcs1v15"] } else { &[""] };
+        let message = b"keybroker: message to sign";
+        for (hash, digest) in [
+            ("sha2-256", sha2::Sha256::digest(message).to_vec()),
+            ("sha2-384", sha2::Sha384::digest(message).to_vec()),
+            ("sha2-512", sha2::Sha512::digest(message).to_vec()),
+        ] {
+            let curve_hash = match key_type {
+                "ecdsa-p256" => Some("sha2-256"),
+                "ecdsa-p384" => Some("sha2-384"),
+                _ => None,
+            };
+            if curve_hash.is_some_and(|curve_hash| curve_hash != hash) {
+                // KMS signs with a curve's own hash only.
+                let request = SignRequest {
+                    tenant_id: rstring(TENANT),
+                    key_reference: rstring(&key),
+                    digest: RVec::from(digest.clone()),
+                    hash_algorithm: rstring(hash),
+                    signature_algorithm: rstring(""),
+                };
+                assert_error(
+                    backend.sign(request).into_result(),
+                    ErrorKind::INVALID_REQUEST,
+                    "only over",
+                );
+                continue;
+            }
+            for scheme in schemes {
+                let what = format!("{key_type} {hash} {scheme:?}");
+                let request = SignRequest {
+                    tenant_id: rstring(TENANT),
+                    key_reference: rstring(&key),
+                    digest: RVec::from(digest.clone()),
+                    hash_algorithm: rstring(hash),
+                    signature_algorithm: rstring(scheme),
+                };
+                let signature = backend
+                    .sign(request)
+                    .into_result()
+                    .unwrap_or_else(|e| panic!("{what}: {e}"))
+                    .into_vec();
+                let verify = |digest: &[u8], signature: &[u8]| {
+                    backend
+                        .verify(VerifyRequest {
+                            tenant_id: rstring(TENANT),
+                            key_reference: rstring(&key),
+                            digest: RVec::from(digest),
+                            hash_algorithm: rstring(hash),
+                            signature_algorithm: rstring(scheme),
+                            signature: RVec::from(signature),
+                        })
+                        .into_result()
+                        .unwrap_or_else(|e| panic!("{what}: verify: {e}"))
+                };
+                assert!(verify(&digest, &signature), "{what}");
+                let mut other = digest.clone();
+                other[0] ^= 1;
+                assert!(!verify(&other, &signature), "{what}: another digest");
+                let mut corrupted = signature.clone();
+                let middle = corrupted.len() / 2;
+                corrupted[middle] ^= 4;
+                assert!(!verify(&digest, &corrupted), "{what}: corrupted");
+                assert!(!verify(&digest, &signature[1..]), "{what}: truncated");
+                assert!(!verify(&digest, &[]), "{what}: empty");
+
+                // Checked independently against the PEM public key. moto does not implement
+                // MessageType DIGEST (it hashes the digest again, see its KMS `sign` docs), so
+                // a signature over the digest (AWS) or over its hash (moto) is accepted.
+                let independently = |digest: &[u8]| match key_type {
+                    "ecdsa-p256" => {
+                        use p256::ecdsa::signature::hazmat::PrehashVerifier as _;
+                        let public = p256::ecdsa::VerifyingKey::from_public_key_pem(&pem).unwrap();
+                        let signature = p256::ecdsa::Signature::from_slice(&signature).unwrap();
+                        public.verify_prehash(digest, &signature).is_ok()
+                    }
+                    "ecdsa-p384" => {
+                        use p384::ecdsa::signature::hazmat::PrehashVerifier as _;
+                        let public = p384::ecdsa::VerifyingKey::from_public_key_pem(&pem).unwrap();
+                        let signature = p384::ecdsa::Signature::from_slice(&signature).unwrap();
+                        public.verify_prehash(digest, &signature).is_ok()
+                    }
+                    _ => {
+                        let public = rsa::RsaPublicKey::from_public_key_pem(&pem).unwrap();
+                        let result = match (hash, *scheme) {
+                            ("sha2-256", "pss") => {
+                                pss_verifies::<sha2::Sha256>(&public, digest, &signature)
+                            }
+                            ("sha2-384", "pss") => {
+                                pss_verifies::<sha2::Sha384>(&public, digest, &signature)
+                            }
+                            ("sha2-512", "pss") => {
+                                pss_verifies::<sha2::Sha512>(&public, digest, &signature)
+                            }
+                            ("sha2-256", _) => public.verify(
+                                Pkcs1v15Sign::new::<sha2::Sha256>(),
+                                digest,
+                                &signature,
+                            ),
+                            ("sha2-384", _) => public.verify(
+                                Pkcs1v15Sign::new::<sha2::Sha384>(),
+                                digest,
+                                &signature,
+                            ),
+                            _ => public.verify(
+                                Pkcs1v15Sign::new::<sha2::Sha512>(),
+                                digest,
+                                &signature,
+                            ),
+                        };
+                        result.is_ok()
+                    }
+                };
+                let rehashed = match hash {
+                    "sha2-256" => sha2::Sha256::digest(&digest).to_vec(),
+                    "sha2-384" => sha2::Sha384::digest(&digest).to_vec(),
+                    _ => sha2::Sha512::digest(&digest).to_vec(),
+                };
+                let valid = independently(&digest) || independently(&rehashed);
+                assert!(valid, "{what}: independent verification");
+            }
+        }
+        // KMS has no SHA-224.
+        let request = SignRequest {
+            tenant_id: rstring(TENANT),
+            key_reference: rstring(&key),
+            digest: RVec::from(sha2::Sha224::digest(message).to_vec()),
+            hash_algorithm: rstring("sha2-224"),
+            signature_algorithm: rstring(schemes[0]),
+        };
+        assert_error(
+            backend.sign(request).into_result(),
+            ErrorKind::INVALID_REQUEST,
+            "SHA-224",
+        );
+        assert_error(
+            backend
+                .public_key(rstring(OTHER_TENANT), rstring(&key))
+                .into_result(),
+            ErrorKind::KEY_NOT_FOUND,
+            "",
+        );
+        assert_error(
+            encrypt(&backend, TENANT, &key, b"x", b""),
+            ErrorKind::INVALID_REQUEST,
+            "aes256-gcm96",
+        );
+    }
+}
+
+#[test]
+fn binds_existing_keys_and_never_deletes_them() {
+    let kms = kms();
+    let backend = backend(&kms);
+    let (runtime, client) = sdk(&kms);
+    let make = |spec: KeySpec, usage: KeyUsageType| {
+        let created = runtime
+            .block_on(client.create_key().key_spec(spec).key_usage(usage).send())
+            .unwrap();
+        let metadata = created.key_metadata().unwrap();
+        (
+            metadata.key_id().to_owned(),
+            metadata.arn().unwrap().to_owned(),
+        )
+    };
+    let (aes_id, aes_arn) = make(KeySpec::SymmetricDefault, KeyUsageType::EncryptDecrypt);
+    runtime
+        .block_on(
+            client
+                .create_alias()
+                .alias_name("alias/keybroker-test")
+                .target_key_id(&aes_id)
+                .send(),
+        )
+        .unwrap();
+    for name in [aes_id.as_str(), aes_arn.as_str(), "alias/keybroker-test"] {
+        let reference =
+            bind(&backend, name, "aes256-gcm96").unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(reference, format!("b/{TENANT}/{aes_arn}"));
+        let ciphertext = encrypt(&backend, TENANT, &reference, b"bound", b"aad").unwrap();
+        assert_eq!(
+            decrypt(&backend, TENANT, &reference, &ciphertext, b"aad").unwrap(),
+            b"bound"
+        );
+        assert_error(
+            decrypt(&backend, OTHER_TENANT, &reference, &ciphertext, b"aad"),
+            ErrorKind::KEY_NOT_FOUND,
+            "",
+        );
+        // Deleting a bound key leaves it alone.
+        kms.proxy.reset_counts();
+        backend
+            .delete_key(rstring(TENANT), rstring(&reference))
+            .into_result()
+            .unwrap();
+        assert_eq!(kms.proxy.counts().forwarded("ScheduleKeyDeletion"), 0);
+    }
+    let (ec_id, _) = make(KeySpec::EccNistP256, KeyUsageType::SignVerify);
+    bind(&backend, &ec_id, "ecdsa-p256").unwrap();
+    assert_error(
+        bind(&backend, &ec_id, "ecdsa-p384"),
+        ErrorKind::INVALID_REQUEST,
+        "ECC_NIST_P256",
+    );
+    assert_error(
+        bind(&backend, &aes_id, "rsa-2048"),
+        ErrorKind::INVALID_REQUEST,
+        "SYMMETRIC_DEFAULT",
+    );
+    assert_error(
+        bind(&backend, "alias/keybroker-missing", "aes256-gcm96"),
+        ErrorKind::KEY_NOT_FOUND,
+        "",
+    );
+    assert_error(
+        bind(&backend, "", "aes256-gcm96"),
+        ErrorKind::INVALID_REQUEST,
+        "backend_key",
+    );
+
+    // Keys the broker made are never bindable, not even by their own tenant.
+    let made = create(&backend, TENANT, "aes256-gcm96");
+    assert_error(
+        bind(&backend, &kms_key_id(&made), "aes256-gcm96"),
+        ErrorKind::ACCESS_DENIED,
+        "keybroker:tenant",
+    );
+
+    // A disabled or pending-deletion key cannot be bound; the state is named.
+    let (other_id, _) = make(KeySpec::SymmetricDefault, KeyUsageType::EncryptDecrypt);
+    kms.proxy.disable_key(&other_id);
+    assert_error(
+        bind(&backend, &other_id, "aes256-gcm96"),
+        ErrorKind::INVALID_REQUEST,
+        "disabled",
+    );
+    kms.proxy.schedule_key_deletion(&other_id);
+    assert_error(
+        bind(&backend, &other_id, "aes256-gcm96"),
+        ErrorKind::INVALID_REQUEST,
+        "pending deletion",
+    );
+    kms.proxy.deny_access(&other_id);
+    assert_error(
+        bind(&backend, &other_id, "aes256-gcm96"),
+        ErrorKind::ACCESS_DENIED,
+        "not authorized",
+    );
+}
+
+#[test]
+fn key_states_and_access_are_reported_and_deletion_is_scheduled() {
+    let kms = kms();
+    let backend = backend(&kms);
+    let key = create(&backend, TENANT, "aes256-gcm96");
+    let id = kms_key_id(&key);
+    let ciphertext = encrypt(&backend, TENANT, &key, b"data", b"").unwrap();
+    kms.proxy.disable_key(&id);
+    assert_error(
+        encrypt(&backend, TENANT, &key, b"data", b""),
+        ErrorKind::INVALID_REQUEST,
+        "key is disabled",
+    );
+    assert_error(
+        decrypt(&backend, TENANT, &key, &ciphertext, b""),
+        ErrorKind::INVALID_REQUEST,
+        "key is disabled",
+    );
+    kms.proxy.schedule_key_deletion(&id);
+    assert_error(
+        encrypt(&backend, TENANT, &key, b"data", b""),
+        ErrorKind::INVALID_REQUEST,
+        "key is pending deletion",
+    );
+    kms.proxy.deny_access(&id);
+    assert_error(
+        decrypt(&backend, TENANT, &key, &ciphertext, b""),
+        ErrorKind::ACCESS_DENIED,
+        "not authorized",
+    );
+    kms.proxy.clear_key_fault(&id);
+    assert_eq!(
+        decrypt(&backend, TENANT, &key, &ciphertext, b"").unwrap(),
+        b"data"
+    );
+
+    backend
+        .delete_key(rstring(TENANT), rstring(&key))
+        .into_result()
+        .unwrap();
+    assert_eq!(kms.proxy.forwarded("ScheduleKeyDeletion"), 1);
+    let (runtime, client) = sdk(&kms);
+    let described = runtime
+        .block_on(client.describe_key().key_id(&id).send())
+        .unwrap();
+    assert_eq!(
+        described.key_metadata().unwrap().key_state(),
+        Some(&KeyState::PendingDeletion)
+    );
+    assert_error(
+        backend
+            .delete_key(rstring(OTHER_TENANT), rstring(&key))
+            .into_result(),
+        ErrorKind::KEY_NOT_FOUND,
+        "",
+    );
+}
+
+#[test]
+fn throttling_is_retried_by_the_sdk_then_unavailable_within_the_timeout() {
+    let kms = kms();
+    let backend = backend(&kms);
+    let key = create(&backend, TENANT, "aes256-gcm96");
+    kms.proxy.throttle_next(2);
+    let ciphertext = encrypt(&backend, TENANT, &key, b"data", b"").unwrap();
+    assert_eq!(kms.proxy.throttled("Encrypt"), 2);
+    kms.proxy.throttle_for(Duration::from_secs(30));
+    let started = Instant::now();
+    assert_error(
+        decrypt(&backend, TENANT, &key, &ciphertext, b""),
+        ErrorKind::UNAVAILABLE,
+        "ThrottlingException",
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(2500),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_error(backend.health().into_result(), ErrorKind::UNAVAILABLE, "");
+    kms.proxy.stop_throttling();
+    assert_eq!(
+        decrypt(&backend, TENANT, &key, &ciphertext, b"").unwrap(),
+        b"data"
+    );
+}
+
+#[test]
+fn an_unanswering_kms_is_unavailable_within_the_timeout_and_recovers() {
+    let kms = kms();
+    let host = RecordingHost::default();
+    let backend = keybroker_plugin_abi::into_ffi(
+        new_backend(
+            &config(&kms.proxy.endpoint(), 1000).to_string(),
+            host.clone().into_box(),
+        )
+        .unwrap(),
+    );
+    let key = create(&backend, TENANT, "aes256-gcm96");
+    let ciphertext = encrypt(&backend, TENANT, &key, b"data", b"").unwrap();
+    kms.moto.pause();
+    let started = Instant::now();
+    let result = decrypt(&backend, TENANT, &key, &ciphertext, b"");
+    let elapsed = started.elapsed();
+    let health = backend.health().into_result();
+    kms.moto.resume();
+    assert_error(result, ErrorKind::UNAVAILABLE, "");
+    assert!(elapsed < Duration::from_millis(2000), "{elapsed:?}");
+    assert_error(health, ErrorKind::UNAVAILABLE, "");
+    backend.health().into_result().unwrap();
+    assert_eq!(
+        decrypt(&backend, TENANT, &key, &ciphertext, b"").unwrap(),
+        b"data"
+    );
+    // The host heard of the outage once, and of the recovery.
+    let lines = host.lines();
+    let reports: Vec<_> = lines
+        .iter()
+        .filter(|line| line.starts_with("instance available="))
+        .collect();
+    assert_eq!(reports.len(), 2, "{lines:?}");
+    assert!(
+        reports[0].starts_with("instance available=false"),
+        "{lines:?}"
+    );
+    assert!(
+        reports[1].starts_with("instance available=true"),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn missing_credential_variables_are_named_not_their_values() {
+    std::env::set_var("KEYBROKER_TEST_AWS_PRESENT", "AKIA-VALUE-NOT-TO-SHOW");
+    let config = json!({
+        "region": "us-east-1",
+        "credentials": {
+            "access_key_id_env": "KEYBROKER_TEST_AWS_PRESENT",
+            "secret_access_key_env": "KEYBROKER_TEST_AWS_ABSENT",
+        },
+    });
+    let error = new_backend(&config.to_string(), RecordingHost::boxed()).unwrap_err();
+    assert_eq!(error.kind, ErrorKind::INVALID_CONFIG);
+    assert!(
+        error.message.contains("KEYBROKER_TEST_AWS_ABSENT"),
+        "{error}"
+    );
+    assert!(!error.message.contains("AKIA-VALUE-NOT-TO-SHOW"), "{error}");
+    let error = new_backend(
+        r#"{"region":"us-east-1","timeout":3}"#,
+        RecordingHost::boxed(),
+    )
+    .unwrap_err();
+    assert_eq!(error.kind, ErrorKind::INVALID_CONFIG);
+    assert!(error.message.contains("timeout"), "{error}");
+}
+
+#[test]
+fn passes_the_conformance_suite_parts_that_apply() {
+    use keybroker_plugin_conformance::{BindableKey, Options};
+    let kms = kms();
+    let backend = backend(&kms);
+    let (runtime, client) = sdk(&kms);
+    let make = |spec: KeySpec, usage: KeyUsageType| {
+        let created = runtime
+            .block_on(client.create_key().key_spec(spec).key_usage(usage).send())
+            .unwrap();
+        let metadata = created.key_metadata().unwrap();
+        (
+            metadata.key_id().to_owned(),
+            metadata.arn().unwrap().to_owned(),
+        )
+    };
+    let (_, aes_arn) = make(KeySpec::SymmetricDefault, KeyUsageType::EncryptDecrypt);
+    let (ec_id, _) = make(KeySpec::EccNistP256, KeyUsageType::SignVerify);
+    runtime
+        .block_on(
+            client
+                .create_alias()
+                .alias_name("alias/conformance-ec")
+                .target_key_id(&ec_id)
+                .send(),
+        )
+        .unwrap();
+    let (rsa_id, _) = make(KeySpec::Rsa2048, KeyUsageType::SignVerify);
+    let bindable = |backend_key: &str, key_type: &str| BindableKey {
+        backend_key: backend_key.to_owned(),
+        key_type: key_type.to_owned(),
+    };
+    let options = Options {
+        bindable_keys: vec![
+            bindable(&aes_arn, "aes256-gcm96"),
+            bindable("alias/conformance-ec", "ecdsa-p256"),
+            bindable(&rsa_id, "rsa-2048"),
+        ],
+        ..Options::default()
+    };
+    // `run` would also sign with sha2-224 on every asymmetric type, which KMS cannot do
+    // (see `signs_and_verifies_with_every_asymmetric_type`): run every other part.
+    keybroker_plugin_conformance::check_info(&backend);
+    keybroker_plugin_conformance::check_unknown_key_type(&backend, &options);
+    keybroker_plugin_conformance::check_symmetric(&backend, &options);
+    keybroker_plugin_conformance::check_bind_existing(&backend, &options);
+    keybroker_plugin_conformance::check_health(&backend);
+}
+
+#[test]
+fn credentials_come_from_a_shared_credentials_file() {
+    let kms = kms();
+    let file = std::env::temp_dir().join(format!(
+        "keybroker-aws-kms-credentials-{}",
+        std::process::id()
+    ));
+    std::fs::write(
+        &file,
+        "[keybroker]\naws_access_key_id = AKIAFROMFILE\naws_secret_access_key = from-file\n",
+    )
+    .unwrap();
+    let config = |profile: &str| {
+        json!({
+            "region": "us-east-1",
+            "endpoint": kms.proxy.endpoint(),
+            "credentials": { "file": file, "profile": profile },
+        })
+    };
+    backend_with(&config("keybroker"))
+        .health()
+        .into_result()
+        .unwrap();
+    // A profile the file lacks: no credentials, no request sent.
+    let result = backend_with(&config("absent")).health().into_result();
+    std::fs::remove_file(&file).unwrap();
+    assert_error(
+        result,
+        ErrorKind::UNAVAILABLE,
+        "profile `absent` was not defined",
+    );
+}
+
+#[test]
+fn an_instance_can_be_dropped_from_async_code() {
+    // The host may drop an instance (on reload) from a Tokio task.
+    let backend = backend_with(&config("http://127.0.0.1:9", 500));
+    let host_runtime = tokio::runtime::Runtime::new().unwrap();
+    host_runtime.block_on(async move { drop(backend) });
+}
