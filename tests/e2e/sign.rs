@@ -68,13 +68,9 @@ fn every_asymmetric_type_signs_and_verifies_and_openssl_agrees() {
     let dir = tempfile::tempdir().unwrap();
     let data = b"the quick brown fox";
     let input = STANDARD.encode(data);
-    for key_type in [
-        "ecdsa-p256",
-        "ecdsa-p384",
-        "rsa-2048",
-        "rsa-3072",
-        "rsa-4096",
-    ] {
+    // RSA-4096 is left to the plugins' own tests and the conformance suite: making one in
+    // the debug broker takes a core for seconds, which starves the other e2e tests.
+    for key_type in ["ecdsa-p256", "ecdsa-p384", "rsa-2048", "rsa-3072"] {
         let name = format!("sig-{key_type}");
         broker.bao_ok(&[
             "write",

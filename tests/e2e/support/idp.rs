@@ -22,7 +22,7 @@ use serde_json::Value;
 use super::{private_dir, repo_root};
 
 /// How long the provider may take to print `ready`.
-const READY_TIMEOUT: Duration = Duration::from_secs(20);
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A running `tests/idp/server.mjs`, killed on drop.
 pub struct Idp {
