@@ -99,30 +99,7 @@ impl RootModule for PluginModRef {
 struct Upgraded(BackendBox);
 
 impl crate::BackendPlugin for Upgraded {
-    fn info(&self) -> RResult<BackendInfo, PluginError> {
-        self.0.info()
-    }
-    fn create_key(&self, request: CreateKeyRequest) -> RResult<KeyHandle, PluginError> {
-        self.0.create_key(request)
-    }
-    fn delete_key(&self, tenant_id: RString, key_reference: RString) -> RResult<(), PluginError> {
-        self.0.delete_key(tenant_id, key_reference)
-    }
-    fn encrypt(&self, request: EncryptRequest) -> RResult<RVec<u8>, PluginError> {
-        self.0.encrypt(request)
-    }
-    fn decrypt(&self, request: DecryptRequest) -> RResult<RVec<u8>, PluginError> {
-        self.0.decrypt(request)
-    }
-    fn encrypt_batch(&self, requests: RVec<EncryptRequest>) -> RVec<BatchItem> {
-        self.0.encrypt_batch(requests)
-    }
-    fn decrypt_batch(&self, requests: RVec<DecryptRequest>) -> RVec<BatchItem> {
-        self.0.decrypt_batch(requests)
-    }
-    fn health(&self) -> RResult<(), PluginError> {
-        self.0.health()
-    }
+    forward_first_abi!();
     fn bind_key(&self, request: BindKeyRequest) -> RResult<KeyHandle, PluginError> {
         self.0.bind_key(request)
     }
