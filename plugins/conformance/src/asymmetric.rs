@@ -71,7 +71,23 @@ pub fn check_asymmetric(backend: &BackendBox, options: &Options, key_type: &str)
         signature: RVec::from(signature),
     };
 
+    let supported = (options.signing_hashes)(key_type);
+    scope.check(
+        !supported.is_empty(),
+        "Options::signing_hashes names at least one hash for this key type",
+    );
+    let usual = supported[0];
     for (hash, digest) in digests(b"keybroker conformance: message to sign") {
+        if !supported.contains(&hash) {
+            for scheme in schemes {
+                scope.fails(
+                    format!("sign a {hash} digest (not a hash this key type signs with)"),
+                    ErrorKind::INVALID_REQUEST,
+                    backend.sign(sign(hash, scheme, &digest)),
+                );
+            }
+            continue;
+        }
         let other_digest = digests(b"another message")
             .into_iter()
             .find(|(name, _)| *name == hash)
@@ -104,7 +120,16 @@ pub fn check_asymmetric(backend: &BackendBox, options: &Options, key_type: &str)
                 format!("verify to accept its own signature ({what})"),
             );
             scope.check(
-                verifies_independently(&public, hash, scheme, &digest, &signature),
+                verifies_independently(&public, hash, scheme, &digest, &signature, false)
+                    || (options.moto_signatures
+                        && verifies_independently(
+                            &public,
+                            hash,
+                            scheme,
+                            &rehash(hash, &digest),
+                            &signature,
+                            true,
+                        )),
                 format!(
                     "the signature over a {what} to verify with the PEM public key and the \
                      reference crates"
@@ -178,15 +203,20 @@ pub fn check_asymmetric(backend: &BackendBox, options: &Options, key_type: &str)
         );
     }
 
-    // Tenant isolation and made-up references.
-    let mut as_b = sign("sha2-256", scheme, &digest);
+    // Tenant isolation and made-up references, with a hash this key type signs with.
+    let digest = digests(b"m")
+        .into_iter()
+        .find(|(name, _)| *name == usual)
+        .map(|(_, digest)| digest)
+        .unwrap_or_default();
+    let mut as_b = sign(usual, scheme, &digest);
     as_b.tenant_id = rstring(b);
     scope.not_found_for(
         "sign with tenant A's key as tenant B",
         a,
         backend.sign(as_b),
     );
-    let mut as_b = verify("sha2-256", scheme, &digest, &[0; 64]);
+    let mut as_b = verify(usual, scheme, &digest, &[0; 64]);
     as_b.tenant_id = rstring(b);
     scope.not_found_for(
         "verify with tenant A's key as tenant B",
@@ -199,7 +229,7 @@ pub fn check_asymmetric(backend: &BackendBox, options: &Options, key_type: &str)
         backend.public_key(rstring(b), rstring(&reference)),
     );
     for made_up in made_up_references(&reference) {
-        let mut request = sign("sha2-256", scheme, &digest);
+        let mut request = sign(usual, scheme, &digest);
         request.key_reference = rstring(&made_up);
         scope.fails(
             format!("sign with the made-up reference {made_up:?}"),
@@ -282,30 +312,55 @@ fn check_public_key(
     PublicKey::P384(key.unwrap())
 }
 
-/// Verifies with the reference crates: RSASSA-PSS (salt = digest length, MGF1 with the same
-/// hash), RSASSA-PKCS1-v1_5 with DigestInfo, ECDSA over the prehashed digest from `r ‖ s`.
+/// The digest hashed again with the same hash (what moto signs).
+fn rehash(hash: &str, digest: &[u8]) -> Vec<u8> {
+    digests(digest)
+        .into_iter()
+        .find(|(name, _)| *name == hash)
+        .map(|(_, digest)| digest)
+        .unwrap_or_default()
+}
+
+/// Verifies with the reference crates: RSASSA-PSS (salt = digest length, or with
+/// `any_salt` also the maximum, MGF1 with the same hash), RSASSA-PKCS1-v1_5 with DigestInfo,
+/// ECDSA over the prehashed digest from `r ‖ s`.
 fn verifies_independently(
     public: &PublicKey,
     hash: &str,
     scheme: &str,
     digest: &[u8],
     signature: &[u8],
+    any_salt: bool,
 ) -> bool {
     match public {
         PublicKey::Rsa(key) => {
+            if scheme == "pss" {
+                let max_salt = key.size().saturating_sub(digest.len() + 2);
+                let salts = if any_salt {
+                    vec![digest.len(), max_salt]
+                } else {
+                    vec![digest.len()]
+                };
+                return salts.into_iter().any(|salt| {
+                    match hash {
+                        "sha2-224" => {
+                            key.verify(Pss::new_with_salt::<Sha224>(salt), digest, signature)
+                        }
+                        "sha2-256" => {
+                            key.verify(Pss::new_with_salt::<Sha256>(salt), digest, signature)
+                        }
+                        "sha2-384" => {
+                            key.verify(Pss::new_with_salt::<Sha384>(salt), digest, signature)
+                        }
+                        "sha2-512" => {
+                            key.verify(Pss::new_with_salt::<Sha512>(salt), digest, signature)
+                        }
+                        _ => return false,
+                    }
+                    .is_ok()
+                });
+            }
             let result = match (scheme, hash) {
-                ("pss", "sha2-224") => {
-                    key.verify(Pss::new_with_salt::<Sha224>(28), digest, signature)
-                }
-                ("pss", "sha2-256") => {
-                    key.verify(Pss::new_with_salt::<Sha256>(32), digest, signature)
-                }
-                ("pss", "sha2-384") => {
-                    key.verify(Pss::new_with_salt::<Sha384>(48), digest, signature)
-                }
-                ("pss", "sha2-512") => {
-                    key.verify(Pss::new_with_salt::<Sha512>(64), digest, signature)
-                }
                 ("pkcs1v15", "sha2-224") => {
                     key.verify(Pkcs1v15Sign::new::<Sha224>(), digest, signature)
                 }

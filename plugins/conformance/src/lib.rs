@@ -63,6 +63,20 @@ pub struct Options {
     /// Keys that already exist in the backend, to bind with `bind_key` when the plugin
     /// reports [`capability::BIND_EXISTING`] (then at least one is required).
     pub bindable_keys: Vec<BindableKey>,
+    /// The hashes a key type signs with (default [`all_hashes`]). A backend that pairs each
+    /// curve with one hash or has no SHA-224 (AWS KMS, Azure Key Vault) names its own; the
+    /// suite then checks that every other SHA-2 hash is refused with `INVALID_REQUEST`.
+    pub signing_hashes: fn(&str) -> Vec<&'static str>,
+    /// The signatures come from moto's KMS, which deviates from AWS in two ways: it hashes a
+    /// `DIGEST` message again before signing, and signs RSASSA-PSS with the maximum salt.
+    /// The independent check then also accepts a signature over the digest's hash, and the
+    /// maximum salt. Off for everything else (salt = digest length, the digest signed as is).
+    pub moto_signatures: bool,
+}
+
+/// Every SHA-2 hash the broker signs with: the default of [`Options::signing_hashes`].
+pub fn all_hashes(_key_type: &str) -> Vec<&'static str> {
+    vec!["sha2-224", "sha2-256", "sha2-384", "sha2-512"]
 }
 
 /// A key that exists in the backend before the suite runs (see [`Options::bindable_keys`]).
@@ -76,7 +90,8 @@ pub struct BindableKey {
 
 impl Default for Options {
     /// Two fixed UUID tenant ids (as the broker's), every asymmetric type, the full
-    /// `max_payload` round trip, AAD authenticated, no bindable keys.
+    /// `max_payload` round trip, AAD authenticated, no bindable keys, every SHA-2 hash for
+    /// every signing key, PSS salts of the digest's length.
     fn default() -> Self {
         Self {
             tenant_a: "3f6c1b0e-8a2d-4c59-9e71-5b0d2a4c8e13".to_owned(),
@@ -85,6 +100,8 @@ impl Default for Options {
             max_payload_round_trip: true,
             authenticates_aad: true,
             bindable_keys: Vec::new(),
+            signing_hashes: all_hashes,
+            moto_signatures: false,
         }
     }
 }
