@@ -11,21 +11,26 @@ use keybroker_core::{
 use keybroker_store::{PostgresOptions, PostgresStore, SqliteStore};
 use zeroize::Zeroizing;
 
+use keybroker_core::seal::RootKey;
+
 use crate::{
     audit::{AuditSink, FileSink, FileSinkSettings},
-    config::{Config, StorageConfig},
-    http::{AppState, Ready},
+    config::{Config, SealConfig, StorageConfig},
+    http::{AppState, LiveState, Ready},
     metrics::{BackendMetrics, Metrics},
     plugin_host::{HostSettings, PluginHost},
-    seal::load_root_key,
+    seal::{backend_root_key, load_root_key},
 };
 
-/// A broker ready to serve.
+/// A broker ready to serve, or sealed.
 pub struct Built {
     /// The HTTP state.
     pub state: AppState,
     /// The root token if this start initialised the store.
     pub root_token: Option<Zeroizing<String>>,
+    /// Set when a backend seal could not unwrap the root key yet: run it and the broker
+    /// unseals by itself once the backend answers.
+    pub unsealer: Option<Unsealer>,
 }
 
 /// Opens the configured store (applying migrations), creating its directory if needed.
@@ -70,8 +75,56 @@ fn redact_url(url: &str) -> String {
     }
 }
 
+/// Whether the store has never been initialised.
+async fn store_is_fresh(store: &Arc<dyn Store>) -> anyhow::Result<bool> {
+    Ok(store
+        .get_meta("server-hmac-key")
+        .await
+        .map_err(anyhow::Error::from)?
+        .is_none())
+}
+
+/// The seal's type as `sys/seal-status` shows it.
+fn seal_type(config: &Config) -> &'static str {
+    match config.seal {
+        SealConfig::File { .. } => "file",
+        SealConfig::Env { .. } => "env",
+        SealConfig::Backend { .. } => "backend",
+    }
+}
+
+/// A host for what exists before the root key: the seal's backend instance. Its root key
+/// is a placeholder that nothing it loads uses (built-in plugins are refused there).
+fn placeholder_host(
+    config: &Config,
+    store: &Arc<dyn Store>,
+    backend_metrics: &Arc<BackendMetrics>,
+) -> Arc<PluginHost> {
+    Arc::new(PluginHost::new(
+        host_settings(config),
+        store.clone(),
+        Arc::new(keybroker_core::seal::RootKey::new(Zeroizing::new([0; 32]))),
+        backend_metrics.clone(),
+    ))
+}
+
+/// The state of a broker sealed for `reason`.
+fn sealed_state(
+    config: &Config,
+    reason: &str,
+    store: &Arc<dyn Store>,
+    backend_metrics: &Arc<BackendMetrics>,
+) -> AppState {
+    tracing::error!(%reason, "broker is sealed");
+    let host = placeholder_host(config, store, backend_metrics);
+    let metrics = Arc::new(Metrics::new(backend_metrics.clone(), &host));
+    AppState::sealed(reason.to_owned(), metrics, config.listener.max_request_size)
+        .with_seal_type(seal_type(config))
+}
+
 /// Opens the store, unseals, loads plugins and (on an empty store) initialises.
-/// A seal that cannot be opened yields a sealed broker, not an error.
+/// A seal that cannot be opened yields a sealed broker, not an error; a backend seal that
+/// cannot unwrap the root key yet also yields an [`Unsealer`].
 pub async fn build(config: &Config) -> anyhow::Result<Built> {
     std::fs::create_dir_all(&config.state_dir).with_context(|| {
         format!(
@@ -80,33 +133,158 @@ pub async fn build(config: &Config) -> anyhow::Result<Built> {
         )
     })?;
     let store = open_store(config).await?;
-    let fresh = store
-        .get_meta("server-hmac-key")
-        .await
-        .map_err(anyhow::Error::from)?
-        .is_none();
     let backend_metrics = Arc::new(BackendMetrics::default());
+    let unsealer = Unsealer {
+        config: config.clone(),
+        store: store.clone(),
+        backend_metrics: backend_metrics.clone(),
+    };
+    match unsealer.root_key(true).await? {
+        Ok(root_key) => open_with_root_key(config, store, root_key, backend_metrics).await,
+        Err(reason) => {
+            let state = sealed_state(config, &reason, &store, &backend_metrics);
+            let retry = matches!(config.seal, SealConfig::Backend { .. });
+            Ok(Built {
+                state,
+                root_token: None,
+                unsealer: retry.then_some(unsealer),
+            })
+        }
+    }
+}
 
-    let sealed = |reason: String, host: &Arc<PluginHost>| {
-        tracing::error!(%reason, "broker is sealed");
-        let metrics = Arc::new(Metrics::new(backend_metrics.clone(), host));
-        Built {
-            state: AppState::sealed(reason, metrics, config.listener.max_request_size),
-            root_token: None,
+/// Unseals a broker whose backend seal could not unwrap the root key at start-up, as soon
+/// as the backend can (DESIGN §2, issue 7: auto-unseal).
+pub struct Unsealer {
+    config: Config,
+    store: Arc<dyn Store>,
+    backend_metrics: Arc<BackendMetrics>,
+}
+
+impl Unsealer {
+    /// The root key, or why the broker stays sealed (`Err` only for store failures). A
+    /// fresh store gets a new root key only if `may_initialise`.
+    async fn root_key(&self, may_initialise: bool) -> anyhow::Result<Result<Arc<RootKey>, String>> {
+        let fresh = may_initialise && store_is_fresh(&self.store).await?;
+        let key = match &self.config.seal {
+            SealConfig::Backend { instance, key, .. } => {
+                let host = placeholder_host(&self.config, &self.store, &self.backend_metrics);
+                backend_root_key(&host, self.store.as_ref(), instance, key.as_deref(), fresh).await
+            }
+            seal => load_root_key(seal, fresh).map_err(|e| e.to_string()),
+        };
+        Ok(key.map(Arc::new))
+    }
+
+    /// Tries every `retry_interval` until the broker unseals, then serves the unsealed
+    /// state through `live` (with its periodic jobs); meanwhile `live` shows the latest
+    /// reason.
+    pub async fn run(self, live: LiveState) {
+        let interval = match self.config.seal {
+            SealConfig::Backend { retry_interval, .. } => retry_interval,
+            _ => return,
+        };
+        loop {
+            tokio::time::sleep(interval).await;
+            let attempt = match self.root_key(true).await {
+                Ok(Ok(root_key)) => open_with_root_key(
+                    &self.config,
+                    self.store.clone(),
+                    root_key,
+                    self.backend_metrics.clone(),
+                )
+                .await
+                .map_err(|e| format!("{e:#}")),
+                Ok(Err(reason)) => Err(reason),
+                Err(error) => Err(format!("{error:#}")),
+            };
+            match attempt {
+                Ok(built) if built.state.ready_parts().is_some() => {
+                    if let Err(error) = announce_root_token(&self.config, built.root_token.as_ref())
+                    {
+                        tracing::error!(error = %format!("{error:#}"), "cannot hand out the root token");
+                    }
+                    spawn_background(&built.state, &self.config);
+                    if let Err(error) = spawn_sighup_reload(&built.state) {
+                        tracing::warn!(error = %format!("{error:#}"), "plugin reload on SIGHUP unavailable");
+                    }
+                    tracing::info!("unsealed: the seal backend unwrapped the root key");
+                    live.replace(built.state);
+                    return;
+                }
+                Ok(built) => {
+                    // Opened the root key but not the store: nothing will change that.
+                    live.replace(built.state);
+                    return;
+                }
+                Err(reason) => {
+                    if live.current().sealed_reason() != Some(reason.as_str()) {
+                        live.replace(sealed_state(
+                            &self.config,
+                            &reason,
+                            &self.store,
+                            &self.backend_metrics,
+                        ));
+                    }
+                }
+            }
         }
+    }
+}
+
+/// The root key of an initialised store, from any seal (`keybroker audit verify`).
+pub async fn existing_root_key(
+    config: &Config,
+    store: Arc<dyn Store>,
+) -> anyhow::Result<Arc<RootKey>> {
+    let unsealer = Unsealer {
+        config: config.clone(),
+        store,
+        backend_metrics: Arc::new(BackendMetrics::default()),
     };
-    let root_key = match load_root_key(&config.seal, fresh) {
-        Ok(key) => Arc::new(key),
-        Err(error) => {
-            let placeholder = Arc::new(PluginHost::new(
-                host_settings(config),
-                store.clone(),
-                Arc::new(keybroker_core::seal::RootKey::new(Zeroizing::new([0; 32]))),
-                backend_metrics.clone(),
-            ));
-            return Ok(sealed(error.to_string(), &placeholder));
+    unsealer.root_key(false).await?.map_err(anyhow::Error::msg)
+}
+
+/// Prints the first root token (dev mode, or a store initialised without
+/// `init_root_token_file`), or writes it to that file.
+pub fn announce_root_token(
+    config: &Config,
+    token: Option<&Zeroizing<String>>,
+) -> anyhow::Result<()> {
+    let Some(token) = token else {
+        return Ok(());
+    };
+    match (&config.init_root_token_file, config.dev) {
+        (Some(path), false) => {
+            write_token_file(path, token)?;
+            eprintln!(
+                "Initialised a new store; the root token was written to {}",
+                path.display()
+            );
         }
-    };
+        _ => {
+            let banner = if config.dev {
+                "keybroker is running in dev mode: data lives in a temporary directory removed at exit."
+            } else {
+                "Initialised a new store. The root token is shown once; keep it safe."
+            };
+            println!("{banner}\n");
+            println!("Api Address: http://{}", config.listener.address);
+            println!("Root Token: {}", token.as_str());
+            println!();
+        }
+    }
+    Ok(())
+}
+
+/// Everything after the root key: the plugin host, the core, policies, first
+/// initialisation, the audit log.
+async fn open_with_root_key(
+    config: &Config,
+    store: Arc<dyn Store>,
+    root_key: Arc<RootKey>,
+    backend_metrics: Arc<BackendMetrics>,
+) -> anyhow::Result<Built> {
     let host = Arc::new(PluginHost::new(
         host_settings(config),
         store.clone(),
@@ -141,10 +319,16 @@ pub async fn build(config: &Config) -> anyhow::Result<Built> {
     {
         Ok(broker) => Arc::new(broker),
         Err(keybroker_core::Error::Sealed) => {
-            return Ok(sealed(
-                "the root key does not open this store".to_owned(),
-                &host,
-            ));
+            return Ok(Built {
+                state: sealed_state(
+                    config,
+                    "the root key does not open this store",
+                    &store,
+                    &backend_metrics,
+                ),
+                root_token: None,
+                unsealer: None,
+            });
         }
         Err(error) => return Err(anyhow::Error::from(error).context("cannot open the broker")),
     };
@@ -189,8 +373,13 @@ pub async fn build(config: &Config) -> anyhow::Result<Built> {
             StorageConfig::Postgres(_) => "postgresql",
         },
         config.timing.max_staleness,
-    );
-    Ok(Built { state, root_token })
+    )
+    .with_seal_type(seal_type(config));
+    Ok(Built {
+        state,
+        root_token,
+        unsealer: None,
+    })
 }
 
 /// Loads `*.hcl` from the policy directory into the root namespace, and from
@@ -428,11 +617,10 @@ pub fn write_token_file(path: &PathBuf, token: &str) -> anyhow::Result<()> {
 }
 
 /// Serves the API until a shutdown signal, then makes the audit log durable.
-pub async fn serve(config: &Config, state: AppState) -> anyhow::Result<()> {
-    let audit = state.audit().cloned();
-    let app = crate::http::router(state);
+pub async fn serve(config: &Config, live: LiveState) -> anyhow::Result<()> {
+    let app = crate::http::router(live.clone());
     let served = serve_until_shutdown(config, app).await;
-    if let Some(audit) = audit {
+    if let Some(audit) = live.current().audit().cloned() {
         if let Err(error) = audit.flush().await {
             tracing::error!(%error, "audit log flush at shutdown failed");
         }

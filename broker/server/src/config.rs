@@ -108,6 +108,26 @@ pub enum SealConfig {
         /// Variable name.
         env: String,
     },
+    /// Auto-unseal: the root key is generated at initialisation and kept wrapped by a key
+    /// of a backend instance of `plugins.d/` (AWS KMS, Azure Key Vault, an HSM); the wrapped
+    /// key lives in the store. While the backend cannot unwrap it the broker runs sealed
+    /// and tries again every `retry_interval`.
+    Backend {
+        /// The drop-in instance's name.
+        instance: String,
+        /// An existing backend key to wrap with (as `backend_key` of a transit key: a KMS
+        /// key id, ARN or alias, an HSM label, a Key Vault key name); by default the broker
+        /// creates one at initialisation. Read at initialisation only.
+        #[serde(default)]
+        key: Option<String>,
+        /// How often a sealed broker tries to unseal again.
+        #[serde(default = "default_seal_retry", with = "humantime_serde")]
+        retry_interval: Duration,
+    },
+}
+
+fn default_seal_retry() -> Duration {
+    Duration::from_secs(5)
 }
 
 /// `[timing]`: every time constant and counter limit.
@@ -387,6 +407,31 @@ impl Config {
                 path: state_dir.join("root.key"),
             })
         };
+        if let SealConfig::Backend {
+            instance,
+            retry_interval,
+            ..
+        } = &seal
+        {
+            if overrides.plugin_dir.is_none() && file.plugin_dir.is_none() {
+                return Err(invalid(
+                    "seal",
+                    "type = \"backend\" names an instance of plugin_dir, which is not set",
+                ));
+            }
+            if !crate::plugin_host::valid_instance_name(instance)
+                || instance == crate::plugin_host::BUILTIN_LOCAL
+            {
+                return Err(invalid(
+                    "seal.instance",
+                    "must name a drop-in instance of plugin_dir (not the built-in local KEK, \
+                     which the root key itself protects)",
+                ));
+            }
+            if retry_interval.is_zero() {
+                return Err(invalid("seal.retry_interval", "must be positive"));
+            }
+        }
         if dev {
             if let Some(address) = overrides.dev_listen_address {
                 listener.address = address;

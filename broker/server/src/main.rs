@@ -6,7 +6,7 @@
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
-use keybroker_server::{app, audit, config, hygiene, seal};
+use keybroker_server::{app, audit, config, hygiene};
 
 // Many small allocations per request (headers, JSON, base64); mimalloc serves them faster
 // than glibc's allocator.
@@ -127,31 +127,14 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
     };
     let config = config::Config::build(file, overrides)?;
     let built = app::build(&config).await?;
-    if let Some(token) = &built.root_token {
-        match (&config.init_root_token_file, config.dev) {
-            (Some(path), false) => {
-                app::write_token_file(path, token)?;
-                eprintln!(
-                    "Initialised a new store; the root token was written to {}",
-                    path.display()
-                );
-            }
-            _ => {
-                let banner = if config.dev {
-                    "keybroker is running in dev mode: data lives in a temporary directory removed at exit."
-                } else {
-                    "Initialised a new store. The root token is shown once; keep it safe."
-                };
-                println!("{banner}\n");
-                println!("Api Address: http://{}", config.listener.address);
-                println!("Root Token: {}", token.as_str());
-                println!();
-            }
-        }
-    }
+    app::announce_root_token(&config, built.root_token.as_ref())?;
     app::spawn_background(&built.state, &config);
     app::spawn_sighup_reload(&built.state)?;
-    app::serve(&config, built.state).await?;
+    let live = keybroker_server::http::LiveState::new(built.state);
+    if let Some(unsealer) = built.unsealer {
+        tokio::spawn(unsealer.run(live.clone()));
+    }
+    app::serve(&config, live).await?;
     drop(dev_dir);
     Ok(())
 }
@@ -197,7 +180,7 @@ async fn audit_verify(
         _ => {}
     }
     let store = app::open_store(&config).await?;
-    let root_key = seal::load_root_key(&config.seal, false)?;
+    let root_key = app::existing_root_key(&config, store.clone()).await?;
     let chain_key = audit::existing_chain_key(store.as_ref(), &root_key, &args.sink)
         .await?
         .ok_or_else(|| {

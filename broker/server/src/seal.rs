@@ -50,7 +50,7 @@ fn decode(text: &str, origin: &str) -> Result<RootKey, SealError> {
     Ok(RootKey::new(key))
 }
 
-/// Loads the root key. A missing key file is generated (mode 0600) only if `may_generate`
+/// Loads the root key of a file or environment seal. A missing key file is generated (mode 0600) only if `may_generate`
 /// (the store is empty), so a lost key file never silently replaces the real key.
 pub fn load_root_key(seal: &SealConfig, may_generate: bool) -> Result<RootKey, SealError> {
     match seal {
@@ -60,6 +60,9 @@ pub fn load_root_key(seal: &SealConfig, may_generate: bool) -> Result<RootKey, S
             })?);
             decode(&text, &format!("environment variable {env}"))
         }
+        SealConfig::Backend { instance, .. } => Err(SealError::Invalid(format!(
+            "the root key of seal type \"backend\" (instance \"{instance}\") is unwrapped by the backend"
+        ))),
         SealConfig::File { path } => {
             if !path.exists() {
                 if !may_generate {
@@ -86,6 +89,178 @@ pub fn load_root_key(seal: &SealConfig, may_generate: bool) -> Result<RootKey, S
             decode(&text, &path.display().to_string())
         }
     }
+}
+
+/// Store meta entry holding the root key wrapped by the seal's backend instance.
+pub const BACKEND_SEAL_META: &str = "seal-backend";
+
+/// The AAD of the wrapped root key: binds it to its purpose (backends that authenticate
+/// AAD refuse to unwrap it as anything else).
+const BACKEND_SEAL_AAD: &[u8] = b"keybroker root key, seal v1";
+
+/// Transit key id under which the seal's backend key is created or bound (root namespace).
+const BACKEND_SEAL_KEY_ID: &str = "keybroker-seal";
+
+/// What the store keeps of a backend seal (JSON under [`BACKEND_SEAL_META`]).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct BackendSealRecord {
+    /// The instance that wrapped the key.
+    instance: String,
+    /// The backend key's reference (the plugin's own syntax).
+    reference: String,
+    /// Whether the broker created that key (else it was bound by `[seal] key`).
+    created: bool,
+    /// The wrapped root key (base64).
+    wrapped: String,
+}
+
+/// The root key of a store sealed by the backend `instance`: unwrapped from the store's
+/// record, or (a fresh store only) generated, wrapped and recorded. The error is the
+/// reason the broker stays sealed; it never holds key material.
+pub async fn backend_root_key(
+    host: &crate::plugin_host::PluginHost,
+    store: &dyn keybroker_core::store::Store,
+    instance_name: &str,
+    key: Option<&str>,
+    fresh: bool,
+) -> Result<RootKey, String> {
+    use keybroker_core::backend::{BackendDecrypt, BackendEncrypt, BackendInstance as _};
+    use keybroker_core::TenantId;
+
+    let record = store
+        .get_meta(BACKEND_SEAL_META)
+        .await
+        .map_err(|e| format!("cannot read the wrapped root key from the store: {e}"))?;
+    let instance = host.load_one(instance_name).await?;
+    if let Some(reason) = instance.unavailable_reason() {
+        return Err(format!(
+            "seal backend \"{instance_name}\" unavailable: {reason}"
+        ));
+    }
+    let unwrap = |record: BackendSealRecord| {
+        let instance = &instance;
+        async move {
+            if record.instance != instance_name {
+                return Err(format!(
+                    "the store's root key is wrapped by backend instance \"{}\", not \"{instance_name}\"",
+                    record.instance
+                ));
+            }
+            let wrapped = STANDARD
+                .decode(&record.wrapped)
+                .map_err(|_| "the store's wrapped root key is not valid base64".to_owned())?;
+            let plain = instance
+                .decrypt(
+                    TenantId::ROOT,
+                    BackendDecrypt {
+                        reference: &record.reference,
+                        ciphertext: &wrapped,
+                        aad: BACKEND_SEAL_AAD,
+                    },
+                )
+                .await
+                .map_err(|e| {
+                    format!("seal backend \"{instance_name}\" cannot unwrap the root key: {e}")
+                })?;
+            let mut key = Zeroizing::new([0u8; 32]);
+            if plain.len() != key.len() {
+                return Err("the unwrapped root key is not 32 bytes".to_owned());
+            }
+            key.copy_from_slice(&plain);
+            Ok(RootKey::new(key))
+        }
+    };
+    if let Some(bytes) = record {
+        let record: BackendSealRecord = serde_json::from_slice(&bytes)
+            .map_err(|_| "the store's wrapped root key record is malformed".to_owned())?;
+        return unwrap(record).await;
+    }
+    if !fresh {
+        return Err(format!(
+            "the store was initialised with another seal: it holds no root key wrapped by a \
+             backend, so [seal] type = \"backend\" (instance \"{instance_name}\") cannot open it"
+        ));
+    }
+    // A fresh store: make the root key and have the backend wrap it.
+    let failed = |what: &str, e: keybroker_core::Error| {
+        format!("seal backend \"{instance_name}\" cannot {what}: {e}")
+    };
+    let (reference, created) = match key {
+        Some(backend_key) => (
+            instance
+                .bind_key(
+                    TenantId::ROOT,
+                    BACKEND_SEAL_KEY_ID,
+                    "aes256-gcm96",
+                    backend_key,
+                )
+                .await
+                .map_err(|e| failed(&format!("use the key \"{backend_key}\""), e))?,
+            false,
+        ),
+        None => (
+            instance
+                .create_key(TenantId::ROOT, BACKEND_SEAL_KEY_ID, "aes256-gcm96")
+                .await
+                .map_err(|e| failed("create a key for the root key", e))?,
+            true,
+        ),
+    };
+    let root = keybroker_core::crypto::generate_dek();
+    let mut iv = [0u8; 12];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut iv);
+    let wrapped = instance
+        .encrypt(
+            TenantId::ROOT,
+            BackendEncrypt {
+                reference: &reference,
+                plaintext: root.as_ref(),
+                aad: BACKEND_SEAL_AAD,
+                iv,
+            },
+        )
+        .await
+        .map_err(|e| failed("wrap the root key", e))?;
+    let record = BackendSealRecord {
+        instance: instance_name.to_owned(),
+        reference: reference.clone(),
+        created,
+        wrapped: STANDARD.encode(&wrapped),
+    };
+    // Unwrap once before recording: a key that cannot unwrap must not seal the store.
+    let check = unwrap(BackendSealRecord {
+        wrapped: record.wrapped.clone(),
+        reference: reference.clone(),
+        instance: record.instance.clone(),
+        created,
+    })
+    .await?;
+    let text = serde_json::to_vec(&record).map_err(|e| e.to_string())?;
+    let written = store
+        .put_meta_if_absent(BACKEND_SEAL_META, &text)
+        .await
+        .map_err(|e| format!("cannot record the wrapped root key: {e}"))?;
+    if written {
+        tracing::info!(
+            instance = instance_name,
+            "generated a root key wrapped by the seal backend"
+        );
+        return Ok(check);
+    }
+    // Another node of the cluster initialised first: use its key, drop ours.
+    if created {
+        if let Err(error) = instance.delete_key(TenantId::ROOT, &reference).await {
+            tracing::warn!(%error, "could not delete an unused seal key");
+        }
+    }
+    let bytes = store
+        .get_meta(BACKEND_SEAL_META)
+        .await
+        .map_err(|e| format!("cannot read the wrapped root key from the store: {e}"))?
+        .ok_or_else(|| "the wrapped root key vanished from the store".to_owned())?;
+    let record: BackendSealRecord = serde_json::from_slice(&bytes)
+        .map_err(|_| "the store's wrapped root key record is malformed".to_owned())?;
+    unwrap(record).await
 }
 
 fn generate_file(path: &Path) -> Result<(), SealError> {

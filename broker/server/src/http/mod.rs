@@ -58,6 +58,7 @@ struct Inner {
     storage_type: &'static str,
     max_staleness: Duration,
     trusted_proxies: Vec<ipnet::IpNet>,
+    seal_type: &'static str,
 }
 
 /// The parts of an unsealed broker.
@@ -88,6 +89,7 @@ impl AppState {
                 storage_type: "sqlite",
                 max_staleness: Duration::from_secs(3),
                 trusted_proxies: Vec::new(),
+                seal_type: "file",
             }),
         }
     }
@@ -135,8 +137,20 @@ impl AppState {
                 storage_type: "sqlite",
                 max_staleness: Duration::from_secs(3),
                 trusted_proxies: Vec::new(),
+                seal_type: "file",
             }),
         }
+    }
+
+    /// The seal's type as `sys/seal-status` shows it (`file`, `env`, `backend`).
+    pub fn with_seal_type(mut self, seal_type: &'static str) -> Self {
+        Arc::make_mut(&mut self.inner).seal_type = seal_type;
+        self
+    }
+
+    /// Why the broker is sealed, if it is.
+    pub fn sealed_reason(&self) -> Option<&str> {
+        self.inner.sealed_reason.as_deref()
     }
 
     /// The audit sink, if any.
@@ -187,15 +201,44 @@ pub struct ApiRequest {
     pub body: Bytes,
 }
 
+/// The state requests are served with, replaced whole at run time when a sealed broker
+/// unseals by itself (auto-unseal). Each request works on the state current when it came in.
+#[derive(Clone)]
+pub struct LiveState(Arc<arc_swap::ArcSwap<AppState>>);
+
+impl LiveState {
+    /// Serves `state` until [`LiveState::replace`].
+    pub fn new(state: AppState) -> Self {
+        Self(Arc::new(arc_swap::ArcSwap::from_pointee(state)))
+    }
+
+    /// The current state.
+    pub fn current(&self) -> AppState {
+        AppState::clone(&self.0.load())
+    }
+
+    /// Serves `state` from now on.
+    pub fn replace(&self, state: AppState) {
+        self.0.store(Arc::new(state));
+    }
+}
+
+impl From<AppState> for LiveState {
+    fn from(state: AppState) -> Self {
+        Self::new(state)
+    }
+}
+
 /// The API router.
-pub fn router(state: AppState) -> Router {
+pub fn router(state: impl Into<LiveState>) -> Router {
     Router::new()
         .route("/v1/{*path}", any(dispatch))
         .fallback(|| async { ApiError::UnsupportedPath.into_response() })
-        .with_state(state)
+        .with_state(state.into())
 }
 
-async fn dispatch(State(state): State<AppState>, request: axum::extract::Request) -> Response {
+async fn dispatch(State(live): State<LiveState>, request: axum::extract::Request) -> Response {
+    let state = live.current();
     let started = Instant::now();
     let peer = request
         .extensions()

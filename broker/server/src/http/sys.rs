@@ -64,7 +64,7 @@ pub fn health(state: &AppState, query: &HashMap<String, String>) -> Response {
 /// `GET /v1/sys/seal-status` (Vault API: sys/seal-status).
 pub fn seal_status(state: &AppState) -> Response {
     let mut body = json!({
-        "type": "file",
+        "type": state.inner.seal_type,
         "initialized": true,
         "sealed": state.inner.ready.is_none(),
         "t": 1,

@@ -234,6 +234,40 @@ impl PluginHost {
         self.current.store(Arc::new(next));
     }
 
+    /// Loads the one instance of `plugins.d/` named `name`, outside the current set (the
+    /// seal's backend, needed before the root key exists). Built-in libraries are refused:
+    /// the root key protects their keys.
+    pub async fn load_one(&self, name: &str) -> Result<Instance, String> {
+        let Some(dir) = &self.settings.plugin_dir else {
+            return Err("no plugin_dir is configured".to_owned());
+        };
+        let mut found = None;
+        for (source, parsed) in read_dropins(dir) {
+            match parsed {
+                Ok(dropin) if dropin.name == name => {
+                    found = Some((source, dropin));
+                    break;
+                }
+                Err(error) if Path::new(&source).file_stem().is_some_and(|s| s == name) => {
+                    return Err(error);
+                }
+                _ => {}
+            }
+        }
+        let Some((source, dropin)) = found else {
+            return Err(format!(
+                "no drop-in in {} names instance \"{name}\"",
+                dir.display()
+            ));
+        };
+        if dropin.library.starts_with(BUILTIN_PREFIX) {
+            return Err(format!(
+                "instance \"{name}\" is a built-in plugin, whose keys the root key itself protects"
+            ));
+        }
+        Ok(self.build(&source, &dropin).await)
+    }
+
     /// Runs every instance's health check once, concurrently.
     pub async fn check_health(&self) {
         let mut checks = tokio::task::JoinSet::new();
