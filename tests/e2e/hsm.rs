@@ -211,7 +211,7 @@ fn hsm_keys_encrypt_in_both_modes_sign_and_are_destroyed_with_their_key() {
 }
 
 /// A token of tenant `tenant` allowed to manage and use transit keys there.
-fn tenant_token(broker: &Broker, tenant: &str) -> String {
+pub fn tenant_token(broker: &Broker, tenant: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
     let policy = dir.path().join("keys.hcl");
     std::fs::write(

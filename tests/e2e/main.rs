@@ -8,6 +8,7 @@ mod support;
 
 mod approle;
 mod audit;
+mod aws;
 mod cluster;
 mod counter;
 mod gateway;

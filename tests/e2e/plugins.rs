@@ -21,8 +21,8 @@ use base64::{engine::general_purpose::STANDARD, Engine as _};
 use serde_json::{json, Value};
 
 use crate::support::{
-    copy_with_mode, eventually, plugin_so, private_dir, repo_root, sha256_file, Broker, Options,
-    PluginDir,
+    copy_with_mode, eventually, metrics, plugin_so, private_dir, repo_root, sample, sha256_file,
+    Broker, Options, PluginDir,
 };
 
 fn b64(data: &[u8]) -> String {
@@ -191,48 +191,6 @@ fn write_control(path: &Path, text: &str) {
     let temporary = path.with_extension("tmp");
     std::fs::write(&temporary, text).unwrap();
     std::fs::rename(&temporary, path).unwrap();
-}
-
-/// `sys/metrics?format=prometheus` as text.
-fn metrics(broker: &Broker) -> String {
-    let (status, text) = broker.raw(
-        "GET",
-        "sys/metrics?format=prometheus",
-        None,
-        &[("X-Vault-Token", &broker.token)],
-    );
-    assert_eq!(status, 200, "{text}");
-    text
-}
-
-/// The sum of the samples of `name` whose labels include every one of `labels`, or `None`
-/// if there is no such sample.
-fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    let mut total = None;
-    for line in text.lines().filter(|l| !l.starts_with('#')) {
-        let Some((series, value)) = line.rsplit_once(' ') else {
-            continue;
-        };
-        let (metric, label_text) = match series.split_once('{') {
-            Some((metric, rest)) => (metric, rest.trim_end_matches('}')),
-            None => (series, ""),
-        };
-        if metric != name {
-            continue;
-        }
-        let matches = labels.iter().all(|(key, wanted)| {
-            label_text
-                .split(',')
-                .any(|pair| pair == format!("{key}=\"{wanted}\""))
-        });
-        if matches {
-            let value: f64 = value
-                .parse()
-                .unwrap_or_else(|_| panic!("bad sample: {line}"));
-            *total.get_or_insert(0.0) += value;
-        }
-    }
-    total
 }
 
 fn sample_or_zero(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {

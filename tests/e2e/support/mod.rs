@@ -122,6 +122,24 @@ pub struct Broker {
 
 impl Drop for Broker {
     fn drop(&mut self) {
+        // Already reaped (kill9): its pid may belong to another process by now.
+        if matches!(self.child.try_wait(), Ok(Some(_))) {
+            return;
+        }
+        // SIGTERM first: the broker flushes its audit log and removes its dev directory.
+        if let Some(pid) = i32::try_from(self.child.id())
+            .ok()
+            .and_then(rustix::process::Pid::from_raw)
+        {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if matches!(self.child.try_wait(), Ok(Some(_))) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -182,6 +200,9 @@ impl Broker {
             command.env(k, v);
         }
         command.env("KEYBROKER_LOG", "info");
+        // A dev broker keeps its state in a temporary directory that a SIGKILL leaves
+        // behind: put it inside this test's state directory.
+        command.env("TMPDIR", &state_dir);
         command.stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = command.spawn().expect("start keybroker");
         let log = Arc::new(Mutex::new(String::new()));
@@ -460,4 +481,46 @@ impl PluginDir {
         );
         self.write(&format!("{name}.toml"), &text);
     }
+}
+
+/// `sys/metrics?format=prometheus` as text.
+pub fn metrics(broker: &Broker) -> String {
+    let (status, text) = broker.raw(
+        "GET",
+        "sys/metrics?format=prometheus",
+        None,
+        &[("X-Vault-Token", &broker.token)],
+    );
+    assert_eq!(status, 200, "{text}");
+    text
+}
+
+/// The sum of the samples of `name` whose labels include every one of `labels`, or `None`
+/// if there is no such sample.
+pub fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let mut total = None;
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let (metric, label_text) = match series.split_once('{') {
+            Some((metric, rest)) => (metric, rest.trim_end_matches('}')),
+            None => (series, ""),
+        };
+        if metric != name {
+            continue;
+        }
+        let matches = labels.iter().all(|(key, wanted)| {
+            label_text
+                .split(',')
+                .any(|pair| pair == format!("{key}=\"{wanted}\""))
+        });
+        if matches {
+            let value: f64 = value
+                .parse()
+                .unwrap_or_else(|_| panic!("bad sample: {line}"));
+            *total.get_or_insert(0.0) += value;
+        }
+    }
+    total
 }

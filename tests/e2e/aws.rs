@@ -1,0 +1,508 @@
+//! Keys in AWS KMS: the aws-kms plugin loaded as a `.so` from a drop-in, talking to moto's
+//! KMS server through the fault proxy of `tests/moto` (throttling, key states and access
+//! denials moto cannot produce; outages by SIGSTOP of moto), driven with `bao` and `curl`.
+//! KMS is inspected and arranged with direct calls to moto, outside the broker.
+
+use std::{
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use base64::{engine::general_purpose::STANDARD, Engine as _};
+use keybroker_moto_harness::{FaultProxy, MotoServer};
+use serde_json::{json, Value};
+
+use crate::support::{
+    curl, eventually, metrics, ns, private_dir, sample, Broker, Options, PluginDir,
+};
+
+/// Names of the environment variables the drop-in reads its credentials from.
+const ACCESS_KEY_ENV: &str = "KB_AWS_ACCESS_KEY_ID";
+const SECRET_KEY_ENV: &str = "KB_AWS_SECRET_ACCESS_KEY";
+
+/// moto, the fault proxy in front of it, and a drop-in directory with the aws-kms plugin.
+pub struct Kms {
+    pub moto: MotoServer,
+    pub proxy: FaultProxy,
+    pub plugins: PluginDir,
+    library: PathBuf,
+}
+
+impl Kms {
+    pub fn new() -> Self {
+        let moto = MotoServer::start();
+        let proxy = FaultProxy::in_front_of(&moto);
+        let plugins = PluginDir::new();
+        let library = plugins.add_library("aws_kms", "libkeybroker_plugin_aws_kms.so");
+        Self {
+            moto,
+            proxy,
+            plugins,
+            library,
+        }
+    }
+
+    /// Writes the drop-in of instance `name` on the proxy; `host_extra` adds host settings
+    /// (before `[config]`), `config_extra` lines of `[config]`.
+    pub fn dropin(&self, name: &str, host_extra: &str, config_extra: &str) {
+        let config = format!(
+            "region = \"us-east-1\"\nendpoint = \"{}\"\noperation_timeout_ms = 1500\n\
+             {config_extra}\n[config.credentials]\naccess_key_id_env = \"{ACCESS_KEY_ENV}\"\n\
+             secret_access_key_env = \"{SECRET_KEY_ENV}\"\n",
+            self.proxy.endpoint()
+        );
+        self.plugins.write_instance(
+            name,
+            &self.library,
+            "[\"*\"]",
+            &format!("timeout = \"2s\"\n{host_extra}"),
+            &config,
+        );
+    }
+
+    /// The credentials the drop-in names, for the broker's environment (moto takes any).
+    pub fn env() -> Vec<(String, String)> {
+        vec![
+            (ACCESS_KEY_ENV.to_owned(), "AKIAKEYBROKERE2E".to_owned()),
+            (SECRET_KEY_ENV.to_owned(), "keybroker-e2e-secret".to_owned()),
+        ]
+    }
+
+    /// A dev broker with this drop-in directory.
+    fn dev_broker(&self) -> Broker {
+        Broker::start(Options {
+            plugin_dir: Some(self.plugins.path().to_owned()),
+            env: Self::env(),
+            ..Options::default()
+        })
+    }
+
+    /// One KMS call straight to moto (AWS JSON 1.1; moto reads the region from the
+    /// credential scope and checks no signature).
+    pub fn call(&self, operation: &str, body: &Value) -> Value {
+        let out = curl(&[
+            "-s",
+            "-X",
+            "POST",
+            "-H",
+            &format!("X-Amz-Target: TrentService.{operation}"),
+            "-H",
+            "Content-Type: application/x-amz-json-1.1",
+            "-H",
+            "Authorization: AWS4-HMAC-SHA256 Credential=AKIAKEYBROKERE2E/20260101/us-east-1/kms/aws4_request, SignedHeaders=host, Signature=00",
+            "-d",
+            &body.to_string(),
+            &self.moto.endpoint(),
+        ]);
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
+            panic!(
+                "moto answered {operation} with: {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
+    }
+
+    /// Creates a KMS key outside the broker; returns (key id, ARN).
+    pub fn create_key(&self, spec: &str, usage: &str) -> (String, String) {
+        let created = self.call("CreateKey", &json!({"KeySpec": spec, "KeyUsage": usage}));
+        let metadata = &created["KeyMetadata"];
+        (
+            metadata["KeyId"].as_str().unwrap().to_owned(),
+            metadata["Arn"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    /// Points `alias` at `key_id`.
+    pub fn alias(&self, alias: &str, key_id: &str) {
+        self.call(
+            "CreateAlias",
+            &json!({"AliasName": alias, "TargetKeyId": key_id}),
+        );
+    }
+
+    /// A key's state as KMS reports it (`Enabled`, `PendingDeletion`, …).
+    pub fn key_state(&self, key_id: &str) -> String {
+        self.call("DescribeKey", &json!({"KeyId": key_id}))["KeyMetadata"]["KeyState"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    /// Every key id in moto, with its tags.
+    fn keys_tagged_for(&self, tenant_tag_prefix: &str) -> Vec<String> {
+        let listed = self.call("ListKeys", &json!({}));
+        listed["Keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["KeyId"].as_str().unwrap().to_owned())
+            .filter(|id| {
+                let tags = self.call("ListResourceTags", &json!({"KeyId": id}));
+                tags["Tags"].as_array().is_some_and(|tags| {
+                    tags.iter().any(|t| {
+                        t["TagKey"] == "keybroker:tenant"
+                            && t["TagValue"]
+                                .as_str()
+                                .is_some_and(|v| v.starts_with(tenant_tag_prefix))
+                    })
+                })
+            })
+            .collect()
+    }
+}
+
+fn b64(data: &[u8]) -> String {
+    STANDARD.encode(data)
+}
+
+fn encrypt(broker: &Broker, key: &str, plaintext: &[u8]) -> (u16, Value) {
+    broker.request(
+        "POST",
+        &format!("transit/encrypt/{key}"),
+        Some(&json!({ "plaintext": b64(plaintext) })),
+    )
+}
+
+fn decrypt(broker: &Broker, key: &str, ciphertext: &str) -> (u16, Value) {
+    broker.request(
+        "POST",
+        &format!("transit/decrypt/{key}"),
+        Some(&json!({ "ciphertext": ciphertext })),
+    )
+}
+
+/// Calls of `operation` the broker made to instance `instance`, from `sys/metrics`.
+fn backend_calls(broker: &Broker, instance: &str, operation: &str) -> f64 {
+    sample(
+        &metrics(broker),
+        "keybroker_backend_calls_total",
+        &[("instance", instance), ("operation", operation)],
+    )
+    .unwrap_or(0.0)
+}
+
+#[test]
+fn kms_keys_serve_envelope_direct_and_signing_and_only_broker_made_keys_are_deleted() {
+    let kms = Kms::new();
+    let broker = kms.dev_broker();
+    kms.dropin("aws", "", "");
+    let (status, body) = broker.request("POST", "sys/plugins/reload", None);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(broker.backend("aws")["status"], "available");
+
+    // Envelope: one GenerateDataKey per version, then the DEK serves from cache.
+    broker.bao_ok(&["write", "transit/keys/env", "backend=aws"]);
+    assert_eq!(kms.proxy.forwarded("GenerateDataKey"), 1);
+    // The first use unwraps the version's data key (one Decrypt); later ones hit the cache.
+    let ciphertext = broker.encrypt("env", b"first");
+    assert_eq!(broker.decrypt("env", &ciphertext), b"first");
+    let decrypts_before = kms.proxy.forwarded("Decrypt");
+    for round in 0..5 {
+        let plaintext = format!("envelope round {round}");
+        let ciphertext = broker.encrypt("env", plaintext.as_bytes());
+        assert_eq!(broker.decrypt("env", &ciphertext), plaintext.as_bytes());
+    }
+    assert_eq!(
+        kms.proxy.forwarded("Decrypt"),
+        decrypts_before,
+        "cached data keys need no KMS call"
+    );
+    assert_eq!(kms.proxy.forwarded("GenerateDataKey"), 1);
+    // The key the broker made carries the tenant's id (the root namespace's is the nil
+    // UUID) in its tags.
+    let made = kms.keys_tagged_for("00000000-0000-0000-0000-000000000000");
+    assert_eq!(made.len(), 1, "one KMS key for the transit key: {made:?}");
+
+    // Direct: every request is a KMS Encrypt/Decrypt; over 4 KiB is a clear 400.
+    broker.bao_ok(&["write", "transit/keys/dir", "backend=aws", "mode=direct"]);
+    let encrypts_before = kms.proxy.forwarded("Encrypt");
+    let ciphertext = broker.encrypt("dir", b"direct secret");
+    assert_eq!(broker.decrypt("dir", &ciphertext), b"direct secret");
+    assert_eq!(kms.proxy.forwarded("Encrypt"), encrypts_before + 1);
+    let (status, body) = encrypt(&broker, "dir", &[7u8; 5000]);
+    assert_eq!(status, 400, "{body}");
+    assert!(body.to_string().contains("4096"), "{body}");
+
+    // Asymmetric KMS keys sign; the broker verifies through KMS.
+    broker.bao_ok(&[
+        "write",
+        "transit/keys/signer",
+        "backend=aws",
+        "type=ecdsa-p256",
+    ]);
+    let (status, signed) = broker.request(
+        "POST",
+        "transit/sign/signer",
+        Some(&json!({"input": b64(b"invoice 42")})),
+    );
+    assert_eq!(status, 200, "{signed}");
+    let signature = signed["data"]["signature"].as_str().unwrap().to_owned();
+    for (input, valid) in [(b"invoice 42".as_slice(), true), (b"invoice 43", false)] {
+        let (status, body) = broker.request(
+            "POST",
+            "transit/verify/signer",
+            Some(&json!({"input": b64(input), "signature": signature})),
+        );
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["data"]["valid"], valid, "{body}");
+    }
+    let (_, key) = broker.request("GET", "transit/keys/signer", None);
+    assert!(
+        key["data"]["keys"]["1"]["public_key"]
+            .as_str()
+            .unwrap()
+            .starts_with("-----BEGIN PUBLIC KEY-----"),
+        "{key}"
+    );
+
+    // Deleting a transit key schedules deletion of the KMS key the broker made ...
+    broker.bao_ok(&["write", "transit/keys/env/config", "deletion_allowed=true"]);
+    broker.bao_ok(&["delete", "transit/keys/env"]);
+    assert_eq!(kms.key_state(&made[0]), "PendingDeletion");
+    // ... never of a bound one.
+    let (bound_id, bound_arn) = kms.create_key("SYMMETRIC_DEFAULT", "ENCRYPT_DECRYPT");
+    broker.bao_ok(&[
+        "write",
+        "transit/keys/bound",
+        "backend=aws",
+        &format!("backend_key={bound_arn}"),
+    ]);
+    let ciphertext = broker.encrypt("bound", b"bound data");
+    assert_eq!(broker.decrypt("bound", &ciphertext), b"bound data");
+    broker.bao_ok(&[
+        "write",
+        "transit/keys/bound/config",
+        "deletion_allowed=true",
+    ]);
+    broker.bao_ok(&["delete", "transit/keys/bound"]);
+    assert_eq!(kms.key_state(&bound_id), "Enabled");
+}
+
+#[test]
+fn throttling_is_retried_by_the_sdk_within_the_deadline_or_answers_503_never_hangs() {
+    let kms = Kms::new();
+    kms.dropin("aws", "", "max_attempts = 3\n");
+    let broker = kms.dev_broker();
+    broker.bao_ok(&["write", "transit/keys/dir", "backend=aws", "mode=direct"]);
+
+    // A short burst: the SDK's own retries absorb it.
+    kms.proxy.throttle_next(2);
+    let ciphertext = broker.encrypt("dir", b"after a burst");
+    assert_eq!(kms.proxy.throttled("Encrypt"), 2);
+    assert_eq!(broker.decrypt("dir", &ciphertext), b"after a burst");
+
+    // Throttled for a while: every request ends within its deadline, 200 or 503.
+    kms.proxy.throttle_for(Duration::from_secs(4));
+    let mut unavailable = 0;
+    for round in 0..4 {
+        let started = Instant::now();
+        let (status, body) = encrypt(&broker, "dir", format!("round {round}").as_bytes());
+        let elapsed = started.elapsed();
+        assert!(status == 200 || status == 503, "throttled: {status} {body}");
+        if status == 503 {
+            unavailable += 1;
+            assert!(
+                body.to_string().contains("aws"),
+                "the 503 names the instance: {body}"
+            );
+        }
+        assert!(
+            elapsed < Duration::from_secs(4),
+            "answered after {elapsed:?}: beyond the 2 s deadline and its margin"
+        );
+    }
+    assert!(unavailable > 0, "4 s of throttling never surfaced");
+    kms.proxy.stop_throttling();
+    assert!(
+        eventually(Duration::from_secs(10), || encrypt(&broker, "dir", b"x").0
+            == 200),
+        "no recovery after throttling: {}",
+        broker.log()
+    );
+}
+
+#[test]
+fn a_stopped_kms_leaves_cached_keys_serving_uncached_ones_503_and_recovers() {
+    let kms = Kms::new();
+    kms.dropin("aws", "", "");
+    let state = private_dir();
+    let config = format!(
+        "state_dir = \"{{state}}\"\nplugin_dir = \"{}\"\n[listener]\naddress = \"127.0.0.1:{{port}}\"\n",
+        kms.plugins.path().display()
+    );
+    let options = Options {
+        config: Some(config),
+        env: Kms::env(),
+        state_dir: Some(state.path().to_owned()),
+        ..Options::default()
+    };
+    let mut first = Broker::start(options.clone());
+    for key in ["warm", "cold"] {
+        first.bao_ok(&["write", &format!("transit/keys/{key}"), "backend=aws"]);
+    }
+    first.bao_ok(&["write", "transit/keys/dir", "backend=aws", "mode=direct"]);
+    first.bao_ok(&["write", "-f", "transit/keys/local"]);
+    let warm = first.encrypt("warm", b"warm data");
+    let cold = first.encrypt("cold", b"cold data");
+    let direct = first.encrypt("dir", b"direct data");
+    let token = first.token.clone();
+    first.kill9();
+
+    // A restart empties the cache; decrypting `warm` fills it again (one KMS Decrypt).
+    let mut broker = Broker::start(options);
+    broker.token = token;
+    let decrypts = kms.proxy.forwarded("Decrypt");
+    assert_eq!(broker.decrypt("warm", &warm), b"warm data");
+    assert_eq!(kms.proxy.forwarded("Decrypt"), decrypts + 1);
+
+    kms.moto.pause();
+    assert_eq!(broker.decrypt("warm", &warm), b"warm data");
+    let rewrapped = broker.encrypt("warm", b"still served");
+    for (key, ciphertext) in [("cold", &cold), ("dir", &direct)] {
+        let started = Instant::now();
+        let (status, body) = decrypt(&broker, key, ciphertext);
+        assert_eq!(status, 503, "{key}: {body}");
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "{key}: answered after {:?}",
+            started.elapsed()
+        );
+    }
+    let ciphertext = broker.encrypt("local", b"local data");
+    assert_eq!(broker.decrypt("local", &ciphertext), b"local data");
+
+    kms.moto.resume();
+    assert!(
+        eventually(Duration::from_secs(15), || decrypt(&broker, "cold", &cold)
+            .0
+            == 200),
+        "no recovery after KMS came back: {}",
+        broker.log()
+    );
+    assert_eq!(broker.decrypt("dir", &direct), b"direct data");
+    assert_eq!(broker.decrypt("warm", &rewrapped), b"still served");
+    assert!(backend_calls(&broker, "aws", "decrypt") >= 2.0);
+}
+
+#[test]
+fn disabled_pending_deletion_and_denied_kms_keys_get_clear_4xx() {
+    let kms = Kms::new();
+    kms.dropin("aws", "", "");
+    let broker = kms.dev_broker();
+    let (key_id, arn) = kms.create_key("SYMMETRIC_DEFAULT", "ENCRYPT_DECRYPT");
+    broker.bao_ok(&[
+        "write",
+        "transit/keys/bound",
+        "backend=aws",
+        "mode=direct",
+        &format!("backend_key={arn}"),
+    ]);
+    let ciphertext = broker.encrypt("bound", b"data");
+
+    for (fault, status_wanted, words) in [
+        ("disabled", 400, "disabled"),
+        ("pending deletion", 400, "pending deletion"),
+        ("denied", 403, "denied"),
+    ] {
+        match fault {
+            "disabled" => kms.proxy.disable_key(&key_id),
+            "pending deletion" => kms.proxy.schedule_key_deletion(&key_id),
+            _ => kms.proxy.deny_access(&key_id),
+        }
+        for (what, (status, body)) in [
+            ("encrypt", encrypt(&broker, "bound", b"more")),
+            ("decrypt", decrypt(&broker, "bound", &ciphertext)),
+        ] {
+            assert_eq!(status, status_wanted, "{fault} key, {what}: {body}");
+            assert!(
+                body.to_string().to_lowercase().contains(words),
+                "{fault} key, {what}: {body}"
+            );
+        }
+        kms.proxy.clear_key_fault(&key_id);
+    }
+    assert_eq!(broker.decrypt("bound", &ciphertext), b"data");
+}
+
+#[test]
+fn tenants_bind_kms_keys_only_within_their_grants_and_bad_credentials_are_reported() {
+    let kms = Kms::new();
+    kms.dropin("aws", "[bind]\nacme = [\"alias/acme-*\"]\n", "");
+    let (acme_key, _) = kms.create_key("SYMMETRIC_DEFAULT", "ENCRYPT_DECRYPT");
+    kms.alias("alias/acme-orders", &acme_key);
+    let (globex_key, globex_arn) = kms.create_key("SYMMETRIC_DEFAULT", "ENCRYPT_DECRYPT");
+    kms.alias("alias/globex-orders", &globex_key);
+    let broker = kms.dev_broker();
+    for tenant in ["acme", "globex"] {
+        broker.bao_ok(&["namespace", "create", tenant]);
+        broker.bao_ok(&["secrets", "enable", &ns(tenant), "transit"]);
+    }
+    let acme = crate::hsm::tenant_token(&broker, "acme");
+    let as_acme = |path: &str, body: &Value| {
+        broker.request_with(
+            "POST",
+            path,
+            Some(body),
+            &[("X-Vault-Token", &acme), ("X-Vault-Namespace", "acme")],
+        )
+    };
+    let (status, body) = as_acme(
+        "transit/keys/orders",
+        &json!({"backend": "aws", "backend_key": "alias/acme-orders"}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = as_acme(
+        "transit/encrypt/orders",
+        &json!({"plaintext": b64(b"acme order")}),
+    );
+    assert_eq!(status, 200, "{body}");
+    // Another tenant's key made by the broker, or any key outside the grants: refused.
+    broker.bao_ok(&["write", &ns("globex"), "transit/keys/own", "backend=aws"]);
+    let globex_made = kms.keys_tagged_for("");
+    assert!(!globex_made.is_empty());
+    for backend_key in [
+        "alias/globex-orders".to_owned(),
+        globex_arn,
+        acme_key.clone(),
+        globex_made[0].clone(),
+    ] {
+        let (status, body) = as_acme(
+            "transit/keys/refused",
+            &json!({"backend": "aws", "backend_key": backend_key}),
+        );
+        assert_eq!(status, 403, "{backend_key}: {body}");
+        // Nothing about the other tenant beyond what the request itself named.
+        assert!(
+            backend_key.contains("globex") || !body.to_string().contains("globex"),
+            "{body}"
+        );
+    }
+
+    // Credentials named in the drop-in but absent from the environment: that instance is
+    // unavailable with the reason; the rest of the broker serves.
+    let plugins = PluginDir::new();
+    let library = plugins.add_library("aws_kms", "libkeybroker_plugin_aws_kms.so");
+    plugins.write_instance(
+        "aws",
+        &library,
+        "[\"*\"]",
+        "",
+        &format!(
+            "region = \"us-east-1\"\nendpoint = \"{}\"\n[config.credentials]\n\
+             access_key_id_env = \"KB_TEST_UNSET_ACCESS_KEY\"\n\
+             secret_access_key_env = \"KB_TEST_UNSET_SECRET_KEY\"\n",
+            kms.proxy.endpoint()
+        ),
+    );
+    let broker = Broker::start(Options {
+        plugin_dir: Some(plugins.path().to_owned()),
+        ..Options::default()
+    });
+    let backend = broker.backend("aws");
+    assert_eq!(backend["status"], "unavailable", "{backend}");
+    assert!(
+        backend.to_string().contains("KB_TEST_UNSET_ACCESS_KEY"),
+        "{backend}"
+    );
+    broker.bao_ok(&["write", "-f", "transit/keys/local"]);
+}
