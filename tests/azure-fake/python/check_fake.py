@@ -198,6 +198,37 @@ def disabled_key_refused():
     assert crypto.unwrap_key(KeyWrapAlgorithm.rsa_oaep_256, wrapped.encrypted_key).key == b"k" * 32
 
 
+def list_keys_paged():
+    # One key per page: the SDK follows nextLink through every page.
+    names = [item.name for item in KEYS.list_properties_of_keys(max_page_size=1)]
+    assert "py-rsa" in names and "py-ec" in names, names
+    assert len(names) == len(set(names)), names
+    item = next(item for item in KEYS.list_properties_of_keys() if item.name == "py-rsa")
+    assert item.id == VAULT.rstrip("/") + "/keys/py-rsa", item.id  # list items carry no version
+    assert item.enabled is True
+
+
+def delete_key_soft():
+    KEYS.create_rsa_key("py-deleted", size=2048, tags={"purpose": "deletion"})
+    deleted = KEYS.begin_delete_key("py-deleted").result()
+    assert deleted.name == "py-deleted", deleted.name
+    assert deleted.recovery_id == VAULT.rstrip("/") + "/deletedkeys/py-deleted", deleted.recovery_id
+    assert deleted.deleted_date is not None and deleted.scheduled_purge_date is not None
+    assert deleted.properties.tags == {"purpose": "deletion"}, deleted.properties.tags
+    assert KEYS.get_deleted_key("py-deleted").name == "py-deleted"
+    try:
+        KEYS.get_key("py-deleted")
+        raise AssertionError("a deleted key is still served")
+    except ResourceNotFoundError:
+        pass
+    try:
+        KEYS.create_rsa_key("py-deleted", size=2048)
+        raise AssertionError("the name of a deleted key was reused")
+    except HttpResponseError as error:
+        assert error.status_code == 409, error.status_code
+        assert "deleted but recoverable" in str(error), str(error)
+
+
 def wrong_secret_refused():
     keys = KeyClient(VAULT, credential("not-the-secret"), **CLIENT_OPTIONS)
     try:
@@ -219,6 +250,8 @@ check("missing key is 404 KeyNotFound", missing_key)
 check("remote RSA wrap/unwrap/sign/verify", remote_rsa_operations)
 check("remote EC sign/verify", remote_ec_operations)
 check("disabled key refused, enabled again", disabled_key_refused)
+check("list keys, one per page", list_keys_paged)
+check("delete key (soft delete), name not reusable", delete_key_soft)
 check("wrong client secret is ClientAuthenticationError", wrong_secret_refused)
 
 if failures:

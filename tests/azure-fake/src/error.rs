@@ -57,6 +57,11 @@ pub enum KeyVaultError {
     BadParameter(String),
     /// An outage (a fault control): 503 `ServiceUnavailable`.
     ServiceUnavailable,
+    /// Creating a key whose name belongs to a deleted (recoverable) key: 409 `Conflict`.
+    DeletedKeyConflict {
+        /// The key name.
+        name: String,
+    },
 }
 
 impl IntoResponse for KeyVaultError {
@@ -126,6 +131,14 @@ impl IntoResponse for KeyVaultError {
                 "ServiceUnavailable",
                 "The service is unavailable (an outage fault is set on the keybroker Azure fake).".to_owned(),
                 None,
+                None,
+                None,
+            ),
+            KeyVaultError::DeletedKeyConflict { name } => (
+                StatusCode::CONFLICT,
+                "Conflict",
+                format!("Key {name} is currently in a deleted but recoverable state, and its name cannot be reused; in this state, the key can only be recovered or purged."),
+                Some("ObjectIsDeletedButRecoverable"),
                 None,
                 None,
             ),

@@ -150,6 +150,92 @@ pub async fn create(
     Ok(Json(bundle))
 }
 
+/// The query string of Get Keys: `api-version`, `maxresults` (1 to 25) and the fake's
+/// continuation token (Key Vault's is opaque; clients follow `nextLink` as given).
+#[derive(Deserialize)]
+pub struct ListQuery {
+    #[serde(rename = "api-version")]
+    api_version: Option<String>,
+    maxresults: Option<String>,
+    #[serde(rename = "$skiptoken")]
+    skip_token: Option<String>,
+}
+
+/// `GET /keys`: one page of the key list, `{"value": [KeyItem…], "nextLink": …}`.
+pub async fn list(
+    State(state): State<Arc<FakeState>>,
+    Query(query): Query<ListQuery>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, KeyVaultError> {
+    state
+        .admit(Operation::List, "", &headers, query.api_version.as_deref())
+        .await?;
+    let max = match query.maxresults.as_deref() {
+        None => 25,
+        Some(text) => match text.parse::<usize>() {
+            Ok(max @ 1..=25) => max,
+            _ => {
+                return Err(KeyVaultError::BadParameter(format!(
+                    "Invalid maxresults value {text}: it must be between 1 and 25."
+                )))
+            }
+        },
+    };
+    let skip = query
+        .skip_token
+        .as_deref()
+        .map_or(Ok(0), str::parse::<usize>)
+        .map_err(|_| {
+            KeyVaultError::BadParameter("The continuation token is invalid.".to_owned())
+        })?;
+    let (items, more) = state.list_keys(skip, max);
+    let next_link = more.then(|| {
+        format!(
+            "{}/keys?api-version={}&maxresults={max}&$skiptoken={}",
+            state.config().base_url,
+            query.api_version.as_deref().unwrap_or_default(),
+            skip + max
+        )
+    });
+    Ok(Json(json!({ "value": items, "nextLink": next_link })))
+}
+
+/// `DELETE /keys/{name}`: soft delete; answers the `DeletedKeyBundle`.
+pub async fn delete(
+    State(state): State<Arc<FakeState>>,
+    Path(name): Path<String>,
+    Query(query): Query<ApiVersion>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, KeyVaultError> {
+    state
+        .admit(
+            Operation::Delete,
+            &name,
+            &headers,
+            query.api_version.as_deref(),
+        )
+        .await?;
+    Ok(Json(state.delete_key(&name)?))
+}
+
+/// `GET /deletedkeys/{name}`.
+pub async fn get_deleted(
+    State(state): State<Arc<FakeState>>,
+    Path(name): Path<String>,
+    Query(query): Query<ApiVersion>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, KeyVaultError> {
+    state
+        .admit(
+            Operation::GetDeleted,
+            &name,
+            &headers,
+            query.api_version.as_deref(),
+        )
+        .await?;
+    Ok(Json(state.get_deleted_key(&name)?))
+}
+
 /// `GET /keys/{name}` (the current version).
 pub async fn get_current(
     State(state): State<Arc<FakeState>>,

@@ -6,8 +6,11 @@
 //! SDKs refuse bearer tokens over plain HTTP), binds a free loopback port and serves, on a
 //! background thread with its own Tokio runtime until dropped:
 //!
-//! - the vault, at [`AzureFake::vault_url`]: `POST /keys/{name}/create`, `GET
-//!   /keys/{name}[/{version}]`, `PATCH /keys/{name}[/{version}]`, `POST
+//! - the vault, at [`AzureFake::vault_url`]: `GET /keys` (the key list, paged by
+//!   `maxresults` and `nextLink`), `POST /keys/{name}/create`, `GET
+//!   /keys/{name}[/{version}]`, `PATCH /keys/{name}[/{version}]`, `DELETE /keys/{name}`
+//!   (soft delete: the key moves to `GET /deletedkeys/{name}`, and its name cannot be
+//!   reused meanwhile, 409 as Key Vault answers), `POST
 //!   /keys/{name}/{version}/{wrapkey|unwrapkey|encrypt|decrypt|sign|verify}`, every one
 //!   needing `api-version` and a bearer token this fake issued. Without one it answers 401
 //!   with Key Vault's challenge, `WWW-Authenticate: Bearer
@@ -32,9 +35,10 @@
 //! `api-version=2025-07-01`. Get Key of the current version is `GET /keys/{name}/` (empty
 //! version). A `CryptographyClient` holding the public key wraps, encrypts and verifies
 //! locally and calls the vault only to unwrap, decrypt and sign; when Get Key is refused
-//! (403) it does everything remotely. The Rust SDK (azure_security_keyvault_keys
-//! 1.1.0-beta.1) sends `api-version=2026-03-01-preview` and `/keys/{name}//wrapkey` for
-//! the current version; the fake accepts any `api-version`.
+//! (403) it does everything remotely. The Rust SDK sends `api-version=2025-07-01`
+//! (azure_security_keyvault_keys 1.0.1, used by the `azure-keyvault` plugin) or
+//! `2026-03-01-preview` (1.1.0-beta.1), and `/keys/{name}//wrapkey` for the current
+//! version; the fake accepts any `api-version`.
 //!
 //! Fault controls, callable from any thread while requests run: [`AzureFake::throttle`]
 //! (429 with `Retry-After`), [`AzureFake::set_latency`] (slow or hanging responses),
@@ -99,11 +103,17 @@ pub enum Operation {
     Token,
     /// OpenID discovery document requests.
     Discovery,
+    /// Delete Key (`DELETE /keys/{name}`).
+    Delete,
+    /// Get Keys (`GET /keys`, the key list).
+    List,
+    /// Get Deleted Key (`GET /deletedkeys/{name}`).
+    GetDeleted,
 }
 
 impl Operation {
     /// Every operation, in counter order.
-    pub const ALL: [Operation; 11] = [
+    pub const ALL: [Operation; 14] = [
         Operation::Create,
         Operation::Get,
         Operation::Update,
@@ -115,6 +125,9 @@ impl Operation {
         Operation::Verify,
         Operation::Token,
         Operation::Discovery,
+        Operation::Delete,
+        Operation::List,
+        Operation::GetDeleted,
     ];
 
     fn index(self) -> usize {
@@ -148,6 +161,9 @@ impl Operation {
             Operation::Verify => "verify",
             Operation::Token => "token",
             Operation::Discovery => "discovery",
+            Operation::Delete => "delete",
+            Operation::List => "list",
+            Operation::GetDeleted => "get",
         }
     }
 
@@ -166,11 +182,15 @@ pub fn router(state: Arc<FakeState>) -> Router {
             "/{tenant}/v2.0/.well-known/openid-configuration",
             get(identity::openid_configuration),
         )
+        .route("/keys", get(keys::list))
         .route("/keys/{name}/create", post(keys::create))
         .route(
             "/keys/{name}",
-            get(keys::get_current).patch(keys::update_current),
+            get(keys::get_current)
+                .patch(keys::update_current)
+                .delete(keys::delete),
         )
+        .route("/deletedkeys/{name}", get(keys::get_deleted))
         .route(
             "/keys/{name}/{version}",
             get(keys::get_version)

@@ -67,6 +67,8 @@ pub struct FakeState {
     config: FakeConfig,
     /// Versions by key name, oldest first: the last one is the current version.
     keys: Mutex<BTreeMap<String, Vec<KeyVersion>>>,
+    /// Deleted keys (soft delete) by name: their versions and the deletion time.
+    deleted: Mutex<BTreeMap<String, (Vec<KeyVersion>, i64)>>,
     tokens: Mutex<HashSet<String>>,
     throttle_remaining: AtomicU64,
     retry_after_seconds: AtomicU64,
@@ -94,6 +96,7 @@ impl FakeState {
         FakeState {
             config,
             keys: Mutex::new(BTreeMap::new()),
+            deleted: Mutex::new(BTreeMap::new()),
             tokens: Mutex::new(HashSet::new()),
             throttle_remaining: AtomicU64::new(0),
             retry_after_seconds: AtomicU64::new(1),
@@ -301,6 +304,11 @@ impl FakeState {
             updated: now,
             tags,
         };
+        if lock(&self.deleted).contains_key(name) {
+            return Err(KeyVaultError::DeletedKeyConflict {
+                name: name.to_owned(),
+            });
+        }
         let bundle = self.bundle(name, &version);
         lock(&self.keys)
             .entry(name.to_owned())
@@ -369,6 +377,68 @@ impl FakeState {
             return Err(KeyVaultError::OperationNotPermitted { operation });
         }
         Ok((found.material.clone(), self.key_id(name, &found.version)))
+    }
+
+    /// Deletes a key, all its versions (Key Vault's soft delete: it becomes a deleted key,
+    /// recoverable until purged) and returns its `DeletedKeyBundle`.
+    pub fn delete_key(&self, name: &str) -> Result<Value, KeyVaultError> {
+        let versions = lock(&self.keys)
+            .remove(name)
+            .ok_or_else(|| not_found(name, None))?;
+        let now = unix_now();
+        let bundle = match versions.last() {
+            Some(current) => self.deleted_bundle(name, current, now),
+            None => return Err(not_found(name, None)),
+        };
+        lock(&self.deleted).insert(name.to_owned(), (versions, now));
+        Ok(bundle)
+    }
+
+    /// The `DeletedKeyBundle` of a deleted key.
+    pub fn get_deleted_key(&self, name: &str) -> Result<Value, KeyVaultError> {
+        let deleted = lock(&self.deleted);
+        let (versions, deleted_at) =
+            deleted
+                .get(name)
+                .ok_or_else(|| KeyVaultError::KeyNotFound {
+                    id: name.to_owned(),
+                })?;
+        let current = versions.last().ok_or_else(|| not_found(name, None))?;
+        Ok(self.deleted_bundle(name, current, *deleted_at))
+    }
+
+    fn deleted_bundle(&self, name: &str, current: &KeyVersion, deleted_at: i64) -> Value {
+        let mut bundle = self.bundle(name, current);
+        bundle["recoveryId"] = json!(format!("{}/deletedkeys/{name}", self.config.base_url));
+        bundle["deletedDate"] = json!(deleted_at);
+        bundle["scheduledPurgeDate"] = json!(deleted_at + 90 * 24 * 3600);
+        bundle
+    }
+
+    /// One page of the key list (`KeyListResult`): the keys' `KeyItem`s (versionless `kid`,
+    /// attributes and tags of the current version) from `skip`, at most `max` of them, and
+    /// whether more follow.
+    pub fn list_keys(&self, skip: usize, max: usize) -> (Vec<Value>, bool) {
+        let keys = lock(&self.keys);
+        let items: Vec<Value> = keys
+            .iter()
+            .skip(skip)
+            .take(max)
+            .filter_map(|(name, versions)| {
+                let current = versions.last()?;
+                let bundle = self.bundle(name, current);
+                let mut item = json!({
+                    "kid": format!("{}/keys/{name}", self.config.base_url),
+                    "attributes": bundle["attributes"],
+                });
+                if let Some(tags) = bundle.get("tags") {
+                    item["tags"] = tags.clone();
+                }
+                Some(item)
+            })
+            .collect();
+        let more = keys.len() > skip.saturating_add(max);
+        (items, more)
     }
 
     /// Key Vault's key bundle: `{"key": JWK, "attributes": {…}, "tags": {…}}`.

@@ -82,6 +82,9 @@ fn official_python_sdk_round_trips_against_the_fake() {
         Operation::Verify,
         Operation::Token,
         Operation::Discovery,
+        Operation::Delete,
+        Operation::List,
+        Operation::GetDeleted,
     ] {
         assert!(
             fake.request_count(operation) > 0,

@@ -1,0 +1,386 @@
+//! What a Key Vault key is, as the broker sees it: its JWK (type, size or curve, allowed
+//! operations) mapped to the ABI's key types, the signing algorithms that follow from it,
+//! and local verification with its public key.
+
+use azure_security_keyvault_keys::models::{CurveName, JsonWebKey, KeyType, SignatureAlgorithm};
+use keybroker_plugin_abi::{key_type, HashAlgorithm, PluginError};
+use rsa::{traits::PublicKeyParts as _, BigUint, Pkcs1v15Sign, Pss, RsaPublicKey};
+
+/// RSA-OAEP-256 overhead: two SHA-256 lengths and two bytes.
+const OAEP_SHA256_OVERHEAD: usize = 2 * 32 + 2;
+/// The smallest RSA key accepted for wrapping, in bytes (RSA-2048).
+pub const MIN_WRAPPING_KEY_BYTES: usize = 256;
+/// The largest data key RSA-OAEP-256 wraps under the smallest accepted key: 190 bytes.
+pub const MAX_WRAP_PAYLOAD: usize = MIN_WRAPPING_KEY_BYTES - OAEP_SHA256_OVERHEAD;
+/// The RSA modulus of the wrapping keys the plugin creates, in bits.
+pub const CREATED_WRAPPING_KEY_BITS: i32 = 3072;
+
+/// The kind of a Key Vault key the plugin can use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyKind {
+    /// An RSA key: modulus size in bytes, and whether its `key_ops` allow wrapKey and
+    /// unwrapKey (envelope mode), and sign (signing).
+    Rsa {
+        bytes: usize,
+        wrap: bool,
+        sign: bool,
+    },
+    /// An EC P-256 key whose `key_ops` allow sign.
+    P256,
+    /// An EC P-384 key whose `key_ops` allow sign.
+    P384,
+    /// Anything else (symmetric keys, other curves, keys without usable operations).
+    Other,
+}
+
+/// The public half of a key, for local verification and `public_key`.
+#[derive(Clone, Debug)]
+pub enum PublicKey {
+    Rsa(RsaPublicKey),
+    P256(p256::PublicKey),
+    P384(p384::PublicKey),
+}
+
+/// A key version as Key Vault describes it.
+#[derive(Clone, Debug)]
+pub struct KeyDescription {
+    pub kind: KeyKind,
+    pub public: Option<PublicKey>,
+    /// The version described (the last segment of the `kid`).
+    pub version: String,
+}
+
+fn has(ops: &[String], op: &str) -> bool {
+    ops.iter().any(|o| o == op)
+}
+
+impl KeyDescription {
+    /// Reads a JWK. Unknown key types and curves are [`KeyKind::Other`], without a public key.
+    pub fn of(jwk: &JsonWebKey, version: String) -> Self {
+        let ops = jwk.key_ops.clone().unwrap_or_default();
+        let other = |version| Self {
+            kind: KeyKind::Other,
+            public: None,
+            version,
+        };
+        match jwk.kty.as_ref() {
+            Some(KeyType::Rsa | KeyType::RsaHsm) => {
+                let (Some(n), Some(e)) = (&jwk.n, &jwk.e) else {
+                    return other(version);
+                };
+                let Ok(public) =
+                    RsaPublicKey::new(BigUint::from_bytes_be(n), BigUint::from_bytes_be(e))
+                else {
+                    return other(version);
+                };
+                Self {
+                    kind: KeyKind::Rsa {
+                        bytes: public.size(),
+                        wrap: has(&ops, "wrapKey") && has(&ops, "unwrapKey"),
+                        sign: has(&ops, "sign"),
+                    },
+                    public: Some(PublicKey::Rsa(public)),
+                    version,
+                }
+            }
+            Some(KeyType::Ec | KeyType::EcHsm) => {
+                let (Some(x), Some(y)) = (&jwk.x, &jwk.y) else {
+                    return other(version);
+                };
+                let mut point = Vec::with_capacity(1 + x.len() + y.len());
+                point.push(4);
+                point.extend_from_slice(x);
+                point.extend_from_slice(y);
+                let sign = has(&ops, "sign");
+                let (kind, public) = match jwk.crv.as_ref() {
+                    Some(CurveName::P256) => (
+                        KeyKind::P256,
+                        p256::PublicKey::from_sec1_bytes(&point)
+                            .ok()
+                            .map(PublicKey::P256),
+                    ),
+                    Some(CurveName::P384) => (
+                        KeyKind::P384,
+                        p384::PublicKey::from_sec1_bytes(&point)
+                            .ok()
+                            .map(PublicKey::P384),
+                    ),
+                    _ => return other(version),
+                };
+                if public.is_none() {
+                    return other(version);
+                }
+                Self {
+                    kind: if sign { kind } else { KeyKind::Other },
+                    public,
+                    version,
+                }
+            }
+            _ => other(version),
+        }
+    }
+}
+
+/// Why a key does not suit a key type, or `None` when it does.
+pub fn unsuitable(kind: KeyKind, wanted: &str) -> Option<String> {
+    let describe = match kind {
+        KeyKind::Rsa { bytes, wrap, sign } => format!(
+            "it is an RSA-{} key{}{}",
+            bytes * 8,
+            if wrap {
+                " allowing wrapKey/unwrapKey"
+            } else {
+                ""
+            },
+            if sign { " allowing sign" } else { "" }
+        ),
+        KeyKind::P256 => "it is an EC P-256 signing key".to_owned(),
+        KeyKind::P384 => "it is an EC P-384 signing key".to_owned(),
+        KeyKind::Other => {
+            "it is neither an RSA key nor a P-256/P-384 key with usable key_ops".to_owned()
+        }
+    };
+    let fits = match (wanted, kind) {
+        (key_type::AES256_GCM96, KeyKind::Rsa { bytes, wrap, .. }) => {
+            wrap && bytes >= MIN_WRAPPING_KEY_BYTES
+        }
+        (key_type::RSA_2048, KeyKind::Rsa { bytes, sign, .. }) => sign && bytes == 256,
+        (key_type::RSA_3072, KeyKind::Rsa { bytes, sign, .. }) => sign && bytes == 384,
+        (key_type::RSA_4096, KeyKind::Rsa { bytes, sign, .. }) => sign && bytes == 512,
+        (key_type::ECDSA_P256, KeyKind::P256) | (key_type::ECDSA_P384, KeyKind::P384) => true,
+        _ => false,
+    };
+    if fits {
+        return None;
+    }
+    let needs = match wanted {
+        key_type::AES256_GCM96 => {
+            "an RSA key of at least 2048 bits whose key_ops allow wrapKey and unwrapKey"
+        }
+        key_type::RSA_2048 => "an RSA-2048 key whose key_ops allow sign",
+        key_type::RSA_3072 => "an RSA-3072 key whose key_ops allow sign",
+        key_type::RSA_4096 => "an RSA-4096 key whose key_ops allow sign",
+        key_type::ECDSA_P256 => "an EC P-256 key whose key_ops allow sign",
+        _ => "an EC P-384 key whose key_ops allow sign",
+    };
+    Some(format!("{wanted} needs {needs}; {describe}"))
+}
+
+/// Refuses a key type the plugin does not know.
+pub fn check_key_type(name: &str) -> Result<(), PluginError> {
+    match name {
+        key_type::AES256_GCM96
+        | key_type::RSA_2048
+        | key_type::RSA_3072
+        | key_type::RSA_4096
+        | key_type::ECDSA_P256
+        | key_type::ECDSA_P384 => Ok(()),
+        other => Err(PluginError::invalid_request(format!(
+            "key type {other:?} is not supported by azure-keyvault; use aes256-gcm96, \
+             rsa-2048, rsa-3072, rsa-4096, ecdsa-p256 or ecdsa-p384"
+        ))),
+    }
+}
+
+/// The Key Vault signing algorithm for this key and a request; `INVALID_REQUEST` for a
+/// key that cannot sign, a bad scheme or digest, SHA-224, or a curve/hash mismatch.
+pub fn signing_algorithm(
+    kind: KeyKind,
+    hash_name: &str,
+    scheme: &str,
+    digest: &[u8],
+) -> Result<(SignatureAlgorithm, HashAlgorithm), PluginError> {
+    use SignatureAlgorithm as Alg;
+    if !matches!(
+        kind,
+        KeyKind::Rsa { sign: true, .. } | KeyKind::P256 | KeyKind::P384
+    ) {
+        return Err(PluginError::invalid_request(
+            "signing needs an rsa-* or ecdsa-* key",
+        ));
+    }
+    let hash = HashAlgorithm::of_request(hash_name, digest)?;
+    let pick = |sha256: Alg, sha384: Alg, sha512: Alg| match hash {
+        HashAlgorithm::Sha256 => Ok(sha256),
+        HashAlgorithm::Sha384 => Ok(sha384),
+        HashAlgorithm::Sha512 => Ok(sha512),
+        HashAlgorithm::Sha224 => Err(PluginError::invalid_request(
+            "Azure Key Vault has no SHA-224 signing algorithm; use sha2-256, sha2-384 or \
+             sha2-512",
+        )),
+    };
+    let algorithm = match (kind, scheme) {
+        (KeyKind::Rsa { .. }, "pss") => pick(Alg::Ps256, Alg::Ps384, Alg::Ps512)?,
+        (KeyKind::Rsa { .. }, "pkcs1v15") => pick(Alg::Rs256, Alg::Rs384, Alg::Rs512)?,
+        (KeyKind::Rsa { .. }, other) => {
+            return Err(PluginError::invalid_request(format!(
+                "signature_algorithm {other:?} is not supported for RSA keys; use pss or \
+                 pkcs1v15"
+            )))
+        }
+        // Key Vault pairs each curve with its own hash: ES256 is P-256 with SHA-256, ES384
+        // P-384 with SHA-384.
+        (KeyKind::P256, "") if hash == HashAlgorithm::Sha256 => Alg::Es256,
+        (KeyKind::P384, "") if hash == HashAlgorithm::Sha384 => Alg::Es384,
+        (KeyKind::P256, "") => {
+            return Err(PluginError::invalid_request(format!(
+                "Azure Key Vault signs with ecdsa-p256 keys only over sha2-256 digests, not \
+                 {hash_name}"
+            )))
+        }
+        (KeyKind::P384, "") => {
+            return Err(PluginError::invalid_request(format!(
+                "Azure Key Vault signs with ecdsa-p384 keys only over sha2-384 digests, not \
+                 {hash_name}"
+            )))
+        }
+        (_, other) => {
+            return Err(PluginError::invalid_request(format!(
+                "signature_algorithm {other:?} is not used with ECDSA keys; leave it empty"
+            )))
+        }
+    };
+    Ok((algorithm, hash))
+}
+
+impl PublicKey {
+    /// Verifies a signature over a digest locally: `false` for anything that is not a
+    /// valid signature (wrong length, zero scalars, garbage).
+    pub fn verify(
+        &self,
+        hash: HashAlgorithm,
+        scheme: &str,
+        digest: &[u8],
+        signature: &[u8],
+    ) -> bool {
+        use p256::ecdsa::signature::hazmat::PrehashVerifier as _;
+        match self {
+            PublicKey::Rsa(public) => {
+                if signature.len() != public.size() {
+                    return false;
+                }
+                let result = match (scheme, hash) {
+                    ("pss", HashAlgorithm::Sha256) => {
+                        public.verify(Pss::new::<sha2::Sha256>(), digest, signature)
+                    }
+                    ("pss", HashAlgorithm::Sha384) => {
+                        public.verify(Pss::new::<sha2::Sha384>(), digest, signature)
+                    }
+                    ("pss", HashAlgorithm::Sha512) => {
+                        public.verify(Pss::new::<sha2::Sha512>(), digest, signature)
+                    }
+                    (_, HashAlgorithm::Sha256) => {
+                        public.verify(Pkcs1v15Sign::new::<sha2::Sha256>(), digest, signature)
+                    }
+                    (_, HashAlgorithm::Sha384) => {
+                        public.verify(Pkcs1v15Sign::new::<sha2::Sha384>(), digest, signature)
+                    }
+                    (_, HashAlgorithm::Sha512) => {
+                        public.verify(Pkcs1v15Sign::new::<sha2::Sha512>(), digest, signature)
+                    }
+                    _ => return false,
+                };
+                result.is_ok()
+            }
+            PublicKey::P256(public) => {
+                p256::ecdsa::Signature::from_slice(signature).is_ok_and(|signature| {
+                    p256::ecdsa::VerifyingKey::from(public)
+                        .verify_prehash(digest, &signature)
+                        .is_ok()
+                })
+            }
+            PublicKey::P384(public) => {
+                p384::ecdsa::Signature::from_slice(signature).is_ok_and(|signature| {
+                    p384::ecdsa::VerifyingKey::from(public)
+                        .verify_prehash(digest, &signature)
+                        .is_ok()
+                })
+            }
+        }
+    }
+
+    /// PEM SubjectPublicKeyInfo.
+    pub fn to_pem(&self) -> Result<String, PluginError> {
+        use p256::pkcs8::{EncodePublicKey as _, LineEnding};
+        let pem = match self {
+            PublicKey::Rsa(public) => {
+                rsa::pkcs8::EncodePublicKey::to_public_key_pem(public, LineEnding::LF)
+            }
+            PublicKey::P256(public) => public.to_public_key_pem(LineEnding::LF),
+            PublicKey::P384(public) => public.to_public_key_pem(LineEnding::LF),
+        };
+        pem.map_err(|_| PluginError::internal("azure-keyvault: cannot encode the public key"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keybroker_plugin_abi::ErrorKind;
+
+    const RSA: KeyKind = KeyKind::Rsa {
+        bytes: 256,
+        wrap: true,
+        sign: true,
+    };
+
+    #[test]
+    fn algorithms_follow_key_and_request() {
+        let digest = [1u8; 32];
+        assert_eq!(
+            signing_algorithm(RSA, "sha2-256", "pss", &digest)
+                .unwrap()
+                .0,
+            SignatureAlgorithm::Ps256
+        );
+        assert_eq!(
+            signing_algorithm(KeyKind::P384, "sha2-384", "", &[0; 48])
+                .unwrap()
+                .0,
+            SignatureAlgorithm::Es384
+        );
+        for (kind, hash, scheme, digest) in [
+            (RSA, "sha2-224", "pss", &[0u8; 28][..]),
+            (RSA, "sha2-256", "", &digest[..]),
+            (KeyKind::P256, "sha2-256", "pss", &digest[..]),
+            (KeyKind::P256, "sha2-384", "", &[0u8; 48][..]),
+            (KeyKind::P384, "sha2-256", "", &digest[..]),
+            (KeyKind::Other, "sha2-256", "", &digest[..]),
+            (
+                KeyKind::Rsa {
+                    bytes: 256,
+                    wrap: true,
+                    sign: false,
+                },
+                "sha2-256",
+                "pss",
+                &digest[..],
+            ),
+        ] {
+            let error = signing_algorithm(kind, hash, scheme, digest).unwrap_err();
+            assert_eq!(
+                error.kind,
+                ErrorKind::INVALID_REQUEST,
+                "{kind:?} {hash} {scheme}"
+            );
+        }
+    }
+
+    #[test]
+    fn kinds_suit_key_types() {
+        assert!(unsuitable(RSA, "aes256-gcm96").is_none());
+        assert!(unsuitable(RSA, "rsa-2048").is_none());
+        assert!(unsuitable(RSA, "rsa-3072").unwrap().contains("RSA-2048"));
+        let sign_only = KeyKind::Rsa {
+            bytes: 384,
+            wrap: false,
+            sign: true,
+        };
+        assert!(unsuitable(sign_only, "aes256-gcm96")
+            .unwrap()
+            .contains("wrapKey"));
+        assert!(unsuitable(KeyKind::P256, "ecdsa-p384").is_some());
+        assert!(unsuitable(KeyKind::P256, "ecdsa-p256").is_none());
+        assert_eq!(MAX_WRAP_PAYLOAD, 190);
+    }
+}

@@ -1,0 +1,849 @@
+//! The plugin against the in-repo Key Vault fake (`tests/azure-fake`), with the real SDK,
+//! through the ABI trait object the broker uses.
+
+use std::time::{Duration, Instant};
+
+use keybroker_azure_fake::{AzureFake, KeySpec, Operation};
+use keybroker_plugin_abi::{
+    abi_stable::std_types::{RString, RVec},
+    capability, BackendBox, BindKeyRequest, CreateKeyRequest, DecryptRequest, EncryptRequest,
+    ErrorKind, PluginError, SignRequest, VerifyRequest,
+};
+use keybroker_plugin_conformance::RecordingHost;
+use serde_json::json;
+use sha2::Digest as _;
+
+use crate::backend::new_backend;
+
+const TENANT: &str = "3f6c1b0e-8a2d-4c59-9e71-5b0d2a4c8e13";
+const OTHER_TENANT: &str = "c81e9d47-2b6a-4f03-a5d8-7e9c0b1f2a64";
+const AZURE_TENANT: &str = "kb-azure-tenant";
+const CLIENT_ID: &str = "kb-client";
+const CLIENT_SECRET: &str = "kb-client-secret-value";
+const SECRET_ENV: &str = "KEYBROKER_TEST_AZURE_CLIENT_SECRET";
+/// Generous: the fake makes RSA-4096 keys in a debug build.
+const TIMEOUT_MS: u64 = 20_000;
+
+fn fake() -> AzureFake {
+    AzureFake::start(AZURE_TENANT, CLIENT_ID, CLIENT_SECRET)
+}
+
+fn config(fake: &AzureFake, operation_timeout_ms: u64) -> serde_json::Value {
+    std::env::set_var(SECRET_ENV, CLIENT_SECRET);
+    json!({
+        "vault_url": fake.vault_url(),
+        "tenant_id": AZURE_TENANT,
+        "client_id": CLIENT_ID,
+        "client_secret_env": SECRET_ENV,
+        "authority_host": fake.authority_host(),
+        "ca_file": fake.ca_pem_path(),
+        "operation_timeout_ms": operation_timeout_ms,
+        // The fake's vault is 127.0.0.1, not *.vault.azure.net.
+        "verify_challenge_resource": false,
+    })
+}
+
+fn backend_with(config: &serde_json::Value) -> BackendBox {
+    let backend = new_backend(&config.to_string(), RecordingHost::boxed())
+        .unwrap_or_else(|error| panic!("new_backend: {error}"));
+    keybroker_plugin_abi::into_ffi(backend)
+}
+
+fn backend(fake: &AzureFake) -> BackendBox {
+    backend_with(&config(fake, TIMEOUT_MS))
+}
+
+fn rstring(text: &str) -> RString {
+    RString::from(text)
+}
+
+fn create_with_id(backend: &BackendBox, tenant: &str, key_id: &str, key_type: &str) -> String {
+    backend
+        .create_key(CreateKeyRequest {
+            tenant_id: rstring(tenant),
+            key_id: rstring(key_id),
+            key_type: rstring(key_type),
+        })
+        .into_result()
+        .unwrap_or_else(|error| panic!("create_key {key_type}: {error}"))
+        .reference
+        .into_string()
+}
+
+fn create(backend: &BackendBox, tenant: &str, key_type: &str) -> String {
+    create_with_id(backend, tenant, &format!("key-{key_type}"), key_type)
+}
+
+/// The Key Vault key name of a reference.
+fn key_name(reference: &str) -> String {
+    reference.split('/').nth(2).unwrap().to_owned()
+}
+
+fn encrypt(
+    backend: &BackendBox,
+    tenant: &str,
+    reference: &str,
+    plaintext: &[u8],
+    aad: &[u8],
+) -> Result<Vec<u8>, PluginError> {
+    backend
+        .encrypt(EncryptRequest {
+            tenant_id: rstring(tenant),
+            key_reference: rstring(reference),
+            plaintext: RVec::from(plaintext),
+            aad: RVec::from(aad),
+            iv: RVec::from(vec![0u8; 12]),
+        })
+        .into_result()
+        .map(RVec::into_vec)
+}
+
+fn decrypt(
+    backend: &BackendBox,
+    tenant: &str,
+    reference: &str,
+    ciphertext: &[u8],
+    aad: &[u8],
+) -> Result<Vec<u8>, PluginError> {
+    backend
+        .decrypt(DecryptRequest {
+            tenant_id: rstring(tenant),
+            key_reference: rstring(reference),
+            ciphertext: RVec::from(ciphertext),
+            aad: RVec::from(aad),
+        })
+        .into_result()
+        .map(RVec::into_vec)
+}
+
+fn bind(backend: &BackendBox, backend_key: &str, key_type: &str) -> Result<String, PluginError> {
+    backend
+        .bind_key(BindKeyRequest {
+            tenant_id: rstring(TENANT),
+            key_id: rstring("bound"),
+            key_type: rstring(key_type),
+            backend_key: rstring(backend_key),
+        })
+        .into_result()
+        .map(|handle| handle.reference.into_string())
+}
+
+/// Requests of every kind the fake received.
+fn all_requests(fake: &AzureFake) -> u64 {
+    Operation::ALL
+        .iter()
+        .map(|operation| fake.request_count(*operation))
+        .sum()
+}
+
+#[track_caller]
+fn assert_error<T: std::fmt::Debug>(
+    result: Result<T, PluginError>,
+    kind: ErrorKind,
+    contains: &str,
+) -> PluginError {
+    let error = result.expect_err("expected an error");
+    assert_eq!(error.kind, kind, "{error}");
+    assert!(
+        error.message.contains(contains),
+        "{error:?} should contain {contains:?}"
+    );
+    error
+}
+
+#[test]
+fn wraps_and_unwraps_data_keys_with_created_keys() {
+    let fake = fake();
+    let backend = backend(&fake);
+    let info = backend.info().into_result().unwrap();
+    assert_eq!(info.name.as_str(), "azure-keyvault");
+    assert_eq!(info.max_payload, 190);
+    assert_eq!(
+        info.capabilities,
+        capability::ENVELOPE | capability::BIND_EXISTING | capability::SIGN
+    );
+    backend.health().into_result().unwrap();
+
+    let key = create(&backend, TENANT, "aes256-gcm96");
+    let name = key_name(&key);
+    assert_eq!(key, format!("c/{TENANT}/{name}"));
+    assert_eq!(name, crate::created_key_name(TENANT, "key-aes256-gcm96"));
+    let bundle = fake.state().get_key(&name, None).unwrap();
+    assert_eq!(bundle["tags"]["keybroker-tenant"], TENANT);
+    assert_eq!(bundle["tags"]["keybroker-key"], "key-aes256-gcm96");
+    assert_eq!(bundle["key"]["kty"], "RSA");
+    assert_eq!(bundle["key"]["key_ops"], json!(["wrapKey", "unwrapKey"]));
+
+    let dek = [7u8; 32];
+    let wrapped = encrypt(&backend, TENANT, &key, &dek, b"binding").unwrap();
+    assert_eq!(wrapped[0], crate::FORMAT_WRAPPED);
+    assert!(!wrapped.windows(dek.len()).any(|window| window == dek));
+    assert_eq!(
+        decrypt(&backend, TENANT, &key, &wrapped, b"binding").unwrap(),
+        dek
+    );
+    // RSA-OAEP has no AAD: the broker's HKDF binding covers it (DESIGN §3).
+    assert_eq!(
+        decrypt(&backend, TENANT, &key, &wrapped, b"other").unwrap(),
+        dek
+    );
+    let empty = encrypt(&backend, TENANT, &key, b"", b"").unwrap();
+    assert_eq!(decrypt(&backend, TENANT, &key, &empty, b"").unwrap(), b"");
+    let mut forged = empty.clone();
+    forged[0] = crate::FORMAT_WRAPPED;
+    assert_eq!(decrypt(&backend, TENANT, &key, &forged, b"").unwrap(), [0]);
+    let mut corrupted = wrapped.clone();
+    let last = corrupted.len() - 1;
+    corrupted[last] ^= 1;
+    assert_error(
+        decrypt(&backend, TENANT, &key, &corrupted, b""),
+        ErrorKind::INVALID_CIPHERTEXT,
+        "",
+    );
+
+    // Another tenant, or a plaintext too large: refused before any request.
+    fake.reset_counts();
+    let error = assert_error(
+        encrypt(&backend, OTHER_TENANT, &key, &dek, b""),
+        ErrorKind::KEY_NOT_FOUND,
+        "not found",
+    );
+    assert!(!error.message.contains(TENANT));
+    assert_error(
+        decrypt(&backend, OTHER_TENANT, &key, &wrapped, b""),
+        ErrorKind::KEY_NOT_FOUND,
+        "",
+    );
+    assert_error(
+        encrypt(&backend, TENANT, &key, &[1; 191], b""),
+        ErrorKind::PAYLOAD_TOO_LARGE,
+        "191",
+    );
+    assert_eq!(all_requests(&fake), 0);
+    let largest = [9u8; 190];
+    let sealed = encrypt(&backend, TENANT, &key, &largest, b"").unwrap();
+    assert_eq!(
+        decrypt(&backend, TENANT, &key, &sealed, b"").unwrap(),
+        largest
+    );
+
+    // A fresh instance reads the key (and checks its tag) once, then one call per operation.
+    let fresh = self::backend(&fake);
+    decrypt(&fresh, TENANT, &key, &wrapped, b"").unwrap();
+    fake.reset_counts();
+    decrypt(&fresh, TENANT, &key, &wrapped, b"").unwrap();
+    assert_eq!(fake.request_count(Operation::Get), 0);
+    assert_eq!(fake.request_count(Operation::UnwrapKey), 1);
+    assert_eq!(all_requests(&fake), 1);
+    // A reference naming the other tenant with this tenant's key fails the tag check.
+    let forged_reference = format!("c/{OTHER_TENANT}/{name}");
+    let error = assert_error(
+        decrypt(&fresh, OTHER_TENANT, &forged_reference, &wrapped, b""),
+        ErrorKind::KEY_NOT_FOUND,
+        "",
+    );
+    assert!(!error.message.contains(TENANT));
+
+    // A new version of the key (created again): older wrapped keys still unwrap with the
+    // version that wrapped them, new ones use the new version.
+    let again = create_with_id(&backend, TENANT, "key-aes256-gcm96", "aes256-gcm96");
+    assert_eq!(again, key);
+    let newer = encrypt(&fresh, TENANT, &key, &dek, b"").unwrap();
+    assert_ne!(newer[2..34], wrapped[2..34], "the version changed");
+    for blob in [&wrapped, &newer] {
+        assert_eq!(decrypt(&fresh, TENANT, &key, blob, b"").unwrap(), dek);
+    }
+    // A data key of another key is not this key's.
+    let other = create_with_id(&backend, TENANT, "other", "aes256-gcm96");
+    assert_error(
+        decrypt(&backend, TENANT, &other, &wrapped, b""),
+        ErrorKind::INVALID_CIPHERTEXT,
+        "",
+    );
+}
+
+#[test]
+fn binds_existing_keys_by_name_and_version_and_never_deletes_them() {
+    let fake = fake();
+    let backend = backend(&fake);
+    let kid = fake.create_key("ops-wrap", KeySpec::Rsa(2048)).unwrap();
+    let version = kid.rsplit('/').next().unwrap().to_owned();
+    fake.create_key("ops-ec", KeySpec::P256).unwrap();
+    fake.state()
+        .create_key(
+            "ops-sign-only",
+            "RSA",
+            KeySpec::Rsa(2048),
+            Some(vec!["sign".to_owned(), "verify".to_owned()]),
+            Default::default(),
+            Default::default(),
+        )
+        .unwrap();
+
+    let latest = bind(&backend, "ops-wrap", "aes256-gcm96").unwrap();
+    assert_eq!(latest, format!("b/{TENANT}/ops-wrap"));
+    let pinned = bind(&backend, &format!("ops-wrap/{version}"), "aes256-gcm96").unwrap();
+    assert_eq!(pinned, format!("b/{TENANT}/ops-wrap/{version}"));
+    for reference in [&latest, &pinned] {
+        let wrapped = encrypt(&backend, TENANT, reference, b"bound", b"").unwrap();
+        assert_eq!(
+            decrypt(&backend, TENANT, reference, &wrapped, b"").unwrap(),
+            b"bound"
+        );
+        assert_error(
+            decrypt(&backend, OTHER_TENANT, reference, &wrapped, b""),
+            ErrorKind::KEY_NOT_FOUND,
+            "",
+        );
+        // Deleting a bound key leaves it alone.
+        fake.reset_counts();
+        backend
+            .delete_key(rstring(TENANT), rstring(reference))
+            .into_result()
+            .unwrap();
+        assert_eq!(all_requests(&fake), 0);
+        fake.state().get_key("ops-wrap", None).unwrap();
+    }
+    // The same key may also sign: RSA-2048 whose key_ops allow sign.
+    bind(&backend, "ops-wrap", "rsa-2048").unwrap();
+    bind(&backend, "ops-ec", "ecdsa-p256").unwrap();
+
+    // Wrong kinds are refused, saying why.
+    assert_error(
+        bind(&backend, "ops-ec", "ecdsa-p384"),
+        ErrorKind::INVALID_REQUEST,
+        "P-256",
+    );
+    assert_error(
+        bind(&backend, "ops-ec", "aes256-gcm96"),
+        ErrorKind::INVALID_REQUEST,
+        "wrapKey",
+    );
+    assert_error(
+        bind(&backend, "ops-wrap", "rsa-3072"),
+        ErrorKind::INVALID_REQUEST,
+        "RSA-2048",
+    );
+    assert_error(
+        bind(&backend, "ops-sign-only", "aes256-gcm96"),
+        ErrorKind::INVALID_REQUEST,
+        "wrapKey",
+    );
+    assert_error(
+        bind(&backend, "ops-missing", "aes256-gcm96"),
+        ErrorKind::KEY_NOT_FOUND,
+        "ops-missing",
+    );
+    assert_error(
+        bind(
+            &backend,
+            "ops-wrap/0123456789abcdef0123456789abcdef",
+            "aes256-gcm96",
+        ),
+        ErrorKind::KEY_NOT_FOUND,
+        "",
+    );
+    for bad in ["", "bad_name", "ops-wrap/ver-sion", "a/b/c"] {
+        assert_error(
+            bind(&backend, bad, "aes256-gcm96"),
+            ErrorKind::INVALID_REQUEST,
+            "backend_key",
+        );
+    }
+    assert_error(
+        bind(&backend, "ops-wrap", "aes128-gcm96"),
+        ErrorKind::INVALID_REQUEST,
+        "not supported",
+    );
+
+    // Keys the broker made are never bindable, not even by their own tenant.
+    let made = create(&backend, TENANT, "aes256-gcm96");
+    assert_error(
+        bind(&backend, &key_name(&made), "aes256-gcm96"),
+        ErrorKind::ACCESS_DENIED,
+        "keybroker-tenant",
+    );
+    // A disabled key cannot be bound; the state is named.
+    fake.set_key_enabled("ops-ec", false).unwrap();
+    assert_error(
+        bind(&backend, "ops-ec", "ecdsa-p256"),
+        ErrorKind::INVALID_REQUEST,
+        "disabled",
+    );
+}
+
+/// The digest of `message` under a Vault hash name.
+fn digest(hash: &str, message: &[u8]) -> Vec<u8> {
+    match hash {
+        "sha2-224" => sha2::Sha224::digest(message).to_vec(),
+        "sha2-256" => sha2::Sha256::digest(message).to_vec(),
+        "sha2-384" => sha2::Sha384::digest(message).to_vec(),
+        _ => sha2::Sha512::digest(message).to_vec(),
+    }
+}
+
+/// Verifies a signature with the `rsa`, `p256` and `p384` crates, not the plugin.
+fn independently_valid(
+    pem: &str,
+    key_type: &str,
+    hash: &str,
+    scheme: &str,
+    digest: &[u8],
+    signature: &[u8],
+) -> bool {
+    use p256::pkcs8::DecodePublicKey as _;
+    use rsa::{Pkcs1v15Sign, Pss};
+    match key_type {
+        "ecdsa-p256" => {
+            use p256::ecdsa::signature::hazmat::PrehashVerifier as _;
+            let public = p256::ecdsa::VerifyingKey::from_public_key_pem(pem).unwrap();
+            let signature = p256::ecdsa::Signature::from_slice(signature).unwrap();
+            public.verify_prehash(digest, &signature).is_ok()
+        }
+        "ecdsa-p384" => {
+            use p384::ecdsa::signature::hazmat::PrehashVerifier as _;
+            let public = p384::ecdsa::VerifyingKey::from_public_key_pem(pem).unwrap();
+            let signature = p384::ecdsa::Signature::from_slice(signature).unwrap();
+            public.verify_prehash(digest, &signature).is_ok()
+        }
+        _ => {
+            let public = rsa::RsaPublicKey::from_public_key_pem(pem).unwrap();
+            let result = match (hash, scheme) {
+                ("sha2-256", "pss") => public.verify(Pss::new::<sha2::Sha256>(), digest, signature),
+                ("sha2-384", "pss") => public.verify(Pss::new::<sha2::Sha384>(), digest, signature),
+                ("sha2-512", "pss") => public.verify(Pss::new::<sha2::Sha512>(), digest, signature),
+                ("sha2-256", _) => {
+                    public.verify(Pkcs1v15Sign::new::<sha2::Sha256>(), digest, signature)
+                }
+                ("sha2-384", _) => {
+                    public.verify(Pkcs1v15Sign::new::<sha2::Sha384>(), digest, signature)
+                }
+                _ => public.verify(Pkcs1v15Sign::new::<sha2::Sha512>(), digest, signature),
+            };
+            result.is_ok()
+        }
+    }
+}
+
+#[test]
+fn signs_and_verifies_with_every_asymmetric_type() {
+    let fake = fake();
+    let backend = backend(&fake);
+    let message = b"keybroker: message to sign";
+    for key_type in keybroker_plugin_abi::key_type::ASYMMETRIC {
+        let key = create(&backend, TENANT, key_type);
+        let pem = backend
+            .public_key(rstring(TENANT), rstring(&key))
+            .into_result()
+            .unwrap()
+            .into_string();
+        assert!(pem.starts_with("-----BEGIN PUBLIC KEY-----"), "{pem}");
+        let rsa = key_type.starts_with("rsa");
+        let schemes: &[&str] = if rsa { &["pss", "pkcs1v15"] } else { &[""] };
+        let hashes: &[&str] = match key_type {
+            "ecdsa-p256" => &["sha2-256"],
+            "ecdsa-p384" => &["sha2-384"],
+            _ => &["sha2-256", "sha2-384", "sha2-512"],
+        };
+        let sign = |hash: &str, scheme: &str, digest: &[u8]| {
+            backend
+                .sign(SignRequest {
+                    tenant_id: rstring(TENANT),
+                    key_reference: rstring(&key),
+                    digest: RVec::from(digest),
+                    hash_algorithm: rstring(hash),
+                    signature_algorithm: rstring(scheme),
+                })
+                .into_result()
+                .map(RVec::into_vec)
+        };
+        let verify = |hash: &str, scheme: &str, digest: &[u8], signature: &[u8]| {
+            backend
+                .verify(VerifyRequest {
+                    tenant_id: rstring(TENANT),
+                    key_reference: rstring(&key),
+                    digest: RVec::from(digest),
+                    hash_algorithm: rstring(hash),
+                    signature_algorithm: rstring(scheme),
+                    signature: RVec::from(signature),
+                })
+                .into_result()
+        };
+        for hash in hashes {
+            let digest = digest(hash, message);
+            for scheme in schemes {
+                let what = format!("{key_type} {hash} {scheme:?}");
+                let signature =
+                    sign(hash, scheme, &digest).unwrap_or_else(|e| panic!("{what}: {e}"));
+                if !rsa {
+                    assert_eq!(
+                        signature.len(),
+                        if key_type == "ecdsa-p256" { 64 } else { 96 }
+                    );
+                }
+                assert!(verify(hash, scheme, &digest, &signature).unwrap(), "{what}");
+                assert!(
+                    independently_valid(&pem, key_type, hash, scheme, &digest, &signature),
+                    "{what}: independent verification"
+                );
+                // Bad signatures are false, never errors.
+                let mut flipped = signature.clone();
+                flipped[signature.len() / 2] ^= 0x10;
+                let other = self::digest(hash, b"another message");
+                for (bad_digest, bad_signature) in [
+                    (&digest, &flipped[..]),
+                    (&digest, &signature[..signature.len() - 1]),
+                    (&digest, &[][..]),
+                    (&digest, &vec![0u8; signature.len()][..]),
+                    (&other, &signature[..]),
+                ] {
+                    assert!(
+                        !verify(hash, scheme, bad_digest, bad_signature).unwrap(),
+                        "{what}: a bad signature verified"
+                    );
+                }
+            }
+        }
+        // Key Vault has no SHA-224; curves pair with their own hash.
+        assert_error(
+            sign("sha2-224", schemes[0], &digest("sha2-224", message)),
+            ErrorKind::INVALID_REQUEST,
+            hashes[0],
+        );
+        if !rsa {
+            assert_error(
+                sign("sha2-512", "", &digest("sha2-512", message)),
+                ErrorKind::INVALID_REQUEST,
+                "only over",
+            );
+        }
+        assert_error(
+            backend
+                .public_key(rstring(OTHER_TENANT), rstring(&key))
+                .into_result(),
+            ErrorKind::KEY_NOT_FOUND,
+            "",
+        );
+        assert_error(
+            encrypt(&backend, TENANT, &key, b"x", b""),
+            ErrorKind::INVALID_REQUEST,
+            "aes256-gcm96",
+        );
+    }
+    let wrapping = create(&backend, TENANT, "aes256-gcm96");
+    assert_error(
+        backend
+            .public_key(rstring(TENANT), rstring(&wrapping))
+            .into_result(),
+        ErrorKind::INVALID_REQUEST,
+        "rsa-* or ecdsa-*",
+    );
+}
+
+#[test]
+fn disabled_and_denied_keys_are_reported() {
+    let fake = fake();
+    let backend = backend(&fake);
+    let key = create(&backend, TENANT, "aes256-gcm96");
+    let name = key_name(&key);
+    let wrapped = encrypt(&backend, TENANT, &key, b"data", b"").unwrap();
+    fake.set_key_enabled(&name, false).unwrap();
+    assert_error(
+        encrypt(&backend, TENANT, &key, b"data", b""),
+        ErrorKind::INVALID_REQUEST,
+        "key is disabled",
+    );
+    assert_error(
+        decrypt(&backend, TENANT, &key, &wrapped, b""),
+        ErrorKind::INVALID_REQUEST,
+        "key is disabled",
+    );
+    fake.set_key_enabled(&name, true).unwrap();
+    fake.deny_for_key(Operation::UnwrapKey, &name);
+    assert_error(
+        decrypt(&backend, TENANT, &key, &wrapped, b""),
+        ErrorKind::ACCESS_DENIED,
+        "does not have keys unwrapKey permission",
+    );
+    fake.allow(Operation::UnwrapKey);
+    assert_eq!(
+        decrypt(&backend, TENANT, &key, &wrapped, b"").unwrap(),
+        b"data"
+    );
+    // A fresh instance that may not read keys cannot use them, and says why.
+    fake.deny(Operation::Get);
+    assert_error(
+        decrypt(&self::backend(&fake), TENANT, &key, &wrapped, b""),
+        ErrorKind::ACCESS_DENIED,
+        "does not have keys get permission",
+    );
+}
+
+#[test]
+fn throttling_is_retried_by_the_sdk_then_unavailable_within_the_timeout() {
+    let fake = fake();
+    let patient = backend_with(&config(&fake, 6000));
+    let key = create(&patient, TENANT, "aes256-gcm96");
+    fake.reset_counts();
+    // Two 429s with Retry-After: 1, then success: the SDK waits and retries.
+    fake.throttle(2, Duration::from_secs(1));
+    let wrapped = encrypt(&patient, TENANT, &key, b"data", b"").unwrap();
+    assert_eq!(fake.request_count(Operation::WrapKey), 3);
+    assert_eq!(fake.state().throttle_remaining(), 0);
+
+    // Throttled for longer than the operation timeout: UNAVAILABLE at the deadline.
+    let hurried = backend_with(&config(&fake, 1500));
+    assert_eq!(
+        decrypt(&hurried, TENANT, &key, &wrapped, b"").unwrap(),
+        b"data"
+    );
+    fake.throttle(1000, Duration::from_secs(1));
+    let started = Instant::now();
+    let result = decrypt(&hurried, TENANT, &key, &wrapped, b"");
+    let elapsed = started.elapsed();
+    assert_error(result, ErrorKind::UNAVAILABLE, "");
+    assert!(elapsed < Duration::from_millis(1500 + 2000), "{elapsed:?}");
+    assert_error(hurried.health().into_result(), ErrorKind::UNAVAILABLE, "");
+    fake.clear_faults();
+    assert_eq!(
+        decrypt(&hurried, TENANT, &key, &wrapped, b"").unwrap(),
+        b"data"
+    );
+}
+
+#[test]
+fn an_outage_is_unavailable_within_the_timeout_and_recovery_is_reported() {
+    let fake = fake();
+    let host = RecordingHost::default();
+    let backend = keybroker_plugin_abi::into_ffi(
+        new_backend(&config(&fake, 1500).to_string(), host.clone().into_box()).unwrap(),
+    );
+    let key = create(&backend, TENANT, "aes256-gcm96");
+    let wrapped = encrypt(&backend, TENANT, &key, b"data", b"").unwrap();
+
+    fake.set_outage(true);
+    assert_error(
+        decrypt(&backend, TENANT, &key, &wrapped, b""),
+        ErrorKind::UNAVAILABLE,
+        "503",
+    );
+    assert_error(backend.health().into_result(), ErrorKind::UNAVAILABLE, "");
+    fake.set_outage(false);
+    // A vault that does not answer at all.
+    fake.set_latency(Duration::from_secs(60));
+    let started = Instant::now();
+    let result = decrypt(&backend, TENANT, &key, &wrapped, b"");
+    let elapsed = started.elapsed();
+    fake.set_latency(Duration::ZERO);
+    assert_error(result, ErrorKind::UNAVAILABLE, "operation timeout");
+    assert!(elapsed < Duration::from_millis(1500 + 2000), "{elapsed:?}");
+
+    backend.health().into_result().unwrap();
+    assert_eq!(
+        decrypt(&backend, TENANT, &key, &wrapped, b"").unwrap(),
+        b"data"
+    );
+    // The host heard of the outage once, and of the recovery.
+    let lines = host.lines();
+    let reports: Vec<_> = lines
+        .iter()
+        .filter(|line| line.starts_with("instance available="))
+        .collect();
+    assert_eq!(reports.len(), 2, "{lines:?}");
+    assert!(
+        reports[0].starts_with("instance available=false"),
+        "{lines:?}"
+    );
+    assert!(
+        reports[1].starts_with("instance available=true"),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn wrong_credentials_and_unreachable_endpoints_are_unavailable_with_a_reason() {
+    let fake = fake();
+    let secret_file = std::env::temp_dir().join(format!(
+        "keybroker-azure-wrong-secret-{}",
+        std::process::id()
+    ));
+    std::fs::write(&secret_file, "wrong-secret-not-to-show\n").unwrap();
+    let mut wrong = config(&fake, 5000);
+    wrong["client_secret_env"] = serde_json::Value::Null;
+    wrong.as_object_mut().unwrap().remove("client_secret_env");
+    wrong["client_secret_file"] = json!(secret_file);
+    let host = RecordingHost::default();
+    let backend = keybroker_plugin_abi::into_ffi(
+        new_backend(&wrong.to_string(), host.clone().into_box()).unwrap(),
+    );
+    let result = backend.health().into_result();
+    std::fs::remove_file(&secret_file).unwrap();
+    let error = assert_error(result, ErrorKind::UNAVAILABLE, "AADSTS7000215");
+    assert!(
+        !error.message.contains("wrong-secret-not-to-show"),
+        "{error}"
+    );
+    let lines = host.lines();
+    assert!(
+        lines
+            .iter()
+            .any(|line| line.starts_with("instance available=false")
+                && line.contains("AADSTS7000215")),
+        "{lines:?}"
+    );
+    assert!(!lines
+        .iter()
+        .any(|line| line.contains("wrong-secret-not-to-show")));
+    assert_error(
+        backend
+            .create_key(CreateKeyRequest {
+                tenant_id: rstring(TENANT),
+                key_id: rstring("k"),
+                key_type: rstring("aes256-gcm96"),
+            })
+            .into_result(),
+        ErrorKind::UNAVAILABLE,
+        "Invalid client secret provided",
+    );
+
+    // Nothing listening: the vault, then the token endpoint.
+    let mut unreachable = config(&fake, 3000);
+    unreachable["vault_url"] = json!("https://127.0.0.1:9/");
+    assert_error(
+        backend_with(&unreachable).health().into_result(),
+        ErrorKind::UNAVAILABLE,
+        "",
+    );
+    let mut no_authority = config(&fake, 3000);
+    no_authority["authority_host"] = json!("https://127.0.0.1:9");
+    assert_error(
+        backend_with(&no_authority).health().into_result(),
+        ErrorKind::UNAVAILABLE,
+        "access token",
+    );
+}
+
+#[test]
+fn an_inline_client_secret_is_refused_and_config_errors_are_named() {
+    let fake = fake();
+    let mut inline = config(&fake, 1500);
+    inline.as_object_mut().unwrap().remove("client_secret_env");
+    inline["client_secret"] = json!("inline-secret-not-to-show");
+    let error = new_backend(&inline.to_string(), RecordingHost::boxed()).unwrap_err();
+    assert_eq!(error.kind, ErrorKind::INVALID_CONFIG);
+    assert!(error.message.contains("client_secret_file"), "{error}");
+    assert!(
+        !error.message.contains("inline-secret-not-to-show"),
+        "{error}"
+    );
+    let mut unknown = config(&fake, 1500);
+    unknown["region"] = json!("westeurope");
+    let error = new_backend(&unknown.to_string(), RecordingHost::boxed()).unwrap_err();
+    assert_eq!(error.kind, ErrorKind::INVALID_CONFIG);
+    assert!(error.message.contains("region"), "{error}");
+    let mut missing_ca = config(&fake, 1500);
+    missing_ca["ca_file"] = json!("/nonexistent/keybroker-ca.pem");
+    let error = new_backend(&missing_ca.to_string(), RecordingHost::boxed()).unwrap_err();
+    assert_eq!(error.kind, ErrorKind::INVALID_CONFIG);
+    assert!(
+        error.message.contains("/nonexistent/keybroker-ca.pem"),
+        "{error}"
+    );
+    // Without the fake's CA, its certificate is not trusted: no request succeeds.
+    let mut untrusted = config(&fake, 3000);
+    untrusted.as_object_mut().unwrap().remove("ca_file");
+    assert_error(
+        backend_with(&untrusted).health().into_result(),
+        ErrorKind::UNAVAILABLE,
+        "",
+    );
+}
+
+#[test]
+fn deleting_a_created_key_deletes_it_and_a_bound_key_is_kept() {
+    let fake = fake();
+    let backend = backend(&fake);
+    let key = create(&backend, TENANT, "ecdsa-p256");
+    let name = key_name(&key);
+    assert_error(
+        backend
+            .delete_key(rstring(OTHER_TENANT), rstring(&key))
+            .into_result(),
+        ErrorKind::KEY_NOT_FOUND,
+        "",
+    );
+    backend
+        .delete_key(rstring(TENANT), rstring(&key))
+        .into_result()
+        .unwrap();
+    assert_eq!(fake.request_count(Operation::Delete), 1);
+    assert!(fake.state().get_key(&name, None).is_err());
+    fake.state().get_deleted_key(&name).unwrap();
+    assert_error(
+        backend
+            .public_key(rstring(TENANT), rstring(&key))
+            .into_result(),
+        ErrorKind::KEY_NOT_FOUND,
+        "",
+    );
+    // Deleting again (a retry after a lost answer) succeeds without another deletion.
+    backend
+        .delete_key(rstring(TENANT), rstring(&key))
+        .into_result()
+        .unwrap();
+    assert_eq!(fake.request_count(Operation::Delete), 1);
+
+    fake.create_key("operator-key", KeySpec::P384).unwrap();
+    let bound = bind(&backend, "operator-key", "ecdsa-p384").unwrap();
+    backend
+        .delete_key(rstring(TENANT), rstring(&bound))
+        .into_result()
+        .unwrap();
+    assert_eq!(fake.request_count(Operation::Delete), 1);
+    fake.state().get_key("operator-key", None).unwrap();
+}
+
+#[test]
+fn an_instance_can_be_dropped_from_async_code() {
+    // The host may drop an instance (on reload) from a Tokio task.
+    let fake = fake();
+    let backend = backend(&fake);
+    backend.health().into_result().unwrap();
+    let host_runtime = tokio::runtime::Runtime::new().unwrap();
+    host_runtime.block_on(async move { drop(backend) });
+}
+
+#[test]
+fn passes_the_conformance_suite() {
+    use keybroker_plugin_conformance::{BindableKey, Options};
+    let fake = fake();
+    let backend = backend(&fake);
+    fake.create_key("conformance-wrap", KeySpec::Rsa(2048))
+        .unwrap();
+    fake.create_key("conformance-ec", KeySpec::P256).unwrap();
+    let kid = fake
+        .create_key("conformance-rsa", KeySpec::Rsa(2048))
+        .unwrap();
+    let version = kid.rsplit('/').next().unwrap();
+    let bindable = |backend_key: &str, key_type: &str| BindableKey {
+        backend_key: backend_key.to_owned(),
+        key_type: key_type.to_owned(),
+    };
+    let options = Options {
+        // RSA-OAEP has no AAD; the broker's binding makes up for it (DESIGN §3).
+        authenticates_aad: false,
+        bindable_keys: vec![
+            bindable("conformance-wrap", "aes256-gcm96"),
+            bindable("conformance-ec", "ecdsa-p256"),
+            bindable(&format!("conformance-rsa/{version}"), "rsa-2048"),
+        ],
+        // Key Vault pairs each curve with its own hash and has no SHA-224.
+        signing_hashes: |key_type| match key_type {
+            "ecdsa-p256" => vec!["sha2-256"],
+            "ecdsa-p384" => vec!["sha2-384"],
+            _ => vec!["sha2-256", "sha2-384", "sha2-512"],
+        },
+        ..Options::default()
+    };
+    keybroker_plugin_conformance::run(&backend, &options);
+}
