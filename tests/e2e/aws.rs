@@ -128,8 +128,9 @@ impl Kms {
             .to_owned()
     }
 
-    /// Every key id in moto, with its tags.
-    fn keys_tagged_for(&self, tenant_tag_prefix: &str) -> Vec<String> {
+    /// The ids of the keys in moto tagged by the broker for a tenant whose id starts with
+    /// `tenant_tag_prefix`.
+    pub fn keys_tagged_for(&self, tenant_tag_prefix: &str) -> Vec<String> {
         let listed = self.call("ListKeys", &json!({}));
         listed["Keys"]
             .as_array()

@@ -20,16 +20,16 @@ use crate::{
 const PIN: &str = "hsm-user-pin-1234";
 
 /// A SoftHSM store with one token, a drop-in directory, and a broker using both.
-struct Hsm {
-    softhsm: SoftHsm,
-    token: String,
+pub struct Hsm {
+    pub softhsm: SoftHsm,
+    pub token: String,
     pin_file: PathBuf,
-    plugins: PluginDir,
+    pub plugins: PluginDir,
     library: PathBuf,
 }
 
 impl Hsm {
-    fn new() -> Self {
+    pub fn new() -> Self {
         let softhsm = SoftHsm::new();
         let token = unique_label("kb-e2e");
         let pin_file = softhsm.add_token(&token, PIN);
@@ -62,7 +62,7 @@ impl Hsm {
     }
 
     /// The usual instance `hsm` on the token.
-    fn standard_dropin(&self, host_extra: &str) {
+    pub fn standard_dropin(&self, host_extra: &str) {
         let config = self.config(&self.pin_file, &self.softhsm.module_sha256(), "");
         self.dropin("hsm", &format!("timeout = \"2s\"\n{host_extra}"), &config);
     }

@@ -87,6 +87,7 @@ pub struct AzureKeyVaultBackend {
     runtime: OwnRuntime,
     client: KeyClient,
     operation_timeout: Duration,
+    create_timeout: Duration,
     host: HostBox,
     /// Keys whose tags (created keys) and kind were checked by this instance, with the
     /// version and public key seen then: after the first use of a key, an operation costs
@@ -123,6 +124,7 @@ pub fn new_backend(config: &str, host: HostBox) -> Result<AzureKeyVaultBackend, 
         runtime: OwnRuntime(Some(runtime)),
         client,
         operation_timeout: Duration::from_millis(config.operation_timeout_ms),
+        create_timeout: Duration::from_millis(config.create_timeout_ms),
         host,
         verified: Mutex::new(HashMap::new()),
         reported_unavailable: AtomicBool::new(false),
@@ -169,10 +171,14 @@ fn http_client(config: &Config) -> Result<reqwest013::Client, PluginError> {
     .with_root_certificates(roots)
     .with_no_client_auth();
     let timeout = Duration::from_millis(config.operation_timeout_ms);
+    // Reads may wait as long as a key creation; every call is bounded by its own deadline
+    // on top (`call_within`).
+    let read_timeout =
+        Duration::from_millis(config.operation_timeout_ms.max(config.create_timeout_ms));
     reqwest013::Client::builder()
         .tls_backend_preconfigured(tls)
         .connect_timeout(timeout)
-        .read_timeout(timeout)
+        .read_timeout(read_timeout)
         // Key Vault never redirects; the SDK's own client refuses redirects too.
         .redirect(reqwest013::redirect::Policy::none())
         .build()
@@ -291,7 +297,17 @@ impl AzureKeyVaultBackend {
         operation: &str,
         future: impl Future<Output = azure_core::Result<T>>,
     ) -> Result<T, PluginError> {
-        self.call_raw(operation, future)?
+        self.call_within(self.operation_timeout, operation, future)
+    }
+
+    /// [`Self::call`] with another deadline.
+    fn call_within<T>(
+        &self,
+        timeout: Duration,
+        operation: &str,
+        future: impl Future<Output = azure_core::Result<T>>,
+    ) -> Result<T, PluginError> {
+        self.call_raw_within(timeout, operation, future)?
             .map_err(|error| from_azure(operation, &error))
     }
 
@@ -301,7 +317,16 @@ impl AzureKeyVaultBackend {
         operation: &str,
         future: impl Future<Output = azure_core::Result<T>>,
     ) -> Result<azure_core::Result<T>, PluginError> {
-        let timeout = self.operation_timeout;
+        self.call_raw_within(self.operation_timeout, operation, future)
+    }
+
+    /// [`Self::call_raw`] with another deadline.
+    fn call_raw_within<T>(
+        &self,
+        timeout: Duration,
+        operation: &str,
+        future: impl Future<Output = azure_core::Result<T>>,
+    ) -> Result<azure_core::Result<T>, PluginError> {
         // The timer must be made inside the runtime.
         match self
             .runtime
@@ -309,8 +334,8 @@ impl AzureKeyVaultBackend {
         {
             Ok(result) => Ok(result),
             Err(_) => Err(PluginError::unavailable(format!(
-                "Azure Key Vault {operation}: no answer within the operation timeout of {} ms",
-                self.operation_timeout.as_millis()
+                "Azure Key Vault {operation}: no answer within the timeout of {} ms",
+                timeout.as_millis()
             ))),
         }
     }
@@ -467,7 +492,7 @@ impl keybroker_plugin_abi::Backend for AzureKeyVaultBackend {
         }
         let content =
             RequestContent::try_from(parameters).map_err(|error| from_azure("create", &error))?;
-        let key = self.call("create", async {
+        let key = self.call_within(self.create_timeout, "create", async {
             self.client
                 .create_key(&name, content, None)
                 .await?

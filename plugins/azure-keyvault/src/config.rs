@@ -8,6 +8,8 @@ use zeroize::Zeroizing;
 
 /// Default `operation_timeout_ms`: below the host's usual per-call `timeout` of 2 s.
 pub const DEFAULT_OPERATION_TIMEOUT_MS: u64 = 1500;
+/// Default `create_timeout_ms`: below the host's default `create_timeout` of 60 s.
+pub const DEFAULT_CREATE_TIMEOUT_MS: u64 = 30_000;
 /// Default `max_retries` of the SDK's exponential retry policy.
 pub const DEFAULT_MAX_RETRIES: u32 = 3;
 /// The Microsoft Entra ID authority of Azure's public cloud.
@@ -42,6 +44,10 @@ pub struct Config {
     /// Keep it below the instance's `timeout`.
     #[serde(default = "default_operation_timeout_ms")]
     pub operation_timeout_ms: u64,
+    /// Deadline of a key creation, in milliseconds: Key Vault takes seconds to generate an
+    /// RSA key (longer in a managed HSM). Keep it below the instance's `create_timeout`.
+    #[serde(default = "default_create_timeout_ms")]
+    pub create_timeout_ms: u64,
     /// Retries per request in the SDK's exponential retry policy (0 = no retry).
     #[serde(default = "default_max_retries")]
     pub max_retries: u32,
@@ -64,6 +70,7 @@ impl std::fmt::Debug for Config {
             .field("authority_host", &self.authority_host)
             .field("ca_file", &self.ca_file)
             .field("operation_timeout_ms", &self.operation_timeout_ms)
+            .field("create_timeout_ms", &self.create_timeout_ms)
             .field("max_retries", &self.max_retries)
             .field("verify_challenge_resource", &self.verify_challenge_resource)
             .finish()
@@ -75,6 +82,9 @@ fn default_authority_host() -> String {
 }
 fn default_operation_timeout_ms() -> u64 {
     DEFAULT_OPERATION_TIMEOUT_MS
+}
+fn default_create_timeout_ms() -> u64 {
+    DEFAULT_CREATE_TIMEOUT_MS
 }
 fn default_max_retries() -> u32 {
     DEFAULT_MAX_RETRIES
@@ -152,6 +162,9 @@ impl Config {
         }
         if self.operation_timeout_ms == 0 {
             return Err(invalid("operation_timeout_ms: must be positive"));
+        }
+        if self.create_timeout_ms == 0 {
+            return Err(invalid("create_timeout_ms: must be positive"));
         }
         if self.max_retries > 10 {
             return Err(invalid(format!(

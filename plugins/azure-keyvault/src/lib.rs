@@ -73,6 +73,7 @@
 //! authority_host = "https://login.microsoftonline.com" # default: Azure public cloud
 //! # ca_file = "/etc/keybroker/extra-roots.pem"  # extra PEM roots to trust
 //! operation_timeout_ms = 1500                   # per operation, retries included
+//! create_timeout_ms = 30000                     # key creation (RSA generation takes seconds)
 //! max_retries = 3                               # the SDK's exponential retry policy
 //! # verify_challenge_resource = true            # off only for a test fake on 127.0.0.1
 //! ```

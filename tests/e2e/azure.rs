@@ -1,0 +1,280 @@
+//! Keys in Azure Key Vault: the azure-keyvault plugin loaded as a `.so` from a drop-in,
+//! talking HTTPS (trusting the fake's test CA) to the in-repo fake of Key Vault and of the
+//! Entra ID token endpoint (`tests/azure-fake`, itself checked by the official Python SDK),
+//! driven with `bao` and `curl`.
+
+use std::{
+    os::unix::fs::PermissionsExt as _,
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use base64::{engine::general_purpose::STANDARD, Engine as _};
+use keybroker_azure_fake::{AzureFake, KeySpec, Operation};
+use serde_json::{json, Value};
+
+use crate::support::{eventually, ns, private_dir, Broker, Options, PluginDir};
+
+const TENANT: &str = "8f0c6c2e-1d4b-4a57-9c3e-2b7d5e9a1f60";
+const CLIENT: &str = "keybroker-e2e";
+pub const SECRET: &str = "e2e-client-secret-do-not-log";
+
+/// The fake, a file with the client secret, and a drop-in directory with the plugin.
+pub struct Vault {
+    pub fake: AzureFake,
+    pub plugins: PluginDir,
+    library: PathBuf,
+    secret_dir: tempfile::TempDir,
+}
+
+impl Vault {
+    pub fn new() -> Self {
+        let fake = AzureFake::start(TENANT, CLIENT, SECRET);
+        let plugins = PluginDir::new();
+        let library =
+            plugins.add_library("azure_keyvault", "libkeybroker_plugin_azure_keyvault.so");
+        let secret_dir = private_dir();
+        Self {
+            fake,
+            plugins,
+            library,
+            secret_dir,
+        }
+    }
+
+    /// Writes the drop-in of instance `name` with client secret `secret`; `host_extra` adds
+    /// host settings (before `[config]`).
+    pub fn dropin(&self, name: &str, host_extra: &str, secret: &str) {
+        let secret_file = self.secret_dir.path().join(format!("{name}.secret"));
+        std::fs::write(&secret_file, secret).unwrap();
+        std::fs::set_permissions(&secret_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        // The fake listens on 127.0.0.1, not on *.vault.azure.net: the SDK's check that
+        // the bearer challenge names a vault resource is turned off for it.
+        let config = format!(
+            "vault_url = \"{}\"\ntenant_id = \"{TENANT}\"\nclient_id = \"{CLIENT}\"\n\
+             client_secret_file = \"{}\"\nauthority_host = \"{}\"\nca_file = \"{}\"\n\
+             verify_challenge_resource = false\noperation_timeout_ms = 1500\n",
+            self.fake.vault_url(),
+            secret_file.display(),
+            self.fake.authority_host(),
+            self.fake.ca_pem_path().display()
+        );
+        self.plugins.write_instance(
+            name,
+            &self.library,
+            "[\"*\"]",
+            &format!("timeout = \"2s\"\n{host_extra}"),
+            &config,
+        );
+    }
+
+    fn dev_broker(&self) -> Broker {
+        Broker::start(Options {
+            plugin_dir: Some(self.plugins.path().to_owned()),
+            ..Options::default()
+        })
+    }
+}
+
+fn b64(data: &[u8]) -> String {
+    STANDARD.encode(data)
+}
+
+fn encrypt(broker: &Broker, key: &str, plaintext: &[u8]) -> (u16, Value) {
+    broker.request(
+        "POST",
+        &format!("transit/encrypt/{key}"),
+        Some(&json!({ "plaintext": b64(plaintext) })),
+    )
+}
+
+#[test]
+fn key_vault_keys_wrap_data_keys_sign_bind_within_grants_and_are_deleted_only_when_made() {
+    let vault = Vault::new();
+    vault.dropin("azure", "[bind]\nacme = [\"acme-*\"]\n", SECRET);
+    vault
+        .fake
+        .create_key("acme-orders", KeySpec::Rsa(3072))
+        .unwrap();
+    vault
+        .fake
+        .create_key("globex-orders", KeySpec::Rsa(3072))
+        .unwrap();
+    let broker = vault.dev_broker();
+    assert_eq!(broker.backend("azure")["status"], "available");
+
+    // Envelope: the data key is wrapped in Key Vault once, unwrapped once, then cached.
+    broker.bao_ok(&["write", "transit/keys/env", "backend=azure"]);
+    let ciphertext = broker.encrypt("env", b"first");
+    assert_eq!(broker.decrypt("env", &ciphertext), b"first");
+    let (wraps, unwraps) = (
+        vault.fake.request_count(Operation::WrapKey),
+        vault.fake.request_count(Operation::UnwrapKey),
+    );
+    assert!(wraps >= 1);
+    for round in 0..5 {
+        let plaintext = format!("round {round}");
+        let ciphertext = broker.encrypt("env", plaintext.as_bytes());
+        assert_eq!(broker.decrypt("env", &ciphertext), plaintext.as_bytes());
+    }
+    assert_eq!(vault.fake.request_count(Operation::WrapKey), wraps);
+    assert_eq!(vault.fake.request_count(Operation::UnwrapKey), unwraps);
+
+    // No direct mode on Key Vault: a clear refusal.
+    let (status, body) = broker.request(
+        "POST",
+        "transit/keys/dir",
+        Some(&json!({"backend": "azure", "mode": "direct"})),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(body.to_string().contains("direct"), "{body}");
+
+    // Signing keys in Key Vault, verified by the broker.
+    for key_type in ["ecdsa-p256", "rsa-2048"] {
+        let name = format!("signer-{key_type}");
+        broker.bao_ok(&[
+            "write",
+            &format!("transit/keys/{name}"),
+            "backend=azure",
+            &format!("type={key_type}"),
+        ]);
+        let (status, signed) = broker.request(
+            "POST",
+            &format!("transit/sign/{name}"),
+            Some(&json!({"input": b64(b"invoice 42")})),
+        );
+        assert_eq!(status, 200, "{signed}");
+        let signature = signed["data"]["signature"].as_str().unwrap().to_owned();
+        for (input, valid) in [(b"invoice 42".as_slice(), true), (b"invoice 43", false)] {
+            let (status, body) = broker.request(
+                "POST",
+                &format!("transit/verify/{name}"),
+                Some(&json!({"input": b64(input), "signature": signature})),
+            );
+            assert_eq!(status, 200, "{body}");
+            assert_eq!(body["data"]["valid"], valid, "{key_type}: {body}");
+        }
+    }
+
+    // Tenants bind what the drop-in grants them, nothing else.
+    broker.bao_ok(&["namespace", "create", "acme"]);
+    broker.bao_ok(&["secrets", "enable", &ns("acme"), "transit"]);
+    let acme = crate::hsm::tenant_token(&broker, "acme");
+    let as_acme = |path: &str, body: &Value| {
+        broker.request_with(
+            "POST",
+            path,
+            Some(body),
+            &[("X-Vault-Token", &acme), ("X-Vault-Namespace", "acme")],
+        )
+    };
+    let (status, body) = as_acme(
+        "transit/keys/orders",
+        &json!({"backend": "azure", "backend_key": "acme-orders"}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = as_acme(
+        "transit/encrypt/orders",
+        &json!({"plaintext": b64(b"acme order")}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = as_acme(
+        "transit/keys/refused",
+        &json!({"backend": "azure", "backend_key": "globex-orders"}),
+    );
+    assert_eq!(status, 403, "{body}");
+
+    // Deleting: a key the broker made is deleted in Key Vault, a bound one never.
+    let deletes = vault.fake.request_count(Operation::Delete);
+    broker.bao_ok(&["write", "transit/keys/env/config", "deletion_allowed=true"]);
+    broker.bao_ok(&["delete", "transit/keys/env"]);
+    assert_eq!(vault.fake.request_count(Operation::Delete), deletes + 1);
+    as_acme(
+        "transit/keys/orders/config",
+        &json!({"deletion_allowed": true}),
+    );
+    let (status, body) = broker.request_with(
+        "DELETE",
+        "transit/keys/orders",
+        None,
+        &[("X-Vault-Token", &acme), ("X-Vault-Namespace", "acme")],
+    );
+    assert_eq!(status, 204, "{body}");
+    assert_eq!(vault.fake.request_count(Operation::Delete), deletes + 1);
+}
+
+#[test]
+fn a_key_vault_outage_throttling_disabled_keys_and_a_wrong_secret_get_clear_answers() {
+    let vault = Vault::new();
+    vault.dropin("azure", "", SECRET);
+    vault
+        .fake
+        .create_key("ops-wrap", KeySpec::Rsa(3072))
+        .unwrap();
+    let broker = vault.dev_broker();
+    broker.bao_ok(&["write", "transit/keys/warm", "backend=azure"]);
+    broker.bao_ok(&["write", "transit/keys/cold", "backend=azure"]);
+    broker.bao_ok(&["write", "-f", "transit/keys/local"]);
+    let warm = broker.encrypt("warm", b"warm data");
+    assert_eq!(broker.decrypt("warm", &warm), b"warm data");
+
+    // Outage: the cached data key serves; the uncached one is 503 within the deadline;
+    // other backends are untouched; recovery without a restart.
+    vault.fake.set_outage(true);
+    assert_eq!(broker.decrypt("warm", &warm), b"warm data");
+    let started = Instant::now();
+    let (status, body) = encrypt(&broker, "cold", b"needs Key Vault");
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "answered after {:?}",
+        started.elapsed()
+    );
+    let local = broker.encrypt("local", b"local data");
+    assert_eq!(broker.decrypt("local", &local), b"local data");
+    vault.fake.set_outage(false);
+    assert!(
+        eventually(Duration::from_secs(15), || encrypt(&broker, "cold", b"x").0
+            == 200),
+        "no recovery after the outage: {}",
+        broker.log()
+    );
+
+    // Throttling (429 with Retry-After) is retried by the SDK within the deadline.
+    vault.fake.throttle(1, Duration::from_millis(200));
+    broker.bao_ok(&["write", "-f", "transit/keys/cold/rotate"]);
+
+    // A disabled key: a clear 400 naming the state.
+    broker.bao_ok(&[
+        "write",
+        "transit/keys/bound",
+        "backend=azure",
+        "backend_key=ops-wrap",
+    ]);
+    vault.fake.set_key_enabled("ops-wrap", false).unwrap();
+    let (status, body) = broker.request("POST", "transit/keys/bound/rotate", None);
+    assert_eq!(status, 400, "{body}");
+    assert!(body.to_string().contains("disabled"), "{body}");
+
+    // A wrong client secret: that instance is unavailable with Entra ID's reason, and the
+    // secret is nowhere in what the broker shows or logs.
+    let wrong = Vault::new();
+    wrong.dropin("azure", "", "not-the-secret-xyz");
+    let broker = wrong.dev_broker();
+    let (status, body) =
+        broker.request("POST", "transit/keys/k", Some(&json!({"backend": "azure"})));
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        eventually(Duration::from_secs(15), || broker.backend("azure")
+            ["status"]
+            == "unavailable"),
+        "{}",
+        broker.backend("azure")
+    );
+    let shown = format!("{body} {} {}", broker.backend("azure"), broker.log());
+    assert!(!shown.contains("not-the-secret-xyz"), "{shown}");
+    assert!(
+        shown.contains("AADSTS"),
+        "Entra ID's reason is shown: {shown}"
+    );
+}
