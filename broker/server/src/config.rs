@@ -728,4 +728,43 @@ mod example_tests {
         assert_eq!(config.default_backend, "local");
         assert_eq!(config.audit.map(|audit| audit.checkpoint_every), Some(1000));
     }
+
+    #[test]
+    fn a_backend_seal_names_an_instance_of_the_plugin_dir() {
+        let build = |text: &str| {
+            Config::build(
+                Some(toml::from_str::<FileConfig>(text).unwrap()),
+                Overrides::default(),
+            )
+            .map_err(|e| e.to_string())
+        };
+        let config = build(
+            "state_dir = \"/x\"\nplugin_dir = \"/p\"\n[seal]\ntype = \"backend\"\ninstance = \"aws\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            config.seal,
+            SealConfig::Backend {
+                instance: "aws".to_owned(),
+                key: None,
+                retry_interval: Duration::from_secs(5),
+            }
+        );
+        for (text, named) in [
+            ("[seal]\ntype = \"backend\"\ninstance = \"aws\"\n", "plugin_dir"),
+            ("plugin_dir = \"/p\"\n[seal]\ntype = \"backend\"\ninstance = \"local\"\n", "seal.instance"),
+            ("plugin_dir = \"/p\"\n[seal]\ntype = \"backend\"\ninstance = \"a b\"\n", "seal.instance"),
+            (
+                "plugin_dir = \"/p\"\n[seal]\ntype = \"backend\"\ninstance = \"aws\"\nretry_interval = \"0s\"\n",
+                "retry_interval",
+            ),
+        ] {
+            let error = build(&format!("state_dir = \"/x\"\n{text}")).unwrap_err();
+            assert!(error.contains(named), "{text}: {error}");
+        }
+        let error = toml::from_str::<FileConfig>("[seal]\ntype = \"backend\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("instance"), "{error}");
+    }
 }
