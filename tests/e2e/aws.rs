@@ -479,6 +479,26 @@ fn tenants_bind_kms_keys_only_within_their_grants_and_bad_credentials_are_report
         );
     }
 
+    // Credentials AWS does not recognise: the instance is unavailable with AWS's reason,
+    // and the secret is nowhere in what the broker shows or logs.
+    broker.bao_ok(&["write", "transit/keys/ops", "backend=aws", "mode=direct"]);
+    kms.proxy.reject_access_key("AKIAKEYBROKERE2E");
+    assert!(
+        eventually(Duration::from_secs(20), || broker.backend("aws")["status"]
+            == "unavailable"),
+        "{}",
+        broker.backend("aws")
+    );
+    let (status, body) = encrypt(&broker, "ops", b"x");
+    assert_eq!(status, 503, "{body}");
+    let shown = format!("{status} {body} {} {}", broker.backend("aws"), broker.log());
+    assert!(
+        shown.contains("rejected this instance's credentials"),
+        "the reason: {shown}"
+    );
+    assert!(!shown.contains("keybroker-e2e-secret"), "{shown}");
+    drop(broker);
+
     // Credentials named in the drop-in but absent from the environment: that instance is
     // unavailable with the reason; the rest of the broker serves.
     let plugins = PluginDir::new();

@@ -353,6 +353,8 @@ struct Faults {
     throttle_until: Option<Instant>,
     /// By key reference, normalised ([`normalise_key_ref`]).
     keys: BTreeMap<String, KeyFault>,
+    /// Access key ids AWS would not recognise.
+    unknown_access_keys: std::collections::BTreeSet<String>,
     latency: Duration,
     counts: Counts,
 }
@@ -505,6 +507,14 @@ impl FaultProxy {
         self.faults().keys.remove(&normalise_key_ref(key));
     }
 
+    /// Answers requests signed with `access_key_id` as AWS answers unknown credentials:
+    /// HTTP 400 `UnrecognizedClientException` (moto accepts any credentials).
+    pub fn reject_access_key(&self, access_key_id: &str) {
+        self.faults()
+            .unknown_access_keys
+            .insert(access_key_id.to_owned());
+    }
+
     /// Waits `latency` before answering each request (zero: none). Other requests are not
     /// held up meanwhile.
     pub fn set_latency(&self, latency: Duration) {
@@ -581,6 +591,8 @@ fn lock(faults: &Mutex<Faults>) -> std::sync::MutexGuard<'_, Faults> {
 /// What the proxy does with one request.
 enum Decision {
     Throttle,
+    /// Signed with an access key AWS would not know.
+    Unrecognised,
     Refuse(KeyFault, String),
     /// Forward; for `DescribeKey` on a key with a state fault, rewrite the key's state.
     Forward(Option<KeyFault>),
@@ -609,7 +621,18 @@ async fn proxy(State(shared): State<Arc<Shared>>, request: Request) -> Response 
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
+    // AWS authenticates before anything else.
+    let access_key = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split_once("Credential="))
+        .and_then(|(_, rest)| rest.split('/').next())
+        .map(str::to_owned);
+    let unrecognised =
+        access_key.is_some_and(|key| lock(&shared.faults).unknown_access_keys.contains(&key));
     let decision = match &operation {
+        _ if unrecognised => Decision::Unrecognised,
         Some(operation) => decide(&shared, operation, &body),
         None => Decision::Forward(None),
     };
@@ -620,6 +643,11 @@ async fn proxy(State(shared): State<Arc<Shared>>, request: Request) -> Response 
     );
     match decision {
         Decision::Throttle => kms_error(&request_id, "ThrottlingException", "Rate exceeded"),
+        Decision::Unrecognised => kms_error(
+            &request_id,
+            "UnrecognizedClientException",
+            "The security token included in the request is invalid.",
+        ),
         Decision::Refuse(fault, key) => {
             let arn = key_arn(&key, &parts.headers);
             let (code, message) = match fault {
