@@ -74,6 +74,17 @@ impl Vault {
             ..Options::default()
         })
     }
+
+    /// A config-mode broker, which can restart on its state.
+    fn config_broker(&self) -> Broker {
+        Broker::start(Options {
+            config: Some(format!(
+                "state_dir = \"{{state}}\"\nplugin_dir = \"{}\"\n[listener]\naddress = \"127.0.0.1:{{port}}\"\n",
+                self.plugins.path().display()
+            )),
+            ..Options::default()
+        })
+    }
 }
 
 fn b64(data: &[u8]) -> String {
@@ -211,10 +222,13 @@ fn a_key_vault_outage_throttling_disabled_keys_and_a_wrong_secret_get_clear_answ
         .fake
         .create_key("ops-wrap", KeySpec::Rsa(3072))
         .unwrap();
-    let broker = vault.dev_broker();
+    let mut broker = vault.config_broker();
     broker.bao_ok(&["write", "transit/keys/warm", "backend=azure"]);
     broker.bao_ok(&["write", "transit/keys/cold", "backend=azure"]);
     broker.bao_ok(&["write", "-f", "transit/keys/local"]);
+    // Data keys are cached from creation: a restart leaves them all uncached, then one use
+    // of `warm` unwraps (and caches) its data key.
+    broker.restart();
     let warm = broker.encrypt("warm", b"warm data");
     assert_eq!(broker.decrypt("warm", &warm), b"warm data");
 

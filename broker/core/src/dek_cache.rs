@@ -90,6 +90,12 @@ impl DekCache {
         found
     }
 
+    /// Looks up a key without counting: a second look after waiting for another request's
+    /// fill, whose lookup was already counted.
+    pub fn peek(&self, key: &CacheKey) -> Option<Arc<CachedKey>> {
+        self.cache.get(key)
+    }
+
     /// Stores a freshly unwrapped key.
     pub fn insert(&self, key: CacheKey, value: Arc<CachedKey>) {
         self.cache.insert(key, value);

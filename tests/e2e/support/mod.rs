@@ -118,10 +118,19 @@ pub struct Broker {
     pub stdout: Arc<Mutex<String>>,
     _state: Option<tempfile::TempDir>,
     pub state_dir: PathBuf,
+    options: Options,
 }
 
 impl Drop for Broker {
     fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl Broker {
+    /// Stops the process: SIGTERM (the broker flushes its audit log and removes its dev
+    /// directory), SIGKILL after 5 s.
+    fn stop(&mut self) {
         // Already reaped (kill9): its pid may belong to another process by now.
         if matches!(self.child.try_wait(), Ok(Some(_))) {
             return;
@@ -142,6 +151,24 @@ impl Drop for Broker {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Stops a config-mode broker and starts it again on the same state (and so with
+    /// nothing cached), keeping its token.
+    pub fn restart(&mut self) {
+        assert!(
+            self.options.config.is_some(),
+            "restart needs a config-mode broker (a dev broker's state goes with it)"
+        );
+        self.stop();
+        let mut options = self.options.clone();
+        options.state_dir = Some(self.state_dir.clone());
+        let mut next = Broker::start(options);
+        next.token = self.token.clone();
+        // Keep the original's state directory alive for as long as this broker runs.
+        next._state = self._state.take();
+        next.options = self.options.clone();
+        std::mem::swap(self, &mut next);
     }
 }
 
@@ -218,6 +245,7 @@ impl Broker {
             stdout,
             _state: state,
             state_dir,
+            options,
         };
         broker.wait_ready();
         if let Some(token) = broker.printed_root_token() {

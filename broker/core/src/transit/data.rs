@@ -282,7 +282,7 @@ impl Transit {
             return Ok(key);
         }
         let _fill = version.fill.lock().await;
-        if let Some(key) = instance.cache().get(&cache_key) {
+        if let Some(key) = instance.cache().peek(&cache_key) {
             return Ok(key);
         }
         instance.check_available(reference)?;

@@ -7,7 +7,8 @@ use zeroize::Zeroizing;
 use super::{key_type::KeyType, validate_key_name, KeyState, Transit, AES256_GCM96};
 use crate::{
     backend::{BackendDecrypt, BackendEncrypt, BackendInstance},
-    crypto::{generate_dek, random_nonce, Binding, PayloadFormat},
+    crypto::{generate_dek, random_nonce, Binding, DataKey, PayloadFormat},
+    dek_cache::{CacheKey, CachedKey},
     error::{Error, Result},
     store::{KeyMode, KeyRecord, KeyVersionRecord, StoreError},
     KeyId, MountId, Tenant,
@@ -195,7 +196,11 @@ impl Transit {
             )
             .await
         {
-            Ok(first) => self.store.create_key(&record, &first).await,
+            Ok((first, data_key)) => self
+                .store
+                .create_key(&record, &first)
+                .await
+                .map(|()| remember(instance.as_ref(), tenant, &record, 1, data_key)),
             Err(error) => {
                 self.discard_backend_key(tenant, &record, instance.as_ref(), &key_reference)
                     .await;
@@ -258,7 +263,9 @@ impl Transit {
     }
 
     /// Builds version `version` of a key: envelope mode wraps a fresh DEK under the key's
-    /// backend key; direct mode uses a backend key of its own (`reference`, or a new one).
+    /// backend key (and returns its data key, to cache once the version is stored: its
+    /// first use then needs no unwrap); direct mode uses a backend key of its own
+    /// (`reference`, or a new one).
     async fn new_version(
         &self,
         tenant: &Tenant,
@@ -266,7 +273,7 @@ impl Transit {
         version: u32,
         instance: &dyn BackendInstance,
         reference: Option<String>,
-    ) -> Result<KeyVersionRecord> {
+    ) -> Result<(KeyVersionRecord, Option<DataKey>)> {
         let now = self.clock.now_unix();
         match record.mode {
             KeyMode::Envelope => {
@@ -317,16 +324,20 @@ impl Transit {
                 if unwrapped.as_slice() != dek.as_slice() {
                     return Err(Error::internal("backend did not round-trip the data key"));
                 }
-                Ok(KeyVersionRecord {
-                    key: record.id,
-                    version,
-                    backend_reference: reference,
-                    wrapped_dek: Some(wrapped),
-                    payload_format: PayloadFormat::Envelope.code(),
-                    public_key: None,
-                    created_at: now,
-                    counter_reserved: 0,
-                })
+                let data_key = DataKey::derive(&dek, binding)?;
+                Ok((
+                    KeyVersionRecord {
+                        key: record.id,
+                        version,
+                        backend_reference: reference,
+                        wrapped_dek: Some(wrapped),
+                        payload_format: PayloadFormat::Envelope.code(),
+                        public_key: None,
+                        created_at: now,
+                        counter_reserved: 0,
+                    },
+                    Some(data_key),
+                ))
             }
             KeyMode::Direct => {
                 let reference = match reference {
@@ -349,16 +360,19 @@ impl Transit {
                 } else {
                     None
                 };
-                Ok(KeyVersionRecord {
-                    key: record.id,
-                    version,
-                    backend_reference: reference,
-                    wrapped_dek: None,
-                    payload_format: PayloadFormat::BackendBlob.code(),
-                    public_key,
-                    created_at: now,
-                    counter_reserved: 0,
-                })
+                Ok((
+                    KeyVersionRecord {
+                        key: record.id,
+                        version,
+                        backend_reference: reference,
+                        wrapped_dek: None,
+                        payload_format: PayloadFormat::BackendBlob.code(),
+                        public_key,
+                        created_at: now,
+                        counter_reserved: 0,
+                    },
+                    None,
+                ))
             }
         }
     }
@@ -463,7 +477,7 @@ impl Transit {
         let next = from_version
             .checked_add(1)
             .ok_or_else(|| Error::invalid("key has reached the maximum number of versions"))?;
-        let version = self
+        let (version, data_key) = self
             .new_version(tenant, record, next, instance.as_ref(), None)
             .await?;
         let added = self
@@ -472,6 +486,7 @@ impl Transit {
             .await?;
         if added {
             instance.cache().purge_key(tenant.id, record.id);
+            remember(instance.as_ref(), tenant, record, next, data_key);
         } else if record.mode == KeyMode::Direct {
             // Another rotation won; the backend key made for ours is unused.
             let _ = instance
@@ -631,4 +646,37 @@ impl Transit {
             }
         }
     }
+}
+
+/// Caches the data key of a version just stored, so that its first use needs no unwrap by
+/// the backend (one KMS `Decrypt` less per version). Only after the store accepted the
+/// version: a version that lost a race must never be cached under its number.
+fn remember(
+    instance: &dyn BackendInstance,
+    tenant: &Tenant,
+    record: &KeyRecord,
+    version: u32,
+    data_key: Option<DataKey>,
+) {
+    let Some(data_key) = data_key else {
+        return;
+    };
+    let Some(reference) = record.backend_reference.clone() else {
+        return;
+    };
+    // An evicting instance that went away meanwhile must not gain cached keys.
+    if instance.check_available(&reference).is_err() {
+        return;
+    }
+    instance.cache().insert(
+        CacheKey {
+            tenant: tenant.id,
+            key: record.id,
+            version,
+        },
+        Arc::new(CachedKey {
+            data_key,
+            backend_reference: reference,
+        }),
+    );
 }
