@@ -1039,7 +1039,10 @@ fn metrics_count_requests_cache_use_and_backend_calls_per_instance() {
     // Backend calls: the wrap round trip at creation, which also filled the cache.
     let plug_decrypt = [("instance", "plug"), ("operation", "decrypt")];
     let calls = at_least("keybroker_backend_calls_total", &plug_decrypt, 1.0);
-    assert_eq!(calls, 1.0, "one unwrap in all: uses of the key hit the cache");
+    assert_eq!(
+        calls, 1.0,
+        "one unwrap in all: uses of the key hit the cache"
+    );
     at_least(
         "keybroker_backend_calls_total",
         &[("instance", "plug"), ("operation", "encrypt")],

@@ -5,13 +5,11 @@ use std::{path::PathBuf, sync::Arc, time::Duration};
 use anyhow::Context as _;
 use keybroker_core::changes::Change;
 use keybroker_core::{
-    broker::BrokerSettings, clock::SystemClock, store::Store, transit::TransitSettings, Broker,
-    Tenant, TenantId,
+    broker::BrokerSettings, clock::SystemClock, seal::RootKey, store::Store,
+    transit::TransitSettings, Broker, Tenant, TenantId,
 };
 use keybroker_store::{PostgresOptions, PostgresStore, SqliteStore};
 use zeroize::Zeroizing;
-
-use keybroker_core::seal::RootKey;
 
 use crate::{
     audit::{AuditSink, FileSink, FileSinkSettings},
@@ -103,7 +101,7 @@ fn placeholder_host(
     Arc::new(PluginHost::new(
         host_settings(config),
         store.clone(),
-        Arc::new(keybroker_core::seal::RootKey::new(Zeroizing::new([0; 32]))),
+        Arc::new(RootKey::new(Zeroizing::new([0; 32]))),
         backend_metrics.clone(),
     ))
 }
