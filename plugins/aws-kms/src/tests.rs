@@ -6,15 +6,22 @@ use std::time::{Duration, Instant};
 use aws_sdk_kms::types::{KeySpec, KeyState, KeyUsageType};
 use keybroker_moto_harness::{FaultProxy, MotoServer};
 use keybroker_plugin_abi::{
-    abi_stable::std_types::{RString, RVec},
-    capability, BackendBox, BindKeyRequest, CreateKeyRequest, DecryptRequest, EncryptRequest,
-    ErrorKind, GenerateDataKeyRequest, PluginError, SignRequest, VerifyRequest,
+    abi_stable::std_types::RVec, capability, BackendBox, ErrorKind, GenerateDataKeyRequest,
+    PluginError, SignRequest, VerifyRequest,
 };
-use keybroker_plugin_conformance::RecordingHost;
+use keybroker_plugin_conformance::{
+    calls::{assert_error, create, decrypt, encrypt, rstring},
+    RecordingHost,
+};
 use serde_json::json;
 use sha2::Digest as _;
 
 use crate::backend::new_backend;
+
+/// Binds `backend_key` for [`TENANT`].
+fn bind(backend: &BackendBox, backend_key: &str, key_type: &str) -> Result<String, PluginError> {
+    keybroker_plugin_conformance::calls::bind(backend, TENANT, backend_key, key_type)
+}
 
 const TENANT: &str = "3f6c1b0e-8a2d-4c59-9e71-5b0d2a4c8e13";
 const OTHER_TENANT: &str = "c81e9d47-2b6a-4f03-a5d8-7e9c0b1f2a64";
@@ -71,94 +78,9 @@ fn sdk(kms: &Kms) -> (tokio::runtime::Runtime, aws_sdk_kms::Client) {
     (runtime, client)
 }
 
-fn rstring(text: &str) -> RString {
-    RString::from(text)
-}
-
-fn create(backend: &BackendBox, tenant: &str, key_type: &str) -> String {
-    backend
-        .create_key(CreateKeyRequest {
-            tenant_id: rstring(tenant),
-            key_id: rstring(&format!("key-{key_type}")),
-            key_type: rstring(key_type),
-        })
-        .into_result()
-        .unwrap_or_else(|error| panic!("create_key {key_type}: {error}"))
-        .reference
-        .into_string()
-}
-
 /// The KMS key id of a `c/` reference.
 fn kms_key_id(reference: &str) -> String {
     reference.rsplit('/').next().unwrap().to_owned()
-}
-
-fn encrypt_request(tenant: &str, reference: &str, plaintext: &[u8], aad: &[u8]) -> EncryptRequest {
-    EncryptRequest {
-        tenant_id: rstring(tenant),
-        key_reference: rstring(reference),
-        plaintext: RVec::from(plaintext),
-        aad: RVec::from(aad),
-        iv: RVec::from(vec![0u8; 12]),
-    }
-}
-
-fn encrypt(
-    backend: &BackendBox,
-    tenant: &str,
-    reference: &str,
-    plaintext: &[u8],
-    aad: &[u8],
-) -> Result<Vec<u8>, PluginError> {
-    backend
-        .encrypt(encrypt_request(tenant, reference, plaintext, aad))
-        .into_result()
-        .map(RVec::into_vec)
-}
-
-fn decrypt(
-    backend: &BackendBox,
-    tenant: &str,
-    reference: &str,
-    ciphertext: &[u8],
-    aad: &[u8],
-) -> Result<Vec<u8>, PluginError> {
-    backend
-        .decrypt(DecryptRequest {
-            tenant_id: rstring(tenant),
-            key_reference: rstring(reference),
-            ciphertext: RVec::from(ciphertext),
-            aad: RVec::from(aad),
-        })
-        .into_result()
-        .map(RVec::into_vec)
-}
-
-fn bind(backend: &BackendBox, backend_key: &str, key_type: &str) -> Result<String, PluginError> {
-    backend
-        .bind_key(BindKeyRequest {
-            tenant_id: rstring(TENANT),
-            key_id: rstring("bound"),
-            key_type: rstring(key_type),
-            backend_key: rstring(backend_key),
-        })
-        .into_result()
-        .map(|handle| handle.reference.into_string())
-}
-
-#[track_caller]
-fn assert_error<T: std::fmt::Debug>(
-    result: Result<T, PluginError>,
-    kind: ErrorKind,
-    contains: &str,
-) -> PluginError {
-    let error = result.expect_err("expected an error");
-    assert_eq!(error.kind, kind, "{error}");
-    assert!(
-        error.message.contains(contains),
-        "{error:?} should contain {contains:?}"
-    );
-    error
 }
 
 #[test]

@@ -27,6 +27,7 @@
 
 mod asymmetric;
 mod bind;
+pub mod calls;
 mod scope;
 mod symmetric;
 mod test_host;
