@@ -676,3 +676,46 @@ macro_rules! export_backend_plugin {
 pub fn host_log(host: &HostBox, level: LogLevel, message: &str) {
     host.log(level, RStr::from(message));
 }
+
+/// For plugins whose backend is a remote service (KMS, Key Vault): tells the host, once per
+/// change, when health checks find the service unreachable (an `UNAVAILABLE` error) and when
+/// it answers again, logging each change. Only health checks should report: an operation
+/// failing for a moment (throttling) must not make the host refuse every call.
+#[derive(Debug, Default)]
+pub struct AvailabilityReporter {
+    unavailable: std::sync::atomic::AtomicBool,
+}
+
+impl AvailabilityReporter {
+    /// Reports what `result` (a health check's) says of the service, if it changed;
+    /// `plugin` prefixes the log lines, `service` names the service ("AWS KMS").
+    pub fn observe<T>(
+        &self,
+        host: &HostBox,
+        plugin: &str,
+        service: &str,
+        result: &Result<T, PluginError>,
+    ) {
+        use std::sync::atomic::Ordering;
+        match result {
+            Err(error) if error.kind == ErrorKind::UNAVAILABLE => {
+                if !self.unavailable.swap(true, Ordering::SeqCst) {
+                    host.set_instance_available(false, error.message.as_str().into());
+                    host_log(
+                        host,
+                        LogLevel::WARN,
+                        &format!("{plugin}: unavailable: {error}"),
+                    );
+                }
+            }
+            Ok(_) => {
+                if self.unavailable.swap(false, Ordering::SeqCst) {
+                    let message = format!("{service} answers again");
+                    host.set_instance_available(true, message.as_str().into());
+                    host_log(host, LogLevel::INFO, &format!("{plugin}: available again"));
+                }
+            }
+            Err(_) => {}
+        }
+    }
+}

@@ -5,10 +5,7 @@
 
 use std::{
     collections::HashMap,
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Mutex, PoisonError,
-    },
+    sync::{Mutex, PoisonError},
     time::Duration,
 };
 
@@ -23,9 +20,9 @@ use aws_sdk_kms::{
 use aws_smithy_http_client::tls;
 use base64::Engine as _;
 use keybroker_plugin_abi::{
-    capability, host_log, BackendInfo, BindKeyRequest, CreateKeyRequest, DataKey, DecryptRequest,
-    EncryptRequest, ErrorKind, GenerateDataKeyRequest, HostBox, KeyHandle, LogLevel, PluginError,
-    SignRequest, VerifyRequest,
+    capability, host_log, AvailabilityReporter, BackendInfo, BindKeyRequest, CreateKeyRequest,
+    DataKey, DecryptRequest, EncryptRequest, ErrorKind, GenerateDataKeyRequest, HostBox, KeyHandle,
+    LogLevel, PluginError, SignRequest, VerifyRequest,
 };
 use zeroize::Zeroizing;
 
@@ -90,7 +87,7 @@ pub struct AwsKmsBackend {
     /// first use of a key, an operation costs one KMS call.
     verified: Mutex<HashMap<Reference, KeyKind>>,
     /// Whether the host was told the instance is unavailable.
-    reported_unavailable: AtomicBool,
+    availability: AvailabilityReporter,
 }
 
 impl std::fmt::Debug for AwsKmsBackend {
@@ -120,7 +117,7 @@ pub fn new_backend(config: &str, host: HostBox) -> Result<AwsKmsBackend, PluginE
         max_payload: config.max_payload,
         host,
         verified: Mutex::new(HashMap::new()),
-        reported_unavailable: AtomicBool::new(false),
+        availability: AvailabilityReporter::default(),
     };
     backend.log(
         LogLevel::INFO,
@@ -223,28 +220,11 @@ impl AwsKmsBackend {
         host_log(&self.host, level, &format!("aws-kms: {message}"));
     }
 
-    /// Tells the host when health checks find KMS unreachable (an `UNAVAILABLE` error) and
-    /// when it answers again, once per change; passes the result through. Only health
-    /// checks report: an operation failing for a moment (throttling) must not make the host
-    /// refuse every call to the instance.
+    /// Tells the host what a health check found, once per change (see
+    /// [`AvailabilityReporter`]); passes the result through.
     fn observe<T>(&self, result: Result<T, PluginError>) -> Result<T, PluginError> {
-        match &result {
-            Err(error) if error.kind == ErrorKind::UNAVAILABLE => {
-                if !self.reported_unavailable.swap(true, Ordering::SeqCst) {
-                    self.host
-                        .set_instance_available(false, error.message.as_str().into());
-                    self.log(LogLevel::WARN, &format!("unavailable: {error}"));
-                }
-            }
-            Ok(_) => {
-                if self.reported_unavailable.swap(false, Ordering::SeqCst) {
-                    self.host
-                        .set_instance_available(true, "AWS KMS answers again".into());
-                    self.log(LogLevel::INFO, "available again");
-                }
-            }
-            Err(_) => {}
-        }
+        self.availability
+            .observe(&self.host, NAME, "AWS KMS", &result);
         result
     }
 

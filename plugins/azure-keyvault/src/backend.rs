@@ -6,10 +6,7 @@
 use std::{
     collections::HashMap,
     future::Future,
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc, Mutex, PoisonError,
-    },
+    sync::{Arc, Mutex, PoisonError},
     time::Duration,
 };
 
@@ -28,9 +25,9 @@ use azure_security_keyvault_keys::{
 };
 use futures::StreamExt as _;
 use keybroker_plugin_abi::{
-    capability, host_log, key_type, BackendInfo, BindKeyRequest, CreateKeyRequest, DecryptRequest,
-    EncryptRequest, ErrorKind, HostBox, KeyHandle, LogLevel, PluginError, SignRequest,
-    VerifyRequest,
+    capability, host_log, key_type, AvailabilityReporter, BackendInfo, BindKeyRequest,
+    CreateKeyRequest, DecryptRequest, EncryptRequest, ErrorKind, HostBox, KeyHandle, LogLevel,
+    PluginError, SignRequest, VerifyRequest,
 };
 use zeroize::Zeroizing;
 
@@ -94,7 +91,7 @@ pub struct AzureKeyVaultBackend {
     /// at most one Key Vault call, and verification none.
     verified: Mutex<HashMap<Reference, KeyDescription>>,
     /// Whether the host was told the instance is unavailable.
-    reported_unavailable: AtomicBool,
+    availability: AvailabilityReporter,
 }
 
 impl std::fmt::Debug for AzureKeyVaultBackend {
@@ -127,7 +124,7 @@ pub fn new_backend(config: &str, host: HostBox) -> Result<AzureKeyVaultBackend, 
         create_timeout: Duration::from_millis(config.create_timeout_ms),
         host,
         verified: Mutex::new(HashMap::new()),
-        reported_unavailable: AtomicBool::new(false),
+        availability: AvailabilityReporter::default(),
     };
     backend.log(
         LogLevel::INFO,
@@ -340,28 +337,11 @@ impl AzureKeyVaultBackend {
         }
     }
 
-    /// Tells the host when health checks find Key Vault unreachable (an `UNAVAILABLE`
-    /// error) and when it answers again, once per change; passes the result through. Only
-    /// health checks report: an operation failing for a moment (throttling) must not make
-    /// the host refuse every call to the instance.
+    /// Tells the host what a health check found, once per change (see
+    /// [`AvailabilityReporter`]); passes the result through.
     fn observe<T>(&self, result: Result<T, PluginError>) -> Result<T, PluginError> {
-        match &result {
-            Err(error) if error.kind == ErrorKind::UNAVAILABLE => {
-                if !self.reported_unavailable.swap(true, Ordering::SeqCst) {
-                    self.host
-                        .set_instance_available(false, error.message.as_str().into());
-                    self.log(LogLevel::WARN, &format!("unavailable: {error}"));
-                }
-            }
-            Ok(_) => {
-                if self.reported_unavailable.swap(false, Ordering::SeqCst) {
-                    self.host
-                        .set_instance_available(true, "Azure Key Vault answers again".into());
-                    self.log(LogLevel::INFO, "available again");
-                }
-            }
-            Err(_) => {}
-        }
+        self.availability
+            .observe(&self.host, NAME, "Azure Key Vault", &result);
         result
     }
 
