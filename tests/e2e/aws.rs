@@ -13,7 +13,8 @@ use keybroker_moto_harness::{FaultProxy, MotoServer};
 use serde_json::{json, Value};
 
 use crate::support::{
-    curl, eventually, metrics, ns, private_dir, sample, Broker, Options, PluginDir,
+    curl, eventually, metrics, ns, post_as, private_dir, sample, tenant_token, Broker, Options,
+    PluginDir,
 };
 
 /// Names of the environment variables the drop-in reads its credentials from.
@@ -442,15 +443,8 @@ fn tenants_bind_kms_keys_only_within_their_grants_and_bad_credentials_are_report
         broker.bao_ok(&["namespace", "create", tenant]);
         broker.bao_ok(&["secrets", "enable", &ns(tenant), "transit"]);
     }
-    let acme = crate::hsm::tenant_token(&broker, "acme");
-    let as_acme = |path: &str, body: &Value| {
-        broker.request_with(
-            "POST",
-            path,
-            Some(body),
-            &[("X-Vault-Token", &acme), ("X-Vault-Namespace", "acme")],
-        )
-    };
+    let acme = tenant_token(&broker, "acme");
+    let as_acme = |path: &str, body: &Value| post_as(&broker, &acme, "acme", path, body);
     let (status, body) = as_acme(
         "transit/keys/orders",
         &json!({"backend": "aws", "backend_key": "alias/acme-orders"}),

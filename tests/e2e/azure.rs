@@ -13,7 +13,9 @@ use base64::{engine::general_purpose::STANDARD, Engine as _};
 use keybroker_azure_fake::{AzureFake, KeySpec, Operation};
 use serde_json::{json, Value};
 
-use crate::support::{eventually, ns, private_dir, Broker, Options, PluginDir};
+use crate::support::{
+    eventually, ns, post_as, private_dir, tenant_token, Broker, Options, PluginDir,
+};
 
 const TENANT: &str = "8f0c6c2e-1d4b-4a57-9c3e-2b7d5e9a1f60";
 const CLIENT: &str = "keybroker-e2e";
@@ -170,15 +172,8 @@ fn key_vault_keys_wrap_data_keys_sign_bind_within_grants_and_are_deleted_only_wh
     // Tenants bind what the drop-in grants them, nothing else.
     broker.bao_ok(&["namespace", "create", "acme"]);
     broker.bao_ok(&["secrets", "enable", &ns("acme"), "transit"]);
-    let acme = crate::hsm::tenant_token(&broker, "acme");
-    let as_acme = |path: &str, body: &Value| {
-        broker.request_with(
-            "POST",
-            path,
-            Some(body),
-            &[("X-Vault-Token", &acme), ("X-Vault-Namespace", "acme")],
-        )
-    };
+    let acme = tenant_token(&broker, "acme");
+    let as_acme = |path: &str, body: &Value| post_as(&broker, &acme, "acme", path, body);
     let (status, body) = as_acme(
         "transit/keys/orders",
         &json!({"backend": "azure", "backend_key": "acme-orders"}),

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 
 use crate::{
     sign::{openssl_options, openssl_verifies},
-    support::{eventually, ns, Broker, Options, PluginDir},
+    support::{eventually, ns, tenant_token, Broker, Options, PluginDir},
 };
 
 const PIN: &str = "hsm-user-pin-1234";
@@ -211,31 +211,6 @@ fn hsm_keys_encrypt_in_both_modes_sign_and_are_destroyed_with_their_key() {
 }
 
 /// A token of tenant `tenant` allowed to manage and use transit keys there.
-pub fn tenant_token(broker: &Broker, tenant: &str) -> String {
-    let dir = tempfile::tempdir().unwrap();
-    let policy = dir.path().join("keys.hcl");
-    std::fs::write(
-        &policy,
-        "path \"transit/*\" { capabilities = [\"create\", \"read\", \"update\", \"delete\", \"list\"] }\n",
-    )
-    .unwrap();
-    broker.bao_ok(&[
-        "policy",
-        "write",
-        &ns(tenant),
-        "keys",
-        policy.to_str().unwrap(),
-    ]);
-    let out = broker.bao_ok(&[
-        "token",
-        "create",
-        &ns(tenant),
-        "-policy=keys",
-        "-field=token",
-    ]);
-    out.trim().to_owned()
-}
-
 #[test]
 fn existing_hsm_keys_are_bound_by_operators_and_by_tenants_within_their_grants() {
     let hsm = Hsm::new();

@@ -451,6 +451,49 @@ pub fn tenant_with_auth(broker: &Broker, namespace: &str, kind: &str) {
     ]);
 }
 
+/// A token of `tenant` (a namespace with transit mounted) allowed everything on
+/// `transit/*`.
+pub fn tenant_token(broker: &Broker, tenant: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("keys.hcl");
+    std::fs::write(
+        &policy,
+        "path \"transit/*\" { capabilities = [\"create\", \"read\", \"update\", \"delete\", \"list\"] }\n",
+    )
+    .unwrap();
+    broker.bao_ok(&[
+        "policy",
+        "write",
+        &ns(tenant),
+        "keys",
+        policy.to_str().unwrap(),
+    ]);
+    let out = broker.bao_ok(&[
+        "token",
+        "create",
+        &ns(tenant),
+        "-policy=keys",
+        "-field=token",
+    ]);
+    out.trim().to_owned()
+}
+
+/// A POST in `tenant` with `token` (a tenant's own token, not the root one).
+pub fn post_as(
+    broker: &Broker,
+    token: &str,
+    tenant: &str,
+    path: &str,
+    body: &Value,
+) -> (u16, Value) {
+    broker.request_with(
+        "POST",
+        path,
+        Some(body),
+        &[("X-Vault-Token", token), ("X-Vault-Namespace", tenant)],
+    )
+}
+
 /// Polls `check` until it holds or `timeout` passes.
 pub fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
