@@ -235,6 +235,16 @@ fn a_seal_naming_a_missing_or_built_in_instance_is_refused_or_sealed_with_the_re
     assert_sealed_by(&broker, "aws");
     let reason = seal_status(&broker)["sealed_reason"].to_string();
     assert!(reason.contains("no drop-in"), "{reason}");
+    // SIGHUP (reload plugins) while sealed: logged, and the broker keeps running.
+    broker.sighup();
+    assert!(
+        eventually(Duration::from_secs(5), || broker
+            .log()
+            .contains("the broker is sealed; no plugins to reload")),
+        "{}",
+        broker.log()
+    );
+    assert_sealed_by(&broker, "aws");
 }
 
 #[test]

@@ -203,9 +203,6 @@ impl Unsealer {
                         tracing::error!(error = %format!("{error:#}"), "cannot hand out the root token");
                     }
                     spawn_background(&built.state, &self.config);
-                    if let Err(error) = spawn_sighup_reload(&built.state) {
-                        tracing::warn!(error = %format!("{error:#}"), "plugin reload on SIGHUP unavailable");
-                    }
                     tracing::info!("unsealed: the seal backend unwrapped the root key");
                     live.replace(built.state);
                     return;
@@ -568,16 +565,20 @@ pub async fn reload_plugins(ready: &Ready) {
 }
 
 /// Reloads plugins on SIGHUP.
-pub fn spawn_sighup_reload(state: &AppState) -> anyhow::Result<()> {
-    let Some(ready) = state.ready_parts().cloned() else {
-        return Ok(());
-    };
+/// Listened for from the start, sealed or not: SIGHUP's default action would end the process.
+pub fn spawn_sighup_reload(live: &LiveState) -> anyhow::Result<()> {
+    let live = live.clone();
     let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .context("cannot listen for SIGHUP")?;
     tokio::spawn(async move {
         while hangups.recv().await.is_some() {
-            tracing::info!("SIGHUP: reloading backend plugins");
-            reload_plugins(&ready).await;
+            match live.current().ready_parts().cloned() {
+                Some(ready) => {
+                    tracing::info!("SIGHUP: reloading backend plugins");
+                    reload_plugins(&ready).await;
+                }
+                None => tracing::warn!("SIGHUP: the broker is sealed; no plugins to reload"),
+            }
         }
     });
     Ok(())

@@ -129,8 +129,8 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
     let built = app::build(&config).await?;
     app::announce_root_token(&config, built.root_token.as_ref())?;
     app::spawn_background(&built.state, &config);
-    app::spawn_sighup_reload(&built.state)?;
     let live = keybroker_server::http::LiveState::new(built.state);
+    app::spawn_sighup_reload(&live)?;
     if let Some(unsealer) = built.unsealer {
         tokio::spawn(unsealer.run(live.clone()));
     }
