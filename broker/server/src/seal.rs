@@ -50,8 +50,9 @@ fn decode(text: &str, origin: &str) -> Result<RootKey, SealError> {
     Ok(RootKey::new(key))
 }
 
-/// Loads the root key of a file or environment seal. A missing key file is generated (mode 0600) only if `may_generate`
-/// (the store is empty), so a lost key file never silently replaces the real key.
+/// Loads the root key of a file or environment seal. A missing key file is generated (mode
+/// 0600) only if `may_generate` (the store is empty), so a lost key file never silently
+/// replaces the real key.
 pub fn load_root_key(seal: &SealConfig, may_generate: bool) -> Result<RootKey, SealError> {
     match seal {
         SealConfig::Env { env } => {
