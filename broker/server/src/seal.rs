@@ -8,7 +8,7 @@ use std::{
 };
 
 use base64::{engine::general_purpose::STANDARD, Engine as _};
-use keybroker_core::seal::RootKey;
+use keybroker_core::{seal::RootKey, TenantId};
 use zeroize::Zeroizing;
 
 use crate::config::SealConfig;
@@ -125,56 +125,17 @@ pub async fn backend_root_key(
     key: Option<&str>,
     fresh: bool,
 ) -> Result<RootKey, String> {
-    use keybroker_core::backend::{BackendDecrypt, BackendEncrypt, BackendInstance as _};
-    use keybroker_core::TenantId;
+    use keybroker_core::backend::{BackendEncrypt, BackendInstance as _};
 
-    let record = store
-        .get_meta(BACKEND_SEAL_META)
-        .await
-        .map_err(|e| format!("cannot read the wrapped root key from the store: {e}"))?;
+    let record = read_backend_seal(store).await?;
     let instance = host.load_one(instance_name).await?;
     if let Some(reason) = instance.unavailable_reason() {
         return Err(format!(
             "seal backend \"{instance_name}\" unavailable: {reason}"
         ));
     }
-    let unwrap = |record: BackendSealRecord| {
-        let instance = &instance;
-        async move {
-            if record.instance != instance_name {
-                return Err(format!(
-                    "the store's root key is wrapped by backend instance \"{}\", not \"{instance_name}\"",
-                    record.instance
-                ));
-            }
-            let wrapped = STANDARD
-                .decode(&record.wrapped)
-                .map_err(|_| "the store's wrapped root key is not valid base64".to_owned())?;
-            let plain = instance
-                .decrypt(
-                    TenantId::ROOT,
-                    BackendDecrypt {
-                        reference: &record.reference,
-                        ciphertext: &wrapped,
-                        aad: BACKEND_SEAL_AAD,
-                    },
-                )
-                .await
-                .map_err(|e| {
-                    format!("seal backend \"{instance_name}\" cannot unwrap the root key: {e}")
-                })?;
-            let mut key = Zeroizing::new([0u8; 32]);
-            if plain.len() != key.len() {
-                return Err("the unwrapped root key is not 32 bytes".to_owned());
-            }
-            key.copy_from_slice(&plain);
-            Ok(RootKey::new(key))
-        }
-    };
-    if let Some(bytes) = record {
-        let record: BackendSealRecord = serde_json::from_slice(&bytes)
-            .map_err(|_| "the store's wrapped root key record is malformed".to_owned())?;
-        return unwrap(record).await;
+    if let Some(record) = record {
+        return unwrap_root_key(&instance, instance_name, &record).await;
     }
     if !fresh {
         return Err(format!(
@@ -229,13 +190,7 @@ pub async fn backend_root_key(
         wrapped: STANDARD.encode(&wrapped),
     };
     // Unwrap once before recording: a key that cannot unwrap must not seal the store.
-    let check = unwrap(BackendSealRecord {
-        wrapped: record.wrapped.clone(),
-        reference: reference.clone(),
-        instance: record.instance.clone(),
-        created,
-    })
-    .await?;
+    let check = unwrap_root_key(&instance, instance_name, &record).await?;
     let text = serde_json::to_vec(&record).map_err(|e| e.to_string())?;
     let written = store
         .put_meta_if_absent(BACKEND_SEAL_META, &text)
@@ -254,14 +209,62 @@ pub async fn backend_root_key(
             tracing::warn!(%error, "could not delete an unused seal key");
         }
     }
+    let record = read_backend_seal(store)
+        .await?
+        .ok_or_else(|| "the wrapped root key vanished from the store".to_owned())?;
+    unwrap_root_key(&instance, instance_name, &record).await
+}
+
+/// Unwraps the root key of a backend seal record with the seal's instance.
+async fn unwrap_root_key(
+    instance: &crate::plugin_host::Instance,
+    instance_name: &str,
+    record: &BackendSealRecord,
+) -> Result<RootKey, String> {
+    use keybroker_core::backend::{BackendDecrypt, BackendInstance as _};
+
+    if record.instance != instance_name {
+        return Err(format!(
+            "the store's root key is wrapped by backend instance \"{}\", not \"{instance_name}\"",
+            record.instance
+        ));
+    }
+    let wrapped = STANDARD
+        .decode(&record.wrapped)
+        .map_err(|_| "the store's wrapped root key is not valid base64".to_owned())?;
+    let plain = instance
+        .decrypt(
+            TenantId::ROOT,
+            BackendDecrypt {
+                reference: &record.reference,
+                ciphertext: &wrapped,
+                aad: BACKEND_SEAL_AAD,
+            },
+        )
+        .await
+        .map_err(|e| format!("seal backend \"{instance_name}\" cannot unwrap the root key: {e}"))?;
+    let mut key = Zeroizing::new([0u8; 32]);
+    if plain.len() != key.len() {
+        return Err("the unwrapped root key is not 32 bytes".to_owned());
+    }
+    key.copy_from_slice(&plain);
+    Ok(RootKey::new(key))
+}
+
+/// The store's backend seal record, if it has one.
+async fn read_backend_seal(
+    store: &dyn keybroker_core::store::Store,
+) -> Result<Option<BackendSealRecord>, String> {
     let bytes = store
         .get_meta(BACKEND_SEAL_META)
         .await
-        .map_err(|e| format!("cannot read the wrapped root key from the store: {e}"))?
-        .ok_or_else(|| "the wrapped root key vanished from the store".to_owned())?;
-    let record: BackendSealRecord = serde_json::from_slice(&bytes)
-        .map_err(|_| "the store's wrapped root key record is malformed".to_owned())?;
-    unwrap(record).await
+        .map_err(|e| format!("cannot read the wrapped root key from the store: {e}"))?;
+    bytes
+        .map(|bytes| {
+            serde_json::from_slice(&bytes)
+                .map_err(|_| "the store's wrapped root key record is malformed".to_owned())
+        })
+        .transpose()
 }
 
 fn generate_file(path: &Path) -> Result<(), SealError> {
