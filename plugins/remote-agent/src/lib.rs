@@ -1,0 +1,1 @@
+//! The agent gateway (issue 8): placeholder while it is written.
