@@ -29,15 +29,24 @@
 //! # What is here
 //!
 //! The network-free core: [`keys`] (the [`KeyStore`]), [`policy`] (allowlist, rate cap),
-//! [`config`] (the TOML config file → [`Config`]) and [`service`] ([`Service::handle`]:
-//! one broker [`Request`](keybroker_agent_protocol::Request) in, one
+//! [`config`] (the TOML config file or CLI flags → [`Config`]) and [`service`]
+//! ([`Service::handle`]: one broker [`Request`](keybroker_agent_protocol::Request) in, one
 //! [`Response`](keybroker_agent_protocol::Response) out). The frames and XKS bodies are
 //! those of `keybroker-agent-protocol`.
 //!
-//! **Not here yet**: the transport (TLS with the pinned CA, WebSocket, handshake,
-//! heartbeats, reconnection with backoff) and the `keybroker-agent` binary with its CLI
-//! flags; they come in a later change and will drive [`Service::handle`] with each
-//! `request` frame they receive.
+//! Around it, [`transport`] ([`Transport`]): TLS 1.3 to the broker trusting only
+//! `broker_ca`, the WebSocket, the handshake with the proof bound to the TLS channel
+//! (RFC 9266 exporter), heartbeats both ways, reconnection with jittered exponential
+//! backoff, a normal close on shutdown. The `keybroker-agent` binary (`src/main.rs`) wires
+//! config, identity, keys and transport together and adds `pin` and `genkey` ([`genkey`]);
+//! README.md is the operator's guide.
+//!
+//! ```text
+//! cargo build --release -p keybroker-agent
+//! keybroker-agent genkey --secret secret && keybroker-agent genkey data.key
+//! keybroker-agent pin --agent-id acme-dc1 --secret-file secret   # → the broker's operator
+//! keybroker-agent --config agent.toml
+//! ```
 //!
 //! # Tests
 //!
@@ -46,10 +55,12 @@
 pub mod clock;
 pub mod config;
 mod files;
+pub mod genkey;
 pub mod keys;
 pub mod policy;
 pub mod service;
 pub mod stats;
+pub mod transport;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{pin_instructions, Config, ConfigError, KeyConfig};
@@ -57,3 +68,4 @@ pub use keys::{AgentKey, KeyError, KeySource, KeyStore};
 pub use policy::{Allowlist, AllowlistError, KeyGrant, RateLimit, RateLimiter};
 pub use service::Service;
 pub use stats::{OperationCounts, Refusal, RefusalCounts, Stats};
+pub use transport::{ConnectionError, Transport, TransportError};

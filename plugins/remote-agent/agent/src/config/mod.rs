@@ -44,6 +44,7 @@ use crate::files::{read_private_file, PrivateFileError};
 use crate::keys::{validate_key_name, KeyError, KeySource, KeyStore};
 use crate::policy::{Allowlist, RateLimit};
 use crate::service::Service;
+use crate::transport::BrokerUrl;
 
 /// Default interval of the agent's heartbeats (the broker's `welcome` may set another).
 pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
@@ -83,6 +84,14 @@ pub enum ConfigError {
         path: PathBuf,
         /// The field, e.g. `broker` or `allow[1].keys`.
         field: String,
+        /// Why.
+        reason: String,
+    },
+    /// A command-line flag is missing or has a value the agent cannot use.
+    #[error("{flag}: {reason}")]
+    InvalidFlag {
+        /// The flag, with its argument when there may be several, e.g. `--allow acme=dtaa`.
+        flag: String,
         /// Why.
         reason: String,
     },
@@ -206,13 +215,18 @@ impl Config {
             source,
         })?;
         let config = Self::parse(&text, path)?;
-        if let Err(error) = std::fs::File::open(&config.broker_ca) {
-            return Err(config.invalid(
-                "broker_ca",
-                format!("cannot read {}: {error}", config.broker_ca.display()),
-            ));
-        }
+        config.check_broker_ca(&FileFields { path })?;
         Ok(config)
+    }
+
+    fn check_broker_ca(&self, fields: &dyn FieldNames) -> Result<(), ConfigError> {
+        match std::fs::File::open(&self.broker_ca) {
+            Ok(_) => Ok(()),
+            Err(error) => Err(fields.invalid(
+                Field::BrokerCa,
+                format!("cannot read {}: {error}", self.broker_ca.display()),
+            )),
+        }
     }
 
     /// Parses and validates config text that came from `path` (used in messages and to
@@ -223,18 +237,26 @@ impl Config {
             message: error.to_string().trim_end().to_owned(),
         })?;
         let base = path.parent().unwrap_or(Path::new(""));
-        let resolve = |relative: &Path| base.join(relative);
-        let invalid = |field: &str, reason: String| ConfigError::Invalid {
-            path: path.to_owned(),
-            field: field.to_owned(),
-            reason,
-        };
+        Self::validate(file, path, base, &FileFields { path })
+    }
 
-        check_agent_id(&file.agent_id).map_err(|reason| invalid("agent_id", reason))?;
-        check_broker_url(&file.broker).map_err(|reason| invalid("broker", reason))?;
+    /// Validates `file` (from the config file or from flags): the one place the rules are.
+    /// Relative paths are taken relative to `base`; `fields` names fields in errors.
+    fn validate(
+        file: ConfigFile,
+        path: &Path,
+        base: &Path,
+        fields: &dyn FieldNames,
+    ) -> Result<Self, ConfigError> {
+        let resolve = |relative: &Path| base.join(relative);
+        let invalid = |field: Field, reason: String| fields.invalid(field, reason);
+
+        check_agent_id(&file.agent_id).map_err(|reason| invalid(Field::AgentId, reason))?;
+        BrokerUrl::parse(&file.broker)
+            .map_err(|error| invalid(Field::Broker, error.to_string()))?;
         for (field, value) in [
-            ("broker_ca", &file.broker_ca),
-            ("secret_file", &file.secret_file),
+            (Field::BrokerCa, &file.broker_ca),
+            (Field::SecretFile, &file.secret_file),
         ] {
             if value.as_os_str().is_empty() {
                 return Err(invalid(field, "the path is empty".to_owned()));
@@ -246,7 +268,7 @@ impl Config {
             .unwrap_or(DEFAULT_HEARTBEAT_INTERVAL);
         if !(Duration::from_millis(100)..=Duration::from_secs(600)).contains(&heartbeat_interval) {
             return Err(invalid(
-                "heartbeat_interval",
+                Field::HeartbeatInterval,
                 "must be between 100ms and 10m".to_owned(),
             ));
         }
@@ -256,7 +278,7 @@ impl Config {
         if !(Duration::from_millis(100)..=Duration::from_secs(3600)).contains(&reconnect_max_delay)
         {
             return Err(invalid(
-                "reconnect_max_delay",
+                Field::ReconnectMaxDelay,
                 "must be between 100ms and 1h".to_owned(),
             ));
         }
@@ -266,12 +288,12 @@ impl Config {
             Some(RateLimitFile { per_second, burst }) => {
                 if per_second == 0 {
                     return Err(invalid(
-                        "rate_limit.per_second",
+                        Field::RatePerSecond,
                         "must be at least 1".to_owned(),
                     ));
                 }
                 if burst == 0 {
-                    return Err(invalid("rate_limit.burst", "must be at least 1".to_owned()));
+                    return Err(invalid(Field::RateBurst, "must be at least 1".to_owned()));
                 }
                 RateLimit { per_second, burst }
             }
@@ -279,17 +301,17 @@ impl Config {
 
         if file.keys.is_empty() {
             return Err(invalid(
-                "keys",
+                Field::Keys,
                 "no key configured: add a [[keys]] entry with name and file or env".to_owned(),
             ));
         }
         let mut keys: Vec<KeyConfig> = Vec::with_capacity(file.keys.len());
         for (index, entry) in file.keys.into_iter().enumerate() {
             validate_key_name(&entry.name)
-                .map_err(|error| invalid(&format!("keys[{index}].name"), error.to_string()))?;
+                .map_err(|error| invalid(Field::KeyName(index), error.to_string()))?;
             if keys.iter().any(|key| key.name == entry.name) {
                 return Err(invalid(
-                    &format!("keys[{index}].name"),
+                    Field::KeyName(index),
                     format!("key {:?} is defined more than once", entry.name),
                 ));
             }
@@ -304,19 +326,19 @@ impl Config {
                 }
                 (Some(_), None) => {
                     return Err(invalid(
-                        &format!("keys[{index}].file"),
+                        Field::KeyFile(index),
                         "the path is empty".to_owned(),
                     ))
                 }
                 (None, Some(_)) => {
                     return Err(invalid(
-                        &format!("keys[{index}].env"),
+                        Field::KeyEnv(index),
                         "not a usable environment variable name".to_owned(),
                     ))
                 }
                 _ => {
                     return Err(invalid(
-                        &format!("keys[{index}]"),
+                        Field::Key(index),
                         format!("key {:?}: give exactly one of file or env", entry.name),
                     ))
                 }
@@ -329,7 +351,7 @@ impl Config {
 
         if file.allow.is_empty() {
             return Err(invalid(
-                "allow",
+                Field::Allow,
                 "no tenant is allowed any key, so every request would be refused: add an \
                  [[allow]] entry with tenant and keys"
                     .to_owned(),
@@ -343,13 +365,13 @@ impl Config {
                 .find(|name| *name != "*" && !keys.iter().any(|key| &key.name == *name))
             {
                 return Err(invalid(
-                    &format!("allow[{index}].keys"),
+                    Field::AllowKeys(index),
                     format!("no key named {unknown:?} is configured in [[keys]]"),
                 ));
             }
             allowlist
                 .allow(&entry.tenant, &entry.keys)
-                .map_err(|error| invalid(&format!("allow[{index}]"), error.to_string()))?;
+                .map_err(|error| invalid(Field::AllowEntry(index), error.to_string()))?;
         }
 
         Ok(Self {
@@ -366,51 +388,10 @@ impl Config {
         })
     }
 
-    fn invalid(&self, field: &str, reason: String) -> ConfigError {
-        ConfigError::Invalid {
-            path: self.path.clone(),
-            field: field.to_owned(),
-            reason,
-        }
-    }
-
     /// Reads the agent secret (owner-only file, base64 of at least 32 bytes) and derives the
     /// agent's identity from it.
     pub fn identity(&self) -> Result<AgentIdentity, ConfigError> {
-        let secret_error = |reason: String| ConfigError::Secret {
-            path: self.path.clone(),
-            secret_file: self.secret_file.clone(),
-            reason,
-        };
-        let contents = read_private_file(&self.secret_file).map_err(|error| match error {
-            PrivateFileError::Io(source) => ConfigError::SecretRead {
-                path: self.path.clone(),
-                secret_file: self.secret_file.clone(),
-                source,
-            },
-            PrivateFileError::Permissions(mode) => secret_error(format!(
-                "accessible to group or others (mode {mode:o}); chmod 600 it"
-            )),
-        })?;
-        let trimmed = contents.trim_ascii();
-        let mut secret = Zeroizing::new(Vec::with_capacity(base64::decoded_len_estimate(
-            trimmed.len(),
-        )));
-        STANDARD.decode_vec(trimmed, &mut secret).map_err(|_| {
-            secret_error(
-                "not base64 (standard alphabet, padded); make one with \
-                 `openssl rand -base64 32`"
-                    .to_owned(),
-            )
-        })?;
-        AgentIdentity::from_secret(&secret).map_err(|error| match error {
-            IdentityError::SecretTooShort { minimum } => secret_error(format!(
-                "decodes to {} bytes; the agent secret must be at least {minimum} bytes \
-                 (256 bits): make one with `openssl rand -base64 32`",
-                secret.len()
-            )),
-            other => secret_error(other.to_string()),
-        })
+        read_identity(&self.path, &self.secret_file)
     }
 
     /// Loads every configured key. `env` looks up environment variables (pass
@@ -443,6 +424,106 @@ impl Config {
             clock,
         ))
     }
+}
+
+/// A field of the config, for error messages: named as in the file (`keys[1].name`) or as
+/// the flag that set it (`--key-file logs=/x`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Field {
+    AgentId,
+    Broker,
+    BrokerCa,
+    SecretFile,
+    HeartbeatInterval,
+    ReconnectMaxDelay,
+    RatePerSecond,
+    RateBurst,
+    Keys,
+    Key(usize),
+    KeyName(usize),
+    KeyFile(usize),
+    KeyEnv(usize),
+    Allow,
+    AllowEntry(usize),
+    AllowKeys(usize),
+}
+
+/// How a config source names its fields in errors.
+trait FieldNames {
+    /// The error for `field` having an unusable value.
+    fn invalid(&self, field: Field, reason: String) -> ConfigError;
+}
+
+/// Fields of the config file, named as written there.
+struct FileFields<'a> {
+    path: &'a Path,
+}
+
+impl FieldNames for FileFields<'_> {
+    fn invalid(&self, field: Field, reason: String) -> ConfigError {
+        let field = match field {
+            Field::AgentId => "agent_id".to_owned(),
+            Field::Broker => "broker".to_owned(),
+            Field::BrokerCa => "broker_ca".to_owned(),
+            Field::SecretFile => "secret_file".to_owned(),
+            Field::HeartbeatInterval => "heartbeat_interval".to_owned(),
+            Field::ReconnectMaxDelay => "reconnect_max_delay".to_owned(),
+            Field::RatePerSecond => "rate_limit.per_second".to_owned(),
+            Field::RateBurst => "rate_limit.burst".to_owned(),
+            Field::Keys => "keys".to_owned(),
+            Field::Key(index) => format!("keys[{index}]"),
+            Field::KeyName(index) => format!("keys[{index}].name"),
+            Field::KeyFile(index) => format!("keys[{index}].file"),
+            Field::KeyEnv(index) => format!("keys[{index}].env"),
+            Field::Allow => "allow".to_owned(),
+            Field::AllowEntry(index) => format!("allow[{index}]"),
+            Field::AllowKeys(index) => format!("allow[{index}].keys"),
+        };
+        ConfigError::Invalid {
+            path: self.path.to_owned(),
+            field,
+            reason,
+        }
+    }
+}
+
+/// Reads the agent secret in `secret_file` (owner-only, base64 of at least 32 bytes) and
+/// derives the identity; errors name `origin` (the config file, or the command line).
+fn read_identity(origin: &Path, secret_file: &Path) -> Result<AgentIdentity, ConfigError> {
+    let secret_error = |reason: String| ConfigError::Secret {
+        path: origin.to_owned(),
+        secret_file: secret_file.to_owned(),
+        reason,
+    };
+    let contents = read_private_file(secret_file).map_err(|error| match error {
+        PrivateFileError::Io(source) => ConfigError::SecretRead {
+            path: origin.to_owned(),
+            secret_file: secret_file.to_owned(),
+            source,
+        },
+        PrivateFileError::Permissions(mode) => secret_error(format!(
+            "accessible to group or others (mode {mode:o}); chmod 600 it"
+        )),
+    })?;
+    let trimmed = contents.trim_ascii();
+    let mut secret = Zeroizing::new(Vec::with_capacity(base64::decoded_len_estimate(
+        trimmed.len(),
+    )));
+    STANDARD.decode_vec(trimmed, &mut secret).map_err(|_| {
+        secret_error(
+            "not base64 (standard alphabet, padded); make one with \
+             `openssl rand -base64 32`"
+                .to_owned(),
+        )
+    })?;
+    AgentIdentity::from_secret(&secret).map_err(|error| match error {
+        IdentityError::SecretTooShort { minimum } => secret_error(format!(
+            "decodes to {} bytes; the agent secret must be at least {minimum} bytes \
+             (256 bits): make one with `openssl rand -base64 32`",
+            secret.len()
+        )),
+        other => secret_error(other.to_string()),
+    })
 }
 
 /// What the operator must give the broker's operator for this agent: its id and pin (the
@@ -478,23 +559,9 @@ fn check_agent_id(agent_id: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn check_broker_url(url: &str) -> Result<(), String> {
-    let Some(rest) = url.strip_prefix("wss://") else {
-        return Err(if url.starts_with("ws://") {
-            "the connection must use TLS: use wss://, not ws://".to_owned()
-        } else {
-            "must be a wss:// URL, e.g. wss://broker.example:8201".to_owned()
-        });
-    };
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    if authority.is_empty() || authority.starts_with(':') {
-        return Err("the URL names no host".to_owned());
-    }
-    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err("the URL contains whitespace".to_owned());
-    }
-    Ok(())
-}
+mod flags;
+
+pub use flags::{identity_from_flags, Flags, COMMAND_LINE, DEFAULT_KEY_NAME};
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
