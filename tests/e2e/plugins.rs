@@ -746,6 +746,40 @@ fn controlled_instance(plugins: &PluginDir, name: &str, extra: &str) -> PathBuf 
     control
 }
 
+/// `sys/agents` gathers the agents that instances report in their status (the testing
+/// plugin reports its `status_agents`), each tagged with its instance and sorted; instances
+/// without status (here `plain` and the built-in `local`) are left out.
+#[test]
+fn sys_agents_lists_what_instances_report_sorted_and_leaves_out_the_others() {
+    let plugins = PluginDir::new();
+    testing_instance(
+        &plugins,
+        "zeta-agent",
+        "",
+        r#"status_agents = [{ id = "z1", tenants = ["zeta"] }]"#,
+    );
+    testing_instance(
+        &plugins,
+        "acme-agent",
+        "",
+        r#"status_agents = [{ id = "dc2", tenants = ["acme"] }, { id = "dc1", tenants = ["acme"], in_flight = 0 }]"#,
+    );
+    testing_instance(&plugins, "plain", "", "");
+    let broker = dev_broker(&plugins);
+    assert_eq!(state_of(&broker, "plain").0, "available");
+    let (status, value) = broker.request("GET", "sys/agents", None);
+    assert_eq!(status, 200, "{value}");
+    assert_eq!(
+        value["data"]["agents"],
+        json!([
+            { "instance": "acme-agent", "id": "dc1", "tenants": ["acme"], "in_flight": 0 },
+            { "instance": "acme-agent", "id": "dc2", "tenants": ["acme"] },
+            { "instance": "zeta-agent", "id": "z1", "tenants": ["zeta"] },
+        ]),
+        "{value}"
+    );
+}
+
 #[test]
 fn an_evicting_instance_that_reports_itself_down_drops_its_cached_keys_at_once() {
     let plugins = PluginDir::new();
@@ -768,6 +802,11 @@ fn an_evicting_instance_that_reports_itself_down_drops_its_cached_keys_at_once()
     assert_eq!(state_of(&broker, "agent").1, "agent gone");
     let (status, value) = try_encrypt(&broker, "cmk", b"more");
     assert_eq!(status, 503, "{value}");
+    // The plugin's reason is the caller's to see (a health check's would not be).
+    assert_eq!(
+        error_of(&value),
+        "backend instance \"agent\" is unavailable: agent gone"
+    );
     let (status, value) = try_decrypt(&broker, "cmk", &ciphertext);
     assert_eq!(status, 503, "{value}");
     assert!(broker.log().contains("agent gone"), "{}", broker.log());

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use zeroize::Zeroizing;
 
-use crate::{dek_cache::DekCache, error::Error, TenantId};
+use crate::{dek_cache::DekCache, error::Error, Tenant};
 
 /// What happens to cached DEKs when an instance becomes unavailable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,6 +64,10 @@ pub struct BackendVerify<'a> {
 }
 
 /// A loaded backend instance as the core sees it.
+///
+/// Operations take the whole [`Tenant`]: the backend sees its immutable id on every call,
+/// and its canonical name once per instance, before the first call for it (backends whose
+/// own rules name tenants, such as a customer agent's allowlist, need it).
 #[async_trait]
 pub trait BackendInstance: Send + Sync {
     /// Instance name.
@@ -91,56 +95,53 @@ pub trait BackendInstance: Send + Sync {
     /// Binds an existing backend key to a tenant's transit key; returns its reference.
     async fn bind_key(
         &self,
-        tenant: TenantId,
+        tenant: &Tenant,
         key_id: &str,
         key_type: &str,
         backend_key: &str,
     ) -> Result<String, Error>;
     /// Signs a digest with an asymmetric key.
-    async fn sign(&self, tenant: TenantId, request: BackendSign<'_>) -> Result<Vec<u8>, Error>;
+    async fn sign(&self, tenant: &Tenant, request: BackendSign<'_>) -> Result<Vec<u8>, Error>;
     /// Verifies a signature; `Ok(false)` when it does not match.
-    async fn verify(&self, tenant: TenantId, request: BackendVerify<'_>) -> Result<bool, Error>;
+    async fn verify(&self, tenant: &Tenant, request: BackendVerify<'_>) -> Result<bool, Error>;
     /// The PEM public key of an asymmetric key.
-    async fn public_key(&self, tenant: TenantId, reference: &str) -> Result<String, Error>;
+    async fn public_key(&self, tenant: &Tenant, reference: &str) -> Result<String, Error>;
     /// A fresh 32-byte data key made by the backend: (plaintext, wrapped under `reference`
     /// with `aad`, as `decrypt` takes it back).
     async fn generate_data_key(
         &self,
-        tenant: TenantId,
+        tenant: &Tenant,
         reference: &str,
         aad: &[u8],
     ) -> Result<(Zeroizing<Vec<u8>>, Vec<u8>), Error>;
     /// Creates a backend key for a tenant's transit key.
     async fn create_key(
         &self,
-        tenant: TenantId,
+        tenant: &Tenant,
         key_id: &str,
         key_type: &str,
     ) -> Result<String, Error>;
     /// Destroys a backend key the broker created.
-    async fn delete_key(&self, tenant: TenantId, reference: &str) -> Result<(), Error>;
+    async fn delete_key(&self, tenant: &Tenant, reference: &str) -> Result<(), Error>;
     /// Encrypts (wraps).
-    async fn encrypt(
-        &self,
-        tenant: TenantId,
-        request: BackendEncrypt<'_>,
-    ) -> Result<Vec<u8>, Error>;
+    async fn encrypt(&self, tenant: &Tenant, request: BackendEncrypt<'_>)
+        -> Result<Vec<u8>, Error>;
     /// Decrypts (unwraps).
     async fn decrypt(
         &self,
-        tenant: TenantId,
+        tenant: &Tenant,
         request: BackendDecrypt<'_>,
     ) -> Result<Zeroizing<Vec<u8>>, Error>;
     /// Several encryptions in one backend call.
     async fn encrypt_batch(
         &self,
-        tenant: TenantId,
+        tenant: &Tenant,
         requests: Vec<BackendEncrypt<'_>>,
     ) -> Result<Vec<Result<Vec<u8>, Error>>, Error>;
     /// Several decryptions in one backend call.
     async fn decrypt_batch(
         &self,
-        tenant: TenantId,
+        tenant: &Tenant,
         requests: Vec<BackendDecrypt<'_>>,
     ) -> Result<Vec<Result<Zeroizing<Vec<u8>>, Error>>, Error>;
 }

@@ -8,7 +8,7 @@ use std::{
 };
 
 use base64::{engine::general_purpose::STANDARD, Engine as _};
-use keybroker_core::{seal::RootKey, TenantId};
+use keybroker_core::{seal::RootKey, Tenant};
 use zeroize::Zeroizing;
 
 use crate::config::SealConfig;
@@ -151,7 +151,7 @@ pub async fn backend_root_key(
         Some(backend_key) => (
             instance
                 .bind_key(
-                    TenantId::ROOT,
+                    &Tenant::root(),
                     BACKEND_SEAL_KEY_ID,
                     "aes256-gcm96",
                     backend_key,
@@ -162,7 +162,7 @@ pub async fn backend_root_key(
         ),
         None => (
             instance
-                .create_key(TenantId::ROOT, BACKEND_SEAL_KEY_ID, "aes256-gcm96")
+                .create_key(&Tenant::root(), BACKEND_SEAL_KEY_ID, "aes256-gcm96")
                 .await
                 .map_err(|e| failed("create a key for the root key", e))?,
             true,
@@ -173,7 +173,7 @@ pub async fn backend_root_key(
     rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut iv);
     let wrapped = instance
         .encrypt(
-            TenantId::ROOT,
+            &Tenant::root(),
             BackendEncrypt {
                 reference: &reference,
                 plaintext: root.as_ref(),
@@ -205,7 +205,7 @@ pub async fn backend_root_key(
     }
     // Another node of the cluster initialised first: use its key, drop ours.
     if created {
-        if let Err(error) = instance.delete_key(TenantId::ROOT, &reference).await {
+        if let Err(error) = instance.delete_key(&Tenant::root(), &reference).await {
             tracing::warn!(%error, "could not delete an unused seal key");
         }
     }
@@ -234,7 +234,7 @@ async fn unwrap_root_key(
         .map_err(|_| "the store's wrapped root key is not valid base64".to_owned())?;
     let plain = instance
         .decrypt(
-            TenantId::ROOT,
+            &Tenant::root(),
             BackendDecrypt {
                 reference: &record.reference,
                 ciphertext: &wrapped,

@@ -1,10 +1,11 @@
 //! Plugins built against earlier plugin ABIs keep working in this host. abi_stable's
 //! layout check refuses a library whose vtable is shorter than the host's, so the host
-//! tries the current ABI first and then the frozen earlier ones (`keybroker_plugin_abi::v2`,
-//! `v1`), wrapping such a backend so that the operations added since answer "not supported".
+//! tries the current ABI first and then the frozen earlier ones (`keybroker_plugin_abi::v3`,
+//! `v2`, `v1`), wrapping such a backend so that the operations added since answer "not
+//! supported".
 //!
-//! The fixtures are `plugins/testing-abi-v1` and `plugins/testing-abi-v2`, cargo workspaces
-//! of their own, each holding a frozen copy of that ABI crate and the same small AES-256-GCM
+//! The fixtures are `plugins/testing-abi-v1`, `plugins/testing-abi-v2` and
+//! `plugins/testing-abi-v3`, cargo workspaces of their own, each holding a frozen copy of that ABI crate and the same small AES-256-GCM
 //! plugin built against it. This test builds them with cargo (once per process), then loads
 //! each `.so` through the real plugin host: a drop-in with the pinned SHA-256, the host's
 //! permission checks, the verified copy under `<copies>/<sha256>.so`,
@@ -12,9 +13,11 @@
 //! plugin, its own ABI accepts it).
 //!
 //! The operations an old plugin has no vtable entry for (after the first ABI: `bind_key`,
-//! `sign`, `verify`, `public_key`; after the second: `generate_data_key`) must be answered
-//! with the ABI's `INVALID_REQUEST` "this backend plugin does not support …" instead of
-//! crashing, and the instance keeps serving the rest.
+//! `sign`, `verify`, `public_key`; after the second: `generate_data_key`; after the third:
+//! `status`) must be answered with the ABI's `INVALID_REQUEST` "this backend plugin does not
+//! support …" instead of crashing, and the instance keeps serving the rest. `name_tenant`
+//! (after the third), which the host calls before the first call for each tenant, does
+//! nothing for them.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::{
@@ -31,9 +34,9 @@ use keybroker_core::{
     backend::{BackendDecrypt, BackendEncrypt, BackendInstance, BackendSign, BackendVerify},
     seal::RootKey,
     store::Store,
-    Error, TenantId,
+    Error, Tenant, TenantId,
 };
-use keybroker_plugin_abi::capability;
+use keybroker_plugin_abi::{abi_stable::library::lib_header_from_path, capability, v1, v2, v3};
 use keybroker_server::{
     metrics::BackendMetrics,
     plugin_host::{sha256_hex, HostSettings, Instance, PluginHost},
@@ -45,6 +48,15 @@ use zeroize::Zeroizing;
 /// plugin against a frozen copy of that ABI.
 const V1: &str = "v1";
 const V2: &str = "v2";
+const V3: &str = "v3";
+
+/// A tenant as the edge resolves it: a fresh id and its name.
+fn tenant(name: &str) -> Tenant {
+    Tenant {
+        id: TenantId::random(),
+        name: Arc::from(name),
+    }
+}
 
 fn repo_root() -> PathBuf {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -187,6 +199,25 @@ impl Fixture {
         );
         copy
     }
+
+    /// abi_stable's layout checks, as the host's loader runs them on the verified copy: the
+    /// current root module refuses the plugin and the frozen module of its own ABI accepts it.
+    fn assert_loads_only_through_its_own_abi(&self, abi: &str) {
+        let header = lib_header_from_path(&self.verified_copy()).unwrap();
+        assert!(
+            header
+                .init_root_module::<keybroker_plugin_abi::PluginModRef>()
+                .is_err(),
+            "the current ABI must refuse a plugin built against ABI {abi}"
+        );
+        let accepted = match abi {
+            V1 => header.init_root_module::<v1::PluginModRef>().is_ok(),
+            V2 => header.init_root_module::<v2::PluginModRef>().is_ok(),
+            V3 => header.init_root_module::<v3::PluginModRef>().is_ok(),
+            other => panic!("no frozen module for ABI {other}"),
+        };
+        assert!(accepted, "the frozen {abi} module must accept its plugin");
+    }
 }
 
 fn encrypt_request<'a>(
@@ -231,11 +262,16 @@ async fn a_plugin_built_against_the_second_abi_loads_and_serves() {
     serves(V2).await;
 }
 
+#[tokio::test]
+async fn a_plugin_built_against_the_third_abi_loads_and_serves() {
+    serves(V3).await;
+}
+
 /// The old plugin works through every operation it has.
 async fn serves(abi: &'static str) {
     let fixture = load_old_plugin(abi).await;
     let instance = fixture.instance();
-    fixture.verified_copy();
+    fixture.assert_loads_only_through_its_own_abi(abi);
 
     let info = instance.info().expect("info");
     assert_eq!(info.name.as_str(), "abi-v1-example");
@@ -246,36 +282,36 @@ async fn serves(abi: &'static str) {
     instance.check_health().await;
     assert_eq!(instance.unavailable_reason(), None, "health check failed");
 
-    let acme = TenantId::random();
-    let globex = TenantId::random();
+    let acme = tenant("acme");
+    let globex = tenant("globex");
     let reference = instance
-        .create_key(acme, "key-1", "aes256-gcm96")
+        .create_key(&acme, "key-1", "aes256-gcm96")
         .await
         .unwrap();
     assert!(
-        reference.starts_with(&format!("v1/{acme}/")),
+        reference.starts_with(&format!("v1/{}/", acme.id)),
         "reference {reference}"
     );
     assert_invalid_request(
-        instance.create_key(acme, "key-2", "rsa-2048").await,
+        instance.create_key(&acme, "key-2", "rsa-2048").await,
         "an asymmetric key type",
     );
 
     // Round trip with AAD; the AAD is authenticated.
     let plaintext = b"written by a host newer than the plugin";
     let ciphertext = instance
-        .encrypt(acme, encrypt_request(&reference, plaintext, b"context"))
+        .encrypt(&acme, encrypt_request(&reference, plaintext, b"context"))
         .await
         .unwrap();
     assert_eq!(ciphertext.len(), 12 + plaintext.len() + 16, "iv ‖ ct ‖ tag");
     let decrypted = instance
-        .decrypt(acme, decrypt_request(&reference, &ciphertext, b"context"))
+        .decrypt(&acme, decrypt_request(&reference, &ciphertext, b"context"))
         .await
         .unwrap();
     assert_eq!(decrypted.as_slice(), plaintext);
     assert_invalid_request(
         instance
-            .decrypt(acme, decrypt_request(&reference, &ciphertext, b"other"))
+            .decrypt(&acme, decrypt_request(&reference, &ciphertext, b"other"))
             .await,
         "decrypt with the wrong AAD",
     );
@@ -283,13 +319,16 @@ async fn serves(abi: &'static str) {
     // Another tenant can neither encrypt nor decrypt with acme's key.
     assert_invalid_request(
         instance
-            .encrypt(globex, encrypt_request(&reference, plaintext, b"context"))
+            .encrypt(&globex, encrypt_request(&reference, plaintext, b"context"))
             .await,
         "encrypt by the wrong tenant",
     );
     assert_invalid_request(
         instance
-            .decrypt(globex, decrypt_request(&reference, &ciphertext, b"context"))
+            .decrypt(
+                &globex,
+                decrypt_request(&reference, &ciphertext, b"context"),
+            )
             .await,
         "decrypt by the wrong tenant",
     );
@@ -297,7 +336,7 @@ async fn serves(abi: &'static str) {
     // Batches go through the old vtable too, one result per item.
     let encrypted = instance
         .encrypt_batch(
-            acme,
+            &acme,
             vec![
                 encrypt_request(&reference, b"one", b"a"),
                 encrypt_request(&reference, b"two", b"b"),
@@ -308,7 +347,7 @@ async fn serves(abi: &'static str) {
     let blobs: Vec<Vec<u8>> = encrypted.into_iter().map(Result::unwrap).collect();
     let decrypted = instance
         .decrypt_batch(
-            acme,
+            &acme,
             vec![
                 decrypt_request(&reference, &blobs[0], b"a"),
                 decrypt_request(&reference, &blobs[1], b"wrong"),
@@ -319,7 +358,7 @@ async fn serves(abi: &'static str) {
     assert_eq!(decrypted[0].as_ref().unwrap().as_slice(), b"one");
     assert!(matches!(decrypted[1], Err(Error::InvalidRequest(_))));
 
-    instance.delete_key(acme, &reference).await.unwrap();
+    instance.delete_key(&acme, &reference).await.unwrap();
 }
 
 /// The host's answer for an operation the plugin predates: a 400 saying so.
@@ -345,18 +384,29 @@ async fn operations_added_after_the_second_abi_answer_not_supported() {
     answers_not_supported(V2).await;
 }
 
+#[tokio::test]
+async fn operations_added_after_the_third_abi_answer_not_supported() {
+    // Through the third ABI's vtable, `generate_data_key` too reaches the plugin's own
+    // default; `status` and `name_tenant` are not in it at all.
+    answers_not_supported(V3).await;
+}
+
 /// Operations the plugin predates (or does not implement) answer "not supported" and the
 /// instance keeps serving.
 async fn answers_not_supported(abi: &'static str) {
     let fixture = load_old_plugin(abi).await;
     let instance = fixture.instance();
-    fixture.verified_copy();
+    fixture.assert_loads_only_through_its_own_abi(abi);
     assert!(!instance.supports_sign());
     assert!(!instance.supports_bind());
+    // No live state to show: `sys/agents` skips the instance.
+    assert_eq!(instance.status().await.unwrap(), None);
 
-    let acme = TenantId::random();
+    // Every call below first tells the plugin the tenant's name (`name_tenant`), which it
+    // predates: nothing happens, and the call goes through.
+    let acme = tenant("acme");
     let reference = instance
-        .create_key(acme, "key-1", "aes256-gcm96")
+        .create_key(&acme, "key-1", "aes256-gcm96")
         .await
         .unwrap();
     let sign = || BackendSign {
@@ -367,15 +417,15 @@ async fn answers_not_supported(abi: &'static str) {
     };
     assert_host_not_supported(
         instance
-            .bind_key(acme, "key-2", "aes256-gcm96", "existing")
+            .bind_key(&acme, "key-2", "aes256-gcm96", "existing")
             .await,
         "binding existing keys",
     );
-    assert_host_not_supported(instance.sign(acme, sign()).await, "signing");
+    assert_host_not_supported(instance.sign(&acme, sign()).await, "signing");
     assert_host_not_supported(
         instance
             .verify(
-                acme,
+                &acme,
                 BackendVerify {
                     sign: sign(),
                     signature: &[0u8; 256],
@@ -384,23 +434,42 @@ async fn answers_not_supported(abi: &'static str) {
             .await,
         "verification",
     );
-    assert_host_not_supported(instance.public_key(acme, &reference).await, "public keys");
+    assert_host_not_supported(instance.public_key(&acme, &reference).await, "public keys");
     assert!(!instance.supports_generate_data_key());
     assert_host_not_supported(
         instance
-            .generate_data_key(acme, &reference, b"binding")
+            .generate_data_key(&acme, &reference, b"binding")
             .await,
         "generating data keys",
     );
     // The instance keeps serving after those answers.
     let ciphertext = instance
-        .encrypt(acme, encrypt_request(&reference, b"after", b""))
+        .encrypt(&acme, encrypt_request(&reference, b"after", b""))
         .await
         .unwrap();
     let plaintext = instance
-        .decrypt(acme, decrypt_request(&reference, &ciphertext, b""))
+        .decrypt(&acme, decrypt_request(&reference, &ciphertext, b""))
         .await
         .unwrap();
     assert_eq!(plaintext.as_slice(), b"after");
+    // A tenant first seen after those answers is named and served too.
+    let globex = tenant("globex");
+    let other = instance
+        .create_key(&globex, "key-3", "aes256-gcm96")
+        .await
+        .unwrap();
+    let ciphertext = instance
+        .encrypt(&globex, encrypt_request(&other, b"globex", b""))
+        .await
+        .unwrap();
+    assert_eq!(
+        instance
+            .decrypt(&globex, decrypt_request(&other, &ciphertext, b""))
+            .await
+            .unwrap()
+            .as_slice(),
+        b"globex"
+    );
+    assert_eq!(instance.status().await.unwrap(), None);
     assert_eq!(instance.unavailable_reason(), None);
 }

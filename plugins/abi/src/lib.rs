@@ -67,8 +67,32 @@ macro_rules! forward_first_abi {
     };
 }
 
+/// Forwards the methods the second ABI added (`bind_key`, `sign`, `verify`, `public_key`) to
+/// `self.0`: shared by the `Upgraded` wrappers of the second and later frozen modules.
+macro_rules! forward_second_abi {
+    () => {
+        fn bind_key(&self, request: BindKeyRequest) -> RResult<KeyHandle, PluginError> {
+            self.0.bind_key(request)
+        }
+        fn sign(&self, request: SignRequest) -> RResult<RVec<u8>, PluginError> {
+            self.0.sign(request)
+        }
+        fn verify(&self, request: VerifyRequest) -> RResult<bool, PluginError> {
+            self.0.verify(request)
+        }
+        fn public_key(
+            &self,
+            tenant_id: RString,
+            key_reference: RString,
+        ) -> RResult<RString, PluginError> {
+            self.0.public_key(tenant_id, key_reference)
+        }
+    };
+}
+
 pub mod v1;
 pub mod v2;
+pub mod v3;
 
 /// Kind of a [`PluginError`]: decides the HTTP status the broker answers with.
 ///
@@ -418,7 +442,7 @@ pub trait BackendPlugin: Send + Sync {
 
     // Methods below were added after the first ABI. abi_stable refuses a library whose
     // vtable is shorter than the host's, so a plugin built before them is loaded through
-    // the frozen module of its ABI (`v1`, `v2`) and wrapped (`upgrade`): for it, these
+    // the frozen module of its ABI (`v1`, `v2`, `v3`) and wrapped (`upgrade`): for it, these
     // default bodies run and answer "not supported". New methods go at the end, always with
     // a default body, and the vtable they replace gets a frozen module of its own.
 
@@ -454,6 +478,24 @@ pub trait BackendPlugin: Send + Sync {
     fn generate_data_key(&self, request: GenerateDataKeyRequest) -> RResult<DataKey, PluginError> {
         let _ = request;
         RResult::RErr(not_supported("generating data keys"))
+    }
+
+    // Added after the third ABI (frozen in `v3`).
+
+    /// The instance's live state, for operators: a JSON object as text. Its members are the
+    /// plugin's own, except `agents`, which the host gathers from every instance into
+    /// `GET /v1/sys/agents` (an array of objects, each with a unique `id`). Like error
+    /// messages, it is shown to operators: never put key material or credentials in it.
+    /// Plugins without live state answer [`ErrorKind::INVALID_REQUEST`] (the default).
+    fn status(&self) -> RResult<RString, PluginError> {
+        RResult::RErr(not_supported("status"))
+    }
+    /// The canonical name of a tenant id (`root` for the root namespace). The host calls it
+    /// once per tenant on each instance, before the first call carrying that tenant id; a
+    /// tenant's name never changes for its id. For backends whose own access rules name
+    /// tenants (a customer agent's allowlist), while every request carries the id.
+    fn name_tenant(&self, tenant_id: RString, tenant_name: RString) {
+        let _ = (tenant_id, tenant_name);
     }
 }
 
@@ -560,6 +602,14 @@ pub trait Backend: Send + Sync + 'static {
     fn generate_data_key(&self, _request: GenerateDataKeyRequest) -> Result<DataKey, PluginError> {
         Err(not_supported("generating data keys"))
     }
+    /// The instance's live state as a JSON object (see [`BackendPlugin::status`]). Plugins
+    /// with state worth showing operators (connected agents) override it.
+    fn status(&self) -> Result<String, PluginError> {
+        Err(not_supported("status"))
+    }
+    /// Learns the canonical name of a tenant id before the first call for it (see
+    /// [`BackendPlugin::name_tenant`]). The default ignores it.
+    fn name_tenant(&self, _tenant_id: &str, _tenant_name: &str) {}
 }
 
 /// Runs `f`, turning a panic into an [`ErrorKind::INTERNAL`] error.
@@ -625,6 +675,16 @@ impl<B: Backend> BackendPlugin for Guarded<B> {
     }
     fn generate_data_key(&self, request: GenerateDataKeyRequest) -> RResult<DataKey, PluginError> {
         guard(|| self.0.generate_data_key(request))
+    }
+    fn status(&self) -> RResult<RString, PluginError> {
+        guard(|| self.0.status().map(RString::from))
+    }
+    fn name_tenant(&self, tenant_id: RString, tenant_name: RString) {
+        // Nothing to answer: a panic is caught and dropped (the plugin logs its own failures).
+        let _ = guard(|| {
+            self.0.name_tenant(&tenant_id, &tenant_name);
+            Ok(())
+        });
     }
 }
 

@@ -100,22 +100,7 @@ struct Upgraded(BackendBox);
 
 impl crate::BackendPlugin for Upgraded {
     forward_first_abi!();
-    fn bind_key(&self, request: BindKeyRequest) -> RResult<KeyHandle, PluginError> {
-        self.0.bind_key(request)
-    }
-    fn sign(&self, request: SignRequest) -> RResult<RVec<u8>, PluginError> {
-        self.0.sign(request)
-    }
-    fn verify(&self, request: VerifyRequest) -> RResult<bool, PluginError> {
-        self.0.verify(request)
-    }
-    fn public_key(
-        &self,
-        tenant_id: RString,
-        key_reference: RString,
-    ) -> RResult<RString, PluginError> {
-        self.0.public_key(tenant_id, key_reference)
-    }
+    forward_second_abi!();
 }
 
 /// A second-ABI backend as a current one.

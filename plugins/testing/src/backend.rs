@@ -2,7 +2,12 @@
 //! `keybroker-plugin-testing-alt` (which includes this file with `#[path]`); the crate root
 //! passes its flavor, the version `info()` reports.
 
-use std::{collections::BTreeMap, path::PathBuf, sync::Arc, time::Duration};
+use std::{
+    collections::BTreeMap,
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use aes_gcm::{
     aead::{Aead, KeyInit, Payload},
@@ -70,6 +75,10 @@ struct Config {
     /// Makes envelope data keys itself (`generate_data_key`), as AWS KMS does.
     #[serde(default)]
     generate_data_keys: bool,
+    /// Answers `status` with these agents (and the tenant names the host gave); without it,
+    /// `status` is not supported, as for most plugins.
+    #[serde(default)]
+    status_agents: Option<Vec<serde_json::Value>>,
 }
 
 /// A testing backend instance.
@@ -79,6 +88,9 @@ pub struct TestingBackend {
     panic_on: Vec<Method>,
     hang: BTreeMap<Method, Duration>,
     generate_data_keys: bool,
+    status_agents: Option<Vec<serde_json::Value>>,
+    /// Tenant names by id, as the host told them (`name_tenant`).
+    tenant_names: Mutex<BTreeMap<String, String>>,
     /// The only strong owner: dropping the backend stops the control-file thread.
     state: Arc<State>,
 }
@@ -135,6 +147,8 @@ pub fn new_backend_with_version(
             .map(|(method, ms)| (method, Duration::from_millis(ms)))
             .collect(),
         generate_data_keys: config.generate_data_keys,
+        status_agents: config.status_agents,
+        tenant_names: Mutex::default(),
         state,
     })
 }
@@ -284,6 +298,24 @@ impl Backend for TestingBackend {
             plaintext: plaintext.as_slice().into(),
             wrapped: wrapped.into(),
         })
+    }
+
+    fn status(&self) -> Result<String, PluginError> {
+        let Some(agents) = &self.status_agents else {
+            return Err(keybroker_plugin_abi::not_supported("status"));
+        };
+        let tenant_names = self
+            .tenant_names
+            .lock()
+            .map_err(|_| PluginError::internal("tenant names poisoned"))?
+            .clone();
+        Ok(serde_json::json!({ "agents": agents, "tenant_names": tenant_names }).to_string())
+    }
+
+    fn name_tenant(&self, tenant_id: &str, tenant_name: &str) {
+        if let Ok(mut names) = self.tenant_names.lock() {
+            names.insert(tenant_id.to_owned(), tenant_name.to_owned());
+        }
     }
 }
 

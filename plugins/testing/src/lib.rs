@@ -10,6 +10,9 @@
 //! - **availability reports** (`control_file`): the plugin calls
 //!   `HostServices::set_instance_available` / `set_keys_available` when a test rewrites a
 //!   file (see the `control` module for its commands);
+//! - **live state** (`status_agents`): `status` answers `{"agents": [...], "tenant_names":
+//!   {id: name}}`, the configured agents and the names the host gave through `name_tenant`
+//!   (otherwise `status` is not supported, as for most plugins);
 //! - **replaced libraries**: `keybroker-plugin-testing-alt` compiles the same source with
 //!   another flavor; `info().version` is `testing-1` here and `testing-2` there, so a test
 //!   can swap one `.so` for the other and see the new code run.
@@ -23,7 +26,8 @@
 //!
 //! ```json
 //! {"seed": "any string", "panic_on": ["encrypt"], "hang_ms": {"decrypt": 5000},
-//!  "control_file": "/tmp/x", "fail_new": false, "panic_new": false}
+//!  "control_file": "/tmp/x", "fail_new": false, "panic_new": false,
+//!  "generate_data_keys": false, "status_agents": [{"id": "dc1", "tenants": ["acme"]}]}
 //! ```
 //!
 //! Method names for `panic_on` and `hang_ms`: `info`, `create_key`, `delete_key`, `encrypt`,

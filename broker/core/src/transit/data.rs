@@ -124,7 +124,7 @@ impl Transit {
                         iv: random_nonce(),
                     })
                     .collect();
-                let results = instance.encrypt_batch(tenant.id, requests).await?;
+                let results = instance.encrypt_batch(tenant, requests).await?;
                 Ok(results.into_iter().map(|r| r.map(output)).collect())
             }
         }
@@ -294,7 +294,7 @@ impl Transit {
         let binding = state.binding(version.record.version);
         let dek = instance
             .decrypt(
-                tenant.id,
+                tenant,
                 BackendDecrypt {
                     reference,
                     ciphertext: wrapped,
@@ -395,7 +395,7 @@ impl Transit {
             })
             .collect::<Vec<_>>();
         if !requests.is_empty() {
-            let answers = instance.decrypt_batch(tenant.id, requests).await?;
+            let answers = instance.decrypt_batch(tenant, requests).await?;
             if answers.len() != pending.len() {
                 return Err(Error::internal(
                     "backend returned a batch of the wrong size",

@@ -159,12 +159,12 @@ impl Transit {
         let key_reference = match &options.backend_key {
             Some(backend_key) => {
                 instance
-                    .bind_key(tenant.id, &id.to_string(), key_type_name, backend_key)
+                    .bind_key(tenant, &id.to_string(), key_type_name, backend_key)
                     .await?
             }
             None => {
                 instance
-                    .create_key(tenant.id, &id.to_string(), key_type_name)
+                    .create_key(tenant, &id.to_string(), key_type_name)
                     .await?
             }
         };
@@ -239,7 +239,7 @@ impl Transit {
         if record.bound {
             return;
         }
-        if let Err(error) = instance.delete_key(tenant.id, reference).await {
+        if let Err(error) = instance.delete_key(tenant, reference).await {
             tracing::warn!(key = %record.id, %error, "unused backend key not destroyed");
         }
     }
@@ -291,14 +291,12 @@ impl Transit {
                 // otherwise the broker makes it and the backend wraps it.
                 let (dek, wrapped): (Zeroizing<Vec<u8>>, Vec<u8>) =
                     if instance.supports_generate_data_key() {
-                        instance
-                            .generate_data_key(tenant.id, &reference, &aad)
-                            .await?
+                        instance.generate_data_key(tenant, &reference, &aad).await?
                     } else {
                         let dek = generate_dek();
                         let wrapped = instance
                             .encrypt(
-                                tenant.id,
+                                tenant,
                                 BackendEncrypt {
                                     reference: &reference,
                                     plaintext: dek.as_ref(),
@@ -313,7 +311,7 @@ impl Transit {
                 // unwrapped would make every ciphertext under it unrecoverable.
                 let unwrapped: Zeroizing<Vec<u8>> = instance
                     .decrypt(
-                        tenant.id,
+                        tenant,
                         BackendDecrypt {
                             reference: &reference,
                             ciphertext: &wrapped,
@@ -350,13 +348,13 @@ impl Transit {
                     }
                     None => {
                         instance
-                            .create_key(tenant.id, &record.id.to_string(), &record.key_type)
+                            .create_key(tenant, &record.id.to_string(), &record.key_type)
                             .await?
                     }
                 };
                 // Asymmetric versions keep their public key, so reads never call the backend.
                 let public_key = if KeyType::parse(&record.key_type)?.is_asymmetric() {
-                    Some(instance.public_key(tenant.id, &reference).await?)
+                    Some(instance.public_key(tenant, &reference).await?)
                 } else {
                     None
                 };
@@ -490,7 +488,7 @@ impl Transit {
         } else if record.mode == KeyMode::Direct {
             // Another rotation won; the backend key made for ours is unused.
             let _ = instance
-                .delete_key(tenant.id, &version.backend_reference)
+                .delete_key(tenant, &version.backend_reference)
                 .await;
         }
         self.existing_reloaded(tenant, record.mount, &record.name)
@@ -548,7 +546,7 @@ impl Transit {
                 .collect();
             references.dedup();
             for reference in references {
-                if let Err(error) = instance.delete_key(tenant.id, reference).await {
+                if let Err(error) = instance.delete_key(tenant, reference).await {
                     tracing::warn!(key = %state.record.id, %error, "backend key not destroyed");
                 }
             }

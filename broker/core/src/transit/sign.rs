@@ -304,7 +304,7 @@ impl Transit {
                 hash_algorithm: options.hash_algorithm.name(),
                 signature_algorithm: plan.signature_algorithm,
             };
-            let raw = match instance.sign(tenant.id, request).await {
+            let raw = match instance.sign(tenant, request).await {
                 Ok(raw) => raw,
                 Err(error @ (Error::Unavailable(_) | Error::Internal { .. })) => return Err(error),
                 Err(error) => {
@@ -355,7 +355,7 @@ impl Transit {
                 },
                 signature: &signature,
             };
-            match instance.verify(tenant.id, request).await {
+            match instance.verify(tenant, request).await {
                 Ok(valid) => results.push(Ok(valid)),
                 Err(error @ (Error::Unavailable(_) | Error::Internal { .. })) => return Err(error),
                 Err(error) => results.push(Err(error)),

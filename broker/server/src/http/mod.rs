@@ -627,6 +627,7 @@ async fn login_mount(ready: &Ready, tenant: &Tenant, path: &str) -> Option<Arc<M
 const SUDO_PATHS: &[&str] = &[
     "sys/plugins/reload",
     "sys/plugins/backends",
+    "sys/agents",
     "sys/namespaces",
     "sys/metrics",
     "auth/token/create-orphan",

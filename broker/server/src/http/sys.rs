@@ -1,5 +1,5 @@
 //! `sys/` endpoints: health and seal status (Vault semantics), mounts, auth methods, backend
-//! plugins, metrics.
+//! plugins and the agents connected to them, metrics.
 
 use std::collections::HashMap;
 
@@ -143,6 +143,7 @@ pub async fn handle(
         ("plugins/backends", Operation::Read | Operation::List) => {
             ("sys/plugins/backends", Ok(backends(ready)))
         }
+        ("agents", Operation::Read | Operation::List) => ("sys/agents", Ok(agents(ready).await)),
         ("plugins/reload", Operation::Write) => {
             crate::app::reload_plugins(ready).await;
             ("sys/plugins/reload", Ok(backends(ready)))
@@ -161,7 +162,7 @@ pub async fn handle(
             };
             ("sys/mounts", result)
         }
-        ("mounts" | "plugins/backends" | "plugins/reload" | "metrics", _) => {
+        ("mounts" | "plugins/backends" | "plugins/reload" | "agents" | "metrics", _) => {
             ("sys", Err(ApiError::UnsupportedOperation))
         }
         _ => ("sys", Err(ApiError::UnsupportedPath)),
@@ -447,6 +448,57 @@ fn backends(ready: &Ready) -> Response {
     response::data(&json!({ "keys": names, "backends": instances }))
 }
 
+/// `GET /v1/sys/agents`: the remote agents every instance reports in its live status
+/// (`BackendPlugin::status`, its `agents` array), each tagged with its instance. Instances
+/// without status are left out, as is one whose status call fails (logged).
+async fn agents(ready: &Ready) -> Response {
+    let mut calls = tokio::task::JoinSet::new();
+    for instance in ready.host.instances() {
+        calls.spawn(async move {
+            let status = instance.status().await;
+            (instance.name().to_owned(), status)
+        });
+    }
+    let mut statuses = Vec::new();
+    while let Some(joined) = calls.join_next().await {
+        match joined {
+            Ok((name, Ok(Some(status)))) => statuses.push((name, status)),
+            Ok((_, Ok(None))) => {}
+            Ok((name, Err(error))) => {
+                tracing::warn!(instance = %name, %error, "backend status failed; its agents are not listed");
+            }
+            Err(error) => tracing::error!(%error, "backend status task failed"),
+        }
+    }
+    response::data(&json!({ "agents": merge_agents(statuses) }))
+}
+
+/// The `agents` of each instance's status, each with an `instance` member naming where it
+/// is connected, sorted by instance, then agent id. Statuses without an `agents` array, and
+/// entries that are not objects, add nothing.
+fn merge_agents(statuses: Vec<(String, Value)>) -> Vec<Value> {
+    let mut agents: Vec<(String, String, Value)> = Vec::new();
+    for (instance, mut status) in statuses {
+        let Some(Value::Array(reported)) = status.get_mut("agents").map(Value::take) else {
+            continue;
+        };
+        for agent in reported {
+            let Value::Object(mut fields) = agent else {
+                continue;
+            };
+            let id = fields
+                .get("id")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
+            fields.insert("instance".to_owned(), Value::String(instance.clone()));
+            agents.push((instance.clone(), id, Value::Object(fields)));
+        }
+    }
+    agents.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+    agents.into_iter().map(|(_, _, agent)| agent).collect()
+}
+
 /// `POST /v1/sys/audit-hash/:path` (Vault API: sys/audit-hash): the HMAC a sink writes for
 /// `input`, so a caller can find a known value in the log.
 fn audit_hash(state: &AppState, path: &str, request: &ApiRequest) -> Result<Response, ApiError> {
@@ -483,4 +535,41 @@ fn metrics(state: &AppState, request: &ApiRequest) -> Result<Response, ApiError>
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
     );
     Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::merge_agents;
+
+    #[test]
+    fn agents_are_merged_across_instances_sorted_and_tagged() {
+        let statuses = vec![
+            (
+                "zeta-agent".to_owned(),
+                json!({"agents": [{"id": "z1", "tenants": ["zeta"], "in_flight": 2}]}),
+            ),
+            // A status with other members but no agents adds nothing.
+            ("hsm".to_owned(), json!({"sessions": 3})),
+            (
+                "acme-agent".to_owned(),
+                json!({"agents": [
+                    {"id": "acme-dc2", "tenants": ["acme"]},
+                    "not an object",
+                    {"id": "acme-dc1", "tenants": ["acme"], "instance": "spoofed"},
+                ]}),
+            ),
+            ("empty".to_owned(), json!({"agents": []})),
+            ("odd".to_owned(), json!({"agents": "none"})),
+        ];
+        assert_eq!(
+            merge_agents(statuses),
+            vec![
+                json!({"instance": "acme-agent", "id": "acme-dc1", "tenants": ["acme"]}),
+                json!({"instance": "acme-agent", "id": "acme-dc2", "tenants": ["acme"]}),
+                json!({"instance": "zeta-agent", "id": "z1", "tenants": ["zeta"], "in_flight": 2}),
+            ]
+        );
+    }
 }

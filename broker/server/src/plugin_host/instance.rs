@@ -3,7 +3,7 @@
 //! every call. A hung plugin holds at most its own permits; other instances are unaffected.
 
 use std::{
-    collections::{BTreeMap, HashSet},
+    collections::{BTreeMap, HashMap, HashSet},
     sync::{Arc, RwLock},
     time::{Duration, Instant},
 };
@@ -15,7 +15,7 @@ use keybroker_core::{
         BackendDecrypt, BackendEncrypt, BackendInstance, BackendSign, BackendVerify, OnUnavailable,
     },
     dek_cache::DekCache,
-    Error, TenantId,
+    Error, Tenant, TenantId,
 };
 use keybroker_plugin_abi::{
     capability, BackendBox, BackendInfo, BindKeyRequest, CreateKeyRequest, DecryptRequest,
@@ -37,24 +37,31 @@ pub struct Availability {
     reported_down: RwLock<Option<String>>,
     /// The last health check failed, with its reason.
     health_error: RwLock<Option<String>>,
-    /// Key references the plugin reported unavailable.
-    keys_down: RwLock<HashSet<String>>,
+    /// Key references the plugin reported unavailable, with its reason.
+    keys_down: RwLock<HashMap<String, String>>,
 }
 
 impl Availability {
     /// Why the instance is unavailable, if it is.
     pub fn reason(&self) -> Option<String> {
-        if let Some(reason) = self.reported_down.read().ok().and_then(|r| r.clone()) {
+        if let Some(reason) = self.reported_reason() {
             return Some(reason);
         }
         self.health_error.read().ok().and_then(|r| r.clone())
     }
 
-    fn key_down(&self, reference: &str) -> bool {
-        self.keys_down
-            .read()
-            .map(|keys| keys.contains(reference))
-            .unwrap_or(true)
+    /// The plugin's own reason, if it reported the whole instance unavailable. Plugin
+    /// reasons are safe to show callers; health check errors may carry operator details.
+    fn reported_reason(&self) -> Option<String> {
+        self.reported_down.read().ok().and_then(|r| r.clone())
+    }
+
+    /// Why the plugin reported this key unavailable, if it did.
+    fn key_down(&self, reference: &str) -> Option<String> {
+        match self.keys_down.read() {
+            Ok(keys) => keys.get(reference).cloned(),
+            Err(_) => Some(String::new()),
+        }
     }
 }
 
@@ -112,7 +119,7 @@ impl HostServices for HostHandle {
                 if available {
                     keys.remove(reference);
                 } else {
-                    keys.insert(reference.clone());
+                    keys.insert(reference.clone(), reason.to_string());
                 }
             }
         }
@@ -163,6 +170,27 @@ pub struct Instance {
     cache: Arc<DekCache>,
     permits: Arc<Semaphore>,
     metrics: Arc<BackendMetrics>,
+    /// Tenants whose canonical name the plugin has been told (`BackendPlugin::name_tenant`).
+    named_tenants: Arc<RwLock<HashSet<TenantId>>>,
+}
+
+/// A tenant whose name the plugin has not been told yet: told on the blocking thread, just
+/// before the call that carries its id, then remembered. Two first calls racing may both
+/// tell it; names never change for an id, so telling twice is harmless.
+struct Naming {
+    id: TenantId,
+    id_text: RString,
+    name: RString,
+    named_tenants: Arc<RwLock<HashSet<TenantId>>>,
+}
+
+impl Naming {
+    fn tell(self, backend: &BackendBox) {
+        backend.name_tenant(self.id_text, self.name);
+        if let Ok(mut named) = self.named_tenants.write() {
+            named.insert(self.id);
+        }
+    }
 }
 
 impl std::fmt::Debug for Instance {
@@ -210,6 +238,7 @@ impl Instance {
             availability,
             cache,
             metrics,
+            named_tenants: Arc::default(),
         }
     }
 
@@ -229,6 +258,7 @@ impl Instance {
             availability: Arc::new(Availability::default()),
             cache: Arc::new(DekCache::new(cache_ttl, 1)),
             metrics,
+            named_tenants: Arc::default(),
         }
     }
 
@@ -260,7 +290,7 @@ impl Instance {
         if self.backend.is_none() {
             return;
         }
-        let result = self.call("health", |backend| backend.health()).await;
+        let result = self.call("health", None, |backend| backend.health()).await;
         let reason = result.err().map(|e| e.to_string());
         if let Some(reason) = &reason {
             tracing::warn!(instance = %self.settings.name, %reason, "backend health check failed");
@@ -273,6 +303,41 @@ impl Instance {
         }
     }
 
+    /// The plugin's live state for operators (`BackendPlugin::status`), under the same
+    /// bulkhead and deadline as other calls: `None` when the plugin keeps none (it answers
+    /// "not supported"), is not loaded, or answers something other than a JSON object (an
+    /// error, logged).
+    pub async fn status(&self) -> Result<Option<serde_json::Value>, Error> {
+        if self.backend.is_none() {
+            return Ok(None);
+        }
+        // The plugin's error is inspected here, before it is mapped: only its own "not
+        // supported" (INVALID_REQUEST) means that there is no status.
+        let answer = self
+            .call("status", None, |backend| RResult::ROk(backend.status()))
+            .await?;
+        let text = match answer {
+            RResult::ROk(text) => text,
+            RResult::RErr(error) if error.kind == ErrorKind::INVALID_REQUEST => return Ok(None),
+            RResult::RErr(error) => {
+                self.metrics
+                    .count_failed_call(&self.settings.name, "status");
+                return Err(map_plugin_error(&self.settings.name, "status", error));
+            }
+        };
+        match serde_json::from_str::<serde_json::Value>(text.as_str()) {
+            Ok(value @ serde_json::Value::Object(_)) => Ok(Some(value)),
+            Ok(_) => {
+                tracing::error!(instance = %self.settings.name, "backend status is not a JSON object; ignored");
+                Ok(None)
+            }
+            Err(error) => {
+                tracing::error!(instance = %self.settings.name, %error, "backend status is not JSON; ignored");
+                Ok(None)
+            }
+        }
+    }
+
     fn unavailable(&self) -> Error {
         Error::Unavailable(format!(
             "backend instance \"{}\" is unavailable",
@@ -280,13 +345,35 @@ impl Instance {
         ))
     }
 
-    /// Calls the plugin on a blocking thread, within the bulkhead and the deadline.
-    async fn call<T, F>(&self, operation: &'static str, f: F) -> Result<T, Error>
+    /// The name of `tenant` to tell the plugin before a call carrying its id, unless told
+    /// already. The common case (told) takes a read lock and allocates nothing.
+    fn naming(&self, tenant: &Tenant) -> Option<Naming> {
+        let named = self
+            .named_tenants
+            .read()
+            .is_ok_and(|named| named.contains(&tenant.id));
+        (!named).then(|| Naming {
+            id: tenant.id,
+            id_text: RString::from(tenant.id.to_string()),
+            name: RString::from(&*tenant.name),
+            named_tenants: self.named_tenants.clone(),
+        })
+    }
+
+    /// Calls the plugin on a blocking thread, within the bulkhead and the deadline. With a
+    /// tenant, the plugin first learns its name if it has not yet.
+    async fn call<T, F>(
+        &self,
+        operation: &'static str,
+        tenant: Option<&Tenant>,
+        f: F,
+    ) -> Result<T, Error>
     where
         T: Send + 'static,
         F: FnOnce(&BackendBox) -> RResult<T, PluginError> + Send + 'static,
     {
-        self.call_within(operation, self.settings.timeout, f).await
+        self.call_within(operation, self.settings.timeout, tenant, f)
+            .await
     }
 
     /// [`Instance::call`] with another deadline.
@@ -294,6 +381,7 @@ impl Instance {
         &self,
         operation: &'static str,
         timeout: Duration,
+        tenant: Option<&Tenant>,
         f: F,
     ) -> Result<T, Error>
     where
@@ -301,6 +389,7 @@ impl Instance {
         F: FnOnce(&BackendBox) -> RResult<T, PluginError> + Send + 'static,
     {
         let backend = self.backend.clone().ok_or_else(|| self.unavailable())?;
+        let naming = tenant.and_then(|tenant| self.naming(tenant));
         let name = &self.settings.name;
         let started = Instant::now();
         let deadline = tokio::time::Instant::now() + timeout;
@@ -316,6 +405,9 @@ impl Instance {
             let task = tokio::task::spawn_blocking(move || {
                 // The permit is released only when the plugin returns, however long it hangs.
                 let _permit = permit;
+                if let Some(naming) = naming {
+                    naming.tell(&backend);
+                }
                 f(&backend)
             });
             match tokio::time::timeout_at(deadline, task).await {
@@ -355,9 +447,9 @@ pub fn map_plugin_error(instance: &str, operation: &str, error: PluginError) -> 
     }
 }
 
-fn encrypt_request(tenant: TenantId, request: &BackendEncrypt<'_>) -> EncryptRequest {
+fn encrypt_request(tenant: &Tenant, request: &BackendEncrypt<'_>) -> EncryptRequest {
     EncryptRequest {
-        tenant_id: RString::from(tenant.to_string()),
+        tenant_id: RString::from(tenant.id.to_string()),
         key_reference: RString::from(request.reference),
         plaintext: RVec::from(request.plaintext),
         aad: RVec::from(request.aad),
@@ -365,18 +457,18 @@ fn encrypt_request(tenant: TenantId, request: &BackendEncrypt<'_>) -> EncryptReq
     }
 }
 
-fn decrypt_request(tenant: TenantId, request: &BackendDecrypt<'_>) -> DecryptRequest {
+fn decrypt_request(tenant: &Tenant, request: &BackendDecrypt<'_>) -> DecryptRequest {
     DecryptRequest {
-        tenant_id: RString::from(tenant.to_string()),
+        tenant_id: RString::from(tenant.id.to_string()),
         key_reference: RString::from(request.reference),
         ciphertext: RVec::from(request.ciphertext),
         aad: RVec::from(request.aad),
     }
 }
 
-fn sign_request(tenant: TenantId, request: &BackendSign<'_>) -> SignRequest {
+fn sign_request(tenant: &Tenant, request: &BackendSign<'_>) -> SignRequest {
     SignRequest {
-        tenant_id: RString::from(tenant.to_string()),
+        tenant_id: RString::from(tenant.id.to_string()),
         key_reference: RString::from(request.reference),
         digest: RVec::from(request.digest),
         hash_algorithm: RString::from(request.hash_algorithm),
@@ -425,14 +517,32 @@ impl BackendInstance for Instance {
     }
 
     fn check_available(&self, reference: &str) -> Result<(), Error> {
-        if self.load_error.is_some() || self.availability.reason().is_some() {
+        if self.load_error.is_some() {
             return Err(self.unavailable());
         }
-        if !reference.is_empty() && self.availability.key_down(reference) {
+        // The plugin's reason is shown; a failed health check's stays in the log.
+        if let Some(reason) = self.availability.reported_reason() {
             return Err(Error::Unavailable(format!(
-                "a key of backend instance \"{}\" is unavailable",
+                "backend instance \"{}\" is unavailable: {reason}",
                 self.settings.name
             )));
+        }
+        if self.availability.reason().is_some() {
+            return Err(self.unavailable());
+        }
+        if let Some(reason) = (!reference.is_empty())
+            .then(|| self.availability.key_down(reference))
+            .flatten()
+        {
+            let mut message = format!(
+                "a key of backend instance \"{}\" is unavailable",
+                self.settings.name
+            );
+            if !reason.is_empty() {
+                message.push_str(": ");
+                message.push_str(&reason);
+            }
+            return Err(Error::Unavailable(message));
         }
         Ok(())
     }
@@ -463,62 +573,72 @@ impl BackendInstance for Instance {
 
     async fn bind_key(
         &self,
-        tenant: TenantId,
+        tenant: &Tenant,
         key_id: &str,
         key_type: &str,
         backend_key: &str,
     ) -> Result<String, Error> {
         let request = BindKeyRequest {
-            tenant_id: RString::from(tenant.to_string()),
+            tenant_id: RString::from(tenant.id.to_string()),
             key_id: RString::from(key_id),
             key_type: RString::from(key_type),
             backend_key: RString::from(backend_key),
         };
         let handle = self
-            .call_within("bind_key", self.settings.create_timeout, move |b| {
-                b.bind_key(request)
-            })
+            .call_within(
+                "bind_key",
+                self.settings.create_timeout,
+                Some(tenant),
+                move |b| b.bind_key(request),
+            )
             .await?;
         Ok(handle.reference.into_string())
     }
 
-    async fn sign(&self, tenant: TenantId, request: BackendSign<'_>) -> Result<Vec<u8>, Error> {
+    async fn sign(&self, tenant: &Tenant, request: BackendSign<'_>) -> Result<Vec<u8>, Error> {
         let request = sign_request(tenant, &request);
-        let signature = self.call("sign", move |b| b.sign(request)).await?;
+        let signature = self
+            .call("sign", Some(tenant), move |b| b.sign(request))
+            .await?;
         Ok(signature.into_vec())
     }
 
-    async fn verify(&self, tenant: TenantId, request: BackendVerify<'_>) -> Result<bool, Error> {
+    async fn verify(&self, tenant: &Tenant, request: BackendVerify<'_>) -> Result<bool, Error> {
         let request = VerifyRequest {
             signature: RVec::from(request.signature),
             ..verify_fields(sign_request(tenant, &request.sign))
         };
-        self.call("verify", move |b| b.verify(request)).await
+        self.call("verify", Some(tenant), move |b| b.verify(request))
+            .await
     }
 
-    async fn public_key(&self, tenant: TenantId, reference: &str) -> Result<String, Error> {
-        let tenant = RString::from(tenant.to_string());
+    async fn public_key(&self, tenant: &Tenant, reference: &str) -> Result<String, Error> {
+        let tenant_id = RString::from(tenant.id.to_string());
         let reference = RString::from(reference);
         let pem = self
-            .call("public_key", move |b| b.public_key(tenant, reference))
+            .call("public_key", Some(tenant), move |b| {
+                b.public_key(tenant_id, reference)
+            })
             .await?;
         Ok(pem.into_string())
     }
 
     async fn generate_data_key(
         &self,
-        tenant: TenantId,
+        tenant: &Tenant,
         reference: &str,
         aad: &[u8],
     ) -> Result<(Zeroizing<Vec<u8>>, Vec<u8>), Error> {
         let request = GenerateDataKeyRequest {
-            tenant_id: RString::from(tenant.to_string()),
+            tenant_id: RString::from(tenant.id.to_string()),
             key_reference: RString::from(reference),
             aad: RVec::from(aad),
             length: DATA_KEY_LEN,
         };
         let key = self
-            .call("generate_data_key", move |b| b.generate_data_key(request))
+            .call("generate_data_key", Some(tenant), move |b| {
+                b.generate_data_key(request)
+            })
             .await?;
         let plaintext = take_secret(key.plaintext);
         if plaintext.len() != DATA_KEY_LEN as usize {
@@ -533,54 +653,63 @@ impl BackendInstance for Instance {
 
     async fn create_key(
         &self,
-        tenant: TenantId,
+        tenant: &Tenant,
         key_id: &str,
         key_type: &str,
     ) -> Result<String, Error> {
         let request = CreateKeyRequest {
-            tenant_id: RString::from(tenant.to_string()),
+            tenant_id: RString::from(tenant.id.to_string()),
             key_id: RString::from(key_id),
             key_type: RString::from(key_type),
         };
         let handle = self
-            .call_within("create_key", self.settings.create_timeout, move |b| {
-                b.create_key(request)
-            })
+            .call_within(
+                "create_key",
+                self.settings.create_timeout,
+                Some(tenant),
+                move |b| b.create_key(request),
+            )
             .await?;
         Ok(handle.reference.into_string())
     }
 
-    async fn delete_key(&self, tenant: TenantId, reference: &str) -> Result<(), Error> {
-        let tenant = RString::from(tenant.to_string());
+    async fn delete_key(&self, tenant: &Tenant, reference: &str) -> Result<(), Error> {
+        let tenant_id = RString::from(tenant.id.to_string());
         let reference = RString::from(reference);
-        self.call("delete_key", move |b| b.delete_key(tenant, reference))
-            .await
+        self.call("delete_key", Some(tenant), move |b| {
+            b.delete_key(tenant_id, reference)
+        })
+        .await
     }
 
     async fn encrypt(
         &self,
-        tenant: TenantId,
+        tenant: &Tenant,
         request: BackendEncrypt<'_>,
     ) -> Result<Vec<u8>, Error> {
         // Ownership of the plaintext copy passes to the plugin, which zeroizes it.
         let request = encrypt_request(tenant, &request);
-        let result = self.call("encrypt", move |b| b.encrypt(request)).await?;
+        let result = self
+            .call("encrypt", Some(tenant), move |b| b.encrypt(request))
+            .await?;
         Ok(result.into_vec())
     }
 
     async fn decrypt(
         &self,
-        tenant: TenantId,
+        tenant: &Tenant,
         request: BackendDecrypt<'_>,
     ) -> Result<Zeroizing<Vec<u8>>, Error> {
         let request = decrypt_request(tenant, &request);
-        let result = self.call("decrypt", move |b| b.decrypt(request)).await?;
+        let result = self
+            .call("decrypt", Some(tenant), move |b| b.decrypt(request))
+            .await?;
         Ok(take_secret(result))
     }
 
     async fn encrypt_batch(
         &self,
-        tenant: TenantId,
+        tenant: &Tenant,
         requests: Vec<BackendEncrypt<'_>>,
     ) -> Result<Vec<Result<Vec<u8>, Error>>, Error> {
         let batch: RVec<EncryptRequest> = requests
@@ -589,7 +718,7 @@ impl BackendInstance for Instance {
             .collect();
         let name = self.settings.name.clone();
         let results = self
-            .call("encrypt_batch", move |b| {
+            .call("encrypt_batch", Some(tenant), move |b| {
                 RResult::ROk(b.encrypt_batch(batch))
             })
             .await?;
@@ -609,7 +738,7 @@ impl BackendInstance for Instance {
 
     async fn decrypt_batch(
         &self,
-        tenant: TenantId,
+        tenant: &Tenant,
         requests: Vec<BackendDecrypt<'_>>,
     ) -> Result<Vec<Result<Zeroizing<Vec<u8>>, Error>>, Error> {
         let batch: RVec<DecryptRequest> = requests
@@ -618,7 +747,7 @@ impl BackendInstance for Instance {
             .collect();
         let name = self.settings.name.clone();
         let results = self
-            .call("decrypt_batch", move |b| {
+            .call("decrypt_batch", Some(tenant), move |b| {
                 RResult::ROk(b.decrypt_batch(batch))
             })
             .await?;
@@ -634,5 +763,211 @@ impl BackendInstance for Instance {
             self.metrics.count_failed_call(&name, "decrypt_batch");
         }
         Ok(results)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use keybroker_plugin_abi::{into_ffi, not_supported, Backend, HostServices_TO, KeyHandle};
+
+    use super::*;
+
+    /// What the host told the plugin, in order: `name <id> <name>` and `<operation> <id>`.
+    type Journal = Arc<Mutex<Vec<String>>>;
+
+    /// A plugin recording the calls it gets; `status` answers `status` as given.
+    struct Recording {
+        journal: Journal,
+        status: Result<String, PluginError>,
+    }
+
+    impl Recording {
+        fn record(&self, entry: String) {
+            self.journal.lock().unwrap().push(entry);
+        }
+    }
+
+    impl Backend for Recording {
+        fn info(&self) -> BackendInfo {
+            BackendInfo {
+                name: "recording".into(),
+                version: "1".into(),
+                capabilities: capability::ENVELOPE,
+                max_payload: 1024,
+            }
+        }
+        fn create_key(&self, request: CreateKeyRequest) -> Result<KeyHandle, PluginError> {
+            self.record(format!("create_key {}", request.tenant_id));
+            Ok(KeyHandle {
+                reference: "ref".into(),
+            })
+        }
+        fn encrypt(&self, request: EncryptRequest) -> Result<Vec<u8>, PluginError> {
+            self.record(format!("encrypt {}", request.tenant_id));
+            Ok(request.plaintext.into_vec())
+        }
+        fn decrypt(&self, request: DecryptRequest) -> Result<Vec<u8>, PluginError> {
+            self.record(format!("decrypt {}", request.tenant_id));
+            Ok(request.ciphertext.into_vec())
+        }
+        fn health(&self) -> Result<(), PluginError> {
+            Ok(())
+        }
+        fn status(&self) -> Result<String, PluginError> {
+            self.status.clone()
+        }
+        fn name_tenant(&self, tenant_id: &str, tenant_name: &str) {
+            self.record(format!("name {tenant_id} {tenant_name}"));
+        }
+    }
+
+    fn settings() -> InstanceSettings {
+        InstanceSettings {
+            name: "acme-agent".to_owned(),
+            tenants: vec!["*".to_owned()],
+            timeout: Duration::from_secs(5),
+            create_timeout: Duration::from_secs(5),
+            concurrency: 4,
+            on_unavailable: OnUnavailable::Evict,
+            bind: BTreeMap::new(),
+        }
+    }
+
+    /// A loaded instance of `Recording`, its journal and its host handle.
+    fn instance(status: Result<String, PluginError>) -> (Instance, Journal, HostHandle) {
+        let settings = settings();
+        let (handle, cache, availability) =
+            Instance::prepare(&settings, Duration::from_secs(60), 16);
+        let journal = Journal::default();
+        let backend = into_ffi(Recording {
+            journal: journal.clone(),
+            status,
+        });
+        let info = backend.info().unwrap();
+        let instance = Instance::loaded(
+            settings,
+            backend,
+            info,
+            cache,
+            availability,
+            Arc::new(BackendMetrics::default()),
+        );
+        (instance, journal, handle)
+    }
+
+    fn tenant(name: &str) -> Tenant {
+        Tenant {
+            id: TenantId::random(),
+            name: Arc::from(name),
+        }
+    }
+
+    fn encrypt(reference: &str) -> BackendEncrypt<'_> {
+        BackendEncrypt {
+            reference,
+            plaintext: b"data",
+            aad: b"",
+            iv: [0; 12],
+        }
+    }
+
+    #[tokio::test]
+    async fn the_plugin_learns_each_tenants_name_once_before_its_first_call() {
+        let (instance, journal, _) = instance(Err(not_supported("status")));
+        let acme = tenant("acme");
+        let globex = tenant("globex");
+        let reference = instance
+            .create_key(&acme, "k", "aes256-gcm96")
+            .await
+            .unwrap();
+        instance.encrypt(&acme, encrypt(&reference)).await.unwrap();
+        instance
+            .decrypt_batch(
+                &globex,
+                vec![BackendDecrypt {
+                    reference: &reference,
+                    ciphertext: b"x",
+                    aad: b"",
+                }],
+            )
+            .await
+            .unwrap();
+        instance
+            .encrypt(&Tenant::root(), encrypt(&reference))
+            .await
+            .unwrap();
+        instance
+            .encrypt(&globex, encrypt(&reference))
+            .await
+            .unwrap();
+        let (acme, globex, root) = (acme.id, globex.id, TenantId::ROOT);
+        assert_eq!(
+            *journal.lock().unwrap(),
+            vec![
+                format!("name {acme} acme"),
+                format!("create_key {acme}"),
+                format!("encrypt {acme}"),
+                format!("name {globex} globex"),
+                format!("decrypt {globex}"),
+                format!("name {root} root"),
+                format!("encrypt {root}"),
+                format!("encrypt {globex}"),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn status_is_the_plugins_json_object_or_none() {
+        let (reporting, _, _) = instance(Ok(r#"{"agents":[{"id":"dc1"}]}"#.to_owned()));
+        assert_eq!(
+            reporting.status().await.unwrap(),
+            Some(serde_json::json!({"agents": [{"id": "dc1"}]}))
+        );
+        let (silent, _, _) = instance(Err(not_supported("status")));
+        assert_eq!(silent.status().await.unwrap(), None);
+        let (garbled, _, _) = instance(Ok("agents: none".to_owned()));
+        assert_eq!(garbled.status().await.unwrap(), None, "not JSON");
+        let (listed, _, _) = instance(Ok("[]".to_owned()));
+        assert_eq!(listed.status().await.unwrap(), None, "not an object");
+        let (failing, _, _) = instance(Err(PluginError::unavailable("no agent")));
+        assert!(matches!(
+            failing.status().await,
+            Err(Error::Unavailable(message)) if message.contains("no agent")
+        ));
+    }
+
+    #[tokio::test]
+    async fn unavailable_answers_carry_the_plugins_reason_but_not_a_health_checks() {
+        let (instance, _, handle) = instance(Err(not_supported("status")));
+        let host = HostServices_TO::from_value(handle, abi_stable::sabi_trait::TD_Opaque);
+        host.set_instance_available(
+            false,
+            "customer key unavailable (no agent connected)".into(),
+        );
+        assert_eq!(
+            unavailable_message(&instance),
+            "backend instance \"acme-agent\" is unavailable: customer key unavailable (no agent \
+             connected)"
+        );
+        host.set_instance_available(true, "".into());
+        assert!(instance.check_available("").is_ok());
+
+        // A failed health check's reason (it may name hosts or credentials) stays in the log.
+        if let Ok(mut health) = instance.availability.health_error.write() {
+            *health = Some("cannot reach kms.internal:443 as role ops-admin".to_owned());
+        }
+        assert_eq!(
+            unavailable_message(&instance),
+            "backend instance \"acme-agent\" is unavailable"
+        );
+    }
+
+    fn unavailable_message(instance: &Instance) -> String {
+        match instance.check_available("") {
+            Err(Error::Unavailable(message)) => message,
+            other => panic!("expected unavailable, got {other:?}"),
+        }
     }
 }

@@ -1,9 +1,9 @@
 //! `abi-v1-example`: a minimal keybroker backend plugin built against an *earlier* plugin ABI:
 //! the frozen copy in `../abi` of the workspace that builds it (`plugins/testing-abi-v1`: the
-//! first ABI; `plugins/testing-abi-v2` builds this same source against the second). The
-//! broker's tests load its `.so` to prove that a plugin built before later ABI additions
-//! still loads, works, and answers "not supported" for what it predates. Do not port it to
-//! the current ABI: being old is its purpose.
+//! first ABI; `plugins/testing-abi-v2` and `plugins/testing-abi-v3` build this same source
+//! against the second and the third). The broker's tests load its `.so` to prove that a
+//! plugin built before later ABI additions still loads, works, and answers "not supported"
+//! for what it predates. Do not port it to the current ABI: being old is its purpose.
 //!
 //! Crypto: AES-256-GCM under one 32-byte key from the configuration. Blob
 //! `iv(12) ‖ ciphertext ‖ tag(16)`; the IV is the broker's when it gives one, else random.
