@@ -13,8 +13,8 @@ use keybroker_moto_harness::{FaultProxy, MotoServer};
 use serde_json::{json, Value};
 
 use crate::support::{
-    curl, eventually, metrics, ns, post_as, private_dir, sample, tenant_token, Broker, Options,
-    PluginDir,
+    backend_calls, curl, eventually, metrics, ns, post_as, private_dir, sample, tenant_token,
+    Broker, Options, PluginDir,
 };
 
 /// Names of the environment variables the drop-in reads its credentials from.
@@ -171,16 +171,6 @@ fn decrypt(broker: &Broker, key: &str, ciphertext: &str) -> (u16, Value) {
         &format!("transit/decrypt/{key}"),
         Some(&json!({ "ciphertext": ciphertext })),
     )
-}
-
-/// Calls of `operation` the broker made to instance `instance`, from `sys/metrics`.
-fn backend_calls(broker: &Broker, instance: &str, operation: &str) -> f64 {
-    sample(
-        &metrics(broker),
-        "keybroker_backend_calls_total",
-        &[("instance", instance), ("operation", operation)],
-    )
-    .unwrap_or(0.0)
 }
 
 #[test]

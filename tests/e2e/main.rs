@@ -6,6 +6,7 @@
 
 mod support;
 
+mod agent;
 mod approle;
 mod audit;
 mod aws;

@@ -554,6 +554,16 @@ impl PluginDir {
     }
 }
 
+/// Calls of `operation` the broker made to instance `instance`, from `sys/metrics`.
+pub fn backend_calls(broker: &Broker, instance: &str, operation: &str) -> f64 {
+    sample(
+        &metrics(broker),
+        "keybroker_backend_calls_total",
+        &[("instance", instance), ("operation", operation)],
+    )
+    .unwrap_or(0.0)
+}
+
 /// `sys/metrics?format=prometheus` as text.
 pub fn metrics(broker: &Broker) -> String {
     let (status, text) = broker.raw(

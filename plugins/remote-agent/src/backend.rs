@@ -1,0 +1,316 @@
+//! The backend operations: keys are the agents' keys, named by the agent's config; every
+//! operation is one XKS request to an agent serving the tenant.
+
+use std::sync::Arc;
+
+use keybroker_agent_protocol::{
+    xks::{
+        DataIntegrityAlgorithm, DecryptRequest as XksDecrypt, EncryptRequest as XksEncrypt,
+        EncryptionAlgorithm, GetKeyMetadataRequest, KeyStatus, KeyUsage, RequestMetadata,
+        XksErrorName,
+    },
+    Operation, Reply, SecretBytes, XksError,
+};
+use keybroker_plugin_abi::{
+    capability, key_type, Backend, BackendInfo, BindKeyRequest, CreateKeyRequest, DecryptRequest,
+    EncryptRequest, ErrorKind, HostBox, KeyHandle, PluginError,
+};
+
+use crate::{config::Config, gateway::Gateway, reference::Reference, server, OwnRuntime};
+
+/// Plugin name.
+pub const NAME: &str = "remote-agent";
+
+/// Ciphertext format: one version byte, the agent's 12-byte IV, the 16-byte tag, then the
+/// ciphertext.
+const FORMAT: u8 = 1;
+const IV_BYTES: usize = 12;
+const TAG_BYTES: usize = 16;
+
+/// One gateway instance.
+pub struct RemoteAgentBackend {
+    gateway: Arc<Gateway>,
+    // Dropped last: shutting the runtime down closes the listener and every connection.
+    _runtime: OwnRuntime,
+}
+
+/// Builds an instance from the `[config]` JSON text and starts listening for agents.
+pub fn new_backend(config: &str, host: HostBox) -> Result<RemoteAgentBackend, PluginError> {
+    let config = Config::parse(config)?;
+    let acceptor = server::tls_acceptor(&config)?;
+    let runtime = OwnRuntime::new(NAME)?;
+    let gateway = Arc::new(Gateway::new(config, host));
+    runtime.spawn(server::listen(gateway.clone(), acceptor))?;
+    Ok(RemoteAgentBackend {
+        gateway,
+        _runtime: runtime,
+    })
+}
+
+/// Maps an agent's XKS error to the broker's error kinds. The message is the agent's,
+/// shortened: it is the customer's own agent speaking to the customer's own tenant.
+fn from_xks(error: XksError) -> PluginError {
+    let kind = match error.error_name {
+        XksErrorName::InvalidCiphertextException => ErrorKind::INVALID_CIPHERTEXT,
+        XksErrorName::AccessDeniedException | XksErrorName::AuthenticationFailedException => {
+            ErrorKind::ACCESS_DENIED
+        }
+        XksErrorName::KeyNotFoundException => ErrorKind::KEY_NOT_FOUND,
+        XksErrorName::ValidationException
+        | XksErrorName::InvalidStateException
+        | XksErrorName::InvalidKeyUsageException
+        | XksErrorName::UnsupportedOperationException => ErrorKind::INVALID_REQUEST,
+        // Throttling, timeouts and the agent's own failures: the customer key is not
+        // available right now.
+        _ => ErrorKind::UNAVAILABLE,
+    };
+    let mut message = format!(
+        "the customer's agent answered {}",
+        error.error_name.as_str()
+    );
+    if let Some(detail) = error.error_message.as_deref() {
+        let detail: String = detail.chars().take(200).collect();
+        message.push_str(": ");
+        message.push_str(&detail);
+    }
+    PluginError::new(kind, message)
+}
+
+fn mismatched() -> PluginError {
+    PluginError::unavailable("customer key unavailable: the agent answered another operation")
+}
+
+impl RemoteAgentBackend {
+    /// The gateway's state (for tests).
+    pub fn gateway(&self) -> &Arc<Gateway> {
+        &self.gateway
+    }
+
+    fn metadata(&self, tenant: &str, operation: &str) -> RequestMetadata {
+        RequestMetadata {
+            aws_principal_arn: format!("keybroker:tenant/{tenant}"),
+            kms_operation: operation.to_owned(),
+            kms_request_id: self.gateway.next_request_id(),
+            kms_key_arn: None,
+            kms_via_service: None,
+            aws_source_vpc: None,
+            aws_source_vpce: None,
+            keybroker_tenant_id: Some(tenant.to_owned()),
+        }
+    }
+
+    fn tenant_name(&self, tenant_id: &str) -> Result<String, PluginError> {
+        self.gateway.tenant_name(tenant_id).ok_or_else(|| {
+            PluginError::new(
+                ErrorKind::ACCESS_DENIED,
+                "remote-agent: the host did not name this tenant",
+            )
+        })
+    }
+
+    /// The reference of a request of `tenant_id`, with the tenant's name.
+    fn resolve(
+        &self,
+        tenant_id: &str,
+        reference_text: &str,
+    ) -> Result<(String, Reference), PluginError> {
+        let reference = Reference::parse(reference_text)?;
+        if reference.tenant_id != tenant_id {
+            return Err(PluginError::new(
+                ErrorKind::KEY_NOT_FOUND,
+                "remote-agent: no such key for this tenant",
+            ));
+        }
+        let tenant = self.tenant_name(tenant_id)?;
+        self.gateway.used(&tenant, reference_text);
+        Ok((tenant, reference))
+    }
+
+    /// Checks with an agent that `key` exists, is enabled and usable by the tenant; returns
+    /// its reference.
+    fn adopt(
+        &self,
+        tenant_id: &str,
+        key_id: &str,
+        key_type_name: &str,
+        key: &str,
+    ) -> Result<KeyHandle, PluginError> {
+        if key_type_name != key_type::AES256_GCM96 {
+            return Err(PluginError::invalid_request(format!(
+                "remote-agent: agents hold AES-256 keys; key type {key_type_name:?} is not supported"
+            )));
+        }
+        if !crate::config::valid_name(key) {
+            return Err(PluginError::invalid_request(
+                "remote-agent: an agent key name is 1 to 128 letters, digits, '.', '_' or '-'",
+            ));
+        }
+        let tenant = self.tenant_name(tenant_id)?;
+        if !self.gateway.config.serves_tenant(&tenant) {
+            return Err(PluginError::new(
+                ErrorKind::ACCESS_DENIED,
+                format!("remote-agent: no agent of this gateway serves tenant {tenant:?}"),
+            ));
+        }
+        let operation = Operation::GetKeyMetadata(GetKeyMetadataRequest {
+            request_metadata: self.metadata(&tenant, "CreateKey"),
+        });
+        let metadata = match self.gateway.call(&tenant, key, operation)? {
+            Reply::GetKeyMetadata(metadata) => metadata,
+            Reply::Error(error) => return Err(from_xks(error)),
+            _ => return Err(mismatched()),
+        };
+        if metadata.key_status != KeyStatus::Enabled {
+            return Err(PluginError::invalid_request(format!(
+                "remote-agent: the agent's key {key:?} is disabled"
+            )));
+        }
+        if !(metadata.key_usage.contains(&KeyUsage::Encrypt)
+            && metadata.key_usage.contains(&KeyUsage::Decrypt))
+        {
+            return Err(PluginError::invalid_request(format!(
+                "remote-agent: the agent's key {key:?} cannot both encrypt and decrypt"
+            )));
+        }
+        Ok(KeyHandle {
+            reference: Reference {
+                tenant_id: tenant_id.to_owned(),
+                key: key.to_owned(),
+                key_id: key_id.to_owned(),
+            }
+            .to_string()
+            .into(),
+        })
+    }
+}
+
+/// The AAD the agent authenticates: the broker key's id (length-prefixed), then the caller's
+/// AAD. Transit keys that share one agent key so cannot decrypt each other's ciphertexts.
+fn agent_aad(reference: &Reference, aad: &[u8]) -> Vec<u8> {
+    let id = reference.key_id.as_bytes();
+    let mut bound = Vec::with_capacity(2 + id.len() + aad.len());
+    bound.extend_from_slice(&u16::try_from(id.len()).unwrap_or(u16::MAX).to_be_bytes());
+    bound.extend_from_slice(id);
+    bound.extend_from_slice(aad);
+    bound
+}
+
+impl Backend for RemoteAgentBackend {
+    fn info(&self) -> BackendInfo {
+        BackendInfo {
+            name: NAME.into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            capabilities: capability::ENVELOPE | capability::DIRECT | capability::BIND_EXISTING,
+            max_payload: self.gateway.config.max_payload,
+        }
+    }
+
+    fn create_key(&self, request: CreateKeyRequest) -> Result<KeyHandle, PluginError> {
+        let Some(key) = self.gateway.config.default_key.clone() else {
+            return Err(PluginError::invalid_request(
+                "remote-agent: this gateway has no default_key; name the agent's key with \
+                 backend_key=<name>",
+            ));
+        };
+        self.adopt(&request.tenant_id, &request.key_id, &request.key_type, &key)
+    }
+
+    fn bind_key(&self, request: BindKeyRequest) -> Result<KeyHandle, PluginError> {
+        self.adopt(
+            &request.tenant_id,
+            &request.key_id,
+            &request.key_type,
+            &request.backend_key,
+        )
+    }
+
+    fn encrypt(&self, request: EncryptRequest) -> Result<Vec<u8>, PluginError> {
+        let (tenant, reference) = self.resolve(&request.tenant_id, &request.key_reference)?;
+        if request.plaintext.len() as u64 > self.gateway.config.max_payload {
+            return Err(PluginError::new(
+                ErrorKind::PAYLOAD_TOO_LARGE,
+                format!(
+                    "remote-agent: plaintext over {} bytes",
+                    self.gateway.config.max_payload
+                ),
+            ));
+        }
+        let aad = Some(agent_aad(&reference, &request.aad));
+        let mut plaintext = request.plaintext;
+        let body = XksEncrypt {
+            request_metadata: self.metadata(&tenant, "Encrypt"),
+            plaintext: SecretBytes::new(plaintext.to_vec()),
+            encryption_algorithm: EncryptionAlgorithm::AesGcm,
+            additional_authenticated_data: aad.clone(),
+            ciphertext_data_integrity_value_algorithm: Some(DataIntegrityAlgorithm::Sha256),
+        };
+        zeroize::Zeroize::zeroize(plaintext.as_mut_slice());
+        let response = match self
+            .gateway
+            .call(&tenant, &reference.key, Operation::Encrypt(body))?
+        {
+            Reply::Encrypt(response) => response,
+            Reply::Error(error) => return Err(from_xks(error)),
+            _ => return Err(mismatched()),
+        };
+        if response.initialization_vector.len() != IV_BYTES
+            || response.authentication_tag.len() != TAG_BYTES
+            || !response.data_integrity_value_matches(aad.as_deref())
+        {
+            return Err(PluginError::unavailable(
+                "customer key unavailable: the agent's ciphertext failed its integrity check",
+            ));
+        }
+        let mut blob = Vec::with_capacity(1 + IV_BYTES + TAG_BYTES + response.ciphertext.len());
+        blob.push(FORMAT);
+        blob.extend_from_slice(&response.initialization_vector);
+        blob.extend_from_slice(&response.authentication_tag);
+        blob.extend_from_slice(&response.ciphertext);
+        Ok(blob)
+    }
+
+    fn decrypt(&self, request: DecryptRequest) -> Result<Vec<u8>, PluginError> {
+        let (tenant, reference) = self.resolve(&request.tenant_id, &request.key_reference)?;
+        let blob = request.ciphertext.as_slice();
+        if blob.len() < 1 + IV_BYTES + TAG_BYTES || blob[0] != FORMAT {
+            return Err(PluginError::invalid_ciphertext(
+                "remote-agent: not a ciphertext of this plugin",
+            ));
+        }
+        let (iv, rest) = blob[1..].split_at(IV_BYTES);
+        let (tag, ciphertext) = rest.split_at(TAG_BYTES);
+        let body = XksDecrypt {
+            request_metadata: self.metadata(&tenant, "Decrypt"),
+            encryption_algorithm: EncryptionAlgorithm::AesGcm,
+            ciphertext: ciphertext.to_vec(),
+            initialization_vector: iv.to_vec(),
+            authentication_tag: tag.to_vec(),
+            additional_authenticated_data: Some(agent_aad(&reference, &request.aad)),
+            ciphertext_metadata: None,
+        };
+        match self
+            .gateway
+            .call(&tenant, &reference.key, Operation::Decrypt(body))?
+        {
+            Reply::Decrypt(response) => Ok(response.plaintext.expose().to_vec()),
+            Reply::Error(error) => Err(from_xks(error)),
+            _ => Err(mismatched()),
+        }
+    }
+
+    fn health(&self) -> Result<(), PluginError> {
+        if self.gateway.any_connected() {
+            Ok(())
+        } else {
+            Err(PluginError::unavailable(crate::gateway::NO_AGENT))
+        }
+    }
+
+    fn status(&self) -> Result<String, PluginError> {
+        Ok(self.gateway.status().to_string())
+    }
+
+    fn name_tenant(&self, tenant_id: &str, tenant_name: &str) {
+        self.gateway.name_tenant(tenant_id, tenant_name);
+    }
+}

@@ -1,0 +1,182 @@
+//! The gateway through the plugin ABI, with a real `keybroker-agent` transport (in-process)
+//! connected over TLS: the backend conformance suite, then the availability reports that
+//! drive eviction when the agent goes away and comes back.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::{
+    path::Path,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use base64::{engine::general_purpose::STANDARD, Engine as _};
+use keybroker_agent::{Config as AgentConfig, SystemClock, Transport};
+use keybroker_agent_protocol::AgentIdentity;
+use keybroker_plugin_abi::{key_type, BackendBox};
+use keybroker_plugin_conformance::{BindableKey, Options, RecordingHost};
+use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+use tokio::sync::watch;
+
+fn write_private(path: &Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+/// Writes `ca.pem`, `gateway.crt` and `gateway.key` (for 127.0.0.1) into `dir`.
+fn certificates(dir: &Path) {
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+    std::fs::write(dir.join("gateway.crt"), cert.pem()).unwrap();
+    write_private(&dir.join("gateway.key"), &key.serialize_pem());
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The agent, running on its own runtime until dropped.
+struct RunningAgent {
+    stop: watch::Sender<bool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RunningAgent {
+    fn start(config: &AgentConfig) -> Self {
+        let service = config
+            .service(&|name| std::env::var_os(name), Arc::new(SystemClock))
+            .unwrap();
+        let transport =
+            Transport::new(config, config.identity().unwrap(), Arc::new(service)).unwrap();
+        let (stop, shutdown) = watch::channel(false);
+        let thread = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(transport.run(shutdown));
+        });
+        Self {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for RunningAgent {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn healthy(backend: &BackendBox) -> bool {
+    backend.health().is_ok()
+}
+
+#[test]
+fn passes_the_conformance_suite_and_reports_the_agent_going_and_coming_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    certificates(dir);
+    let secret = rand::random::<[u8; 32]>();
+    write_private(&dir.join("secret"), &STANDARD.encode(secret));
+    write_private(
+        &dir.join("data.key"),
+        &STANDARD.encode(rand::random::<[u8; 32]>()),
+    );
+    let pin = AgentIdentity::from_secret(&secret).unwrap().pin();
+    let port = free_port();
+    let options = Options {
+        asymmetric_key_types: Vec::new(),
+        bindable_keys: vec![BindableKey {
+            backend_key: "data".to_owned(),
+            key_type: key_type::AES256_GCM96.to_owned(),
+        }],
+        ..Options::default()
+    };
+
+    let gateway_config = serde_json::json!({
+        "listen": format!("127.0.0.1:{port}"),
+        "tls_cert_file": dir.join("gateway.crt"),
+        "tls_key_file": dir.join("gateway.key"),
+        "default_key": "data",
+        "heartbeat_interval_ms": 200,
+        "agents": [{"id": "dc1", "pin": pin, "tenants": ["tenant-a", "tenant-b"]}],
+    });
+    let host = RecordingHost::default();
+    let backend = keybroker_plugin_abi::into_ffi(
+        keybroker_plugin_remote_agent::new_backend(
+            &gateway_config.to_string(),
+            host.clone().into_box(),
+        )
+        .unwrap(),
+    );
+    // As the host does before a tenant's first call.
+    backend.name_tenant(options.tenant_a.as_str().into(), "tenant-a".into());
+    backend.name_tenant(options.tenant_b.as_str().into(), "tenant-b".into());
+    assert!(!healthy(&backend), "no agent yet");
+
+    let agent_config = AgentConfig::parse(
+        &format!(
+            "agent_id = \"dc1\"\nbroker = \"wss://127.0.0.1:{port}\"\nbroker_ca = \"ca.pem\"\n\
+             secret_file = \"secret\"\nrate_limit = {{ per_second = 100000, burst = 100000 }}\n\
+             [[keys]]\nname = \"data\"\nfile = \"data.key\"\n\
+             [[allow]]\ntenant = \"tenant-a\"\nkeys = [\"*\"]\n"
+        ),
+        &dir.join("agent.toml"),
+    )
+    .unwrap();
+    let agent = RunningAgent::start(&agent_config);
+    wait_until("the agent is connected", || healthy(&backend));
+
+    keybroker_plugin_conformance::run(&backend, &options);
+
+    let status: serde_json::Value =
+        serde_json::from_str(backend.status().unwrap().as_str()).unwrap();
+    assert_eq!(status["agents"][0]["id"], "dc1", "{status}");
+    assert_eq!(status["agents"][0]["tenants"][0], "tenant-a", "{status}");
+
+    // The agent goes away: the plugin tells the host at once; it comes back: again.
+    drop(agent);
+    wait_until("the gateway notices", || !healthy(&backend));
+    let _agent = RunningAgent::start(&agent_config);
+    wait_until("the agent is back", || healthy(&backend));
+    let lines = host.lines();
+    let reports: Vec<&String> = lines.iter().filter(|l| l.starts_with("instance")).collect();
+    assert_eq!(reports.len(), 4, "{lines:#?}");
+    for (report, available) in reports.iter().zip([false, true, false, true]) {
+        assert!(
+            report.starts_with(&format!("instance available={available}")),
+            "{lines:#?}"
+        );
+    }
+    assert!(
+        reports[2].contains("customer key unavailable"),
+        "{lines:#?}"
+    );
+}
