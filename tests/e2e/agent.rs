@@ -174,6 +174,29 @@ impl Setup {
     /// Starts the real agent `id`, dialing `port` (the gateway's, or a proxy's), trusting
     /// `ca`, allowing `allow` (`tenant=key,…`).
     pub fn agent_via(&self, id: &str, port: u16, ca: &Path, allow: &[&str]) -> Agent {
+        let mut command = self.agent_command(id, port, ca);
+        command
+            .arg("--key-file")
+            .arg(format!("data={}", self.key_file.display()));
+        for allowed in allow {
+            command.arg("--allow").arg(allowed);
+        }
+        Agent::spawn(command)
+    }
+
+    /// Starts the real agent `id` on the gateway with only the broker and identity flags,
+    /// then `extra_args` (its keys and `--allow`: no key file is added) and `env` set.
+    pub fn agent_with(&self, id: &str, extra_args: &[&str], env: &[(&str, &Path)]) -> Agent {
+        let mut command = self.agent_command(id, self.port, &self.pki.ca);
+        command.args(extra_args);
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        Agent::spawn(command)
+    }
+
+    /// `keybroker-agent` as agent `id` dialing `port`, trusting `ca`, retrying within 1 s.
+    fn agent_command(&self, id: &str, port: u16, ca: &Path) -> Command {
         let spec = self.spec(id);
         let mut command = Command::new(artefact("keybroker-agent"));
         command
@@ -185,14 +208,9 @@ impl Setup {
             .arg(&spec.id)
             .arg("--secret-file")
             .arg(&spec.secret_file)
-            .arg("--key-file")
-            .arg(format!("data={}", self.key_file.display()))
             .arg("--reconnect-max-delay")
             .arg("1s");
-        for allowed in allow {
-            command.arg("--allow").arg(allowed);
-        }
-        Agent::spawn(command)
+        command
     }
 
     /// Starts the real agent `id` on the gateway, allowing tenant `acme` key `data`.

@@ -7,6 +7,7 @@
 mod support;
 
 mod agent;
+mod agent_hsm;
 mod approle;
 mod audit;
 mod aws;

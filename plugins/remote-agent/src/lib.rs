@@ -73,8 +73,10 @@ pub(crate) struct OwnRuntime(Option<tokio::runtime::Runtime>);
 
 impl OwnRuntime {
     fn new(name: &str) -> Result<Self, PluginError> {
+        // One worker: the gateway's work is a few small frames per request, and on a busy
+        // broker a second worker mostly adds thread switches.
         tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
+            .worker_threads(1)
             .thread_name(name)
             .enable_all()
             .build()

@@ -10,7 +10,7 @@ use std::{
 use futures_util::{SinkExt, StreamExt};
 use keybroker_agent_protocol::{
     decode, encode, random_nonce, verify_agent, Challenge, Frame, Heartbeat, Refused, Welcome,
-    MAX_FRAME_BYTES, PROTOCOL_VERSION,
+    PROTOCOL_VERSION,
 };
 use keybroker_plugin_abi::{LogLevel, PluginError};
 use rustls_pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
@@ -20,10 +20,7 @@ use tokio::{
     sync::{mpsc, Semaphore},
 };
 use tokio_rustls::TlsAcceptor;
-use tokio_tungstenite::{
-    tungstenite::{protocol::WebSocketConfig, Message},
-    WebSocketStream,
-};
+use tokio_tungstenite::{tungstenite::Message, WebSocketStream};
 
 use crate::{
     config::Config,
@@ -77,12 +74,6 @@ pub fn tls_acceptor(config: &Config) -> Result<TlsAcceptor, PluginError> {
             PluginError::invalid_config(format!("remote-agent: TLS certificate and key: {error}"))
         })?;
     Ok(TlsAcceptor::from(Arc::new(server)))
-}
-
-fn websocket_config() -> WebSocketConfig {
-    WebSocketConfig::default()
-        .max_message_size(Some(MAX_FRAME_BYTES))
-        .max_frame_size(Some(MAX_FRAME_BYTES))
 }
 
 /// Accepts agents forever. Binding is retried (a reloaded instance may wait for its
@@ -196,9 +187,12 @@ async fn handshake(
         .1
         .export_keying_material(&mut binding, CHANNEL_BINDING_LABEL, None)
         .map_err(|error| format!("TLS exporter: {error}"))?;
-    let mut socket = tokio_tungstenite::accept_async_with_config(tls, Some(websocket_config()))
-        .await
-        .map_err(|error| format!("WebSocket: {error}"))?;
+    let mut socket = tokio_tungstenite::accept_async_with_config(
+        tls,
+        Some(keybroker_agent_protocol::websocket_config()),
+    )
+    .await
+    .map_err(|error| format!("WebSocket: {error}"))?;
     let Frame::Hello(hello) = next_frame(&mut socket).await? else {
         return Err("the first frame is not a hello".to_owned());
     };

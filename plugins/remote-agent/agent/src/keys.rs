@@ -1,4 +1,5 @@
-//! The agent's keys: named AES-256 keys from key files or environment variables.
+//! The agent's keys: named AES-256 keys from key files or environment variables, or held
+//! in an HSM ([`crate::hsm`]).
 //!
 //! A key file holds either the 32 raw key bytes (a file of exactly 32 bytes) or their
 //! standard base64 (any other length; surrounding whitespace ignored), e.g. made with
@@ -11,6 +12,7 @@ use std::ffi::OsString;
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use aes_gcm::{Aes256Gcm, KeyInit as _};
 use base64::engine::general_purpose::STANDARD;
@@ -18,6 +20,7 @@ use base64::Engine as _;
 use zeroize::Zeroizing;
 
 use crate::files::{read_private_file, PrivateFileError};
+use crate::hsm::{Hsm, HsmKey};
 
 /// Length of an AES-256 key in bytes.
 pub const KEY_BYTES: usize = 32;
@@ -65,6 +68,8 @@ pub enum KeySource {
     File(PathBuf),
     /// An environment variable holding the base64 of the key.
     Env(String),
+    /// An AES-256 key in the configured HSM: `label:<CKA_LABEL>` or `id:<hex CKA_ID>`.
+    Hsm(String),
 }
 
 impl fmt::Display for KeySource {
@@ -72,6 +77,7 @@ impl fmt::Display for KeySource {
         match self {
             Self::File(path) => write!(formatter, "key file {}", path.display()),
             Self::Env(variable) => write!(formatter, "environment variable {variable}"),
+            Self::Hsm(backend_key) => write!(formatter, "HSM object {backend_key}"),
         }
     }
 }
@@ -137,6 +143,23 @@ pub enum KeyError {
         /// The name.
         name: String,
     },
+    /// The key is in an HSM, but no HSM is configured.
+    #[error("key {name:?}: it is in an HSM, but no HSM is configured")]
+    HsmNotConfigured {
+        /// The key's name.
+        name: String,
+    },
+    /// The HSM object could not be bound: missing, ambiguous, of the wrong type, or the
+    /// token could not be reached.
+    #[error("key {name:?}: HSM object {backend_key}: {reason}")]
+    Hsm {
+        /// The key's name.
+        name: String,
+        /// `label:<CKA_LABEL>` or `id:<hex CKA_ID>`.
+        backend_key: String,
+        /// The PKCS#11 backend's reason.
+        reason: String,
+    },
 }
 
 /// Checks a key name: 1 to 128 characters of `A-Z a-z 0-9 . _ -`. (`*` is refused: in the
@@ -163,8 +186,9 @@ pub fn validate_key_name(name: &str) -> Result<(), KeyError> {
     }
 }
 
-/// Loads one key from `source`. `env` looks up environment variables (pass
-/// `|name| std::env::var_os(name)`; tests pass their own).
+/// Loads one software key from `source` (a file or a variable). `env` looks up environment
+/// variables (pass `|name| std::env::var_os(name)`; tests pass their own). An HSM source is
+/// [`KeyError::HsmNotConfigured`]: HSM keys are bound by [`KeyStore::load_with_hsm`].
 pub fn load_key(
     name: &str,
     source: &KeySource,
@@ -173,6 +197,9 @@ pub fn load_key(
     match source {
         KeySource::File(path) => load_file(name, path),
         KeySource::Env(variable) => load_env(name, variable, env),
+        KeySource::Hsm(_) => Err(KeyError::HsmNotConfigured {
+            name: name.to_owned(),
+        }),
     }
 }
 
@@ -257,10 +284,32 @@ fn decode_base64(name: &str, source_description: &str, text: &[u8]) -> Result<Ag
     Ok(AgentKey::new(key))
 }
 
+/// One of the agent's keys: its bytes in the agent's memory, or a reference to a key that
+/// stays in the HSM.
+#[derive(Debug)]
+pub enum StoredKey {
+    /// An AES-256 key from a file or a variable.
+    Software(AgentKey),
+    /// An AES-256 key in the HSM.
+    Hsm(HsmKey),
+}
+
+impl From<AgentKey> for StoredKey {
+    fn from(key: AgentKey) -> Self {
+        Self::Software(key)
+    }
+}
+
+impl From<HsmKey> for StoredKey {
+    fn from(key: HsmKey) -> Self {
+        Self::Hsm(key)
+    }
+}
+
 /// The agent's keys by name.
 #[derive(Default)]
 pub struct KeyStore {
-    keys: BTreeMap<String, AgentKey>,
+    keys: BTreeMap<String, StoredKey>,
 }
 
 impl KeyStore {
@@ -269,11 +318,21 @@ impl KeyStore {
         Self::default()
     }
 
-    /// Loads every `(name, source)`; the first failure stops loading (keys loaded so far are
-    /// wiped as the partial store is dropped).
+    /// Loads every `(name, source)` without an HSM (an HSM source is
+    /// [`KeyError::HsmNotConfigured`]); see [`KeyStore::load_with_hsm`].
     pub fn load<'a>(
         specs: impl IntoIterator<Item = (&'a str, &'a KeySource)>,
         env: &dyn Fn(&str) -> Option<OsString>,
+    ) -> Result<Self, KeyError> {
+        Self::load_with_hsm(specs, env, None)
+    }
+
+    /// Loads every `(name, source)`, binding HSM keys in `hsm`; the first failure stops
+    /// loading (keys loaded so far are wiped as the partial store is dropped).
+    pub fn load_with_hsm<'a>(
+        specs: impl IntoIterator<Item = (&'a str, &'a KeySource)>,
+        env: &dyn Fn(&str) -> Option<OsString>,
+        hsm: Option<&Arc<Hsm>>,
     ) -> Result<Self, KeyError> {
         let mut store = Self::new();
         for (name, source) in specs {
@@ -283,7 +342,17 @@ impl KeyStore {
                     name: name.to_owned(),
                 });
             }
-            let key = load_key(name, source, env)?;
+            let key: StoredKey = match (source, hsm) {
+                (KeySource::Hsm(backend_key), Some(hsm)) => hsm
+                    .bind(name, backend_key)
+                    .map_err(|reason| KeyError::Hsm {
+                        name: name.to_owned(),
+                        backend_key: backend_key.clone(),
+                        reason,
+                    })?
+                    .into(),
+                _ => load_key(name, source, env)?.into(),
+            };
             store.insert(name, key)?;
         }
         Ok(store)
@@ -291,19 +360,19 @@ impl KeyStore {
 
     /// Adds a key under `name` (checked by [`validate_key_name`]); a name already present is
     /// refused.
-    pub fn insert(&mut self, name: &str, key: AgentKey) -> Result<(), KeyError> {
+    pub fn insert(&mut self, name: &str, key: impl Into<StoredKey>) -> Result<(), KeyError> {
         validate_key_name(name)?;
         if self.keys.contains_key(name) {
             return Err(KeyError::Duplicate {
                 name: name.to_owned(),
             });
         }
-        self.keys.insert(name.to_owned(), key);
+        self.keys.insert(name.to_owned(), key.into());
         Ok(())
     }
 
     /// The key named `name`.
-    pub fn get(&self, name: &str) -> Option<&AgentKey> {
+    pub fn get(&self, name: &str) -> Option<&StoredKey> {
         self.keys.get(name)
     }
 
@@ -361,6 +430,18 @@ mod tests {
 
     fn key_bytes(key: &AgentKey) -> [u8; 32] {
         *key.0
+    }
+
+    #[test]
+    fn an_hsm_key_without_an_hsm_is_refused_naming_the_key() {
+        let source = KeySource::Hsm("label:acme-kek".into());
+        let error = KeyStore::load([("data", &source)], &no_env).unwrap_err();
+        assert!(
+            matches!(error, KeyError::HsmNotConfigured { .. }),
+            "{error:?}"
+        );
+        assert!(error.to_string().contains("\"data\""), "{error}");
+        assert_eq!(source.to_string(), "HSM object label:acme-kek");
     }
 
     #[test]

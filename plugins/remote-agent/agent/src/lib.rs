@@ -24,11 +24,13 @@
 //!   them ([`Service::stats`]).
 //! - **Keys and the secret stay private**: their files must not be readable by group or
 //!   others, they are wiped from memory on drop, and no `Debug` output or error message
-//!   shows them.
+//!   shows them. A key may instead stay in an HSM (`[hsm]`, [`hsm`]): the agent then holds
+//!   only a reference to it, and the HSM's PIN file obeys the same owner-only rule.
 //!
 //! # What is here
 //!
-//! The network-free core: [`keys`] (the [`KeyStore`]), [`policy`] (allowlist, rate cap),
+//! The network-free core: [`keys`] (the [`KeyStore`]; keys from files, variables or, through
+//! [`hsm`], an on-prem HSM over PKCS#11), [`policy`] (allowlist, rate cap),
 //! [`config`] (the TOML config file or CLI flags → [`Config`]) and [`service`]
 //! ([`Service::handle`]: one broker [`Request`](keybroker_agent_protocol::Request) in, one
 //! [`Response`](keybroker_agent_protocol::Response) out). The frames and XKS bodies are
@@ -56,6 +58,7 @@ pub mod clock;
 pub mod config;
 mod files;
 pub mod genkey;
+pub mod hsm;
 pub mod keys;
 pub mod policy;
 pub mod service;
@@ -64,7 +67,8 @@ pub mod transport;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{pin_instructions, Config, ConfigError, KeyConfig};
-pub use keys::{AgentKey, KeyError, KeySource, KeyStore};
+pub use hsm::{Hsm, HsmConfig, HsmError, HsmKey};
+pub use keys::{AgentKey, KeyError, KeySource, KeyStore, StoredKey};
 pub use policy::{Allowlist, AllowlistError, KeyGrant, RateLimit, RateLimiter};
 pub use service::Service;
 pub use stats::{OperationCounts, Refusal, RefusalCounts, Stats};

@@ -5,6 +5,8 @@
 //! keybroker-agent --config agent.toml
 //! keybroker-agent --broker wss://broker:8201 --broker-ca ca.pem --agent-id acme-dc1 \
 //!     --secret-file secret --key-file data=data.key --allow acme=data
+//! keybroker-agent ... --hsm-module /usr/lib/softhsm/libsofthsm2.so --hsm-module-sha256 HEX \
+//!     --hsm-token acme --hsm-pin-file hsm.pin --key-hsm data=label:acme-kek --allow acme=data
 //! keybroker-agent pin --config agent.toml
 //! keybroker-agent genkey data.key        # or: genkey --secret secret
 //! ```
@@ -25,7 +27,7 @@ use keybroker_agent::{pin_instructions, Config, ConfigError, SystemClock, Transp
 use tokio::sync::watch;
 
 /// Flags given together with `--config` are refused: one source of truth.
-const CONFIG_FLAGS: [&str; 10] = [
+const CONFIG_FLAGS: [&str; 16] = [
     "broker",
     "broker_ca",
     "agent_id",
@@ -36,6 +38,12 @@ const CONFIG_FLAGS: [&str; 10] = [
     "heartbeat_interval",
     "reconnect_max_delay",
     "rate_limit",
+    "key_hsm",
+    "hsm_module",
+    "hsm_module_sha256",
+    "hsm_token",
+    "hsm_pin_file",
+    "hsm_pin_env",
 ];
 
 #[derive(Parser)]
@@ -85,6 +93,25 @@ struct RunArgs {
     /// A key in an environment variable (base64); NAME defaults to "default". Repeatable.
     #[arg(long, value_name = "[NAME=]VAR")]
     key_env: Vec<String>,
+    /// A key in the HSM (--hsm-*): an AES-256 key named by its CKA_LABEL or CKA_ID.
+    /// Repeatable.
+    #[arg(long, value_name = "NAME=label:LABEL|NAME=id:HEX")]
+    key_hsm: Vec<String>,
+    /// The HSM's PKCS#11 module (.so), for --key-hsm.
+    #[arg(long, value_name = "PATH")]
+    hsm_module: Option<PathBuf>,
+    /// The SHA-256 of the PKCS#11 module file (sha256sum); nothing else is loaded.
+    #[arg(long, value_name = "HEX")]
+    hsm_module_sha256: Option<String>,
+    /// The HSM token's label.
+    #[arg(long, value_name = "LABEL")]
+    hsm_token: Option<String>,
+    /// The HSM user PIN's file (mode 600).
+    #[arg(long, value_name = "FILE")]
+    hsm_pin_file: Option<PathBuf>,
+    /// The environment variable holding the HSM user PIN.
+    #[arg(long, value_name = "VAR")]
+    hsm_pin_env: Option<String>,
     /// Let TENANT use these keys (no keys: every key). Repeatable.
     #[arg(long, value_name = "TENANT[=KEY1,KEY2]")]
     allow: Vec<String>,
@@ -204,8 +231,9 @@ fn run(args: RunArgs) -> ExitCode {
         tenants.join(", ")
     );
 
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread: the agent serves one connection, handling each request inline; more
+    // threads would only add switches between them.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
@@ -259,6 +287,12 @@ impl RunArgs {
             heartbeat_interval: self.heartbeat_interval,
             reconnect_max_delay: self.reconnect_max_delay,
             rate_limit: self.rate_limit,
+            key_hsms: self.key_hsm,
+            hsm_module: self.hsm_module,
+            hsm_module_sha256: self.hsm_module_sha256,
+            hsm_token: self.hsm_token,
+            hsm_pin_file: self.hsm_pin_file,
+            hsm_pin_env: self.hsm_pin_env,
         }
     }
 }

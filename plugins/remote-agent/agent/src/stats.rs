@@ -20,8 +20,11 @@ pub enum Refusal {
     Invalid,
     /// Decryption failed: tag, IV, AAD or ciphertext wrong (`InvalidCiphertextException`).
     InvalidCiphertext,
-    /// The crypto library failed where it cannot (`InternalException`).
+    /// The crypto library failed where it cannot, or the HSM failed otherwise than by being
+    /// out of reach (`InternalException`).
     Internal,
+    /// The HSM holding the key cannot be reached now (`DependencyTimeoutException`).
+    KeyUnavailable,
 }
 
 impl Refusal {
@@ -35,6 +38,7 @@ impl Refusal {
             Self::Invalid => "invalid_request",
             Self::InvalidCiphertext => "invalid_ciphertext",
             Self::Internal => "internal_error",
+            Self::KeyUnavailable => "key_unavailable",
         }
     }
 }
@@ -76,6 +80,8 @@ pub struct RefusalCounts {
     pub invalid_ciphertext: u64,
     /// [`Refusal::Internal`].
     pub internal_error: u64,
+    /// [`Refusal::KeyUnavailable`].
+    pub key_unavailable: u64,
 }
 
 impl RefusalCounts {
@@ -88,6 +94,7 @@ impl RefusalCounts {
             + self.invalid_request
             + self.invalid_ciphertext
             + self.internal_error
+            + self.key_unavailable
     }
 }
 
@@ -114,6 +121,7 @@ pub(crate) struct Counters {
     invalid_request: AtomicU64,
     invalid_ciphertext: AtomicU64,
     internal_error: AtomicU64,
+    key_unavailable: AtomicU64,
 }
 
 impl Counters {
@@ -136,6 +144,7 @@ impl Counters {
             Refusal::Invalid => &self.invalid_request,
             Refusal::InvalidCiphertext => &self.invalid_ciphertext,
             Refusal::Internal => &self.internal_error,
+            Refusal::KeyUnavailable => &self.key_unavailable,
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }
@@ -157,6 +166,7 @@ impl Counters {
                 invalid_request: read(&self.invalid_request),
                 invalid_ciphertext: read(&self.invalid_ciphertext),
                 internal_error: read(&self.internal_error),
+                key_unavailable: read(&self.key_unavailable),
             },
         }
     }

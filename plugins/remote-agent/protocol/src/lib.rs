@@ -73,3 +73,18 @@ pub use frame::{
 };
 pub use inflight::Inflight;
 pub use xks::XksError;
+
+/// Bytes the WebSocket reader asks the socket for at once. tungstenite zero-fills that much
+/// of its buffer before every read (128 KiB by default); frames here are a few hundred
+/// bytes, and a longer frame still grows the buffer as it needs.
+pub const READ_BUFFER_BYTES: usize = 8 * 1024;
+
+/// The WebSocket settings of both ends: messages and frames capped at [`MAX_FRAME_BYTES`]
+/// (a longer one ends the connection before it is read), reads of [`READ_BUFFER_BYTES`].
+#[cfg(feature = "websocket")]
+pub fn websocket_config() -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig {
+    tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .max_message_size(Some(MAX_FRAME_BYTES))
+        .max_frame_size(Some(MAX_FRAME_BYTES))
+        .read_buffer_size(READ_BUFFER_BYTES)
+}

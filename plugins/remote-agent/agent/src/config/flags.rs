@@ -8,7 +8,7 @@ use keybroker_agent_protocol::AgentIdentity;
 
 use super::{
     check_agent_id, read_identity, AllowFile, Config, ConfigError, ConfigFile, Field, FieldNames,
-    KeyFile, RateLimitFile,
+    HsmFile, KeyFile, RateLimitFile,
 };
 
 /// The key name of `--key-file PATH` / `--key-env VAR` given without `NAME=`.
@@ -40,6 +40,18 @@ pub struct Flags {
     pub reconnect_max_delay: Option<Duration>,
     /// `--rate-limit PER_SECOND[/BURST]` (burst defaults to the per-second rate).
     pub rate_limit: Option<String>,
+    /// `--key-hsm NAME=label:X` or `NAME=id:HEX`, repeatable: a key in the HSM.
+    pub key_hsms: Vec<String>,
+    /// `--hsm-module PATH`: the PKCS#11 module (the `[hsm]` table's `module`).
+    pub hsm_module: Option<PathBuf>,
+    /// `--hsm-module-sha256 HEX`.
+    pub hsm_module_sha256: Option<String>,
+    /// `--hsm-token LABEL`: the token's label.
+    pub hsm_token: Option<String>,
+    /// `--hsm-pin-file FILE` (mode 600).
+    pub hsm_pin_file: Option<PathBuf>,
+    /// `--hsm-pin-env VAR`.
+    pub hsm_pin_env: Option<String>,
 }
 
 impl Config {
@@ -62,13 +74,15 @@ impl Config {
         let broker = required(flags.broker.clone(), "--broker")?;
         let broker_ca = required(path_string(&flags.broker_ca), "--broker-ca")?;
         let secret_file = required(path_string(&flags.secret_file), "--secret-file")?;
-        if flags.key_files.is_empty() && flags.key_envs.is_empty() {
+        if flags.key_files.is_empty() && flags.key_envs.is_empty() && flags.key_hsms.is_empty() {
             return Err(ConfigError::InvalidFlag {
                 flag: "--key-file/--key-env".to_owned(),
-                reason: "no key given: add --key-file [NAME=]PATH or --key-env [NAME=]VAR"
+                reason: "no key given: add --key-file [NAME=]PATH, --key-env [NAME=]VAR or \
+                         --key-hsm NAME=label:LABEL"
                     .to_owned(),
             });
         }
+        let hsm = hsm_from_flags(flags)?;
         if flags.allow.is_empty() {
             return Err(ConfigError::InvalidFlag {
                 flag: "--allow".to_owned(),
@@ -93,6 +107,7 @@ impl Config {
                 name,
                 file: Some(PathBuf::from(path)),
                 env: None,
+                hsm: None,
             });
         }
         for argument in &flags.key_envs {
@@ -101,6 +116,17 @@ impl Config {
                 name,
                 file: None,
                 env: Some(variable.to_owned()),
+                hsm: None,
+            });
+        }
+        for argument in &flags.key_hsms {
+            // `NAME=label:X`: the object's name has a ':' where a bare one would not.
+            let (name, backend_key) = split_name(argument);
+            keys.push(KeyFile {
+                name,
+                file: None,
+                env: None,
+                hsm: Some(backend_key.to_owned()),
             });
         }
         let allow = flags
@@ -132,6 +158,7 @@ impl Config {
             rate_limit,
             keys,
             allow,
+            hsm,
         };
         let config = Self::validate(file, Path::new(COMMAND_LINE), Path::new(""), &names)?;
         config.check_broker_ca(&names)?;
@@ -157,6 +184,40 @@ pub fn identity_from_flags(
     })?;
     let identity = read_identity(Path::new(COMMAND_LINE), secret_file)?;
     Ok((agent_id.to_owned(), identity))
+}
+
+/// The `[hsm]` table the `--hsm-*` flags describe: none without any of them; with some,
+/// `--hsm-module`, `--hsm-module-sha256` and `--hsm-token` are required (the PIN flags are
+/// checked by the shared validation, like `pin_file`/`pin_env`).
+fn hsm_from_flags(flags: &Flags) -> Result<Option<HsmFile>, ConfigError> {
+    let any = flags.hsm_module.is_some()
+        || flags.hsm_module_sha256.is_some()
+        || flags.hsm_token.is_some()
+        || flags.hsm_pin_file.is_some()
+        || flags.hsm_pin_env.is_some();
+    if !any {
+        return Ok(None);
+    }
+    let required = |value: Option<String>, flag: &str| {
+        value.ok_or_else(|| ConfigError::InvalidFlag {
+            flag: flag.to_owned(),
+            reason: "is required with the other --hsm-* flags".to_owned(),
+        })
+    };
+    Ok(Some(HsmFile {
+        module: PathBuf::from(required(
+            flags
+                .hsm_module
+                .as_ref()
+                .map(|path| path.to_string_lossy().into_owned()),
+            "--hsm-module",
+        )?),
+        module_sha256: required(flags.hsm_module_sha256.clone(), "--hsm-module-sha256")?,
+        token_label: required(flags.hsm_token.clone(), "--hsm-token")?,
+        pin_file: flags.hsm_pin_file.clone(),
+        pin_env: flags.hsm_pin_env.clone(),
+        pin: None,
+    }))
 }
 
 /// `NAME=VALUE` → (`NAME`, `VALUE`); `VALUE` alone → ([`DEFAULT_KEY_NAME`], `VALUE`).
@@ -200,6 +261,12 @@ impl FlagNames {
                     .iter()
                     .map(|argument| format!("--key-env {argument}")),
             )
+            .chain(
+                flags
+                    .key_hsms
+                    .iter()
+                    .map(|argument| format!("--key-hsm {argument}")),
+            )
             .collect();
         let allow = flags
             .allow
@@ -229,11 +296,18 @@ impl FieldNames for FlagNames {
             Field::Key(index)
             | Field::KeyName(index)
             | Field::KeyFile(index)
-            | Field::KeyEnv(index) => indexed(&self.keys, index, "--key-file/--key-env"),
+            | Field::KeyEnv(index)
+            | Field::KeyHsm(index) => indexed(&self.keys, index, "--key-file/--key-env/--key-hsm"),
             Field::Allow => "--allow".to_owned(),
             Field::AllowEntry(index) | Field::AllowKeys(index) => {
                 indexed(&self.allow, index, "--allow")
             }
+            Field::HsmModule => "--hsm-module".to_owned(),
+            Field::HsmModuleSha256 => "--hsm-module-sha256".to_owned(),
+            Field::HsmTokenLabel => "--hsm-token".to_owned(),
+            Field::HsmPin => "--hsm-pin-file/--hsm-pin-env".to_owned(),
+            Field::HsmPinFile => "--hsm-pin-file".to_owned(),
+            Field::HsmPinEnv => "--hsm-pin-env".to_owned(),
         };
         ConfigError::InvalidFlag { flag, reason }
     }
@@ -258,6 +332,7 @@ mod tests {
             heartbeat_interval: Some(Duration::from_secs(2)),
             reconnect_max_delay: None,
             rate_limit: Some("50/100".into()),
+            ..Flags::default()
         }
     }
 
@@ -376,5 +451,83 @@ mod tests {
             message.starts_with("--key-file/--key-env: no key given"),
             "{message}"
         );
+    }
+
+    /// `flags(ca)` with the `logs` key in the HSM, as `--key-hsm` and `--hsm-*` give it.
+    fn hsm_flags(ca: &Path) -> Flags {
+        let mut flags = flags(ca);
+        flags.key_envs.clear();
+        flags.key_hsms = vec!["logs=label:acme-kek".into()];
+        flags.hsm_module = Some("/usr/lib/softhsm/libsofthsm2.so".into());
+        flags.hsm_module_sha256 = Some("ab".repeat(32));
+        flags.hsm_token = Some("acme".into());
+        flags.hsm_pin_file = Some("hsm.pin".into());
+        flags
+    }
+
+    #[test]
+    fn hsm_flags_build_the_config_an_hsm_table_would() {
+        let ca = tempfile::NamedTempFile::new().unwrap();
+        let config = Config::from_flags(&hsm_flags(ca.path())).unwrap();
+        let logs = config.keys.iter().find(|key| key.name == "logs").unwrap();
+        assert_eq!(logs.source, KeySource::Hsm("label:acme-kek".into()));
+        assert_eq!(
+            config.hsm,
+            Some(crate::hsm::HsmConfig {
+                module: "/usr/lib/softhsm/libsofthsm2.so".into(),
+                module_sha256: "ab".repeat(32),
+                token_label: "acme".into(),
+                pin: crate::hsm::PinSource::File("hsm.pin".into()),
+            })
+        );
+        // An HSM key alone is enough of a key.
+        let mut only_hsm = hsm_flags(ca.path());
+        only_hsm.key_files.clear();
+        only_hsm.allow = vec!["acme=logs".into()];
+        assert!(Config::from_flags(&only_hsm).is_ok());
+    }
+
+    #[test]
+    fn hsm_flag_errors_name_the_flag() {
+        let ca = tempfile::NamedTempFile::new().unwrap();
+        let cases: [(Change, &str); 7] = [
+            (
+                |f| {
+                    f.hsm_module = None;
+                    f.hsm_module_sha256 = None;
+                    f.hsm_token = None;
+                    f.hsm_pin_file = None;
+                },
+                "--key-hsm logs=label:acme-kek: key \"logs\" is in an HSM, but no HSM is \
+                 configured",
+            ),
+            (
+                |f| f.hsm_module = None,
+                "--hsm-module: is required with the other --hsm-* flags",
+            ),
+            (|f| f.hsm_token = None, "--hsm-token: is required"),
+            (
+                |f| f.hsm_module_sha256 = Some("abc".into()),
+                "--hsm-module-sha256: must be 64 hex digits",
+            ),
+            (
+                |f| f.hsm_pin_env = Some("PIN".into()),
+                "--hsm-pin-file/--hsm-pin-env: give exactly one",
+            ),
+            (
+                |f| f.key_hsms = vec!["logs=acme-kek".into()],
+                "--key-hsm logs=acme-kek: name the HSM object as label:",
+            ),
+            (
+                |f| f.key_files.push("logs=x.key".into()),
+                "--key-hsm logs=label:acme-kek: key \"logs\" is defined more than once",
+            ),
+        ];
+        for (change, expected) in cases {
+            let mut flags = hsm_flags(ca.path());
+            change(&mut flags);
+            let message = Config::from_flags(&flags).unwrap_err().to_string();
+            assert!(message.starts_with(expected), "{expected}: {message}");
+        }
     }
 }

@@ -19,6 +19,16 @@
 //! name = "logs"
 //! env = "KEYBROKER_AGENT_KEY_LOGS"           # base64
 //!
+//! [[keys]]
+//! name = "kek"
+//! hsm = "label:acme-kek"                     # or "id:<hex CKA_ID>": an AES-256 key in [hsm]
+//!
+//! [hsm]                                      # optional: only for keys with `hsm`
+//! module = "/usr/lib/softhsm/libsofthsm2.so" # the PKCS#11 module
+//! module_sha256 = "<sha256sum of the module>"
+//! token_label = "acme"
+//! pin_file = "/etc/keybroker-agent/hsm.pin"  # mode 600; or pin_env = "VARIABLE"
+//!
 //! [[allow]]
 //! tenant = "acme"                            # exactly as the broker names the tenant
 //! keys = ["data", "logs"]                    # or ["*"]: every key above
@@ -41,6 +51,7 @@ use zeroize::Zeroizing;
 
 use crate::clock::Clock;
 use crate::files::{read_private_file, PrivateFileError};
+use crate::hsm::{Hsm, HsmConfig, HsmError, PinSource};
 use crate::keys::{validate_key_name, KeyError, KeySource, KeyStore};
 use crate::policy::{Allowlist, RateLimit};
 use crate::service::Service;
@@ -54,6 +65,9 @@ pub const DEFAULT_RECONNECT_MAX_DELAY: Duration = Duration::from_secs(30);
 
 /// Longest accepted agent id.
 const MAX_AGENT_ID_CHARS: usize = 128;
+
+/// A PKCS#11 token label is a 32-byte field.
+const MAX_TOKEN_LABEL_BYTES: usize = 32;
 
 /// Why the config could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -126,6 +140,15 @@ pub enum ConfigError {
         #[source]
         source: KeyError,
     },
+    /// The HSM could not be opened (PIN file, module, token or login).
+    #[error("{}: hsm: {source}", path.display())]
+    Hsm {
+        /// The config file.
+        path: PathBuf,
+        /// What went wrong.
+        #[source]
+        source: HsmError,
+    },
 }
 
 /// The file as written (TOML), before validation.
@@ -146,6 +169,24 @@ struct ConfigFile {
     keys: Vec<KeyFile>,
     #[serde(default)]
     allow: Vec<AllowFile>,
+    #[serde(default)]
+    hsm: Option<HsmFile>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HsmFile {
+    module: PathBuf,
+    module_sha256: String,
+    token_label: String,
+    #[serde(default)]
+    pin_file: Option<PathBuf>,
+    #[serde(default)]
+    pin_env: Option<String>,
+    /// Accepted by the parser only to be refused with a useful message: as an unknown field
+    /// the TOML parser's error would quote the line, PIN included. Its value is never read.
+    #[serde(default)]
+    pin: Option<serde::de::IgnoredAny>,
 }
 
 #[derive(Deserialize)]
@@ -161,6 +202,7 @@ struct KeyFile {
     name: String,
     file: Option<PathBuf>,
     env: Option<String>,
+    hsm: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -204,6 +246,8 @@ pub struct Config {
     pub keys: Vec<KeyConfig>,
     /// Who may use which key.
     pub allowlist: Allowlist,
+    /// The HSM holding the keys whose source is [`KeySource::Hsm`], if any.
+    pub hsm: Option<HsmConfig>,
 }
 
 impl Config {
@@ -299,10 +343,15 @@ impl Config {
             }
         };
 
+        let hsm = file
+            .hsm
+            .map(|hsm| validate_hsm(hsm, &resolve, &invalid))
+            .transpose()?;
+
         if file.keys.is_empty() {
             return Err(invalid(
                 Field::Keys,
-                "no key configured: add a [[keys]] entry with name and file or env".to_owned(),
+                "no key configured: add a [[keys]] entry with name and file, env or hsm".to_owned(),
             ));
         }
         let mut keys: Vec<KeyConfig> = Vec::with_capacity(file.keys.len());
@@ -315,22 +364,38 @@ impl Config {
                     format!("key {:?} is defined more than once", entry.name),
                 ));
             }
-            let source = match (entry.file, entry.env) {
-                (Some(file), None) if !file.as_os_str().is_empty() => {
+            let source = match (entry.file, entry.env, entry.hsm) {
+                (Some(file), None, None) if !file.as_os_str().is_empty() => {
                     KeySource::File(resolve(&file))
                 }
-                (None, Some(variable))
+                (None, Some(variable), None)
                     if !variable.is_empty() && !variable.contains(['=', '\0']) =>
                 {
                     KeySource::Env(variable)
                 }
-                (Some(_), None) => {
+                (None, None, Some(backend_key)) => {
+                    check_backend_key(&backend_key)
+                        .map_err(|reason| invalid(Field::KeyHsm(index), reason))?;
+                    if hsm.is_none() {
+                        return Err(invalid(
+                            Field::KeyHsm(index),
+                            format!(
+                                "key {:?} is in an HSM, but no HSM is configured: add the \
+                                 [hsm] table (module, module_sha256, token_label, pin_file \
+                                 or pin_env) or the --hsm-* flags",
+                                entry.name
+                            ),
+                        ));
+                    }
+                    KeySource::Hsm(backend_key)
+                }
+                (Some(_), None, None) => {
                     return Err(invalid(
                         Field::KeyFile(index),
                         "the path is empty".to_owned(),
                     ))
                 }
-                (None, Some(_)) => {
+                (None, Some(_), None) => {
                     return Err(invalid(
                         Field::KeyEnv(index),
                         "not a usable environment variable name".to_owned(),
@@ -339,7 +404,7 @@ impl Config {
                 _ => {
                     return Err(invalid(
                         Field::Key(index),
-                        format!("key {:?}: give exactly one of file or env", entry.name),
+                        format!("key {:?}: give exactly one of file, env or hsm", entry.name),
                     ))
                 }
             };
@@ -385,6 +450,7 @@ impl Config {
             rate_limit,
             keys,
             allowlist,
+            hsm,
         })
     }
 
@@ -394,15 +460,31 @@ impl Config {
         read_identity(&self.path, &self.secret_file)
     }
 
-    /// Loads every configured key. `env` looks up environment variables (pass
-    /// `|name| std::env::var_os(name)`).
+    /// Loads every configured key: reads the key files and variables, and, when a key is in
+    /// the HSM, opens the HSM (one session pool for all its keys) and binds each HSM key once.
+    /// `env` looks up environment variables (pass `|name| std::env::var_os(name)`); the HSM's
+    /// `pin_env` is read from the process environment by the PKCS#11 backend.
     pub fn key_store(
         &self,
         env: &dyn Fn(&str) -> Option<OsString>,
     ) -> Result<KeyStore, ConfigError> {
-        KeyStore::load(
+        let uses_hsm = self
+            .keys
+            .iter()
+            .any(|key| matches!(key.source, KeySource::Hsm(_)));
+        let hsm = match &self.hsm {
+            Some(config) if uses_hsm => Some(Arc::new(Hsm::open(config).map_err(|source| {
+                ConfigError::Hsm {
+                    path: self.path.clone(),
+                    source,
+                }
+            })?)),
+            _ => None,
+        };
+        KeyStore::load_with_hsm(
             self.keys.iter().map(|key| (key.name.as_str(), &key.source)),
             env,
+            hsm.as_ref(),
         )
         .map_err(|source| ConfigError::Key {
             path: self.path.clone(),
@@ -446,6 +528,13 @@ enum Field {
     Allow,
     AllowEntry(usize),
     AllowKeys(usize),
+    KeyHsm(usize),
+    HsmModule,
+    HsmModuleSha256,
+    HsmTokenLabel,
+    HsmPin,
+    HsmPinFile,
+    HsmPinEnv,
 }
 
 /// How a config source names its fields in errors.
@@ -478,6 +567,13 @@ impl FieldNames for FileFields<'_> {
             Field::Allow => "allow".to_owned(),
             Field::AllowEntry(index) => format!("allow[{index}]"),
             Field::AllowKeys(index) => format!("allow[{index}].keys"),
+            Field::KeyHsm(index) => format!("keys[{index}].hsm"),
+            Field::HsmModule => "hsm.module".to_owned(),
+            Field::HsmModuleSha256 => "hsm.module_sha256".to_owned(),
+            Field::HsmTokenLabel => "hsm.token_label".to_owned(),
+            Field::HsmPin => "hsm.pin_file/hsm.pin_env".to_owned(),
+            Field::HsmPinFile => "hsm.pin_file".to_owned(),
+            Field::HsmPinEnv => "hsm.pin_env".to_owned(),
         };
         ConfigError::Invalid {
             path: self.path.to_owned(),
@@ -541,6 +637,82 @@ pub fn pin_instructions(agent_id: &str, identity: &AgentIdentity) -> String {
     let _ = writeln!(text, "agent_id = {agent_id:?}");
     let _ = writeln!(text, "pin = {:?}", identity.pin());
     text
+}
+
+/// Checks the `[hsm]` table (reads no file: the PIN file and the module are checked when the
+/// HSM is opened).
+fn validate_hsm(
+    file: HsmFile,
+    resolve: &dyn Fn(&Path) -> PathBuf,
+    invalid: &dyn Fn(Field, String) -> ConfigError,
+) -> Result<HsmConfig, ConfigError> {
+    if file.pin.is_some() {
+        return Err(invalid(
+            Field::HsmPin,
+            "a PIN written in the config is refused: use pin_file (mode 600) or pin_env".to_owned(),
+        ));
+    }
+    if file.module.as_os_str().is_empty() {
+        return Err(invalid(Field::HsmModule, "the path is empty".to_owned()));
+    }
+    let module_sha256 = file.module_sha256.to_ascii_lowercase();
+    if module_sha256.len() != 64 || !module_sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(invalid(
+            Field::HsmModuleSha256,
+            "must be 64 hex digits (sha256sum of the module file)".to_owned(),
+        ));
+    }
+    if file.token_label.is_empty() || file.token_label.len() > MAX_TOKEN_LABEL_BYTES {
+        return Err(invalid(
+            Field::HsmTokenLabel,
+            format!("must be 1 to {MAX_TOKEN_LABEL_BYTES} bytes"),
+        ));
+    }
+    let pin = match (file.pin_file, file.pin_env) {
+        (Some(path), None) if !path.as_os_str().is_empty() => PinSource::File(resolve(&path)),
+        (None, Some(variable)) if !variable.is_empty() && !variable.contains(['=', '\0']) => {
+            PinSource::Env(variable)
+        }
+        (Some(_), None) => return Err(invalid(Field::HsmPinFile, "the path is empty".to_owned())),
+        (None, Some(_)) => {
+            return Err(invalid(
+                Field::HsmPinEnv,
+                "not a usable environment variable name".to_owned(),
+            ))
+        }
+        _ => {
+            return Err(invalid(
+                Field::HsmPin,
+                "give exactly one of pin_file or pin_env (a PIN in the config is refused)"
+                    .to_owned(),
+            ))
+        }
+    };
+    Ok(HsmConfig {
+        module: resolve(&file.module),
+        module_sha256,
+        token_label: file.token_label,
+        pin,
+    })
+}
+
+/// `label:<CKA_LABEL>` or `id:<hex CKA_ID>`, non-empty.
+fn check_backend_key(backend_key: &str) -> Result<(), String> {
+    let usable = if let Some(label) = backend_key.strip_prefix("label:") {
+        !label.is_empty()
+    } else if let Some(id) = backend_key.strip_prefix("id:") {
+        !id.is_empty() && id.len() % 2 == 0 && id.bytes().all(|b| b.is_ascii_hexdigit())
+    } else {
+        false
+    };
+    if usable {
+        Ok(())
+    } else {
+        Err(
+            "name the HSM object as label:<CKA_LABEL> or id:<hex CKA_ID>, e.g. label:acme-kek"
+                .to_owned(),
+        )
+    }
 }
 
 fn check_agent_id(agent_id: &str) -> Result<(), String> {

@@ -3,6 +3,7 @@ use std::os::unix::fs::PermissionsExt as _;
 
 use super::*;
 use crate::clock::ManualClock;
+use crate::hsm::{HsmConfig, PinSource};
 
 const KEY_B64: &str = "QUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUE=";
 /// Base64 of 32 bytes of "secret-secret-secret-secret-1234".
@@ -166,7 +167,7 @@ fn validation_errors_name_the_field_and_the_reason() {
         (
             "env = \"AGENT_KEY_LOGS\"",
             "env = \"AGENT_KEY_LOGS\"\nfile = \"x\"",
-            "keys[1]: key \"logs\": give exactly one of file or env",
+            "keys[1]: key \"logs\": give exactly one of file, env or hsm",
         ),
         (
             "env = \"AGENT_KEY_LOGS\"",
@@ -340,4 +341,166 @@ fn debug_of_config_and_loaded_keys_shows_no_key_or_secret_bytes() {
     for secret in [KEY_B64, "QUFB", SECRET_B64, "65, 65", "secret-secret"] {
         assert!(!shown.contains(secret), "{secret} in {shown}");
     }
+}
+
+/// An `[hsm]` table (64 hex digits of "ab") with a relative PIN file.
+const HSM_TABLE: &str = r#"
+[hsm]
+module = "/usr/lib/softhsm/libsofthsm2.so"
+module_sha256 = "ABABABABABABABABABABABABABABABABABABABABABABABABABABABABABABABAB"
+token_label = "acme"
+pin_file = "hsm.pin"
+"#;
+
+/// `VALID` with its `logs` key moved into the HSM, plus `table`.
+fn with_hsm_key(backend_key: &str, table: &str) -> String {
+    let text = VALID.replacen(
+        "env = \"AGENT_KEY_LOGS\"",
+        &format!("hsm = \"{backend_key}\""),
+        1,
+    );
+    format!("{text}{table}")
+}
+
+#[test]
+fn hsm_table_and_hsm_keys_parse_with_paths_resolved() {
+    let config = parse(&with_hsm_key("label:acme-kek", HSM_TABLE)).unwrap();
+    assert_eq!(
+        config.keys[1],
+        KeyConfig {
+            name: "logs".into(),
+            source: KeySource::Hsm("label:acme-kek".into()),
+        }
+    );
+    assert_eq!(
+        config.hsm,
+        Some(HsmConfig {
+            module: "/usr/lib/softhsm/libsofthsm2.so".into(),
+            module_sha256: "ab".repeat(32),
+            token_label: "acme".into(),
+            pin: PinSource::File("/etc/keybroker-agent/hsm.pin".into()),
+        })
+    );
+    let by_id = parse(&with_hsm_key(
+        "id:0a1B",
+        &HSM_TABLE.replace("pin_file = \"hsm.pin\"", "pin_env = \"HSM_PIN\""),
+    ))
+    .unwrap();
+    assert_eq!(by_id.keys[1].source, KeySource::Hsm("id:0a1B".into()));
+    assert_eq!(by_id.hsm.unwrap().pin, PinSource::Env("HSM_PIN".into()));
+    // Software keys need no [hsm]; an [hsm] without HSM keys is accepted.
+    assert!(parse(VALID).unwrap().hsm.is_none());
+    assert!(parse(&format!("{VALID}{HSM_TABLE}")).unwrap().hsm.is_some());
+}
+
+#[test]
+fn hsm_errors_name_the_field() {
+    let cases = [
+        (
+            with_hsm_key("label:acme-kek", ""),
+            "keys[1].hsm: key \"logs\" is in an HSM, but no HSM is configured",
+        ),
+        (
+            with_hsm_key("label:acme-kek", HSM_TABLE).replacen(
+                "hsm = \"label:acme-kek\"",
+                "hsm = \"label:acme-kek\"\nfile = \"x.key\"",
+                1,
+            ),
+            "keys[1]: key \"logs\": give exactly one of file, env or hsm",
+        ),
+        (
+            with_hsm_key("acme-kek", HSM_TABLE),
+            "keys[1].hsm: name the HSM object as label:<CKA_LABEL> or id:<hex CKA_ID>",
+        ),
+        (
+            with_hsm_key("id:xyz", HSM_TABLE),
+            "keys[1].hsm: name the HSM object",
+        ),
+        (
+            with_hsm_key("label:", HSM_TABLE),
+            "keys[1].hsm: name the HSM object",
+        ),
+        (
+            with_hsm_key("label:k", &HSM_TABLE.replace("ABAB", "ABZZ")),
+            "hsm.module_sha256: must be 64 hex digits",
+        ),
+        (
+            with_hsm_key("label:k", &HSM_TABLE.replace("\"acme\"", "\"\"")),
+            "hsm.token_label: must be 1 to 32 bytes",
+        ),
+        (
+            with_hsm_key(
+                "label:k",
+                &HSM_TABLE.replace(
+                    "pin_file = \"hsm.pin\"",
+                    "pin_file = \"p\"\npin_env = \"P\"",
+                ),
+            ),
+            "hsm.pin_file/hsm.pin_env: give exactly one of pin_file or pin_env",
+        ),
+        (
+            with_hsm_key("label:k", &HSM_TABLE.replace("pin_file = \"hsm.pin\"", "")),
+            "hsm.pin_file/hsm.pin_env: give exactly one",
+        ),
+        (
+            with_hsm_key(
+                "label:k",
+                &HSM_TABLE.replace("pin_file = \"hsm.pin\"", "pin_env = \"A=B\""),
+            ),
+            "hsm.pin_env: not a usable",
+        ),
+        (
+            with_hsm_key(
+                "label:k",
+                &HSM_TABLE.replace(
+                    "module = \"/usr/lib/softhsm/libsofthsm2.so\"",
+                    "module = \"\"",
+                ),
+            ),
+            "hsm.module: the path is empty",
+        ),
+    ];
+    for (text, expected) in cases {
+        let message = parse(&text).unwrap_err().to_string();
+        assert!(
+            message.starts_with("/etc/keybroker-agent/agent.toml: "),
+            "{message}"
+        );
+        assert!(
+            message.contains(expected),
+            "expected {expected:?} in {message}"
+        );
+    }
+    // A PIN written in the config is refused without being quoted.
+    let message = parse(&with_hsm_key(
+        "label:k",
+        &HSM_TABLE.replace("pin_file = \"hsm.pin\"", "pin = \"1234\""),
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(
+        message.contains("hsm.pin_file/hsm.pin_env: a PIN written in the config is refused"),
+        "{message}"
+    );
+    assert!(!message.contains("1234"), "{message}");
+}
+
+#[test]
+fn an_hsm_pin_file_others_can_read_stops_the_key_store_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    write(&dir.path().join("hsm.pin"), b"1234\n", 0o644);
+    let config = Config::parse(
+        &with_hsm_key("label:acme-kek", HSM_TABLE),
+        &dir.path().join("agent.toml"),
+    )
+    .unwrap();
+    let error = config.key_store(&env).unwrap_err();
+    assert!(matches!(error, ConfigError::Hsm { .. }), "{error:?}");
+    let message = error.to_string();
+    assert!(message.contains("hsm: pin_file"), "{message}");
+    assert!(
+        message.contains("mode 644") && message.contains("chmod 600"),
+        "{message}"
+    );
+    assert!(!message.contains("1234"), "{message}");
 }

@@ -1,5 +1,6 @@
-//! XKS proxy API v1 §Decrypt: AES-256-GCM under the agent's key, the tag checked over the
-//! ciphertext and AAD before any plaintext is released.
+//! XKS proxy API v1 §Decrypt: AES-256-GCM under the agent's key (in memory, or inside the
+//! token for an HSM key), the tag checked over the ciphertext and AAD before any plaintext
+//! is released.
 
 use aes_gcm::aead::AeadInPlace as _;
 use aes_gcm::{Nonce, Tag};
@@ -8,10 +9,10 @@ use keybroker_agent_protocol::SecretBytes;
 use zeroize::Zeroizing;
 
 use super::{Refused, IV_BYTES, MAX_AAD_BYTES, MAX_PLAINTEXT_BYTES, TAG_BYTES};
-use crate::keys::AgentKey;
+use crate::keys::StoredKey;
 
 pub(super) fn decrypt(
-    key: &AgentKey,
+    key: &StoredKey,
     request: &DecryptRequest,
 ) -> Result<DecryptResponse, Refused> {
     match request.encryption_algorithm {
@@ -47,15 +48,28 @@ pub(super) fn decrypt(
     {
         return Err(Refused::invalid_ciphertext());
     }
-    let mut buffer = Zeroizing::new(request.ciphertext.clone());
-    key.cipher()
-        .decrypt_in_place_detached(
-            Nonce::from_slice(&request.initialization_vector),
-            aad.unwrap_or_default(),
-            &mut buffer,
-            Tag::from_slice(&request.authentication_tag),
-        )
-        .map_err(|_| Refused::invalid_ciphertext())?;
+    let buffer = match key {
+        StoredKey::Software(key) => {
+            let mut buffer = Zeroizing::new(request.ciphertext.clone());
+            key.cipher()
+                .decrypt_in_place_detached(
+                    Nonce::from_slice(&request.initialization_vector),
+                    aad.unwrap_or_default(),
+                    &mut buffer,
+                    Tag::from_slice(&request.authentication_tag),
+                )
+                .map_err(|_| Refused::invalid_ciphertext())?;
+            buffer
+        }
+        StoredKey::Hsm(key) => key
+            .decrypt(
+                &request.initialization_vector,
+                &request.ciphertext,
+                &request.authentication_tag,
+                aad.unwrap_or_default(),
+            )
+            .map_err(Refused::from_hsm)?,
+    };
     Ok(DecryptResponse {
         plaintext: SecretBytes::from(buffer),
     })

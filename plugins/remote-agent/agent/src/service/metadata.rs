@@ -5,7 +5,8 @@ use keybroker_agent_protocol::xks::{
     KeyUsage,
 };
 
-/// Every key the agent holds is an enabled AES-256 key for encrypt and decrypt.
+/// Every key the agent holds, in memory or in its HSM, is an enabled AES-256 key for encrypt
+/// and decrypt (an HSM key was checked to be one when it was bound at start).
 pub(super) fn key_metadata() -> GetKeyMetadataResponse {
     GetKeyMetadataResponse {
         key_spec: KeySpec::Aes256,

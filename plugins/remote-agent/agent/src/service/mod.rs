@@ -18,7 +18,11 @@
 //! 3. **Rate cap** (every operation but health): `ThrottlingException` when the token bucket
 //!    is empty. Health is exempt so that a busy agent is not reported as down; it touches no
 //!    key.
-//! 4. **The operation**: field checks (`ValidationException`), then AES-256-GCM.
+//! 4. **The operation**: field checks (`ValidationException`), then AES-256-GCM: in the
+//!    agent's memory for a software key, inside the token for an HSM key (same limits, AAD,
+//!    data integrity value and error names). An HSM that cannot be reached answers
+//!    `DependencyTimeoutException` (with the HSM's reason, e.g. `CKR_…`; never the PIN or key
+//!    material); any other HSM failure is `InternalException`.
 //!
 //! Every request is logged at the end (agent id, request id, tenant, key name, operation,
 //! outcome, the broker's principal and request id from the XKS metadata), never plaintext,
@@ -37,7 +41,8 @@ use keybroker_agent_protocol::xks::{XksError, XksErrorName};
 use keybroker_agent_protocol::{Operation, Reply, Request, Response};
 
 use crate::clock::Clock;
-use crate::keys::{AgentKey, KeyStore};
+use crate::hsm::HsmOperationError;
+use crate::keys::{KeyStore, StoredKey};
 use crate::policy::{Allowlist, RateLimit, RateLimiter};
 use crate::stats::{Counters, Refusal, Stats};
 
@@ -73,11 +78,17 @@ pub const INVALID_CIPHERTEXT_MESSAGE: &str =
     "the ciphertext, authentication tag, initialization vector or additional authenticated \
      data is invalid for this key";
 
+/// The message of `DependencyTimeoutException` when the HSM holding the key cannot be
+/// reached (followed by the HSM's reason).
+pub const HSM_UNAVAILABLE_MESSAGE: &str = "the agent's HSM is unavailable; retry later";
+
 /// A request not served: the reason (for stats and logs) and the XKS error sent back.
 #[derive(Debug)]
 struct Refused {
     reason: Refusal,
     error: XksError,
+    /// Why, for the log line, when the message alone does not say (an HSM's reason).
+    detail: Option<String>,
 }
 
 impl Refused {
@@ -85,6 +96,34 @@ impl Refused {
         Self {
             reason,
             error: XksError::with_message(name, message),
+            detail: None,
+        }
+    }
+
+    /// An HSM operation that failed: a bad tag is a bad ciphertext like any other; an HSM
+    /// out of reach is a dependency failure (the broker answers 503 and may retry); anything
+    /// else is internal. The HSM's reason (a `CKR_*` value, the token's label) goes to the
+    /// broker and the log: the customer's own agent speaking to the customer's own tenant.
+    fn from_hsm(error: HsmOperationError) -> Self {
+        let (reason, name, message, detail) = match error {
+            HsmOperationError::InvalidCiphertext => return Self::invalid_ciphertext(),
+            HsmOperationError::Unavailable(detail) => (
+                Refusal::KeyUnavailable,
+                XksErrorName::DependencyTimeoutException,
+                HSM_UNAVAILABLE_MESSAGE,
+                detail,
+            ),
+            HsmOperationError::Failed(detail) => (
+                Refusal::Internal,
+                XksErrorName::InternalException,
+                "the agent's HSM failed to perform the operation",
+                detail,
+            ),
+        };
+        Self {
+            reason,
+            error: XksError::with_message(name, &format!("{message}: {detail}")),
+            detail: Some(detail),
         }
     }
 
@@ -182,6 +221,7 @@ impl Service {
                     operation = %operation,
                     outcome = refused.reason.as_str(),
                     error = %refused.error.error_name,
+                    detail = refused.detail.as_deref(),
                     principal = ?principal.unwrap_or_default(),
                     kms_request_id = ?kms_request_id,
                     "operation refused"
@@ -265,7 +305,7 @@ impl Service {
 
     /// The key `key_id` if `tenant` may use it. See the module docs for why a tenant not
     /// allowed the name hears "access denied" whether or not the key exists.
-    fn authorize(&self, tenant: &str, key_id: &str) -> Result<&AgentKey, Refused> {
+    fn authorize(&self, tenant: &str, key_id: &str) -> Result<&StoredKey, Refused> {
         if !self.allowlist.permits(tenant, key_id) {
             return Err(Refused::new(
                 Refusal::AccessDenied,

@@ -5,14 +5,12 @@ use std::io;
 use std::path::Path;
 use std::sync::Arc;
 
-use keybroker_agent_protocol::MAX_FRAME_BYTES;
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::CertificateDer;
 use rustls::{ClientConfig, RootCertStore};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::WebSocketStream;
 
 use super::url::BrokerUrl;
@@ -61,12 +59,8 @@ pub fn tls_config(broker_ca: &Path) -> Result<Arc<ClientConfig>, TransportError>
     Ok(Arc::new(config))
 }
 
-/// The WebSocket limits: no message or frame over [`MAX_FRAME_BYTES`].
-pub fn websocket_config() -> WebSocketConfig {
-    WebSocketConfig::default()
-        .max_message_size(Some(MAX_FRAME_BYTES))
-        .max_frame_size(Some(MAX_FRAME_BYTES))
-}
+/// The WebSocket limits both ends use (no message or frame over `MAX_FRAME_BYTES`).
+pub use keybroker_agent_protocol::websocket_config;
 
 /// Dials `url` (no timeout here: the caller bounds the whole of it) and returns the
 /// WebSocket and this connection's channel binding.
