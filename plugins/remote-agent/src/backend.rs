@@ -40,7 +40,7 @@ pub fn new_backend(config: &str, host: HostBox) -> Result<RemoteAgentBackend, Pl
     let acceptor = server::tls_acceptor(&config)?;
     let runtime = OwnRuntime::new(NAME)?;
     let gateway = Arc::new(Gateway::new(config, host));
-    runtime.spawn(server::listen(gateway.clone(), acceptor))?;
+    runtime.spawn(server::listen(gateway.clone(), acceptor));
     Ok(RemoteAgentBackend {
         gateway,
         _runtime: runtime,

@@ -66,44 +66,52 @@ use keybroker_plugin_abi::PluginError;
 
 keybroker_plugin_abi::export_backend_plugin!(new_backend);
 
-/// The instance's own Tokio runtime. Dropping a runtime the usual way blocks until its
-/// threads stop, which panics when the host drops the instance from async code: it is shut
-/// down in the background instead, closing the listener and every agent connection.
-pub(crate) struct OwnRuntime(Option<tokio::runtime::Runtime>);
+/// The instance's own Tokio runtime: a current-thread runtime driven by a thread of its own
+/// (the gateway's work is a few small frames per request; more threads would mostly add
+/// switches between them on a busy broker). Dropping it stops that thread, which closes the
+/// listener and every agent connection; the host's thread does not wait for it.
+pub(crate) struct OwnRuntime {
+    handle: tokio::runtime::Handle,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
 
 impl OwnRuntime {
     fn new(name: &str) -> Result<Self, PluginError> {
-        // One worker: the gateway's work is a few small frames per request, and on a busy
-        // broker a second worker mostly adds thread switches.
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name(name)
+        let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .map(|runtime| Self(Some(runtime)))
             .map_err(|error| {
                 PluginError::internal(format!("{name}: cannot start a runtime: {error}"))
+            })?;
+        let handle = runtime.handle().clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name(name.to_owned())
+            .spawn(move || {
+                // Runs the spawned tasks until the instance is dropped, then drops them.
+                let _ = runtime.block_on(stopped);
             })
+            .map_err(|error| {
+                PluginError::internal(format!("{name}: cannot start a thread: {error}"))
+            })?;
+        Ok(Self {
+            handle,
+            stop: Some(stop),
+        })
     }
 
-    fn spawn<F>(&self, future: F) -> Result<(), PluginError>
+    fn spawn<F>(&self, future: F)
     where
         F: std::future::Future<Output = ()> + Send + 'static,
     {
-        match &self.0 {
-            Some(runtime) => {
-                runtime.spawn(future);
-                Ok(())
-            }
-            None => Err(PluginError::internal("remote-agent: the runtime is gone")),
-        }
+        self.handle.spawn(future);
     }
 }
 
 impl Drop for OwnRuntime {
     fn drop(&mut self) {
-        if let Some(runtime) = self.0.take() {
-            runtime.shutdown_background();
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
         }
     }
 }
