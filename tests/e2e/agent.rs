@@ -320,6 +320,30 @@ pub fn tenant_post(broker: &Broker, tenant: &str, path: &str, body: &Value) -> (
     )
 }
 
+/// The status of reading transit key `name` in `tenant` (404: it does not exist).
+pub fn key_status(broker: &Broker, tenant: &str, name: &str) -> u16 {
+    broker
+        .request_with(
+            "GET",
+            &format!("transit/keys/{name}"),
+            None,
+            &[
+                ("X-Vault-Token", broker.token.as_str()),
+                ("X-Vault-Namespace", tenant),
+            ],
+        )
+        .0
+}
+
+/// Waits until the text `log` returns (a process's log) contains `needle`.
+pub fn wait_log(log: &dyn Fn() -> String, needle: &str, within: Duration) {
+    assert!(
+        eventually(within, || log().contains(needle)),
+        "{needle:?} never logged:\n{}",
+        log()
+    );
+}
+
 pub fn encrypt(broker: &Broker, tenant: &str, key: &str, plaintext: &[u8]) -> (u16, Value) {
     tenant_post(
         broker,
@@ -564,19 +588,15 @@ fn an_agent_with_a_wrong_secret_is_refused() {
     let broker = setup.broker();
     broker.bao_ok(&["write", &ns("beta"), "-f", "transit/keys/local"]);
     let agent = setup.agent("acme-dc1");
-    assert!(
-        eventually(Duration::from_secs(10), || broker
-            .log()
-            .contains("authentication failed")),
-        "{}",
-        broker.log()
+    wait_log(
+        &|| broker.log(),
+        "authentication failed",
+        Duration::from_secs(10),
     );
-    assert!(
-        eventually(Duration::from_secs(5), || agent
-            .log()
-            .contains("authentication failed")),
-        "{}",
-        agent.log()
+    wait_log(
+        &|| agent.log(),
+        "authentication failed",
+        Duration::from_secs(5),
     );
     assert!(agents(&broker).is_empty());
     let (status, body) = tenant_post(
@@ -605,16 +625,11 @@ fn an_agent_refuses_tenants_outside_its_own_allowlist() {
     );
     assert_eq!(status, 403, "{body}");
     assert!(body.to_string().contains("AccessDeniedException"), "{body}");
-    let (status, _) = broker.request_with(
-        "GET",
-        "transit/keys/stolen",
-        None,
-        &[
-            ("X-Vault-Token", &broker.token),
-            ("X-Vault-Namespace", "beta"),
-        ],
+    assert_eq!(
+        key_status(&broker, "beta", "stolen"),
+        404,
+        "nothing was created"
     );
-    assert_eq!(status, 404, "nothing was created");
     create_key(&broker, "acme", "data", false);
     let ciphertext = encrypt_ok(&broker, "acme", "data", b"acme");
     decrypt_ok(&broker, "acme", "data", &ciphertext, b"acme");
@@ -626,13 +641,7 @@ fn an_agent_does_not_talk_to_a_broker_it_does_not_trust() {
     let broker = setup.broker();
     let other = Pki::new(setup.dir.path(), "other");
     let agent = setup.agent_via("acme-dc1", setup.port, &other.ca, &["acme=data"]);
-    assert!(
-        eventually(Duration::from_secs(10), || agent
-            .log()
-            .contains("not trusted")),
-        "{}",
-        agent.log()
-    );
+    wait_log(&|| agent.log(), "not trusted", Duration::from_secs(10));
     assert!(agents(&broker).is_empty());
     assert!(!broker.log().contains("authentication failed"));
 }
@@ -856,13 +865,7 @@ fn misbehaving_agents_get_clear_outcomes_and_leave_nothing_behind() {
     rogue.send_text(&encode(&wrong).unwrap());
     let status = creating.join().unwrap();
     assert_eq!(String::from_utf8_lossy(&status.stdout), "503");
-    assert!(
-        eventually(Duration::from_secs(5), || broker
-            .log()
-            .contains("reply dropped")),
-        "{}",
-        broker.log()
-    );
+    wait_log(&|| broker.log(), "reply dropped", Duration::from_secs(5));
     assert_eq!(agents(&broker).len(), 1, "the agent stays connected");
 
     // A malformed frame ends that agent's connection.
@@ -884,16 +887,7 @@ fn misbehaving_agents_get_clear_outcomes_and_leave_nothing_behind() {
 
     // Nothing was created, nothing is cached, the broker and other tenants serve on, and a
     // well-behaved agent works.
-    let (status, _) = broker.request_with(
-        "GET",
-        "transit/keys/data",
-        None,
-        &[
-            ("X-Vault-Token", &broker.token),
-            ("X-Vault-Namespace", "acme"),
-        ],
-    );
-    assert_eq!(status, 404);
+    assert_eq!(key_status(&broker, "acme", "data"), 404);
     decrypt_ok(&broker, "beta", "local", &local, b"beta");
     let agent = setup.agent("acme-dc1");
     wait_agents(&broker, &["acme-dc1"], &|| agent.log());
