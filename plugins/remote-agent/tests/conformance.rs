@@ -1,21 +1,22 @@
-//! The gateway through the plugin ABI, with a real `keybroker-agent` transport (in-process)
-//! connected over TLS: the backend conformance suite, then the availability reports that
-//! drive eviction when the agent goes away and comes back.
+//! The gateway through the plugin ABI, with the real `keybroker-agent` binary connected over
+//! TLS: the backend conformance suite, then the availability reports that drive eviction
+//! when the agent goes away and comes back.
+//!
+//! The agent runs as a process, not linked in: it links the pkcs11 plugin (for customer
+//! HSMs), and two plugin libraries in one executable export the same root-module symbol.
+//! Build it first (`cargo build -p keybroker-agent`; `tests/run` builds the workspace).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::{
     path::Path,
-    sync::Arc,
     time::{Duration, Instant},
 };
 
 use base64::{engine::general_purpose::STANDARD, Engine as _};
-use keybroker_agent::{Config as AgentConfig, SystemClock, Transport};
 use keybroker_agent_protocol::AgentIdentity;
 use keybroker_plugin_abi::{key_type, BackendBox};
 use keybroker_plugin_conformance::{BindableKey, Options, RecordingHost};
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
-use tokio::sync::watch;
 
 fn write_private(path: &Path, text: &str) {
     use std::os::unix::fs::PermissionsExt;
@@ -48,41 +49,43 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// The agent, running on its own runtime until dropped.
-struct RunningAgent {
-    stop: watch::Sender<bool>,
-    thread: Option<std::thread::JoinHandle<()>>,
+/// The `keybroker-agent` binary beside this test's executable (target/<profile>/).
+fn agent_binary() -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let path = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("keybroker-agent");
+    assert!(
+        path.exists(),
+        "{} is missing: cargo build -p keybroker-agent first (tests/run builds the workspace)",
+        path.display()
+    );
+    path
 }
 
+/// The agent process, killed when dropped.
+struct RunningAgent(std::process::Child);
+
 impl RunningAgent {
-    fn start(config: &AgentConfig) -> Self {
-        let service = config
-            .service(&|name| std::env::var_os(name), Arc::new(SystemClock))
+    fn start(config: &Path) -> Self {
+        let child = std::process::Command::new(agent_binary())
+            .arg("--config")
+            .arg(config)
+            .env("RUST_LOG", "error")
+            .stdout(std::process::Stdio::null())
+            .spawn()
             .unwrap();
-        let transport =
-            Transport::new(config, config.identity().unwrap(), Arc::new(service)).unwrap();
-        let (stop, shutdown) = watch::channel(false);
-        let thread = std::thread::spawn(move || {
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .enable_all()
-                .build()
-                .unwrap()
-                .block_on(transport.run(shutdown));
-        });
-        Self {
-            stop,
-            thread: Some(thread),
-        }
+        Self(child)
     }
 }
 
 impl Drop for RunningAgent {
     fn drop(&mut self) {
-        let _ = self.stop.send(true);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
@@ -141,14 +144,15 @@ fn passes_the_conformance_suite_and_reports_the_agent_going_and_coming_back() {
     backend.name_tenant(options.tenant_b.as_str().into(), "tenant-b".into());
     assert!(!healthy(&backend), "no agent yet");
 
-    let agent_config = AgentConfig::parse(
-        &format!(
+    let agent_config = dir.join("agent.toml");
+    std::fs::write(
+        &agent_config,
+        format!(
             "agent_id = \"dc1\"\nbroker = \"wss://127.0.0.1:{port}\"\nbroker_ca = \"ca.pem\"\n\
              secret_file = \"secret\"\nrate_limit = {{ per_second = 100000, burst = 100000 }}\n\
              [[keys]]\nname = \"data\"\nfile = \"data.key\"\n\
              [[allow]]\ntenant = \"tenant-a\"\nkeys = [\"*\"]\n"
         ),
-        &dir.join("agent.toml"),
     )
     .unwrap();
     let agent = RunningAgent::start(&agent_config);
