@@ -388,6 +388,16 @@ pub fn calls(broker: &Broker, operation: &str) -> f64 {
         + backend_calls(broker, INSTANCE, &format!("{operation}_batch"))
 }
 
+/// Asks to create the envelope key `name` on the gateway in `tenant`: (status, body).
+pub fn try_create_key(broker: &Broker, tenant: &str, name: &str) -> (u16, Value) {
+    tenant_post(
+        broker,
+        tenant,
+        &format!("transit/keys/{name}"),
+        &json!({"backend": INSTANCE}),
+    )
+}
+
 /// Creates the transit key `name` on the gateway in `tenant` (`direct` for direct mode).
 pub fn create_key(broker: &Broker, tenant: &str, name: &str, direct: bool) {
     let mut body = json!({"backend": INSTANCE});
@@ -437,12 +447,7 @@ fn envelope_and_direct_keys_through_the_agent() {
     let setup = Setup::new(&[("acme-dc1", &["acme"])]);
     let broker = setup.broker();
     // No agent yet: the customer key is unavailable, creation says so.
-    let (status, body) = tenant_post(
-        &broker,
-        "acme",
-        "transit/keys/data",
-        &json!({"backend": INSTANCE}),
-    );
+    let (status, body) = try_create_key(&broker, "acme", "data");
     assert_eq!(status, 503, "{body}");
     assert!(
         body.to_string().contains("customer key unavailable"),
@@ -482,12 +487,7 @@ fn envelope_and_direct_keys_through_the_agent() {
     );
 
     // A tenant the gateway does not list for any agent cannot use the instance's keys.
-    let (status, body) = tenant_post(
-        &broker,
-        "beta",
-        "transit/keys/data",
-        &json!({"backend": INSTANCE}),
-    );
+    let (status, body) = try_create_key(&broker, "beta", "data");
     assert_eq!(status, 403, "{body}");
 }
 
@@ -599,12 +599,7 @@ fn an_agent_with_a_wrong_secret_is_refused() {
         Duration::from_secs(5),
     );
     assert!(agents(&broker).is_empty());
-    let (status, body) = tenant_post(
-        &broker,
-        "acme",
-        "transit/keys/data",
-        &json!({"backend": INSTANCE}),
-    );
+    let (status, body) = try_create_key(&broker, "acme", "data");
     assert_eq!(status, 503, "{body}");
     let local = encrypt_ok(&broker, "beta", "local", b"beta");
     decrypt_ok(&broker, "beta", "local", &local, b"beta");
@@ -617,12 +612,7 @@ fn an_agent_refuses_tenants_outside_its_own_allowlist() {
     let broker = setup.broker();
     let agent = setup.agent("acme-dc1");
     wait_agents(&broker, &["acme-dc1"], &|| agent.log());
-    let (status, body) = tenant_post(
-        &broker,
-        "beta",
-        "transit/keys/stolen",
-        &json!({"backend": INSTANCE}),
-    );
+    let (status, body) = try_create_key(&broker, "beta", "stolen");
     assert_eq!(status, 403, "{body}");
     assert!(body.to_string().contains("AccessDeniedException"), "{body}");
     assert_eq!(
@@ -835,36 +825,17 @@ fn misbehaving_agents_get_clear_outcomes_and_leave_nothing_behind() {
     // answer times out with a clear 503.
     let mut rogue = Rogue::connect(&setup, "acme-dc2");
     wait_agents(&broker, &["acme-dc2"], &String::new);
-    let creating = {
-        let broker_addr = broker.addr.clone();
-        let token = broker.token.clone();
-        std::thread::spawn(move || {
-            crate::support::curl(&[
-                "-s",
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{http_code}",
-                "-X",
-                "POST",
-                "-H",
-                &format!("X-Vault-Token: {token}"),
-                "-H",
-                "X-Vault-Namespace: acme",
-                "-d",
-                &json!({"backend": INSTANCE}).to_string(),
-                &format!("{broker_addr}/v1/transit/keys/data"),
-            ])
-        })
-    };
-    let request = rogue.next_request();
-    let wrong = Frame::Response(Response {
-        id: request.id + 1_000,
-        result: Reply::Error(XksError::new(XksErrorName::AccessDeniedException)),
+    let status = std::thread::scope(|scope| {
+        let creating = scope.spawn(|| try_create_key(&broker, "acme", "data").0);
+        let request = rogue.next_request();
+        let wrong = Frame::Response(Response {
+            id: request.id + 1_000,
+            result: Reply::Error(XksError::new(XksErrorName::AccessDeniedException)),
+        });
+        rogue.send_text(&encode(&wrong).unwrap());
+        creating.join().unwrap()
     });
-    rogue.send_text(&encode(&wrong).unwrap());
-    let status = creating.join().unwrap();
-    assert_eq!(String::from_utf8_lossy(&status.stdout), "503");
+    assert_eq!(status, 503);
     wait_log(&|| broker.log(), "reply dropped", Duration::from_secs(5));
     assert_eq!(agents(&broker).len(), 1, "the agent stays connected");
 

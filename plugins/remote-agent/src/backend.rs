@@ -87,16 +87,12 @@ impl RemoteAgentBackend {
     }
 
     fn metadata(&self, tenant: &str, operation: &str) -> RequestMetadata {
-        RequestMetadata {
-            aws_principal_arn: format!("keybroker:tenant/{tenant}"),
-            kms_operation: operation.to_owned(),
-            kms_request_id: self.gateway.next_request_id(),
-            kms_key_arn: None,
-            kms_via_service: None,
-            aws_source_vpc: None,
-            aws_source_vpce: None,
-            keybroker_tenant_id: Some(tenant.to_owned()),
-        }
+        RequestMetadata::keybroker(
+            &format!("keybroker:tenant/{tenant}"),
+            operation,
+            &self.gateway.next_request_id(),
+            tenant,
+        )
     }
 
     fn tenant_name(&self, tenant_id: &str) -> Result<String, PluginError> {

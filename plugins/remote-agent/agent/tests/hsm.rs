@@ -92,16 +92,7 @@ pin_file = "{}"
 }
 
 fn metadata() -> RequestMetadata {
-    RequestMetadata {
-        aws_principal_arn: "entity:42".into(),
-        kms_operation: "transit/encrypt".into(),
-        kms_request_id: "kms-req-7".into(),
-        kms_key_arn: None,
-        kms_via_service: None,
-        aws_source_vpc: None,
-        aws_source_vpce: None,
-        keybroker_tenant_id: Some("acme".into()),
-    }
+    RequestMetadata::keybroker("entity:42", "transit/encrypt", "kms-req-7", "acme")
 }
 
 fn call(service: &Service, operation: Operation) -> Reply {

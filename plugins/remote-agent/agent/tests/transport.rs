@@ -270,16 +270,7 @@ keys = ["data"]
 }
 
 fn metadata(tenant: &str) -> RequestMetadata {
-    RequestMetadata {
-        aws_principal_arn: "entity:42".into(),
-        kms_operation: "transit/encrypt".into(),
-        kms_request_id: "kms-req-1".into(),
-        kms_key_arn: None,
-        kms_via_service: None,
-        aws_source_vpc: None,
-        aws_source_vpce: None,
-        keybroker_tenant_id: Some(tenant.into()),
-    }
+    RequestMetadata::keybroker("entity:42", "transit/encrypt", "kms-req-1", tenant)
 }
 
 fn encrypt_request(id: u64, tenant: &str, plaintext: &[u8], aad: &[u8]) -> Frame {

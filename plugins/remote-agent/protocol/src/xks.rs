@@ -106,6 +106,23 @@ pub struct RequestMetadata {
     pub keybroker_tenant_id: Option<String>,
 }
 
+impl RequestMetadata {
+    /// The metadata keybroker sends: `principal`, the operation, the request id and the
+    /// tenant; the optional AWS fields left out.
+    pub fn keybroker(principal: &str, operation: &str, request_id: &str, tenant: &str) -> Self {
+        Self {
+            aws_principal_arn: principal.to_owned(),
+            kms_operation: operation.to_owned(),
+            kms_request_id: request_id.to_owned(),
+            kms_key_arn: None,
+            kms_via_service: None,
+            aws_source_vpc: None,
+            aws_source_vpce: None,
+            keybroker_tenant_id: Some(tenant.to_owned()),
+        }
+    }
+}
+
 /// XKS proxy API v1 §GetHealthStatus requestMetadata: only the request id and operation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -496,16 +513,7 @@ mod tests {
     use serde::de::DeserializeOwned;
 
     fn metadata() -> RequestMetadata {
-        RequestMetadata {
-            aws_principal_arn: "entity:1234".into(),
-            kms_operation: "transit/encrypt".into(),
-            kms_request_id: "req-1".into(),
-            kms_key_arn: None,
-            kms_via_service: None,
-            aws_source_vpc: None,
-            aws_source_vpce: None,
-            keybroker_tenant_id: Some("acme".into()),
-        }
+        RequestMetadata::keybroker("entity:1234", "transit/encrypt", "req-1", "acme")
     }
 
     fn round_trip<T: Serialize + DeserializeOwned + PartialEq + fmt::Debug>(value: &T) -> String {

@@ -39,6 +39,18 @@ fn parse(text: &str) -> Result<Config, ConfigError> {
 }
 
 /// The error for `VALID` with `from` replaced by `to`.
+/// An error message that starts with the config file's path and contains `expected`.
+fn assert_names_file_and(message: &str, expected: &str) {
+    assert!(
+        message.starts_with("/etc/keybroker-agent/agent.toml: "),
+        "{message}"
+    );
+    assert!(
+        message.contains(expected),
+        "expected {expected:?} in {message}"
+    );
+}
+
 fn error_with(from: &str, to: &str) -> String {
     assert!(VALID.contains(from), "{from}");
     parse(&VALID.replacen(from, to, 1)).unwrap_err().to_string()
@@ -201,15 +213,7 @@ fn validation_errors_name_the_field_and_the_reason() {
         ),
     ];
     for (from, to, expected) in cases {
-        let message = error_with(from, to);
-        assert!(
-            message.starts_with("/etc/keybroker-agent/agent.toml: "),
-            "{message}"
-        );
-        assert!(
-            message.contains(expected),
-            "expected {expected:?} in {message}"
-        );
+        assert_names_file_and(&error_with(from, to), expected);
     }
 
     let without_keys = VALID.split("[[keys]]").next().unwrap();
@@ -461,15 +465,7 @@ fn hsm_errors_name_the_field() {
         ),
     ];
     for (text, expected) in cases {
-        let message = parse(&text).unwrap_err().to_string();
-        assert!(
-            message.starts_with("/etc/keybroker-agent/agent.toml: "),
-            "{message}"
-        );
-        assert!(
-            message.contains(expected),
-            "expected {expected:?} in {message}"
-        );
+        assert_names_file_and(&parse(&text).unwrap_err().to_string(), expected);
     }
     // A PIN written in the config is refused without being quoted.
     let message = parse(&with_hsm_key(

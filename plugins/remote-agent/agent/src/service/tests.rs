@@ -49,16 +49,7 @@ fn harness() -> Harness {
 }
 
 fn metadata(tenant: &str) -> RequestMetadata {
-    RequestMetadata {
-        aws_principal_arn: "entity:42".into(),
-        kms_operation: "transit/encrypt".into(),
-        kms_request_id: "kms-req-7".into(),
-        kms_key_arn: None,
-        kms_via_service: None,
-        aws_source_vpc: None,
-        aws_source_vpce: None,
-        keybroker_tenant_id: Some(tenant.into()),
-    }
+    RequestMetadata::keybroker("entity:42", "transit/encrypt", "kms-req-7", tenant)
 }
 
 fn encrypt_body(tenant: &str, plaintext: &[u8], aad: Option<&[u8]>) -> Operation {
