@@ -1,11 +1,10 @@
 //! Plugins built against earlier plugin ABIs keep working in this host. abi_stable's
 //! layout check refuses a library whose vtable is shorter than the host's, so the host
-//! tries the current ABI first and then the frozen earlier ones (`keybroker_plugin_abi::v3`,
-//! `v2`, `v1`), wrapping such a backend so that the operations added since answer "not
+//! tries the current ABI first and then the frozen earlier ones (`keybroker_plugin_abi::v4`,
+//! `v3`, `v2`, `v1`), wrapping such a backend so that the operations added since answer "not
 //! supported".
 //!
-//! The fixtures are `plugins/testing-abi-v1`, `plugins/testing-abi-v2` and
-//! `plugins/testing-abi-v3`, cargo workspaces of their own, each holding a frozen copy of that ABI crate and the same small AES-256-GCM
+//! The fixtures are `plugins/testing-abi-v1` to `plugins/testing-abi-v4`, cargo workspaces of their own, each holding a frozen copy of that ABI crate and the same small AES-256-GCM
 //! plugin built against it. This test builds them with cargo (once per process), then loads
 //! each `.so` through the real plugin host: a drop-in with the pinned SHA-256, the host's
 //! permission checks, the verified copy under `<copies>/<sha256>.so`,
@@ -17,7 +16,8 @@
 //! `status`) must be answered with the ABI's `INVALID_REQUEST` "this backend plugin does not
 //! support …" instead of crashing, and the instance keeps serving the rest. `name_tenant`
 //! (after the third), which the host calls before the first call for each tenant, does
-//! nothing for them.
+//! nothing for them. None of them reports `NONBLOCKING` (after the fourth), so the host calls
+//! their blocking encrypt and decrypt entries.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::{
@@ -36,7 +36,7 @@ use keybroker_core::{
     store::Store,
     Error, Tenant, TenantId,
 };
-use keybroker_plugin_abi::{abi_stable::library::lib_header_from_path, capability, v1, v2, v3};
+use keybroker_plugin_abi::{abi_stable::library::lib_header_from_path, capability, v1, v2, v3, v4};
 use keybroker_server::{
     metrics::BackendMetrics,
     plugin_host::{sha256_hex, HostSettings, Instance, PluginHost},
@@ -49,6 +49,7 @@ use zeroize::Zeroizing;
 const V1: &str = "v1";
 const V2: &str = "v2";
 const V3: &str = "v3";
+const V4: &str = "v4";
 
 /// A tenant as the edge resolves it: a fresh id and its name.
 fn tenant(name: &str) -> Tenant {
@@ -214,6 +215,7 @@ impl Fixture {
             V1 => header.init_root_module::<v1::PluginModRef>().is_ok(),
             V2 => header.init_root_module::<v2::PluginModRef>().is_ok(),
             V3 => header.init_root_module::<v3::PluginModRef>().is_ok(),
+            V4 => header.init_root_module::<v4::PluginModRef>().is_ok(),
             other => panic!("no frozen module for ABI {other}"),
         };
         assert!(accepted, "the frozen {abi} module must accept its plugin");
@@ -265,6 +267,11 @@ async fn a_plugin_built_against_the_second_abi_loads_and_serves() {
 #[tokio::test]
 async fn a_plugin_built_against_the_third_abi_loads_and_serves() {
     serves(V3).await;
+}
+
+#[tokio::test]
+async fn a_plugin_built_against_the_fourth_abi_loads_and_serves() {
+    serves(V4).await;
 }
 
 /// The old plugin works through every operation it has.
@@ -389,6 +396,13 @@ async fn operations_added_after_the_third_abi_answer_not_supported() {
     // Through the third ABI's vtable, `generate_data_key` too reaches the plugin's own
     // default; `status` and `name_tenant` are not in it at all.
     answers_not_supported(V3).await;
+}
+
+#[tokio::test]
+async fn operations_added_after_the_fourth_abi_answer_not_supported() {
+    // Through the fourth ABI's vtable, `status` reaches the plugin's own default too; the
+    // batch start entries are not in it, and the host does not use them (no NONBLOCKING).
+    answers_not_supported(V4).await;
 }
 
 /// Operations the plugin predates (or does not implement) answer "not supported" and the

@@ -9,7 +9,11 @@
 //!   methods *after* the ones marked `last_prefix_field`, so plugins built against this
 //!   version keep loading in a newer host.
 //! - No futures cross the boundary: the host calls plugins from its own bounded thread pool,
-//!   with a deadline per call. A plugin that needs async I/O owns its runtime.
+//!   with a deadline per call. A plugin that needs async I/O owns its runtime. A plugin whose
+//!   batch calls only queue work for that runtime reports [`capability::NONBLOCKING`]: the
+//!   host then calls [`BackendPlugin::encrypt_batch_start`] and
+//!   [`BackendPlugin::decrypt_batch_start`] on its own async threads, and the plugin hands the
+//!   results back through a [`BatchDoneBox`] from whichever thread has them.
 //! - A panic must never unwind across `extern "C"` (abi_stable aborts the process). Plugin
 //!   authors implement the plain Rust trait [`Backend`] and export it with
 //!   [`export_backend_plugin!`]; [`into_ffi`] wraps every method in `catch_unwind`.
@@ -93,6 +97,7 @@ macro_rules! forward_second_abi {
 pub mod v1;
 pub mod v2;
 pub mod v3;
+pub mod v4;
 
 /// Kind of a [`PluginError`]: decides the HTTP status the broker answers with.
 ///
@@ -183,6 +188,12 @@ pub mod capability {
     /// Makes envelope-mode data keys itself ([`BackendPlugin::generate_data_key`], e.g. AWS
     /// KMS `GenerateDataKey`) instead of wrapping keys the broker generates.
     pub const GENERATE_DATA_KEY: u64 = 1 << 4;
+    /// [`BackendPlugin::encrypt_batch_start`], [`BackendPlugin::decrypt_batch_start`] and
+    /// [`BackendPlugin::name_tenant`] return without blocking (they queue the work and complete
+    /// later, from the plugin's own threads): the host calls them on its async threads instead
+    /// of a blocking thread per call, for encryptions and decryptions alike. Added with the
+    /// fifth ABI.
+    pub const NONBLOCKING: u64 = 1 << 5;
 }
 
 /// Key types the broker asks for in [`CreateKeyRequest::key_type`] and
@@ -419,6 +430,45 @@ impl std::fmt::Debug for DataKey {
 /// Result of one operation in a batch.
 pub type BatchItem = RResult<RVec<u8>, PluginError>;
 
+/// The host's side of a batch call started with [`BackendPlugin::encrypt_batch_start`] or
+/// [`BackendPlugin::decrypt_batch_start`]. Added with the fifth ABI.
+#[sabi_trait]
+pub trait BatchDone: Send + Sync {
+    /// Hands the host one result per request, in order; may be called from any thread. Only
+    /// the first call counts. Dropping the handle without calling it fails the whole call.
+    #[sabi(last_prefix_field)]
+    fn complete(&self, results: RVec<BatchItem>);
+}
+
+/// An owned completion handle, passed to the `*_batch_start` methods.
+pub type BatchDoneBox = BatchDone_TO<'static, RBox<()>>;
+
+/// A plugin's view of a [`BatchDoneBox`]: completes once, with plain Rust results.
+pub struct BatchCompletion(BatchDoneBox);
+
+impl BatchCompletion {
+    /// Wraps the host's handle.
+    pub fn new(done: BatchDoneBox) -> Self {
+        Self(done)
+    }
+
+    /// Hands the results to the host (one per request, in order).
+    pub fn complete(self, results: Vec<Result<Vec<u8>, PluginError>>) {
+        self.0.complete(
+            results
+                .into_iter()
+                .map(|r| r.map(RVec::from).into())
+                .collect(),
+        );
+    }
+}
+
+impl std::fmt::Debug for BatchCompletion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BatchCompletion")
+    }
+}
+
 /// The backend operations, as seen through the ABI. Implement [`Backend`] instead.
 #[sabi_trait]
 pub trait BackendPlugin: Send + Sync {
@@ -442,7 +492,7 @@ pub trait BackendPlugin: Send + Sync {
 
     // Methods below were added after the first ABI. abi_stable refuses a library whose
     // vtable is shorter than the host's, so a plugin built before them is loaded through
-    // the frozen module of its ABI (`v1`, `v2`, `v3`) and wrapped (`upgrade`): for it, these
+    // the frozen module of its ABI (`v1` to `v4`) and wrapped (`upgrade`): for it, these
     // default bodies run and answer "not supported". New methods go at the end, always with
     // a default body, and the vtable they replace gets a frozen module of its own.
 
@@ -496,6 +546,20 @@ pub trait BackendPlugin: Send + Sync {
     /// tenants (a customer agent's allowlist), while every request carries the id.
     fn name_tenant(&self, tenant_id: RString, tenant_name: RString) {
         let _ = (tenant_id, tenant_name);
+    }
+
+    // Added after the fourth ABI (frozen in `v4`).
+
+    /// Starts several encryptions; the results go to `done` (see [`BatchDone`]), now or
+    /// later. The host calls it instead of `encrypt_batch` only for plugins reporting
+    /// [`capability::NONBLOCKING`], on a thread that must not block. The default runs
+    /// `encrypt_batch` and completes before returning.
+    fn encrypt_batch_start(&self, requests: RVec<EncryptRequest>, done: BatchDoneBox) {
+        done.complete(self.encrypt_batch(requests));
+    }
+    /// Starts several decryptions, as [`BackendPlugin::encrypt_batch_start`].
+    fn decrypt_batch_start(&self, requests: RVec<DecryptRequest>, done: BatchDoneBox) {
+        done.complete(self.decrypt_batch(requests));
     }
 }
 
@@ -610,6 +674,17 @@ pub trait Backend: Send + Sync + 'static {
     /// Learns the canonical name of a tenant id before the first call for it (see
     /// [`BackendPlugin::name_tenant`]). The default ignores it.
     fn name_tenant(&self, _tenant_id: &str, _tenant_name: &str) {}
+    /// Starts several encryptions and completes `done` with one result each, in order (see
+    /// [`BackendPlugin::encrypt_batch_start`]). Plugins with [`capability::NONBLOCKING`]
+    /// override it to queue the work and return at once; the default encrypts one by one
+    /// before returning.
+    fn encrypt_batch_start(&self, requests: Vec<EncryptRequest>, done: BatchCompletion) {
+        done.complete(requests.into_iter().map(|r| self.encrypt(r)).collect());
+    }
+    /// Starts several decryptions, as [`Backend::encrypt_batch_start`].
+    fn decrypt_batch_start(&self, requests: Vec<DecryptRequest>, done: BatchCompletion) {
+        done.complete(requests.into_iter().map(|r| self.decrypt(r)).collect());
+    }
 }
 
 /// Runs `f`, turning a panic into an [`ErrorKind::INTERNAL`] error.
@@ -683,6 +758,21 @@ impl<B: Backend> BackendPlugin for Guarded<B> {
         // Nothing to answer: a panic is caught and dropped (the plugin logs its own failures).
         let _ = guard(|| {
             self.0.name_tenant(&tenant_id, &tenant_name);
+            Ok(())
+        });
+    }
+    fn encrypt_batch_start(&self, requests: RVec<EncryptRequest>, done: BatchDoneBox) {
+        // A panic drops `done` on the way out: the host fails the call.
+        let _ = guard(|| {
+            self.0
+                .encrypt_batch_start(requests.into_vec(), BatchCompletion::new(done));
+            Ok(())
+        });
+    }
+    fn decrypt_batch_start(&self, requests: RVec<DecryptRequest>, done: BatchDoneBox) {
+        let _ = guard(|| {
+            self.0
+                .decrypt_batch_start(requests.into_vec(), BatchCompletion::new(done));
             Ok(())
         });
     }

@@ -1,10 +1,21 @@
 //! One-line calls through the ABI for a plugin's own tests (each panics or returns the
 //! plugin's error as the test needs), so every plugin's tests speak the same way.
 
+use std::{
+    sync::{
+        mpsc::{sync_channel, SyncSender},
+        Mutex,
+    },
+    time::Duration,
+};
+
 use keybroker_plugin_abi::{
-    abi_stable::std_types::{RString, RVec},
-    BackendBox, BindKeyRequest, CreateKeyRequest, DecryptRequest, EncryptRequest, ErrorKind,
-    PluginError,
+    abi_stable::{
+        sabi_trait::TD_Opaque,
+        std_types::{RString, RVec},
+    },
+    BackendBox, BatchDone, BatchDone_TO, BatchItem, BindKeyRequest, CreateKeyRequest,
+    DecryptRequest, EncryptRequest, ErrorKind, PluginError,
 };
 
 /// An ABI string.
@@ -113,4 +124,70 @@ pub fn assert_error<T: std::fmt::Debug>(
         "{error:?} should contain {contains:?}"
     );
     error
+}
+
+/// How a batch reaches the plugin: its blocking entries, or the `*_batch_start` entries with a
+/// completion (the host's way for `NONBLOCKING` plugins; for others the ABI's default bodies
+/// complete before returning).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchEntry {
+    /// `encrypt_batch` / `decrypt_batch`.
+    Blocking,
+    /// `encrypt_batch_start` / `decrypt_batch_start`, waiting up to 10 s for the completion.
+    Started,
+}
+
+impl BatchEntry {
+    /// Both entries.
+    pub const ALL: [Self; 2] = [Self::Blocking, Self::Started];
+
+    /// Encrypts a batch through this entry.
+    pub fn encrypt(self, backend: &BackendBox, requests: Vec<EncryptRequest>) -> RVec<BatchItem> {
+        match self {
+            Self::Blocking => backend.encrypt_batch(RVec::from(requests)),
+            Self::Started => {
+                completed(|done| backend.encrypt_batch_start(RVec::from(requests), done))
+            }
+        }
+    }
+
+    /// Decrypts a batch through this entry.
+    pub fn decrypt(self, backend: &BackendBox, requests: Vec<DecryptRequest>) -> RVec<BatchItem> {
+        match self {
+            Self::Blocking => backend.decrypt_batch(RVec::from(requests)),
+            Self::Started => {
+                completed(|done| backend.decrypt_batch_start(RVec::from(requests), done))
+            }
+        }
+    }
+}
+
+/// A completion handing the results to a channel, as the host's hands them to its caller.
+struct ChannelDone(Mutex<Option<SyncSender<RVec<BatchItem>>>>);
+
+impl BatchDone for ChannelDone {
+    fn complete(&self, results: RVec<BatchItem>) {
+        let sender = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        assert!(sender.is_some(), "the plugin completed a batch twice");
+        if let Some(sender) = sender {
+            let _ = sender.send(results);
+        }
+    }
+}
+
+/// Starts a batch with `start` and waits for its completion; panics if the plugin drops the
+/// completion or takes over 10 s.
+fn completed(start: impl FnOnce(keybroker_plugin_abi::BatchDoneBox)) -> RVec<BatchItem> {
+    let (sender, receiver) = sync_channel(1);
+    start(BatchDone_TO::from_value(
+        ChannelDone(Mutex::new(Some(sender))),
+        TD_Opaque,
+    ));
+    receiver
+        .recv_timeout(Duration::from_secs(10))
+        .unwrap_or_else(|error| panic!("the plugin did not complete a started batch: {error}"))
 }

@@ -5,6 +5,7 @@ use keybroker_plugin_abi::{
     VerifyRequest,
 };
 
+use crate::calls::BatchEntry;
 use crate::scope::{
     decrypt_request, encrypt_request, made_up_references, random_iv, rstring, Scope,
 };
@@ -216,7 +217,9 @@ pub fn check_symmetric(backend: &BackendBox, options: &Options) {
         "two encryptions of the same plaintext with different IVs to differ",
     );
 
-    check_batches(&scope, backend, options, &reference);
+    for entry in BatchEntry::ALL {
+        check_batches(&scope, backend, options, &reference, entry);
+    }
 
     // Asymmetric operations on a symmetric key.
     let digest = RVec::from(vec![7u8; 32]);
@@ -257,8 +260,14 @@ pub fn check_symmetric(backend: &BackendBox, options: &Options) {
     }
 }
 
-/// Batches: one result per item, in order, a bad item failing alone.
-fn check_batches(scope: &Scope, backend: &BackendBox, options: &Options, reference: &str) {
+/// Batches through `entry`: one result per item, in order, a bad item failing alone.
+fn check_batches(
+    scope: &Scope,
+    backend: &BackendBox,
+    options: &Options,
+    reference: &str,
+    entry: BatchEntry,
+) {
     let (a, b) = (options.tenant_a.as_str(), options.tenant_b.as_str());
     let plaintexts: [&[u8]; 4] = [b"first", b"second (tenant B)", b"third", b""];
     let requests: Vec<_> = plaintexts
@@ -269,11 +278,11 @@ fn check_batches(scope: &Scope, backend: &BackendBox, options: &Options, referen
             encrypt_request(tenant, reference, plaintext, b"batch", &random_iv())
         })
         .collect();
-    let results = backend.encrypt_batch(RVec::from(requests));
+    let results = entry.encrypt(backend, requests);
     scope.check(
         results.len() == plaintexts.len(),
         format!(
-            "encrypt_batch of {} items to give {} results, got {}",
+            "encrypt_batch ({entry:?}) of {} items to give {} results, got {}",
             plaintexts.len(),
             plaintexts.len(),
             results.len()
@@ -283,14 +292,14 @@ fn check_batches(scope: &Scope, backend: &BackendBox, options: &Options, referen
     for (index, result) in results.into_iter().enumerate() {
         if index == 1 {
             scope.fails(
-                "encrypt_batch item 1 (tenant B)",
+                format!("encrypt_batch ({entry:?}) item 1 (tenant B)"),
                 ErrorKind::KEY_NOT_FOUND,
                 result,
             );
         } else {
             ciphertexts.push((
                 index,
-                scope.ok(format!("encrypt_batch item {index}"), result),
+                scope.ok(format!("encrypt_batch ({entry:?}) item {index}"), result),
             ));
         }
     }
@@ -310,11 +319,11 @@ fn check_batches(scope: &Scope, backend: &BackendBox, options: &Options, referen
         requests.push(decrypt_request(a, reference, ciphertext, b"batch"));
         expected.push(Some(plaintexts[*index]));
     }
-    let results = backend.decrypt_batch(RVec::from(requests));
+    let results = entry.decrypt(backend, requests);
     scope.check(
         results.len() == expected.len(),
         format!(
-            "decrypt_batch of {} items to give {} results, got {}",
+            "decrypt_batch ({entry:?}) of {} items to give {} results, got {}",
             expected.len(),
             expected.len(),
             results.len()
@@ -323,15 +332,15 @@ fn check_batches(scope: &Scope, backend: &BackendBox, options: &Options, referen
     for (index, (result, expected)) in results.into_iter().zip(expected).enumerate() {
         match expected {
             Some(plaintext) => {
-                let decrypted = scope.ok(format!("decrypt_batch item {index}"), result);
+                let decrypted = scope.ok(format!("decrypt_batch ({entry:?}) item {index}"), result);
                 scope.check(
                     decrypted.as_slice() == plaintext,
-                    format!("decrypt_batch item {index} to give its own plaintext back, in order"),
+                    format!("decrypt_batch ({entry:?}) item {index} to give its own plaintext back, in order"),
                 );
             }
             None => {
                 scope.fails(
-                    format!("decrypt_batch item {index} (tampered)"),
+                    format!("decrypt_batch ({entry:?}) item {index} (tampered)"),
                     ErrorKind::INVALID_CIPHERTEXT,
                     result,
                 );

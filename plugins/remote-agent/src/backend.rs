@@ -1,7 +1,10 @@
 //! The backend operations: keys are the agents' keys, named by the agent's config; every
 //! operation is one XKS request to an agent serving the tenant.
 
-use std::sync::Arc;
+use std::sync::{
+    atomic::{AtomicUsize, Ordering},
+    Arc, Mutex, PoisonError,
+};
 
 use keybroker_agent_protocol::{
     xks::{
@@ -12,8 +15,8 @@ use keybroker_agent_protocol::{
     Operation, Reply, SecretBytes, XksError,
 };
 use keybroker_plugin_abi::{
-    capability, key_type, Backend, BackendInfo, BindKeyRequest, CreateKeyRequest, DecryptRequest,
-    EncryptRequest, ErrorKind, HostBox, KeyHandle, PluginError,
+    capability, key_type, Backend, BackendInfo, BatchCompletion, BindKeyRequest, CreateKeyRequest,
+    DecryptRequest, EncryptRequest, ErrorKind, HostBox, KeyHandle, PluginError,
 };
 
 use crate::{config::Config, gateway::Gateway, reference::Reference, server, OwnRuntime};
@@ -41,6 +44,7 @@ pub fn new_backend(config: &str, host: HostBox) -> Result<RemoteAgentBackend, Pl
     let runtime = OwnRuntime::new(NAME)?;
     let gateway = Arc::new(Gateway::new(config, host));
     runtime.spawn(server::listen(gateway.clone(), acceptor));
+    runtime.spawn(server::expire_requests(gateway.clone()));
     Ok(RemoteAgentBackend {
         gateway,
         _runtime: runtime,
@@ -122,6 +126,67 @@ impl RemoteAgentBackend {
         Ok((tenant, reference))
     }
 
+    /// The XKS Encrypt call for `request`, and the AAD the agent authenticates (to check the
+    /// reply's data-integrity value).
+    fn encrypt_call(&self, request: EncryptRequest) -> Result<(AgentCall, Vec<u8>), PluginError> {
+        let mut plaintext = request.plaintext;
+        let prepared = self.resolve(&request.tenant_id, &request.key_reference);
+        let too_large = plaintext.len() as u64 > self.gateway.config.max_payload;
+        let secret = SecretBytes::new(plaintext.to_vec());
+        zeroize::Zeroize::zeroize(plaintext.as_mut_slice());
+        let (tenant, reference) = prepared?;
+        if too_large {
+            return Err(PluginError::new(
+                ErrorKind::PAYLOAD_TOO_LARGE,
+                format!(
+                    "remote-agent: plaintext over {} bytes",
+                    self.gateway.config.max_payload
+                ),
+            ));
+        }
+        let aad = agent_aad(&reference, &request.aad);
+        let body = XksEncrypt {
+            request_metadata: self.metadata(&tenant, "Encrypt"),
+            plaintext: secret,
+            encryption_algorithm: EncryptionAlgorithm::AesGcm,
+            additional_authenticated_data: Some(aad.clone()),
+            ciphertext_data_integrity_value_algorithm: Some(DataIntegrityAlgorithm::Sha256),
+        };
+        let call = AgentCall {
+            tenant,
+            key: reference.key,
+            operation: Operation::Encrypt(body),
+        };
+        Ok((call, aad))
+    }
+
+    /// The XKS Decrypt call for `request`.
+    fn decrypt_call(&self, request: DecryptRequest) -> Result<AgentCall, PluginError> {
+        let (tenant, reference) = self.resolve(&request.tenant_id, &request.key_reference)?;
+        let blob = request.ciphertext.as_slice();
+        if blob.len() < 1 + IV_BYTES + TAG_BYTES || blob[0] != FORMAT {
+            return Err(PluginError::invalid_ciphertext(
+                "remote-agent: not a ciphertext of this plugin",
+            ));
+        }
+        let (iv, rest) = blob[1..].split_at(IV_BYTES);
+        let (tag, ciphertext) = rest.split_at(TAG_BYTES);
+        let body = XksDecrypt {
+            request_metadata: self.metadata(&tenant, "Decrypt"),
+            encryption_algorithm: EncryptionAlgorithm::AesGcm,
+            ciphertext: ciphertext.to_vec(),
+            initialization_vector: iv.to_vec(),
+            authentication_tag: tag.to_vec(),
+            additional_authenticated_data: Some(agent_aad(&reference, &request.aad)),
+            ciphertext_metadata: None,
+        };
+        Ok(AgentCall {
+            tenant,
+            operation: Operation::Decrypt(body),
+            key: reference.key,
+        })
+    }
+
     /// Checks with an agent that `key` exists, is enabled and usable by the tenant; returns
     /// its reference.
     fn adopt(
@@ -180,6 +245,116 @@ impl RemoteAgentBackend {
     }
 }
 
+/// One request for an agent: the tenant (by name), the agent's key and the XKS operation.
+struct AgentCall {
+    tenant: String,
+    key: String,
+    operation: Operation,
+}
+
+/// The ciphertext of the agent's Encrypt reply, checked against the data-integrity value.
+fn finish_encrypt(reply: Reply, aad: &[u8]) -> Result<Vec<u8>, PluginError> {
+    let response = match reply {
+        Reply::Encrypt(response) => response,
+        Reply::Error(error) => return Err(from_xks(error)),
+        _ => return Err(mismatched()),
+    };
+    if response.initialization_vector.len() != IV_BYTES
+        || response.authentication_tag.len() != TAG_BYTES
+        || !response.data_integrity_value_matches(Some(aad))
+    {
+        return Err(PluginError::unavailable(
+            "customer key unavailable: the agent's ciphertext failed its integrity check",
+        ));
+    }
+    let mut blob = Vec::with_capacity(1 + IV_BYTES + TAG_BYTES + response.ciphertext.len());
+    blob.push(FORMAT);
+    blob.extend_from_slice(&response.initialization_vector);
+    blob.extend_from_slice(&response.authentication_tag);
+    blob.extend_from_slice(&response.ciphertext);
+    Ok(blob)
+}
+
+/// The plaintext of the agent's Decrypt reply.
+fn finish_decrypt(reply: Reply) -> Result<Vec<u8>, PluginError> {
+    match reply {
+        Reply::Decrypt(response) => Ok(response.plaintext.expose().to_vec()),
+        Reply::Error(error) => Err(from_xks(error)),
+        _ => Err(mismatched()),
+    }
+}
+
+/// A batch in flight: one slot per request, completed towards the host when the last one is
+/// filled (each by its own agent reply, on whichever thread has it).
+#[derive(Clone)]
+struct Batch(Arc<BatchState>);
+
+/// One request's outcome: a ciphertext or plaintext.
+type Outcome = Result<Vec<u8>, PluginError>;
+
+struct BatchState {
+    results: Mutex<Vec<Option<Outcome>>>,
+    remaining: AtomicUsize,
+    done: Mutex<Option<BatchCompletion>>,
+}
+
+impl Batch {
+    fn new(len: usize, done: BatchCompletion) -> Self {
+        let batch = Self(Arc::new(BatchState {
+            results: Mutex::new((0..len).map(|_| None).collect()),
+            remaining: AtomicUsize::new(len),
+            done: Mutex::new(Some(done)),
+        }));
+        if len == 0 {
+            batch.finish();
+        }
+        batch
+    }
+
+    fn set(&self, index: usize, result: Outcome) {
+        if let Some(slot) = self
+            .0
+            .results
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_mut(index)
+        {
+            *slot = Some(result);
+        }
+        if self.0.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.finish();
+        }
+    }
+
+    fn finish(&self) {
+        let done = self
+            .0
+            .done
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        let results = std::mem::take(
+            &mut *self
+                .0
+                .results
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        if let Some(done) = done {
+            done.complete(
+                results
+                    .into_iter()
+                    .map(|slot| {
+                        slot.unwrap_or_else(|| {
+                            Err(PluginError::internal("remote-agent: no result"))
+                        })
+                    })
+                    .collect(),
+            );
+        }
+    }
+}
+
 /// The AAD the agent authenticates: the broker key's id (length-prefixed), then the caller's
 /// AAD. Transit keys that share one agent key so cannot decrypt each other's ciphertexts.
 fn agent_aad(reference: &Reference, aad: &[u8]) -> Vec<u8> {
@@ -196,7 +371,10 @@ impl Backend for RemoteAgentBackend {
         BackendInfo {
             name: NAME.into(),
             version: env!("CARGO_PKG_VERSION").into(),
-            capabilities: capability::ENVELOPE | capability::DIRECT | capability::BIND_EXISTING,
+            capabilities: capability::ENVELOPE
+                | capability::DIRECT
+                | capability::BIND_EXISTING
+                | capability::NONBLOCKING,
             max_payload: self.gateway.config.max_payload,
         }
     }
@@ -221,76 +399,51 @@ impl Backend for RemoteAgentBackend {
     }
 
     fn encrypt(&self, request: EncryptRequest) -> Result<Vec<u8>, PluginError> {
-        let (tenant, reference) = self.resolve(&request.tenant_id, &request.key_reference)?;
-        if request.plaintext.len() as u64 > self.gateway.config.max_payload {
-            return Err(PluginError::new(
-                ErrorKind::PAYLOAD_TOO_LARGE,
-                format!(
-                    "remote-agent: plaintext over {} bytes",
-                    self.gateway.config.max_payload
-                ),
-            ));
-        }
-        let aad = Some(agent_aad(&reference, &request.aad));
-        let mut plaintext = request.plaintext;
-        let body = XksEncrypt {
-            request_metadata: self.metadata(&tenant, "Encrypt"),
-            plaintext: SecretBytes::new(plaintext.to_vec()),
-            encryption_algorithm: EncryptionAlgorithm::AesGcm,
-            additional_authenticated_data: aad.clone(),
-            ciphertext_data_integrity_value_algorithm: Some(DataIntegrityAlgorithm::Sha256),
-        };
-        zeroize::Zeroize::zeroize(plaintext.as_mut_slice());
-        let response = match self
-            .gateway
-            .call(&tenant, &reference.key, Operation::Encrypt(body))?
-        {
-            Reply::Encrypt(response) => response,
-            Reply::Error(error) => return Err(from_xks(error)),
-            _ => return Err(mismatched()),
-        };
-        if response.initialization_vector.len() != IV_BYTES
-            || response.authentication_tag.len() != TAG_BYTES
-            || !response.data_integrity_value_matches(aad.as_deref())
-        {
-            return Err(PluginError::unavailable(
-                "customer key unavailable: the agent's ciphertext failed its integrity check",
-            ));
-        }
-        let mut blob = Vec::with_capacity(1 + IV_BYTES + TAG_BYTES + response.ciphertext.len());
-        blob.push(FORMAT);
-        blob.extend_from_slice(&response.initialization_vector);
-        blob.extend_from_slice(&response.authentication_tag);
-        blob.extend_from_slice(&response.ciphertext);
-        Ok(blob)
+        let (call, aad) = self.encrypt_call(request)?;
+        let reply = self.gateway.call(&call.tenant, &call.key, call.operation)?;
+        finish_encrypt(reply, &aad)
     }
 
     fn decrypt(&self, request: DecryptRequest) -> Result<Vec<u8>, PluginError> {
-        let (tenant, reference) = self.resolve(&request.tenant_id, &request.key_reference)?;
-        let blob = request.ciphertext.as_slice();
-        if blob.len() < 1 + IV_BYTES + TAG_BYTES || blob[0] != FORMAT {
-            return Err(PluginError::invalid_ciphertext(
-                "remote-agent: not a ciphertext of this plugin",
-            ));
+        let call = self.decrypt_call(request)?;
+        finish_decrypt(self.gateway.call(&call.tenant, &call.key, call.operation)?)
+    }
+
+    fn encrypt_batch_start(&self, requests: Vec<EncryptRequest>, done: BatchCompletion) {
+        let batch = Batch::new(requests.len(), done);
+        for (index, request) in requests.into_iter().enumerate() {
+            match self.encrypt_call(request) {
+                Ok((call, aad)) => {
+                    let batch = batch.clone();
+                    self.gateway.start(
+                        call.tenant,
+                        call.key,
+                        call.operation,
+                        Box::new(move |reply| {
+                            batch.set(index, reply.and_then(|reply| finish_encrypt(reply, &aad)));
+                        }),
+                    );
+                }
+                Err(error) => batch.set(index, Err(error)),
+            }
         }
-        let (iv, rest) = blob[1..].split_at(IV_BYTES);
-        let (tag, ciphertext) = rest.split_at(TAG_BYTES);
-        let body = XksDecrypt {
-            request_metadata: self.metadata(&tenant, "Decrypt"),
-            encryption_algorithm: EncryptionAlgorithm::AesGcm,
-            ciphertext: ciphertext.to_vec(),
-            initialization_vector: iv.to_vec(),
-            authentication_tag: tag.to_vec(),
-            additional_authenticated_data: Some(agent_aad(&reference, &request.aad)),
-            ciphertext_metadata: None,
-        };
-        match self
-            .gateway
-            .call(&tenant, &reference.key, Operation::Decrypt(body))?
-        {
-            Reply::Decrypt(response) => Ok(response.plaintext.expose().to_vec()),
-            Reply::Error(error) => Err(from_xks(error)),
-            _ => Err(mismatched()),
+    }
+
+    fn decrypt_batch_start(&self, requests: Vec<DecryptRequest>, done: BatchCompletion) {
+        let batch = Batch::new(requests.len(), done);
+        for (index, request) in requests.into_iter().enumerate() {
+            match self.decrypt_call(request) {
+                Ok(call) => {
+                    let batch = batch.clone();
+                    self.gateway.start(
+                        call.tenant,
+                        call.key,
+                        call.operation,
+                        Box::new(move |reply| batch.set(index, reply.and_then(finish_decrypt))),
+                    );
+                }
+                Err(error) => batch.set(index, Err(error)),
+            }
         }
     }
 

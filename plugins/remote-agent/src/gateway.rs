@@ -1,17 +1,20 @@
 //! The gateway's shared state: the connected agents, and sending one request to one of them.
 //!
-//! Callers are the host's blocking threads (the plugin ABI is synchronous): a call puts a
-//! one-slot channel in the chosen connection's [`Inflight`] table, queues the request frame
-//! for the connection's writer task and waits on the channel until the request's deadline.
-//! The connection's reader task completes the entry with the agent's reply. A reply that
-//! arrives after its caller gave up finds no entry and is dropped; ids never repeat on a
-//! connection, so it can never answer another request.
+//! [`Gateway::start`] never blocks: it puts the request, with what to do with its outcome,
+//! in the chosen connection's [`Inflight`] table, queues the request frame for the
+//! connection's writer task and returns. The host calls it from its async threads (the
+//! plugin reports `NONBLOCKING`). The connection's reader task completes the entry with the
+//! agent's reply; the gateway's expiry task fails entries whose deadline passed; a lost
+//! connection's entries are sent to another agent serving the tenant, if any. A reply that
+//! arrives after its request expired finds no entry and is dropped; ids never repeat on a
+//! connection, so it can never answer another request. [`Gateway::call`] is the blocking
+//! form, for key creation and binding.
 
 use std::{
     collections::{HashMap, HashSet},
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
-        mpsc::{sync_channel, RecvTimeoutError, SyncSender},
+        mpsc::sync_channel,
         Arc, Mutex, MutexGuard, PoisonError, RwLock,
     },
     time::{Duration, Instant, SystemTime},
@@ -36,6 +39,24 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 #[derive(Debug, Clone, Copy)]
 pub struct WriterGone;
 
+/// What to do with the outcome of one request: the agent's reply, or why there is none.
+pub type OnReply = Box<dyn FnOnce(Result<Reply, PluginError>) + Send>;
+
+/// A request in flight on a connection, kept whole so that it can be sent to another agent
+/// if the connection is lost before the reply.
+pub struct Pending {
+    tenant: String,
+    key: String,
+    operation: Operation,
+    deadline: Instant,
+    /// Serials of the connections it was sent on.
+    tried: Vec<u64>,
+    on_reply: OnReply,
+}
+
+/// Serial numbers of connections (never reused, unlike addresses).
+static CONNECTION_SERIAL: AtomicU64 = AtomicU64::new(1);
+
 /// One authenticated agent connection.
 pub struct Connection {
     /// The agent's configured id.
@@ -44,10 +65,11 @@ pub struct Connection {
     pub tenants: Vec<String>,
     /// Where it connected from.
     pub remote: String,
+    serial: u64,
     connected_since: SystemTime,
     /// When a frame was last heard from the agent.
     last_heard: Mutex<(Instant, SystemTime)>,
-    inflight: Mutex<Inflight<SyncSender<Reply>>>,
+    inflight: Mutex<Inflight<Pending>>,
     outbound: mpsc::Sender<Message>,
     closed: AtomicBool,
 }
@@ -64,6 +86,7 @@ impl Connection {
             agent_id,
             tenants,
             remote,
+            serial: CONNECTION_SERIAL.fetch_add(1, Ordering::Relaxed),
             connected_since: SystemTime::now(),
             last_heard: Mutex::new((Instant::now(), SystemTime::now())),
             inflight: Mutex::new(Inflight::new()),
@@ -83,24 +106,38 @@ impl Connection {
     }
 
     /// Hands a reply to the request waiting for it; `false` if no request with that id is
-    /// waiting (unknown, answered, or given up on).
+    /// waiting (unknown, answered, or expired).
     pub fn complete(&self, id: u64, reply: Reply) -> bool {
-        match lock(&self.inflight).complete(id) {
-            // The caller may have given up between our removal and this send: then the
-            // reply is simply dropped.
-            Some(waiting) => {
-                let _ = waiting.try_send(reply);
+        let pending = lock(&self.inflight).complete(id);
+        match pending {
+            Some(pending) => {
+                (pending.on_reply)(Ok(reply));
                 true
             }
             None => false,
         }
     }
 
-    /// Marks the connection closed and fails everything in flight on it: each waiting
-    /// caller sees its channel disconnected and may try another agent.
-    pub fn close(&self) {
+    /// Marks the connection closed and returns everything that was in flight on it.
+    fn close(&self) -> Vec<Pending> {
+        let mut inflight = lock(&self.inflight);
+        // Under the table's lock: a request is either queued before this (and drained here)
+        // or sees the connection closed.
         self.closed.store(true, Ordering::SeqCst);
-        drop(lock(&self.inflight).drain());
+        inflight
+            .drain()
+            .into_iter()
+            .map(|(_, pending)| pending)
+            .collect()
+    }
+
+    /// Takes out the requests whose deadline has passed.
+    fn expire(&self, now: Instant) -> Vec<Pending> {
+        lock(&self.inflight)
+            .expire(now)
+            .into_iter()
+            .map(|(_, pending)| pending)
+            .collect()
     }
 
     /// Queues a control frame (heartbeats); dropped when the queue is full, `Err` when the
@@ -131,14 +168,6 @@ impl Connection {
             "in_flight": self.in_flight(),
         })
     }
-}
-
-/// Why one attempt on one connection did not produce a reply.
-enum Attempt {
-    Reply(Reply),
-    /// The connection went away (closed, or drained while we waited): try another agent.
-    Lost,
-    Failed(PluginError),
 }
 
 /// State shared by the listener, the connections and the backend.
@@ -274,7 +303,7 @@ impl Gateway {
     /// instance becomes unavailable, and the host (with `on_unavailable = "evict"`) drops
     /// every data key that came from it.
     pub fn unregister(&self, connection: &Arc<Connection>, why: &str) {
-        connection.close();
+        let lost = connection.close();
         let (none_left, orphaned) = {
             let mut connections = self
                 .connections
@@ -297,6 +326,25 @@ impl Gateway {
         } else {
             // Other tenants keep their agents: only the keys of tenants left without one go.
             self.report_tenants(&orphaned, false, NO_AGENT);
+        }
+        // What was in flight goes to another agent serving the tenant, or fails.
+        for pending in lost {
+            self.send(pending);
+        }
+    }
+
+    /// Fails every request whose deadline passed; run by the expiry task.
+    pub fn expire(&self) {
+        let now = Instant::now();
+        let connections = self
+            .connections
+            .read()
+            .map(|c| c.clone())
+            .unwrap_or_default();
+        for connection in connections {
+            for pending in connection.expire(now) {
+                (pending.on_reply)(Err(self.timed_out()));
+            }
         }
     }
 
@@ -339,93 +387,107 @@ impl Gateway {
     }
 
     /// The connected agents serving `tenant` that were not tried yet, least busy first.
-    fn pick(&self, tenant: &str, tried: &[*const Connection]) -> Option<Arc<Connection>> {
+    fn pick(&self, tenant: &str, tried: &[u64]) -> Option<Arc<Connection>> {
         let connections = self.connections.read().ok()?;
         connections
             .iter()
-            .filter(|c| c.serves(tenant) && !tried.contains(&Arc::as_ptr(c)))
+            .filter(|c| c.serves(tenant) && !tried.contains(&c.serial))
             .min_by_key(|c| c.in_flight())
             .cloned()
     }
 
-    /// Sends `operation` for `tenant` (by name) on key `key` to an agent serving the tenant
-    /// and waits for its reply until the request timeout. If the agent's connection goes away
-    /// first, the request is sent to another agent serving the tenant, if any.
+    /// Sends `operation` for `tenant` (by name) on key `key` to an agent serving the tenant,
+    /// without waiting: `on_reply` gets the agent's reply, or the reason there is none (no
+    /// agent, the request timeout passed, the connection lost with no other agent to send
+    /// it to), from whichever thread has it, possibly this one.
+    pub fn start(&self, tenant: String, key: String, operation: Operation, on_reply: OnReply) {
+        self.send(Pending {
+            tenant,
+            key,
+            operation,
+            deadline: Instant::now() + self.config.request_timeout,
+            tried: Vec::new(),
+            on_reply,
+        });
+    }
+
+    /// [`Gateway::start`], waiting for the outcome.
     pub fn call(
         &self,
         tenant: &str,
         key: &str,
         operation: Operation,
     ) -> Result<Reply, PluginError> {
-        let deadline = Instant::now() + self.config.request_timeout;
-        let mut tried = Vec::new();
-        loop {
-            let Some(connection) = self.pick(tenant, &tried) else {
-                return Err(PluginError::unavailable(if tried.is_empty() {
-                    format!("{NO_AGENT} for tenant {tenant:?}")
-                } else {
-                    "customer key unavailable: the agent connection was lost".to_owned()
-                }));
-            };
-            tried.push(Arc::as_ptr(&connection));
-            match self.attempt(&connection, tenant, key, operation.clone(), deadline) {
-                Attempt::Reply(reply) => return Ok(reply),
-                Attempt::Failed(error) => return Err(error),
-                Attempt::Lost => {}
-            }
-        }
+        let (sender, receiver) = sync_channel(1);
+        self.start(
+            tenant.to_owned(),
+            key.to_owned(),
+            operation,
+            Box::new(move |outcome| {
+                let _ = sender.try_send(outcome);
+            }),
+        );
+        // The expiry task answers within its resolution after the deadline; the margin
+        // covers a gateway whose runtime is shutting down.
+        receiver
+            .recv_timeout(self.config.request_timeout + Duration::from_secs(1))
+            .unwrap_or_else(|_| Err(self.timed_out()))
     }
 
-    fn attempt(
-        &self,
-        connection: &Connection,
-        tenant: &str,
-        key: &str,
-        operation: Operation,
-        deadline: Instant,
-    ) -> Attempt {
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        if remaining.is_zero() {
-            return Attempt::Failed(self.timed_out());
-        }
-        let (sender, receiver) = sync_channel(1);
-        let id = lock(&connection.inflight).insert(deadline, sender);
-        let frame = Frame::Request(Request {
-            id,
-            tenant: tenant.to_owned(),
-            key_id: key.to_owned(),
-            deadline_ms: u32::try_from(remaining.as_millis()).unwrap_or(u32::MAX),
-            operation,
-        });
-        let text = match encode(&frame) {
-            Ok(text) => text,
-            Err(error) => {
-                lock(&connection.inflight).complete(id);
-                return Attempt::Failed(PluginError::invalid_request(format!(
+    /// Queues `pending` on the least busy connection serving its tenant that it was not sent
+    /// on yet; fails it when there is none, or when its deadline has passed.
+    fn send(&self, mut pending: Pending) {
+        loop {
+            let Some(connection) = self.pick(&pending.tenant, &pending.tried) else {
+                let error = PluginError::unavailable(if pending.tried.is_empty() {
+                    format!("{NO_AGENT} for tenant {:?}", pending.tenant)
+                } else {
+                    "customer key unavailable: the agent connection was lost".to_owned()
+                });
+                return (pending.on_reply)(Err(error));
+            };
+            pending.tried.push(connection.serial);
+            let remaining = pending.deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return (pending.on_reply)(Err(self.timed_out()));
+            }
+            let request = Request {
+                id: 0,
+                tenant: pending.tenant.clone(),
+                key_id: pending.key.clone(),
+                deadline_ms: u32::try_from(remaining.as_millis()).unwrap_or(u32::MAX),
+                operation: pending.operation.clone(),
+            };
+            let id = {
+                let mut inflight = lock(&connection.inflight);
+                if connection.closed.load(Ordering::SeqCst) {
+                    // Closed since it was picked: its requests were drained already.
+                    continue;
+                }
+                inflight.insert(pending.deadline, pending)
+            };
+            let frame = Frame::Request(Request { id, ..request });
+            let failure = match encode(&frame) {
+                Err(error) => Some(PluginError::invalid_request(format!(
                     "remote-agent: {error}"
-                )));
-            }
-        };
-        drop(frame);
-        match connection.outbound.try_send(Message::text(text)) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                lock(&connection.inflight).complete(id);
-                return Attempt::Lost;
-            }
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                lock(&connection.inflight).complete(id);
-                return Attempt::Failed(PluginError::unavailable(
-                    "customer key unavailable: the agent connection is congested",
-                ));
-            }
-        }
-        match receiver.recv_timeout(remaining) {
-            Ok(reply) => Attempt::Reply(reply),
-            Err(RecvTimeoutError::Disconnected) => Attempt::Lost,
-            Err(RecvTimeoutError::Timeout) => {
-                lock(&connection.inflight).complete(id);
-                Attempt::Failed(self.timed_out())
+                ))),
+                Ok(text) => match connection.outbound.try_send(Message::text(text)) {
+                    Ok(()) => return,
+                    // The writer is gone (the connection is closing): try another agent.
+                    Err(mpsc::error::TrySendError::Closed(_)) => None,
+                    Err(mpsc::error::TrySendError::Full(_)) => Some(PluginError::unavailable(
+                        "customer key unavailable: the agent connection is congested",
+                    )),
+                },
+            };
+            drop(frame);
+            // Taken back, unless the connection's closing or the expiry task took it first.
+            let Some(taken) = lock(&connection.inflight).complete(id) else {
+                return;
+            };
+            pending = taken;
+            if let Some(error) = failure {
+                return (pending.on_reply)(Err(error));
             }
         }
     }

@@ -321,6 +321,18 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     writer.abort();
 }
 
+/// Fails requests whose deadline passed, every tenth of the request timeout (5 to 50 ms).
+pub async fn expire_requests(gateway: Arc<Gateway>) {
+    let period = (gateway.config.request_timeout / 10)
+        .clamp(Duration::from_millis(5), Duration::from_millis(50));
+    let mut ticker = tokio::time::interval(period);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        gateway.expire();
+    }
+}
+
 /// Handles one frame from an authenticated agent; `Err` ends the connection.
 fn on_frame(gateway: &Gateway, connection: &Connection, text: &str) -> Result<(), String> {
     match decode(text) {

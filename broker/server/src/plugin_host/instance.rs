@@ -4,7 +4,8 @@
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
-    sync::{Arc, RwLock},
+    future::Future,
+    sync::{Arc, Mutex, PoisonError, RwLock},
     time::{Duration, Instant},
 };
 
@@ -18,11 +19,11 @@ use keybroker_core::{
     Error, Tenant, TenantId,
 };
 use keybroker_plugin_abi::{
-    capability, BackendBox, BackendInfo, BindKeyRequest, CreateKeyRequest, DecryptRequest,
-    EncryptRequest, ErrorKind, GenerateDataKeyRequest, HostServices, LogLevel, PluginError,
-    SignRequest, VerifyRequest,
+    capability, BackendBox, BackendInfo, BatchDone, BatchDoneBox, BatchDone_TO, BatchItem,
+    BindKeyRequest, CreateKeyRequest, DecryptRequest, EncryptRequest, ErrorKind,
+    GenerateDataKeyRequest, HostServices, LogLevel, PluginError, SignRequest, VerifyRequest,
 };
-use tokio::sync::Semaphore;
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::metrics::BackendMetrics;
@@ -193,6 +194,34 @@ impl Naming {
     }
 }
 
+/// The host's side of a batch started on a [`capability::NONBLOCKING`] plugin: hands the
+/// results to the waiting call, and holds the call's bulkhead permit until the plugin
+/// completes or drops it, however long after the caller gave up.
+struct Completion {
+    sender: Mutex<Option<oneshot::Sender<RVec<BatchItem>>>>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl BatchDone for Completion {
+    fn complete(&self, results: RVec<BatchItem>) {
+        let sender = self
+            .sender
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        let unwanted = match sender {
+            Some(sender) => sender.send(results).err(),
+            None => Some(results),
+        };
+        // Late (the call timed out) or a second completion: decrypted plaintexts go nowhere.
+        for mut item in unwanted.into_iter().flatten() {
+            if let RResult::ROk(bytes) = &mut item {
+                bytes.as_mut_slice().zeroize();
+            }
+        }
+    }
+}
+
 impl std::fmt::Debug for Instance {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Instance")
@@ -283,6 +312,49 @@ impl Instance {
         self.info
             .as_ref()
             .is_some_and(|i| i.capabilities & bit != 0)
+    }
+
+    /// Whether encryptions and decryptions are started on the async threads.
+    fn nonblocking(&self) -> bool {
+        self.has_capability(capability::NONBLOCKING)
+    }
+
+    /// A plugin answering a batch with another number of results than it was given is
+    /// broken: nothing of its answer is used (plaintexts are zeroized).
+    fn check_batch_len(
+        &self,
+        operation: &'static str,
+        expected: usize,
+        results: &RVec<BatchItem>,
+    ) -> Result<(), Error> {
+        if results.len() == expected {
+            return Ok(());
+        }
+        self.metrics
+            .count_failed_call(&self.settings.name, operation);
+        Err(Error::internal(format!(
+            "backend instance \"{}\" answered {operation} with {} results for {expected} requests",
+            self.settings.name,
+            results.len()
+        )))
+    }
+
+    /// The result of a one-request batch, with the plugin's error mapped.
+    fn only_result(
+        &self,
+        operation: &'static str,
+        mut results: RVec<BatchItem>,
+    ) -> Result<RVec<u8>, Error> {
+        self.check_batch_len(operation, 1, &results)?;
+        match results.pop() {
+            Some(RResult::ROk(bytes)) => Ok(bytes),
+            Some(RResult::RErr(error)) => {
+                self.metrics
+                    .count_failed_call(&self.settings.name, operation);
+                Err(map_plugin_error(&self.settings.name, operation, error))
+            }
+            None => Err(self.unavailable()),
+        }
     }
 
     /// Runs the plugin's health check (under the same bulkhead and deadline) and records it.
@@ -388,6 +460,79 @@ impl Instance {
         T: Send + 'static,
         F: FnOnce(&BackendBox) -> RResult<T, PluginError> + Send + 'static,
     {
+        self.dispatch(
+            operation,
+            timeout,
+            tenant,
+            move |backend, naming, permit| {
+                let task = tokio::task::spawn_blocking(move || {
+                    // The permit is released only when the plugin returns, however long it hangs.
+                    let _permit = permit;
+                    if let Some(naming) = naming {
+                        naming.tell(&backend);
+                    }
+                    f(&backend)
+                });
+                async move { task.await.map_err(|join| join.to_string()) }
+            },
+        )
+        .await
+    }
+
+    /// Starts a batch on a [`capability::NONBLOCKING`] plugin from this async thread (no
+    /// blocking thread per call) and waits for its completion, within the bulkhead and the
+    /// deadline, as [`Instance::call`].
+    async fn start_batch<F>(
+        &self,
+        operation: &'static str,
+        tenant: &Tenant,
+        start: F,
+    ) -> Result<RVec<BatchItem>, Error>
+    where
+        F: FnOnce(&BackendBox, BatchDoneBox),
+    {
+        self.dispatch(
+            operation,
+            self.settings.timeout,
+            Some(tenant),
+            move |backend, naming, permit| {
+                let (sender, receiver) = oneshot::channel();
+                let done = BatchDone_TO::from_value(
+                    Completion {
+                        sender: Mutex::new(Some(sender)),
+                        _permit: permit,
+                    },
+                    abi_stable::sabi_trait::TD_Opaque,
+                );
+                if let Some(naming) = naming {
+                    naming.tell(&backend);
+                }
+                start(&backend, done);
+                async move {
+                    receiver
+                        .await
+                        .map(RResult::ROk)
+                        .map_err(|_| "the plugin dropped the call without completing it".to_owned())
+                }
+            },
+        )
+        .await
+    }
+
+    /// The bulkhead, the deadline, error mapping and metrics around one plugin call: `run`
+    /// gets the backend, the tenant naming still due and the permit, and returns what the
+    /// plugin answered (`Err` when the call itself failed: a panic, a dropped completion).
+    async fn dispatch<T, R, Fut>(
+        &self,
+        operation: &'static str,
+        timeout: Duration,
+        tenant: Option<&Tenant>,
+        run: R,
+    ) -> Result<T, Error>
+    where
+        R: FnOnce(Arc<BackendBox>, Option<Naming>, OwnedSemaphorePermit) -> Fut,
+        Fut: Future<Output = Result<RResult<T, PluginError>, String>>,
+    {
         let backend = self.backend.clone().ok_or_else(|| self.unavailable())?;
         let naming = tenant.and_then(|tenant| self.naming(tenant));
         let name = &self.settings.name;
@@ -402,20 +547,12 @@ impl Instance {
                     ))
                 })?
                 .map_err(|_| self.unavailable())?;
-            let task = tokio::task::spawn_blocking(move || {
-                // The permit is released only when the plugin returns, however long it hangs.
-                let _permit = permit;
-                if let Some(naming) = naming {
-                    naming.tell(&backend);
-                }
-                f(&backend)
-            });
-            match tokio::time::timeout_at(deadline, task).await {
+            match tokio::time::timeout_at(deadline, run(backend, naming, permit)).await {
                 Err(_) => Err(Error::Unavailable(format!(
                     "backend instance \"{name}\" did not answer within {timeout:?}"
                 ))),
-                Ok(Err(join)) => Err(Error::internal(format!(
-                    "backend instance \"{name}\" call failed: {join}"
+                Ok(Err(failure)) => Err(Error::internal(format!(
+                    "backend instance \"{name}\" call failed: {failure}"
                 ))),
                 Ok(Ok(RResult::ROk(value))) => Ok(value),
                 Ok(Ok(RResult::RErr(error))) => Err(map_plugin_error(name, operation, error)),
@@ -689,9 +826,17 @@ impl BackendInstance for Instance {
     ) -> Result<Vec<u8>, Error> {
         // Ownership of the plaintext copy passes to the plugin, which zeroizes it.
         let request = encrypt_request(tenant, &request);
-        let result = self
-            .call("encrypt", Some(tenant), move |b| b.encrypt(request))
-            .await?;
+        let result = if self.nonblocking() {
+            let results = self
+                .start_batch("encrypt", tenant, move |b, done| {
+                    b.encrypt_batch_start(RVec::from(vec![request]), done)
+                })
+                .await?;
+            self.only_result("encrypt", results)?
+        } else {
+            self.call("encrypt", Some(tenant), move |b| b.encrypt(request))
+                .await?
+        };
         Ok(result.into_vec())
     }
 
@@ -701,9 +846,17 @@ impl BackendInstance for Instance {
         request: BackendDecrypt<'_>,
     ) -> Result<Zeroizing<Vec<u8>>, Error> {
         let request = decrypt_request(tenant, &request);
-        let result = self
-            .call("decrypt", Some(tenant), move |b| b.decrypt(request))
-            .await?;
+        let result = if self.nonblocking() {
+            let results = self
+                .start_batch("decrypt", tenant, move |b, done| {
+                    b.decrypt_batch_start(RVec::from(vec![request]), done)
+                })
+                .await?;
+            self.only_result("decrypt", results)?
+        } else {
+            self.call("decrypt", Some(tenant), move |b| b.decrypt(request))
+                .await?
+        };
         Ok(take_secret(result))
     }
 
@@ -717,11 +870,19 @@ impl BackendInstance for Instance {
             .map(|r| encrypt_request(tenant, r))
             .collect();
         let name = self.settings.name.clone();
-        let results = self
-            .call("encrypt_batch", Some(tenant), move |b| {
+        let expected = batch.len();
+        let results = if self.nonblocking() {
+            self.start_batch("encrypt_batch", tenant, move |b, done| {
+                b.encrypt_batch_start(batch, done)
+            })
+            .await?
+        } else {
+            self.call("encrypt_batch", Some(tenant), move |b| {
                 RResult::ROk(b.encrypt_batch(batch))
             })
-            .await?;
+            .await?
+        };
+        self.check_batch_len("encrypt_batch", expected, &results)?;
         let results: Vec<_> = results
             .into_iter()
             .map(|r| {
@@ -746,11 +907,19 @@ impl BackendInstance for Instance {
             .map(|r| decrypt_request(tenant, r))
             .collect();
         let name = self.settings.name.clone();
-        let results = self
-            .call("decrypt_batch", Some(tenant), move |b| {
+        let expected = batch.len();
+        let results = if self.nonblocking() {
+            self.start_batch("decrypt_batch", tenant, move |b, done| {
+                b.decrypt_batch_start(batch, done)
+            })
+            .await?
+        } else {
+            self.call("decrypt_batch", Some(tenant), move |b| {
                 RResult::ROk(b.decrypt_batch(batch))
             })
-            .await?;
+            .await?
+        };
+        self.check_batch_len("decrypt_batch", expected, &results)?;
         let results: Vec<_> = results
             .into_iter()
             .map(|r| {
@@ -770,7 +939,9 @@ impl BackendInstance for Instance {
 mod tests {
     use std::sync::Mutex;
 
-    use keybroker_plugin_abi::{into_ffi, not_supported, Backend, HostServices_TO, KeyHandle};
+    use keybroker_plugin_abi::{
+        into_ffi, not_supported, Backend, BatchCompletion, HostServices_TO, KeyHandle,
+    };
 
     use super::*;
 
@@ -962,6 +1133,191 @@ mod tests {
             unavailable_message(&instance),
             "backend instance \"acme-agent\" is unavailable"
         );
+    }
+
+    /// Batches a [`Deferred`] plugin has started and not completed: the requests' plaintexts
+    /// (or ciphertexts) and the completion.
+    type Held = Arc<Mutex<Vec<(Vec<Vec<u8>>, BatchCompletion)>>>;
+
+    /// A `NONBLOCKING` plugin that holds every batch it is given until the test completes
+    /// it, recording the thread each start ran on.
+    struct Deferred {
+        held: Held,
+        threads: Arc<Mutex<Vec<std::thread::ThreadId>>>,
+    }
+
+    impl Deferred {
+        fn hold(&self, items: Vec<Vec<u8>>, done: BatchCompletion) {
+            self.threads
+                .lock()
+                .unwrap()
+                .push(std::thread::current().id());
+            self.held.lock().unwrap().push((items, done));
+        }
+    }
+
+    impl Backend for Deferred {
+        fn info(&self) -> BackendInfo {
+            BackendInfo {
+                name: "deferred".into(),
+                version: "1".into(),
+                capabilities: capability::DIRECT | capability::NONBLOCKING,
+                max_payload: 1024,
+            }
+        }
+        fn create_key(&self, _: CreateKeyRequest) -> Result<KeyHandle, PluginError> {
+            Err(not_supported("keys"))
+        }
+        fn encrypt(&self, _: EncryptRequest) -> Result<Vec<u8>, PluginError> {
+            Err(PluginError::internal("the host must start batches instead"))
+        }
+        fn decrypt(&self, _: DecryptRequest) -> Result<Vec<u8>, PluginError> {
+            Err(PluginError::internal("the host must start batches instead"))
+        }
+        fn health(&self) -> Result<(), PluginError> {
+            Ok(())
+        }
+        fn encrypt_batch_start(&self, requests: Vec<EncryptRequest>, done: BatchCompletion) {
+            let items = requests.into_iter().map(|r| r.plaintext.into_vec());
+            self.hold(items.collect(), done);
+        }
+        fn decrypt_batch_start(&self, requests: Vec<DecryptRequest>, done: BatchCompletion) {
+            let items = requests.into_iter().map(|r| r.ciphertext.into_vec());
+            self.hold(items.collect(), done);
+        }
+    }
+
+    /// A loaded `Deferred` instance with a 300 ms deadline and 2 permits.
+    fn deferred() -> (Arc<Instance>, Held, Arc<Mutex<Vec<std::thread::ThreadId>>>) {
+        let settings = InstanceSettings {
+            timeout: Duration::from_millis(300),
+            concurrency: 2,
+            ..settings()
+        };
+        let (_, cache, availability) = Instance::prepare(&settings, Duration::from_secs(60), 16);
+        let held = Held::default();
+        let threads = Arc::default();
+        let backend = into_ffi(Deferred {
+            held: held.clone(),
+            threads: Arc::clone(&threads),
+        });
+        let info = backend.info().unwrap();
+        let instance = Instance::loaded(
+            settings,
+            backend,
+            info,
+            cache,
+            availability,
+            Arc::new(BackendMetrics::default()),
+        );
+        (Arc::new(instance), held, threads)
+    }
+
+    /// Waits until the plugin holds `count` batches, then takes them.
+    async fn take_held(held: &Held, count: usize) -> Vec<(Vec<Vec<u8>>, BatchCompletion)> {
+        for _ in 0..200 {
+            if held.lock().unwrap().len() >= count {
+                return held.lock().unwrap().drain(..).collect();
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        panic!("the plugin was not given {count} batches");
+    }
+
+    #[tokio::test]
+    async fn a_nonblocking_plugin_is_started_on_the_async_thread_and_completes_from_its_own() {
+        let (instance, held, threads) = deferred();
+        let acme = tenant("acme");
+        let call = tokio::spawn({
+            let instance = instance.clone();
+            let acme = acme.clone();
+            async move {
+                let requests = vec![encrypt("ref"), encrypt("ref")];
+                instance.encrypt_batch(&acme, requests).await
+            }
+        });
+        let mut batches = take_held(&held, 1).await;
+        let (items, done) = batches.pop().unwrap();
+        assert_eq!(items, vec![b"data".to_vec(), b"data".to_vec()]);
+        // Completed from a thread of the plugin's own, as a gateway's reader would.
+        std::thread::spawn(move || {
+            done.complete(vec![
+                Ok(b"one".to_vec()),
+                Err(PluginError::invalid_ciphertext("bad")),
+            ])
+        })
+        .join()
+        .unwrap();
+        let results = call.await.unwrap().unwrap();
+        assert_eq!(results[0].as_ref().unwrap(), b"one");
+        assert!(matches!(&results[1], Err(Error::InvalidRequest(m)) if m == "bad"));
+        // The single-request form goes through the same entry; no blocking thread ran it.
+        let single = tokio::spawn({
+            let instance = instance.clone();
+            async move { instance.encrypt(&acme, encrypt("ref")).await }
+        });
+        let (_, done) = take_held(&held, 1).await.pop().unwrap();
+        done.complete(vec![Err(PluginError::unavailable("no agent"))]);
+        assert!(matches!(
+            single.await.unwrap(),
+            Err(Error::Unavailable(m)) if m.ends_with("is unavailable: no agent")
+        ));
+        let test_thread = std::thread::current().id();
+        assert!(threads.lock().unwrap().iter().all(|t| *t == test_thread));
+    }
+
+    #[tokio::test]
+    async fn a_started_call_holds_its_permit_until_the_plugin_completes_or_drops_it() {
+        let (instance, held, _) = deferred();
+        let acme = tenant("acme");
+        let decrypt = |instance: Arc<Instance>, acme: Tenant| async move {
+            let request = BackendDecrypt {
+                reference: "ref",
+                ciphertext: b"sealed",
+                aad: b"",
+            };
+            instance.decrypt(&acme, request).await
+        };
+        // Two calls the plugin never answers: each gives up at the deadline...
+        let (first, second) = tokio::join!(
+            decrypt(instance.clone(), acme.clone()),
+            decrypt(instance.clone(), acme.clone())
+        );
+        for result in [first, second] {
+            assert!(
+                matches!(&result, Err(Error::Unavailable(m)) if m.contains("did not answer")),
+                "{result:?}"
+            );
+        }
+        // ...but their permits stay taken while the plugin holds them: the bulkhead is full.
+        let saturated = decrypt(instance.clone(), acme.clone()).await;
+        assert!(
+            matches!(&saturated, Err(Error::Unavailable(m)) if m.contains("saturated")),
+            "{saturated:?}"
+        );
+        // A late completion goes nowhere (its plaintext is zeroized) and frees its permit; a
+        // dropped one frees the other.
+        let mut late = take_held(&held, 2).await;
+        late.pop()
+            .unwrap()
+            .1
+            .complete(vec![Ok(b"plaintext".to_vec())]);
+        drop(late);
+        let call = tokio::spawn(decrypt(instance.clone(), acme.clone()));
+        let (_, done) = take_held(&held, 1).await.pop().unwrap();
+        drop(done);
+        assert!(matches!(
+            call.await.unwrap(),
+            Err(Error::Internal { context: m, .. }) if m.contains("dropped the call")
+        ));
+        // A completion with the wrong number of results is refused whole.
+        let call = tokio::spawn(decrypt(instance.clone(), acme.clone()));
+        let (_, done) = take_held(&held, 1).await.pop().unwrap();
+        done.complete(vec![Ok(b"a".to_vec()), Ok(b"b".to_vec())]);
+        assert!(matches!(
+            call.await.unwrap(),
+            Err(Error::Internal { context: m, .. }) if m.contains("2 results for 1 requests")
+        ));
     }
 
     fn unavailable_message(instance: &Instance) -> String {
