@@ -25,7 +25,10 @@
 //! - **Requests** go to the least busy agent serving the tenant, multiplexed by id, each with
 //!   a deadline (`request_timeout_ms`, default 250). If that agent's connection is lost
 //!   before it answers, the request goes to another agent serving the tenant. A late reply is
-//!   dropped (logged and counted in the status).
+//!   dropped (logged and counted in the status). The plugin reports `NONBLOCKING`: the host
+//!   starts encryptions and decryptions without waiting, and the connection's reader
+//!   completes them with the agent's reply (an expiry task, every tenth of the request
+//!   timeout, fails those past their deadline).
 //! - **Liveness**: heartbeats both ways every `heartbeat_interval_ms` (default 5000); a
 //!   connection silent for three intervals is dropped. When the last agent is gone the plugin
 //!   reports the instance unavailable ("customer key unavailable: no agent connected"): with
