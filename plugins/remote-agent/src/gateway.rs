@@ -304,28 +304,27 @@ impl Gateway {
     /// every data key that came from it.
     pub fn unregister(&self, connection: &Arc<Connection>, why: &str) {
         let lost = connection.close();
-        let (none_left, orphaned) = {
+        let removed = {
             let mut connections = self
                 .connections
                 .write()
                 .unwrap_or_else(PoisonError::into_inner);
-            let before = connections.len();
             let orphaned = Self::only_served_by(&connections, connection);
+            let before = connections.len();
             connections.retain(|c| !Arc::ptr_eq(c, connection));
-            if before == connections.len() {
-                return;
-            }
-            (connections.is_empty(), orphaned)
+            (before != connections.len()).then_some((connections.is_empty(), orphaned))
         };
-        self.log(
-            LogLevel::WARN,
-            &format!("agent {:?} disconnected: {why}", connection.agent_id),
-        );
-        if none_left {
-            self.host.set_instance_available(false, NO_AGENT.into());
-        } else {
-            // Other tenants keep their agents: only the keys of tenants left without one go.
-            self.report_tenants(&orphaned, false, NO_AGENT);
+        if let Some((none_left, orphaned)) = removed {
+            self.log(
+                LogLevel::WARN,
+                &format!("agent {:?} disconnected: {why}", connection.agent_id),
+            );
+            if none_left {
+                self.host.set_instance_available(false, NO_AGENT.into());
+            } else {
+                // Other tenants keep their agents: only the keys of tenants left without one go.
+                self.report_tenants(&orphaned, false, NO_AGENT);
+            }
         }
         // What was in flight goes to another agent serving the tenant, or fails.
         for pending in lost {
