@@ -498,3 +498,146 @@ impl Gateway {
         ))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc::{channel, Receiver};
+
+    use keybroker_agent_protocol::{
+        decode,
+        xks::{GetKeyMetadataRequest, RequestMetadata, XksErrorName},
+        XksError,
+    };
+    use keybroker_plugin_abi::ErrorKind;
+    use keybroker_plugin_conformance::RecordingHost;
+
+    use super::*;
+
+    /// A gateway accepting agents for tenant `acme`, with a request timeout of `timeout_ms`.
+    fn gateway(timeout_ms: u64) -> Gateway {
+        let config = Config::parse(
+            &json!({
+                "listen": "127.0.0.1:0",
+                "tls_cert_file": "unused.crt",
+                "tls_key_file": "unused.key",
+                "agents": [
+                    { "id": "dc1", "pin": "1".repeat(64), "tenants": ["acme"] },
+                    { "id": "dc2", "pin": "2".repeat(64), "tenants": ["acme"] },
+                ],
+                "request_timeout_ms": timeout_ms,
+            })
+            .to_string(),
+        )
+        .unwrap();
+        Gateway::new(config, RecordingHost::boxed())
+    }
+
+    /// A registered connection for agent `id`, and its outbound queue (what the writer task
+    /// would send).
+    fn connect(gateway: &Gateway, id: &str) -> (Arc<Connection>, mpsc::Receiver<Message>) {
+        let (outbound, queued) = mpsc::channel(16);
+        let connection = Arc::new(Connection::new(
+            id.to_owned(),
+            vec!["acme".to_owned()],
+            "test".to_owned(),
+            outbound,
+        ));
+        gateway.register(connection.clone());
+        (connection, queued)
+    }
+
+    fn start(gateway: &Gateway) -> Receiver<Result<Reply, PluginError>> {
+        let (sender, receiver) = channel();
+        let operation = Operation::GetKeyMetadata(GetKeyMetadataRequest {
+            request_metadata: RequestMetadata::keybroker("test", "CreateKey", "kb-1", "acme"),
+        });
+        gateway.start(
+            "acme".to_owned(),
+            "data".to_owned(),
+            operation,
+            Box::new(move |outcome| sender.send(outcome).unwrap()),
+        );
+        receiver
+    }
+
+    /// The id of the request frame queued next.
+    fn queued_id(queued: &mut mpsc::Receiver<Message>) -> u64 {
+        let Ok(Message::Text(text)) = queued.try_recv() else {
+            panic!("no request frame queued");
+        };
+        match decode(text.as_str()).unwrap() {
+            Frame::Request(request) => request.id,
+            other => panic!("not a request: {other:?}"),
+        }
+    }
+
+    fn not_found() -> Reply {
+        Reply::Error(XksError::new(XksErrorName::KeyNotFoundException))
+    }
+
+    fn unavailable_reason(outcome: Result<Reply, PluginError>) -> String {
+        match outcome {
+            Err(error) if error.kind == ErrorKind::UNAVAILABLE => error.message.into_string(),
+            other => panic!("expected unavailable, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_reply_completes_its_own_request_once() {
+        let gateway = gateway(250);
+        let (connection, mut queued) = connect(&gateway, "dc1");
+        let first = start(&gateway);
+        let second = start(&gateway);
+        let (first_id, second_id) = (queued_id(&mut queued), queued_id(&mut queued));
+        assert!(first.try_recv().is_err(), "answered before the reply");
+        assert!(connection.complete(second_id, not_found()));
+        assert!(matches!(second.try_recv(), Ok(Ok(Reply::Error(_)))));
+        assert!(first.try_recv().is_err(), "another request's reply");
+        assert!(
+            !connection.complete(second_id, not_found()),
+            "answered twice"
+        );
+        assert!(!connection.complete(9999, not_found()), "an unknown id");
+        assert!(connection.complete(first_id, not_found()));
+        assert!(matches!(first.try_recv(), Ok(Ok(Reply::Error(_)))));
+    }
+
+    #[test]
+    fn a_request_past_its_deadline_fails_and_its_late_reply_is_dropped() {
+        let gateway = gateway(20);
+        let (connection, mut queued) = connect(&gateway, "dc1");
+        let outcome = start(&gateway);
+        let id = queued_id(&mut queued);
+        gateway.expire();
+        assert!(outcome.try_recv().is_err(), "expired before its deadline");
+        std::thread::sleep(Duration::from_millis(30));
+        gateway.expire();
+        assert!(unavailable_reason(outcome.try_recv().unwrap()).contains("within 20 ms"));
+        assert!(
+            !connection.complete(id, not_found()),
+            "a late reply is applied"
+        );
+    }
+
+    #[test]
+    fn a_lost_connections_requests_go_to_another_agent_or_fail() {
+        let gateway = gateway(250);
+        let (dc1, mut dc1_queued) = connect(&gateway, "dc1");
+        let (dc2, mut dc2_queued) = connect(&gateway, "dc2");
+        // Least busy first: one request on each.
+        let on_dc1 = start(&gateway);
+        let on_dc2 = start(&gateway);
+        let (_, dc2_id) = (queued_id(&mut dc1_queued), queued_id(&mut dc2_queued));
+        gateway.unregister(&dc1, "test");
+        // dc1's request was sent again, on dc2, and is answered there.
+        let resent = queued_id(&mut dc2_queued);
+        assert!(on_dc1.try_recv().is_err());
+        assert!(dc2.complete(resent, not_found()));
+        assert!(matches!(on_dc1.try_recv(), Ok(Ok(Reply::Error(_)))));
+        // With no agent left, what was in flight fails, and new requests fail at once.
+        gateway.unregister(&dc2, "test");
+        assert!(unavailable_reason(on_dc2.try_recv().unwrap()).contains("was lost"));
+        assert!(!dc2.complete(dc2_id, not_found()));
+        assert!(unavailable_reason(start(&gateway).try_recv().unwrap()).contains(NO_AGENT));
+    }
+}
