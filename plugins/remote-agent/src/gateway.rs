@@ -44,7 +44,7 @@ pub type OnReply = Box<dyn FnOnce(Result<Reply, PluginError>) + Send>;
 
 /// A request in flight on a connection, kept whole so that it can be sent to another agent
 /// if the connection is lost before the reply.
-pub struct Pending {
+struct Pending {
     tenant: String,
     key: String,
     operation: Operation,

@@ -214,10 +214,17 @@ impl BatchDone for Completion {
             None => Some(results),
         };
         // Late (the call timed out) or a second completion: decrypted plaintexts go nowhere.
-        for mut item in unwanted.into_iter().flatten() {
-            if let RResult::ROk(bytes) = &mut item {
-                bytes.as_mut_slice().zeroize();
-            }
+        if let Some(mut unwanted) = unwanted {
+            zeroize_results(&mut unwanted);
+        }
+    }
+}
+
+/// Zeroizes the bytes of a batch answer that will not be used (they may be plaintexts).
+fn zeroize_results(results: &mut RVec<BatchItem>) {
+    for item in results.iter_mut() {
+        if let RResult::ROk(bytes) = item {
+            bytes.as_mut_slice().zeroize();
         }
     }
 }
@@ -325,11 +332,12 @@ impl Instance {
         &self,
         operation: &'static str,
         expected: usize,
-        results: &RVec<BatchItem>,
+        results: &mut RVec<BatchItem>,
     ) -> Result<(), Error> {
         if results.len() == expected {
             return Ok(());
         }
+        zeroize_results(results);
         self.metrics
             .count_failed_call(&self.settings.name, operation);
         Err(Error::internal(format!(
@@ -345,7 +353,7 @@ impl Instance {
         operation: &'static str,
         mut results: RVec<BatchItem>,
     ) -> Result<RVec<u8>, Error> {
-        self.check_batch_len(operation, 1, &results)?;
+        self.check_batch_len(operation, 1, &mut results)?;
         match results.pop() {
             Some(RResult::ROk(bytes)) => Ok(bytes),
             Some(RResult::RErr(error)) => {
@@ -871,7 +879,7 @@ impl BackendInstance for Instance {
             .collect();
         let name = self.settings.name.clone();
         let expected = batch.len();
-        let results = if self.nonblocking() {
+        let mut results = if self.nonblocking() {
             self.start_batch("encrypt_batch", tenant, move |b, done| {
                 b.encrypt_batch_start(batch, done)
             })
@@ -882,7 +890,7 @@ impl BackendInstance for Instance {
             })
             .await?
         };
-        self.check_batch_len("encrypt_batch", expected, &results)?;
+        self.check_batch_len("encrypt_batch", expected, &mut results)?;
         let results: Vec<_> = results
             .into_iter()
             .map(|r| {
@@ -908,7 +916,7 @@ impl BackendInstance for Instance {
             .collect();
         let name = self.settings.name.clone();
         let expected = batch.len();
-        let results = if self.nonblocking() {
+        let mut results = if self.nonblocking() {
             self.start_batch("decrypt_batch", tenant, move |b, done| {
                 b.decrypt_batch_start(batch, done)
             })
@@ -919,7 +927,7 @@ impl BackendInstance for Instance {
             })
             .await?
         };
-        self.check_batch_len("decrypt_batch", expected, &results)?;
+        self.check_batch_len("decrypt_batch", expected, &mut results)?;
         let results: Vec<_> = results
             .into_iter()
             .map(|r| {
