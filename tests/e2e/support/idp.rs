@@ -87,15 +87,41 @@ impl Idp {
     }
 
     /// Starts the process on `self.port` (0 at first: the provider picks a free port and
-    /// names it in its `ready` line, so no port is raced for).
+    /// names it in its `ready` line, so no port is raced for). A provider that does not get
+    /// ready in time (seen once in CI, after its import and before `ready`, cause unknown)
+    /// is asked for Node's diagnostic report, stopped and started once more; a second
+    /// failure fails the test with both outputs and the reports' stacks.
     fn spawn(&mut self) {
+        let first = match self.try_spawn() {
+            Ok(issuer) => return self.ready(issuer),
+            Err(failure) => failure,
+        };
+        self.stop();
+        self.output.lock().unwrap().clear();
+        match self.try_spawn() {
+            Ok(issuer) => self.ready(issuer),
+            Err(second) => panic!(
+                "the OpenID provider did not print `ready` within {READY_TIMEOUT:?}, twice:\n\
+                 first attempt:\n{first}\nsecond attempt:\n{second}"
+            ),
+        }
+    }
+
+    /// One start; `Err` with the provider's output and report when it is not ready in time.
+    fn try_spawn(&mut self) -> Result<String, String> {
         let idp_dir = repo_root().join("tests/idp");
         assert!(
             idp_dir.join("node_modules/oidc-provider").exists(),
             "{}/node_modules is missing: tests/run installs it (cd tests/idp && npm ci)",
             idp_dir.display()
         );
+        let reports = self.state_dir.join("reports");
+        let _ = std::fs::remove_dir_all(&reports);
+        std::fs::create_dir_all(&reports).unwrap();
         let mut child = Command::new("node")
+            .arg("--report-on-signal")
+            .arg("--report-directory")
+            .arg(&reports)
             .arg(idp_dir.join("server.mjs"))
             .arg("--port")
             .arg(self.port.to_string())
@@ -129,13 +155,23 @@ impl Idp {
                 push_line(&output, &line);
             }
         });
+        let pid = child.id();
         self.child = Some(child);
-        let issuer = ready.recv_timeout(READY_TIMEOUT).unwrap_or_else(|_| {
-            panic!(
-                "the OpenID provider did not print `ready` within {READY_TIMEOUT:?}:\n{}",
-                self.output()
+        ready.recv_timeout(READY_TIMEOUT).map_err(|_| {
+            let exited = self
+                .child
+                .as_mut()
+                .and_then(|child| child.try_wait().ok().flatten());
+            format!(
+                "exit status: {exited:?}\noutput:\n{}\n{}",
+                self.output(),
+                diagnostic_report(pid, &reports)
             )
-        });
+        })
+    }
+
+    /// Records the issuer and port of a provider that printed `ready <issuer>`.
+    fn ready(&mut self, issuer: String) {
         let port = issuer
             .rsplit_once(':')
             .and_then(|(_, port)| port.parse().ok())
@@ -291,6 +327,40 @@ fn kids(value: &Value) -> Vec<String> {
             kid.as_str().unwrap().to_owned()
         })
         .collect()
+}
+
+/// Node's diagnostic report of a provider that did not get ready (SIGUSR2 with
+/// `--report-on-signal`): its JavaScript and native stacks and event loop handles, or why
+/// there is none (never its environment variables).
+fn diagnostic_report(pid: u32, reports: &Path) -> String {
+    let signalled = Command::new("kill")
+        .args(["-USR2", &pid.to_string()])
+        .status()
+        .is_ok_and(|status| status.success());
+    if !signalled {
+        return "no diagnostic report: the process could not be signalled".to_owned();
+    }
+    for _ in 0..50 {
+        std::thread::sleep(Duration::from_millis(100));
+        let report = std::fs::read_dir(reports)
+            .ok()
+            .and_then(|mut entries| entries.next())
+            .and_then(|entry| entry.ok())
+            .and_then(|entry| std::fs::read_to_string(entry.path()).ok())
+            .and_then(|text| serde_json::from_str::<Value>(&text).ok());
+        if let Some(report) = report {
+            let native: Vec<&Value> = report["nativeStack"]
+                .as_array()
+                .map(|frames| frames.iter().take(30).collect())
+                .unwrap_or_default();
+            return format!(
+                "diagnostic report: javascriptStack {:#}\nnativeStack {native:#?}\nlibuv handles \
+                 {:#}",
+                report["javascriptStack"], report["libuv"]
+            );
+        }
+    }
+    "no diagnostic report within 5 s".to_owned()
 }
 
 fn push_line(output: &Mutex<String>, line: &str) {
