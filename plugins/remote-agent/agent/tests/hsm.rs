@@ -157,6 +157,18 @@ fn an_hsm_key_serves_xks_encrypt_and_decrypt_like_a_software_key() {
     let token = Token::new();
     for backend_key in ["label:acme-kek", "id:a1b2"] {
         let service = token.service(backend_key).unwrap();
+        // Its requests are answered off the connection's thread (a token may be slow).
+        let request = |key_id: &str| Request {
+            id: 1,
+            tenant: "acme".into(),
+            key_id: key_id.into(),
+            deadline_ms: 5_000,
+            operation: Operation::GetKeyMetadata(GetKeyMetadataRequest {
+                request_metadata: metadata(),
+            }),
+        };
+        assert!(service.may_block(&request("data")));
+        assert!(!service.may_block(&request("unknown")));
 
         let encrypted = encrypt(&service, PLAINTEXT, Some(AAD));
         assert_eq!(encrypted.initialization_vector.len(), 12);

@@ -189,6 +189,13 @@ impl Service {
         self.counters.snapshot()
     }
 
+    /// Whether answering `request` may block: it names a key held in the HSM (a PKCS#11
+    /// call, as slow as the token is). The transport answers those off the connection's
+    /// thread, so that a slow token delays neither other requests nor heartbeats.
+    pub fn may_block(&self, request: &Request) -> bool {
+        matches!(self.keys.get(&request.key_id), Some(StoredKey::Hsm(_)))
+    }
+
     /// Answers `request`, which the transport received at `received`. Never fails: every
     /// refusal is an XKS error in the response, with the request's id.
     pub fn handle(&self, request: &Request, received: Instant) -> Response {

@@ -496,6 +496,8 @@ fn expired_deadline_is_answered_with_dependency_timeout() {
         deadline_ms: 250,
         operation: encrypt_body("acme", PLAINTEXT, None),
     };
+    // A software key is answered inline (only HSM keys may block).
+    assert!(!harness.service.may_block(&request));
     let received = harness.clock.now();
     harness.clock.advance(Duration::from_millis(249));
     assert!(matches!(

@@ -1,21 +1,24 @@
 //! One connection after TLS: the handshake (hello → challenge → proof → welcome), then
 //! serving requests and exchanging heartbeats until the connection ends.
 //!
-//! Requests are answered inline in the reader (the cryptography takes microseconds); the
+//! Requests on software keys are answered inline in the reader (the cryptography takes
+//! microseconds); requests on HSM keys on blocking threads (at most 16 at once per
+//! connection), so that a slow token holds up neither other requests nor heartbeats. The
 //! answers go to one writer task through a bounded queue, which feeds every queued message
 //! to the socket and flushes once the queue is empty, so a burst of answers costs one
 //! flush, and a slow broker slows the reader down rather than growing the queue.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt as _, StreamExt as _};
 use keybroker_agent_protocol::xks::XksErrorName;
 use keybroker_agent_protocol::{
-    decode, encode, random_nonce, AgentIdentity, Frame, Heartbeat, Reply, Response, Welcome,
-    XksError,
+    decode, encode, random_nonce, AgentIdentity, Frame, Heartbeat, Reply, Request, Response,
+    Welcome, XksError,
 };
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::time::MissedTickBehavior;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -116,7 +119,7 @@ async fn next_frame(
 /// (`Ok`, after a normal close).
 pub(super) async fn serve(
     websocket: BrokerStream,
-    service: &Service,
+    service: &Arc<Service>,
     interval: Duration,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<(), ConnectionError> {
@@ -181,7 +184,7 @@ async fn write_queued(
 async fn read_loop(
     stream: &mut SplitStream<BrokerStream>,
     outgoing: &mpsc::Sender<Message>,
-    service: &Service,
+    service: &Arc<Service>,
     interval: Duration,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<(), ConnectionError> {
@@ -192,6 +195,7 @@ async fn read_loop(
     let mut next_seq: u64 = 0;
     let liveness = tokio::time::sleep_until(last_heard + silence_limit);
     tokio::pin!(liveness);
+    let blocking_slots = Arc::new(Semaphore::new(MAX_BLOCKING_REQUESTS));
     loop {
         tokio::select! {
             message = stream.next() => {
@@ -200,11 +204,13 @@ async fn read_loop(
                 match message {
                     None => return Err(ConnectionError::ClosedByBroker(None)),
                     Some(Err(error)) => return Err(ConnectionError::WebSocket(Box::new(error))),
-                    Some(Ok(Message::Text(text))) => {
-                        if let Some(reply) = answer(&text, received, service)? {
-                            send(outgoing, reply).await?;
+                    Some(Ok(Message::Text(text))) => match answer(&text, received, service)? {
+                        Answer::Now(reply) => send(outgoing, reply).await?,
+                        Answer::Nothing => {}
+                        Answer::Blocking(request) => {
+                            answer_off_thread(request, received, service, outgoing, &blocking_slots);
                         }
-                    }
+                    },
                     Some(Ok(Message::Binary(_))) => return Err(binary_message()),
                     Some(Ok(Message::Close(frame))) => return Err(closed_by_broker(frame)),
                     Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
@@ -226,24 +232,58 @@ async fn read_loop(
     }
 }
 
-/// What to send back for one text message, if anything; `Err` for a protocol violation.
-fn answer(
-    text: &str,
-    received: Instant,
-    service: &Service,
-) -> Result<Option<Frame>, ConnectionError> {
+/// HSM requests answered at once on one connection, each on a blocking thread; more wait
+/// for a slot (the HSM's own session pool bounds them further).
+const MAX_BLOCKING_REQUESTS: usize = 16;
+
+/// What to do about one text message.
+enum Answer {
+    /// Send this frame back.
+    Now(Frame),
+    /// Nothing to send (a heartbeat acknowledgement).
+    Nothing,
+    /// A request whose answer may block (an HSM key): answered off the connection's thread.
+    Blocking(Request),
+}
+
+/// What to do about one text message; `Err` for a protocol violation.
+fn answer(text: &str, received: Instant, service: &Service) -> Result<Answer, ConnectionError> {
     match decode(text) {
-        Ok(Frame::Request(request)) => {
-            Ok(Some(Frame::Response(service.handle(&request, received))))
-        }
-        Ok(Frame::Heartbeat(heartbeat)) => Ok(Some(Frame::HeartbeatAck(heartbeat))),
-        Ok(Frame::HeartbeatAck(_)) => Ok(None),
+        Ok(Frame::Request(request)) if service.may_block(&request) => Ok(Answer::Blocking(request)),
+        Ok(Frame::Request(request)) => Ok(Answer::Now(Frame::Response(
+            service.handle(&request, received),
+        ))),
+        Ok(Frame::Heartbeat(heartbeat)) => Ok(Answer::Now(Frame::HeartbeatAck(heartbeat))),
+        Ok(Frame::HeartbeatAck(_)) => Ok(Answer::Nothing),
         Ok(other) => Err(unexpected(&other, "request or heartbeat")),
         Err(error) => match service.handle_undecodable(text) {
-            Some(response) => Ok(Some(Frame::Response(response))),
+            Some(response) => Ok(Answer::Now(Frame::Response(response))),
             None => Err(ConnectionError::Protocol(error.to_string())),
         },
     }
+}
+
+/// Answers `request` on a blocking thread once a slot is free, and queues the response; the
+/// connection keeps reading, answering and sending heartbeats meanwhile. A response for a
+/// connection that has ended goes nowhere.
+fn answer_off_thread(
+    request: Request,
+    received: Instant,
+    service: &Arc<Service>,
+    outgoing: &mpsc::Sender<Message>,
+    slots: &Arc<Semaphore>,
+) {
+    let (service, outgoing, slots) = (service.clone(), outgoing.clone(), slots.clone());
+    tokio::spawn(async move {
+        let Ok(_slot) = slots.acquire_owned().await else {
+            return;
+        };
+        let answered =
+            tokio::task::spawn_blocking(move || service.handle(&request, received)).await;
+        if let Ok(response) = answered {
+            let _ = send(&outgoing, Frame::Response(response)).await;
+        }
+    });
 }
 
 /// Encodes `frame` and queues it for the writer.
