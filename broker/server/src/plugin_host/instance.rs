@@ -347,24 +347,6 @@ impl Instance {
         )))
     }
 
-    /// The result of a one-request batch, with the plugin's error mapped.
-    fn only_result(
-        &self,
-        operation: &'static str,
-        mut results: RVec<BatchItem>,
-    ) -> Result<RVec<u8>, Error> {
-        self.check_batch_len(operation, 1, &mut results)?;
-        match results.pop() {
-            Some(RResult::ROk(bytes)) => Ok(bytes),
-            Some(RResult::RErr(error)) => {
-                self.metrics
-                    .count_failed_call(&self.settings.name, operation);
-                Err(map_plugin_error(&self.settings.name, operation, error))
-            }
-            None => Err(self.unavailable()),
-        }
-    }
-
     /// Runs the plugin's health check (under the same bulkhead and deadline) and records it.
     pub async fn check_health(&self) {
         if self.backend.is_none() {
@@ -525,6 +507,62 @@ impl Instance {
             },
         )
         .await
+    }
+
+    /// One encryption or decryption: started as a one-request batch on a
+    /// [`capability::NONBLOCKING`] plugin, a blocking call on others.
+    async fn single<R: Send + 'static>(
+        &self,
+        operation: &'static str,
+        tenant: &Tenant,
+        request: R,
+        start: fn(&BackendBox, RVec<R>, BatchDoneBox),
+        blocking: fn(&BackendBox, R) -> RResult<RVec<u8>, PluginError>,
+    ) -> Result<RVec<u8>, Error> {
+        if !self.nonblocking() {
+            return self
+                .call(operation, Some(tenant), move |b| blocking(b, request))
+                .await;
+        }
+        let mut results = self
+            .start_batch(operation, tenant, move |b, done| {
+                start(b, RVec::from(vec![request]), done)
+            })
+            .await?;
+        self.check_batch_len(operation, 1, &mut results)?;
+        match results.pop() {
+            Some(RResult::ROk(bytes)) => Ok(bytes),
+            Some(RResult::RErr(error)) => {
+                self.metrics
+                    .count_failed_call(&self.settings.name, operation);
+                Err(map_plugin_error(&self.settings.name, operation, error))
+            }
+            None => Err(self.unavailable()),
+        }
+    }
+
+    /// A batch of encryptions or decryptions, started on a [`capability::NONBLOCKING`]
+    /// plugin, a blocking call on others; one result per request or an error.
+    async fn batch<R: Send + 'static>(
+        &self,
+        operation: &'static str,
+        tenant: &Tenant,
+        batch: RVec<R>,
+        start: fn(&BackendBox, RVec<R>, BatchDoneBox),
+        blocking: fn(&BackendBox, RVec<R>) -> RVec<BatchItem>,
+    ) -> Result<RVec<BatchItem>, Error> {
+        let expected = batch.len();
+        let mut results = if self.nonblocking() {
+            self.start_batch(operation, tenant, move |b, done| start(b, batch, done))
+                .await?
+        } else {
+            self.call(operation, Some(tenant), move |b| {
+                RResult::ROk(blocking(b, batch))
+            })
+            .await?
+        };
+        self.check_batch_len(operation, expected, &mut results)?;
+        Ok(results)
     }
 
     /// The bulkhead, the deadline, error mapping and metrics around one plugin call: `run`
@@ -834,17 +872,15 @@ impl BackendInstance for Instance {
     ) -> Result<Vec<u8>, Error> {
         // Ownership of the plaintext copy passes to the plugin, which zeroizes it.
         let request = encrypt_request(tenant, &request);
-        let result = if self.nonblocking() {
-            let results = self
-                .start_batch("encrypt", tenant, move |b, done| {
-                    b.encrypt_batch_start(RVec::from(vec![request]), done)
-                })
-                .await?;
-            self.only_result("encrypt", results)?
-        } else {
-            self.call("encrypt", Some(tenant), move |b| b.encrypt(request))
-                .await?
-        };
+        let result = self
+            .single(
+                "encrypt",
+                tenant,
+                request,
+                |b, batch, done| b.encrypt_batch_start(batch, done),
+                |b, request| b.encrypt(request),
+            )
+            .await?;
         Ok(result.into_vec())
     }
 
@@ -854,17 +890,15 @@ impl BackendInstance for Instance {
         request: BackendDecrypt<'_>,
     ) -> Result<Zeroizing<Vec<u8>>, Error> {
         let request = decrypt_request(tenant, &request);
-        let result = if self.nonblocking() {
-            let results = self
-                .start_batch("decrypt", tenant, move |b, done| {
-                    b.decrypt_batch_start(RVec::from(vec![request]), done)
-                })
-                .await?;
-            self.only_result("decrypt", results)?
-        } else {
-            self.call("decrypt", Some(tenant), move |b| b.decrypt(request))
-                .await?
-        };
+        let result = self
+            .single(
+                "decrypt",
+                tenant,
+                request,
+                |b, batch, done| b.decrypt_batch_start(batch, done),
+                |b, request| b.decrypt(request),
+            )
+            .await?;
         Ok(take_secret(result))
     }
 
@@ -878,19 +912,15 @@ impl BackendInstance for Instance {
             .map(|r| encrypt_request(tenant, r))
             .collect();
         let name = self.settings.name.clone();
-        let expected = batch.len();
-        let mut results = if self.nonblocking() {
-            self.start_batch("encrypt_batch", tenant, move |b, done| {
-                b.encrypt_batch_start(batch, done)
-            })
-            .await?
-        } else {
-            self.call("encrypt_batch", Some(tenant), move |b| {
-                RResult::ROk(b.encrypt_batch(batch))
-            })
-            .await?
-        };
-        self.check_batch_len("encrypt_batch", expected, &mut results)?;
+        let results = self
+            .batch(
+                "encrypt_batch",
+                tenant,
+                batch,
+                |b, batch, done| b.encrypt_batch_start(batch, done),
+                |b, batch| b.encrypt_batch(batch),
+            )
+            .await?;
         let results: Vec<_> = results
             .into_iter()
             .map(|r| {
@@ -915,19 +945,15 @@ impl BackendInstance for Instance {
             .map(|r| decrypt_request(tenant, r))
             .collect();
         let name = self.settings.name.clone();
-        let expected = batch.len();
-        let mut results = if self.nonblocking() {
-            self.start_batch("decrypt_batch", tenant, move |b, done| {
-                b.decrypt_batch_start(batch, done)
-            })
-            .await?
-        } else {
-            self.call("decrypt_batch", Some(tenant), move |b| {
-                RResult::ROk(b.decrypt_batch(batch))
-            })
-            .await?
-        };
-        self.check_batch_len("decrypt_batch", expected, &mut results)?;
+        let results = self
+            .batch(
+                "decrypt_batch",
+                tenant,
+                batch,
+                |b, batch, done| b.decrypt_batch_start(batch, done),
+                |b, batch| b.decrypt_batch(batch),
+            )
+            .await?;
         let results: Vec<_> = results
             .into_iter()
             .map(|r| {
