@@ -1,10 +1,7 @@
 //! The backend operations: keys are the agents' keys, named by the agent's config; every
 //! operation is one XKS request to an agent serving the tenant.
 
-use std::sync::{
-    atomic::{AtomicUsize, Ordering},
-    Arc, Mutex, PoisonError,
-};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use keybroker_agent_protocol::{
     xks::{
@@ -126,9 +123,9 @@ impl RemoteAgentBackend {
         Ok((tenant, reference))
     }
 
-    /// The XKS Encrypt call for `request`, and the AAD the agent authenticates (to check the
-    /// reply's data-integrity value).
-    fn encrypt_call(&self, request: EncryptRequest) -> Result<(AgentCall, Vec<u8>), PluginError> {
+    /// The XKS Encrypt call for `request`; its reply is checked against the data-integrity
+    /// value of the AAD the agent authenticates.
+    fn encrypt_call(&self, request: EncryptRequest) -> Result<AgentCall, PluginError> {
         let mut plaintext = request.plaintext;
         let prepared = self.resolve(&request.tenant_id, &request.key_reference);
         let too_large = plaintext.len() as u64 > self.gateway.config.max_payload;
@@ -152,12 +149,12 @@ impl RemoteAgentBackend {
             additional_authenticated_data: Some(aad.clone()),
             ciphertext_data_integrity_value_algorithm: Some(DataIntegrityAlgorithm::Sha256),
         };
-        let call = AgentCall {
+        Ok(AgentCall {
             tenant,
             key: reference.key,
             operation: Operation::Encrypt(body),
-        };
-        Ok((call, aad))
+            finish: Box::new(move |reply| finish_encrypt(reply, &aad)),
+        })
     }
 
     /// The XKS Decrypt call for `request`.
@@ -182,9 +179,41 @@ impl RemoteAgentBackend {
         };
         Ok(AgentCall {
             tenant,
-            operation: Operation::Decrypt(body),
             key: reference.key,
+            operation: Operation::Decrypt(body),
+            finish: Box::new(finish_decrypt),
         })
+    }
+
+    /// Sends `call` and waits for its outcome (key creation aside, only callers of the ABI's
+    /// blocking entries get here).
+    fn call(&self, call: AgentCall) -> Outcome {
+        let reply = self.gateway.call(&call.tenant, &call.key, call.operation)?;
+        (call.finish)(reply)
+    }
+
+    /// Starts every call without waiting; `done` gets the outcomes, in order, once the last
+    /// one is in. A request that could not be turned into a call fails alone.
+    fn start_all(
+        &self,
+        calls: impl ExactSizeIterator<Item = Result<AgentCall, PluginError>>,
+        done: BatchCompletion,
+    ) {
+        let batch = Batch::new(calls.len(), done);
+        for (index, call) in calls.enumerate() {
+            match call {
+                Ok(call) => {
+                    let (batch, finish) = (batch.clone(), call.finish);
+                    self.gateway.start(
+                        call.tenant,
+                        call.key,
+                        call.operation,
+                        Box::new(move |reply| batch.set(index, reply.and_then(finish))),
+                    );
+                }
+                Err(error) => batch.set(index, Err(error)),
+            }
+        }
     }
 
     /// Checks with an agent that `key` exists, is enabled and usable by the tenant; returns
@@ -245,11 +274,13 @@ impl RemoteAgentBackend {
     }
 }
 
-/// One request for an agent: the tenant (by name), the agent's key and the XKS operation.
+/// One request for an agent: the tenant (by name), the agent's key, the XKS operation and
+/// what turns the agent's reply into the outcome.
 struct AgentCall {
     tenant: String,
     key: String,
     operation: Operation,
+    finish: Box<dyn FnOnce(Reply) -> Outcome + Send>,
 }
 
 /// The ciphertext of the agent's Encrypt reply, checked against the data-integrity value.
@@ -284,63 +315,51 @@ fn finish_decrypt(reply: Reply) -> Result<Vec<u8>, PluginError> {
     }
 }
 
-/// A batch in flight: one slot per request, completed towards the host when the last one is
-/// filled (each by its own agent reply, on whichever thread has it).
-#[derive(Clone)]
-struct Batch(Arc<BatchState>);
-
 /// One request's outcome: a ciphertext or plaintext.
 type Outcome = Result<Vec<u8>, PluginError>;
 
+/// A batch in flight: one slot per request, completed towards the host when the last one is
+/// filled (each by its own agent reply, on whichever thread has it).
+#[derive(Clone)]
+struct Batch(Arc<Mutex<BatchState>>);
+
 struct BatchState {
-    results: Mutex<Vec<Option<Outcome>>>,
-    remaining: AtomicUsize,
-    done: Mutex<Option<BatchCompletion>>,
+    results: Vec<Option<Outcome>>,
+    remaining: usize,
+    done: Option<BatchCompletion>,
 }
 
 impl Batch {
     fn new(len: usize, done: BatchCompletion) -> Self {
-        let batch = Self(Arc::new(BatchState {
-            results: Mutex::new((0..len).map(|_| None).collect()),
-            remaining: AtomicUsize::new(len),
-            done: Mutex::new(Some(done)),
-        }));
+        let batch = Self(Arc::new(Mutex::new(BatchState {
+            results: (0..len).map(|_| None).collect(),
+            remaining: len,
+            done: Some(done),
+        })));
         if len == 0 {
-            batch.finish();
+            batch.finish(&mut batch.state());
         }
         batch
     }
 
+    fn state(&self) -> std::sync::MutexGuard<'_, BatchState> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     fn set(&self, index: usize, result: Outcome) {
-        if let Some(slot) = self
-            .0
-            .results
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get_mut(index)
-        {
+        let mut state = self.state();
+        if let Some(slot @ None) = state.results.get_mut(index) {
             *slot = Some(result);
-        }
-        if self.0.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.finish();
+            state.remaining -= 1;
+            if state.remaining == 0 {
+                self.finish(&mut state);
+            }
         }
     }
 
-    fn finish(&self) {
-        let done = self
-            .0
-            .done
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        let results = std::mem::take(
-            &mut *self
-                .0
-                .results
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner),
-        );
-        if let Some(done) = done {
+    fn finish(&self, state: &mut BatchState) {
+        let results = std::mem::take(&mut state.results);
+        if let Some(done) = state.done.take() {
             done.complete(
                 results
                     .into_iter()
@@ -399,52 +418,21 @@ impl Backend for RemoteAgentBackend {
     }
 
     fn encrypt(&self, request: EncryptRequest) -> Result<Vec<u8>, PluginError> {
-        let (call, aad) = self.encrypt_call(request)?;
-        let reply = self.gateway.call(&call.tenant, &call.key, call.operation)?;
-        finish_encrypt(reply, &aad)
+        self.call(self.encrypt_call(request)?)
     }
 
     fn decrypt(&self, request: DecryptRequest) -> Result<Vec<u8>, PluginError> {
-        let call = self.decrypt_call(request)?;
-        finish_decrypt(self.gateway.call(&call.tenant, &call.key, call.operation)?)
+        self.call(self.decrypt_call(request)?)
     }
 
     fn encrypt_batch_start(&self, requests: Vec<EncryptRequest>, done: BatchCompletion) {
-        let batch = Batch::new(requests.len(), done);
-        for (index, request) in requests.into_iter().enumerate() {
-            match self.encrypt_call(request) {
-                Ok((call, aad)) => {
-                    let batch = batch.clone();
-                    self.gateway.start(
-                        call.tenant,
-                        call.key,
-                        call.operation,
-                        Box::new(move |reply| {
-                            batch.set(index, reply.and_then(|reply| finish_encrypt(reply, &aad)));
-                        }),
-                    );
-                }
-                Err(error) => batch.set(index, Err(error)),
-            }
-        }
+        let calls = requests.into_iter().map(|r| self.encrypt_call(r));
+        self.start_all(calls, done);
     }
 
     fn decrypt_batch_start(&self, requests: Vec<DecryptRequest>, done: BatchCompletion) {
-        let batch = Batch::new(requests.len(), done);
-        for (index, request) in requests.into_iter().enumerate() {
-            match self.decrypt_call(request) {
-                Ok(call) => {
-                    let batch = batch.clone();
-                    self.gateway.start(
-                        call.tenant,
-                        call.key,
-                        call.operation,
-                        Box::new(move |reply| batch.set(index, reply.and_then(finish_decrypt))),
-                    );
-                }
-                Err(error) => batch.set(index, Err(error)),
-            }
-        }
+        let calls = requests.into_iter().map(|r| self.decrypt_call(r));
+        self.start_all(calls, done);
     }
 
     fn health(&self) -> Result<(), PluginError> {
