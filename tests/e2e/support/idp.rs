@@ -13,13 +13,13 @@ use std::{
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::{mpsc, Arc, Mutex},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use base64::Engine;
 use serde_json::Value;
 
-use super::{private_dir, repo_root};
+use super::{private_dir, process_state, repo_root};
 
 /// How long the provider may take to print `ready`.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -87,28 +87,10 @@ impl Idp {
     }
 
     /// Starts the process on `self.port` (0 at first: the provider picks a free port and
-    /// names it in its `ready` line, so no port is raced for). A provider that does not get
-    /// ready in time (seen once in CI, after its import and before `ready`, cause unknown)
-    /// is asked for Node's diagnostic report, stopped and started once more; a second
-    /// failure fails the test with both outputs and the reports' stacks.
+    /// names it in its `ready` line, so no port is raced for) and waits for that line. A
+    /// provider that is not ready in time fails the test with what it printed, the kernel's
+    /// view of the process (stopped, blocked or busy) and Node's diagnostic report.
     fn spawn(&mut self) {
-        let first = match self.try_spawn() {
-            Ok(issuer) => return self.ready(issuer),
-            Err(failure) => failure,
-        };
-        self.stop();
-        self.output.lock().unwrap().clear();
-        match self.try_spawn() {
-            Ok(issuer) => self.ready(issuer),
-            Err(second) => panic!(
-                "the OpenID provider did not print `ready` within {READY_TIMEOUT:?}, twice:\n\
-                 first attempt:\n{first}\nsecond attempt:\n{second}"
-            ),
-        }
-    }
-
-    /// One start; `Err` with the provider's output and report when it is not ready in time.
-    fn try_spawn(&mut self) -> Result<String, String> {
         let idp_dir = repo_root().join("tests/idp");
         assert!(
             idp_dir.join("node_modules/oidc-provider").exists(),
@@ -157,17 +139,26 @@ impl Idp {
         });
         let pid = child.id();
         self.child = Some(child);
-        ready.recv_timeout(READY_TIMEOUT).map_err(|_| {
-            let exited = self
-                .child
-                .as_mut()
-                .and_then(|child| child.try_wait().ok().flatten());
-            format!(
-                "exit status: {exited:?}\noutput:\n{}\n{}",
-                self.output(),
-                diagnostic_report(pid, &reports)
-            )
-        })
+        let started = Instant::now();
+        match ready.recv_timeout(READY_TIMEOUT) {
+            Ok(issuer) => self.ready(issuer),
+            Err(_) => {
+                let exited = self
+                    .child
+                    .as_mut()
+                    .and_then(|child| child.try_wait().ok().flatten());
+                // Read before the report's signal changes it.
+                let state = process_state(pid);
+                panic!(
+                    "the OpenID provider (node tests/idp/server.mjs, pid {pid}) did not print \
+                     `ready <issuer>` on stdout within {:?}\nexit status: {exited:?}\n\
+                     process state:\n{state}output:\n{}\n{}",
+                    started.elapsed(),
+                    self.output(),
+                    diagnostic_report(pid, &reports)
+                )
+            }
+        }
     }
 
     /// Records the issuer and port of a provider that printed `ready <issuer>`.

@@ -172,6 +172,29 @@ impl Broker {
     }
 }
 
+/// Everything a pipe holds now, without waiting for more: the pipe is read in non-blocking
+/// mode, then put back in blocking mode for [`collect`].
+fn read_available(pipe: &std::process::ChildStdout) -> String {
+    use rustix::{
+        fs::{fcntl_getfl, fcntl_setfl, OFlags},
+        io::Errno,
+    };
+    let flags = fcntl_getfl(pipe).expect("read the pipe's flags");
+    fcntl_setfl(pipe, flags | OFlags::NONBLOCK).expect("make the pipe non-blocking");
+    let mut bytes = Vec::new();
+    let mut buffer = [0u8; 4096];
+    loop {
+        match rustix::io::read(pipe, &mut buffer) {
+            Ok(0) | Err(Errno::AGAIN) => break,
+            Ok(read) => bytes.extend_from_slice(&buffer[..read]),
+            Err(Errno::INTR) => continue,
+            Err(error) => panic!("read the broker's stdout: {error}"),
+        }
+    }
+    fcntl_setfl(pipe, flags).expect("make the pipe blocking again");
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
 fn collect(stream: impl std::io::Read + Send + 'static, sink: Arc<Mutex<String>>) {
     std::thread::spawn(move || {
         for line in BufReader::new(stream).lines().map_while(Result::ok) {
@@ -235,7 +258,7 @@ impl Broker {
         let log = Arc::new(Mutex::new(String::new()));
         let stdout = Arc::new(Mutex::new(String::new()));
         collect(child.stderr.take().unwrap(), log.clone());
-        collect(child.stdout.take().unwrap(), stdout.clone());
+        let child_stdout = child.stdout.take().unwrap();
         let mut broker = Broker {
             child,
             addr,
@@ -248,6 +271,12 @@ impl Broker {
             options,
         };
         broker.wait_ready();
+        // The broker prints its banner (with a first root token) before it listens, so once
+        // it answers the whole banner is in the pipe: read what is there without waiting,
+        // then collect what comes later (the banner of a store initialised on unsealing).
+        let banner = read_available(&child_stdout);
+        broker.stdout.lock().unwrap().push_str(&banner);
+        collect(child_stdout, broker.stdout.clone());
         if let Some(token) = broker.printed_root_token() {
             broker.token = token;
         }
@@ -274,13 +303,18 @@ impl Broker {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("keybroker did not become ready:\n{}", self.log());
+        panic!(
+            "keybroker did not answer {}/v1/sys/health within 20 s\nprocess state:\n{}log:\n{}",
+            self.addr,
+            process_state(self.child.id()),
+            self.log()
+        );
     }
 
-    /// The root token printed at initialisation, if any.
+    /// The root token printed at initialisation, if any: the banner printed before the broker
+    /// first answered, or one printed since (a store initialised on unsealing, which a test
+    /// polls for).
     pub fn printed_root_token(&self) -> Option<String> {
-        // The banner is printed before the listener starts, so it is complete by now.
-        std::thread::sleep(Duration::from_millis(20));
         self.stdout
             .lock()
             .unwrap()
@@ -492,6 +526,68 @@ pub fn post_as(
         Some(body),
         &[("X-Vault-Token", token), ("X-Vault-Namespace", tenant)],
     )
+}
+
+/// What the kernel says of a process that did not get ready, from `/proc`: its state (R
+/// running, S sleeping, D uninterruptible, T stopped, Z zombie), pending and caught signals,
+/// CPU time, and each thread's state, CPU time and wait channel. Tells a stopped or blocked
+/// process from a busy or a starved one, so a start-up failure is diagnosable from the log.
+pub fn process_state(pid: u32) -> String {
+    let proc_dir = PathBuf::from(format!("/proc/{pid}"));
+    let read = |path: PathBuf| {
+        std::fs::read_to_string(&path).unwrap_or_else(|e| format!("({}: {e})", path.display()))
+    };
+    let status = read(proc_dir.join("status"));
+    let wanted = [
+        "Name:",
+        "State:",
+        "PPid:",
+        "Threads:",
+        "SigPnd:",
+        "ShdPnd:",
+        "SigBlk:",
+        "SigIgn:",
+        "SigCgt:",
+        "voluntary_ctxt_switches:",
+        "nonvoluntary_ctxt_switches:",
+    ];
+    let mut text: String = status
+        .lines()
+        .filter(|line| wanted.iter().any(|field| line.starts_with(field)))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    if text.is_empty() {
+        return format!("process {pid}: {status}\n");
+    }
+    let tasks = std::fs::read_dir(proc_dir.join("task"))
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|entry| entry.path())
+                .collect()
+        })
+        .unwrap_or_else(|_| Vec::new());
+    for task in tasks {
+        // stat: "tid (comm) state … utime stime …"; comm may hold spaces, so split after ')'.
+        let stat = read(task.join("stat"));
+        let (head, fields) = stat.rsplit_once(')').unwrap_or(("", &stat));
+        let name = head.split_once('(').map_or("?", |(_, name)| name);
+        let fields: Vec<&str> = fields.split_whitespace().collect();
+        let field = |index: usize| fields.get(index).copied().unwrap_or("?");
+        text.push_str(&format!(
+            "  thread {} {name}: state {} utime {} stime {} (ticks) wchan {} syscall {}\n",
+            task.file_name().unwrap_or_default().to_string_lossy(),
+            field(0),
+            field(11),
+            field(12),
+            read(task.join("wchan")).trim(),
+            read(task.join("syscall"))
+                .split_whitespace()
+                .next()
+                .unwrap_or("?"),
+        ));
+    }
+    text
 }
 
 /// Polls `check` until it holds or `timeout` passes.
