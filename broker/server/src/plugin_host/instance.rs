@@ -1221,10 +1221,16 @@ mod tests {
         }
     }
 
-    /// A loaded `Deferred` instance with a 300 ms deadline and 2 permits.
-    fn deferred() -> (Arc<Instance>, Held, Arc<Mutex<Vec<std::thread::ThreadId>>>) {
+    /// A deadline no call of these tests reaches unless the test means it to: the plugin
+    /// completes from the test, which a loaded machine may delay by whole seconds.
+    const PATIENT: Duration = Duration::from_secs(60);
+
+    /// A loaded `Deferred` instance with this deadline and 2 permits.
+    fn deferred(
+        timeout: Duration,
+    ) -> (Arc<Instance>, Held, Arc<Mutex<Vec<std::thread::ThreadId>>>) {
         let settings = InstanceSettings {
-            timeout: Duration::from_millis(300),
+            timeout,
             concurrency: 2,
             ..settings()
         };
@@ -1249,18 +1255,22 @@ mod tests {
 
     /// Waits until the plugin holds `count` batches, then takes them.
     async fn take_held(held: &Held, count: usize) -> Vec<(Vec<Vec<u8>>, BatchCompletion)> {
-        for _ in 0..200 {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while std::time::Instant::now() < deadline {
             if held.lock().unwrap().len() >= count {
                 return held.lock().unwrap().drain(..).collect();
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        panic!("the plugin was not given {count} batches");
+        panic!(
+            "the plugin was given {} batches in 30 s, not {count}",
+            held.lock().unwrap().len()
+        );
     }
 
     #[tokio::test]
     async fn a_nonblocking_plugin_is_started_on_the_async_thread_and_completes_from_its_own() {
-        let (instance, held, threads) = deferred();
+        let (instance, held, threads) = deferred(PATIENT);
         let acme = tenant("acme");
         let call = tokio::spawn({
             let instance = instance.clone();
@@ -1302,7 +1312,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_started_call_holds_its_permit_until_the_plugin_completes_or_drops_it() {
-        let (instance, held, _) = deferred();
+        // The deadline is the fault under test here: the plugin never answers these calls.
+        let (instance, held, _) = deferred(Duration::from_millis(300));
         let acme = tenant("acme");
         let decrypt = |instance: Arc<Instance>, acme: Tenant| async move {
             let request = BackendDecrypt {
@@ -1337,6 +1348,13 @@ mod tests {
             .1
             .complete(vec![Ok(b"plaintext".to_vec())]);
         drop(late);
+        // Both permits are free again: the next call reaches the plugin (however it ends).
+        let call = tokio::spawn(decrypt(instance.clone(), acme.clone()));
+        drop(take_held(&held, 1).await);
+        let _ = call.await.unwrap();
+        // The plugin completes the next calls from the test: an instance whose deadline the
+        // test cannot reach, however slowly it runs.
+        let (instance, held, _) = deferred(PATIENT);
         let call = tokio::spawn(decrypt(instance.clone(), acme.clone()));
         let (_, done) = take_held(&held, 1).await.pop().unwrap();
         drop(done);
