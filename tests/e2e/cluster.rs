@@ -21,8 +21,62 @@ use crate::support::{
     eventually, private_dir, proxy::Proxy, sha256_file, Broker, Options, PluginDir,
 };
 
-/// What "seen by every node" means: within one second.
+/// What "seen by every node" means: within one second (the nodes' `max_staleness`).
 const PROPAGATION: Duration = Duration::from_secs(1);
+
+/// How a node answers about a change made through another node.
+#[derive(Debug, PartialEq, Eq)]
+enum View {
+    /// As before the change.
+    Before,
+    /// As after the change.
+    After,
+    /// 503: out of sync with the cluster, and saying so rather than answer from stale state.
+    OutOfSync,
+}
+
+/// Polls `view` (one request to a node) after a change acknowledged at `changed` through
+/// another node, until the node shows the change. The bound is what is checked: a request
+/// sent more than [`PROPAGATION`] after the change sees it, or is refused as out of sync, but
+/// is never answered as before. Before the bound either answer is right, so how fast this
+/// machine answers changes nothing; how soon the node shows the change at all (not merely
+/// refuses) is its speed on a loaded machine, given a generous deadline.
+fn propagated(what: &str, changed: Instant, mut view: impl FnMut() -> View) {
+    let deadline = changed + Duration::from_secs(30);
+    loop {
+        let sent = Instant::now();
+        match view() {
+            View::After => return,
+            View::Before => assert!(
+                sent <= changed + PROPAGATION,
+                "{what}: a request sent {:?} after the change still saw the state before it",
+                sent - changed
+            ),
+            View::OutOfSync => {}
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: not seen within 30 s (out of sync meanwhile)"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A status as a [`View`]: `before` or `after`, or 503; anything else fails the test.
+fn view_of(what: &str, status: u16, before: u16, after: u16) -> View {
+    match status {
+        503 => View::OutOfSync,
+        status if status == after => View::After,
+        status if status == before => View::Before,
+        status => panic!("{what}: unexpected status {status}"),
+    }
+}
+
+/// Runs `apply` (a change made through one node) and returns when it was acknowledged.
+fn change(apply: impl FnOnce()) -> Instant {
+    apply();
+    Instant::now()
+}
 
 /// A database, a shared seal and plugin directory, and the nodes started on them.
 struct Cluster {
@@ -105,37 +159,57 @@ fn a_change_made_through_one_node_is_seen_by_the_others_within_a_second() {
     assert_eq!(two.decrypt("shared", &ciphertext), b"from node one");
 
     // A rotated key: the other node encrypts with the new version within a second.
-    ok(&one, "POST", "transit/keys/shared/rotate", None);
-    assert!(eventually(PROPAGATION, || {
-        two.encrypt("shared", b"x").starts_with("vault:v2:")
-    }));
+    let changed = change(|| {
+        ok(&one, "POST", "transit/keys/shared/rotate", None);
+    });
+    propagated("a rotation", changed, || {
+        let (status, value) = two.request(
+            "POST",
+            "transit/encrypt/shared",
+            Some(&json!({ "plaintext": STANDARD.encode("x") })),
+        );
+        match (status, value["data"]["ciphertext"].as_str()) {
+            (503, _) => View::OutOfSync,
+            (200, Some(c)) if c.starts_with("vault:v2:") => View::After,
+            (200, Some(c)) if c.starts_with("vault:v1:") => View::Before,
+            _ => panic!("a rotation: unexpected answer {status} {value}"),
+        }
+    });
     // A reconfigured key.
-    ok(
-        &one,
-        "POST",
-        "transit/keys/shared/config",
-        Some(&json!({ "min_decryption_version": 2 })),
-    );
-    assert!(eventually(PROPAGATION, || {
-        two.request(
+    let changed = change(|| {
+        ok(
+            &one,
+            "POST",
+            "transit/keys/shared/config",
+            Some(&json!({ "min_decryption_version": 2 })),
+        );
+    });
+    propagated("min_decryption_version", changed, || {
+        let (status, _) = two.request(
             "POST",
             "transit/decrypt/shared",
             Some(&json!({ "ciphertext": ciphertext })),
-        )
-        .0 == 400
-    }));
-    // A reconfigured mount: upserts refused on the other node too.
-    ok(
-        &one,
-        "POST",
-        "transit/config/keys",
-        Some(&json!({ "disable_upsert": true })),
-    );
-    assert!(eventually(PROPAGATION, || {
-        two.request("POST", "transit/encrypt/brand-new", Some(&plaintext()))
-            .0
-            == 400
-    }));
+        );
+        view_of("min_decryption_version", status, 200, 400)
+    });
+    // A reconfigured mount: upserts refused on the other node too. A new key name for each
+    // try: an upsert answered before the change creates its key, which a later try of the
+    // same name would find (200 whatever the mount's configuration).
+    let changed = change(|| {
+        ok(
+            &one,
+            "POST",
+            "transit/config/keys",
+            Some(&json!({ "disable_upsert": true })),
+        );
+    });
+    let mut tries = 0;
+    propagated("disable_upsert", changed, || {
+        tries += 1;
+        let path = format!("transit/encrypt/brand-new-{tries}");
+        let (status, _) = two.request("POST", &path, Some(&plaintext()));
+        view_of("disable_upsert", status, 200, 400)
+    });
 
     // A revoked token.
     let value = ok(
@@ -147,37 +221,53 @@ fn a_change_made_through_one_node_is_seen_by_the_others_within_a_second() {
     let token = value["auth"]["client_token"].as_str().unwrap().to_owned();
     let accessor = value["auth"]["accessor"].as_str().unwrap().to_owned();
     let policy = "path \"transit/encrypt/shared\" { capabilities = [\"update\"] }";
-    ok(
-        &one,
-        "PUT",
-        "sys/policies/acl/enc",
-        Some(&json!({ "policy": policy })),
-    );
+    let changed = change(|| {
+        ok(
+            &one,
+            "PUT",
+            "sys/policies/acl/enc",
+            Some(&json!({ "policy": policy })),
+        );
+    });
     let encrypt =
         |node: &Broker| status_with(node, &token, "POST", "transit/encrypt/shared", &plaintext());
-    assert!(eventually(PROPAGATION, || encrypt(&two) == 200));
+    propagated("a new policy", changed, || {
+        view_of("a new policy", encrypt(&two), 403, 200)
+    });
     // A changed policy.
-    ok(
-        &one,
-        "PUT",
-        "sys/policies/acl/enc",
-        Some(&json!({ "policy": "path \"transit/keys\" { capabilities = [\"list\"] }" })),
-    );
-    assert!(eventually(PROPAGATION, || encrypt(&two) == 403));
-    ok(
-        &one,
-        "PUT",
-        "sys/policies/acl/enc",
-        Some(&json!({ "policy": policy })),
-    );
-    assert!(eventually(PROPAGATION, || encrypt(&two) == 200));
-    ok(
-        &one,
-        "POST",
-        "auth/token/revoke-accessor",
-        Some(&json!({ "accessor": accessor })),
-    );
-    assert!(eventually(PROPAGATION, || encrypt(&two) == 403));
+    let changed = change(|| {
+        ok(
+            &one,
+            "PUT",
+            "sys/policies/acl/enc",
+            Some(&json!({ "policy": "path \"transit/keys\" { capabilities = [\"list\"] }" })),
+        );
+    });
+    propagated("a narrowed policy", changed, || {
+        view_of("a narrowed policy", encrypt(&two), 200, 403)
+    });
+    let changed = change(|| {
+        ok(
+            &one,
+            "PUT",
+            "sys/policies/acl/enc",
+            Some(&json!({ "policy": policy })),
+        );
+    });
+    propagated("a widened policy", changed, || {
+        view_of("a widened policy", encrypt(&two), 403, 200)
+    });
+    let changed = change(|| {
+        ok(
+            &one,
+            "POST",
+            "auth/token/revoke-accessor",
+            Some(&json!({ "accessor": accessor })),
+        );
+    });
+    propagated("a revocation", changed, || {
+        view_of("a revocation", encrypt(&two), 200, 403)
+    });
 
     // A destroyed secret_id: the other node refuses the login at once.
     ok(
@@ -200,25 +290,35 @@ fn a_change_made_through_one_node_is_seen_by_the_others_within_a_second() {
         .as_str()
         .unwrap()
         .to_owned();
+    let changed = Instant::now();
     let login = json!({ "role_id": role_id, "secret_id": secret });
     let login_on_two = || {
         two.request_with("POST", "auth/approle/login", Some(&login), &[])
             .0
     };
-    assert!(eventually(PROPAGATION, || login_on_two() == 200));
-    ok(
-        &one,
-        "POST",
-        "auth/approle/role/svc/secret-id/destroy",
-        Some(&json!({ "secret_id": secret })),
-    );
-    assert!(eventually(PROPAGATION, || login_on_two() == 400));
+    propagated("a new secret_id", changed, || {
+        view_of("a new secret_id", login_on_two(), 400, 200)
+    });
+    let changed = change(|| {
+        ok(
+            &one,
+            "POST",
+            "auth/approle/role/svc/secret-id/destroy",
+            Some(&json!({ "secret_id": secret })),
+        );
+    });
+    propagated("a destroyed secret_id", changed, || {
+        view_of("a destroyed secret_id", login_on_two(), 200, 400)
+    });
 
     // A deleted tenant: its tokens and namespace are gone on the other node.
-    ok(&one, "POST", "sys/namespaces/acme", None);
-    assert!(eventually(PROPAGATION, || {
-        two.request("GET", "sys/namespaces/acme", None).0 == 200
-    }));
+    let changed = change(|| {
+        ok(&one, "POST", "sys/namespaces/acme", None);
+    });
+    propagated("a new namespace", changed, || {
+        let status = two.request("GET", "sys/namespaces/acme", None).0;
+        view_of("a new namespace", status, 404, 200)
+    });
     ok(
         &one,
         "POST",
@@ -226,6 +326,7 @@ fn a_change_made_through_one_node_is_seen_by_the_others_within_a_second() {
         Some(&json!({ "type": "transit" })),
     );
     let value = ok(&one, "POST", "acme/auth/token/create", Some(&json!({})));
+    let changed = Instant::now();
     let acme_token = value["auth"]["client_token"].as_str().unwrap().to_owned();
     let lookup = |node: &Broker| {
         node.request_with(
@@ -236,11 +337,24 @@ fn a_change_made_through_one_node_is_seen_by_the_others_within_a_second() {
         )
         .0
     };
-    assert!(eventually(PROPAGATION, || lookup(&two) == 200));
-    ok(&one, "DELETE", "sys/namespaces/acme", None);
-    assert!(eventually(PROPAGATION, || {
-        lookup(&two) == 403 && two.request("GET", "sys/namespaces/acme", None).0 == 404
-    }));
+    propagated("a tenant's new token", changed, || {
+        view_of("a tenant's new token", lookup(&two), 403, 200)
+    });
+    let changed = change(|| {
+        ok(&one, "DELETE", "sys/namespaces/acme", None);
+    });
+    propagated("a deleted tenant", changed, || {
+        let token = view_of("a deleted tenant's token", lookup(&two), 200, 403);
+        let status = two.request("GET", "sys/namespaces/acme", None).0;
+        let namespace = view_of("a deleted tenant's namespace", status, 200, 404);
+        if token == View::OutOfSync || namespace == View::OutOfSync {
+            View::OutOfSync
+        } else if token == View::After && namespace == View::After {
+            View::After
+        } else {
+            View::Before
+        }
+    });
 
     // A reloaded plugin set: a drop-in added to the shared directory and reloaded through
     // node one is served by node two.
@@ -251,13 +365,21 @@ fn a_change_made_through_one_node_is_seen_by_the_others_within_a_second() {
         sha256_file(&library),
     );
     cluster.plugins.write("late.toml", &text);
-    ok(&one, "POST", "sys/plugins/reload", None);
-    assert!(eventually(PROPAGATION, || {
-        let (_, value) = two.request("GET", "sys/plugins/backends", None);
-        value["data"]["backends"]
+    let changed = change(|| {
+        ok(&one, "POST", "sys/plugins/reload", None);
+    });
+    propagated("a plugin reload", changed, || {
+        let (status, value) = two.request("GET", "sys/plugins/backends", None);
+        let listed = value["data"]["backends"]
             .as_array()
-            .is_some_and(|all| all.iter().any(|b| b["name"] == "late"))
-    }));
+            .is_some_and(|all| all.iter().any(|b| b["name"] == "late"));
+        match (status, listed) {
+            (503, _) => View::OutOfSync,
+            (200, true) => View::After,
+            (200, false) => View::Before,
+            _ => panic!("a plugin reload: unexpected answer {status} {value}"),
+        }
+    });
 }
 
 #[test]
@@ -318,18 +440,29 @@ fn sixty_four_concurrent_logins_over_two_nodes_with_a_single_use_secret_id_give_
     );
 }
 
-/// Encrypts through `node` until `stop`, recording (when it finished, status, how long it
-/// took) for each request.
-fn load(
-    addr: String,
-    token: String,
-    stop: Arc<AtomicBool>,
-) -> std::thread::JoinHandle<Vec<(Instant, u16, Duration)>> {
-    std::thread::spawn(move || {
-        let mut seen = Vec::new();
+/// One request of a load.
+#[derive(Clone, Copy, Debug)]
+struct Served {
+    /// When it was sent (just before curl started).
+    sent: Instant,
+    /// How long curl took from its start of the transfer to the answer (so not counting the
+    /// time a loaded machine takes to start a process).
+    took: Duration,
+    /// The HTTP status (0: none).
+    code: u16,
+}
+
+/// A load on one node: every request, appended as it is answered.
+type Seen = Arc<Mutex<Vec<Served>>>;
+
+/// Encrypts through `node` until `stop`, recording each request as it is answered.
+fn load(addr: String, token: String, stop: Arc<AtomicBool>) -> (Seen, std::thread::JoinHandle<()>) {
+    let seen = Seen::default();
+    let record = seen.clone();
+    let thread = std::thread::spawn(move || {
         let body = plaintext().to_string();
         while !stop.load(Ordering::SeqCst) {
-            let started = Instant::now();
+            let sent = Instant::now();
             let out = crate::support::curl(&[
                 "-s",
                 "-o",
@@ -337,7 +470,7 @@ fn load(
                 "-m",
                 "10",
                 "-w",
-                "%{http_code}",
+                "%{http_code} %{time_total}",
                 "-H",
                 &format!("X-Vault-Token: {token}"),
                 "-X",
@@ -346,11 +479,39 @@ fn load(
                 &body,
                 &format!("{addr}/v1/transit/encrypt/load"),
             ]);
-            let code = String::from_utf8_lossy(&out.stdout).parse().unwrap_or(0);
-            seen.push((Instant::now(), code, started.elapsed()));
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            let (code, took) = text.split_once(' ').unwrap_or((&text, ""));
+            record.lock().unwrap().push(Served {
+                sent,
+                took: took
+                    .trim()
+                    .parse()
+                    .map_or_else(|_| sent.elapsed(), Duration::from_secs_f64),
+                code: code.parse().unwrap_or(0),
+            });
         }
-        seen
-    })
+    });
+    (seen, thread)
+}
+
+/// Waits until `done` holds for every load (a real signal: what the checks after need has
+/// happened), with a generous deadline: how soon a load gets there is the machine's speed.
+/// On failure the loads are stopped before the test fails with what they saw.
+fn wait_for_loads(
+    what: &str,
+    loads: &[&Seen],
+    stop: &AtomicBool,
+    done: impl Fn(&[Served]) -> bool,
+) {
+    let all_done = || loads.iter().all(|seen| done(&seen.lock().unwrap()));
+    if !eventually(Duration::from_secs(60), all_done) {
+        stop.store(true, Ordering::SeqCst);
+        let codes: Vec<Vec<u16>> = loads
+            .iter()
+            .map(|seen| seen.lock().unwrap().iter().map(|s| s.code).collect())
+            .collect();
+        panic!("the load never showed that {what} within 60 s: {codes:?}");
+    }
 }
 
 #[test]
@@ -360,47 +521,70 @@ fn postgres_restarted_under_load_gives_503_fast_then_service_resumes_without_a_n
     let two = cluster.node(Some(&one));
     ok(&one, "POST", "transit/keys/load", None);
     let stop = Arc::new(AtomicBool::new(false));
-    let loads = [
-        load(one.addr.clone(), one.token.clone(), stop.clone()),
-        load(two.addr.clone(), two.token.clone(), stop.clone()),
-    ];
-    std::thread::sleep(Duration::from_millis(500));
-    let down = Instant::now();
+    let (seen_one, load_one) = load(one.addr.clone(), one.token.clone(), stop.clone());
+    let (seen_two, load_two) = load(two.addr.clone(), two.token.clone(), stop.clone());
+    let seen = [&seen_one, &seen_two];
+    // The fault comes under load: once both nodes are serving it.
+    wait_for_loads("both nodes serve", &seen, &stop, |served| {
+        served.iter().filter(|s| s.code == 200).count() >= 5
+    });
     cluster.pg.stop();
+    // The database is gone by now (pg_ctl waited for it to exit).
+    let down = Instant::now();
+    // Down for 3 s (the fault), and at least until both nodes have refused a request: the
+    // checks below need a refusal, which comes at the machine's speed.
     std::thread::sleep(Duration::from_secs(3));
+    wait_for_loads("both nodes refuse", &seen, &stop, |served| {
+        served.iter().any(|s| s.sent > down && s.code == 503)
+    });
     let up = Instant::now();
     cluster.pg.restart();
-    std::thread::sleep(Duration::from_secs(6));
+    // The database is back by now (pg_ctl waited for it to accept connections).
+    let back = Instant::now();
+    wait_for_loads("both nodes serve again", &seen, &stop, |served| {
+        served.iter().any(|s| s.sent > back && s.code == 200)
+    });
     stop.store(true, Ordering::SeqCst);
-    for (node, load) in [&one, &two].into_iter().zip(loads) {
-        let seen = load.join().unwrap();
+    load_one.join().unwrap();
+    load_two.join().unwrap();
+    for (node, seen) in [&one, &two].into_iter().zip(seen) {
+        let seen = seen.lock().unwrap().clone();
+        let codes = || seen.iter().map(|s| s.code).collect::<Vec<_>>();
         // No request hangs, whatever the database does.
-        let slowest = seen.iter().map(|(_, _, took)| *took).max().unwrap();
+        let slowest = seen.iter().map(|s| s.took).max().unwrap();
         assert!(
             slowest < Duration::from_secs(3),
             "a request took {slowest:?}"
         );
-        // Refused with 503 within 2 s of the database going away…
-        let first_503 = seen
-            .iter()
-            .find(|(at, code, _)| *at > down && *code == 503)
-            .map(|(at, _, _)| *at - down);
+        // Only 200 or 503 throughout.
         assert!(
-            first_503.is_some_and(|after| after <= Duration::from_secs(2)),
-            "first 503 after {first_503:?}: {:?}",
-            seen.iter().map(|(_, c, _)| c).collect::<Vec<_>>()
+            seen.iter().all(|s| s.code == 200 || s.code == 503),
+            "{:?}",
+            codes()
         );
-        // …only 200 or 503 meanwhile, and served again within 5 s of it being back.
-        assert!(seen.iter().all(|(_, code, _)| *code == 200 || *code == 503));
-        let back = seen
+        // Refused with 503 within 2 s of the database going away: while it is down, no
+        // request sent later than that is served (and one is refused, waited for above).
+        let served_late = seen
             .iter()
-            .find(|(at, code, _)| *at > up && *code == 200)
-            .map(|(at, _, _)| *at - up);
+            .find(|s| s.sent > down + Duration::from_secs(2) && s.sent < up && s.code == 200)
+            .map(|s| s.sent - down);
         assert!(
-            back.is_some_and(|after| after <= Duration::from_secs(5)),
-            "served again after {back:?}"
+            served_late.is_none(),
+            "served {served_late:?} after the database went away: {:?}",
+            codes()
         );
-        assert!(seen.last().is_some_and(|(_, code, _)| *code == 200));
+        // Served again within 5 s of it being back: no request sent later than that is
+        // refused (and one is served, waited for above), the last one included.
+        let refused_late = seen
+            .iter()
+            .find(|s| s.sent > back + Duration::from_secs(5) && s.code != 200)
+            .map(|s| s.sent - back);
+        assert!(
+            refused_late.is_none(),
+            "refused {refused_late:?} after the database was back: {:?}",
+            codes()
+        );
+        assert!(seen.last().is_some_and(|s| s.code == 200), "{:?}", codes());
         let log = node.log();
         assert!(!log.contains("panicked"), "{log}");
     }
@@ -421,17 +605,30 @@ fn a_node_killed_with_sigkill_leaves_the_others_serving() {
     let two = cluster.node(Some(&one));
     ok(&one, "POST", "transit/keys/load", None);
     let stop = Arc::new(AtomicBool::new(false));
-    let load_two = load(two.addr.clone(), two.token.clone(), stop.clone());
-    std::thread::sleep(Duration::from_millis(500));
+    let (seen, load_two) = load(two.addr.clone(), two.token.clone(), stop.clone());
+    // The kill comes under load: once node two is serving it.
+    wait_for_loads("node two serves", &[&seen], &stop, |served| {
+        served.len() >= 5
+    });
     one.kill9();
+    let killed = Instant::now();
+    // Two seconds of load after the kill (time for its effects to show), and at least ten
+    // requests sent after it, however slow the machine.
     std::thread::sleep(Duration::from_secs(2));
+    wait_for_loads(
+        "node two serves after the kill",
+        &[&seen],
+        &stop,
+        |served| served.iter().filter(|s| s.sent > killed).count() >= 10,
+    );
     stop.store(true, Ordering::SeqCst);
-    let seen = load_two.join().unwrap();
+    load_two.join().unwrap();
+    let seen = seen.lock().unwrap().clone();
     assert!(seen.len() > 10, "{}", seen.len());
     assert!(
-        seen.iter().all(|(_, code, _)| *code == 200),
+        seen.iter().all(|s| s.code == 200),
         "{:?}",
-        seen.iter().map(|(_, c, _)| c).collect::<Vec<_>>()
+        seen.iter().map(|s| s.code).collect::<Vec<_>>()
     );
 }
 
@@ -473,9 +670,28 @@ fn a_revocation_made_while_a_node_is_cut_off_is_honoured_by_it() {
         Some(&json!({ "accessor": revoked_accessor })),
     );
     // Node two cannot hear of it: within its staleness bound (1 s here) it refuses every
-    // authenticated request rather than honour a token that may be revoked.
-    assert!(eventually(Duration::from_secs(2), || lookup(&revoked) == 503));
-    assert!(cut_at.elapsed() < Duration::from_millis(2500));
+    // authenticated request rather than honour a token that may be revoked. The bound is what
+    // is checked: no lookup sent more than 2 s after the cut (the bound and a margin) is
+    // answered 200, whenever it is answered; how soon a refusal shows is the node's speed on
+    // a loaded machine, given a generous deadline.
+    loop {
+        let sent = Instant::now();
+        match lookup(&revoked) {
+            503 => break,
+            200 => assert!(
+                sent <= cut_at + Duration::from_secs(2),
+                "node two honoured a token revoked while it was cut off, {:?} after the cut",
+                sent - cut_at
+            ),
+            status => panic!("unexpected status {status}:\n{}", two.log()),
+        }
+        assert!(
+            cut_at.elapsed() < Duration::from_secs(30),
+            "node two never refused while cut off:\n{}",
+            two.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     assert_eq!(lookup(&kept), 503);
     let (status, health) = two.request("GET", "sys/health", None);
     assert_eq!(status, 503, "{health}");
@@ -484,7 +700,9 @@ fn a_revocation_made_while_a_node_is_cut_off_is_honoured_by_it() {
 
     // Back on the database: the revoked token is refused, the other one works.
     proxy.restore();
-    assert!(eventually(Duration::from_secs(10), || lookup(&kept) == 200));
+    // Reconnecting through the restored path and catching up is the node's work on a loaded
+    // machine, not a bound under test (it was 10 s).
+    assert!(eventually(Duration::from_secs(30), || lookup(&kept) == 200));
     assert_eq!(lookup(&revoked), 403);
     assert_eq!(two.request("GET", "sys/health", None).0, 200);
 }
@@ -530,7 +748,9 @@ fn every_acknowledged_ciphertext_decrypts_on_another_node_after_a_kill_during_ro
             }
         })
     };
-    assert!(eventually(Duration::from_secs(30), || {
+    // A count, not a time: 300 acknowledged encryptions, however long a loaded machine
+    // takes (it was 30 s).
+    assert!(eventually(Duration::from_secs(120), || {
         acknowledged.lock().unwrap().len() >= 300
     }));
     one.kill9();

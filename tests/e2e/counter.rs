@@ -13,7 +13,7 @@ use std::{
 
 use serde_json::json;
 
-use crate::support::{private_dir, Broker, Options};
+use crate::support::{eventually, private_dir, Broker, Options};
 
 const THRESHOLD: u64 = 1000;
 const BATCH: usize = 40;
@@ -77,7 +77,25 @@ fn kill9_under_encrypt_load_never_loses_counts_and_rotates_by_the_threshold() {
                 }
             }));
         }
-        std::thread::sleep(Duration::from_millis(700 + 150 * round));
+        // The kill lands once this round's workers have had a number of encryptions
+        // acknowledged (a different one each round, so the kills fall at different points of
+        // the counter's blocks): a count, not a time, since the checks below need the load to
+        // pass twice the threshold in all, however slow the machine. How soon the count comes
+        // is the machine's speed, hence the generous deadline.
+        let acknowledged_so_far = || acknowledged.lock().unwrap().values().sum::<u64>();
+        let wanted = acknowledged_so_far() + 1000 + 250 * round;
+        let reached = eventually(Duration::from_secs(120), || acknowledged_so_far() >= wanted);
+        if !reached {
+            stop.store(true, Ordering::Relaxed);
+            for worker in workers {
+                worker.join().unwrap();
+            }
+            panic!(
+                "round {round}: {} of {wanted} encryptions acknowledged within 120 s\n{}",
+                acknowledged_so_far(),
+                broker.log()
+            );
+        }
         broker.kill9();
         stop.store(true, Ordering::Relaxed);
         for worker in workers {

@@ -256,7 +256,9 @@ fn jwks_rotation_at_the_identity_provider_is_followed_and_retired_keys_stop_vali
         crate::support::idp::decode_unverified(&first).0["kid"],
         crate::support::idp::decode_unverified(&second).0["kid"]
     );
-    assert!(eventually(Duration::from_secs(5), || {
+    // Refetches are at most one a second, and each is an HTTPS round trip to the provider (a
+    // Node process): how soon one lands is the machine's load (it was 5 s).
+    assert!(eventually(Duration::from_secs(30), || {
         login(&broker, "acme/auth/jwt", "web", &second).0 == 200
     }));
     // The first key retired, and another rotation that makes the broker refetch: tokens
@@ -264,9 +266,14 @@ fn jwks_rotation_at_the_identity_provider_is_followed_and_retired_keys_stop_vali
     idp.retire();
     idp.rotate();
     let third = idp.token("app-web", "app-web-secret", AUDIENCE);
-    assert!(eventually(Duration::from_secs(5), || {
+    assert!(eventually(Duration::from_secs(30), || {
         login(&broker, "acme/auth/jwt", "web", &third).0 == 200
     }));
+    // The refetch that found the third key came before that answer. Once a refetch
+    // interval (1 s, whole seconds) has passed since, the first key's unknown kid makes the
+    // broker refetch again rather than refuse unseen: the retired key must fail that way
+    // too. This waits for wall-clock time to pass, not for the broker: the answers after it
+    // do not race it (the first key fails either way, the second works either way).
     std::thread::sleep(Duration::from_millis(1100));
     assert_eq!(
         login(&broker, "acme/auth/jwt", "web", &first),
@@ -586,7 +593,9 @@ fn a_fresh_node_answers_503_to_logins_while_the_identity_provider_is_unreachable
     let (status, body) = login(&second, "auth/jwt", "web", &jwt);
     assert_eq!(status, 503, "{body}");
     idp.restart();
-    assert!(eventually(Duration::from_secs(10), || {
+    // The node builds its verifier on the next login: discovery and JWKS fetched over HTTPS
+    // from the restarted provider (a Node process), at the machine's speed (it was 10 s).
+    assert!(eventually(Duration::from_secs(30), || {
         login(&second, "auth/jwt", "web", &jwt).0 == 200
     }));
 }

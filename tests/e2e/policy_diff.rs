@@ -78,13 +78,21 @@ impl OpenBao {
             addr: format!("http://127.0.0.1:{port}"),
             dir,
         };
-        let deadline = Instant::now() + Duration::from_secs(30);
+        // Ready when `sys/health` answers 200 (initialised, unsealed, active). Starting is
+        // a Python launcher, then the Go server initialising its dev store: a generous
+        // deadline, since a loaded machine is slow at both.
+        let started = Instant::now();
+        let deadline = started + Duration::from_secs(60);
         loop {
             if let Some(status) = bao.child.try_wait().unwrap() {
                 panic!("bao exited with {status}:\n{}", bao.log());
             }
+            // Each try bounded too, so a server that accepts but never answers cannot keep
+            // the test past its deadline.
             let out = support::curl(&[
                 "-s",
+                "-m",
+                "10",
                 "-o",
                 "/dev/null",
                 "-w",
@@ -96,7 +104,11 @@ impl OpenBao {
             }
             assert!(
                 Instant::now() < deadline,
-                "bao did not become ready:\n{}",
+                "bao did not become ready within {:?}: {}/v1/sys/health last answered {} \
+                 (000: no answer); its log:\n{}",
+                started.elapsed(),
+                bao.addr,
+                String::from_utf8_lossy(&out.stdout),
                 bao.log()
             );
             std::thread::sleep(Duration::from_millis(100));

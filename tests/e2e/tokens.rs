@@ -1,10 +1,46 @@
 //! Tokens (Vault's token auth method) through the real binary and the `bao` CLI.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
 use crate::support::Broker;
+
+/// Polls `ran_out` (one request: has a lifetime of `lifetime` run out?) until it says so,
+/// holding it to that lifetime both ways. The lifetime began while the request that started
+/// it was under way (`began`: just before it was sent, just after its answer), and the
+/// broker counts whole seconds, so it runs out more than `lifetime - 1 s` after `began.0`
+/// and at most `lifetime` after `began.1`. An answer "ran out" to a request answered before
+/// the first is too early; "still running" to a request sent after the second, too late.
+/// Between the two either is right, so how fast the machine answers changes nothing.
+pub(crate) fn runs_out(
+    what: &str,
+    began: (Instant, Instant),
+    lifetime: Duration,
+    mut ran_out: impl FnMut() -> bool,
+) {
+    let earliest = began.0 + lifetime.saturating_sub(Duration::from_secs(1));
+    let latest = began.1 + lifetime;
+    loop {
+        let sent = Instant::now();
+        let out = ran_out();
+        let answered = Instant::now();
+        if out {
+            assert!(
+                answered > earliest,
+                "{what} ran out {:?} after it began, before its {lifetime:?}",
+                answered - began.0
+            );
+            return;
+        }
+        assert!(
+            sent <= latest,
+            "{what} was still running {:?} after it began, past its {lifetime:?}",
+            sent - began.1
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
 
 fn create(broker: &Broker, token: &str, path: &str, body: Value) -> Value {
     let (status, value) =
@@ -77,28 +113,42 @@ fn lifetimes_uses_and_trees_are_enforced() {
     let broker = Broker::dev();
     let root = broker.token.clone();
 
-    // Renewal never extends past the maximum.
+    // Renewal extends the token, never past the maximum. The renewal must come within the
+    // token's first TTL (whole seconds: at least 3 s of the 4): room for a loaded machine's
+    // next request (it was 2 s, so at least 1 s). Without the renewal the token would run
+    // out 2 s before its maximum, which the check of its end below tells apart.
+    let created = Instant::now();
     let auth = create(
         &broker,
         &root,
         "auth/token/create",
-        json!({ "ttl": "2s", "explicit_max_ttl": "3s" }),
+        json!({ "ttl": "4s", "explicit_max_ttl": "6s" }),
     );
+    let created = (created, Instant::now());
     let short = auth["client_token"].as_str().unwrap().to_owned();
-    let (_, value) = as_token(
+    let (status, value) = as_token(
         &broker,
         &short,
         "POST",
         "auth/token/renew-self",
         Some(&json!({ "increment": "1h" })),
     );
+    assert_eq!(status, 200, "{value}");
     assert!(
-        value["auth"]["lease_duration"].as_i64().unwrap() <= 3,
+        value["auth"]["lease_duration"].as_i64().unwrap() <= 6,
         "{value}"
     );
-    std::thread::sleep(Duration::from_millis(3200));
-    let (status, _) = as_token(&broker, &short, "GET", "auth/token/lookup-self", None);
-    assert_eq!(status, 403, "an expired token is refused");
+    // Valid until its maximum, refused from then on: an expired token is refused.
+    runs_out(
+        "a token with explicit_max_ttl 6s",
+        created,
+        Duration::from_secs(6),
+        || {
+            let (status, value) = as_token(&broker, &short, "GET", "auth/token/lookup-self", None);
+            assert!(status == 200 || status == 403, "{status} {value}");
+            status == 403
+        },
+    );
 
     // num_uses: exactly that many requests.
     let auth = create(

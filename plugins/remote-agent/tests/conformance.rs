@@ -8,7 +8,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::{
+    io::{BufRead as _, BufReader},
     path::Path,
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -66,33 +69,65 @@ fn agent_binary() -> std::path::PathBuf {
     path
 }
 
-/// The agent process, killed when dropped.
-struct RunningAgent(std::process::Child);
+/// The agent process, killed when dropped; its log (stderr) kept for failure messages.
+struct RunningAgent {
+    child: Child,
+    log: Arc<Mutex<String>>,
+}
 
 impl RunningAgent {
     fn start(config: &Path) -> Self {
-        let child = std::process::Command::new(agent_binary())
+        let mut child = Command::new(agent_binary())
             .arg("--config")
             .arg(config)
-            .env("RUST_LOG", "error")
-            .stdout(std::process::Stdio::null())
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        Self(child)
+        let log = Arc::new(Mutex::new(String::new()));
+        let (stderr, sink) = (child.stderr.take().unwrap(), log.clone());
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut sink = sink.lock().unwrap();
+                sink.push_str(&line);
+                sink.push('\n');
+            }
+        });
+        Self { child, log }
+    }
+
+    /// Whether the agent still runs, and what it logged so far.
+    fn report(&mut self) -> String {
+        let state = match self.child.try_wait() {
+            Ok(None) => "running".to_owned(),
+            Ok(Some(status)) => format!("exited ({status})"),
+            Err(error) => format!("in an unknown state ({error})"),
+        };
+        format!(
+            "the agent is {state}; its log:\n{}",
+            self.log.lock().unwrap()
+        )
     }
 }
 
 impl Drop for RunningAgent {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
-fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
+/// Polls `check` until it holds; past a generous deadline, fails with `what` it waited for
+/// and `context` (the agent's state and log, the gateway's reports).
+fn wait_until(what: &str, mut context: impl FnMut() -> String, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(15);
     while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out (15 s) waiting until {what}\n{}",
+            context()
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -155,8 +190,12 @@ fn passes_the_conformance_suite_and_reports_the_agent_going_and_coming_back() {
         ),
     )
     .unwrap();
-    let agent = RunningAgent::start(&agent_config);
-    wait_until("the agent is connected", || healthy(&backend));
+    let mut agent = RunningAgent::start(&agent_config);
+    wait_until(
+        "the agent is connected",
+        || format!("{}\nthe host heard:\n{:#?}", agent.report(), host.lines()),
+        || healthy(&backend),
+    );
 
     keybroker_plugin_conformance::run(&backend, &options);
 
@@ -167,9 +206,17 @@ fn passes_the_conformance_suite_and_reports_the_agent_going_and_coming_back() {
 
     // The agent goes away: the plugin tells the host at once; it comes back: again.
     drop(agent);
-    wait_until("the gateway notices", || !healthy(&backend));
-    let _agent = RunningAgent::start(&agent_config);
-    wait_until("the agent is back", || healthy(&backend));
+    wait_until(
+        "the gateway notices",
+        || format!("the host heard:\n{:#?}", host.lines()),
+        || !healthy(&backend),
+    );
+    let mut agent = RunningAgent::start(&agent_config);
+    wait_until(
+        "the agent is back",
+        || format!("{}\nthe host heard:\n{:#?}", agent.report(), host.lines()),
+        || healthy(&backend),
+    );
     let lines = host.lines();
     let reports: Vec<&String> = lines.iter().filter(|l| l.starts_with("instance")).collect();
     assert_eq!(reports.len(), 4, "{lines:#?}");

@@ -180,8 +180,9 @@ impl Connection {
         }
     }
 
-    /// The broker's side of a successful handshake.
-    async fn welcome(&mut self, pin: &str, heartbeat_interval_ms: u32) {
+    /// The broker's side of a successful handshake; returns when the welcome was about to be
+    /// sent (the agent starts timing the broker's silence no earlier).
+    async fn welcome(&mut self, pin: &str, heartbeat_interval_ms: u32) -> tokio::time::Instant {
         let hello = self.expect_hello().await;
         assert_eq!(hello.agent_id, "acme-dc1");
         let broker_nonce = random_nonce();
@@ -192,12 +193,14 @@ impl Connection {
         };
         verify_agent(pin, &hello, &broker_nonce, &proof, &self.channel_binding)
             .expect("the proof verifies over this connection's channel binding");
+        let sending = tokio::time::Instant::now();
         self.send(&Frame::Welcome(Welcome {
             heartbeat_interval_ms,
             request_timeout_ms: 5000,
             tenants: vec!["acme".into()],
         }))
         .await;
+        sending
     }
 
     /// Whether the agent ends the connection within `WAIT`.
@@ -452,8 +455,10 @@ async fn the_agent_reconnects_after_a_drop_a_refusal_silence_and_an_oversized_fr
 
     // Silence: with 200 ms heartbeats, the agent gives up within three intervals.
     let mut connection = broker.next_connection().await;
-    connection.welcome(&agent.pin, 200).await;
-    let started = tokio::time::Instant::now();
+    // Timed from before the welcome is sent: the agent cannot start its own clock earlier,
+    // however the two tasks are scheduled (timing from after the send could start later
+    // than the agent's clock, and so measure less than the agent waited).
+    let started = connection.welcome(&agent.pin, 200).await;
     assert!(connection.ends().await, "the agent dropped a silent broker");
     assert!(
         started.elapsed() >= Duration::from_millis(550),
