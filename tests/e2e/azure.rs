@@ -13,8 +13,9 @@ use base64::{engine::general_purpose::STANDARD, Engine as _};
 use keybroker_azure_fake::{AzureFake, KeySpec, Operation};
 use serde_json::{json, Value};
 
-use crate::support::{
-    eventually, ns, post_as, private_dir, tenant_token, Broker, Options, PluginDir,
+use crate::{
+    aws::{reload, until_served, Timeouts, GAVE_UP_WITHIN, PATIENCE},
+    support::{eventually, ns, post_as, private_dir, tenant_token, Broker, Options, PluginDir},
 };
 
 const TENANT: &str = "8f0c6c2e-1d4b-4a57-9c3e-2b7d5e9a1f60";
@@ -44,9 +45,9 @@ impl Vault {
         }
     }
 
-    /// Writes the drop-in of instance `name` with client secret `secret`; `host_extra` adds
-    /// host settings (before `[config]`).
-    pub fn dropin(&self, name: &str, host_extra: &str, secret: &str) {
+    /// Writes the drop-in of instance `name` with client secret `secret` and `timeouts`;
+    /// `host_extra` adds host settings (before `[config]`).
+    pub fn dropin(&self, name: &str, timeouts: Timeouts, host_extra: &str, secret: &str) {
         let secret_file = self.secret_dir.path().join(format!("{name}.secret"));
         std::fs::write(&secret_file, secret).unwrap();
         std::fs::set_permissions(&secret_file, std::fs::Permissions::from_mode(0o600)).unwrap();
@@ -55,17 +56,21 @@ impl Vault {
         let config = format!(
             "vault_url = \"{}\"\ntenant_id = \"{TENANT}\"\nclient_id = \"{CLIENT}\"\n\
              client_secret_file = \"{}\"\nauthority_host = \"{}\"\nca_file = \"{}\"\n\
-             verify_challenge_resource = false\noperation_timeout_ms = 1500\n",
+             verify_challenge_resource = false\noperation_timeout_ms = {}\n\
+             create_timeout_ms = {}\n",
             self.fake.vault_url(),
             secret_file.display(),
             self.fake.authority_host(),
-            self.fake.ca_pem_path().display()
+            self.fake.ca_pem_path().display(),
+            timeouts.plugin_ms(),
+            // Short timeouts are for faults, not for making keys: creation stays generous.
+            Timeouts::Generous.plugin_ms(),
         );
         self.plugins.write_instance(
             name,
             &self.library,
             "[\"*\"]",
-            &format!("timeout = \"2s\"\n{host_extra}"),
+            &format!("{}{host_extra}", timeouts.host()),
             &config,
         );
     }
@@ -104,7 +109,12 @@ fn encrypt(broker: &Broker, key: &str, plaintext: &[u8]) -> (u16, Value) {
 #[test]
 fn key_vault_keys_wrap_data_keys_sign_bind_within_grants_and_are_deleted_only_when_made() {
     let vault = Vault::new();
-    vault.dropin("azure", "[bind]\nacme = [\"acme-*\"]\n", SECRET);
+    vault.dropin(
+        "azure",
+        Timeouts::Generous,
+        "[bind]\nacme = [\"acme-*\"]\n",
+        SECRET,
+    );
     vault
         .fake
         .create_key("acme-orders", KeySpec::Rsa(3072))
@@ -212,7 +222,7 @@ fn key_vault_keys_wrap_data_keys_sign_bind_within_grants_and_are_deleted_only_wh
 #[test]
 fn a_key_vault_outage_throttling_disabled_keys_and_a_wrong_secret_get_clear_answers() {
     let vault = Vault::new();
-    vault.dropin("azure", "", SECRET);
+    vault.dropin("azure", Timeouts::Generous, "", SECRET);
     vault
         .fake
         .create_key("ops-wrap", KeySpec::Rsa(3072))
@@ -222,9 +232,14 @@ fn a_key_vault_outage_throttling_disabled_keys_and_a_wrong_secret_get_clear_answ
     broker.bao_ok(&["write", "transit/keys/cold", "backend=azure"]);
     broker.bao_ok(&["write", "-f", "transit/keys/local"]);
     // Data keys are cached from creation: a restart leaves them all uncached, then one use
-    // of `warm` unwraps (and caches) its data key.
+    // of `warm` unwraps (and caches) its data key. The restarted broker has short timeouts
+    // for the outage (key references need nothing else): `warm` is used until served.
+    vault.dropin("azure", Timeouts::Short, "", SECRET);
     broker.restart();
-    let warm = broker.encrypt("warm", b"warm data");
+    let body = until_served(&broker, "warm with short timeouts", || {
+        encrypt(&broker, "warm", b"warm data")
+    });
+    let warm = body["data"]["ciphertext"].as_str().unwrap().to_owned();
     assert_eq!(broker.decrypt("warm", &warm), b"warm data");
 
     // Outage: the cached data key serves; the uncached one is 503 within the deadline;
@@ -235,19 +250,20 @@ fn a_key_vault_outage_throttling_disabled_keys_and_a_wrong_secret_get_clear_answ
     let (status, body) = encrypt(&broker, "cold", b"needs Key Vault");
     assert_eq!(status, 503, "{body}");
     assert!(
-        started.elapsed() < Duration::from_secs(4),
+        started.elapsed() < GAVE_UP_WITHIN,
         "answered after {:?}",
         started.elapsed()
     );
     let local = broker.encrypt("local", b"local data");
     assert_eq!(broker.decrypt("local", &local), b"local data");
     vault.fake.set_outage(false);
-    assert!(
-        eventually(Duration::from_secs(15), || encrypt(&broker, "cold", b"x").0
-            == 200),
-        "no recovery after the outage: {}",
-        broker.log()
-    );
+    until_served(&broker, "recovery after the outage", || {
+        encrypt(&broker, "cold", b"x")
+    });
+
+    // Back to generous timeouts: nothing below is meant to time out.
+    vault.dropin("azure", Timeouts::Generous, "", SECRET);
+    reload(&broker);
 
     // Throttling (429 with Retry-After) is retried by the SDK within the deadline.
     vault.fake.throttle(1, Duration::from_millis(200));
@@ -268,14 +284,13 @@ fn a_key_vault_outage_throttling_disabled_keys_and_a_wrong_secret_get_clear_answ
     // A wrong client secret: that instance is unavailable with Entra ID's reason, and the
     // secret is nowhere in what the broker shows or logs.
     let wrong = Vault::new();
-    wrong.dropin("azure", "", "not-the-secret-xyz");
+    wrong.dropin("azure", Timeouts::Generous, "", "not-the-secret-xyz");
     let broker = wrong.dev_broker();
     let (status, body) =
         broker.request("POST", "transit/keys/k", Some(&json!({"backend": "azure"})));
     assert_eq!(status, 503, "{body}");
     assert!(
-        eventually(Duration::from_secs(15), || broker.backend("azure")
-            ["status"]
+        eventually(PATIENCE, || broker.backend("azure")["status"]
             == "unavailable"),
         "{}",
         broker.backend("azure")

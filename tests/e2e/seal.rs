@@ -4,12 +4,10 @@
 //! tested with its real backend: AWS KMS (moto, stopped with SIGSTOP), an HSM (SoftHSM2,
 //! its token directory moved away) and Azure Key Vault (the fake, in an outage).
 
-use std::time::Duration;
-
 use serde_json::Value;
 
 use crate::{
-    aws::Kms,
+    aws::{Kms, Timeouts, PATIENCE},
     hsm::Hsm,
     support::{eventually, private_dir, Broker, Options},
 };
@@ -63,10 +61,11 @@ fn assert_sealed_by(broker: &Broker, instance: &str) {
     assert_eq!(status, 503, "{body}");
 }
 
-/// Waits until the broker has unsealed by itself.
+/// Waits until the broker has unsealed by itself (a backend that answers again may first
+/// catch up on what it was sent meanwhile).
 fn assert_unseals(broker: &Broker) {
     assert!(
-        eventually(Duration::from_secs(30), || health(broker).0 == 200),
+        eventually(PATIENCE, || health(broker).0 == 200),
         "did not unseal: {}\n{}",
         seal_status(broker),
         broker.log()
@@ -78,7 +77,7 @@ fn assert_unseals(broker: &Broker) {
 fn root_token_once_initialised(broker: &Broker) -> String {
     let mut token = None;
     assert!(
-        eventually(Duration::from_secs(10), || {
+        eventually(PATIENCE, || {
             token = broker.printed_root_token();
             token.is_some()
         }),
@@ -91,17 +90,27 @@ fn root_token_once_initialised(broker: &Broker) -> String {
 #[test]
 fn a_kms_seal_keeps_the_broker_sealed_while_kms_is_down_and_unseals_by_itself() {
     let kms = Kms::new();
-    kms.dropin("aws", "", "");
     let state = private_dir();
     let options = sealed_options(kms.plugins.path(), "aws", "", Kms::env(), state.path());
+    // While KMS is stopped, the seal's calls time out, at the short deadlines (the broker
+    // tries before it answers, and again every second). Before KMS comes back, the drop-in
+    // gets generous ones, which the next attempt reads: from then on, nothing races moto.
+    let stopped = |kms: &Kms| {
+        kms.dropin("aws", Timeouts::Short, "", "");
+        kms.moto.pause();
+    };
+    let resumed = |kms: &Kms| {
+        kms.dropin("aws", Timeouts::Generous, "", "");
+        kms.moto.resume();
+    };
 
     // First start, KMS hung: no root key can be made; sealed, then unsealed when KMS
     // answers, initialising the store then.
-    kms.moto.pause();
+    stopped(&kms);
     let mut broker = Broker::start(options.clone());
     assert_sealed_by(&broker, "aws");
     assert!(broker.printed_root_token().is_none());
-    kms.moto.resume();
+    resumed(&kms);
     assert_unseals(&broker);
     broker.token = root_token_once_initialised(&broker);
     broker.bao_ok(&["write", "-f", "transit/keys/local"]);
@@ -109,8 +118,8 @@ fn a_kms_seal_keeps_the_broker_sealed_while_kms_is_down_and_unseals_by_itself() 
     let local = broker.encrypt("local", b"local data");
     let in_kms = broker.encrypt("kms", b"kms data");
     // The root key's wrapping key is a KMS key the broker made, for the root namespace
-    // (with transit key `kms`'s, and possibly one whose CreateKey moto carried out after
-    // resuming, when the broker had given up on it).
+    // (with transit key `kms`'s, and possibly some whose CreateKey moto carried out after
+    // resuming, when the broker had given up on them).
     let root_keys = kms.keys_tagged_for("00000000-0000-0000-0000-000000000000");
     assert!(
         root_keys.len() >= 2,
@@ -120,11 +129,11 @@ fn a_kms_seal_keeps_the_broker_sealed_while_kms_is_down_and_unseals_by_itself() 
     broker.kill9();
 
     // Restarted with KMS down: sealed; KMS back: unsealed, everything decrypts.
-    kms.moto.pause();
+    stopped(&kms);
     let mut broker = Broker::start(options.clone());
     broker.token = token.clone();
     assert_sealed_by(&broker, "aws");
-    kms.moto.resume();
+    resumed(&kms);
     assert_unseals(&broker);
     assert_eq!(broker.decrypt("local", &local), b"local data");
     assert_eq!(broker.decrypt("kms", &in_kms), b"kms data");
@@ -238,7 +247,7 @@ fn a_seal_naming_a_missing_or_built_in_instance_is_refused_or_sealed_with_the_re
     // SIGHUP (reload plugins) while sealed: logged, and the broker keeps running.
     broker.sighup();
     assert!(
-        eventually(Duration::from_secs(5), || broker
+        eventually(PATIENCE, || broker
             .log()
             .contains("the broker is sealed; no plugins to reload")),
         "{}",
@@ -250,7 +259,9 @@ fn a_seal_naming_a_missing_or_built_in_instance_is_refused_or_sealed_with_the_re
 #[test]
 fn a_key_vault_seal_waits_out_an_outage_at_start() {
     let vault = crate::azure::Vault::new();
-    vault.dropin("azure", "", crate::azure::SECRET);
+    // Generous timeouts throughout: an outage answers 503 at once, so it seals the broker
+    // without waiting for any deadline.
+    vault.dropin("azure", Timeouts::Generous, "", crate::azure::SECRET);
     let state = private_dir();
     let options = sealed_options(vault.plugins.path(), "azure", "", Vec::new(), state.path());
 

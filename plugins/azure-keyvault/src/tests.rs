@@ -28,8 +28,26 @@ const AZURE_TENANT: &str = "kb-azure-tenant";
 const CLIENT_ID: &str = "kb-client";
 const CLIENT_SECRET: &str = "kb-client-secret-value";
 const SECRET_ENV: &str = "KEYBROKER_TEST_AZURE_CLIENT_SECRET";
-/// Generous: the fake makes RSA-4096 keys in a debug build.
-const TIMEOUT_MS: u64 = 20_000;
+/// Operation and creation timeout of every instance whose calls are not meant to time out:
+/// generous, because the fake makes RSA keys (RSA-4096 ones take seconds) in a debug build,
+/// beside the other tests of this binary, on machines with as few as 2 cores. A test must
+/// never race that.
+const TIMEOUT_MS: u64 = 60_000;
+/// Operation timeout of the instances that tests fault on purpose (throttling, a vault that
+/// does not answer) to see them give up: the plugin's default. Only the faulty calls go
+/// through them.
+const SHORT_TIMEOUT_MS: u64 = 1_500;
+/// How long a test waits for something that happens on any machine, however slow: an
+/// instance with a short timeout answering (its first use before a fault, its recovery
+/// after one).
+const PATIENCE: Duration = Duration::from_secs(60);
+/// Latency of a vault that does not answer: it outlasts any call of the test.
+const HANG: Duration = Duration::from_secs(600);
+/// Upper bound on a call that a fault made time out. It is not a measure of the machine's
+/// speed: it is far below the fault's own length (a [`HANG`]; throttling of 1000 requests
+/// each told to wait 1 s), so it only shows that the operation timeout, not the end of the
+/// fault, stopped the call.
+const GAVE_UP_WITHIN: Duration = Duration::from_secs(60);
 
 fn fake() -> AzureFake {
     AzureFake::start(AZURE_TENANT, CLIENT_ID, CLIENT_SECRET)
@@ -45,6 +63,7 @@ fn config(fake: &AzureFake, operation_timeout_ms: u64) -> serde_json::Value {
         "authority_host": fake.authority_host(),
         "ca_file": fake.ca_pem_path(),
         "operation_timeout_ms": operation_timeout_ms,
+        "create_timeout_ms": TIMEOUT_MS,
         // The fake's vault is 127.0.0.1, not *.vault.azure.net.
         "verify_challenge_resource": false,
     })
@@ -58,6 +77,44 @@ fn backend_with(config: &serde_json::Value) -> BackendBox {
 
 fn backend(fake: &AzureFake) -> BackendBox {
     backend_with(&config(fake, TIMEOUT_MS))
+}
+
+/// Runs `call` until it succeeds, for up to [`PATIENCE`]: on an instance with a short
+/// timeout, any call may be UNAVAILABLE on a loaded machine (and after a fault, until the
+/// vault answers again). Any other error fails the test at once.
+fn until_available<T>(what: &str, mut call: impl FnMut() -> Result<T, PluginError>) -> T {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        match call() {
+            Ok(value) => return value,
+            Err(error) if error.kind == ErrorKind::UNAVAILABLE && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(error) => panic!("{what}: {error}"),
+        }
+    }
+}
+
+/// The `instance available=` reports a recording host received.
+fn availability_reports(host: &RecordingHost) -> Vec<String> {
+    host.lines()
+        .into_iter()
+        .filter(|line| line.starts_with("instance available="))
+        .collect()
+}
+
+/// Asserts the host heard of one outage, then of the recovery.
+fn assert_outage_then_recovery_reported(host: &RecordingHost) {
+    let reports = availability_reports(host);
+    assert_eq!(reports.len(), 2, "{:?}", host.lines());
+    assert!(
+        reports[0].starts_with("instance available=false"),
+        "{reports:?}"
+    );
+    assert!(
+        reports[1].starts_with("instance available=true"),
+        "{reports:?}"
+    );
 }
 
 /// The Key Vault key name of a reference.
@@ -504,7 +561,7 @@ fn disabled_and_denied_keys_are_reported() {
 #[test]
 fn throttling_is_retried_by_the_sdk_then_unavailable_within_the_timeout() {
     let fake = fake();
-    let patient = backend_with(&config(&fake, 6000));
+    let patient = backend(&fake);
     let key = create(&patient, TENANT, "aes256-gcm96");
     fake.reset_counts();
     // Two 429s with Retry-After: 1, then success: the SDK waits and retries.
@@ -513,24 +570,26 @@ fn throttling_is_retried_by_the_sdk_then_unavailable_within_the_timeout() {
     assert_eq!(fake.request_count(Operation::WrapKey), 3);
     assert_eq!(fake.state().throttle_remaining(), 0);
 
-    // Throttled for longer than the operation timeout: UNAVAILABLE at the deadline.
-    let hurried = backend_with(&config(&fake, 1500));
-    assert_eq!(
-        decrypt(&hurried, TENANT, &key, &wrapped, b"").unwrap(),
-        b"data"
-    );
+    // Throttled for longer than the operation timeout: UNAVAILABLE at the deadline, on an
+    // instance with a short timeout. Key references carry all an instance needs, so it
+    // uses the key made above; its first use (token, key read) comes before the fault.
+    let hurried = backend_with(&config(&fake, SHORT_TIMEOUT_MS));
+    let warm = until_available("first use", || {
+        decrypt(&hurried, TENANT, &key, &wrapped, b"")
+    });
+    assert_eq!(warm, b"data");
     fake.throttle(1000, Duration::from_secs(1));
     let started = Instant::now();
     let result = decrypt(&hurried, TENANT, &key, &wrapped, b"");
     let elapsed = started.elapsed();
     assert_error(result, ErrorKind::UNAVAILABLE, "");
-    assert!(elapsed < Duration::from_millis(1500 + 2000), "{elapsed:?}");
+    assert!(elapsed < GAVE_UP_WITHIN, "{elapsed:?}");
     assert_error(hurried.health().into_result(), ErrorKind::UNAVAILABLE, "");
     fake.clear_faults();
-    assert_eq!(
-        decrypt(&hurried, TENANT, &key, &wrapped, b"").unwrap(),
-        b"data"
-    );
+    let recovered = until_available("after the throttling", || {
+        decrypt(&hurried, TENANT, &key, &wrapped, b"")
+    });
+    assert_eq!(recovered, b"data");
 }
 
 #[test]
@@ -538,11 +597,17 @@ fn an_outage_is_unavailable_within_the_timeout_and_recovery_is_reported() {
     let fake = fake();
     let host = RecordingHost::default();
     let backend = keybroker_plugin_abi::into_ffi(
-        new_backend(&config(&fake, 1500).to_string(), host.clone().into_box()).unwrap(),
+        new_backend(
+            &config(&fake, TIMEOUT_MS).to_string(),
+            host.clone().into_box(),
+        )
+        .unwrap(),
     );
     let key = create(&backend, TENANT, "aes256-gcm96");
     let wrapped = encrypt(&backend, TENANT, &key, b"data", b"").unwrap();
 
+    // An outage answers 503 at once: the SDK's few retries end the call, whatever the
+    // (generous) timeout.
     fake.set_outage(true);
     assert_error(
         decrypt(&backend, TENANT, &key, &wrapped, b""),
@@ -551,39 +616,47 @@ fn an_outage_is_unavailable_within_the_timeout_and_recovery_is_reported() {
     );
     assert_error(backend.health().into_result(), ErrorKind::UNAVAILABLE, "");
     fake.set_outage(false);
-    // A vault that does not answer at all.
-    fake.set_latency(Duration::from_secs(60));
+    until_available("health after the outage", || backend.health().into_result());
+    assert_eq!(
+        decrypt(&backend, TENANT, &key, &wrapped, b"").unwrap(),
+        b"data"
+    );
+    // The host heard of the outage once, and of the recovery.
+    assert_outage_then_recovery_reported(&host);
+
+    // A vault that does not answer at all: only a timeout ends the call, so this goes
+    // through an instance with a short one, whose first use comes before the fault.
+    let host = RecordingHost::default();
+    let hurried = keybroker_plugin_abi::into_ffi(
+        new_backend(
+            &config(&fake, SHORT_TIMEOUT_MS).to_string(),
+            host.clone().into_box(),
+        )
+        .unwrap(),
+    );
+    let warm = until_available("first use", || {
+        decrypt(&hurried, TENANT, &key, &wrapped, b"")
+    });
+    assert_eq!(warm, b"data");
+    fake.set_latency(HANG);
     let started = Instant::now();
-    let result = decrypt(&backend, TENANT, &key, &wrapped, b"");
+    let result = decrypt(&hurried, TENANT, &key, &wrapped, b"");
     let elapsed = started.elapsed();
+    let health = hurried.health().into_result();
     fake.set_latency(Duration::ZERO);
     assert_error(
         result,
         ErrorKind::UNAVAILABLE,
         "no answer within the timeout",
     );
-    assert!(elapsed < Duration::from_millis(1500 + 2000), "{elapsed:?}");
-
-    backend.health().into_result().unwrap();
-    assert_eq!(
-        decrypt(&backend, TENANT, &key, &wrapped, b"").unwrap(),
-        b"data"
-    );
-    // The host heard of the outage once, and of the recovery.
-    let lines = host.lines();
-    let reports: Vec<_> = lines
-        .iter()
-        .filter(|line| line.starts_with("instance available="))
-        .collect();
-    assert_eq!(reports.len(), 2, "{lines:?}");
-    assert!(
-        reports[0].starts_with("instance available=false"),
-        "{lines:?}"
-    );
-    assert!(
-        reports[1].starts_with("instance available=true"),
-        "{lines:?}"
-    );
+    assert!(elapsed < GAVE_UP_WITHIN, "{elapsed:?}");
+    assert_error(health, ErrorKind::UNAVAILABLE, "");
+    until_available("health after the hang", || hurried.health().into_result());
+    let recovered = until_available("decrypt after the hang", || {
+        decrypt(&hurried, TENANT, &key, &wrapped, b"")
+    });
+    assert_eq!(recovered, b"data");
+    assert_outage_then_recovery_reported(&host);
 }
 
 #[test]
@@ -594,7 +667,7 @@ fn wrong_credentials_and_unreachable_endpoints_are_unavailable_with_a_reason() {
         std::process::id()
     ));
     std::fs::write(&secret_file, "wrong-secret-not-to-show\n").unwrap();
-    let mut wrong = config(&fake, 5000);
+    let mut wrong = config(&fake, TIMEOUT_MS);
     wrong["client_secret_env"] = serde_json::Value::Null;
     wrong.as_object_mut().unwrap().remove("client_secret_env");
     wrong["client_secret_file"] = json!(secret_file);
@@ -633,14 +706,14 @@ fn wrong_credentials_and_unreachable_endpoints_are_unavailable_with_a_reason() {
     );
 
     // Nothing listening: the vault, then the token endpoint.
-    let mut unreachable = config(&fake, 3000);
+    let mut unreachable = config(&fake, TIMEOUT_MS);
     unreachable["vault_url"] = json!("https://127.0.0.1:9/");
     assert_error(
         backend_with(&unreachable).health().into_result(),
         ErrorKind::UNAVAILABLE,
         "",
     );
-    let mut no_authority = config(&fake, 3000);
+    let mut no_authority = config(&fake, TIMEOUT_MS);
     no_authority["authority_host"] = json!("https://127.0.0.1:9");
     assert_error(
         backend_with(&no_authority).health().into_result(),
@@ -652,7 +725,7 @@ fn wrong_credentials_and_unreachable_endpoints_are_unavailable_with_a_reason() {
 #[test]
 fn an_inline_client_secret_is_refused_and_config_errors_are_named() {
     let fake = fake();
-    let mut inline = config(&fake, 1500);
+    let mut inline = config(&fake, TIMEOUT_MS);
     inline.as_object_mut().unwrap().remove("client_secret_env");
     inline["client_secret"] = json!("inline-secret-not-to-show");
     let error = new_backend(&inline.to_string(), RecordingHost::boxed()).unwrap_err();
@@ -662,12 +735,12 @@ fn an_inline_client_secret_is_refused_and_config_errors_are_named() {
         !error.message.contains("inline-secret-not-to-show"),
         "{error}"
     );
-    let mut unknown = config(&fake, 1500);
+    let mut unknown = config(&fake, TIMEOUT_MS);
     unknown["region"] = json!("westeurope");
     let error = new_backend(&unknown.to_string(), RecordingHost::boxed()).unwrap_err();
     assert_eq!(error.kind, ErrorKind::INVALID_CONFIG);
     assert!(error.message.contains("region"), "{error}");
-    let mut missing_ca = config(&fake, 1500);
+    let mut missing_ca = config(&fake, TIMEOUT_MS);
     missing_ca["ca_file"] = json!("/nonexistent/keybroker-ca.pem");
     let error = new_backend(&missing_ca.to_string(), RecordingHost::boxed()).unwrap_err();
     assert_eq!(error.kind, ErrorKind::INVALID_CONFIG);
@@ -676,7 +749,7 @@ fn an_inline_client_secret_is_refused_and_config_errors_are_named() {
         "{error}"
     );
     // Without the fake's CA, its certificate is not trusted: no request succeeds.
-    let mut untrusted = config(&fake, 3000);
+    let mut untrusted = config(&fake, TIMEOUT_MS);
     untrusted.as_object_mut().unwrap().remove("ca_file");
     assert_error(
         backend_with(&untrusted).health().into_result(),

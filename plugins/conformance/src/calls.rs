@@ -179,8 +179,14 @@ impl BatchDone for ChannelDone {
     }
 }
 
+/// How long a started batch may take to complete before the suite calls it lost. Only a
+/// guard against a plugin that never completes: generous, since a batch goes through the
+/// plugin's real backend (an agent, an HSM, moto…), which may be slow beside other tests on
+/// a loaded machine with as few as 2 cores.
+const BATCH_COMPLETION_LIMIT: Duration = Duration::from_secs(120);
+
 /// Starts a batch with `start` and waits for its completion; panics if the plugin drops the
-/// completion or takes over 10 s.
+/// completion or takes over [`BATCH_COMPLETION_LIMIT`].
 fn completed(start: impl FnOnce(keybroker_plugin_abi::BatchDoneBox)) -> RVec<BatchItem> {
     let (sender, receiver) = sync_channel(1);
     start(BatchDone_TO::from_value(
@@ -188,6 +194,6 @@ fn completed(start: impl FnOnce(keybroker_plugin_abi::BatchDoneBox)) -> RVec<Bat
         TD_Opaque,
     ));
     receiver
-        .recv_timeout(Duration::from_secs(10))
+        .recv_timeout(BATCH_COMPLETION_LIMIT)
         .unwrap_or_else(|error| panic!("the plugin did not complete a started batch: {error}"))
 }

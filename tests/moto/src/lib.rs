@@ -72,8 +72,11 @@ pub const MOTO_ACCOUNT: &str = "123456789012";
 const INSTALL_HINT: &str = "install moto's server (python3 -m venv .venv && .venv/bin/pip \
                             install 'moto[server]' in the repository; tests/run does) or set \
                             KEYBROKER_MOTO_SERVER to a moto_server program";
-/// How long moto may take to answer after it is started.
-const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long moto may take to answer after it is started: generous, since Python imports
+/// moto's many modules slowly on a loaded machine (tests start one moto each, side by side).
+const START_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long a request to moto's own API (`/moto-api/…`) may take once moto answers.
+const API_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A running moto server (all AWS services, KMS among them) on a loopback port.
 pub struct MotoServer {
@@ -157,13 +160,8 @@ impl MotoServer {
 
     /// Forgets every resource (keys, aliases, …) of every account: moto's `/moto-api/reset`.
     pub fn reset(&self) {
-        let status = http_status(
-            self.port,
-            "POST",
-            "/moto-api/reset",
-            Duration::from_secs(10),
-        )
-        .unwrap_or_else(|e| panic!("reset moto: {e}\n--- moto log ---\n{}", self.log()));
+        let status = http_status(self.port, "POST", "/moto-api/reset", API_TIMEOUT)
+            .unwrap_or_else(|e| panic!("reset moto: {e}\n--- moto log ---\n{}", self.log()));
         assert_eq!(status, 200, "reset moto\n--- moto log ---\n{}", self.log());
     }
 
@@ -234,7 +232,8 @@ fn wait_until_answering(child: &mut Child, port: u16) -> Result<(), String> {
         if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
             return Err(format!("moto_server exited at start ({status})"));
         }
-        if http_status(port, "GET", "/moto-api/", Duration::from_secs(2)).is_ok() {
+        // A slow answer is still an answer: wait for it rather than ask again.
+        if http_status(port, "GET", "/moto-api/", Duration::from_secs(10)).is_ok() {
             return Ok(());
         }
         if Instant::now() > deadline {
@@ -469,6 +468,18 @@ impl FaultProxy {
     /// Answers every KMS request with `ThrottlingException` for `duration` from now.
     pub fn throttle_for(&self, duration: Duration) {
         self.faults().throttle_until = Some(Instant::now() + duration);
+    }
+
+    /// Whether a KMS request sent now would be throttled: [`FaultProxy::throttle_next`]
+    /// requests remain, or [`FaultProxy::throttle_for`]'s time has not run out. Once false,
+    /// it stays false until throttling is asked for again (so tests can poll it instead of
+    /// sleeping past a throttling window).
+    pub fn is_throttling(&self) -> bool {
+        let faults = self.faults();
+        faults.throttle_next > 0
+            || faults
+                .throttle_until
+                .is_some_and(|until| Instant::now() < until)
     }
 
     /// Ends throttling, of both kinds.

@@ -5,7 +5,7 @@
 // not reach helpers outside `#[test]` functions).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use aws_config::{retry::RetryConfig, timeout::TimeoutConfig, BehaviorVersion, Region};
 use aws_sdk_kms::{
@@ -17,6 +17,17 @@ use aws_sdk_kms::{
 };
 use aws_smithy_http_client::tls;
 use keybroker_moto_harness::{FaultProxy, KeyFault, MotoServer};
+
+/// Operation timeout of clients whose calls are not meant to time out: generous, because
+/// moto answers from Python, beside the other tests of this binary, on machines with as few
+/// as 2 cores. A test must never race that.
+const GENEROUS: Duration = Duration::from_secs(60);
+/// Operation timeout of the client a test makes time out on purpose (a paused moto, a
+/// latency fault); only the faulty calls go through it.
+const SHORT: Duration = Duration::from_secs(2);
+/// Throttling and latency that outlast any call of the test: they end when the test ends
+/// them, so only the SDK's attempts or a timeout can end a call meanwhile.
+const LONG_FAULT: Duration = Duration::from_secs(600);
 
 /// A client as the plugin would build one: static test credentials, `us-east-1`, the
 /// endpoint overridden, quick retries (`attempts` in all) and an operation timeout.
@@ -79,7 +90,7 @@ async fn encrypt(kms: &Client, key: &str, plaintext: &[u8]) -> Blob {
 async fn round_trips_through_the_proxy_with_the_real_sdk() {
     let moto = MotoServer::start();
     let proxy = FaultProxy::in_front_of(&moto);
-    let kms = client(&proxy.endpoint(), 3, Duration::from_secs(10)).await;
+    let kms = client(&proxy.endpoint(), 3, GENEROUS).await;
 
     let (key, arn) = symmetric_key(&kms).await;
     assert!(arn.ends_with(&format!(":key/{key}")), "{arn}");
@@ -183,7 +194,7 @@ async fn round_trips_through_the_proxy_with_the_real_sdk() {
 async fn throttling_is_retried_by_the_sdk_until_it_lasts_too_long() {
     let moto = MotoServer::start();
     let proxy = FaultProxy::in_front_of(&moto);
-    let kms = client(&proxy.endpoint(), 4, Duration::from_secs(10)).await;
+    let kms = client(&proxy.endpoint(), 4, GENEROUS).await;
     let (key, _) = symmetric_key(&kms).await;
 
     // Three throttled attempts, then the fourth goes through.
@@ -194,7 +205,7 @@ async fn throttling_is_retried_by_the_sdk_until_it_lasts_too_long() {
 
     // Throttled for longer than the SDK retries: every attempt is throttled, and the error
     // is AWS's throttling error.
-    proxy.throttle_for(Duration::from_secs(60));
+    proxy.throttle_for(LONG_FAULT);
     let error = kms
         .decrypt()
         .ciphertext_blob(blob.clone())
@@ -222,19 +233,34 @@ async fn throttling_is_retried_by_the_sdk_until_it_lasts_too_long() {
     assert_eq!(proxy.forwarded("Decrypt"), 1);
     assert_eq!(proxy.throttled("Decrypt"), 4);
 
-    // Throttling for a while ends by itself.
+    // Throttling for a while ends by itself: once the proxy says it is over (polled, not
+    // slept past), a client without retries goes through.
     proxy.throttle_for(Duration::from_millis(200));
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let once = client(&proxy.endpoint(), 1, Duration::from_secs(10)).await;
+    let deadline = Instant::now() + GENEROUS;
+    while proxy.is_throttling() {
+        assert!(
+            Instant::now() < deadline,
+            "throttling did not end by itself"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let once = client(&proxy.endpoint(), 1, GENEROUS).await;
     encrypt(&once, &key, b"x").await;
     assert_eq!(proxy.throttled("Encrypt"), 3);
+    assert!(!proxy.is_throttling());
+    // Throttling a number of requests is over once they were throttled.
+    proxy.throttle_next(1);
+    assert!(proxy.is_throttling());
+    kms.describe_key().key_id(&key).send().await.unwrap();
+    assert!(!proxy.is_throttling());
+    assert_eq!(proxy.throttled("DescribeKey"), 1);
 }
 
 #[tokio::test]
 async fn disabled_pending_deletion_and_forbidden_keys_give_aws_errors() {
     let moto = MotoServer::start();
     let proxy = FaultProxy::in_front_of(&moto);
-    let kms = client(&proxy.endpoint(), 3, Duration::from_secs(10)).await;
+    let kms = client(&proxy.endpoint(), 3, GENEROUS).await;
     let (key, arn) = symmetric_key(&kms).await;
     let (other, _) = symmetric_key(&kms).await;
     let blob = encrypt(&kms, &key, b"x").await;
@@ -339,7 +365,7 @@ async fn disabled_pending_deletion_and_forbidden_keys_give_aws_errors() {
 async fn moto_behaves_as_the_harness_documents() {
     // Straight to moto, no proxy: what the proxy makes up for.
     let moto = MotoServer::start();
-    let kms = client(&moto.endpoint(), 1, Duration::from_secs(10)).await;
+    let kms = client(&moto.endpoint(), 1, GENEROUS).await;
     let (key, _) = symmetric_key(&kms).await;
     let blob = encrypt(&kms, &key, b"x").await;
     // The key id opens the ciphertext blob.
@@ -385,11 +411,14 @@ async fn moto_behaves_as_the_harness_documents() {
 async fn a_paused_server_times_out_and_recovers_when_resumed() {
     let moto = MotoServer::start();
     let proxy = FaultProxy::in_front_of(&moto);
-    let kms = client(&proxy.endpoint(), 1, Duration::from_secs(2)).await;
+    // The faulty calls go through a client with a short timeout; the others through one
+    // with a generous timeout, which also waits for moto to catch up after a pause.
+    let kms = client(&proxy.endpoint(), 1, GENEROUS).await;
+    let hurried = client(&proxy.endpoint(), 1, SHORT).await;
     let (key, _) = symmetric_key(&kms).await;
 
     moto.pause();
-    let error = kms
+    let error = hurried
         .encrypt()
         .key_id(&key)
         .plaintext(Blob::new(b"x".as_slice()))
@@ -401,15 +430,25 @@ async fn a_paused_server_times_out_and_recovers_when_resumed() {
     encrypt(&kms, &key, b"x").await;
 
     // Latency past the operation timeout times out the same way.
-    proxy.set_latency(Duration::from_secs(5));
-    let error = kms.describe_key().key_id(&key).send().await.unwrap_err();
+    proxy.set_latency(LONG_FAULT);
+    let error = hurried
+        .describe_key()
+        .key_id(&key)
+        .send()
+        .await
+        .unwrap_err();
     assert!(matches!(error, SdkError::TimeoutError(_)), "{error:?}");
     proxy.set_latency(Duration::ZERO);
     kms.describe_key().key_id(&key).send().await.unwrap();
 
     // Dropping the proxy while a request hangs on the paused server does not wait for it.
     moto.pause();
-    let error = kms.describe_key().key_id(&key).send().await.unwrap_err();
+    let error = hurried
+        .describe_key()
+        .key_id(&key)
+        .send()
+        .await
+        .unwrap_err();
     assert!(matches!(error, SdkError::TimeoutError(_)), "{error:?}");
     drop(proxy);
     drop(moto);
