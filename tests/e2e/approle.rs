@@ -700,7 +700,7 @@ fn lockout_is_per_client_address_and_clears_and_cidrs_follow_trusted_proxies() {
     );
     // Locked for the window from the fifth failure, not longer: the lock clears after it.
     // (A login refused while locked counts no failure, so polling does not extend it.)
-    crate::tokens::runs_out("the lockout", fifth, window, || {
+    crate::support::runs_out("the lockout", fifth, window, || {
         let (status, body) = login(&broker, "", &svc, &secret, &[]);
         assert!(
             (status, body.as_str()) == (400, FAILED) || status == 200,

@@ -590,6 +590,42 @@ pub fn process_state(pid: u32) -> String {
     text
 }
 
+/// Polls `ran_out` (one request: has a lifetime of `lifetime` run out?) until it says so,
+/// holding it to that lifetime both ways. The lifetime began while the request that started
+/// it was under way (`began`: just before it was sent, just after its answer), and the
+/// broker counts whole seconds, so it runs out more than `lifetime - 1 s` after `began.0`
+/// and at most `lifetime` after `began.1`. An answer "ran out" to a request answered before
+/// the first is too early; "still running" to a request sent after the second, too late.
+/// Between the two either is right, so how fast the machine answers changes nothing.
+pub fn runs_out(
+    what: &str,
+    began: (Instant, Instant),
+    lifetime: Duration,
+    mut ran_out: impl FnMut() -> bool,
+) {
+    let earliest = began.0 + lifetime.saturating_sub(Duration::from_secs(1));
+    let latest = began.1 + lifetime;
+    loop {
+        let sent = Instant::now();
+        let out = ran_out();
+        let answered = Instant::now();
+        if out {
+            assert!(
+                answered > earliest,
+                "{what} ran out {:?} after it began, before its {lifetime:?}",
+                answered - began.0
+            );
+            return;
+        }
+        assert!(
+            sent <= latest,
+            "{what} was still running {:?} after it began, past its {lifetime:?}",
+            sent - began.1
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Polls `check` until it holds or `timeout` passes.
 pub fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
