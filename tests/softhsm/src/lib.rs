@@ -1,9 +1,9 @@
 //! A real SoftHSM2 token store for tests: no mocks, no fake PKCS#11 module.
 //!
 //! [`SoftHsm::new`] makes a throwaway directory holding a `softhsm2.conf` whose token
-//! directory (`tokens/`) is inside it; [`SoftHsm::add_token`] initialises a token there with
-//! `softhsm2-util --init-token --free` and writes its user PIN to a `0600` file, as an
-//! operator would for the plugin's `pin_file`. Tests talk to the tokens through the real
+//! directory (`tokens/`) is inside it; [`SoftHsm::add_token`] initialises a token with
+//! `softhsm2-util --init-token --free` (in a staging store, then moves it there) and writes
+//! its user PIN to a `0600` file, as an operator would for the plugin's `pin_file`. Tests talk to the tokens through the real
 //! module (`libsofthsm2.so`, found at [`SoftHsm::module_path`]) and prepare or inspect objects
 //! with opensc's `pkcs11-tool` ([`SoftHsm::pkcs11_tool`] and the key helpers), which run as
 //! child processes with `SOFTHSM2_CONF` pointing at this store.
@@ -125,15 +125,7 @@ impl SoftHsm {
         let tokens = dir.path().join("tokens");
         fs::create_dir(&tokens).expect("create the SoftHSM token directory");
         fs::create_dir(dir.path().join("pins")).expect("create the PIN directory");
-        let conf = format!(
-            "# Written by keybroker-softhsm-harness.\n\
-             directories.tokendir = {}\n\
-             objectstore.backend = file\n\
-             log.level = ERROR\n\
-             slots.removable = false\n",
-            tokens.display()
-        );
-        fs::write(dir.path().join("softhsm2.conf"), conf).expect("write softhsm2.conf");
+        write_conf(&dir.path().join("softhsm2.conf"), &tokens);
         SoftHsm {
             dir,
             module,
@@ -186,20 +178,34 @@ impl SoftHsm {
             !tokens.contains_key(label),
             "token {label:?} exists already"
         );
-        let before = self.token_dir_names();
+        // The token is initialised in a store of its own, then moved in. softhsm2-util reads
+        // every token of the store it is given, and fails ("Could not get info about the
+        // token in slot …") when one of them is being rewritten by another process at that
+        // moment: this process's module, or a pkcs11-tool run, working on another test's
+        // token. A loaded machine, which stretches those writes, makes that likely.
+        let staging = tempfile::Builder::new()
+            .prefix("staging-")
+            .tempdir_in(self.dir.path())
+            .expect("create a staging directory for a new token");
+        let staging_tokens = staging.path().join("tokens");
+        fs::create_dir(&staging_tokens).expect("create the staging token directory");
+        let staging_conf = staging.path().join("softhsm2.conf");
+        write_conf(&staging_conf, &staging_tokens);
         let output = self
             .command("softhsm2-util")
+            .env(CONF_ENV, &staging_conf)
             .args(["--init-token", "--free", "--label", label])
             .args(["--pin", pin, "--so-pin", SO_PIN])
             .output();
         check("softhsm2-util --init-token", &output);
-        let created: Vec<OsString> = self
-            .token_dir_names()
-            .into_iter()
-            .filter(|name| !before.contains(name))
-            .collect();
+        let created = dir_names(&staging_tokens);
         let [dir_name] = <[OsString; 1]>::try_from(created)
             .unwrap_or_else(|c| panic!("expected one new token directory, found {c:?}"));
+        // Atomic: the store's readers see the whole token or none of it.
+        rename(
+            &staging_tokens.join(&dir_name),
+            &self.token_dir().join(&dir_name),
+        );
         tokens.insert(
             label.to_owned(),
             Token {
@@ -358,13 +364,6 @@ impl SoftHsm {
         self::token(&tokens, token).pin.clone()
     }
 
-    fn token_dir_names(&self) -> Vec<OsString> {
-        fs::read_dir(self.token_dir())
-            .expect("list the SoftHSM token directory")
-            .map(|entry| entry.expect("read the SoftHSM token directory").file_name())
-            .collect()
-    }
-
     fn command(&self, program: &str) -> Command {
         let mut command = Command::new(program);
         command
@@ -427,6 +426,32 @@ fn remove_stale_shared_stores() {
             let _ = fs::remove_dir_all(entry.path());
         }
     }
+}
+
+/// Writes a `softhsm2.conf` keeping tokens in `tokens`.
+fn write_conf(path: &Path, tokens: &Path) {
+    let conf = format!(
+        "# Written by keybroker-softhsm-harness.\n\
+         directories.tokendir = {}\n\
+         objectstore.backend = file\n\
+         log.level = ERROR\n\
+         slots.removable = false\n",
+        tokens.display()
+    );
+    fs::write(path, conf).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+}
+
+/// The names of the entries of a SoftHSM token directory (one per token).
+fn dir_names(directory: &Path) -> Vec<OsString> {
+    fs::read_dir(directory)
+        .unwrap_or_else(|e| {
+            panic!(
+                "list the SoftHSM token directory {}: {e}",
+                directory.display()
+            )
+        })
+        .map(|entry| entry.expect("read the SoftHSM token directory").file_name())
+        .collect()
 }
 
 fn token<'a>(tokens: &'a BTreeMap<String, Token>, label: &str) -> &'a Token {
