@@ -22,8 +22,11 @@ use keybroker_plugin_pkcs11::{new_backend, Pkcs11Backend};
 use keybroker_softhsm_harness::{unique_label, SoftHsm};
 
 const PIN: &str = "recovery-pin";
-/// An unreachable token must be reported well within this.
-const FAIL_FAST: Duration = Duration::from_secs(5);
+/// An unreachable token must be reported within this. The token stays hidden while the call
+/// runs, so only the plugin's own detection can end it; the bound is loose, since a loaded
+/// machine stretches the module's re-initialisation and slot lookups by seconds, and only
+/// tells a call that fails on detection from one left waiting for the token to return.
+const FAIL_FAST: Duration = Duration::from_secs(20);
 /// How long a restored token may take to be usable again (recovery is rate-limited).
 const RECOVERY: Duration = Duration::from_secs(15);
 
@@ -139,7 +142,8 @@ impl Instance {
         let error = self.backend.health().unwrap_err();
         assert_eq!(error.kind, ErrorKind::UNAVAILABLE, "{error}");
         assert!(error.message.starts_with(&expected), "{error}");
-        assert!(started.elapsed() < FAIL_FAST);
+        let took = started.elapsed();
+        assert!(took < FAIL_FAST, "health took {took:?}");
     }
 
     /// Polls `health()` until it is fine; the same instance, never rebuilt.

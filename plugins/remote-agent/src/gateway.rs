@@ -334,7 +334,11 @@ impl Gateway {
 
     /// Fails every request whose deadline passed; run by the expiry task.
     pub fn expire(&self) {
-        let now = Instant::now();
+        self.expire_at(Instant::now());
+    }
+
+    /// [`Gateway::expire`] as of `now` (tests pass the instants around a deadline).
+    fn expire_at(&self, now: Instant) {
         let connections = self
             .connections
             .read()
@@ -513,6 +517,11 @@ mod tests {
 
     use super::*;
 
+    /// A request timeout no request of these tests reaches unless the test means it to: they
+    /// answer (or lose) requests themselves, which a loaded machine may delay by seconds, and
+    /// `start` fails a request whose deadline passed before it was queued.
+    const PATIENT_MS: u64 = 60_000;
+
     /// A gateway accepting agents for tenant `acme`, with a request timeout of `timeout_ms`.
     fn gateway(timeout_ms: u64) -> Gateway {
         let config = Config::parse(
@@ -584,7 +593,7 @@ mod tests {
 
     #[test]
     fn a_reply_completes_its_own_request_once() {
-        let gateway = gateway(250);
+        let gateway = gateway(PATIENT_MS);
         let (connection, mut queued) = connect(&gateway, "dc1");
         let first = start(&gateway);
         let second = start(&gateway);
@@ -604,15 +613,24 @@ mod tests {
 
     #[test]
     fn a_request_past_its_deadline_fails_and_its_late_reply_is_dropped() {
-        let gateway = gateway(20);
+        // The expiry is driven by the instants handed to `expire_at`, not by sleeping past a
+        // short deadline: a loaded machine could let a 20 ms deadline pass before the test
+        // first looked, or queue the request already expired.
+        let gateway = gateway(PATIENT_MS);
+        let timeout = Duration::from_millis(PATIENT_MS);
         let (connection, mut queued) = connect(&gateway, "dc1");
+        let before = Instant::now();
         let outcome = start(&gateway);
         let id = queued_id(&mut queued);
+        // The deadline is at least `timeout` after `before`: now, and just short of that, the
+        // request is not expired.
         gateway.expire();
+        gateway.expire_at(before + timeout - Duration::from_millis(1));
         assert!(outcome.try_recv().is_err(), "expired before its deadline");
-        std::thread::sleep(Duration::from_millis(30));
-        gateway.expire();
-        assert!(unavailable_reason(outcome.try_recv().unwrap()).contains("within 20 ms"));
+        // And at most `timeout` after now.
+        gateway.expire_at(Instant::now() + timeout);
+        assert!(unavailable_reason(outcome.try_recv().unwrap())
+            .contains(&format!("within {PATIENT_MS} ms")));
         assert!(
             !connection.complete(id, not_found()),
             "a late reply is applied"
@@ -621,7 +639,7 @@ mod tests {
 
     #[test]
     fn a_lost_connections_requests_go_to_another_agent_or_fail() {
-        let gateway = gateway(250);
+        let gateway = gateway(PATIENT_MS);
         let (dc1, mut dc1_queued) = connect(&gateway, "dc1");
         let (dc2, mut dc2_queued) = connect(&gateway, "dc2");
         // Least busy first: one request on each.

@@ -542,18 +542,24 @@ mod tests {
             .contains(&"instance false agent unplugged".to_owned()));
 
         std::fs::write(&path, "instance up\n").unwrap();
-        wait_until(|| backend.health().is_ok());
+        wait_until("health to answer ok after `instance up`", || {
+            backend.health().is_ok()
+        });
         let reference = create(&backend, "acme");
         let blob = encrypt(&backend, "acme", &reference, b"x", b"").unwrap();
 
         std::fs::write(&path, format!("keys down {reference}\n")).unwrap();
-        wait_until(|| decrypt(&backend, "acme", &reference, &blob, b"").is_err());
+        wait_until("decrypt to fail after `keys down`", || {
+            decrypt(&backend, "acme", &reference, &blob, b"").is_err()
+        });
         let error = decrypt(&backend, "acme", &reference, &blob, b"").unwrap_err();
         assert_eq!(error.kind, ErrorKind::UNAVAILABLE);
         backend.health().unwrap();
 
         std::fs::write(&path, format!("keys up {reference}\n")).unwrap();
-        wait_until(|| decrypt(&backend, "acme", &reference, &blob, b"").is_ok());
+        wait_until("decrypt to succeed after `keys up`", || {
+            decrypt(&backend, "acme", &reference, &blob, b"").is_ok()
+        });
         assert!(host
             .events()
             .contains(&format!("keys [{reference:?}] true ")));
@@ -566,22 +572,33 @@ mod tests {
         let host = RecordingHost::default();
         let config = serde_json::json!({"control_file": path}).to_string();
         let backend = new_backend_with_version(&config, host.clone().into_box(), "v").unwrap();
+        let state = Arc::downgrade(&backend.state);
         drop(backend);
-        std::thread::sleep(control::POLL_INTERVAL * 3);
+        // The watcher may be in the middle of a poll, holding the state, when the backend
+        // drops: wait until nothing holds it (a sleep raced a watcher delayed by a loaded
+        // machine). From then on the watcher cannot apply anything.
+        wait_until(
+            "the watcher to let go of the dropped backend's state",
+            || state.strong_count() == 0,
+        );
         let before = host.events().len();
         std::fs::write(&path, "instance down after drop\n").unwrap();
         std::thread::sleep(control::POLL_INTERVAL * 4);
         assert_eq!(host.events().len(), before, "{:?}", host.events());
     }
 
-    /// Polls `condition` for up to five seconds (the watcher ticks every 50 ms).
-    fn wait_until(mut condition: impl FnMut() -> bool) {
-        for _ in 0..500 {
-            if condition() {
-                return;
-            }
+    /// Polls `condition` until it holds. The watcher ticks every 50 ms, but on a loaded
+    /// machine its thread may not run for seconds: the deadline is generous, and only
+    /// reached when the watcher is broken.
+    fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+        const PATIENCE: Duration = Duration::from_secs(30);
+        let deadline = std::time::Instant::now() + PATIENCE;
+        while !condition() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "waited {PATIENCE:?} for {what}"
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
-        panic!("condition not reached in time");
     }
 }
