@@ -7,9 +7,12 @@ use serde_json::{json, Value};
 
 use crate::support::{keybroker_bin, private_dir, Broker, Options};
 
+/// A broker with the file audit log. Each record is made durable (`fdatasync`) before the
+/// answer; a loaded machine's disk can hold that up past the default 1 s deadline, which no
+/// test here is about.
 fn audited_broker(state: &std::path::Path) -> Broker {
     let config = format!(
-        "state_dir = \"{{state}}\"\n[listener]\naddress = \"127.0.0.1:{{port}}\"\n[audit]\nfile = \"{}\"\ncheckpoint_every = 1\n",
+        "state_dir = \"{{state}}\"\n[listener]\naddress = \"127.0.0.1:{{port}}\"\n[audit]\nfile = \"{}\"\ncheckpoint_every = 1\nwrite_timeout = \"60s\"\n",
         state.join("audit.log").display()
     );
     Broker::start(Options {

@@ -555,8 +555,15 @@ pub(crate) mod tests {
             self.dir.path().join("audit.log")
         }
 
+        /// A sink on the fixture's log whose writes never reach their deadline: each record
+        /// is made durable (`fdatasync`) on the real disk, which a loaded machine can hold up
+        /// past the default 1 s. Tests of the deadline set it with [`Fixture::sink_with`].
         pub async fn sink(&self) -> Result<FileSink, AuditError> {
-            self.sink_with(FileSinkSettings::new(self.log_path())).await
+            self.sink_with(FileSinkSettings {
+                write_timeout: Duration::from_secs(60),
+                ..FileSinkSettings::new(self.log_path())
+            })
+            .await
         }
 
         pub async fn sink_with(&self, settings: FileSinkSettings) -> Result<FileSink, AuditError> {
