@@ -19,7 +19,7 @@ use std::{
 use base64::Engine;
 use serde_json::Value;
 
-use super::{private_dir, process_state, repo_root};
+use super::{native_stacks, private_dir, process_state, repo_root};
 
 /// How long the provider may take to print `ready`.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -101,6 +101,14 @@ impl Idp {
         let _ = std::fs::remove_dir_all(&reports);
         std::fs::create_dir_all(&reports).unwrap();
         let mut child = Command::new("node")
+            // No V8 background tasks. Node 20 can deadlock at start-up under load: the main
+            // thread, between two turns of its event loop, waits without a bound for V8's
+            // worker tasks to finish (`NodePlatform::DrainTasks`), while a worker task waits
+            // for the main thread (nodejs/node#54918). Seen in CI as a provider that printed
+            // its import warning, then nothing for 60 s: every thread asleep on a futex, and
+            // no diagnostic report, as no JavaScript ran any more. A test fixture loses
+            // nothing by compiling and collecting on its main thread.
+            .arg("--single-threaded")
             .arg("--report-on-signal")
             .arg("--report-directory")
             .arg(&reports)
@@ -149,10 +157,11 @@ impl Idp {
                     .and_then(|child| child.try_wait().ok().flatten());
                 // Read before the report's signal changes it.
                 let state = process_state(pid);
+                let stacks = native_stacks(pid);
                 panic!(
                     "the OpenID provider (node tests/idp/server.mjs, pid {pid}) did not print \
                      `ready <issuer>` on stdout within {:?}\nexit status: {exited:?}\n\
-                     process state:\n{state}output:\n{}\n{}",
+                     process state:\n{state}native stacks:\n{stacks}output:\n{}\n{}",
                     started.elapsed(),
                     self.output(),
                     diagnostic_report(pid, &reports)

@@ -304,9 +304,11 @@ impl Broker {
             std::thread::sleep(Duration::from_millis(50));
         }
         panic!(
-            "keybroker did not answer {}/v1/sys/health within 20 s\nprocess state:\n{}log:\n{}",
+            "keybroker did not answer {}/v1/sys/health within 20 s\nprocess state:\n{}native \
+             stacks:\n{}log:\n{}",
             self.addr,
             process_state(self.child.id()),
+            native_stacks(self.child.id()),
             self.log()
         );
     }
@@ -588,6 +590,25 @@ pub fn process_state(pid: u32) -> String {
         ));
     }
     text
+}
+
+/// Every thread's native stack of a process that did not get ready, from `gdb` where the
+/// machine has it (it does not stop the process for long; nothing is changed in it), or why
+/// there are none.
+pub fn native_stacks(pid: u32) -> String {
+    match Command::new("gdb")
+        .args(["-p", &pid.to_string(), "-batch", "-nx"])
+        .args(["-ex", "thread apply all bt 25"])
+        .stdin(Stdio::null())
+        .output()
+    {
+        Ok(out) => String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|line| line.starts_with('#') || line.starts_with("Thread "))
+            .map(|line| format!("  {line}\n"))
+            .collect(),
+        Err(error) => format!("no native stacks: gdb: {error}\n"),
+    }
 }
 
 /// Polls `ran_out` (one request: has a lifetime of `lifetime` run out?) until it says so,
