@@ -10,7 +10,7 @@ use keybroker_plugin_abi::{
     PluginError, SignRequest, VerifyRequest,
 };
 use keybroker_plugin_conformance::{
-    calls::{assert_error, create, decrypt, encrypt, rstring},
+    calls::{assert_error, create, decrypt, encrypt, rstring, until_available},
     RecordingHost,
 };
 use serde_json::json;
@@ -35,10 +35,6 @@ const GENEROUS_TIMEOUT_MS: u64 = 60_000;
 /// Operation timeout of the instances that tests fault on purpose (throttling, a paused
 /// moto) to see them give up: the plugin's default. Only the faulty calls go through them.
 const SHORT_TIMEOUT_MS: u64 = 1_500;
-/// How long a test waits for something that happens on any machine, however slow: an
-/// instance with a short timeout answering (its first use before a fault, its recovery
-/// after one).
-const PATIENCE: Duration = Duration::from_secs(60);
 /// Throttling that outlasts any call of the test: it ends when the test stops it.
 const LONG_THROTTLE: Duration = Duration::from_secs(600);
 /// Upper bound on a call that a fault made time out. It is not a measure of the machine's
@@ -82,22 +78,6 @@ fn backend_with(config: &serde_json::Value) -> BackendBox {
 
 fn backend(kms: &Kms) -> BackendBox {
     backend_with(&config(&kms.proxy.endpoint(), GENEROUS_TIMEOUT_MS))
-}
-
-/// Runs `call` until it succeeds, for up to [`PATIENCE`]: on an instance with a short
-/// timeout, any call may be UNAVAILABLE on a loaded machine (and after a fault, until the
-/// service answers again). Any other error fails the test at once.
-fn until_available<T>(what: &str, mut call: impl FnMut() -> Result<T, PluginError>) -> T {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        match call() {
-            Ok(value) => return value,
-            Err(error) if error.kind == ErrorKind::UNAVAILABLE && Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            Err(error) => panic!("{what}: {error}"),
-        }
-    }
 }
 
 /// An SDK client straight to moto, to arrange and inspect what the plugin should see.

@@ -6,7 +6,7 @@ use std::{
         mpsc::{sync_channel, SyncSender},
         Mutex,
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use keybroker_plugin_abi::{
@@ -17,6 +17,26 @@ use keybroker_plugin_abi::{
     BackendBox, BatchDone, BatchDone_TO, BatchItem, BindKeyRequest, CreateKeyRequest,
     DecryptRequest, EncryptRequest, ErrorKind, PluginError,
 };
+
+/// How long [`until_available`] keeps trying: a loaded 2-core machine can keep a service
+/// (moto, the Azure fake) from answering a short timeout for whole seconds.
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
+/// Runs `call` until it succeeds, for up to [`PATIENCE`]: on an instance with a short
+/// timeout, any call may be UNAVAILABLE on a loaded machine (and after a fault, until the
+/// service answers again). Any other error fails the test at once.
+pub fn until_available<T>(what: &str, mut call: impl FnMut() -> Result<T, PluginError>) -> T {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        match call() {
+            Ok(value) => return value,
+            Err(error) if error.kind == ErrorKind::UNAVAILABLE && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(error) => panic!("{what}: {error}"),
+        }
+    }
+}
 
 /// An ABI string.
 pub fn rstring(text: &str) -> RString {
