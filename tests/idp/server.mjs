@@ -85,11 +85,19 @@ function thumbprint(jwk) {
   return createHash('sha256').update(JSON.stringify(members)).digest('base64url');
 }
 
+// The key pair is made as JWKs by the generating call itself, never exported from a
+// KeyObject afterwards: in Node 20, `keyObject.export({ format: 'jwk' })` of a freshly
+// generated key holds the key's mutex while it allocates, and a garbage collection at that
+// moment finalises the finished generation job, whose destructor takes the same mutex: the
+// main thread deadlocks on itself, before `ready`. (Seen in the test suite under load, and
+// in about one of a thousand starts of a stress: gdb showed the main thread in
+// ~KeyGenJob → uv_mutex_lock, from a collection inside KeyObjectHandle::ExportJWK.)
+// Encoded within the call, the job is still alive, so no collection can finalise it.
 function newKey(alg) {
-  const { privateKey } = alg === 'RS256'
-    ? generateKeyPairSync('rsa', { modulusLength: 2048 })
-    : generateKeyPairSync('ec', { namedCurve: 'P-256' });
-  const jwk = privateKey.export({ format: 'jwk' });
+  const jwkEncoding = { publicKeyEncoding: { format: 'jwk' }, privateKeyEncoding: { format: 'jwk' } };
+  const { privateKey: jwk } = alg === 'RS256'
+    ? generateKeyPairSync('rsa', { modulusLength: 2048, ...jwkEncoding })
+    : generateKeyPairSync('ec', { namedCurve: 'P-256', ...jwkEncoding });
   return { ...jwk, kid: thumbprint(jwk), alg, use: 'sig' };
 }
 

@@ -101,14 +101,6 @@ impl Idp {
         let _ = std::fs::remove_dir_all(&reports);
         std::fs::create_dir_all(&reports).unwrap();
         let mut child = Command::new("node")
-            // No V8 background tasks. Node 20 can deadlock at start-up under load: the main
-            // thread, between two turns of its event loop, waits without a bound for V8's
-            // worker tasks to finish (`NodePlatform::DrainTasks`), while a worker task waits
-            // for the main thread (nodejs/node#54918). Seen in CI as a provider that printed
-            // its import warning, then nothing for 60 s: every thread asleep on a futex, and
-            // no diagnostic report, as no JavaScript ran any more. A test fixture loses
-            // nothing by compiling and collecting on its main thread.
-            .arg("--single-threaded")
             .arg("--report-on-signal")
             .arg("--report-directory")
             .arg(&reports)
