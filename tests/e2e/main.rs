@@ -10,6 +10,7 @@ mod agent;
 mod agent_hsm;
 mod approle;
 mod audit;
+mod authority;
 mod aws;
 mod azure;
 mod cluster;

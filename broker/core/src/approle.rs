@@ -248,7 +248,9 @@ fn apply_update(mut role: AppRoleRecord, update: RoleUpdate) -> Result<AppRoleRe
         role.token_bound_cidrs = cidr::canonical_list(&cidrs)?;
     }
     if let Some(policies) = update.token_policies {
-        role.token_policies = normalize_policies(&policies);
+        let policies = normalize_policies(&policies);
+        crate::tokens::refuse_root_for_auth_method("token_policies", &policies)?;
+        role.token_policies = policies;
     }
     if let Some(ttl) = update.token_ttl {
         role.token_ttl = ttl;
@@ -825,6 +827,20 @@ mod tests {
         assert_eq!(validate_role_name("Billing.v2").unwrap(), "billing.v2");
         for bad in ["", "-a", "a-", "a b", "a/b", ".", "é", &"a".repeat(129)] {
             assert!(validate_role_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_role_never_names_root_in_any_spelling() {
+        for policies in [vec!["root"], vec!["default", " ROOT "], vec!["Root"]] {
+            let update = RoleUpdate {
+                token_policies: Some(policies.iter().map(|p| (*p).to_owned()).collect()),
+                ..RoleUpdate::default()
+            };
+            match apply_update(role(), update) {
+                Err(Error::InvalidRequest(message)) => assert!(message.contains("root")),
+                other => panic!("{policies:?}: {other:?}"),
+            }
         }
     }
 

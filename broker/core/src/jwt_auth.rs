@@ -348,6 +348,10 @@ impl JwtAuth {
             return Err(denied());
         }
         let mut policies = role.token_policies.clone();
+        // Bearer mode issues no token, but the same rule holds: never root from a role.
+        if policies.iter().any(|p| p == crate::tokens::ROOT_POLICY) {
+            return Err(denied());
+        }
         if !role.token_no_default_policy {
             policies.push(DEFAULT_POLICY.to_owned());
         }

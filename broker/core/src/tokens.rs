@@ -78,6 +78,18 @@ pub const ROOT_POLICY: &str = "root";
 /// The policy every token gets unless asked otherwise.
 pub const DEFAULT_POLICY: &str = "default";
 
+/// Refuses `root` among the policies an auth method's role would issue: as in Vault, auth
+/// methods never issue root tokens, so whoever may write a role cannot mint root with it.
+/// `policies` are normalised (trimmed, lowercase).
+pub fn refuse_root_for_auth_method(field: &str, policies: &[String]) -> Result<()> {
+    if policies.iter().any(|p| p == ROOT_POLICY) {
+        return Err(Error::invalid(format!(
+            "{field} cannot contain \"root\": auth methods never issue root tokens"
+        )));
+    }
+    Ok(())
+}
+
 /// Lifetimes of tokens.
 #[derive(Clone, Debug)]
 pub struct TokenSettings {
@@ -330,6 +342,10 @@ impl Tokens {
         }
         policies.sort();
         policies.dedup();
+        // A login never issues root, even from a role stored before roles refused it.
+        if request.auth_mount.is_some() && policies.iter().any(|p| p == ROOT_POLICY) {
+            return Err(Error::invalid("auth methods cannot create root tokens"));
+        }
         if let Some(parent) = parent.filter(|_| !parent_is_root) {
             let allowed = |p: &String| p == DEFAULT_POLICY || parent.policies.contains(p);
             if !policies.iter().all(allowed) {

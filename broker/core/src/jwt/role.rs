@@ -352,7 +352,9 @@ impl JwtRole {
             role.not_before_leeway = leeway("not_before_leeway", value)?;
         }
         if let Some(policies) = input.token_policies.or(input.policies) {
-            role.token_policies = normalize_policies(policies);
+            let policies = normalize_policies(policies);
+            crate::tokens::refuse_root_for_auth_method("token_policies", &policies)?;
+            role.token_policies = policies;
         }
         if let Some(ttl) = input.token_ttl.or(input.ttl) {
             role.token_ttl = ttl;
@@ -412,6 +414,18 @@ mod tests {
                 assert!(message.contains(expected), "{value}: {message}")
             }
             other => panic!("{value}: expected a 400 containing {expected:?}, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_role_never_names_root_under_either_field_name() {
+        for field in ["token_policies", "policies"] {
+            for policies in [json!("root"), json!(["read", " Root "])] {
+                refused(
+                    json!({"bound_audiences": "api", field: policies}),
+                    "cannot contain \"root\"",
+                );
+            }
         }
     }
 

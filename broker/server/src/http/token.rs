@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use axum::response::Response;
 use keybroker_core::{
     store::TokenRecord,
-    tokens::{Caller, TokenRequest},
+    tokens::{Caller, TokenRequest, ROOT_POLICY},
     Error, Tenant,
 };
 use serde::Deserialize;
@@ -214,8 +214,22 @@ async fn create(
             ApiError::Core(Error::PermissionDenied)
         });
     }
+    let policies = policy_list(input.policies)?;
+    // As in Vault: only a root token creates a token carrying `root`. A child's policies are
+    // checked against its parent's below; an orphan has no parent, so sudo alone must not
+    // let it name root.
+    let caller_is_root = caller.token.policies.iter().any(|p| p == ROOT_POLICY);
+    if !caller_is_root
+        && policies
+            .iter()
+            .any(|p| p.trim().eq_ignore_ascii_case(ROOT_POLICY))
+    {
+        return Err(ApiError::bad_request(
+            "root tokens may not be created without parent token being root",
+        ));
+    }
     let request = TokenRequest {
-        policies: policy_list(input.policies)?,
+        policies,
         ttl: input.ttl,
         explicit_max_ttl: input.explicit_max_ttl,
         num_uses: input.num_uses.unwrap_or(0),
