@@ -1,9 +1,12 @@
-//! Authority (DESIGN §2b): no caller without `root` mints a token carrying `root`. Each
-//! attack of issue 16 that was reproduced against `keybroker server --dev` is a test here.
+//! Authority (DESIGN §2b): no caller gains authority it was not given. Each attack of
+//! issue 16 that was reproduced against `keybroker server --dev` is a test here.
 
 use serde_json::{json, Value};
 
-use crate::support::{ns, Broker};
+use crate::{
+    plugins::{dev_broker, plugin_sha256, testing_library, write_dropin},
+    support::{ns, Broker, PluginDir},
+};
 
 /// A request as `token` in `tenant` (`""`: the root namespace).
 fn as_token(
@@ -185,4 +188,218 @@ fn a_sudo_caller_creates_orphans_with_other_policies_but_never_root() {
     );
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["auth"]["policies"], json!(["root"]));
+}
+
+/// The token a root-namespace token creates in `tenant` with `body` (as `creator`).
+fn child_in(broker: &Broker, creator: &str, tenant: &str, body: &Value) -> String {
+    let (status, answer) = post_as(broker, creator, tenant, "auth/token/create", body);
+    assert_eq!(status, 200, "child in {tenant}: {answer}");
+    answer["auth"]["client_token"].as_str().unwrap().to_owned()
+}
+
+/// Whether `token` still authenticates in `tenant` (its own lookup).
+fn alive(broker: &Broker, token: &str, tenant: &str) -> bool {
+    let (status, body) = as_token(broker, token, tenant, "GET", "auth/token/lookup-self", None);
+    assert!(matches!(status, 200 | 403), "{status}: {body}");
+    status == 200
+}
+
+#[test]
+fn a_tenant_admin_reaches_no_global_operation_and_sees_only_its_own_backends_and_agents() {
+    let plugins = PluginDir::new();
+    let library = testing_library(&plugins);
+    let sha256 = plugin_sha256("testing");
+    for (name, tenants, agents) in [
+        (
+            "acme-agent",
+            r#"["acme"]"#,
+            r#"[{ id = "dc1", tenants = ["acme"], remote_address = "10.0.0.1:4000" }]"#,
+        ),
+        (
+            "shared",
+            r#"["*"]"#,
+            r#"[{ id = "both", tenants = ["acme", "globex"], remote_address = "10.0.0.2:4000" }]"#,
+        ),
+        (
+            "globex-agent",
+            r#"["globex"]"#,
+            r#"[{ id = "g1", tenants = ["globex"], remote_address = "10.0.0.3:4000" }]"#,
+        ),
+    ] {
+        let config = format!("status_agents = {agents}");
+        write_dropin(&plugins, name, &library, &sha256, tenants, "", &config);
+    }
+    let broker = dev_broker(&plugins);
+    broker.bao_ok(&["namespace", "create", "acme"]);
+    broker.bao_ok(&["namespace", "create", "globex"]);
+    let admin = token_with_policy(
+        &broker,
+        "acme",
+        "admin",
+        "path \"*\" { capabilities = [\"create\", \"read\", \"update\", \"delete\", \"list\", \"sudo\"] }\n",
+    );
+
+    // The operator's operations over the whole broker do not exist inside a tenant.
+    for (method, path, body) in [
+        ("GET", "sys/metrics?format=prometheus", None),
+        ("POST", "sys/plugins/reload", Some(json!({}))),
+        ("POST", "sys/audit-hash/file", Some(json!({ "input": "x" }))),
+        ("LIST", "sys/namespaces", None),
+        ("POST", "sys/namespaces/evil", Some(json!({}))),
+        ("DELETE", "sys/namespaces/globex", None),
+    ] {
+        let (status, answer) = as_token(&broker, &admin, "acme", method, path, body.as_ref());
+        assert_eq!(status, 404, "{method} {path}: {answer}");
+        assert_eq!(error_of(&answer), "unsupported path", "{method} {path}");
+    }
+    let (status, _) = broker.request("GET", "sys/namespaces/globex", None);
+    assert_eq!(status, 200, "globex is still there");
+
+    // Its view of the backends: the instances allowed for it, nothing of the operator's.
+    let (status, view) = as_token(&broker, &admin, "acme", "GET", "sys/plugins/backends", None);
+    assert_eq!(status, 200, "{view}");
+    let names = &view["data"]["keys"];
+    assert!(
+        names.as_array().unwrap().contains(&json!("acme-agent")),
+        "{view}"
+    );
+    assert!(
+        names.as_array().unwrap().contains(&json!("shared")),
+        "{view}"
+    );
+    assert!(
+        !names.as_array().unwrap().contains(&json!("globex-agent")),
+        "{view}"
+    );
+    for backend in view["data"]["backends"].as_array().unwrap() {
+        for field in ["library", "sha256", "source", "tenants", "dek_cache"] {
+            assert!(backend.get(field).is_none(), "{field} shown: {backend}");
+        }
+    }
+    let text = view.to_string();
+    assert!(!text.contains("globex") && !text.contains(".so"), "{view}");
+
+    // Its view of the agents: those serving it, naming only it; the address only of an
+    // agent that serves nobody else.
+    let (status, view) = as_token(&broker, &admin, "acme", "GET", "sys/agents", None);
+    assert_eq!(status, 200, "{view}");
+    assert_eq!(
+        view["data"]["agents"],
+        json!([
+            { "instance": "acme-agent", "id": "dc1", "tenants": ["acme"],
+              "remote_address": "10.0.0.1:4000" },
+            { "instance": "shared", "id": "both", "tenants": ["acme"] },
+        ]),
+        "{view}"
+    );
+
+    // Our health details beyond Vault's fields are not told inside a namespace.
+    let (status, health) =
+        broker.request_with("GET", "sys/health", None, &[("X-Vault-Namespace", "acme")]);
+    assert_eq!(status, 200, "{health}");
+    assert!(health.get("storage_in_sync").is_none(), "{health}");
+    assert_eq!(health["sealed"], false, "{health}");
+
+    // Control: the operator sees everything.
+    let (status, all) = broker.request("GET", "sys/plugins/backends", None);
+    assert_eq!(status, 200, "{all}");
+    let text = all.to_string();
+    assert!(
+        text.contains("globex-agent") && text.contains("sha256"),
+        "{all}"
+    );
+    let (status, agents) = broker.request("GET", "sys/agents", None);
+    assert_eq!(status, 200, "{agents}");
+    assert_eq!(
+        agents["data"]["agents"].as_array().unwrap().len(),
+        3,
+        "{agents}"
+    );
+    let (status, health) = broker.request_with("GET", "sys/health", None, &[]);
+    assert_eq!((status, &health["storage_in_sync"]), (200, &json!(true)));
+}
+
+#[test]
+fn revoking_a_root_namespace_token_or_its_auth_mount_revokes_its_children_inside_tenants() {
+    let broker = Broker::dev();
+    broker.bao_ok(&["namespace", "create", "acme"]);
+    let delegator_policy =
+        "path \"acme/auth/token/create\" { capabilities = [\"create\", \"update\", \"sudo\"] }\n";
+    let delegator = token_with_policy(&broker, "", "delegator", delegator_policy);
+    let periodic = child_in(
+        &broker,
+        &delegator,
+        "acme",
+        &json!({ "period": "1h", "policies": ["default"] }),
+    );
+    let plain = child_in(
+        &broker,
+        &delegator,
+        "acme",
+        &json!({ "policies": ["default"] }),
+    );
+    assert!(alive(&broker, &periodic, "acme") && alive(&broker, &plain, "acme"));
+    let (status, body) = post_as(
+        &broker,
+        &delegator,
+        "",
+        "auth/token/revoke-self",
+        &json!({}),
+    );
+    assert_eq!(status, 204, "{body}");
+    assert!(
+        !alive(&broker, &periodic, "acme"),
+        "the periodic child outlived its parent"
+    );
+    assert!(
+        !alive(&broker, &plain, "acme"),
+        "the child outlived its parent"
+    );
+
+    // The same through an auth mount of the root namespace: disabling it revokes what it
+    // issued and their children in tenants.
+    broker.bao_ok(&["auth", "enable", "approle"]);
+    let (status, body) = post_as(
+        &broker,
+        &broker.token,
+        "",
+        "auth/approle/role/ops",
+        &json!({ "token_policies": ["delegator"] }),
+    );
+    assert_eq!(status, 204, "{body}");
+    let (_, role_id) = as_token(
+        &broker,
+        &broker.token,
+        "",
+        "GET",
+        "auth/approle/role/ops/role-id",
+        None,
+    );
+    let (_, secret) = post_as(
+        &broker,
+        &broker.token,
+        "",
+        "auth/approle/role/ops/secret-id",
+        &json!({}),
+    );
+    let login = json!({
+        "role_id": role_id["data"]["role_id"],
+        "secret_id": secret["data"]["secret_id"],
+    });
+    let (status, answer) = broker.request_with("POST", "auth/approle/login", Some(&login), &[]);
+    assert_eq!(status, 200, "{answer}");
+    let service = answer["auth"]["client_token"].as_str().unwrap().to_owned();
+    let periodic = child_in(
+        &broker,
+        &service,
+        "acme",
+        &json!({ "period": "1h", "policies": ["default"] }),
+    );
+    assert!(alive(&broker, &periodic, "acme"));
+    broker.bao_ok(&["auth", "disable", "approle"]);
+    assert!(!alive(&broker, &service, ""));
+    assert!(
+        !alive(&broker, &periodic, "acme"),
+        "the child outlived its auth mount"
+    );
 }

@@ -210,6 +210,23 @@ fn hsm_keys_encrypt_in_both_modes_sign_and_are_destroyed_with_their_key() {
     assert_eq!(broker.decrypt("env", &ciphertext), b"still here");
 }
 
+/// A root-namespace token carrying only policy `name` (HCL `policy`).
+fn root_namespace_token(broker: &Broker, name: &str, policy: &str) -> String {
+    let (status, body) = broker.request(
+        "POST",
+        &format!("sys/policies/acl/{name}"),
+        Some(&json!({ "policy": policy })),
+    );
+    assert_eq!(status, 204, "{body}");
+    let (status, body) = broker.request(
+        "POST",
+        "auth/token/create",
+        Some(&json!({ "policies": [name], "no_parent": true })),
+    );
+    assert_eq!(status, 200, "{body}");
+    body["auth"]["client_token"].as_str().unwrap().to_owned()
+}
+
 /// A token of tenant `tenant` allowed to manage and use transit keys there.
 #[test]
 fn existing_hsm_keys_are_bound_by_operators_and_by_tenants_within_their_grants() {
@@ -243,6 +260,35 @@ fn existing_hsm_keys_are_bound_by_operators_and_by_tenants_within_their_grants()
     assert_eq!(broker.decrypt("ops", &ciphertext), b"operator data");
     let (_, key) = broker.request("GET", "transit/keys/ops", None);
     assert_eq!(key["data"]["bound"], true, "{key}");
+
+    // Authority over the instance is what lets an operator bind: `sudo` on
+    // `sys/plugins/backends/hsm`, not `sudo` on the tenant's transit path (which an operator
+    // delegated to one tenant may hold).
+    let delegated = root_namespace_token(
+        &broker,
+        "acme-operator",
+        "path \"acme/*\" { capabilities = [\"create\", \"read\", \"update\", \"sudo\"] }\n",
+    );
+    let hsm_operator = root_namespace_token(
+        &broker,
+        "hsm-operator",
+        "path \"acme/transit/keys/*\" { capabilities = [\"create\", \"update\"] }\n\
+         path \"sys/plugins/backends/hsm\" { capabilities = [\"read\", \"sudo\"] }\n",
+    );
+    let bind_ops_master = |token: &str, name: &str| {
+        broker.request_with(
+            "POST",
+            &format!("acme/transit/keys/{name}"),
+            Some(&json!({"backend": "hsm", "backend_key": "label:ops-master"})),
+            &[("X-Vault-Token", token)],
+        )
+    };
+    let (status, body) = bind_ops_master(&delegated, "delegated");
+    assert_eq!(status, 403, "{body}");
+    assert!(body.to_string().contains("not granted"), "{body}");
+    let (status, body) = bind_ops_master(&hsm_operator, "by-operator");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["bound"], true, "{body}");
 
     // A tenant binds what the drop-in grants it, nothing else; every refusal is clear.
     let acme = tenant_token(&broker, "acme");

@@ -55,7 +55,7 @@ fn local_kek_config(kek: &Path) -> String {
 }
 
 /// A dev broker reading `plugins` as its drop-in directory.
-fn dev_broker(plugins: &PluginDir) -> Broker {
+pub(crate) fn dev_broker(plugins: &PluginDir) -> Broker {
     Broker::start(Options {
         plugin_dir: Some(plugins.path().to_owned()),
         ..Options::default()
@@ -75,7 +75,7 @@ fn config_broker(plugins: &PluginDir, timing: &str) -> Broker {
 
 /// SHA-256 of a built plugin library, computed once per test process: hashing a debug
 /// build's 18 MB takes the better part of a second.
-fn plugin_sha256(plugin: &str) -> String {
+pub(crate) fn plugin_sha256(plugin: &str) -> String {
     static HASHES: Mutex<BTreeMap<String, String>> = Mutex::new(BTreeMap::new());
     let mut hashes = HASHES.lock().unwrap_or_else(PoisonError::into_inner);
     hashes
@@ -85,7 +85,7 @@ fn plugin_sha256(plugin: &str) -> String {
 }
 
 /// Writes a drop-in (as `PluginDir::write_instance` does, with a known hash).
-fn write_dropin(
+pub(crate) fn write_dropin(
     plugins: &PluginDir,
     name: &str,
     library: &Path,
@@ -102,7 +102,7 @@ fn write_dropin(
 }
 
 /// The testing plugin copied once into the drop-in directory as `testing.so`.
-fn testing_library(plugins: &PluginDir) -> PathBuf {
+pub(crate) fn testing_library(plugins: &PluginDir) -> PathBuf {
     let path = plugins.path().join("testing.so");
     if path.exists() {
         path

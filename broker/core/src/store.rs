@@ -370,14 +370,15 @@ pub trait Store: Send + Sync + 'static {
         tenant: TenantId,
         accessor: &str,
     ) -> Result<Option<TokenRecord>, StoreError>;
-    /// Revokes a token and, recursively, its children; returns the hashes revoked.
+    /// Revokes a token of `tenant` and, recursively, its children in any tenant (a
+    /// root-namespace token may create tokens inside tenants); returns the hashes revoked.
     async fn revoke_token_tree(
         &self,
         tenant: TenantId,
         accessor: &str,
     ) -> Result<Vec<Vec<u8>>, StoreError>;
-    /// Revokes every token an auth mount issued and, recursively, their children; returns
-    /// the hashes revoked.
+    /// Revokes every token an auth mount issued and, recursively, their children in any
+    /// tenant; returns the hashes revoked.
     async fn revoke_mount_tokens(
         &self,
         tenant: TenantId,

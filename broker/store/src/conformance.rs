@@ -4,7 +4,7 @@
 use keybroker_core::{
     store::{
         AppRoleRecord, KeyMode, KeyRecord, KeyVersionRecord, MountRecord, SecretIdRecord, Store,
-        StoreError, TokenRecord,
+        StoreError, TenantRecord, TokenRecord,
     },
     KeyId, MountId, TenantId,
 };
@@ -194,13 +194,29 @@ async fn tokens(store: &dyn Store) {
         "accessors resolve only within their tenant"
     );
 
-    // Revoking a parent revokes its children, recursively, and nothing else.
+    // Revoking a parent revokes its children, recursively, and nothing else: also those in
+    // another tenant (a root-namespace token creates tokens inside tenants).
+    let tenant = TenantId::random();
+    store
+        .create_tenant(&TenantRecord {
+            id: tenant,
+            name: "token-tree".into(),
+            created_at: 0,
+        })
+        .await
+        .unwrap();
+    let in_tenant = |hash, accessor, parent| TokenRecord {
+        tenant,
+        ..token(hash, accessor, Some(parent))
+    };
     store
         .put_tokens(&[
             token(10, "parent", None),
             token(11, "child", Some("parent")),
             token(12, "grandchild", Some("child")),
             token(13, "other", None),
+            in_tenant(14, "tenant-child", "parent"),
+            in_tenant(15, "tenant-grandchild", "tenant-child"),
         ])
         .await
         .unwrap();
@@ -215,7 +231,7 @@ async fn tokens(store: &dyn Store) {
         .await
         .unwrap();
     revoked.sort();
-    assert_eq!(revoked, vec![vec![10; 32], vec![11; 32], vec![12; 32]]);
+    assert_eq!(revoked, [10, 11, 12, 14, 15].map(|h| vec![h; 32]).to_vec());
     assert!(store.get_token(&[13; 32]).await.unwrap().is_some());
 
     // Disabling an auth mount revokes what it issued, with children, and nothing else.
@@ -236,6 +252,7 @@ async fn tokens(store: &dyn Store) {
         .put_tokens(&[
             periodic.clone(),
             token(21, "child-of-mount", Some("from-mount")),
+            in_tenant(25, "tenant-child-of-mount", "from-mount"),
             TokenRecord {
                 auth_mount: Some(other_issuer),
                 ..token(22, "other-mount", None)
@@ -249,7 +266,7 @@ async fn tokens(store: &dyn Store) {
         .await
         .unwrap();
     revoked.sort();
-    assert_eq!(revoked, vec![vec![20; 32], vec![21; 32]]);
+    assert_eq!(revoked, [20, 21, 25].map(|h| vec![h; 32]).to_vec());
     assert!(store.get_token(&[22; 32]).await.unwrap().is_some());
     // Deleting the mount deletes tokens it issued; none can be stored for it afterwards.
     store

@@ -773,9 +773,8 @@ impl Store for PostgresStore {
         let rows = sqlx::query(
             "WITH RECURSIVE tree(accessor) AS ( \
                  SELECT accessor FROM tokens WHERE tenant_id = $1 AND accessor = $2 \
-                 UNION SELECT t.accessor FROM tokens t JOIN tree ON t.parent_accessor = tree.accessor \
-                 WHERE t.tenant_id = $1) \
-             DELETE FROM tokens WHERE tenant_id = $1 AND accessor IN (SELECT accessor FROM tree) \
+                 UNION SELECT t.accessor FROM tokens t JOIN tree ON t.parent_accessor = tree.accessor) \
+             DELETE FROM tokens WHERE accessor IN (SELECT accessor FROM tree) \
              RETURNING hash",
         )
         .bind(tenant.to_string())
@@ -798,9 +797,8 @@ impl Store for PostgresStore {
         let rows = sqlx::query(
             "WITH RECURSIVE tree(accessor) AS ( \
                  SELECT accessor FROM tokens WHERE tenant_id = $1 AND auth_mount_id = $2 \
-                 UNION SELECT t.accessor FROM tokens t JOIN tree ON t.parent_accessor = tree.accessor \
-                 WHERE t.tenant_id = $1) \
-             DELETE FROM tokens WHERE tenant_id = $1 AND accessor IN (SELECT accessor FROM tree) \
+                 UNION SELECT t.accessor FROM tokens t JOIN tree ON t.parent_accessor = tree.accessor) \
+             DELETE FROM tokens WHERE accessor IN (SELECT accessor FROM tree) \
              RETURNING hash",
         )
         .bind(tenant.to_string())

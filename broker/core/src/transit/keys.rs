@@ -27,8 +27,9 @@ pub struct CreateKeyOptions {
     pub auto_rotate_period: Option<u64>,
     /// Bind this existing backend key (an HSM label or id, a KMS key) instead of creating one.
     pub backend_key: Option<String>,
-    /// The caller is an operator: root namespace with `sudo` on the path. Operators may bind
-    /// any backend key; tenants only those the instance's `bind` patterns grant them.
+    /// The caller has the operator's authority over the instance the key is made in (a
+    /// root-namespace token with `sudo` on `sys/plugins/backends/<instance>`): it may bind
+    /// any of the instance's keys; others only those its `bind` patterns grant the tenant.
     pub operator: bool,
 }
 
@@ -103,9 +104,7 @@ impl Transit {
         }
         let key_type_name = options.key_type.as_deref().unwrap_or(AES256_GCM96);
         let key_type = KeyType::parse(key_type_name)?;
-        let backend = options
-            .backend
-            .unwrap_or_else(|| self.settings.default_backend.clone());
+        let backend = self.backend_for(options.backend.as_deref()).to_owned();
         let mode = match (options.mode, key_type.is_asymmetric()) {
             (None, false) => KeyMode::Envelope,
             (Some(mode), false) => mode,

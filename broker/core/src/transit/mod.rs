@@ -172,6 +172,13 @@ impl Transit {
         }
     }
 
+    /// The backend instance a key is created in: `requested`, or the default.
+    pub fn backend_for<'a>(&'a self, requested: Option<&'a str>) -> &'a str {
+        requested
+            .filter(|b| !b.is_empty())
+            .unwrap_or(&self.settings.default_backend)
+    }
+
     fn cached_state(&self, tenant: TenantId, mount: MountId, name: &str) -> Option<Arc<KeyState>> {
         self.keys
             .read()

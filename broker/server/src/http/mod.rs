@@ -423,10 +423,19 @@ async fn handle(
         .unwrap_or_default()
         .to_owned();
 
-    // Unauthenticated endpoints.
+    // Unauthenticated endpoints. Our details beyond Vault's fields are the operator's: not
+    // given when the request names a namespace.
+    let details = headers.get("x-vault-namespace").is_none_or(|v| {
+        v.to_str().is_ok_and(|v| {
+            matches!(
+                v.trim_matches('/'),
+                "" | keybroker_core::TenantId::ROOT_NAME
+            )
+        })
+    });
     match path.as_str() {
-        "sys/health" => return ("sys/health", Ok(sys::health(state, &query))),
-        "sys/seal-status" => return ("sys/seal-status", Ok(sys::seal_status(state))),
+        "sys/health" => return ("sys/health", Ok(sys::health(state, &query, details))),
+        "sys/seal-status" => return ("sys/seal-status", Ok(sys::seal_status(state, details))),
         "sys/leader" => return ("sys/leader", Ok(sys::leader())),
         _ => {}
     }
@@ -700,6 +709,29 @@ pub(crate) async fn has_sudo(
         .acl(caller.tenant(), &caller.token.policies)
         .await?;
     Ok(acl.allows(&checked, Capability::Update, true))
+}
+
+/// Whether the caller has the operator's authority over backend instance `instance`: root,
+/// or a root-namespace token whose policy grants `sudo` on `sys/plugins/backends/<instance>`.
+pub(crate) async fn governs_instance(
+    ready: &Ready,
+    caller: &Caller,
+    instance: &str,
+) -> Result<bool, ApiError> {
+    use keybroker_core::policy::Capability;
+    if caller.is_root() {
+        return Ok(true);
+    }
+    if caller.tenant() != keybroker_core::TenantId::ROOT {
+        return Ok(false);
+    }
+    let acl = ready
+        .broker
+        .policies
+        .acl(caller.tenant(), &caller.token.policies)
+        .await?;
+    let path = format!("sys/plugins/backends/{instance}");
+    Ok(acl.capabilities(&path).contains(Capability::Sudo))
 }
 
 /// Status for a batch with failures, as Vault's transit computes it.

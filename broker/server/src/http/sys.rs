@@ -17,8 +17,9 @@ use super::{body, error::ApiError, response, ApiRequest, AppState, Operation, Re
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// `GET /v1/sys/health` (Vault API: sys/health): 200 unsealed, 503 sealed, with Vault's
-/// query overrides for the codes.
-pub fn health(state: &AppState, query: &HashMap<String, String>) -> Response {
+/// query overrides for the codes. `details`: our fields beyond Vault's (why it is sealed or
+/// out of sync), for the root namespace only.
+pub fn health(state: &AppState, query: &HashMap<String, String>, details: bool) -> Response {
     let sealed = state.inner.ready.is_none();
     let code = |name: &str, default: u16| {
         query
@@ -49,6 +50,9 @@ pub fn health(state: &AppState, query: &HashMap<String, String>) -> Response {
         "version": VERSION,
         "cluster_name": "keybroker",
     });
+    if !details {
+        return response::json(status, &body);
+    }
     if let (Some(reason), Some(map)) = (&state.inner.sealed_reason, body.as_object_mut()) {
         map.insert("sealed_reason".to_owned(), json!(reason));
     }
@@ -61,8 +65,8 @@ pub fn health(state: &AppState, query: &HashMap<String, String>) -> Response {
     response::json(status, &body)
 }
 
-/// `GET /v1/sys/seal-status` (Vault API: sys/seal-status).
-pub fn seal_status(state: &AppState) -> Response {
+/// `GET /v1/sys/seal-status` (Vault API: sys/seal-status); `details` as for [`health`].
+pub fn seal_status(state: &AppState, details: bool) -> Response {
     let mut body = json!({
         "type": state.inner.seal_type,
         "initialized": true,
@@ -76,6 +80,9 @@ pub fn seal_status(state: &AppState) -> Response {
         "recovery_seal": false,
         "storage_type": state.inner.storage_type,
     });
+    if !details {
+        return response::json(StatusCode::OK, &body);
+    }
     if let (Some(reason), Some(map)) = (&state.inner.sealed_reason, body.as_object_mut()) {
         map.insert("sealed_reason".to_owned(), json!(reason));
     }
@@ -108,6 +115,10 @@ pub async fn handle(
     request: &ApiRequest,
 ) -> (&'static str, Result<Response, ApiError>) {
     let rest = rest.trim_end_matches('/');
+    if tenant.id != keybroker_core::TenantId::ROOT && is_global(rest) {
+        // The operator's operations over the whole broker do not exist inside a tenant.
+        return ("sys", Err(ApiError::UnsupportedPath));
+    }
     if rest == "namespaces" || rest.starts_with("namespaces/") {
         return (
             "sys/namespaces",
@@ -141,12 +152,14 @@ pub async fn handle(
             ("sys/mounts", list_mounts(ready, tenant).await)
         }
         ("plugins/backends", Operation::Read | Operation::List) => {
-            ("sys/plugins/backends", Ok(backends(ready)))
+            ("sys/plugins/backends", Ok(backends(ready, tenant)))
         }
-        ("agents", Operation::Read | Operation::List) => ("sys/agents", Ok(agents(ready).await)),
+        ("agents", Operation::Read | Operation::List) => {
+            ("sys/agents", Ok(agents(ready, tenant).await))
+        }
         ("plugins/reload", Operation::Write) => {
             crate::app::reload_plugins(ready).await;
-            ("sys/plugins/reload", Ok(backends(ready)))
+            ("sys/plugins/reload", Ok(backends(ready, tenant)))
         }
         ("metrics", Operation::Read) => ("sys/metrics", metrics(state, request)),
         (path, Operation::Write) if path.starts_with("audit-hash/") => {
@@ -167,6 +180,19 @@ pub async fn handle(
         }
         _ => ("sys", Err(ApiError::UnsupportedPath)),
     }
+}
+
+/// Operations over the whole broker, the operator's: every tenant's plugins and their reload,
+/// global metrics, the audit devices and their HMAC key, the tenants themselves. They answer
+/// only in the root namespace (`sys/plugins/backends` and `sys/agents` have a tenant's view).
+fn is_global(rest: &str) -> bool {
+    let under = |prefix: &str| {
+        rest == prefix
+            || rest
+                .strip_prefix(prefix)
+                .is_some_and(|tail| tail.starts_with('/') || tail.starts_with('-'))
+    };
+    under("plugins/reload") || under("metrics") || under("audit") || under("namespaces")
 }
 
 fn mount_json(mount: &keybroker_core::store::MountRecord) -> Value {
@@ -392,42 +418,49 @@ async fn namespaces(
     }
 }
 
-/// `GET /v1/sys/plugins/backends`: every drop-in with its health and reason.
-fn backends(ready: &Ready) -> Response {
+/// `GET /v1/sys/plugins/backends`: every drop-in with its health and reason. Inside a
+/// tenant, only the instances allowed for it, without what is the operator's (library path
+/// and hash, the tenants allowed, the cache) and without the reason of an instance it shares
+/// with other tenants (a reason may name another customer's agent or address).
+fn backends(ready: &Ready, tenant: &Tenant) -> Response {
+    let operator = tenant.id == keybroker_core::TenantId::ROOT;
     let mut instances = Vec::new();
     for report in ready.host.reports() {
-        let (status, reason, info, tenants, on_unavailable) = match &report.instance {
-            Some(instance) => {
-                let reason = instance.unavailable_reason();
-                let info = instance.info().map(|i| {
-                    json!({ "plugin": i.name.as_str(), "version": i.version.as_str(),
-                            "capabilities": i.capabilities, "max_payload": i.max_payload })
-                });
-                let settings = instance.settings();
-                (
-                    if reason.is_some() {
-                        "unavailable"
-                    } else {
-                        "available"
-                    },
-                    reason,
-                    info,
-                    json!(settings.tenants),
-                    json!(match instance.on_unavailable() {
-                        keybroker_core::backend::OnUnavailable::Serve => "serve",
-                        keybroker_core::backend::OnUnavailable::Evict => "evict",
-                    }),
-                )
-            }
-            None => (
-                "unavailable",
-                report.error.clone(),
-                None,
-                Value::Null,
-                Value::Null,
-            ),
+        let instance = report.instance.as_ref();
+        if !operator && !instance.is_some_and(|i| i.allows_tenant(&tenant.name)) {
+            continue;
+        }
+        let reason = match instance {
+            Some(instance) => instance.unavailable_reason(),
+            None => report.error.clone(),
         };
-        let cache = report.instance.as_ref().map(|i| {
+        let status = if instance.is_some() && reason.is_none() {
+            "available"
+        } else {
+            "unavailable"
+        };
+        let info = instance.and_then(|i| i.info()).map(|i| {
+            json!({ "plugin": i.name.as_str(), "version": i.version.as_str(),
+                    "capabilities": i.capabilities, "max_payload": i.max_payload })
+        });
+        let on_unavailable = instance.map(|i| match i.on_unavailable() {
+            keybroker_core::backend::OnUnavailable::Serve => "serve",
+            keybroker_core::backend::OnUnavailable::Evict => "evict",
+        });
+        if !operator {
+            let own = instance.is_some_and(
+                |i| matches!(i.settings().tenants.as_slice(), [only] if *only == *tenant.name),
+            );
+            instances.push(json!({
+                "name": report.name,
+                "status": status,
+                "reason": if own { reason } else { None },
+                "plugin": info,
+                "on_unavailable": on_unavailable,
+            }));
+            continue;
+        }
+        let cache = instance.map(|i| {
             let stats = i.cache().stats();
             json!({ "hits": stats.hits, "misses": stats.misses, "entries": stats.entries })
         });
@@ -439,7 +472,7 @@ fn backends(ready: &Ready) -> Response {
             "status": status,
             "reason": reason,
             "plugin": info,
-            "tenants": tenants,
+            "tenants": instance.map(|i| &i.settings().tenants),
             "on_unavailable": on_unavailable,
             "dek_cache": cache,
         }));
@@ -451,9 +484,13 @@ fn backends(ready: &Ready) -> Response {
 /// `GET /v1/sys/agents`: the remote agents every instance reports in its live status
 /// (`BackendPlugin::status`, its `agents` array), each tagged with its instance. Instances
 /// without status are left out, as is one whose status call fails (logged).
-async fn agents(ready: &Ready) -> Response {
+async fn agents(ready: &Ready, tenant: &Tenant) -> Response {
+    let operator = tenant.id == keybroker_core::TenantId::ROOT;
     let mut calls = tokio::task::JoinSet::new();
     for instance in ready.host.instances() {
+        if !operator && !instance.allows_tenant(&tenant.name) {
+            continue;
+        }
         calls.spawn(async move {
             let status = instance.status().await;
             (instance.name().to_owned(), status)
@@ -470,7 +507,37 @@ async fn agents(ready: &Ready) -> Response {
             Err(error) => tracing::error!(%error, "backend status task failed"),
         }
     }
-    response::data(&json!({ "agents": merge_agents(statuses) }))
+    let mut agents = merge_agents(statuses);
+    if !operator {
+        agents = tenant_view_of_agents(agents, &tenant.name);
+    }
+    response::data(&json!({ "agents": agents }))
+}
+
+/// A tenant's view of the agents: those serving it, each naming only this tenant, and with
+/// its address only when it serves no other tenant (an agent another customer runs too is
+/// not this tenant's to locate).
+fn tenant_view_of_agents(agents: Vec<Value>, tenant: &str) -> Vec<Value> {
+    agents
+        .into_iter()
+        .filter_map(|mut agent| {
+            let served: Vec<&str> = agent
+                .get("tenants")
+                .and_then(Value::as_array)
+                .map(|t| t.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            if !served.contains(&tenant) {
+                return None;
+            }
+            let own = served.iter().all(|t| *t == tenant);
+            let fields = agent.as_object_mut()?;
+            if !own {
+                fields.remove("remote_address");
+            }
+            fields.insert("tenants".to_owned(), json!([tenant]));
+            Some(agent)
+        })
+        .collect()
 }
 
 /// The `agents` of each instance's status, each with an `instance` member naming where it
@@ -535,6 +602,12 @@ fn metrics(state: &AppState, request: &ApiRequest) -> Result<Response, ApiError>
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
     );
     Ok(response)
+}
+
+/// Every body of this module decoded as its handlers decode it, without a broker (see
+/// [`super::fuzzing`]); how many of the wire structs accepted `body`.
+pub(super) fn fuzz_request_bodies(body: &bytes::Bytes) -> usize {
+    usize::from(body::parse::<EnableMount>(body).is_ok())
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use keybroker_core::{
         CreateKeyOptions, DecryptItem, EncryptItem, EncryptOutput, KeyConfigUpdate, KeyInfo,
         KeyType,
     },
-    Error, Tenant, TenantId,
+    Error, Tenant,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
@@ -364,11 +364,13 @@ impl Context<'_> {
             })?),
         };
         let backend_key = input.backend_key.filter(|k| !k.is_empty());
-        // Binding any backend key is an operator act: a root-namespace token with `sudo` on
-        // the path. Tenants bind only what the instance's drop-in grants them.
+        // Binding any backend key is an act of authority over the instance: a root-namespace
+        // token with `sudo` on `sys/plugins/backends/<instance>` (not `sudo` on a tenant's
+        // transit path, which an operator delegated to one tenant may hold). Others bind
+        // only what the instance's drop-in grants the tenant.
+        let instance = self.transit().backend_for(input.backend.as_deref());
         let operator = backend_key.is_some()
-            && self.caller.tenant() == TenantId::ROOT
-            && super::has_sudo(self.ready, self.caller, self.tenant, self.request).await?;
+            && super::governs_instance(self.ready, self.caller, instance).await?;
         let options = CreateKeyOptions {
             key_type: input.key_type.filter(|t| !t.is_empty()),
             backend: input.backend.filter(|b| !b.is_empty()),
