@@ -403,3 +403,109 @@ fn revoking_a_root_namespace_token_or_its_auth_mount_revokes_its_children_inside
         "the child outlived its auth mount"
     );
 }
+
+/// A token of `tenant` (`""`: the root namespace) with `num_uses` uses and the default policy.
+fn limited_token(broker: &Broker, tenant: &str, num_uses: u64) -> String {
+    let (status, body) = post_as(
+        broker,
+        &broker.token,
+        tenant,
+        "auth/token/create",
+        &json!({ "num_uses": num_uses, "no_parent": true }),
+    );
+    assert_eq!(status, 200, "{body}");
+    body["auth"]["client_token"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn looking_at_a_token_from_elsewhere_costs_it_no_use() {
+    let broker = Broker::dev();
+    broker.bao_ok(&["namespace", "create", "acme"]);
+    broker.bao_ok(&["namespace", "create", "globex"]);
+
+    // sys/capabilities about a token spends none of its uses.
+    let subject = limited_token(&broker, "", 2);
+    for _ in 0..3 {
+        let (status, body) = post_as(
+            &broker,
+            &broker.token,
+            "",
+            "sys/capabilities",
+            &json!({ "token": subject, "paths": ["transit/encrypt/k"] }),
+        );
+        assert_eq!(status, 200, "{body}");
+    }
+    // Presented to a tenant it does not belong to, a token is refused and loses no use.
+    let globex = limited_token(&broker, "globex", 2);
+    for _ in 0..3 {
+        assert!(
+            !alive(&broker, &globex, "acme"),
+            "a globex token acted in acme"
+        );
+    }
+    for token in [&subject, &globex] {
+        let home = if *token == subject { "" } else { "globex" };
+        assert!(alive(&broker, token, home), "first use");
+        assert!(alive(&broker, token, home), "second use");
+        assert!(!alive(&broker, token, home), "a third use of two");
+    }
+}
+
+#[test]
+fn a_failed_identity_provider_fetch_tells_the_caller_nothing_of_the_network() {
+    let broker = Broker::dev();
+    broker.bao_ok(&["namespace", "create", "acme"]);
+    broker.bao_ok(&["auth", "enable", &ns("acme"), "jwt"]);
+    // A closed port, and the broker's own plain-HTTP port spoken to in TLS.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed_port = closed.local_addr().unwrap().port();
+    drop(closed);
+    for (field, url) in [
+        (
+            "oidc_discovery_url",
+            format!("https://127.0.0.1:{closed_port}/"),
+        ),
+        (
+            "oidc_discovery_url",
+            format!("https://127.0.0.1:{}/", broker.port),
+        ),
+        ("jwks_url", format!("https://127.0.0.1:{closed_port}/jwks")),
+        (
+            "jwks_url",
+            format!("https://127.0.0.1:{}/v1/sys/health", broker.port),
+        ),
+    ] {
+        let (status, body) = post_as(
+            &broker,
+            &broker.token,
+            "acme",
+            "auth/jwt/config",
+            &json!({ field: url }),
+        );
+        assert_eq!(status, 400, "{url}: {body}");
+        let message = error_of(&body);
+        assert!(
+            message.contains("could not be fetched or used"),
+            "{url}: {message}"
+        );
+        for detail in [
+            "127.0.0.1",
+            "refused",
+            "os error",
+            "tls",
+            "certificate",
+            "status",
+        ] {
+            assert!(
+                !message.to_ascii_lowercase().contains(detail),
+                "{url}: {message:?} tells {detail:?}"
+            );
+        }
+    }
+    // The operator finds the cause in the log.
+    assert!(
+        broker.log().contains("could not be fetched or used"),
+        "{}",
+        broker.log()
+    );
+}

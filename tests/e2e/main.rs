@@ -15,6 +15,7 @@ mod aws;
 mod azure;
 mod cluster;
 mod counter;
+mod edge;
 mod gateway;
 mod hsm;
 mod idp;

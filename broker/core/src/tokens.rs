@@ -267,10 +267,41 @@ impl Tokens {
             .invalidate_entries_if(move |_, record| record.tenant == tenant);
     }
 
-    /// Resolves a presented token used from `client` (the caller's address, `None` when
-    /// unknown); every failure is the same `PermissionDenied`. A token bound to CIDR blocks
-    /// is refused from any other address, and from an unknown one, before a use is counted.
-    pub async fn authenticate(&self, token: &str, client: Option<IpAddr>) -> Result<Caller> {
+    /// Resolves a token presented in `tenant` from `client` (the caller's address, `None`
+    /// when unknown), and counts a use of it; every failure is the same `PermissionDenied`.
+    /// A token acts in its own tenant, and a root-namespace token in any. A token bound to
+    /// CIDR blocks is refused from any other address, and from an unknown one. Nothing
+    /// refused costs the token a use.
+    pub async fn authenticate(
+        &self,
+        token: &str,
+        client: Option<IpAddr>,
+        tenant: TenantId,
+    ) -> Result<Caller> {
+        let record = self.resolve(token, client).await?;
+        if record.tenant != TenantId::ROOT && record.tenant != tenant {
+            return Err(Error::PermissionDenied);
+        }
+        if record.uses_remaining.is_some() {
+            // The store is the authority on uses: atomic, exact under concurrency.
+            if self.store.use_token(&record.hash).await?.is_none() {
+                self.forget_hash(&record.hash);
+                return Err(Error::PermissionDenied);
+            }
+        }
+        Ok(Caller { token: record })
+    }
+
+    /// Resolves a token someone else presents (`sys/capabilities` with `token`) without
+    /// counting a use of it; refused as [`Tokens::authenticate`] refuses it, and a token
+    /// bound to CIDR blocks always (its user's address is unknown here).
+    pub async fn inspect(&self, token: &str) -> Result<Caller> {
+        let record = self.resolve(token, None).await?;
+        Ok(Caller { token: record })
+    }
+
+    /// The live record of a presented token used from `client`.
+    async fn resolve(&self, token: &str, client: Option<IpAddr>) -> Result<Arc<TokenRecord>> {
         if token.is_empty() || token.len() > 512 {
             return Err(Error::PermissionDenied);
         }
@@ -307,14 +338,7 @@ impl Tokens {
         {
             return Err(Error::PermissionDenied);
         }
-        if record.uses_remaining.is_some() {
-            // The store is the authority on uses: atomic, exact under concurrency.
-            if self.store.use_token(&hash).await?.is_none() {
-                self.cache.invalidate(&hash);
-                return Err(Error::PermissionDenied);
-            }
-        }
-        Ok(Caller { token: record })
+        Ok(record)
     }
 
     /// Issues a token in `tenant`. A child of a non-root parent gets a subset of the

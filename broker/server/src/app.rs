@@ -117,6 +117,10 @@ fn sealed_state(
     let host = placeholder_host(config, store, backend_metrics);
     let metrics = Arc::new(Metrics::new(backend_metrics.clone(), &host));
     AppState::sealed(reason.to_owned(), metrics, config.listener.max_request_size)
+        .with_request_bounds(
+            config.listener.max_in_flight_requests,
+            config.listener.http_read_timeout,
+        )
         .with_seal_type(seal_type(config))
 }
 
@@ -360,6 +364,10 @@ async fn open_with_root_key(
         audit,
         metrics,
         config.listener.max_request_size,
+    )
+    .with_request_bounds(
+        config.listener.max_in_flight_requests,
+        config.listener.http_read_timeout,
     )
     .with_trusted_proxies(config.trusted_proxies.clone())
     .with_storage(
@@ -628,47 +636,36 @@ pub async fn serve(config: &Config, live: LiveState) -> anyhow::Result<()> {
 }
 
 async fn serve_until_shutdown(config: &Config, app: axum::Router) -> anyhow::Result<()> {
-    let address = config.listener.address;
-    match (
-        &config.listener.tls_cert_file,
-        &config.listener.tls_key_file,
+    let listener_config = &config.listener;
+    let address = listener_config.address;
+    let tls = match (
+        &listener_config.tls_cert_file,
+        &listener_config.tls_key_file,
     ) {
-        (Some(cert), Some(key)) => {
-            let tls = tls_config(cert, key)?;
-            let handle = axum_server::Handle::new();
-            let stopper = handle.clone();
-            tokio::spawn(async move {
-                shutdown_signal().await;
-                stopper.graceful_shutdown(Some(Duration::from_secs(5)));
-            });
-            tracing::info!(%address, "listening with TLS");
-            axum_server::bind_rustls(address, tls)
-                .handle(handle)
-                .serve(app.into_make_service_with_connect_info::<std::net::SocketAddr>())
-                .await
-                .context("server failed")?;
-        }
-        _ => {
-            let listener = tokio::net::TcpListener::bind(address)
-                .await
-                .with_context(|| format!("cannot listen on {address}"))?;
-            tracing::info!(%address, "listening");
-            axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-            )
-            .with_graceful_shutdown(shutdown_signal())
-            .await
-            .context("server failed")?;
-        }
+        (Some(cert), Some(key)) => Some(tokio_rustls::TlsAcceptor::from(tls_config(cert, key)?)),
+        _ => None,
+    };
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| format!("cannot listen on {address}"))?;
+    if tls.is_some() {
+        tracing::info!(%address, "listening with TLS");
+    } else {
+        tracing::info!(%address, "listening");
     }
-    Ok(())
+    let bounds = crate::listener::Bounds {
+        max_connections: listener_config.max_connections,
+        header_read_timeout: listener_config.http_read_header_timeout,
+    };
+    crate::listener::serve(listener, tls, app, bounds, shutdown_signal())
+        .await
+        .context("server failed")
 }
 
 fn tls_config(
     cert: &std::path::Path,
     key: &std::path::Path,
-) -> anyhow::Result<axum_server::tls_rustls::RustlsConfig> {
+) -> anyhow::Result<Arc<rustls::ServerConfig>> {
     use rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
     let certs = CertificateDer::pem_file_iter(cert)
         .with_context(|| format!("cannot read TLS certificate {}", cert.display()))?
@@ -684,7 +681,5 @@ fn tls_config(
         .with_single_cert(certs, key)
         .context("TLS certificate and key do not match")?;
     server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(axum_server::tls_rustls::RustlsConfig::from_config(
-        Arc::new(server),
-    ))
+    Ok(Arc::new(server))
 }

@@ -70,6 +70,19 @@ pub struct ListenerConfig {
     /// any other peer the header is ignored and the peer's address is the client's.
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
+    /// Connections served at once; further clients wait to be accepted.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Requests handled at once; further requests are refused with 503 until one ends.
+    #[serde(default = "default_max_in_flight_requests")]
+    pub max_in_flight_requests: usize,
+    /// Deadline of a TLS handshake, of a request's headers, and of the wait for the next
+    /// request on a kept-alive connection (Vault's `http_read_header_timeout`).
+    #[serde(default = "default_http_read_header_timeout", with = "humantime_serde")]
+    pub http_read_header_timeout: Duration,
+    /// Deadline of reading a request's body (Vault's `http_read_timeout`); 408 after it.
+    #[serde(default = "default_http_read_timeout", with = "humantime_serde")]
+    pub http_read_timeout: Duration,
 }
 
 impl Default for ListenerConfig {
@@ -81,8 +94,28 @@ impl Default for ListenerConfig {
             tls_disable: false,
             max_request_size: default_max_request_size(),
             trusted_proxies: Vec::new(),
+            max_connections: default_max_connections(),
+            max_in_flight_requests: default_max_in_flight_requests(),
+            http_read_header_timeout: default_http_read_header_timeout(),
+            http_read_timeout: default_http_read_timeout(),
         }
     }
+}
+
+fn default_max_connections() -> usize {
+    4096
+}
+
+fn default_max_in_flight_requests() -> usize {
+    1024
+}
+
+fn default_http_read_header_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_http_read_timeout() -> Duration {
+    Duration::from_secs(30)
 }
 
 fn default_address() -> SocketAddr {
@@ -463,6 +496,28 @@ impl Config {
                 "listener.max_request_size",
                 "must be at least 1024 bytes",
             ));
+        }
+        for (key, value) in [
+            ("listener.max_connections", listener.max_connections),
+            (
+                "listener.max_in_flight_requests",
+                listener.max_in_flight_requests,
+            ),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be at least 1"));
+            }
+        }
+        for (key, value) in [
+            (
+                "listener.http_read_header_timeout",
+                listener.http_read_header_timeout,
+            ),
+            ("listener.http_read_timeout", listener.http_read_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(invalid(key, "must be more than zero"));
+            }
         }
         let timing = file.timing;
         if timing.rotation_threshold == 0 || timing.rotation_threshold >= 1 << 32 {

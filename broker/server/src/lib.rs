@@ -11,6 +11,7 @@ pub mod audit;
 pub mod config;
 pub mod http;
 pub mod hygiene;
+pub mod listener;
 pub mod metrics;
 pub mod plugin_host;
 pub mod seal;

@@ -57,6 +57,18 @@ impl std::fmt::Debug for Verifier {
     }
 }
 
+/// A fetch from the identity provider failed or gave nothing usable. The caller (who may
+/// be a tenant's admin pointing the broker at any address) learns only that; the cause,
+/// which may name hosts, addresses, ports, certificates or what an address answered, goes
+/// to the operator's log.
+fn fetch_failed(what: &str, url: &str, cause: &str) -> Error {
+    tracing::warn!(url, %cause, "{what} could not be fetched or used");
+    Error::invalid(format!(
+        "error checking {what}: the identity provider's document could not be fetched or \
+         used (the broker's log has the cause)"
+    ))
+}
+
 impl Verifier {
     /// The verifier of `config`. Static keys are parsed; with `jwks_url` the JWKS is fetched,
     /// with `oidc_discovery_url` discovery runs and then the JWKS is fetched. A configuration
@@ -68,7 +80,7 @@ impl Verifier {
                 .map_err(|e| Error::invalid(format!("oidc_discovery_ca_pem: {e}")))?;
             let discovered = http::discover(&client, url)
                 .await
-                .map_err(|e| Error::invalid(format!("error checking oidc_discovery_url: {e}")))?;
+                .map_err(|cause| fetch_failed("oidc_discovery_url", url, &cause))?;
             let fetcher = http::HttpJwksFetcher::new(client, discovered.jwks_uri);
             return Self::with_fetcher(config, Box::new(fetcher), Some(discovered.issuer)).await;
         }
@@ -98,7 +110,13 @@ impl Verifier {
             config.jwks_refetch_interval,
         )
         .await
-        .map_err(|e| Error::invalid(format!("error fetching the JWKS: {e}")))?;
+        .map_err(|cause| {
+            let url = config
+                .jwks_url
+                .as_deref()
+                .or(config.oidc_discovery_url.as_deref());
+            fetch_failed("the JWKS", url.unwrap_or_default(), &cause)
+        })?;
         let mut issuers: Vec<String> = config.bound_issuer.iter().cloned().collect();
         if let Some(issuer) = discovered_issuer {
             if !issuers.contains(&issuer) {

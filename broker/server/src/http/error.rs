@@ -26,6 +26,9 @@ pub enum ApiError {
     /// The route exists but not for this method (405).
     #[error("unsupported operation")]
     UnsupportedOperation,
+    /// The body did not arrive within `listener.http_read_timeout` (408).
+    #[error("timed out reading the request body")]
+    RequestTimeout,
 }
 
 impl ApiError {
@@ -75,6 +78,7 @@ impl IntoResponse for ApiError {
             ApiError::BadRequest(message) => (StatusCode::BAD_REQUEST, message.clone()),
             ApiError::UnsupportedPath => (StatusCode::NOT_FOUND, self.to_string()),
             ApiError::UnsupportedOperation => (StatusCode::METHOD_NOT_ALLOWED, self.to_string()),
+            ApiError::RequestTimeout => (StatusCode::REQUEST_TIMEOUT, self.to_string()),
         };
         error_body(status, &[message.as_str()])
     }

@@ -42,6 +42,16 @@ use crate::{
 };
 use error::ApiError;
 
+/// Requests handled at once unless configured (`listener.max_in_flight_requests`).
+const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
+
+/// Deadline of reading a body unless configured (`listener.http_read_timeout`).
+const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Largest body of an unauthenticated login: credentials and a JWT fit in far less, and no
+/// anonymous caller may make the broker hold more.
+pub const LOGIN_BODY_LIMIT: usize = 64 * 1024;
+
 /// Everything a request may need; cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
@@ -55,6 +65,10 @@ struct Inner {
     sealed_reason: Option<String>,
     metrics: Arc<Metrics>,
     max_request_size: usize,
+    /// Requests handled at once (`listener.max_in_flight_requests`).
+    in_flight: Arc<tokio::sync::Semaphore>,
+    /// Deadline of reading a body (`listener.http_read_timeout`).
+    read_timeout: Duration,
     storage_type: &'static str,
     max_staleness: Duration,
     trusted_proxies: Vec<ipnet::IpNet>,
@@ -86,12 +100,23 @@ impl AppState {
                 sealed_reason: None,
                 metrics,
                 max_request_size,
+                in_flight: Arc::new(tokio::sync::Semaphore::new(DEFAULT_MAX_IN_FLIGHT)),
+                read_timeout: DEFAULT_READ_TIMEOUT,
                 storage_type: "sqlite",
                 max_staleness: Duration::from_secs(3),
                 trusted_proxies: Vec::new(),
                 seal_type: "file",
             }),
         }
+    }
+
+    /// At most `max_in_flight` requests handled at once (503 beyond), each body read within
+    /// `read_timeout` (408 after it).
+    pub fn with_request_bounds(mut self, max_in_flight: usize, read_timeout: Duration) -> Self {
+        let inner = Arc::make_mut(&mut self.inner);
+        inner.in_flight = Arc::new(tokio::sync::Semaphore::new(max_in_flight));
+        inner.read_timeout = read_timeout;
+        self
     }
 
     /// Believes `X-Forwarded-For` from these peers (`listener.trusted_proxies`).
@@ -134,6 +159,8 @@ impl AppState {
                 sealed_reason: Some(reason),
                 metrics,
                 max_request_size,
+                in_flight: Arc::new(tokio::sync::Semaphore::new(DEFAULT_MAX_IN_FLIGHT)),
+                read_timeout: DEFAULT_READ_TIMEOUT,
                 storage_type: "sqlite",
                 max_staleness: Duration::from_secs(3),
                 trusted_proxies: Vec::new(),
@@ -240,6 +267,13 @@ pub fn router(state: impl Into<LiveState>) -> Router {
 async fn dispatch(State(live): State<LiveState>, request: axum::extract::Request) -> Response {
     let state = live.current();
     let started = Instant::now();
+    // Held until the response is built: at the bound, refuse at once rather than queue.
+    let Ok(_in_flight) = state.inner.in_flight.clone().try_acquire_owned() else {
+        let busy = ApiError::Core(Error::Unavailable(
+            "too many requests in flight; try again".to_owned(),
+        ));
+        return busy.into_response();
+    };
     let peer = request
         .extensions()
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
@@ -279,7 +313,13 @@ fn parse_query(uri: &Uri) -> HashMap<String, String> {
         .unwrap_or_default()
 }
 
-async fn read_body(body: Body, limit: usize, headers: &HeaderMap) -> Result<Bytes, ApiError> {
+/// Reads a body of at most `limit` bytes within `deadline` (408 after it).
+async fn read_body(
+    body: Body,
+    limit: usize,
+    headers: &HeaderMap,
+    deadline: Duration,
+) -> Result<Bytes, ApiError> {
     let declared = headers
         .get(axum::http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -287,7 +327,10 @@ async fn read_body(body: Body, limit: usize, headers: &HeaderMap) -> Result<Byte
     if declared.is_some_and(|len| len > limit) {
         return Err(ApiError::PayloadTooLarge(limit));
     }
-    axum::body::to_bytes(body, limit).await.map_err(|error| {
+    let read = tokio::time::timeout(deadline, axum::body::to_bytes(body, limit))
+        .await
+        .map_err(|_| ApiError::RequestTimeout)?;
+    read.map_err(|error| {
         let too_large =
             std::iter::successors(Some(&error as &dyn std::error::Error), |e| e.source())
                 .any(|e| e.is::<http_body_util::LengthLimitError>());
@@ -453,20 +496,19 @@ async fn handle(
             Err(ApiError::bad_request("response wrapping is not supported")),
         );
     }
-    let body = match read_body(body, state.inner.max_request_size, &headers).await {
-        Ok(body) => body,
-        Err(error) => return ("body", Err(error)),
-    };
     let (tenant, path) = match resolve_tenant(ready, &headers, path) {
         Ok(resolved) => resolved,
         Err(error) => return ("namespace", Err(error)),
     };
-    let request = ApiRequest {
+    // The body is read only once the caller is known (and, with a token, authorised): an
+    // anonymous caller makes the broker hold at most a login's body.
+    let mut request = ApiRequest {
         operation,
         path,
         query,
-        body,
+        body: Bytes::new(),
     };
+    let read_timeout = state.inner.read_timeout;
     // A node that may have missed a revocation serves nobody (health answers on).
     if let Some(reason) = state.stale_reason() {
         return ("storage", Err(ApiError::Core(Error::Unavailable(reason))));
@@ -511,20 +553,42 @@ async fn handle(
     }
     let mut login = None;
     let (label, result) = match identity {
-        Identity::Login(mount) if mount.kind == keybroker_core::jwt_auth::AUTH_TYPE => {
-            let (result, issued) = jwt::login(ready, &mount, &request, client).await;
-            login = Some(approle::LoginAudit::new(Default::default(), issued));
-            ("auth/jwt/login", result)
-        }
         Identity::Login(mount) => {
-            let (result, audit) = approle::login(ready, &mount, &request, client).await;
-            login = Some(audit);
-            ("auth/approle/login", result)
+            let jwt = mount.kind == keybroker_core::jwt_auth::AUTH_TYPE;
+            let label = if jwt {
+                "auth/jwt/login"
+            } else {
+                "auth/approle/login"
+            };
+            match read_body(body, LOGIN_BODY_LIMIT, &headers, read_timeout).await {
+                Err(error) => (label, Err(error)),
+                Ok(body) if jwt => {
+                    request.body = body;
+                    let (result, issued) = jwt::login(ready, &mount, &request, client).await;
+                    login = Some(approle::LoginAudit::new(Default::default(), issued));
+                    (label, result)
+                }
+                Ok(body) => {
+                    request.body = body;
+                    let (result, audit) = approle::login(ready, &mount, &request, client).await;
+                    login = Some(audit);
+                    (label, result)
+                }
+            }
         }
         Identity::Token(Err(error)) => ("auth", Err(error)),
         Identity::Token(Ok(caller)) => match authorize(ready, &caller, &tenant, &request).await {
             Err(error) => ("auth", Err(error)),
-            Ok(()) => route(state, ready, &caller, &tenant, &headers, &request).await,
+            Ok(()) => {
+                let limit = state.inner.max_request_size;
+                match read_body(body, limit, &headers, read_timeout).await {
+                    Err(error) => ("body", Err(error)),
+                    Ok(body) => {
+                        request.body = body;
+                        route(state, ready, &caller, &tenant, &headers, &request).await
+                    }
+                }
+            }
         },
     };
     let response = result.unwrap_or_else(IntoResponse::into_response);
@@ -607,11 +671,11 @@ async fn authenticate(
             .await?;
         return Ok(caller);
     }
-    let caller = ready.broker.tokens.authenticate(token, client).await?;
-    let home = caller.tenant();
-    if home != keybroker_core::TenantId::ROOT && home != tenant.id {
-        return Err(denied());
-    }
+    let caller = ready
+        .broker
+        .tokens
+        .authenticate(token, client, tenant.id)
+        .await?;
     Ok(caller)
 }
 
