@@ -97,7 +97,9 @@ fn from_bound(cidrs: &[String], client: Option<IpAddr>) -> bool {
 }
 
 /// The `iss` of a JWT, read without verifying it: only to choose which mount verifies it.
-fn unverified_issuer(token: &str) -> Option<String> {
+/// Public for the fuzz targets (`fuzz/`): bearer mode reads it before any authentication.
+#[doc(hidden)]
+pub fn unverified_issuer(token: &str) -> Option<String> {
     use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine as _};
     let payload = token.split('.').nth(1)?;
     if payload.len() > MAX_BEARER_LEN {

@@ -33,3 +33,17 @@ pub use config::{JwtConfig, JwtConfigInput, DEFAULT_JWKS_REFETCH_INTERVAL};
 pub use jwks::JwksFetcher;
 pub use role::{JwtRole, JwtRoleInput, MAX_LEEWAY};
 pub use verify::{VerifiedJwt, Verifier, MAX_TOKEN_LEN};
+
+/// Entry points for the fuzz targets (`fuzz/`, replayed by `cargo test -p keybroker-fuzz`),
+/// not an API: the parsers a caller's JWT, an issuer's JWKS document and PEM keys reach, and
+/// the checks of a token's claims (whose issuer a tenant may run).
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use super::claims::{check as check_claims, Accepted, Refusal};
+    pub use super::keys::{
+        algorithm_name, from_jwk, from_pem, parse_algorithm, parse_jwks, KeyType, VerificationKey,
+        ASYMMETRIC_ALGORITHMS,
+    };
+    pub use super::token::{parse as parse_token, ParsedToken};
+    pub use jsonwebtoken::Algorithm;
+}

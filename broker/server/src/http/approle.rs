@@ -568,6 +568,33 @@ fn tidy(ready: &Ready, mount: &MountRecord) -> Response {
     )
 }
 
+/// Every body of this module decoded as its handlers decode it, without a broker (see
+/// [`super::fuzzing`]); how many of the wire structs accepted `body`.
+pub(super) fn fuzz_request_bodies(body: &bytes::Bytes) -> usize {
+    let cidrs = |list: Result<Option<Vec<String>>, ApiError>| {
+        if let Ok(Some(list)) = list {
+            let _ = keybroker_core::cidr::canonical_list(&list);
+        }
+    };
+    let mut accepted = usize::from(body::parse::<LoginBody>(body).is_ok());
+    if let Ok(input) = body::parse::<RoleBody>(body) {
+        accepted += 1;
+        cidrs(string_list(
+            "secret_id_bound_cidrs",
+            input.secret_id_bound_cidrs.or(input.bound_cidr_list),
+        ));
+        cidrs(string_list("token_bound_cidrs", input.token_bound_cidrs));
+        let _ = string_list("token_policies", input.token_policies.or(input.policies));
+    }
+    if let Ok(input) = body::parse::<SecretIdBody>(body) {
+        accepted += 1;
+        let _ = metadata(input.metadata);
+        cidrs(string_list("cidr_list", input.cidr_list));
+        cidrs(string_list("token_bound_cidrs", input.token_bound_cidrs));
+    }
+    accepted + usize::from(body::parse::<IdentifierBody>(body).is_ok())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

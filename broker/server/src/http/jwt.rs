@@ -135,3 +135,18 @@ fn read_role(mount: &MountRecord, name: &str) -> Result<Response, ApiError> {
         None => Ok(not_found()),
     }
 }
+
+/// Every body of this module decoded as its handlers decode it, without a broker (see
+/// [`super::fuzzing`]); how many of the wire structs accepted `body`.
+pub(super) fn fuzz_request_bodies(body: &bytes::Bytes) -> usize {
+    let mut accepted = usize::from(body::parse::<LoginBody>(body).is_ok());
+    if let Ok(input) = body::parse::<JwtConfigInput>(body) {
+        accepted += 1;
+        let _ = keybroker_core::jwt::JwtConfig::from_input(input);
+    }
+    if let Ok(input) = body::parse::<JwtRoleInput>(body) {
+        accepted += 1;
+        let _ = keybroker_core::jwt::JwtRole::apply(None, input);
+    }
+    accepted
+}

@@ -9,6 +9,8 @@
 mod approle;
 mod body;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod jwt;
 mod policies;
 mod response;

@@ -142,3 +142,22 @@ pub async fn capabilities(
     }
     Ok(response::data_with(StatusCode::OK, &data, &[]))
 }
+
+/// Every body of this module decoded as its handlers decode it, without a broker (see
+/// [`super::fuzzing`]); how many of the wire structs accepted `body`.
+pub(super) fn fuzz_request_bodies(body: &bytes::Bytes) -> usize {
+    let mut accepted = 0;
+    if let Ok(input) = body::parse::<PolicyBody>(body) {
+        accepted += 1;
+        if let Some(text) = input.policy {
+            let _ = policy::parse("fuzz", &text);
+        }
+    }
+    if let Ok(input) = body::parse::<CapabilitiesBody>(body) {
+        accepted += 1;
+        for path in paths(&input).unwrap_or_default() {
+            let _ = policy::canonicalize_request_path(&path);
+        }
+    }
+    accepted
+}

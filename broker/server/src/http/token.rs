@@ -258,3 +258,14 @@ async fn create(
         now(),
     )))
 }
+
+/// Every body of this module decoded as its handlers decode it, without a broker (see
+/// [`super::fuzzing`]); how many of the wire structs accepted `body`.
+pub(super) fn fuzz_request_bodies(body: &bytes::Bytes) -> usize {
+    let mut accepted = 0;
+    if let Ok(input) = body::parse::<CreateBody>(body) {
+        accepted += 1;
+        let _ = policy_list(input.policies);
+    }
+    accepted + usize::from(body::parse::<AccessorBody>(body).is_ok())
+}

@@ -761,3 +761,68 @@ fn clone_error(error: &Error) -> Error {
         other => Error::internal(other.to_string()),
     }
 }
+
+/// Every body of this module decoded as its handlers decode it, without a broker (see
+/// [`super::fuzzing`]): the items split as encrypt and decrypt split them, every item the
+/// core would get answered, and the response built; how many of the wire structs accepted
+/// `body`.
+pub(super) fn fuzz_request_bodies(body: &bytes::Bytes) -> usize {
+    let mut accepted = 0;
+    if let Ok(input) = body::parse::<CreateKeyBody>(body) {
+        accepted += 1;
+        if let Some(key_type) = input.key_type {
+            let _ = KeyType::parse(&key_type);
+        }
+        if let Some(mode) = input.mode {
+            let _ = KeyMode::parse(&mode);
+        }
+    }
+    accepted += usize::from(body::parse::<KeyConfigBody>(body).is_ok());
+    if let Ok(input) = body::parse::<DataBody>(body) {
+        accepted += 1;
+        let partial_code = input.partial_failure_response_code;
+        let _ = optional_base64("associated_data", input.associated_data.as_deref());
+        let top_version = input.key_version;
+        let (items, batch) = input.items();
+        let _ = common_key_version(top_version, &items);
+        let encrypt = split(&items, batch, |item| {
+            let text = item
+                .plaintext
+                .as_deref()
+                .ok_or_else(|| Error::invalid("missing plaintext to encrypt"))?;
+            Ok(EncryptItem {
+                plaintext: decode_secret("plaintext", text)?,
+                associated_data: optional_base64(
+                    "associated_data",
+                    item.associated_data.as_deref(),
+                )?,
+            })
+        });
+        if let Ok((slots, work)) = encrypt {
+            let answered = work
+                .iter()
+                .map(|_| {
+                    Ok(EncryptOutput {
+                        ciphertext: "vault:v1:AAAA".to_owned(),
+                        key_version: 1,
+                    })
+                })
+                .collect();
+            if let Ok(results) = merge(slots, answered) {
+                let _ = respond(
+                    results,
+                    references(&items),
+                    batch,
+                    partial_code,
+                    ciphertext_data,
+                );
+            }
+        }
+        if let Ok((_, work)) = split(&items, batch, decrypt_item) {
+            for item in work {
+                let _ = keybroker_core::transit::ciphertext::parse(&item.ciphertext);
+            }
+        }
+    }
+    accepted
+}

@@ -196,3 +196,21 @@ impl Context<'_> {
         )
     }
 }
+
+/// Every body of this module decoded as its handlers decode it, without a broker (see
+/// [`super::fuzzing`]); how many of the wire structs accepted `body`.
+pub(super) fn fuzz_request_bodies(body: &bytes::Bytes) -> usize {
+    let Ok(mut input) = body::parse::<SignBody>(body) else {
+        return 0;
+    };
+    let _ = input.options(None);
+    let (items, _) = input.items();
+    for item in &items {
+        let _ = input_of(item);
+        if let Some(signature) = &item.signature {
+            let _ = keybroker_core::transit::ciphertext::split("signature", signature);
+        }
+    }
+    let _ = references(&items);
+    1
+}

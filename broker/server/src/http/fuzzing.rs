@@ -1,0 +1,16 @@
+//! Entry points for the fuzz targets (`fuzz/`, replayed by `cargo test -p keybroker-fuzz`),
+//! not an API: every request body a handler reads, decoded into its wire struct and on as
+//! the handler decodes it (lists, CIDR blocks, base64, batch items, policies, JWT
+//! configuration and roles), without a broker.
+
+/// Decodes `body` as each handler of the HTTP API would; how many wire structs accepted it.
+pub fn request_body(body: &[u8]) -> usize {
+    let body = bytes::Bytes::copy_from_slice(body);
+    super::approle::fuzz_request_bodies(&body)
+        + super::jwt::fuzz_request_bodies(&body)
+        + super::policies::fuzz_request_bodies(&body)
+        + super::sys::fuzz_request_bodies(&body)
+        + super::token::fuzz_request_bodies(&body)
+        + super::transit::fuzz_request_bodies(&body)
+        + super::transit_sign::fuzz_request_bodies(&body)
+}

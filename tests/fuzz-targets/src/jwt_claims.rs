@@ -1,0 +1,90 @@
+//! The checks of a JWT's claims against a role (`broker/core/src/jwt/claims.rs`). A tenant
+//! may run the issuer, so whatever it signs reaches them: times, issuer, audience, subject,
+//! bound claims (names, JSON pointers, globs), the user and groups claims and claim
+//! mappings. Input: the claims, a JSON object.
+
+use keybroker_core::jwt::{fuzzing::check_claims, JwtRole, MAX_LEEWAY};
+use serde_json::{json, Map, Value};
+
+const NOW: i64 = 1_700_000_000;
+const ISSUER: &str = "https://idp.example";
+
+fn role(fields: Value) -> JwtRole {
+    JwtRole::apply(None, serde_json::from_value(fields).unwrap()).unwrap()
+}
+
+/// Roles that between them use every check.
+fn roles() -> Vec<JwtRole> {
+    vec![
+        role(json!({"bound_audiences": "api"})),
+        role(json!({
+            "bound_audiences": ["api", "other"],
+            "bound_subject": "svc-a",
+            "user_claim": "/profile/id",
+            "groups_claim": "groups",
+            "claim_mappings": {"/org/name": "org", "email": "email", "/a~1b/0": "slashed"},
+            "clock_skew_leeway": 0,
+            "expiration_leeway": 0,
+            "not_before_leeway": 0,
+        })),
+        role(json!({
+            "bound_claims_type": "glob",
+            "bound_claims": {"/groups/0": "adm*", "email": ["*@example.com", "root"], "n": 5},
+            "groups_claim": "/nested/groups",
+            "clock_skew_leeway": 300,
+            "expiration_leeway": 300,
+            "not_before_leeway": 300,
+        })),
+    ]
+}
+
+/// Checks the claims in `data` against each role, with and without an expected issuer.
+pub fn jwt_claims(data: &[u8]) {
+    let Ok(Value::Object(claims)) = serde_json::from_slice::<Value>(data) else {
+        return;
+    };
+    let issuers = [Vec::new(), vec![ISSUER.to_owned()]];
+    for role in roles() {
+        for expected in &issuers {
+            let Ok(accepted) = check_claims(&claims, &role, expected, NOW) else {
+                continue;
+            };
+            properties(&claims, &role, expected, &accepted);
+        }
+    }
+}
+
+/// What an accepted token must have.
+fn properties(
+    claims: &Map<String, Value>,
+    role: &JwtRole,
+    expected: &[String],
+    accepted: &keybroker_core::jwt::fuzzing::Accepted,
+) {
+    // Not expired beyond the leeways, which are capped whatever the role says.
+    let leeway = i64::try_from(2 * MAX_LEEWAY).unwrap();
+    assert!(accepted.expires_at.saturating_add(leeway) > NOW);
+    assert!(claims.get("exp").is_some_and(Value::is_number));
+    assert!(claims.get("iat").is_some_and(Value::is_number));
+    for issuer in expected {
+        assert_eq!(accepted.issuer.as_deref(), Some(issuer.as_str()));
+    }
+    if let Some(subject) = &role.bound_subject {
+        assert_eq!(
+            claims.get("sub").and_then(Value::as_str),
+            Some(subject.as_str())
+        );
+    }
+    if role.bound_audiences.is_empty() {
+        assert!(claims
+            .get("aud")
+            .is_none_or(|aud| aud.is_null() || aud.as_array().is_some_and(Vec::is_empty)));
+    }
+    assert!(!accepted.user.is_empty());
+    if role.groups_claim.is_none() {
+        assert!(accepted.groups.is_empty());
+    }
+    for key in accepted.metadata.keys() {
+        assert!(role.claim_mappings.values().any(|mapped| mapped == key));
+    }
+}
