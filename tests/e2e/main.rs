@@ -21,6 +21,7 @@ mod hsm;
 mod idp;
 mod isolation;
 mod jwt;
+mod matrix;
 mod plugins;
 mod policies;
 mod policy_diff;

@@ -14,6 +14,7 @@ pub mod fuzzing;
 mod jwt;
 mod policies;
 mod response;
+pub mod routes;
 mod sys;
 mod token;
 mod transit;
@@ -623,14 +624,35 @@ async fn route(
     headers: &HeaderMap,
     request: &ApiRequest,
 ) -> (&'static str, Result<Response, ApiError>) {
+    // Only what the route list names is served (see `routes`).
+    let listed = |mount_kind: Option<&str>, path: &str| {
+        routes::check(mount_kind, path, request.operation)
+            .map(|_| ())
+            .map_err(|refusal| match refusal {
+                routes::Refusal::Path => ApiError::UnsupportedPath,
+                routes::Refusal::Operation => ApiError::UnsupportedOperation,
+            })
+    };
     if let Some(rest) = request.path.strip_prefix("auth/token/") {
+        if let Err(error) = listed(None, &request.path) {
+            return ("auth/token", Err(error));
+        }
         let presented = presented_token(headers).unwrap_or_default();
         return token::handle(ready, caller, presented, tenant, rest, request).await;
     }
     if let Some(rest) = request.path.strip_prefix("sys/") {
+        if let Err(error) = listed(None, &request.path) {
+            return ("sys", Err(error));
+        }
         return sys::handle(state, ready, caller, tenant, rest, request).await;
     }
-    match ready.broker.mounts.resolve(tenant.id, &request.path).await {
+    let resolved = ready.broker.mounts.resolve(tenant.id, &request.path).await;
+    if let Ok(Some((mount, rest))) = &resolved {
+        if let Err(error) = listed(Some(&mount.kind), rest) {
+            return ("mounts", Err(error));
+        }
+    }
+    match resolved {
         Err(error) => ("mounts", Err(error.into())),
         Ok(Some((mount, rest))) if mount.kind == keybroker_core::jwt_auth::AUTH_TYPE => {
             jwt::handle(ready, &mount, rest, request).await
