@@ -7,23 +7,11 @@ use axum::{
     http::{Request, StatusCode},
 };
 use http_body_util::BodyExt;
-use keybroker_server::{app, config, http::router};
-use serde_json::Value;
-use tower::ServiceExt;
+mod support;
 
-async fn dev_broker() -> (axum::Router, String, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let overrides = config::Overrides {
-        dev: true,
-        dev_root_token_id: Some("root".to_owned()),
-        dev_state_dir: Some(dir.path().to_owned()),
-        ..config::Overrides::default()
-    };
-    let config = config::Config::build(None, overrides).unwrap();
-    let built = app::build(&config).await.unwrap();
-    let token = built.root_token.unwrap().to_string();
-    (router(built.state), token, dir)
-}
+use serde_json::Value;
+use support::dev_broker;
+use tower::ServiceExt;
 
 async fn send(
     app: &axum::Router,

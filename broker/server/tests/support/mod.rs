@@ -1,0 +1,19 @@
+//! What the in-process API tests share: a dev broker behind `http::router`, no socket.
+
+use keybroker_server::{app, config, http::router};
+
+/// A dev broker (SQLite and the local KEK in a temporary directory, root token `root`):
+/// its router, its root token, and the directory (removed when dropped).
+pub async fn dev_broker() -> (axum::Router, String, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let overrides = config::Overrides {
+        dev: true,
+        dev_root_token_id: Some("root".to_owned()),
+        dev_state_dir: Some(dir.path().to_owned()),
+        ..config::Overrides::default()
+    };
+    let config = config::Config::build(None, overrides).unwrap();
+    let built = app::build(&config).await.unwrap();
+    let token = built.root_token.unwrap().to_string();
+    (router(built.state), token, dir)
+}
