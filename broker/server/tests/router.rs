@@ -10,7 +10,7 @@ use http_body_util::BodyExt;
 mod support;
 
 use serde_json::Value;
-use support::dev_broker;
+use support::{dev_broker, dev_broker_with_core};
 use tower::ServiceExt;
 
 async fn send(
@@ -151,4 +151,95 @@ async fn an_anonymous_login_body_is_capped_at_64_kib_even_without_a_length() {
         .unwrap();
     let response = app.clone().oneshot(request).await.unwrap();
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn a_login_never_issues_root_even_from_a_role_stored_before_roles_refused_it() {
+    let (app, token, _dir, core) = dev_broker_with_core().await;
+    let (status, _) = send(
+        &app,
+        "POST",
+        "/v1/sys/auth/approle",
+        &token,
+        r#"{"type":"approle"}"#,
+    )
+    .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _) = send(
+        &app,
+        "POST",
+        "/v1/auth/approle/role/legacy",
+        &token,
+        r#"{"token_policies":["app"]}"#,
+    )
+    .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let login = |app: axum::Router, token: String| async move {
+        let (_, id) = send(
+            &app,
+            "GET",
+            "/v1/auth/approle/role/legacy/role-id",
+            &token,
+            "",
+        )
+        .await;
+        let (_, secret) = send(
+            &app,
+            "POST",
+            "/v1/auth/approle/role/legacy/secret-id",
+            &token,
+            "{}",
+        )
+        .await;
+        let body = serde_json::json!({
+            "role_id": id["data"]["role_id"],
+            "secret_id": secret["data"]["secret_id"],
+        });
+        send(
+            &app,
+            "POST",
+            "/v1/auth/approle/login",
+            "",
+            &body.to_string(),
+        )
+        .await
+    };
+    let (status, answer) = login(app.clone(), token.clone()).await;
+    assert_eq!(status, StatusCode::OK, "control: {answer}");
+    // A role as an earlier version stored it: root among its policies, written straight
+    // into the store (the API refuses to write it now).
+    let tenant = keybroker_core::TenantId::ROOT;
+    let mount = core
+        .mounts
+        .find_auth(tenant, "approle")
+        .await
+        .unwrap()
+        .unwrap();
+    let stored = core
+        .store
+        .get_approle_role(tenant, mount.id, "legacy")
+        .await
+        .unwrap()
+        .unwrap();
+    let legacy = keybroker_core::store::AppRoleRecord {
+        token_policies: vec!["app".to_owned(), "root".to_owned()],
+        ..stored.clone()
+    };
+    core.store.put_approle_role(&legacy).await.unwrap();
+    let (_, role) = send(&app, "GET", "/v1/auth/approle/role/legacy", &token, "").await;
+    assert_eq!(
+        role["data"]["token_policies"],
+        serde_json::json!(["app", "root"])
+    );
+    // Refused, and the refusal looks like every failed login.
+    let (status, answer) = login(app.clone(), token.clone()).await;
+    assert_eq!(
+        (status, answer["errors"][0].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid role or secret ID")),
+        "{answer}"
+    );
+    // The same role without root logs in again: root alone was the reason.
+    core.store.put_approle_role(&stored).await.unwrap();
+    let (status, answer) = login(app.clone(), token.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
 }

@@ -5,6 +5,18 @@ use keybroker_server::{app, config, http::router};
 /// A dev broker (SQLite and the local KEK in a temporary directory, root token `root`):
 /// its router, its root token, and the directory (removed when dropped).
 pub async fn dev_broker() -> (axum::Router, String, tempfile::TempDir) {
+    let (router, token, dir, _) = dev_broker_with_core().await;
+    (router, token, dir)
+}
+
+/// As [`dev_broker`], with the core behind the router (to reach its store directly).
+#[allow(dead_code)] // Not every test binary reaches past the API.
+pub async fn dev_broker_with_core() -> (
+    axum::Router,
+    String,
+    tempfile::TempDir,
+    std::sync::Arc<keybroker_core::Broker>,
+) {
     let dir = tempfile::tempdir().unwrap();
     let overrides = config::Overrides {
         dev: true,
@@ -15,5 +27,6 @@ pub async fn dev_broker() -> (axum::Router, String, tempfile::TempDir) {
     let config = config::Config::build(None, overrides).unwrap();
     let built = app::build(&config).await.unwrap();
     let token = built.root_token.unwrap().to_string();
-    (router(built.state), token, dir)
+    let core = built.state.ready_parts().unwrap().broker.clone();
+    (router(built.state), token, dir, core)
 }
