@@ -48,9 +48,6 @@ const MAX_IDENTIFIER_LEN: usize = 512;
 /// Expired secret_ids deleted per store statement by a tidy.
 const TIDY_BATCH: u32 = 500;
 
-/// Most (role_id, address) pairs whose failures are remembered at once.
-const LOCKOUT_CAPACITY: usize = 100_000;
-
 /// Limits of the AppRole method.
 #[derive(Clone, Debug)]
 pub struct AppRoleSettings {
@@ -716,6 +713,20 @@ pub struct LockKey {
     client: Option<IpAddr>,
 }
 
+impl LockKey {
+    /// What the overflow sketch counts for this pair: the client (an IPv6 client by its
+    /// /64, what one host usually holds) within the mount, without the role_id. An attacker
+    /// who makes fresh pairs by sending made-up role_ids then adds to the cells of their own
+    /// address only, so the flood locks that address out and not, by collisions, others.
+    fn overflow_key(&self) -> (TenantId, MountId, Option<IpAddr>) {
+        let client = self.client.map(|address| match address {
+            IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
+            v4 => v4,
+        });
+        (self.tenant, self.mount, client)
+    }
+}
+
 #[derive(Clone, Copy, Debug)]
 struct Failures {
     count: u32,
@@ -723,65 +734,141 @@ struct Failures {
     locked_until: Option<i64>,
 }
 
+impl Failures {
+    fn is_locked(&self, now: i64) -> bool {
+        self.locked_until.is_some_and(|until| until > now)
+    }
+
+    /// Whether the entry still says something at `now`: locked, or counting failures whose
+    /// window is open. Anything else would be reset by the pair's next failure anyway.
+    fn is_live(&self, now: i64, window: i64) -> bool {
+        self.is_locked(now) || (self.locked_until.is_none() && now - self.window_start < window)
+    }
+}
+
+/// Most (role_id, client address) pairs whose failures are counted exactly, by default.
+pub const DEFAULT_LOCKOUT_CAPACITY: usize = 100_000;
+
 /// Failed logins per (role_id, client address), in memory: `threshold` failures within
 /// `window` seconds lock the pair for `window` seconds from the last of them.
 ///
-/// Bounded: past [`LOCKOUT_CAPACITY`] pairs, stale entries are dropped first, then pairs
-/// that are counting but not locked; locked pairs are kept.
-#[derive(Debug)]
+/// # Bounded, and still locking once full
+///
+/// Pairs are made by callers (any role_id, from any address), so the exact table holds at
+/// most `capacity` of them. What happens when it is full decides whether the lockout holds:
+/// an attacker who can fill it must gain nothing against the pair they attack.
+///
+/// - **A live entry is never evicted.** Evicting (LRU, or moka's TinyLFU) would let a flood
+///   of fresh pairs reset the count, or lift the lock, of the pair under attack. Only stale
+///   entries go (no failure within the window and not locked: the pair's next failure would
+///   reset them anyway), swept when the table is full, at most once per clock second so a
+///   flood cannot make every failed login scan the table.
+/// - **No failure goes uncounted.** A failure that finds the table full of live entries is
+///   counted in a fixed-size count-min sketch (conservative update, keyed by a per-process
+///   random hash so no one can aim collisions) of the pair's client address within the
+///   mount ([`LockKey::overflow_key`]). A sketch never underestimates: `threshold` failures
+///   of a pair lock it, from any address. Collisions only overestimate, so under a flood far
+///   beyond the table the sketch fails closed: some innocent clients without an entry of
+///   their own may be refused until the flood's failures age out, never an attacker let
+///   through. Leaving the role_id out keeps a flood's cells to the attacker's addresses.
+/// - The sketch counts a failure for 3 epochs of `window` seconds, so any `threshold`
+///   failures within `window` seconds (2 consecutive epochs at most) are all still counted
+///   for at least `window` seconds after the last: a lock found there lasts at least as long
+///   as one in the table, and at most 3 windows. A pair entering the table starts from what
+///   the sketch already counted for it, so its count is not split. A successful login
+///   clears the table entry; the sketch cannot forget one pair and keeps its count.
+///
+/// The alternative of refusing every pair without an entry once the table is full would
+/// also be safe, but would let anyone lock out every client on every mount with one
+/// table's worth of failures.
+///
+/// Failed logins look the same whichever structure counted them ([`LOGIN_FAILED`]).
 pub struct Lockout {
     threshold: u32,
     window: i64,
-    entries: Mutex<HashMap<LockKey, Failures>>,
+    capacity: usize,
+    state: Mutex<LockoutState>,
+}
+
+impl std::fmt::Debug for Lockout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lockout")
+            .field("threshold", &self.threshold)
+            .field("window", &self.window)
+            .field("capacity", &self.capacity)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Default)]
+struct LockoutState {
+    pairs: HashMap<LockKey, Failures>,
+    /// The clock second of the last sweep of a full table.
+    swept_at: Option<i64>,
+    /// Failures that found the table full; allocated at the first.
+    overflow: Option<Box<OverflowSketch>>,
 }
 
 impl Lockout {
-    /// A lockout of `threshold` failures (at least 1) over `window` seconds.
+    /// A lockout of `threshold` failures (at least 1) over `window` seconds, counting
+    /// [`DEFAULT_LOCKOUT_CAPACITY`] pairs exactly.
     pub fn new(threshold: u32, window: i64) -> Self {
+        Self::with_capacity(threshold, window, DEFAULT_LOCKOUT_CAPACITY)
+    }
+
+    /// A lockout counting at most `capacity` pairs (at least 1) exactly, the rest in its
+    /// overflow sketch.
+    pub fn with_capacity(threshold: u32, window: i64, capacity: usize) -> Self {
         Self {
             threshold: threshold.max(1),
             window: window.max(1),
-            entries: Mutex::new(HashMap::new()),
+            capacity: capacity.max(1),
+            state: Mutex::new(LockoutState::default()),
         }
     }
 
     /// Whether the pair is locked out at `now`.
     pub fn is_locked(&self, key: &LockKey, now: i64) -> bool {
-        self.entries
-            .lock()
-            .map(|entries| {
-                entries
-                    .get(key)
-                    .and_then(|f| f.locked_until)
-                    .is_some_and(|until| until > now)
-            })
+        let Ok(state) = self.state.lock() else {
             // A poisoned lock means a panic elsewhere: refuse rather than guess.
-            .unwrap_or(true)
+            return true;
+        };
+        state.pairs.get(key).is_some_and(|f| f.is_locked(now))
+            || state
+                .overflow
+                .as_ref()
+                .is_some_and(|sketch| sketch.estimate(key, now, self.window) >= self.threshold)
     }
 
     /// Counts a failed login of the pair.
     pub fn record_failure(&self, key: LockKey, now: i64) {
-        let Ok(mut entries) = self.entries.lock() else {
+        let Ok(mut guard) = self.state.lock() else {
             return;
         };
-        if entries.len() >= LOCKOUT_CAPACITY && !entries.contains_key(&key) {
+        let state = &mut *guard;
+        let known = state.pairs.contains_key(&key);
+        if !known && state.pairs.len() >= self.capacity && state.swept_at != Some(now) {
+            state.swept_at = Some(now);
             let window = self.window;
-            entries.retain(|_, f| {
-                f.locked_until.is_some_and(|until| until > now) || now - f.window_start < window
-            });
-            if entries.len() >= LOCKOUT_CAPACITY {
-                entries.retain(|_, f| f.locked_until.is_some_and(|until| until > now));
-            }
-            if entries.len() >= LOCKOUT_CAPACITY {
-                return;
-            }
+            state.pairs.retain(|_, f| f.is_live(now, window));
         }
-        let entry = entries.entry(key).or_insert(Failures {
-            count: 0,
+        if !known && state.pairs.len() >= self.capacity {
+            state
+                .overflow
+                .get_or_insert_with(|| Box::new(OverflowSketch::new()))
+                .record(&key, now, self.window, self.threshold);
+            return;
+        }
+        let overflow = &state.overflow;
+        let window = self.window;
+        let entry = state.pairs.entry(key).or_insert_with_key(|key| Failures {
+            count: overflow
+                .as_ref()
+                .map_or(0, |sketch| sketch.estimate(key, now, window)),
             window_start: now,
             locked_until: None,
         });
-        if entry.locked_until.is_some_and(|until| until > now) {
+        if entry.is_locked(now) {
             return;
         }
         if entry.locked_until.is_some() || now - entry.window_start >= self.window {
@@ -799,8 +886,107 @@ impl Lockout {
 
     /// Forgets the pair's failures (a successful login).
     pub fn clear(&self, key: &LockKey) {
-        if let Ok(mut entries) = self.entries.lock() {
-            entries.remove(key);
+        if let Ok(mut state) = self.state.lock() {
+            state.pairs.remove(key);
+        }
+    }
+
+    /// Pairs counted exactly right now (for tests and metrics).
+    pub fn tracked_pairs(&self) -> usize {
+        self.state.lock().map_or(0, |state| state.pairs.len())
+    }
+}
+
+/// Rows of the overflow sketch (independent hashes).
+const SKETCH_ROWS: usize = 4;
+/// Counters per row and epoch.
+const SKETCH_COLUMNS: usize = 1 << 16;
+/// Epochs of `window` seconds during which a failure stays counted (see [`Lockout`]).
+const SKETCH_EPOCHS: usize = 3;
+
+/// A count-min sketch of failures per [`LockKey::overflow_key`], in [`SKETCH_EPOCHS`]
+/// rotating epochs: 1.5 MiB, whatever the flood.
+struct OverflowSketch {
+    hasher: std::collections::hash_map::RandomState,
+    /// The epoch each bucket counts (a bucket is cleared when reused for a later one).
+    epochs: [i64; SKETCH_EPOCHS],
+    /// `SKETCH_EPOCHS` buckets of `SKETCH_ROWS` rows of `SKETCH_COLUMNS` counters.
+    counters: Vec<u16>,
+}
+
+impl OverflowSketch {
+    fn new() -> Self {
+        Self {
+            hasher: std::collections::hash_map::RandomState::new(),
+            epochs: [i64::MIN; SKETCH_EPOCHS],
+            counters: vec![0; SKETCH_EPOCHS * SKETCH_ROWS * SKETCH_COLUMNS],
+        }
+    }
+
+    /// The counter index of each row for `key` within a bucket.
+    fn columns(&self, key: &LockKey) -> [usize; SKETCH_ROWS] {
+        use std::hash::BuildHasher;
+        let counted = key.overflow_key();
+        std::array::from_fn(|row| {
+            let hash = self.hasher.hash_one((row, &counted));
+            // Lossless: the modulus is below usize::MAX.
+            (hash % SKETCH_COLUMNS as u64) as usize + row * SKETCH_COLUMNS
+        })
+    }
+
+    fn bucket_of(epoch: i64) -> usize {
+        // Lossless: the remainder is below SKETCH_EPOCHS.
+        epoch.rem_euclid(SKETCH_EPOCHS as i64) as usize
+    }
+
+    /// Whether a bucket's epoch is still counted at `epoch`. Later epochs (a clock that went
+    /// back) are counted too: keeping failures longer only fails closed.
+    fn is_counted(bucket_epoch: i64, epoch: i64) -> bool {
+        bucket_epoch != i64::MIN && bucket_epoch > epoch - SKETCH_EPOCHS as i64
+    }
+
+    /// At least the failures of `key`'s client counted in the last [`SKETCH_EPOCHS`] epochs.
+    fn estimate(&self, key: &LockKey, now: i64, window: i64) -> u32 {
+        let epoch = now.div_euclid(window);
+        let columns = self.columns(key);
+        (0..SKETCH_EPOCHS)
+            .filter(|bucket| Self::is_counted(self.epochs[*bucket], epoch))
+            .map(|bucket| {
+                let base = bucket * SKETCH_ROWS * SKETCH_COLUMNS;
+                columns
+                    .iter()
+                    .map(|column| u32::from(self.counters[base + column]))
+                    .min()
+                    .unwrap_or(0)
+            })
+            .sum()
+    }
+
+    /// Counts a failure of `key` at `now`, unless its client is already locked out here
+    /// (adding more would only raise collisions for others).
+    fn record(&mut self, key: &LockKey, now: i64, window: i64, threshold: u32) {
+        if self.estimate(key, now, window) >= threshold {
+            return;
+        }
+        let epoch = now.div_euclid(window);
+        let bucket = Self::bucket_of(epoch);
+        let base = bucket * SKETCH_ROWS * SKETCH_COLUMNS;
+        if self.epochs[bucket] < epoch {
+            self.epochs[bucket] = epoch;
+            self.counters[base..base + SKETCH_ROWS * SKETCH_COLUMNS].fill(0);
+        }
+        // Conservative update within the bucket: raise each row's counter only to one more
+        // than the bucket's smallest, which still bounds the key's own count from above.
+        let columns = self.columns(key);
+        let least = columns
+            .iter()
+            .map(|column| self.counters[base + column])
+            .min()
+            .unwrap_or(0);
+        let raised = least.saturating_add(1);
+        for column in columns {
+            let counter = &mut self.counters[base + column];
+            *counter = (*counter).max(raised);
         }
     }
 }
@@ -920,6 +1106,126 @@ mod tests {
         // An unlimited role allows any limit, or none.
         assert_eq!(narrow(&role(), &request(Some(0), Some(0))).unwrap(), (0, 0));
         assert_eq!(narrow(&role(), &request(Some(9), Some(9))).unwrap(), (9, 9));
+    }
+
+    fn pair(mount: MountId, role_id: u32, client: &str) -> LockKey {
+        let mut digest = [0; 32];
+        digest[..4].copy_from_slice(&role_id.to_be_bytes());
+        LockKey {
+            tenant: TenantId::ROOT,
+            mount,
+            role_id: digest,
+            client: Some(client.parse().unwrap()),
+        }
+    }
+
+    /// A different address for each `i` (10.x.y.z), none of them in 192.0.2.0/24.
+    fn elsewhere(i: u32) -> String {
+        let [_, b, c, d] = i.to_be_bytes();
+        format!("10.{b}.{c}.{d}")
+    }
+
+    const REAL_ROLE: u32 = u32::MAX;
+
+    #[test]
+    fn a_full_table_never_evicts_or_resets_the_pair_under_attack() {
+        let lockout = Lockout::with_capacity(3, 60, 8);
+        let mount = MountId::random();
+        let target = pair(mount, REAL_ROLE, "192.0.2.1");
+        lockout.record_failure(target.clone(), 100);
+        lockout.record_failure(target.clone(), 101);
+        assert!(!lockout.is_locked(&target, 101));
+        // A flood of fresh pairs, from many other addresses, fills the table many times over.
+        for i in 0..1_000 {
+            lockout.record_failure(pair(mount, i, &elsewhere(i)), 102);
+            assert!(lockout.tracked_pairs() <= 8);
+        }
+        assert!(!lockout.is_locked(&target, 102));
+        // The pair under attack kept its count: its third failure locks it, for the window.
+        lockout.record_failure(target.clone(), 103);
+        assert!(lockout.is_locked(&target, 103));
+        assert!(lockout.is_locked(&target, 162));
+        assert!(!lockout.is_locked(&target, 163));
+        assert!(lockout.tracked_pairs() <= 8);
+    }
+
+    #[test]
+    fn failures_that_find_the_table_full_of_locked_pairs_still_lock() {
+        let lockout = Lockout::with_capacity(3, 60, 8);
+        let mount = MountId::random();
+        for i in 0..8 {
+            for _ in 0..3 {
+                lockout.record_failure(pair(mount, i, &elsewhere(i)), 0);
+            }
+            assert!(lockout.is_locked(&pair(mount, i, &elsewhere(i)), 0));
+        }
+        let target = pair(mount, REAL_ROLE, "192.0.2.1");
+        lockout.record_failure(target.clone(), 1);
+        lockout.record_failure(target.clone(), 2);
+        assert!(!lockout.is_locked(&target, 2));
+        lockout.record_failure(target.clone(), 3);
+        assert_eq!(lockout.tracked_pairs(), 8, "the target is not in the table");
+        assert!(
+            lockout.is_locked(&target, 3),
+            "its failures were counted all the same"
+        );
+        // Locked at least for the window after its last failure, at most three windows.
+        assert!(lockout.is_locked(&target, 63));
+        assert!(!lockout.is_locked(&target, 180));
+        let service = pair(mount, REAL_ROLE, "192.0.2.2");
+        assert!(
+            !lockout.is_locked(&service, 3),
+            "another address is not locked out"
+        );
+    }
+
+    #[test]
+    fn a_flood_of_made_up_role_ids_locks_the_flooding_address_only() {
+        let lockout = Lockout::with_capacity(3, 60, 8);
+        let mount = MountId::random();
+        for i in 0..1_000 {
+            lockout.record_failure(pair(mount, i, "192.0.2.1"), 0);
+        }
+        assert_eq!(lockout.tracked_pairs(), 8);
+        // The real role_id from the flooding address was never tried, and is locked out.
+        assert!(lockout.is_locked(&pair(mount, REAL_ROLE, "192.0.2.1"), 1));
+        // The service using the real role_id from its own address is not.
+        assert!(!lockout.is_locked(&pair(mount, REAL_ROLE, "192.0.2.2"), 1));
+
+        // An IPv6 client is counted by its /64.
+        for i in 0..1_000 {
+            lockout.record_failure(pair(mount, i, &format!("2001:db8::{i:x}")), 0);
+        }
+        assert!(lockout.is_locked(&pair(mount, REAL_ROLE, "2001:db8::ffff"), 1));
+        assert!(!lockout.is_locked(&pair(mount, REAL_ROLE, "2001:db8:0:1::1"), 1));
+        assert!(lockout.tracked_pairs() <= 8);
+    }
+
+    #[test]
+    fn stale_pairs_make_room_and_a_pair_entering_the_table_keeps_its_count() {
+        let lockout = Lockout::with_capacity(3, 60, 8);
+        let mount = MountId::random();
+        for i in 0..8 {
+            lockout.record_failure(pair(mount, i, &elsewhere(i)), 0);
+        }
+        // Two failures while the table is full: counted in the sketch.
+        let target = pair(mount, REAL_ROLE, "192.0.2.1");
+        lockout.record_failure(target.clone(), 10);
+        lockout.record_failure(target.clone(), 11);
+        assert_eq!(lockout.tracked_pairs(), 8);
+        // The window of the table's pairs has passed: they are swept, and the target enters
+        // the table with the two failures already counted, so its third locks it.
+        lockout.record_failure(target.clone(), 61);
+        assert_eq!(lockout.tracked_pairs(), 1);
+        assert!(lockout.is_locked(&target, 61));
+
+        // A pair counted exactly in the room made behaves exactly.
+        let fresh = pair(mount, 1, "192.0.2.9");
+        lockout.record_failure(fresh.clone(), 62);
+        assert_eq!(lockout.tracked_pairs(), 2);
+        lockout.clear(&fresh);
+        lockout.record_failure(fresh.clone(), 63);
+        assert!(!lockout.is_locked(&fresh, 63));
     }
 
     #[test]

@@ -4,19 +4,25 @@
 //!
 //! A mount's configuration and roles live in the mount's `config` JSON, so every node of a
 //! cluster sees a change through the mount table it already follows. Each mount has one
-//! [`Verifier`] (key material, JWKS cache), rebuilt when its configuration changes. Token
-//! validation itself is [`crate::jwt`].
+//! [`Verifier`] (key material, JWKS cache), rebuilt when its configuration changes; at most
+//! [`DEFAULT_VERIFIER_CACHE_CAPACITY`] mounts' verifiers are kept, and concurrent first
+//! logins on a mount build its verifier once. Token validation itself is [`crate::jwt`].
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::BTreeMap,
+    future::Future,
     net::IpAddr,
-    sync::{Arc, RwLock},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
     time::Duration,
 };
 
 use moka::sync::Cache;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use tokio::sync::OnceCell;
 
 use crate::{
     clock::Clock,
@@ -36,6 +42,13 @@ pub const LOGIN_FAILED: &str = "invalid role or JWT";
 
 /// Longest accepted `Authorization` value for bearer mode, checked before any decoding.
 pub const MAX_BEARER_LEN: usize = 8 * 1024;
+
+/// Mounts whose verifiers (key material, JWKS cache) are kept by default. An evicted one is
+/// rebuilt on its mount's next use (discovery and a JWKS fetch).
+pub const DEFAULT_VERIFIER_CACHE_CAPACITY: u64 = 1_000;
+
+/// Verified bearer JWTs kept by default (each also expires with its JWT).
+pub const DEFAULT_BEARER_CACHE_CAPACITY: u64 = 100_000;
 
 /// What a jwt mount keeps in its `config`.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -119,10 +132,103 @@ pub fn looks_like_jwt(value: &str) -> bool {
     !value.starts_with(crate::tokens::TOKEN_PREFIX) && value.split('.').count() == 3
 }
 
+/// The verifier of one mount for one configuration. Like the ACL cache's slots, it enters
+/// the cache before the verifier is built, so concurrent first logins on a mount run one
+/// discovery and one JWKS fetch, and a configuration change replaces the slot itself.
+struct VerifierSlot<V> {
+    tenant: TenantId,
+    config: JwtConfig,
+    /// Empty until built; a failed build (identity provider unreachable) leaves it empty
+    /// and the next login tries again.
+    verifier: OnceCell<Arc<V>>,
+}
+
+/// Verifiers by mount, at most `capacity` of them; generic so tests count builds.
+struct VerifierCache<V = Verifier> {
+    slots: Cache<MountId, Arc<VerifierSlot<V>>>,
+    /// Verifiers built (not found in the cache), for metrics and tests.
+    builds: AtomicU64,
+}
+
+impl<V: Send + Sync + 'static> VerifierCache<V> {
+    fn new(capacity: u64) -> Self {
+        Self {
+            slots: Cache::builder()
+                .max_capacity(capacity)
+                .support_invalidation_closures()
+                .build(),
+            builds: AtomicU64::new(0),
+        }
+    }
+
+    /// The verifier of `mount` for `config`, built by `build` unless cached for this very
+    /// configuration or being built by another caller.
+    async fn get_or_build<F, Fut>(
+        &self,
+        mount: &MountRecord,
+        config: &JwtConfig,
+        build: F,
+    ) -> Result<Arc<V>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<V>>,
+    {
+        let slot = self
+            .slots
+            .entry(mount.id)
+            .or_insert_with_if(
+                || Arc::new(self.slot(mount.tenant, config, None)),
+                |slot| slot.config != *config,
+            )
+            .into_value();
+        // Another caller may have installed a slot for a newer configuration between our
+        // read of the mount and this lookup: build ours without caching it.
+        if slot.config != *config {
+            self.builds.fetch_add(1, Ordering::Relaxed);
+            return build().await.map(Arc::new);
+        }
+        slot.verifier
+            .get_or_try_init(|| async {
+                self.builds.fetch_add(1, Ordering::Relaxed);
+                build().await.map(Arc::new)
+            })
+            .await
+            .cloned()
+    }
+
+    fn slot(&self, tenant: TenantId, config: &JwtConfig, built: Option<Arc<V>>) -> VerifierSlot<V> {
+        VerifierSlot {
+            tenant,
+            config: config.clone(),
+            verifier: OnceCell::new_with(built),
+        }
+    }
+
+    /// Keeps a verifier just built for a configuration being written.
+    fn remember(&self, mount: &MountRecord, config: &JwtConfig, verifier: V) {
+        let slot = self.slot(mount.tenant, config, Some(Arc::new(verifier)));
+        self.slots.insert(mount.id, Arc::new(slot));
+    }
+
+    fn forget_tenant(&self, tenant: TenantId) {
+        if self
+            .slots
+            .invalidate_entries_if(move |_, slot| slot.tenant == tenant)
+            .is_err()
+        {
+            self.slots.invalidate_all();
+        }
+    }
+
+    fn forget_all(&self) {
+        self.slots.invalidate_all();
+    }
+}
+
 /// JWT mounts of every tenant: verifiers and the bearer-mode cache.
 pub struct JwtAuth {
     clock: Arc<dyn Clock>,
-    verifiers: RwLock<HashMap<MountId, (JwtConfig, Arc<Verifier>)>>,
+    verifiers: VerifierCache,
     /// Bearer JWTs already verified, by SHA-256 of (tenant, JWT), until their `exp`.
     bearer: Cache<[u8; 32], Arc<TokenRecord>>,
 }
@@ -134,44 +240,60 @@ impl std::fmt::Debug for JwtAuth {
 }
 
 impl JwtAuth {
-    /// The service; verifiers are built on first use of each mount.
+    /// The service with the default bounds; verifiers are built on first use of each mount.
     pub fn new(clock: Arc<dyn Clock>) -> Self {
+        Self::with_capacity(
+            clock,
+            DEFAULT_VERIFIER_CACHE_CAPACITY,
+            DEFAULT_BEARER_CACHE_CAPACITY,
+        )
+    }
+
+    /// The service keeping at most `verifiers` mounts' verifiers and `bearer_jwts` verified
+    /// bearer JWTs.
+    pub fn with_capacity(clock: Arc<dyn Clock>, verifiers: u64, bearer_jwts: u64) -> Self {
         Self {
             clock,
-            verifiers: RwLock::new(HashMap::new()),
+            verifiers: VerifierCache::new(verifiers),
             bearer: Cache::builder()
-                .max_capacity(100_000)
+                .max_capacity(bearer_jwts)
                 // Entries are also checked against their token's expiry at every use.
                 .time_to_live(Duration::from_secs(3600))
+                // A change in one tenant drops only that tenant's bearer identities.
+                .support_invalidation_closures()
                 .build(),
         }
     }
 
-    /// The verifier of a mount's current configuration, built if the configuration changed.
-    async fn verifier(&self, mount: &MountRecord, config: &JwtConfig) -> Result<Arc<Verifier>> {
-        let cached = self.verifiers.read().ok().and_then(|v| {
-            v.get(&mount.id)
-                .filter(|(built_for, _)| built_for == config)
-                .map(|(_, verifier)| verifier.clone())
-        });
-        if let Some(verifier) = cached {
-            return Ok(verifier);
-        }
-        // The configuration was accepted when written: failing to build its verifier now
-        // (discovery, first JWKS fetch) means the identity provider is unreachable.
-        let verifier = Verifier::new(config).await.map_err(|error| {
-            tracing::warn!(mount = %mount.path, %error, "jwt keys cannot be fetched");
-            Error::Unavailable("the identity provider's keys cannot be fetched".into())
-        })?;
-        Ok(self.remember(mount.id, config, verifier))
+    /// How many verifiers were built rather than found in the cache (for metrics).
+    pub fn verifier_builds(&self) -> u64 {
+        self.verifiers.builds.load(Ordering::Relaxed)
     }
 
-    fn remember(&self, mount: MountId, config: &JwtConfig, verifier: Verifier) -> Arc<Verifier> {
-        let verifier = Arc::new(verifier);
-        if let Ok(mut verifiers) = self.verifiers.write() {
-            verifiers.insert(mount, (config.clone(), verifier.clone()));
+    /// The verifier of a mount's current configuration, built if the configuration changed.
+    async fn verifier(&self, mount: &MountRecord, config: &JwtConfig) -> Result<Arc<Verifier>> {
+        self.verifiers
+            .get_or_build(mount, config, || async move {
+                // The configuration was accepted when written: failing to build its
+                // verifier now (discovery, first JWKS fetch) means the identity provider is
+                // unreachable.
+                Verifier::new(config).await.map_err(|error| {
+                    tracing::warn!(mount = %mount.path, %error, "jwt keys cannot be fetched");
+                    Error::Unavailable("the identity provider's keys cannot be fetched".into())
+                })
+            })
+            .await
+    }
+
+    /// Drops the bearer identities verified for `tenant`.
+    fn forget_bearer(&self, tenant: TenantId) {
+        if self
+            .bearer
+            .invalidate_entries_if(move |_, record| record.tenant == tenant)
+            .is_err()
+        {
+            self.bearer.invalidate_all();
         }
-        verifier
     }
 
     /// Writes `auth/<mount>/config`: checked, its keys fetched (a configuration whose keys
@@ -199,8 +321,8 @@ impl JwtAuth {
         let mut state = JwtMountState::of(mount)?;
         state.config = Some(config.clone());
         mounts.set_config(mount, state.to_value()?).await?;
-        self.remember(mount.id, &config, verifier);
-        self.bearer.invalidate_all();
+        self.verifiers.remember(mount, &config, verifier);
+        self.forget_bearer(mount.tenant);
         Ok(())
     }
 
@@ -218,7 +340,7 @@ impl JwtAuth {
         crate::cidr::parse_list(&role.token_bound_cidrs)?;
         state.roles.insert(name, role);
         mounts.set_config(mount, state.to_value()?).await?;
-        self.bearer.invalidate_all();
+        self.forget_bearer(mount.tenant);
         Ok(())
     }
 
@@ -234,7 +356,7 @@ impl JwtAuth {
         if state.roles.remove(&name).is_some() {
             mounts.set_config(mount, state.to_value()?).await?;
         }
-        self.bearer.invalidate_all();
+        self.forget_bearer(mount.tenant);
         Ok(())
     }
 
@@ -383,11 +505,194 @@ impl JwtAuth {
         Ok(Caller { token: record })
     }
 
-    /// Drops cached bearer identities and verifiers (a mount or role changed elsewhere).
+    /// Drops one tenant's cached bearer identities and verifiers (its mounts or roles
+    /// changed elsewhere, or it was deleted); other tenants' stay.
+    pub fn forget_tenant(&self, tenant: TenantId) {
+        self.forget_bearer(tenant);
+        self.verifiers.forget_tenant(tenant);
+    }
+
+    /// Drops every cached bearer identity and verifier (changes may have been missed).
     pub fn forget_all(&self) {
         self.bearer.invalidate_all();
-        if let Ok(mut verifiers) = self.verifiers.write() {
-            verifiers.clear();
+        self.verifiers.forget_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{future::poll_fn, sync::atomic::AtomicUsize, task::Poll};
+
+    use tokio::sync::Notify;
+
+    use super::*;
+
+    fn tenant(n: u8) -> TenantId {
+        TenantId::parse(&format!("00000000-0000-4000-8000-0000000000{n:02x}")).unwrap()
+    }
+
+    fn mount(tenant: TenantId) -> MountRecord {
+        MountRecord {
+            id: MountId::random(),
+            tenant,
+            path: "auth/jwt/".to_owned(),
+            kind: AUTH_TYPE.to_owned(),
+            description: String::new(),
+            config: serde_json::json!({}),
+            created_at: 0,
         }
+    }
+
+    fn config(issuer: &str) -> JwtConfig {
+        JwtConfig {
+            bound_issuer: Some(issuer.to_owned()),
+            ..JwtConfig::default()
+        }
+    }
+
+    /// Polls `future` once, as an executor would, and says whether it finished.
+    async fn poll_once<F: Future>(future: std::pin::Pin<&mut F>) -> bool {
+        let mut future = future;
+        poll_fn(|cx| Poll::Ready(future.as_mut().poll(cx).is_ready())).await
+    }
+
+    #[tokio::test]
+    async fn concurrent_first_logins_on_a_mount_build_its_verifier_once() {
+        let cache = VerifierCache::<String>::new(100);
+        let mount = mount(tenant(1));
+        let config = config("https://idp.example");
+        let (started, release) = (&AtomicUsize::new(0), &Notify::new());
+        let build = || async move {
+            started.fetch_add(1, Ordering::SeqCst);
+            release.notified().await;
+            Ok("keys of idp.example".to_owned())
+        };
+        let mut logins: Vec<_> = (0..32)
+            .map(|_| Box::pin(cache.get_or_build(&mount, &config, build)))
+            .collect();
+        for login in &mut logins {
+            assert!(!poll_once(login.as_mut()).await);
+        }
+        assert_eq!(
+            started.load(Ordering::SeqCst),
+            1,
+            "one discovery, one fetch"
+        );
+        release.notify_one();
+        for login in logins {
+            assert_eq!(*login.await.unwrap(), "keys of idp.example");
+        }
+        assert_eq!(cache.builds.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_verifier_is_kept_per_configuration_and_a_failure_is_retried() {
+        let cache = VerifierCache::<String>::new(100);
+        let mount = mount(tenant(1));
+        let (old, new) = (config("https://old.example"), config("https://new.example"));
+        let built = |text: &str| {
+            let text = text.to_owned();
+            || async move { Ok(text) }
+        };
+        assert_eq!(
+            *cache
+                .get_or_build(&mount, &old, built("old"))
+                .await
+                .unwrap(),
+            "old"
+        );
+        assert_eq!(
+            *cache.get_or_build(&mount, &old, built("x")).await.unwrap(),
+            "old"
+        );
+        assert_eq!(cache.builds.load(Ordering::SeqCst), 1);
+        // A new configuration replaces the mount's verifier.
+        assert_eq!(
+            *cache
+                .get_or_build(&mount, &new, built("new"))
+                .await
+                .unwrap(),
+            "new"
+        );
+        assert_eq!(cache.builds.load(Ordering::SeqCst), 2);
+        // An identity provider that cannot be reached is tried again at the next login.
+        let other = self::mount(tenant(1));
+        let unreachable = || async { Err(Error::Unavailable("down".into())) };
+        assert!(cache.get_or_build(&other, &new, unreachable).await.is_err());
+        assert_eq!(
+            *cache.get_or_build(&other, &new, built("up")).await.unwrap(),
+            "up"
+        );
+        assert_eq!(cache.builds.load(Ordering::SeqCst), 4);
+    }
+
+    #[tokio::test]
+    async fn the_verifier_cache_stays_bounded_past_its_capacity() {
+        const CAPACITY: u64 = 8;
+        let cache = VerifierCache::<String>::new(CAPACITY);
+        let config = config("https://idp.example");
+        let mounts: Vec<MountRecord> = (0..500).map(|_| mount(tenant(1))).collect();
+        for (i, mount) in mounts.iter().enumerate() {
+            let verifier = cache
+                .get_or_build(mount, &config, || async move { Ok(format!("mount {i}")) })
+                .await
+                .unwrap();
+            assert_eq!(*verifier, format!("mount {i}"));
+        }
+        cache.slots.run_pending_tasks();
+        assert!(cache.slots.entry_count() <= CAPACITY);
+        // An evicted mount's verifier is rebuilt for that mount, never another's.
+        for i in [0, 250, 499] {
+            let verifier = cache
+                .get_or_build(
+                    &mounts[i],
+                    &config,
+                    || async move { Ok(format!("mount {i}")) },
+                )
+                .await
+                .unwrap();
+            assert_eq!(*verifier, format!("mount {i}"));
+        }
+    }
+
+    #[tokio::test]
+    async fn forgetting_a_tenant_keeps_other_tenants_verifiers_and_bearer_identities() {
+        let auth = JwtAuth::new(Arc::new(crate::clock::SystemClock));
+        let (acme, globex) = (tenant(1), tenant(2));
+        let config = config("https://idp.example");
+        let (acme_mount, globex_mount) = (mount(acme), mount(globex));
+        // Slots whose verifiers are not built yet are enough to see what is dropped.
+        for mount in [&acme_mount, &globex_mount] {
+            let slot = auth.verifiers.slot(mount.tenant, &config, None);
+            auth.verifiers.slots.insert(mount.id, Arc::new(slot));
+        }
+        let record = |tenant: TenantId| {
+            Arc::new(TokenRecord {
+                hash: Vec::new(),
+                accessor: String::new(),
+                tenant,
+                policies: Vec::new(),
+                display_name: String::new(),
+                created_at: 0,
+                expires_at: None,
+                period: 0,
+                ttl: 0,
+                max_expires_at: None,
+                uses_remaining: None,
+                parent_accessor: None,
+                meta: BTreeMap::new(),
+                renewable: false,
+                bound_cidrs: Vec::new(),
+                auth_mount: None,
+            })
+        };
+        auth.bearer.insert([1; 32], record(acme));
+        auth.bearer.insert([2; 32], record(globex));
+
+        auth.forget_tenant(acme);
+        assert!(auth.bearer.get(&[1; 32]).is_none());
+        assert!(auth.bearer.get(&[2; 32]).is_some());
+        assert!(auth.verifiers.slots.get(&acme_mount.id).is_none());
+        assert!(auth.verifiers.slots.get(&globex_mount.id).is_some());
     }
 }
