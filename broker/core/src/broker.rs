@@ -209,7 +209,7 @@ impl Broker {
             self.tokens.revoke_mount(tenant.id, mount.id).await?;
         }
         self.mounts.disable_auth(tenant.id, path).await?;
-        self.jwt.forget_all();
+        self.jwt.forget_tenant(tenant.id);
         Ok(())
     }
 
@@ -288,7 +288,7 @@ impl Broker {
             Change::Token(hash) => self.tokens.forget_hash(hash),
             Change::Tenants => self.tenants.reload().await?,
             Change::TenantDeleted(tenant) => {
-                self.jwt.forget_all();
+                self.jwt.forget_tenant(*tenant);
                 self.tokens.forget_tenant(*tenant);
                 self.policies.forget_tenant(*tenant);
                 self.transit.forget_tenant(*tenant);
@@ -296,7 +296,7 @@ impl Broker {
                 self.tenants.reload().await?;
             }
             Change::Mounts(tenant) => {
-                self.jwt.forget_all();
+                self.jwt.forget_tenant(*tenant);
                 let table = self.mounts.reload(*tenant).await?;
                 let live: Vec<MountId> = table.iter().map(|m| m.id).collect();
                 self.transit.forget_mounts_except(*tenant, &live);
@@ -326,7 +326,7 @@ impl Broker {
         self.policies.forget_tenant(tenant.id);
         self.transit.forget_tenant(tenant.id);
         self.mounts.forget_tenant(tenant.id);
-        self.jwt.forget_all();
+        self.jwt.forget_tenant(tenant.id);
         Ok(Some(tenant))
     }
 }

@@ -528,8 +528,10 @@ mod tests {
         let failing = std::sync::Arc::new(ts::StubFetcher::default());
         let config = config(json!({"jwks_url": "https://idp.example/jwks"}));
         match Verifier::with_fetcher(&config, Box::new(failing), None).await {
+            // The caller learns that the keys could not be had, not why (the log says).
             Err(Error::InvalidRequest(message)) => {
-                assert!(message.contains("connection refused"), "{message}")
+                assert!(message.contains("could not be fetched"), "{message}");
+                assert!(!message.contains("connection refused"), "{message}");
             }
             other => panic!("{other:?}"),
         }
