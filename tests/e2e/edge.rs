@@ -190,6 +190,19 @@ fn headers_and_bodies_arrive_under_deadlines() {
         "a half-sent head was kept open for {:?}",
         started.elapsed()
     );
+    // Nothing at all, too little to tell the protocol, and an HTTP/2 connection that opens
+    // and sends no request: each is closed at the deadline of a first request.
+    let h2_preface_and_settings: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0";
+    for sent in [&b""[..], b"GE", h2_preface_and_settings] {
+        let started = Instant::now();
+        let mut stream = connect(&broker);
+        stream.write_all(sent).unwrap();
+        assert!(
+            closed_by_broker(&mut stream),
+            "a connection that sent {sent:?} was kept open for {:?}",
+            started.elapsed()
+        );
+    }
     // Half a body, from a caller allowed to send it: 408 at the body deadline.
     let mut stream = connect(&broker);
     let headers = [

@@ -656,6 +656,7 @@ async fn serve_until_shutdown(config: &Config, app: axum::Router) -> anyhow::Res
     let bounds = crate::listener::Bounds {
         max_connections: listener_config.max_connections,
         header_read_timeout: listener_config.http_read_header_timeout,
+        idle_timeout: listener_config.http_idle_timeout,
     };
     crate::listener::serve(listener, tls, app, bounds, shutdown_signal())
         .await

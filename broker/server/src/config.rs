@@ -83,6 +83,10 @@ pub struct ListenerConfig {
     /// Deadline of reading a request's body (Vault's `http_read_timeout`); 408 after it.
     #[serde(default = "default_http_read_timeout", with = "humantime_serde")]
     pub http_read_timeout: Duration,
+    /// How long a connection may stay without a request before it is closed (Vault's
+    /// `http_idle_timeout`).
+    #[serde(default = "default_http_idle_timeout", with = "humantime_serde")]
+    pub http_idle_timeout: Duration,
 }
 
 impl Default for ListenerConfig {
@@ -98,6 +102,7 @@ impl Default for ListenerConfig {
             max_in_flight_requests: default_max_in_flight_requests(),
             http_read_header_timeout: default_http_read_header_timeout(),
             http_read_timeout: default_http_read_timeout(),
+            http_idle_timeout: default_http_idle_timeout(),
         }
     }
 }
@@ -116,6 +121,10 @@ fn default_http_read_header_timeout() -> Duration {
 
 fn default_http_read_timeout() -> Duration {
     Duration::from_secs(30)
+}
+
+fn default_http_idle_timeout() -> Duration {
+    Duration::from_secs(300)
 }
 
 fn default_address() -> SocketAddr {
@@ -514,6 +523,7 @@ impl Config {
                 listener.http_read_header_timeout,
             ),
             ("listener.http_read_timeout", listener.http_read_timeout),
+            ("listener.http_idle_timeout", listener.http_idle_timeout),
         ] {
             if value.is_zero() {
                 return Err(invalid(key, "must be more than zero"));
