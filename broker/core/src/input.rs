@@ -57,39 +57,58 @@ pub fn opt_bool<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<boo
     }
 }
 
-/// A duration in seconds: a number, a numeric string, or a string like `"1h"` or `"90s"`.
+/// Longest duration accepted, in seconds: what a Vault duration (Go's `time.Duration`, signed
+/// 64-bit nanoseconds) holds, about 292 years. A longer one is refused: it would be carried
+/// into expiry times that no date format shows (`expiration_time` of a secret-id with
+/// `ttl=18446744073709551615` was a panic).
+pub const MAX_DURATION_SECS: u64 = 9_223_372_036;
+
+/// A duration in seconds: a number, a numeric string, or a string like `"1h"` or `"90s"`; at
+/// most [`MAX_DURATION_SECS`].
 pub fn opt_duration_secs<'de, D: Deserializer<'de>>(
     deserializer: D,
 ) -> Result<Option<u64>, D::Error> {
-    match Option::<Value>::deserialize(deserializer)? {
-        None | Some(Value::Null) => Ok(None),
+    let seconds = match Option::<Value>::deserialize(deserializer)? {
+        None | Some(Value::Null) => return Ok(None),
         Some(Value::Number(n)) => n
             .as_u64()
-            .map(Some)
-            .ok_or_else(|| serde::de::Error::custom(format!("expected a duration, got {n}"))),
+            .ok_or_else(|| serde::de::Error::custom(format!("expected a duration, got {n}")))?,
         Some(Value::String(s)) => {
             let s = s.trim();
             if s.is_empty() {
                 return Ok(None);
             }
-            if let Ok(seconds) = s.parse::<u64>() {
-                return Ok(Some(seconds));
+            match s.parse::<u64>() {
+                Ok(seconds) => seconds,
+                Err(_) => {
+                    let duration = humantime::parse_duration(s).map_err(|_| {
+                        serde::de::Error::custom(format!(
+                            "expected a duration like \"1h\", got {s:?}"
+                        ))
+                    })?;
+                    if duration.subsec_nanos() != 0 {
+                        return Err(serde::de::Error::custom(format!(
+                            "{s:?} is not a whole number of seconds"
+                        )));
+                    }
+                    duration.as_secs()
+                }
             }
-            let duration = humantime::parse_duration(s).map_err(|_| {
-                serde::de::Error::custom(format!("expected a duration like \"1h\", got {s:?}"))
-            })?;
-            if duration.subsec_nanos() != 0 {
-                return Err(serde::de::Error::custom(format!(
-                    "{s:?} is not a whole number of seconds"
-                )));
-            }
-            Ok(Some(duration.as_secs()))
         }
-        Some(other) => Err(serde::de::Error::custom(format!(
-            "expected a duration, got {}",
-            describe(&other)
-        ))),
+        Some(other) => {
+            return Err(serde::de::Error::custom(format!(
+                "expected a duration, got {}",
+                describe(&other)
+            )))
+        }
+    };
+    if seconds > MAX_DURATION_SECS {
+        return Err(serde::de::Error::custom(format!(
+            "a duration of {seconds} seconds is longer than the longest accepted, \
+             {MAX_DURATION_SECS} seconds"
+        )));
     }
+    Ok(Some(seconds))
 }
 
 /// A list of strings given as a JSON list or as a comma-separated string (Vault's
@@ -221,6 +240,9 @@ mod tests {
             r#"{"flag":"maybe"}"#,
             r#"{"ttl":"soon"}"#,
             r#"{"ttl":"1.5s"}"#,
+            r#"{"ttl":9223372037}"#,
+            r#"{"ttl":"18446744073709551615"}"#,
+            r#"{"ttl":"300y"}"#,
             r#"{"list":[1]}"#,
             r#"{"list":{"a":1}}"#,
             r#"{"object":"[1]"}"#,

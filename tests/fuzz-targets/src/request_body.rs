@@ -4,7 +4,7 @@
 //! objects given as JSON text.
 
 use keybroker_core::input::{
-    opt_bool, opt_duration_secs, opt_object, opt_string_list, opt_u64, present,
+    opt_bool, opt_duration_secs, opt_object, opt_string_list, opt_u64, present, MAX_DURATION_SECS,
 };
 use keybroker_server::http::fuzzing;
 use serde_json::Value;
@@ -45,6 +45,8 @@ fn lenient(value: Value) {
         );
     }
     if let Ok(Some(seconds)) = opt_duration_secs(value.clone()) {
+        // Every expiry computed from it stays a date (a secret-id's `expiration_time`).
+        assert!(seconds <= MAX_DURATION_SECS, "{seconds}");
         assert_eq!(
             opt_duration_secs(Value::from(seconds)).ok(),
             Some(Some(seconds))

@@ -1,10 +1,17 @@
 //! Request paths (`keybroker_core::policy::canonicalize_request_path`): the part of every
 //! URL after `/v1/`, authenticated or not, made canonical once for both the policy check and
-//! routing; then matched against a policy set with every kind of rule.
+//! routing; then matched against a policy set with every kind of rule. The same text goes
+//! through the checks of names taken from path segments (mount paths, transit key, role
+//! and tenant names).
 
 use std::sync::Arc;
 
-use keybroker_core::policy::{self, canonicalize_request_path, Acl, Capability};
+use keybroker_core::{
+    approle::validate_role_name,
+    mounts::normalize_path,
+    policy::{self, canonicalize_request_path, Acl, Capability},
+    tenants, transit,
+};
 
 const POLICY: &str = r#"
 path "transit/encrypt/app-*" { capabilities = ["update"] }
@@ -21,6 +28,7 @@ pub fn request_path(data: &[u8]) {
     let Some(raw) = crate::text(data) else {
         return;
     };
+    names(raw);
     let Ok(path) = canonicalize_request_path(raw) else {
         return;
     };
@@ -59,5 +67,31 @@ pub fn request_path(data: &[u8]) {
     }
     for capability in Capability::ALL {
         let _ = acl.allows(&path, capability, capability == Capability::Sudo);
+    }
+}
+
+/// A name that passes its check is one path segment, never `..` (a mount path: canonical
+/// segments), and checking it again changes nothing.
+fn names(raw: &str) {
+    if let Ok(mount) = normalize_path(raw) {
+        assert!(mount.ends_with('/') && !mount.starts_with('/'));
+        assert_eq!(normalize_path(&mount).ok().as_ref(), Some(&mount));
+        assert_eq!(
+            canonicalize_request_path(&mount).ok().as_ref(),
+            Some(&mount)
+        );
+    }
+    if transit::validate_key_name(raw).is_ok() {
+        assert!(!raw.contains('/') && !raw.contains(".."), "{raw:?}");
+    }
+    if let Ok(role) = validate_role_name(raw) {
+        assert!(
+            !role.contains('/') && role != "." && role != "..",
+            "{raw:?}"
+        );
+        assert_eq!(validate_role_name(&role).ok().as_ref(), Some(&role));
+    }
+    if tenants::valid_name(raw) {
+        assert!(!raw.contains('/') && !raw.contains('.'), "{raw:?}");
     }
 }

@@ -106,12 +106,21 @@ pub fn validate_name(name: &str) -> Result<String, PolicyError> {
 /// enforce (`allowed_parameters`, wrapping TTLs...).
 pub fn parse(name: &str, hcl: &str) -> Result<Policy, PolicyError> {
     let name = validate_name(name)?;
+    let lines = Lines::new(hcl);
+    if let Some(start) = template_start(hcl) {
+        return Err(PolicyError::InvalidValue {
+            line: lines.line(Some(start..start), 1),
+            pattern: None,
+            reason: "templates (`${...}`, `%{...}`) have no place in a policy; \
+                     a literal `${` is written `$${`"
+                .to_owned(),
+        });
+    }
     let body = hcl::edit::parser::parse_body(hcl).map_err(|error| PolicyError::Syntax {
         line: error.location().line(),
         column: error.location().column(),
         message: error.message().to_owned(),
     })?;
-    let lines = Lines::new(hcl);
     let mut rules: Vec<Rule> = Vec::new();
     let mut index_of: HashMap<Pattern, usize> = HashMap::new();
     for structure in body.iter() {
@@ -148,6 +157,21 @@ pub fn parse(name: &str, hcl: &str) -> Result<Policy, PolicyError> {
         }
     }
     Ok(Policy { name, rules })
+}
+
+/// Where the first template interpolation (`${`) or directive (`%{`) starts, if any; their
+/// escapes `$${` and `%%{` are literal text. A policy reads only plain quoted strings, and
+/// hcl-edit's parser takes time exponential in how deeply templates nest in one another
+/// (fuzzing found a 600-byte policy that took 50 s), so they are refused before parsing.
+fn template_start(hcl: &str) -> Option<usize> {
+    let bytes = hcl.as_bytes();
+    (1..bytes.len())
+        .find(|&i| {
+            bytes[i] == b'{'
+                && matches!(bytes[i - 1], b'$' | b'%')
+                && !(i >= 2 && bytes[i - 2] == bytes[i - 1])
+        })
+        .map(|i| i - 1)
 }
 
 fn parse_path_block(block: &Block, lines: &Lines) -> Result<Rule, PolicyError> {
@@ -548,6 +572,32 @@ path "transit/encrypt/app-*" {
                 parse("p", text)
             );
         }
+    }
+
+    #[test]
+    fn templates_are_refused_before_parsing_and_escapes_are_text() {
+        for text in [
+            "path \"a\" {\n capabilities = [\"${x}\"]\n}\n",
+            "path \"a\" {\n comment = \"%{ if x }y%{ endif }\"\n capabilities = []\n}\n",
+            "\n\npath \"a\" {\n capabilities = [\"read\"]\n} # not even in a comment: ${\n",
+        ] {
+            assert!(
+                matches!(
+                    parse("p", text),
+                    Err(PolicyError::InvalidValue { pattern: None, .. })
+                ),
+                "{text:?}: {:?}",
+                parse("p", text)
+            );
+        }
+        let error = parse("p", "\n\npath \"${a}\" {}\n").unwrap_err();
+        assert!(error.to_string().starts_with("line 3: "), "{error}");
+        let policy = parse(
+            "p",
+            "path \"a$${x}\" {\n capabilities = [\"read\"]\n comment = \"%%{y} $$${z}\"\n}\n",
+        )
+        .unwrap();
+        assert_eq!(policy.rules()[0].pattern(), "a${x}");
     }
 
     #[test]
