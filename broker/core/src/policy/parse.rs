@@ -107,13 +107,11 @@ pub fn validate_name(name: &str) -> Result<String, PolicyError> {
 pub fn parse(name: &str, hcl: &str) -> Result<Policy, PolicyError> {
     let name = validate_name(name)?;
     let lines = Lines::new(hcl);
-    if let Some(start) = template_start(hcl) {
+    if let Err((offset, reason)) = screen(hcl) {
         return Err(PolicyError::InvalidValue {
-            line: lines.line(Some(start..start), 1),
+            line: lines.line(Some(offset..offset), 1),
             pattern: None,
-            reason: "templates (`${...}`, `%{...}`) have no place in a policy; \
-                     a literal `${` is written `$${`"
-                .to_owned(),
+            reason,
         });
     }
     let body = hcl::edit::parser::parse_body(hcl).map_err(|error| PolicyError::Syntax {
@@ -159,19 +157,95 @@ pub fn parse(name: &str, hcl: &str) -> Result<Policy, PolicyError> {
     Ok(Policy { name, rules })
 }
 
-/// Where the first template interpolation (`${`) or directive (`%{`) starts, if any; their
-/// escapes `$${` and `%%{` are literal text. A policy reads only plain quoted strings, and
-/// hcl-edit's parser takes time exponential in how deeply templates nest in one another
-/// (fuzzing found a 600-byte policy that took 50 s), so they are refused before parsing.
-fn template_start(hcl: &str) -> Option<usize> {
+/// Deepest nesting of `{` and `[` a policy may have: a `path` block holds lists (2 levels);
+/// `allowed_parameters = { "k" = [] }`, refused by name, has 3.
+const MAX_NESTING: usize = 8;
+
+/// Refuses, before hcl-edit sees it, what a policy never needs and what makes hcl-edit's
+/// backtracking parser take time exponential in the nesting (fuzzing found 600- and
+/// 1800-byte policies that took 50 s and more): templates (`${...}`, `%{...}`; the escapes
+/// `$${` and `%%{` are text), heredocs, every operator and punctuation beyond `=`, `,`, `{}`
+/// and `[]` (so no conditionals, `for` expressions or function calls), and nesting deeper
+/// than [`MAX_NESTING`]. Comments and quoted strings are skipped as HCL reads them. The error
+/// is the byte offset and the reason.
+fn screen(hcl: &str) -> Result<(), (usize, String)> {
     let bytes = hcl.as_bytes();
-    (1..bytes.len())
-        .find(|&i| {
-            bytes[i] == b'{'
-                && matches!(bytes[i - 1], b'$' | b'%')
-                && !(i >= 2 && bytes[i - 2] == bytes[i - 1])
-        })
-        .map(|i| i - 1)
+    let mut depth = 0usize;
+    let mut i = 0;
+    while i < bytes.len() {
+        let next = bytes.get(i + 1).copied();
+        match bytes[i] {
+            b'#' => i = line_end(bytes, i),
+            b'/' if next == Some(b'/') => i = line_end(bytes, i),
+            b'/' if next == Some(b'*') => {
+                i = hcl[i + 2..]
+                    .find("*/")
+                    .map_or(bytes.len(), |end| i + 2 + end + 2)
+            }
+            b'"' => i = string_end(bytes, i + 1)?,
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > MAX_NESTING {
+                    return Err((
+                        i,
+                        format!("more than {MAX_NESTING} nested levels of `{{` and `[`"),
+                    ));
+                }
+                i += 1;
+            }
+            b'}' | b']' => {
+                depth = depth.saturating_sub(1);
+                i += 1;
+            }
+            b'<' if next == Some(b'<') => {
+                return Err((i, "heredocs (`<<`) have no place in a policy".to_owned()))
+            }
+            b'=' | b',' | b'.' | b'-' | b'_' | b' ' | b'\t' | b'\r' | b'\n' => i += 1,
+            byte if byte.is_ascii_alphanumeric() => i += 1,
+            _ => {
+                let shown = hcl[i..].chars().next().unwrap_or_default().escape_debug();
+                return Err((
+                    i,
+                    format!(
+                        "`{shown}` has no place in a policy, which holds only `path` blocks \
+                         of quoted strings and lists of them"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The offset of the end of the line holding `i`.
+fn line_end(bytes: &[u8], i: usize) -> usize {
+    bytes[i..]
+        .iter()
+        .position(|b| *b == b'\n')
+        .map_or(bytes.len(), |end| i + end)
+}
+
+/// The offset just past the quoted string whose text starts at `i` (hcl-edit lets one span
+/// lines), or the end of the text if it is never closed; a template in it is refused.
+fn string_end(bytes: &[u8], mut i: usize) -> Result<usize, (usize, String)> {
+    while i < bytes.len() {
+        let next = bytes.get(i + 1).copied();
+        match bytes[i] {
+            b'"' => return Ok(i + 1),
+            b'\\' => i += 2,
+            b'$' | b'%' if next == Some(bytes[i]) && bytes.get(i + 2) == Some(&b'{') => i += 3,
+            b'$' | b'%' if next == Some(b'{') => {
+                return Err((
+                    i,
+                    "templates (`${...}`, `%{...}`) have no place in a policy; a literal `${` \
+                     is written `$${`"
+                        .to_owned(),
+                ))
+            }
+            _ => i += 1,
+        }
+    }
+    Ok(bytes.len())
 }
 
 fn parse_path_block(block: &Block, lines: &Lines) -> Result<Rule, PolicyError> {
@@ -575,11 +649,20 @@ path "transit/encrypt/app-*" {
     }
 
     #[test]
-    fn templates_are_refused_before_parsing_and_escapes_are_text() {
+    fn what_a_policy_never_needs_is_refused_before_parsing() {
         for text in [
             "path \"a\" {\n capabilities = [\"${x}\"]\n}\n",
             "path \"a\" {\n comment = \"%{ if x }y%{ endif }\"\n capabilities = []\n}\n",
-            "\n\npath \"a\" {\n capabilities = [\"read\"]\n} # not even in a comment: ${\n",
+            "path \"a\" {\n capabilities = x ? [\"read\"] : []\n}\n",
+            "path \"a\" {\n capabilities = [for c in [\"read\"] : c]\n}\n",
+            "path \"a\" {\n capabilities = concat([\"read\"])\n}\n",
+            "path \"a\" {\n comment = <<EOT\nx\nEOT\n capabilities = []\n}\n",
+            "path \"a\" {\n capabilities = [[[[[[[[[]]]]]]]]]\n}\n",
+            "path \"a\" {\n capabilities = [\"read\"] + []\n}\n",
+            "path \"a\" {\n capabilities = [\"read\"]\n}\n\u{e9} = 1\n",
+            // A quoted string may span lines: what follows its end is checked, not skipped
+            // as a comment.
+            "path \"a\" {\n capabilities = [\"read\n# \"] + [\"x\"]\n}\n",
         ] {
             assert!(
                 matches!(
@@ -592,9 +675,11 @@ path "transit/encrypt/app-*" {
         }
         let error = parse("p", "\n\npath \"${a}\" {}\n").unwrap_err();
         assert!(error.to_string().starts_with("line 3: "), "{error}");
+        // Escapes are text; comments and strings may hold anything.
         let policy = parse(
             "p",
-            "path \"a$${x}\" {\n capabilities = [\"read\"]\n comment = \"%%{y} $$${z}\"\n}\n",
+            "# ${x} ? : ( <<\n// %{y}\n/* [[[[[[[[[[ \" */\npath \"a$${x}\" {\n capabilities = [\"read\"] # ?\n \
+             comment = \"%%{y} $$${z} ? : ( ) <<EOT [[[[[[[[[[ \\\" #\"\n}\n",
         )
         .unwrap();
         assert_eq!(policy.rules()[0].pattern(), "a${x}");
