@@ -1,12 +1,13 @@
 //! The authority matrix (issue 16): every route the broker serves — enumerated from the
-//! server's own route list, `keybroker_server::http::routes::ROUTES`, which the dispatcher
-//! enforces — with each verb, called by every kind of caller, in the root namespace and in
+//! server's registry of mount kinds (`keybroker_server::http::kind::Registry`), whose route
+//! lists the dispatcher enforces — with each verb, called by every kind of caller, in the root namespace and in
 //! a tenant, against the real binary. The expected answer of each cell is written down
 //! below: each route has a class ([`EXPECTED`]), and each class says what every caller gets
 //! where ([`expected`]). A route without a class fails the test.
 
 use keybroker_server::http::{
-    routes::{Access, Base, Route, ROUTES},
+    kind::Registry,
+    routes::{Access, Base, Route},
     Operation,
 };
 use serde_json::{json, Value};
@@ -170,8 +171,8 @@ fn expected(class: Class, caller: Caller, in_acme: bool) -> Outcome {
 }
 
 /// The class written down for `route` and `operation`.
-fn class_of(route: &Route, operation: Operation) -> Option<Class> {
-    let key = match route.base {
+fn class_of(base: Base, route: &Route, operation: Operation) -> Option<Class> {
+    let key = match base {
         Base::Root => format!(":{}", route.pattern),
         Base::Mount(kind) => format!("{kind}:{}", route.pattern),
     };
@@ -189,7 +190,7 @@ fn class_of(route: &Route, operation: Operation) -> Option<Class> {
 
 /// A concrete path for `route`: each parameter gets a harmless sample (`matrix`: no such
 /// key, role, mount or tenant exists, so nothing the fixture relies on is touched).
-fn concrete(route: &Route) -> String {
+fn concrete(base: Base, route: &Route) -> String {
     let below = route
         .pattern
         .split('/')
@@ -203,7 +204,7 @@ fn concrete(route: &Route) -> String {
         })
         .collect::<Vec<_>>()
         .join("/");
-    match route.base {
+    match base {
         Base::Root => below,
         Base::Mount("transit") => format!("transit/{below}"),
         Base::Mount(kind) => format!("auth/{kind}/{below}"),
@@ -313,10 +314,10 @@ fn every_route_answers_every_kind_of_caller_as_written_down() {
 
     let mut cells = 0;
     let mut wrong = Vec::new();
-    for route in ROUTES {
-        let path = concrete(route);
+    for (base, route) in Registry::standard().routes() {
+        let path = concrete(base, route);
         for &operation in route.operations {
-            let Some(class) = class_of(route, operation) else {
+            let Some(class) = class_of(base, route, operation) else {
                 wrong.push(format!(
                     "{} {path}: a route without a written expectation",
                     method(operation)

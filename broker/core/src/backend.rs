@@ -150,4 +150,7 @@ pub trait BackendInstance: Send + Sync {
 pub trait Backends: Send + Sync {
     /// The instance called `name`, if loaded (even if unavailable).
     fn get(&self, name: &str) -> Option<Arc<dyn BackendInstance>>;
+
+    /// Every loaded instance.
+    fn all(&self) -> Vec<Arc<dyn BackendInstance>>;
 }

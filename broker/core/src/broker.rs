@@ -19,7 +19,7 @@ use crate::{
     tenants::Tenants,
     tokens::{IssuedToken, TokenRequest, TokenSettings, Tokens},
     transit::{Transit, TransitSettings},
-    MountId, Tenant, TenantId,
+    Tenant, TenantId,
 };
 
 const META_SERVER_KEY: &str = "server-hmac-key";
@@ -35,6 +35,8 @@ pub struct BrokerSettings {
     pub tokens: TokenSettings,
     /// AppRole lockout.
     pub approle: AppRoleSettings,
+    /// The types of mount that may be enabled (the server's registry of mount kinds).
+    pub mount_kinds: crate::mounts::MountKinds,
 }
 
 /// Reads a 32-byte secret sealed under the root key, generating and storing it on first
@@ -127,7 +129,7 @@ impl Broker {
                 clock.clone(),
                 settings.tokens,
             )?,
-            mounts: Mounts::new(store.clone(), clock.clone()),
+            mounts: Mounts::new(store.clone(), clock.clone(), settings.mount_kinds.clone()),
             jwt: crate::jwt_auth::JwtAuth::new(clock.clone()),
             transit: Transit::new(store.clone(), backends, clock, settings.transit),
             store,
@@ -281,35 +283,29 @@ impl Broker {
         self.tenants.create(name, &root_mounts).await
     }
 
-    /// Drops what a change made on another node (or announced by this one) makes stale.
-    /// [`Change::Plugins`] is the plugin host's business, not the core's.
+    /// Drops what a change made on another node (or announced by this one) makes stale in
+    /// the core's own caches: tokens, tenants, mount tables, policies. The caches of each kind
+    /// of mount are that kind's to drop, after this (the server's registry tells each);
+    /// [`Change::Plugins`] is the plugin host's business.
     pub async fn apply_change(&self, change: &Change) -> Result<()> {
         match change {
             Change::Token(hash) => self.tokens.forget_hash(hash),
             Change::Tenants => self.tenants.reload().await?,
             Change::TenantDeleted(tenant) => {
-                self.jwt.forget_tenant(*tenant);
                 self.tokens.forget_tenant(*tenant);
                 self.policies.forget_tenant(*tenant);
-                self.transit.forget_tenant(*tenant);
                 self.mounts.forget_tenant(*tenant);
                 self.tenants.reload().await?;
             }
             Change::Mounts(tenant) => {
-                self.jwt.forget_tenant(*tenant);
-                let table = self.mounts.reload(*tenant).await?;
-                let live: Vec<MountId> = table.iter().map(|m| m.id).collect();
-                self.transit.forget_mounts_except(*tenant, &live);
+                self.mounts.reload(*tenant).await?;
             }
             Change::Policies(tenant) => self.policies.forget_tenant(*tenant),
-            Change::Key(tenant, key) => self.transit.refresh_key(*tenant, *key).await?,
-            Change::Plugins => {}
+            Change::Key(..) | Change::Plugins => {}
             Change::Resync => {
-                self.jwt.forget_all();
                 self.tokens.forget_all();
                 self.policies.forget_all();
                 self.mounts.forget_all();
-                self.transit.forget_all();
                 self.tenants.reload().await?;
             }
         }

@@ -20,11 +20,30 @@ use crate::{
     MountId, TenantId,
 };
 
-/// Secrets engine types the broker can mount.
-pub const ENGINE_TYPES: &[&str] = &["transit"];
+/// The types of mount the table accepts, as the server's registry of mount kinds tells it:
+/// the mount table knows kinds by name only.
+#[derive(Clone, Debug, Default)]
+pub struct MountKinds {
+    engines: Vec<String>,
+    auth: Vec<String>,
+}
 
-/// Auth method types the broker can mount (besides the built-in `token`).
-pub const AUTH_TYPES: &[&str] = &[crate::approle::AUTH_TYPE, crate::jwt_auth::AUTH_TYPE];
+impl MountKinds {
+    /// Secrets engine types (`sys/mounts`) and auth method types (`sys/auth`).
+    pub fn new(engines: Vec<String>, auth: Vec<String>) -> Self {
+        Self { engines, auth }
+    }
+
+    /// Whether `kind` is a secrets engine type.
+    pub fn is_engine(&self, kind: &str) -> bool {
+        self.engines.iter().any(|k| k == kind)
+    }
+
+    /// Whether `kind` is an auth method type.
+    pub fn is_auth(&self, kind: &str) -> bool {
+        self.auth.iter().any(|k| k == kind)
+    }
+}
 
 /// The path prefix of every auth method mount.
 pub const AUTH_PREFIX: &str = "auth/";
@@ -54,6 +73,7 @@ pub type MountTable = Arc<Vec<Arc<MountRecord>>>;
 pub struct Mounts {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
+    kinds: MountKinds,
     tables: RwLock<HashMap<TenantId, MountTable>>,
     /// Bumped by every invalidation (see [`Mounts::reload`]).
     generation: AtomicU64,
@@ -97,11 +117,12 @@ pub fn normalize_path(path: &str) -> Result<String> {
 }
 
 impl Mounts {
-    /// Mount tables backed by `store`.
-    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Self {
+    /// Mount tables backed by `store`, accepting mounts of `kinds`.
+    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, kinds: MountKinds) -> Self {
         Self {
             store,
             clock,
+            kinds,
             tables: RwLock::new(HashMap::new()),
             generation: AtomicU64::new(0),
         }
@@ -177,7 +198,7 @@ impl Mounts {
         description: &str,
     ) -> Result<Arc<MountRecord>> {
         let path = normalize_path(path)?;
-        if !ENGINE_TYPES.contains(&kind) {
+        if !self.kinds.is_engine(kind) {
             return Err(Error::invalid(format!(
                 "plugin not found in the catalog: {kind}"
             )));
@@ -194,7 +215,7 @@ impl Mounts {
         description: &str,
     ) -> Result<Arc<MountRecord>> {
         let path = normalize_auth_path(path)?;
-        if !AUTH_TYPES.contains(&kind) {
+        if !self.kinds.is_auth(kind) {
             return Err(Error::invalid(format!(
                 "plugin not found in the catalog: {kind}"
             )));

@@ -14,7 +14,7 @@ use zeroize::Zeroizing;
 use crate::{
     audit::{AuditSink, FileSink, FileSinkSettings},
     config::{Config, SealConfig, StorageConfig},
-    http::{AppState, LiveState, Ready},
+    http::{kind::Registry, AppState, LiveState, Ready},
     metrics::{BackendMetrics, Metrics},
     plugin_host::{HostSettings, PluginHost},
     seal::{backend_root_key, load_root_key},
@@ -115,7 +115,7 @@ fn sealed_state(
 ) -> AppState {
     tracing::error!(%reason, "broker is sealed");
     let host = placeholder_host(config, store, backend_metrics);
-    let metrics = Arc::new(Metrics::new(backend_metrics.clone(), &host));
+    let metrics = Arc::new(Metrics::new(backend_metrics.clone(), host.clone()));
     AppState::sealed(reason.to_owned(), metrics, config.listener.max_request_size)
         .with_request_bounds(
             config.listener.max_in_flight_requests,
@@ -128,6 +128,11 @@ fn sealed_state(
 /// A seal that cannot be opened yields a sealed broker, not an error; a backend seal that
 /// cannot unwrap the root key yet also yields an [`Unsealer`].
 pub async fn build(config: &Config) -> anyhow::Result<Built> {
+    build_with_kinds(config, Arc::new(Registry::standard())).await
+}
+
+/// As [`build`], serving the kinds of mount in `kinds` (the standard ones, and any other).
+pub async fn build_with_kinds(config: &Config, kinds: Arc<Registry>) -> anyhow::Result<Built> {
     std::fs::create_dir_all(&config.state_dir).with_context(|| {
         format!(
             "cannot create the state directory {}",
@@ -140,9 +145,10 @@ pub async fn build(config: &Config) -> anyhow::Result<Built> {
         config: config.clone(),
         store: store.clone(),
         backend_metrics: backend_metrics.clone(),
+        kinds: kinds.clone(),
     };
     match unsealer.root_key(true).await? {
-        Ok(root_key) => open_with_root_key(config, store, root_key, backend_metrics).await,
+        Ok(root_key) => open_with_root_key(config, store, root_key, backend_metrics, kinds).await,
         Err(reason) => {
             let state = sealed_state(config, &reason, &store, &backend_metrics);
             let retry = matches!(config.seal, SealConfig::Backend { .. });
@@ -161,6 +167,7 @@ pub struct Unsealer {
     config: Config,
     store: Arc<dyn Store>,
     backend_metrics: Arc<BackendMetrics>,
+    kinds: Arc<Registry>,
 }
 
 impl Unsealer {
@@ -194,6 +201,7 @@ impl Unsealer {
                     self.store.clone(),
                     root_key,
                     self.backend_metrics.clone(),
+                    self.kinds.clone(),
                 )
                 .await
                 .map_err(|e| format!("{e:#}")),
@@ -240,6 +248,7 @@ pub async fn existing_root_key(
         config: config.clone(),
         store,
         backend_metrics: Arc::new(BackendMetrics::default()),
+        kinds: Arc::new(Registry::standard()),
     };
     unsealer.root_key(false).await?.map_err(anyhow::Error::msg)
 }
@@ -283,6 +292,7 @@ async fn open_with_root_key(
     store: Arc<dyn Store>,
     root_key: Arc<RootKey>,
     backend_metrics: Arc<BackendMetrics>,
+    kinds: Arc<Registry>,
 ) -> anyhow::Result<Built> {
     let host = Arc::new(PluginHost::new(
         host_settings(config),
@@ -306,6 +316,7 @@ async fn open_with_root_key(
             lockout_threshold: config.timing.approle_lockout_threshold,
             lockout_duration: config.timing.approle_lockout_duration.as_secs(),
         },
+        mount_kinds: kinds.mount_kinds(),
     };
     let broker = match Broker::open(
         store.clone(),
@@ -358,9 +369,13 @@ async fn open_with_root_key(
             Some(Arc::new(sink))
         }
     };
-    let metrics = Arc::new(Metrics::new(backend_metrics, &host));
+    let metrics = Arc::new(Metrics::new(backend_metrics, host.clone()));
     let state = AppState::ready(
-        Ready { broker, host },
+        Ready {
+            broker,
+            host,
+            kinds,
+        },
         audit,
         metrics,
         config.listener.max_request_size,
@@ -561,14 +576,7 @@ async fn follow_changes(ready: Ready, mut changes: tokio::sync::broadcast::Recei
             // keeps requests off this node until its feed works again.
             tracing::warn!(%error, change = ?change, "could not apply a change from the cluster");
         }
-    }
-}
-
-/// Reloads the plugins on this node and asks every other node of a cluster to do the same.
-pub async fn reload_plugins(ready: &Ready) {
-    ready.host.reload().await;
-    if let Err(error) = ready.broker.store.announce(&Change::Plugins).await {
-        tracing::warn!(%error, "plugin reload not announced to the other nodes");
+        ready.kinds.invalidate(&ready, &change).await;
     }
 }
 
@@ -583,7 +591,7 @@ pub fn spawn_sighup_reload(live: &LiveState) -> anyhow::Result<()> {
             match live.current().ready_parts().cloned() {
                 Some(ready) => {
                     tracing::info!("SIGHUP: reloading backend plugins");
-                    reload_plugins(&ready).await;
+                    ready.host.reload_everywhere().await;
                 }
                 None => tracing::warn!("SIGHUP: the broker is sealed; no plugins to reload"),
             }

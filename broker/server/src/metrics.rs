@@ -20,9 +20,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use keybroker_core::dek_cache::CacheStats;
-
-use crate::plugin_host::PluginHost;
+use keybroker_core::{backend::Backends, dek_cache::CacheStats};
 
 /// Labels of an HTTP request.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -119,23 +117,25 @@ impl RequestMetrics {
 }
 
 /// Reads the DEK caches of the current instances at scrape time.
-#[derive(Debug)]
 struct CacheCollector {
-    host: Weak<PluginHost>,
+    backends: Weak<dyn Backends>,
+}
+
+impl std::fmt::Debug for CacheCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CacheCollector(..)")
+    }
 }
 
 impl Collector for CacheCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let Some(host) = self.host.upgrade() else {
+        let Some(backends) = self.backends.upgrade() else {
             return Ok(());
         };
-        let stats: Vec<(String, CacheStats)> = host
-            .instances()
+        let stats: Vec<(String, CacheStats)> = backends
+            .all()
             .iter()
-            .map(|i| {
-                use keybroker_core::backend::BackendInstance;
-                (i.name().to_owned(), i.cache().stats())
-            })
+            .map(|i| (i.name().to_owned(), i.cache().stats()))
             .collect();
         type Read = fn(&CacheStats) -> u64;
         let series: [(&str, &str, MetricType, Read); 3] = [
@@ -185,8 +185,8 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// Registers every metric; `host` is read at scrape time for cache figures.
-    pub fn new(backends: Arc<BackendMetrics>, host: &Arc<PluginHost>) -> Self {
+    /// Registers every metric; `instances` are read at scrape time for cache figures.
+    pub fn new(backends: Arc<BackendMetrics>, instances: Arc<dyn Backends>) -> Self {
         let mut registry = Registry::default();
         let requests = Arc::new(RequestMetrics {
             requests: Family::default(),
@@ -218,7 +218,7 @@ impl Metrics {
             backends.latency.clone(),
         );
         registry.register_collector(Box::new(CacheCollector {
-            host: Arc::downgrade(host),
+            backends: Arc::downgrade(&instances),
         }));
         Self {
             registry,

@@ -9,14 +9,67 @@ use axum::{http::StatusCode, response::Response};
 use keybroker_core::{
     approle::{LoginIdentity, RoleUpdate, SecretIdRequest, AUTH_TYPE, LOGIN_FAILED},
     store::{AppRoleRecord, MountRecord, SecretIdRecord},
-    tokens::IssuedToken,
 };
 use serde::Deserialize;
 use serde_json::{json, Value};
 use zeroize::Zeroizing;
 
-use super::{body, error::ApiError, response, token, ApiRequest, Operation, Ready};
-use crate::audit::{AuditAuth, AuditSink};
+use super::{
+    body,
+    error::ApiError,
+    kind::{Call, Class, Handled, Login, LoginAudit, MountKind},
+    response,
+    routes::{anonymous, route, Route},
+    token, ApiRequest, Operation, Ready,
+};
+
+/// Every route below an approle mount.
+pub(super) const ROUTES: &[Route] = {
+    use Operation::{Delete as D, List as L, Read as R, Write as W};
+    &[
+        anonymous(route("login", &[W])),
+        route("role", &[L]),
+        route("role/:name", &[R, W, D]),
+        route("role/:name/role-id", &[R, W]),
+        route("role/:name/secret-id", &[W, L]),
+        route("role/:name/custom-secret-id", &[W]),
+        route("role/:name/secret-id/lookup", &[W]),
+        route("role/:name/secret-id/destroy", &[W, D]),
+        route("role/:name/secret-id-accessor/lookup", &[W]),
+        route("role/:name/secret-id-accessor/destroy", &[W, D]),
+        route("tidy/secret-id", &[W]),
+    ]
+};
+
+/// The AppRole auth method.
+pub(super) struct AppRole;
+
+#[async_trait::async_trait]
+impl MountKind for AppRole {
+    fn name(&self) -> &'static str {
+        AUTH_TYPE
+    }
+
+    fn class(&self) -> Class {
+        Class::Auth
+    }
+
+    fn routes(&self) -> &'static [Route] {
+        ROUTES
+    }
+
+    async fn handle(&self, call: Call<'_>) -> Handled {
+        match call.mount {
+            Some(mount) => handle(call.ready, mount, call.rest, call.request).await,
+            None => ("unknown", Err(ApiError::UnsupportedPath)),
+        }
+    }
+
+    async fn login(&self, call: Login<'_>) -> (Handled, LoginAudit) {
+        let (result, audit) = login(call.ready, call.mount, call.request, call.client).await;
+        (("auth/approle/login", result), audit)
+    }
+}
 
 /// Vault API: auth/approle/login.
 #[derive(Deserialize, Default)]
@@ -121,54 +174,9 @@ fn metadata(value: Option<Value>) -> Result<BTreeMap<String, String>, ApiError> 
     serde_json::from_value(value).map_err(|_| invalid())
 }
 
-/// What the audit log records of a login: what was found of the caller, and the token
-/// issued — as HMACs, through [`AuditAuth`]; never the secret_id or the role_id.
-#[derive(Default)]
-pub struct LoginAudit {
-    identity: LoginIdentity,
-    issued: Option<IssuedToken>,
-}
-
-impl std::fmt::Debug for LoginAudit {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Never the issued token.
-        f.debug_struct("LoginAudit")
-            .field("identity", &self.identity)
-            .field("issued", &self.issued.as_ref().map(|i| &i.record.accessor))
-            .finish()
-    }
-}
-
-impl LoginAudit {
-    /// What a login found and issued.
-    pub fn new(identity: LoginIdentity, issued: Option<IssuedToken>) -> Self {
-        Self { identity, issued }
-    }
-
-    /// The identity of a login's response record.
-    pub fn audit_auth(&self, sink: &dyn AuditSink) -> AuditAuth {
-        let mut auth = AuditAuth::builder(sink);
-        if let Some(role) = &self.identity.role_name {
-            auth = auth.role(role);
-        }
-        if let Some(accessor) = &self.identity.secret_id_accessor {
-            auth = auth.secret_id_accessor(accessor);
-        }
-        if let Some(issued) = &self.issued {
-            auth = auth
-                .client_token(&issued.token)
-                .accessor(&issued.record.accessor)
-                .policies(issued.record.policies.iter().cloned())
-                .display_name(&issued.record.display_name)
-                .token_type("service");
-        }
-        auth.build()
-    }
-}
-
 /// `POST auth/<mount>/login` (Vault API: auth/approle/login), without a token. Every
 /// failure, malformed input included, is the same 400 `invalid role or secret ID`.
-pub async fn login(
+async fn login(
     ready: &Ready,
     mount: &MountRecord,
     request: &ApiRequest,
@@ -184,34 +192,29 @@ pub async fn login(
         .broker
         .approle_login(mount, &role_id, &secret_id, client)
         .await;
+    let LoginIdentity {
+        role_name,
+        secret_id_accessor,
+    } = identity;
     match issued {
         Ok(issued) => {
             let auth = token::auth_json(Some(&issued.token), &issued.record, token::now());
-            let audit = LoginAudit {
-                identity,
-                issued: Some(issued),
-            };
+            let audit = LoginAudit::new(role_name, secret_id_accessor, Some(issued));
             (Ok(response::auth(&auth)), audit)
         }
-        Err(keybroker_core::Error::InvalidRequest(_)) => (
-            Err(ApiError::bad_request(LOGIN_FAILED)),
-            LoginAudit {
-                identity,
-                issued: None,
-            },
-        ),
-        Err(other) => (
-            Err(other.into()),
-            LoginAudit {
-                identity,
-                issued: None,
-            },
-        ),
+        Err(error) => {
+            let answer = match error {
+                keybroker_core::Error::InvalidRequest(_) => ApiError::bad_request(LOGIN_FAILED),
+                other => other.into(),
+            };
+            let audit = LoginAudit::new(role_name, secret_id_accessor, None);
+            (Err(answer), audit)
+        }
     }
 }
 
 /// Routes the authenticated paths of an approle mount.
-pub async fn handle(
+async fn handle(
     ready: &Ready,
     mount: &MountRecord,
     rest: &str,

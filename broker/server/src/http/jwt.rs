@@ -5,6 +5,7 @@ use std::net::IpAddr;
 
 use axum::{http::StatusCode, response::Response};
 use keybroker_core::{
+    changes::Change,
     jwt::{JwtConfigInput, JwtRoleInput},
     jwt_auth::{JwtMountState, LOGIN_FAILED},
     store::MountRecord,
@@ -13,7 +14,68 @@ use serde::Deserialize;
 use serde_json::json;
 use zeroize::Zeroizing;
 
-use super::{body, error::ApiError, response, token, ApiRequest, Operation, Ready};
+use super::{
+    body,
+    error::ApiError,
+    kind::{Call, Class, Handled, Login, LoginAudit, MountKind},
+    response,
+    routes::{anonymous, route, Route},
+    token, ApiRequest, Operation, Ready,
+};
+
+/// Every route below a jwt mount.
+pub(super) const ROUTES: &[Route] = {
+    use Operation::{Delete as D, List as L, Read as R, Write as W};
+    &[
+        anonymous(route("login", &[W])),
+        route("config", &[R, W]),
+        route("role", &[L]),
+        route("role/:name", &[R, W, D]),
+    ]
+};
+
+/// The JWT auth method.
+pub(super) struct Jwt;
+
+#[async_trait::async_trait]
+impl MountKind for Jwt {
+    fn name(&self) -> &'static str {
+        keybroker_core::jwt_auth::AUTH_TYPE
+    }
+
+    fn class(&self) -> Class {
+        Class::Auth
+    }
+
+    fn routes(&self) -> &'static [Route] {
+        ROUTES
+    }
+
+    async fn handle(&self, call: Call<'_>) -> Handled {
+        match call.mount {
+            Some(mount) => handle(call.ready, mount, call.rest, call.request).await,
+            None => ("unknown", Err(ApiError::UnsupportedPath)),
+        }
+    }
+
+    async fn login(&self, call: Login<'_>) -> (Handled, LoginAudit) {
+        let (result, issued) = login(call.ready, call.mount, call.request, call.client).await;
+        let audit = LoginAudit::new(None, None, issued);
+        (("auth/jwt/login", result), audit)
+    }
+
+    /// Verifiers and bearer identities are cached per tenant: a change to a tenant's
+    /// mounts (a jwt mount's configuration lives there) or the tenant's deletion drops them.
+    async fn invalidate(&self, ready: &Ready, change: &Change) {
+        match change {
+            Change::Mounts(tenant) | Change::TenantDeleted(tenant) => {
+                ready.broker.jwt.forget_tenant(*tenant)
+            }
+            Change::Resync => ready.broker.jwt.forget_all(),
+            _ => {}
+        }
+    }
+}
 
 /// Vault API: auth/jwt/login.
 #[derive(Deserialize, Default)]
@@ -25,7 +87,7 @@ struct LoginBody {
 
 /// `POST auth/<mount>/login` without a token: every failure, malformed input included, is
 /// the same 400 (missing role aside, as in Vault).
-pub async fn login(
+async fn login(
     ready: &Ready,
     mount: &MountRecord,
     request: &ApiRequest,
@@ -66,7 +128,7 @@ pub async fn login(
 }
 
 /// Routes the authenticated paths of a jwt mount.
-pub async fn handle(
+async fn handle(
     ready: &Ready,
     mount: &MountRecord,
     rest: &str,

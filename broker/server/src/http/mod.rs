@@ -12,6 +12,7 @@ pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 mod jwt;
+pub mod kind;
 mod policies;
 mod response;
 pub mod routes;
@@ -85,6 +86,8 @@ pub struct Ready {
     pub broker: Arc<Broker>,
     /// The plugin host.
     pub host: Arc<PluginHost>,
+    /// Every kind of mount served (`sys/`, `auth/token/`, engines, auth methods).
+    pub kinds: Arc<kind::Registry>,
 }
 
 impl AppState {
@@ -435,9 +438,9 @@ fn client_address(
 }
 
 /// Who is calling: a token, or nobody on an auth method's unauthenticated login path.
-enum Identity {
-    /// The login path of this auth mount: no token is looked at.
-    Login(Arc<MountRecord>),
+enum Identity<'r> {
+    /// A login path of this auth mount of this kind: no token is looked at.
+    Login(&'r dyn kind::MountKind, Arc<MountRecord>),
     /// The presented token, resolved (or refused).
     Token(Result<Caller, ApiError>),
 }
@@ -516,9 +519,17 @@ async fn handle(
     if let Some(reason) = state.stale_reason() {
         return ("storage", Err(ApiError::Core(Error::Unavailable(reason))));
     }
-    let identity = match login_mount(ready, &tenant, &request.path).await {
-        Some(mount) => Identity::Login(mount),
-        None => Identity::Token(authenticate(ready, &headers, &tenant, client).await),
+    // Where the request lands, once: its kind and mount.
+    let target = ready.kinds.resolve(ready, &tenant, &request.path).await;
+    let identity = match &target {
+        Ok(Some(
+            found @ kind::Target {
+                mount: Some(mount), ..
+            },
+        )) if found.is_login(found.rest(&request.path)) => {
+            Identity::Login(found.kind, mount.clone())
+        }
+        _ => Identity::Token(authenticate(ready, &headers, &tenant, client).await),
     };
     let audit = state.inner.audit.as_deref();
     let started = Instant::now();
@@ -556,43 +567,48 @@ async fn handle(
     }
     let mut login = None;
     let (label, result) = match identity {
-        Identity::Login(mount) => {
-            let jwt = mount.kind == keybroker_core::jwt_auth::AUTH_TYPE;
-            let label = if jwt {
-                "auth/jwt/login"
-            } else {
-                "auth/approle/login"
-            };
+        Identity::Login(kind, mount) => {
             match read_body(body, LOGIN_BODY_LIMIT, &headers, read_timeout).await {
-                Err(error) => (label, Err(error)),
-                Ok(body) if jwt => {
-                    request.body = body;
-                    let (result, issued) = jwt::login(ready, &mount, &request, client).await;
-                    login = Some(approle::LoginAudit::new(Default::default(), issued));
-                    (label, result)
-                }
+                Err(error) => ("login", Err(error)),
                 Ok(body) => {
                     request.body = body;
-                    let (result, audit) = approle::login(ready, &mount, &request, client).await;
+                    let call = kind::Login {
+                        ready,
+                        mount: &mount,
+                        request: &request,
+                        client,
+                    };
+                    let (handled, audit) = kind.login(call).await;
                     login = Some(audit);
-                    (label, result)
+                    handled
                 }
             }
         }
         Identity::Token(Err(error)) => ("auth", Err(error)),
-        Identity::Token(Ok(caller)) => match authorize(ready, &caller, &tenant, &request).await {
-            Err(error) => ("auth", Err(error)),
-            Ok(()) => {
-                let limit = state.inner.max_request_size;
-                match read_body(body, limit, &headers, read_timeout).await {
-                    Err(error) => ("body", Err(error)),
-                    Ok(body) => {
-                        request.body = body;
-                        route(state, ready, &caller, &tenant, &headers, &request).await
+        Identity::Token(Ok(caller)) => {
+            let found = target.as_ref().ok().and_then(Option::as_ref);
+            match authorize(ready, &caller, &tenant, &request, found).await {
+                Err(error) => ("auth", Err(error)),
+                Ok(()) => {
+                    let limit = state.inner.max_request_size;
+                    match read_body(body, limit, &headers, read_timeout).await {
+                        Err(error) => ("body", Err(error)),
+                        Ok(body) => {
+                            request.body = body;
+                            let call = Dispatch {
+                                state,
+                                ready,
+                                caller: &caller,
+                                tenant: &tenant,
+                                headers: &headers,
+                                request: &request,
+                            };
+                            route(call, target).await
+                        }
                     }
                 }
             }
-        },
+        }
     };
     let response = result.unwrap_or_else(IntoResponse::into_response);
     if let (Some(sink), Some(record)) = (audit, record) {
@@ -615,62 +631,51 @@ fn audit_unavailable() -> ApiError {
     ))
 }
 
-/// Hands an authenticated, authorised request to its handler.
+/// An authenticated, authorised request, before its kind is known to serve it.
+struct Dispatch<'a> {
+    state: &'a AppState,
+    ready: &'a Ready,
+    caller: &'a Caller,
+    tenant: &'a Tenant,
+    headers: &'a HeaderMap,
+    request: &'a ApiRequest,
+}
+
+/// Hands an authenticated, authorised request to its kind, if the kind's route list names
+/// it (see `routes`).
 async fn route(
-    state: &AppState,
-    ready: &Ready,
-    caller: &Caller,
-    tenant: &Tenant,
-    headers: &HeaderMap,
-    request: &ApiRequest,
-) -> (&'static str, Result<Response, ApiError>) {
-    // Only what the route list names is served (see `routes`).
-    let listed = |mount_kind: Option<&str>, path: &str| {
-        routes::check(mount_kind, path, request.operation)
-            .map(|_| ())
-            .map_err(|refusal| match refusal {
-                routes::Refusal::Path => ApiError::UnsupportedPath,
-                routes::Refusal::Operation => ApiError::UnsupportedOperation,
-            })
+    call: Dispatch<'_>,
+    target: Result<Option<kind::Target<'_>>, ApiError>,
+) -> kind::Handled {
+    let request = call.request;
+    let target = match target {
+        Err(error) => return ("mounts", Err(error)),
+        Ok(None) => {
+            return (
+                "unknown",
+                Err(ApiError::Core(Error::NotFound(format!(
+                    "no handler for route \"{}\". route entry not found.",
+                    request.path
+                )))),
+            )
+        }
+        Ok(Some(target)) => target,
     };
-    if let Some(rest) = request.path.strip_prefix("auth/token/") {
-        if let Err(error) = listed(None, &request.path) {
-            return ("auth/token", Err(error));
-        }
-        let presented = presented_token(headers).unwrap_or_default();
-        return token::handle(ready, caller, presented, tenant, rest, request).await;
+    let rest = target.rest(&request.path);
+    if let Some(refused) = target.refusal(rest, request.operation) {
+        return refused;
     }
-    if let Some(rest) = request.path.strip_prefix("sys/") {
-        if let Err(error) = listed(None, &request.path) {
-            return ("sys", Err(error));
-        }
-        return sys::handle(state, ready, caller, tenant, rest, request).await;
-    }
-    let resolved = ready.broker.mounts.resolve(tenant.id, &request.path).await;
-    if let Ok(Some((mount, rest))) = &resolved {
-        if let Err(error) = listed(Some(&mount.kind), rest) {
-            return ("mounts", Err(error));
-        }
-    }
-    match resolved {
-        Err(error) => ("mounts", Err(error.into())),
-        Ok(Some((mount, rest))) if mount.kind == keybroker_core::jwt_auth::AUTH_TYPE => {
-            jwt::handle(ready, &mount, rest, request).await
-        }
-        Ok(Some((mount, rest))) if keybroker_core::mounts::is_auth(&mount) => {
-            approle::handle(ready, &mount, rest, request).await
-        }
-        Ok(None) => (
-            "unknown",
-            Err(ApiError::Core(Error::NotFound(format!(
-                "no handler for route \"{}\". route entry not found.",
-                request.path
-            )))),
-        ),
-        Ok(Some((mount, rest))) => {
-            transit::handle(ready, caller, tenant, &mount, rest, request).await
-        }
-    }
+    let handed = kind::Call {
+        state: call.state,
+        ready: call.ready,
+        caller: call.caller,
+        tenant: call.tenant,
+        headers: call.headers,
+        mount: target.mount.as_deref(),
+        rest,
+        request,
+    };
+    target.kind.handle(handed).await
 }
 
 /// Authenticates the caller for a tenant. A tenant's token never acts outside its tenant;
@@ -703,38 +708,6 @@ async fn authenticate(
     Ok(caller)
 }
 
-/// The auth mount whose unauthenticated login `path` is (`auth/<mount>/login`): AppRole
-/// and JWT mounts.
-async fn login_mount(ready: &Ready, tenant: &Tenant, path: &str) -> Option<Arc<MountRecord>> {
-    if !path.starts_with(keybroker_core::mounts::AUTH_PREFIX) {
-        return None;
-    }
-    match ready.broker.mounts.resolve(tenant.id, path).await {
-        Ok(Some((mount, "login")))
-            if mount.kind == keybroker_core::approle::AUTH_TYPE
-                || mount.kind == keybroker_core::jwt_auth::AUTH_TYPE =>
-        {
-            Some(mount)
-        }
-        _ => None,
-    }
-}
-
-/// Paths whose rule must also grant `sudo` (Vault's root-protected paths, and ours).
-const SUDO_PATHS: &[&str] = &[
-    "sys/plugins/reload",
-    "sys/plugins/backends",
-    "sys/agents",
-    "sys/namespaces",
-    "sys/metrics",
-    "auth/token/create-orphan",
-    "auth/token/tidy",
-];
-
-/// Path prefixes below which every path needs `sudo` (Vault: enabling and disabling auth
-/// methods is root-protected; listing them is not).
-const SUDO_PREFIXES: &[&str] = &["sys/auth/"];
-
 /// Checks the caller's policies for the request, once, on the canonical path. Every
 /// refusal is the same 403.
 async fn authorize(
@@ -742,6 +715,7 @@ async fn authorize(
     caller: &Caller,
     tenant: &Tenant,
     request: &ApiRequest,
+    target: Option<&kind::Target<'_>>,
 ) -> Result<(), ApiError> {
     use keybroker_core::policy::{canonicalize_request_path, Capability};
     if caller.is_root() {
@@ -750,23 +724,25 @@ async fn authorize(
     let denied = || ApiError::Core(Error::PermissionDenied);
     let canonical = canonicalize_request_path(&request.path).map_err(|_| denied())?;
     let checked = policies::policy_path(caller.tenant(), tenant, &canonical);
-    let bare = canonical.trim_end_matches('/');
-    let sudo = SUDO_PATHS
-        .iter()
-        .any(|p| bare == *p || bare.starts_with(&format!("{p}/")))
-        || SUDO_PREFIXES.iter().any(|p| bare.starts_with(p));
+    // The canonical path is the request's path, checked.
+    let rest = target.map(|t| t.rest(&canonical)).unwrap_or_default();
+    let sudo = target.is_some_and(|t| t.needs_sudo(rest));
     let acl = ready
         .broker
         .policies
         .acl(caller.tenant(), &caller.token.policies)
         .await?;
     // A write that creates something needs `create` instead of `update` (Vault's
-    // existence check): creating a key, or encrypting with a missing one (upsert).
+    // existence check, the kind's to answer).
+    let creates = match (request.operation, target) {
+        (Operation::Write, Some(target)) => target.creates(ready, tenant, rest).await,
+        _ => false,
+    };
     let needed = match request.operation {
         Operation::Read => Capability::Read,
         Operation::List => Capability::List,
         Operation::Delete => Capability::Delete,
-        Operation::Write if transit::creates(ready, tenant, &canonical).await => Capability::Create,
+        Operation::Write if creates => Capability::Create,
         Operation::Write => Capability::Update,
     };
     if acl.allows(&checked, needed, sudo) {

@@ -12,9 +12,95 @@ use keybroker_core::{backend::BackendInstance, Tenant};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::{body, error::ApiError, response, ApiRequest, AppState, Operation, Ready};
+use super::{
+    body,
+    error::ApiError,
+    kind::{Call, Class, Handled, MountKind},
+    response,
+    routes::{anonymous, route, Route},
+    ApiRequest, AppState, Operation, Ready,
+};
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The system backend's type name (`sys/`, built in).
+pub(super) const KIND: &str = "system";
+
+/// Every `sys/` route.
+pub(super) const ROUTES: &[Route] = {
+    use Operation::{Delete as D, List as L, Read as R, Write as W};
+    &[
+        // Health, for load balancers and clients (Vault: unauthenticated).
+        anonymous(route("sys/health", &[R])),
+        anonymous(route("sys/seal-status", &[R])),
+        anonymous(route("sys/leader", &[R])),
+        // Mounts and auth methods.
+        route("sys/mounts", &[R, L]),
+        route("sys/mounts/*path", &[R, W, D]),
+        route("sys/auth", &[R, L]),
+        route("sys/auth/*path", &[R, W, D]),
+        // Policies (and the legacy `sys/policy`), capabilities.
+        route("sys/policies/acl", &[R, L]),
+        route("sys/policies/acl/:name", &[R, W, D]),
+        route("sys/policy", &[R, L]),
+        route("sys/policy/:name", &[R, W, D]),
+        route("sys/capabilities", &[W]),
+        route("sys/capabilities-self", &[W]),
+        // Tenants, plugins, agents, metrics, audit: the operator's (some with a tenant's
+        // view).
+        route("sys/namespaces", &[R, L]),
+        route("sys/namespaces/:name", &[R, W, D]),
+        route("sys/plugins/backends", &[R, L]),
+        route("sys/plugins/reload", &[W]),
+        route("sys/agents", &[R, L]),
+        route("sys/metrics", &[R]),
+        route("sys/audit-hash/:name", &[W]),
+    ]
+};
+
+/// `sys/`, built in.
+pub(super) struct System;
+
+#[async_trait::async_trait]
+impl MountKind for System {
+    fn name(&self) -> &'static str {
+        KIND
+    }
+
+    fn class(&self) -> Class {
+        Class::Builtin
+    }
+
+    fn routes(&self) -> &'static [Route] {
+        ROUTES
+    }
+
+    /// Vault's root-protected paths, and ours. Enabling and disabling auth methods is
+    /// root-protected in Vault; listing them is not.
+    fn sudo_paths(&self) -> &'static [&'static str] {
+        &[
+            "sys/plugins/reload",
+            "sys/plugins/backends",
+            "sys/agents",
+            "sys/namespaces",
+            "sys/metrics",
+            "sys/auth/*",
+        ]
+    }
+
+    async fn handle(&self, call: Call<'_>) -> Handled {
+        let rest = call.rest.strip_prefix("sys/").unwrap_or(call.rest);
+        handle(
+            call.state,
+            call.ready,
+            call.caller,
+            call.tenant,
+            rest,
+            call.request,
+        )
+        .await
+    }
+}
 
 /// `GET /v1/sys/health` (Vault API: sys/health): 200 unsealed, 503 sealed, with Vault's
 /// query overrides for the codes. `details`: our fields beyond Vault's (why it is sealed or
@@ -106,7 +192,7 @@ pub fn leader() -> Response {
 }
 
 /// Authenticated `sys/…` routes.
-pub async fn handle(
+async fn handle(
     state: &AppState,
     ready: &Ready,
     caller: &keybroker_core::tokens::Caller,
@@ -158,7 +244,7 @@ pub async fn handle(
             ("sys/agents", Ok(agents(ready, tenant).await))
         }
         ("plugins/reload", Operation::Write) => {
-            crate::app::reload_plugins(ready).await;
+            ready.host.reload_everywhere().await;
             ("sys/plugins/reload", Ok(backends(ready, tenant)))
         }
         ("metrics", Operation::Read) => ("sys/metrics", metrics(state, request)),

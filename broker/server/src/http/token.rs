@@ -11,7 +11,68 @@ use keybroker_core::{
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{body, error::ApiError, response, ApiRequest, Operation, Ready};
+use super::{
+    body,
+    error::ApiError,
+    kind::{Call, Class, Handled, MountKind},
+    response,
+    routes::{route, Route},
+    ApiRequest, Operation, Ready,
+};
+
+/// The token store's type name (`auth/token/`, built in).
+pub(super) const KIND: &str = "token";
+
+/// Every `auth/token/` route.
+pub(super) const ROUTES: &[Route] = {
+    use Operation::{Read as R, Write as W};
+    &[
+        route("auth/token/create", &[W]),
+        route("auth/token/create-orphan", &[W]),
+        route("auth/token/lookup-self", &[R, W]),
+        route("auth/token/renew-self", &[W]),
+        route("auth/token/revoke-self", &[W]),
+        route("auth/token/lookup-accessor", &[W]),
+        route("auth/token/revoke-accessor", &[W]),
+        route("auth/token/tidy", &[W]),
+    ]
+};
+
+/// `auth/token/`, built in.
+pub(super) struct TokenStore;
+
+#[async_trait::async_trait]
+impl MountKind for TokenStore {
+    fn name(&self) -> &'static str {
+        KIND
+    }
+
+    fn class(&self) -> Class {
+        Class::Builtin
+    }
+
+    fn routes(&self) -> &'static [Route] {
+        ROUTES
+    }
+
+    fn sudo_paths(&self) -> &'static [&'static str] {
+        &["auth/token/create-orphan", "auth/token/tidy"]
+    }
+
+    async fn handle(&self, call: Call<'_>) -> Handled {
+        let rest = call.rest.strip_prefix("auth/token/").unwrap_or(call.rest);
+        let presented = super::presented_token(call.headers).unwrap_or_default();
+        handle(
+            call.ready,
+            call.caller,
+            presented,
+            call.tenant,
+            rest,
+            call.request,
+        )
+        .await
+    }
+}
 
 /// Vault API: auth/token/create.
 #[derive(Deserialize, Default)]
@@ -121,7 +182,7 @@ pub(super) fn now() -> i64 {
 }
 
 /// Routes `auth/token/<rest>`.
-pub async fn handle(
+async fn handle(
     ready: &Ready,
     caller: &Caller,
     presented: &str,

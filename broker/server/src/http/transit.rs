@@ -3,6 +3,7 @@
 use axum::{http::StatusCode, response::Response};
 use base64::{engine::general_purpose::STANDARD, Engine as _};
 use keybroker_core::{
+    changes::Change,
     store::{KeyMode, MountRecord},
     tokens::Caller,
     transit::{
@@ -15,10 +16,125 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use zeroize::Zeroizing;
 
-use super::{batch_status, body, error::ApiError, response, ApiRequest, Operation, Ready};
+use super::{
+    batch_status, body,
+    error::ApiError,
+    kind::{Call, Class, Handled, MountKind},
+    response,
+    routes::{route, Route},
+    ApiRequest, Operation, Ready,
+};
+
+/// The transit engine's type name.
+const KIND: &str = "transit";
+
+/// Every route below a transit mount.
+pub(super) const ROUTES: &[Route] = {
+    use Operation::{Delete as D, List as L, Read as R, Write as W};
+    &[
+        route("keys", &[L]),
+        route("keys/:name", &[R, W, D]),
+        route("keys/:name/config", &[W]),
+        route("keys/:name/rotate", &[W]),
+        route("encrypt/:name", &[W]),
+        route("decrypt/:name", &[W]),
+        route("rewrap/:name", &[W]),
+        route("datakey/:kind/:name", &[W]),
+        route("sign/:name", &[W]),
+        route("sign/:name/:algorithm", &[W]),
+        route("verify/:name", &[W]),
+        route("verify/:name/:algorithm", &[W]),
+        route("random", &[W]),
+        route("random/:a", &[W]),
+        route("random/:a/:b", &[W]),
+        route("config/keys", &[R, W]),
+    ]
+};
+
+/// The transit engine.
+pub(super) struct TransitEngine;
+
+#[async_trait::async_trait]
+impl MountKind for TransitEngine {
+    fn name(&self) -> &'static str {
+        KIND
+    }
+
+    fn class(&self) -> Class {
+        Class::Engine
+    }
+
+    fn routes(&self) -> &'static [Route] {
+        ROUTES
+    }
+
+    /// Creating a key, or encrypting with a missing key (upsert).
+    async fn creates(
+        &self,
+        ready: &Ready,
+        tenant: &Tenant,
+        mount: &MountRecord,
+        rest: &str,
+    ) -> bool {
+        let name = match rest
+            .trim_end_matches('/')
+            .split('/')
+            .collect::<Vec<_>>()
+            .as_slice()
+        {
+            ["keys", name] | ["encrypt", name] => (*name).to_owned(),
+            _ => return false,
+        };
+        matches!(
+            ready.broker.transit.read_key(tenant, mount.id, &name).await,
+            Err(Error::NotFound(_))
+        )
+    }
+
+    async fn handle(&self, call: Call<'_>) -> Handled {
+        match call.mount {
+            Some(mount) => {
+                handle(
+                    call.ready,
+                    call.caller,
+                    call.tenant,
+                    mount,
+                    call.rest,
+                    call.request,
+                )
+                .await
+            }
+            None => ("unknown", Err(ApiError::UnsupportedPath)),
+        }
+    }
+
+    /// Keys are cached by tenant and mount.
+    async fn invalidate(&self, ready: &Ready, change: &Change) {
+        let transit = &ready.broker.transit;
+        match change {
+            Change::TenantDeleted(tenant) => transit.forget_tenant(*tenant),
+            Change::Mounts(tenant) => match ready.broker.mounts.table(*tenant).await {
+                Ok(table) => {
+                    let live: Vec<_> = table.iter().map(|m| m.id).collect();
+                    transit.forget_mounts_except(*tenant, &live);
+                }
+                Err(_) => transit.forget_tenant(*tenant),
+            },
+            Change::Key(tenant, key) => {
+                // The cached key was dropped before the re-read that failed; the staleness
+                // bound keeps requests off this node until its feed works again.
+                if let Err(error) = transit.refresh_key(*tenant, *key).await {
+                    tracing::warn!(%error, change = ?change, "could not apply a change from the cluster");
+                }
+            }
+            Change::Resync => transit.forget_all(),
+            _ => {}
+        }
+    }
+}
 
 /// Routes a request inside a transit mount.
-pub async fn handle(
+async fn handle(
     ready: &Ready,
     caller: &Caller,
     tenant: &Tenant,
@@ -88,30 +204,6 @@ pub async fn handle(
         ) => ("transit", Err(ApiError::UnsupportedOperation)),
         _ => ("transit", Err(ApiError::UnsupportedPath)),
     }
-}
-
-/// Whether a write to `path` (tenant-relative) would create a transit key: creating a key,
-/// or encrypting with a missing key (upsert). Used for Vault's create-versus-update check.
-pub async fn creates(ready: &Ready, tenant: &Tenant, path: &str) -> bool {
-    let Ok(Some((mount, rest))) = ready.broker.mounts.resolve(tenant.id, path).await else {
-        return false;
-    };
-    if mount.kind != "transit" {
-        return false;
-    }
-    let name = match rest
-        .trim_end_matches('/')
-        .split('/')
-        .collect::<Vec<_>>()
-        .as_slice()
-    {
-        ["keys", name] | ["encrypt", name] => (*name).to_owned(),
-        _ => return false,
-    };
-    matches!(
-        ready.broker.transit.read_key(tenant, mount.id, &name).await,
-        Err(Error::NotFound(_))
-    )
 }
 
 pub(super) struct Context<'a> {

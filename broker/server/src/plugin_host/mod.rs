@@ -100,6 +100,15 @@ impl Backends for PluginHost {
             .get(name)
             .map(|i| i.clone() as Arc<dyn BackendInstance>)
     }
+
+    fn all(&self) -> Vec<Arc<dyn BackendInstance>> {
+        self.current
+            .load()
+            .instances
+            .values()
+            .map(|i| i.clone() as Arc<dyn BackendInstance>)
+            .collect()
+    }
 }
 
 /// The built-in drop-in for `local`.
@@ -147,6 +156,19 @@ impl PluginHost {
     /// Every loaded instance.
     pub fn instances(&self) -> Vec<Arc<Instance>> {
         self.current.load().instances.values().cloned().collect()
+    }
+
+    /// Reloads the plugins on this node and asks every other node of a cluster (sharing the
+    /// store) to do the same.
+    pub async fn reload_everywhere(&self) {
+        self.reload().await;
+        if let Err(error) = self
+            .store
+            .announce(&keybroker_core::changes::Change::Plugins)
+            .await
+        {
+            tracing::warn!(%error, "plugin reload not announced to the other nodes");
+        }
     }
 
     /// Re-reads the drop-in directory and swaps in the new set of instances.

@@ -17,6 +17,19 @@ pub async fn dev_broker_with_core() -> (
     tempfile::TempDir,
     std::sync::Arc<keybroker_core::Broker>,
 ) {
+    dev_broker_with_kinds(keybroker_server::http::kind::Registry::standard()).await
+}
+
+/// As [`dev_broker_with_core`], serving the kinds of mount in `kinds`.
+#[allow(dead_code)] // Not every test binary adds a kind.
+pub async fn dev_broker_with_kinds(
+    kinds: keybroker_server::http::kind::Registry,
+) -> (
+    axum::Router,
+    String,
+    tempfile::TempDir,
+    std::sync::Arc<keybroker_core::Broker>,
+) {
     let dir = tempfile::tempdir().unwrap();
     let overrides = config::Overrides {
         dev: true,
@@ -25,7 +38,9 @@ pub async fn dev_broker_with_core() -> (
         ..config::Overrides::default()
     };
     let config = config::Config::build(None, overrides).unwrap();
-    let built = app::build(&config).await.unwrap();
+    let built = app::build_with_kinds(&config, std::sync::Arc::new(kinds))
+        .await
+        .unwrap();
     let token = built.root_token.unwrap().to_string();
     let core = built.state.ready_parts().unwrap().broker.clone();
     (router(built.state), token, dir, core)

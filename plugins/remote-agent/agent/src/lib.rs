@@ -54,6 +54,7 @@
 //!
 //! `cargo test -p keybroker-agent`
 
+pub mod broker_url;
 pub mod clock;
 pub mod config;
 mod files;

@@ -49,13 +49,13 @@ use keybroker_agent_protocol::{AgentIdentity, IdentityError};
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
+use crate::broker_url::BrokerUrl;
 use crate::clock::Clock;
 use crate::files::{read_private_file, PrivateFileError};
 use crate::hsm::{Hsm, HsmConfig, HsmError, PinSource};
 use crate::keys::{validate_key_name, KeyError, KeySource, KeyStore};
 use crate::policy::{Allowlist, RateLimit};
 use crate::service::Service;
-use crate::transport::BrokerUrl;
 
 /// Default interval of the agent's heartbeats (the broker's `welcome` may set another).
 pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);

@@ -13,8 +13,8 @@ use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 use tokio_tungstenite::WebSocketStream;
 
-use super::url::BrokerUrl;
 use super::{ConnectionError, TransportError};
+use crate::broker_url::BrokerUrl;
 
 /// The RFC 9266 `tls-exporter` label; the gateway exports the same bytes on its side.
 pub const CHANNEL_BINDING_LABEL: &[u8] = b"EXPORTER-Channel-Binding";

@@ -28,7 +28,6 @@
 mod backoff;
 mod connect;
 mod session;
-mod url;
 
 use std::io;
 use std::path::PathBuf;
@@ -39,13 +38,13 @@ use keybroker_agent_protocol::AgentIdentity;
 use rustls::ClientConfig;
 use tokio::sync::watch;
 
+pub use crate::broker_url::{BrokerUrl, UrlError};
 pub use backoff::{Backoff, INITIAL_DELAY};
 pub use connect::{
     channel_binding, tls_config, websocket_config, BrokerStream, CHANNEL_BINDING_BYTES,
     CHANNEL_BINDING_LABEL,
 };
 pub use session::{CLOSE_TIMEOUT, HANDSHAKE_STEP_TIMEOUT, MISSED_HEARTBEATS};
-pub use url::{BrokerUrl, UrlError};
 
 use crate::config::Config;
 use crate::service::Service;
