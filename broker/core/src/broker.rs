@@ -303,6 +303,8 @@ impl Broker {
             }
             Change::Policies(tenant) => self.policies.forget_tenant(*tenant),
             Change::Key(tenant, key) => self.transit.refresh_key(*tenant, *key).await?,
+            // Nothing keeps mount storage in memory yet.
+            Change::MountEntry(..) => {}
             Change::Plugins => {}
             Change::Resync => {
                 self.jwt.forget_all();
