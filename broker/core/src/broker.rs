@@ -303,8 +303,18 @@ impl Broker {
             }
             Change::Policies(tenant) => self.policies.forget_tenant(*tenant),
             Change::Key(tenant, key) => self.transit.refresh_key(*tenant, *key).await?,
-            // Nothing keeps mount storage in memory yet.
-            Change::MountEntry(..) => {}
+            Change::MountEntry(tenant, mount, key) => {
+                // Only the JWT method keeps mount storage in memory. A mount this node does
+                // not know yet may be one.
+                let table = self.mounts.table(*tenant).await?;
+                let kind = table
+                    .iter()
+                    .find(|m| m.id == *mount)
+                    .map(|m| m.kind.as_str());
+                if kind.is_none_or(|kind| kind == crate::jwt_auth::AUTH_TYPE) {
+                    self.jwt.forget_entry(*tenant, *mount, key);
+                }
+            }
             Change::Plugins => {}
             Change::Resync => {
                 self.jwt.forget_all();

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use axum::{http::StatusCode, response::Response};
 use keybroker_core::{
     jwt::{JwtConfigInput, JwtRoleInput},
-    jwt_auth::{JwtMountState, LOGIN_FAILED},
+    jwt_auth::LOGIN_FAILED,
     store::MountRecord,
 };
 use serde::Deserialize;
@@ -43,6 +43,7 @@ pub async fn login(
         .broker
         .jwt
         .login(
+            &ready.broker.mounts,
             &ready.broker.tokens,
             mount,
             input.role.as_deref(),
@@ -76,7 +77,7 @@ pub async fn handle(
     let jwt = &ready.broker.jwt;
     let mounts = &ready.broker.mounts;
     let result = match (segments.as_slice(), request.operation) {
-        (["config"], Operation::Read) => read_config(mount),
+        (["config"], Operation::Read) => read_config(ready, mount).await,
         (["config"], Operation::Write) => match body::parse::<JwtConfigInput>(&request.body) {
             Ok(input) => jwt
                 .write_config(mounts, mount, input)
@@ -85,8 +86,8 @@ pub async fn handle(
                 .map_err(ApiError::from),
             Err(error) => Err(error),
         },
-        (["role"], Operation::List) => list_roles(mount),
-        (["role", name], Operation::Read) => read_role(mount, name),
+        (["role"], Operation::List) => list_roles(ready, mount).await,
+        (["role", name], Operation::Read) => read_role(ready, mount, name).await,
         (["role", name], Operation::Write) => match body::parse::<JwtRoleInput>(&request.body) {
             Ok(input) => jwt
                 .write_role(mounts, mount, name, input)
@@ -106,32 +107,34 @@ pub async fn handle(
     ("auth/jwt", result)
 }
 
-fn state(mount: &MountRecord) -> Result<JwtMountState, ApiError> {
-    Ok(JwtMountState::of(mount)?)
-}
-
 fn not_found() -> Response {
     super::error::error_body(StatusCode::NOT_FOUND, &[])
 }
 
-fn read_config(mount: &MountRecord) -> Result<Response, ApiError> {
-    match state(mount)?.config {
+async fn read_config(ready: &Ready, mount: &MountRecord) -> Result<Response, ApiError> {
+    let jwt = &ready.broker.jwt;
+    match jwt.read_config(&ready.broker.mounts, mount).await? {
         Some(config) => Ok(response::data(&config)),
         None => Ok(not_found()),
     }
 }
 
-fn list_roles(mount: &MountRecord) -> Result<Response, ApiError> {
-    let names: Vec<String> = state(mount)?.roles.into_keys().collect();
+async fn list_roles(ready: &Ready, mount: &MountRecord) -> Result<Response, ApiError> {
+    let names = ready
+        .broker
+        .jwt
+        .list_roles(&ready.broker.mounts, mount)
+        .await?;
     if names.is_empty() {
         return Ok(not_found());
     }
     Ok(response::data(&json!({ "keys": names })))
 }
 
-fn read_role(mount: &MountRecord, name: &str) -> Result<Response, ApiError> {
-    match state(mount)?.roles.get(&name.to_ascii_lowercase()) {
-        Some(role) => Ok(response::data(role)),
+async fn read_role(ready: &Ready, mount: &MountRecord, name: &str) -> Result<Response, ApiError> {
+    let jwt = &ready.broker.jwt;
+    match jwt.read_role(&ready.broker.mounts, mount, name).await? {
+        Some(role) => Ok(response::data(&role)),
         None => Ok(not_found()),
     }
 }
