@@ -301,7 +301,7 @@ impl Broker {
                 self.mounts.reload(*tenant).await?;
             }
             Change::Policies(tenant) => self.policies.forget_tenant(*tenant),
-            Change::Key(..) | Change::Plugins => {}
+            Change::Key(..) | Change::MountEntry(..) | Change::Plugins => {}
             Change::Resync => {
                 self.tokens.forget_all();
                 self.policies.forget_all();

@@ -6,7 +6,7 @@
 //! write commits — and every node drops what the change makes stale. A node whose feed was
 //! interrupted cannot know what it missed: it gets [`Change::Resync`] and drops everything.
 
-use crate::{KeyId, TenantId};
+use crate::{mount_storage, KeyId, MountId, TenantId};
 
 /// One change to cached state.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -23,6 +23,10 @@ pub enum Change {
     Policies(TenantId),
     /// A key's configuration or versions changed, or it was deleted.
     Key(TenantId, KeyId),
+    /// An entry of a mount's storage was written or deleted (by key). A mount's entries
+    /// deleted with it, or with its tenant, are announced by [`Change::Mounts`] and
+    /// [`Change::TenantDeleted`] alone.
+    MountEntry(TenantId, MountId, String),
     /// The plugin set was reloaded on a node: every node reloads its own.
     Plugins,
     /// Changes may have been lost (the feed was interrupted): drop every cache.
@@ -40,6 +44,11 @@ impl Change {
             Self::Mounts(tenant) => format!("mounts:{tenant}"),
             Self::Policies(tenant) => format!("policies:{tenant}"),
             Self::Key(tenant, key) => format!("key:{tenant}:{key}"),
+            // In hex: a key may hold any character, ':' included. At most 512 bytes, so
+            // about 1.1 KB in all.
+            Self::MountEntry(tenant, mount, key) => {
+                format!("mount-entry:{tenant}:{mount}:{}", hex::encode(key))
+            }
             Self::Plugins => "plugins".to_owned(),
             Self::Resync => "resync".to_owned(),
         }
@@ -58,6 +67,13 @@ impl Change {
             "key" => {
                 let (tenant, key) = rest.split_once(':')?;
                 Some(Self::Key(TenantId::parse(tenant)?, KeyId::parse(key)?))
+            }
+            "mount-entry" => {
+                let mut parts = rest.splitn(3, ':');
+                let tenant = TenantId::parse(parts.next()?)?;
+                let mount = MountId::parse(parts.next()?)?;
+                let key = String::from_utf8(hex::decode(parts.next()?).ok()?).ok()?;
+                mount_storage::is_valid_key(&key).then_some(Self::MountEntry(tenant, mount, key))
             }
             "plugins" if rest.is_empty() => Some(Self::Plugins),
             "resync" if rest.is_empty() => Some(Self::Resync),
@@ -102,6 +118,7 @@ mod tests {
     fn every_change_round_trips_and_garbage_is_refused() {
         let tenant = TenantId::random();
         let key = KeyId::random();
+        let mount = MountId::random();
         for change in [
             Change::Token(vec![0, 1, 0xab, 0xff]),
             Change::Tenants,
@@ -109,6 +126,10 @@ mod tests {
             Change::Mounts(tenant),
             Change::Policies(tenant),
             Change::Key(tenant, key),
+            Change::MountEntry(tenant, mount, "role/web".to_owned()),
+            // Separators, non-ASCII text and the longest key survive the trip.
+            Change::MountEntry(tenant, mount, "a:b:c/é ü".to_owned()),
+            Change::MountEntry(tenant, mount, "k".repeat(mount_storage::MAX_KEY_LEN)),
             Change::Plugins,
             Change::Resync,
         ] {
@@ -125,6 +146,25 @@ mod tests {
             "tenants:x",
         ] {
             assert_eq!(Change::decode(bad), None, "{bad}");
+        }
+        // A mount entry names a tenant, a mount and a valid key, in hex.
+        let prefix = format!("mount-entry:{tenant}:{mount}:");
+        for bad in [
+            format!("mount-entry:{tenant}:{mount}"),
+            prefix.clone(),
+            format!("{prefix}zz"),
+            format!("{prefix}6"),
+            // Not UTF-8; a control character; one byte too long.
+            format!("{prefix}ff"),
+            format!("{prefix}00"),
+            format!(
+                "{prefix}{}",
+                hex::encode("k".repeat(mount_storage::MAX_KEY_LEN + 1))
+            ),
+            format!("mount-entry:{tenant}:x:6b"),
+            format!("mount-entry:x:{mount}:6b"),
+        ] {
+            assert_eq!(Change::decode(&bad), None, "{bad}");
         }
     }
 }

@@ -19,6 +19,10 @@ pub enum Error {
     /// A backend refused the operation, with its reason (HTTP 403).
     #[error("{0}")]
     BackendDenied(String),
+    /// A write expected a state that changed meanwhile (a compare-and-set lost to another
+    /// writer) and changed nothing; reading again and retrying may succeed (HTTP 409).
+    #[error("{0}")]
+    Conflict(String),
     /// A dependency (backend instance, store) cannot serve now (HTTP 503).
     #[error("{0}")]
     Unavailable(String),
@@ -71,6 +75,9 @@ impl From<crate::store::StoreError> for Error {
             }
             crate::store::StoreError::Gone => {
                 Self::InvalidRequest("it refers to something that no longer exists".into())
+            }
+            crate::store::StoreError::ExpectationFailed => {
+                Self::Conflict("it was changed concurrently; try again".into())
             }
             other => Self::internal_from("storage", other),
         }

@@ -2,11 +2,17 @@
 //! exchange a JWT for a broker token, and bearer mode (our extension: a request carries
 //! `Authorization: Bearer <jwt>` itself and gets the bearer role's policies, no login).
 //!
-//! A mount's configuration and roles live in the mount's `config` JSON, so every node of a
-//! cluster sees a change through the mount table it already follows. Each mount has one
-//! [`Verifier`] (key material, JWKS cache), rebuilt when its configuration changes; at most
-//! [`DEFAULT_VERIFIER_CACHE_CAPACITY`] mounts' verifiers are kept, and concurrent first
-//! logins on a mount build its verifier once. Token validation itself is [`crate::jwt`].
+//! A mount's configuration and roles live in its mount storage ([`crate::mount_storage`]):
+//! the configuration under [`CONFIG_KEY`], each role under [`ROLE_PREFIX`]`<name>`, so a
+//! role write touches that role alone and two nodes writing one role never lose a write
+//! (compare-and-set, retried on the entry just read). Logins and bearer requests read them
+//! through a per-node cache that every write, here or on another node
+//! ([`crate::changes::Change::MountEntry`]), drops. Mounts written by earlier versions kept
+//! everything in the mount's `config` JSON; it is moved on first use (`JwtAuth::storage`
+//! says how). Each mount has one [`Verifier`] (key material, JWKS cache), rebuilt when its
+//! configuration changes; at most [`DEFAULT_VERIFIER_CACHE_CAPACITY`] mounts' verifiers are
+//! kept, and concurrent first logins on a mount build its verifier once. Token validation
+//! itself is [`crate::jwt`].
 
 use std::{
     collections::BTreeMap,
@@ -28,8 +34,9 @@ use crate::{
     clock::Clock,
     error::{Error, Result},
     jwt::{JwtConfig, JwtConfigInput, JwtRole, JwtRoleInput, VerifiedJwt, Verifier},
+    mount_storage::{EntryCache, MountStorage, DEFAULT_ENTRY_CACHE_CAPACITY},
     mounts::Mounts,
-    store::{MountRecord, TokenRecord},
+    store::{Expect, MountRecord, TokenRecord},
     tokens::{Caller, IssuedToken, TokenRequest, Tokens, DEFAULT_POLICY},
     MountId, TenantId,
 };
@@ -50,7 +57,22 @@ pub const DEFAULT_VERIFIER_CACHE_CAPACITY: u64 = 1_000;
 /// Verified bearer JWTs kept by default (each also expires with its JWT).
 pub const DEFAULT_BEARER_CACHE_CAPACITY: u64 = 100_000;
 
-/// What a jwt mount keeps in its `config`.
+/// The key of `auth/<mount>/config` in the mount's storage.
+pub const CONFIG_KEY: &str = "config";
+
+/// The prefix of each role's key in the mount's storage (`role/<lowercase name>`).
+pub const ROLE_PREFIX: &str = "role/";
+
+/// Compare-and-set attempts of one role write before it gives up with a conflict: each
+/// attempt lost means another write of the role succeeded meanwhile.
+const ROLE_WRITE_ATTEMPTS: usize = 16;
+
+fn role_key(name: &str) -> String {
+    format!("{ROLE_PREFIX}{name}")
+}
+
+/// What a jwt mount kept in its `config` before mount storage (versions up to 0.1): moved
+/// into mount storage on the mount's first use.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct JwtMountState {
     /// `auth/jwt/config`, once written.
@@ -62,18 +84,20 @@ pub struct JwtMountState {
 }
 
 impl JwtMountState {
-    /// The state stored in a mount's config (`{}` for a new mount).
+    /// The state an earlier version stored in a mount's config (`{}`: none).
     pub fn of(mount: &MountRecord) -> Result<Self> {
-        if mount.config.as_object().is_some_and(|o| o.is_empty()) {
+        if !has_legacy_state(mount) {
             return Ok(Self::default());
         }
         Self::deserialize(&mount.config)
             .map_err(|e| Error::internal_from("stored jwt mount configuration", e))
     }
+}
 
-    fn to_value(&self) -> Result<serde_json::Value> {
-        serde_json::to_value(self).map_err(|e| Error::internal_from("jwt mount configuration", e))
-    }
+/// Whether an earlier version left the mount's state in its `config` (this version keeps
+/// it `{}`).
+fn has_legacy_state(mount: &MountRecord) -> bool {
+    !mount.config.as_object().is_some_and(|o| o.is_empty())
 }
 
 /// The issuer a configuration's tokens come from, for bearer mode: the discovery URL's
@@ -84,23 +108,6 @@ fn issuer_of(config: &JwtConfig) -> Option<String> {
         .clone()
         .or_else(|| config.oidc_discovery_url.clone())
         .map(|issuer| issuer.trim_end_matches('/').to_owned())
-}
-
-/// The tenant's jwt mount (other than `except`) that serves bearer tokens of `issuer`, with
-/// its configuration.
-fn bearer_mount(
-    table: &crate::mounts::MountTable,
-    issuer: &str,
-    except: Option<MountId>,
-) -> Option<(Arc<MountRecord>, JwtConfig)> {
-    table
-        .iter()
-        .filter(|m| m.kind == AUTH_TYPE && Some(m.id) != except)
-        .find_map(|mount| {
-            let config = JwtMountState::of(mount).ok()?.config?;
-            (config.bearer_role.is_some() && issuer_of(&config).as_deref() == Some(issuer))
-                .then(|| (mount.clone(), config))
-        })
 }
 
 /// Whether `client` may use something bound to `cidrs` (empty = anywhere; an unknown
@@ -210,6 +217,10 @@ impl<V: Send + Sync + 'static> VerifierCache<V> {
         self.slots.insert(mount.id, Arc::new(slot));
     }
 
+    fn forget_mount(&self, mount: MountId) {
+        self.slots.invalidate(&mount);
+    }
+
     fn forget_tenant(&self, tenant: TenantId) {
         if self
             .slots
@@ -228,6 +239,8 @@ impl<V: Send + Sync + 'static> VerifierCache<V> {
 /// JWT mounts of every tenant: verifiers and the bearer-mode cache.
 pub struct JwtAuth {
     clock: Arc<dyn Clock>,
+    /// Configurations and roles as last read from the mounts' storage.
+    state: EntryCache,
     verifiers: VerifierCache,
     /// Bearer JWTs already verified, by SHA-256 of (tenant, JWT), until their `exp`.
     bearer: Cache<[u8; 32], Arc<TokenRecord>>,
@@ -254,6 +267,7 @@ impl JwtAuth {
     pub fn with_capacity(clock: Arc<dyn Clock>, verifiers: u64, bearer_jwts: u64) -> Self {
         Self {
             clock,
+            state: EntryCache::new(DEFAULT_ENTRY_CACHE_CAPACITY),
             verifiers: VerifierCache::new(verifiers),
             bearer: Cache::builder()
                 .max_capacity(bearer_jwts)
@@ -310,7 +324,10 @@ impl JwtAuth {
                 Error::invalid("bearer_role needs bound_issuer or oidc_discovery_url")
             })?;
             let table = mounts.table(mount.tenant).await?;
-            if let Some((other, _)) = bearer_mount(&table, &issuer, Some(mount.id)) {
+            if let Some((other, _)) = self
+                .bearer_mount(mounts, &table, &issuer, Some(mount.id))
+                .await?
+            {
                 return Err(Error::invalid(format!(
                     "auth/{} already serves bearer tokens of issuer {issuer}",
                     other.path.trim_start_matches("auth/")
@@ -318,9 +335,10 @@ impl JwtAuth {
             }
         }
         let verifier = Verifier::new(&config).await?;
-        let mut state = JwtMountState::of(mount)?;
-        state.config = Some(config.clone());
-        mounts.set_config(mount, state.to_value()?).await?;
+        // A write replaces the whole configuration, as in Vault: nothing to compare.
+        let storage = self.storage(mounts, mount).await?;
+        storage.put(CONFIG_KEY, &config, Expect::Any).await?;
+        self.state.forget(mount.tenant, mount.id, CONFIG_KEY);
         self.verifiers.remember(mount, &config, verifier);
         self.forget_bearer(mount.tenant);
         Ok(())
@@ -335,11 +353,24 @@ impl JwtAuth {
         input: JwtRoleInput,
     ) -> Result<()> {
         let name = crate::approle::validate_role_name(name)?;
-        let mut state = JwtMountState::of(mount)?;
-        let role = JwtRole::apply(state.roles.get(&name).cloned(), input)?;
-        crate::cidr::parse_list(&role.token_bound_cidrs)?;
-        state.roles.insert(name, role);
-        mounts.set_config(mount, state.to_value()?).await?;
+        let key = role_key(&name);
+        let storage = self.storage(mounts, mount).await?;
+        // An update applies the input to the role as stored; if another write of the role
+        // (on any node) lands between the read and the write, read it again and re-apply.
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let stored = storage.get::<JwtRole>(&key).await?;
+            let expect = stored.as_ref().map_or(Expect::Absent, |s| s.unchanged());
+            let role = JwtRole::apply(stored.map(|s| s.value), input.clone())?;
+            crate::cidr::parse_list(&role.token_bound_cidrs)?;
+            match storage.put(&key, &role, expect).await {
+                Ok(_) => break,
+                Err(Error::Conflict(_)) if attempts < ROLE_WRITE_ATTEMPTS => {}
+                Err(error) => return Err(error),
+            }
+        }
+        self.state.forget(mount.tenant, mount.id, &key);
         self.forget_bearer(mount.tenant);
         Ok(())
     }
@@ -351,36 +382,165 @@ impl JwtAuth {
         mount: &MountRecord,
         name: &str,
     ) -> Result<()> {
-        let name = name.to_ascii_lowercase();
-        let mut state = JwtMountState::of(mount)?;
-        if state.roles.remove(&name).is_some() {
-            mounts.set_config(mount, state.to_value()?).await?;
+        let storage = self.storage(mounts, mount).await?;
+        // A name no role can have names no role.
+        if let Ok(name) = crate::approle::validate_role_name(name) {
+            let key = role_key(&name);
+            storage.delete(&key, Expect::Any).await?;
+            self.state.forget(mount.tenant, mount.id, &key);
         }
         self.forget_bearer(mount.tenant);
         Ok(())
+    }
+
+    /// `auth/<mount>/config` as stored, if written.
+    pub async fn read_config(
+        &self,
+        mounts: &Mounts,
+        mount: &MountRecord,
+    ) -> Result<Option<JwtConfig>> {
+        let storage = self.storage(mounts, mount).await?;
+        Ok(storage.get(CONFIG_KEY).await?.map(|c| c.value))
+    }
+
+    /// Names of the mount's roles, sorted.
+    pub async fn list_roles(&self, mounts: &Mounts, mount: &MountRecord) -> Result<Vec<String>> {
+        let storage = self.storage(mounts, mount).await?;
+        let keys = storage.list(ROLE_PREFIX).await?;
+        Ok(keys
+            .into_iter()
+            .filter_map(|key| key.strip_prefix(ROLE_PREFIX).map(str::to_owned))
+            .collect())
+    }
+
+    /// A role by name, in any case (`None` for a name no role can have).
+    pub async fn read_role(
+        &self,
+        mounts: &Mounts,
+        mount: &MountRecord,
+        name: &str,
+    ) -> Result<Option<JwtRole>> {
+        let Ok(name) = crate::approle::validate_role_name(name) else {
+            return Ok(None);
+        };
+        let storage = self.storage(mounts, mount).await?;
+        Ok(storage.get(&role_key(&name)).await?.map(|r| r.value))
+    }
+
+    /// The mount's storage, once the state an earlier version kept in the mount's `config`
+    /// is in it.
+    ///
+    /// Moved rather than read through: afterwards the mount's `config` is empty and every
+    /// read and write goes to one place (reading through would need tombstones so that a
+    /// role deleted from storage does not come back from the old document). The move reads
+    /// the mount again (another node may have moved it already: its stale copy must not
+    /// bring back roles deleted since), creates each entry only where none is
+    /// ([`Expect::Absent`]: nodes moving at once write the same values, and anything written
+    /// since wins), then empties the `config`. Only a role deleted while another node is in
+    /// the middle of the very same move could come back.
+    async fn storage(&self, mounts: &Mounts, mount: &MountRecord) -> Result<MountStorage> {
+        let storage = mounts.storage(mount);
+        if !has_legacy_state(mount) {
+            return Ok(storage);
+        }
+        let table = mounts.reload(mount.tenant).await?;
+        let Some(current) = table.iter().find(|m| m.id == mount.id) else {
+            // Unmounted meanwhile: its storage is gone too, and the store refuses writes.
+            return Ok(storage);
+        };
+        if !has_legacy_state(current) {
+            return Ok(storage);
+        }
+        let legacy = JwtMountState::of(current)?;
+        let entries = legacy
+            .config
+            .map(|config| (CONFIG_KEY.to_owned(), serde_json::to_value(config)))
+            .into_iter()
+            .chain(
+                legacy
+                    .roles
+                    .into_iter()
+                    .map(|(name, role)| (role_key(&name), serde_json::to_value(role))),
+            );
+        for (key, value) in entries {
+            let value =
+                value.map_err(|e| Error::internal_from("moving jwt mount configuration", e))?;
+            match storage.put(&key, &value, Expect::Absent).await {
+                Ok(_) | Err(Error::Conflict(_)) => {}
+                Err(error) => return Err(error),
+            }
+        }
+        mounts.set_config(current, serde_json::json!({})).await?;
+        tracing::info!(mount = %mount.path, tenant = %mount.tenant, "jwt mount state moved into mount storage");
+        self.state.forget_mount(mount.tenant, mount.id);
+        self.forget_bearer(mount.tenant);
+        Ok(storage)
+    }
+
+    /// The configuration of a mount, through the cache.
+    async fn cached_config(
+        &self,
+        mounts: &Mounts,
+        mount: &MountRecord,
+    ) -> Result<Option<JwtConfig>> {
+        let storage = self.storage(mounts, mount).await?;
+        self.state.get(&storage, CONFIG_KEY).await
+    }
+
+    /// The tenant's jwt mount (other than `except`) that serves bearer tokens of `issuer`,
+    /// with its configuration.
+    async fn bearer_mount(
+        &self,
+        mounts: &Mounts,
+        table: &crate::mounts::MountTable,
+        issuer: &str,
+        except: Option<MountId>,
+    ) -> Result<Option<(Arc<MountRecord>, JwtConfig)>> {
+        for mount in table
+            .iter()
+            .filter(|m| m.kind == AUTH_TYPE && Some(m.id) != except)
+        {
+            let Some(config) = self.cached_config(mounts, mount).await? else {
+                continue;
+            };
+            if config.bearer_role.is_some() && issuer_of(&config).as_deref() == Some(issuer) {
+                return Ok(Some((mount.clone(), config)));
+            }
+        }
+        Ok(None)
     }
 
     /// Checks a JWT against a role of a mount; every failure is the same
     /// [`LOGIN_FAILED`] (the precise reason goes to the debug log).
     async fn verify(
         &self,
+        mounts: &Mounts,
         mount: &MountRecord,
         role_name: Option<&str>,
         jwt: &str,
     ) -> Result<(String, JwtRole, VerifiedJwt)> {
         let failed = || Error::invalid(LOGIN_FAILED);
-        let state = JwtMountState::of(mount)?;
-        let config = state.config.as_ref().ok_or_else(failed)?;
+        let storage = self.storage(mounts, mount).await?;
+        let config: JwtConfig = self
+            .state
+            .get(&storage, CONFIG_KEY)
+            .await?
+            .ok_or_else(failed)?;
         let role_name = role_name
             .filter(|r| !r.is_empty())
             .map(str::to_ascii_lowercase)
             .or_else(|| config.default_role.clone())
             .ok_or_else(|| Error::invalid("missing role"))?;
-        let role = state.roles.get(&role_name).cloned().ok_or_else(failed)?;
+        // A name no role can have is an unknown role.
+        let role: JwtRole = match crate::approle::validate_role_name(&role_name) {
+            Ok(name) => self.state.get(&storage, &role_key(&name)).await?,
+            Err(_) => None,
+        }
+        .ok_or_else(failed)?;
         if jwt.is_empty() || jwt.len() > MAX_BEARER_LEN {
             return Err(failed());
         }
-        let verifier = self.verifier(mount, config).await?;
+        let verifier = self.verifier(mount, &config).await?;
         match verifier.verify(jwt, &role, self.clock.now_unix()).await {
             Ok(verified) => Ok((role_name, role, verified)),
             Err(Error::InvalidRequest(reason)) => {
@@ -395,13 +555,14 @@ impl JwtAuth {
     /// metadata is the mapped claims and the role name.
     pub async fn login(
         &self,
+        mounts: &Mounts,
         tokens: &Tokens,
         mount: &MountRecord,
         role_name: Option<&str>,
         jwt: &str,
         client: Option<IpAddr>,
     ) -> Result<IssuedToken> {
-        let (role_name, role, verified) = self.verify(mount, role_name, jwt).await?;
+        let (role_name, role, verified) = self.verify(mounts, mount, role_name, jwt).await?;
         if !from_bound(&role.token_bound_cidrs, client) {
             return Err(Error::invalid(LOGIN_FAILED));
         }
@@ -460,9 +621,12 @@ impl JwtAuth {
         }
         let issuer = unverified_issuer(jwt).ok_or_else(denied)?;
         let table = mounts.table(tenant).await?;
-        let (mount, config) = bearer_mount(&table, &issuer, None).ok_or_else(denied)?;
+        let (mount, config) = self
+            .bearer_mount(mounts, &table, &issuer, None)
+            .await?
+            .ok_or_else(denied)?;
         let (role_name, role, verified) = self
-            .verify(&mount, config.bearer_role.as_deref(), jwt)
+            .verify(mounts, &mount, config.bearer_role.as_deref(), jwt)
             .await
             .map_err(|error| match error {
                 Error::InvalidRequest(_) => denied(),
@@ -509,12 +673,26 @@ impl JwtAuth {
     /// changed elsewhere, or it was deleted); other tenants' stay.
     pub fn forget_tenant(&self, tenant: TenantId) {
         self.forget_bearer(tenant);
+        self.state.forget_tenant(tenant);
         self.verifiers.forget_tenant(tenant);
     }
 
-    /// Drops every cached bearer identity and verifier (changes may have been missed).
+    /// Drops what a write of a jwt mount's storage entry (on another node) makes stale: the
+    /// entry, the tenant's bearer identities, and the mount's verifier if its configuration
+    /// changed.
+    pub fn forget_entry(&self, tenant: TenantId, mount: MountId, key: &str) {
+        self.state.forget(tenant, mount, key);
+        self.forget_bearer(tenant);
+        if key == CONFIG_KEY {
+            self.verifiers.forget_mount(mount);
+        }
+    }
+
+    /// Drops every cached bearer identity, configuration, role and verifier (changes may
+    /// have been missed).
     pub fn forget_all(&self) {
         self.bearer.invalidate_all();
+        self.state.forget_all();
         self.verifiers.forget_all();
     }
 }

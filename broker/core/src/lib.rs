@@ -13,7 +13,8 @@
 //! ([`approle`]); ACL policies ([`policies`]) confine them to their tenant ([`tenants`]).
 //!
 //! The core talks to the world through traits: [`store::Store`] (sqlx adapters live in
-//! `keybroker-store`), [`backend::Backends`] (the plugin host lives in `keybroker-server`)
+//! `keybroker-store`; engines and auth methods keep their own state in
+//! [`mount_storage`]), [`backend::Backends`] (the plugin host lives in `keybroker-server`)
 //! and [`clock::Clock`]. [`Broker`] ties them together; the HTTP layer makes one call into
 //! it per request.
 
@@ -30,6 +31,7 @@ pub mod ids;
 pub mod input;
 pub mod jwt;
 pub mod jwt_auth;
+pub mod mount_storage;
 pub mod mounts;
 pub mod policies;
 pub mod policy;

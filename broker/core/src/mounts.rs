@@ -16,6 +16,7 @@ use std::{
 use crate::{
     clock::Clock,
     error::{Error, Result},
+    mount_storage::MountStorage,
     store::{MountRecord, Store, StoreError},
     MountId, TenantId,
 };
@@ -308,6 +309,12 @@ impl Mounts {
             self.generation.fetch_add(1, Ordering::SeqCst);
             tables.remove(&tenant);
         }
+    }
+
+    /// A mount's own key/value storage ([`MountStorage`]): where an engine or auth method
+    /// keeps its state.
+    pub fn storage(&self, mount: &MountRecord) -> MountStorage {
+        MountStorage::new(self.store.clone(), mount.tenant, mount.id)
     }
 
     /// Replaces a mount's engine configuration.

@@ -1,5 +1,10 @@
 //! The storage contract. Adapters (SQLite now, Postgres later) live in `keybroker-store`;
 //! the core never sees SQL. Every tenant-owned row carries its tenant id.
+//!
+//! Besides the tables of the built-in engines, every mount has a key/value store of its own
+//! (mount storage: JSON documents with a version to compare and set), so an engine or auth
+//! method that needs no SQL-level guarantee adds no method here and no migration; it uses
+//! it through [`crate::mount_storage::MountStorage`].
 
 use async_trait::async_trait;
 
@@ -21,6 +26,9 @@ pub enum StoreError {
     /// The database cannot be reached.
     #[error("storage unavailable: {0}")]
     Unavailable(String),
+    /// A mount entry was not as the write expected ([`Expect`]): nothing was changed.
+    #[error("the entry is not as expected")]
+    ExpectationFailed,
     /// A row could not be decoded: a bug or a corrupted database.
     #[error("corrupt row: {0}")]
     Corrupt(String),
@@ -200,6 +208,28 @@ pub struct SecretIdRecord {
     pub expires_at: Option<i64>,
 }
 
+/// What a write or delete of a mount entry expects to find: a compare-and-set when not
+/// [`Expect::Any`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Expect {
+    /// Whatever is there, or nothing.
+    Any,
+    /// No entry under the key.
+    Absent,
+    /// The entry at exactly this version.
+    Version(u64),
+}
+
+/// A document in a mount's storage, with its version: 1 when created, one more at every
+/// write. A deleted entry leaves nothing behind; written again, it starts at 1.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MountEntry {
+    /// The document.
+    pub value: serde_json::Value,
+    /// Its version.
+    pub version: u64,
+}
+
 /// How a key uses its backend.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum KeyMode {
@@ -327,7 +357,8 @@ pub trait Store: Send + Sync + 'static {
     async fn create_tenant(&self, tenant: &TenantRecord) -> Result<(), StoreError>;
     /// Every tenant except the root namespace, sorted by name.
     async fn list_tenants(&self) -> Result<Vec<TenantRecord>, StoreError>;
-    /// Deletes a tenant with its tokens, mounts and keys; returns whether it existed.
+    /// Deletes a tenant with its tokens, mounts, keys and mount-storage entries; returns
+    /// whether it existed.
     async fn delete_tenant(&self, tenant: TenantId) -> Result<bool, StoreError>;
 
     /// Creates or replaces a policy's text.
@@ -356,8 +387,46 @@ pub trait Store: Send + Sync + 'static {
         mount: MountId,
         config: &serde_json::Value,
     ) -> Result<(), StoreError>;
-    /// Deletes a mount and every key in it; returns whether it existed.
+    /// Deletes a mount with every key and mount-storage entry in it; returns whether it
+    /// existed.
     async fn delete_mount(&self, tenant: TenantId, mount: MountId) -> Result<bool, StoreError>;
+
+    /// Mount storage: the entry under `key` in a tenant's mount.
+    async fn get_entry(
+        &self,
+        tenant: TenantId,
+        mount: MountId,
+        key: &str,
+    ) -> Result<Option<MountEntry>, StoreError>;
+    /// Mount storage: writes the entry under `key` if it is as `expect`ed, in one atomic
+    /// statement (two writers expecting the same version: exactly one succeeds); returns its
+    /// new version. `ExpectationFailed` otherwise, `Gone` if the mount is not the tenant's
+    /// (or no longer exists). Announced as [`Change::MountEntry`].
+    async fn put_entry(
+        &self,
+        tenant: TenantId,
+        mount: MountId,
+        key: &str,
+        value: &serde_json::Value,
+        expect: Expect,
+    ) -> Result<u64, StoreError>;
+    /// Mount storage: deletes the entry under `key` if it is as `expect`ed; returns whether
+    /// there was one (`ExpectationFailed` otherwise, having deleted nothing). Announced as
+    /// [`Change::MountEntry`] when something was deleted.
+    async fn delete_entry(
+        &self,
+        tenant: TenantId,
+        mount: MountId,
+        key: &str,
+        expect: Expect,
+    ) -> Result<bool, StoreError>;
+    /// Mount storage: the keys starting with `prefix` (all for `""`), whole, in byte order.
+    async fn list_entries(
+        &self,
+        tenant: TenantId,
+        mount: MountId,
+        prefix: &str,
+    ) -> Result<Vec<String>, StoreError>;
 
     /// Stores new tokens in one durable commit, all or none (logins arriving together
     /// share one commit).

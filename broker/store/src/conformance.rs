@@ -1,13 +1,16 @@
 //! The store conformance suite: the same assertions for every `Store` implementation.
 //! Each adapter's tests call [`run_all`] on a fresh, empty store.
 
+use std::sync::Arc;
+
 use keybroker_core::{
     store::{
-        AppRoleRecord, KeyMode, KeyRecord, KeyVersionRecord, MountRecord, SecretIdRecord, Store,
-        StoreError, TenantRecord, TokenRecord,
+        AppRoleRecord, Expect, KeyMode, KeyRecord, KeyVersionRecord, MountEntry, MountRecord,
+        SecretIdRecord, Store, StoreError, TenantRecord, TokenRecord,
     },
     KeyId, MountId, TenantId,
 };
+use serde_json::json;
 
 fn mount(tenant: TenantId, path: &str) -> MountRecord {
     MountRecord {
@@ -65,6 +68,9 @@ pub async fn run_all(store: &dyn Store) {
     keys(store).await;
     counters(store).await;
     audit_checkpoints(store).await;
+    mount_entries(store).await;
+    mount_entry_lists(store).await;
+    mount_entries_isolation_and_cascades(store).await;
 }
 
 async fn audit_checkpoints(store: &dyn Store) {
@@ -758,4 +764,405 @@ async fn counters(store: &dyn Store) {
         .reserve_counter(tenant, record.id, 9, 100, 250)
         .await
         .is_err());
+}
+
+fn entry(value: serde_json::Value, version: u64) -> Option<MountEntry> {
+    Some(MountEntry { value, version })
+}
+
+fn expectation_failed<T: std::fmt::Debug>(result: Result<T, StoreError>) {
+    assert!(
+        matches!(result, Err(StoreError::ExpectationFailed)),
+        "{result:?}"
+    );
+}
+
+async fn mount_entries(store: &dyn Store) {
+    let tenant = TenantId::ROOT;
+    let m = mount(tenant, "entries/");
+    store.create_mount(&m).await.unwrap();
+    let get = |key: &'static str| store.get_entry(tenant, m.id, key);
+    // Whatever JSON goes in comes out: nesting, big numbers, any text (NUL included).
+    let document = json!({
+        "name": "web", "nested": {"list": [1, 2.5, null, true]},
+        "big": u64::MAX, "text": "é\u{0}\n\"'%_",
+    });
+    assert_eq!(get("doc").await.unwrap(), None);
+
+    // Creation only where nothing is: version 1, and a second creation changes nothing.
+    assert_eq!(
+        store
+            .put_entry(tenant, m.id, "doc", &document, Expect::Absent)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(get("doc").await.unwrap(), entry(document.clone(), 1));
+    expectation_failed(
+        store
+            .put_entry(tenant, m.id, "doc", &json!("other"), Expect::Absent)
+            .await,
+    );
+    assert_eq!(get("doc").await.unwrap(), entry(document.clone(), 1));
+
+    // Each write adds one; a write expecting a version succeeds only at that version.
+    assert_eq!(
+        store
+            .put_entry(tenant, m.id, "doc", &json!(2), Expect::Any)
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        store
+            .put_entry(tenant, m.id, "doc", &json!(3), Expect::Version(2))
+            .await
+            .unwrap(),
+        3
+    );
+    for stale in [0, 1, 2, 4, u64::MAX] {
+        expectation_failed(
+            store
+                .put_entry(tenant, m.id, "doc", &json!("stale"), Expect::Version(stale))
+                .await,
+        );
+    }
+    assert_eq!(get("doc").await.unwrap(), entry(json!(3), 3));
+
+    // An unconditional write creates at version 1; a versioned one creates nothing.
+    expectation_failed(
+        store
+            .put_entry(tenant, m.id, "new", &json!(1), Expect::Version(1))
+            .await,
+    );
+    assert_eq!(get("new").await.unwrap(), None);
+    assert_eq!(
+        store
+            .put_entry(tenant, m.id, "new", &json!(1), Expect::Any)
+            .await
+            .unwrap(),
+        1
+    );
+
+    // Deletes: expecting the wrong version, or absence, deletes nothing.
+    expectation_failed(
+        store
+            .delete_entry(tenant, m.id, "doc", Expect::Version(2))
+            .await,
+    );
+    expectation_failed(
+        store
+            .delete_entry(tenant, m.id, "doc", Expect::Absent)
+            .await,
+    );
+    assert_eq!(get("doc").await.unwrap(), entry(json!(3), 3));
+    assert!(store
+        .delete_entry(tenant, m.id, "doc", Expect::Version(3))
+        .await
+        .unwrap());
+    assert_eq!(get("doc").await.unwrap(), None);
+    // Nothing to delete: false, unless a version was expected.
+    assert!(!store
+        .delete_entry(tenant, m.id, "doc", Expect::Any)
+        .await
+        .unwrap());
+    assert!(!store
+        .delete_entry(tenant, m.id, "doc", Expect::Absent)
+        .await
+        .unwrap());
+    expectation_failed(
+        store
+            .delete_entry(tenant, m.id, "doc", Expect::Version(3))
+            .await,
+    );
+    assert!(store
+        .delete_entry(tenant, m.id, "new", Expect::Any)
+        .await
+        .unwrap());
+    // A deleted entry leaves nothing behind: written again, it starts over.
+    assert_eq!(
+        store
+            .put_entry(tenant, m.id, "doc", &json!("again"), Expect::Absent)
+            .await
+            .unwrap(),
+        1
+    );
+
+    // The longest key the core accepts fits.
+    let long = "k".repeat(keybroker_core::mount_storage::MAX_KEY_LEN);
+    store
+        .put_entry(tenant, m.id, &long, &json!(1), Expect::Absent)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_entry(tenant, m.id, &long).await.unwrap(),
+        entry(json!(1), 1)
+    );
+}
+
+async fn mount_entry_lists(store: &dyn Store) {
+    let tenant = TenantId::ROOT;
+    let m = mount(tenant, "entry-lists/");
+    store.create_mount(&m).await.unwrap();
+    assert!(store
+        .list_entries(tenant, m.id, "")
+        .await
+        .unwrap()
+        .is_empty());
+    // Characters that are patterns in LIKE or GLOB, code points at the edges of UTF-8
+    // ranges, and keys that share a prefix with one character more or less.
+    let keys = [
+        "config",
+        "role",
+        "role/",
+        "role/a",
+        "role/a/x",
+        "role/b",
+        "role0",
+        "rolex",
+        "p%1",
+        "p_2",
+        "pa3",
+        "P%4",
+        "p*5",
+        "p[6",
+        "\u{7f}",
+        "é/1",
+        "\u{D7FF}",
+        "\u{E000}",
+        "\u{10FFFF}",
+        "\u{10FFFF}z",
+    ];
+    for key in keys {
+        store
+            .put_entry(tenant, m.id, key, &json!(key), Expect::Absent)
+            .await
+            .unwrap();
+    }
+    let list = |prefix: &'static str| store.list_entries(tenant, m.id, prefix);
+    // Everything, in byte order (code point order: UTF-8 sorts so).
+    let mut sorted: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+    sorted.sort();
+    assert_eq!(list("").await.unwrap(), sorted);
+    assert_eq!(
+        list("role/").await.unwrap(),
+        vec!["role/", "role/a", "role/a/x", "role/b"]
+    );
+    assert_eq!(
+        list("role").await.unwrap(),
+        vec!["role", "role/", "role/a", "role/a/x", "role/b", "role0", "rolex"]
+    );
+    assert_eq!(list("role/a/").await.unwrap(), vec!["role/a/x"]);
+    assert_eq!(list("p%").await.unwrap(), vec!["p%1"]);
+    assert_eq!(list("p_").await.unwrap(), vec!["p_2"]);
+    assert_eq!(list("p*").await.unwrap(), vec!["p*5"]);
+    assert_eq!(list("p[").await.unwrap(), vec!["p[6"]);
+    assert_eq!(list("P").await.unwrap(), vec!["P%4"], "case matters");
+    assert_eq!(list("é").await.unwrap(), vec!["é/1"]);
+    assert_eq!(list("\u{D7FF}").await.unwrap(), vec!["\u{D7FF}"]);
+    assert_eq!(
+        list("\u{10FFFF}").await.unwrap(),
+        vec!["\u{10FFFF}", "\u{10FFFF}z"]
+    );
+    assert!(list("role/c").await.unwrap().is_empty());
+    assert!(list("zzz").await.unwrap().is_empty());
+    assert_eq!(list("config").await.unwrap(), vec!["config"]);
+}
+
+async fn mount_entries_isolation_and_cascades(store: &dyn Store) {
+    let root = TenantId::ROOT;
+    let tenant = TenantId::random();
+    store
+        .create_tenant(&TenantRecord {
+            id: tenant,
+            name: "entries".into(),
+            created_at: 0,
+        })
+        .await
+        .unwrap();
+    let (a, b, theirs) = (
+        mount(root, "isolated-a/"),
+        mount(root, "isolated-b/"),
+        mount(tenant, "isolated-a/"),
+    );
+    for m in [&a, &b, &theirs] {
+        store.create_mount(m).await.unwrap();
+    }
+    // The same key in three mounts: three entries with their own versions.
+    for (m, writes) in [(&a, 1), (&b, 2), (&theirs, 3)] {
+        for _ in 0..writes {
+            store
+                .put_entry(m.tenant, m.id, "config", &json!(m.path), Expect::Any)
+                .await
+                .unwrap();
+        }
+    }
+    assert_eq!(
+        store.get_entry(root, a.id, "config").await.unwrap(),
+        entry(json!("isolated-a/"), 1)
+    );
+    assert_eq!(
+        store.get_entry(root, b.id, "config").await.unwrap(),
+        entry(json!("isolated-b/"), 2)
+    );
+    assert_eq!(
+        store.get_entry(tenant, theirs.id, "config").await.unwrap(),
+        entry(json!("isolated-a/"), 3)
+    );
+    // A mount is reached only through its own tenant: nothing read, listed, written or
+    // deleted through another.
+    assert_eq!(
+        store.get_entry(root, theirs.id, "config").await.unwrap(),
+        None
+    );
+    assert_eq!(store.get_entry(tenant, a.id, "config").await.unwrap(), None);
+    assert!(store
+        .list_entries(root, theirs.id, "")
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(matches!(
+        store
+            .put_entry(root, theirs.id, "config", &json!("x"), Expect::Any)
+            .await,
+        Err(StoreError::Gone)
+    ));
+    assert!(matches!(
+        store
+            .put_entry(root, theirs.id, "other", &json!("x"), Expect::Absent)
+            .await,
+        Err(StoreError::Gone)
+    ));
+    expectation_failed(
+        store
+            .put_entry(root, theirs.id, "config", &json!("x"), Expect::Version(3))
+            .await,
+    );
+    assert!(!store
+        .delete_entry(root, theirs.id, "config", Expect::Any)
+        .await
+        .unwrap());
+    assert_eq!(
+        store.get_entry(tenant, theirs.id, "config").await.unwrap(),
+        entry(json!("isolated-a/"), 3)
+    );
+
+    // Deleting a mount deletes its entries and no other; none can be written afterwards.
+    store
+        .put_entry(root, a.id, "role/x", &json!(1), Expect::Any)
+        .await
+        .unwrap();
+    assert!(store.delete_mount(root, a.id).await.unwrap());
+    assert_eq!(store.get_entry(root, a.id, "config").await.unwrap(), None);
+    assert!(store.list_entries(root, a.id, "").await.unwrap().is_empty());
+    assert!(matches!(
+        store
+            .put_entry(root, a.id, "config", &json!(1), Expect::Any)
+            .await,
+        Err(StoreError::Gone)
+    ));
+    assert_eq!(
+        store.get_entry(root, b.id, "config").await.unwrap(),
+        entry(json!("isolated-b/"), 2)
+    );
+    assert_eq!(
+        store.get_entry(tenant, theirs.id, "config").await.unwrap(),
+        entry(json!("isolated-a/"), 3)
+    );
+
+    // Deleting a tenant deletes its mounts' entries, and nobody else's.
+    assert!(store.delete_tenant(tenant).await.unwrap());
+    assert_eq!(
+        store.get_entry(tenant, theirs.id, "config").await.unwrap(),
+        None
+    );
+    assert!(store
+        .list_entries(tenant, theirs.id, "")
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        store.get_entry(root, b.id, "config").await.unwrap(),
+        entry(json!("isolated-b/"), 2)
+    );
+}
+
+/// Two stores on one database (two nodes, or two connection pools on one SQLite file)
+/// racing compare-and-sets on one entry. In each round every writer reads the entry, then
+/// all of them at once write it back one higher, expecting the version they read: exactly
+/// one must win, whichever store it came through, and the entry must count every win.
+pub async fn racing_compare_and_set(a: Arc<dyn Store>, b: Arc<dyn Store>) {
+    const WRITERS_PER_STORE: usize = 8;
+    const ROUNDS: u64 = 10;
+    let writers = 2 * WRITERS_PER_STORE;
+    let tenant = TenantId::ROOT;
+    let m = mount(tenant, "race/");
+    a.create_mount(&m).await.unwrap();
+    assert_eq!(
+        b.put_entry(
+            tenant,
+            m.id,
+            "counter",
+            &json!({"count": 0}),
+            Expect::Absent
+        )
+        .await
+        .unwrap(),
+        1
+    );
+    // Every read of a round comes before its writes, and every write before the next
+    // round's reads.
+    let barrier = Arc::new(tokio::sync::Barrier::new(writers));
+    let mut tasks = Vec::new();
+    for store in [&a, &b]
+        .into_iter()
+        .flat_map(|store| std::iter::repeat_n(store, WRITERS_PER_STORE))
+    {
+        let (store, barrier) = (store.clone(), barrier.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut won = Vec::new();
+            for _ in 0..ROUNDS {
+                let read = store
+                    .get_entry(tenant, m.id, "counter")
+                    .await
+                    .unwrap()
+                    .unwrap();
+                let count = read.value["count"].as_u64().unwrap();
+                let next = json!({ "count": count + 1 });
+                barrier.wait().await;
+                match store
+                    .put_entry(
+                        tenant,
+                        m.id,
+                        "counter",
+                        &next,
+                        Expect::Version(read.version),
+                    )
+                    .await
+                {
+                    Ok(version) => {
+                        assert_eq!(version, read.version + 1);
+                        won.push(read.version);
+                    }
+                    Err(StoreError::ExpectationFailed) => {}
+                    Err(other) => panic!("a racing write failed: {other}"),
+                }
+                barrier.wait().await;
+            }
+            won
+        }));
+    }
+    let mut won = Vec::new();
+    for task in tasks {
+        won.extend(task.await.unwrap());
+    }
+    // One winner per round, so per version: versions 1 to ROUNDS, each won once.
+    won.sort_unstable();
+    assert_eq!(won, (1..=ROUNDS).collect::<Vec<_>>());
+    for store in [&a, &b] {
+        assert_eq!(
+            store.get_entry(tenant, m.id, "counter").await.unwrap(),
+            entry(json!({ "count": ROUNDS }), ROUNDS + 1)
+        );
+    }
 }

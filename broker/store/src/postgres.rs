@@ -28,8 +28,8 @@ use async_trait::async_trait;
 use keybroker_core::{
     changes::{Change, JobGuard},
     store::{
-        AppRoleRecord, KeyMode, KeyRecord, KeyVersionRecord, MountRecord, SecretIdRecord, Store,
-        StoreError, TenantRecord, TokenRecord,
+        AppRoleRecord, Expect, KeyMode, KeyRecord, KeyVersionRecord, MountEntry, MountRecord,
+        SecretIdRecord, Store, StoreError, TenantRecord, TokenRecord,
     },
     KeyId, MountId, TenantId,
 };
@@ -514,8 +514,8 @@ impl Store for PostgresStore {
             return Ok(false);
         }
         // Tokens first (revocation): the tenant's, and any its mounts issued, which the
-        // mounts' cascade would delete unannounced. Then mounts, whose keys, versions and
-        // AppRole rows cascade.
+        // mounts' cascade would delete unannounced. Then mounts, whose keys, versions,
+        // AppRole rows and mount-storage entries cascade.
         let revoked = sqlx::query(
             "DELETE FROM tokens WHERE tenant_id = $1 \
              OR auth_mount_id IN (SELECT id FROM mounts WHERE tenant_id = $1) RETURNING hash",
@@ -682,8 +682,9 @@ impl Store for PostgresStore {
                 .fetch_all(&mut *tx)
                 .await
                 .map_err(map_error)?;
-        // Keys and their versions, tokens it issued, its AppRole rows go with the mount
-        // (ON DELETE CASCADE).
+        // Keys and their versions, tokens it issued, its AppRole rows and mount-storage
+        // entries go with the mount (ON DELETE CASCADE); the entries are announced by
+        // `Change::Mounts` alone.
         let result = sqlx::query("DELETE FROM mounts WHERE tenant_id = $1 AND id = $2")
             .bind(&tenant_text)
             .bind(&mount_text)
@@ -703,6 +704,160 @@ impl Store for PostgresStore {
         .await?;
         tx.commit().await.map_err(map_error)?;
         Ok(result.rows_affected() == 1)
+    }
+
+    async fn get_entry(
+        &self,
+        tenant: TenantId,
+        mount: MountId,
+        key: &str,
+    ) -> Result<Option<MountEntry>, StoreError> {
+        sqlx::query(
+            "SELECT value, version FROM mount_entries \
+             WHERE tenant_id = $1 AND mount_id = $2 AND key = $3",
+        )
+        .bind(tenant.to_string())
+        .bind(mount.to_string())
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(map_error)?
+        .as_ref()
+        .map(entry_from_row)
+        .transpose()
+    }
+
+    async fn put_entry(
+        &self,
+        tenant: TenantId,
+        mount: MountId,
+        key: &str,
+        value: &serde_json::Value,
+        expect: Expect,
+    ) -> Result<u64, StoreError> {
+        // One statement per expectation, the comparison inside it. Two nodes updating the
+        // same version: the second waits for the first's row lock, then re-checks its WHERE
+        // on the row the first committed, and updates nothing.
+        let statement = match expect {
+            Expect::Any => {
+                "INSERT INTO mount_entries (tenant_id, mount_id, key, value, version) \
+                 VALUES ($1, $2, $3, $4, 1) ON CONFLICT (tenant_id, mount_id, key) \
+                 DO UPDATE SET value = excluded.value, version = mount_entries.version + 1 \
+                 RETURNING version"
+            }
+            Expect::Absent => {
+                "INSERT INTO mount_entries (tenant_id, mount_id, key, value, version) \
+                 VALUES ($1, $2, $3, $4, 1) ON CONFLICT (tenant_id, mount_id, key) DO NOTHING \
+                 RETURNING version"
+            }
+            Expect::Version(_) => {
+                "UPDATE mount_entries SET value = $4, version = version + 1 \
+                 WHERE tenant_id = $1 AND mount_id = $2 AND key = $3 AND version = $5 \
+                 RETURNING version"
+            }
+        };
+        let mut tx = self.pool.begin().await.map_err(map_error)?;
+        let mut query = sqlx::query_scalar(statement)
+            .bind(tenant.to_string())
+            .bind(mount.to_string())
+            .bind(key)
+            .bind(value.to_string());
+        if let Expect::Version(version) = expect {
+            query = query.bind(to_i64(version));
+        }
+        let version: Option<i64> = query.fetch_optional(&mut *tx).await.map_err(map_error)?;
+        // Nothing written: the transaction rolls back with nothing to announce.
+        let version = version.ok_or(StoreError::ExpectationFailed)?;
+        announce_in(&mut tx, [Change::MountEntry(tenant, mount, key.to_owned())]).await?;
+        tx.commit().await.map_err(map_error)?;
+        to_u64(version, "mount_entries.version")
+    }
+
+    async fn delete_entry(
+        &self,
+        tenant: TenantId,
+        mount: MountId,
+        key: &str,
+        expect: Expect,
+    ) -> Result<bool, StoreError> {
+        let (tenant_text, mount_text) = (tenant.to_string(), mount.to_string());
+        let (statement, version) = match expect {
+            Expect::Absent => {
+                let present = sqlx::query(
+                    "SELECT 1 FROM mount_entries \
+                     WHERE tenant_id = $1 AND mount_id = $2 AND key = $3",
+                )
+                .bind(&tenant_text)
+                .bind(&mount_text)
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(map_error)?
+                .is_some();
+                return if present {
+                    Err(StoreError::ExpectationFailed)
+                } else {
+                    Ok(false)
+                };
+            }
+            Expect::Any => (
+                "DELETE FROM mount_entries WHERE tenant_id = $1 AND mount_id = $2 AND key = $3",
+                None,
+            ),
+            Expect::Version(version) => (
+                "DELETE FROM mount_entries \
+                 WHERE tenant_id = $1 AND mount_id = $2 AND key = $3 AND version = $4",
+                Some(to_i64(version)),
+            ),
+        };
+        let mut tx = self.pool.begin().await.map_err(map_error)?;
+        let mut query = sqlx::query(statement)
+            .bind(&tenant_text)
+            .bind(&mount_text)
+            .bind(key);
+        if let Some(version) = version {
+            query = query.bind(version);
+        }
+        let deleted = query
+            .execute(&mut *tx)
+            .await
+            .map_err(map_error)?
+            .rows_affected()
+            == 1;
+        if !deleted {
+            return match version {
+                Some(_) => Err(StoreError::ExpectationFailed),
+                None => Ok(false),
+            };
+        }
+        announce_in(&mut tx, [Change::MountEntry(tenant, mount, key.to_owned())]).await?;
+        tx.commit().await.map_err(map_error)?;
+        Ok(true)
+    }
+
+    async fn list_entries(
+        &self,
+        tenant: TenantId,
+        mount: MountId,
+        prefix: &str,
+    ) -> Result<Vec<String>, StoreError> {
+        // The key column sorts and compares in the "C" collation: byte order, as SQLite.
+        let end = crate::prefix_end(prefix);
+        let statement = if end.is_some() {
+            "SELECT key FROM mount_entries WHERE tenant_id = $1 AND mount_id = $2 \
+             AND key >= $3 AND key < $4 ORDER BY key"
+        } else {
+            "SELECT key FROM mount_entries WHERE tenant_id = $1 AND mount_id = $2 \
+             AND key >= $3 ORDER BY key"
+        };
+        let mut query = sqlx::query_scalar(statement)
+            .bind(tenant.to_string())
+            .bind(mount.to_string())
+            .bind(prefix);
+        if let Some(end) = end {
+            query = query.bind(end);
+        }
+        query.fetch_all(&self.pool).await.map_err(map_error)
     }
 
     async fn put_tokens(&self, tokens: &[TokenRecord]) -> Result<(), StoreError> {
@@ -1560,6 +1715,12 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_nodes_race_a_compare_and_set_with_one_winner_per_version() {
+        let (_server, a, b) = cluster().await;
+        crate::conformance::racing_compare_and_set(Arc::new(a), Arc::new(b)).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn nodes_starting_together_migrate_once() {
         let server = PgServer::start();
         let url = server.create_database("fresh");
@@ -1660,6 +1821,45 @@ mod tests {
         )
         .await;
 
+        // Mount-storage writes and deletes, by key; a mount's entries deleted with it are
+        // announced by the mount's change.
+        let storage = mount("auth/jwt/", "jwt");
+        a.create_mount(&storage).await.unwrap();
+        expect(&mut feed, &Change::Mounts(root)).await;
+        let entry = |key: &str| Change::MountEntry(root, storage.id, key.to_owned());
+        let value = serde_json::json!({"policies": ["web"]});
+        for expect_as in [Expect::Absent, Expect::Any, Expect::Version(2)] {
+            a.put_entry(root, storage.id, "role/web", &value, expect_as)
+                .await
+                .unwrap();
+            expect(&mut feed, &entry("role/web")).await;
+        }
+        a.put_entry(root, storage.id, "a:b", &value, Expect::Any)
+            .await
+            .unwrap();
+        expect(&mut feed, &entry("a:b")).await;
+        assert!(a
+            .delete_entry(root, storage.id, "role/web", Expect::Version(3))
+            .await
+            .unwrap());
+        expect(&mut feed, &entry("role/web")).await;
+        assert!(a
+            .delete_entry(root, storage.id, "a:b", Expect::Any)
+            .await
+            .unwrap());
+        expect(&mut feed, &entry("a:b")).await;
+        a.put_entry(root, storage.id, "config", &value, Expect::Any)
+            .await
+            .unwrap();
+        expect(&mut feed, &entry("config")).await;
+        assert!(a.delete_mount(root, storage.id).await.unwrap());
+        let marker = Change::Plugins;
+        a.announce(&marker).await.unwrap();
+        assert_eq!(
+            changes_until(&mut feed, &marker).await,
+            vec![Change::Mounts(root)]
+        );
+
         // What a node announces itself arrives too.
         b.announce(&Change::Plugins).await.unwrap();
         expect(&mut feed, &Change::Plugins).await;
@@ -1677,6 +1877,19 @@ mod tests {
         };
         assert!(a.add_key_version(root, 1, &second).await.unwrap());
         expect(&mut feed, &Change::Key(root, key.id)).await;
+        // A mount-storage entry.
+        let storage = mount("auth/jwt/", "jwt");
+        a.create_mount(&storage).await.unwrap();
+        expect(&mut feed, &Change::Mounts(root)).await;
+        let value = serde_json::json!(1);
+        a.put_entry(root, storage.id, "k", &value, Expect::Absent)
+            .await
+            .unwrap();
+        expect(
+            &mut feed,
+            &Change::MountEntry(root, storage.id, "k".to_owned()),
+        )
+        .await;
 
         // A lost rotation race, a refused mount, a token for a deleted mount, nothing to
         // revoke or delete.
@@ -1701,6 +1914,28 @@ mod tests {
         assert!(!a.delete_policy(root, "none").await.unwrap());
         assert!(!a.delete_mount(root, MountId::random()).await.unwrap());
         assert!(!a.delete_tenant(TenantId::random()).await.unwrap());
+        // Mount-storage writes that expected otherwise, or found nothing to delete.
+        for expect_as in [Expect::Absent, Expect::Version(2)] {
+            assert!(matches!(
+                a.put_entry(root, storage.id, "k", &value, expect_as).await,
+                Err(StoreError::ExpectationFailed)
+            ));
+        }
+        for expect_as in [Expect::Absent, Expect::Version(2)] {
+            assert!(matches!(
+                a.delete_entry(root, storage.id, "k", expect_as).await,
+                Err(StoreError::ExpectationFailed)
+            ));
+        }
+        assert!(!a
+            .delete_entry(root, storage.id, "none", Expect::Any)
+            .await
+            .unwrap());
+        assert!(matches!(
+            a.put_entry(root, MountId::random(), "k", &value, Expect::Any)
+                .await,
+            Err(StoreError::Gone)
+        ));
         // Notifications arrive in commit order: everything before the marker is seen first.
         a.announce(&Change::Plugins).await.unwrap();
         let seen = changes_until(&mut feed, &Change::Plugins).await;

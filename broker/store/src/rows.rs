@@ -57,6 +57,14 @@ macro_rules! row_decoders {
             })
         }
 
+        fn entry_from_row(row: &$row) -> Result<MountEntry, StoreError> {
+            let value: String = get(row, "value")?;
+            Ok(MountEntry {
+                value: serde_json::from_str(&value).map_err(|_| corrupt("mount_entries.value"))?,
+                version: to_u64(get(row, "version")?, "mount_entries.version")?,
+            })
+        }
+
         fn token_from_row(row: &$row) -> Result<TokenRecord, StoreError> {
             let policies: String = get(row, "policies")?;
             let meta: String = get(row, "meta")?;

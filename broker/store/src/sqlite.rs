@@ -5,8 +5,8 @@ use std::{path::Path, str::FromStr, time::Duration};
 use async_trait::async_trait;
 use keybroker_core::{
     store::{
-        AppRoleRecord, KeyMode, KeyRecord, KeyVersionRecord, MountRecord, SecretIdRecord, Store,
-        StoreError, TenantRecord, TokenRecord,
+        AppRoleRecord, Expect, KeyMode, KeyRecord, KeyVersionRecord, MountEntry, MountRecord,
+        SecretIdRecord, Store, StoreError, TenantRecord, TokenRecord,
     },
     KeyId, MountId, TenantId,
 };
@@ -134,7 +134,8 @@ impl Store for SqliteStore {
         }
         let id = tenant.to_string();
         let mut tx = self.pool.begin().await.map_err(map_error)?;
-        // Tokens first (revocation), then mounts, whose keys and versions cascade.
+        // Tokens first (revocation), then mounts, whose keys and versions, AppRole rows and
+        // mount-storage entries cascade.
         for statement in [
             "DELETE FROM tokens WHERE tenant_id = ?",
             "DELETE FROM policies WHERE tenant_id = ?",
@@ -247,7 +248,8 @@ impl Store for SqliteStore {
     }
 
     async fn delete_mount(&self, tenant: TenantId, mount: MountId) -> Result<bool, StoreError> {
-        // Keys and their versions go with the mount (ON DELETE CASCADE).
+        // Keys and their versions, AppRole rows and mount-storage entries go with the mount
+        // (ON DELETE CASCADE).
         let result = sqlx::query("DELETE FROM mounts WHERE tenant_id = ? AND id = ?")
             .bind(tenant.to_string())
             .bind(mount.to_string())
@@ -255,6 +257,144 @@ impl Store for SqliteStore {
             .await
             .map_err(map_error)?;
         Ok(result.rows_affected() == 1)
+    }
+
+    async fn get_entry(
+        &self,
+        tenant: TenantId,
+        mount: MountId,
+        key: &str,
+    ) -> Result<Option<MountEntry>, StoreError> {
+        sqlx::query(
+            "SELECT value, version FROM mount_entries \
+             WHERE tenant_id = ? AND mount_id = ? AND key = ?",
+        )
+        .bind(tenant.to_string())
+        .bind(mount.to_string())
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(map_error)?
+        .as_ref()
+        .map(entry_from_row)
+        .transpose()
+    }
+
+    async fn put_entry(
+        &self,
+        tenant: TenantId,
+        mount: MountId,
+        key: &str,
+        value: &serde_json::Value,
+        expect: Expect,
+    ) -> Result<u64, StoreError> {
+        // One statement per expectation, the comparison inside it: atomic against every
+        // other writer, on this connection pool or another.
+        let statement = match expect {
+            Expect::Any => {
+                "INSERT INTO mount_entries (tenant_id, mount_id, key, value, version) \
+                 VALUES (?1, ?2, ?3, ?4, 1) ON CONFLICT (tenant_id, mount_id, key) \
+                 DO UPDATE SET value = excluded.value, version = mount_entries.version + 1 \
+                 RETURNING version"
+            }
+            Expect::Absent => {
+                "INSERT INTO mount_entries (tenant_id, mount_id, key, value, version) \
+                 VALUES (?1, ?2, ?3, ?4, 1) ON CONFLICT (tenant_id, mount_id, key) DO NOTHING \
+                 RETURNING version"
+            }
+            Expect::Version(_) => {
+                "UPDATE mount_entries SET value = ?4, version = version + 1 \
+                 WHERE tenant_id = ?1 AND mount_id = ?2 AND key = ?3 AND version = ?5 \
+                 RETURNING version"
+            }
+        };
+        let mut query = sqlx::query_scalar(statement)
+            .bind(tenant.to_string())
+            .bind(mount.to_string())
+            .bind(key)
+            .bind(value.to_string());
+        if let Expect::Version(version) = expect {
+            query = query.bind(to_i64(version));
+        }
+        let version: Option<i64> = query.fetch_optional(&self.pool).await.map_err(map_error)?;
+        let version = version.ok_or(StoreError::ExpectationFailed)?;
+        to_u64(version, "mount_entries.version")
+    }
+
+    async fn delete_entry(
+        &self,
+        tenant: TenantId,
+        mount: MountId,
+        key: &str,
+        expect: Expect,
+    ) -> Result<bool, StoreError> {
+        let (tenant, mount) = (tenant.to_string(), mount.to_string());
+        let (statement, version) = match expect {
+            Expect::Absent => {
+                let present = sqlx::query(
+                    "SELECT 1 FROM mount_entries WHERE tenant_id = ? AND mount_id = ? AND key = ?",
+                )
+                .bind(&tenant)
+                .bind(&mount)
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(map_error)?
+                .is_some();
+                return if present {
+                    Err(StoreError::ExpectationFailed)
+                } else {
+                    Ok(false)
+                };
+            }
+            Expect::Any => (
+                "DELETE FROM mount_entries WHERE tenant_id = ?1 AND mount_id = ?2 AND key = ?3",
+                None,
+            ),
+            Expect::Version(version) => (
+                "DELETE FROM mount_entries \
+                 WHERE tenant_id = ?1 AND mount_id = ?2 AND key = ?3 AND version = ?4",
+                Some(to_i64(version)),
+            ),
+        };
+        let mut query = sqlx::query(statement).bind(&tenant).bind(&mount).bind(key);
+        if let Some(version) = version {
+            query = query.bind(version);
+        }
+        let deleted = query
+            .execute(&self.pool)
+            .await
+            .map_err(map_error)?
+            .rows_affected()
+            == 1;
+        if !deleted && version.is_some() {
+            return Err(StoreError::ExpectationFailed);
+        }
+        Ok(deleted)
+    }
+
+    async fn list_entries(
+        &self,
+        tenant: TenantId,
+        mount: MountId,
+        prefix: &str,
+    ) -> Result<Vec<String>, StoreError> {
+        let end = crate::prefix_end(prefix);
+        let statement = if end.is_some() {
+            "SELECT key FROM mount_entries WHERE tenant_id = ? AND mount_id = ? \
+             AND key >= ? AND key < ? ORDER BY key"
+        } else {
+            "SELECT key FROM mount_entries WHERE tenant_id = ? AND mount_id = ? \
+             AND key >= ? ORDER BY key"
+        };
+        let mut query = sqlx::query_scalar(statement)
+            .bind(tenant.to_string())
+            .bind(mount.to_string())
+            .bind(prefix);
+        if let Some(end) = end {
+            query = query.bind(end);
+        }
+        query.fetch_all(&self.pool).await.map_err(map_error)
     }
 
     async fn put_tokens(&self, tokens: &[TokenRecord]) -> Result<(), StoreError> {
@@ -939,6 +1079,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("t.db")).await.unwrap();
         crate::conformance::run_all(&store).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn two_stores_on_one_file_race_a_compare_and_set_with_one_winner_per_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let a = SqliteStore::open(&path).await.unwrap();
+        let b = SqliteStore::open(&path).await.unwrap();
+        crate::conformance::racing_compare_and_set(std::sync::Arc::new(a), std::sync::Arc::new(b))
+            .await;
     }
 
     #[tokio::test]

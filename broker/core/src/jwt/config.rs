@@ -20,7 +20,7 @@ fn default_refetch_interval() -> u64 {
 }
 
 /// Vault's `auth/jwt/config`, plus our extensions (`bearer_role`, `jwks_refetch_interval`).
-/// Stored as JSON in the mount's configuration. Exactly one key source is set:
+/// Stored as JSON in the mount's storage, under `config`. Exactly one key source is set:
 /// `oidc_discovery_url`, `jwks_url` or `jwt_validation_pubkeys`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]

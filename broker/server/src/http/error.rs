@@ -52,6 +52,7 @@ impl IntoResponse for ApiError {
                 Error::NotFound(message) => (StatusCode::NOT_FOUND, message.clone()),
                 Error::PermissionDenied => (StatusCode::FORBIDDEN, "permission denied".to_owned()),
                 Error::BackendDenied(message) => (StatusCode::FORBIDDEN, message.clone()),
+                Error::Conflict(message) => (StatusCode::CONFLICT, message.clone()),
                 Error::Unavailable(message) => (StatusCode::SERVICE_UNAVAILABLE, message.clone()),
                 Error::Sealed => (
                     StatusCode::SERVICE_UNAVAILABLE,

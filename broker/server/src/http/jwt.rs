@@ -7,7 +7,7 @@ use axum::{http::StatusCode, response::Response};
 use keybroker_core::{
     changes::Change,
     jwt::{JwtConfigInput, JwtRoleInput},
-    jwt_auth::{JwtMountState, LOGIN_FAILED},
+    jwt_auth::LOGIN_FAILED,
     store::MountRecord,
 };
 use serde::Deserialize;
@@ -64,14 +64,28 @@ impl MountKind for Jwt {
         (("auth/jwt/login", result), audit)
     }
 
-    /// Verifiers and bearer identities are cached per tenant: a change to a tenant's
-    /// mounts (a jwt mount's configuration lives there) or the tenant's deletion drops them.
+    /// Verifiers, bearer identities, configurations and roles are cached: a change to a
+    /// tenant's mounts or the tenant's deletion drops the tenant's, a changed entry of a
+    /// mount's storage that entry.
     async fn invalidate(&self, ready: &Ready, change: &Change) {
         match change {
             Change::Mounts(tenant) | Change::TenantDeleted(tenant) => {
                 ready.broker.jwt.forget_tenant(*tenant)
             }
             Change::Resync => ready.broker.jwt.forget_all(),
+            Change::MountEntry(tenant, mount, key) => {
+                // Only for a jwt mount, or one this node does not know yet.
+                let ours = match ready.broker.mounts.table(*tenant).await {
+                    Ok(table) => table
+                        .iter()
+                        .find(|m| m.id == *mount)
+                        .is_none_or(|m| m.kind == keybroker_core::jwt_auth::AUTH_TYPE),
+                    Err(_) => true,
+                };
+                if ours {
+                    ready.broker.jwt.forget_entry(*tenant, *mount, key);
+                }
+            }
             _ => {}
         }
     }
@@ -105,6 +119,7 @@ async fn login(
         .broker
         .jwt
         .login(
+            &ready.broker.mounts,
             &ready.broker.tokens,
             mount,
             input.role.as_deref(),
@@ -138,7 +153,7 @@ async fn handle(
     let jwt = &ready.broker.jwt;
     let mounts = &ready.broker.mounts;
     let result = match (segments.as_slice(), request.operation) {
-        (["config"], Operation::Read) => read_config(mount),
+        (["config"], Operation::Read) => read_config(ready, mount).await,
         (["config"], Operation::Write) => match body::parse::<JwtConfigInput>(&request.body) {
             Ok(input) => jwt
                 .write_config(mounts, mount, input)
@@ -147,8 +162,8 @@ async fn handle(
                 .map_err(ApiError::from),
             Err(error) => Err(error),
         },
-        (["role"], Operation::List) => list_roles(mount),
-        (["role", name], Operation::Read) => read_role(mount, name),
+        (["role"], Operation::List) => list_roles(ready, mount).await,
+        (["role", name], Operation::Read) => read_role(ready, mount, name).await,
         (["role", name], Operation::Write) => match body::parse::<JwtRoleInput>(&request.body) {
             Ok(input) => jwt
                 .write_role(mounts, mount, name, input)
@@ -168,32 +183,34 @@ async fn handle(
     ("auth/jwt", result)
 }
 
-fn state(mount: &MountRecord) -> Result<JwtMountState, ApiError> {
-    Ok(JwtMountState::of(mount)?)
-}
-
 fn not_found() -> Response {
     super::error::error_body(StatusCode::NOT_FOUND, &[])
 }
 
-fn read_config(mount: &MountRecord) -> Result<Response, ApiError> {
-    match state(mount)?.config {
+async fn read_config(ready: &Ready, mount: &MountRecord) -> Result<Response, ApiError> {
+    let jwt = &ready.broker.jwt;
+    match jwt.read_config(&ready.broker.mounts, mount).await? {
         Some(config) => Ok(response::data(&config)),
         None => Ok(not_found()),
     }
 }
 
-fn list_roles(mount: &MountRecord) -> Result<Response, ApiError> {
-    let names: Vec<String> = state(mount)?.roles.into_keys().collect();
+async fn list_roles(ready: &Ready, mount: &MountRecord) -> Result<Response, ApiError> {
+    let names = ready
+        .broker
+        .jwt
+        .list_roles(&ready.broker.mounts, mount)
+        .await?;
     if names.is_empty() {
         return Ok(not_found());
     }
     Ok(response::data(&json!({ "keys": names })))
 }
 
-fn read_role(mount: &MountRecord, name: &str) -> Result<Response, ApiError> {
-    match state(mount)?.roles.get(&name.to_ascii_lowercase()) {
-        Some(role) => Ok(response::data(role)),
+async fn read_role(ready: &Ready, mount: &MountRecord, name: &str) -> Result<Response, ApiError> {
+    let jwt = &ready.broker.jwt;
+    match jwt.read_role(&ready.broker.mounts, mount, name).await? {
+        Some(role) => Ok(response::data(&role)),
         None => Ok(not_found()),
     }
 }

@@ -4,6 +4,7 @@ use keybroker_server::{app, config, http::router};
 
 /// A dev broker (SQLite and the local KEK in a temporary directory, root token `root`):
 /// its router, its root token, and the directory (removed when dropped).
+#[allow(dead_code)] // Not every test binary needs only the API.
 pub async fn dev_broker() -> (axum::Router, String, tempfile::TempDir) {
     let (router, token, dir, _) = dev_broker_with_core().await;
     (router, token, dir)
