@@ -27,7 +27,9 @@ use tokio::sync::OnceCell;
 use crate::{
     clock::Clock,
     error::{Error, Result},
-    jwt::{JwtConfig, JwtConfigInput, JwtRole, JwtRoleInput, VerifiedJwt, Verifier},
+    jwt::{
+        IdentityProviders, JwtConfig, JwtConfigInput, JwtRole, JwtRoleInput, VerifiedJwt, Verifier,
+    },
     mounts::Mounts,
     store::{MountRecord, TokenRecord},
     tokens::{Caller, IssuedToken, TokenRequest, Tokens, DEFAULT_POLICY},
@@ -228,6 +230,8 @@ impl<V: Send + Sync + 'static> VerifierCache<V> {
 /// JWT mounts of every tenant: verifiers and the bearer-mode cache.
 pub struct JwtAuth {
     clock: Arc<dyn Clock>,
+    /// Where discovery and JWKS fetches go (the server's HTTPS client).
+    providers: Arc<dyn IdentityProviders>,
     verifiers: VerifierCache,
     /// Bearer JWTs already verified, by SHA-256 of (tenant, JWT), until their `exp`.
     bearer: Cache<[u8; 32], Arc<TokenRecord>>,
@@ -240,10 +244,12 @@ impl std::fmt::Debug for JwtAuth {
 }
 
 impl JwtAuth {
-    /// The service with the default bounds; verifiers are built on first use of each mount.
-    pub fn new(clock: Arc<dyn Clock>) -> Self {
+    /// The service with the default bounds; verifiers are built on first use of each mount,
+    /// their keys had through `providers`.
+    pub fn new(clock: Arc<dyn Clock>, providers: Arc<dyn IdentityProviders>) -> Self {
         Self::with_capacity(
             clock,
+            providers,
             DEFAULT_VERIFIER_CACHE_CAPACITY,
             DEFAULT_BEARER_CACHE_CAPACITY,
         )
@@ -251,9 +257,15 @@ impl JwtAuth {
 
     /// The service keeping at most `verifiers` mounts' verifiers and `bearer_jwts` verified
     /// bearer JWTs.
-    pub fn with_capacity(clock: Arc<dyn Clock>, verifiers: u64, bearer_jwts: u64) -> Self {
+    pub fn with_capacity(
+        clock: Arc<dyn Clock>,
+        providers: Arc<dyn IdentityProviders>,
+        verifiers: u64,
+        bearer_jwts: u64,
+    ) -> Self {
         Self {
             clock,
+            providers,
             verifiers: VerifierCache::new(verifiers),
             bearer: Cache::builder()
                 .max_capacity(bearer_jwts)
@@ -277,10 +289,12 @@ impl JwtAuth {
                 // The configuration was accepted when written: failing to build its
                 // verifier now (discovery, first JWKS fetch) means the identity provider is
                 // unreachable.
-                Verifier::new(config).await.map_err(|error| {
-                    tracing::warn!(mount = %mount.path, %error, "jwt keys cannot be fetched");
-                    Error::Unavailable("the identity provider's keys cannot be fetched".into())
-                })
+                Verifier::new(config, self.providers.as_ref())
+                    .await
+                    .map_err(|error| {
+                        tracing::warn!(mount = %mount.path, %error, "jwt keys cannot be fetched");
+                        Error::Unavailable("the identity provider's keys cannot be fetched".into())
+                    })
             })
             .await
     }
@@ -317,7 +331,7 @@ impl JwtAuth {
                 )));
             }
         }
-        let verifier = Verifier::new(&config).await?;
+        let verifier = Verifier::new(&config, self.providers.as_ref()).await?;
         let mut state = JwtMountState::of(mount)?;
         state.config = Some(config.clone());
         mounts.set_config(mount, state.to_value()?).await?;
@@ -657,7 +671,10 @@ mod tests {
 
     #[tokio::test]
     async fn forgetting_a_tenant_keeps_other_tenants_verifiers_and_bearer_identities() {
-        let auth = JwtAuth::new(Arc::new(crate::clock::SystemClock));
+        let auth = JwtAuth::new(
+            Arc::new(crate::clock::SystemClock),
+            Arc::new(crate::jwt::test_support::StubProviders::default()),
+        );
         let (acme, globex) = (tenant(1), tenant(2));
         let config = config("https://idp.example");
         let (acme_mount, globex_mount) = (mount(acme), mount(globex));

@@ -13,8 +13,9 @@
 //! ([`approle`]); ACL policies ([`policies`]) confine them to their tenant ([`tenants`]).
 //!
 //! The core talks to the world through traits: [`store::Store`] (sqlx adapters live in
-//! `keybroker-store`), [`backend::Backends`] (the plugin host lives in `keybroker-server`)
-//! and [`clock::Clock`]. [`Broker`] ties them together; the HTTP layer makes one call into
+//! `keybroker-store`), [`backend::Backends`] (the plugin host lives in `keybroker-server`),
+//! [`jwt::IdentityProviders`] (OIDC discovery and JWKS fetching over HTTPS, also in
+//! `keybroker-server`) and [`clock::Clock`]; it does no I/O of its own. [`Broker`] ties them together; the HTTP layer makes one call into
 //! it per request.
 
 pub mod approle;
