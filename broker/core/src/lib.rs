@@ -28,7 +28,6 @@ pub mod crypto;
 pub mod dek_cache;
 pub mod error;
 pub mod ids;
-pub mod input;
 pub mod jwt;
 pub mod jwt_auth;
 pub mod mounts;

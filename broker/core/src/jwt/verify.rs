@@ -245,7 +245,7 @@ mod tests {
     fn role() -> JwtRole {
         JwtRole::apply(
             None,
-            serde_json::from_value(json!({"bound_audiences": "api"})).unwrap(),
+            serde_json::from_value(json!({"bound_audiences": ["api"]})).unwrap(),
         )
         .unwrap()
     }
@@ -502,7 +502,7 @@ mod tests {
         rs256_only["alg"] = "RS256".into();
         let (verifier, _) = jwks_verifier(
             vec![rs256_only, ts::p256().jwk(Some("e"))],
-            json!({"jwt_supported_algs": "RS256,PS256"}),
+            json!({"jwt_supported_algs": ["RS256", "PS256"]}),
         )
         .await;
         verifier
