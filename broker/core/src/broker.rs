@@ -11,6 +11,7 @@ use crate::{
     changes::Change,
     clock::Clock,
     error::{Error, Result},
+    jwt::IdentityProviders,
     mounts::Mounts,
     policies::Policies,
     seal::RootKey,
@@ -104,9 +105,11 @@ impl std::fmt::Debug for Broker {
 
 impl Broker {
     /// Opens the broker on a store. Fails with `Sealed` if `root_key` is not the store's.
+    /// `identity_providers` is how the JWT auth method reaches issuers (discovery, JWKS).
     pub async fn open(
         store: Arc<dyn Store>,
         backends: Arc<dyn Backends>,
+        identity_providers: Arc<dyn IdentityProviders>,
         clock: Arc<dyn Clock>,
         root_key: &RootKey,
         settings: BrokerSettings,
@@ -130,7 +133,7 @@ impl Broker {
                 settings.tokens,
             )?,
             mounts: Mounts::new(store.clone(), clock.clone(), settings.mount_kinds.clone()),
-            jwt: crate::jwt_auth::JwtAuth::new(clock.clone()),
+            jwt: crate::jwt_auth::JwtAuth::new(clock.clone(), identity_providers),
             transit: Transit::new(store.clone(), backends, clock, settings.transit),
             store,
         })

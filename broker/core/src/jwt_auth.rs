@@ -33,7 +33,9 @@ use tokio::sync::OnceCell;
 use crate::{
     clock::Clock,
     error::{Error, Result},
-    jwt::{JwtConfig, JwtConfigInput, JwtRole, JwtRoleInput, VerifiedJwt, Verifier},
+    jwt::{
+        IdentityProviders, JwtConfig, JwtConfigInput, JwtRole, JwtRoleInput, VerifiedJwt, Verifier,
+    },
     mount_storage::{EntryCache, MountStorage, DEFAULT_ENTRY_CACHE_CAPACITY},
     mounts::Mounts,
     store::{Expect, MountRecord, TokenRecord},
@@ -241,6 +243,8 @@ pub struct JwtAuth {
     clock: Arc<dyn Clock>,
     /// Configurations and roles as last read from the mounts' storage.
     state: EntryCache,
+    /// Where discovery and JWKS fetches go (the server's HTTPS client).
+    providers: Arc<dyn IdentityProviders>,
     verifiers: VerifierCache,
     /// Bearer JWTs already verified, by SHA-256 of (tenant, JWT), until their `exp`.
     bearer: Cache<[u8; 32], Arc<TokenRecord>>,
@@ -253,10 +257,12 @@ impl std::fmt::Debug for JwtAuth {
 }
 
 impl JwtAuth {
-    /// The service with the default bounds; verifiers are built on first use of each mount.
-    pub fn new(clock: Arc<dyn Clock>) -> Self {
+    /// The service with the default bounds; verifiers are built on first use of each mount,
+    /// their keys had through `providers`.
+    pub fn new(clock: Arc<dyn Clock>, providers: Arc<dyn IdentityProviders>) -> Self {
         Self::with_capacity(
             clock,
+            providers,
             DEFAULT_VERIFIER_CACHE_CAPACITY,
             DEFAULT_BEARER_CACHE_CAPACITY,
         )
@@ -264,10 +270,16 @@ impl JwtAuth {
 
     /// The service keeping at most `verifiers` mounts' verifiers and `bearer_jwts` verified
     /// bearer JWTs.
-    pub fn with_capacity(clock: Arc<dyn Clock>, verifiers: u64, bearer_jwts: u64) -> Self {
+    pub fn with_capacity(
+        clock: Arc<dyn Clock>,
+        providers: Arc<dyn IdentityProviders>,
+        verifiers: u64,
+        bearer_jwts: u64,
+    ) -> Self {
         Self {
             clock,
             state: EntryCache::new(DEFAULT_ENTRY_CACHE_CAPACITY),
+            providers,
             verifiers: VerifierCache::new(verifiers),
             bearer: Cache::builder()
                 .max_capacity(bearer_jwts)
@@ -291,10 +303,12 @@ impl JwtAuth {
                 // The configuration was accepted when written: failing to build its
                 // verifier now (discovery, first JWKS fetch) means the identity provider is
                 // unreachable.
-                Verifier::new(config).await.map_err(|error| {
-                    tracing::warn!(mount = %mount.path, %error, "jwt keys cannot be fetched");
-                    Error::Unavailable("the identity provider's keys cannot be fetched".into())
-                })
+                Verifier::new(config, self.providers.as_ref())
+                    .await
+                    .map_err(|error| {
+                        tracing::warn!(mount = %mount.path, %error, "jwt keys cannot be fetched");
+                        Error::Unavailable("the identity provider's keys cannot be fetched".into())
+                    })
             })
             .await
     }
@@ -334,7 +348,7 @@ impl JwtAuth {
                 )));
             }
         }
-        let verifier = Verifier::new(&config).await?;
+        let verifier = Verifier::new(&config, self.providers.as_ref()).await?;
         // A write replaces the whole configuration, as in Vault: nothing to compare.
         let storage = self.storage(mounts, mount).await?;
         storage.put(CONFIG_KEY, &config, Expect::Any).await?;
@@ -835,7 +849,10 @@ mod tests {
 
     #[tokio::test]
     async fn forgetting_a_tenant_keeps_other_tenants_verifiers_and_bearer_identities() {
-        let auth = JwtAuth::new(Arc::new(crate::clock::SystemClock));
+        let auth = JwtAuth::new(
+            Arc::new(crate::clock::SystemClock),
+            Arc::new(crate::jwt::test_support::StubProviders::default()),
+        );
         let (acme, globex) = (tenant(1), tenant(2));
         let config = config("https://idp.example");
         let (acme_mount, globex_mount) = (mount(acme), mount(globex));

@@ -14,8 +14,10 @@
 //!
 //! The core talks to the world through traits: [`store::Store`] (sqlx adapters live in
 //! `keybroker-store`; engines and auth methods keep their own state in
-//! [`mount_storage`]), [`backend::Backends`] (the plugin host lives in `keybroker-server`)
-//! and [`clock::Clock`]. [`Broker`] ties them together; the HTTP layer makes one call into
+//! [`mount_storage`]), [`backend::Backends`] (the plugin host lives in `keybroker-server`),
+//! [`jwt::IdentityProviders`] (OIDC discovery and JWKS fetching over HTTPS, also in
+//! `keybroker-server`) and [`clock::Clock`]; it does no I/O of its own. [`Broker`] ties them
+//! together; the HTTP layer makes one call into
 //! it per request.
 
 pub mod approle;
@@ -28,7 +30,6 @@ pub mod crypto;
 pub mod dek_cache;
 pub mod error;
 pub mod ids;
-pub mod input;
 pub mod jwt;
 pub mod jwt_auth;
 pub mod mount_storage;

@@ -15,6 +15,7 @@ use crate::{
     audit::{AuditSink, FileSink, FileSinkSettings},
     config::{Config, SealConfig, StorageConfig},
     http::{kind::Registry, AppState, LiveState, Ready},
+    idp::HttpsIdentityProviders,
     metrics::{BackendMetrics, Metrics},
     plugin_host::{HostSettings, PluginHost},
     seal::{backend_root_key, load_root_key},
@@ -321,6 +322,7 @@ async fn open_with_root_key(
     let broker = match Broker::open(
         store.clone(),
         host.clone(),
+        Arc::new(HttpsIdentityProviders),
         Arc::new(SystemClock),
         &root_key,
         settings,

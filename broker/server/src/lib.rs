@@ -1,4 +1,5 @@
-//! The keybroker server: HTTP API (Vault-compatible), plugin host, config, seal.
+//! The keybroker server: HTTP API (Vault-compatible), plugin host, identity providers (HTTPS),
+//! config, seal.
 //!
 //! `keybroker server --dev` starts a broker on 127.0.0.1:8200 with SQLite in a temporary
 //! directory, a generated root key, the built-in local-KEK instance `local`, and transit at
@@ -11,6 +12,7 @@ pub mod audit;
 pub mod config;
 pub mod http;
 pub mod hygiene;
+pub mod idp;
 pub mod listener;
 pub mod metrics;
 pub mod plugin_host;

@@ -3,39 +3,55 @@
 //! bound claims (names, JSON pointers, globs), the user and groups claims and claim
 //! mappings. Input: the claims, a JSON object.
 
-use keybroker_core::jwt::{fuzzing::check_claims, JwtRole, MAX_LEEWAY};
+use keybroker_core::jwt::{fuzzing::check_claims, JwtRole, JwtRoleInput, MAX_LEEWAY};
 use serde_json::{json, Map, Value};
 
 const NOW: i64 = 1_700_000_000;
 const ISSUER: &str = "https://idp.example";
 
-fn role(fields: Value) -> JwtRole {
-    JwtRole::apply(None, serde_json::from_value(fields).unwrap()).unwrap()
+fn strings(items: &[&str]) -> Option<Vec<String>> {
+    Some(items.iter().map(|item| (*item).to_owned()).collect())
+}
+
+fn object(value: Value) -> Option<Map<String, Value>> {
+    value.as_object().cloned()
 }
 
 /// Roles that between them use every check.
 fn roles() -> Vec<JwtRole> {
-    vec![
-        role(json!({"bound_audiences": "api"})),
-        role(json!({
-            "bound_audiences": ["api", "other"],
-            "bound_subject": "svc-a",
-            "user_claim": "/profile/id",
-            "groups_claim": "groups",
-            "claim_mappings": {"/org/name": "org", "email": "email", "/a~1b/0": "slashed"},
-            "clock_skew_leeway": 0,
-            "expiration_leeway": 0,
-            "not_before_leeway": 0,
-        })),
-        role(json!({
-            "bound_claims_type": "glob",
-            "bound_claims": {"/groups/0": "adm*", "email": ["*@example.com", "root"], "n": 5},
-            "groups_claim": "/nested/groups",
-            "clock_skew_leeway": 300,
-            "expiration_leeway": 300,
-            "not_before_leeway": 300,
-        })),
+    let leeways = |seconds| JwtRoleInput {
+        clock_skew_leeway: Some(seconds),
+        expiration_leeway: Some(seconds),
+        not_before_leeway: Some(seconds),
+        ..JwtRoleInput::default()
+    };
+    [
+        JwtRoleInput {
+            bound_audiences: strings(&["api"]),
+            ..JwtRoleInput::default()
+        },
+        JwtRoleInput {
+            bound_audiences: strings(&["api", "other"]),
+            bound_subject: Some("svc-a".to_owned()),
+            user_claim: Some("/profile/id".to_owned()),
+            groups_claim: Some("groups".to_owned()),
+            claim_mappings: object(
+                json!({"/org/name": "org", "email": "email", "/a~1b/0": "slashed"}),
+            ),
+            ..leeways(0)
+        },
+        JwtRoleInput {
+            bound_claims_type: Some("glob".to_owned()),
+            bound_claims: object(
+                json!({"/groups/0": "adm*", "email": ["*@example.com", "root"], "n": 5}),
+            ),
+            groups_claim: Some("/nested/groups".to_owned()),
+            ..leeways(300)
+        },
     ]
+    .into_iter()
+    .map(|input| JwtRole::apply(None, input).unwrap())
+    .collect()
 }
 
 /// Checks the claims in `data` against each role, with and without an expected issuer.

@@ -1,12 +1,12 @@
 //! Request bodies (`broker/server/src/http/body.rs` and the wire structs of every handler)
-//! and Vault's lenient field decoding (`broker/core/src/input.rs`): numbers or numeric
+//! and Vault's lenient field decoding (`broker/server/src/http/input.rs`): numbers or numeric
 //! strings, booleans in Vault's spellings, durations (`"1h"`), comma-separated lists,
 //! objects given as JSON text.
 
-use keybroker_core::input::{
-    opt_bool, opt_duration_secs, opt_object, opt_string_list, opt_u64, present, MAX_DURATION_SECS,
+use keybroker_server::http::fuzzing::{
+    self, opt_bool, opt_duration_secs, opt_object, opt_string_list, opt_u64, present,
+    MAX_DURATION_SECS,
 };
-use keybroker_server::http::fuzzing;
 use serde_json::Value;
 
 /// Decodes `data` as the body of every handler, then each of its fields with every lenient

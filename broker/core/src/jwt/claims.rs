@@ -390,7 +390,7 @@ mod tests {
     }
 
     fn api_role() -> JwtRole {
-        make_role(json!({"bound_audiences": "api"}))
+        make_role(json!({"bound_audiences": ["api"]}))
     }
 
     fn refusal(claims: &Map<String, Value>, role: &JwtRole, issuers: &[String]) -> Refusal {
@@ -437,7 +437,7 @@ mod tests {
             EXPIRED
         );
         let strict = make_role(
-            json!({"bound_audiences": "api", "expiration_leeway": 0, "clock_skew_leeway": 0}),
+            json!({"bound_audiences": ["api"], "expiration_leeway": 0, "clock_skew_leeway": 0}),
         );
         assert!(check(&with(json!({"exp": NOW + 1})), &strict, &[], NOW).is_ok());
         assert_eq!(
@@ -462,7 +462,7 @@ mod tests {
             NOT_YET_VALID
         );
         let strict = make_role(
-            json!({"bound_audiences": "api", "not_before_leeway": 0, "clock_skew_leeway": 0}),
+            json!({"bound_audiences": ["api"], "not_before_leeway": 0, "clock_skew_leeway": 0}),
         );
         assert!(check(&with(json!({"nbf": NOW})), &strict, &[], NOW).is_ok());
         assert_eq!(
@@ -539,7 +539,7 @@ mod tests {
 
     #[test]
     fn bound_subject_is_exact() {
-        let role = make_role(json!({"bound_audiences": "api", "bound_subject": "svc-a"}));
+        let role = make_role(json!({"bound_audiences": ["api"], "bound_subject": "svc-a"}));
         assert!(check(&with(json!({})), &role, &[], NOW).is_ok());
         for sub in [json!("svc-A"), json!("svc-a "), Value::Null, json!(1)] {
             assert_eq!(
@@ -552,7 +552,7 @@ mod tests {
     #[test]
     fn bound_claims_by_name_and_pointer() {
         let role = make_role(json!({
-            "bound_audiences": "api",
+            "bound_audiences": ["api"],
             "bound_claims": {"team": ["web", "data"], "/org/id": "42", "verified": "true"},
         }));
         let good = json!({"team": "data", "org": {"id": 42}, "verified": true});
@@ -589,7 +589,7 @@ mod tests {
     #[test]
     fn json_pointer_escapes() {
         let role =
-            make_role(json!({"bound_audiences": "api", "bound_claims": {"/a~1b/c~0d": "x"}}));
+            make_role(json!({"bound_audiences": ["api"], "bound_claims": {"/a~1b/c~0d": "x"}}));
         assert!(check(&with(json!({"a/b": {"c~d": "x"}})), &role, &[], NOW).is_ok());
         assert!(check(&with(json!({"a": {"b": {"c~d": "x"}}})), &role, &[], NOW).is_err());
     }
@@ -597,7 +597,7 @@ mod tests {
     #[test]
     fn glob_bound_claims() {
         let role = make_role(json!({
-            "bound_audiences": "api",
+            "bound_audiences": ["api"],
             "bound_claims_type": "glob",
             "bound_claims": {"email": "*@example.com", "repo": ["org/*-service"]},
         }));
@@ -620,7 +620,7 @@ mod tests {
         }
         // The same values as plain strings match only literally.
         let literal = make_role(
-            json!({"bound_audiences": "api", "bound_claims": {"email": "*@example.com"}}),
+            json!({"bound_audiences": ["api"], "bound_claims": {"email": "*@example.com"}}),
         );
         assert!(check(&with(json!({"email": "a@example.com"})), &literal, &[], NOW).is_err());
         assert!(check(&with(json!({"email": "*@example.com"})), &literal, &[], NOW).is_ok());
@@ -653,7 +653,7 @@ mod tests {
 
     #[test]
     fn user_claim() {
-        let by_email = make_role(json!({"bound_audiences": "api", "user_claim": "email"}));
+        let by_email = make_role(json!({"bound_audiences": ["api"], "user_claim": "email"}));
         let accepted = check(
             &with(json!({"email": "a@example.com"})),
             &by_email,
@@ -662,7 +662,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(accepted.user, "a@example.com");
-        let numeric = make_role(json!({"bound_audiences": "api", "user_claim": "/ids/uid"}));
+        let numeric = make_role(json!({"bound_audiences": ["api"], "user_claim": "/ids/uid"}));
         assert_eq!(
             check(&with(json!({"ids": {"uid": 1001}})), &numeric, &[], NOW)
                 .unwrap()
@@ -684,7 +684,7 @@ mod tests {
 
     #[test]
     fn groups_claim() {
-        let role = make_role(json!({"bound_audiences": "api", "groups_claim": "groups"}));
+        let role = make_role(json!({"bound_audiences": ["api"], "groups_claim": "groups"}));
         let accepted = check(&with(json!({"groups": ["a", "b"]})), &role, &[], NOW).unwrap();
         assert_eq!(accepted.groups, ["a", "b"]);
         assert_eq!(
@@ -706,7 +706,7 @@ mod tests {
     #[test]
     fn claim_mappings_become_metadata() {
         let role = make_role(json!({
-            "bound_audiences": "api",
+            "bound_audiences": ["api"],
             "claim_mappings": {"team": "team", "/org/id": "org_id", "admin": "is_admin", "absent": "never"},
         }));
         let accepted = check(

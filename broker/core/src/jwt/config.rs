@@ -4,10 +4,7 @@ use jsonwebtoken::Algorithm;
 use serde::{Deserialize, Serialize};
 
 use super::keys::{self, VerificationKey};
-use crate::{
-    error::{Error, Result},
-    input,
-};
+use crate::error::{Error, Result};
 
 /// Seconds between two JWKS refetches caused by unknown `kid`s, unless configured.
 pub const DEFAULT_JWKS_REFETCH_INTERVAL: u64 = 30;
@@ -69,11 +66,12 @@ impl Default for JwtConfig {
     }
 }
 
-/// A write to `auth/jwt/config` (Vault API), field by field as sent. Every field is
-/// optional; lists are JSON lists or comma-separated strings, durations seconds or `"30s"`.
-/// A write replaces the whole configuration, as in Vault. Unknown fields are ignored.
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(default)]
+/// A write to `auth/jwt/config` (Vault API), as the HTTP edge decoded it (its wire struct
+/// takes Vault's lenient forms). Every field is optional; a write replaces the whole
+/// configuration, as in Vault.
+#[derive(Clone, Debug, Default)]
+// Tests write inputs as (canonical) JSON.
+#[cfg_attr(test, derive(Deserialize), serde(default))]
 pub struct JwtConfigInput {
     /// See [`JwtConfig::oidc_discovery_url`].
     pub oidc_discovery_url: Option<String>,
@@ -84,28 +82,22 @@ pub struct JwtConfigInput {
     /// See [`JwtConfig::jwks_ca_pem`].
     pub jwks_ca_pem: Option<String>,
     /// See [`JwtConfig::jwt_validation_pubkeys`].
-    #[serde(deserialize_with = "input::opt_string_list")]
     pub jwt_validation_pubkeys: Option<Vec<String>>,
     /// See [`JwtConfig::bound_issuer`].
     pub bound_issuer: Option<String>,
     /// See [`JwtConfig::jwt_supported_algs`].
-    #[serde(deserialize_with = "input::opt_string_list")]
     pub jwt_supported_algs: Option<Vec<String>>,
     /// See [`JwtConfig::default_role`].
     pub default_role: Option<String>,
     /// See [`JwtConfig::bearer_role`].
     pub bearer_role: Option<String>,
-    /// See [`JwtConfig::jwks_refetch_interval`].
-    #[serde(deserialize_with = "input::opt_duration_secs")]
+    /// See [`JwtConfig::jwks_refetch_interval`], seconds.
     pub jwks_refetch_interval: Option<u64>,
     /// Whether Vault's `oidc_client_id` was given (the OIDC login flow is not supported).
-    #[serde(deserialize_with = "input::present")]
     pub oidc_client_id: bool,
     /// Whether Vault's `oidc_client_secret` was given; its value is never kept.
-    #[serde(deserialize_with = "input::present")]
     pub oidc_client_secret: bool,
     /// Whether Vault's `jwks_pairs` was given (several JWKS URLs are not supported).
-    #[serde(deserialize_with = "input::present")]
     pub jwks_pairs: bool,
 }
 
@@ -125,7 +117,7 @@ fn role_name(field: &str, value: Option<String>) -> Result<Option<String>> {
 
 /// Checks a URL we fetch from: https, a host, no credentials, no fragment.
 fn check_url(field: &str, url: &str) -> Result<()> {
-    let parsed = reqwest::Url::parse(url)
+    let parsed = url::Url::parse(url)
         .map_err(|e| Error::invalid(format!("{field}: invalid URL {url:?}: {e}")))?;
     if parsed.scheme() != "https" {
         return Err(Error::invalid(format!(
@@ -150,8 +142,9 @@ fn check_url(field: &str, url: &str) -> Result<()> {
 
 impl JwtConfig {
     /// Builds and checks a configuration from a write to `auth/jwt/config`: exactly one key
-    /// source, https URLs, CA certificates and public keys that parse, known asymmetric
-    /// algorithms only. Nothing is fetched here ([`crate::jwt::Verifier::new`] does).
+    /// source, https URLs, public keys that parse, known asymmetric algorithms only. Nothing
+    /// is fetched here, and CA certificates are judged by the identity providers that use
+    /// them ([`crate::jwt::Verifier::new`] does both).
     pub fn from_input(input: JwtConfigInput) -> Result<Self> {
         if input.oidc_client_id || input.oidc_client_secret {
             return Err(Error::invalid(
@@ -221,13 +214,9 @@ impl JwtConfig {
                     "bound_issuer must equal oidc_discovery_url (the issuer discovery accepts) or be unset",
                 ));
             }
-            super::http::client(self.oidc_discovery_ca_pem.as_deref())
-                .map_err(|e| Error::invalid(format!("oidc_discovery_ca_pem: {e}")))?;
         }
         if let Some(url) = &self.jwks_url {
             check_url("jwks_url", url)?;
-            super::http::client(self.jwks_ca_pem.as_deref())
-                .map_err(|e| Error::invalid(format!("jwks_ca_pem: {e}")))?;
         }
         let keys = self.static_keys()?;
         if !self.jwt_validation_pubkeys.is_empty() && keys.is_empty() {
@@ -295,10 +284,10 @@ mod tests {
         let config = JwtConfig::from_input(input(serde_json::json!({
             "jwt_validation_pubkeys": [ts::rsa().public_pem, ts::ed25519().public_pem],
             "bound_issuer": " https://issuer.example ",
-            "jwt_supported_algs": "RS256, EdDSA,RS256",
+            "jwt_supported_algs": ["RS256", "EdDSA", "RS256"],
             "default_role": "Reader",
             "bearer_role": "",
-            "jwks_refetch_interval": "1m",
+            "jwks_refetch_interval": 60,
         })))
         .unwrap();
         assert_eq!(config.jwt_validation_pubkeys.len(), 2);
@@ -387,15 +376,7 @@ mod tests {
     }
 
     #[test]
-    fn ca_pems_must_parse_and_fit_their_source() {
-        refused(
-            serde_json::json!({"jwks_url": "https://a.example/k", "jwks_ca_pem": "junk"}),
-            "jwks_ca_pem",
-        );
-        refused(
-            serde_json::json!({"oidc_discovery_url": "https://a.example", "oidc_discovery_ca_pem": "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"}),
-            "oidc_discovery_ca_pem",
-        );
+    fn ca_pems_must_fit_their_source() {
         refused(
             serde_json::json!({"jwks_url": "https://a.example/k", "oidc_discovery_ca_pem": ts::CA_PEM}),
             "only used with oidc_discovery_url",
@@ -442,16 +423,12 @@ mod tests {
         let base = || serde_json::json!({"jwks_url": "https://a.example/k"});
         for field in ["oidc_client_id", "oidc_client_secret"] {
             let mut body = base();
-            body[field] = "x".into();
+            body[field] = true.into();
             refused(body, "not supported");
         }
         let mut body = base();
-        body["jwks_pairs"] = serde_json::json!([{"jwks_url": "https://b.example"}]);
+        body["jwks_pairs"] = true.into();
         refused(body, "jwks_pairs");
-        // Empty values are what a client that always sends every field sends.
-        let mut body = base();
-        body["oidc_client_id"] = "".into();
-        JwtConfig::from_input(input(body)).unwrap();
     }
 
     #[test]
@@ -463,9 +440,9 @@ mod tests {
         let mut body = base();
         body["bearer_role"] = "-x".into();
         refused(body, "bearer_role");
-        for interval in [serde_json::json!(0), serde_json::json!("48h")] {
+        for interval in [0, 48 * 3600] {
             let mut body = base();
-            body["jwks_refetch_interval"] = interval;
+            body["jwks_refetch_interval"] = interval.into();
             refused(body, "jwks_refetch_interval");
         }
     }

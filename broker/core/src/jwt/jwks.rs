@@ -20,8 +20,8 @@ use jsonwebtoken::Algorithm;
 
 use super::keys::{self, algorithm_name, VerificationKey};
 
-/// Fetches the bytes of a JWKS document (`{"keys":[…]}`). The HTTPS implementation is
-/// internal; tests and other transports implement this.
+/// Fetches the bytes of a JWKS document (`{"keys":[…]}`). [`super::IdentityProviders`] makes
+/// them (the server's over HTTPS); tests implement this.
 #[async_trait]
 pub trait JwksFetcher: Send + Sync {
     /// The document, or why it could not be had.

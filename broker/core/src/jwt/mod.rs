@@ -9,7 +9,9 @@
 //!   name, the groups and the token metadata.
 //! - [`Verifier`] holds one configuration's keys. JWKS keys are cached and refetched on an
 //!   unknown `kid`, at most once per `jwks_refetch_interval`, one fetch for all concurrent
-//!   verifications; the fetch sits behind [`JwksFetcher`] so tests stub it.
+//!   verifications.
+//! - [`IdentityProviders`] is how keys are had from a URL (OIDC discovery, [`JwksFetcher`]):
+//!   the server implements it over HTTPS, tests stub it; nothing here does I/O.
 //!
 //! The signing algorithm is never taken from the token alone: it must be one the key's type
 //! allows, narrowed by the key's own `alg` and by `jwt_supported_algs`; `none` and HMAC are
@@ -18,19 +20,20 @@
 
 mod claims;
 mod config;
-mod http;
 mod jwks;
 mod keys;
+mod provider;
 mod role;
 mod token;
 mod verify;
 
 #[cfg(test)]
-mod test_support;
+pub(crate) mod test_support;
 
 pub use claims::glob_match;
 pub use config::{JwtConfig, JwtConfigInput, DEFAULT_JWKS_REFETCH_INTERVAL};
 pub use jwks::JwksFetcher;
+pub use provider::{Discovered, IdentityProviders, ProviderError};
 pub use role::{JwtRole, JwtRoleInput, MAX_LEEWAY};
 pub use verify::{VerifiedJwt, Verifier, MAX_TOKEN_LEN};
 

@@ -17,7 +17,7 @@ use p256::{
 use rsa::{pkcs1::EncodeRsaPublicKey, traits::PublicKeyParts};
 use serde_json::{json, Value};
 
-use super::JwksFetcher;
+use super::{Discovered, IdentityProviders, JwksFetcher, ProviderError};
 
 /// A self-signed CA certificate (P-256, made once with `openssl req -x509`), for CA PEM
 /// fields; nothing connects to it.
@@ -209,4 +209,48 @@ pub fn stub(keys: Vec<Value>) -> Arc<StubFetcher> {
 /// Makes the stub serve these JWKs from now on.
 pub fn serve(stub: &StubFetcher, keys: Vec<Value>) {
     *stub.document.lock().unwrap() = Some(json!({ "keys": keys }));
+}
+
+/// Identity providers for tests: every JWKS URL is served by `jwks`; discovery finds `issuer`
+/// (and fails without one); CA certificates other than [`CA_PEM`] are refused.
+#[derive(Default)]
+pub struct StubProviders {
+    /// The fetcher of every JWKS URL.
+    pub jwks: Arc<StubFetcher>,
+    /// What discovery finds; `None` makes it fail.
+    pub issuer: Option<String>,
+}
+
+fn trusted(ca_pem: Option<&str>) -> Result<(), ProviderError> {
+    match ca_pem {
+        // Configurations keep text fields trimmed.
+        Some(pem) if pem != CA_PEM.trim() => Err(ProviderError::CaCertificates(
+            "no PEM certificate found".to_owned(),
+        )),
+        _ => Ok(()),
+    }
+}
+
+#[async_trait]
+impl IdentityProviders for StubProviders {
+    async fn discover(&self, url: &str, ca_pem: Option<&str>) -> Result<Discovered, ProviderError> {
+        trusted(ca_pem)?;
+        let issuer = self
+            .issuer
+            .clone()
+            .ok_or_else(|| ProviderError::Fetch("connection refused".to_owned()))?;
+        Ok(Discovered {
+            issuer,
+            jwks_uri: format!("{url}/jwks"),
+        })
+    }
+
+    fn jwks_fetcher(
+        &self,
+        _url: &str,
+        ca_pem: Option<&str>,
+    ) -> Result<Box<dyn JwksFetcher>, ProviderError> {
+        trusted(ca_pem)?;
+        Ok(Box::new(self.jwks.clone()))
+    }
 }

@@ -6,10 +6,9 @@ use std::collections::BTreeMap;
 
 use super::{
     claims::{self, Refusal, BAD_SIGNATURE, MALFORMED},
-    http,
     jwks::{JwksCache, JwksFetcher},
     keys::{algorithm_name, VerificationKey},
-    token, JwtConfig, JwtRole,
+    token, IdentityProviders, JwtConfig, JwtRole, ProviderError,
 };
 use crate::error::{Error, Result};
 
@@ -69,26 +68,37 @@ fn fetch_failed(what: &str, url: &str, cause: &str) -> Error {
     ))
 }
 
+/// What the caller learns of a provider's error: what is wrong with the CA certificates they
+/// gave in `ca_field`, or only that fetching `what` failed.
+fn provider_failed(what: &str, ca_field: &str, url: &str, error: ProviderError) -> Error {
+    match error {
+        ProviderError::CaCertificates(reason) => Error::invalid(format!("{ca_field}: {reason}")),
+        ProviderError::Fetch(cause) => fetch_failed(what, url, &cause),
+    }
+}
+
 impl Verifier {
     /// The verifier of `config`. Static keys are parsed; with `jwks_url` the JWKS is fetched,
-    /// with `oidc_discovery_url` discovery runs and then the JWKS is fetched. A configuration
-    /// whose keys cannot be had is refused (400) with the reason.
-    pub async fn new(config: &JwtConfig) -> Result<Self> {
+    /// with `oidc_discovery_url` discovery runs and then the JWKS is fetched, both through
+    /// `providers`. A configuration whose keys cannot be had is refused (400): with the reason
+    /// when its CA certificates cannot be used, generically when a fetch failed.
+    pub async fn new(config: &JwtConfig, providers: &dyn IdentityProviders) -> Result<Self> {
         config.check()?;
         if let Some(url) = &config.oidc_discovery_url {
-            let client = http::client(config.oidc_discovery_ca_pem.as_deref())
-                .map_err(|e| Error::invalid(format!("oidc_discovery_ca_pem: {e}")))?;
-            let discovered = http::discover(&client, url)
-                .await
-                .map_err(|cause| fetch_failed("oidc_discovery_url", url, &cause))?;
-            let fetcher = http::HttpJwksFetcher::new(client, discovered.jwks_uri);
-            return Self::with_fetcher(config, Box::new(fetcher), Some(discovered.issuer)).await;
+            let ca_pem = config.oidc_discovery_ca_pem.as_deref();
+            let failed =
+                |error| provider_failed("oidc_discovery_url", "oidc_discovery_ca_pem", url, error);
+            let discovered = providers.discover(url, ca_pem).await.map_err(failed)?;
+            let fetcher = providers
+                .jwks_fetcher(&discovered.jwks_uri, ca_pem)
+                .map_err(failed)?;
+            return Self::with_fetcher(config, fetcher, Some(discovered.issuer)).await;
         }
         if let Some(url) = &config.jwks_url {
-            let client = http::client(config.jwks_ca_pem.as_deref())
-                .map_err(|e| Error::invalid(format!("jwks_ca_pem: {e}")))?;
-            let fetcher = http::HttpJwksFetcher::new(client, url.clone());
-            return Self::with_fetcher(config, Box::new(fetcher), None).await;
+            let fetcher = providers
+                .jwks_fetcher(url, config.jwks_ca_pem.as_deref())
+                .map_err(|error| provider_failed("the JWKS", "jwks_ca_pem", url, error))?;
+            return Self::with_fetcher(config, fetcher, None).await;
         }
         Ok(Self {
             keys: Keys::Static(config.static_keys()?),
@@ -235,7 +245,7 @@ mod tests {
     fn role() -> JwtRole {
         JwtRole::apply(
             None,
-            serde_json::from_value(json!({"bound_audiences": "api"})).unwrap(),
+            serde_json::from_value(json!({"bound_audiences": ["api"]})).unwrap(),
         )
         .unwrap()
     }
@@ -252,7 +262,9 @@ mod tests {
         for (key, value) in extra.as_object().unwrap() {
             fields[key] = value.clone();
         }
-        Verifier::new(&config(fields)).await.unwrap()
+        Verifier::new(&config(fields), &ts::StubProviders::default())
+            .await
+            .unwrap()
     }
 
     async fn jwks_verifier(
@@ -490,7 +502,7 @@ mod tests {
         rs256_only["alg"] = "RS256".into();
         let (verifier, _) = jwks_verifier(
             vec![rs256_only, ts::p256().jwk(Some("e"))],
-            json!({"jwt_supported_algs": "RS256,PS256"}),
+            json!({"jwt_supported_algs": ["RS256", "PS256"]}),
         )
         .await;
         verifier
@@ -534,6 +546,60 @@ mod tests {
                 assert!(!message.contains("connection refused"), "{message}");
             }
             other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn keys_come_through_the_identity_providers() {
+        let providers = ts::StubProviders {
+            jwks: stub(vec![ts::rsa().jwk(Some("k"))]),
+            issuer: Some(ISSUER.to_owned()),
+        };
+        let token = ts::rsa().token(Some("k"), &claims());
+        let discovery =
+            config(json!({"oidc_discovery_url": ISSUER, "oidc_discovery_ca_pem": ts::CA_PEM}));
+        let verifier = Verifier::new(&discovery, &providers).await.unwrap();
+        assert_eq!(verifier.expected_issuers(), [ISSUER]);
+        verifier.verify(&token, &role(), NOW).await.unwrap();
+        let jwks = config(json!({"jwks_url": "https://idp.example/jwks"}));
+        let verifier = Verifier::new(&jwks, &providers).await.unwrap();
+        assert!(verifier.expected_issuers().is_empty());
+        verifier.verify(&token, &role(), NOW).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_provider_that_cannot_be_reached_or_trusted_is_refused() {
+        let unreachable = ts::StubProviders::default();
+        for fields in [
+            json!({"oidc_discovery_url": ISSUER}),
+            json!({"jwks_url": "https://idp.example/jwks"}),
+        ] {
+            // The caller learns that the keys could not be had, not why (the log says).
+            match Verifier::new(&config(fields.clone()), &unreachable).await {
+                Err(Error::InvalidRequest(message)) => {
+                    assert!(message.contains("could not be fetched"), "{message}");
+                    assert!(!message.contains("connection refused"), "{message}");
+                }
+                other => panic!("{fields}: {other:?}"),
+            }
+        }
+        // CA certificates that cannot be used: the admin who gave them learns why.
+        for (fields, field) in [
+            (
+                json!({"oidc_discovery_url": ISSUER, "oidc_discovery_ca_pem": "junk"}),
+                "oidc_discovery_ca_pem",
+            ),
+            (
+                json!({"jwks_url": "https://idp.example/jwks", "jwks_ca_pem": "junk"}),
+                "jwks_ca_pem",
+            ),
+        ] {
+            match Verifier::new(&config(fields.clone()), &unreachable).await {
+                Err(Error::InvalidRequest(message)) => {
+                    assert_eq!(message, format!("{field}: no PEM certificate found"))
+                }
+                other => panic!("{fields}: {other:?}"),
+            }
         }
     }
 

@@ -7,7 +7,9 @@ use serde::{de::DeserializeOwned, Deserialize, Deserializer};
 use serde_json::Value;
 
 use super::error::ApiError;
-pub use keybroker_core::input::{opt_bool, opt_duration_secs, opt_u64};
+pub use super::input::{
+    opt_bool, opt_duration_secs, opt_object, opt_string_list, opt_u64, present,
+};
 
 /// Parses a body into `T`; an empty body, or JSON `null` (`bao write -f`), is `{}`.
 pub fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {

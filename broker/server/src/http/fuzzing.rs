@@ -1,7 +1,11 @@
 //! Entry points for the fuzz targets (`fuzz/`, replayed by `cargo test -p keybroker-fuzz`),
 //! not an API: every request body a handler reads, decoded into its wire struct and on as
 //! the handler decodes it (lists, CIDR blocks, base64, batch items, policies, JWT
-//! configuration and roles), without a broker.
+//! configuration and roles), without a broker; and Vault's lenient field decoders.
+
+pub use super::input::{
+    opt_bool, opt_duration_secs, opt_object, opt_string_list, opt_u64, present, MAX_DURATION_SECS,
+};
 
 /// Decodes `body` as each handler of the HTTP API would; how many wire structs accepted it.
 pub fn request_body(body: &[u8]) -> usize {

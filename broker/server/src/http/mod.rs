@@ -11,6 +11,7 @@ mod body;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
+mod input;
 mod jwt;
 pub mod kind;
 mod policies;

@@ -1,13 +1,13 @@
 //! Lenient decoding of request fields, as Vault's field decoding does: the `bao` CLI sends
 //! every `key=value` as a string (`token_ttl="1h"`, `bound_audiences="a,b"`), API clients
-//! send JSON numbers, lists and objects. The HTTP layer's bodies and the auth methods'
-//! inputs decode with these.
+//! send JSON numbers, lists and objects. The wire structs of every handler decode with these
+//! (through [`super::body`]); the core only ever sees the decoded values.
 
 use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value};
 
 /// What kind of JSON value this is, for error messages (never the value itself).
-pub fn describe(value: &Value) -> &'static str {
+fn describe(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",

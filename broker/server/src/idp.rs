@@ -1,13 +1,14 @@
-//! Fetching from an identity provider: the HTTPS client (rustls on ring, optional CA
-//! certificates instead of the system's roots, no redirects, short timeouts, capped
-//! responses), OIDC discovery through `openidconnect`, and the JWKS fetcher.
+//! The identity providers of the JWT auth method, reached over HTTPS: the core's
+//! [`IdentityProviders`] on a reqwest client (rustls on ring, optional CA certificates instead
+//! of the system's roots, no redirects, short timeouts, capped responses), OIDC discovery
+//! through `openidconnect`, and the JWKS fetcher. The composition root ([`crate::app`]) hands
+//! it to the core.
 
 use std::{error::Error as StdError, time::Duration};
 
 use async_trait::async_trait;
+use keybroker_core::jwt::{Discovered, IdentityProviders, JwksFetcher, ProviderError};
 use openidconnect::{core::CoreProviderMetadata, IssuerUrl};
-
-use super::jwks::JwksFetcher;
 
 /// Time allowed for connecting, and for a whole request.
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -15,10 +16,32 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest response body read from an identity provider.
 pub const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
 
+/// Identity providers reached over HTTPS, each request through a client trusting the
+/// configuration's CA certificates (or the system's roots).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct HttpsIdentityProviders;
+
+#[async_trait]
+impl IdentityProviders for HttpsIdentityProviders {
+    async fn discover(&self, url: &str, ca_pem: Option<&str>) -> Result<Discovered, ProviderError> {
+        let client = client(ca_pem).map_err(ProviderError::CaCertificates)?;
+        discover(&client, url).await.map_err(ProviderError::Fetch)
+    }
+
+    fn jwks_fetcher(
+        &self,
+        url: &str,
+        ca_pem: Option<&str>,
+    ) -> Result<Box<dyn JwksFetcher>, ProviderError> {
+        let client = client(ca_pem).map_err(ProviderError::CaCertificates)?;
+        Ok(Box::new(HttpJwksFetcher::new(client, url.to_owned())))
+    }
+}
+
 /// An error of a fetch, with its causes in its message.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-pub struct FetchError(String);
+struct FetchError(String);
 
 /// An error and its causes, one line (`error sending request: …: invalid peer certificate`).
 fn describe(error: &dyn StdError) -> String {
@@ -37,7 +60,7 @@ fn describe(error: &dyn StdError) -> String {
 
 /// An HTTPS client trusting `ca_pem` (one or more PEM certificates) instead of the system's
 /// roots when given.
-pub fn client(ca_pem: Option<&str>) -> Result<reqwest::Client, String> {
+fn client(ca_pem: Option<&str>) -> Result<reqwest::Client, String> {
     let mut builder = reqwest::Client::builder()
         .https_only(true)
         .redirect(reqwest::redirect::Policy::none())
@@ -103,17 +126,8 @@ async fn send(
     builder.body(body).map_err(|e| FetchError(e.to_string()))
 }
 
-/// What OIDC discovery found: the issuer tokens must name and the JWKS URL.
-#[derive(Debug)]
-pub struct Discovered {
-    /// The provider's issuer (equal to the discovery URL: `openidconnect` checks it).
-    pub issuer: String,
-    /// The provider's `jwks_uri`.
-    pub jwks_uri: String,
-}
-
 /// Runs OIDC discovery on `url` (`<url>/.well-known/openid-configuration`).
-pub async fn discover(client: &reqwest::Client, url: &str) -> Result<Discovered, String> {
+async fn discover(client: &reqwest::Client, url: &str) -> Result<Discovered, String> {
     let issuer_url = IssuerUrl::new(url.to_owned()).map_err(|e| format!("invalid URL: {e}"))?;
     let http = |request: openidconnect::HttpRequest| send(client.clone(), request);
     let metadata = CoreProviderMetadata::discover_async(issuer_url, &http)
@@ -132,14 +146,14 @@ pub async fn discover(client: &reqwest::Client, url: &str) -> Result<Discovered,
 }
 
 /// Fetches a JWKS document over HTTPS.
-pub struct HttpJwksFetcher {
+struct HttpJwksFetcher {
     client: reqwest::Client,
     url: String,
 }
 
 impl HttpJwksFetcher {
     /// A fetcher of `url` through `client`.
-    pub fn new(client: reqwest::Client, url: String) -> Self {
+    fn new(client: reqwest::Client, url: String) -> Self {
         Self { client, url }
     }
 }
@@ -165,14 +179,21 @@ impl JwksFetcher for HttpJwksFetcher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::jwt::test_support as ts;
+
+    /// A self-signed CA certificate's PEM; nothing connects to it.
+    fn ca_pem() -> String {
+        rcgen::generate_simple_self_signed(vec!["idp.example".to_owned()])
+            .unwrap()
+            .cert
+            .pem()
+    }
 
     #[test]
     fn clients_take_ca_pems() {
         client(None).unwrap();
-        client(Some(ts::CA_PEM)).unwrap();
-        let two = format!("{}{}", ts::CA_PEM, ts::CA_PEM);
-        client(Some(&two)).unwrap();
+        let ca = ca_pem();
+        client(Some(&ca)).unwrap();
+        client(Some(&format!("{ca}{}", ca_pem()))).unwrap();
         assert!(client(Some("junk"))
             .unwrap_err()
             .contains("no PEM certificate"));
@@ -181,9 +202,34 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn unusable_ca_certificates_are_told_apart_from_fetch_failures() {
+        let providers = HttpsIdentityProviders;
+        for ca in [
+            "junk",
+            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+        ] {
+            assert!(matches!(
+                providers.jwks_fetcher("https://idp.example/jwks", Some(ca)),
+                Err(ProviderError::CaCertificates(_))
+            ));
+            assert!(matches!(
+                providers.discover("https://idp.example", Some(ca)).await,
+                Err(ProviderError::CaCertificates(_))
+            ));
+        }
+        // Plain http is refused by the client itself, before connecting: no listener needed.
+        assert!(matches!(
+            providers.discover("http://127.0.0.1:9", None).await,
+            Err(ProviderError::Fetch(_))
+        ));
+    }
+
+    #[tokio::test]
     async fn plain_http_is_never_fetched() {
         // https_only refuses before connecting, so no listener is needed.
-        let fetcher = HttpJwksFetcher::new(client(None).unwrap(), "http://127.0.0.1:9/keys".into());
+        let fetcher = HttpsIdentityProviders
+            .jwks_fetcher("http://127.0.0.1:9/keys", None)
+            .unwrap();
         assert!(fetcher.fetch().await.is_err());
     }
 }
