@@ -569,17 +569,23 @@ async fn follow_changes(ready: Ready, mut changes: tokio::sync::broadcast::Recei
             }
             Err(RecvError::Closed) => return,
         };
-        if change == Change::Plugins {
-            ready.host.reload().await;
-            continue;
-        }
-        if let Err(error) = ready.broker.apply_change(&change).await {
-            // The caches were dropped before the re-read that failed; the staleness bound
-            // keeps requests off this node until its feed works again.
-            tracing::warn!(%error, change = ?change, "could not apply a change from the cluster");
-        }
-        ready.kinds.invalidate(&ready, &change).await;
+        apply_change(&ready, &change).await;
     }
+}
+
+/// Applies one change from the cluster on this node: a plugin reload reloads the plugins;
+/// anything else drops what is stale in the core's caches, then in each kind of mount's.
+pub async fn apply_change(ready: &Ready, change: &Change) {
+    if *change == Change::Plugins {
+        ready.host.reload().await;
+        return;
+    }
+    if let Err(error) = ready.broker.apply_change(change).await {
+        // The caches were dropped before the re-read that failed; the staleness bound
+        // keeps requests off this node until its feed works again.
+        tracing::warn!(%error, change = ?change, "could not apply a change from the cluster");
+    }
+    ready.kinds.invalidate(ready, change).await;
 }
 
 /// Reloads plugins on SIGHUP.

@@ -191,8 +191,9 @@ impl Client {
 
 #[tokio::test]
 async fn a_kind_written_in_a_test_mounts_routes_checks_sudo_and_stores() {
-    let (app, root, _dir, core) =
-        support::dev_broker_with_kinds(Registry::standard().with(Notes)).await;
+    let (app, root, _dir, ready) =
+        support::dev_broker_with_ready(Registry::standard().with(Notes)).await;
+    let core = ready.broker;
     let client = Client { app };
     let root = root.as_str();
 

@@ -560,7 +560,9 @@ fn stale_with(
 #[tokio::test]
 async fn a_jwt_role_or_config_changed_on_another_node_is_used_once_its_change_arrives() {
     use keybroker_core::{changes::Change, store::Expect};
-    let (app, token, _dir, core) = dev_broker_with_core().await;
+    let (app, token, _dir, ready) =
+        support::dev_broker_with_ready(keybroker_server::http::kind::Registry::standard()).await;
+    let core = ready.broker.clone();
     let mount = enable_jwt(&app, &token, &core).await;
     let root = keybroker_core::TenantId::ROOT;
     let config = jwt::config().to_string();
@@ -586,7 +588,7 @@ async fn a_jwt_role_or_config_changed_on_another_node_is_used_once_its_change_ar
         .unwrap();
     assert_eq!(login().await, (StatusCode::OK, json!(["app", "default"])));
     let change = Change::MountEntry(root, mount.id, "role/web".to_owned());
-    core.apply_change(&change).await.unwrap();
+    keybroker_server::app::apply_change(&ready, &change).await;
     assert_eq!(login().await, (StatusCode::OK, json!(["default", "other"])));
 
     // The same for the configuration: another issuer, and the old one's tokens fail.
@@ -603,7 +605,7 @@ async fn a_jwt_role_or_config_changed_on_another_node_is_used_once_its_change_ar
         .await
         .unwrap();
     let change = Change::MountEntry(root, mount.id, "config".to_owned());
-    core.apply_change(&change).await.unwrap();
+    keybroker_server::app::apply_change(&ready, &change).await;
     assert_eq!(login().await.0, StatusCode::BAD_REQUEST);
     let other = login_web(&app, "https://other.example").await;
     assert_eq!(other, (StatusCode::OK, json!(["default", "other"])));

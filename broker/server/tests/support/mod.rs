@@ -1,12 +1,15 @@
 //! What the in-process API tests share: a dev broker behind `http::router`, no socket.
 
-use keybroker_server::{app, config, http::router};
+use keybroker_server::{
+    app, config,
+    http::{kind::Registry, router, Ready},
+};
 
 /// A dev broker (SQLite and the local KEK in a temporary directory, root token `root`):
 /// its router, its root token, and the directory (removed when dropped).
 #[allow(dead_code)] // Not every test binary needs only the API.
 pub async fn dev_broker() -> (axum::Router, String, tempfile::TempDir) {
-    let (router, token, dir, _) = dev_broker_with_core().await;
+    let (router, token, dir, _) = dev_broker_with_ready(Registry::standard()).await;
     (router, token, dir)
 }
 
@@ -18,19 +21,16 @@ pub async fn dev_broker_with_core() -> (
     tempfile::TempDir,
     std::sync::Arc<keybroker_core::Broker>,
 ) {
-    dev_broker_with_kinds(keybroker_server::http::kind::Registry::standard()).await
+    let (router, token, dir, ready) = dev_broker_with_ready(Registry::standard()).await;
+    (router, token, dir, ready.broker)
 }
 
-/// As [`dev_broker_with_core`], serving the kinds of mount in `kinds`.
-#[allow(dead_code)] // Not every test binary adds a kind.
-pub async fn dev_broker_with_kinds(
-    kinds: keybroker_server::http::kind::Registry,
-) -> (
-    axum::Router,
-    String,
-    tempfile::TempDir,
-    std::sync::Arc<keybroker_core::Broker>,
-) {
+/// As [`dev_broker`], serving the kinds of mount in `kinds`, with the unsealed parts
+/// behind the router (its core, and what a node applies a change with).
+#[allow(dead_code)] // Not every test binary reaches past the API.
+pub async fn dev_broker_with_ready(
+    kinds: Registry,
+) -> (axum::Router, String, tempfile::TempDir, Ready) {
     let dir = tempfile::tempdir().unwrap();
     let overrides = config::Overrides {
         dev: true,
@@ -43,6 +43,6 @@ pub async fn dev_broker_with_kinds(
         .await
         .unwrap();
     let token = built.root_token.unwrap().to_string();
-    let core = built.state.ready_parts().unwrap().broker.clone();
-    (router(built.state), token, dir, core)
+    let ready = built.state.ready_parts().unwrap().clone();
+    (router(built.state), token, dir, ready)
 }
