@@ -14,12 +14,9 @@ mod support;
 
 use std::fmt::Write as _;
 
-use axum::{body::Body, http::Request};
-use http_body_util::BodyExt;
 use rand::{rngs::StdRng, seq::SliceRandom, Rng, SeedableRng};
 use serde_json::{json, Value};
-use support::dev_broker;
-use tower::ServiceExt;
+use support::{dev_broker, Api};
 
 /// Namespaces: the root one (`""`) and two tenants.
 const NAMESPACES: [&str; 3] = ["", "acme", "globex"];
@@ -47,70 +44,6 @@ const STEPS: usize = 40;
 struct Held {
     token: String,
     home: &'static str,
-}
-
-struct Api {
-    app: axum::Router,
-}
-
-impl Api {
-    /// A request as `token` (none: anonymous) in namespace `namespace`.
-    async fn call(
-        &self,
-        token: Option<&str>,
-        namespace: &str,
-        method: &str,
-        path: &str,
-        body: Option<Value>,
-    ) -> (u16, Value) {
-        let mut request = Request::builder().method(method).uri(format!("/v1/{path}"));
-        if let Some(token) = token {
-            request = request.header("X-Vault-Token", token);
-        }
-        if !namespace.is_empty() {
-            request = request.header("X-Vault-Namespace", namespace);
-        }
-        let body = body.map(|b| b.to_string()).unwrap_or_default();
-        let response = self
-            .app
-            .clone()
-            .oneshot(request.body(Body::from(body)).unwrap())
-            .await
-            .unwrap();
-        let status = response.status().as_u16();
-        let bytes = response.into_body().collect().await.unwrap().to_bytes();
-        (
-            status,
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        )
-    }
-
-    /// A token of `namespace` made by root, carrying `policy` (written there as `name`).
-    async fn token_with(&self, root: &str, namespace: &str, name: &str, policy: &str) -> String {
-        let path = format!("sys/policies/acl/{name}");
-        let (status, body) = self
-            .call(
-                Some(root),
-                namespace,
-                "PUT",
-                &path,
-                Some(json!({ "policy": policy })),
-            )
-            .await;
-        assert_eq!(status, 204, "{body}");
-        let create = json!({ "policies": [name], "no_parent": true });
-        let (status, body) = self
-            .call(
-                Some(root),
-                namespace,
-                "POST",
-                "auth/token/create",
-                Some(create),
-            )
-            .await;
-        assert_eq!(status, 200, "{body}");
-        body["auth"]["client_token"].as_str().unwrap().to_owned()
-    }
 }
 
 /// A random subset of the policy names, `root` included at times.

@@ -6,21 +6,18 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use axum::{
-    body::Body,
-    http::{Request, StatusCode},
+    http::StatusCode,
     response::{IntoResponse, Response},
     Json,
 };
-use http_body_util::BodyExt;
 use keybroker_core::{mount_storage::MountStorage, store::Expect};
 use keybroker_server::http::{
     error::ApiError,
-    kind::{Call, Class, Handled, MountKind, Registry},
+    kind::{Call, Class, Handled, MountKind, Registry, Spec},
     routes::{route, Route},
     Operation,
 };
 use serde_json::{json, Value};
-use tower::ServiceExt;
 
 mod support;
 
@@ -48,20 +45,13 @@ fn answer(result: Result<Response, keybroker_core::Error>) -> Handled {
 
 #[async_trait::async_trait]
 impl MountKind for Notes {
-    fn name(&self) -> &'static str {
-        "notes"
-    }
-
-    fn class(&self) -> Class {
-        Class::Engine
-    }
-
-    fn routes(&self) -> &'static [Route] {
-        ROUTES
-    }
-
-    fn sudo_paths(&self) -> &'static [&'static str] {
-        &["admin"]
+    fn spec(&self) -> &'static Spec {
+        &Spec {
+            name: "notes",
+            class: Class::Engine,
+            routes: ROUTES,
+            sudo_paths: &["admin"],
+        }
     }
 
     async fn creates(
@@ -124,107 +114,46 @@ impl MountKind for Notes {
     }
 }
 
-struct Client {
-    app: axum::Router,
-}
-
-impl Client {
-    async fn call(
-        &self,
-        token: &str,
-        namespace: &str,
-        method: &str,
-        path: &str,
-        body: Value,
-    ) -> (u16, Value) {
-        let mut request = Request::builder()
-            .method(method)
-            .uri(format!("/v1/{path}"))
-            .header("X-Vault-Token", token);
-        if !namespace.is_empty() {
-            request = request.header("X-Vault-Namespace", namespace);
-        }
-        let body = if body.is_null() {
-            String::new()
-        } else {
-            body.to_string()
-        };
-        let response = self
-            .app
-            .clone()
-            .oneshot(request.body(Body::from(body)).unwrap())
-            .await
-            .unwrap();
-        let status = response.status().as_u16();
-        let bytes = response.into_body().collect().await.unwrap().to_bytes();
-        (
-            status,
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        )
-    }
-
-    /// A token with `policy` (HCL) and nothing else.
-    async fn token_with(&self, root: &str, name: &str, policy: &str) -> String {
-        let (status, body) = self
-            .call(
-                root,
-                "",
-                "PUT",
-                &format!("sys/policies/acl/{name}"),
-                json!({ "policy": policy }),
-            )
-            .await;
-        assert_eq!(status, 204, "{body}");
-        let (status, body) = self
-            .call(
-                root,
-                "",
-                "POST",
-                "auth/token/create",
-                json!({"policies": [name], "no_default_policy": true}),
-            )
-            .await;
-        assert_eq!(status, 200, "{body}");
-        body["auth"]["client_token"].as_str().unwrap().to_owned()
-    }
-}
-
 #[tokio::test]
 async fn a_kind_written_in_a_test_mounts_routes_checks_sudo_and_stores() {
     let (app, root, _dir, ready) =
         support::dev_broker_with_ready(Registry::standard().with(Notes)).await;
     let core = ready.broker;
-    let client = Client { app };
+    let client = support::Api { app };
     let root = root.as_str();
 
     // It mounts as an engine, not as an auth method.
     let (status, body) = client
         .call(
-            root,
+            Some(root),
             "",
             "POST",
             "sys/mounts/memo",
-            json!({"type": "notes"}),
+            Some(json!({"type": "notes"})),
         )
         .await;
     assert_eq!(status, 204, "{body}");
     let (status, body) = client
-        .call(root, "", "POST", "sys/auth/memo", json!({"type": "notes"}))
+        .call(
+            Some(root),
+            "",
+            "POST",
+            "sys/auth/memo",
+            Some(json!({"type": "notes"})),
+        )
         .await;
     assert_eq!(status, 400, "{body}");
-    let (_, mounts) = client
-        .call(root, "", "GET", "sys/mounts", Value::Null)
-        .await;
+    let (_, mounts) = client.call(Some(root), "", "GET", "sys/mounts", None).await;
     assert_eq!(mounts["data"]["memo/"]["type"], "notes", "{mounts}");
 
     // It routes, with its own 404 and 405.
     let (status, body) = client
         .call(
-            root,
+            Some(root),
             "",
             "PUT",
             "memo/notes/first",
-            json!({"text": "hello"}),
+            Some(json!({"text": "hello"})),
         )
         .await;
     assert_eq!(
@@ -233,7 +162,7 @@ async fn a_kind_written_in_a_test_mounts_routes_checks_sudo_and_stores() {
         "{body}"
     );
     let (status, body) = client
-        .call(root, "", "GET", "memo/notes/first", Value::Null)
+        .call(Some(root), "", "GET", "memo/notes/first", None)
         .await;
     assert_eq!(
         (status, &body["data"]["text"]),
@@ -241,7 +170,7 @@ async fn a_kind_written_in_a_test_mounts_routes_checks_sudo_and_stores() {
         "{body}"
     );
     let (status, body) = client
-        .call(root, "", "LIST", "memo/notes", Value::Null)
+        .call(Some(root), "", "LIST", "memo/notes", None)
         .await;
     assert_eq!(
         (status, &body["data"]["keys"]),
@@ -249,11 +178,11 @@ async fn a_kind_written_in_a_test_mounts_routes_checks_sudo_and_stores() {
         "{body}"
     );
     let (status, _) = client
-        .call(root, "", "GET", "memo/nowhere", Value::Null)
+        .call(Some(root), "", "GET", "memo/nowhere", None)
         .await;
     assert_eq!(status, 404, "a path the kind does not list");
     let (status, _) = client
-        .call(root, "", "LIST", "memo/notes/first", Value::Null)
+        .call(Some(root), "", "LIST", "memo/notes/first", None)
         .await;
     assert_eq!(status, 405, "a verb the route does not list");
 
@@ -261,83 +190,70 @@ async fn a_kind_written_in_a_test_mounts_routes_checks_sudo_and_stores() {
     let creator = client
         .token_with(
             root,
+            "",
             "memo-create",
             r#"path "memo/notes/*" { capabilities = ["create", "read"] }"#,
         )
         .await;
-    let (status, _) = client
-        .call(
-            &creator,
-            "",
-            "PUT",
-            "memo/notes/second",
-            json!({"text": "new"}),
-        )
-        .await;
-    assert_eq!(status, 200, "create may write a new note");
-    let (status, _) = client
-        .call(
-            &creator,
-            "",
-            "PUT",
-            "memo/notes/second",
-            json!({"text": "changed"}),
-        )
-        .await;
-    assert_eq!(status, 403, "create may not change an existing note");
     let updater = client
         .token_with(
             root,
+            "",
             "memo-update",
             r#"path "memo/notes/*" { capabilities = ["update"] }"#,
         )
         .await;
-    let (status, _) = client
-        .call(
+    let writes = [
+        (&creator, "second", 200, "create may write a new note"),
+        (
+            &creator,
+            "second",
+            403,
+            "create may not change an existing note",
+        ),
+        (&updater, "third", 403, "update may not create a note"),
+        (
             &updater,
-            "",
-            "PUT",
-            "memo/notes/third",
-            json!({"text": "new"}),
-        )
-        .await;
-    assert_eq!(status, 403, "update may not create a note");
-    let (status, _) = client
-        .call(
-            &updater,
-            "",
-            "PUT",
-            "memo/notes/second",
-            json!({"text": "changed"}),
-        )
-        .await;
-    assert_eq!(status, 200, "update may change an existing note");
+            "second",
+            200,
+            "update may change an existing note",
+        ),
+    ];
+    for (token, name, expected, why) in writes {
+        let path = format!("memo/notes/{name}");
+        let (status, _) = client
+            .call(Some(token), "", "PUT", &path, Some(json!({"text": why})))
+            .await;
+        assert_eq!(status, expected, "{why}");
+    }
 
     // Its sudo path needs sudo.
     let no_sudo = client
         .token_with(
             root,
+            "",
             "memo-admin",
             r#"path "memo/admin/*" { capabilities = ["update"] }"#,
         )
         .await;
     let (status, _) = client
-        .call(&no_sudo, "", "POST", "memo/admin/purge", Value::Null)
+        .call(Some(&no_sudo), "", "POST", "memo/admin/purge", None)
         .await;
     assert_eq!(status, 403, "a sudo path without sudo");
     let sudo = client
         .token_with(
             root,
+            "",
             "memo-sudo",
             r#"path "memo/admin/*" { capabilities = ["update", "sudo"] }"#,
         )
         .await;
     let (status, _) = client
-        .call(&sudo, "", "POST", "memo/admin/purge", Value::Null)
+        .call(Some(&sudo), "", "POST", "memo/admin/purge", None)
         .await;
     assert_eq!(status, 204, "a sudo path with sudo");
     let (_, body) = client
-        .call(root, "", "LIST", "memo/notes", Value::Null)
+        .call(Some(root), "", "LIST", "memo/notes", None)
         .await;
     assert!(
         body["data"]["keys"].as_array().unwrap().is_empty(),
@@ -348,30 +264,30 @@ async fn a_kind_written_in_a_test_mounts_routes_checks_sudo_and_stores() {
     // nothing of the root namespace's, and the store holds each under its own mount.
     let (status, _) = client
         .call(
-            root,
+            Some(root),
             "",
             "PUT",
             "memo/notes/root-only",
-            json!({"text": "r"}),
+            Some(json!({"text": "r"})),
         )
         .await;
     assert_eq!(status, 200);
     let (status, _) = client
-        .call(root, "", "POST", "sys/namespaces/acme", Value::Null)
+        .call(Some(root), "", "POST", "sys/namespaces/acme", None)
         .await;
     assert_eq!(status, 200);
     let (status, _) = client
         .call(
-            root,
+            Some(root),
             "acme",
             "POST",
             "sys/mounts/memo",
-            json!({"type": "notes"}),
+            Some(json!({"type": "notes"})),
         )
         .await;
     assert_eq!(status, 204);
     let (status, _) = client
-        .call(root, "acme", "GET", "memo/notes/root-only", Value::Null)
+        .call(Some(root), "acme", "GET", "memo/notes/root-only", None)
         .await;
     assert_eq!(status, 404, "another tenant's mount of the same path");
     let root_mount = core
@@ -390,7 +306,7 @@ async fn a_kind_written_in_a_test_mounts_routes_checks_sudo_and_stores() {
 
     // Unmounting deletes its data with the mount.
     let (status, _) = client
-        .call(root, "", "DELETE", "sys/mounts/memo", Value::Null)
+        .call(Some(root), "", "DELETE", "sys/mounts/memo", None)
         .await;
     assert_eq!(status, 204);
     let gone = MountStorage::new(core.store.clone(), root_mount.tenant, root_mount.id)

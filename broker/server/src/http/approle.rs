@@ -17,7 +17,7 @@ use zeroize::Zeroizing;
 use super::{
     body,
     error::ApiError,
-    kind::{Call, Class, Handled, Login, LoginAudit, MountKind},
+    kind::{unmounted, Call, Class, Handled, Login, LoginAudit, MountKind, Spec},
     response,
     routes::{anonymous, route, Route},
     token, ApiRequest, Operation, Ready,
@@ -46,23 +46,20 @@ pub(super) struct AppRole;
 
 #[async_trait::async_trait]
 impl MountKind for AppRole {
-    fn name(&self) -> &'static str {
-        AUTH_TYPE
-    }
-
-    fn class(&self) -> Class {
-        Class::Auth
-    }
-
-    fn routes(&self) -> &'static [Route] {
-        ROUTES
+    fn spec(&self) -> &'static Spec {
+        &Spec {
+            name: AUTH_TYPE,
+            class: Class::Auth,
+            routes: ROUTES,
+            sudo_paths: &[],
+        }
     }
 
     async fn handle(&self, call: Call<'_>) -> Handled {
-        match call.mount {
-            Some(mount) => handle(call.ready, mount, call.rest, call.request).await,
-            None => ("unknown", Err(ApiError::UnsupportedPath)),
-        }
+        let Some(mount) = call.mount else {
+            return unmounted();
+        };
+        handle(call.ready, mount, call.rest, call.request).await
     }
 
     async fn login(&self, call: Login<'_>) -> (Handled, LoginAudit) {

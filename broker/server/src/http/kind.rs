@@ -129,23 +129,45 @@ impl LoginAudit {
     }
 }
 
+/// What a kind of mount is, as data.
+#[derive(Debug)]
+pub struct Spec {
+    /// Its type name, as `sys/mounts` and `sys/auth` take it (`transit`, `approle`).
+    pub name: &'static str,
+    /// Engine, auth method, or built in.
+    pub class: Class,
+    /// Every route it serves: patterns below each of its mounts (a built-in kind: below the
+    /// API's root), with their verbs and whether they need a token.
+    pub routes: &'static [Route],
+    /// Paths below the mount whose rule must also grant `sudo` (Vault's root-protected
+    /// paths): `p` is `p` and every path below it; `p*` is every path starting with `p`.
+    pub sudo_paths: &'static [&'static str],
+}
+
 /// One kind of mount.
 #[async_trait]
 pub trait MountKind: Send + Sync + 'static {
-    /// Its type name, as `sys/mounts` and `sys/auth` take it (`transit`, `approle`).
-    fn name(&self) -> &'static str;
+    /// What it is: name, class, routes, `sudo` paths.
+    fn spec(&self) -> &'static Spec;
+
+    /// Its type name.
+    fn name(&self) -> &'static str {
+        self.spec().name
+    }
 
     /// Engine, auth method, or built in.
-    fn class(&self) -> Class;
+    fn class(&self) -> Class {
+        self.spec().class
+    }
 
-    /// Every route it serves: patterns below each of its mounts (a built-in kind: below the
-    /// API's root), with their verbs and whether they need a token.
-    fn routes(&self) -> &'static [Route];
+    /// Every route it serves.
+    fn routes(&self) -> &'static [Route] {
+        self.spec().routes
+    }
 
-    /// Paths below the mount whose rule must also grant `sudo` (Vault's root-protected
-    /// paths): `p` is `p` and every path below it; `p*` is every path starting with `p`.
+    /// Its `sudo` paths.
     fn sudo_paths(&self) -> &'static [&'static str] {
-        &[]
+        self.spec().sudo_paths
     }
 
     /// Vault's existence check: whether a write to `rest` below `mount` creates something
@@ -175,6 +197,12 @@ pub trait MountKind: Send + Sync + 'static {
     /// Drops what a change (from this node or another) makes stale in this kind's caches.
     /// Called after the core has applied the change (mount tables are current).
     async fn invalidate(&self, _ready: &Ready, _change: &Change) {}
+}
+
+/// The answer to a call for a mounted kind that came without its mount (the dispatcher
+/// never sends one).
+pub fn unmounted() -> Handled {
+    ("unknown", Err(ApiError::UnsupportedPath))
 }
 
 /// Where a path lands: its kind and its mount (none for a built-in kind).

@@ -15,7 +15,7 @@ use serde_json::{json, Map, Value};
 use super::{
     body,
     error::ApiError,
-    kind::{Call, Class, Handled, MountKind},
+    kind::{Call, Class, Handled, MountKind, Spec},
     response,
     routes::{anonymous, route, Route},
     ApiRequest, AppState, Operation, Ready,
@@ -63,29 +63,22 @@ pub(super) struct System;
 
 #[async_trait::async_trait]
 impl MountKind for System {
-    fn name(&self) -> &'static str {
-        KIND
-    }
-
-    fn class(&self) -> Class {
-        Class::Builtin
-    }
-
-    fn routes(&self) -> &'static [Route] {
-        ROUTES
-    }
-
-    /// Vault's root-protected paths, and ours. Enabling and disabling auth methods is
-    /// root-protected in Vault; listing them is not.
-    fn sudo_paths(&self) -> &'static [&'static str] {
-        &[
-            "sys/plugins/reload",
-            "sys/plugins/backends",
-            "sys/agents",
-            "sys/namespaces",
-            "sys/metrics",
-            "sys/auth/*",
-        ]
+    fn spec(&self) -> &'static Spec {
+        &Spec {
+            name: KIND,
+            class: Class::Builtin,
+            routes: ROUTES,
+            // Vault's root-protected paths, and ours. Enabling and disabling auth methods
+            // is root-protected in Vault; listing them is not.
+            sudo_paths: &[
+                "sys/plugins/reload",
+                "sys/plugins/backends",
+                "sys/agents",
+                "sys/namespaces",
+                "sys/metrics",
+                "sys/auth/*",
+            ],
+        }
     }
 
     async fn handle(&self, call: Call<'_>) -> Handled {

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use super::{
     body,
     error::ApiError,
-    kind::{Call, Class, Handled, MountKind},
+    kind::{Call, Class, Handled, MountKind, Spec},
     response,
     routes::{route, Route},
     ApiRequest, Operation, Ready,
@@ -43,20 +43,13 @@ pub(super) struct TokenStore;
 
 #[async_trait::async_trait]
 impl MountKind for TokenStore {
-    fn name(&self) -> &'static str {
-        KIND
-    }
-
-    fn class(&self) -> Class {
-        Class::Builtin
-    }
-
-    fn routes(&self) -> &'static [Route] {
-        ROUTES
-    }
-
-    fn sudo_paths(&self) -> &'static [&'static str] {
-        &["auth/token/create-orphan", "auth/token/tidy"]
+    fn spec(&self) -> &'static Spec {
+        &Spec {
+            name: KIND,
+            class: Class::Builtin,
+            routes: ROUTES,
+            sudo_paths: &["auth/token/create-orphan", "auth/token/tidy"],
+        }
     }
 
     async fn handle(&self, call: Call<'_>) -> Handled {

@@ -19,7 +19,7 @@ use zeroize::Zeroizing;
 use super::{
     batch_status, body,
     error::ApiError,
-    kind::{Call, Class, Handled, MountKind},
+    kind::{unmounted, Call, Class, Handled, MountKind, Spec},
     response,
     routes::{route, Route},
     ApiRequest, Operation, Ready,
@@ -56,16 +56,13 @@ pub(super) struct TransitEngine;
 
 #[async_trait::async_trait]
 impl MountKind for TransitEngine {
-    fn name(&self) -> &'static str {
-        KIND
-    }
-
-    fn class(&self) -> Class {
-        Class::Engine
-    }
-
-    fn routes(&self) -> &'static [Route] {
-        ROUTES
+    fn spec(&self) -> &'static Spec {
+        &Spec {
+            name: KIND,
+            class: Class::Engine,
+            routes: ROUTES,
+            sudo_paths: &[],
+        }
     }
 
     /// Creating a key, or encrypting with a missing key (upsert).
@@ -92,20 +89,18 @@ impl MountKind for TransitEngine {
     }
 
     async fn handle(&self, call: Call<'_>) -> Handled {
-        match call.mount {
-            Some(mount) => {
-                handle(
-                    call.ready,
-                    call.caller,
-                    call.tenant,
-                    mount,
-                    call.rest,
-                    call.request,
-                )
-                .await
-            }
-            None => ("unknown", Err(ApiError::UnsupportedPath)),
-        }
+        let Some(mount) = call.mount else {
+            return unmounted();
+        };
+        let Call {
+            ready,
+            caller,
+            tenant,
+            rest,
+            request,
+            ..
+        } = call;
+        handle(ready, caller, tenant, mount, rest, request).await
     }
 
     /// Keys are cached by tenant and mount.
