@@ -6,20 +6,20 @@ use std::{net::IpAddr, sync::Arc};
 use zeroize::Zeroizing;
 
 use crate::{
-    approle::{AppRoleSettings, AppRoles, LoginIdentity},
+    auth::approle::{AppRoleSettings, AppRoles, LoginIdentity},
+    auth::jwt::IdentityProviders,
+    auth::token::{IssuedToken, TokenRequest, TokenSettings, Tokens},
     backend::Backends,
     changes::Change,
     clock::Clock,
+    engines::transit::{Transit, TransitSettings},
     error::{Error, Result},
-    jwt::IdentityProviders,
     mounts::Mounts,
-    policies::Policies,
+    policy::store::Policies,
     seal::RootKey,
     store::MountRecord,
     store::Store,
     tenants::Tenants,
-    tokens::{IssuedToken, TokenRequest, TokenSettings, Tokens},
-    transit::{Transit, TransitSettings},
     Tenant, TenantId,
 };
 
@@ -92,7 +92,7 @@ pub struct Broker {
     /// The AppRole auth method.
     pub approle: AppRoles,
     /// The JWT auth method (logins and bearer mode).
-    pub jwt: crate::jwt_auth::JwtAuth,
+    pub jwt: crate::auth::jwt::method::JwtAuth,
 }
 
 impl std::fmt::Debug for Broker {
@@ -115,8 +115,12 @@ impl Broker {
         settings: BrokerSettings,
     ) -> Result<Self> {
         let server_key = sealed_secret(store.as_ref(), root_key, META_SERVER_KEY).await?;
-        let approle_key =
-            sealed_secret(store.as_ref(), root_key, crate::approle::SECRET_ID_KEY_NAME).await?;
+        let approle_key = sealed_secret(
+            store.as_ref(),
+            root_key,
+            crate::auth::approle::SECRET_ID_KEY_NAME,
+        )
+        .await?;
         Ok(Self {
             approle: AppRoles::new(
                 approle_key.as_ref(),
@@ -133,7 +137,7 @@ impl Broker {
                 settings.tokens,
             )?,
             mounts: Mounts::new(store.clone(), clock.clone(), settings.mount_kinds.clone()),
-            jwt: crate::jwt_auth::JwtAuth::new(clock.clone(), identity_providers),
+            jwt: crate::auth::jwt::method::JwtAuth::new(clock.clone(), identity_providers),
             transit: Transit::new(store.clone(), backends, clock, settings.transit),
             store,
         })
@@ -259,7 +263,7 @@ impl Broker {
             explicit_max_ttl,
             num_uses: role.token_num_uses,
             meta,
-            display_name: Some(crate::approle::AUTH_TYPE.to_owned()),
+            display_name: Some(crate::auth::approle::AUTH_TYPE.to_owned()),
             renewable: Some(true),
             no_default_policy: role.token_no_default_policy,
             bound_cidrs: if secret_bound.is_empty() {

@@ -9,18 +9,20 @@
 //! Ciphertexts are bound to immutable ids (tenant, key, version) through HKDF and AES-GCM
 //! AAD ([`crypto`]), so a DEK or ciphertext moved elsewhere is useless.
 //!
-//! Callers authenticate with tokens ([`tokens`]) issued directly or by an auth method
-//! ([`approle`]); ACL policies ([`policies`]) confine them to their tenant ([`tenants`]).
+//! Callers authenticate with tokens ([`auth::token`]) issued directly or by an auth method
+//! ([`auth::approle`], [`auth::jwt`]); ACL policies ([`policy`], stored by
+//! [`policy::store`]) confine them to their tenant ([`tenants`]). Secrets engines are in
+//! [`engines`] ([`engines::transit`]).
 //!
 //! The core talks to the world through traits: [`store::Store`] (sqlx adapters live in
 //! `keybroker-store`; engines and auth methods keep their own state in
 //! [`mount_storage`]), [`backend::Backends`] (the plugin host lives in `keybroker-server`),
-//! [`jwt::IdentityProviders`] (OIDC discovery and JWKS fetching over HTTPS, also in
+//! [`auth::jwt::IdentityProviders`] (OIDC discovery and JWKS fetching over HTTPS, also in
 //! `keybroker-server`) and [`clock::Clock`]; it does no I/O of its own. [`Broker`] ties them
 //! together; the HTTP layer makes one call into
 //! it per request.
 
-pub mod approle;
+pub mod auth;
 pub mod backend;
 pub mod broker;
 pub mod changes;
@@ -28,19 +30,15 @@ pub mod cidr;
 pub mod clock;
 pub mod crypto;
 pub mod dek_cache;
+pub mod engines;
 pub mod error;
 pub mod ids;
-pub mod jwt;
-pub mod jwt_auth;
 pub mod mount_storage;
 pub mod mounts;
-pub mod policies;
 pub mod policy;
 pub mod seal;
 pub mod store;
 pub mod tenants;
-pub mod tokens;
-pub mod transit;
 
 pub use broker::{Broker, BrokerSettings};
 pub use error::Error;

@@ -5,8 +5,8 @@ use std::{path::PathBuf, sync::Arc, time::Duration};
 use anyhow::Context as _;
 use keybroker_core::changes::Change;
 use keybroker_core::{
-    broker::BrokerSettings, clock::SystemClock, seal::RootKey, store::Store,
-    transit::TransitSettings, Broker, Tenant, TenantId,
+    broker::BrokerSettings, clock::SystemClock, engines::transit::TransitSettings, seal::RootKey,
+    store::Store, Broker, Tenant, TenantId,
 };
 use keybroker_store::{PostgresOptions, PostgresStore, SqliteStore};
 use zeroize::Zeroizing;
@@ -309,11 +309,11 @@ async fn open_with_root_key(
             default_backend: config.default_backend.clone(),
             ..TransitSettings::default()
         },
-        tokens: keybroker_core::tokens::TokenSettings {
+        tokens: keybroker_core::auth::token::TokenSettings {
             default_ttl: config.timing.token_default_ttl.as_secs(),
             max_ttl: config.timing.token_max_ttl.as_secs(),
         },
-        approle: keybroker_core::approle::AppRoleSettings {
+        approle: keybroker_core::auth::approle::AppRoleSettings {
             lockout_threshold: config.timing.approle_lockout_threshold,
             lockout_duration: config.timing.approle_lockout_duration.as_secs(),
         },
@@ -547,7 +547,7 @@ async fn tidy(broker: Arc<Broker>) {
         };
         for mount in table
             .iter()
-            .filter(|m| m.kind == keybroker_core::approle::AUTH_TYPE)
+            .filter(|m| m.kind == keybroker_core::auth::approle::AUTH_TYPE)
         {
             if let Err(error) = broker.approle.tidy(mount).await {
                 tracing::warn!(%error, tenant = %tenant.name, "secret_id tidy failed");

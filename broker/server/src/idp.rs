@@ -7,7 +7,7 @@
 use std::{error::Error as StdError, time::Duration};
 
 use async_trait::async_trait;
-use keybroker_core::jwt::{Discovered, IdentityProviders, JwksFetcher, ProviderError};
+use keybroker_core::auth::jwt::{Discovered, IdentityProviders, JwksFetcher, ProviderError};
 use openidconnect::{core::CoreProviderMetadata, IssuerUrl};
 
 /// Time allowed for connecting, and for a whole request.

@@ -450,7 +450,7 @@ async fn jwt_roles_are_entries_of_their_own_and_concurrent_writes_all_land() {
 #[tokio::test]
 async fn jwt_state_an_earlier_version_kept_in_the_mount_config_moves_into_mount_storage() {
     use keybroker_core::{
-        jwt::{JwtConfig, JwtRole},
+        auth::jwt::{JwtConfig, JwtRole},
         store::Expect,
     };
     let (app, token, _dir, core) = dev_broker_with_core().await;

@@ -1,9 +1,9 @@
-//! `vault:v<N>:<base64>` ciphertexts and signatures (`broker/core/src/transit/ciphertext.rs`),
+//! `vault:v<N>:<base64>` ciphertexts and signatures (`broker/core/src/engines/transit/ciphertext.rs`),
 //! and the envelope payload they carry (`broker/core/src/crypto.rs`).
 
 use keybroker_core::{
     crypto::{Binding, DataKey},
-    transit::ciphertext,
+    engines::transit::ciphertext,
     KeyId, TenantId,
 };
 

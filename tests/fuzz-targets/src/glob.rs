@@ -1,10 +1,10 @@
 //! The glob matching of bound claims and of drop-in `[bind]` grants
-//! (`keybroker_core::jwt::glob_match`): a tenant chooses the text (`backend_key`, a claim),
+//! (`keybroker_core::auth::jwt::glob_match`): a tenant chooses the text (`backend_key`, a claim),
 //! an operator or tenant admin the pattern. Checked against a plain dynamic-programming
 //! matcher.
 //! Input: the pattern, a NUL byte, the text.
 
-use keybroker_core::jwt::glob_match;
+use keybroker_core::auth::jwt::glob_match;
 
 /// Matches the two halves of `data` and compares with the reference.
 pub fn glob(data: &[u8]) {

@@ -1,8 +1,8 @@
-//! Verification keys (`broker/core/src/jwt/keys.rs`): a JWKS document as fetched from the
+//! Verification keys (`broker/core/src/auth/jwt/keys.rs`): a JWKS document as fetched from the
 //! `jwks_url` or discovery of a tenant's JWT mount (the tenant may run that server), and PEM
 //! public keys from `jwt_validation_pubkeys`.
 
-use keybroker_core::jwt::fuzzing::{from_pem, parse_jwks, Algorithm, VerificationKey};
+use keybroker_core::auth::jwt::fuzzing::{from_pem, parse_jwks, Algorithm, VerificationKey};
 
 /// Parses `data` as a JWKS document, plain and narrowed, and as PEM.
 pub fn jwks(data: &[u8]) {

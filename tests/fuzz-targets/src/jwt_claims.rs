@@ -1,9 +1,9 @@
-//! The checks of a JWT's claims against a role (`broker/core/src/jwt/claims.rs`). A tenant
+//! The checks of a JWT's claims against a role (`broker/core/src/auth/jwt/claims.rs`). A tenant
 //! may run the issuer, so whatever it signs reaches them: times, issuer, audience, subject,
 //! bound claims (names, JSON pointers, globs), the user and groups claims and claim
 //! mappings. Input: the claims, a JSON object.
 
-use keybroker_core::jwt::{fuzzing::check_claims, JwtRole, JwtRoleInput, MAX_LEEWAY};
+use keybroker_core::auth::jwt::{fuzzing::check_claims, JwtRole, JwtRoleInput, MAX_LEEWAY};
 use serde_json::{json, Map, Value};
 
 const NOW: i64 = 1_700_000_000;
@@ -75,7 +75,7 @@ fn properties(
     claims: &Map<String, Value>,
     role: &JwtRole,
     expected: &[String],
-    accepted: &keybroker_core::jwt::fuzzing::Accepted,
+    accepted: &keybroker_core::auth::jwt::fuzzing::Accepted,
 ) {
     // Not expired beyond the leeways, which are capped whatever the role says.
     let leeway = i64::try_from(2 * MAX_LEEWAY).unwrap();

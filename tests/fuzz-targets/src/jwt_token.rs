@@ -1,13 +1,13 @@
-//! The compact form of a JWT and its protected header (`broker/core/src/jwt/token.rs`), read
+//! The compact form of a JWT and its protected header (`broker/core/src/auth/jwt/token.rs`), read
 //! on `auth/jwt/login` and for bearer mode before any authentication, then its payload, and
 //! a signature check against one key of each type.
 
 use keybroker_core::{
-    jwt::{
+    auth::jwt::method::{looks_like_jwt, unverified_issuer},
+    auth::jwt::{
         fuzzing::{algorithm_name, from_pem, parse_algorithm, parse_token, ASYMMETRIC_ALGORITHMS},
         MAX_TOKEN_LEN,
     },
-    jwt_auth::{looks_like_jwt, unverified_issuer},
 };
 
 const RSA_PUBLIC: &str = "-----BEGIN PUBLIC KEY-----

@@ -7,10 +7,11 @@
 use std::sync::Arc;
 
 use keybroker_core::{
-    approle::validate_role_name,
+    auth::approle::validate_role_name,
+    engines::transit,
     mounts::normalize_path,
     policy::{self, canonicalize_request_path, Acl, Capability},
-    tenants, transit,
+    tenants,
 };
 
 const POLICY: &str = r#"

@@ -19,6 +19,7 @@ mod capability;
 mod error;
 mod parse;
 mod path;
+pub mod store;
 
 pub use acl::Acl;
 pub use capability::{Capabilities, Capability};

@@ -7,7 +7,7 @@ use std::{collections::BTreeMap, net::IpAddr};
 
 use axum::{http::StatusCode, response::Response};
 use keybroker_core::{
-    approle::{LoginIdentity, RoleUpdate, SecretIdRequest, AUTH_TYPE, LOGIN_FAILED},
+    auth::approle::{LoginIdentity, RoleUpdate, SecretIdRequest, AUTH_TYPE, LOGIN_FAILED},
     store::{AppRoleRecord, MountRecord, SecretIdRecord},
 };
 use serde::Deserialize;

@@ -5,9 +5,9 @@ use std::net::IpAddr;
 
 use axum::{http::StatusCode, response::Response};
 use keybroker_core::{
+    auth::jwt::method::LOGIN_FAILED,
+    auth::jwt::{JwtConfig, JwtConfigInput, JwtRole, JwtRoleInput},
     changes::Change,
-    jwt::{JwtConfig, JwtConfigInput, JwtRole, JwtRoleInput},
-    jwt_auth::LOGIN_FAILED,
     store::MountRecord,
 };
 use serde::Deserialize;
@@ -41,7 +41,7 @@ pub(super) struct Jwt;
 impl MountKind for Jwt {
     fn spec(&self) -> &'static Spec {
         &Spec {
-            name: keybroker_core::jwt_auth::AUTH_TYPE,
+            name: keybroker_core::auth::jwt::method::AUTH_TYPE,
             class: Class::Auth,
             routes: ROUTES,
             sudo_paths: &[],
@@ -76,7 +76,7 @@ impl MountKind for Jwt {
                     Ok(table) => table
                         .iter()
                         .find(|m| m.id == *mount)
-                        .is_none_or(|m| m.kind == keybroker_core::jwt_auth::AUTH_TYPE),
+                        .is_none_or(|m| m.kind == keybroker_core::auth::jwt::method::AUTH_TYPE),
                     Err(_) => true,
                 };
                 if ours {
@@ -235,7 +235,7 @@ async fn login(
     client: Option<IpAddr>,
 ) -> (
     Result<Response, ApiError>,
-    Option<keybroker_core::tokens::IssuedToken>,
+    Option<keybroker_core::auth::token::IssuedToken>,
 ) {
     if request.operation != Operation::Write {
         return (Err(ApiError::UnsupportedOperation), None);

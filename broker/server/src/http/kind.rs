@@ -17,7 +17,7 @@ use std::{net::IpAddr, sync::Arc};
 use async_trait::async_trait;
 use axum::{http::HeaderMap, response::Response};
 use keybroker_core::{
-    changes::Change, mounts::MountKinds, store::MountRecord, tokens::Caller, Tenant,
+    auth::token::Caller, changes::Change, mounts::MountKinds, store::MountRecord, Tenant,
 };
 
 use super::{
@@ -80,7 +80,7 @@ pub struct Login<'a> {
 pub struct LoginAudit {
     role_name: Option<String>,
     secret_id_accessor: Option<String>,
-    issued: Option<keybroker_core::tokens::IssuedToken>,
+    issued: Option<keybroker_core::auth::token::IssuedToken>,
 }
 
 impl std::fmt::Debug for LoginAudit {
@@ -99,7 +99,7 @@ impl LoginAudit {
     pub fn new(
         role_name: Option<String>,
         secret_id_accessor: Option<String>,
-        issued: Option<keybroker_core::tokens::IssuedToken>,
+        issued: Option<keybroker_core::auth::token::IssuedToken>,
     ) -> Self {
         Self {
             role_name,

@@ -38,7 +38,7 @@ use axum::{
     Router,
 };
 use bytes::Bytes;
-use keybroker_core::{store::MountRecord, tokens::Caller, Broker, Error, Tenant};
+use keybroker_core::{auth::token::Caller, store::MountRecord, Broker, Error, Tenant};
 
 use crate::{
     audit::{AuditAuth, AuditRecord, AuditSink},
@@ -691,8 +691,8 @@ async fn authenticate(
     let token = presented_token(headers).ok_or_else(denied)?;
     // Bearer mode: a JWT (three segments, no `kbs.` prefix) in `Authorization: Bearer`
     // stands for itself, through the tenant's jwt mount for its issuer.
-    let bearer =
-        headers.get("x-vault-token").is_none() && keybroker_core::jwt_auth::looks_like_jwt(token);
+    let bearer = headers.get("x-vault-token").is_none()
+        && keybroker_core::auth::jwt::method::looks_like_jwt(token);
     if bearer {
         let caller = ready
             .broker

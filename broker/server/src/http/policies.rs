@@ -1,7 +1,7 @@
 //! `sys/policies/acl` (Vault API: sys/policies/acl) and `sys/capabilities(-self)`.
 
 use axum::{http::StatusCode, response::Response};
-use keybroker_core::{policy, tokens::Caller, Error, Tenant, TenantId};
+use keybroker_core::{auth::token::Caller, policy, Error, Tenant, TenantId};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 

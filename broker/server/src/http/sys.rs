@@ -188,7 +188,7 @@ pub fn leader() -> Response {
 async fn handle(
     state: &AppState,
     ready: &Ready,
-    caller: &keybroker_core::tokens::Caller,
+    caller: &keybroker_core::auth::token::Caller,
     tenant: &Tenant,
     rest: &str,
     request: &ApiRequest,

@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 
 use axum::response::Response;
 use keybroker_core::{
+    auth::token::{Caller, TokenRequest, ROOT_POLICY},
     store::TokenRecord,
-    tokens::{Caller, TokenRequest, ROOT_POLICY},
     Error, Tenant,
 };
 use serde::Deserialize;

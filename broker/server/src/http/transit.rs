@@ -3,13 +3,13 @@
 use axum::{http::StatusCode, response::Response};
 use base64::{engine::general_purpose::STANDARD, Engine as _};
 use keybroker_core::{
+    auth::token::Caller,
     changes::Change,
-    store::{KeyMode, MountRecord},
-    tokens::Caller,
-    transit::{
+    engines::transit::{
         CreateKeyOptions, DecryptItem, EncryptItem, EncryptOutput, KeyConfigUpdate, KeyInfo,
         KeyType,
     },
+    store::{KeyMode, MountRecord},
     Error, Tenant,
 };
 use serde::{Deserialize, Serialize};
@@ -417,7 +417,7 @@ fn rfc3339(unix: i64) -> String {
 }
 
 impl Context<'_> {
-    pub(super) fn transit(&self) -> &keybroker_core::transit::Transit {
+    pub(super) fn transit(&self) -> &keybroker_core::engines::transit::Transit {
         &self.ready.broker.transit
     }
 
@@ -907,7 +907,7 @@ pub(super) fn fuzz_request_bodies(body: &bytes::Bytes) -> usize {
         }
         if let Ok((_, work)) = split(&items, batch, decrypt_item) {
             for item in work {
-                let _ = keybroker_core::transit::ciphertext::parse(&item.ciphertext);
+                let _ = keybroker_core::engines::transit::ciphertext::parse(&item.ciphertext);
             }
         }
     }

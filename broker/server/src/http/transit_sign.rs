@@ -2,7 +2,7 @@
 
 use axum::response::Response;
 use keybroker_core::{
-    transit::{HashAlgorithm, Marshaling, SignOptions, SignOutput, VerifyItem},
+    engines::transit::{HashAlgorithm, Marshaling, SignOptions, SignOutput, VerifyItem},
     Error,
 };
 use serde::{Deserialize, Serialize};
@@ -208,7 +208,7 @@ pub(super) fn fuzz_request_bodies(body: &bytes::Bytes) -> usize {
     for item in &items {
         let _ = input_of(item);
         if let Some(signature) = &item.signature {
-            let _ = keybroker_core::transit::ciphertext::split("signature", signature);
+            let _ = keybroker_core::engines::transit::ciphertext::split("signature", signature);
         }
     }
     let _ = references(&items);

@@ -750,7 +750,7 @@ impl BackendInstance for Instance {
         self.settings.bind.get(tenant_name).is_some_and(|patterns| {
             patterns
                 .iter()
-                .any(|pattern| keybroker_core::jwt::glob_match(pattern, backend_key))
+                .any(|pattern| keybroker_core::auth::jwt::glob_match(pattern, backend_key))
         })
     }
 

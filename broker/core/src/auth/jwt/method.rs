@@ -12,7 +12,7 @@
 //! says how). Each mount has one [`Verifier`] (key material, JWKS cache), rebuilt when its
 //! configuration changes; at most [`DEFAULT_VERIFIER_CACHE_CAPACITY`] mounts' verifiers are
 //! kept, and concurrent first logins on a mount build its verifier once. Token validation
-//! itself is [`crate::jwt`].
+//! itself is [`crate::auth::jwt`].
 
 use std::{
     collections::BTreeMap,
@@ -31,15 +31,15 @@ use sha2::{Digest, Sha256};
 use tokio::sync::OnceCell;
 
 use crate::{
-    clock::Clock,
-    error::{Error, Result},
-    jwt::{
+    auth::jwt::{
         IdentityProviders, JwtConfig, JwtConfigInput, JwtRole, JwtRoleInput, VerifiedJwt, Verifier,
     },
+    auth::token::{Caller, IssuedToken, TokenRequest, Tokens, DEFAULT_POLICY},
+    clock::Clock,
+    error::{Error, Result},
     mount_storage::{EntryCache, MountStorage, DEFAULT_ENTRY_CACHE_CAPACITY},
     mounts::Mounts,
     store::{Expect, MountRecord, TokenRecord},
-    tokens::{Caller, IssuedToken, TokenRequest, Tokens, DEFAULT_POLICY},
     MountId, TenantId,
 };
 
@@ -138,7 +138,7 @@ pub fn unverified_issuer(token: &str) -> Option<String> {
 /// Whether a presented credential is a JWT for bearer mode rather than a broker token:
 /// three dot-separated segments and no `kbs.` prefix (the issue's rule).
 pub fn looks_like_jwt(value: &str) -> bool {
-    !value.starts_with(crate::tokens::TOKEN_PREFIX) && value.split('.').count() == 3
+    !value.starts_with(crate::auth::token::TOKEN_PREFIX) && value.split('.').count() == 3
 }
 
 /// The verifier of one mount for one configuration. Like the ACL cache's slots, it enters
@@ -366,7 +366,7 @@ impl JwtAuth {
         name: &str,
         input: JwtRoleInput,
     ) -> Result<()> {
-        let name = crate::approle::validate_role_name(name)?;
+        let name = crate::auth::approle::validate_role_name(name)?;
         let key = role_key(&name);
         let storage = self.storage(mounts, mount).await?;
         // An update applies the input to the role as stored; if another write of the role
@@ -398,7 +398,7 @@ impl JwtAuth {
     ) -> Result<()> {
         let storage = self.storage(mounts, mount).await?;
         // A name no role can have names no role.
-        if let Ok(name) = crate::approle::validate_role_name(name) {
+        if let Ok(name) = crate::auth::approle::validate_role_name(name) {
             let key = role_key(&name);
             storage.delete(&key, Expect::Any).await?;
             self.state.forget(mount.tenant, mount.id, &key);
@@ -434,7 +434,7 @@ impl JwtAuth {
         mount: &MountRecord,
         name: &str,
     ) -> Result<Option<JwtRole>> {
-        let Ok(name) = crate::approle::validate_role_name(name) else {
+        let Ok(name) = crate::auth::approle::validate_role_name(name) else {
             return Ok(None);
         };
         let storage = self.storage(mounts, mount).await?;
@@ -546,7 +546,7 @@ impl JwtAuth {
             .or_else(|| config.default_role.clone())
             .ok_or_else(|| Error::invalid("missing role"))?;
         // A name no role can have is an unknown role.
-        let role: JwtRole = match crate::approle::validate_role_name(&role_name) {
+        let role: JwtRole = match crate::auth::approle::validate_role_name(&role_name) {
             Ok(name) => self.state.get(&storage, &role_key(&name)).await?,
             Err(_) => None,
         }
@@ -651,7 +651,10 @@ impl JwtAuth {
         }
         let mut policies = role.token_policies.clone();
         // Bearer mode issues no token, but the same rule holds: never root from a role.
-        if policies.iter().any(|p| p == crate::tokens::ROOT_POLICY) {
+        if policies
+            .iter()
+            .any(|p| p == crate::auth::token::ROOT_POLICY)
+        {
             return Err(denied());
         }
         if !role.token_no_default_policy {
@@ -851,7 +854,7 @@ mod tests {
     async fn forgetting_a_tenant_keeps_other_tenants_verifiers_and_bearer_identities() {
         let auth = JwtAuth::new(
             Arc::new(crate::clock::SystemClock),
-            Arc::new(crate::jwt::test_support::StubProviders::default()),
+            Arc::new(crate::auth::jwt::test_support::StubProviders::default()),
         );
         let (acme, globex) = (tenant(1), tenant(2));
         let config = config("https://idp.example");

@@ -1,7 +1,7 @@
 //! Vault's `jwt` auth method, the pure part (Vault docs: "JWT/OIDC auth method", API
 //! `auth/jwt/config`, `auth/jwt/role/:name`, `auth/jwt/login`): the configuration and role
 //! model, and the validation of a JWT against a role. Storage, endpoints and token issuing
-//! are [`crate::jwt_auth`].
+//! are [`crate::auth::jwt::method`].
 //!
 //! - [`JwtConfig`] names exactly one source of keys: PEM public keys, a JWKS URL, or an OIDC
 //!   discovery URL (whose issuer then binds `iss`).
@@ -22,6 +22,7 @@ mod claims;
 mod config;
 mod jwks;
 mod keys;
+pub mod method;
 mod provider;
 mod role;
 mod token;

@@ -319,7 +319,7 @@ impl JwtRole {
         }
         if let Some(policies) = input.token_policies {
             let policies = normalize_policies(policies);
-            crate::tokens::refuse_root_for_auth_method("token_policies", &policies)?;
+            crate::auth::token::refuse_root_for_auth_method("token_policies", &policies)?;
             role.token_policies = policies;
         }
         if let Some(ttl) = input.token_ttl {

@@ -18,11 +18,11 @@ use moka::sync::Cache;
 use tokio::sync::OnceCell;
 
 use crate::{
+    auth::token::{DEFAULT_POLICY, ROOT_POLICY},
     clock::Clock,
     error::{Error, Result},
     policy::{self, Acl, Policy},
     store::Store,
-    tokens::{DEFAULT_POLICY, ROOT_POLICY},
     TenantId,
 };
 

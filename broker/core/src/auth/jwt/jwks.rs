@@ -224,7 +224,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::jwt::test_support::{self as ts, serve, stub, StubFetcher};
+    use crate::auth::jwt::test_support::{self as ts, serve, stub, StubFetcher};
 
     async fn cache(stub: &Arc<StubFetcher>, interval: u64) -> JwksCache {
         JwksCache::new(Box::new(stub.clone()), Vec::new(), interval)

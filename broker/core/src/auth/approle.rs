@@ -246,7 +246,7 @@ fn apply_update(mut role: AppRoleRecord, update: RoleUpdate) -> Result<AppRoleRe
     }
     if let Some(policies) = update.token_policies {
         let policies = normalize_policies(&policies);
-        crate::tokens::refuse_root_for_auth_method("token_policies", &policies)?;
+        crate::auth::token::refuse_root_for_auth_method("token_policies", &policies)?;
         role.token_policies = policies;
     }
     if let Some(ttl) = update.token_ttl {

@@ -230,7 +230,7 @@ mod tests {
     use serde_json::{json, Value};
 
     use super::*;
-    use crate::jwt::{
+    use crate::auth::jwt::{
         test_support::{self as ts, serve, stub, TestKey},
         JwtConfigInput,
     };

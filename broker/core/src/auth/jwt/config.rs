@@ -109,7 +109,7 @@ fn text(value: Option<String>) -> Option<String> {
 fn role_name(field: &str, value: Option<String>) -> Result<Option<String>> {
     text(value)
         .map(|name| {
-            crate::approle::validate_role_name(&name)
+            crate::auth::approle::validate_role_name(&name)
                 .map_err(|e| Error::invalid(format!("{field}: {e}")))
         })
         .transpose()
@@ -144,7 +144,7 @@ impl JwtConfig {
     /// Builds and checks a configuration from a write to `auth/jwt/config`: exactly one key
     /// source, https URLs, public keys that parse, known asymmetric algorithms only. Nothing
     /// is fetched here, and CA certificates are judged by the identity providers that use
-    /// them ([`crate::jwt::Verifier::new`] does both).
+    /// them ([`crate::auth::jwt::Verifier::new`] does both).
     pub fn from_input(input: JwtConfigInput) -> Result<Self> {
         if input.oidc_client_id || input.oidc_client_secret {
             return Err(Error::invalid(
@@ -264,7 +264,7 @@ impl JwtConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::jwt::test_support as ts;
+    use crate::auth::jwt::test_support as ts;
 
     fn input(json: serde_json::Value) -> JwtConfigInput {
         serde_json::from_value(json).unwrap()

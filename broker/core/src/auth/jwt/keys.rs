@@ -355,7 +355,7 @@ pub fn parse_jwks(body: &[u8], supported: &[Algorithm]) -> Result<Vec<Verificati
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::jwt::test_support::{self as ts, TestKey};
+    use crate::auth::jwt::test_support::{self as ts, TestKey};
 
     #[test]
     fn algorithm_names() {

@@ -1,0 +1,3 @@
+//! Secrets engines: what a mount of each kind does with its keys and data.
+
+pub mod transit;
