@@ -4,10 +4,11 @@
 //! `v3`, `v2`, `v1`), wrapping such a backend so that the operations added since answer "not
 //! supported".
 //!
-//! The fixtures are `plugins/testing-abi-v1` to `plugins/testing-abi-v4`, cargo workspaces of their own, each holding a frozen copy of that ABI crate and the same small AES-256-GCM
-//! plugin built against it. This test builds them with cargo (once per process), then loads
-//! each `.so` through the real plugin host: a drop-in with the pinned SHA-256, the host's
-//! permission checks, the verified copy under `<copies>/<sha256>.so`,
+//! The fixtures are `tests/fixtures/testing-abi-v1` to `tests/fixtures/testing-abi-v4`, cargo
+//! workspaces of their own, each holding a frozen copy of that ABI crate and the same small
+//! AES-256-GCM plugin built against it. This test builds them with cargo (once per process),
+//! then loads each `.so` through the real plugin host: a drop-in with the pinned SHA-256, the
+//! host's permission checks, the verified copy under `<copies>/<sha256>.so`,
 //! `lib_header_from_path(..)` and abi_stable's layout checks (the current ABI refuses the
 //! plugin, its own ABI accepts it).
 //!
@@ -44,7 +45,7 @@ use keybroker_server::{
 use keybroker_store::SqliteStore;
 use zeroize::Zeroizing;
 
-/// The earlier ABIs with a fixture: `plugins/testing-abi-<abi>` builds the same example
+/// The earlier ABIs with a fixture: `tests/fixtures/testing-abi-<abi>` builds the same example
 /// plugin against a frozen copy of that ABI.
 const V1: &str = "v1";
 const V2: &str = "v2";
@@ -67,7 +68,7 @@ fn repo_root() -> PathBuf {
         .unwrap_or_else(|e| panic!("cannot resolve the repository root from {manifest:?}: {e}"))
 }
 
-/// Builds `plugins/testing-abi-<abi>` into `<repo>/target/abi-<abi>` once per process and
+/// Builds `tests/fixtures/testing-abi-<abi>` into `<repo>/target/abi-<abi>` once per process and
 /// returns the plugin library. A failed build fails the test: it is never skipped.
 fn old_plugin_library(abi: &'static str) -> PathBuf {
     static BUILT: Mutex<BTreeMap<&'static str, PathBuf>> = Mutex::new(BTreeMap::new());
@@ -76,7 +77,7 @@ fn old_plugin_library(abi: &'static str) -> PathBuf {
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     let library = built.entry(abi).or_insert_with(|| {
         let root = repo_root();
-        let manifest = root.join(format!("plugins/testing-abi-{abi}/Cargo.toml"));
+        let manifest = root.join(format!("tests/fixtures/testing-abi-{abi}/Cargo.toml"));
         let target_dir = root.join(format!("target/abi-{abi}"));
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let output = Command::new(&cargo)

@@ -1,4 +1,4 @@
-//! Agent frames (`plugins/remote-agent/protocol/src/frame.rs`): the JSON text of one
+//! Agent frames (`agent-protocol/src/frame.rs`): the JSON text of one
 //! WebSocket message between the agent gateway and a customer-run agent.
 
 use keybroker_agent_protocol::{
