@@ -16,7 +16,7 @@ use crate::xks::{
 /// The protocol version an agent announces in [`Hello::protocol`]. The broker refuses others.
 pub const PROTOCOL_VERSION: u32 = 1;
 
-/// Largest frame either side sends or accepts, in bytes of JSON text (DESIGN §6). An XKS
+/// Largest frame either side sends or accepts, in bytes of JSON text (ARCHITECTURE.md §6). An XKS
 /// body with the spec's largest inputs (4300 bytes of plaintext, 8192 of AAD) fits well.
 pub const MAX_FRAME_BYTES: usize = 64 * 1024;
 

@@ -1,5 +1,5 @@
 //! The wire protocol between keybroker's agent gateway and `keybroker-agent` (issue 8,
-//! DESIGN §6): frame types, AWS KMS XKS proxy API v1 bodies, agent authentication and the
+//! ARCHITECTURE.md §6): frame types, AWS KMS XKS proxy API v1 bodies, agent authentication and the
 //! broker's table of requests in flight. Pure types and functions, no I/O: the gateway
 //! plugin (server side) and the agent binary (client side) share them.
 //!

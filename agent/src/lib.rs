@@ -1,4 +1,4 @@
-//! `keybroker-agent`: the customer-run agent (issue 8, DESIGN §6). It holds a customer's
+//! `keybroker-agent`: the customer-run agent (issue 8, ARCHITECTURE.md §6). It holds a customer's
 //! AES-256 keys in the customer's network and answers the broker's key operations (XKS
 //! proxy API v1: GetKeyMetadata, Encrypt, Decrypt, GetHealthStatus), so that the customer
 //! can cut off access to their data by stopping it.

@@ -1,4 +1,4 @@
-//! Authority (DESIGN §2b): no caller gains authority it was not given. Each attack of
+//! Authority (ARCHITECTURE.md §2b): no caller gains authority it was not given. Each attack of
 //! issue 16 that was reproduced against `keybroker server --dev` is a test here.
 
 use serde_json::{json, Value};

@@ -1,4 +1,4 @@
-//! Several broker processes on one real PostgreSQL (DESIGN §7): every node serves the full
+//! Several broker processes on one real PostgreSQL (ARCHITECTURE.md §7): every node serves the full
 //! API, a change made through one is seen by the others within a second, and the faults of
 //! a cluster — the database restarted under load, a node killed, a node cut off from the
 //! database while a token is revoked, concurrent single-use logins on two nodes, a node

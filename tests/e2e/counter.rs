@@ -1,4 +1,4 @@
-//! The durable encryption counter under crashes (DESIGN §3): counts are reserved in blocks
+//! The durable encryption counter under crashes (ARCHITECTURE.md §3): counts are reserved in blocks
 //! before use, so after any number of kill -9 restarts the persisted count of every version
 //! is at least the number of acknowledged encryptions, and keys rotate by the threshold.
 

@@ -973,7 +973,7 @@ fn tenant_allowlists_decide_who_may_create_keys_and_unknown_instances_look_the_s
 }
 
 /// `examples/plugins.d/local-kek.toml`: "[] for none (the instance then only serves keys
-/// that already exist on it)"; DESIGN §5: `tenants` says "who may create keys on it".
+/// that already exist on it)"; ARCHITECTURE.md §5: `tenants` says "who may create keys on it".
 #[test]
 fn removing_a_tenant_from_the_allowlist_cuts_off_its_existing_keys() {
     let plugins = PluginDir::new();

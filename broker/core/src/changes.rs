@@ -1,4 +1,4 @@
-//! Changes to cached state, announced to every node that shares a store (DESIGN §7).
+//! Changes to cached state, announced to every node that shares a store (ARCHITECTURE.md §7).
 //!
 //! Each node caches tokens, policies, mount tables, tenants and key metadata. A write on one
 //! node invalidates its own caches at once; a store shared by several nodes (Postgres) also

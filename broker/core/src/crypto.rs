@@ -1,4 +1,4 @@
-//! Envelope crypto (DESIGN §3): the binding of a ciphertext, the derived data key, and
+//! Envelope crypto (ARCHITECTURE.md §3): the binding of a ciphertext, the derived data key, and
 //! AES-256-GCM with the binding as AAD.
 //!
 //! The binding is a length-prefixed encoding of (format version, tenant id, key id, key

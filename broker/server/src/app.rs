@@ -163,7 +163,7 @@ pub async fn build_with_kinds(config: &Config, kinds: Arc<Registry>) -> anyhow::
 }
 
 /// Unseals a broker whose backend seal could not unwrap the root key at start-up, as soon
-/// as the backend can (DESIGN §2, issue 7: auto-unseal).
+/// as the backend can (ARCHITECTURE.md §2, issue 7: auto-unseal).
 pub struct Unsealer {
     config: Config,
     store: Arc<dyn Store>,

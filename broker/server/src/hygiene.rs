@@ -1,4 +1,4 @@
-//! Process memory hygiene (DESIGN §8b): no core dumps and no ptrace by other users, so key
+//! Process memory hygiene (ARCHITECTURE.md §8b): no core dumps and no ptrace by other users, so key
 //! material in memory does not end up on disk.
 
 /// Sets `PR_SET_DUMPABLE=0` and `RLIMIT_CORE=0`. Failures are logged, not fatal.

@@ -1,4 +1,4 @@
-//! Loading the root key from the configured seal (DESIGN §2).
+//! Loading the root key from the configured seal (ARCHITECTURE.md §2).
 
 use std::{
     fs,

@@ -1,5 +1,5 @@
 //! PostgreSQL implementation of the `Store` trait, for a cluster of broker nodes sharing one
-//! database (DESIGN §7).
+//! database (ARCHITECTURE.md §7).
 //!
 //! The SQL is that of `sqlite.rs`, translated statement by statement, so every method
 //! behaves the same (one conformance suite runs against both). On top of it:

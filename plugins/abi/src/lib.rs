@@ -1,4 +1,4 @@
-//! The one crate both sides of the plugin boundary link (DESIGN §5).
+//! The one crate both sides of the plugin boundary link (ARCHITECTURE.md §5).
 //!
 //! A backend plugin is a `cdylib` exporting an [`abi_stable`] root module, [`PluginMod`]. Its
 //! single constructor takes the instance's configuration (JSON text: the `[config]` table of

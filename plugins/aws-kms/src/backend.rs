@@ -1,5 +1,5 @@
 //! The backend instance: one SDK client on the instance's own Tokio runtime, and the
-//! operations of the plugin ABI, each a `block_on` of one KMS call (DESIGN §5: no futures
+//! operations of the plugin ABI, each a `block_on` of one KMS call (ARCHITECTURE.md §5: no futures
 //! cross the ABI; the host calls from its blocking pool with a deadline, which the
 //! operation timeout keeps us inside).
 

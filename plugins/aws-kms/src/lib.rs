@@ -1,4 +1,4 @@
-//! `aws-kms`: a keybroker backend whose keys live in AWS KMS (DESIGN §5, issue 7).
+//! `aws-kms`: a keybroker backend whose keys live in AWS KMS (ARCHITECTURE.md §5, issue 7).
 //!
 //! One instance holds one `aws-sdk-kms` client (HTTP over rustls with ring, as the rest of
 //! the workspace) on its own Tokio runtime: no futures cross the plugin ABI, every operation

@@ -1,6 +1,6 @@
 //! The backend instance: one `KeyClient` on the instance's own Tokio runtime, and the
 //! operations of the plugin ABI, each a `block_on` of one Key Vault call bounded by the
-//! operation timeout (DESIGN §5: no futures cross the ABI; the host calls from its blocking
+//! operation timeout (ARCHITECTURE.md §5: no futures cross the ABI; the host calls from its blocking
 //! pool with a deadline, which the operation timeout keeps us inside).
 
 use std::{
@@ -604,7 +604,7 @@ impl keybroker_plugin_abi::Backend for AzureKeyVaultBackend {
         let (reference, description) = self.key(&request.tenant_id, &request.key_reference)?;
         require_wrapping(description.kind, "encrypt")?;
         // RSA-OAEP has no AAD and picks its own randomness: the request's AAD and IV are
-        // not used (the broker's HKDF binding covers the AAD, DESIGN §3).
+        // not used (the broker's HKDF binding covers the AAD, ARCHITECTURE.md §3).
         let empty = plaintext.is_empty();
         let parameters = KeyOperationParameters {
             algorithm: Some(EncryptionAlgorithm::RsaOaep256),

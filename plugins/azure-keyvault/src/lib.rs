@@ -1,4 +1,4 @@
-//! `azure-keyvault`: a keybroker backend whose keys live in Azure Key Vault (DESIGN §5,
+//! `azure-keyvault`: a keybroker backend whose keys live in Azure Key Vault (ARCHITECTURE.md §5,
 //! issue 7).
 //!
 //! One instance holds one `KeyClient` of the official Azure SDK for Rust
@@ -36,7 +36,7 @@
 //!   `wrapKey`/`unwrapKey` with RSA-OAEP-256; `max_payload` is 190 bytes, what RSA-OAEP-256
 //!   takes under the smallest accepted key (RSA-2048); the broker's data keys are 32. The
 //!   request's AAD is not used: RSA-OAEP has none, and the broker derives the data key
-//!   with HKDF over its binding (DESIGN §3), so a data key moved to another key or tenant
+//!   with HKDF over its binding (ARCHITECTURE.md §3), so a data key moved to another key or tenant
 //!   is useless anyway. The request's IV is not used either. A wrapped key is
 //!   `0x01 ‖ len(version) (1 byte) ‖ version (ASCII) ‖ RSA-OAEP-256 ciphertext`: unwrapping
 //!   uses the version that wrapped, so a key rotated in Key Vault still unwraps older data

@@ -141,7 +141,7 @@ fn wraps_and_unwraps_data_keys_with_created_keys() {
         decrypt(&backend, TENANT, &key, &wrapped, b"binding").unwrap(),
         dek
     );
-    // RSA-OAEP has no AAD: the broker's HKDF binding covers it (DESIGN §3).
+    // RSA-OAEP has no AAD: the broker's HKDF binding covers it (ARCHITECTURE.md §3).
     assert_eq!(
         decrypt(&backend, TENANT, &key, &wrapped, b"other").unwrap(),
         dek
@@ -809,7 +809,7 @@ fn passes_the_conformance_suite() {
         key_type: key_type.to_owned(),
     };
     let options = Options {
-        // RSA-OAEP has no AAD; the broker's binding makes up for it (DESIGN §3).
+        // RSA-OAEP has no AAD; the broker's binding makes up for it (ARCHITECTURE.md §3).
         authenticates_aad: false,
         bindable_keys: vec![
             bindable("conformance-wrap", "aes256-gcm96"),

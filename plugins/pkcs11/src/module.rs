@@ -4,7 +4,7 @@
 //! and one instance's `C_Finalize` would close every other instance's sessions. So the
 //! module (by the SHA-256 of its verified bytes) is initialised once and shared through an
 //! `Arc<Module>`; the last instance to drop it finalises it. The libraries themselves are
-//! never unloaded (DESIGN §5: a native library may have left threads or handlers behind).
+//! never unloaded (ARCHITECTURE.md §5: a native library may have left threads or handlers behind).
 //!
 //! Recovery sometimes needs `C_Finalize` + `C_Initialize` (SoftHSM, for one, only sees a
 //! token directory that came back after that). That affects every instance at once, so it is

@@ -1,4 +1,4 @@
-//! Pinning the PKCS#11 module file the way the broker pins plugins (DESIGN §5).
+//! Pinning the PKCS#11 module file the way the broker pins plugins (ARCHITECTURE.md §5).
 //!
 //! The module is native code loaded into the broker, so it gets the same checks as a plugin
 //! library: refuse a file, or a directory holding it, that group or others can write; hash

@@ -1,4 +1,4 @@
-//! `remote-agent`: the agent gateway (issue 8, DESIGN §6). Customers run `keybroker-agent`
+//! `remote-agent`: the agent gateway (issue 8, ARCHITECTURE.md §6). Customers run `keybroker-agent`
 //! in their own network with their own AES-256 keys; it dials out to this plugin's TLS
 //! WebSocket listener and answers key operations in the AWS KMS XKS proxy API v1 shapes.
 //! Stopping the agent cuts off access to the customer's data.

@@ -18,7 +18,7 @@
 //! `x-amzn-RequestId` header), so the real SDK classifies them as it would AWS's:
 //! `ThrottlingException` is in the SDK's list of retryable throttling codes.
 //!
-//! What moto 5.2 does, found by experiment and relied on by these tests (DESIGN §9):
+//! What moto 5.2 does, found by experiment and relied on by these tests (ARCHITECTURE.md §9):
 //! - it enforces the encryption context on `Decrypt` (a missing or different context gives
 //!   `InvalidCiphertextException`);
 //! - it never throttles (hundreds of calls in a row all succeed);

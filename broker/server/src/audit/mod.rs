@@ -1,4 +1,4 @@
-//! The audit log (DESIGN §8): one JSON line per request and per response, fail closed.
+//! The audit log (ARCHITECTURE.md §8): one JSON line per request and per response, fail closed.
 //!
 //! - **What is written**: [`AuditRecord`] — identity (tenant, hashed token and accessor,
 //!   policies, role, hashed secret_id accessor), path, operation, status, latency. Never a

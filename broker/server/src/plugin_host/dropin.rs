@@ -1,4 +1,4 @@
-//! Drop-in files: one backend instance per `plugins.d/*.toml` (DESIGN §5).
+//! Drop-in files: one backend instance per `plugins.d/*.toml` (ARCHITECTURE.md §5).
 
 use std::{collections::BTreeMap, path::Path, time::Duration};
 

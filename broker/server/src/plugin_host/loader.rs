@@ -1,4 +1,4 @@
-//! Loading a plugin library safely (DESIGN §5): refuse group- or world-writable files and
+//! Loading a plugin library safely (ARCHITECTURE.md §5): refuse group- or world-writable files and
 //! directories, hash the file, compare with the pinned SHA-256, copy the verified bytes to
 //! `<state>/plugins/<sha256>.so` and load that copy. glibc's `dlopen` returns the library
 //! already loaded for a path whose file was replaced; loading the copy named by its hash

@@ -1,4 +1,4 @@
-//! The durable per-version encryption counter (DESIGN §3).
+//! The durable per-version encryption counter (ARCHITECTURE.md §3).
 //!
 //! Counts are reserved in the store in blocks before they are used, so a crash at any point
 //! leaves the persisted count at or above the number of encryptions acknowledged; after a
