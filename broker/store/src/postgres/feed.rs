@@ -1,5 +1,6 @@
 //! The change feed: announcements with LISTEN/NOTIFY, the listener task, and the heartbeat
-//! that proves the feed works end to end (`Store::last_in_sync`).
+//! that proves the feed works end to end
+//! ([`Store::last_in_sync`](keybroker_core::store::Store::last_in_sync)).
 
 use std::time::{Duration, Instant};
 
@@ -8,31 +9,6 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolO
 use tokio::sync::{broadcast, watch};
 
 use super::{map_error, PostgresStore};
-
-impl PostgresStore {
-    pub(super) fn subscribe(&self) -> Option<broadcast::Receiver<Change>> {
-        Some(self.changes.subscribe())
-    }
-
-    pub(super) fn last_in_sync(&self) -> Option<Instant> {
-        let sent = *self.in_sync.borrow();
-        Some(
-            self.base
-                .checked_add(Duration::from_nanos(sent))
-                .unwrap_or(self.base),
-        )
-    }
-
-    pub(super) async fn announce(&self, change: &Change) -> Result<(), StoreError> {
-        sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(CHANNEL)
-            .bind(change.encode())
-            .execute(&self.pool)
-            .await
-            .map_err(map_error)?;
-        Ok(())
-    }
-}
 
 /// The notification channel every node listens on.
 const CHANNEL: &str = "keybroker_changes";
@@ -211,5 +187,30 @@ pub(super) async fn heartbeats(
             Ok(Err(error)) => tracing::debug!(%error, "heartbeat not sent"),
             Err(_) => tracing::debug!("heartbeat not sent: timed out"),
         }
+    }
+}
+
+impl PostgresStore {
+    pub(super) fn subscribe(&self) -> Option<broadcast::Receiver<Change>> {
+        Some(self.changes.subscribe())
+    }
+
+    pub(super) fn last_in_sync(&self) -> Option<Instant> {
+        let sent = *self.in_sync.borrow();
+        Some(
+            self.base
+                .checked_add(Duration::from_nanos(sent))
+                .unwrap_or(self.base),
+        )
+    }
+
+    pub(super) async fn announce(&self, change: &Change) -> Result<(), StoreError> {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(CHANNEL)
+            .bind(change.encode())
+            .execute(&self.pool)
+            .await
+            .map_err(map_error)?;
+        Ok(())
     }
 }
