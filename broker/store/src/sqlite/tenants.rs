@@ -1,0 +1,66 @@
+//! Tenants: creating, listing, and deleting one with everything it owns.
+
+use keybroker_core::{
+    store::{StoreError, TenantRecord},
+    TenantId,
+};
+
+use super::{get, map_error, tenant_id, SqliteStore};
+
+impl SqliteStore {
+    pub(super) async fn create_tenant(&self, tenant: &TenantRecord) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO tenants (id, name, created_at) VALUES (?, ?, ?)")
+            .bind(tenant.id.to_string())
+            .bind(&tenant.name)
+            .bind(tenant.created_at)
+            .execute(&self.pool)
+            .await
+            .map_err(map_error)?;
+        Ok(())
+    }
+
+    pub(super) async fn list_tenants(&self) -> Result<Vec<TenantRecord>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM tenants WHERE id <> ? ORDER BY name")
+            .bind(TenantId::ROOT.to_string())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_error)?;
+        rows.iter()
+            .map(|row| {
+                Ok(TenantRecord {
+                    id: tenant_id(row, "id")?,
+                    name: get(row, "name")?,
+                    created_at: get(row, "created_at")?,
+                })
+            })
+            .collect()
+    }
+
+    pub(super) async fn delete_tenant(&self, tenant: TenantId) -> Result<bool, StoreError> {
+        if tenant == TenantId::ROOT {
+            return Ok(false);
+        }
+        let id = tenant.to_string();
+        let mut tx = self.pool.begin().await.map_err(map_error)?;
+        // Tokens first (revocation), then mounts, whose keys and versions, AppRole rows and
+        // mount-storage entries cascade.
+        for statement in [
+            "DELETE FROM tokens WHERE tenant_id = ?",
+            "DELETE FROM policies WHERE tenant_id = ?",
+            "DELETE FROM mounts WHERE tenant_id = ?",
+        ] {
+            sqlx::query(statement)
+                .bind(&id)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_error)?;
+        }
+        let deleted = sqlx::query("DELETE FROM tenants WHERE id = ?")
+            .bind(&id)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_error)?;
+        tx.commit().await.map_err(map_error)?;
+        Ok(deleted.rows_affected() == 1)
+    }
+}
