@@ -10,14 +10,23 @@
 //! The Postgres tests start a real, throwaway PostgreSQL server (`keybroker-pg-harness`):
 //! `cargo test -p keybroker-store` needs the server programs installed (`tests/run`
 //! installs them).
+//!
+//! Each engine is a feature of this crate, both on by default: `sqlite`, `postgres`.
+
+#[cfg(not(any(feature = "sqlite", feature = "postgres")))]
+compile_error!("keybroker-store needs an engine: enable the feature `sqlite` or `postgres`");
 
 #[cfg(test)]
 mod conformance;
+#[cfg(feature = "postgres")]
 mod postgres;
 mod rows;
+#[cfg(feature = "sqlite")]
 mod sqlite;
 
+#[cfg(feature = "postgres")]
 pub use postgres::{PostgresOptions, PostgresStore};
+#[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
 
 /// The least string above every string starting with `prefix`, in byte order (which is
