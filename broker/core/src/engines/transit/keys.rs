@@ -1,14 +1,20 @@
-//! Key lifecycle: create (or upsert), read, list, configure, rotate, delete.
+//! A key's lifecycle, and how each of its versions is made (at creation and at every
+//! rotation):
+//! - [Create key](https://developer.hashicorp.com/vault/api-docs/secret/transit#create-key) (or upsert): `POST /transit/keys/:name`;
+//! - [Read key](https://developer.hashicorp.com/vault/api-docs/secret/transit#read-key): `GET /transit/keys/:name`;
+//! - [List keys](https://developer.hashicorp.com/vault/api-docs/secret/transit#list-keys): `LIST /transit/keys`;
+//! - [Delete key](https://developer.hashicorp.com/vault/api-docs/secret/transit#delete-key): `DELETE /transit/keys/:name`.
 
 use std::sync::Arc;
 
 use zeroize::Zeroizing;
 
-use super::{key_type::KeyType, validate_key_name, KeyState, Transit, AES256_GCM96};
+use super::{
+    envelope::remember, key_type::KeyType, validate_key_name, KeyState, Transit, AES256_GCM96,
+};
 use crate::{
     backend::{BackendDecrypt, BackendEncrypt, BackendInstance},
     crypto::{generate_dek, random_nonce, Binding, DataKey, PayloadFormat},
-    dek_cache::{CacheKey, CachedKey},
     error::{Error, Result},
     store::{KeyMode, KeyRecord, KeyVersionRecord, StoreError},
     KeyId, MountId, Tenant,
@@ -31,19 +37,6 @@ pub struct CreateKeyOptions {
     /// root-namespace token with `sudo` on `sys/plugins/backends/<instance>`): it may bind
     /// any of the instance's keys; others only those its `bind` patterns grant the tenant.
     pub operator: bool,
-}
-
-/// Changes to a key's configuration (Vault transit API: key config).
-#[derive(Clone, Debug, Default)]
-pub struct KeyConfigUpdate {
-    /// New minimum decryption version.
-    pub min_decryption_version: Option<u32>,
-    /// New minimum encryption version (0 = latest).
-    pub min_encryption_version: Option<u32>,
-    /// Whether the key may be deleted.
-    pub deletion_allowed: Option<bool>,
-    /// Automatic rotation period in seconds (0 = off).
-    pub auto_rotate_period: Option<u64>,
 }
 
 /// One version as shown by key read.
@@ -243,7 +236,7 @@ impl Transit {
         }
     }
 
-    fn info(&self, tenant: &Tenant, state: &KeyState) -> KeyInfo {
+    pub(super) fn info(&self, tenant: &Tenant, state: &KeyState) -> KeyInfo {
         let available = self
             .instance(tenant, &state.record.backend)
             .and_then(|i| i.check_available(""))
@@ -251,7 +244,7 @@ impl Transit {
         KeyInfo::from_state(state, available)
     }
 
-    fn check_auto_rotate_period(&self, period: u64) -> Result<()> {
+    pub(super) fn check_auto_rotate_period(&self, period: u64) -> Result<()> {
         if period != 0 && period < self.settings.min_auto_rotate_period {
             return Err(Error::invalid(format!(
                 "auto rotate period must be 0 to disable or at least {} seconds",
@@ -265,7 +258,7 @@ impl Transit {
     /// backend key (and returns its data key, to cache once the version is stored: its
     /// first use then needs no unwrap); direct mode uses a backend key of its own
     /// (`reference`, or a new one).
-    async fn new_version(
+    pub(super) async fn new_version(
         &self,
         tenant: &Tenant,
         record: &KeyRecord,
@@ -381,7 +374,12 @@ impl Transit {
         Ok(self.info(tenant, &state))
     }
 
-    async fn existing(&self, tenant: &Tenant, mount: MountId, name: &str) -> Result<Arc<KeyState>> {
+    pub(super) async fn existing(
+        &self,
+        tenant: &Tenant,
+        mount: MountId,
+        name: &str,
+    ) -> Result<Arc<KeyState>> {
         self.state(tenant.id, mount, name)
             .await?
             .ok_or_else(|| Error::NotFound(format!("key \"{name}\" not found")))
@@ -392,55 +390,7 @@ impl Transit {
         Ok(self.store.list_keys(tenant.id, mount).await?)
     }
 
-    /// Changes a key's configuration.
-    pub async fn configure_key(
-        &self,
-        tenant: &Tenant,
-        mount: MountId,
-        name: &str,
-        update: KeyConfigUpdate,
-    ) -> Result<KeyInfo> {
-        validate_key_name(name)?;
-        let state = self.existing(tenant, mount, name).await?;
-        let mut record = state.record.clone();
-        if let Some(min) = update.min_decryption_version {
-            if min > record.latest_version {
-                return Err(Error::invalid(
-                    "cannot set min decryption version greater than latest version",
-                ));
-            }
-            record.min_decryption_version = min.max(1);
-        }
-        if let Some(min) = update.min_encryption_version {
-            if min > record.latest_version {
-                return Err(Error::invalid(
-                    "cannot set min encryption version greater than latest version",
-                ));
-            }
-            record.min_encryption_version = min;
-        }
-        if record.min_encryption_version != 0
-            && record.min_encryption_version < record.min_decryption_version
-        {
-            return Err(Error::invalid(
-                "min encryption version must be 0 or at least the min decryption version",
-            ));
-        }
-        if let Some(allowed) = update.deletion_allowed {
-            record.deletion_allowed = allowed;
-        }
-        if let Some(period) = update.auto_rotate_period {
-            self.check_auto_rotate_period(period)?;
-            record.auto_rotate_period = period;
-        }
-        if record != state.record {
-            self.store.update_key_config(&record).await?;
-        }
-        let state = self.existing_reloaded(tenant, mount, name).await?;
-        Ok(self.info(tenant, &state))
-    }
-
-    async fn existing_reloaded(
+    pub(super) async fn existing_reloaded(
         &self,
         tenant: &Tenant,
         mount: MountId,
@@ -449,78 +399,6 @@ impl Transit {
         self.reload(tenant.id, mount, name)
             .await?
             .ok_or_else(|| Error::NotFound(format!("key \"{name}\" not found")))
-    }
-
-    /// Adds a version to a key and makes it the latest.
-    pub async fn rotate(&self, tenant: &Tenant, mount: MountId, name: &str) -> Result<KeyInfo> {
-        validate_key_name(name)?;
-        let state = self.existing_reloaded(tenant, mount, name).await?;
-        let state = self
-            .rotate_from(tenant, &state, state.record.latest_version)
-            .await?;
-        Ok(self.info(tenant, &state))
-    }
-
-    /// Rotates unless someone already moved past `from_version`; returns the fresh state.
-    pub(super) async fn rotate_from(
-        &self,
-        tenant: &Tenant,
-        state: &KeyState,
-        from_version: u32,
-    ) -> Result<Arc<KeyState>> {
-        let record = &state.record;
-        let instance = self.instance(tenant, &record.backend)?;
-        instance.check_available("")?;
-        let next = from_version
-            .checked_add(1)
-            .ok_or_else(|| Error::invalid("key has reached the maximum number of versions"))?;
-        let (version, data_key) = self
-            .new_version(tenant, record, next, instance.as_ref(), None)
-            .await?;
-        let added = self
-            .store
-            .add_key_version(tenant.id, from_version, &version)
-            .await?;
-        if added {
-            instance.cache().purge_key(tenant.id, record.id);
-            remember(instance.as_ref(), tenant, record, next, data_key);
-        } else if record.mode == KeyMode::Direct {
-            // Another rotation won; the backend key made for ours is unused.
-            let _ = instance
-                .delete_key(tenant, &version.backend_reference)
-                .await;
-        }
-        self.existing_reloaded(tenant, record.mount, &record.name)
-            .await
-    }
-
-    /// Rotates every key whose `auto_rotate_period` has elapsed; returns how many rotated.
-    pub async fn rotate_due_keys(
-        &self,
-        tenant_of: impl Fn(crate::TenantId) -> Option<Tenant>,
-    ) -> Result<usize> {
-        let now = self.clock.now_unix();
-        let mut rotated = 0;
-        for record in self.store.list_auto_rotating_keys().await? {
-            let period = i64::try_from(record.auto_rotate_period).unwrap_or(i64::MAX);
-            if now.saturating_sub(record.rotated_at) < period {
-                continue;
-            }
-            let Some(tenant) = tenant_of(record.tenant) else {
-                continue;
-            };
-            let Some(state) = self.reload(tenant.id, record.mount, &record.name).await? else {
-                continue;
-            };
-            match self
-                .rotate_from(&tenant, &state, record.latest_version)
-                .await
-            {
-                Ok(_) => rotated += 1,
-                Err(error) => tracing::warn!(key = %record.id, %error, "automatic rotation failed"),
-            }
-        }
-        Ok(rotated)
     }
 
     /// Deletes a key if its configuration allows it, destroying backend keys the broker made.
@@ -552,128 +430,4 @@ impl Transit {
         }
         Ok(())
     }
-
-    /// Forgets every key of a deleted tenant and drops their cached data keys.
-    pub fn forget_tenant(&self, tenant: crate::TenantId) {
-        let removed: Vec<_> = self
-            .keys
-            .write()
-            .map(|mut keys| {
-                self.generation
-                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                let mounts: Vec<_> = keys.keys().filter(|(t, _)| *t == tenant).copied().collect();
-                mounts.into_iter().filter_map(|m| keys.remove(&m)).collect()
-            })
-            .unwrap_or_default();
-        for state in removed.into_iter().flat_map(|keys| keys.into_values()) {
-            if let Some(instance) = self.backends.get(&state.record.backend) {
-                instance.cache().purge_key(tenant, state.record.id);
-            }
-        }
-    }
-
-    /// Re-reads a cached key that another node changed (configuration, a new version) or
-    /// deleted, keeping the counters of its versions; a deleted key's data keys are dropped.
-    pub async fn refresh_key(&self, tenant: crate::TenantId, key: crate::KeyId) -> Result<()> {
-        let cached: Vec<Arc<KeyState>> = self
-            .keys
-            .read()
-            .map(|keys| {
-                keys.iter()
-                    .filter(|((t, _), _)| *t == tenant)
-                    .flat_map(|(_, names)| names.values())
-                    .filter(|state| state.record.id == key)
-                    .cloned()
-                    .collect()
-            })
-            .unwrap_or_default();
-        for state in cached {
-            let record = &state.record;
-            if self
-                .reload(tenant, record.mount, &record.name)
-                .await?
-                .is_none()
-            {
-                if let Some(instance) = self.backends.get(&record.backend) {
-                    instance.cache().purge_key(tenant, record.id);
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Forgets the cached keys of a tenant's mounts that are not in `mounts` (another node
-    /// disabled them).
-    pub fn forget_mounts_except(&self, tenant: crate::TenantId, mounts: &[MountId]) {
-        let gone: Vec<MountId> = self
-            .keys
-            .read()
-            .map(|keys| {
-                keys.keys()
-                    .filter(|(t, m)| *t == tenant && !mounts.contains(m))
-                    .map(|(_, m)| *m)
-                    .collect()
-            })
-            .unwrap_or_default();
-        for mount in gone {
-            self.forget_mount(tenant, mount);
-        }
-    }
-
-    /// Forgets every cached key (changes may have been missed); keys are re-read on next
-    /// use and their counters resume past the persisted reservations.
-    pub fn forget_all(&self) {
-        if let Ok(mut keys) = self.keys.write() {
-            self.generation
-                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            keys.clear();
-        }
-    }
-
-    /// Forgets every cached key of a mount (after the mount was disabled).
-    pub fn forget_mount(&self, tenant: crate::TenantId, mount: MountId) {
-        let removed = self.keys.write().ok().and_then(|mut keys| {
-            self.generation
-                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            keys.remove(&(tenant, mount))
-        });
-        for state in removed.into_iter().flat_map(|keys| keys.into_values()) {
-            if let Some(instance) = self.backends.get(&state.record.backend) {
-                instance.cache().purge_key(tenant, state.record.id);
-            }
-        }
-    }
-}
-
-/// Caches the data key of a version just stored, so that its first use needs no unwrap by
-/// the backend (one KMS `Decrypt` less per version). Only after the store accepted the
-/// version: a version that lost a race must never be cached under its number.
-fn remember(
-    instance: &dyn BackendInstance,
-    tenant: &Tenant,
-    record: &KeyRecord,
-    version: u32,
-    data_key: Option<DataKey>,
-) {
-    let Some(data_key) = data_key else {
-        return;
-    };
-    let Some(reference) = record.backend_reference.clone() else {
-        return;
-    };
-    // An evicting instance that went away meanwhile must not gain cached keys.
-    if instance.check_available(&reference).is_err() {
-        return;
-    }
-    instance.cache().insert(
-        CacheKey {
-            tenant: tenant.id,
-            key: record.id,
-            version,
-        },
-        Arc::new(CachedKey {
-            data_key,
-            backend_reference: reference,
-        }),
-    );
 }

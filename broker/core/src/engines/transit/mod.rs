@@ -4,26 +4,41 @@
 //!
 //! Key metadata is cached in memory as one immutable `KeyState` per key, replaced on every
 //! change; per-version encryption counters live in `Arc`s that survive those replacements.
+//!
+//! One file per operation: `keys.rs` (create, read, list, delete), `config.rs` (a key's
+//! configuration), `rotate.rs` (by hand and when due), `encrypt.rs`, `decrypt.rs`,
+//! `rewrap.rs`, `datakey.rs`, `sign.rs` and `verify.rs`. Around them: `cache.rs` (the keys
+//! held in memory, and what invalidates them), `envelope.rs` (each version's data key in the
+//! DEK cache), `counter.rs`, `ciphertext.rs` and `key_type.rs`.
 
+mod cache;
 pub mod ciphertext;
+mod config;
 mod counter;
-mod data;
+mod datakey;
+mod decrypt;
+mod encrypt;
+mod envelope;
 mod key_type;
 mod keys;
+mod rewrap;
+mod rotate;
 mod sign;
+mod verify;
 
 use std::{
     collections::HashMap,
-    sync::{
-        atomic::{AtomicU64, Ordering},
-        Arc, RwLock,
-    },
+    sync::{atomic::AtomicU64, Arc, RwLock},
 };
 
-pub use data::{DataKeyOutput, DecryptItem, EncryptItem, EncryptOutput};
+pub use config::KeyConfigUpdate;
+pub use datakey::DataKeyOutput;
+pub use decrypt::DecryptItem;
+pub use encrypt::{EncryptItem, EncryptOutput};
 pub use key_type::KeyType;
-pub use keys::{CreateKeyOptions, KeyConfigUpdate, KeyInfo, VersionInfo};
-pub use sign::{HashAlgorithm, Marshaling, SignOptions, SignOutput, VerifyItem};
+pub use keys::{CreateKeyOptions, KeyInfo, VersionInfo};
+pub use sign::{HashAlgorithm, Marshaling, SignOptions, SignOutput};
+pub use verify::VerifyItem;
 
 use crate::{
     backend::{BackendInstance, Backends},
@@ -179,90 +194,6 @@ impl Transit {
             .unwrap_or(&self.settings.default_backend)
     }
 
-    fn cached_state(&self, tenant: TenantId, mount: MountId, name: &str) -> Option<Arc<KeyState>> {
-        self.keys
-            .read()
-            .ok()?
-            .get(&(tenant, mount))?
-            .get(name)
-            .cloned()
-    }
-
-    fn forget(&self, tenant: TenantId, mount: MountId, name: &str) {
-        if let Ok(mut keys) = self.keys.write() {
-            self.generation.fetch_add(1, Ordering::SeqCst);
-            if let Some(mount_keys) = keys.get_mut(&(tenant, mount)) {
-                mount_keys.remove(name);
-            }
-        }
-    }
-
-    /// The in-memory state of a key, loading it from the store on first use.
-    async fn state(
-        &self,
-        tenant: TenantId,
-        mount: MountId,
-        name: &str,
-    ) -> Result<Option<Arc<KeyState>>> {
-        if let Some(state) = self.cached_state(tenant, mount, name) {
-            return Ok(Some(state));
-        }
-        self.reload(tenant, mount, name).await
-    }
-
-    /// Re-reads a key from the store, keeping the counters of versions already loaded.
-    async fn reload(
-        &self,
-        tenant: TenantId,
-        mount: MountId,
-        name: &str,
-    ) -> Result<Option<Arc<KeyState>>> {
-        let started = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
-        let Some(record) = self.store.get_key(tenant, mount, name).await? else {
-            self.forget(tenant, mount, name);
-            return Ok(None);
-        };
-        let version_records = self.store.get_key_versions(tenant, record.id).await?;
-        let previous = self
-            .cached_state(tenant, mount, name)
-            .filter(|p| p.record.id == record.id);
-        let versions = version_records
-            .into_iter()
-            .map(|v| {
-                previous
-                    .as_ref()
-                    .and_then(|p| p.version(v.version).cloned())
-                    .unwrap_or_else(|| {
-                        Arc::new(VersionState {
-                            counter: Counter::new(v.counter_reserved),
-                            record: v,
-                            fill: tokio::sync::Mutex::new(()),
-                        })
-                    })
-            })
-            .collect::<Vec<_>>();
-        if versions.len() != record.latest_version as usize
-            || versions
-                .iter()
-                .enumerate()
-                .any(|(i, v)| v.record.version as usize != i + 1)
-        {
-            return Err(Error::internal(format!(
-                "key {} has inconsistent versions",
-                record.id
-            )));
-        }
-        let state = Arc::new(KeyState { record, versions });
-        if let Ok(mut keys) = self.keys.write() {
-            if self.generation.load(Ordering::SeqCst) == started {
-                keys.entry((tenant, mount))
-                    .or_default()
-                    .insert(name.to_owned(), state.clone());
-            }
-        }
-        Ok(Some(state))
-    }
-
     /// The backend instance serving a key, if loaded and allowed for the tenant.
     fn instance(&self, tenant: &Tenant, name: &str) -> Result<Arc<dyn BackendInstance>> {
         match self.backends.get(name) {
@@ -275,4 +206,20 @@ impl Transit {
             ))),
         }
     }
+
+    fn check_batch_size(&self, items: usize) -> Result<()> {
+        if items == 0 {
+            return Err(Error::invalid("missing plaintext or batch_input"));
+        }
+        if items > self.settings.max_batch_items {
+            return Err(Error::invalid(format!(
+                "batch_input has more than {} items",
+                self.settings.max_batch_items
+            )));
+        }
+        Ok(())
+    }
 }
+
+/// Per-item results of a batch; the outer error fails the whole request.
+type ItemResults<T> = Vec<Result<T>>;

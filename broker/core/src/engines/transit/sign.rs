@@ -1,4 +1,6 @@
-//! Signatures with asymmetric keys held by a backend (Vault transit API: sign, verify).
+//! [Sign data](https://developer.hashicorp.com/vault/api-docs/secret/transit#sign-data): `POST /transit/sign/:name(/:hash_algorithm)`.
+//!
+//! Also the options, hashes and signature encodings that verify shares.
 //!
 //! The broker hashes the input (unless `prehashed`), the backend signs the digest with the
 //! key version's private key, and the broker marshals the result as Vault does:
@@ -11,9 +13,9 @@ use base64::{
 };
 use sha2::{Digest, Sha224, Sha256, Sha384, Sha512};
 
-use super::{ciphertext, data::ItemResults, key_type::KeyType, KeyState, Transit, VersionState};
+use super::{key_type::KeyType, ItemResults, KeyState, Transit, VersionState};
 use crate::{
-    backend::{BackendSign, BackendVerify},
+    backend::BackendSign,
     error::{Error, Result},
     MountId, Tenant,
 };
@@ -127,23 +129,14 @@ pub struct SignOutput {
     pub key_version: u32,
 }
 
-/// One signature to check.
-#[derive(Debug)]
-pub struct VerifyItem {
-    /// The signed input (or digest, if prehashed).
-    pub input: Vec<u8>,
-    /// `vault:v<N>:…` text.
-    pub signature: String,
-}
-
 /// What the backend is asked to do, once per request.
-struct Plan {
-    key_type: KeyType,
-    signature_algorithm: &'static str,
+pub(super) struct Plan {
+    pub(super) key_type: KeyType,
+    pub(super) signature_algorithm: &'static str,
 }
 
 impl SignOptions {
-    fn plan(&self, key_type: &str) -> Result<Plan> {
+    pub(super) fn plan(&self, key_type: &str) -> Result<Plan> {
         let key_type = KeyType::parse(key_type)
             .ok()
             .filter(|t| t.is_asymmetric())
@@ -169,7 +162,7 @@ impl SignOptions {
         })
     }
 
-    fn digest(&self, input: &[u8]) -> Result<Vec<u8>> {
+    pub(super) fn digest(&self, input: &[u8]) -> Result<Vec<u8>> {
         if !self.prehashed {
             return Ok(self.hash_algorithm.digest(input));
         }
@@ -191,7 +184,7 @@ impl SignOptions {
         }
     }
 
-    fn decode(&self, text: &str) -> Result<Vec<u8>> {
+    pub(super) fn decode(&self, text: &str) -> Result<Vec<u8>> {
         let decoded = match self.marshaling {
             Marshaling::Asn1 => STANDARD.decode(text),
             Marshaling::Jws => URL_SAFE_NO_PAD.decode(text),
@@ -219,7 +212,11 @@ fn marshal(key_type: KeyType, marshaling: Marshaling, raw: Vec<u8>) -> Result<Ve
 }
 
 /// A caller's signature back to what a backend verifies (raw `r ‖ s` for ECDSA).
-fn unmarshal(key_type: KeyType, marshaling: Marshaling, bytes: Vec<u8>) -> Result<Vec<u8>> {
+pub(super) fn unmarshal(
+    key_type: KeyType,
+    marshaling: Marshaling,
+    bytes: Vec<u8>,
+) -> Result<Vec<u8>> {
     let malformed = || Error::invalid("invalid signature: not an ASN.1 DER ECDSA signature");
     Ok(match (key_type, marshaling) {
         (KeyType::EcdsaP256, Marshaling::Asn1) => p256::ecdsa::Signature::from_der(&bytes)
@@ -235,7 +232,7 @@ fn unmarshal(key_type: KeyType, marshaling: Marshaling, bytes: Vec<u8>) -> Resul
 }
 
 impl Transit {
-    async fn signing_key(
+    pub(super) async fn signing_key(
         &self,
         tenant: &Tenant,
         mount: MountId,
@@ -319,63 +316,6 @@ impl Transit {
             }));
         }
         Ok(results)
-    }
-
-    /// Checks each signature (Vault transit API: verify); `Ok(false)` when it does not match.
-    pub async fn verify(
-        &self,
-        tenant: &Tenant,
-        mount: MountId,
-        name: &str,
-        options: &SignOptions,
-        items: Vec<VerifyItem>,
-    ) -> Result<ItemResults<bool>> {
-        self.check_batch_size(items.len())?;
-        let state = self.signing_key(tenant, mount, name).await?;
-        let plan = options.plan(&state.record.key_type)?;
-        let instance = self.instance(tenant, &state.record.backend)?;
-        let mut results = Vec::with_capacity(items.len());
-        for item in items {
-            let prepared = self.prepare_verify(&state, options, &plan, &item);
-            let (version, digest, signature) = match prepared {
-                Ok(prepared) => prepared,
-                Err(error) => {
-                    results.push(Err(error));
-                    continue;
-                }
-            };
-            let reference = &version.record.backend_reference;
-            instance.check_available(reference)?;
-            let request = BackendVerify {
-                sign: BackendSign {
-                    reference,
-                    digest: &digest,
-                    hash_algorithm: options.hash_algorithm.name(),
-                    signature_algorithm: plan.signature_algorithm,
-                },
-                signature: &signature,
-            };
-            match instance.verify(tenant, request).await {
-                Ok(valid) => results.push(Ok(valid)),
-                Err(error @ (Error::Unavailable(_) | Error::Internal { .. })) => return Err(error),
-                Err(error) => results.push(Err(error)),
-            }
-        }
-        Ok(results)
-    }
-
-    fn prepare_verify(
-        &self,
-        state: &KeyState,
-        options: &SignOptions,
-        plan: &Plan,
-        item: &VerifyItem,
-    ) -> Result<(std::sync::Arc<VersionState>, Vec<u8>, Vec<u8>)> {
-        let (number, encoded) = ciphertext::split("signature", &item.signature)?;
-        let version = state.readable_version("signature", number)?;
-        let signature = unmarshal(plan.key_type, options.marshaling, options.decode(encoded)?)?;
-        let digest = options.digest(&item.input)?;
-        Ok((version, digest, signature))
     }
 }
 

@@ -1,0 +1,71 @@
+//! [Update key configuration](https://developer.hashicorp.com/vault/api-docs/secret/transit#update-key-configuration):
+//! `POST /transit/keys/:name/config`.
+
+use super::{validate_key_name, KeyInfo, Transit};
+use crate::{
+    error::{Error, Result},
+    MountId, Tenant,
+};
+
+/// Changes to a key's configuration (Vault transit API: key config).
+#[derive(Clone, Debug, Default)]
+pub struct KeyConfigUpdate {
+    /// New minimum decryption version.
+    pub min_decryption_version: Option<u32>,
+    /// New minimum encryption version (0 = latest).
+    pub min_encryption_version: Option<u32>,
+    /// Whether the key may be deleted.
+    pub deletion_allowed: Option<bool>,
+    /// Automatic rotation period in seconds (0 = off).
+    pub auto_rotate_period: Option<u64>,
+}
+
+impl Transit {
+    /// Changes a key's configuration.
+    pub async fn configure_key(
+        &self,
+        tenant: &Tenant,
+        mount: MountId,
+        name: &str,
+        update: KeyConfigUpdate,
+    ) -> Result<KeyInfo> {
+        validate_key_name(name)?;
+        let state = self.existing(tenant, mount, name).await?;
+        let mut record = state.record.clone();
+        if let Some(min) = update.min_decryption_version {
+            if min > record.latest_version {
+                return Err(Error::invalid(
+                    "cannot set min decryption version greater than latest version",
+                ));
+            }
+            record.min_decryption_version = min.max(1);
+        }
+        if let Some(min) = update.min_encryption_version {
+            if min > record.latest_version {
+                return Err(Error::invalid(
+                    "cannot set min encryption version greater than latest version",
+                ));
+            }
+            record.min_encryption_version = min;
+        }
+        if record.min_encryption_version != 0
+            && record.min_encryption_version < record.min_decryption_version
+        {
+            return Err(Error::invalid(
+                "min encryption version must be 0 or at least the min decryption version",
+            ));
+        }
+        if let Some(allowed) = update.deletion_allowed {
+            record.deletion_allowed = allowed;
+        }
+        if let Some(period) = update.auto_rotate_period {
+            self.check_auto_rotate_period(period)?;
+            record.auto_rotate_period = period;
+        }
+        if record != state.record {
+            self.store.update_key_config(&record).await?;
+        }
+        let state = self.existing_reloaded(tenant, mount, name).await?;
+        Ok(self.info(tenant, &state))
+    }
+}

@@ -1,0 +1,149 @@
+//! [Decrypt data](https://developer.hashicorp.com/vault/api-docs/secret/transit#decrypt-data): `POST /transit/decrypt/:name`.
+//!
+//! Envelope mode opens each item here with its version's data key; direct mode sends every
+//! item to the backend, batched in one call.
+
+use std::sync::Arc;
+
+use zeroize::Zeroizing;
+
+use super::{ciphertext, ItemResults, KeyState, Transit, VersionState};
+use crate::{
+    backend::{BackendDecrypt, BackendInstance},
+    crypto::PayloadFormat,
+    error::{Error, Result},
+    store::KeyMode,
+    MountId, Tenant,
+};
+
+/// One ciphertext to decrypt.
+#[derive(Debug)]
+pub struct DecryptItem {
+    /// `vault:v<N>:…` text.
+    pub ciphertext: String,
+    /// Caller AAD (`associated_data`).
+    pub associated_data: Vec<u8>,
+}
+
+impl Transit {
+    /// Decrypts each item. A missing key fails the whole request, as in Vault.
+    pub async fn decrypt(
+        &self,
+        tenant: &Tenant,
+        mount: MountId,
+        name: &str,
+        items: Vec<DecryptItem>,
+    ) -> Result<ItemResults<Zeroizing<Vec<u8>>>> {
+        super::validate_key_name(name)?;
+        self.check_batch_size(items.len())?;
+        let state = self
+            .state(tenant.id, mount, name)
+            .await?
+            .ok_or_else(|| Error::invalid("encryption key not found"))?;
+        super::key_type::require_encryption(&state.record.key_type)?;
+        let instance = self.instance(tenant, &state.record.backend)?;
+        let parsed: Vec<Result<(Arc<VersionState>, Vec<u8>)>> = items
+            .iter()
+            .map(|item| self.parse_for_decrypt(&state, &item.ciphertext))
+            .collect();
+        match state.record.mode {
+            KeyMode::Envelope => {
+                let mut results = Vec::with_capacity(items.len());
+                for (item, parsed) in items.iter().zip(parsed) {
+                    let result = match parsed {
+                        Ok((version, payload)) => {
+                            match self
+                                .data_key(tenant, &state, &version, instance.as_ref())
+                                .await
+                            {
+                                Ok(key) => key.data_key.open(&payload, &item.associated_data),
+                                // Backend trouble fails the request, not just the item.
+                                Err(error @ (Error::Unavailable(_) | Error::Internal { .. })) => {
+                                    return Err(error)
+                                }
+                                Err(error) => Err(error),
+                            }
+                        }
+                        Err(error) => Err(error),
+                    };
+                    results.push(result);
+                }
+                Ok(results)
+            }
+            KeyMode::Direct => {
+                self.decrypt_direct(tenant, &state, instance.as_ref(), &items, parsed)
+                    .await
+            }
+        }
+    }
+
+    async fn decrypt_direct(
+        &self,
+        tenant: &Tenant,
+        state: &KeyState,
+        instance: &dyn BackendInstance,
+        items: &[DecryptItem],
+        parsed: Vec<Result<(Arc<VersionState>, Vec<u8>)>>,
+    ) -> Result<ItemResults<Zeroizing<Vec<u8>>>> {
+        let mut results: Vec<Option<Result<Zeroizing<Vec<u8>>>>> = Vec::with_capacity(items.len());
+        let mut pending = Vec::new();
+        for (index, (item, parsed)) in items.iter().zip(parsed).enumerate() {
+            match parsed {
+                Ok((version, payload)) => {
+                    instance.check_available(&version.record.backend_reference)?;
+                    let aad = state
+                        .binding(version.record.version)
+                        .aad(&item.associated_data);
+                    pending.push((index, version, payload, aad));
+                    results.push(None);
+                }
+                Err(error) => results.push(Some(Err(error))),
+            }
+        }
+        let requests = pending
+            .iter()
+            .map(|(_, version, payload, aad)| BackendDecrypt {
+                reference: &version.record.backend_reference,
+                ciphertext: payload,
+                aad,
+            })
+            .collect::<Vec<_>>();
+        if !requests.is_empty() {
+            let answers = instance.decrypt_batch(tenant, requests).await?;
+            if answers.len() != pending.len() {
+                return Err(Error::internal(
+                    "backend returned a batch of the wrong size",
+                ));
+            }
+            for ((index, ..), answer) in pending.iter().zip(answers) {
+                if let Some(slot) = results.get_mut(*index) {
+                    *slot = Some(answer);
+                }
+            }
+        }
+        Ok(results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(Error::internal("batch item without result"))))
+            .collect())
+    }
+
+    fn parse_for_decrypt(
+        &self,
+        state: &KeyState,
+        text: &str,
+    ) -> Result<(Arc<VersionState>, Vec<u8>)> {
+        let (number, payload) = ciphertext::parse(text)?;
+        let version = state.readable_version("ciphertext", number)?;
+        let record = &state.record;
+        let expected = match record.mode {
+            KeyMode::Envelope => PayloadFormat::Envelope,
+            KeyMode::Direct => PayloadFormat::BackendBlob,
+        };
+        if PayloadFormat::from_code(version.record.payload_format) != Some(expected) {
+            return Err(Error::internal(
+                "key version has an unexpected payload format",
+            ));
+        }
+        Ok((version, payload))
+    }
+}
