@@ -20,7 +20,6 @@ pub mod routes;
 mod sys;
 mod token;
 mod transit;
-mod transit_sign;
 
 use std::{
     collections::HashMap,

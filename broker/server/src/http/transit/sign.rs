@@ -1,25 +1,27 @@
-//! Transit sign and verify (Vault transit API: sign data, verify signed data).
+//! [Sign data](https://developer.hashicorp.com/vault/api-docs/secret/transit#sign-data): `POST /transit/sign/:name(/:hash_algorithm)`.
+//!
+//! Verify takes the same body.
 
 use axum::response::Response;
 use keybroker_core::{
-    engines::transit::{HashAlgorithm, Marshaling, SignOptions, SignOutput, VerifyItem},
+    engines::transit::{HashAlgorithm, Marshaling, SignOptions, SignOutput},
     Error,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{
-    body,
-    error::ApiError,
-    transit::{decode_base64, merge, respond, split, Context},
+    batch::{merge, respond, split},
+    decode_base64, Context,
 };
+use crate::http::{body, error::ApiError};
 
 /// Vault transit API: one item of a sign or verify `batch_input`.
 #[derive(Deserialize, Default)]
 #[serde(default)]
-struct SignItem {
+pub(super) struct SignItem {
     input: Option<String>,
-    signature: Option<String>,
+    pub(super) signature: Option<String>,
     context: Option<String>,
     reference: Option<String>,
 }
@@ -27,7 +29,7 @@ struct SignItem {
 /// Vault transit API: sign data and verify signed data share these fields.
 #[derive(Deserialize, Default)]
 #[serde(default)]
-struct SignBody {
+pub(super) struct SignBody {
     input: Option<String>,
     signature: Option<String>,
     context: Option<String>,
@@ -44,7 +46,7 @@ struct SignBody {
     #[serde(deserialize_with = "body::opt_list")]
     batch_input: Option<Vec<SignItem>>,
     #[serde(deserialize_with = "body::opt_u64")]
-    partial_failure_response_code: Option<u64>,
+    pub(super) partial_failure_response_code: Option<u64>,
 }
 
 /// Vault transit API: sign response data.
@@ -54,16 +56,10 @@ struct SignatureData {
     key_version: u32,
 }
 
-/// Vault transit API: verify response data.
-#[derive(Serialize)]
-struct ValidData {
-    valid: bool,
-}
-
 impl SignBody {
     /// The options, with the hash from the path (`sign/:name/:hash_algorithm`) winning over
     /// the body, as in Vault.
-    fn options(&self, path_hash: Option<&str>) -> Result<SignOptions, ApiError> {
+    pub(super) fn options(&self, path_hash: Option<&str>) -> Result<SignOptions, ApiError> {
         let hash = path_hash
             .or(self.hash_algorithm.as_deref())
             .or(self.algorithm.as_deref())
@@ -98,7 +94,7 @@ impl SignBody {
     }
 
     /// The request's items: `batch_input`, or the single top-level item.
-    fn items(&mut self) -> (Vec<SignItem>, bool) {
+    pub(super) fn items(&mut self) -> (Vec<SignItem>, bool) {
         match self.batch_input.take() {
             Some(items) => (items, true),
             None => (
@@ -114,7 +110,7 @@ impl SignBody {
     }
 }
 
-fn input_of(item: &SignItem) -> Result<Vec<u8>, Error> {
+pub(super) fn input_of(item: &SignItem) -> Result<Vec<u8>, Error> {
     if item.context.as_deref().is_some_and(|c| !c.is_empty()) {
         return Err(Error::invalid(
             "context is for derived keys, which keybroker does not support",
@@ -123,7 +119,7 @@ fn input_of(item: &SignItem) -> Result<Vec<u8>, Error> {
     decode_base64("input", item.input.as_deref().unwrap_or_default())
 }
 
-fn references(items: &[SignItem]) -> Vec<String> {
+pub(super) fn references(items: &[SignItem]) -> Vec<String> {
     items
         .iter()
         .map(|item| item.reference.clone().unwrap_or_default())
@@ -159,46 +155,10 @@ impl Context<'_> {
             },
         )
     }
-
-    /// Vault transit API: verify signed data.
-    pub(super) async fn verify(
-        &self,
-        name: &str,
-        path_hash: Option<&str>,
-    ) -> Result<Response, ApiError> {
-        let mut input: SignBody = body::parse(&self.request.body)?;
-        let options = input.options(path_hash)?;
-        let (items, batch) = input.items();
-        let (slots, work) = split(&items, batch, |item| {
-            let signature = item
-                .signature
-                .as_deref()
-                .filter(|s| !s.is_empty())
-                .ok_or_else(|| Error::invalid("missing signature to verify"))?;
-            Ok(VerifyItem {
-                input: input_of(item)?,
-                signature: signature.to_owned(),
-            })
-        })?;
-        let results = if work.is_empty() {
-            Vec::new()
-        } else {
-            self.transit()
-                .verify(self.tenant, self.mount.id, name, &options, work)
-                .await?
-        };
-        respond(
-            merge(slots, results)?,
-            references(&items),
-            batch,
-            input.partial_failure_response_code,
-            |valid| ValidData { valid },
-        )
-    }
 }
 
-/// Every body of this module decoded as its handlers decode it, without a broker (see
-/// [`super::fuzzing`]); how many of the wire structs accepted `body`.
+/// [`SignBody`] decoded as its handlers decode it, without a broker (see
+/// [`crate::http::fuzzing`]); how many of the wire structs accepted `body`.
 pub(super) fn fuzz_request_bodies(body: &bytes::Bytes) -> usize {
     let Ok(mut input) = body::parse::<SignBody>(body) else {
         return 0;

@@ -1,0 +1,58 @@
+//! [Decrypt data](https://developer.hashicorp.com/vault/api-docs/secret/transit#decrypt-data): `POST /transit/decrypt/:name`.
+
+use axum::response::Response;
+use base64::{engine::general_purpose::STANDARD, Engine as _};
+use keybroker_core::{engines::transit::DecryptItem, Error};
+use serde::Serialize;
+use zeroize::Zeroizing;
+
+use super::{
+    batch::{merge, references, respond, split, BatchItem, DataBody},
+    optional_base64, Context,
+};
+use crate::http::{body, error::ApiError};
+
+/// Vault transit API: decrypt response data.
+#[derive(Serialize)]
+struct PlaintextData {
+    plaintext: Zeroizing<String>,
+}
+
+/// One item to decrypt: its ciphertext, and `associated_data` base64-decoded.
+pub(super) fn decrypt_item(item: &BatchItem) -> Result<DecryptItem, Error> {
+    let ciphertext = item
+        .ciphertext
+        .as_deref()
+        .filter(|c| !c.is_empty())
+        .ok_or_else(|| Error::invalid("missing ciphertext to decrypt"))?;
+    Ok(DecryptItem {
+        ciphertext: ciphertext.to_owned(),
+        associated_data: optional_base64("associated_data", item.associated_data.as_deref())?,
+    })
+}
+
+impl Context<'_> {
+    pub(super) async fn decrypt(&self, name: &str) -> Result<Response, ApiError> {
+        let input: DataBody = body::parse(&self.request.body)?;
+        let partial_code = input.partial_failure_response_code;
+        let (items, batch) = input.items();
+        let (slots, work) = split(&items, batch, decrypt_item)?;
+        let results = if work.is_empty() {
+            Vec::new()
+        } else {
+            self.transit()
+                .decrypt(self.tenant, self.mount.id, name, work)
+                .await?
+        };
+        let results = merge(slots, results)?;
+        respond(
+            results,
+            references(&items),
+            batch,
+            partial_code,
+            |plaintext: Zeroizing<Vec<u8>>| PlaintextData {
+                plaintext: Zeroizing::new(STANDARD.encode(plaintext.as_slice())),
+            },
+        )
+    }
+}
