@@ -11,6 +11,7 @@ use crate::{
 };
 
 impl Transit {
+    /// A key's state, if held in memory.
     fn cached_state(&self, tenant: TenantId, mount: MountId, name: &str) -> Option<Arc<KeyState>> {
         self.keys
             .read()
@@ -20,6 +21,7 @@ impl Transit {
             .cloned()
     }
 
+    /// Forgets one key (it was deleted, or the store no longer has it).
     pub(super) fn forget(&self, tenant: TenantId, mount: MountId, name: &str) {
         if let Ok(mut keys) = self.keys.write() {
             self.generation.fetch_add(1, Ordering::SeqCst);

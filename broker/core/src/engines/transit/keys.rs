@@ -236,6 +236,7 @@ impl Transit {
         }
     }
 
+    /// A key as read key shows it, with whether its backend is available now.
     pub(super) fn info(&self, tenant: &Tenant, state: &KeyState) -> KeyInfo {
         let available = self
             .instance(tenant, &state.record.backend)
@@ -244,6 +245,7 @@ impl Transit {
         KeyInfo::from_state(state, available)
     }
 
+    /// Refuses a non-zero `auto_rotate_period` below the minimum.
     pub(super) fn check_auto_rotate_period(&self, period: u64) -> Result<()> {
         if period != 0 && period < self.settings.min_auto_rotate_period {
             return Err(Error::invalid(format!(
@@ -374,6 +376,7 @@ impl Transit {
         Ok(self.info(tenant, &state))
     }
 
+    /// A key's state (cached, or loaded); `NotFound` if absent.
     pub(super) async fn existing(
         &self,
         tenant: &Tenant,
@@ -390,6 +393,7 @@ impl Transit {
         Ok(self.store.list_keys(tenant.id, mount).await?)
     }
 
+    /// A key's state re-read from the store; `NotFound` if absent.
     pub(super) async fn existing_reloaded(
         &self,
         tenant: &Tenant,

@@ -207,6 +207,7 @@ impl Transit {
         }
     }
 
+    /// Refuses an empty batch, and one of more than `max_batch_items`.
     fn check_batch_size(&self, items: usize) -> Result<()> {
         if items == 0 {
             return Err(Error::invalid("missing plaintext or batch_input"));

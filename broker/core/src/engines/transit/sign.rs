@@ -136,6 +136,7 @@ pub(super) struct Plan {
 }
 
 impl SignOptions {
+    /// What to ask the backend for a key of `key_type`; refuses keys that do not sign.
     pub(super) fn plan(&self, key_type: &str) -> Result<Plan> {
         let key_type = KeyType::parse(key_type)
             .ok()
@@ -162,6 +163,7 @@ impl SignOptions {
         })
     }
 
+    /// The digest the backend signs: the input hashed, or checked if `prehashed`.
     pub(super) fn digest(&self, input: &[u8]) -> Result<Vec<u8>> {
         if !self.prehashed {
             return Ok(self.hash_algorithm.digest(input));
@@ -184,6 +186,7 @@ impl SignOptions {
         }
     }
 
+    /// A signature's text back to bytes, per the marshaling.
     pub(super) fn decode(&self, text: &str) -> Result<Vec<u8>> {
         let decoded = match self.marshaling {
             Marshaling::Asn1 => STANDARD.decode(text),
@@ -232,6 +235,7 @@ pub(super) fn unmarshal(
 }
 
 impl Transit {
+    /// The key a sign or verify names; an invalid request if absent.
     pub(super) async fn signing_key(
         &self,
         tenant: &Tenant,

@@ -154,6 +154,7 @@ pub(super) fn merge<T>(
     Ok(merged)
 }
 
+/// Each item's `reference`, echoed in its result.
 pub(super) fn references(items: &[BatchItem]) -> Vec<String> {
     items
         .iter()

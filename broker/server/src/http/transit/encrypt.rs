@@ -20,6 +20,7 @@ pub(super) struct CiphertextData {
     key_version: u32,
 }
 
+/// One encryption as encrypt and rewrap answer it.
 pub(super) fn ciphertext_data(output: EncryptOutput) -> CiphertextData {
     CiphertextData {
         ciphertext: output.ciphertext,

@@ -39,6 +39,7 @@ struct CreateKeyBody {
     backend_key: Option<String>,
 }
 
+/// A key as Vault's read key answers it, plus our fields (`backend`, `mode`, `bound`, …).
 pub(super) fn key_json(info: &KeyInfo) -> Value {
     let record = &info.record;
     let key_type = KeyType::parse(&record.key_type).ok();

@@ -221,21 +221,25 @@ struct Context<'a> {
 }
 
 impl Context<'_> {
+    /// The broker's transit engine.
     fn transit(&self) -> &Transit {
         &self.ready.broker.transit
     }
 }
 
+/// A base64 field's bytes; an invalid request naming `field` if it is not base64.
 fn decode_base64(field: &str, value: &str) -> Result<Vec<u8>, Error> {
     STANDARD
         .decode(value.trim())
         .map_err(|_| Error::invalid(format!("failed to base64-decode {field}")))
 }
 
+/// A secret base64 field (a plaintext), decoded into memory that is zeroed on drop.
 fn decode_secret(field: &str, value: &str) -> Result<Zeroizing<Vec<u8>>, Error> {
     decode_base64(field, value).map(Zeroizing::new)
 }
 
+/// An optional base64 field; absent or empty is no bytes.
 fn optional_base64(field: &str, value: Option<&str>) -> Result<Vec<u8>, Error> {
     match value {
         None | Some("") => Ok(Vec::new()),

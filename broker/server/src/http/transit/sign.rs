@@ -110,6 +110,7 @@ impl SignBody {
     }
 }
 
+/// An item's input, base64-decoded; `context` (derived keys) is refused.
 pub(super) fn input_of(item: &SignItem) -> Result<Vec<u8>, Error> {
     if item.context.as_deref().is_some_and(|c| !c.is_empty()) {
         return Err(Error::invalid(
@@ -119,6 +120,7 @@ pub(super) fn input_of(item: &SignItem) -> Result<Vec<u8>, Error> {
     decode_base64("input", item.input.as_deref().unwrap_or_default())
 }
 
+/// Each item's `reference`, echoed in its result.
 pub(super) fn references(items: &[SignItem]) -> Vec<String> {
     items
         .iter()
