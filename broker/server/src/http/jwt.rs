@@ -1,5 +1,6 @@
 //! The JWT auth method, mounted at `auth/<path>/` (Vault API: auth/jwt): `config`, roles,
-//! and the unauthenticated `login`. Bearer mode is at the edge ([`super::authenticate`]).
+//! and the unauthenticated `login`. Bearer mode is in authentication
+//! ([`super::access::authenticate`]).
 
 use std::net::IpAddr;
 

@@ -5,9 +5,19 @@
 //! `/v1/*`: the edge resolves once the verb (`LIST`, or `GET ?list=true`, becomes a list), the
 //! tenant and the caller, then hands the request to `sys` or to the mounted engine. Handlers
 //! are thin: parse, one call into the core, map the result.
+//!
+//! A request passes three parts:
+//! - `edge`: what is resolved before anyone is authenticated (verb, query, tenant, client
+//!   address) and the body, read once the caller is known, within its limit and deadline;
+//! - `access`: authentication (token → caller) and authorization (policy check, `sudo`,
+//!   authority over a backend instance);
+//! - this module: the state requests are served with, the router and the request driver
+//!   (`dispatch` → `handle` → `route`), which audits every request and its response.
 
+mod access;
 mod approle;
 mod body;
+mod edge;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -22,8 +32,6 @@ mod token;
 mod transit;
 
 use std::{
-    collections::HashMap,
-    net::IpAddr,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -31,7 +39,7 @@ use std::{
 use axum::{
     body::Body,
     extract::State,
-    http::{HeaderMap, Method, StatusCode, Uri},
+    http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
     routing::any,
     Router,
@@ -44,6 +52,10 @@ use crate::{
     metrics::Metrics,
     plugin_host::PluginHost,
 };
+pub(crate) use access::governs_instance;
+use access::{authenticate, authorize};
+use edge::{client_address, parse_query, presented_token, read_body, resolve_tenant, Edge};
+pub use edge::{ApiRequest, Operation};
 use error::ApiError;
 
 /// Requests handled at once unless configured (`listener.max_in_flight_requests`).
@@ -197,43 +209,6 @@ impl AppState {
     }
 }
 
-impl Operation {
-    /// The operation's name in audit records (Vault's logical operation names).
-    pub fn audit_name(self) -> &'static str {
-        match self {
-            Operation::Read => "read",
-            Operation::List => "list",
-            Operation::Write => "update",
-            Operation::Delete => "delete",
-        }
-    }
-}
-
-/// The verb of a request, as Vault's logical operations.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Operation {
-    /// GET (and HEAD).
-    Read,
-    /// LIST, or GET with `list=true`.
-    List,
-    /// POST or PUT.
-    Write,
-    /// DELETE.
-    Delete,
-}
-
-/// A request after the edge.
-pub struct ApiRequest {
-    /// The verb.
-    pub operation: Operation,
-    /// Path after `/v1/`, without a trailing `?query`; raw (not percent-decoded).
-    pub path: String,
-    /// Query parameters.
-    pub query: HashMap<String, String>,
-    /// Body bytes (at most `max_request_size`).
-    pub body: Bytes,
-}
-
 /// The state requests are served with, replaced whole at run time when a sealed broker
 /// unseals by itself (auto-unseal). Each request works on the state current when it came in.
 #[derive(Clone)]
@@ -305,138 +280,6 @@ async fn dispatch(State(live): State<LiveState>, request: axum::extract::Request
     response
 }
 
-fn parse_query(uri: &Uri) -> HashMap<String, String> {
-    uri.query()
-        .map(|q| {
-            q.split('&')
-                .filter(|p| !p.is_empty())
-                .map(|pair| {
-                    let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-                    (k.to_owned(), v.to_owned())
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// Reads a body of at most `limit` bytes within `deadline` (408 after it).
-async fn read_body(
-    body: Body,
-    limit: usize,
-    headers: &HeaderMap,
-    deadline: Duration,
-) -> Result<Bytes, ApiError> {
-    let declared = headers
-        .get(axum::http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|len| len > limit) {
-        return Err(ApiError::PayloadTooLarge(limit));
-    }
-    let read = tokio::time::timeout(deadline, axum::body::to_bytes(body, limit))
-        .await
-        .map_err(|_| ApiError::RequestTimeout)?;
-    read.map_err(|error| {
-        let too_large =
-            std::iter::successors(Some(&error as &dyn std::error::Error), |e| e.source())
-                .any(|e| e.is::<http_body_util::LengthLimitError>());
-        if too_large {
-            ApiError::PayloadTooLarge(limit)
-        } else {
-            ApiError::bad_request("could not read the request body")
-        }
-    })
-}
-
-/// The token of a request: `X-Vault-Token`, or `Authorization: Bearer`.
-fn presented_token(headers: &HeaderMap) -> Option<&str> {
-    if let Some(token) = headers.get("x-vault-token").and_then(|v| v.to_str().ok()) {
-        return Some(token);
-    }
-    headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(str::trim)
-}
-
-/// Resolves the tenant once, at the edge: the `X-Vault-Namespace` header, or a path that
-/// starts with a tenant's name (`/v1/acme/transit/…`). Returns the tenant and the path
-/// relative to it. An unknown namespace is refused like any other forbidden request.
-fn resolve_tenant(
-    ready: &Ready,
-    headers: &HeaderMap,
-    path: String,
-) -> Result<(Tenant, String), ApiError> {
-    let denied = || ApiError::Core(Error::PermissionDenied);
-    let header = match headers.get("x-vault-namespace") {
-        None => "",
-        Some(value) => value.to_str().map_err(|_| denied())?.trim_matches('/'),
-    };
-    if !header.is_empty() {
-        let tenant = ready.broker.tenants.resolve(header).ok_or_else(denied)?;
-        return Ok((tenant, path));
-    }
-    let (first, rest) = path.split_once('/').unwrap_or((path.as_str(), ""));
-    match ready.broker.tenants.resolve(first) {
-        Some(tenant) if !first.is_empty() && first != keybroker_core::TenantId::ROOT_NAME => {
-            let rest = rest.to_owned();
-            Ok((tenant, rest))
-        }
-        _ => Ok((Tenant::root(), path)),
-    }
-}
-
-/// What the edge knows of a request before reading its body.
-struct Edge {
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    /// The direct peer's address (absent when served without a socket, e.g. in tests).
-    peer: Option<IpAddr>,
-}
-
-/// The client's address: the direct peer's, or — only when the peer is a trusted proxy —
-/// the rightmost address in `X-Forwarded-For` that is not itself a trusted proxy (the
-/// nearest hop no trusted proxy vouches for; what a client writes further left is ignored).
-/// A trusted proxy's malformed header is refused rather than guessed at.
-fn client_address(
-    peer: Option<IpAddr>,
-    headers: &HeaderMap,
-    trusted: &[ipnet::IpNet],
-) -> Result<Option<IpAddr>, ApiError> {
-    let Some(peer) = peer.map(|p| p.to_canonical()) else {
-        return Ok(None);
-    };
-    let is_trusted = |address: &IpAddr| trusted.iter().any(|net| net.contains(address));
-    if !is_trusted(&peer) {
-        return Ok(Some(peer));
-    }
-    let mut hops = Vec::new();
-    for value in headers.get_all("x-forwarded-for") {
-        let text = value
-            .to_str()
-            .map_err(|_| ApiError::bad_request("invalid X-Forwarded-For header"))?;
-        for hop in text.split(',').map(str::trim).filter(|h| !h.is_empty()) {
-            let address = hop
-                .parse::<IpAddr>()
-                .map_err(|_| ApiError::bad_request("invalid X-Forwarded-For header"))?;
-            hops.push(address.to_canonical());
-        }
-    }
-    let client = hops
-        .iter()
-        .rev()
-        .find(|address| !is_trusted(address))
-        .or(hops.first())
-        .copied()
-        .unwrap_or(peer);
-    Ok(Some(client))
-}
-
 /// Who is calling: a token, or nobody on an auth method's unauthenticated login path.
 enum Identity<'r> {
     /// A login path of this auth mount of this kind: no token is looked at.
@@ -457,31 +300,14 @@ async fn handle(
         peer,
     } = edge;
     let query = parse_query(&uri);
-    let wants_list = query.get("list").is_some_and(|v| v == "true" || v == "1");
-    let operation = match method.as_str() {
-        "GET" | "HEAD" if wants_list => Operation::List,
-        "GET" | "HEAD" => Operation::Read,
-        "LIST" => Operation::List,
-        "POST" | "PUT" => Operation::Write,
-        "DELETE" => Operation::Delete,
-        _ => return ("unknown", Err(ApiError::UnsupportedOperation)),
+    let Some(operation) = edge::operation(&method, &query) else {
+        return ("unknown", Err(ApiError::UnsupportedOperation));
     };
-    let path = uri
-        .path()
-        .strip_prefix("/v1/")
-        .unwrap_or_default()
-        .to_owned();
+    let path = edge::api_path(&uri);
 
     // Unauthenticated endpoints. Our details beyond Vault's fields are the operator's: not
     // given when the request names a namespace.
-    let details = headers.get("x-vault-namespace").is_none_or(|v| {
-        v.to_str().is_ok_and(|v| {
-            matches!(
-                v.trim_matches('/'),
-                "" | keybroker_core::TenantId::ROOT_NAME
-            )
-        })
-    });
+    let details = edge::names_root_namespace(&headers);
     match path.as_str() {
         "sys/health" => return ("sys/health", Ok(sys::health(state, &query, details))),
         "sys/seal-status" => return ("sys/seal-status", Ok(sys::seal_status(state, details))),
@@ -678,126 +504,6 @@ async fn route(
     target.kind.handle(handed).await
 }
 
-/// Authenticates the caller for a tenant. A tenant's token never acts outside its tenant;
-/// root-namespace tokens may act in child tenants (their policies see `<tenant>/<path>`).
-async fn authenticate(
-    ready: &Ready,
-    headers: &HeaderMap,
-    tenant: &Tenant,
-    client: Option<IpAddr>,
-) -> Result<Caller, ApiError> {
-    let denied = || ApiError::Core(Error::PermissionDenied);
-    let token = presented_token(headers).ok_or_else(denied)?;
-    // Bearer mode: a JWT (three segments, no `kbs.` prefix) in `Authorization: Bearer`
-    // stands for itself, through the tenant's jwt mount for its issuer.
-    let bearer = headers.get("x-vault-token").is_none()
-        && keybroker_core::auth::jwt::method::looks_like_jwt(token);
-    if bearer {
-        let caller = ready
-            .broker
-            .jwt
-            .bearer(&ready.broker.mounts, tenant.id, token, client)
-            .await?;
-        return Ok(caller);
-    }
-    let caller = ready
-        .broker
-        .tokens
-        .authenticate(token, client, tenant.id)
-        .await?;
-    Ok(caller)
-}
-
-/// Checks the caller's policies for the request, once, on the canonical path. Every
-/// refusal is the same 403.
-async fn authorize(
-    ready: &Ready,
-    caller: &Caller,
-    tenant: &Tenant,
-    request: &ApiRequest,
-    target: Option<&kind::Target<'_>>,
-) -> Result<(), ApiError> {
-    use keybroker_core::policy::{canonicalize_request_path, Capability};
-    if caller.is_root() {
-        return Ok(());
-    }
-    let denied = || ApiError::Core(Error::PermissionDenied);
-    let canonical = canonicalize_request_path(&request.path).map_err(|_| denied())?;
-    let checked = policies::policy_path(caller.tenant(), tenant, &canonical);
-    // The canonical path is the request's path, checked.
-    let rest = target.map(|t| t.rest(&canonical)).unwrap_or_default();
-    let sudo = target.is_some_and(|t| t.needs_sudo(rest));
-    let acl = ready
-        .broker
-        .policies
-        .acl(caller.tenant(), &caller.token.policies)
-        .await?;
-    // A write that creates something needs `create` instead of `update` (Vault's
-    // existence check, the kind's to answer).
-    let creates = match (request.operation, target) {
-        (Operation::Write, Some(target)) => target.creates(ready, tenant, rest).await,
-        _ => false,
-    };
-    let needed = match request.operation {
-        Operation::Read => Capability::Read,
-        Operation::List => Capability::List,
-        Operation::Delete => Capability::Delete,
-        Operation::Write if creates => Capability::Create,
-        Operation::Write => Capability::Update,
-    };
-    if acl.allows(&checked, needed, sudo) {
-        return Ok(());
-    }
-    Err(denied())
-}
-
-/// Whether the caller holds `sudo` (with `update`) on the request's path: root tokens do.
-/// For options Vault reserves to root or sudo tokens (periodic and orphan tokens).
-pub(crate) async fn has_sudo(
-    ready: &Ready,
-    caller: &Caller,
-    tenant: &Tenant,
-    request: &ApiRequest,
-) -> Result<bool, ApiError> {
-    use keybroker_core::policy::{canonicalize_request_path, Capability};
-    if caller.is_root() {
-        return Ok(true);
-    }
-    let Ok(canonical) = canonicalize_request_path(&request.path) else {
-        return Ok(false);
-    };
-    let checked = policies::policy_path(caller.tenant(), tenant, &canonical);
-    let acl = ready
-        .broker
-        .policies
-        .acl(caller.tenant(), &caller.token.policies)
-        .await?;
-    Ok(acl.allows(&checked, Capability::Update, true))
-}
-
-/// Whether the caller has the operator's authority over backend instance `instance`: root,
-/// or a root-namespace token whose policy grants `sudo` on `sys/plugins/backends/<instance>`.
-pub(crate) async fn governs_instance(
-    ready: &Ready,
-    caller: &Caller,
-    instance: &str,
-) -> Result<bool, ApiError> {
-    use keybroker_core::policy::Capability;
-    if caller.is_root() {
-        return Ok(true);
-    }
-    if caller.tenant() != keybroker_core::TenantId::ROOT {
-        return Ok(false);
-    }
-    let acl = ready
-        .broker
-        .policies
-        .acl(caller.tenant(), &caller.token.policies)
-        .await?;
-    let path = format!("sys/plugins/backends/{instance}");
-    Ok(acl.capabilities(&path).contains(Capability::Sudo))
-}
-
 /// Status for a batch with failures, as Vault's transit computes it.
 pub(crate) fn batch_status(
     any_ok: bool,
@@ -810,82 +516,5 @@ pub(crate) fn batch_status(
     match partial_failure_code {
         Some(code) if any_ok => StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST),
         _ => StatusCode::BAD_REQUEST,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn headers(forwarded: &[&str]) -> HeaderMap {
-        let mut headers = HeaderMap::new();
-        for value in forwarded {
-            headers.append("x-forwarded-for", value.parse().unwrap());
-        }
-        headers
-    }
-
-    fn client(
-        peer: &str,
-        forwarded: &[&str],
-        trusted: &[&str],
-    ) -> Result<Option<IpAddr>, ApiError> {
-        let trusted: Vec<ipnet::IpNet> = trusted
-            .iter()
-            .map(|t| keybroker_core::cidr::parse(t).unwrap())
-            .collect();
-        client_address(Some(peer.parse().unwrap()), &headers(forwarded), &trusted)
-    }
-
-    fn ip(text: &str) -> Option<IpAddr> {
-        Some(text.parse().unwrap())
-    }
-
-    #[test]
-    fn forwarded_for_is_believed_only_from_trusted_proxies() {
-        // Untrusted peer: the header is ignored, even a malformed one.
-        assert_eq!(
-            client("192.0.2.1", &["10.0.0.1"], &[]).unwrap(),
-            ip("192.0.2.1")
-        );
-        assert_eq!(
-            client("192.0.2.1", &["junk"], &["10.0.0.0/8"]).unwrap(),
-            ip("192.0.2.1")
-        );
-        // Trusted peer: the rightmost hop that is not a trusted proxy.
-        let trusted = ["10.0.0.0/8"];
-        assert_eq!(
-            client("10.0.0.5", &["198.51.100.7"], &trusted).unwrap(),
-            ip("198.51.100.7")
-        );
-        assert_eq!(
-            client(
-                "10.0.0.5",
-                &["203.0.113.1, 198.51.100.7, 10.0.0.9"],
-                &trusted
-            )
-            .unwrap(),
-            ip("198.51.100.7"),
-            "a client cannot choose its address by writing further left"
-        );
-        assert_eq!(
-            client("10.0.0.5", &["203.0.113.1", "198.51.100.7"], &trusted).unwrap(),
-            ip("198.51.100.7"),
-            "several headers are one list"
-        );
-        assert_eq!(
-            client("10.0.0.5", &["10.0.0.7"], &trusted).unwrap(),
-            ip("10.0.0.7")
-        );
-        assert_eq!(client("10.0.0.5", &[], &trusted).unwrap(), ip("10.0.0.5"));
-        assert_eq!(
-            client("::ffff:10.0.0.5", &["::ffff:198.51.100.7"], &trusted).unwrap(),
-            ip("198.51.100.7")
-        );
-        assert!(client("10.0.0.5", &["198.51.100.7, nope"], &trusted).is_err());
-        assert_eq!(
-            client_address(None, &headers(&["1.2.3.4"]), &[]).unwrap(),
-            None
-        );
     }
 }

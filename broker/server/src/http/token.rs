@@ -54,7 +54,7 @@ impl MountKind for TokenStore {
 
     async fn handle(&self, call: Call<'_>) -> Handled {
         let rest = call.rest.strip_prefix("auth/token/").unwrap_or(call.rest);
-        let presented = super::presented_token(call.headers).unwrap_or_default();
+        let presented = super::edge::presented_token(call.headers).unwrap_or_default();
         handle(
             call.ready,
             call.caller,
@@ -261,7 +261,9 @@ async fn create(
     let period = input.period.filter(|p| *p > 0);
     let orphan = rest.starts_with("create-orphan") || input.no_parent == Some(true);
     // As in Vault: only root or sudo tokens make orphans or periodic tokens.
-    if (orphan || period.is_some()) && !super::has_sudo(ready, caller, tenant, request).await? {
+    if (orphan || period.is_some())
+        && !super::access::has_sudo(ready, caller, tenant, request).await?
+    {
         return Err(if period.is_some() {
             ApiError::bad_request("root or sudo privileges required to create periodic token")
         } else {
