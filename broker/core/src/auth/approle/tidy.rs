@@ -42,7 +42,14 @@ struct TidyGuard<'a> {
 impl<'a> TidyGuard<'a> {
     fn start(running: &'a Mutex<HashSet<MountId>>, mount: MountId) -> Option<Self> {
         let mut set = running.lock().ok()?;
-        set.insert(mount).then_some(Self { running, mount })
+        // Not `then_some`: it would build a guard even for a mount already running, and
+        // dropping that guard would lock `running` again while `set` holds it (a deadlock),
+        // then take the running tidy's mount out of the set.
+        if set.insert(mount) {
+            Some(Self { running, mount })
+        } else {
+            None
+        }
     }
 }
 
@@ -51,5 +58,25 @@ impl Drop for TidyGuard<'_> {
         if let Ok(mut set) = self.running.lock() {
             set.remove(&self.mount);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_tidy_per_mount_at_a_time() {
+        let running = Mutex::new(HashSet::new());
+        let (first, other) = (MountId::random(), MountId::random());
+        let guard = TidyGuard::start(&running, first);
+        assert!(guard.is_some());
+        assert!(TidyGuard::start(&running, first).is_none());
+        assert!(TidyGuard::start(&running, other).is_some(), "another mount");
+        drop(guard);
+        assert!(
+            TidyGuard::start(&running, first).is_some(),
+            "after the first ended"
+        );
     }
 }
