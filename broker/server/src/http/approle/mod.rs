@@ -1,7 +1,7 @@
 //! The AppRole auth method, mounted at `auth/<path>/` (Vault API: auth/approle): roles,
 //! role-ids, secret-ids, tidy, and the unauthenticated `login`.
 //!
-//! The edge sends `auth/<mount>/login` here without looking at any token ([`login`]); everything else arrives authenticated and authorised ([`handle`]).
+//! The edge sends `auth/<mount>/login` here without looking at any token ([`login()`]); everything else arrives authenticated and authorised ([`handle`]).
 //!
 //! This file holds the routes, the dispatch and what the handlers share; the handlers are
 //! in `role.rs` (roles and role_ids), `secret_id.rs` (secret_ids and their tidy) and
