@@ -1,6 +1,7 @@
 //! Who is calling: tokens ([`token`]), and the auth methods that issue them ([`approle`],
-//! [`jwt`]).
+//! [`jwt`]), with the failed-login [`lockout`] an auth method may use.
 
 pub mod approle;
 pub mod jwt;
+pub mod lockout;
 pub mod token;
