@@ -28,20 +28,20 @@ use crate::support::{
 };
 
 /// The gateway's heartbeat interval in these tests: eviction within three of them.
-pub const HEARTBEAT_MS: u64 = 1000;
+pub(crate) const HEARTBEAT_MS: u64 = 1000;
 
 /// The instance name of the gateway.
-pub const INSTANCE: &str = "acme-agent";
+pub(crate) const INSTANCE: &str = "acme-agent";
 
 /// A throwaway CA and a certificate it issued for `127.0.0.1`/`localhost`, as PEM files.
-pub struct Pki {
+pub(crate) struct Pki {
     pub ca: PathBuf,
     pub cert: PathBuf,
     pub key: PathBuf,
 }
 
 impl Pki {
-    pub fn new(dir: &Path, name: &str) -> Self {
+    pub(crate) fn new(dir: &Path, name: &str) -> Self {
         let ca_key = KeyPair::generate().unwrap();
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -75,7 +75,7 @@ fn random_b64() -> String {
 }
 
 /// One agent's identity: id and secret file (and its pin for the gateway config).
-pub struct AgentSpec {
+pub(crate) struct AgentSpec {
     pub id: String,
     pub secret_file: PathBuf,
     pub pin: String,
@@ -83,7 +83,7 @@ pub struct AgentSpec {
 }
 
 /// Files shared by a scenario: PKI, agent secrets, the customer's key, the drop-in.
-pub struct Setup {
+pub(crate) struct Setup {
     pub dir: tempfile::TempDir,
     pub pki: Pki,
     pub plugins: PluginDir,
@@ -94,7 +94,7 @@ pub struct Setup {
 
 impl Setup {
     /// Agents `(id, tenants)`, each with its own secret; one customer key file `data`.
-    pub fn new(agents: &[(&str, &[&str])]) -> Self {
+    pub(crate) fn new(agents: &[(&str, &[&str])]) -> Self {
         let dir = private_dir();
         let pki = Pki::new(dir.path(), "gateway");
         let key_file = dir.path().join("data.key");
@@ -158,7 +158,7 @@ impl Setup {
     }
 
     /// A dev broker loading the gateway, with tenants `acme` and `beta` (transit mounted).
-    pub fn broker(&self) -> Broker {
+    pub(crate) fn broker(&self) -> Broker {
         let broker = Broker::start(Options {
             plugin_dir: Some(self.plugins.path().to_owned()),
             ..Options::default()
@@ -170,13 +170,13 @@ impl Setup {
         broker
     }
 
-    pub fn spec(&self, id: &str) -> &AgentSpec {
+    pub(crate) fn spec(&self, id: &str) -> &AgentSpec {
         self.agents.iter().find(|a| a.id == id).unwrap()
     }
 
     /// Starts the real agent `id`, dialing `port` (the gateway's, or a proxy's), trusting
     /// `ca`, allowing `allow` (`tenant=key,…`).
-    pub fn agent_via(&self, id: &str, port: u16, ca: &Path, allow: &[&str]) -> Agent {
+    pub(crate) fn agent_via(&self, id: &str, port: u16, ca: &Path, allow: &[&str]) -> Agent {
         let mut command = self.agent_command(id, port, ca);
         command
             .arg("--key-file")
@@ -189,7 +189,7 @@ impl Setup {
 
     /// Starts the real agent `id` on the gateway with only the broker and identity flags,
     /// then `extra_args` (its keys and `--allow`: no key file is added) and `env` set.
-    pub fn agent_with(&self, id: &str, extra_args: &[&str], env: &[(&str, &Path)]) -> Agent {
+    pub(crate) fn agent_with(&self, id: &str, extra_args: &[&str], env: &[(&str, &Path)]) -> Agent {
         let mut command = self.agent_command(id, self.port, &self.pki.ca);
         command.args(extra_args);
         for (name, value) in env {
@@ -217,13 +217,13 @@ impl Setup {
     }
 
     /// Starts the real agent `id` on the gateway, allowing tenant `acme` key `data`.
-    pub fn agent(&self, id: &str) -> Agent {
+    pub(crate) fn agent(&self, id: &str) -> Agent {
         self.agent_via(id, self.port, &self.pki.ca, &["acme=data"])
     }
 }
 
 /// A running `keybroker-agent`, killed on drop.
-pub struct Agent {
+pub(crate) struct Agent {
     pub child: Child,
     pub log: Arc<Mutex<String>>,
 }
@@ -248,7 +248,7 @@ impl Agent {
         Self { child, log }
     }
 
-    pub fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         self.log.lock().unwrap().clone()
     }
 
@@ -257,16 +257,16 @@ impl Agent {
         rustix::process::kill_process(pid, signal)
     }
 
-    pub fn kill9(&mut self) {
+    pub(crate) fn kill9(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 
-    pub fn stop(&self) {
+    pub(crate) fn stop(&self) {
         self.signal(rustix::process::Signal::STOP).unwrap();
     }
 
-    pub fn cont(&self) {
+    pub(crate) fn cont(&self) {
         self.signal(rustix::process::Signal::CONT).unwrap();
     }
 }
@@ -282,7 +282,7 @@ impl Drop for Agent {
 }
 
 /// `GET sys/agents` → the agents listed.
-pub fn agents(broker: &Broker) -> Vec<Value> {
+pub(crate) fn agents(broker: &Broker) -> Vec<Value> {
     let (status, body) = broker.request("GET", "sys/agents", None);
     assert_eq!(status, 200, "{body}");
     body["data"]["agents"]
@@ -292,7 +292,7 @@ pub fn agents(broker: &Broker) -> Vec<Value> {
 }
 
 /// Waits until `sys/agents` lists exactly `ids`.
-pub fn wait_agents(broker: &Broker, ids: &[&str], context: &dyn Fn() -> String) {
+pub(crate) fn wait_agents(broker: &Broker, ids: &[&str], context: &dyn Fn() -> String) {
     let mut listed = Vec::new();
     let ok = eventually(Duration::from_secs(15), || {
         listed = agents(broker)
@@ -311,7 +311,7 @@ pub fn wait_agents(broker: &Broker, ids: &[&str], context: &dyn Fn() -> String) 
 }
 
 /// A request in tenant `tenant` as root.
-pub fn tenant_post(broker: &Broker, tenant: &str, path: &str, body: &Value) -> (u16, Value) {
+pub(crate) fn tenant_post(broker: &Broker, tenant: &str, path: &str, body: &Value) -> (u16, Value) {
     broker.request_with(
         "POST",
         path,
@@ -324,7 +324,7 @@ pub fn tenant_post(broker: &Broker, tenant: &str, path: &str, body: &Value) -> (
 }
 
 /// The status of reading transit key `name` in `tenant` (404: it does not exist).
-pub fn key_status(broker: &Broker, tenant: &str, name: &str) -> u16 {
+pub(crate) fn key_status(broker: &Broker, tenant: &str, name: &str) -> u16 {
     broker
         .request_with(
             "GET",
@@ -339,7 +339,7 @@ pub fn key_status(broker: &Broker, tenant: &str, name: &str) -> u16 {
 }
 
 /// Waits until the text `log` returns (a process's log) contains `needle`.
-pub fn wait_log(log: &dyn Fn() -> String, needle: &str, within: Duration) {
+pub(crate) fn wait_log(log: &dyn Fn() -> String, needle: &str, within: Duration) {
     assert!(
         eventually(within, || log().contains(needle)),
         "{needle:?} never logged:\n{}",
@@ -347,7 +347,7 @@ pub fn wait_log(log: &dyn Fn() -> String, needle: &str, within: Duration) {
     );
 }
 
-pub fn encrypt(broker: &Broker, tenant: &str, key: &str, plaintext: &[u8]) -> (u16, Value) {
+pub(crate) fn encrypt(broker: &Broker, tenant: &str, key: &str, plaintext: &[u8]) -> (u16, Value) {
     tenant_post(
         broker,
         tenant,
@@ -356,7 +356,7 @@ pub fn encrypt(broker: &Broker, tenant: &str, key: &str, plaintext: &[u8]) -> (u
     )
 }
 
-pub fn decrypt(broker: &Broker, tenant: &str, key: &str, ciphertext: &str) -> (u16, Value) {
+pub(crate) fn decrypt(broker: &Broker, tenant: &str, key: &str, ciphertext: &str) -> (u16, Value) {
     tenant_post(
         broker,
         tenant,
@@ -366,14 +366,20 @@ pub fn decrypt(broker: &Broker, tenant: &str, key: &str, ciphertext: &str) -> (u
 }
 
 /// Encrypts and returns the ciphertext, asserting success.
-pub fn encrypt_ok(broker: &Broker, tenant: &str, key: &str, plaintext: &[u8]) -> String {
+pub(crate) fn encrypt_ok(broker: &Broker, tenant: &str, key: &str, plaintext: &[u8]) -> String {
     let (status, body) = encrypt(broker, tenant, key, plaintext);
     assert_eq!(status, 200, "{body}\n{}", broker.log());
     body["data"]["ciphertext"].as_str().unwrap().to_owned()
 }
 
 /// Decrypts, asserting success and the plaintext.
-pub fn decrypt_ok(broker: &Broker, tenant: &str, key: &str, ciphertext: &str, plaintext: &[u8]) {
+pub(crate) fn decrypt_ok(
+    broker: &Broker,
+    tenant: &str,
+    key: &str,
+    ciphertext: &str,
+    plaintext: &[u8],
+) {
     let (status, body) = decrypt(broker, tenant, key, ciphertext);
     assert_eq!(status, 200, "{body}");
     assert_eq!(
@@ -386,13 +392,13 @@ pub fn decrypt_ok(broker: &Broker, tenant: &str, key: &str, ciphertext: &str, pl
 
 /// The gateway's calls of `operation` (`encrypt`, `decrypt`), single or batched, from
 /// `sys/metrics`.
-pub fn calls(broker: &Broker, operation: &str) -> f64 {
+pub(crate) fn calls(broker: &Broker, operation: &str) -> f64 {
     backend_calls(broker, INSTANCE, operation)
         + backend_calls(broker, INSTANCE, &format!("{operation}_batch"))
 }
 
 /// Asks to create the envelope key `name` on the gateway in `tenant`: (status, body).
-pub fn try_create_key(broker: &Broker, tenant: &str, name: &str) -> (u16, Value) {
+pub(crate) fn try_create_key(broker: &Broker, tenant: &str, name: &str) -> (u16, Value) {
     tenant_post(
         broker,
         tenant,
@@ -402,7 +408,7 @@ pub fn try_create_key(broker: &Broker, tenant: &str, name: &str) -> (u16, Value)
 }
 
 /// Creates the transit key `name` on the gateway in `tenant` (`direct` for direct mode).
-pub fn create_key(broker: &Broker, tenant: &str, name: &str, direct: bool) {
+pub(crate) fn create_key(broker: &Broker, tenant: &str, name: &str, direct: bool) {
     let mut body = json!({"backend": INSTANCE});
     if direct {
         body["mode"] = json!("direct");
@@ -420,7 +426,7 @@ pub fn create_key(broker: &Broker, tenant: &str, name: &str, direct: bool) {
 /// none was). The answer changed after that request was sent: so a value past a bound proves
 /// a change later than the bound, whatever the machine's speed, while the time a loaded
 /// machine takes to answer a request is not counted against the gateway.
-pub fn time_until_status(
+pub(crate) fn time_until_status(
     broker: &Broker,
     tenant: &str,
     key: &str,

@@ -23,18 +23,18 @@ const SECRET_KEY_ENV: &str = "KB_AWS_SECRET_ACCESS_KEY";
 
 /// How long a test waits for something that happens on any machine, however slow: a
 /// recovery after a fault, an instance with short timeouts answering, a health check.
-pub const PATIENCE: Duration = Duration::from_secs(60);
+pub(crate) const PATIENCE: Duration = Duration::from_secs(60);
 /// Upper bound on a request that a fault made time out (throttling for
 /// [`LONG_THROTTLE`], a stopped moto that never answers). It is not a measure of the
 /// machine's speed: it is far below the fault's own length, so it only shows that the
 /// deadline, not the end of the fault, ended the request — and that nothing hangs.
-pub const GAVE_UP_WITHIN: Duration = Duration::from_secs(60);
+pub(crate) const GAVE_UP_WITHIN: Duration = Duration::from_secs(60);
 /// Throttling that outlasts every request of the test: it ends when the test stops it.
 const LONG_THROTTLE: Duration = Duration::from_secs(600);
 
 /// The deadlines of a drop-in (the host's, and the plugin's operation timeout).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Timeouts {
+pub(crate) enum Timeouts {
     /// For requests that are not meant to time out: generous, because moto generates keys
     /// (RSA ones take seconds) in Python — and the Azure fake in a debug build — beside
     /// other tests on machines with as few as 2 cores. A test must never race that. The
@@ -48,7 +48,7 @@ pub enum Timeouts {
 
 impl Timeouts {
     /// The plugin's `operation_timeout_ms` (and Azure's `create_timeout_ms`).
-    pub fn plugin_ms(self) -> u64 {
+    pub(crate) fn plugin_ms(self) -> u64 {
         match self {
             Self::Generous => 60_000,
             Self::Short => 1_500,
@@ -56,7 +56,7 @@ impl Timeouts {
     }
 
     /// The host's settings of the drop-in.
-    pub fn host(self) -> &'static str {
+    pub(crate) fn host(self) -> &'static str {
         match self {
             Self::Generous => "timeout = \"90s\"\ncreate_timeout = \"90s\"\n",
             // Key creation is not what these are for: it keeps a generous deadline.
@@ -66,7 +66,7 @@ impl Timeouts {
 }
 
 /// moto, the fault proxy in front of it, and a drop-in directory with the aws-kms plugin.
-pub struct Kms {
+pub(crate) struct Kms {
     pub moto: MotoServer,
     pub proxy: FaultProxy,
     pub plugins: PluginDir,
@@ -74,7 +74,7 @@ pub struct Kms {
 }
 
 impl Kms {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let moto = MotoServer::start();
         let proxy = FaultProxy::in_front_of(&moto);
         let plugins = PluginDir::new();
@@ -89,7 +89,13 @@ impl Kms {
 
     /// Writes the drop-in of instance `name` on the proxy, with `timeouts`; `host_extra`
     /// adds host settings (before `[config]`), `config_extra` lines of `[config]`.
-    pub fn dropin(&self, name: &str, timeouts: Timeouts, host_extra: &str, config_extra: &str) {
+    pub(crate) fn dropin(
+        &self,
+        name: &str,
+        timeouts: Timeouts,
+        host_extra: &str,
+        config_extra: &str,
+    ) {
         let config = format!(
             "region = \"us-east-1\"\nendpoint = \"{}\"\noperation_timeout_ms = {}\n\
              {config_extra}\n[config.credentials]\naccess_key_id_env = \"{ACCESS_KEY_ENV}\"\n\
@@ -107,7 +113,7 @@ impl Kms {
     }
 
     /// The credentials the drop-in names, for the broker's environment (moto takes any).
-    pub fn env() -> Vec<(String, String)> {
+    pub(crate) fn env() -> Vec<(String, String)> {
         vec![
             (ACCESS_KEY_ENV.to_owned(), "AKIAKEYBROKERE2E".to_owned()),
             (SECRET_KEY_ENV.to_owned(), "keybroker-e2e-secret".to_owned()),
@@ -125,7 +131,7 @@ impl Kms {
 
     /// One KMS call straight to moto (AWS JSON 1.1; moto reads the region from the
     /// credential scope and checks no signature).
-    pub fn call(&self, operation: &str, body: &Value) -> Value {
+    pub(crate) fn call(&self, operation: &str, body: &Value) -> Value {
         let out = curl(&[
             "-s",
             "-X",
@@ -149,7 +155,7 @@ impl Kms {
     }
 
     /// Creates a KMS key outside the broker; returns (key id, ARN).
-    pub fn create_key(&self, spec: &str, usage: &str) -> (String, String) {
+    pub(crate) fn create_key(&self, spec: &str, usage: &str) -> (String, String) {
         let created = self.call("CreateKey", &json!({"KeySpec": spec, "KeyUsage": usage}));
         let metadata = &created["KeyMetadata"];
         (
@@ -159,7 +165,7 @@ impl Kms {
     }
 
     /// Points `alias` at `key_id`.
-    pub fn alias(&self, alias: &str, key_id: &str) {
+    pub(crate) fn alias(&self, alias: &str, key_id: &str) {
         self.call(
             "CreateAlias",
             &json!({"AliasName": alias, "TargetKeyId": key_id}),
@@ -167,7 +173,7 @@ impl Kms {
     }
 
     /// A key's state as KMS reports it (`Enabled`, `PendingDeletion`, …).
-    pub fn key_state(&self, key_id: &str) -> String {
+    pub(crate) fn key_state(&self, key_id: &str) -> String {
         self.call("DescribeKey", &json!({"KeyId": key_id}))["KeyMetadata"]["KeyState"]
             .as_str()
             .unwrap()
@@ -176,7 +182,7 @@ impl Kms {
 
     /// The ids of the keys in moto tagged by the broker for a tenant whose id starts with
     /// `tenant_tag_prefix`.
-    pub fn keys_tagged_for(&self, tenant_tag_prefix: &str) -> Vec<String> {
+    pub(crate) fn keys_tagged_for(&self, tenant_tag_prefix: &str) -> Vec<String> {
         let listed = self.call("ListKeys", &json!({}));
         listed["Keys"]
             .as_array()
@@ -220,7 +226,7 @@ fn decrypt(broker: &Broker, key: &str, ciphertext: &str) -> (u16, Value) {
 
 /// Reloads the broker's drop-ins (a changed drop-in makes a new instance, with an empty
 /// cache; key references need nothing else, so it serves the same keys).
-pub fn reload(broker: &Broker) {
+pub(crate) fn reload(broker: &Broker) {
     let (status, body) = broker.request("POST", "sys/plugins/reload", None);
     assert_eq!(status, 200, "{body}");
 }
@@ -228,7 +234,7 @@ pub fn reload(broker: &Broker) {
 /// Sends `request` until it answers 200, for up to [`PATIENCE`], while it answers 503 (an
 /// instance with short timeouts may, on a loaded machine, and after a fault until the
 /// backend answers again); returns the 200's body. Any other answer fails the test.
-pub fn until_served(
+pub(crate) fn until_served(
     broker: &Broker,
     what: &str,
     mut request: impl FnMut() -> (u16, Value),

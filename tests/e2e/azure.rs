@@ -20,10 +20,10 @@ use crate::{
 
 const TENANT: &str = "8f0c6c2e-1d4b-4a57-9c3e-2b7d5e9a1f60";
 const CLIENT: &str = "keybroker-e2e";
-pub const SECRET: &str = "e2e-client-secret-do-not-log";
+pub(crate) const SECRET: &str = "e2e-client-secret-do-not-log";
 
 /// The fake, a file with the client secret, and a drop-in directory with the plugin.
-pub struct Vault {
+pub(crate) struct Vault {
     pub fake: AzureFake,
     pub plugins: PluginDir,
     library: PathBuf,
@@ -31,7 +31,7 @@ pub struct Vault {
 }
 
 impl Vault {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let fake = AzureFake::start(TENANT, CLIENT, SECRET);
         let plugins = PluginDir::new();
         let library =
@@ -47,7 +47,7 @@ impl Vault {
 
     /// Writes the drop-in of instance `name` with client secret `secret` and `timeouts`;
     /// `host_extra` adds host settings (before `[config]`).
-    pub fn dropin(&self, name: &str, timeouts: Timeouts, host_extra: &str, secret: &str) {
+    pub(crate) fn dropin(&self, name: &str, timeouts: Timeouts, host_extra: &str, secret: &str) {
         let secret_file = self.secret_dir.path().join(format!("{name}.secret"));
         std::fs::write(&secret_file, secret).unwrap();
         std::fs::set_permissions(&secret_file, std::fs::Permissions::from_mode(0o600)).unwrap();

@@ -20,7 +20,7 @@ use crate::{
 const PIN: &str = "hsm-user-pin-1234";
 
 /// A SoftHSM store with one token, a drop-in directory, and a broker using both.
-pub struct Hsm {
+pub(crate) struct Hsm {
     pub softhsm: SoftHsm,
     pub token: String,
     pin_file: PathBuf,
@@ -29,7 +29,7 @@ pub struct Hsm {
 }
 
 impl Hsm {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let softhsm = SoftHsm::new();
         let token = unique_label("kb-e2e");
         let pin_file = softhsm.add_token(&token, PIN);
@@ -62,7 +62,7 @@ impl Hsm {
     }
 
     /// The usual instance `hsm` on the token.
-    pub fn standard_dropin(&self, host_extra: &str) {
+    pub(crate) fn standard_dropin(&self, host_extra: &str) {
         let config = self.config(&self.pin_file, &self.softhsm.module_sha256(), "");
         self.dropin("hsm", &format!("timeout = \"2s\"\n{host_extra}"), &config);
     }

@@ -25,7 +25,7 @@ fn signature_bytes(signature: &str) -> Vec<u8> {
 }
 
 /// Verifies a signature with OpenSSL, independently of the broker.
-pub fn openssl_verifies(
+pub(crate) fn openssl_verifies(
     dir: &Path,
     public_key: &str,
     data: &[u8],
@@ -54,7 +54,7 @@ pub fn openssl_verifies(
 }
 
 /// The OpenSSL options for a key type and Vault signature algorithm.
-pub fn openssl_options(key_type: &str, signature_algorithm: &str) -> Vec<&'static str> {
+pub(crate) fn openssl_options(key_type: &str, signature_algorithm: &str) -> Vec<&'static str> {
     if key_type.starts_with("rsa") && signature_algorithm == "pss" {
         vec!["rsa_padding_mode:pss", "rsa_pss_saltlen:digest"]
     } else {

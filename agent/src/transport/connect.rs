@@ -64,7 +64,7 @@ pub use keybroker_agent_protocol::websocket_config;
 
 /// Dials `url` (no timeout here: the caller bounds the whole of it) and returns the
 /// WebSocket and this connection's channel binding.
-pub async fn connect(
+pub(super) async fn connect(
     url: &BrokerUrl,
     tls: &Arc<ClientConfig>,
 ) -> Result<(BrokerStream, [u8; CHANNEL_BINDING_BYTES]), ConnectionError> {

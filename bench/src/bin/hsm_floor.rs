@@ -348,7 +348,7 @@ fn string_field(body: &[u8], field: &str) -> Option<String> {
 fn error(status: StatusCode, message: &str) -> Response {
     // The first failures go to the log: a bench run with errors must say why.
     static LOGGED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    if LOGGED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < 5 {
+    if LOGGED.fetch_add(1, Ordering::Relaxed) < 5 {
         eprintln!("hsm floor: answering {status}: {message}");
     }
     (status, axum::Json(json!({"errors": [message]}))).into_response()

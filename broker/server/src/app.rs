@@ -407,7 +407,7 @@ async fn open_with_root_key(
 /// (the broker never runs half-configured); a directory that names no tenant is skipped
 /// with a warning.
 async fn load_policy_dir(broker: &Broker, dir: &std::path::Path) -> anyhow::Result<()> {
-    let read = |dir: &std::path::Path| -> anyhow::Result<Vec<std::path::PathBuf>> {
+    let read = |dir: &std::path::Path| -> anyhow::Result<Vec<PathBuf>> {
         let mut entries: Vec<_> = std::fs::read_dir(dir)
             .with_context(|| format!("cannot read the policy directory {}", dir.display()))?
             .filter_map(|e| e.ok().map(|e| e.path()))

@@ -253,13 +253,13 @@ mod jwt {
     };
     use serde_json::{json, Value};
 
-    pub const ISSUER: &str = "https://idp.example";
+    pub(crate) const ISSUER: &str = "https://idp.example";
 
-    pub fn key() -> SigningKey {
+    pub(crate) fn key() -> SigningKey {
         SigningKey::from_bytes(&[7; 32])
     }
 
-    pub fn public_pem() -> String {
+    pub(crate) fn public_pem() -> String {
         key()
             .verifying_key()
             .to_public_key_pem(LineEnding::LF)
@@ -267,7 +267,7 @@ mod jwt {
     }
 
     /// A JWT for `sub` with audience `api`, valid for an hour.
-    pub fn token(issuer: &str, sub: &str) -> String {
+    pub(crate) fn token(issuer: &str, sub: &str) -> String {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
@@ -285,7 +285,7 @@ mod jwt {
     }
 
     /// The mount configuration of these tests.
-    pub fn config() -> Value {
+    pub(crate) fn config() -> Value {
         json!({"jwt_validation_pubkeys": [public_pem()], "bound_issuer": ISSUER})
     }
 }

@@ -18,7 +18,7 @@ use crate::{error::IdentityError, state::FakeState, state::KEY_VAULT_RESOURCE, O
 
 /// Token request form (client credentials grant with a shared secret).
 #[derive(Deserialize)]
-pub struct TokenRequest {
+pub(crate) struct TokenRequest {
     grant_type: Option<String>,
     client_id: Option<String>,
     client_secret: Option<String>,
@@ -26,7 +26,7 @@ pub struct TokenRequest {
 }
 
 /// `POST /{tenant}/oauth2/v2.0/token`.
-pub async fn token(
+pub(crate) async fn token(
     State(state): State<Arc<FakeState>>,
     Path(tenant): Path<String>,
     headers: HeaderMap,
@@ -91,7 +91,7 @@ fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
 
 /// `GET /{tenant}/v2.0/.well-known/openid-configuration`: the endpoints of this tenant, all
 /// on the fake.
-pub async fn openid_configuration(
+pub(crate) async fn openid_configuration(
     State(state): State<Arc<FakeState>>,
     Path(tenant): Path<String>,
 ) -> Result<Json<Value>, IdentityError> {

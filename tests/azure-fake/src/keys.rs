@@ -22,7 +22,7 @@ use crate::{
 
 /// The query string: Key Vault requires `api-version` on every request.
 #[derive(Deserialize)]
-pub struct ApiVersion {
+pub(crate) struct ApiVersion {
     #[serde(rename = "api-version")]
     api_version: Option<String>,
 }
@@ -107,7 +107,7 @@ fn valid_name(name: &str) -> Result<(), KeyVaultError> {
 }
 
 /// `POST /keys/{name}/create`.
-pub async fn create(
+pub(crate) async fn create(
     State(state): State<Arc<FakeState>>,
     Path(name): Path<String>,
     Query(query): Query<ApiVersion>,
@@ -153,7 +153,7 @@ pub async fn create(
 /// The query string of Get Keys: `api-version`, `maxresults` (1 to 25) and the fake's
 /// continuation token (Key Vault's is opaque; clients follow `nextLink` as given).
 #[derive(Deserialize)]
-pub struct ListQuery {
+pub(crate) struct ListQuery {
     #[serde(rename = "api-version")]
     api_version: Option<String>,
     maxresults: Option<String>,
@@ -162,7 +162,7 @@ pub struct ListQuery {
 }
 
 /// `GET /keys`: one page of the key list, `{"value": [KeyItem…], "nextLink": …}`.
-pub async fn list(
+pub(crate) async fn list(
     State(state): State<Arc<FakeState>>,
     Query(query): Query<ListQuery>,
     headers: HeaderMap,
@@ -201,7 +201,7 @@ pub async fn list(
 }
 
 /// `DELETE /keys/{name}`: soft delete; answers the `DeletedKeyBundle`.
-pub async fn delete(
+pub(crate) async fn delete(
     State(state): State<Arc<FakeState>>,
     Path(name): Path<String>,
     Query(query): Query<ApiVersion>,
@@ -219,7 +219,7 @@ pub async fn delete(
 }
 
 /// `GET /deletedkeys/{name}`.
-pub async fn get_deleted(
+pub(crate) async fn get_deleted(
     State(state): State<Arc<FakeState>>,
     Path(name): Path<String>,
     Query(query): Query<ApiVersion>,
@@ -237,7 +237,7 @@ pub async fn get_deleted(
 }
 
 /// `GET /keys/{name}` (the current version).
-pub async fn get_current(
+pub(crate) async fn get_current(
     State(state): State<Arc<FakeState>>,
     Path(name): Path<String>,
     Query(query): Query<ApiVersion>,
@@ -255,7 +255,7 @@ pub async fn get_current(
 }
 
 /// `GET /keys/{name}/{version}`.
-pub async fn get_version(
+pub(crate) async fn get_version(
     State(state): State<Arc<FakeState>>,
     Path((name, version)): Path<(String, String)>,
     Query(query): Query<ApiVersion>,
@@ -273,7 +273,7 @@ pub async fn get_version(
 }
 
 /// `PATCH /keys/{name}/{version}` (and `/keys/{name}` for the current version).
-pub async fn update(
+pub(crate) async fn update(
     state: Arc<FakeState>,
     name: String,
     version: Option<String>,
@@ -300,7 +300,7 @@ pub async fn update(
 }
 
 /// `PATCH /keys/{name}/{version}`.
-pub async fn update_version(
+pub(crate) async fn update_version(
     State(state): State<Arc<FakeState>>,
     Path((name, version)): Path<(String, String)>,
     Query(query): Query<ApiVersion>,
@@ -311,7 +311,7 @@ pub async fn update_version(
 }
 
 /// `PATCH /keys/{name}`.
-pub async fn update_current(
+pub(crate) async fn update_current(
     State(state): State<Arc<FakeState>>,
     Path(name): Path<String>,
     Query(query): Query<ApiVersion>,
@@ -322,7 +322,7 @@ pub async fn update_current(
 }
 
 /// `POST /keys/{name}/{version}/{operation}`.
-pub async fn operate_version(
+pub(crate) async fn operate_version(
     State(state): State<Arc<FakeState>>,
     Path((name, version, operation)): Path<(String, String, String)>,
     Query(query): Query<ApiVersion>,
@@ -334,7 +334,7 @@ pub async fn operate_version(
 
 /// `POST /keys/{name}/{operation}`: an SDK given no version sends `/keys/{name}//wrapkey`,
 /// which the fake reads (after collapsing `//`) as the current version.
-pub async fn operate_current(
+pub(crate) async fn operate_current(
     State(state): State<Arc<FakeState>>,
     Path((name, operation)): Path<(String, String)>,
     Query(query): Query<ApiVersion>,

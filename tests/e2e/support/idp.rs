@@ -25,7 +25,7 @@ use super::{native_stacks, private_dir, process_state, repo_root};
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A running `tests/idp/server.mjs`, killed on drop.
-pub struct Idp {
+pub(crate) struct Idp {
     /// `https://127.0.0.1:<port>`, exactly as in discovery and in the tokens' `iss`.
     pub issuer: String,
     /// The throwaway CA that signed the provider's certificate (PEM file).
@@ -50,13 +50,13 @@ impl Idp {
     /// Starts the provider with its default clients: `app-web` / `app-web-secret` (groups
     /// `["payments","readers"]`, team `web`) and `app-batch` / `app-batch-secret` (groups
     /// `["batch"]`, team `data`).
-    pub fn start() -> Self {
+    pub(crate) fn start() -> Self {
         Self::launch(None)
     }
 
     /// Starts the provider with these clients (a JSON array; see `tests/idp/README.md` for the
     /// fields, e.g. `extra_claims`, `access_token_ttl`, `access_token_alg`).
-    pub fn start_with_clients(clients: &Value) -> Self {
+    pub(crate) fn start_with_clients(clients: &Value) -> Self {
         Self::launch(Some(clients))
     }
 
@@ -176,7 +176,7 @@ impl Idp {
     }
 
     /// Stops the provider (the port closes; tests see it unreachable).
-    pub fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
@@ -184,48 +184,53 @@ impl Idp {
     }
 
     /// Starts a stopped provider again on the same port, with the same keys and clients.
-    pub fn restart(&mut self) {
+    pub(crate) fn restart(&mut self) {
         self.stop();
         self.spawn();
     }
 
     /// Everything the provider printed so far (stdout and stderr).
-    pub fn output(&self) -> String {
+    pub(crate) fn output(&self) -> String {
         self.output.lock().unwrap().clone()
     }
 
     /// The published JWKS URL (also discovery's `jwks_uri`).
-    pub fn jwks_url(&self) -> String {
+    pub(crate) fn jwks_url(&self) -> String {
         format!("{}/jwks", self.issuer)
     }
 
     /// The CA certificate's PEM text, as Vault's `oidc_discovery_ca_pem` / `jwks_ca_pem` take it.
-    pub fn ca_pem_text(&self) -> String {
+    pub(crate) fn ca_pem_text(&self) -> String {
         std::fs::read_to_string(&self.ca_pem).unwrap()
     }
 
     /// `/.well-known/openid-configuration`.
-    pub fn discovery(&self) -> Value {
+    pub(crate) fn discovery(&self) -> Value {
         let (status, body) = self.call(&["/.well-known/openid-configuration"]);
         assert_eq!(status, 200, "discovery: {body}");
         body
     }
 
     /// The published JWKS.
-    pub fn jwks(&self) -> Value {
+    pub(crate) fn jwks(&self) -> Value {
         let (status, body) = self.call(&["/jwks"]);
         assert_eq!(status, 200, "jwks: {body}");
         body
     }
 
     /// The `kid`s of the published JWKS, in order.
-    pub fn published_kids(&self) -> Vec<String> {
+    pub(crate) fn published_kids(&self) -> Vec<String> {
         kids(&self.jwks()["keys"])
     }
 
     /// A client-credentials token request for `audience` (the `resource` parameter);
     /// returns (status, JSON body), failures included.
-    pub fn request_token(&self, client_id: &str, secret: &str, audience: &str) -> (u16, Value) {
+    pub(crate) fn request_token(
+        &self,
+        client_id: &str,
+        secret: &str,
+        audience: &str,
+    ) -> (u16, Value) {
         self.call(&[
             "/token",
             "--data-urlencode",
@@ -240,7 +245,7 @@ impl Idp {
     }
 
     /// A JWT access token for `client_id` whose `aud` is `audience`.
-    pub fn token(&self, client_id: &str, secret: &str, audience: &str) -> String {
+    pub(crate) fn token(&self, client_id: &str, secret: &str, audience: &str) -> String {
         let (status, body) = self.request_token(client_id, secret, audience);
         assert_eq!(status, 200, "token for {client_id}: {body}");
         body["access_token"]
@@ -251,12 +256,12 @@ impl Idp {
 
     /// Adds a new RS256 key that signs from now on; the previous keys stay published.
     /// Returns the published kids, newest first.
-    pub fn rotate(&self) -> Vec<String> {
+    pub(crate) fn rotate(&self) -> Vec<String> {
         self.admin("rotate")
     }
 
     /// Unpublishes every RS256 key but the newest. Returns the published kids.
-    pub fn retire(&self) -> Vec<String> {
+    pub(crate) fn retire(&self) -> Vec<String> {
         self.admin("retire")
     }
 
@@ -293,7 +298,7 @@ impl Idp {
 }
 
 /// A JWT's header and payload, decoded without any verification.
-pub fn decode_unverified(token: &str) -> (Value, Value) {
+pub(crate) fn decode_unverified(token: &str) -> (Value, Value) {
     let part = |text: &str| -> Value {
         let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .decode(text)

@@ -14,12 +14,12 @@ use std::{
 
 use serde_json::Value;
 
-pub mod idp;
-pub mod nginx;
-pub mod proxy;
+pub(crate) mod idp;
+pub(crate) mod nginx;
+pub(crate) mod proxy;
 
 /// The workspace root.
-pub fn repo_root() -> PathBuf {
+pub(crate) fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .unwrap()
@@ -27,14 +27,14 @@ pub fn repo_root() -> PathBuf {
 }
 
 /// Cargo's target directory (honours CARGO_TARGET_DIR).
-pub fn target_dir() -> PathBuf {
+pub(crate) fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| repo_root().join("target"))
 }
 
 /// A built artefact of the workspace (debug profile), failing loudly if it is missing.
-pub fn artefact(name: &str) -> PathBuf {
+pub(crate) fn artefact(name: &str) -> PathBuf {
     let path = target_dir().join("debug").join(name);
     assert!(
         path.exists(),
@@ -45,17 +45,17 @@ pub fn artefact(name: &str) -> PathBuf {
 }
 
 /// The `keybroker` binary.
-pub fn keybroker_bin() -> PathBuf {
+pub(crate) fn keybroker_bin() -> PathBuf {
     artefact("keybroker")
 }
 
 /// A plugin library by crate name suffix, e.g. `local_kek` → `libkeybroker_plugin_local_kek.so`.
-pub fn plugin_so(name: &str) -> PathBuf {
+pub(crate) fn plugin_so(name: &str) -> PathBuf {
     artefact(&format!("libkeybroker_plugin_{name}.so"))
 }
 
 /// The `bao` CLI installed by `tests/run` (or named by `KEYBROKER_BAO`).
-pub fn bao_bin() -> PathBuf {
+pub(crate) fn bao_bin() -> PathBuf {
     let path = std::env::var_os("KEYBROKER_BAO")
         .map(PathBuf::from)
         .unwrap_or_else(|| repo_root().join(".venv/bin/bao"));
@@ -68,7 +68,7 @@ pub fn bao_bin() -> PathBuf {
 }
 
 /// A free loopback port.
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -77,19 +77,19 @@ pub fn free_port() -> u16 {
 }
 
 /// Hex SHA-256 of a file.
-pub fn sha256_file(path: &Path) -> String {
+pub(crate) fn sha256_file(path: &Path) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(std::fs::read(path).unwrap()))
 }
 
 /// Copies a file and sets its mode.
-pub fn copy_with_mode(from: &Path, to: &Path, mode: u32) {
+pub(crate) fn copy_with_mode(from: &Path, to: &Path, mode: u32) {
     std::fs::copy(from, to).unwrap();
     std::fs::set_permissions(to, std::fs::Permissions::from_mode(mode)).unwrap();
 }
 
 /// A fresh private directory (mode 0700).
-pub fn private_dir() -> tempfile::TempDir {
+pub(crate) fn private_dir() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
     dir
@@ -97,7 +97,7 @@ pub fn private_dir() -> tempfile::TempDir {
 
 /// How to start a broker.
 #[derive(Default, Clone)]
-pub struct Options {
+pub(crate) struct Options {
     /// `--dev` (default) or a config file's text (`{port}` and `{state}` are substituted).
     pub config: Option<String>,
     /// `--plugin-dir`.
@@ -109,7 +109,7 @@ pub struct Options {
 }
 
 /// A running broker process, killed on drop.
-pub struct Broker {
+pub(crate) struct Broker {
     pub child: Child,
     pub addr: String,
     pub token: String,
@@ -155,7 +155,7 @@ impl Broker {
 
     /// Stops a config-mode broker and starts it again on the same state (and so with
     /// nothing cached), keeping its token.
-    pub fn restart(&mut self) {
+    pub(crate) fn restart(&mut self) {
         assert!(
             self.options.config.is_some(),
             "restart needs a config-mode broker (a dev broker's state goes with it)"
@@ -207,12 +207,12 @@ fn collect(stream: impl std::io::Read + Send + 'static, sink: Arc<Mutex<String>>
 
 impl Broker {
     /// Starts a dev broker with root token `root`.
-    pub fn dev() -> Self {
+    pub(crate) fn dev() -> Self {
         Self::start(Options::default())
     }
 
     /// Starts a broker and waits until `sys/health` answers.
-    pub fn start(options: Options) -> Self {
+    pub(crate) fn start(options: Options) -> Self {
         let port = free_port();
         let addr = format!("http://127.0.0.1:{port}");
         let (state, state_dir) = match &options.state_dir {
@@ -284,7 +284,7 @@ impl Broker {
     }
 
     /// Waits for `sys/health` to answer (any status), or panics with the log.
-    pub fn wait_ready(&mut self) {
+    pub(crate) fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -316,7 +316,7 @@ impl Broker {
     /// The root token printed at initialisation, if any: the banner printed before the broker
     /// first answered, or one printed since (a store initialised on unsealing, which a test
     /// polls for).
-    pub fn printed_root_token(&self) -> Option<String> {
+    pub(crate) fn printed_root_token(&self) -> Option<String> {
         self.stdout
             .lock()
             .unwrap()
@@ -325,29 +325,29 @@ impl Broker {
     }
 
     /// Everything the broker logged so far.
-    pub fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         self.log.lock().unwrap().clone()
     }
 
     /// Kills the process with SIGKILL and waits for it.
-    pub fn kill9(&mut self) {
+    pub(crate) fn kill9(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 
     /// Sends SIGHUP (reload plugins).
-    pub fn sighup(&self) {
+    pub(crate) fn sighup(&self) {
         let pid = rustix::process::Pid::from_raw(self.child.id() as i32).unwrap();
         rustix::process::kill_process(pid, rustix::process::Signal::HUP).unwrap();
     }
 
     /// A request with the root token; returns (status, JSON body or Null).
-    pub fn request(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+    pub(crate) fn request(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
         self.request_with(method, path, body, &[("X-Vault-Token", &self.token)])
     }
 
     /// A request with explicit headers.
-    pub fn request_with(
+    pub(crate) fn request_with(
         &self,
         method: &str,
         path: &str,
@@ -365,7 +365,7 @@ impl Broker {
     }
 
     /// A raw request: method, path under `/v1/`, optional body text; returns (status, body).
-    pub fn raw(
+    pub(crate) fn raw(
         &self,
         method: &str,
         path: &str,
@@ -402,7 +402,7 @@ impl Broker {
     }
 
     /// Runs `bao` against this broker with the root token.
-    pub fn bao(&self, args: &[&str]) -> Output {
+    pub(crate) fn bao(&self, args: &[&str]) -> Output {
         Command::new(bao_bin())
             .args(args)
             .env("BAO_ADDR", &self.addr)
@@ -414,7 +414,7 @@ impl Broker {
     }
 
     /// Runs `bao`, asserting success; returns stdout.
-    pub fn bao_ok(&self, args: &[&str]) -> String {
+    pub(crate) fn bao_ok(&self, args: &[&str]) -> String {
         let out = self.bao(args);
         assert!(
             out.status.success(),
@@ -426,7 +426,7 @@ impl Broker {
     }
 
     /// Encrypts with the root token; returns the ciphertext.
-    pub fn encrypt(&self, key: &str, plaintext: &[u8]) -> String {
+    pub(crate) fn encrypt(&self, key: &str, plaintext: &[u8]) -> String {
         use base64::Engine;
         let body = serde_json::json!({ "plaintext": base64::engine::general_purpose::STANDARD.encode(plaintext) });
         let (status, value) = self.request("POST", &format!("transit/encrypt/{key}"), Some(&body));
@@ -435,7 +435,7 @@ impl Broker {
     }
 
     /// Decrypts with the root token; returns the plaintext.
-    pub fn decrypt(&self, key: &str, ciphertext: &str) -> Vec<u8> {
+    pub(crate) fn decrypt(&self, key: &str, ciphertext: &str) -> Vec<u8> {
         use base64::Engine;
         let body = serde_json::json!({ "ciphertext": ciphertext });
         let (status, value) = self.request("POST", &format!("transit/decrypt/{key}"), Some(&body));
@@ -446,7 +446,7 @@ impl Broker {
     }
 
     /// The `sys/plugins/backends` entry of an instance.
-    pub fn backend(&self, name: &str) -> Value {
+    pub(crate) fn backend(&self, name: &str) -> Value {
         let (status, value) = self.request("GET", "sys/plugins/backends", None);
         assert_eq!(status, 200, "{value}");
         value["data"]["backends"]
@@ -460,18 +460,18 @@ impl Broker {
 }
 
 /// Runs curl with arguments.
-pub fn curl(args: &[&str]) -> Output {
+pub(crate) fn curl(args: &[&str]) -> Output {
     Command::new("curl").args(args).output().unwrap()
 }
 
 /// The `bao` flag for a namespace.
-pub fn ns(namespace: &str) -> String {
+pub(crate) fn ns(namespace: &str) -> String {
     format!("-namespace={namespace}")
 }
 
 /// A namespace with transit (keys `app-orders` and `payroll`), the `app-enc` policy, and
 /// the auth method `kind` enabled at its default path.
-pub fn tenant_with_auth(broker: &Broker, namespace: &str, kind: &str) {
+pub(crate) fn tenant_with_auth(broker: &Broker, namespace: &str, kind: &str) {
     let policy = repo_root().join("policies/examples/app-enc.hcl");
     broker.bao_ok(&["namespace", "create", namespace]);
     broker.bao_ok(&["secrets", "enable", &ns(namespace), "transit"]);
@@ -489,7 +489,7 @@ pub fn tenant_with_auth(broker: &Broker, namespace: &str, kind: &str) {
 
 /// A token of `tenant` (a namespace with transit mounted) allowed everything on
 /// `transit/*`.
-pub fn tenant_token(broker: &Broker, tenant: &str) -> String {
+pub(crate) fn tenant_token(broker: &Broker, tenant: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
     let policy = dir.path().join("keys.hcl");
     std::fs::write(
@@ -515,7 +515,7 @@ pub fn tenant_token(broker: &Broker, tenant: &str) -> String {
 }
 
 /// A POST in `tenant` with `token` (a tenant's own token, not the root one).
-pub fn post_as(
+pub(crate) fn post_as(
     broker: &Broker,
     token: &str,
     tenant: &str,
@@ -534,7 +534,7 @@ pub fn post_as(
 /// running, S sleeping, D uninterruptible, T stopped, Z zombie), pending and caught signals,
 /// CPU time, and each thread's state, CPU time and wait channel. Tells a stopped or blocked
 /// process from a busy or a starved one, so a start-up failure is diagnosable from the log.
-pub fn process_state(pid: u32) -> String {
+pub(crate) fn process_state(pid: u32) -> String {
     let proc_dir = PathBuf::from(format!("/proc/{pid}"));
     let read = |path: PathBuf| {
         std::fs::read_to_string(&path).unwrap_or_else(|e| format!("({}: {e})", path.display()))
@@ -595,7 +595,7 @@ pub fn process_state(pid: u32) -> String {
 /// Every thread's native stack of a process that did not get ready, from `gdb` where the
 /// machine has it (it does not stop the process for long; nothing is changed in it), or why
 /// there are none.
-pub fn native_stacks(pid: u32) -> String {
+pub(crate) fn native_stacks(pid: u32) -> String {
     match Command::new("gdb")
         .args(["-p", &pid.to_string(), "-batch", "-nx"])
         .args(["-ex", "thread apply all bt 25"])
@@ -618,7 +618,7 @@ pub fn native_stacks(pid: u32) -> String {
 /// and at most `lifetime` after `began.1`. An answer "ran out" to a request answered before
 /// the first is too early; "still running" to a request sent after the second, too late.
 /// Between the two either is right, so how fast the machine answers changes nothing.
-pub fn runs_out(
+pub(crate) fn runs_out(
     what: &str,
     began: (Instant, Instant),
     lifetime: Duration,
@@ -648,7 +648,7 @@ pub fn runs_out(
 }
 
 /// Polls `check` until it holds or `timeout` passes.
-pub fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+pub(crate) fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
     loop {
         if check() {
@@ -662,35 +662,35 @@ pub fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
 }
 
 /// A drop-in directory (mode 0700) in which tests write instance files.
-pub struct PluginDir {
+pub(crate) struct PluginDir {
     pub dir: tempfile::TempDir,
 }
 
 impl PluginDir {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self { dir: private_dir() }
     }
 
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         self.dir.path()
     }
 
     /// Copies a built plugin into the directory (mode 0755) and returns its path.
-    pub fn add_library(&self, plugin: &str, file_name: &str) -> PathBuf {
+    pub(crate) fn add_library(&self, plugin: &str, file_name: &str) -> PathBuf {
         let to = self.path().join(file_name);
         copy_with_mode(&plugin_so(plugin), &to, 0o755);
         to
     }
 
     /// Writes a drop-in file (mode 0600).
-    pub fn write(&self, file_name: &str, text: &str) {
+    pub(crate) fn write(&self, file_name: &str, text: &str) {
         let path = self.path().join(file_name);
         std::fs::write(&path, text).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
     }
 
     /// Writes a drop-in for a library with its current sha256.
-    pub fn write_instance(
+    pub(crate) fn write_instance(
         &self,
         name: &str,
         library: &Path,
@@ -708,7 +708,7 @@ impl PluginDir {
 }
 
 /// Calls of `operation` the broker made to instance `instance`, from `sys/metrics`.
-pub fn backend_calls(broker: &Broker, instance: &str, operation: &str) -> f64 {
+pub(crate) fn backend_calls(broker: &Broker, instance: &str, operation: &str) -> f64 {
     sample(
         &metrics(broker),
         "keybroker_backend_calls_total",
@@ -718,7 +718,7 @@ pub fn backend_calls(broker: &Broker, instance: &str, operation: &str) -> f64 {
 }
 
 /// `sys/metrics?format=prometheus` as text.
-pub fn metrics(broker: &Broker) -> String {
+pub(crate) fn metrics(broker: &Broker) -> String {
     let (status, text) = broker.raw(
         "GET",
         "sys/metrics?format=prometheus",
@@ -731,7 +731,7 @@ pub fn metrics(broker: &Broker) -> String {
 
 /// The sum of the samples of `name` whose labels include every one of `labels`, or `None`
 /// if there is no such sample.
-pub fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+pub(crate) fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     let mut total = None;
     for line in text.lines().filter(|l| !l.starts_with('#')) {
         let Some((series, value)) = line.rsplit_once(' ') else {

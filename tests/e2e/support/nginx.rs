@@ -25,7 +25,7 @@ use super::{free_port, repo_root};
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// A running nginx master process (and its worker), stopped on drop.
-pub struct Nginx {
+pub(crate) struct Nginx {
     /// `http://127.0.0.1:<port>`.
     pub url: String,
     pub port: u16,
@@ -56,7 +56,7 @@ impl Drop for Nginx {
 }
 
 /// The nginx binary: on PATH, else Debian's `/usr/sbin/nginx` (not on a user's PATH).
-pub fn nginx_bin() -> PathBuf {
+pub(crate) fn nginx_bin() -> PathBuf {
     let on_path = std::env::var_os("PATH").and_then(|path| {
         std::env::split_paths(&path)
             .map(|dir| dir.join("nginx"))
@@ -73,7 +73,7 @@ pub fn nginx_bin() -> PathBuf {
 impl Nginx {
     /// Starts the example gateway (`/api/` → the broker's `/v1/` in tenant `acme`) in front
     /// of the broker listening on `127.0.0.1:broker_port`.
-    pub fn gateway(broker_port: u16) -> Self {
+    pub(crate) fn gateway(broker_port: u16) -> Self {
         let template = repo_root().join("examples/gateway/nginx.conf.template");
         let template = std::fs::read_to_string(&template)
             .unwrap_or_else(|e| panic!("{}: {e}", template.display()));
@@ -143,13 +143,13 @@ impl Nginx {
     }
 
     /// Everything nginx printed so far (its error log goes to stderr).
-    pub fn output(&self) -> String {
+    pub(crate) fn output(&self) -> String {
         self.output.lock().unwrap().clone()
     }
 
     /// A request to the gateway: method, path (e.g. `api/transit/encrypt/k`), optional JSON
     /// body, headers; returns (status, response headers, body text).
-    pub fn raw(
+    pub(crate) fn raw(
         &self,
         method: &str,
         path: &str,
@@ -189,7 +189,7 @@ impl Nginx {
     }
 
     /// Like [`Nginx::raw`], with the body parsed as JSON (Null if it is not).
-    pub fn request(
+    pub(crate) fn request(
         &self,
         method: &str,
         path: &str,

@@ -12,7 +12,7 @@ use std::{
 };
 
 /// Forwards `127.0.0.1:<port>` to a target port while not cut.
-pub struct Proxy {
+pub(crate) struct Proxy {
     /// Where clients connect.
     pub port: u16,
     cut: Arc<AtomicBool>,
@@ -22,7 +22,7 @@ pub struct Proxy {
 
 impl Proxy {
     /// Starts forwarding to `127.0.0.1:target`.
-    pub fn start(target: u16) -> Self {
+    pub(crate) fn start(target: u16) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let port = listener.local_addr().unwrap().port();
@@ -64,7 +64,7 @@ impl Proxy {
     }
 
     /// Drops every connection through the proxy and refuses new ones.
-    pub fn cut(&self) {
+    pub(crate) fn cut(&self) {
         self.cut.store(true, Ordering::SeqCst);
         for stream in self.live.lock().unwrap().drain(..) {
             let _ = stream.shutdown(Shutdown::Both);
@@ -72,7 +72,7 @@ impl Proxy {
     }
 
     /// Forwards again.
-    pub fn restore(&self) {
+    pub(crate) fn restore(&self) {
         self.cut.store(false, Ordering::SeqCst);
     }
 }

@@ -33,12 +33,12 @@ impl std::fmt::Debug for Keyed {
 
 impl Keyed {
     /// Keys the MAC; `None` only if the key is refused (HMAC takes any length).
-    pub fn new(key: &[u8]) -> Option<Self> {
+    pub(super) fn new(key: &[u8]) -> Option<Self> {
         <Hmac<Sha256> as Mac>::new_from_slice(key).ok().map(Self)
     }
 
     /// `hmac-sha256:<hex>` of `input` (what `sys/audit-hash` answers).
-    pub fn hash_string(&self, input: &str) -> String {
+    pub(super) fn hash_string(&self, input: &str) -> String {
         let mut mac = self.0.clone();
         mac.update(input.as_bytes());
         let digest = mac.finalize().into_bytes();
@@ -56,7 +56,7 @@ impl Keyed {
     }
 
     /// The chain MAC of a body following `prev`.
-    pub fn chain(&self, prev: &[u8], body: &[u8]) -> [u8; MAC_LEN] {
+    pub(super) fn chain(&self, prev: &[u8], body: &[u8]) -> [u8; MAC_LEN] {
         self.chain_mac(prev, body).finalize().into_bytes().into()
     }
 }
@@ -89,7 +89,7 @@ pub(crate) struct ParsedLine {
 
 impl ParsedLine {
     /// Whether the line's MAC is right under `key` (constant time).
-    pub fn mac_matches(&self, key: &Keyed) -> bool {
+    pub(super) fn mac_matches(&self, key: &Keyed) -> bool {
         key.chain_mac(&self.prev, &self.body)
             .verify_slice(&self.chain)
             .is_ok()

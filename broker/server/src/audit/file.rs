@@ -540,7 +540,7 @@ pub(crate) mod tests {
     }
 
     impl Fixture {
-        pub async fn new() -> Self {
+        pub(crate) async fn new() -> Self {
             let dir = tempfile::tempdir().unwrap();
             let store: Arc<dyn Store> =
                 Arc::new(SqliteStore::open(&dir.path().join("t.db")).await.unwrap());
@@ -551,14 +551,14 @@ pub(crate) mod tests {
             }
         }
 
-        pub fn log_path(&self) -> PathBuf {
+        pub(crate) fn log_path(&self) -> PathBuf {
             self.dir.path().join("audit.log")
         }
 
         /// A sink on the fixture's log whose writes never reach their deadline: each record
         /// is made durable (`fdatasync`) on the real disk, which a loaded machine can hold up
         /// past the default 1 s. Tests of the deadline set it with [`Fixture::sink_with`].
-        pub async fn sink(&self) -> Result<FileSink, AuditError> {
+        pub(crate) async fn sink(&self) -> Result<FileSink, AuditError> {
             self.sink_with(FileSinkSettings {
                 write_timeout: Duration::from_secs(60),
                 ..FileSinkSettings::new(self.log_path())
@@ -566,7 +566,10 @@ pub(crate) mod tests {
             .await
         }
 
-        pub async fn sink_with(&self, settings: FileSinkSettings) -> Result<FileSink, AuditError> {
+        pub(crate) async fn sink_with(
+            &self,
+            settings: FileSinkSettings,
+        ) -> Result<FileSink, AuditError> {
             FileSink::start(
                 settings,
                 self.store.clone(),
@@ -576,21 +579,21 @@ pub(crate) mod tests {
             .await
         }
 
-        pub async fn chain_key(&self) -> Zeroizing<Vec<u8>> {
+        pub(crate) async fn chain_key(&self) -> Zeroizing<Vec<u8>> {
             existing_chain_key(self.store.as_ref(), &self.root_key, DEFAULT_SINK)
                 .await
                 .unwrap()
                 .unwrap()
         }
 
-        pub async fn checkpoint(&self) -> Option<(u64, Vec<u8>)> {
+        pub(crate) async fn checkpoint(&self) -> Option<(u64, Vec<u8>)> {
             self.store
                 .latest_audit_checkpoint(DEFAULT_SINK)
                 .await
                 .unwrap()
         }
 
-        pub fn lines(&self) -> Vec<serde_json::Value> {
+        pub(crate) fn lines(&self) -> Vec<serde_json::Value> {
             std::fs::read_to_string(self.log_path())
                 .unwrap()
                 .lines()

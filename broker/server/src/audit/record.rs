@@ -371,7 +371,7 @@ mod tests {
             Some(sink.hash(secret_id_accessor).as_str())
         );
         let request = AuditRecord::request("r-1", "update", "transit/encrypt/orders")
-            .with_tenant("acme", keybroker_core::TenantId::ROOT)
+            .with_tenant("acme", TenantId::ROOT)
             .with_auth(auth);
         let in_memory = format!("{request:?}{}", serde_json::to_string(&request).unwrap());
         sink.log(request.clone()).await.unwrap();

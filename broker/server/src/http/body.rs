@@ -7,12 +7,12 @@ use serde::{de::DeserializeOwned, Deserialize, Deserializer};
 use serde_json::Value;
 
 use super::error::ApiError;
-pub use super::input::{
+pub(super) use super::input::{
     opt_bool, opt_duration_secs, opt_object, opt_string_list, opt_u64, present,
 };
 
 /// Parses a body into `T`; an empty body, or JSON `null` (`bao write -f`), is `{}`.
-pub fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+pub(super) fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
     let trimmed = body.trim_ascii();
     let text: &[u8] = if trimmed.is_empty() || trimmed == b"null" {
         b"{}"
@@ -30,7 +30,7 @@ pub fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
 }
 
 /// A `u32` given as a number or a numeric string.
-pub fn opt_u32<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u32>, D::Error> {
+pub(super) fn opt_u32<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u32>, D::Error> {
     opt_u64(deserializer)?
         .map(|v| {
             u32::try_from(v).map_err(|_| serde::de::Error::custom(format!("{v} is too large")))
@@ -39,7 +39,7 @@ pub fn opt_u32<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u32>
 }
 
 /// A list of objects, given as a JSON list or as a string holding one (`batch_input=@f.json`).
-pub fn opt_list<'de, D, T>(deserializer: D) -> Result<Option<Vec<T>>, D::Error>
+pub(super) fn opt_list<'de, D, T>(deserializer: D) -> Result<Option<Vec<T>>, D::Error>
 where
     D: Deserializer<'de>,
     T: DeserializeOwned,

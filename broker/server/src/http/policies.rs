@@ -24,7 +24,7 @@ struct CapabilitiesBody {
 }
 
 /// Routes `sys/policies/acl[/name]`.
-pub async fn acl(
+pub(super) async fn acl(
     ready: &Ready,
     tenant: &Tenant,
     name: &str,
@@ -84,7 +84,7 @@ fn paths(input: &CapabilitiesBody) -> Result<Vec<String>, ApiError> {
 }
 
 /// The path a root-namespace token's policies see for a request in a child tenant.
-pub fn policy_path(caller_tenant: TenantId, tenant: &Tenant, path: &str) -> String {
+pub(super) fn policy_path(caller_tenant: TenantId, tenant: &Tenant, path: &str) -> String {
     if caller_tenant == TenantId::ROOT && tenant.id != TenantId::ROOT {
         format!("{}/{}", tenant.name, path)
     } else {
@@ -93,7 +93,7 @@ pub fn policy_path(caller_tenant: TenantId, tenant: &Tenant, path: &str) -> Stri
 }
 
 /// `sys/capabilities-self` or `sys/capabilities` (with `token`).
-pub async fn capabilities(
+pub(super) async fn capabilities(
     ready: &Ready,
     caller: &Caller,
     tenant: &Tenant,

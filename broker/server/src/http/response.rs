@@ -27,18 +27,21 @@ tokio::task_local! {
 }
 
 /// A fresh request id. Not a secret: a cheap thread-local RNG is enough.
-pub fn new_request_id() -> uuid::Uuid {
+pub(super) fn new_request_id() -> uuid::Uuid {
     uuid::Builder::from_random_bytes(rand::thread_rng().gen()).into_uuid()
 }
 
 /// Runs a request's handling with its id, which every response envelope built inside
 /// carries ([`current_request_id`]).
-pub async fn with_request_id<F: std::future::Future>(id: uuid::Uuid, handling: F) -> F::Output {
+pub(super) async fn with_request_id<F: std::future::Future>(
+    id: uuid::Uuid,
+    handling: F,
+) -> F::Output {
     REQUEST_ID.scope(id, handling).await
 }
 
 /// The id of the request being served (a fresh one outside [`with_request_id`]).
-pub fn current_request_id() -> uuid::Uuid {
+pub(super) fn current_request_id() -> uuid::Uuid {
     REQUEST_ID
         .try_with(|id| *id)
         .unwrap_or_else(|_| new_request_id())
@@ -49,7 +52,7 @@ fn request_id() -> uuid::fmt::Hyphenated {
 }
 
 /// A JSON response with a status.
-pub fn json<T: Serialize + ?Sized>(status: StatusCode, value: &T) -> Response {
+pub(super) fn json<T: Serialize + ?Sized>(status: StatusCode, value: &T) -> Response {
     match serde_json::to_vec(value) {
         Ok(bytes) => {
             let mut response = Response::new(Body::from(bytes));
@@ -70,12 +73,16 @@ pub fn json<T: Serialize + ?Sized>(status: StatusCode, value: &T) -> Response {
 }
 
 /// 200 with `data`.
-pub fn data<T: Serialize>(data: &T) -> Response {
+pub(super) fn data<T: Serialize>(data: &T) -> Response {
     data_with(StatusCode::OK, data, &[])
 }
 
 /// A status with `data` and warnings.
-pub fn data_with<T: Serialize>(status: StatusCode, data: &T, warnings: &[String]) -> Response {
+pub(super) fn data_with<T: Serialize>(
+    status: StatusCode,
+    data: &T,
+    warnings: &[String],
+) -> Response {
     let envelope = Envelope {
         request_id: request_id(),
         lease_id: "",
@@ -90,7 +97,7 @@ pub fn data_with<T: Serialize>(status: StatusCode, data: &T, warnings: &[String]
 }
 
 /// 200 with an `auth` block (a token was issued or renewed) and no data.
-pub fn auth<T: Serialize>(auth: &T) -> Response {
+pub(super) fn auth<T: Serialize>(auth: &T) -> Response {
     #[derive(Serialize)]
     struct AuthEnvelope<'a, T: Serialize> {
         request_id: uuid::fmt::Hyphenated,
@@ -118,7 +125,7 @@ pub fn auth<T: Serialize>(auth: &T) -> Response {
 }
 
 /// 204.
-pub fn no_content() -> Response {
+pub(super) fn no_content() -> Response {
     let mut response = Response::new(Body::empty());
     *response.status_mut() = StatusCode::NO_CONTENT;
     response

@@ -98,7 +98,7 @@ impl MountKind for System {
 /// `GET /v1/sys/health` (Vault API: sys/health): 200 unsealed, 503 sealed, with Vault's
 /// query overrides for the codes. `details`: our fields beyond Vault's (why it is sealed or
 /// out of sync), for the root namespace only.
-pub fn health(state: &AppState, query: &HashMap<String, String>, details: bool) -> Response {
+pub(super) fn health(state: &AppState, query: &HashMap<String, String>, details: bool) -> Response {
     let sealed = state.inner.ready.is_none();
     let code = |name: &str, default: u16| {
         query
@@ -145,7 +145,7 @@ pub fn health(state: &AppState, query: &HashMap<String, String>, details: bool) 
 }
 
 /// `GET /v1/sys/seal-status` (Vault API: sys/seal-status); `details` as for [`health`].
-pub fn seal_status(state: &AppState, details: bool) -> Response {
+pub(super) fn seal_status(state: &AppState, details: bool) -> Response {
     let mut body = json!({
         "type": state.inner.seal_type,
         "initialized": true,
@@ -169,7 +169,7 @@ pub fn seal_status(state: &AppState, details: bool) -> Response {
 }
 
 /// `GET /v1/sys/leader` (Vault API: sys/leader): every node serves, none is a leader.
-pub fn leader() -> Response {
+pub(super) fn leader() -> Response {
     response::json(
         StatusCode::OK,
         &json!({

@@ -152,7 +152,7 @@ fn lookup_json(record: &TokenRecord, id: Option<&str>, now: i64) -> Value {
 }
 
 /// Vault API: the `auth` block of a login or token creation.
-pub fn auth_json(token: Option<&str>, record: &TokenRecord, now: i64) -> Value {
+pub(super) fn auth_json(token: Option<&str>, record: &TokenRecord, now: i64) -> Value {
     json!({
         "client_token": token.unwrap_or_default(),
         "accessor": record.accessor,

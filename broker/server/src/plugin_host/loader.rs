@@ -37,7 +37,7 @@ pub fn check_not_writable_by_others(path: &Path, what: &str) -> Result<(), Strin
 }
 
 /// Checks permissions and the pinned hash; returns the verified bytes and their hash.
-pub fn verify(library: &Path, expected_sha256: &str) -> Result<(Vec<u8>, String), String> {
+pub(super) fn verify(library: &Path, expected_sha256: &str) -> Result<(Vec<u8>, String), String> {
     if let Some(parent) = library.parent() {
         check_not_writable_by_others(parent, "library directory")?;
     }
@@ -63,7 +63,7 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 /// A loaded plugin's root module: the current ABI, or an earlier one (a plugin built before
 /// the operations added since, whose backends are wrapped to answer "not supported").
 #[derive(Clone, Copy)]
-pub enum PluginModule {
+pub(super) enum PluginModule {
     /// Built against the current ABI.
     Current(PluginModRef),
     /// Built against the fourth ABI (status and tenant names; no asynchronous batches).
@@ -78,7 +78,11 @@ pub enum PluginModule {
 
 impl PluginModule {
     /// Runs the plugin's constructor (blocking: call it off the async runtime).
-    pub fn new_backend(self, config: RStr<'_>, host: HostBox) -> RResult<BackendBox, PluginError> {
+    pub(super) fn new_backend(
+        self,
+        config: RStr<'_>,
+        host: HostBox,
+    ) -> RResult<BackendBox, PluginError> {
         match self {
             Self::Current(module) => module.new_backend()(config, host),
             Self::V4(module) => module.new_backend()(config, host).map(v4::upgrade),
@@ -92,7 +96,7 @@ impl PluginModule {
 /// Loaded plugin modules by hash: a library is loaded (and ABI-checked) once and never
 /// unloaded; every instance using the same bytes shares the module.
 #[derive(Default)]
-pub struct ModuleCache {
+pub(super) struct ModuleCache {
     modules: Mutex<HashMap<String, PluginModule>>,
 }
 
@@ -105,7 +109,7 @@ impl std::fmt::Debug for ModuleCache {
 impl ModuleCache {
     /// Verifies `library` against `expected_sha256`, copies it under `copies_dir` and loads
     /// the copy. Errors are reasons fit for the operator (no secrets involved).
-    pub fn load(
+    pub(super) fn load(
         &self,
         library: &Path,
         expected_sha256: &str,

@@ -12,14 +12,14 @@ use tower::ServiceExt;
 /// A dev broker (SQLite and the local KEK in a temporary directory, root token `root`):
 /// its router, its root token, and the directory (removed when dropped).
 #[allow(dead_code)] // Not every test binary needs only the API.
-pub async fn dev_broker() -> (axum::Router, String, tempfile::TempDir) {
+pub(crate) async fn dev_broker() -> (axum::Router, String, tempfile::TempDir) {
     let (router, token, dir, _) = dev_broker_with_ready(Registry::standard()).await;
     (router, token, dir)
 }
 
 /// As [`dev_broker`], with the core behind the router (to reach its store directly).
 #[allow(dead_code)] // Not every test binary reaches past the API.
-pub async fn dev_broker_with_core() -> (
+pub(crate) async fn dev_broker_with_core() -> (
     axum::Router,
     String,
     tempfile::TempDir,
@@ -32,7 +32,7 @@ pub async fn dev_broker_with_core() -> (
 /// As [`dev_broker`], serving the kinds of mount in `kinds`, with the unsealed parts
 /// behind the router (its core, and what a node applies a change with).
 #[allow(dead_code)] // Not every test binary reaches past the API.
-pub async fn dev_broker_with_ready(
+pub(crate) async fn dev_broker_with_ready(
     kinds: Registry,
 ) -> (axum::Router, String, tempfile::TempDir, Ready) {
     let dir = tempfile::tempdir().unwrap();
@@ -53,7 +53,7 @@ pub async fn dev_broker_with_ready(
 
 /// The API in-process, as JSON requests.
 #[allow(dead_code)] // Not every test binary sends JSON.
-pub struct Api {
+pub(crate) struct Api {
     /// The router.
     pub app: axum::Router,
 }
@@ -61,7 +61,7 @@ pub struct Api {
 #[allow(dead_code)] // Not every test binary sends JSON.
 impl Api {
     /// A request as `token` (none: anonymous) in namespace `namespace`.
-    pub async fn call(
+    pub(crate) async fn call(
         &self,
         token: Option<&str>,
         namespace: &str,
@@ -92,7 +92,7 @@ impl Api {
     }
 
     /// A token of `namespace` made by root, carrying `policy` (written there as `name`).
-    pub async fn token_with(
+    pub(crate) async fn token_with(
         &self,
         root: &str,
         namespace: &str,

@@ -27,21 +27,21 @@ impl Refusal {
 }
 
 /// Caller-facing messages.
-pub const MALFORMED: &str = "malformed token";
+pub(super) const MALFORMED: &str = "malformed token";
 /// The signature did not verify with any acceptable key.
-pub const BAD_SIGNATURE: &str = "token signature could not be verified";
+pub(super) const BAD_SIGNATURE: &str = "token signature could not be verified";
 /// `exp` passed.
-pub const EXPIRED: &str = "token has expired";
+pub(super) const EXPIRED: &str = "token has expired";
 /// `nbf` or `iat` in the future.
-pub const NOT_YET_VALID: &str = "token is not yet valid";
+pub(super) const NOT_YET_VALID: &str = "token is not yet valid";
 /// `iss` does not match.
-pub const WRONG_ISSUER: &str = "token issuer does not match";
+pub(super) const WRONG_ISSUER: &str = "token issuer does not match";
 /// `aud` does not match.
-pub const WRONG_AUDIENCE: &str = "token audience does not match the role";
+pub(super) const WRONG_AUDIENCE: &str = "token audience does not match the role";
 /// `sub` or a bound claim does not match.
-pub const WRONG_CLAIMS: &str = "token claims do not match the role";
+pub(super) const WRONG_CLAIMS: &str = "token claims do not match the role";
 /// The user, groups or a mapped claim is missing or of the wrong type.
-pub const MISSING_CLAIMS: &str = "token lacks a claim the role requires";
+pub(super) const MISSING_CLAIMS: &str = "token lacks a claim the role requires";
 
 /// What a login takes from a token that passed every check.
 #[derive(Debug)]

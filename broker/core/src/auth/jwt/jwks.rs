@@ -100,7 +100,7 @@ struct RefetchState {
 }
 
 /// The cached JWKS of one configuration.
-pub struct JwksCache {
+pub(super) struct JwksCache {
     fetcher: Box<dyn JwksFetcher>,
     supported: Vec<Algorithm>,
     interval: i64,
@@ -130,7 +130,7 @@ impl JwksCache {
     /// Fetches the first set; refused if it cannot be had or holds no usable key.
     /// `supported` narrows every key's algorithms (empty: no narrowing); `interval` is the
     /// least number of seconds between two refetches.
-    pub async fn new(
+    pub(super) async fn new(
         fetcher: Box<dyn JwksFetcher>,
         supported: Vec<Algorithm>,
         interval: u64,
@@ -154,7 +154,7 @@ impl JwksCache {
     /// The keys that may check a token with this `kid` and algorithm: those named by `kid`,
     /// or without a `kid` the only key allowing the algorithm. An unknown `kid` refetches the
     /// set once (see the module documentation).
-    pub async fn keys_for(
+    pub(super) async fn keys_for(
         &self,
         kid: Option<&str>,
         algorithm: Algorithm,
@@ -212,7 +212,7 @@ impl JwksCache {
     }
 
     /// The `kid`s of the cached keys (for diagnostics and tests).
-    pub fn kids(&self) -> Vec<Option<String>> {
+    pub(super) fn kids(&self) -> Vec<Option<String>> {
         self.set.load().keys.iter().map(|k| k.kid.clone()).collect()
     }
 }

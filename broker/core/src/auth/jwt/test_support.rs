@@ -21,10 +21,10 @@ use super::{Discovered, IdentityProviders, JwksFetcher, ProviderError};
 
 /// A self-signed CA certificate (P-256, made once with `openssl req -x509`), for CA PEM
 /// fields; nothing connects to it.
-pub const CA_PEM: &str = "-----BEGIN CERTIFICATE-----\nMIIBoTCCAUegAwIBAgIUC4krluROW/4n6tq6TXQky96Y5agwCgYIKoZIzj0EAwIw\nJTEjMCEGA1UEAwwaa2V5YnJva2VyIGp3dCB1bml0IHRlc3QgQ0EwIBcNMjYxMTIz\nMDE1MDM1WhgPMjEyNjEwMzAwMTUwMzVaMCUxIzAhBgNVBAMMGmtleWJyb2tlciBq\nd3QgdW5pdCB0ZXN0IENBMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEAhOtTIgC\nH/CCDy0Wj5plwothv95/oFWUFeENkLfFhQRVYkn06hatwIpRMqXKYxJHAbQ6qxSc\nYUa/wKUJdvOxIaNTMFEwHQYDVR0OBBYEFEmE91C5uiExi2EVoa3sWaYQean0MB8G\nA1UdIwQYMBaAFEmE91C5uiExi2EVoa3sWaYQean0MA8GA1UdEwEB/wQFMAMBAf8w\nCgYIKoZIzj0EAwIDSAAwRQIhAJcYGoiGeMu9IbxTkonLPtpDnRYwomQv6eQhf8ih\nswe8AiAyoEPN+ikVGopShgN48LMlrHOhD/PCxi/NZzW67+ipoQ==\n-----END CERTIFICATE-----\n";
+pub(crate) const CA_PEM: &str = "-----BEGIN CERTIFICATE-----\nMIIBoTCCAUegAwIBAgIUC4krluROW/4n6tq6TXQky96Y5agwCgYIKoZIzj0EAwIw\nJTEjMCEGA1UEAwwaa2V5YnJva2VyIGp3dCB1bml0IHRlc3QgQ0EwIBcNMjYxMTIz\nMDE1MDM1WhgPMjEyNjEwMzAwMTUwMzVaMCUxIzAhBgNVBAMMGmtleWJyb2tlciBq\nd3QgdW5pdCB0ZXN0IENBMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEAhOtTIgC\nH/CCDy0Wj5plwothv95/oFWUFeENkLfFhQRVYkn06hatwIpRMqXKYxJHAbQ6qxSc\nYUa/wKUJdvOxIaNTMFEwHQYDVR0OBBYEFEmE91C5uiExi2EVoa3sWaYQean0MB8G\nA1UdIwQYMBaAFEmE91C5uiExi2EVoa3sWaYQean0MA8GA1UdEwEB/wQFMAMBAf8w\nCgYIKoZIzj0EAwIDSAAwRQIhAJcYGoiGeMu9IbxTkonLPtpDnRYwomQv6eQhf8ih\nswe8AiAyoEPN+ikVGopShgN48LMlrHOhD/PCxi/NZzW67+ipoQ==\n-----END CERTIFICATE-----\n";
 
 /// A key pair for tests.
-pub struct TestKey {
+pub(crate) struct TestKey {
     /// Its natural algorithm (RS256, ES256, ES384, EdDSA).
     pub algorithm: Algorithm,
     /// SubjectPublicKeyInfo PEM.
@@ -39,7 +39,7 @@ pub struct TestKey {
 
 impl TestKey {
     /// The public JWK, with a `kid` if given.
-    pub fn jwk(&self, kid: Option<&str>) -> Value {
+    pub(crate) fn jwk(&self, kid: Option<&str>) -> Value {
         let mut jwk = self.jwk_members.clone();
         if let Some(kid) = kid {
             jwk["kid"] = kid.into();
@@ -48,13 +48,13 @@ impl TestKey {
     }
 
     /// A raw signature.
-    pub fn sign_raw(&self, message: &[u8], algorithm: Algorithm) -> Vec<u8> {
+    pub(crate) fn sign_raw(&self, message: &[u8], algorithm: Algorithm) -> Vec<u8> {
         let signature = jsonwebtoken::crypto::sign(message, &self.encoding, algorithm).unwrap();
         URL_SAFE_NO_PAD.decode(signature).unwrap()
     }
 
     /// A compact JWS of `claims` with exactly `header` (its `alg` names the algorithm used).
-    pub fn sign(&self, header: &Value, claims: &Value) -> String {
+    pub(crate) fn sign(&self, header: &Value, claims: &Value) -> String {
         let algorithm: Algorithm = header["alg"].as_str().unwrap().parse().unwrap();
         let header = URL_SAFE_NO_PAD.encode(header.to_string());
         let claims = URL_SAFE_NO_PAD.encode(claims.to_string());
@@ -64,7 +64,7 @@ impl TestKey {
     }
 
     /// A token of `claims` signed with the key's natural algorithm, with an optional `kid`.
-    pub fn token(&self, kid: Option<&str>, claims: &Value) -> String {
+    pub(crate) fn token(&self, kid: Option<&str>, claims: &Value) -> String {
         let mut header = json!({"alg": format!("{:?}", self.algorithm), "typ": "JWT"});
         if let Some(kid) = kid {
             header["kid"] = kid.into();
@@ -83,13 +83,12 @@ fn new_rsa(bits: usize) -> rsa::RsaPrivateKey {
 
 fn rsa_key(private: rsa::RsaPrivateKey) -> TestKey {
     let public = private.to_public_key();
-    let private_pem = rsa::pkcs8::EncodePrivateKey::to_pkcs8_pem(&private, LineEnding::LF)
+    let private_pem = EncodePrivateKey::to_pkcs8_pem(&private, LineEnding::LF)
         .unwrap()
         .to_string();
     TestKey {
         algorithm: Algorithm::RS256,
-        public_pem: rsa::pkcs8::EncodePublicKey::to_public_key_pem(&public, LineEnding::LF)
-            .unwrap(),
+        public_pem: EncodePublicKey::to_public_key_pem(&public, LineEnding::LF).unwrap(),
         public_pkcs1_pem: public.to_pkcs1_pem(LineEnding::LF).unwrap(),
         jwk_members: json!({"kty": "RSA", "n": b64(&public.n().to_bytes_be()), "e": b64(&public.e().to_bytes_be())}),
         encoding: EncodingKey::from_rsa_pem(private_pem.as_bytes()).unwrap(),
@@ -98,25 +97,25 @@ fn rsa_key(private: rsa::RsaPrivateKey) -> TestKey {
 }
 
 /// An RSA 2048 key.
-pub fn rsa() -> &'static TestKey {
+pub(crate) fn rsa() -> &'static TestKey {
     static KEY: OnceLock<TestKey> = OnceLock::new();
     KEY.get_or_init(|| rsa_key(new_rsa(2048)))
 }
 
 /// Another RSA 2048 key.
-pub fn rsa_other() -> &'static TestKey {
+pub(crate) fn rsa_other() -> &'static TestKey {
     static KEY: OnceLock<TestKey> = OnceLock::new();
     KEY.get_or_init(|| rsa_key(new_rsa(2048)))
 }
 
 /// The public PEM of an RSA key too small to be accepted.
-pub fn small_rsa_public_pem() -> String {
+pub(crate) fn small_rsa_public_pem() -> String {
     let public = new_rsa(1024).to_public_key();
-    rsa::pkcs8::EncodePublicKey::to_public_key_pem(&public, LineEnding::LF).unwrap()
+    EncodePublicKey::to_public_key_pem(&public, LineEnding::LF).unwrap()
 }
 
 /// A P-256 key.
-pub fn p256() -> &'static TestKey {
+pub(crate) fn p256() -> &'static TestKey {
     static KEY: OnceLock<TestKey> = OnceLock::new();
     KEY.get_or_init(|| {
         let secret = p256::SecretKey::random(&mut rand::thread_rng());
@@ -134,7 +133,7 @@ pub fn p256() -> &'static TestKey {
 }
 
 /// A P-384 key.
-pub fn p384() -> &'static TestKey {
+pub(crate) fn p384() -> &'static TestKey {
     static KEY: OnceLock<TestKey> = OnceLock::new();
     KEY.get_or_init(|| {
         let secret = p384::SecretKey::random(&mut rand::thread_rng());
@@ -152,7 +151,7 @@ pub fn p384() -> &'static TestKey {
 }
 
 /// An Ed25519 key.
-pub fn ed25519() -> &'static TestKey {
+pub(crate) fn ed25519() -> &'static TestKey {
     static KEY: OnceLock<TestKey> = OnceLock::new();
     KEY.get_or_init(|| {
         let signing = ed25519_dalek::SigningKey::generate(&mut rand::thread_rng());
@@ -199,7 +198,7 @@ impl JwksFetcher for Arc<StubFetcher> {
 }
 
 /// A stub serving these JWKs.
-pub fn stub(keys: Vec<Value>) -> Arc<StubFetcher> {
+pub(crate) fn stub(keys: Vec<Value>) -> Arc<StubFetcher> {
     Arc::new(StubFetcher {
         document: Mutex::new(Some(json!({ "keys": keys }))),
         ..Default::default()
@@ -207,14 +206,14 @@ pub fn stub(keys: Vec<Value>) -> Arc<StubFetcher> {
 }
 
 /// Makes the stub serve these JWKs from now on.
-pub fn serve(stub: &StubFetcher, keys: Vec<Value>) {
+pub(crate) fn serve(stub: &StubFetcher, keys: Vec<Value>) {
     *stub.document.lock().unwrap() = Some(json!({ "keys": keys }));
 }
 
 /// Identity providers for tests: every JWKS URL is served by `jwks`; discovery finds `issuer`
 /// (and fails without one); CA certificates other than [`CA_PEM`] are refused.
 #[derive(Default)]
-pub struct StubProviders {
+pub(crate) struct StubProviders {
     /// The fetcher of every JWKS URL.
     pub jwks: Arc<StubFetcher>,
     /// What discovery finds; `None` makes it fail.

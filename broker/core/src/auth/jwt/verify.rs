@@ -324,7 +324,7 @@ mod tests {
         verifier.verify(&control, &role(), NOW).await.unwrap();
 
         let other = ts::rsa_other().token(None, &claims());
-        assert_eq!(refused(&verifier, &other).await, claims::BAD_SIGNATURE);
+        assert_eq!(refused(&verifier, &other).await, BAD_SIGNATURE);
 
         let mut changed = claims();
         changed["sub"] = "admin".into();
@@ -340,7 +340,7 @@ mod tests {
             "{header}.{}.{signature}",
             URL_SAFE_NO_PAD.encode(changed.to_string())
         );
-        assert_eq!(refused(&verifier, &forged).await, claims::BAD_SIGNATURE);
+        assert_eq!(refused(&verifier, &forged).await, BAD_SIGNATURE);
     }
 
     #[tokio::test]
@@ -349,7 +349,7 @@ mod tests {
         let mut big = claims();
         big["pad"] = "x".repeat(MAX_TOKEN_LEN).into();
         let token = ts::rsa().token(None, &big);
-        assert_eq!(refused(&verifier, &token).await, claims::MALFORMED);
+        assert_eq!(refused(&verifier, &token).await, MALFORMED);
         let mut fits = claims();
         fits["pad"] = "x".repeat(MAX_TOKEN_LEN / 2).into();
         verifier
@@ -362,11 +362,11 @@ mod tests {
     async fn jwe_and_nested_tokens_are_refused() {
         let verifier = static_verifier(&[ts::rsa()], json!({})).await;
         let jwe = "eyJhbGciOiJSU0EtT0FFUCIsImVuYyI6IkEyNTZHQ00ifQ.a2V5.aXY.Y2lwaGVy.dGFn";
-        assert_eq!(refused(&verifier, jwe).await, claims::MALFORMED);
+        assert_eq!(refused(&verifier, jwe).await, MALFORMED);
         let mut nested = header("RS256", None);
         nested["cty"] = "JWT".into();
         let token = ts::rsa().sign(&nested, &claims());
-        assert_eq!(refused(&verifier, &token).await, claims::MALFORMED);
+        assert_eq!(refused(&verifier, &token).await, MALFORMED);
         // Another content type is no reason to refuse.
         let mut other = header("RS256", None);
         other["cty"] = "json".into();
@@ -383,7 +383,7 @@ mod tests {
         critical["crit"] = json!(["b64"]);
         critical["b64"] = false.into();
         let token = ts::rsa().sign(&critical, &claims());
-        assert_eq!(refused(&verifier, &token).await, claims::MALFORMED);
+        assert_eq!(refused(&verifier, &token).await, MALFORMED);
     }
 
     #[tokio::test]
@@ -396,7 +396,7 @@ mod tests {
         offered["x5u"] = "https://attacker.example/cert".into();
         offered["x5c"] = json!(["MIIB"]);
         let token = ts::p256().sign(&offered, &claims());
-        assert_eq!(refused(&verifier, &token).await, claims::BAD_SIGNATURE);
+        assert_eq!(refused(&verifier, &token).await, BAD_SIGNATURE);
         // The same headers on a token of the configured key change nothing.
         let mut harmless = offered.clone();
         harmless["alg"] = "RS256".into();
@@ -411,13 +411,13 @@ mod tests {
         let verifier = static_verifier(&[ts::rsa()], json!({})).await;
         let encode = |v: &Value| URL_SAFE_NO_PAD.encode(v.to_string());
         let unsigned = format!("{}.{}.", encode(&json!({"alg": "none"})), encode(&claims()));
-        assert_eq!(refused(&verifier, &unsigned).await, claims::MALFORMED);
+        assert_eq!(refused(&verifier, &unsigned).await, MALFORMED);
         let unsigned = format!(
             "{}.{}.c2ln",
             encode(&json!({"alg": "none"})),
             encode(&claims())
         );
-        assert_eq!(refused(&verifier, &unsigned).await, claims::MALFORMED);
+        assert_eq!(refused(&verifier, &unsigned).await, MALFORMED);
         // The classic confusion: HS256 keyed with the RSA public key's PEM.
         let input = format!("{}.{}", encode(&json!({"alg": "HS256"})), encode(&claims()));
         let hmac_key = jsonwebtoken::EncodingKey::from_secret(ts::rsa().public_pem.as_bytes());
@@ -425,7 +425,7 @@ mod tests {
             jsonwebtoken::crypto::sign(input.as_bytes(), &hmac_key, jsonwebtoken::Algorithm::HS256)
                 .unwrap();
         let confused = format!("{input}.{signature}");
-        assert_eq!(refused(&verifier, &confused).await, claims::MALFORMED);
+        assert_eq!(refused(&verifier, &confused).await, MALFORMED);
     }
 
     #[tokio::test]
@@ -433,11 +433,11 @@ mod tests {
         // An EC key signs, but the only configured key is RSA: ES256 is not tried with it.
         let verifier = static_verifier(&[ts::rsa()], json!({})).await;
         let token = ts::p256().token(None, &claims());
-        assert_eq!(refused(&verifier, &token).await, claims::BAD_SIGNATURE);
+        assert_eq!(refused(&verifier, &token).await, BAD_SIGNATURE);
         // A P-384 key does not verify ES256, a P-256 key not ES384.
         let verifier = static_verifier(&[ts::p256()], json!({})).await;
         let token = ts::p384().token(None, &claims());
-        assert_eq!(refused(&verifier, &token).await, claims::BAD_SIGNATURE);
+        assert_eq!(refused(&verifier, &token).await, BAD_SIGNATURE);
     }
 
     #[tokio::test]
@@ -452,9 +452,9 @@ mod tests {
             .await
             .unwrap();
         let pss = ts::rsa().sign(&header("PS256", None), &claims());
-        assert_eq!(refused(&verifier, &pss).await, claims::BAD_SIGNATURE);
+        assert_eq!(refused(&verifier, &pss).await, BAD_SIGNATURE);
         let ed = ts::ed25519().token(None, &claims());
-        assert_eq!(refused(&verifier, &ed).await, claims::BAD_SIGNATURE);
+        assert_eq!(refused(&verifier, &ed).await, BAD_SIGNATURE);
     }
 
     #[tokio::test]
@@ -474,7 +474,7 @@ mod tests {
             .unwrap();
         // Signed by the key of kid "a" but naming "b": b is EC and does not allow RS256.
         let token = ts::rsa().token(Some("b"), &claims());
-        assert_eq!(refused(&verifier, &token).await, claims::BAD_SIGNATURE);
+        assert_eq!(refused(&verifier, &token).await, BAD_SIGNATURE);
         // No kid, one key allowing the algorithm: that one.
         verifier
             .verify(&ts::p256().token(None, &claims()), &role(), NOW)
@@ -490,10 +490,10 @@ mod tests {
         )
         .await;
         let token = ts::rsa().token(Some("b"), &claims());
-        assert_eq!(refused(&verifier, &token).await, claims::BAD_SIGNATURE);
+        assert_eq!(refused(&verifier, &token).await, BAD_SIGNATURE);
         // No kid and two RSA keys: refused rather than tried in turn.
         let token = ts::rsa().token(None, &claims());
-        assert_eq!(refused(&verifier, &token).await, claims::BAD_SIGNATURE);
+        assert_eq!(refused(&verifier, &token).await, BAD_SIGNATURE);
     }
 
     #[tokio::test]
@@ -510,10 +510,10 @@ mod tests {
             .await
             .unwrap();
         let pss = ts::rsa().sign(&header("PS256", Some("a")), &claims());
-        assert_eq!(refused(&verifier, &pss).await, claims::BAD_SIGNATURE);
+        assert_eq!(refused(&verifier, &pss).await, BAD_SIGNATURE);
         // The EC key was dropped: ES256 is not supported by the configuration.
         let ec = ts::p256().token(Some("e"), &claims());
-        assert_eq!(refused(&verifier, &ec).await, claims::BAD_SIGNATURE);
+        assert_eq!(refused(&verifier, &ec).await, BAD_SIGNATURE);
     }
 
     #[tokio::test]
@@ -531,7 +531,7 @@ mod tests {
         assert_eq!(stub.fetches.load(Ordering::SeqCst), 2);
         // The old key is gone from the new set.
         let old = ts::rsa().token(Some("old"), &claims());
-        assert_eq!(refused(&verifier, &old).await, claims::BAD_SIGNATURE);
+        assert_eq!(refused(&verifier, &old).await, BAD_SIGNATURE);
         assert_eq!(stub.fetches.load(Ordering::SeqCst), 2, "rate-limited");
     }
 
@@ -641,12 +641,12 @@ mod tests {
         let verifier = static_verifier(&[ts::rsa()], json!({})).await;
         // An array payload, correctly signed: refused as malformed.
         let array = ts::rsa().sign(&header("RS256", None), &json!(["sub", "svc-a"]));
-        assert_eq!(refused(&verifier, &array).await, claims::MALFORMED);
+        assert_eq!(refused(&verifier, &array).await, MALFORMED);
         // An expired token signed by an unknown key: the signature fails first.
         let mut expired = claims();
         expired["exp"] = (NOW - 1000).into();
         let token = ts::rsa_other().token(None, &expired);
-        assert_eq!(refused(&verifier, &token).await, claims::BAD_SIGNATURE);
+        assert_eq!(refused(&verifier, &token).await, BAD_SIGNATURE);
         let token = ts::rsa().token(None, &expired);
         assert_eq!(refused(&verifier, &token).await, claims::EXPIRED);
         // A string exp and a missing iat, correctly signed.
@@ -654,13 +654,13 @@ mod tests {
         string_exp["exp"] = (NOW + 300).to_string().into();
         assert_eq!(
             refused(&verifier, &ts::rsa().token(None, &string_exp)).await,
-            claims::MALFORMED
+            MALFORMED
         );
         let mut no_iat = claims();
         no_iat.as_object_mut().unwrap().remove("iat");
         assert_eq!(
             refused(&verifier, &ts::rsa().token(None, &no_iat)).await,
-            claims::MALFORMED
+            MALFORMED
         );
     }
 

@@ -98,13 +98,12 @@ impl Transit {
     }
 
     /// Forgets every key of a deleted tenant and drops their cached data keys.
-    pub fn forget_tenant(&self, tenant: crate::TenantId) {
+    pub fn forget_tenant(&self, tenant: TenantId) {
         let removed: Vec<_> = self
             .keys
             .write()
             .map(|mut keys| {
-                self.generation
-                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                self.generation.fetch_add(1, Ordering::SeqCst);
                 let mounts: Vec<_> = keys.keys().filter(|(t, _)| *t == tenant).copied().collect();
                 mounts.into_iter().filter_map(|m| keys.remove(&m)).collect()
             })
@@ -118,7 +117,7 @@ impl Transit {
 
     /// Re-reads a cached key that another node changed (configuration, a new version) or
     /// deleted, keeping the counters of its versions; a deleted key's data keys are dropped.
-    pub async fn refresh_key(&self, tenant: crate::TenantId, key: crate::KeyId) -> Result<()> {
+    pub async fn refresh_key(&self, tenant: TenantId, key: crate::KeyId) -> Result<()> {
         let cached: Vec<Arc<KeyState>> = self
             .keys
             .read()
@@ -148,7 +147,7 @@ impl Transit {
 
     /// Forgets the cached keys of a tenant's mounts that are not in `mounts` (another node
     /// disabled them).
-    pub fn forget_mounts_except(&self, tenant: crate::TenantId, mounts: &[MountId]) {
+    pub fn forget_mounts_except(&self, tenant: TenantId, mounts: &[MountId]) {
         let gone: Vec<MountId> = self
             .keys
             .read()
@@ -168,17 +167,15 @@ impl Transit {
     /// use and their counters resume past the persisted reservations.
     pub fn forget_all(&self) {
         if let Ok(mut keys) = self.keys.write() {
-            self.generation
-                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.generation.fetch_add(1, Ordering::SeqCst);
             keys.clear();
         }
     }
 
     /// Forgets every cached key of a mount (after the mount was disabled).
-    pub fn forget_mount(&self, tenant: crate::TenantId, mount: MountId) {
+    pub fn forget_mount(&self, tenant: TenantId, mount: MountId) {
         let removed = self.keys.write().ok().and_then(|mut keys| {
-            self.generation
-                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.generation.fetch_add(1, Ordering::SeqCst);
             keys.remove(&(tenant, mount))
         });
         for state in removed.into_iter().flat_map(|keys| keys.into_values()) {

@@ -272,7 +272,7 @@ impl Instance {
 }
 
 /// Maps a plugin error to the broker's error kinds.
-pub fn map_plugin_error(instance: &str, operation: &str, error: PluginError) -> Error {
+pub(crate) fn map_plugin_error(instance: &str, operation: &str, error: PluginError) -> Error {
     let message = error.message.to_string();
     match error.kind {
         ErrorKind::INVALID_REQUEST
@@ -391,8 +391,8 @@ mod tests {
 
     /// Waits until the plugin holds `count` batches, then takes them.
     async fn take_held(held: &Held, count: usize) -> Vec<(Vec<Vec<u8>>, BatchCompletion)> {
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while std::time::Instant::now() < deadline {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
             if held.lock().unwrap().len() >= count {
                 return held.lock().unwrap().drain(..).collect();
             }

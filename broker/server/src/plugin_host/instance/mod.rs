@@ -33,8 +33,8 @@ use tokio::sync::Semaphore;
 
 use crate::metrics::BackendMetrics;
 
-pub use availability::{Availability, HostHandle};
-pub use calls::map_plugin_error;
+pub(super) use availability::{Availability, HostHandle};
+pub(super) use calls::map_plugin_error;
 
 /// Settings of an instance that come from its drop-in.
 #[derive(Debug, Clone)]
