@@ -10,7 +10,11 @@ use keybroker_plugin_abi::{
     PluginError, SignRequest, VerifyRequest,
 };
 use keybroker_plugin_conformance::{
-    calls::{assert_error, create, decrypt, encrypt, rstring, until_available},
+    calls::{
+        assert_error, create, decrypt, encrypt, instance, rstring, until_available, OTHER_TENANT,
+        TENANT,
+    },
+    outage::Outage,
     RecordingHost,
 };
 use serde_json::json;
@@ -23,8 +27,6 @@ fn bind(backend: &BackendBox, backend_key: &str, key_type: &str) -> Result<Strin
     keybroker_plugin_conformance::calls::bind(backend, TENANT, backend_key, key_type)
 }
 
-const TENANT: &str = "3f6c1b0e-8a2d-4c59-9e71-5b0d2a4c8e13";
-const OTHER_TENANT: &str = "c81e9d47-2b6a-4f03-a5d8-7e9c0b1f2a64";
 const ACCESS_KEY_ENV: &str = "KEYBROKER_TEST_AWS_ACCESS_KEY_ID";
 const SECRET_KEY_ENV: &str = "KEYBROKER_TEST_AWS_SECRET_ACCESS_KEY";
 
@@ -71,9 +73,7 @@ fn config(endpoint: &str, operation_timeout_ms: u64) -> serde_json::Value {
 }
 
 fn backend_with(config: &serde_json::Value) -> BackendBox {
-    let backend = new_backend(&config.to_string(), RecordingHost::boxed())
-        .unwrap_or_else(|error| panic!("new_backend: {error}"));
-    keybroker_plugin_abi::into_ffi(backend)
+    instance(new_backend(&config.to_string(), RecordingHost::boxed()))
 }
 
 fn backend(kms: &Kms) -> BackendBox {
@@ -622,49 +622,24 @@ fn an_unanswering_kms_is_unavailable_within_the_timeout_and_recovers() {
     let key = create(&backend, TENANT, "aes256-gcm96");
     let ciphertext = encrypt(&backend, TENANT, &key, b"data", b"").unwrap();
     let host = RecordingHost::default();
-    let hurried = keybroker_plugin_abi::into_ffi(
-        new_backend(
-            &config(&kms.proxy.endpoint(), SHORT_TIMEOUT_MS).to_string(),
-            host.clone().into_box(),
-        )
-        .unwrap(),
-    );
+    let hurried = instance(new_backend(
+        &config(&kms.proxy.endpoint(), SHORT_TIMEOUT_MS).to_string(),
+        host.clone().into_box(),
+    ));
     // Its first use of the key (which checks the key's tags) comes before the outage.
-    let warm = until_available("first use", || {
-        decrypt(&hurried, TENANT, &key, &ciphertext, b"")
-    });
-    assert_eq!(warm, b"data");
-
-    kms.moto.pause();
-    let started = Instant::now();
-    let result = decrypt(&hurried, TENANT, &key, &ciphertext, b"");
-    let elapsed = started.elapsed();
-    let health = hurried.health().into_result();
-    kms.moto.resume();
-    assert_error(result, ErrorKind::UNAVAILABLE, "");
-    assert!(elapsed < GAVE_UP_WITHIN, "{elapsed:?}");
-    assert_error(health, ErrorKind::UNAVAILABLE, "");
     // Recovered once moto answers again, however long it takes to catch up.
-    until_available("health after the outage", || hurried.health().into_result());
-    let recovered = until_available("decrypt after the outage", || {
-        decrypt(&hurried, TENANT, &key, &ciphertext, b"")
-    });
-    assert_eq!(recovered, b"data");
-    // The host heard of the outage once, and of the recovery.
-    let lines = host.lines();
-    let reports: Vec<_> = lines
-        .iter()
-        .filter(|line| line.starts_with("instance available="))
-        .collect();
-    assert_eq!(reports.len(), 2, "{lines:?}");
-    assert!(
-        reports[0].starts_with("instance available=false"),
-        "{lines:?}"
-    );
-    assert!(
-        reports[1].starts_with("instance available=true"),
-        "{lines:?}"
-    );
+    Outage {
+        backend: &hurried,
+        host: &host,
+        tenant: TENANT,
+        key: &key,
+        ciphertext: &ciphertext,
+        plaintext: b"data",
+        fault_message: "",
+        gave_up_within: GAVE_UP_WITHIN,
+        decrypts_once_healthy: false,
+    }
+    .run(|| kms.moto.pause(), || kms.moto.resume());
 }
 
 #[test]

@@ -9,7 +9,11 @@ use keybroker_plugin_abi::{
     SignRequest, VerifyRequest,
 };
 use keybroker_plugin_conformance::{
-    calls::{assert_error, create, create_with_id, decrypt, encrypt, rstring, until_available},
+    calls::{
+        assert_error, create, create_with_id, decrypt, encrypt, instance, rstring, until_available,
+        OTHER_TENANT, TENANT,
+    },
+    outage::Outage,
     RecordingHost,
 };
 use serde_json::json;
@@ -22,8 +26,6 @@ fn bind(backend: &BackendBox, backend_key: &str, key_type: &str) -> Result<Strin
     keybroker_plugin_conformance::calls::bind(backend, TENANT, backend_key, key_type)
 }
 
-const TENANT: &str = "3f6c1b0e-8a2d-4c59-9e71-5b0d2a4c8e13";
-const OTHER_TENANT: &str = "c81e9d47-2b6a-4f03-a5d8-7e9c0b1f2a64";
 const AZURE_TENANT: &str = "kb-azure-tenant";
 const CLIENT_ID: &str = "kb-client";
 const CLIENT_SECRET: &str = "kb-client-secret-value";
@@ -66,35 +68,11 @@ fn config(fake: &AzureFake, operation_timeout_ms: u64) -> serde_json::Value {
 }
 
 fn backend_with(config: &serde_json::Value) -> BackendBox {
-    let backend = new_backend(&config.to_string(), RecordingHost::boxed())
-        .unwrap_or_else(|error| panic!("new_backend: {error}"));
-    keybroker_plugin_abi::into_ffi(backend)
+    instance(new_backend(&config.to_string(), RecordingHost::boxed()))
 }
 
 fn backend(fake: &AzureFake) -> BackendBox {
     backend_with(&config(fake, TIMEOUT_MS))
-}
-
-/// The `instance available=` reports a recording host received.
-fn availability_reports(host: &RecordingHost) -> Vec<String> {
-    host.lines()
-        .into_iter()
-        .filter(|line| line.starts_with("instance available="))
-        .collect()
-}
-
-/// Asserts the host heard of one outage, then of the recovery.
-fn assert_outage_then_recovery_reported(host: &RecordingHost) {
-    let reports = availability_reports(host);
-    assert_eq!(reports.len(), 2, "{:?}", host.lines());
-    assert!(
-        reports[0].starts_with("instance available=false"),
-        "{reports:?}"
-    );
-    assert!(
-        reports[1].starts_with("instance available=true"),
-        "{reports:?}"
-    );
 }
 
 /// The Key Vault key name of a reference.
@@ -576,67 +554,50 @@ fn throttling_is_retried_by_the_sdk_then_unavailable_within_the_timeout() {
 fn an_outage_is_unavailable_within_the_timeout_and_recovery_is_reported() {
     let fake = fake();
     let host = RecordingHost::default();
-    let backend = keybroker_plugin_abi::into_ffi(
-        new_backend(
-            &config(&fake, TIMEOUT_MS).to_string(),
-            host.clone().into_box(),
-        )
-        .unwrap(),
-    );
+    let backend = instance(new_backend(
+        &config(&fake, TIMEOUT_MS).to_string(),
+        host.clone().into_box(),
+    ));
     let key = create(&backend, TENANT, "aes256-gcm96");
     let wrapped = encrypt(&backend, TENANT, &key, b"data", b"").unwrap();
 
     // An outage answers 503 at once: the SDK's few retries end the call, whatever the
     // (generous) timeout.
-    fake.set_outage(true);
-    assert_error(
-        decrypt(&backend, TENANT, &key, &wrapped, b""),
-        ErrorKind::UNAVAILABLE,
-        "503",
-    );
-    assert_error(backend.health().into_result(), ErrorKind::UNAVAILABLE, "");
-    fake.set_outage(false);
-    until_available("health after the outage", || backend.health().into_result());
-    assert_eq!(
-        decrypt(&backend, TENANT, &key, &wrapped, b"").unwrap(),
-        b"data"
-    );
-    // The host heard of the outage once, and of the recovery.
-    assert_outage_then_recovery_reported(&host);
+    Outage {
+        backend: &backend,
+        host: &host,
+        tenant: TENANT,
+        key: &key,
+        ciphertext: &wrapped,
+        plaintext: b"data",
+        fault_message: "503",
+        gave_up_within: GAVE_UP_WITHIN,
+        decrypts_once_healthy: true,
+    }
+    .run(|| fake.set_outage(true), || fake.set_outage(false));
 
     // A vault that does not answer at all: only a timeout ends the call, so this goes
     // through an instance with a short one, whose first use comes before the fault.
     let host = RecordingHost::default();
-    let hurried = keybroker_plugin_abi::into_ffi(
-        new_backend(
-            &config(&fake, SHORT_TIMEOUT_MS).to_string(),
-            host.clone().into_box(),
-        )
-        .unwrap(),
+    let hurried = instance(new_backend(
+        &config(&fake, SHORT_TIMEOUT_MS).to_string(),
+        host.clone().into_box(),
+    ));
+    Outage {
+        backend: &hurried,
+        host: &host,
+        tenant: TENANT,
+        key: &key,
+        ciphertext: &wrapped,
+        plaintext: b"data",
+        fault_message: "no answer within the timeout",
+        gave_up_within: GAVE_UP_WITHIN,
+        decrypts_once_healthy: false,
+    }
+    .run(
+        || fake.set_latency(HANG),
+        || fake.set_latency(Duration::ZERO),
     );
-    let warm = until_available("first use", || {
-        decrypt(&hurried, TENANT, &key, &wrapped, b"")
-    });
-    assert_eq!(warm, b"data");
-    fake.set_latency(HANG);
-    let started = Instant::now();
-    let result = decrypt(&hurried, TENANT, &key, &wrapped, b"");
-    let elapsed = started.elapsed();
-    let health = hurried.health().into_result();
-    fake.set_latency(Duration::ZERO);
-    assert_error(
-        result,
-        ErrorKind::UNAVAILABLE,
-        "no answer within the timeout",
-    );
-    assert!(elapsed < GAVE_UP_WITHIN, "{elapsed:?}");
-    assert_error(health, ErrorKind::UNAVAILABLE, "");
-    until_available("health after the hang", || hurried.health().into_result());
-    let recovered = until_available("decrypt after the hang", || {
-        decrypt(&hurried, TENANT, &key, &wrapped, b"")
-    });
-    assert_eq!(recovered, b"data");
-    assert_outage_then_recovery_reported(&host);
 }
 
 #[test]

@@ -14,7 +14,7 @@ use keybroker_plugin_abi::{
         sabi_trait::TD_Opaque,
         std_types::{RString, RVec},
     },
-    BackendBox, BatchDone, BatchDone_TO, BatchItem, BindKeyRequest, CreateKeyRequest,
+    Backend, BackendBox, BatchDone, BatchDone_TO, BatchItem, BindKeyRequest, CreateKeyRequest,
     DecryptRequest, EncryptRequest, ErrorKind, PluginError,
 };
 
@@ -36,6 +36,19 @@ pub fn until_available<T>(what: &str, mut call: impl FnMut() -> Result<T, Plugin
             Err(error) => panic!("{what}: {error}"),
         }
     }
+}
+
+/// The tenant the plugins' own tests make their keys for.
+pub const TENANT: &str = "3f6c1b0e-8a2d-4c59-9e71-5b0d2a4c8e13";
+/// Another tenant, which must never reach [`TENANT`]'s keys.
+pub const OTHER_TENANT: &str = "c81e9d47-2b6a-4f03-a5d8-7e9c0b1f2a64";
+
+/// A plugin instance as the ABI trait object the broker uses; panics if the plugin's
+/// constructor refused (`new_backend(config, host)`'s result).
+#[track_caller]
+pub fn instance<B: Backend>(built: Result<B, PluginError>) -> BackendBox {
+    let backend = built.unwrap_or_else(|error| panic!("new_backend: {error}"));
+    keybroker_plugin_abi::into_ffi(backend)
 }
 
 /// An ABI string.

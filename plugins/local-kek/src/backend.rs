@@ -257,8 +257,11 @@ mod tests {
     use super::*;
     use crate::blob::{self, NONCE_LEN};
     use crate::config::KEK_LEN;
-    use abi_stable::std_types::{RString, RVec};
-    use keybroker_plugin_conformance::RecordingHost;
+    use abi_stable::std_types::RString;
+    use keybroker_plugin_conformance::{
+        direct::{self, decrypt, encrypt},
+        RecordingHost,
+    };
     use std::io::Write as _;
 
     fn kek(id: &str, byte: u8) -> LoadedKek {
@@ -270,47 +273,7 @@ mod tests {
     }
 
     fn create(backend: &LocalKek, tenant: &str) -> String {
-        backend
-            .create_key(CreateKeyRequest {
-                tenant_id: tenant.into(),
-                key_id: "key-1".into(),
-                key_type: KEY_TYPE.into(),
-            })
-            .unwrap()
-            .reference
-            .into_string()
-    }
-
-    fn encrypt(
-        backend: &LocalKek,
-        tenant: &str,
-        reference: &str,
-        plaintext: &[u8],
-        aad: &[u8],
-        iv: &[u8],
-    ) -> Result<Vec<u8>, PluginError> {
-        backend.encrypt(EncryptRequest {
-            tenant_id: tenant.into(),
-            key_reference: reference.into(),
-            plaintext: RVec::from(plaintext),
-            aad: RVec::from(aad),
-            iv: RVec::from(iv),
-        })
-    }
-
-    fn decrypt(
-        backend: &LocalKek,
-        tenant: &str,
-        reference: &str,
-        ciphertext: &[u8],
-        aad: &[u8],
-    ) -> Result<Vec<u8>, PluginError> {
-        backend.decrypt(DecryptRequest {
-            tenant_id: tenant.into(),
-            key_reference: reference.into(),
-            ciphertext: RVec::from(ciphertext),
-            aad: RVec::from(aad),
-        })
+        direct::create(backend, tenant, KEY_TYPE)
     }
 
     #[test]

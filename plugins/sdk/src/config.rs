@@ -7,6 +7,15 @@ use std::path::Path;
 use keybroker_plugin_abi::PluginError;
 use serde::de::DeserializeOwned;
 
+/// The default deadline of one operation of a plugin that calls a remote service, retries
+/// included, in milliseconds: below the host's usual per-call `timeout` of 2 s.
+pub const DEFAULT_OPERATION_TIMEOUT_MS: u64 = 1500;
+
+/// [`DEFAULT_OPERATION_TIMEOUT_MS`], for `#[serde(default = "…")]`.
+pub fn default_operation_timeout_ms() -> u64 {
+    DEFAULT_OPERATION_TIMEOUT_MS
+}
+
 /// The error shape of one plugin's configuration: every message starts with the prefix it
 /// was made with (`aws-kms config: …`).
 #[derive(Clone, Copy, Debug)]

@@ -1,7 +1,9 @@
 //! Public keys as PEM SubjectPublicKeyInfo (`-----BEGIN PUBLIC KEY-----`), what the ABI's
 //! `public_key` answers.
 
+use keybroker_plugin_abi::HashAlgorithm;
 use p256::pkcs8::{EncodePublicKey as _, LineEnding};
+use rsa::{traits::PublicKeyParts as _, Pkcs1v15Sign, Pss};
 
 use crate::signature::Curve;
 
@@ -71,6 +73,62 @@ impl PublicKey {
         }
         .map_err(PublicKeyError::Encode)
     }
+
+    /// Verifies a signature over a digest: RSA with `scheme` `pss` (salt = digest length) or
+    /// anything else for PKCS #1 v1.5, ECDSA as `r ‖ s`. `false` for anything that is not a
+    /// valid signature (wrong length, zero scalars, garbage, a hash RSA is not used with).
+    pub fn verify_prehash(
+        &self,
+        hash: HashAlgorithm,
+        scheme: &str,
+        digest: &[u8],
+        signature: &[u8],
+    ) -> bool {
+        use p256::ecdsa::signature::hazmat::PrehashVerifier as _;
+        match self {
+            PublicKey::Rsa(public) => {
+                if signature.len() != public.size() {
+                    return false;
+                }
+                let result = match (scheme, hash) {
+                    ("pss", HashAlgorithm::Sha256) => {
+                        public.verify(Pss::new::<sha2::Sha256>(), digest, signature)
+                    }
+                    ("pss", HashAlgorithm::Sha384) => {
+                        public.verify(Pss::new::<sha2::Sha384>(), digest, signature)
+                    }
+                    ("pss", HashAlgorithm::Sha512) => {
+                        public.verify(Pss::new::<sha2::Sha512>(), digest, signature)
+                    }
+                    (_, HashAlgorithm::Sha256) => {
+                        public.verify(Pkcs1v15Sign::new::<sha2::Sha256>(), digest, signature)
+                    }
+                    (_, HashAlgorithm::Sha384) => {
+                        public.verify(Pkcs1v15Sign::new::<sha2::Sha384>(), digest, signature)
+                    }
+                    (_, HashAlgorithm::Sha512) => {
+                        public.verify(Pkcs1v15Sign::new::<sha2::Sha512>(), digest, signature)
+                    }
+                    _ => return false,
+                };
+                result.is_ok()
+            }
+            PublicKey::P256(public) => {
+                p256::ecdsa::Signature::from_slice(signature).is_ok_and(|signature| {
+                    p256::ecdsa::VerifyingKey::from(public)
+                        .verify_prehash(digest, &signature)
+                        .is_ok()
+                })
+            }
+            PublicKey::P384(public) => {
+                p384::ecdsa::Signature::from_slice(signature).is_ok_and(|signature| {
+                    p384::ecdsa::VerifyingKey::from(public)
+                        .verify_prehash(digest, &signature)
+                        .is_ok()
+                })
+            }
+        }
+    }
 }
 
 /// The DER SubjectPublicKeyInfo `der` (as AWS KMS's `GetPublicKey` answers it) as PEM, as is
@@ -109,5 +167,15 @@ mod tests {
             .unwrap()
             .starts_with("-----BEGIN PUBLIC KEY-----\n"));
         assert!(PublicKey::rsa(&[0xff; 256], &[]).is_err());
+
+        use p256::ecdsa::signature::hazmat::PrehashSigner as _;
+        let digest = [3u8; 32];
+        let signing = p256::ecdsa::SigningKey::from(&secret);
+        let signature: p256::ecdsa::Signature = signing.sign_prehash(&digest).unwrap();
+        let key = PublicKey::P256(public);
+        assert!(key.verify_prehash(HashAlgorithm::Sha256, "", &digest, &signature.to_bytes()));
+        assert!(!key.verify_prehash(HashAlgorithm::Sha256, "", &[4u8; 32], &signature.to_bytes()));
+        assert!(!key.verify_prehash(HashAlgorithm::Sha256, "", &digest, &[]));
+        assert!(!rsa.verify_prehash(HashAlgorithm::Sha224, "", &digest, &[0; 256]));
     }
 }
