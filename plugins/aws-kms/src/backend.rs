@@ -21,7 +21,8 @@ use keybroker_plugin_abi::{
     LogLevel, PluginError, SignRequest, VerifyRequest,
 };
 use keybroker_plugin_sdk::{
-    cache::VerifiedKeys, public_key::spki_der_to_pem, runtime::BlockingRuntime,
+    cache::VerifiedKeys, public_key::spki_der_to_pem, reference::refuse_broker_key,
+    runtime::BlockingRuntime,
 };
 use zeroize::Zeroizing;
 
@@ -391,11 +392,7 @@ impl keybroker_plugin_abi::Backend for AwsKmsBackend {
             .map(|metadata| metadata.key_id().to_owned())
             .ok_or_else(|| PluginError::internal("AWS KMS CreateKey: no key metadata"))?;
         let reference = Reference::created(&request.tenant_id, key_id);
-        let encoded = reference.encode();
-        self.verified.insert(reference, kind);
-        Ok(KeyHandle {
-            reference: encoded.into(),
-        })
+        Ok(self.verified.handle(reference, kind))
     }
 
     fn bind_key(&self, request: BindKeyRequest) -> Result<KeyHandle, PluginError> {
@@ -452,22 +449,12 @@ impl keybroker_plugin_abi::Backend for AwsKmsBackend {
                 .to_owned();
             let tags = self.tags(&arn).await?;
             if tags.iter().any(|tag| tag.tag_key() == TENANT_TAG) {
-                return Err(PluginError::new(
-                    ErrorKind::ACCESS_DENIED,
-                    format!(
-                        "cannot bind {backend_key:?}: it was created by a keybroker (it has a \
-                         {TENANT_TAG} tag); only keys made outside the broker can be bound"
-                    ),
-                ));
+                return Err(refuse_broker_key(backend_key, TENANT_TAG));
             }
             Ok((arn, kind))
         })??;
         let reference = Reference::bound(&request.tenant_id, arn);
-        let encoded = reference.encode();
-        self.verified.insert(reference, kind);
-        Ok(KeyHandle {
-            reference: encoded.into(),
-        })
+        Ok(self.verified.handle(reference, kind))
     }
 
     fn delete_key(&self, tenant_id: &str, key_reference: &str) -> Result<(), PluginError> {

@@ -1,4 +1,4 @@
-//! The instance configuration: the drop-in's `[config]` table, as JSON.
+//! The configuration of an `aws-kms` instance: the drop-in's `[config]` table, as JSON.
 
 use std::path::PathBuf;
 
@@ -89,9 +89,7 @@ fn invalid(message: impl std::fmt::Display) -> PluginError {
 impl Config {
     /// Parses and checks the JSON text of the `[config]` table.
     pub fn parse(text: &str) -> Result<Self, PluginError> {
-        let config: Config = ERRORS.parse_json(text)?;
-        config.validate()?;
-        Ok(config)
+        ERRORS.parse_checked(text, Self::validate)
     }
 
     fn validate(&self) -> Result<(), PluginError> {
@@ -215,13 +213,10 @@ impl Config {
 mod tests {
     use super::*;
     use keybroker_plugin_abi::ErrorKind;
+    use keybroker_plugin_conformance::calls::invalid_config_message;
 
     fn error(text: &str) -> String {
-        let error = Config::parse(text)
-            .err()
-            .unwrap_or_else(|| panic!("{text} accepted"));
-        assert_eq!(error.kind, ErrorKind::INVALID_CONFIG);
-        error.message.into_string()
+        invalid_config_message(text, Config::parse(text))
     }
 
     #[test]

@@ -24,7 +24,9 @@ use keybroker_plugin_abi::{
     CreateKeyRequest, DecryptRequest, EncryptRequest, ErrorKind, HostBox, KeyHandle, LogLevel,
     PluginError, SignRequest, VerifyRequest,
 };
-use keybroker_plugin_sdk::{cache::VerifiedKeys, runtime::BlockingRuntime};
+use keybroker_plugin_sdk::{
+    cache::VerifiedKeys, reference::refuse_broker_key, runtime::BlockingRuntime,
+};
 use zeroize::Zeroizing;
 
 use crate::{
@@ -429,15 +431,11 @@ impl keybroker_plugin_abi::Backend for AzureKeyVaultBackend {
             )));
         }
         let reference = Reference::created(&request.tenant_id, VaultKey::latest(&name));
-        let encoded = reference.encode();
-        self.verified.insert(reference, description);
         self.log(
             LogLevel::INFO,
             &format!("created key {name} ({})", request.key_type),
         );
-        Ok(KeyHandle {
-            reference: encoded.into(),
-        })
+        Ok(self.verified.handle(reference, description))
     }
 
     fn bind_key(&self, request: BindKeyRequest) -> Result<KeyHandle, PluginError> {
@@ -468,13 +466,7 @@ impl keybroker_plugin_abi::Backend for AzureKeyVaultBackend {
             .as_ref()
             .is_some_and(|tags| tags.contains_key(TENANT_TAG))
         {
-            return Err(PluginError::new(
-                ErrorKind::ACCESS_DENIED,
-                format!(
-                    "cannot bind {backend_key:?}: it was created by a keybroker (it has a \
-                     {TENANT_TAG} tag); only keys made outside the broker can be bound"
-                ),
-            ));
+            return Err(refuse_broker_key(backend_key, TENANT_TAG));
         }
         if key
             .attributes
@@ -493,11 +485,7 @@ impl keybroker_plugin_abi::Backend for AzureKeyVaultBackend {
             )));
         }
         let reference = Reference::bound(&request.tenant_id, VaultKey::new(name, version));
-        let encoded = reference.encode();
-        self.verified.insert(reference, description);
-        Ok(KeyHandle {
-            reference: encoded.into(),
-        })
+        Ok(self.verified.handle(reference, description))
     }
 
     fn delete_key(&self, tenant_id: &str, key_reference: &str) -> Result<(), PluginError> {

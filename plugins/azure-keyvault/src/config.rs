@@ -1,4 +1,4 @@
-//! The instance configuration: the drop-in's `[config]` table, as JSON.
+//! The configuration of an `azure-keyvault` instance: the drop-in's `[config]` table, as JSON.
 
 use std::path::PathBuf;
 
@@ -107,9 +107,7 @@ fn is_https_url(text: &str) -> bool {
 impl Config {
     /// Parses and checks the JSON text of the `[config]` table.
     pub fn parse(text: &str) -> Result<Self, PluginError> {
-        let config: Config = ERRORS.parse_json(text)?;
-        config.validate()?;
-        Ok(config)
+        ERRORS.parse_checked(text, Self::validate)
     }
 
     fn validate(&self) -> Result<(), PluginError> {
@@ -230,17 +228,13 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use keybroker_plugin_abi::ErrorKind;
+    use keybroker_plugin_conformance::calls::invalid_config_message;
 
     const BASE: &str =
         r#""vault_url":"https://v.vault.azure.net/","tenant_id":"t","client_id":"c""#;
 
     fn error(text: &str) -> String {
-        let error = Config::parse(text)
-            .err()
-            .unwrap_or_else(|| panic!("{text} accepted"));
-        assert_eq!(error.kind, ErrorKind::INVALID_CONFIG);
-        error.message.into_string()
+        invalid_config_message(text, Config::parse(text))
     }
 
     #[test]

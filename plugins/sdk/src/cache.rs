@@ -4,9 +4,14 @@
 
 use std::{
     collections::HashMap,
+    fmt::Display,
     hash::Hash,
     sync::{Mutex, PoisonError},
 };
+
+use keybroker_plugin_abi::KeyHandle;
+
+use crate::reference::KeyReference;
 
 /// What an instance knows of the keys it verified, by reference. A poisoned lock (a panic
 /// elsewhere while holding it) is recovered: the map holds no invariant a panic could break.
@@ -61,6 +66,18 @@ impl<K: Eq + Hash, V: Clone> VerifiedKeys<K, V> {
         let value = verify(key)?;
         self.insert(key.clone(), value.clone());
         Ok(value)
+    }
+}
+
+impl<K: Display + Eq + Hash, V: Clone> VerifiedKeys<KeyReference<K>, V> {
+    /// Records what was verified of a key the plugin just created or bound, and returns
+    /// its handle (the encoded reference) for the host.
+    pub fn handle(&self, reference: KeyReference<K>, value: V) -> KeyHandle {
+        let encoded = reference.encode();
+        self.insert(reference, value);
+        KeyHandle {
+            reference: encoded.into(),
+        }
     }
 }
 

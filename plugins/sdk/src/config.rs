@@ -34,6 +34,18 @@ impl ConfigErrors {
         PluginError::invalid_config(format!("{}: {message}", self.prefix))
     }
 
+    /// [`Self::parse_json`], then `check` (which gives its own errors, e.g. with
+    /// [`Self::invalid`]).
+    pub fn parse_checked<T: DeserializeOwned>(
+        self,
+        text: &str,
+        check: impl FnOnce(&T) -> Result<(), PluginError>,
+    ) -> Result<T, PluginError> {
+        let config = self.parse_json(text)?;
+        check(&config)?;
+        Ok(config)
+    }
+
     /// Parses the JSON text of the `[config]` table into `T`; serde's error (which names
     /// an unknown or missing field) becomes [`Self::invalid`].
     pub fn parse_json<T: DeserializeOwned>(self, text: &str) -> Result<T, PluginError> {

@@ -136,6 +136,19 @@ pub fn malformed() -> PluginError {
     )
 }
 
+/// The refusal to bind `backend_key`, which carries the tag `tenant_tag` a broker puts on the
+/// keys it creates: `ACCESS_DENIED`, since only keys made outside the broker can be bound
+/// (a created key stays its tenant's).
+pub fn refuse_broker_key(backend_key: &str, tenant_tag: &str) -> PluginError {
+    PluginError::new(
+        ErrorKind::ACCESS_DENIED,
+        format!(
+            "cannot bind {backend_key:?}: it was created by a keybroker (it has a \
+             {tenant_tag} tag); only keys made outside the broker can be bound"
+        ),
+    )
+}
+
 /// The backend name of the key a plugin creates for a broker key: `prefix` and the hex
 /// SHA-256 of `<tenant id> NUL <key id>` (64 characters), so the same broker key always maps
 /// to the same name, and names of different tenants or keys never meet.
