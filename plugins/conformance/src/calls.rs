@@ -243,6 +243,14 @@ pub fn invalid_config_message<T>(text: &str, result: Result<T, PluginError>) -> 
     error.message.into_string()
 }
 
+/// Asserts `KEY_NOT_FOUND` whose message does not name `owner` (another tenant's key is
+/// never said to be someone's).
+#[track_caller]
+pub fn assert_hides_owner<T: std::fmt::Debug>(result: Result<T, PluginError>, owner: &str) {
+    let error = assert_error(result, ErrorKind::KEY_NOT_FOUND, "");
+    assert!(!error.message.contains(owner), "{error}");
+}
+
 /// Asserts `KEY_NOT_FOUND`, whatever the message; returns the error.
 #[track_caller]
 pub fn assert_key_not_found<T: std::fmt::Debug>(result: Result<T, PluginError>) -> PluginError {

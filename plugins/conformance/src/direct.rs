@@ -4,7 +4,7 @@
 
 use keybroker_plugin_abi::{
     abi_stable::std_types::RVec, Backend, CreateKeyRequest, DecryptRequest, EncryptRequest,
-    PluginError,
+    PluginError, SignRequest, VerifyRequest,
 };
 
 /// Creates a key of `key_type` with key id `key-1` for `tenant`; panics if the plugin
@@ -53,5 +53,44 @@ pub fn decrypt(
         key_reference: reference.into(),
         ciphertext: RVec::from(ciphertext),
         aad: RVec::from(aad),
+    })
+}
+
+/// Signs `digest` (of `hash`, e.g. `sha2-256`) with `reference` and `algorithm` (`pss`,
+/// `pkcs1v15`, or "" for ECDSA).
+pub fn sign(
+    backend: &impl Backend,
+    tenant: &str,
+    reference: &str,
+    digest: &[u8],
+    hash: &str,
+    algorithm: &str,
+) -> Result<Vec<u8>, PluginError> {
+    backend.sign(SignRequest {
+        tenant_id: tenant.into(),
+        key_reference: reference.into(),
+        digest: RVec::from(digest),
+        hash_algorithm: hash.into(),
+        signature_algorithm: algorithm.into(),
+    })
+}
+
+/// Verifies `signature` over `digest` (see [`sign`]).
+pub fn verify(
+    backend: &impl Backend,
+    tenant: &str,
+    reference: &str,
+    digest: &[u8],
+    hash: &str,
+    algorithm: &str,
+    signature: &[u8],
+) -> Result<bool, PluginError> {
+    backend.verify(VerifyRequest {
+        tenant_id: tenant.into(),
+        key_reference: reference.into(),
+        digest: RVec::from(digest),
+        hash_algorithm: hash.into(),
+        signature_algorithm: algorithm.into(),
+        signature: RVec::from(signature),
     })
 }

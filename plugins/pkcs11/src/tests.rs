@@ -10,17 +10,15 @@ use std::{
     time::{Duration, Instant},
 };
 
-use abi_stable::std_types::RVec;
 use keybroker_plugin_abi::{
-    capability, Backend, BindKeyRequest, CreateKeyRequest, ErrorKind, PluginError, SignRequest,
-    VerifyRequest,
+    capability, Backend, BindKeyRequest, CreateKeyRequest, ErrorKind, PluginError,
 };
 use keybroker_softhsm_harness::{unique_label, SoftHsm};
 use serde_json::json;
 use sha2::Digest as _;
 
 use keybroker_plugin_conformance::{
-    direct::{create, decrypt, encrypt},
+    direct::{create, decrypt, encrypt, sign, verify},
     RecordingHost,
 };
 
@@ -71,42 +69,6 @@ fn build(config: &serde_json::Value) -> Result<Pkcs11Backend, PluginError> {
 
 fn backend(token: &Token) -> Pkcs11Backend {
     build(&config(token)).unwrap()
-}
-
-fn sign(
-    backend: &Pkcs11Backend,
-    tenant: &str,
-    reference: &str,
-    digest: &[u8],
-    hash: &str,
-    algorithm: &str,
-) -> Result<Vec<u8>, PluginError> {
-    backend.sign(SignRequest {
-        tenant_id: tenant.into(),
-        key_reference: reference.into(),
-        digest: RVec::from(digest),
-        hash_algorithm: hash.into(),
-        signature_algorithm: algorithm.into(),
-    })
-}
-
-fn verify(
-    backend: &Pkcs11Backend,
-    tenant: &str,
-    reference: &str,
-    digest: &[u8],
-    hash: &str,
-    algorithm: &str,
-    signature: &[u8],
-) -> Result<bool, PluginError> {
-    backend.verify(VerifyRequest {
-        tenant_id: tenant.into(),
-        key_reference: reference.into(),
-        digest: RVec::from(digest),
-        hash_algorithm: hash.into(),
-        signature_algorithm: algorithm.into(),
-        signature: RVec::from(signature),
-    })
 }
 
 fn bind(
