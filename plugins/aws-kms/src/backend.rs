@@ -21,8 +21,8 @@ use keybroker_plugin_abi::{
     LogLevel, PluginError, SignRequest, VerifyRequest,
 };
 use keybroker_plugin_sdk::{
-    cache::VerifiedKeys, public_key::spki_der_to_pem, reference::refuse_broker_key,
-    runtime::BlockingRuntime,
+    cache::VerifiedKeys, entry::backend_info, public_key::spki_der_to_pem,
+    reference::refuse_broker_key, runtime::BlockingRuntime,
 };
 use zeroize::Zeroizing;
 
@@ -347,16 +347,16 @@ impl AwsKmsBackend {
 
 impl keybroker_plugin_abi::Backend for AwsKmsBackend {
     fn info(&self) -> BackendInfo {
-        BackendInfo {
-            name: NAME.into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            capabilities: capability::ENVELOPE
+        backend_info(
+            NAME,
+            env!("CARGO_PKG_VERSION"),
+            capability::ENVELOPE
                 | capability::DIRECT
                 | capability::BIND_EXISTING
                 | capability::SIGN
                 | capability::GENERATE_DATA_KEY,
-            max_payload: self.max_payload,
-        }
+            self.max_payload,
+        )
     }
 
     fn create_key(&self, request: CreateKeyRequest) -> Result<KeyHandle, PluginError> {

@@ -25,7 +25,8 @@ use keybroker_plugin_abi::{
     PluginError, SignRequest, VerifyRequest,
 };
 use keybroker_plugin_sdk::{
-    cache::VerifiedKeys, reference::refuse_broker_key, runtime::BlockingRuntime,
+    cache::VerifiedKeys, entry::backend_info, reference::refuse_broker_key,
+    runtime::BlockingRuntime,
 };
 use zeroize::Zeroizing;
 
@@ -372,12 +373,12 @@ fn require_wrapping(kind: KeyKind, operation: &str) -> Result<usize, PluginError
 
 impl keybroker_plugin_abi::Backend for AzureKeyVaultBackend {
     fn info(&self) -> BackendInfo {
-        BackendInfo {
-            name: NAME.into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            capabilities: capability::ENVELOPE | capability::BIND_EXISTING | capability::SIGN,
-            max_payload: MAX_WRAP_PAYLOAD as u64,
-        }
+        backend_info(
+            NAME,
+            env!("CARGO_PKG_VERSION"),
+            capability::ENVELOPE | capability::BIND_EXISTING | capability::SIGN,
+            MAX_WRAP_PAYLOAD as u64,
+        )
     }
 
     fn create_key(&self, request: CreateKeyRequest) -> Result<KeyHandle, PluginError> {

@@ -6,7 +6,8 @@ use keybroker_plugin_abi::{
     capability, host_log, Backend, BackendInfo, CreateKeyRequest, DecryptRequest, EncryptRequest,
     ErrorKind, HostBox, KeyHandle, LogLevel, PluginError, SignRequest, VerifyRequest,
 };
-use zeroize::{Zeroize, Zeroizing};
+use keybroker_plugin_sdk::entry::{backend_info, encrypt_then_wipe};
+use zeroize::Zeroizing;
 
 use crate::asymmetric::{KeyType, PrivateKey};
 use crate::config::{self, LoadedKek};
@@ -200,12 +201,12 @@ fn check_symmetric(tenant_id: &str, key_reference: &str) -> Result<(), PluginErr
 
 impl Backend for LocalKek {
     fn info(&self) -> BackendInfo {
-        BackendInfo {
-            name: NAME.into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            capabilities: capability::ENVELOPE | capability::DIRECT | capability::SIGN,
-            max_payload: self.max_payload,
-        }
+        backend_info(
+            NAME,
+            env!("CARGO_PKG_VERSION"),
+            capability::ENVELOPE | capability::DIRECT | capability::SIGN,
+            self.max_payload,
+        )
     }
 
     fn create_key(&self, request: CreateKeyRequest) -> Result<KeyHandle, PluginError> {
@@ -225,10 +226,8 @@ impl Backend for LocalKek {
         })
     }
 
-    fn encrypt(&self, mut request: EncryptRequest) -> Result<Vec<u8>, PluginError> {
-        let result = self.encrypt_with(&request);
-        request.plaintext.as_mut_slice().zeroize();
-        result
+    fn encrypt(&self, request: EncryptRequest) -> Result<Vec<u8>, PluginError> {
+        encrypt_then_wipe(request, |request| self.encrypt_with(request))
     }
 
     fn decrypt(&self, request: DecryptRequest) -> Result<Vec<u8>, PluginError> {

@@ -12,6 +12,8 @@
 //! - [`runtime`] (feature `runtime`): the instance's own Tokio runtime, on which the ABI's
 //!   blocking entry points run async SDK calls, with a deadline.
 //! - [`config`]: the drop-in `[config]` table's parsing and the shape of its errors.
+//! - [`entry`]: what `info()` answers, and an `encrypt` that wipes the plaintext it was
+//!   handed.
 //!
 //! Test helpers shared by the plugins' tests (the recording host, the outage-and-recovery
 //! test body) live in `keybroker-plugin-conformance`, beside the conformance suite.
@@ -20,6 +22,7 @@
 
 pub mod cache;
 pub mod config;
+pub mod entry;
 pub mod public_key;
 pub mod reference;
 #[cfg(feature = "runtime")]
