@@ -3,11 +3,7 @@
 //! cross the ABI; the host calls from its blocking pool with a deadline, which the
 //! operation timeout keeps us inside).
 
-use std::{
-    collections::HashMap,
-    sync::{Mutex, PoisonError},
-    time::Duration,
-};
+use std::{collections::HashMap, time::Duration};
 
 use aws_config::{retry::RetryConfig, timeout::TimeoutConfig, BehaviorVersion, Region};
 use aws_sdk_kms::{
@@ -24,13 +20,17 @@ use keybroker_plugin_abi::{
     DataKey, DecryptRequest, EncryptRequest, ErrorKind, GenerateDataKeyRequest, HostBox, KeyHandle,
     LogLevel, PluginError, SignRequest, VerifyRequest,
 };
+use keybroker_plugin_sdk::{
+    cache::VerifiedKeys, entry::backend_info, public_key::spki_der_to_pem,
+    reference::refuse_broker_key, runtime::BlockingRuntime,
+};
 use zeroize::Zeroizing;
 
 use crate::{
     config::{Config, CredentialSource},
     error::{from_sdk, key_not_found},
     key_kind::KeyKind,
-    reference::{Origin, Reference},
+    reference::{self, Origin, Reference},
 };
 
 /// The plugin's name in `info()`.
@@ -55,37 +55,15 @@ const DELETION_WINDOW_DAYS: i32 = 7;
 /// operation timeout on one retry).
 const INITIAL_BACKOFF: Duration = Duration::from_millis(50);
 
-/// The instance's own Tokio runtime. Dropping a runtime the usual way blocks until its
-/// threads stop, which panics when the host drops the instance from async code (and a
-/// panic in a drop across the ABI aborts): shut it down in the background instead.
-struct OwnRuntime(Option<tokio::runtime::Runtime>);
-
-impl OwnRuntime {
-    fn block_on<F: std::future::Future>(&self, future: F) -> Result<F::Output, PluginError> {
-        match &self.0 {
-            Some(runtime) => Ok(runtime.block_on(future)),
-            None => Err(PluginError::internal("aws-kms: the runtime is gone")),
-        }
-    }
-}
-
-impl Drop for OwnRuntime {
-    fn drop(&mut self) {
-        if let Some(runtime) = self.0.take() {
-            runtime.shutdown_background();
-        }
-    }
-}
-
 /// One `aws-kms` instance.
 pub struct AwsKmsBackend {
-    runtime: OwnRuntime,
+    runtime: BlockingRuntime,
     client: Client,
     max_payload: u64,
     host: HostBox,
     /// Keys whose tags (created keys) and kind were checked by this instance: after the
     /// first use of a key, an operation costs one KMS call.
-    verified: Mutex<HashMap<Reference, KeyKind>>,
+    verified: VerifiedKeys<Reference, KeyKind>,
     /// Whether the host was told the instance is unavailable.
     availability: AvailabilityReporter,
 }
@@ -102,21 +80,14 @@ impl std::fmt::Debug for AwsKmsBackend {
 pub fn new_backend(config: &str, host: HostBox) -> Result<AwsKmsBackend, PluginError> {
     let config = Config::parse(config)?;
     let credentials = config.credential_source()?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("aws-kms")
-        .enable_all()
-        .build()
-        .map_err(|error| {
-            PluginError::internal(format!("aws-kms: cannot start a Tokio runtime: {error}"))
-        })?;
-    let client = runtime.block_on(client(&config, credentials));
+    let runtime = BlockingRuntime::new(NAME)?;
+    let client = runtime.block_on(client(&config, credentials))?;
     let backend = AwsKmsBackend {
-        runtime: OwnRuntime(Some(runtime)),
+        runtime,
         client,
         max_payload: config.max_payload,
         host,
-        verified: Mutex::new(HashMap::new()),
+        verified: VerifiedKeys::default(),
         availability: AvailabilityReporter::default(),
     };
     backend.log(
@@ -228,30 +199,13 @@ impl AwsKmsBackend {
         result
     }
 
-    fn cached(&self, reference: &Reference) -> Option<KeyKind> {
-        self.verified
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(reference)
-            .copied()
-    }
-
-    fn remember(&self, reference: Reference, kind: KeyKind) {
-        self.verified
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(reference, kind);
-    }
-
     /// Parses the reference for the request's tenant and returns the key's kind, checking
     /// on the first use by this instance that a created key carries the tenant's tag.
     fn key(&self, tenant_id: &str, text: &str) -> Result<(Reference, KeyKind), PluginError> {
-        let reference = Reference::for_tenant(text, tenant_id)?;
-        if let Some(kind) = self.cached(&reference) {
-            return Ok((reference, kind));
-        }
-        let kind = self.runtime.block_on(self.verify_key(&reference))??;
-        self.remember(reference.clone(), kind);
+        let reference = reference::for_tenant(text, tenant_id)?;
+        let kind = self.verified.get_or_verify(&reference, |reference| {
+            self.runtime.block_on(self.verify_key(reference))?
+        })?;
         Ok((reference, kind))
     }
 
@@ -393,16 +347,16 @@ impl AwsKmsBackend {
 
 impl keybroker_plugin_abi::Backend for AwsKmsBackend {
     fn info(&self) -> BackendInfo {
-        BackendInfo {
-            name: NAME.into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            capabilities: capability::ENVELOPE
+        backend_info(
+            NAME,
+            env!("CARGO_PKG_VERSION"),
+            capability::ENVELOPE
                 | capability::DIRECT
                 | capability::BIND_EXISTING
                 | capability::SIGN
                 | capability::GENERATE_DATA_KEY,
-            max_payload: self.max_payload,
-        }
+            self.max_payload,
+        )
     }
 
     fn create_key(&self, request: CreateKeyRequest) -> Result<KeyHandle, PluginError> {
@@ -437,12 +391,8 @@ impl keybroker_plugin_abi::Backend for AwsKmsBackend {
             .key_metadata()
             .map(|metadata| metadata.key_id().to_owned())
             .ok_or_else(|| PluginError::internal("AWS KMS CreateKey: no key metadata"))?;
-        let reference = Reference::created(&request.tenant_id, &key_id);
-        let encoded = reference.encode();
-        self.remember(reference, kind);
-        Ok(KeyHandle {
-            reference: encoded.into(),
-        })
+        let reference = Reference::created(&request.tenant_id, key_id);
+        Ok(self.verified.handle(reference, kind))
     }
 
     fn bind_key(&self, request: BindKeyRequest) -> Result<KeyHandle, PluginError> {
@@ -499,26 +449,16 @@ impl keybroker_plugin_abi::Backend for AwsKmsBackend {
                 .to_owned();
             let tags = self.tags(&arn).await?;
             if tags.iter().any(|tag| tag.tag_key() == TENANT_TAG) {
-                return Err(PluginError::new(
-                    ErrorKind::ACCESS_DENIED,
-                    format!(
-                        "cannot bind {backend_key:?}: it was created by a keybroker (it has a \
-                         {TENANT_TAG} tag); only keys made outside the broker can be bound"
-                    ),
-                ));
+                return Err(refuse_broker_key(backend_key, TENANT_TAG));
             }
             Ok((arn, kind))
         })??;
-        let reference = Reference::bound(&request.tenant_id, &arn);
-        let encoded = reference.encode();
-        self.remember(reference, kind);
-        Ok(KeyHandle {
-            reference: encoded.into(),
-        })
+        let reference = Reference::bound(&request.tenant_id, arn);
+        Ok(self.verified.handle(reference, kind))
     }
 
     fn delete_key(&self, tenant_id: &str, key_reference: &str) -> Result<(), PluginError> {
-        let reference = Reference::for_tenant(key_reference, tenant_id)?;
+        let reference = reference::for_tenant(key_reference, tenant_id)?;
         if reference.origin == Origin::Bound {
             // A bound key belongs to whoever made it: the broker only forgets it.
             return Ok(());
@@ -537,10 +477,7 @@ impl keybroker_plugin_abi::Backend for AwsKmsBackend {
             Err(error) if error.code() == Some("KMSInvalidStateException") => {}
             Err(error) => return Err(from_sdk("ScheduleKeyDeletion", &error)),
         }
-        self.verified
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&reference);
+        self.verified.remove(&reference);
         self.log(
             LogLevel::INFO,
             &format!(
@@ -554,7 +491,7 @@ impl keybroker_plugin_abi::Backend for AwsKmsBackend {
     fn encrypt(&self, mut request: EncryptRequest) -> Result<Vec<u8>, PluginError> {
         let plaintext = Zeroizing::new(std::mem::take(&mut request.plaintext).into_vec());
         // Tenant first (no call), then the size (no call), then the key (maybe a call).
-        Reference::for_tenant(&request.key_reference, &request.tenant_id)?;
+        reference::for_tenant(&request.key_reference, &request.tenant_id)?;
         self.check_payload(plaintext.len())?;
         let (reference, kind) = self.key(&request.tenant_id, &request.key_reference)?;
         kind.require_symmetric("encrypt")?;
@@ -679,7 +616,7 @@ impl keybroker_plugin_abi::Backend for AwsKmsBackend {
         let der = answer
             .public_key()
             .ok_or_else(|| PluginError::internal("AWS KMS GetPublicKey: no public key"))?;
-        Ok(pem::encode(&pem::Pem::new("PUBLIC KEY", der.as_ref())))
+        Ok(spki_der_to_pem(der.as_ref()))
     }
 
     fn health(&self) -> Result<(), PluginError> {

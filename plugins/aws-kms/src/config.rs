@@ -1,14 +1,14 @@
-//! The instance configuration: the drop-in's `[config]` table, as JSON.
+//! The configuration of an `aws-kms` instance: the drop-in's `[config]` table, as JSON.
 
 use std::path::PathBuf;
 
 use keybroker_plugin_abi::PluginError;
+pub use keybroker_plugin_sdk::config::DEFAULT_OPERATION_TIMEOUT_MS;
+use keybroker_plugin_sdk::config::{default_operation_timeout_ms, ConfigErrors};
 use serde::Deserialize;
 
 /// KMS's own limit on `Encrypt` plaintexts, and the default and largest `max_payload`.
 pub const KMS_MAX_PAYLOAD: u64 = 4096;
-/// Default `operation_timeout_ms`: below the host's usual per-call `timeout` of 2 s.
-pub const DEFAULT_OPERATION_TIMEOUT_MS: u64 = 1500;
 /// Default `max_attempts` of the SDK's standard retry mode.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 
@@ -72,9 +72,6 @@ pub enum CredentialSource {
     File { path: PathBuf, profile: String },
 }
 
-fn default_operation_timeout_ms() -> u64 {
-    DEFAULT_OPERATION_TIMEOUT_MS
-}
 fn default_max_attempts() -> u32 {
     DEFAULT_MAX_ATTEMPTS
 }
@@ -82,16 +79,17 @@ fn default_max_payload() -> u64 {
     KMS_MAX_PAYLOAD
 }
 
+/// Every config error starts with `aws-kms config: `.
+const ERRORS: ConfigErrors = ConfigErrors::new("aws-kms config");
+
 fn invalid(message: impl std::fmt::Display) -> PluginError {
-    PluginError::invalid_config(format!("aws-kms config: {message}"))
+    ERRORS.invalid(message)
 }
 
 impl Config {
     /// Parses and checks the JSON text of the `[config]` table.
     pub fn parse(text: &str) -> Result<Self, PluginError> {
-        let config: Config = serde_json::from_str(text).map_err(invalid)?;
-        config.validate()?;
-        Ok(config)
+        ERRORS.parse_checked(text, Self::validate)
     }
 
     fn validate(&self) -> Result<(), PluginError> {
@@ -215,13 +213,10 @@ impl Config {
 mod tests {
     use super::*;
     use keybroker_plugin_abi::ErrorKind;
+    use keybroker_plugin_conformance::calls::invalid_config_message;
 
     fn error(text: &str) -> String {
-        let error = Config::parse(text)
-            .err()
-            .unwrap_or_else(|| panic!("{text} accepted"));
-        assert_eq!(error.kind, ErrorKind::INVALID_CONFIG);
-        error.message.into_string()
+        invalid_config_message(text, Config::parse(text))
     }
 
     #[test]

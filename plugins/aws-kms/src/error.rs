@@ -10,10 +10,7 @@ use aws_sdk_kms::{
 };
 use keybroker_plugin_abi::{ErrorKind, PluginError};
 
-/// The one answer for a key the request's tenant may not see: never names the owner.
-pub fn key_not_found() -> PluginError {
-    PluginError::new(ErrorKind::KEY_NOT_FOUND, "key not found for this tenant")
-}
+pub use keybroker_plugin_sdk::reference::key_not_found;
 
 /// Maps an SDK error of `operation` (`Encrypt`, …).
 pub fn from_sdk<E>(operation: &str, error: &SdkError<E, HttpResponse>) -> PluginError

@@ -3,6 +3,7 @@
 
 use aws_sdk_kms::types::{KeySpec, KeyUsageType, SigningAlgorithmSpec};
 use keybroker_plugin_abi::{key_type, HashAlgorithm, PluginError};
+use keybroker_plugin_sdk::signature::{self, Curve};
 
 /// The kind of a KMS key the plugin can use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -134,31 +135,29 @@ impl KeyKind {
 
     /// KMS's signature (DER for ECDSA) in the ABI's format (`r ‖ s` for ECDSA).
     pub fn signature_from_kms(self, signature: &[u8]) -> Result<Vec<u8>, PluginError> {
-        let bad = |_| PluginError::internal("AWS KMS returned a malformed ECDSA signature");
-        Ok(match self {
-            KeyKind::P256 => p256::ecdsa::Signature::from_der(signature)
-                .map_err(bad)?
-                .to_bytes()
-                .to_vec(),
-            KeyKind::P384 => p384::ecdsa::Signature::from_der(signature)
-                .map_err(bad)?
-                .to_bytes()
-                .to_vec(),
-            _ => signature.to_vec(),
-        })
+        let Some(curve) = self.curve() else {
+            return Ok(signature.to_vec());
+        };
+        signature::der_to_raw(curve, signature)
+            .ok_or_else(|| PluginError::internal("AWS KMS returned a malformed ECDSA signature"))
     }
 
     /// The ABI's signature in KMS's format; `None` when it cannot be a signature of this key
     /// at all (wrong length, zero scalars), which verifies as false without asking KMS.
     pub fn signature_for_kms(self, signature: &[u8]) -> Option<Vec<u8>> {
         match self {
-            KeyKind::P256 => p256::ecdsa::Signature::from_slice(signature)
-                .ok()
-                .map(|signature| signature.to_der().as_bytes().to_vec()),
-            KeyKind::P384 => p384::ecdsa::Signature::from_slice(signature)
-                .ok()
-                .map(|signature| signature.to_der().as_bytes().to_vec()),
+            KeyKind::P256 => signature::raw_to_der(Curve::P256, signature),
+            KeyKind::P384 => signature::raw_to_der(Curve::P384, signature),
             KeyKind::Rsa(size) if signature.len() == size => Some(signature.to_vec()),
+            _ => None,
+        }
+    }
+
+    /// The curve of an ECDSA key.
+    fn curve(self) -> Option<Curve> {
+        match self {
+            KeyKind::P256 => Some(Curve::P256),
+            KeyKind::P384 => Some(Curve::P384),
             _ => None,
         }
     }

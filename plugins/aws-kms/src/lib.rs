@@ -52,15 +52,11 @@
 //!
 //! Tests run against moto behind the fault proxy of `tests/moto` (`cargo test -p
 //! keybroker-plugin-aws-kms`; moto must be installed, see that crate).
-#![allow(non_local_definitions)]
-// `export_backend_plugin!` expands to abi_stable's `#[export_root_module]`, which emits a
-// `#[no_mangle]` static and unsafe glue: the FFI edge of this crate. It has no unsafe block
-// of its own.
-#![allow(unsafe_code)]
 
 mod backend;
 mod config;
 mod error;
+mod export;
 mod key_kind;
 mod reference;
 #[cfg(test)]
@@ -68,5 +64,3 @@ mod tests;
 
 pub use backend::{new_backend, AwsKmsBackend, AAD_CONTEXT, KEY_TAG, NAME, TENANT_TAG};
 pub use config::{Config, DEFAULT_MAX_ATTEMPTS, DEFAULT_OPERATION_TIMEOUT_MS, KMS_MAX_PAYLOAD};
-
-keybroker_plugin_abi::export_backend_plugin!(new_backend);

@@ -7,10 +7,14 @@ use aws_sdk_kms::types::{KeySpec, KeyState, KeyUsageType};
 use keybroker_moto_harness::{FaultProxy, MotoServer};
 use keybroker_plugin_abi::{
     abi_stable::std_types::RVec, capability, BackendBox, ErrorKind, GenerateDataKeyRequest,
-    PluginError, SignRequest, VerifyRequest,
 };
 use keybroker_plugin_conformance::{
-    calls::{assert_error, create, decrypt, encrypt, rstring, until_available},
+    calls::{
+        assert_error, assert_key_not_found, assert_round_trip, bind_for_test_tenant, create,
+        decrypt, delete, encrypt, instance, instance_with, public_key, rstring, sign,
+        signature_schemes, until_available, verify, OTHER_TENANT, TENANT,
+    },
+    outage::Outage,
     RecordingHost,
 };
 use serde_json::json;
@@ -18,13 +22,6 @@ use sha2::Digest as _;
 
 use crate::backend::new_backend;
 
-/// Binds `backend_key` for [`TENANT`].
-fn bind(backend: &BackendBox, backend_key: &str, key_type: &str) -> Result<String, PluginError> {
-    keybroker_plugin_conformance::calls::bind(backend, TENANT, backend_key, key_type)
-}
-
-const TENANT: &str = "3f6c1b0e-8a2d-4c59-9e71-5b0d2a4c8e13";
-const OTHER_TENANT: &str = "c81e9d47-2b6a-4f03-a5d8-7e9c0b1f2a64";
 const ACCESS_KEY_ENV: &str = "KEYBROKER_TEST_AWS_ACCESS_KEY_ID";
 const SECRET_KEY_ENV: &str = "KEYBROKER_TEST_AWS_SECRET_ACCESS_KEY";
 
@@ -70,14 +67,11 @@ fn config(endpoint: &str, operation_timeout_ms: u64) -> serde_json::Value {
     })
 }
 
-fn backend_with(config: &serde_json::Value) -> BackendBox {
-    let backend = new_backend(&config.to_string(), RecordingHost::boxed())
-        .unwrap_or_else(|error| panic!("new_backend: {error}"));
-    keybroker_plugin_abi::into_ffi(backend)
-}
-
 fn backend(kms: &Kms) -> BackendBox {
-    backend_with(&config(&kms.proxy.endpoint(), GENEROUS_TIMEOUT_MS))
+    instance_with(
+        new_backend,
+        &config(&kms.proxy.endpoint(), GENEROUS_TIMEOUT_MS),
+    )
 }
 
 /// An SDK client straight to moto, to arrange and inspect what the plugin should see.
@@ -160,11 +154,13 @@ fn encrypts_decrypts_and_makes_data_keys() {
         "not found",
     );
     assert!(!error.message.contains(TENANT));
-    assert_error(
-        decrypt(&backend, OTHER_TENANT, &key, &ciphertext, b"binding"),
-        ErrorKind::KEY_NOT_FOUND,
-        "",
-    );
+    assert_key_not_found(decrypt(
+        &backend,
+        OTHER_TENANT,
+        &key,
+        &ciphertext,
+        b"binding",
+    ));
     // Too large: refused before any call, naming both sizes.
     assert_error(
         encrypt(&backend, TENANT, &key, &[7; 4097], b""),
@@ -178,11 +174,7 @@ fn encrypts_decrypts_and_makes_data_keys() {
     );
     assert_eq!(kms.proxy.counts().forwarded.values().sum::<u64>(), 0);
     let largest = vec![5u8; 4096];
-    let sealed = encrypt(&backend, TENANT, &key, &largest, b"").unwrap();
-    assert_eq!(
-        decrypt(&backend, TENANT, &key, &sealed, b"").unwrap(),
-        largest
-    );
+    assert_round_trip(&backend, TENANT, &key, &largest);
 
     // A fresh instance checks the key's tags once, then costs one call per operation.
     let fresh = self::backend(&kms);
@@ -194,11 +186,13 @@ fn encrypts_decrypts_and_makes_data_keys() {
     assert_eq!(counts.forwarded("Decrypt"), 2, "{counts:?}");
     // A reference naming the other tenant with this tenant's key fails the tag check.
     let forged = format!("c/{OTHER_TENANT}/{}", kms_key_id(&key));
-    let error = assert_error(
-        decrypt(&fresh, OTHER_TENANT, &forged, &ciphertext, b"binding"),
-        ErrorKind::KEY_NOT_FOUND,
-        "",
-    );
+    let error = assert_key_not_found(decrypt(
+        &fresh,
+        OTHER_TENANT,
+        &forged,
+        &ciphertext,
+        b"binding",
+    ));
     assert!(!error.message.contains(TENANT));
 
     // Tags say who owns the key.
@@ -244,14 +238,9 @@ fn signs_and_verifies_with_every_asymmetric_type() {
     let backend = backend(&kms);
     for key_type in keybroker_plugin_abi::key_type::ASYMMETRIC {
         let key = create(&backend, TENANT, key_type);
-        let pem = backend
-            .public_key(rstring(TENANT), rstring(&key))
-            .into_result()
-            .unwrap()
-            .into_string();
+        let pem = public_key(&backend, TENANT, &key).unwrap();
         assert!(pem.starts_with("-----BEGIN PUBLIC KEY-----"), "{pem}");
-        let rsa = key_type.starts_with("rsa");
-        let schemes: &[&str] = if rsa { &["pss", "pkcs1v15"] } else { &[""] };
+        let schemes = signature_schemes(key_type);
         let message = b"keybroker: message to sign";
         for (hash, digest) in [
             ("sha2-256", sha2::Sha256::digest(message).to_vec()),
@@ -265,15 +254,8 @@ fn signs_and_verifies_with_every_asymmetric_type() {
             };
             if curve_hash.is_some_and(|curve_hash| curve_hash != hash) {
                 // KMS signs with a curve's own hash only.
-                let request = SignRequest {
-                    tenant_id: rstring(TENANT),
-                    key_reference: rstring(&key),
-                    digest: RVec::from(digest.clone()),
-                    hash_algorithm: rstring(hash),
-                    signature_algorithm: rstring(""),
-                };
                 assert_error(
-                    backend.sign(request).into_result(),
+                    sign(&backend, TENANT, &key, hash, "", &digest),
                     ErrorKind::INVALID_REQUEST,
                     "only over",
                 );
@@ -281,29 +263,10 @@ fn signs_and_verifies_with_every_asymmetric_type() {
             }
             for scheme in schemes {
                 let what = format!("{key_type} {hash} {scheme:?}");
-                let request = SignRequest {
-                    tenant_id: rstring(TENANT),
-                    key_reference: rstring(&key),
-                    digest: RVec::from(digest.clone()),
-                    hash_algorithm: rstring(hash),
-                    signature_algorithm: rstring(scheme),
-                };
-                let signature = backend
-                    .sign(request)
-                    .into_result()
-                    .unwrap_or_else(|e| panic!("{what}: {e}"))
-                    .into_vec();
+                let signature = sign(&backend, TENANT, &key, hash, scheme, &digest)
+                    .unwrap_or_else(|e| panic!("{what}: {e}"));
                 let verify = |digest: &[u8], signature: &[u8]| {
-                    backend
-                        .verify(VerifyRequest {
-                            tenant_id: rstring(TENANT),
-                            key_reference: rstring(&key),
-                            digest: RVec::from(digest),
-                            hash_algorithm: rstring(hash),
-                            signature_algorithm: rstring(scheme),
-                            signature: RVec::from(signature),
-                        })
-                        .into_result()
+                    verify(&backend, TENANT, &key, hash, scheme, digest, signature)
                         .unwrap_or_else(|e| panic!("{what}: verify: {e}"))
                 };
                 assert!(verify(&digest, &signature), "{what}");
@@ -374,25 +337,13 @@ fn signs_and_verifies_with_every_asymmetric_type() {
             }
         }
         // KMS has no SHA-224.
-        let request = SignRequest {
-            tenant_id: rstring(TENANT),
-            key_reference: rstring(&key),
-            digest: RVec::from(sha2::Sha224::digest(message).to_vec()),
-            hash_algorithm: rstring("sha2-224"),
-            signature_algorithm: rstring(schemes[0]),
-        };
+        let sha224 = sha2::Sha224::digest(message);
         assert_error(
-            backend.sign(request).into_result(),
+            sign(&backend, TENANT, &key, "sha2-224", schemes[0], &sha224),
             ErrorKind::INVALID_REQUEST,
             "SHA-224",
         );
-        assert_error(
-            backend
-                .public_key(rstring(OTHER_TENANT), rstring(&key))
-                .into_result(),
-            ErrorKind::KEY_NOT_FOUND,
-            "",
-        );
+        assert_key_not_found(public_key(&backend, OTHER_TENANT, &key));
         assert_error(
             encrypt(&backend, TENANT, &key, b"x", b""),
             ErrorKind::INVALID_REQUEST,
@@ -427,46 +378,45 @@ fn binds_existing_keys_and_never_deletes_them() {
         )
         .unwrap();
     for name in [aes_id.as_str(), aes_arn.as_str(), "alias/keybroker-test"] {
-        let reference =
-            bind(&backend, name, "aes256-gcm96").unwrap_or_else(|e| panic!("{name}: {e}"));
+        let reference = bind_for_test_tenant(&backend, name, "aes256-gcm96")
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(reference, format!("b/{TENANT}/{aes_arn}"));
         let ciphertext = encrypt(&backend, TENANT, &reference, b"bound", b"aad").unwrap();
         assert_eq!(
             decrypt(&backend, TENANT, &reference, &ciphertext, b"aad").unwrap(),
             b"bound"
         );
-        assert_error(
-            decrypt(&backend, OTHER_TENANT, &reference, &ciphertext, b"aad"),
-            ErrorKind::KEY_NOT_FOUND,
-            "",
-        );
+        assert_key_not_found(decrypt(
+            &backend,
+            OTHER_TENANT,
+            &reference,
+            &ciphertext,
+            b"aad",
+        ));
         // Deleting a bound key leaves it alone.
         kms.proxy.reset_counts();
-        backend
-            .delete_key(rstring(TENANT), rstring(&reference))
-            .into_result()
-            .unwrap();
+        delete(&backend, TENANT, &reference).unwrap();
         assert_eq!(kms.proxy.counts().forwarded("ScheduleKeyDeletion"), 0);
     }
     let (ec_id, _) = make(KeySpec::EccNistP256, KeyUsageType::SignVerify);
-    bind(&backend, &ec_id, "ecdsa-p256").unwrap();
+    bind_for_test_tenant(&backend, &ec_id, "ecdsa-p256").unwrap();
     assert_error(
-        bind(&backend, &ec_id, "ecdsa-p384"),
+        bind_for_test_tenant(&backend, &ec_id, "ecdsa-p384"),
         ErrorKind::INVALID_REQUEST,
         "ECC_NIST_P256",
     );
     assert_error(
-        bind(&backend, &aes_id, "rsa-2048"),
+        bind_for_test_tenant(&backend, &aes_id, "rsa-2048"),
         ErrorKind::INVALID_REQUEST,
         "SYMMETRIC_DEFAULT",
     );
+    assert_key_not_found(bind_for_test_tenant(
+        &backend,
+        "alias/keybroker-missing",
+        "aes256-gcm96",
+    ));
     assert_error(
-        bind(&backend, "alias/keybroker-missing", "aes256-gcm96"),
-        ErrorKind::KEY_NOT_FOUND,
-        "",
-    );
-    assert_error(
-        bind(&backend, "", "aes256-gcm96"),
+        bind_for_test_tenant(&backend, "", "aes256-gcm96"),
         ErrorKind::INVALID_REQUEST,
         "backend_key",
     );
@@ -474,7 +424,7 @@ fn binds_existing_keys_and_never_deletes_them() {
     // Keys the broker made are never bindable, not even by their own tenant.
     let made = create(&backend, TENANT, "aes256-gcm96");
     assert_error(
-        bind(&backend, &kms_key_id(&made), "aes256-gcm96"),
+        bind_for_test_tenant(&backend, &kms_key_id(&made), "aes256-gcm96"),
         ErrorKind::ACCESS_DENIED,
         "keybroker:tenant",
     );
@@ -483,19 +433,19 @@ fn binds_existing_keys_and_never_deletes_them() {
     let (other_id, _) = make(KeySpec::SymmetricDefault, KeyUsageType::EncryptDecrypt);
     kms.proxy.disable_key(&other_id);
     assert_error(
-        bind(&backend, &other_id, "aes256-gcm96"),
+        bind_for_test_tenant(&backend, &other_id, "aes256-gcm96"),
         ErrorKind::INVALID_REQUEST,
         "disabled",
     );
     kms.proxy.schedule_key_deletion(&other_id);
     assert_error(
-        bind(&backend, &other_id, "aes256-gcm96"),
+        bind_for_test_tenant(&backend, &other_id, "aes256-gcm96"),
         ErrorKind::INVALID_REQUEST,
         "pending deletion",
     );
     kms.proxy.deny_access(&other_id);
     assert_error(
-        bind(&backend, &other_id, "aes256-gcm96"),
+        bind_for_test_tenant(&backend, &other_id, "aes256-gcm96"),
         ErrorKind::ACCESS_DENIED,
         "not authorized",
     );
@@ -537,10 +487,7 @@ fn key_states_and_access_are_reported_and_deletion_is_scheduled() {
         b"data"
     );
 
-    backend
-        .delete_key(rstring(TENANT), rstring(&key))
-        .into_result()
-        .unwrap();
+    delete(&backend, TENANT, &key).unwrap();
     assert_eq!(kms.proxy.forwarded("ScheduleKeyDeletion"), 1);
     let (runtime, client) = sdk(&kms);
     let described = runtime
@@ -550,13 +497,7 @@ fn key_states_and_access_are_reported_and_deletion_is_scheduled() {
         described.key_metadata().unwrap().key_state(),
         Some(&KeyState::PendingDeletion)
     );
-    assert_error(
-        backend
-            .delete_key(rstring(OTHER_TENANT), rstring(&key))
-            .into_result(),
-        ErrorKind::KEY_NOT_FOUND,
-        "",
-    );
+    assert_key_not_found(delete(&backend, OTHER_TENANT, &key));
 }
 
 #[test]
@@ -585,7 +526,7 @@ fn throttling_is_retried_by_the_sdk_then_unavailable_within_the_timeout() {
     kms.proxy.stop_throttling();
     let mut short = config(&kms.proxy.endpoint(), SHORT_TIMEOUT_MS);
     short["max_attempts"] = json!(50);
-    let hurried = backend_with(&short);
+    let hurried = instance_with(new_backend, &short);
     let warm = until_available("first use", || {
         decrypt(&hurried, TENANT, &key, &ciphertext, b"")
     });
@@ -622,49 +563,24 @@ fn an_unanswering_kms_is_unavailable_within_the_timeout_and_recovers() {
     let key = create(&backend, TENANT, "aes256-gcm96");
     let ciphertext = encrypt(&backend, TENANT, &key, b"data", b"").unwrap();
     let host = RecordingHost::default();
-    let hurried = keybroker_plugin_abi::into_ffi(
-        new_backend(
-            &config(&kms.proxy.endpoint(), SHORT_TIMEOUT_MS).to_string(),
-            host.clone().into_box(),
-        )
-        .unwrap(),
-    );
+    let hurried = instance(new_backend(
+        &config(&kms.proxy.endpoint(), SHORT_TIMEOUT_MS).to_string(),
+        host.clone().into_box(),
+    ));
     // Its first use of the key (which checks the key's tags) comes before the outage.
-    let warm = until_available("first use", || {
-        decrypt(&hurried, TENANT, &key, &ciphertext, b"")
-    });
-    assert_eq!(warm, b"data");
-
-    kms.moto.pause();
-    let started = Instant::now();
-    let result = decrypt(&hurried, TENANT, &key, &ciphertext, b"");
-    let elapsed = started.elapsed();
-    let health = hurried.health().into_result();
-    kms.moto.resume();
-    assert_error(result, ErrorKind::UNAVAILABLE, "");
-    assert!(elapsed < GAVE_UP_WITHIN, "{elapsed:?}");
-    assert_error(health, ErrorKind::UNAVAILABLE, "");
     // Recovered once moto answers again, however long it takes to catch up.
-    until_available("health after the outage", || hurried.health().into_result());
-    let recovered = until_available("decrypt after the outage", || {
-        decrypt(&hurried, TENANT, &key, &ciphertext, b"")
-    });
-    assert_eq!(recovered, b"data");
-    // The host heard of the outage once, and of the recovery.
-    let lines = host.lines();
-    let reports: Vec<_> = lines
-        .iter()
-        .filter(|line| line.starts_with("instance available="))
-        .collect();
-    assert_eq!(reports.len(), 2, "{lines:?}");
-    assert!(
-        reports[0].starts_with("instance available=false"),
-        "{lines:?}"
-    );
-    assert!(
-        reports[1].starts_with("instance available=true"),
-        "{lines:?}"
-    );
+    Outage {
+        backend: &hurried,
+        host: &host,
+        tenant: TENANT,
+        key: &key,
+        ciphertext: &ciphertext,
+        plaintext: b"data",
+        fault_message: "",
+        gave_up_within: GAVE_UP_WITHIN,
+        decrypts_once_healthy: false,
+    }
+    .run(|| kms.moto.pause(), || kms.moto.resume());
 }
 
 #[test]
@@ -763,12 +679,14 @@ fn credentials_come_from_a_shared_credentials_file() {
             "operation_timeout_ms": GENEROUS_TIMEOUT_MS,
         })
     };
-    backend_with(&config("keybroker"))
+    instance_with(new_backend, &config("keybroker"))
         .health()
         .into_result()
         .unwrap();
     // A profile the file lacks: no credentials, no request sent.
-    let result = backend_with(&config("absent")).health().into_result();
+    let result = instance_with(new_backend, &config("absent"))
+        .health()
+        .into_result();
     std::fs::remove_file(&file).unwrap();
     assert_error(
         result,
@@ -780,7 +698,7 @@ fn credentials_come_from_a_shared_credentials_file() {
 #[test]
 fn an_instance_can_be_dropped_from_async_code() {
     // The host may drop an instance (on reload) from a Tokio task.
-    let backend = backend_with(&config("http://127.0.0.1:9", 500));
+    let backend = instance_with(new_backend, &config("http://127.0.0.1:9", 500));
     let host_runtime = tokio::runtime::Runtime::new().unwrap();
     host_runtime.block_on(async move { drop(backend) });
 }

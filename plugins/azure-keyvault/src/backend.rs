@@ -3,12 +3,7 @@
 //! operation timeout (ARCHITECTURE.md §5: no futures cross the ABI; the host calls from its blocking
 //! pool with a deadline, which the operation timeout keeps us inside).
 
-use std::{
-    collections::HashMap,
-    future::Future,
-    sync::{Arc, Mutex, PoisonError},
-    time::Duration,
-};
+use std::{collections::HashMap, future::Future, sync::Arc, time::Duration};
 
 use azure_core::{
     cloud::{CloudConfiguration, CustomConfiguration},
@@ -29,6 +24,10 @@ use keybroker_plugin_abi::{
     CreateKeyRequest, DecryptRequest, EncryptRequest, ErrorKind, HostBox, KeyHandle, LogLevel,
     PluginError, SignRequest, VerifyRequest,
 };
+use keybroker_plugin_sdk::{
+    cache::VerifiedKeys, entry::backend_info, reference::refuse_broker_key,
+    runtime::BlockingRuntime,
+};
 use zeroize::Zeroizing;
 
 use crate::{
@@ -38,7 +37,7 @@ use crate::{
         check_key_type, signing_algorithm, unsuitable, KeyDescription, KeyKind,
         CREATED_WRAPPING_KEY_BITS, MAX_WRAP_PAYLOAD,
     },
-    reference::{created_key_name, is_key_name, is_key_version, Origin, Reference},
+    reference::{self, created_key_name, is_key_name, is_key_version, Origin, Reference, VaultKey},
 };
 
 /// The plugin's name in `info()`.
@@ -57,31 +56,9 @@ pub const FORMAT_EMPTY: u8 = 0;
 /// First delay of the SDK's exponential retry policy (its default is 200 ms).
 const INITIAL_RETRY_DELAY_MS: i64 = 50;
 
-/// The instance's own Tokio runtime. Dropping a runtime the usual way blocks until its
-/// threads stop, which panics when the host drops the instance from async code (and a
-/// panic in a drop across the ABI aborts): shut it down in the background instead.
-struct OwnRuntime(Option<tokio::runtime::Runtime>);
-
-impl OwnRuntime {
-    fn block_on<F: Future>(&self, future: F) -> Result<F::Output, PluginError> {
-        match &self.0 {
-            Some(runtime) => Ok(runtime.block_on(future)),
-            None => Err(PluginError::internal("azure-keyvault: the runtime is gone")),
-        }
-    }
-}
-
-impl Drop for OwnRuntime {
-    fn drop(&mut self) {
-        if let Some(runtime) = self.0.take() {
-            runtime.shutdown_background();
-        }
-    }
-}
-
 /// One `azure-keyvault` instance.
 pub struct AzureKeyVaultBackend {
-    runtime: OwnRuntime,
+    runtime: BlockingRuntime,
     client: KeyClient,
     operation_timeout: Duration,
     create_timeout: Duration,
@@ -89,7 +66,7 @@ pub struct AzureKeyVaultBackend {
     /// Keys whose tags (created keys) and kind were checked by this instance, with the
     /// version and public key seen then: after the first use of a key, an operation costs
     /// at most one Key Vault call, and verification none.
-    verified: Mutex<HashMap<Reference, KeyDescription>>,
+    verified: VerifiedKeys<Reference, KeyDescription>,
     /// Whether the host was told the instance is unavailable.
     availability: AvailabilityReporter,
 }
@@ -106,24 +83,15 @@ impl std::fmt::Debug for AzureKeyVaultBackend {
 /// Builds an instance from the `[config]` JSON text.
 pub fn new_backend(config: &str, host: HostBox) -> Result<AzureKeyVaultBackend, PluginError> {
     let config = Config::parse(config)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("azure-keyvault")
-        .enable_all()
-        .build()
-        .map_err(|error| {
-            PluginError::internal(format!(
-                "azure-keyvault: cannot start a Tokio runtime: {error}"
-            ))
-        })?;
+    let runtime = BlockingRuntime::new(NAME)?;
     let client = client(&config)?;
     let backend = AzureKeyVaultBackend {
-        runtime: OwnRuntime(Some(runtime)),
+        runtime,
         client,
         operation_timeout: Duration::from_millis(config.operation_timeout_ms),
         create_timeout: Duration::from_millis(config.create_timeout_ms),
         host,
-        verified: Mutex::new(HashMap::new()),
+        verified: VerifiedKeys::default(),
         availability: AvailabilityReporter::default(),
     };
     backend.log(
@@ -324,13 +292,9 @@ impl AzureKeyVaultBackend {
         operation: &str,
         future: impl Future<Output = azure_core::Result<T>>,
     ) -> Result<azure_core::Result<T>, PluginError> {
-        // The timer must be made inside the runtime.
-        match self
-            .runtime
-            .block_on(async move { tokio::time::timeout(timeout, future).await })?
-        {
-            Ok(result) => Ok(result),
-            Err(_) => Err(PluginError::unavailable(format!(
+        match self.runtime.block_on_within(timeout, future)? {
+            Some(result) => Ok(result),
+            None => Err(PluginError::unavailable(format!(
                 "Azure Key Vault {operation}: no answer within the timeout of {} ms",
                 timeout.as_millis()
             ))),
@@ -343,21 +307,6 @@ impl AzureKeyVaultBackend {
         self.availability
             .observe(&self.host, NAME, "Azure Key Vault", &result);
         result
-    }
-
-    fn cached(&self, reference: &Reference) -> Option<KeyDescription> {
-        self.verified
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(reference)
-            .cloned()
-    }
-
-    fn remember(&self, reference: Reference, description: KeyDescription) {
-        self.verified
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(reference, description);
     }
 
     fn get_key(&self, name: &str, version: Option<&str>) -> Result<Key, PluginError> {
@@ -373,19 +322,17 @@ impl AzureKeyVaultBackend {
     /// Parses the reference for the request's tenant and describes the key, checking on
     /// the first use by this instance that a created key carries the tenant's tag.
     fn key(&self, tenant_id: &str, text: &str) -> Result<(Reference, KeyDescription), PluginError> {
-        let reference = Reference::for_tenant(text, tenant_id)?;
-        if let Some(description) = self.cached(&reference) {
-            return Ok((reference, description));
-        }
-        let key = self.get_key(&reference.name, reference.version.as_deref())?;
-        if reference.origin == Origin::Created {
-            let owner = key.tags.as_ref().and_then(|tags| tags.get(TENANT_TAG));
-            if owner.map(String::as_str) != Some(reference.tenant_id.as_str()) {
-                return Err(key_not_found());
+        let reference = reference::for_tenant(text, tenant_id)?;
+        let description = self.verified.get_or_verify(&reference, |reference| {
+            let key = self.get_key(&reference.key.name, reference.key.version.as_deref())?;
+            if reference.origin == Origin::Created {
+                let owner = key.tags.as_ref().and_then(|tags| tags.get(TENANT_TAG));
+                if owner.map(String::as_str) != Some(reference.tenant_id.as_str()) {
+                    return Err(key_not_found());
+                }
             }
-        }
-        let description = describe(&key)?;
-        self.remember(reference.clone(), description.clone());
+            describe(&key)
+        })?;
         Ok((reference, description))
     }
 
@@ -426,12 +373,12 @@ fn require_wrapping(kind: KeyKind, operation: &str) -> Result<usize, PluginError
 
 impl keybroker_plugin_abi::Backend for AzureKeyVaultBackend {
     fn info(&self) -> BackendInfo {
-        BackendInfo {
-            name: NAME.into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            capabilities: capability::ENVELOPE | capability::BIND_EXISTING | capability::SIGN,
-            max_payload: MAX_WRAP_PAYLOAD as u64,
-        }
+        backend_info(
+            NAME,
+            env!("CARGO_PKG_VERSION"),
+            capability::ENVELOPE | capability::BIND_EXISTING | capability::SIGN,
+            MAX_WRAP_PAYLOAD as u64,
+        )
     }
 
     fn create_key(&self, request: CreateKeyRequest) -> Result<KeyHandle, PluginError> {
@@ -484,16 +431,12 @@ impl keybroker_plugin_abi::Backend for AzureKeyVaultBackend {
                 "Azure Key Vault created an unexpected key: {reason}"
             )));
         }
-        let reference = Reference::created(&request.tenant_id, &name);
-        let encoded = reference.encode();
-        self.remember(reference, description);
+        let reference = Reference::created(&request.tenant_id, VaultKey::latest(&name));
         self.log(
             LogLevel::INFO,
             &format!("created key {name} ({})", request.key_type),
         );
-        Ok(KeyHandle {
-            reference: encoded.into(),
-        })
+        Ok(self.verified.handle(reference, description))
     }
 
     fn bind_key(&self, request: BindKeyRequest) -> Result<KeyHandle, PluginError> {
@@ -524,13 +467,7 @@ impl keybroker_plugin_abi::Backend for AzureKeyVaultBackend {
             .as_ref()
             .is_some_and(|tags| tags.contains_key(TENANT_TAG))
         {
-            return Err(PluginError::new(
-                ErrorKind::ACCESS_DENIED,
-                format!(
-                    "cannot bind {backend_key:?}: it was created by a keybroker (it has a \
-                     {TENANT_TAG} tag); only keys made outside the broker can be bound"
-                ),
-            ));
+            return Err(refuse_broker_key(backend_key, TENANT_TAG));
         }
         if key
             .attributes
@@ -548,16 +485,12 @@ impl keybroker_plugin_abi::Backend for AzureKeyVaultBackend {
                 "cannot bind {backend_key:?}: {reason}"
             )));
         }
-        let reference = Reference::bound(&request.tenant_id, name, version);
-        let encoded = reference.encode();
-        self.remember(reference, description);
-        Ok(KeyHandle {
-            reference: encoded.into(),
-        })
+        let reference = Reference::bound(&request.tenant_id, VaultKey::new(name, version));
+        Ok(self.verified.handle(reference, description))
     }
 
     fn delete_key(&self, tenant_id: &str, key_reference: &str) -> Result<(), PluginError> {
-        let reference = Reference::for_tenant(key_reference, tenant_id)?;
+        let reference = reference::for_tenant(key_reference, tenant_id)?;
         if reference.origin == Origin::Bound {
             // A bound key belongs to whoever made it: the broker only forgets it.
             return Ok(());
@@ -566,7 +499,7 @@ impl keybroker_plugin_abi::Backend for AzureKeyVaultBackend {
             Ok(_) => {}
             // Already deleted (by an earlier call that timed out, or an operator).
             Err(error) if error.kind == ErrorKind::KEY_NOT_FOUND => {
-                let exists = self.get_key(&reference.name, None);
+                let exists = self.get_key(&reference.key.name, None);
                 if matches!(&exists, Err(error) if error.kind == ErrorKind::KEY_NOT_FOUND) {
                     return Ok(());
                 }
@@ -575,22 +508,19 @@ impl keybroker_plugin_abi::Backend for AzureKeyVaultBackend {
             Err(error) => return Err(error),
         }
         let deleted = self.call_raw("delete", async {
-            self.client.delete_key(&reference.name, None).await
+            self.client.delete_key(&reference.key.name, None).await
         })?;
         match deleted {
             Ok(_) => {}
             Err(error) if service_error(&error).is_some_and(|e| e.status == 404) => {}
             Err(error) => return Err(from_azure("delete", &error)),
         }
-        self.verified
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&reference);
+        self.verified.remove(&reference);
         self.log(
             LogLevel::INFO,
             &format!(
                 "deleted key {} (soft delete: recoverable for the vault's retention period)",
-                reference.name
+                reference.key.name
             ),
         );
         Ok(())
@@ -599,7 +529,7 @@ impl keybroker_plugin_abi::Backend for AzureKeyVaultBackend {
     fn encrypt(&self, mut request: EncryptRequest) -> Result<Vec<u8>, PluginError> {
         let plaintext = Zeroizing::new(std::mem::take(&mut request.plaintext).into_vec());
         // Tenant first (no call), then the size (no call), then the key (maybe a call).
-        Reference::for_tenant(&request.key_reference, &request.tenant_id)?;
+        reference::for_tenant(&request.key_reference, &request.tenant_id)?;
         self.check_payload(plaintext.len())?;
         let (reference, description) = self.key(&request.tenant_id, &request.key_reference)?;
         require_wrapping(description.kind, "encrypt")?;
@@ -614,12 +544,12 @@ impl keybroker_plugin_abi::Backend for AzureKeyVaultBackend {
         let content =
             RequestContent::try_from(parameters).map_err(|error| from_azure("wrapKey", &error))?;
         let options = azure_security_keyvault_keys::models::KeyClientWrapKeyOptions {
-            key_version: reference.version.clone(),
+            key_version: reference.key.version.clone(),
             ..Default::default()
         };
         let result = self.call("wrapKey", async {
             self.client
-                .wrap_key(&reference.name, content, Some(options))
+                .wrap_key(&reference.key.name, content, Some(options))
                 .await?
                 .into_model()
         })?;
@@ -640,6 +570,7 @@ impl keybroker_plugin_abi::Backend for AzureKeyVaultBackend {
         let (format, version, wrapped) =
             decode_wrapped(&request.ciphertext, modulus).ok_or_else(invalid_ciphertext)?;
         if reference
+            .key
             .version
             .as_deref()
             .is_some_and(|pinned| pinned != version)
@@ -655,7 +586,7 @@ impl keybroker_plugin_abi::Backend for AzureKeyVaultBackend {
             .map_err(|error| from_azure("unwrapKey", &error))?;
         let result = self.call_raw("unwrapKey", async {
             self.client
-                .unwrap_key(&reference.name, version, content, None)
+                .unwrap_key(&reference.key.name, version, content, None)
                 .await?
                 .into_model()
         })?;
@@ -676,7 +607,9 @@ impl keybroker_plugin_abi::Backend for AzureKeyVaultBackend {
                 Some(service) if service.status == 400 && !service.message.contains("disabled") => {
                     invalid_ciphertext()
                 }
-                Some(service) if service.status == 404 => self.unwrap_not_found(&reference.name),
+                Some(service) if service.status == 404 => {
+                    self.unwrap_not_found(&reference.key.name)
+                }
                 _ => from_azure("unwrapKey", &error),
             }),
         }
@@ -703,7 +636,7 @@ impl keybroker_plugin_abi::Backend for AzureKeyVaultBackend {
         };
         let result = self.call("sign", async {
             self.client
-                .sign(&reference.name, content, Some(options))
+                .sign(&reference.key.name, content, Some(options))
                 .await?
                 .into_model()
         })?;
@@ -725,7 +658,7 @@ impl keybroker_plugin_abi::Backend for AzureKeyVaultBackend {
             .ok_or_else(|| PluginError::internal("azure-keyvault: no public key to verify"))?;
         // Locally, with the public key of the version `sign` uses: Key Vault's own verify
         // operation exists only for keys whose public part a client cannot get.
-        Ok(public.verify(
+        Ok(public.verify_prehash(
             hash,
             &request.signature_algorithm,
             &request.digest,
@@ -737,7 +670,9 @@ impl keybroker_plugin_abi::Backend for AzureKeyVaultBackend {
         let (_, description) = self.key(tenant_id, key_reference)?;
         match (description.kind, &description.public) {
             (KeyKind::Rsa { sign: true, .. } | KeyKind::P256 | KeyKind::P384, Some(public)) => {
-                public.to_pem()
+                public.to_pem().map_err(|_| {
+                    PluginError::internal("azure-keyvault: cannot encode the public key")
+                })
             }
             _ => Err(PluginError::invalid_request(
                 "public_key needs an rsa-* or ecdsa-* key",

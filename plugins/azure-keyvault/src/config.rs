@@ -1,13 +1,13 @@
-//! The instance configuration: the drop-in's `[config]` table, as JSON.
+//! The configuration of an `azure-keyvault` instance: the drop-in's `[config]` table, as JSON.
 
 use std::path::PathBuf;
 
 use keybroker_plugin_abi::PluginError;
+pub use keybroker_plugin_sdk::config::DEFAULT_OPERATION_TIMEOUT_MS;
+use keybroker_plugin_sdk::config::{default_operation_timeout_ms, ConfigErrors};
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
-/// Default `operation_timeout_ms`: below the host's usual per-call `timeout` of 2 s.
-pub const DEFAULT_OPERATION_TIMEOUT_MS: u64 = 1500;
 /// Default `create_timeout_ms`: below the host's default `create_timeout` of 60 s.
 pub const DEFAULT_CREATE_TIMEOUT_MS: u64 = 30_000;
 /// Default `max_retries` of the SDK's exponential retry policy.
@@ -80,9 +80,6 @@ impl std::fmt::Debug for Config {
 fn default_authority_host() -> String {
     PUBLIC_CLOUD_AUTHORITY.to_owned()
 }
-fn default_operation_timeout_ms() -> u64 {
-    DEFAULT_OPERATION_TIMEOUT_MS
-}
 fn default_create_timeout_ms() -> u64 {
     DEFAULT_CREATE_TIMEOUT_MS
 }
@@ -93,8 +90,11 @@ fn default_true() -> bool {
     true
 }
 
+/// Every config error starts with `azure-keyvault config: `.
+const ERRORS: ConfigErrors = ConfigErrors::new("azure-keyvault config");
+
 fn invalid(message: impl std::fmt::Display) -> PluginError {
-    PluginError::invalid_config(format!("azure-keyvault config: {message}"))
+    ERRORS.invalid(message)
 }
 
 /// Whether `text` is an `https://` URL with a host.
@@ -107,9 +107,7 @@ fn is_https_url(text: &str) -> bool {
 impl Config {
     /// Parses and checks the JSON text of the `[config]` table.
     pub fn parse(text: &str) -> Result<Self, PluginError> {
-        let config: Config = serde_json::from_str(text).map_err(invalid)?;
-        config.validate()?;
-        Ok(config)
+        ERRORS.parse_checked(text, Self::validate)
     }
 
     fn validate(&self) -> Result<(), PluginError> {
@@ -230,17 +228,13 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use keybroker_plugin_abi::ErrorKind;
+    use keybroker_plugin_conformance::calls::invalid_config_message;
 
     const BASE: &str =
         r#""vault_url":"https://v.vault.azure.net/","tenant_id":"t","client_id":"c""#;
 
     fn error(text: &str) -> String {
-        let error = Config::parse(text)
-            .err()
-            .unwrap_or_else(|| panic!("{text} accepted"));
-        assert_eq!(error.kind, ErrorKind::INVALID_CONFIG);
-        error.message.into_string()
+        invalid_config_message(text, Config::parse(text))
     }
 
     #[test]

@@ -9,10 +9,7 @@ use azure_core::error::ErrorKind as AzureErrorKind;
 use keybroker_plugin_abi::{ErrorKind, PluginError};
 use serde::Deserialize;
 
-/// The one answer for a key the request's tenant may not see: never names the owner.
-pub fn key_not_found() -> PluginError {
-    PluginError::new(ErrorKind::KEY_NOT_FOUND, "key not found for this tenant")
-}
+pub use keybroker_plugin_sdk::reference::key_not_found;
 
 /// Key Vault REST API: the error body, `{"error":{"code","message","innererror":{"code"}}}`.
 #[derive(Deserialize, Default)]

@@ -4,7 +4,8 @@
 
 use azure_security_keyvault_keys::models::{CurveName, JsonWebKey, KeyType, SignatureAlgorithm};
 use keybroker_plugin_abi::{key_type, HashAlgorithm, PluginError};
-use rsa::{traits::PublicKeyParts as _, BigUint, Pkcs1v15Sign, Pss, RsaPublicKey};
+use keybroker_plugin_sdk::public_key::PublicKey;
+use rsa::{traits::PublicKeyParts as _, BigUint, RsaPublicKey};
 
 /// RSA-OAEP-256 overhead: two SHA-256 lengths and two bytes.
 const OAEP_SHA256_OVERHEAD: usize = 2 * 32 + 2;
@@ -31,14 +32,6 @@ pub enum KeyKind {
     P384,
     /// Anything else (symmetric keys, other curves, keys without usable operations).
     Other,
-}
-
-/// The public half of a key, for local verification and `public_key`.
-#[derive(Clone, Debug)]
-pub enum PublicKey {
-    Rsa(RsaPublicKey),
-    P256(p256::PublicKey),
-    P384(p384::PublicKey),
 }
 
 /// A key version as Key Vault describes it.
@@ -241,76 +234,6 @@ pub fn signing_algorithm(
         }
     };
     Ok((algorithm, hash))
-}
-
-impl PublicKey {
-    /// Verifies a signature over a digest locally: `false` for anything that is not a
-    /// valid signature (wrong length, zero scalars, garbage).
-    pub fn verify(
-        &self,
-        hash: HashAlgorithm,
-        scheme: &str,
-        digest: &[u8],
-        signature: &[u8],
-    ) -> bool {
-        use p256::ecdsa::signature::hazmat::PrehashVerifier as _;
-        match self {
-            PublicKey::Rsa(public) => {
-                if signature.len() != public.size() {
-                    return false;
-                }
-                let result = match (scheme, hash) {
-                    ("pss", HashAlgorithm::Sha256) => {
-                        public.verify(Pss::new::<sha2::Sha256>(), digest, signature)
-                    }
-                    ("pss", HashAlgorithm::Sha384) => {
-                        public.verify(Pss::new::<sha2::Sha384>(), digest, signature)
-                    }
-                    ("pss", HashAlgorithm::Sha512) => {
-                        public.verify(Pss::new::<sha2::Sha512>(), digest, signature)
-                    }
-                    (_, HashAlgorithm::Sha256) => {
-                        public.verify(Pkcs1v15Sign::new::<sha2::Sha256>(), digest, signature)
-                    }
-                    (_, HashAlgorithm::Sha384) => {
-                        public.verify(Pkcs1v15Sign::new::<sha2::Sha384>(), digest, signature)
-                    }
-                    (_, HashAlgorithm::Sha512) => {
-                        public.verify(Pkcs1v15Sign::new::<sha2::Sha512>(), digest, signature)
-                    }
-                    _ => return false,
-                };
-                result.is_ok()
-            }
-            PublicKey::P256(public) => {
-                p256::ecdsa::Signature::from_slice(signature).is_ok_and(|signature| {
-                    p256::ecdsa::VerifyingKey::from(public)
-                        .verify_prehash(digest, &signature)
-                        .is_ok()
-                })
-            }
-            PublicKey::P384(public) => {
-                p384::ecdsa::Signature::from_slice(signature).is_ok_and(|signature| {
-                    p384::ecdsa::VerifyingKey::from(public)
-                        .verify_prehash(digest, &signature)
-                        .is_ok()
-                })
-            }
-        }
-    }
-
-    /// PEM SubjectPublicKeyInfo.
-    pub fn to_pem(&self) -> Result<String, PluginError> {
-        use p256::pkcs8::{EncodePublicKey as _, LineEnding};
-        let pem = match self {
-            PublicKey::Rsa(public) => {
-                rsa::pkcs8::EncodePublicKey::to_public_key_pem(public, LineEnding::LF)
-            }
-            PublicKey::P256(public) => public.to_public_key_pem(LineEnding::LF),
-            PublicKey::P384(public) => public.to_public_key_pem(LineEnding::LF),
-        };
-        pem.map_err(|_| PluginError::internal("azure-keyvault: cannot encode the public key"))
-    }
 }
 
 #[cfg(test)]

@@ -80,15 +80,11 @@
 //!
 //! Tests run against the in-repo Key Vault fake (`tests/azure-fake`) with the real SDK:
 //! `cargo test -p keybroker-plugin-azure-keyvault`.
-#![allow(non_local_definitions)]
-// `export_backend_plugin!` expands to abi_stable's `#[export_root_module]`, which emits a
-// `#[no_mangle]` static and unsafe glue: the FFI edge of this crate. It has no unsafe block
-// of its own.
-#![allow(unsafe_code)]
 
 mod backend;
 mod config;
 mod error;
+mod export;
 mod key_kind;
 mod reference;
 #[cfg(test)]
@@ -100,5 +96,3 @@ pub use backend::{
 pub use config::{Config, DEFAULT_MAX_RETRIES, DEFAULT_OPERATION_TIMEOUT_MS};
 pub use key_kind::MAX_WRAP_PAYLOAD;
 pub use reference::created_key_name;
-
-keybroker_plugin_abi::export_backend_plugin!(new_backend);

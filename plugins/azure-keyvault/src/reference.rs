@@ -6,44 +6,74 @@
 //! characters): Key Vault names allow only `[0-9a-zA-Z-]`, up to 127 characters, and the
 //! same broker key always maps to the same name (a repeated `create_key` adds a version).
 
+use std::fmt;
+
 use keybroker_plugin_abi::PluginError;
-use sha2::{Digest as _, Sha256};
+use keybroker_plugin_sdk::reference::KeyReference;
+pub use keybroker_plugin_sdk::reference::Origin;
 
 use crate::error::key_not_found;
 
-/// How a key came to the broker.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Origin {
-    /// Created by this plugin, tagged with the tenant: deletable.
-    Created,
-    /// Bound by an operator: never deleted.
-    Bound,
-}
+/// A parsed reference: its `key` is a Key Vault key name and an optional version.
+pub type Reference = KeyReference<VaultKey>;
 
-/// A parsed reference.
+/// The key part of a reference: `<name>` or `<name>/<version>`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct Reference {
-    pub origin: Origin,
-    pub tenant_id: String,
+pub struct VaultKey {
     /// The Key Vault key name.
     pub name: String,
     /// A version pinned when binding (`name/version`); otherwise the current version.
     pub version: Option<String>,
 }
 
+impl VaultKey {
+    /// The current version of `name`.
+    pub fn latest(name: &str) -> Self {
+        Self::new(name, None)
+    }
+
+    /// `name`, at `version` if given.
+    pub fn new(name: &str, version: Option<&str>) -> Self {
+        Self {
+            name: name.to_owned(),
+            version: version.map(str::to_owned),
+        }
+    }
+
+    /// Reads the key part of a reference of `origin`: only bound keys pin a version.
+    fn parse(origin: Origin, text: &str) -> Option<Self> {
+        let (name, version) = match text.split_once('/') {
+            Some((name, version)) => (name, Some(version)),
+            None => (text, None),
+        };
+        let valid = is_key_name(name)
+            && match (origin, version) {
+                (_, None) => true,
+                (Origin::Bound, Some(version)) => is_key_version(version),
+                (Origin::Created, Some(_)) => false,
+            };
+        valid.then(|| Self::new(name, version))
+    }
+}
+
+impl fmt::Display for VaultKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.version {
+            Some(version) => write!(f, "{}/{version}", self.name),
+            None => f.write_str(&self.name),
+        }
+    }
+}
+
+/// Parses `text` and checks it belongs to `tenant_id`; anything else is `KEY_NOT_FOUND` with
+/// the same message (never naming the owner).
+pub fn for_tenant(text: &str, tenant_id: &str) -> Result<Reference, PluginError> {
+    Reference::for_tenant(text, tenant_id, VaultKey::parse).map_err(|_| key_not_found())
+}
+
 /// The Key Vault name of the key the plugin creates for a broker key.
 pub fn created_key_name(tenant_id: &str, key_id: &str) -> String {
-    let mut hash = Sha256::new();
-    hash.update(tenant_id.as_bytes());
-    hash.update([0]);
-    hash.update(key_id.as_bytes());
-    let digest = hash.finalize();
-    let mut name = String::with_capacity(3 + 64);
-    name.push_str("kb-");
-    for byte in digest {
-        name.push_str(&format!("{byte:02x}"));
-    }
-    name
+    keybroker_plugin_sdk::reference::created_key_name("kb-", tenant_id, key_id)
 }
 
 /// A Key Vault key name: `[0-9a-zA-Z-]`, 1 to 127 characters.
@@ -56,74 +86,11 @@ pub fn is_key_version(text: &str) -> bool {
     (1..=64).contains(&text.len()) && text.bytes().all(|b| b.is_ascii_alphanumeric())
 }
 
-impl Reference {
-    pub fn created(tenant_id: &str, name: &str) -> Self {
-        Self {
-            origin: Origin::Created,
-            tenant_id: tenant_id.to_owned(),
-            name: name.to_owned(),
-            version: None,
-        }
-    }
-
-    pub fn bound(tenant_id: &str, name: &str, version: Option<&str>) -> Self {
-        Self {
-            origin: Origin::Bound,
-            tenant_id: tenant_id.to_owned(),
-            name: name.to_owned(),
-            version: version.map(str::to_owned),
-        }
-    }
-
-    pub fn encode(&self) -> String {
-        let origin = match self.origin {
-            Origin::Created => "c",
-            Origin::Bound => "b",
-        };
-        match &self.version {
-            Some(version) => format!("{origin}/{}/{}/{version}", self.tenant_id, self.name),
-            None => format!("{origin}/{}/{}", self.tenant_id, self.name),
-        }
-    }
-
-    /// Parses `text` and checks it belongs to `tenant_id`; anything else is
-    /// `KEY_NOT_FOUND` with the same message (never naming the owner).
-    pub fn for_tenant(text: &str, tenant_id: &str) -> Result<Self, PluginError> {
-        let reference = Self::parse(text).ok_or_else(key_not_found)?;
-        if reference.tenant_id != tenant_id {
-            return Err(key_not_found());
-        }
-        Ok(reference)
-    }
-
-    fn parse(text: &str) -> Option<Self> {
-        let mut parts = text.split('/');
-        let origin = parts.next()?;
-        let tenant_id = parts.next()?;
-        let name = parts.next()?;
-        let version = parts.next();
-        if tenant_id.is_empty() || !is_key_name(name) || parts.next().is_some() {
-            return None;
-        }
-        let origin = match (origin, version) {
-            ("c", None) => Origin::Created,
-            ("b", None) => Origin::Bound,
-            ("b", Some(version)) if is_key_version(version) => Origin::Bound,
-            _ => return None,
-        };
-        Some(Self {
-            origin,
-            tenant_id: tenant_id.to_owned(),
-            name: name.to_owned(),
-            version: version.map(str::to_owned),
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use keybroker_plugin_abi::ErrorKind;
+    use keybroker_plugin_conformance::calls::assert_hides_owner;
 
     #[test]
     fn created_names_are_valid_and_deterministic() {
@@ -137,18 +104,13 @@ mod tests {
 
     #[test]
     fn references_round_trip_and_carry_the_tenant() {
-        let created = Reference::created("t1", "kb-00ff");
+        let created = Reference::created("t1", VaultKey::latest("kb-00ff"));
         assert_eq!(created.encode(), "c/t1/kb-00ff");
-        assert_eq!(
-            Reference::for_tenant(&created.encode(), "t1").unwrap(),
-            created
-        );
+        assert_eq!(for_tenant(&created.encode(), "t1").unwrap(), created);
         for version in [None, Some("0123456789abcdef0123456789abcdef")] {
-            let bound = Reference::bound("t1", "ops-key", version);
-            assert_eq!(Reference::for_tenant(&bound.encode(), "t1").unwrap(), bound);
-            let other = Reference::for_tenant(&bound.encode(), "t2").unwrap_err();
-            assert_eq!(other.kind, ErrorKind::KEY_NOT_FOUND);
-            assert!(!other.message.contains("t1"));
+            let bound = Reference::bound("t1", VaultKey::new("ops-key", version));
+            assert_eq!(for_tenant(&bound.encode(), "t1").unwrap(), bound);
+            assert_hides_owner(for_tenant(&bound.encode(), "t2"), "t1");
         }
     }
 
@@ -164,7 +126,7 @@ mod tests {
             "c//kb-1",
             "x/t1/kb-1",
         ] {
-            let error = Reference::for_tenant(text, "t1").unwrap_err();
+            let error = for_tenant(text, "t1").unwrap_err();
             assert_eq!(error.kind, ErrorKind::KEY_NOT_FOUND, "{text}");
         }
     }

@@ -4,12 +4,14 @@
 use std::time::{Duration, Instant};
 
 use keybroker_azure_fake::{AzureFake, KeySpec, Operation};
-use keybroker_plugin_abi::{
-    abi_stable::std_types::RVec, capability, BackendBox, CreateKeyRequest, ErrorKind, PluginError,
-    SignRequest, VerifyRequest,
-};
+use keybroker_plugin_abi::{capability, BackendBox, CreateKeyRequest, ErrorKind};
 use keybroker_plugin_conformance::{
-    calls::{assert_error, create, create_with_id, decrypt, encrypt, rstring, until_available},
+    calls::{
+        assert_error, assert_key_not_found, assert_round_trip, bind_for_test_tenant, create,
+        create_with_id, decrypt, delete, encrypt, instance, instance_with, public_key, rstring,
+        signature_schemes, until_available, OTHER_TENANT, TENANT,
+    },
+    outage::Outage,
     RecordingHost,
 };
 use serde_json::json;
@@ -17,13 +19,6 @@ use sha2::Digest as _;
 
 use crate::backend::new_backend;
 
-/// Binds `backend_key` for [`TENANT`].
-fn bind(backend: &BackendBox, backend_key: &str, key_type: &str) -> Result<String, PluginError> {
-    keybroker_plugin_conformance::calls::bind(backend, TENANT, backend_key, key_type)
-}
-
-const TENANT: &str = "3f6c1b0e-8a2d-4c59-9e71-5b0d2a4c8e13";
-const OTHER_TENANT: &str = "c81e9d47-2b6a-4f03-a5d8-7e9c0b1f2a64";
 const AZURE_TENANT: &str = "kb-azure-tenant";
 const CLIENT_ID: &str = "kb-client";
 const CLIENT_SECRET: &str = "kb-client-secret-value";
@@ -65,36 +60,8 @@ fn config(fake: &AzureFake, operation_timeout_ms: u64) -> serde_json::Value {
     })
 }
 
-fn backend_with(config: &serde_json::Value) -> BackendBox {
-    let backend = new_backend(&config.to_string(), RecordingHost::boxed())
-        .unwrap_or_else(|error| panic!("new_backend: {error}"));
-    keybroker_plugin_abi::into_ffi(backend)
-}
-
 fn backend(fake: &AzureFake) -> BackendBox {
-    backend_with(&config(fake, TIMEOUT_MS))
-}
-
-/// The `instance available=` reports a recording host received.
-fn availability_reports(host: &RecordingHost) -> Vec<String> {
-    host.lines()
-        .into_iter()
-        .filter(|line| line.starts_with("instance available="))
-        .collect()
-}
-
-/// Asserts the host heard of one outage, then of the recovery.
-fn assert_outage_then_recovery_reported(host: &RecordingHost) {
-    let reports = availability_reports(host);
-    assert_eq!(reports.len(), 2, "{:?}", host.lines());
-    assert!(
-        reports[0].starts_with("instance available=false"),
-        "{reports:?}"
-    );
-    assert!(
-        reports[1].starts_with("instance available=true"),
-        "{reports:?}"
-    );
+    instance_with(new_backend, &config(fake, TIMEOUT_MS))
 }
 
 /// The Key Vault key name of a reference.
@@ -168,11 +135,7 @@ fn wraps_and_unwraps_data_keys_with_created_keys() {
         "not found",
     );
     assert!(!error.message.contains(TENANT));
-    assert_error(
-        decrypt(&backend, OTHER_TENANT, &key, &wrapped, b""),
-        ErrorKind::KEY_NOT_FOUND,
-        "",
-    );
+    assert_key_not_found(decrypt(&backend, OTHER_TENANT, &key, &wrapped, b""));
     assert_error(
         encrypt(&backend, TENANT, &key, &[1; 191], b""),
         ErrorKind::PAYLOAD_TOO_LARGE,
@@ -180,11 +143,7 @@ fn wraps_and_unwraps_data_keys_with_created_keys() {
     );
     assert_eq!(all_requests(&fake), 0);
     let largest = [9u8; 190];
-    let sealed = encrypt(&backend, TENANT, &key, &largest, b"").unwrap();
-    assert_eq!(
-        decrypt(&backend, TENANT, &key, &sealed, b"").unwrap(),
-        largest
-    );
+    assert_round_trip(&backend, TENANT, &key, &largest);
 
     // A fresh instance reads the key (and checks its tag) once, then one call per operation.
     let fresh = self::backend(&fake);
@@ -196,11 +155,13 @@ fn wraps_and_unwraps_data_keys_with_created_keys() {
     assert_eq!(all_requests(&fake), 1);
     // A reference naming the other tenant with this tenant's key fails the tag check.
     let forged_reference = format!("c/{OTHER_TENANT}/{name}");
-    let error = assert_error(
-        decrypt(&fresh, OTHER_TENANT, &forged_reference, &wrapped, b""),
-        ErrorKind::KEY_NOT_FOUND,
-        "",
-    );
+    let error = assert_key_not_found(decrypt(
+        &fresh,
+        OTHER_TENANT,
+        &forged_reference,
+        &wrapped,
+        b"",
+    ));
     assert!(!error.message.contains(TENANT));
 
     // A new version of the key (created again): older wrapped keys still unwrap with the
@@ -239,9 +200,10 @@ fn binds_existing_keys_by_name_and_version_and_never_deletes_them() {
         )
         .unwrap();
 
-    let latest = bind(&backend, "ops-wrap", "aes256-gcm96").unwrap();
+    let latest = bind_for_test_tenant(&backend, "ops-wrap", "aes256-gcm96").unwrap();
     assert_eq!(latest, format!("b/{TENANT}/ops-wrap"));
-    let pinned = bind(&backend, &format!("ops-wrap/{version}"), "aes256-gcm96").unwrap();
+    let pinned =
+        bind_for_test_tenant(&backend, &format!("ops-wrap/{version}"), "aes256-gcm96").unwrap();
     assert_eq!(pinned, format!("b/{TENANT}/ops-wrap/{version}"));
     for reference in [&latest, &pinned] {
         let wrapped = encrypt(&backend, TENANT, reference, b"bound", b"").unwrap();
@@ -249,68 +211,57 @@ fn binds_existing_keys_by_name_and_version_and_never_deletes_them() {
             decrypt(&backend, TENANT, reference, &wrapped, b"").unwrap(),
             b"bound"
         );
-        assert_error(
-            decrypt(&backend, OTHER_TENANT, reference, &wrapped, b""),
-            ErrorKind::KEY_NOT_FOUND,
-            "",
-        );
+        assert_key_not_found(decrypt(&backend, OTHER_TENANT, reference, &wrapped, b""));
         // Deleting a bound key leaves it alone.
         fake.reset_counts();
-        backend
-            .delete_key(rstring(TENANT), rstring(reference))
-            .into_result()
-            .unwrap();
+        delete(&backend, TENANT, reference).unwrap();
         assert_eq!(all_requests(&fake), 0);
         fake.state().get_key("ops-wrap", None).unwrap();
     }
     // The same key may also sign: RSA-2048 whose key_ops allow sign.
-    bind(&backend, "ops-wrap", "rsa-2048").unwrap();
-    bind(&backend, "ops-ec", "ecdsa-p256").unwrap();
+    bind_for_test_tenant(&backend, "ops-wrap", "rsa-2048").unwrap();
+    bind_for_test_tenant(&backend, "ops-ec", "ecdsa-p256").unwrap();
 
     // Wrong kinds are refused, saying why.
     assert_error(
-        bind(&backend, "ops-ec", "ecdsa-p384"),
+        bind_for_test_tenant(&backend, "ops-ec", "ecdsa-p384"),
         ErrorKind::INVALID_REQUEST,
         "P-256",
     );
     assert_error(
-        bind(&backend, "ops-ec", "aes256-gcm96"),
+        bind_for_test_tenant(&backend, "ops-ec", "aes256-gcm96"),
         ErrorKind::INVALID_REQUEST,
         "wrapKey",
     );
     assert_error(
-        bind(&backend, "ops-wrap", "rsa-3072"),
+        bind_for_test_tenant(&backend, "ops-wrap", "rsa-3072"),
         ErrorKind::INVALID_REQUEST,
         "RSA-2048",
     );
     assert_error(
-        bind(&backend, "ops-sign-only", "aes256-gcm96"),
+        bind_for_test_tenant(&backend, "ops-sign-only", "aes256-gcm96"),
         ErrorKind::INVALID_REQUEST,
         "wrapKey",
     );
     assert_error(
-        bind(&backend, "ops-missing", "aes256-gcm96"),
+        bind_for_test_tenant(&backend, "ops-missing", "aes256-gcm96"),
         ErrorKind::KEY_NOT_FOUND,
         "ops-missing",
     );
-    assert_error(
-        bind(
-            &backend,
-            "ops-wrap/0123456789abcdef0123456789abcdef",
-            "aes256-gcm96",
-        ),
-        ErrorKind::KEY_NOT_FOUND,
-        "",
-    );
+    assert_key_not_found(bind_for_test_tenant(
+        &backend,
+        "ops-wrap/0123456789abcdef0123456789abcdef",
+        "aes256-gcm96",
+    ));
     for bad in ["", "bad_name", "ops-wrap/ver-sion", "a/b/c"] {
         assert_error(
-            bind(&backend, bad, "aes256-gcm96"),
+            bind_for_test_tenant(&backend, bad, "aes256-gcm96"),
             ErrorKind::INVALID_REQUEST,
             "backend_key",
         );
     }
     assert_error(
-        bind(&backend, "ops-wrap", "aes128-gcm96"),
+        bind_for_test_tenant(&backend, "ops-wrap", "aes128-gcm96"),
         ErrorKind::INVALID_REQUEST,
         "not supported",
     );
@@ -318,14 +269,14 @@ fn binds_existing_keys_by_name_and_version_and_never_deletes_them() {
     // Keys the broker made are never bindable, not even by their own tenant.
     let made = create(&backend, TENANT, "aes256-gcm96");
     assert_error(
-        bind(&backend, &key_name(&made), "aes256-gcm96"),
+        bind_for_test_tenant(&backend, &key_name(&made), "aes256-gcm96"),
         ErrorKind::ACCESS_DENIED,
         "keybroker-tenant",
     );
     // A disabled key cannot be bound; the state is named.
     fake.set_key_enabled("ops-ec", false).unwrap();
     assert_error(
-        bind(&backend, "ops-ec", "ecdsa-p256"),
+        bind_for_test_tenant(&backend, "ops-ec", "ecdsa-p256"),
         ErrorKind::INVALID_REQUEST,
         "disabled",
     );
@@ -391,42 +342,22 @@ fn signs_and_verifies_with_every_asymmetric_type() {
     let message = b"keybroker: message to sign";
     for key_type in keybroker_plugin_abi::key_type::ASYMMETRIC {
         let key = create(&backend, TENANT, key_type);
-        let pem = backend
-            .public_key(rstring(TENANT), rstring(&key))
-            .into_result()
-            .unwrap()
-            .into_string();
+        let pem = public_key(&backend, TENANT, &key).unwrap();
         assert!(pem.starts_with("-----BEGIN PUBLIC KEY-----"), "{pem}");
         let rsa = key_type.starts_with("rsa");
-        let schemes: &[&str] = if rsa { &["pss", "pkcs1v15"] } else { &[""] };
+        let schemes = signature_schemes(key_type);
         let hashes: &[&str] = match key_type {
             "ecdsa-p256" => &["sha2-256"],
             "ecdsa-p384" => &["sha2-384"],
             _ => &["sha2-256", "sha2-384", "sha2-512"],
         };
         let sign = |hash: &str, scheme: &str, digest: &[u8]| {
-            backend
-                .sign(SignRequest {
-                    tenant_id: rstring(TENANT),
-                    key_reference: rstring(&key),
-                    digest: RVec::from(digest),
-                    hash_algorithm: rstring(hash),
-                    signature_algorithm: rstring(scheme),
-                })
-                .into_result()
-                .map(RVec::into_vec)
+            keybroker_plugin_conformance::calls::sign(&backend, TENANT, &key, hash, scheme, digest)
         };
         let verify = |hash: &str, scheme: &str, digest: &[u8], signature: &[u8]| {
-            backend
-                .verify(VerifyRequest {
-                    tenant_id: rstring(TENANT),
-                    key_reference: rstring(&key),
-                    digest: RVec::from(digest),
-                    hash_algorithm: rstring(hash),
-                    signature_algorithm: rstring(scheme),
-                    signature: RVec::from(signature),
-                })
-                .into_result()
+            keybroker_plugin_conformance::calls::verify(
+                &backend, TENANT, &key, hash, scheme, digest, signature,
+            )
         };
         for hash in hashes {
             let digest = digest(hash, message);
@@ -476,13 +407,7 @@ fn signs_and_verifies_with_every_asymmetric_type() {
                 "only over",
             );
         }
-        assert_error(
-            backend
-                .public_key(rstring(OTHER_TENANT), rstring(&key))
-                .into_result(),
-            ErrorKind::KEY_NOT_FOUND,
-            "",
-        );
+        assert_key_not_found(public_key(&backend, OTHER_TENANT, &key));
         assert_error(
             encrypt(&backend, TENANT, &key, b"x", b""),
             ErrorKind::INVALID_REQUEST,
@@ -491,9 +416,7 @@ fn signs_and_verifies_with_every_asymmetric_type() {
     }
     let wrapping = create(&backend, TENANT, "aes256-gcm96");
     assert_error(
-        backend
-            .public_key(rstring(TENANT), rstring(&wrapping))
-            .into_result(),
+        public_key(&backend, TENANT, &wrapping),
         ErrorKind::INVALID_REQUEST,
         "rsa-* or ecdsa-*",
     );
@@ -553,7 +476,7 @@ fn throttling_is_retried_by_the_sdk_then_unavailable_within_the_timeout() {
     // Throttled for longer than the operation timeout: UNAVAILABLE at the deadline, on an
     // instance with a short timeout. Key references carry all an instance needs, so it
     // uses the key made above; its first use (token, key read) comes before the fault.
-    let hurried = backend_with(&config(&fake, SHORT_TIMEOUT_MS));
+    let hurried = instance_with(new_backend, &config(&fake, SHORT_TIMEOUT_MS));
     let warm = until_available("first use", || {
         decrypt(&hurried, TENANT, &key, &wrapped, b"")
     });
@@ -576,67 +499,50 @@ fn throttling_is_retried_by_the_sdk_then_unavailable_within_the_timeout() {
 fn an_outage_is_unavailable_within_the_timeout_and_recovery_is_reported() {
     let fake = fake();
     let host = RecordingHost::default();
-    let backend = keybroker_plugin_abi::into_ffi(
-        new_backend(
-            &config(&fake, TIMEOUT_MS).to_string(),
-            host.clone().into_box(),
-        )
-        .unwrap(),
-    );
+    let backend = instance(new_backend(
+        &config(&fake, TIMEOUT_MS).to_string(),
+        host.clone().into_box(),
+    ));
     let key = create(&backend, TENANT, "aes256-gcm96");
     let wrapped = encrypt(&backend, TENANT, &key, b"data", b"").unwrap();
 
     // An outage answers 503 at once: the SDK's few retries end the call, whatever the
     // (generous) timeout.
-    fake.set_outage(true);
-    assert_error(
-        decrypt(&backend, TENANT, &key, &wrapped, b""),
-        ErrorKind::UNAVAILABLE,
-        "503",
-    );
-    assert_error(backend.health().into_result(), ErrorKind::UNAVAILABLE, "");
-    fake.set_outage(false);
-    until_available("health after the outage", || backend.health().into_result());
-    assert_eq!(
-        decrypt(&backend, TENANT, &key, &wrapped, b"").unwrap(),
-        b"data"
-    );
-    // The host heard of the outage once, and of the recovery.
-    assert_outage_then_recovery_reported(&host);
+    Outage {
+        backend: &backend,
+        host: &host,
+        tenant: TENANT,
+        key: &key,
+        ciphertext: &wrapped,
+        plaintext: b"data",
+        fault_message: "503",
+        gave_up_within: GAVE_UP_WITHIN,
+        decrypts_once_healthy: true,
+    }
+    .run(|| fake.set_outage(true), || fake.set_outage(false));
 
     // A vault that does not answer at all: only a timeout ends the call, so this goes
     // through an instance with a short one, whose first use comes before the fault.
     let host = RecordingHost::default();
-    let hurried = keybroker_plugin_abi::into_ffi(
-        new_backend(
-            &config(&fake, SHORT_TIMEOUT_MS).to_string(),
-            host.clone().into_box(),
-        )
-        .unwrap(),
+    let hurried = instance(new_backend(
+        &config(&fake, SHORT_TIMEOUT_MS).to_string(),
+        host.clone().into_box(),
+    ));
+    Outage {
+        backend: &hurried,
+        host: &host,
+        tenant: TENANT,
+        key: &key,
+        ciphertext: &wrapped,
+        plaintext: b"data",
+        fault_message: "no answer within the timeout",
+        gave_up_within: GAVE_UP_WITHIN,
+        decrypts_once_healthy: false,
+    }
+    .run(
+        || fake.set_latency(HANG),
+        || fake.set_latency(Duration::ZERO),
     );
-    let warm = until_available("first use", || {
-        decrypt(&hurried, TENANT, &key, &wrapped, b"")
-    });
-    assert_eq!(warm, b"data");
-    fake.set_latency(HANG);
-    let started = Instant::now();
-    let result = decrypt(&hurried, TENANT, &key, &wrapped, b"");
-    let elapsed = started.elapsed();
-    let health = hurried.health().into_result();
-    fake.set_latency(Duration::ZERO);
-    assert_error(
-        result,
-        ErrorKind::UNAVAILABLE,
-        "no answer within the timeout",
-    );
-    assert!(elapsed < GAVE_UP_WITHIN, "{elapsed:?}");
-    assert_error(health, ErrorKind::UNAVAILABLE, "");
-    until_available("health after the hang", || hurried.health().into_result());
-    let recovered = until_available("decrypt after the hang", || {
-        decrypt(&hurried, TENANT, &key, &wrapped, b"")
-    });
-    assert_eq!(recovered, b"data");
-    assert_outage_then_recovery_reported(&host);
 }
 
 #[test]
@@ -689,14 +595,18 @@ fn wrong_credentials_and_unreachable_endpoints_are_unavailable_with_a_reason() {
     let mut unreachable = config(&fake, TIMEOUT_MS);
     unreachable["vault_url"] = json!("https://127.0.0.1:9/");
     assert_error(
-        backend_with(&unreachable).health().into_result(),
+        instance_with(new_backend, &unreachable)
+            .health()
+            .into_result(),
         ErrorKind::UNAVAILABLE,
         "",
     );
     let mut no_authority = config(&fake, TIMEOUT_MS);
     no_authority["authority_host"] = json!("https://127.0.0.1:9");
     assert_error(
-        backend_with(&no_authority).health().into_result(),
+        instance_with(new_backend, &no_authority)
+            .health()
+            .into_result(),
         ErrorKind::UNAVAILABLE,
         "access token",
     );
@@ -732,7 +642,9 @@ fn an_inline_client_secret_is_refused_and_config_errors_are_named() {
     let mut untrusted = config(&fake, TIMEOUT_MS);
     untrusted.as_object_mut().unwrap().remove("ca_file");
     assert_error(
-        backend_with(&untrusted).health().into_result(),
+        instance_with(new_backend, &untrusted)
+            .health()
+            .into_result(),
         ErrorKind::UNAVAILABLE,
         "",
     );
@@ -744,40 +656,19 @@ fn deleting_a_created_key_deletes_it_and_a_bound_key_is_kept() {
     let backend = backend(&fake);
     let key = create(&backend, TENANT, "ecdsa-p256");
     let name = key_name(&key);
-    assert_error(
-        backend
-            .delete_key(rstring(OTHER_TENANT), rstring(&key))
-            .into_result(),
-        ErrorKind::KEY_NOT_FOUND,
-        "",
-    );
-    backend
-        .delete_key(rstring(TENANT), rstring(&key))
-        .into_result()
-        .unwrap();
+    assert_key_not_found(delete(&backend, OTHER_TENANT, &key));
+    delete(&backend, TENANT, &key).unwrap();
     assert_eq!(fake.request_count(Operation::Delete), 1);
     assert!(fake.state().get_key(&name, None).is_err());
     fake.state().get_deleted_key(&name).unwrap();
-    assert_error(
-        backend
-            .public_key(rstring(TENANT), rstring(&key))
-            .into_result(),
-        ErrorKind::KEY_NOT_FOUND,
-        "",
-    );
+    assert_key_not_found(public_key(&backend, TENANT, &key));
     // Deleting again (a retry after a lost answer) succeeds without another deletion.
-    backend
-        .delete_key(rstring(TENANT), rstring(&key))
-        .into_result()
-        .unwrap();
+    delete(&backend, TENANT, &key).unwrap();
     assert_eq!(fake.request_count(Operation::Delete), 1);
 
     fake.create_key("operator-key", KeySpec::P384).unwrap();
-    let bound = bind(&backend, "operator-key", "ecdsa-p384").unwrap();
-    backend
-        .delete_key(rstring(TENANT), rstring(&bound))
-        .into_result()
-        .unwrap();
+    let bound = bind_for_test_tenant(&backend, "operator-key", "ecdsa-p384").unwrap();
+    delete(&backend, TENANT, &bound).unwrap();
     assert_eq!(fake.request_count(Operation::Delete), 1);
     fake.state().get_key("operator-key", None).unwrap();
 }

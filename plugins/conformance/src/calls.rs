@@ -14,8 +14,8 @@ use keybroker_plugin_abi::{
         sabi_trait::TD_Opaque,
         std_types::{RString, RVec},
     },
-    BackendBox, BatchDone, BatchDone_TO, BatchItem, BindKeyRequest, CreateKeyRequest,
-    DecryptRequest, EncryptRequest, ErrorKind, PluginError,
+    Backend, BackendBox, BatchDone, BatchDone_TO, BatchItem, BindKeyRequest, CreateKeyRequest,
+    DecryptRequest, EncryptRequest, ErrorKind, HostBox, PluginError, SignRequest, VerifyRequest,
 };
 
 /// How long [`until_available`] keeps trying: a loaded 2-core machine can keep a service
@@ -36,6 +36,19 @@ pub fn until_available<T>(what: &str, mut call: impl FnMut() -> Result<T, Plugin
             Err(error) => panic!("{what}: {error}"),
         }
     }
+}
+
+/// The tenant the plugins' own tests make their keys for.
+pub const TENANT: &str = "3f6c1b0e-8a2d-4c59-9e71-5b0d2a4c8e13";
+/// Another tenant, which must never reach [`TENANT`]'s keys.
+pub const OTHER_TENANT: &str = "c81e9d47-2b6a-4f03-a5d8-7e9c0b1f2a64";
+
+/// A plugin instance as the ABI trait object the broker uses; panics if the plugin's
+/// constructor refused (`new_backend(config, host)`'s result).
+#[track_caller]
+pub fn instance<B: Backend>(built: Result<B, PluginError>) -> BackendBox {
+    let backend = built.unwrap_or_else(|error| panic!("new_backend: {error}"));
+    keybroker_plugin_abi::into_ffi(backend)
 }
 
 /// An ABI string.
@@ -112,6 +125,62 @@ pub fn decrypt(
         .map(RVec::into_vec)
 }
 
+/// The PEM public key of `reference`.
+pub fn public_key(
+    backend: &BackendBox,
+    tenant: &str,
+    reference: &str,
+) -> Result<String, PluginError> {
+    backend
+        .public_key(rstring(tenant), rstring(reference))
+        .into_result()
+        .map(RString::into_string)
+}
+
+/// Signs `digest` (of `hash`, e.g. `sha2-256`) with `reference` and `scheme` (`pss`,
+/// `pkcs1v15`, or "" for ECDSA).
+pub fn sign(
+    backend: &BackendBox,
+    tenant: &str,
+    reference: &str,
+    hash: &str,
+    scheme: &str,
+    digest: &[u8],
+) -> Result<Vec<u8>, PluginError> {
+    backend
+        .sign(SignRequest {
+            tenant_id: rstring(tenant),
+            key_reference: rstring(reference),
+            digest: RVec::from(digest),
+            hash_algorithm: rstring(hash),
+            signature_algorithm: rstring(scheme),
+        })
+        .into_result()
+        .map(RVec::into_vec)
+}
+
+/// Verifies `signature` over `digest` (see [`sign`]).
+pub fn verify(
+    backend: &BackendBox,
+    tenant: &str,
+    reference: &str,
+    hash: &str,
+    scheme: &str,
+    digest: &[u8],
+    signature: &[u8],
+) -> Result<bool, PluginError> {
+    backend
+        .verify(VerifyRequest {
+            tenant_id: rstring(tenant),
+            key_reference: rstring(reference),
+            digest: RVec::from(digest),
+            hash_algorithm: rstring(hash),
+            signature_algorithm: rstring(scheme),
+            signature: RVec::from(signature),
+        })
+        .into_result()
+}
+
 /// Binds `backend_key` for `tenant` as key id `bound`; returns the reference.
 pub fn bind(
     backend: &BackendBox,
@@ -128,6 +197,78 @@ pub fn bind(
         })
         .into_result()
         .map(|handle| handle.reference.into_string())
+}
+
+/// Binds `backend_key` for [`TENANT`] as key id `bound`; returns the reference.
+pub fn bind_for_test_tenant(
+    backend: &BackendBox,
+    backend_key: &str,
+    key_type: &str,
+) -> Result<String, PluginError> {
+    bind(backend, TENANT, backend_key, key_type)
+}
+
+/// Deletes `reference` as `tenant`.
+pub fn delete(backend: &BackendBox, tenant: &str, reference: &str) -> Result<(), PluginError> {
+    backend
+        .delete_key(rstring(tenant), rstring(reference))
+        .into_result()
+}
+
+/// Encrypts `plaintext` under `reference` without AAD, and asserts it decrypts back.
+#[track_caller]
+pub fn assert_round_trip(backend: &BackendBox, tenant: &str, reference: &str, plaintext: &[u8]) {
+    let sealed = encrypt(backend, tenant, reference, plaintext, b"")
+        .unwrap_or_else(|error| panic!("encrypt: {error}"));
+    let opened = decrypt(backend, tenant, reference, &sealed, b"")
+        .unwrap_or_else(|error| panic!("decrypt: {error}"));
+    assert_eq!(opened, plaintext);
+}
+
+/// The signature schemes of a key type: `pss` and `pkcs1v15` for RSA, "" for ECDSA.
+pub fn signature_schemes(key_type: &str) -> &'static [&'static str] {
+    if key_type.starts_with("rsa") {
+        &["pss", "pkcs1v15"]
+    } else {
+        &[""]
+    }
+}
+
+/// The message of the `INVALID_CONFIG` error a plugin gave for the config `text`; panics if
+/// it accepted the config or gave another kind of error.
+#[track_caller]
+pub fn invalid_config_message<T>(text: &str, result: Result<T, PluginError>) -> String {
+    let error = result.err().unwrap_or_else(|| panic!("{text} accepted"));
+    assert_eq!(error.kind, ErrorKind::INVALID_CONFIG, "{error}");
+    error.message.into_string()
+}
+
+/// Asserts `KEY_NOT_FOUND` whose message does not name `owner` (another tenant's key is
+/// never said to be someone's).
+#[track_caller]
+pub fn assert_hides_owner<T: std::fmt::Debug>(result: Result<T, PluginError>, owner: &str) {
+    let error = assert_error(result, ErrorKind::KEY_NOT_FOUND, "");
+    assert!(!error.message.contains(owner), "{error}");
+}
+
+/// Asserts `KEY_NOT_FOUND`, whatever the message; returns the error.
+#[track_caller]
+pub fn assert_key_not_found<T: std::fmt::Debug>(result: Result<T, PluginError>) -> PluginError {
+    assert_error(result, ErrorKind::KEY_NOT_FOUND, "")
+}
+
+/// A plugin instance built by `new_backend` from `config` (its JSON text) with a
+/// [`RecordingHost`](crate::RecordingHost) whose lines nobody reads, as the ABI trait
+/// object; panics if the plugin refuses.
+#[track_caller]
+pub fn instance_with<B: Backend>(
+    new_backend: impl FnOnce(&str, HostBox) -> Result<B, PluginError>,
+    config: &impl std::fmt::Display,
+) -> BackendBox {
+    instance(new_backend(
+        &config.to_string(),
+        crate::RecordingHost::boxed(),
+    ))
 }
 
 /// Asserts an error of `kind` whose message contains `contains`; returns it.

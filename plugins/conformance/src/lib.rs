@@ -28,6 +28,8 @@
 mod asymmetric;
 mod bind;
 pub mod calls;
+pub mod direct;
+pub mod outage;
 mod scope;
 mod symmetric;
 mod test_host;

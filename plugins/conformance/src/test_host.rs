@@ -29,6 +29,29 @@ impl RecordingHost {
     pub fn lines(&self) -> Vec<String> {
         self.lines.lock().unwrap().clone()
     }
+
+    /// The `instance available=…` reports so far.
+    pub fn availability_reports(&self) -> Vec<String> {
+        self.lines()
+            .into_iter()
+            .filter(|line| line.starts_with("instance available="))
+            .collect()
+    }
+
+    /// Asserts the host heard of one outage, then of the recovery, and of nothing else.
+    #[track_caller]
+    pub fn assert_outage_then_recovery_reported(&self) {
+        let reports = self.availability_reports();
+        assert_eq!(reports.len(), 2, "{:?}", self.lines());
+        assert!(
+            reports[0].starts_with("instance available=false"),
+            "{reports:?}"
+        );
+        assert!(
+            reports[1].starts_with("instance available=true"),
+            "{reports:?}"
+        );
+    }
 }
 
 impl HostServices for RecordingHost {

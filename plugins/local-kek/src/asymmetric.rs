@@ -7,10 +7,11 @@
 //! [`PrivateKey`] has no `Debug` impl (the `rsa` crate's would print the private exponent).
 
 use keybroker_plugin_abi::{key_type, PluginError};
+use keybroker_plugin_sdk::public_key::PublicKey;
 use p256::ecdsa::signature::hazmat::{PrehashSigner, PrehashVerifier};
 use rand::rngs::OsRng;
 use rsa::{
-    pkcs8::{DecodePrivateKey, EncodePrivateKey, EncodePublicKey, LineEnding},
+    pkcs8::{DecodePrivateKey, EncodePrivateKey},
     traits::PublicKeyParts,
     Pkcs1v15Sign, Pss, RsaPrivateKey,
 };
@@ -250,12 +251,14 @@ impl PrivateKey {
 
     /// The public key as a PEM `PUBLIC KEY` (SubjectPublicKeyInfo).
     pub(crate) fn public_key_pem(&self) -> Result<String, PluginError> {
-        match self {
-            Self::Rsa(key) => key.as_ref().to_public_key_pem(LineEnding::LF),
-            Self::P256(key) => key.verifying_key().to_public_key_pem(LineEnding::LF),
-            Self::P384(key) => key.verifying_key().to_public_key_pem(LineEnding::LF),
-        }
-        .map_err(|_| PluginError::internal("encoding the public key failed"))
+        let public = match self {
+            Self::Rsa(key) => PublicKey::Rsa(key.as_ref().clone()),
+            Self::P256(key) => PublicKey::P256(key.verifying_key().into()),
+            Self::P384(key) => PublicKey::P384(key.verifying_key().into()),
+        };
+        public
+            .to_pem()
+            .map_err(|_| PluginError::internal("encoding the public key failed"))
     }
 }
 

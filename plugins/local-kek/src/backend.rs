@@ -6,7 +6,8 @@ use keybroker_plugin_abi::{
     capability, host_log, Backend, BackendInfo, CreateKeyRequest, DecryptRequest, EncryptRequest,
     ErrorKind, HostBox, KeyHandle, LogLevel, PluginError, SignRequest, VerifyRequest,
 };
-use zeroize::{Zeroize, Zeroizing};
+use keybroker_plugin_sdk::entry::{backend_info, encrypt_then_wipe};
+use zeroize::Zeroizing;
 
 use crate::asymmetric::{KeyType, PrivateKey};
 use crate::config::{self, LoadedKek};
@@ -200,12 +201,12 @@ fn check_symmetric(tenant_id: &str, key_reference: &str) -> Result<(), PluginErr
 
 impl Backend for LocalKek {
     fn info(&self) -> BackendInfo {
-        BackendInfo {
-            name: NAME.into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            capabilities: capability::ENVELOPE | capability::DIRECT | capability::SIGN,
-            max_payload: self.max_payload,
-        }
+        backend_info(
+            NAME,
+            env!("CARGO_PKG_VERSION"),
+            capability::ENVELOPE | capability::DIRECT | capability::SIGN,
+            self.max_payload,
+        )
     }
 
     fn create_key(&self, request: CreateKeyRequest) -> Result<KeyHandle, PluginError> {
@@ -225,10 +226,8 @@ impl Backend for LocalKek {
         })
     }
 
-    fn encrypt(&self, mut request: EncryptRequest) -> Result<Vec<u8>, PluginError> {
-        let result = self.encrypt_with(&request);
-        request.plaintext.as_mut_slice().zeroize();
-        result
+    fn encrypt(&self, request: EncryptRequest) -> Result<Vec<u8>, PluginError> {
+        encrypt_then_wipe(request, |request| self.encrypt_with(request))
     }
 
     fn decrypt(&self, request: DecryptRequest) -> Result<Vec<u8>, PluginError> {
@@ -257,8 +256,11 @@ mod tests {
     use super::*;
     use crate::blob::{self, NONCE_LEN};
     use crate::config::KEK_LEN;
-    use abi_stable::std_types::{RString, RVec};
-    use keybroker_plugin_conformance::RecordingHost;
+    use abi_stable::std_types::RString;
+    use keybroker_plugin_conformance::{
+        direct::{self, decrypt, encrypt},
+        RecordingHost,
+    };
     use std::io::Write as _;
 
     fn kek(id: &str, byte: u8) -> LoadedKek {
@@ -270,47 +272,7 @@ mod tests {
     }
 
     fn create(backend: &LocalKek, tenant: &str) -> String {
-        backend
-            .create_key(CreateKeyRequest {
-                tenant_id: tenant.into(),
-                key_id: "key-1".into(),
-                key_type: KEY_TYPE.into(),
-            })
-            .unwrap()
-            .reference
-            .into_string()
-    }
-
-    fn encrypt(
-        backend: &LocalKek,
-        tenant: &str,
-        reference: &str,
-        plaintext: &[u8],
-        aad: &[u8],
-        iv: &[u8],
-    ) -> Result<Vec<u8>, PluginError> {
-        backend.encrypt(EncryptRequest {
-            tenant_id: tenant.into(),
-            key_reference: reference.into(),
-            plaintext: RVec::from(plaintext),
-            aad: RVec::from(aad),
-            iv: RVec::from(iv),
-        })
-    }
-
-    fn decrypt(
-        backend: &LocalKek,
-        tenant: &str,
-        reference: &str,
-        ciphertext: &[u8],
-        aad: &[u8],
-    ) -> Result<Vec<u8>, PluginError> {
-        backend.decrypt(DecryptRequest {
-            tenant_id: tenant.into(),
-            key_reference: reference.into(),
-            ciphertext: RVec::from(ciphertext),
-            aad: RVec::from(aad),
-        })
+        direct::create(backend, tenant, KEY_TYPE)
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
 use keybroker_plugin_abi::PluginError;
+use keybroker_plugin_sdk::config::{permissive_mode, require_table};
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
@@ -49,11 +50,7 @@ pub(crate) struct Loaded {
 
 /// Parses the configuration and reads every KEK.
 pub(crate) fn load(config: &str) -> Result<Loaded, PluginError> {
-    if config.trim().is_empty() {
-        return Err(PluginError::invalid_config(
-            "the [config] table is missing: local-kek needs at least one entry in `keks`",
-        ));
-    }
+    require_table(config, "local-kek needs at least one entry in `keks`")?;
     let raw: RawConfig = serde_json::from_str(config)
         .map_err(|error| PluginError::invalid_config(format!("invalid config: {error}")))?;
     let mut warnings = Vec::new();
@@ -110,7 +107,7 @@ fn read_file(
     let text = std::fs::read(path)
         .map(Zeroizing::new)
         .map_err(|error| PluginError::invalid_config(format!("{source}: cannot read: {error}")))?;
-    if let Some(warning) = permissive_mode(path) {
+    if let Some(warning) = permissive_mode(path, "it") {
         warnings.push(format!("{source}: {warning}"));
     }
     decode(&source, &text)
@@ -163,24 +160,6 @@ fn decode(source: &str, text: &[u8]) -> Result<Zeroizing<[u8; KEK_LEN]>, PluginE
     }
     key.copy_from_slice(&decoded);
     Ok(key)
-}
-
-/// A warning when a KEK file is readable by group or others.
-#[cfg(unix)]
-fn permissive_mode(path: &Path) -> Option<String> {
-    use std::os::unix::fs::PermissionsExt as _;
-    let mode = std::fs::metadata(path).ok()?.permissions().mode();
-    (mode & 0o077 != 0).then(|| {
-        format!(
-            "mode {:o} lets group or others read it; use chmod 600",
-            mode & 0o777
-        )
-    })
-}
-
-#[cfg(not(unix))]
-fn permissive_mode(_path: &Path) -> Option<String> {
-    None
 }
 
 #[cfg(test)]

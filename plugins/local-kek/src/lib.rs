@@ -103,18 +103,13 @@
 //!
 //! `cargo test -p keybroker-plugin-local-kek` runs the unit tests and the backend
 //! conformance suite (`tests/conformance.rs`) through the ABI trait object.
-#![allow(non_local_definitions)]
-// `export_backend_plugin!` expands to abi_stable's `#[export_root_module]`, which emits a
-// `#[no_mangle]` static and unsafe glue: the FFI edge of this crate, and nothing else.
-#![allow(unsafe_code)]
 
 mod asymmetric;
 mod backend;
 mod blob;
 mod config;
+mod export;
 mod reference;
 mod sealing;
 
 pub use backend::{new_backend, with_keks, LocalKek, DEFAULT_MAX_PAYLOAD, KEY_TYPE, NAME};
-
-keybroker_plugin_abi::export_backend_plugin!(new_backend);

@@ -10,7 +10,8 @@
 //! names the owning tenant in its errors.
 
 use base64::Engine as _;
-use keybroker_plugin_abi::{ErrorKind, PluginError};
+use keybroker_plugin_abi::PluginError;
+use keybroker_plugin_sdk::reference::{key_not_found, malformed};
 use rand::{rngs::OsRng, RngCore};
 
 use crate::asymmetric::KeyType;
@@ -124,24 +125,15 @@ pub(crate) fn parse<'a>(tenant_id: &str, reference: &'a str) -> Result<Reference
         return Err(malformed());
     }
     if owner != tenant_id {
-        return Err(PluginError::new(
-            ErrorKind::KEY_NOT_FOUND,
-            "key not found for this tenant",
-        ));
+        return Err(key_not_found());
     }
     Ok(parsed)
-}
-
-fn malformed() -> PluginError {
-    PluginError::new(
-        ErrorKind::KEY_NOT_FOUND,
-        "key not found: malformed key reference",
-    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use keybroker_plugin_abi::ErrorKind;
 
     #[test]
     fn new_reference_is_tagged_and_checks_back() {

@@ -19,9 +19,10 @@ use keybroker_plugin_abi::{
     EncryptRequest, ErrorKind, HostBox, KeyHandle, LogLevel, PluginError, SignRequest,
     VerifyRequest,
 };
+use keybroker_plugin_sdk::entry::{backend_info, encrypt_then_wipe};
 use parking_lot::Mutex;
 use rand::{rngs::OsRng, RngCore as _};
-use zeroize::{Zeroize as _, Zeroizing};
+use zeroize::Zeroizing;
 
 use crate::{
     bind::{self, Selector},
@@ -309,15 +310,15 @@ fn aes_key(attempt: &Attempt<'_>, key: &KeyRef) -> Result<ObjectInfo, Fault> {
 
 impl Backend for Pkcs11Backend {
     fn info(&self) -> BackendInfo {
-        BackendInfo {
-            name: NAME.into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            capabilities: capability::ENVELOPE
+        backend_info(
+            NAME,
+            env!("CARGO_PKG_VERSION"),
+            capability::ENVELOPE
                 | capability::DIRECT
                 | capability::BIND_EXISTING
                 | capability::SIGN,
-            max_payload: self.config.max_payload,
-        }
+            self.config.max_payload,
+        )
     }
 
     fn create_key(&self, request: CreateKeyRequest) -> Result<KeyHandle, PluginError> {
@@ -374,10 +375,8 @@ impl Backend for Pkcs11Backend {
         }
     }
 
-    fn encrypt(&self, mut request: EncryptRequest) -> Result<Vec<u8>, PluginError> {
-        let result = self.encrypt_with(&request);
-        request.plaintext.as_mut_slice().zeroize();
-        result
+    fn encrypt(&self, request: EncryptRequest) -> Result<Vec<u8>, PluginError> {
+        encrypt_then_wipe(request, |request| self.encrypt_with(request))
     }
 
     fn decrypt(&self, request: DecryptRequest) -> Result<Vec<u8>, PluginError> {

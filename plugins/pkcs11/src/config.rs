@@ -11,6 +11,7 @@ use std::{
 
 use cryptoki::types::AuthPin;
 use keybroker_plugin_abi::PluginError;
+use keybroker_plugin_sdk::config::{permissive_mode, require_table};
 use serde::{de::IgnoredAny, Deserialize};
 use zeroize::Zeroizing;
 
@@ -90,12 +91,10 @@ pub(crate) struct Config {
 
 /// Parses and validates the configuration.
 pub(crate) fn parse(config: &str) -> Result<Config, PluginError> {
-    if config.trim().is_empty() {
-        return Err(PluginError::invalid_config(
-            "the [config] table is missing: pkcs11 needs module, module_sha256, token_label \
-             and pin_file or pin_env",
-        ));
-    }
+    require_table(
+        config,
+        "pkcs11 needs module, module_sha256, token_label and pin_file or pin_env",
+    )?;
     let mut deserializer = serde_json::Deserializer::from_str(config);
     let raw: RawConfig = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
         let path = error.path().to_string();
@@ -205,7 +204,8 @@ fn read_pin_file(path: &Path) -> Result<(AuthPin, Option<String>), PluginError> 
         pin = rest.strip_suffix(b"\r").unwrap_or(rest);
     }
     let pin = pin_from_bytes(&source, pin)?;
-    Ok((pin, permissive_mode(path).map(|w| format!("{source}: {w}"))))
+    let warning = permissive_mode(path, "the PIN").map(|w| format!("{source}: {w}"));
+    Ok((pin, warning))
 }
 
 fn read_pin_env(variable: &str) -> Result<AuthPin, PluginError> {
@@ -226,18 +226,6 @@ fn pin_from_bytes(source: &str, bytes: &[u8]) -> Result<AuthPin, PluginError> {
     let text = std::str::from_utf8(bytes)
         .map_err(|_| PluginError::invalid_config(format!("{source}: the PIN is not UTF-8")))?;
     Ok(AuthPin::from(text))
-}
-
-/// A warning when a PIN file is readable by group or others.
-fn permissive_mode(path: &Path) -> Option<String> {
-    use std::os::unix::fs::PermissionsExt as _;
-    let mode = std::fs::metadata(path).ok()?.permissions().mode();
-    (mode & 0o077 != 0).then(|| {
-        format!(
-            "mode {:o} lets group or others read the PIN; use chmod 600",
-            mode & 0o777
-        )
-    })
 }
 
 #[cfg(test)]

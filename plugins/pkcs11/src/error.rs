@@ -155,11 +155,7 @@ pub(crate) fn login_failed(token_label: &str, error: &CkError) -> PluginError {
     )
 }
 
-/// "key not found for this tenant": the one answer for a key that is missing, belongs to
-/// another tenant or is not the broker's to use, so none of these can be told apart.
-pub(crate) fn key_not_found() -> PluginError {
-    PluginError::new(ErrorKind::KEY_NOT_FOUND, "key not found for this tenant")
-}
+pub(crate) use keybroker_plugin_sdk::reference::key_not_found;
 
 #[cfg(test)]
 mod tests {

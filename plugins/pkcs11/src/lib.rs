@@ -76,17 +76,13 @@
 //!
 //! Built as a `cdylib`, the crate exports the keybroker root module (see
 //! `keybroker-plugin-abi`); [`new_backend`] builds an instance in-process.
-#![allow(non_local_definitions)]
-// `export_backend_plugin!` expands to abi_stable's `#[export_root_module]`, which emits a
-// `#[no_mangle]` static and unsafe glue: the FFI edge of this crate. cryptoki wraps every
-// PKCS#11 call, so this crate has no unsafe block of its own.
-#![allow(unsafe_code)]
 
 mod backend;
 mod bind;
 mod blob;
 mod config;
 mod error;
+mod export;
 mod keys;
 mod module;
 mod module_file;
@@ -101,5 +97,3 @@ mod tests;
 pub use backend::{new_backend, Pkcs11Backend, NAME};
 pub use config::{IvSource, DEFAULT_MAX_PAYLOAD, DEFAULT_MAX_SESSIONS, DEFAULT_SESSION_WAIT_MS};
 pub use pool::SessionStats;
-
-keybroker_plugin_abi::export_backend_plugin!(new_backend);

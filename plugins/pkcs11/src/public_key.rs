@@ -1,22 +1,16 @@
 //! Public keys as PEM SubjectPublicKeyInfo, built from the public key object's attributes.
 
 use keybroker_plugin_abi::PluginError;
-use p256::pkcs8::{EncodePublicKey as _, LineEnding};
-use rsa::{BigUint, RsaPublicKey};
+use keybroker_plugin_sdk::{public_key::PublicKey, signature};
 
 use crate::keys::Curve;
 
 /// PEM of an RSA public key from `CKA_MODULUS` and `CKA_PUBLIC_EXPONENT`.
 pub(crate) fn rsa_pem(modulus: &[u8], exponent: &[u8]) -> Result<String, PluginError> {
-    let key = RsaPublicKey::new(
-        BigUint::from_bytes_be(modulus),
-        BigUint::from_bytes_be(exponent),
-    )
-    .map_err(|error| {
+    let key = PublicKey::rsa(modulus, exponent).map_err(|error| {
         PluginError::internal(format!("the token's RSA public key is invalid: {error}"))
     })?;
-    key.to_public_key_pem(LineEnding::LF)
-        .map_err(|error| PluginError::internal(format!("cannot encode the public key: {error}")))
+    to_pem(&key)
 }
 
 /// PEM of an EC public key from `CKA_EC_POINT`.
@@ -27,17 +21,18 @@ pub(crate) fn ec_pem(curve: Curve, ec_point: &[u8]) -> Result<String, PluginErro
             ec_point.len()
         ))
     })?;
-    let invalid =
-        |error: &dyn std::fmt::Display| PluginError::internal(format!("invalid EC point: {error}"));
-    let pem = match curve {
-        Curve::P256 => p256::PublicKey::from_sec1_bytes(point)
-            .map_err(|e| invalid(&e))?
-            .to_public_key_pem(LineEnding::LF),
-        Curve::P384 => p384::PublicKey::from_sec1_bytes(point)
-            .map_err(|e| invalid(&e))?
-            .to_public_key_pem(LineEnding::LF),
+    let curve = match curve {
+        Curve::P256 => signature::Curve::P256,
+        Curve::P384 => signature::Curve::P384,
     };
-    pem.map_err(|error| PluginError::internal(format!("cannot encode the public key: {error}")))
+    let key = PublicKey::ec(curve, point)
+        .map_err(|error| PluginError::internal(format!("invalid EC point: {error}")))?;
+    to_pem(&key)
+}
+
+fn to_pem(key: &PublicKey) -> Result<String, PluginError> {
+    key.to_pem()
+        .map_err(|error| PluginError::internal(format!("cannot encode the public key: {error}")))
 }
 
 /// The uncompressed SEC1 point inside `CKA_EC_POINT`. PKCS#11 says the attribute is the DER
@@ -59,6 +54,7 @@ fn sec1_point(curve: Curve, ec_point: &[u8]) -> Option<&[u8]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use p256::pkcs8::{EncodePublicKey as _, LineEnding};
 
     #[test]
     fn ec_points_are_unwrapped() {

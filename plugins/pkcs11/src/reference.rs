@@ -9,9 +9,9 @@
 //! object's label must say the same (created keys) or must not be the broker's (bound keys);
 //! anything else is "key not found for this tenant", never naming the owner.
 
-use keybroker_plugin_abi::{ErrorKind, PluginError};
-
-use crate::error::key_not_found;
+use keybroker_plugin_abi::PluginError;
+pub(crate) use keybroker_plugin_sdk::reference::Origin;
+use keybroker_plugin_sdk::reference::{self as tagged, key_not_found, malformed};
 
 /// Label prefix of every object the broker creates.
 pub(crate) const BROKER_LABEL_PREFIX: &str = "keybroker:";
@@ -19,15 +19,6 @@ pub(crate) const BROKER_LABEL_PREFIX: &str = "keybroker:";
 pub(crate) const CREATED_ID_LEN: usize = 16;
 /// Longest `CKA_ID` accepted in a bound reference, in bytes.
 const BOUND_ID_MAX: usize = 128;
-
-/// Who made the key.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Origin {
-    /// `create_key`: the broker's, labelled for its tenant.
-    Created,
-    /// `bind_key`: an operator's key, never destroyed by the broker.
-    Bound,
-}
 
 /// A parsed reference whose tenant matched the request.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -75,23 +66,12 @@ pub(crate) fn created_label(tenant_id: &str, key_id: &str) -> String {
 
 /// The reference of a key.
 pub(crate) fn format(origin: Origin, tenant_id: &str, id: &[u8]) -> String {
-    let kind = match origin {
-        Origin::Created => 'c',
-        Origin::Bound => 'b',
-    };
-    format!("{kind}/{tenant_id}/{}", hex::encode(id))
+    tagged::encode(origin, tenant_id, &hex::encode(id))
 }
 
 /// Parses `reference` for a request made by `tenant_id`.
 pub(crate) fn parse(tenant_id: &str, reference: &str) -> Result<KeyRef, PluginError> {
-    let (origin, rest) = if let Some(rest) = reference.strip_prefix("c/") {
-        (Origin::Created, rest)
-    } else if let Some(rest) = reference.strip_prefix("b/") {
-        (Origin::Bound, rest)
-    } else {
-        return Err(malformed());
-    };
-    let Some((owner, id_hex)) = rest.split_once('/') else {
+    let Some((origin, owner, id_hex)) = tagged::split(reference) else {
         return Err(malformed());
     };
     let lowercase_hex = !id_hex.is_empty()
@@ -120,16 +100,10 @@ pub(crate) fn parse(tenant_id: &str, reference: &str) -> Result<KeyRef, PluginEr
     })
 }
 
-fn malformed() -> PluginError {
-    PluginError::new(
-        ErrorKind::KEY_NOT_FOUND,
-        "key not found: malformed key reference",
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use keybroker_plugin_abi::ErrorKind;
 
     const ID: [u8; 16] = [0xab; 16];
 

@@ -10,16 +10,17 @@ use std::{
     time::{Duration, Instant},
 };
 
-use abi_stable::std_types::RVec;
 use keybroker_plugin_abi::{
-    capability, Backend, BindKeyRequest, CreateKeyRequest, DecryptRequest, EncryptRequest,
-    ErrorKind, PluginError, SignRequest, VerifyRequest,
+    capability, Backend, BindKeyRequest, CreateKeyRequest, ErrorKind, PluginError,
 };
 use keybroker_softhsm_harness::{unique_label, SoftHsm};
 use serde_json::json;
 use sha2::Digest as _;
 
-use keybroker_plugin_conformance::RecordingHost;
+use keybroker_plugin_conformance::{
+    direct::{create, decrypt, encrypt, sign, verify},
+    RecordingHost,
+};
 
 use crate::{
     backend::{new_backend, Pkcs11Backend},
@@ -68,86 +69,6 @@ fn build(config: &serde_json::Value) -> Result<Pkcs11Backend, PluginError> {
 
 fn backend(token: &Token) -> Pkcs11Backend {
     build(&config(token)).unwrap()
-}
-
-fn create(backend: &Pkcs11Backend, tenant: &str, key_type: &str) -> String {
-    backend
-        .create_key(CreateKeyRequest {
-            tenant_id: tenant.into(),
-            key_id: "key-1".into(),
-            key_type: key_type.into(),
-        })
-        .unwrap()
-        .reference
-        .into_string()
-}
-
-fn encrypt(
-    backend: &Pkcs11Backend,
-    tenant: &str,
-    reference: &str,
-    plaintext: &[u8],
-    aad: &[u8],
-    iv: &[u8],
-) -> Result<Vec<u8>, PluginError> {
-    backend.encrypt(EncryptRequest {
-        tenant_id: tenant.into(),
-        key_reference: reference.into(),
-        plaintext: RVec::from(plaintext),
-        aad: RVec::from(aad),
-        iv: RVec::from(iv),
-    })
-}
-
-fn decrypt(
-    backend: &Pkcs11Backend,
-    tenant: &str,
-    reference: &str,
-    ciphertext: &[u8],
-    aad: &[u8],
-) -> Result<Vec<u8>, PluginError> {
-    backend.decrypt(DecryptRequest {
-        tenant_id: tenant.into(),
-        key_reference: reference.into(),
-        ciphertext: RVec::from(ciphertext),
-        aad: RVec::from(aad),
-    })
-}
-
-fn sign(
-    backend: &Pkcs11Backend,
-    tenant: &str,
-    reference: &str,
-    digest: &[u8],
-    hash: &str,
-    algorithm: &str,
-) -> Result<Vec<u8>, PluginError> {
-    backend.sign(SignRequest {
-        tenant_id: tenant.into(),
-        key_reference: reference.into(),
-        digest: RVec::from(digest),
-        hash_algorithm: hash.into(),
-        signature_algorithm: algorithm.into(),
-    })
-}
-
-fn verify(
-    backend: &Pkcs11Backend,
-    tenant: &str,
-    reference: &str,
-    digest: &[u8],
-    hash: &str,
-    algorithm: &str,
-    signature: &[u8],
-) -> Result<bool, PluginError> {
-    backend.verify(VerifyRequest {
-        tenant_id: tenant.into(),
-        key_reference: reference.into(),
-        digest: RVec::from(digest),
-        hash_algorithm: hash.into(),
-        signature_algorithm: algorithm.into(),
-        signature: RVec::from(signature),
-    })
 }
 
 fn bind(

@@ -5,19 +5,16 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::{
-    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    sync::{Mutex, MutexGuard, PoisonError},
     time::{Duration, Instant},
 };
 
-use abi_stable::{
-    sabi_trait::TD_Opaque,
-    std_types::{RSlice, RStr, RString, RVec},
-};
+use abi_stable::std_types::RVec;
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use keybroker_plugin_abi::{
-    Backend, CreateKeyRequest, DecryptRequest, EncryptRequest, ErrorKind, HostBox, HostServices,
-    HostServices_TO, LogLevel, PluginError,
+    Backend, CreateKeyRequest, DecryptRequest, EncryptRequest, ErrorKind, PluginError,
 };
+use keybroker_plugin_conformance::RecordingHost;
 use keybroker_plugin_pkcs11::{new_backend, Pkcs11Backend};
 use keybroker_softhsm_harness::{unique_label, SoftHsm};
 
@@ -36,40 +33,10 @@ fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-#[derive(Clone, Default)]
-struct Host {
-    lines: Arc<Mutex<Vec<String>>>,
-}
-
-impl Host {
-    fn boxed(&self) -> HostBox {
-        HostServices_TO::from_value(self.clone(), TD_Opaque)
-    }
-    fn lines(&self) -> Vec<String> {
-        self.lines.lock().unwrap().clone()
-    }
-}
-
-impl HostServices for Host {
-    fn set_instance_available(&self, available: bool, reason: RStr<'_>) {
-        self.lines
-            .lock()
-            .unwrap()
-            .push(format!("available={available} {reason}"));
-    }
-    fn set_keys_available(&self, _: RSlice<'_, RString>, _: bool, _: RStr<'_>) {}
-    fn log(&self, level: LogLevel, message: RStr<'_>) {
-        self.lines
-            .lock()
-            .unwrap()
-            .push(format!("log {level:?} {message}"));
-    }
-}
-
 struct Instance {
     label: String,
     backend: Pkcs11Backend,
-    host: Host,
+    host: RecordingHost,
     reference: String,
 }
 
@@ -84,8 +51,8 @@ fn instance(prefix: &str) -> Instance {
         "pin_file": pin_file,
         "session_wait": 1000,
     });
-    let host = Host::default();
-    let backend = new_backend(&config.to_string(), host.boxed()).unwrap();
+    let host = RecordingHost::default();
+    let backend = new_backend(&config.to_string(), host.clone().into_box()).unwrap();
     let reference = backend
         .create_key(CreateKeyRequest {
             tenant_id: "acme".into(),
@@ -178,7 +145,9 @@ fn a_hidden_token_fails_fast_and_the_same_instance_recovers() {
     steady.round_trip().unwrap();
     let lines = flaky.host.lines();
     assert!(
-        lines.iter().any(|line| line.starts_with("available=false")),
+        lines
+            .iter()
+            .any(|line| line.starts_with("instance available=false")),
         "{lines:?}"
     );
 
@@ -189,7 +158,9 @@ fn a_hidden_token_fails_fast_and_the_same_instance_recovers() {
     steady.round_trip().unwrap();
     let lines = flaky.host.lines();
     assert!(
-        lines.iter().any(|line| line.starts_with("available=true")),
+        lines
+            .iter()
+            .any(|line| line.starts_with("instance available=true")),
         "{lines:?}"
     );
     assert!(lines.iter().all(|line| !line.contains(PIN)), "{lines:?}");

@@ -15,6 +15,7 @@ use keybroker_plugin_abi::{
     capability, key_type, Backend, BackendInfo, BatchCompletion, BindKeyRequest, CreateKeyRequest,
     DecryptRequest, EncryptRequest, ErrorKind, HostBox, KeyHandle, PluginError,
 };
+use keybroker_plugin_sdk::entry::backend_info;
 
 use crate::{config::Config, gateway::Gateway, reference::Reference, server, OwnRuntime};
 
@@ -387,15 +388,15 @@ fn agent_aad(reference: &Reference, aad: &[u8]) -> Vec<u8> {
 
 impl Backend for RemoteAgentBackend {
     fn info(&self) -> BackendInfo {
-        BackendInfo {
-            name: NAME.into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            capabilities: capability::ENVELOPE
+        backend_info(
+            NAME,
+            env!("CARGO_PKG_VERSION"),
+            capability::ENVELOPE
                 | capability::DIRECT
                 | capability::BIND_EXISTING
                 | capability::NONBLOCKING,
-            max_payload: self.gateway.config.max_payload,
-        }
+            self.gateway.config.max_payload,
+        )
     }
 
     fn create_key(&self, request: CreateKeyRequest) -> Result<KeyHandle, PluginError> {

@@ -4,6 +4,7 @@ use std::{collections::BTreeSet, path::PathBuf, time::Duration};
 
 use keybroker_agent_protocol::is_valid_pin;
 use keybroker_plugin_abi::PluginError;
+use keybroker_plugin_sdk::config::ConfigErrors;
 use serde::Deserialize;
 
 /// Default heartbeat interval: three missed intervals (15 s) evict the agent.
@@ -72,8 +73,11 @@ pub struct Config {
     pub max_payload: u64,
 }
 
+/// Every config error starts with `remote-agent: `.
+const ERRORS: ConfigErrors = ConfigErrors::new("remote-agent");
+
 fn invalid(field: &str, reason: impl std::fmt::Display) -> PluginError {
-    PluginError::invalid_config(format!("remote-agent: {field}: {reason}"))
+    ERRORS.invalid(format_args!("{field}: {reason}"))
 }
 
 /// Agent and key names: what `keybroker-agent` accepts.
@@ -102,8 +106,7 @@ fn millis(
 impl Config {
     /// Parses and checks the `[config]` JSON text.
     pub fn parse(text: &str) -> Result<Self, PluginError> {
-        let file: File = serde_json::from_str(text)
-            .map_err(|error| PluginError::invalid_config(format!("remote-agent: {error}")))?;
+        let file: File = ERRORS.parse_json(text)?;
         if file.agents.is_empty() {
             return Err(invalid("agents", "at least one agent is needed"));
         }

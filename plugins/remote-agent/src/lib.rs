@@ -50,14 +50,10 @@
 //! ]
 //! # heartbeat_interval_ms = 5000, request_timeout_ms = 250, max_payload = 4096
 //! ```
-#![allow(non_local_definitions)]
-// `export_backend_plugin!` expands to abi_stable's `#[export_root_module]`, which emits a
-// `#[no_mangle]` static and unsafe glue: the FFI edge of this crate. It has no unsafe block
-// of its own.
-#![allow(unsafe_code)]
 
 mod backend;
 pub mod config;
+mod export;
 pub mod gateway;
 mod reference;
 pub mod server;
@@ -66,8 +62,6 @@ pub use backend::{new_backend, RemoteAgentBackend, NAME};
 pub use config::Config;
 
 use keybroker_plugin_abi::PluginError;
-
-keybroker_plugin_abi::export_backend_plugin!(new_backend);
 
 /// The instance's own Tokio runtime: a current-thread runtime driven by a thread of its own
 /// (the gateway's work is a few small frames per request; more threads would mostly add

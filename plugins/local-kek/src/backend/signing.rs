@@ -124,7 +124,8 @@ mod tests {
     use crate::config::KEK_LEN;
     use abi_stable::std_types::RVec;
     use base64::Engine as _;
-    use keybroker_plugin_abi::{Backend, CreateKeyRequest, DecryptRequest, EncryptRequest};
+    use keybroker_plugin_abi::{Backend, DecryptRequest, EncryptRequest};
+    use keybroker_plugin_conformance::direct::{self, create};
     use rsa::pkcs8::DecodePublicKey as _;
     use sha2::{Digest as _, Sha256, Sha384, Sha512};
     use zeroize::Zeroizing;
@@ -148,18 +149,6 @@ mod tests {
             None,
         )
         .unwrap()
-    }
-
-    fn create(backend: &LocalKek, tenant: &str, key_type: &str) -> String {
-        backend
-            .create_key(CreateKeyRequest {
-                tenant_id: tenant.into(),
-                key_id: "key-1".into(),
-                key_type: key_type.into(),
-            })
-            .unwrap()
-            .reference
-            .into_string()
     }
 
     fn sign_request(tenant: &str, reference: &str, digest: &[u8], algorithm: &str) -> SignRequest {
@@ -199,14 +188,10 @@ mod tests {
         algorithm: &str,
         signature: &[u8],
     ) -> Result<bool, PluginError> {
-        backend.verify(VerifyRequest {
-            tenant_id: tenant.into(),
-            key_reference: reference.into(),
-            digest: RVec::from(digest),
-            hash_algorithm: hash_name(digest.len()).into(),
-            signature_algorithm: algorithm.into(),
-            signature: RVec::from(signature),
-        })
+        let hash = hash_name(digest.len());
+        direct::verify(
+            backend, tenant, reference, digest, hash, algorithm, signature,
+        )
     }
 
     /// The sealed blob inside an asymmetric reference.
