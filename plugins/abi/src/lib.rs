@@ -20,8 +20,9 @@
 //! - Plugins report availability and log through the [`HostBox`]: they are a separate
 //!   dynamic library, so the host's `tracing` subscriber is not theirs.
 #![allow(non_local_definitions)]
-// abi_stable's derive and sabi_trait macros expand to `unsafe` impls.
-#![allow(unsafe_code)]
+// abi_stable's derive and sabi_trait macros expand to `unsafe` impls, and sabi_trait to
+// fully qualified paths; neither is code of ours.
+#![allow(unsafe_code, unused_qualifications)]
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
@@ -780,7 +781,7 @@ impl<B: Backend> BackendPlugin for Guarded<B> {
 
 /// Wraps a [`Backend`] into the ABI trait object, with every method under `catch_unwind`.
 pub fn into_ffi<B: Backend>(backend: B) -> BackendBox {
-    BackendPlugin_TO::from_value(Guarded(backend), abi_stable::sabi_trait::TD_Opaque)
+    BackendPlugin_TO::from_value(Guarded(backend), sabi_trait::TD_Opaque)
 }
 
 /// Runs a plugin constructor under `catch_unwind`; used by [`export_backend_plugin!`] and by

@@ -10,10 +10,10 @@ use aws_sdk_kms::{
 };
 use keybroker_plugin_abi::{ErrorKind, PluginError};
 
-pub use keybroker_plugin_sdk::reference::key_not_found;
+pub(crate) use keybroker_plugin_sdk::reference::key_not_found;
 
 /// Maps an SDK error of `operation` (`Encrypt`, …).
-pub fn from_sdk<E>(operation: &str, error: &SdkError<E, HttpResponse>) -> PluginError
+pub(crate) fn from_sdk<E>(operation: &str, error: &SdkError<E, HttpResponse>) -> PluginError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {
@@ -60,7 +60,7 @@ fn causes(error: &dyn std::error::Error) -> String {
 }
 
 /// Maps a KMS error code (and its message and HTTP status).
-pub fn from_code(
+pub(crate) fn from_code(
     operation: &str,
     code: Option<&str>,
     message: Option<&str>,

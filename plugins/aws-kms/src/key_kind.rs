@@ -7,7 +7,7 @@ use keybroker_plugin_sdk::signature::{self, Curve};
 
 /// The kind of a KMS key the plugin can use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum KeyKind {
+pub(crate) enum KeyKind {
     /// `SYMMETRIC_DEFAULT`, `ENCRYPT_DECRYPT`.
     Symmetric,
     /// `RSA_*`, `SIGN_VERIFY`, with the modulus size in bytes.
@@ -22,7 +22,9 @@ pub enum KeyKind {
 
 impl KeyKind {
     /// The KMS key spec and usage for a broker key type; `INVALID_REQUEST` for others.
-    pub fn for_key_type(name: &str) -> Result<(KeyKind, KeySpec, KeyUsageType), PluginError> {
+    pub(crate) fn for_key_type(
+        name: &str,
+    ) -> Result<(KeyKind, KeySpec, KeyUsageType), PluginError> {
         use KeyUsageType::{EncryptDecrypt, SignVerify};
         Ok(match name {
             key_type::AES256_GCM96 => (
@@ -45,7 +47,7 @@ impl KeyKind {
     }
 
     /// The kind of a key KMS describes.
-    pub fn of(spec: Option<&KeySpec>, usage: Option<&KeyUsageType>) -> KeyKind {
+    pub(crate) fn of(spec: Option<&KeySpec>, usage: Option<&KeyUsageType>) -> KeyKind {
         match (spec, usage) {
             (Some(KeySpec::SymmetricDefault), Some(KeyUsageType::EncryptDecrypt)) => {
                 KeyKind::Symmetric
@@ -60,7 +62,7 @@ impl KeyKind {
     }
 
     /// Refuses a key that is not symmetric, for encryption and data keys.
-    pub fn require_symmetric(self, operation: &str) -> Result<(), PluginError> {
+    pub(crate) fn require_symmetric(self, operation: &str) -> Result<(), PluginError> {
         if self == KeyKind::Symmetric {
             Ok(())
         } else {
@@ -72,7 +74,7 @@ impl KeyKind {
 
     /// The KMS signing algorithm for this key and a request; `INVALID_REQUEST` for a
     /// symmetric key, a bad scheme or digest, or SHA-224 (KMS has no SHA-224 algorithm).
-    pub fn signing_algorithm(
+    pub(crate) fn signing_algorithm(
         self,
         hash_name: &str,
         scheme: &str,
@@ -134,7 +136,7 @@ impl KeyKind {
     }
 
     /// KMS's signature (DER for ECDSA) in the ABI's format (`r ‖ s` for ECDSA).
-    pub fn signature_from_kms(self, signature: &[u8]) -> Result<Vec<u8>, PluginError> {
+    pub(crate) fn signature_from_kms(self, signature: &[u8]) -> Result<Vec<u8>, PluginError> {
         let Some(curve) = self.curve() else {
             return Ok(signature.to_vec());
         };
@@ -144,7 +146,7 @@ impl KeyKind {
 
     /// The ABI's signature in KMS's format; `None` when it cannot be a signature of this key
     /// at all (wrong length, zero scalars), which verifies as false without asking KMS.
-    pub fn signature_for_kms(self, signature: &[u8]) -> Option<Vec<u8>> {
+    pub(crate) fn signature_for_kms(self, signature: &[u8]) -> Option<Vec<u8>> {
         match self {
             KeyKind::P256 => signature::raw_to_der(Curve::P256, signature),
             KeyKind::P384 => signature::raw_to_der(Curve::P384, signature),

@@ -4,16 +4,16 @@
 
 use keybroker_plugin_abi::PluginError;
 use keybroker_plugin_sdk::reference::KeyReference;
-pub use keybroker_plugin_sdk::reference::Origin;
+pub(crate) use keybroker_plugin_sdk::reference::Origin;
 
 use crate::error::key_not_found;
 
 /// A parsed reference: the KMS key id (created) or ARN (bound) is its `key`.
-pub type Reference = KeyReference<String>;
+pub(crate) type Reference = KeyReference<String>;
 
 /// Parses `text` and checks it belongs to `tenant_id`; anything else is `KEY_NOT_FOUND` with
 /// the same message (never naming the owner).
-pub fn for_tenant(text: &str, tenant_id: &str) -> Result<Reference, PluginError> {
+pub(crate) fn for_tenant(text: &str, tenant_id: &str) -> Result<Reference, PluginError> {
     Reference::for_tenant(text, tenant_id, kms_key).map_err(|_| key_not_found())
 }
 

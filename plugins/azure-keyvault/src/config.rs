@@ -9,11 +9,11 @@ use serde::Deserialize;
 use zeroize::Zeroizing;
 
 /// Default `create_timeout_ms`: below the host's default `create_timeout` of 60 s.
-pub const DEFAULT_CREATE_TIMEOUT_MS: u64 = 30_000;
+pub(crate) const DEFAULT_CREATE_TIMEOUT_MS: u64 = 30_000;
 /// Default `max_retries` of the SDK's exponential retry policy.
 pub const DEFAULT_MAX_RETRIES: u32 = 3;
 /// The Microsoft Entra ID authority of Azure's public cloud.
-pub const PUBLIC_CLOUD_AUTHORITY: &str = "https://login.microsoftonline.com";
+pub(crate) const PUBLIC_CLOUD_AUTHORITY: &str = "https://login.microsoftonline.com";
 
 /// The `[config]` table of an `azure-keyvault` drop-in.
 #[derive(Clone, Deserialize)]

@@ -9,7 +9,7 @@ use azure_core::error::ErrorKind as AzureErrorKind;
 use keybroker_plugin_abi::{ErrorKind, PluginError};
 use serde::Deserialize;
 
-pub use keybroker_plugin_sdk::reference::key_not_found;
+pub(crate) use keybroker_plugin_sdk::reference::key_not_found;
 
 /// Key Vault REST API: the error body, `{"error":{"code","message","innererror":{"code"}}}`.
 #[derive(Deserialize, Default)]
@@ -30,7 +30,7 @@ struct ErrorDetail {
 
 /// What a Key Vault HTTP error said.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct ServiceError {
+pub(crate) struct ServiceError {
     pub status: u16,
     /// The error `code` (`Forbidden`, `KeyNotFound`, `BadParameter`, …).
     pub code: String,
@@ -46,7 +46,7 @@ fn one_line(text: &str) -> String {
 }
 
 /// The HTTP error of a Key Vault answer, if `error` is one.
-pub fn service_error(error: &azure_core::Error) -> Option<ServiceError> {
+pub(crate) fn service_error(error: &azure_core::Error) -> Option<ServiceError> {
     let AzureErrorKind::HttpResponse {
         status,
         error_code,
@@ -78,7 +78,7 @@ pub fn service_error(error: &azure_core::Error) -> Option<ServiceError> {
 }
 
 /// Maps an SDK error of `operation` (`wrapKey`, …).
-pub fn from_azure(operation: &str, error: &azure_core::Error) -> PluginError {
+pub(crate) fn from_azure(operation: &str, error: &azure_core::Error) -> PluginError {
     if let Some(service) = service_error(error) {
         return from_service(operation, &service);
     }
@@ -121,7 +121,7 @@ fn chain(error: &dyn std::error::Error) -> String {
 }
 
 /// Maps a Key Vault HTTP error.
-pub fn from_service(operation: &str, error: &ServiceError) -> PluginError {
+pub(crate) fn from_service(operation: &str, error: &ServiceError) -> PluginError {
     let message = error.message.as_str();
     let disabled =
         error.inner_code == "KeyDisabled" || message.to_ascii_lowercase().contains("disabled key");

@@ -10,15 +10,15 @@ use rsa::{traits::PublicKeyParts as _, BigUint, RsaPublicKey};
 /// RSA-OAEP-256 overhead: two SHA-256 lengths and two bytes.
 const OAEP_SHA256_OVERHEAD: usize = 2 * 32 + 2;
 /// The smallest RSA key accepted for wrapping, in bytes (RSA-2048).
-pub const MIN_WRAPPING_KEY_BYTES: usize = 256;
+pub(crate) const MIN_WRAPPING_KEY_BYTES: usize = 256;
 /// The largest data key RSA-OAEP-256 wraps under the smallest accepted key: 190 bytes.
 pub const MAX_WRAP_PAYLOAD: usize = MIN_WRAPPING_KEY_BYTES - OAEP_SHA256_OVERHEAD;
 /// The RSA modulus of the wrapping keys the plugin creates, in bits.
-pub const CREATED_WRAPPING_KEY_BITS: i32 = 3072;
+pub(crate) const CREATED_WRAPPING_KEY_BITS: i32 = 3072;
 
 /// The kind of a Key Vault key the plugin can use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum KeyKind {
+pub(crate) enum KeyKind {
     /// An RSA key: modulus size in bytes, and whether its `key_ops` allow wrapKey and
     /// unwrapKey (envelope mode), and sign (signing).
     Rsa {
@@ -36,7 +36,7 @@ pub enum KeyKind {
 
 /// A key version as Key Vault describes it.
 #[derive(Clone, Debug)]
-pub struct KeyDescription {
+pub(crate) struct KeyDescription {
     pub kind: KeyKind,
     pub public: Option<PublicKey>,
     /// The version described (the last segment of the `kid`).
@@ -49,7 +49,7 @@ fn has(ops: &[String], op: &str) -> bool {
 
 impl KeyDescription {
     /// Reads a JWK. Unknown key types and curves are [`KeyKind::Other`], without a public key.
-    pub fn of(jwk: &JsonWebKey, version: String) -> Self {
+    pub(crate) fn of(jwk: &JsonWebKey, version: String) -> Self {
         let ops = jwk.key_ops.clone().unwrap_or_default();
         let other = |version| Self {
             kind: KeyKind::Other,
@@ -115,7 +115,7 @@ impl KeyDescription {
 }
 
 /// Why a key does not suit a key type, or `None` when it does.
-pub fn unsuitable(kind: KeyKind, wanted: &str) -> Option<String> {
+pub(crate) fn unsuitable(kind: KeyKind, wanted: &str) -> Option<String> {
     let describe = match kind {
         KeyKind::Rsa { bytes, wrap, sign } => format!(
             "it is an RSA-{} key{}{}",
@@ -160,7 +160,7 @@ pub fn unsuitable(kind: KeyKind, wanted: &str) -> Option<String> {
 }
 
 /// Refuses a key type the plugin does not know.
-pub fn check_key_type(name: &str) -> Result<(), PluginError> {
+pub(crate) fn check_key_type(name: &str) -> Result<(), PluginError> {
     match name {
         key_type::AES256_GCM96
         | key_type::RSA_2048
@@ -177,7 +177,7 @@ pub fn check_key_type(name: &str) -> Result<(), PluginError> {
 
 /// The Key Vault signing algorithm for this key and a request; `INVALID_REQUEST` for a
 /// key that cannot sign, a bad scheme or digest, SHA-224, or a curve/hash mismatch.
-pub fn signing_algorithm(
+pub(crate) fn signing_algorithm(
     kind: KeyKind,
     hash_name: &str,
     scheme: &str,

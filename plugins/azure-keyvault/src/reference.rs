@@ -10,16 +10,16 @@ use std::fmt;
 
 use keybroker_plugin_abi::PluginError;
 use keybroker_plugin_sdk::reference::KeyReference;
-pub use keybroker_plugin_sdk::reference::Origin;
+pub(crate) use keybroker_plugin_sdk::reference::Origin;
 
 use crate::error::key_not_found;
 
 /// A parsed reference: its `key` is a Key Vault key name and an optional version.
-pub type Reference = KeyReference<VaultKey>;
+pub(crate) type Reference = KeyReference<VaultKey>;
 
 /// The key part of a reference: `<name>` or `<name>/<version>`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct VaultKey {
+pub(crate) struct VaultKey {
     /// The Key Vault key name.
     pub name: String,
     /// A version pinned when binding (`name/version`); otherwise the current version.
@@ -28,12 +28,12 @@ pub struct VaultKey {
 
 impl VaultKey {
     /// The current version of `name`.
-    pub fn latest(name: &str) -> Self {
+    pub(crate) fn latest(name: &str) -> Self {
         Self::new(name, None)
     }
 
     /// `name`, at `version` if given.
-    pub fn new(name: &str, version: Option<&str>) -> Self {
+    pub(crate) fn new(name: &str, version: Option<&str>) -> Self {
         Self {
             name: name.to_owned(),
             version: version.map(str::to_owned),
@@ -67,7 +67,7 @@ impl fmt::Display for VaultKey {
 
 /// Parses `text` and checks it belongs to `tenant_id`; anything else is `KEY_NOT_FOUND` with
 /// the same message (never naming the owner).
-pub fn for_tenant(text: &str, tenant_id: &str) -> Result<Reference, PluginError> {
+pub(crate) fn for_tenant(text: &str, tenant_id: &str) -> Result<Reference, PluginError> {
     Reference::for_tenant(text, tenant_id, VaultKey::parse).map_err(|_| key_not_found())
 }
 
@@ -77,12 +77,12 @@ pub fn created_key_name(tenant_id: &str, key_id: &str) -> String {
 }
 
 /// A Key Vault key name: `[0-9a-zA-Z-]`, 1 to 127 characters.
-pub fn is_key_name(text: &str) -> bool {
+pub(crate) fn is_key_name(text: &str) -> bool {
     (1..=127).contains(&text.len()) && text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
 }
 
 /// A Key Vault key version (32 hex digits in practice): alphanumeric, 1 to 64 characters.
-pub fn is_key_version(text: &str) -> bool {
+pub(crate) fn is_key_version(text: &str) -> bool {
     (1..=64).contains(&text.len()) && text.bytes().all(|b| b.is_ascii_alphanumeric())
 }
 

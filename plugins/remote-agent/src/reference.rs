@@ -19,7 +19,7 @@ fn is_uuid(text: &str) -> bool {
 
 /// A parsed reference.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reference {
+pub(crate) struct Reference {
     /// The tenant the key was created or bound for.
     pub tenant_id: String,
     /// The agent-side key name.
@@ -30,7 +30,7 @@ pub struct Reference {
 
 impl Reference {
     /// Parses a reference this plugin made.
-    pub fn parse(text: &str) -> Result<Self, PluginError> {
+    pub(crate) fn parse(text: &str) -> Result<Self, PluginError> {
         let mut parts = text.splitn(3, '/');
         match (parts.next(), parts.next(), parts.next()) {
             (Some(tenant_id), Some(key), Some(key_id))

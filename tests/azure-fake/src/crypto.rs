@@ -17,8 +17,11 @@ pub enum CryptoError {
     UnsupportedAlgorithm(String),
     /// The digest length does not match the signature algorithm's hash.
     DigestLength {
+        /// The signature algorithm asked for.
         algorithm: String,
+        /// The digest length its hash gives.
         expected: usize,
+        /// The digest length sent.
         got: usize,
     },
     /// Decryption failed or the input does not fit the key.
