@@ -21,6 +21,7 @@ mod conformance;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod rows;
+mod shared;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 

@@ -2,27 +2,15 @@
 
 use keybroker_core::{
     changes::Change,
-    store::{Expect, MountEntry, MountRecord, StoreError},
+    store::{Expect, MountRecord, StoreError},
     KeyId, MountId, TenantId,
 };
 
 use super::feed::announce_in;
 use super::tokens::token_changes;
-use super::{entry_from_row, map_error, mount_from_row, to_i64, to_u64, PostgresStore};
+use super::{map_error, to_i64, to_u64, PostgresStore};
 
 impl PostgresStore {
-    pub(super) async fn list_mounts(
-        &self,
-        tenant: TenantId,
-    ) -> Result<Vec<MountRecord>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM mounts WHERE tenant_id = $1 ORDER BY path")
-            .bind(tenant.to_string())
-            .fetch_all(&self.pool)
-            .await
-            .map_err(map_error)?;
-        rows.iter().map(mount_from_row).collect()
-    }
-
     pub(super) async fn create_mount(&self, mount: &MountRecord) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await.map_err(map_error)?;
         sqlx::query(
@@ -120,27 +108,6 @@ impl PostgresStore {
         .await?;
         tx.commit().await.map_err(map_error)?;
         Ok(result.rows_affected() == 1)
-    }
-
-    pub(super) async fn get_entry(
-        &self,
-        tenant: TenantId,
-        mount: MountId,
-        key: &str,
-    ) -> Result<Option<MountEntry>, StoreError> {
-        sqlx::query(
-            "SELECT value, version FROM mount_entries \
-             WHERE tenant_id = $1 AND mount_id = $2 AND key = $3",
-        )
-        .bind(tenant.to_string())
-        .bind(mount.to_string())
-        .bind(key)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(map_error)?
-        .as_ref()
-        .map(entry_from_row)
-        .transpose()
     }
 
     pub(super) async fn put_entry(
@@ -249,30 +216,5 @@ impl PostgresStore {
         announce_in(&mut tx, [Change::MountEntry(tenant, mount, key.to_owned())]).await?;
         tx.commit().await.map_err(map_error)?;
         Ok(true)
-    }
-
-    pub(super) async fn list_entries(
-        &self,
-        tenant: TenantId,
-        mount: MountId,
-        prefix: &str,
-    ) -> Result<Vec<String>, StoreError> {
-        // The key column sorts and compares in the "C" collation: byte order, as SQLite.
-        let end = crate::prefix_end(prefix);
-        let statement = if end.is_some() {
-            "SELECT key FROM mount_entries WHERE tenant_id = $1 AND mount_id = $2 \
-             AND key >= $3 AND key < $4 ORDER BY key"
-        } else {
-            "SELECT key FROM mount_entries WHERE tenant_id = $1 AND mount_id = $2 \
-             AND key >= $3 ORDER BY key"
-        };
-        let mut query = sqlx::query_scalar(statement)
-            .bind(tenant.to_string())
-            .bind(mount.to_string())
-            .bind(prefix);
-        if let Some(end) = end {
-            query = query.bind(end);
-        }
-        query.fetch_all(&self.pool).await.map_err(map_error)
     }
 }

@@ -8,7 +8,7 @@ use keybroker_core::{
 
 use super::feed::announce_in;
 use super::tokens::{hashes, token_changes};
-use super::{get, map_error, tenant_id, PostgresStore};
+use super::{map_error, PostgresStore};
 
 impl PostgresStore {
     pub(super) async fn create_tenant(&self, tenant: &TenantRecord) -> Result<(), StoreError> {
@@ -22,23 +22,6 @@ impl PostgresStore {
             .map_err(map_error)?;
         announce_in(&mut tx, [Change::Tenants]).await?;
         tx.commit().await.map_err(map_error)
-    }
-
-    pub(super) async fn list_tenants(&self) -> Result<Vec<TenantRecord>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM tenants WHERE id <> $1 ORDER BY name")
-            .bind(TenantId::ROOT.to_string())
-            .fetch_all(&self.pool)
-            .await
-            .map_err(map_error)?;
-        rows.iter()
-            .map(|row| {
-                Ok(TenantRecord {
-                    id: tenant_id(row, "id")?,
-                    name: get(row, "name")?,
-                    created_at: get(row, "created_at")?,
-                })
-            })
-            .collect()
     }
 
     pub(super) async fn delete_tenant(&self, tenant: TenantId) -> Result<bool, StoreError> {

@@ -7,7 +7,7 @@ use keybroker_core::{
     changes::Change,
     store::{
         AppRoleRecord, Expect, KeyMode, KeyRecord, KeyVersionRecord, MountRecord, SecretIdRecord,
-        StoreError, TenantRecord, TokenRecord,
+        Store, StoreError, TenantRecord, TokenRecord,
     },
     KeyId, MountId, TenantId,
 };

@@ -1,25 +1,13 @@
 //! Mounts and their mount-scoped storage entries.
 
 use keybroker_core::{
-    store::{Expect, MountEntry, MountRecord, StoreError},
+    store::{Expect, MountRecord, StoreError},
     MountId, TenantId,
 };
 
-use super::{entry_from_row, map_error, mount_from_row, to_i64, to_u64, SqliteStore};
+use super::{map_error, to_i64, to_u64, SqliteStore};
 
 impl SqliteStore {
-    pub(super) async fn list_mounts(
-        &self,
-        tenant: TenantId,
-    ) -> Result<Vec<MountRecord>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM mounts WHERE tenant_id = ? ORDER BY path")
-            .bind(tenant.to_string())
-            .fetch_all(&self.pool)
-            .await
-            .map_err(map_error)?;
-        rows.iter().map(mount_from_row).collect()
-    }
-
     pub(super) async fn create_mount(&self, mount: &MountRecord) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO mounts (id, tenant_id, path, kind, description, config, created_at) \
@@ -68,27 +56,6 @@ impl SqliteStore {
             .await
             .map_err(map_error)?;
         Ok(result.rows_affected() == 1)
-    }
-
-    pub(super) async fn get_entry(
-        &self,
-        tenant: TenantId,
-        mount: MountId,
-        key: &str,
-    ) -> Result<Option<MountEntry>, StoreError> {
-        sqlx::query(
-            "SELECT value, version FROM mount_entries \
-             WHERE tenant_id = ? AND mount_id = ? AND key = ?",
-        )
-        .bind(tenant.to_string())
-        .bind(mount.to_string())
-        .bind(key)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(map_error)?
-        .as_ref()
-        .map(entry_from_row)
-        .transpose()
     }
 
     pub(super) async fn put_entry(
@@ -182,29 +149,5 @@ impl SqliteStore {
             return Err(StoreError::ExpectationFailed);
         }
         Ok(deleted)
-    }
-
-    pub(super) async fn list_entries(
-        &self,
-        tenant: TenantId,
-        mount: MountId,
-        prefix: &str,
-    ) -> Result<Vec<String>, StoreError> {
-        let end = crate::prefix_end(prefix);
-        let statement = if end.is_some() {
-            "SELECT key FROM mount_entries WHERE tenant_id = ? AND mount_id = ? \
-             AND key >= ? AND key < ? ORDER BY key"
-        } else {
-            "SELECT key FROM mount_entries WHERE tenant_id = ? AND mount_id = ? \
-             AND key >= ? ORDER BY key"
-        };
-        let mut query = sqlx::query_scalar(statement)
-            .bind(tenant.to_string())
-            .bind(mount.to_string())
-            .bind(prefix);
-        if let Some(end) = end {
-            query = query.bind(end);
-        }
-        query.fetch_all(&self.pool).await.map_err(map_error)
     }
 }

@@ -26,27 +26,6 @@ impl SqliteStore {
         Ok(())
     }
 
-    pub(super) async fn get_policy(
-        &self,
-        tenant: TenantId,
-        name: &str,
-    ) -> Result<Option<String>, StoreError> {
-        sqlx::query_scalar("SELECT text FROM policies WHERE tenant_id = ? AND name = ?")
-            .bind(tenant.to_string())
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(map_error)
-    }
-
-    pub(super) async fn list_policies(&self, tenant: TenantId) -> Result<Vec<String>, StoreError> {
-        sqlx::query_scalar("SELECT name FROM policies WHERE tenant_id = ? ORDER BY name")
-            .bind(tenant.to_string())
-            .fetch_all(&self.pool)
-            .await
-            .map_err(map_error)
-    }
-
     pub(super) async fn delete_policy(
         &self,
         tenant: TenantId,

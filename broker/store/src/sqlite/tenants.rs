@@ -5,7 +5,7 @@ use keybroker_core::{
     TenantId,
 };
 
-use super::{get, map_error, tenant_id, SqliteStore};
+use super::{map_error, SqliteStore};
 
 impl SqliteStore {
     pub(super) async fn create_tenant(&self, tenant: &TenantRecord) -> Result<(), StoreError> {
@@ -17,23 +17,6 @@ impl SqliteStore {
             .await
             .map_err(map_error)?;
         Ok(())
-    }
-
-    pub(super) async fn list_tenants(&self) -> Result<Vec<TenantRecord>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM tenants WHERE id <> ? ORDER BY name")
-            .bind(TenantId::ROOT.to_string())
-            .fetch_all(&self.pool)
-            .await
-            .map_err(map_error)?;
-        rows.iter()
-            .map(|row| {
-                Ok(TenantRecord {
-                    id: tenant_id(row, "id")?,
-                    name: get(row, "name")?,
-                    created_at: get(row, "created_at")?,
-                })
-            })
-            .collect()
     }
 
     pub(super) async fn delete_tenant(&self, tenant: TenantId) -> Result<bool, StoreError> {

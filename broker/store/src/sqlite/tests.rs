@@ -1,5 +1,5 @@
 use keybroker_core::{
-    store::{KeyMode, KeyRecord, KeyVersionRecord, MountRecord},
+    store::{KeyMode, KeyRecord, KeyVersionRecord, MountRecord, Store},
     KeyId, MountId, TenantId,
 };
 

@@ -1,0 +1,28 @@
+//! Template of the `Store` methods for tenants: creating, listing, and deleting one with
+//! everything it owns (see the parent module).
+
+/// Appends the tenant methods, then hands on to `policies`. Creating and deleting a tenant
+/// are the engine's own (`<engine>/tenants.rs`): PostgreSQL locks the tenant and announces.
+macro_rules! methods {
+    ($store:ident, $dialect:ident, [$($methods:tt)*], [$($items:tt)*]) => {
+        $crate::shared::policies::methods! { $store, $dialect, [$($methods)*
+            async fn create_tenant(&self, tenant: &TenantRecord) -> Result<(), StoreError> {
+                self.create_tenant(tenant).await
+            }
+
+            async fn list_tenants(&self) -> Result<Vec<TenantRecord>, StoreError> {
+                let query = sqlx::query($crate::shared::sql!($dialect,
+                    sqlite: "SELECT * FROM tenants WHERE id <> ? ORDER BY name",
+                    postgres: "SELECT * FROM tenants WHERE id <> $1 ORDER BY name",
+                ));
+                all_records(&self.pool, query.bind(TenantId::ROOT.to_string()), tenant_from_row).await
+            }
+
+            async fn delete_tenant(&self, tenant: TenantId) -> Result<bool, StoreError> {
+                self.delete_tenant(tenant).await
+            }
+        ], [$($items)*] }
+    };
+}
+
+pub(crate) use methods;
