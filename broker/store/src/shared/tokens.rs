@@ -1,9 +1,9 @@
 //! Template of the `Store` methods for tokens: issuing, looking up, using, revoking and
 //! tidying (see the parent module).
 
-/// Appends the token methods, then hands on to `approle`. Revoking, using, renewing and
-/// tidying are the engine's own (`<engine>/tokens.rs`): PostgreSQL announces every token
-/// they touch, in their transaction.
+/// Appends the token methods, then hands on to `approle`. Revoking (`revoke_tree`, given
+/// the statement), using, renewing and tidying are the engine's own (`<engine>/tokens.rs`):
+/// PostgreSQL announces every token they touch, in their transaction.
 macro_rules! methods {
     ($store:ident, $dialect:ident, [$($methods:tt)*], [$($items:tt)*]) => {
         $crate::shared::approle::methods! { $store, $dialect, [$($methods)*
@@ -70,7 +70,20 @@ macro_rules! methods {
                 tenant: TenantId,
                 accessor: &str,
             ) -> Result<Vec<Vec<u8>>, StoreError> {
-                self.revoke_token_tree(tenant, accessor).await
+                // The token and its descendants, in the engine's transaction.
+                let statement = $crate::shared::sql!($dialect,
+                    sqlite: "WITH RECURSIVE tree(accessor) AS ( \
+                         SELECT accessor FROM tokens WHERE tenant_id = ?1 AND accessor = ?2 \
+                         UNION SELECT t.accessor FROM tokens t JOIN tree ON t.parent_accessor = tree.accessor) \
+                     DELETE FROM tokens WHERE accessor IN (SELECT accessor FROM tree) \
+                     RETURNING hash",
+                    postgres: "WITH RECURSIVE tree(accessor) AS ( \
+                         SELECT accessor FROM tokens WHERE tenant_id = $1 AND accessor = $2 \
+                         UNION SELECT t.accessor FROM tokens t JOIN tree ON t.parent_accessor = tree.accessor) \
+                     DELETE FROM tokens WHERE accessor IN (SELECT accessor FROM tree) \
+                     RETURNING hash",
+                );
+                self.revoke_tree(statement, tenant, accessor).await
             }
 
             async fn revoke_mount_tokens(
@@ -78,7 +91,20 @@ macro_rules! methods {
                 tenant: TenantId,
                 mount: MountId,
             ) -> Result<Vec<Vec<u8>>, StoreError> {
-                self.revoke_mount_tokens(tenant, mount).await
+                // The tokens the mount issued and their descendants.
+                let statement = $crate::shared::sql!($dialect,
+                    sqlite: "WITH RECURSIVE tree(accessor) AS ( \
+                         SELECT accessor FROM tokens WHERE tenant_id = ?1 AND auth_mount_id = ?2 \
+                         UNION SELECT t.accessor FROM tokens t JOIN tree ON t.parent_accessor = tree.accessor) \
+                     DELETE FROM tokens WHERE accessor IN (SELECT accessor FROM tree) \
+                     RETURNING hash",
+                    postgres: "WITH RECURSIVE tree(accessor) AS ( \
+                         SELECT accessor FROM tokens WHERE tenant_id = $1 AND auth_mount_id = $2 \
+                         UNION SELECT t.accessor FROM tokens t JOIN tree ON t.parent_accessor = tree.accessor) \
+                     DELETE FROM tokens WHERE accessor IN (SELECT accessor FROM tree) \
+                     RETURNING hash",
+                );
+                self.revoke_tree(statement, tenant, &mount.to_string()).await
             }
 
             async fn set_token_expiry(&self, hash: &[u8], expires_at: i64) -> Result<(), StoreError> {

@@ -53,29 +53,23 @@ crate::rows::row_decoders!(SqliteRow, sqlx::Sqlite);
 impl SqliteStore {
     /// Opens (creating if needed) the database file and applies migrations.
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
-        let options = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(5));
-        Self::with_options(options).await
+        Self::with_options(SqliteConnectOptions::new().filename(path)).await
     }
 
     /// Opens from a `sqlite:` URL.
     pub async fn open_url(url: &str) -> Result<Self, StoreError> {
-        let options = SqliteConnectOptions::from_str(url)
-            .map_err(map_error)?
+        Self::with_options(SqliteConnectOptions::from_str(url).map_err(map_error)?).await
+    }
+
+    /// Opens `options` (creating the file if needed) in WAL mode with `synchronous=FULL`,
+    /// foreign keys on, and applies migrations.
+    async fn with_options(options: SqliteConnectOptions) -> Result<Self, StoreError> {
+        let options = options
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(5));
-        Self::with_options(options).await
-    }
-
-    async fn with_options(options: SqliteConnectOptions) -> Result<Self, StoreError> {
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
             .acquire_timeout(Duration::from_secs(5))

@@ -1,50 +1,25 @@
 //! Tokens: issuing, looking up, using, revoking and tidying.
 
-use keybroker_core::{store::StoreError, MountId, TenantId};
+use keybroker_core::{store::StoreError, TenantId};
 
 use super::{get, map_error, to_u64, SqliteStore};
 
 impl SqliteStore {
-    pub(super) async fn revoke_token_tree(
+    /// Runs `statement`, which deletes a tree of tokens from the root given as `tenant`
+    /// and `root` and returns their hashes, in a transaction.
+    pub(super) async fn revoke_tree(
         &self,
+        statement: &'static str,
         tenant: TenantId,
-        accessor: &str,
+        root: &str,
     ) -> Result<Vec<Vec<u8>>, StoreError> {
         let mut tx = self.pool.begin().await.map_err(map_error)?;
-        let rows = sqlx::query(
-            "WITH RECURSIVE tree(accessor) AS ( \
-                 SELECT accessor FROM tokens WHERE tenant_id = ?1 AND accessor = ?2 \
-                 UNION SELECT t.accessor FROM tokens t JOIN tree ON t.parent_accessor = tree.accessor) \
-             DELETE FROM tokens WHERE accessor IN (SELECT accessor FROM tree) \
-             RETURNING hash",
-        )
-        .bind(tenant.to_string())
-        .bind(accessor)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(map_error)?;
-        tx.commit().await.map_err(map_error)?;
-        rows.iter().map(|row| get(row, "hash")).collect()
-    }
-
-    pub(super) async fn revoke_mount_tokens(
-        &self,
-        tenant: TenantId,
-        mount: MountId,
-    ) -> Result<Vec<Vec<u8>>, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(map_error)?;
-        let rows = sqlx::query(
-            "WITH RECURSIVE tree(accessor) AS ( \
-                 SELECT accessor FROM tokens WHERE tenant_id = ?1 AND auth_mount_id = ?2 \
-                 UNION SELECT t.accessor FROM tokens t JOIN tree ON t.parent_accessor = tree.accessor) \
-             DELETE FROM tokens WHERE accessor IN (SELECT accessor FROM tree) \
-             RETURNING hash",
-        )
-        .bind(tenant.to_string())
-        .bind(mount.to_string())
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(map_error)?;
+        let rows = sqlx::query(statement)
+            .bind(tenant.to_string())
+            .bind(root)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(map_error)?;
         tx.commit().await.map_err(map_error)?;
         rows.iter().map(|row| get(row, "hash")).collect()
     }
