@@ -1,8 +1,8 @@
 //! PostgreSQL implementation of the `Store` trait, for a cluster of broker nodes sharing one
 //! database (ARCHITECTURE.md §7).
 //!
-//! The SQL is that of `sqlite/`, translated statement by statement, so every method
-//! behaves the same (one conformance suite runs against both). On top of it:
+//! The SQL is SQLite's, translated statement by statement (side by side in `shared/`), so
+//! every method behaves the same (one conformance suite runs against both). On top of it:
 //! - every write that makes cached state stale announces a [`Change`] with `pg_notify` in
 //!   the write's own transaction, so the announcement is delivered if and only if the write
 //!   commits;
@@ -18,11 +18,13 @@
 //! Requests fail fast when the database is down: pool acquisition and connection attempts
 //! are bounded by [`PostgresOptions`], statements by a server-side `statement_timeout`.
 //!
-//! The files are the twins of `sqlite/`: one per aggregate (`meta`, `tenants`, `policies`,
-//! `mounts`, `tokens`, `approle`, `keys`) holds its statements as inherent methods of
-//! [`PostgresStore`], and the `Store` impl below only forwards to them (an inherent method is
-//! found before a trait method of the same name). The cluster machinery stands apart: `feed`
-//! (announcements, the listener, the heartbeat) and `jobs` (advisory locks).
+//! The `Store` impl is written by `crate::shared::store_impl!` from the templates both
+//! engines share, with PostgreSQL's SQL. The methods that lock, or announce in their own
+//! transaction, are PostgreSQL's own, one file per aggregate (`tenants`, `policies`,
+//! `mounts`, `tokens`, `keys`, as in `sqlite/`), as inherent methods of [`PostgresStore`]
+//! that the impl forwards to (an inherent method is found before a trait method of the same
+//! name). The cluster machinery stands apart: `feed` (announcements, the listener, the
+//! heartbeat) and `jobs` (advisory locks).
 
 mod feed;
 mod jobs;

@@ -1,4 +1,7 @@
 //! Tokens: issuing, looking up, using, revoking and tidying.
+//!
+//! Only the methods whose transactions differ between the engines; the rest, and the
+//! `Store` impl, are in `shared/tokens.rs`.
 
 use keybroker_core::{changes::Change, store::StoreError, TenantId};
 use sqlx::postgres::PgRow;

@@ -1,4 +1,7 @@
 //! Transit keys, their versions and the per-version counters.
+//!
+//! Only the methods whose transactions differ between the engines; the rest, and the
+//! `Store` impl, are in `shared/keys.rs`.
 
 use keybroker_core::{
     store::{KeyRecord, StoreError},

@@ -1,9 +1,11 @@
 //! SQLite implementation of the `Store` trait.
 //!
-//! One file per aggregate (`meta`, `tenants`, `policies`, `mounts`, `tokens`, `approle`,
-//! `keys`) holds its statements as inherent methods of [`SqliteStore`]; the `Store` impl below
-//! only forwards to them (an inherent method is found before a trait method of the same
-//! name). `postgres/` is this folder's file-for-file twin.
+//! The `Store` impl is written by `crate::shared::store_impl!` from the templates both
+//! engines share, with SQLite's SQL. The methods whose transactions differ from
+//! PostgreSQL's are SQLite's own, one file per aggregate (`tenants`, `policies`, `mounts`,
+//! `tokens`, `keys`), as inherent methods of [`SqliteStore`] that the impl forwards to (an
+//! inherent method is found before a trait method of the same name). `postgres/` has the
+//! same files.
 
 mod keys;
 mod mounts;

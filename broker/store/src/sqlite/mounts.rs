@@ -1,4 +1,7 @@
 //! Mounts and their mount-scoped storage entries.
+//!
+//! Only the methods whose transactions differ between the engines; the rest, and the
+//! `Store` impl, are in `shared/mounts.rs`.
 
 use keybroker_core::{
     store::{Expect, MountRecord, StoreError},

@@ -1,4 +1,7 @@
 //! ACL policies, by tenant and name.
+//!
+//! Only the methods whose transactions differ between the engines; the rest, and the
+//! `Store` impl, are in `shared/policies.rs`.
 
 use keybroker_core::{store::StoreError, TenantId};
 

@@ -1,4 +1,7 @@
 //! Tenants: creating, listing, and deleting one with everything it owns.
+//!
+//! Only the methods whose transactions differ between the engines; the rest, and the
+//! `Store` impl, are in `shared/tenants.rs`.
 
 use keybroker_core::{
     store::{StoreError, TenantRecord},
