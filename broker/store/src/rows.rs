@@ -10,6 +10,10 @@ macro_rules! row_decoders {
         /// A query of this engine, with its arguments bound.
         type BoundQuery<'q> = sqlx::query::Query<'q, $db, <$db as sqlx::Database>::Arguments<'q>>;
 
+        /// A query of this engine returning one column of type `O`, with its arguments bound.
+        type BoundScalar<'q, O> =
+            sqlx::query::QueryScalar<'q, $db, O, <$db as sqlx::Database>::Arguments<'q>>;
+
         /// Runs `query`, decoding the row it may return with `decode`.
         async fn optional_record<T>(
             pool: &sqlx::Pool<$db>,

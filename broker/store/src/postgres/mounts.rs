@@ -5,13 +5,13 @@
 
 use keybroker_core::{
     changes::Change,
-    store::{Expect, MountRecord, StoreError},
+    store::{MountRecord, StoreError},
     KeyId, MountId, TenantId,
 };
 
 use super::feed::announce_in;
 use super::tokens::token_changes;
-use super::{map_error, to_i64, to_u64, PostgresStore};
+use super::{map_error, BoundQuery, BoundScalar, PostgresStore};
 
 impl PostgresStore {
     pub(super) async fn create_mount(&self, mount: &MountRecord) -> Result<(), StoreError> {
@@ -113,108 +113,38 @@ impl PostgresStore {
         Ok(result.rows_affected() == 1)
     }
 
-    pub(super) async fn put_entry(
+    /// Runs `query`, a mount-storage write returning the entry's new version, if any, and
+    /// announces the entry in the same transaction.
+    pub(super) async fn write_entry(
         &self,
+        query: BoundScalar<'_, i64>,
         tenant: TenantId,
         mount: MountId,
         key: &str,
-        value: &serde_json::Value,
-        expect: Expect,
-    ) -> Result<u64, StoreError> {
-        // One statement per expectation, the comparison inside it. Two nodes updating the
-        // same version: the second waits for the first's row lock, then re-checks its WHERE
-        // on the row the first committed, and updates nothing.
-        let statement = match expect {
-            Expect::Any => {
-                "INSERT INTO mount_entries (tenant_id, mount_id, key, value, version) \
-                 VALUES ($1, $2, $3, $4, 1) ON CONFLICT (tenant_id, mount_id, key) \
-                 DO UPDATE SET value = excluded.value, version = mount_entries.version + 1 \
-                 RETURNING version"
-            }
-            Expect::Absent => {
-                "INSERT INTO mount_entries (tenant_id, mount_id, key, value, version) \
-                 VALUES ($1, $2, $3, $4, 1) ON CONFLICT (tenant_id, mount_id, key) DO NOTHING \
-                 RETURNING version"
-            }
-            Expect::Version(_) => {
-                "UPDATE mount_entries SET value = $4, version = version + 1 \
-                 WHERE tenant_id = $1 AND mount_id = $2 AND key = $3 AND version = $5 \
-                 RETURNING version"
-            }
-        };
+    ) -> Result<Option<i64>, StoreError> {
         let mut tx = self.pool.begin().await.map_err(map_error)?;
-        let mut query = sqlx::query_scalar(statement)
-            .bind(tenant.to_string())
-            .bind(mount.to_string())
-            .bind(key)
-            .bind(value.to_string());
-        if let Expect::Version(version) = expect {
-            query = query.bind(to_i64(version));
-        }
-        let version: Option<i64> = query.fetch_optional(&mut *tx).await.map_err(map_error)?;
+        let version = query.fetch_optional(&mut *tx).await.map_err(map_error)?;
         // Nothing written: the transaction rolls back with nothing to announce.
-        let version = version.ok_or(StoreError::ExpectationFailed)?;
-        announce_in(&mut tx, [Change::MountEntry(tenant, mount, key.to_owned())]).await?;
-        tx.commit().await.map_err(map_error)?;
-        to_u64(version, "mount_entries.version")
+        if version.is_some() {
+            announce_in(&mut tx, [Change::MountEntry(tenant, mount, key.to_owned())]).await?;
+            tx.commit().await.map_err(map_error)?;
+        }
+        Ok(version)
     }
 
-    pub(super) async fn delete_entry(
+    /// Runs `query`, a mount-storage deletion, and announces the entry in the same
+    /// transaction; whether it deleted the entry.
+    pub(super) async fn remove_entry(
         &self,
+        query: BoundQuery<'_>,
         tenant: TenantId,
         mount: MountId,
         key: &str,
-        expect: Expect,
     ) -> Result<bool, StoreError> {
-        let (tenant_text, mount_text) = (tenant.to_string(), mount.to_string());
-        let (statement, version) = match expect {
-            Expect::Absent => {
-                let present = sqlx::query(
-                    "SELECT 1 FROM mount_entries \
-                     WHERE tenant_id = $1 AND mount_id = $2 AND key = $3",
-                )
-                .bind(&tenant_text)
-                .bind(&mount_text)
-                .bind(key)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(map_error)?
-                .is_some();
-                return if present {
-                    Err(StoreError::ExpectationFailed)
-                } else {
-                    Ok(false)
-                };
-            }
-            Expect::Any => (
-                "DELETE FROM mount_entries WHERE tenant_id = $1 AND mount_id = $2 AND key = $3",
-                None,
-            ),
-            Expect::Version(version) => (
-                "DELETE FROM mount_entries \
-                 WHERE tenant_id = $1 AND mount_id = $2 AND key = $3 AND version = $4",
-                Some(to_i64(version)),
-            ),
-        };
         let mut tx = self.pool.begin().await.map_err(map_error)?;
-        let mut query = sqlx::query(statement)
-            .bind(&tenant_text)
-            .bind(&mount_text)
-            .bind(key);
-        if let Some(version) = version {
-            query = query.bind(version);
-        }
-        let deleted = query
-            .execute(&mut *tx)
-            .await
-            .map_err(map_error)?
-            .rows_affected()
-            == 1;
-        if !deleted {
-            return match version {
-                Some(_) => Err(StoreError::ExpectationFailed),
-                None => Ok(false),
-            };
+        let result = query.execute(&mut *tx).await.map_err(map_error)?;
+        if result.rows_affected() != 1 {
+            return Ok(false);
         }
         announce_in(&mut tx, [Change::MountEntry(tenant, mount, key.to_owned())]).await?;
         tx.commit().await.map_err(map_error)?;

@@ -2,8 +2,9 @@
 //! the parent module).
 
 /// Appends the mount and mount-storage methods, then hands on to `tokens`. Every write is
-/// the engine's own (`<engine>/mounts.rs`): PostgreSQL runs it in a transaction of its own
-/// that announces it, and locks a mount before deleting it.
+/// the engine's own (`<engine>/mounts.rs`; for entries, `write_entry` and `remove_entry`
+/// run the statement built here): PostgreSQL runs it in a transaction of its own that
+/// announces it, and locks a mount before deleting it.
 macro_rules! methods {
     ($store:ident, $dialect:ident, [$($methods:tt)*], [$($items:tt)*]) => {
         $crate::shared::tokens::methods! { $store, $dialect, [$($methods)*
@@ -56,7 +57,50 @@ macro_rules! methods {
                 value: &serde_json::Value,
                 expect: Expect,
             ) -> Result<u64, StoreError> {
-                self.put_entry(tenant, mount, key, value, expect).await
+                // One statement per expectation, the comparison inside it: atomic against
+                // every other writer, on this connection pool or another. (On PostgreSQL, two
+                // nodes updating the same version: the second waits for the first's row lock,
+                // then re-checks its WHERE on the row the first committed, and updates
+                // nothing.)
+                let statement = match expect {
+                    Expect::Any => $crate::shared::sql!($dialect,
+                        sqlite: "INSERT INTO mount_entries (tenant_id, mount_id, key, value, version) \
+                         VALUES (?1, ?2, ?3, ?4, 1) ON CONFLICT (tenant_id, mount_id, key) \
+                         DO UPDATE SET value = excluded.value, version = mount_entries.version + 1 \
+                         RETURNING version",
+                        postgres: "INSERT INTO mount_entries (tenant_id, mount_id, key, value, version) \
+                         VALUES ($1, $2, $3, $4, 1) ON CONFLICT (tenant_id, mount_id, key) \
+                         DO UPDATE SET value = excluded.value, version = mount_entries.version + 1 \
+                         RETURNING version",
+                    ),
+                    Expect::Absent => $crate::shared::sql!($dialect,
+                        sqlite: "INSERT INTO mount_entries (tenant_id, mount_id, key, value, version) \
+                         VALUES (?1, ?2, ?3, ?4, 1) ON CONFLICT (tenant_id, mount_id, key) DO NOTHING \
+                         RETURNING version",
+                        postgres: "INSERT INTO mount_entries (tenant_id, mount_id, key, value, version) \
+                         VALUES ($1, $2, $3, $4, 1) ON CONFLICT (tenant_id, mount_id, key) DO NOTHING \
+                         RETURNING version",
+                    ),
+                    Expect::Version(_) => $crate::shared::sql!($dialect,
+                        sqlite: "UPDATE mount_entries SET value = ?4, version = version + 1 \
+                         WHERE tenant_id = ?1 AND mount_id = ?2 AND key = ?3 AND version = ?5 \
+                         RETURNING version",
+                        postgres: "UPDATE mount_entries SET value = $4, version = version + 1 \
+                         WHERE tenant_id = $1 AND mount_id = $2 AND key = $3 AND version = $5 \
+                         RETURNING version",
+                    ),
+                };
+                let mut query = sqlx::query_scalar(statement)
+                    .bind(tenant.to_string())
+                    .bind(mount.to_string())
+                    .bind(key)
+                    .bind(value.to_string());
+                if let Expect::Version(version) = expect {
+                    query = query.bind(to_i64(version));
+                }
+                // Nothing written: the expectation failed.
+                let version = self.write_entry(query, tenant, mount, key).await?;
+                to_u64(version.ok_or(StoreError::ExpectationFailed)?, "mount_entries.version")
             }
 
             async fn delete_entry(
@@ -66,7 +110,53 @@ macro_rules! methods {
                 key: &str,
                 expect: Expect,
             ) -> Result<bool, StoreError> {
-                self.delete_entry(tenant, mount, key, expect).await
+                let (tenant_text, mount_text) = (tenant.to_string(), mount.to_string());
+                let (statement, version) = match expect {
+                    Expect::Absent => {
+                        let present = sqlx::query($crate::shared::sql!($dialect,
+                            sqlite: "SELECT 1 FROM mount_entries WHERE tenant_id = ? AND mount_id = ? AND key = ?",
+                            postgres: "SELECT 1 FROM mount_entries \
+                             WHERE tenant_id = $1 AND mount_id = $2 AND key = $3",
+                        ))
+                        .bind(&tenant_text)
+                        .bind(&mount_text)
+                        .bind(key)
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(map_error)?
+                        .is_some();
+                        return if present {
+                            Err(StoreError::ExpectationFailed)
+                        } else {
+                            Ok(false)
+                        };
+                    }
+                    Expect::Any => (
+                        $crate::shared::sql!($dialect,
+                            sqlite: "DELETE FROM mount_entries WHERE tenant_id = ?1 AND mount_id = ?2 AND key = ?3",
+                            postgres: "DELETE FROM mount_entries WHERE tenant_id = $1 AND mount_id = $2 AND key = $3",
+                        ),
+                        None,
+                    ),
+                    Expect::Version(version) => (
+                        $crate::shared::sql!($dialect,
+                            sqlite: "DELETE FROM mount_entries \
+                             WHERE tenant_id = ?1 AND mount_id = ?2 AND key = ?3 AND version = ?4",
+                            postgres: "DELETE FROM mount_entries \
+                             WHERE tenant_id = $1 AND mount_id = $2 AND key = $3 AND version = $4",
+                        ),
+                        Some(to_i64(version)),
+                    ),
+                };
+                let mut query = sqlx::query(statement).bind(&tenant_text).bind(&mount_text).bind(key);
+                if let Some(version) = version {
+                    query = query.bind(version);
+                }
+                let deleted = self.remove_entry(query, tenant, mount, key).await?;
+                if !deleted && version.is_some() {
+                    return Err(StoreError::ExpectationFailed);
+                }
+                Ok(deleted)
             }
 
             async fn list_entries(
