@@ -19,18 +19,17 @@
 //! are bounded by [`PostgresOptions`], statements by a server-side `statement_timeout`.
 //!
 //! The `Store` impl is written by `crate::shared::store_impl!` from the templates both
-//! engines share, with PostgreSQL's SQL. The methods that lock, or announce in their own
-//! transaction, are PostgreSQL's own, one file per aggregate (`tenants`, `policies`,
-//! `mounts`, `tokens`, `keys`, as in `sqlite/`), as inherent methods of [`PostgresStore`]
-//! that the impl forwards to (an inherent method is found before a trait method of the same
+//! engines share, with PostgreSQL's SQL. What locks, or announces in its transaction, is
+//! PostgreSQL's own, as inherent methods of [`PostgresStore`]: `execute_write` (below) runs
+//! a single-statement write and announces it, and one file per aggregate (`tenants`,
+//! `mounts`, `tokens`, as in `sqlite/`) holds the methods whose transactions differ, which
+//! the impl forwards to (an inherent method is found before a trait method of the same
 //! name). The cluster machinery stands apart: `feed` (announcements, the listener, the
 //! heartbeat) and `jobs` (advisory locks).
 
 mod feed;
 mod jobs;
-mod keys;
 mod mounts;
-mod policies;
 mod tenants;
 #[cfg(test)]
 mod tests;
@@ -235,6 +234,26 @@ impl PostgresStore {
             base,
             _tasks: Arc::new(tasks),
         })
+    }
+}
+
+impl PostgresStore {
+    /// Runs `query`, a write, in a transaction that announces `changes` (given the number of
+    /// rows affected) and commits; the number of rows affected.
+    async fn execute_write<C: IntoIterator<Item = Change>>(
+        &self,
+        query: BoundQuery<'_>,
+        changes: impl FnOnce(u64) -> C,
+    ) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(map_error)?;
+        let rows = query
+            .execute(&mut *tx)
+            .await
+            .map_err(map_error)?
+            .rows_affected();
+        feed::announce_in(&mut tx, changes(rows)).await?;
+        tx.commit().await.map_err(map_error)?;
+        Ok(rows)
     }
 }
 

@@ -3,57 +3,13 @@
 //! Only the methods whose transactions differ between the engines; the rest, and the
 //! `Store` impl, are in `shared/mounts.rs`.
 
-use keybroker_core::{
-    changes::Change,
-    store::{MountRecord, StoreError},
-    KeyId, MountId, TenantId,
-};
+use keybroker_core::{changes::Change, store::StoreError, KeyId, MountId, TenantId};
 
 use super::feed::announce_in;
 use super::tokens::token_changes;
 use super::{map_error, BoundQuery, BoundScalar, PostgresStore};
 
 impl PostgresStore {
-    pub(super) async fn create_mount(&self, mount: &MountRecord) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await.map_err(map_error)?;
-        sqlx::query(
-            "INSERT INTO mounts (id, tenant_id, path, kind, description, config, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(mount.id.to_string())
-        .bind(mount.tenant.to_string())
-        .bind(&mount.path)
-        .bind(&mount.kind)
-        .bind(&mount.description)
-        .bind(mount.config.to_string())
-        .bind(mount.created_at)
-        .execute(&mut *tx)
-        .await
-        .map_err(map_error)?;
-        announce_in(&mut tx, [Change::Mounts(mount.tenant)]).await?;
-        tx.commit().await.map_err(map_error)
-    }
-
-    pub(super) async fn update_mount_config(
-        &self,
-        tenant: TenantId,
-        mount: MountId,
-        config: &serde_json::Value,
-    ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await.map_err(map_error)?;
-        let result = sqlx::query("UPDATE mounts SET config = $1 WHERE tenant_id = $2 AND id = $3")
-            .bind(config.to_string())
-            .bind(tenant.to_string())
-            .bind(mount.to_string())
-            .execute(&mut *tx)
-            .await
-            .map_err(map_error)?;
-        if result.rows_affected() > 0 {
-            announce_in(&mut tx, [Change::Mounts(tenant)]).await?;
-        }
-        tx.commit().await.map_err(map_error)
-    }
-
     pub(super) async fn delete_mount(
         &self,
         tenant: TenantId,

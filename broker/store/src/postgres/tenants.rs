@@ -3,30 +3,13 @@
 //! Only the methods whose transactions differ between the engines; the rest, and the
 //! `Store` impl, are in `shared/tenants.rs`.
 
-use keybroker_core::{
-    changes::Change,
-    store::{StoreError, TenantRecord},
-    TenantId,
-};
+use keybroker_core::{changes::Change, store::StoreError, TenantId};
 
 use super::feed::announce_in;
 use super::tokens::{hashes, token_changes};
 use super::{map_error, PostgresStore};
 
 impl PostgresStore {
-    pub(super) async fn create_tenant(&self, tenant: &TenantRecord) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await.map_err(map_error)?;
-        sqlx::query("INSERT INTO tenants (id, name, created_at) VALUES ($1, $2, $3)")
-            .bind(tenant.id.to_string())
-            .bind(&tenant.name)
-            .bind(tenant.created_at)
-            .execute(&mut *tx)
-            .await
-            .map_err(map_error)?;
-        announce_in(&mut tx, [Change::Tenants]).await?;
-        tx.commit().await.map_err(map_error)
-    }
-
     pub(super) async fn delete_tenant(&self, tenant: TenantId) -> Result<bool, StoreError> {
         if tenant == TenantId::ROOT {
             return Ok(false);

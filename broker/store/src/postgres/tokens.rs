@@ -31,24 +31,6 @@ impl PostgresStore {
         Ok(revoked)
     }
 
-    pub(super) async fn set_token_expiry(
-        &self,
-        hash: &[u8],
-        expires_at: i64,
-    ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await.map_err(map_error)?;
-        let result = sqlx::query("UPDATE tokens SET expires_at = $1 WHERE hash = $2")
-            .bind(expires_at)
-            .bind(hash)
-            .execute(&mut *tx)
-            .await
-            .map_err(map_error)?;
-        if result.rows_affected() > 0 {
-            announce_in(&mut tx, [Change::Token(hash.to_vec())]).await?;
-        }
-        tx.commit().await.map_err(map_error)
-    }
-
     pub(super) async fn use_token(&self, hash: &[u8]) -> Result<Option<u64>, StoreError> {
         let mut tx = self.pool.begin().await.map_err(map_error)?;
         // One statement consumes the use: concurrent callers queue on the row lock and

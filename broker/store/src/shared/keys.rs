@@ -1,9 +1,8 @@
 //! Template of the `Store` methods for transit keys, their versions and the per-version
 //! counters (see the parent module).
 
-/// Appends the key methods and `insert_version`, then finishes the impl. Updating a key's
-/// configuration and deleting a key are the engine's own (`<engine>/keys.rs`): PostgreSQL
-/// runs them in a transaction that announces them.
+/// Appends the key methods and `insert_version`, then finishes the impl. Every key method
+/// is shared; single-statement writes go through the engine's `execute_write`.
 macro_rules! methods {
     ($store:ident, $dialect:ident, [$($methods:tt)*], [$($items:tt)*]) => {
         $crate::shared::finish! { $store, $dialect, [$($methods)*
@@ -92,7 +91,20 @@ macro_rules! methods {
             }
 
             async fn update_key_config(&self, key: &KeyRecord) -> Result<(), StoreError> {
-                self.update_key_config(key).await
+                let query = sqlx::query($crate::shared::sql!($dialect,
+                    sqlite: "UPDATE transit_keys SET min_decryption_version = ?, min_encryption_version = ?, \
+                     deletion_allowed = ?, auto_rotate_period = ? WHERE tenant_id = ? AND id = ?",
+                    postgres: "UPDATE transit_keys SET min_decryption_version = $1, min_encryption_version = $2, \
+                     deletion_allowed = $3, auto_rotate_period = $4 WHERE tenant_id = $5 AND id = $6",
+                ))
+                .bind(i64::from(key.min_decryption_version))
+                .bind(i64::from(key.min_encryption_version))
+                .bind(key.deletion_allowed)
+                .bind(to_i64(key.auto_rotate_period))
+                .bind(key.tenant.to_string())
+                .bind(key.id.to_string());
+                self.execute_write(query, |rows| (rows > 0).then_some(Change::Key(key.tenant, key.id))).await?;
+                Ok(())
             }
 
             async fn add_key_version(
@@ -131,7 +143,14 @@ macro_rules! methods {
             }
 
             async fn delete_key(&self, tenant: TenantId, key: KeyId) -> Result<(), StoreError> {
-                self.delete_key(tenant, key).await
+                let query = sqlx::query($crate::shared::sql!($dialect,
+                    sqlite: "DELETE FROM transit_keys WHERE tenant_id = ? AND id = ?",
+                    postgres: "DELETE FROM transit_keys WHERE tenant_id = $1 AND id = $2",
+                ))
+                .bind(tenant.to_string())
+                .bind(key.to_string());
+                self.execute_write(query, |rows| (rows > 0).then_some(Change::Key(tenant, key))).await?;
+                Ok(())
             }
 
             async fn reserve_counter(

@@ -1,10 +1,10 @@
 //! Template of the `Store` methods for mounts and their mount-scoped storage entries (see
 //! the parent module).
 
-/// Appends the mount and mount-storage methods, then hands on to `tokens`. Every write is
-/// the engine's own (`<engine>/mounts.rs`; for entries, `write_entry` and `remove_entry`
-/// run the statement built here): PostgreSQL runs it in a transaction of its own that
-/// announces it, and locks a mount before deleting it.
+/// Appends the mount and mount-storage methods, then hands on to `tokens`. The statements
+/// are built here and run by the engine (`execute_write`; `write_entry` and `remove_entry`
+/// in `<engine>/mounts.rs`): PostgreSQL runs each in a transaction of its own that announces
+/// it. Deleting a mount is the engine's own: PostgreSQL locks the mount first.
 macro_rules! methods {
     ($store:ident, $dialect:ident, [$($methods:tt)*], [$($items:tt)*]) => {
         $crate::shared::tokens::methods! { $store, $dialect, [$($methods)*
@@ -17,7 +17,21 @@ macro_rules! methods {
             }
 
             async fn create_mount(&self, mount: &MountRecord) -> Result<(), StoreError> {
-                self.create_mount(mount).await
+                let query = sqlx::query($crate::shared::sql!($dialect,
+                    sqlite: "INSERT INTO mounts (id, tenant_id, path, kind, description, config, created_at) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    postgres: "INSERT INTO mounts (id, tenant_id, path, kind, description, config, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                ))
+                .bind(mount.id.to_string())
+                .bind(mount.tenant.to_string())
+                .bind(&mount.path)
+                .bind(&mount.kind)
+                .bind(&mount.description)
+                .bind(mount.config.to_string())
+                .bind(mount.created_at);
+                self.execute_write(query, |_| [Change::Mounts(mount.tenant)]).await?;
+                Ok(())
             }
 
             async fn update_mount_config(
@@ -26,7 +40,15 @@ macro_rules! methods {
                 mount: MountId,
                 config: &serde_json::Value,
             ) -> Result<(), StoreError> {
-                self.update_mount_config(tenant, mount, config).await
+                let query = sqlx::query($crate::shared::sql!($dialect,
+                    sqlite: "UPDATE mounts SET config = ? WHERE tenant_id = ? AND id = ?",
+                    postgres: "UPDATE mounts SET config = $1 WHERE tenant_id = $2 AND id = $3",
+                ))
+                .bind(config.to_string())
+                .bind(tenant.to_string())
+                .bind(mount.to_string());
+                self.execute_write(query, |rows| (rows > 0).then_some(Change::Mounts(tenant))).await?;
+                Ok(())
             }
 
             async fn delete_mount(&self, tenant: TenantId, mount: MountId) -> Result<bool, StoreError> {

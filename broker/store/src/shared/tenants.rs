@@ -1,13 +1,22 @@
 //! Template of the `Store` methods for tenants: creating, listing, and deleting one with
 //! everything it owns (see the parent module).
 
-/// Appends the tenant methods, then hands on to `policies`. Creating and deleting a tenant
-/// are the engine's own (`<engine>/tenants.rs`): PostgreSQL locks the tenant and announces.
+/// Appends the tenant methods, then hands on to `policies`. Creating a tenant goes through
+/// the engine's `execute_write` (PostgreSQL announces it); deleting one is the engine's own
+/// (`<engine>/tenants.rs`): PostgreSQL locks the tenant first and announces what goes.
 macro_rules! methods {
     ($store:ident, $dialect:ident, [$($methods:tt)*], [$($items:tt)*]) => {
         $crate::shared::policies::methods! { $store, $dialect, [$($methods)*
             async fn create_tenant(&self, tenant: &TenantRecord) -> Result<(), StoreError> {
-                self.create_tenant(tenant).await
+                let query = sqlx::query($crate::shared::sql!($dialect,
+                    sqlite: "INSERT INTO tenants (id, name, created_at) VALUES (?, ?, ?)",
+                    postgres: "INSERT INTO tenants (id, name, created_at) VALUES ($1, $2, $3)",
+                ))
+                .bind(tenant.id.to_string())
+                .bind(&tenant.name)
+                .bind(tenant.created_at);
+                self.execute_write(query, |_| [Change::Tenants]).await?;
+                Ok(())
             }
 
             async fn list_tenants(&self) -> Result<Vec<TenantRecord>, StoreError> {

@@ -2,8 +2,9 @@
 //! tidying (see the parent module).
 
 /// Appends the token methods, then hands on to `approle`. Revoking (`revoke_tree`, given
-/// the statement), using, renewing and tidying are the engine's own (`<engine>/tokens.rs`):
-/// PostgreSQL announces every token they touch, in their transaction.
+/// the statement), using and tidying are the engine's own (`<engine>/tokens.rs`), renewing
+/// goes through `execute_write`: PostgreSQL announces every token they touch, in their
+/// transaction.
 macro_rules! methods {
     ($store:ident, $dialect:ident, [$($methods:tt)*], [$($items:tt)*]) => {
         $crate::shared::approle::methods! { $store, $dialect, [$($methods)*
@@ -108,7 +109,14 @@ macro_rules! methods {
             }
 
             async fn set_token_expiry(&self, hash: &[u8], expires_at: i64) -> Result<(), StoreError> {
-                self.set_token_expiry(hash, expires_at).await
+                let query = sqlx::query($crate::shared::sql!($dialect,
+                    sqlite: "UPDATE tokens SET expires_at = ? WHERE hash = ?",
+                    postgres: "UPDATE tokens SET expires_at = $1 WHERE hash = $2",
+                ))
+                .bind(expires_at)
+                .bind(hash);
+                self.execute_write(query, |rows| (rows > 0).then(|| Change::Token(hash.to_vec()))).await?;
+                Ok(())
             }
 
             async fn use_token(&self, hash: &[u8]) -> Result<Option<u64>, StoreError> {

@@ -1,15 +1,13 @@
 //! SQLite implementation of the `Store` trait.
 //!
 //! The `Store` impl is written by `crate::shared::store_impl!` from the templates both
-//! engines share, with SQLite's SQL. The methods whose transactions differ from
-//! PostgreSQL's are SQLite's own, one file per aggregate (`tenants`, `policies`, `mounts`,
-//! `tokens`, `keys`), as inherent methods of [`SqliteStore`] that the impl forwards to (an
-//! inherent method is found before a trait method of the same name). `postgres/` has the
-//! same files.
+//! engines share, with SQLite's SQL. What runs differently from PostgreSQL is SQLite's own,
+//! as inherent methods of [`SqliteStore`]: `execute_write` (below) runs a single-statement
+//! write, and one file per aggregate (`tenants`, `mounts`, `tokens`) holds the methods whose
+//! transactions differ, which the impl forwards to (an inherent method is found before a
+//! trait method of the same name). `postgres/` has the same files.
 
-mod keys;
 mod mounts;
-mod policies;
 mod tenants;
 #[cfg(test)]
 mod tests;
@@ -18,6 +16,7 @@ mod tokens;
 use std::{path::Path, str::FromStr, time::Duration};
 
 use keybroker_core::{
+    changes::Change,
     store::{
         AppRoleRecord, Expect, KeyMode, KeyRecord, KeyVersionRecord, MountEntry, MountRecord,
         SecretIdRecord, Store, StoreError, TenantRecord, TokenRecord,
@@ -83,6 +82,19 @@ impl SqliteStore {
             .await
             .map_err(|e| StoreError::Other(Box::new(e)))?;
         Ok(Self { pool })
+    }
+}
+
+impl SqliteStore {
+    /// Runs `query`, a write, on the pool; its number of rows affected. One node, nothing to
+    /// announce: `changes` (what PostgreSQL would announce) is not called.
+    async fn execute_write<C: IntoIterator<Item = Change>>(
+        &self,
+        query: BoundQuery<'_>,
+        _changes: impl FnOnce(u64) -> C,
+    ) -> Result<u64, StoreError> {
+        let result = query.execute(&self.pool).await.map_err(map_error)?;
+        Ok(result.rows_affected())
     }
 }
 

@@ -3,48 +3,11 @@
 //! Only the methods whose transactions differ between the engines; the rest, and the
 //! `Store` impl, are in `shared/mounts.rs`.
 
-use keybroker_core::{
-    store::{MountRecord, StoreError},
-    MountId, TenantId,
-};
+use keybroker_core::{store::StoreError, MountId, TenantId};
 
 use super::{map_error, BoundQuery, BoundScalar, SqliteStore};
 
 impl SqliteStore {
-    pub(super) async fn create_mount(&self, mount: &MountRecord) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO mounts (id, tenant_id, path, kind, description, config, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(mount.id.to_string())
-        .bind(mount.tenant.to_string())
-        .bind(&mount.path)
-        .bind(&mount.kind)
-        .bind(&mount.description)
-        .bind(mount.config.to_string())
-        .bind(mount.created_at)
-        .execute(&self.pool)
-        .await
-        .map_err(map_error)?;
-        Ok(())
-    }
-
-    pub(super) async fn update_mount_config(
-        &self,
-        tenant: TenantId,
-        mount: MountId,
-        config: &serde_json::Value,
-    ) -> Result<(), StoreError> {
-        sqlx::query("UPDATE mounts SET config = ? WHERE tenant_id = ? AND id = ?")
-            .bind(config.to_string())
-            .bind(tenant.to_string())
-            .bind(mount.to_string())
-            .execute(&self.pool)
-            .await
-            .map_err(map_error)?;
-        Ok(())
-    }
-
     pub(super) async fn delete_mount(
         &self,
         tenant: TenantId,

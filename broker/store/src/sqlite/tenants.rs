@@ -3,25 +3,11 @@
 //! Only the methods whose transactions differ between the engines; the rest, and the
 //! `Store` impl, are in `shared/tenants.rs`.
 
-use keybroker_core::{
-    store::{StoreError, TenantRecord},
-    TenantId,
-};
+use keybroker_core::{store::StoreError, TenantId};
 
 use super::{map_error, SqliteStore};
 
 impl SqliteStore {
-    pub(super) async fn create_tenant(&self, tenant: &TenantRecord) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO tenants (id, name, created_at) VALUES (?, ?, ?)")
-            .bind(tenant.id.to_string())
-            .bind(&tenant.name)
-            .bind(tenant.created_at)
-            .execute(&self.pool)
-            .await
-            .map_err(map_error)?;
-        Ok(())
-    }
-
     pub(super) async fn delete_tenant(&self, tenant: TenantId) -> Result<bool, StoreError> {
         if tenant == TenantId::ROOT {
             return Ok(false);

@@ -27,20 +27,6 @@ impl SqliteStore {
         rows.iter().map(|row| get(row, "hash")).collect()
     }
 
-    pub(super) async fn set_token_expiry(
-        &self,
-        hash: &[u8],
-        expires_at: i64,
-    ) -> Result<(), StoreError> {
-        sqlx::query("UPDATE tokens SET expires_at = ? WHERE hash = ?")
-            .bind(expires_at)
-            .bind(hash)
-            .execute(&self.pool)
-            .await
-            .map_err(map_error)?;
-        Ok(())
-    }
-
     pub(super) async fn use_token(&self, hash: &[u8]) -> Result<Option<u64>, StoreError> {
         let left: Option<i64> = sqlx::query_scalar(
             "UPDATE tokens SET uses_remaining = uses_remaining - 1 \
