@@ -3,28 +3,21 @@
 //! Only the methods whose transactions differ between the engines; the rest, and the
 //! `Store` impl, are in `shared/tokens.rs`.
 
-use keybroker_core::{changes::Change, store::StoreError, TenantId};
+use keybroker_core::{changes::Change, store::StoreError};
 use sqlx::postgres::PgRow;
 
 use super::feed::announce_in;
-use super::{get, map_error, to_u64, PostgresStore};
+use super::{get, map_error, to_u64, BoundQuery, PostgresStore};
 
 impl PostgresStore {
-    /// Runs `statement`, which deletes a tree of tokens from the root given as `tenant`
-    /// and `root` and returns their hashes, in a transaction.
+    /// Runs `query`, which deletes a tree of tokens and returns their hashes, in a
+    /// transaction.
     pub(super) async fn revoke_tree(
         &self,
-        statement: &'static str,
-        tenant: TenantId,
-        root: &str,
+        query: BoundQuery<'_>,
     ) -> Result<Vec<Vec<u8>>, StoreError> {
         let mut tx = self.pool.begin().await.map_err(map_error)?;
-        let rows = sqlx::query(statement)
-            .bind(tenant.to_string())
-            .bind(root)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(map_error)?;
+        let rows = query.fetch_all(&mut *tx).await.map_err(map_error)?;
         let revoked = hashes(&rows)?;
         announce_in(&mut tx, token_changes(&revoked)).await?;
         tx.commit().await.map_err(map_error)?;

@@ -2,7 +2,7 @@
 //! tidying (see the parent module).
 
 /// Appends the token methods, then hands on to `approle`. Revoking (`revoke_tree`, given
-/// the statement), using and tidying are the engine's own (`<engine>/tokens.rs`), renewing
+/// the query), using and tidying are the engine's own (`<engine>/tokens.rs`), renewing
 /// goes through `execute_write`: PostgreSQL announces every token they touch, in their
 /// transaction.
 macro_rules! methods {
@@ -84,7 +84,8 @@ macro_rules! methods {
                      DELETE FROM tokens WHERE accessor IN (SELECT accessor FROM tree) \
                      RETURNING hash",
                 );
-                self.revoke_tree(statement, tenant, accessor).await
+                let query = sqlx::query(statement).bind(tenant.to_string()).bind(accessor);
+                self.revoke_tree(query).await
             }
 
             async fn revoke_mount_tokens(
@@ -105,7 +106,8 @@ macro_rules! methods {
                      DELETE FROM tokens WHERE accessor IN (SELECT accessor FROM tree) \
                      RETURNING hash",
                 );
-                self.revoke_tree(statement, tenant, &mount.to_string()).await
+                let query = sqlx::query(statement).bind(tenant.to_string()).bind(mount.to_string());
+                self.revoke_tree(query).await
             }
 
             async fn set_token_expiry(&self, hash: &[u8], expires_at: i64) -> Result<(), StoreError> {

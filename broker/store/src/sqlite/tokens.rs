@@ -3,26 +3,19 @@
 //! Only the methods whose transactions differ between the engines; the rest, and the
 //! `Store` impl, are in `shared/tokens.rs`.
 
-use keybroker_core::{store::StoreError, TenantId};
+use keybroker_core::store::StoreError;
 
-use super::{get, map_error, to_u64, SqliteStore};
+use super::{get, map_error, to_u64, BoundQuery, SqliteStore};
 
 impl SqliteStore {
-    /// Runs `statement`, which deletes a tree of tokens from the root given as `tenant`
-    /// and `root` and returns their hashes, in a transaction.
+    /// Runs `query`, which deletes a tree of tokens and returns their hashes, in a
+    /// transaction.
     pub(super) async fn revoke_tree(
         &self,
-        statement: &'static str,
-        tenant: TenantId,
-        root: &str,
+        query: BoundQuery<'_>,
     ) -> Result<Vec<Vec<u8>>, StoreError> {
         let mut tx = self.pool.begin().await.map_err(map_error)?;
-        let rows = sqlx::query(statement)
-            .bind(tenant.to_string())
-            .bind(root)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(map_error)?;
+        let rows = query.fetch_all(&mut *tx).await.map_err(map_error)?;
         tx.commit().await.map_err(map_error)?;
         rows.iter().map(|row| get(row, "hash")).collect()
     }
