@@ -127,11 +127,7 @@ async fn mounts(store: &dyn Store) {
     assert!(store.delete_mount(tenant, a.id).await.unwrap());
     assert!(!store.delete_mount(tenant, a.id).await.unwrap());
     assert_eq!(store.get_key(tenant, a.id, "in-mount").await.unwrap(), None);
-    assert!(store
-        .get_key_versions(tenant, record.id)
-        .await
-        .unwrap()
-        .is_empty());
+    assert!(key_versions(store, tenant, record.id).await.is_empty());
 }
 
 fn token(hash: u8, accessor: &str, parent: Option<&str>) -> TokenRecord {
@@ -153,6 +149,11 @@ fn token(hash: u8, accessor: &str, parent: Option<&str>) -> TokenRecord {
         bound_cidrs: vec!["10.0.0.0/8".to_owned()],
         auth_mount: None,
     }
+}
+
+/// The versions of `key` in `tenant`.
+async fn key_versions(store: &dyn Store, tenant: TenantId, key: KeyId) -> Vec<KeyVersionRecord> {
+    store.get_key_versions(tenant, key).await.unwrap()
 }
 
 async fn tokens(store: &dyn Store) {
@@ -251,22 +252,15 @@ async fn tokens(store: &dyn Store) {
     assert_eq!(revoked, [20, 21, 25].map(|h| vec![h; 32]).to_vec());
     assert!(store.get_token(&[22; 32]).await.unwrap().is_some());
     // Deleting the mount deletes tokens it issued; none can be stored for it afterwards.
-    store
-        .put_tokens(&[TokenRecord {
-            auth_mount: Some(issuer),
-            ..token(23, "late", None)
-        }])
-        .await
-        .unwrap();
+    let issued = |hash, accessor| TokenRecord {
+        auth_mount: Some(issuer),
+        ..token(hash, accessor, None)
+    };
+    store.put_tokens(&[issued(23, "late")]).await.unwrap();
     assert!(store.delete_mount(TenantId::ROOT, issuer).await.unwrap());
     assert_eq!(store.get_token(&[23; 32]).await.unwrap(), None);
     assert!(matches!(
-        store
-            .put_tokens(&[TokenRecord {
-                auth_mount: Some(issuer),
-                ..token(24, "too-late", None)
-            }])
-            .await,
+        store.put_tokens(&[issued(24, "too-late")]).await,
         Err(StoreError::Gone)
     ));
 
@@ -367,11 +361,9 @@ async fn approle(store: &dyn Store) {
             .unwrap(),
         Some(billing.clone())
     );
+    let by_role_id = |tenant, role_id| store.get_approle_role_by_role_id(tenant, auth.id, role_id);
     assert_eq!(
-        store
-            .get_approle_role_by_role_id(tenant, auth.id, "rid-billing")
-            .await
-            .unwrap(),
+        by_role_id(tenant, "rid-billing").await.unwrap(),
         Some(billing.clone())
     );
     assert!(matches!(
@@ -386,10 +378,7 @@ async fn approle(store: &dyn Store) {
         .unwrap();
     let other_tenant = TenantId::random();
     assert_eq!(
-        store
-            .get_approle_role_by_role_id(other_tenant, auth.id, "rid-billing")
-            .await
-            .unwrap(),
+        by_role_id(other_tenant, "rid-billing").await.unwrap(),
         None,
         "roles resolve only within their tenant"
     );
@@ -420,13 +409,7 @@ async fn approle(store: &dyn Store) {
         ..billing.clone()
     };
     store.put_approle_role(&updated).await.unwrap();
-    assert_eq!(
-        store
-            .get_approle_role_by_role_id(tenant, auth.id, "rid-billing")
-            .await
-            .unwrap(),
-        None
-    );
+    assert_eq!(by_role_id(tenant, "rid-billing").await.unwrap(), None);
     assert_eq!(
         billing_secret_id(&[1; 32]).await.unwrap(),
         Some(limited.clone()),
@@ -593,19 +576,11 @@ async fn keys(store: &dyn Store) {
     // Another tenant sees nothing of it.
     let other = TenantId::random();
     assert_eq!(store.get_key(other, m.id, "k").await.unwrap(), None);
-    assert!(store
-        .get_key_versions(other, record.id)
-        .await
-        .unwrap()
-        .is_empty());
+    assert!(key_versions(store, other, record.id).await.is_empty());
 
     store.delete_key(tenant, record.id).await.unwrap();
     assert_eq!(store.get_key(tenant, m.id, "k").await.unwrap(), None);
-    assert!(store
-        .get_key_versions(tenant, record.id)
-        .await
-        .unwrap()
-        .is_empty());
+    assert!(key_versions(store, tenant, record.id).await.is_empty());
 }
 
 async fn counters(store: &dyn Store) {
@@ -830,6 +805,17 @@ async fn mount_entry_lists(store: &dyn Store) {
     assert_eq!(list("config").await.unwrap(), vec!["config"]);
 }
 
+/// The entry `config` of `mount` in `tenant` is `expected`.
+async fn assert_config(
+    store: &dyn Store,
+    tenant: TenantId,
+    mount: MountId,
+    expected: Option<MountEntry>,
+) {
+    let found = store.get_entry(tenant, mount, "config").await.unwrap();
+    assert_eq!(found, expected, "{tenant:?} {mount:?}");
+}
+
 async fn mount_entries_isolation_and_cascades(store: &dyn Store) {
     let root = TenantId::ROOT;
     let tenant = TenantId::random();
@@ -858,23 +844,13 @@ async fn mount_entries_isolation_and_cascades(store: &dyn Store) {
                 .unwrap();
         }
     }
-    let config = |tenant: TenantId, mount: MountId| store.get_entry(tenant, mount, "config");
-    assert_eq!(
-        config(root, a.id).await.unwrap(),
-        entry(json!("isolated-a/"), 1)
-    );
-    assert_eq!(
-        config(root, b.id).await.unwrap(),
-        entry(json!("isolated-b/"), 2)
-    );
-    assert_eq!(
-        config(tenant, theirs.id).await.unwrap(),
-        entry(json!("isolated-a/"), 3)
-    );
+    assert_config(store, root, a.id, entry(json!("isolated-a/"), 1)).await;
+    assert_config(store, root, b.id, entry(json!("isolated-b/"), 2)).await;
+    assert_config(store, tenant, theirs.id, entry(json!("isolated-a/"), 3)).await;
     // A mount is reached only through its own tenant: nothing read, listed, written or
     // deleted through another.
-    assert_eq!(config(root, theirs.id).await.unwrap(), None);
-    assert_eq!(config(tenant, a.id).await.unwrap(), None);
+    assert_config(store, root, theirs.id, None).await;
+    assert_config(store, tenant, a.id, None).await;
     assert!(store
         .list_entries(root, theirs.id, "")
         .await
@@ -901,10 +877,7 @@ async fn mount_entries_isolation_and_cascades(store: &dyn Store) {
         .delete_entry(root, theirs.id, "config", Expect::Any)
         .await
         .unwrap());
-    assert_eq!(
-        config(tenant, theirs.id).await.unwrap(),
-        entry(json!("isolated-a/"), 3)
-    );
+    assert_config(store, tenant, theirs.id, entry(json!("isolated-a/"), 3)).await;
 
     // Deleting a mount deletes its entries and no other; none can be written afterwards.
     store
@@ -912,7 +885,7 @@ async fn mount_entries_isolation_and_cascades(store: &dyn Store) {
         .await
         .unwrap();
     assert!(store.delete_mount(root, a.id).await.unwrap());
-    assert_eq!(config(root, a.id).await.unwrap(), None);
+    assert_config(store, root, a.id, None).await;
     assert!(store.list_entries(root, a.id, "").await.unwrap().is_empty());
     assert!(matches!(
         store
@@ -920,27 +893,18 @@ async fn mount_entries_isolation_and_cascades(store: &dyn Store) {
             .await,
         Err(StoreError::Gone)
     ));
-    assert_eq!(
-        config(root, b.id).await.unwrap(),
-        entry(json!("isolated-b/"), 2)
-    );
-    assert_eq!(
-        config(tenant, theirs.id).await.unwrap(),
-        entry(json!("isolated-a/"), 3)
-    );
+    assert_config(store, root, b.id, entry(json!("isolated-b/"), 2)).await;
+    assert_config(store, tenant, theirs.id, entry(json!("isolated-a/"), 3)).await;
 
     // Deleting a tenant deletes its mounts' entries, and nobody else's.
     assert!(store.delete_tenant(tenant).await.unwrap());
-    assert_eq!(config(tenant, theirs.id).await.unwrap(), None);
+    assert_config(store, tenant, theirs.id, None).await;
     assert!(store
         .list_entries(tenant, theirs.id, "")
         .await
         .unwrap()
         .is_empty());
-    assert_eq!(
-        config(root, b.id).await.unwrap(),
-        entry(json!("isolated-b/"), 2)
-    );
+    assert_config(store, root, b.id, entry(json!("isolated-b/"), 2)).await;
 }
 
 /// The counter windows reserved by concurrent callers, sorted, tile `0..end`: no overlap,
