@@ -3,8 +3,8 @@
 //! row type; they call that module's `map_error`.
 
 /// Defines `corrupt`, `get`, the id and number conversions, `to_json`/`json_column`, one
-/// `*_from_row` decoder per record type, and `optional_record`/`all_records` (run a query
-/// and decode its rows), for rows of type `$row` of database `$db`.
+/// `*_from_row` decoder per record type, `optional_record`/`all_records` (run a query and
+/// decode its rows) and `execute_with_id`, for rows of type `$row` of database `$db`.
 macro_rules! row_decoders {
     ($row:ty, $db:ty) => {
         /// A query of this engine, with its arguments bound.
@@ -32,6 +32,21 @@ macro_rules! row_decoders {
         ) -> Result<Vec<T>, StoreError> {
             let rows = query.fetch_all(pool).await.map_err(map_error)?;
             rows.iter().map(decode).collect()
+        }
+
+        /// Runs `statement`, whose one argument is `id`, in `tx`; its number of rows
+        /// affected.
+        async fn execute_with_id(
+            tx: &mut sqlx::Transaction<'_, $db>,
+            statement: &'static str,
+            id: &str,
+        ) -> Result<u64, StoreError> {
+            let result = sqlx::query(statement)
+                .bind(id)
+                .execute(&mut **tx)
+                .await
+                .map_err(map_error)?;
+            Ok(result.rows_affected())
         }
 
         fn corrupt(what: &str) -> StoreError {

@@ -7,7 +7,7 @@ use keybroker_core::{changes::Change, store::StoreError, TenantId};
 
 use super::feed::announce_in;
 use super::tokens::{hashes, token_changes};
-use super::{map_error, PostgresStore};
+use super::{execute_with_id, map_error, PostgresStore};
 
 impl PostgresStore {
     pub(super) async fn delete_tenant(&self, tenant: TenantId) -> Result<bool, StoreError> {
@@ -43,20 +43,12 @@ impl PostgresStore {
             "DELETE FROM policies WHERE tenant_id = $1",
             "DELETE FROM mounts WHERE tenant_id = $1",
         ] {
-            sqlx::query(statement)
-                .bind(&id)
-                .execute(&mut *tx)
-                .await
-                .map_err(map_error)?;
+            execute_with_id(&mut tx, statement, &id).await?;
         }
-        let deleted = sqlx::query("DELETE FROM tenants WHERE id = $1")
-            .bind(&id)
-            .execute(&mut *tx)
-            .await
-            .map_err(map_error)?;
+        let deleted = execute_with_id(&mut tx, "DELETE FROM tenants WHERE id = $1", &id).await?;
         let changes = [Change::TenantDeleted(tenant), Change::Tenants];
         announce_in(&mut tx, changes.into_iter().chain(token_changes(&revoked))).await?;
         tx.commit().await.map_err(map_error)?;
-        Ok(deleted.rows_affected() == 1)
+        Ok(deleted == 1)
     }
 }

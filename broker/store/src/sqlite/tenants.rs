@@ -5,7 +5,7 @@
 
 use keybroker_core::{store::StoreError, TenantId};
 
-use super::{map_error, SqliteStore};
+use super::{execute_with_id, map_error, SqliteStore};
 
 impl SqliteStore {
     pub(super) async fn delete_tenant(&self, tenant: TenantId) -> Result<bool, StoreError> {
@@ -21,18 +21,10 @@ impl SqliteStore {
             "DELETE FROM policies WHERE tenant_id = ?",
             "DELETE FROM mounts WHERE tenant_id = ?",
         ] {
-            sqlx::query(statement)
-                .bind(&id)
-                .execute(&mut *tx)
-                .await
-                .map_err(map_error)?;
+            execute_with_id(&mut tx, statement, &id).await?;
         }
-        let deleted = sqlx::query("DELETE FROM tenants WHERE id = ?")
-            .bind(&id)
-            .execute(&mut *tx)
-            .await
-            .map_err(map_error)?;
+        let deleted = execute_with_id(&mut tx, "DELETE FROM tenants WHERE id = ?", &id).await?;
         tx.commit().await.map_err(map_error)?;
-        Ok(deleted.rows_affected() == 1)
+        Ok(deleted == 1)
     }
 }
