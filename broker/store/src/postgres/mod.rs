@@ -237,6 +237,16 @@ impl PostgresStore {
     }
 }
 
+/// Runs `query` (`SELECT 1 … FOR UPDATE`) in `tx`, locking the row it selects until `tx`
+/// ends; whether there is such a row.
+async fn lock_row(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    query: BoundQuery<'_>,
+) -> Result<bool, StoreError> {
+    let row = query.fetch_optional(&mut **tx).await.map_err(map_error)?;
+    Ok(row.is_some())
+}
+
 impl PostgresStore {
     /// Runs `query`, a write, in a transaction that announces `changes` (given the number of
     /// rows affected) and commits; the number of rows affected.

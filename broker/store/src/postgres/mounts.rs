@@ -7,7 +7,7 @@ use keybroker_core::{changes::Change, store::StoreError, KeyId, MountId, TenantI
 
 use super::feed::announce_in;
 use super::tokens::token_changes;
-use super::{map_error, BoundQuery, BoundScalar, PostgresStore};
+use super::{lock_row, map_error, BoundQuery, BoundScalar, PostgresStore};
 
 impl PostgresStore {
     pub(super) async fn delete_mount(
@@ -20,15 +20,8 @@ impl PostgresStore {
         let mut tx = self.pool.begin().await.map_err(map_error)?;
         // Locked first: a token being stored for this mount (its foreign key takes a
         // key-share lock on the mount) commits before and is found below, or fails after.
-        let exists =
-            sqlx::query("SELECT 1 FROM mounts WHERE tenant_id = $1 AND id = $2 FOR UPDATE")
-                .bind(&tenant_text)
-                .bind(&mount_text)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(map_error)?
-                .is_some();
-        if !exists {
+        let lock = sqlx::query("SELECT 1 FROM mounts WHERE tenant_id = $1 AND id = $2 FOR UPDATE");
+        if !lock_row(&mut tx, lock.bind(&tenant_text).bind(&mount_text)).await? {
             return Ok(false);
         }
         // What the cascade will delete and other nodes may have cached: tokens the mount

@@ -7,7 +7,7 @@ use keybroker_core::{changes::Change, store::StoreError, TenantId};
 
 use super::feed::announce_in;
 use super::tokens::{hashes, token_changes};
-use super::{execute_with_id, map_error, PostgresStore};
+use super::{execute_with_id, lock_row, map_error, PostgresStore};
 
 impl PostgresStore {
     pub(super) async fn delete_tenant(&self, tenant: TenantId) -> Result<bool, StoreError> {
@@ -18,13 +18,8 @@ impl PostgresStore {
         let mut tx = self.pool.begin().await.map_err(map_error)?;
         // Locking the tenant first makes writes referring to it (they take a key-share lock
         // for their foreign key) finish before, or fail after: none slips in unannounced.
-        let exists = sqlx::query("SELECT 1 FROM tenants WHERE id = $1 FOR UPDATE")
-            .bind(&id)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(map_error)?
-            .is_some();
-        if !exists {
+        let lock = sqlx::query("SELECT 1 FROM tenants WHERE id = $1 FOR UPDATE");
+        if !lock_row(&mut tx, lock.bind(&id)).await? {
             return Ok(false);
         }
         // Tokens first (revocation): the tenant's, and any its mounts issued, which the
