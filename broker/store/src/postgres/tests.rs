@@ -519,6 +519,26 @@ async fn a_job_runs_on_one_node_at_a_time() {
     drop(rotate);
 }
 
+/// Runs `count` calls at once, call `i` on node `i % 2`; their results, in call order.
+async fn on_both_nodes<T, Call>(
+    nodes: &[Arc<PostgresStore>; 2],
+    count: usize,
+    call: impl Fn(Arc<PostgresStore>, usize) -> Call,
+) -> Vec<T>
+where
+    Call: std::future::Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    let tasks: Vec<_> = (0..count)
+        .map(|i| tokio::spawn(call(nodes[i % 2].clone(), i)))
+        .collect();
+    let mut results = Vec::with_capacity(count);
+    for task in tasks {
+        results.push(task.await.unwrap());
+    }
+    results
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_uses_on_two_nodes_are_exact() {
     let (_server, a, b) = cluster().await;
@@ -528,29 +548,15 @@ async fn concurrent_uses_on_two_nodes_are_exact() {
     let role = AppRoleRecord::new(TenantId::ROOT, auth.id, "r", "rid", 0);
     nodes[0].put_approle_role(&role).await.unwrap();
     for (hash, uses) in [(1u8, 1u64), (2, 5)] {
-        nodes[0]
-            .put_approle_secret_id(&crate::conformance::secret_id(
-                &role,
-                hash,
-                Some(uses),
-                None,
-            ))
-            .await
-            .unwrap();
-        let tasks: Vec<_> = (0..64)
-            .map(|i| {
-                let node = nodes[i % 2].clone();
-                tokio::spawn(async move {
-                    node.use_approle_secret_id(TenantId::ROOT, auth.id, "r", &[hash; 32])
-                        .await
-                        .unwrap()
-                })
-            })
-            .collect();
-        let mut left = Vec::new();
-        for task in tasks {
-            left.extend(task.await.unwrap());
-        }
+        let secret_id = crate::conformance::secret_id(&role, hash, Some(uses), None);
+        nodes[0].put_approle_secret_id(&secret_id).await.unwrap();
+        let left = on_both_nodes(&nodes, 64, |node, _| async move {
+            node.use_approle_secret_id(TenantId::ROOT, auth.id, "r", &[hash; 32])
+                .await
+                .unwrap()
+        })
+        .await;
+        let mut left: Vec<u64> = left.into_iter().flatten().collect();
         left.sort_unstable();
         assert_eq!(
             left,
@@ -571,16 +577,11 @@ async fn concurrent_uses_on_two_nodes_are_exact() {
         .put_tokens(&[token(TenantId::ROOT, 7, Some(3))])
         .await
         .unwrap();
-    let tasks: Vec<_> = (0..32)
-        .map(|i| {
-            let node = nodes[i % 2].clone();
-            tokio::spawn(async move { node.use_token(&[7; 32]).await.unwrap() })
-        })
-        .collect();
-    let mut left = Vec::new();
-    for task in tasks {
-        left.extend(task.await.unwrap());
-    }
+    let left = on_both_nodes(&nodes, 32, |node, _| async move {
+        node.use_token(&[7; 32]).await.unwrap()
+    })
+    .await;
+    let mut left: Vec<u64> = left.into_iter().flatten().collect();
     left.sort_unstable();
     assert_eq!(left, vec![0, 1, 2]);
     assert_eq!(nodes[0].get_token(&[7; 32]).await.unwrap(), None);
@@ -591,43 +592,29 @@ async fn concurrent_reservations_and_rotations_on_two_nodes() {
     let (_server, a, b) = cluster().await;
     let (key, first) = key(&a).await;
     let nodes = [Arc::new(a), Arc::new(b)];
-    let tasks: Vec<_> = (0..32)
-        .map(|i| {
-            let node = nodes[i % 2].clone();
-            tokio::spawn(async move {
-                node.reserve_counter(TenantId::ROOT, key.id, 1, 10, 1_000)
-                    .await
-                    .unwrap()
-            })
-        })
-        .collect();
-    let mut windows = Vec::new();
-    for task in tasks {
-        windows.push(task.await.unwrap());
-    }
+    let windows = on_both_nodes(&nodes, 32, |node, _| async move {
+        node.reserve_counter(TenantId::ROOT, key.id, 1, 10, 1_000)
+            .await
+            .unwrap()
+    })
+    .await;
     crate::conformance::assert_windows_tile(windows, 320);
 
     // Racing rotations from the same latest version: exactly one wins.
-    let tasks: Vec<_> = (0..8)
-        .map(|i| {
-            let node = nodes[i % 2].clone();
-            let version = KeyVersionRecord {
-                version: 2,
-                backend_reference: format!("r{i}"),
-                ..first.clone()
-            };
-            tokio::spawn(async move {
-                node.add_key_version(TenantId::ROOT, 1, &version)
-                    .await
-                    .unwrap()
-            })
-        })
-        .collect();
-    let mut won = 0;
-    for task in tasks {
-        won += usize::from(task.await.unwrap());
-    }
-    assert_eq!(won, 1);
+    let won = on_both_nodes(&nodes, 8, |node, i| {
+        let version = KeyVersionRecord {
+            version: 2,
+            backend_reference: format!("r{i}"),
+            ..first.clone()
+        };
+        async move {
+            node.add_key_version(TenantId::ROOT, 1, &version)
+                .await
+                .unwrap()
+        }
+    })
+    .await;
+    assert_eq!(won.iter().filter(|won| **won).count(), 1);
     let versions = nodes[1]
         .get_key_versions(TenantId::ROOT, key.id)
         .await

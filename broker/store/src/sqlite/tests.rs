@@ -61,15 +61,8 @@ async fn concurrent_logins_consume_a_secret_id_exactly_once_per_use() {
     let role = AppRoleRecord::new(TenantId::ROOT, mount.id, "r", "rid", 0);
     store.put_approle_role(&role).await.unwrap();
     for (hash, uses) in [(1u8, 1u64), (2, 5)] {
-        store
-            .put_approle_secret_id(&crate::conformance::secret_id(
-                &role,
-                hash,
-                Some(uses),
-                None,
-            ))
-            .await
-            .unwrap();
+        let secret_id = crate::conformance::secret_id(&role, hash, Some(uses), None);
+        store.put_approle_secret_id(&secret_id).await.unwrap();
         let mut tasks = Vec::new();
         for _ in 0..64 {
             let store = store.clone();
