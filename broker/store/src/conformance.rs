@@ -12,7 +12,8 @@ use keybroker_core::{
 };
 use serde_json::json;
 
-fn mount(tenant: TenantId, path: &str) -> MountRecord {
+/// A transit mount at `path` in `tenant`.
+pub(crate) fn mount(tenant: TenantId, path: &str) -> MountRecord {
     MountRecord {
         id: MountId::random(),
         tenant,
@@ -24,7 +25,8 @@ fn mount(tenant: TenantId, path: &str) -> MountRecord {
     }
 }
 
-fn key(tenant: TenantId, mount: MountId, name: &str) -> (KeyRecord, KeyVersionRecord) {
+/// Key `name` in `mount` with its version 1, every field round-trippable.
+pub(crate) fn key(tenant: TenantId, mount: MountId, name: &str) -> (KeyRecord, KeyVersionRecord) {
     let id = KeyId::random();
     let record = KeyRecord {
         id,
@@ -74,50 +76,24 @@ pub async fn run_all(store: &dyn Store) {
 }
 
 async fn audit_checkpoints(store: &dyn Store) {
-    assert_eq!(store.latest_audit_checkpoint("file").await.unwrap(), None);
-    store
-        .put_audit_checkpoint("file", 1000, &[1; 32])
-        .await
-        .unwrap();
-    assert_eq!(
-        store.latest_audit_checkpoint("file").await.unwrap(),
-        Some((1000, vec![1; 32]))
-    );
+    let latest = |sink: &'static str| store.latest_audit_checkpoint(sink);
+    let put = |sink: &'static str, sequence: u64, head: &'static [u8]| {
+        store.put_audit_checkpoint(sink, sequence, head)
+    };
+    assert_eq!(latest("file").await.unwrap(), None);
+    put("file", 1000, &[1; 32]).await.unwrap();
+    assert_eq!(latest("file").await.unwrap(), Some((1000, vec![1; 32])));
     // A lower or equal sequence never replaces the recorded head.
-    store
-        .put_audit_checkpoint("file", 500, &[2; 32])
-        .await
-        .unwrap();
-    store
-        .put_audit_checkpoint("file", 1000, &[3; 32])
-        .await
-        .unwrap();
-    assert_eq!(
-        store.latest_audit_checkpoint("file").await.unwrap(),
-        Some((1000, vec![1; 32]))
-    );
-    store
-        .put_audit_checkpoint("file", 2000, &[4; 32])
-        .await
-        .unwrap();
-    assert_eq!(
-        store.latest_audit_checkpoint("file").await.unwrap(),
-        Some((2000, vec![4; 32]))
-    );
+    put("file", 500, &[2; 32]).await.unwrap();
+    put("file", 1000, &[3; 32]).await.unwrap();
+    assert_eq!(latest("file").await.unwrap(), Some((1000, vec![1; 32])));
+    put("file", 2000, &[4; 32]).await.unwrap();
+    assert_eq!(latest("file").await.unwrap(), Some((2000, vec![4; 32])));
     // Sinks are independent.
-    assert_eq!(store.latest_audit_checkpoint("other").await.unwrap(), None);
-    store
-        .put_audit_checkpoint("other", 7, &[5; 32])
-        .await
-        .unwrap();
-    assert_eq!(
-        store.latest_audit_checkpoint("other").await.unwrap(),
-        Some((7, vec![5; 32]))
-    );
-    assert_eq!(
-        store.latest_audit_checkpoint("file").await.unwrap(),
-        Some((2000, vec![4; 32]))
-    );
+    assert_eq!(latest("other").await.unwrap(), None);
+    put("other", 7, &[5; 32]).await.unwrap();
+    assert_eq!(latest("other").await.unwrap(), Some((7, vec![5; 32])));
+    assert_eq!(latest("file").await.unwrap(), Some((2000, vec![4; 32])));
 }
 
 async fn meta(store: &dyn Store) {
@@ -151,11 +127,7 @@ async fn mounts(store: &dyn Store) {
     assert!(store.delete_mount(tenant, a.id).await.unwrap());
     assert!(!store.delete_mount(tenant, a.id).await.unwrap());
     assert_eq!(store.get_key(tenant, a.id, "in-mount").await.unwrap(), None);
-    assert!(store
-        .get_key_versions(tenant, record.id)
-        .await
-        .unwrap()
-        .is_empty());
+    assert!(key_versions(store, tenant, record.id).await.is_empty());
 }
 
 fn token(hash: u8, accessor: &str, parent: Option<&str>) -> TokenRecord {
@@ -177,6 +149,11 @@ fn token(hash: u8, accessor: &str, parent: Option<&str>) -> TokenRecord {
         bound_cidrs: vec!["10.0.0.0/8".to_owned()],
         auth_mount: None,
     }
+}
+
+/// The versions of `key` in `tenant`.
+async fn key_versions(store: &dyn Store, tenant: TenantId, key: KeyId) -> Vec<KeyVersionRecord> {
+    store.get_key_versions(tenant, key).await.unwrap()
 }
 
 async fn tokens(store: &dyn Store) {
@@ -275,22 +252,15 @@ async fn tokens(store: &dyn Store) {
     assert_eq!(revoked, [20, 21, 25].map(|h| vec![h; 32]).to_vec());
     assert!(store.get_token(&[22; 32]).await.unwrap().is_some());
     // Deleting the mount deletes tokens it issued; none can be stored for it afterwards.
-    store
-        .put_tokens(&[TokenRecord {
-            auth_mount: Some(issuer),
-            ..token(23, "late", None)
-        }])
-        .await
-        .unwrap();
+    let issued = |hash, accessor| TokenRecord {
+        auth_mount: Some(issuer),
+        ..token(hash, accessor, None)
+    };
+    store.put_tokens(&[issued(23, "late")]).await.unwrap();
     assert!(store.delete_mount(TenantId::ROOT, issuer).await.unwrap());
     assert_eq!(store.get_token(&[23; 32]).await.unwrap(), None);
     assert!(matches!(
-        store
-            .put_tokens(&[TokenRecord {
-                auth_mount: Some(issuer),
-                ..token(24, "too-late", None)
-            }])
-            .await,
+        store.put_tokens(&[issued(24, "too-late")]).await,
         Err(StoreError::Gone)
     ));
 
@@ -344,7 +314,8 @@ fn role(mount: &MountRecord, name: &str, role_id: &str) -> AppRoleRecord {
     }
 }
 
-fn secret_id(
+/// Secret ID `hash` of `role`, with `uses` and `expires_at`.
+pub(crate) fn secret_id(
     role: &AppRoleRecord,
     hash: u8,
     uses: Option<u64>,
@@ -390,11 +361,9 @@ async fn approle(store: &dyn Store) {
             .unwrap(),
         Some(billing.clone())
     );
+    let by_role_id = |tenant, role_id| store.get_approle_role_by_role_id(tenant, auth.id, role_id);
     assert_eq!(
-        store
-            .get_approle_role_by_role_id(tenant, auth.id, "rid-billing")
-            .await
-            .unwrap(),
+        by_role_id(tenant, "rid-billing").await.unwrap(),
         Some(billing.clone())
     );
     assert!(matches!(
@@ -409,10 +378,7 @@ async fn approle(store: &dyn Store) {
         .unwrap();
     let other_tenant = TenantId::random();
     assert_eq!(
-        store
-            .get_approle_role_by_role_id(other_tenant, auth.id, "rid-billing")
-            .await
-            .unwrap(),
+        by_role_id(other_tenant, "rid-billing").await.unwrap(),
         None,
         "roles resolve only within their tenant"
     );
@@ -426,6 +392,11 @@ async fn approle(store: &dyn Store) {
     );
 
     // Secret ids: by hash and by accessor, only within their role.
+    let billing_secret_id =
+        |hash: &'static [u8]| store.get_approle_secret_id(tenant, auth.id, "billing", hash);
+    let use_billing_secret_id =
+        |hash: &'static [u8]| store.use_approle_secret_id(tenant, auth.id, "billing", hash);
+    let billing_accessors = || store.list_approle_secret_id_accessors(tenant, auth.id, "billing");
     let limited = secret_id(&billing, 1, Some(2), Some(1000));
     store.put_approle_secret_id(&limited).await.unwrap();
     assert!(matches!(
@@ -438,18 +409,9 @@ async fn approle(store: &dyn Store) {
         ..billing.clone()
     };
     store.put_approle_role(&updated).await.unwrap();
+    assert_eq!(by_role_id(tenant, "rid-billing").await.unwrap(), None);
     assert_eq!(
-        store
-            .get_approle_role_by_role_id(tenant, auth.id, "rid-billing")
-            .await
-            .unwrap(),
-        None
-    );
-    assert_eq!(
-        store
-            .get_approle_secret_id(tenant, auth.id, "billing", &[1; 32])
-            .await
-            .unwrap(),
+        billing_secret_id(&[1; 32]).await.unwrap(),
         Some(limited.clone()),
         "updating a role keeps its secret_ids"
     );
@@ -465,149 +427,63 @@ async fn approle(store: &dyn Store) {
         (tenant, other_mount.id, "billing"),
         (other_tenant, auth.id, "billing"),
     ] {
+        let hash = &[1; 32];
         assert_eq!(
-            store
-                .get_approle_secret_id(t, m, r, &[1; 32])
-                .await
-                .unwrap(),
+            store.get_approle_secret_id(t, m, r, hash).await.unwrap(),
             None
         );
+        let by_accessor = store.get_approle_secret_id_by_accessor(t, m, r, "accessor-1");
+        assert_eq!(by_accessor.await.unwrap(), None);
         assert_eq!(
-            store
-                .get_approle_secret_id_by_accessor(t, m, r, "accessor-1")
-                .await
-                .unwrap(),
-            None
-        );
-        assert_eq!(
-            store
-                .use_approle_secret_id(t, m, r, &[1; 32])
-                .await
-                .unwrap(),
+            store.use_approle_secret_id(t, m, r, hash).await.unwrap(),
             None
         );
     }
 
     // Uses are consumed one at a time; the last use deletes the secret_id.
-    assert_eq!(
-        store
-            .use_approle_secret_id(tenant, auth.id, "billing", &[1; 32])
-            .await
-            .unwrap(),
-        Some(1)
-    );
-    assert_eq!(
-        store
-            .use_approle_secret_id(tenant, auth.id, "billing", &[1; 32])
-            .await
-            .unwrap(),
-        Some(0)
-    );
-    assert_eq!(
-        store
-            .use_approle_secret_id(tenant, auth.id, "billing", &[1; 32])
-            .await
-            .unwrap(),
-        None
-    );
-    assert_eq!(
-        store
-            .get_approle_secret_id(tenant, auth.id, "billing", &[1; 32])
-            .await
-            .unwrap(),
-        None
-    );
+    assert_eq!(use_billing_secret_id(&[1; 32]).await.unwrap(), Some(1));
+    assert_eq!(use_billing_secret_id(&[1; 32]).await.unwrap(), Some(0));
+    assert_eq!(use_billing_secret_id(&[1; 32]).await.unwrap(), None);
+    assert_eq!(billing_secret_id(&[1; 32]).await.unwrap(), None);
     // Unlimited secret_ids are not use-counted.
     store
         .put_approle_secret_id(&secret_id(&billing, 2, None, None))
         .await
         .unwrap();
-    assert_eq!(
-        store
-            .use_approle_secret_id(tenant, auth.id, "billing", &[2; 32])
-            .await
-            .unwrap(),
-        None
-    );
-    assert!(store
-        .get_approle_secret_id(tenant, auth.id, "billing", &[2; 32])
-        .await
-        .unwrap()
-        .is_some());
+    assert_eq!(use_billing_secret_id(&[2; 32]).await.unwrap(), None);
+    assert!(billing_secret_id(&[2; 32]).await.unwrap().is_some());
 
     // Listing, destruction, tidy in batches.
     for hash in 3..8 {
-        store
-            .put_approle_secret_id(&secret_id(
-                &billing,
-                hash,
-                None,
-                Some(100 + i64::from(hash)),
-            ))
-            .await
-            .unwrap();
+        let expires_at = Some(100 + i64::from(hash));
+        let record = secret_id(&billing, hash, None, expires_at);
+        store.put_approle_secret_id(&record).await.unwrap();
     }
+    assert_eq!(billing_accessors().await.unwrap().len(), 6);
+    let delete = || store.delete_approle_secret_id(tenant, auth.id, "billing", &[3; 32]);
+    assert!(delete().await.unwrap());
+    assert!(!delete().await.unwrap());
+    let tidy = |mount: MountId, now: i64, limit: u32| {
+        store.tidy_approle_secret_ids(tenant, mount, now, limit)
+    };
     assert_eq!(
-        store
-            .list_approle_secret_id_accessors(tenant, auth.id, "billing")
-            .await
-            .unwrap()
-            .len(),
-        6
-    );
-    assert!(store
-        .delete_approle_secret_id(tenant, auth.id, "billing", &[3; 32])
-        .await
-        .unwrap());
-    assert!(!store
-        .delete_approle_secret_id(tenant, auth.id, "billing", &[3; 32])
-        .await
-        .unwrap());
-    assert_eq!(
-        store
-            .tidy_approle_secret_ids(tenant, other_mount.id, 1_000, 10)
-            .await
-            .unwrap(),
+        tidy(other_mount.id, 1_000, 10).await.unwrap(),
         0,
         "tidy stays within its mount"
     );
+    assert_eq!(tidy(auth.id, 106, 2).await.unwrap(), 2);
+    assert_eq!(tidy(auth.id, 106, 2).await.unwrap(), 1);
     assert_eq!(
-        store
-            .tidy_approle_secret_ids(tenant, auth.id, 106, 2)
-            .await
-            .unwrap(),
-        2
-    );
-    assert_eq!(
-        store
-            .tidy_approle_secret_ids(tenant, auth.id, 106, 2)
-            .await
-            .unwrap(),
-        1
-    );
-    assert_eq!(
-        store
-            .list_approle_secret_id_accessors(tenant, auth.id, "billing")
-            .await
-            .unwrap(),
+        billing_accessors().await.unwrap(),
         vec!["accessor-2", "accessor-7"]
     );
 
     // Deleting a role deletes its secret_ids; disabling a mount deletes its roles.
-    assert!(store
-        .delete_approle_role(tenant, auth.id, "billing")
-        .await
-        .unwrap());
-    assert!(!store
-        .delete_approle_role(tenant, auth.id, "billing")
-        .await
-        .unwrap());
+    let delete_role = || store.delete_approle_role(tenant, auth.id, "billing");
+    assert!(delete_role().await.unwrap());
+    assert!(!delete_role().await.unwrap());
     store.put_approle_role(&billing).await.unwrap();
-    assert!(store
-        .list_approle_secret_id_accessors(tenant, auth.id, "billing")
-        .await
-        .unwrap()
-        .is_empty());
+    assert!(billing_accessors().await.unwrap().is_empty());
     store
         .put_approle_secret_id(&secret_id(&billing, 9, None, None))
         .await
@@ -618,13 +494,7 @@ async fn approle(store: &dyn Store) {
         .await
         .unwrap()
         .is_empty());
-    assert_eq!(
-        store
-            .get_approle_secret_id(tenant, auth.id, "billing", &[9; 32])
-            .await
-            .unwrap(),
-        None
-    );
+    assert_eq!(billing_secret_id(&[9; 32]).await.unwrap(), None);
     assert!(store.delete_mount(tenant, other_mount.id).await.unwrap());
 }
 
@@ -706,19 +576,11 @@ async fn keys(store: &dyn Store) {
     // Another tenant sees nothing of it.
     let other = TenantId::random();
     assert_eq!(store.get_key(other, m.id, "k").await.unwrap(), None);
-    assert!(store
-        .get_key_versions(other, record.id)
-        .await
-        .unwrap()
-        .is_empty());
+    assert!(key_versions(store, other, record.id).await.is_empty());
 
     store.delete_key(tenant, record.id).await.unwrap();
     assert_eq!(store.get_key(tenant, m.id, "k").await.unwrap(), None);
-    assert!(store
-        .get_key_versions(tenant, record.id)
-        .await
-        .unwrap()
-        .is_empty());
+    assert!(key_versions(store, tenant, record.id).await.is_empty());
 }
 
 async fn counters(store: &dyn Store) {
@@ -727,43 +589,17 @@ async fn counters(store: &dyn Store) {
     store.create_mount(&m).await.unwrap();
     let (record, first) = key(tenant, m.id, "c");
     store.create_key(&record, &first).await.unwrap();
-    assert_eq!(
-        store
-            .reserve_counter(tenant, record.id, 1, 100, 250)
-            .await
-            .unwrap(),
-        (0, 100)
-    );
-    assert_eq!(
-        store
-            .reserve_counter(tenant, record.id, 1, 100, 250)
-            .await
-            .unwrap(),
-        (100, 200)
-    );
+    let reserve = |version: u32| store.reserve_counter(tenant, record.id, version, 100, 250);
+    assert_eq!(reserve(1).await.unwrap(), (0, 100));
+    assert_eq!(reserve(1).await.unwrap(), (100, 200));
     // Capped at the limit, then empty windows.
-    assert_eq!(
-        store
-            .reserve_counter(tenant, record.id, 1, 100, 250)
-            .await
-            .unwrap(),
-        (200, 250)
-    );
-    assert_eq!(
-        store
-            .reserve_counter(tenant, record.id, 1, 100, 250)
-            .await
-            .unwrap(),
-        (250, 250)
-    );
+    assert_eq!(reserve(1).await.unwrap(), (200, 250));
+    assert_eq!(reserve(1).await.unwrap(), (250, 250));
     assert_eq!(
         store.get_key_versions(tenant, record.id).await.unwrap()[0].counter_reserved,
         250
     );
-    assert!(store
-        .reserve_counter(tenant, record.id, 9, 100, 250)
-        .await
-        .is_err());
+    assert!(reserve(9).await.is_err());
 }
 
 fn entry(value: serde_json::Value, version: u64) -> Option<MountEntry> {
@@ -969,6 +805,17 @@ async fn mount_entry_lists(store: &dyn Store) {
     assert_eq!(list("config").await.unwrap(), vec!["config"]);
 }
 
+/// The entry `config` of `mount` in `tenant` is `expected`.
+async fn assert_config(
+    store: &dyn Store,
+    tenant: TenantId,
+    mount: MountId,
+    expected: Option<MountEntry>,
+) {
+    let found = store.get_entry(tenant, mount, "config").await.unwrap();
+    assert_eq!(found, expected, "{tenant:?} {mount:?}");
+}
+
 async fn mount_entries_isolation_and_cascades(store: &dyn Store) {
     let root = TenantId::ROOT;
     let tenant = TenantId::random();
@@ -997,25 +844,13 @@ async fn mount_entries_isolation_and_cascades(store: &dyn Store) {
                 .unwrap();
         }
     }
-    assert_eq!(
-        store.get_entry(root, a.id, "config").await.unwrap(),
-        entry(json!("isolated-a/"), 1)
-    );
-    assert_eq!(
-        store.get_entry(root, b.id, "config").await.unwrap(),
-        entry(json!("isolated-b/"), 2)
-    );
-    assert_eq!(
-        store.get_entry(tenant, theirs.id, "config").await.unwrap(),
-        entry(json!("isolated-a/"), 3)
-    );
+    assert_config(store, root, a.id, entry(json!("isolated-a/"), 1)).await;
+    assert_config(store, root, b.id, entry(json!("isolated-b/"), 2)).await;
+    assert_config(store, tenant, theirs.id, entry(json!("isolated-a/"), 3)).await;
     // A mount is reached only through its own tenant: nothing read, listed, written or
     // deleted through another.
-    assert_eq!(
-        store.get_entry(root, theirs.id, "config").await.unwrap(),
-        None
-    );
-    assert_eq!(store.get_entry(tenant, a.id, "config").await.unwrap(), None);
+    assert_config(store, root, theirs.id, None).await;
+    assert_config(store, tenant, a.id, None).await;
     assert!(store
         .list_entries(root, theirs.id, "")
         .await
@@ -1042,10 +877,7 @@ async fn mount_entries_isolation_and_cascades(store: &dyn Store) {
         .delete_entry(root, theirs.id, "config", Expect::Any)
         .await
         .unwrap());
-    assert_eq!(
-        store.get_entry(tenant, theirs.id, "config").await.unwrap(),
-        entry(json!("isolated-a/"), 3)
-    );
+    assert_config(store, tenant, theirs.id, entry(json!("isolated-a/"), 3)).await;
 
     // Deleting a mount deletes its entries and no other; none can be written afterwards.
     store
@@ -1053,7 +885,7 @@ async fn mount_entries_isolation_and_cascades(store: &dyn Store) {
         .await
         .unwrap();
     assert!(store.delete_mount(root, a.id).await.unwrap());
-    assert_eq!(store.get_entry(root, a.id, "config").await.unwrap(), None);
+    assert_config(store, root, a.id, None).await;
     assert!(store.list_entries(root, a.id, "").await.unwrap().is_empty());
     assert!(matches!(
         store
@@ -1061,30 +893,32 @@ async fn mount_entries_isolation_and_cascades(store: &dyn Store) {
             .await,
         Err(StoreError::Gone)
     ));
-    assert_eq!(
-        store.get_entry(root, b.id, "config").await.unwrap(),
-        entry(json!("isolated-b/"), 2)
-    );
-    assert_eq!(
-        store.get_entry(tenant, theirs.id, "config").await.unwrap(),
-        entry(json!("isolated-a/"), 3)
-    );
+    assert_config(store, root, b.id, entry(json!("isolated-b/"), 2)).await;
+    assert_config(store, tenant, theirs.id, entry(json!("isolated-a/"), 3)).await;
 
     // Deleting a tenant deletes its mounts' entries, and nobody else's.
     assert!(store.delete_tenant(tenant).await.unwrap());
-    assert_eq!(
-        store.get_entry(tenant, theirs.id, "config").await.unwrap(),
-        None
-    );
+    assert_config(store, tenant, theirs.id, None).await;
     assert!(store
         .list_entries(tenant, theirs.id, "")
         .await
         .unwrap()
         .is_empty());
-    assert_eq!(
-        store.get_entry(root, b.id, "config").await.unwrap(),
-        entry(json!("isolated-b/"), 2)
-    );
+    assert_config(store, root, b.id, entry(json!("isolated-b/"), 2)).await;
+}
+
+/// The counter windows reserved by concurrent callers, sorted, tile `0..end`: no overlap,
+/// no gap.
+pub(crate) fn assert_windows_tile(mut windows: Vec<(u64, u64)>, end: u64) {
+    windows.sort_unstable();
+    assert_eq!(windows.first().map(|window| window.0), Some(0));
+    for pair in windows.windows(2) {
+        assert_eq!(
+            pair[0].1, pair[1].0,
+            "windows overlap or leave gaps: {windows:?}"
+        );
+    }
+    assert_eq!(windows.last().map(|window| window.1), Some(end));
 }
 
 /// Two stores on one database (two nodes, or two connection pools on one SQLite file)

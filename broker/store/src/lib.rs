@@ -4,7 +4,9 @@
 //! write acknowledged to a client survives a crash. [`PostgresStore`] serves a cluster: any
 //! number of nodes share one PostgreSQL database; writes announce cache invalidations with
 //! LISTEN/NOTIFY in their own transaction, and periodic jobs take advisory locks. Both
-//! implement the same `Store` trait, and one conformance suite checks both. Migrations are
+//! implement the same `Store` trait, and one conformance suite checks both. The Rust they
+//! share is written once (`shared/`: the `Store` impl, with each engine's own SQL; `rows.rs`:
+//! decoding); each engine keeps its transactions, locks and announcements. Migrations are
 //! embedded per engine (`migrations/sqlite`, `migrations/postgres`).
 //!
 //! The Postgres tests start a real, throwaway PostgreSQL server (`keybroker-pg-harness`):
@@ -21,6 +23,7 @@ mod conformance;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod rows;
+mod shared;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 

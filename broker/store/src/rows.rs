@@ -2,10 +2,53 @@
 //! checks, one text. [`row_decoders!`] defines the helpers in each adapter's module for its
 //! row type; they call that module's `map_error`.
 
-/// Defines `corrupt`, `get`, the id and number conversions, `to_json`/`json_column`, and
-/// one `*_from_row` decoder per record type, for rows of type `$row` of database `$db`.
+/// Defines `corrupt`, `get`, the id and number conversions, `to_json`/`json_column`, one
+/// `*_from_row` decoder per record type, `optional_record`/`all_records` (run a query and
+/// decode its rows) and `execute_with_id`, for rows of type `$row` of database `$db`.
 macro_rules! row_decoders {
     ($row:ty, $db:ty) => {
+        /// A query of this engine, with its arguments bound.
+        type BoundQuery<'q> = sqlx::query::Query<'q, $db, <$db as sqlx::Database>::Arguments<'q>>;
+
+        /// A query of this engine returning one column of type `O`, with its arguments bound.
+        type BoundScalar<'q, O> =
+            sqlx::query::QueryScalar<'q, $db, O, <$db as sqlx::Database>::Arguments<'q>>;
+
+        /// Runs `query`, decoding the row it may return with `decode`.
+        async fn optional_record<T>(
+            pool: &sqlx::Pool<$db>,
+            query: BoundQuery<'_>,
+            decode: fn(&$row) -> Result<T, StoreError>,
+        ) -> Result<Option<T>, StoreError> {
+            let row = query.fetch_optional(pool).await.map_err(map_error)?;
+            row.as_ref().map(decode).transpose()
+        }
+
+        /// Runs `query`, decoding every row it returns with `decode`.
+        async fn all_records<T>(
+            pool: &sqlx::Pool<$db>,
+            query: BoundQuery<'_>,
+            decode: fn(&$row) -> Result<T, StoreError>,
+        ) -> Result<Vec<T>, StoreError> {
+            let rows = query.fetch_all(pool).await.map_err(map_error)?;
+            rows.iter().map(decode).collect()
+        }
+
+        /// Runs `statement`, whose one argument is `id`, in `tx`; its number of rows
+        /// affected.
+        async fn execute_with_id(
+            tx: &mut sqlx::Transaction<'_, $db>,
+            statement: &'static str,
+            id: &str,
+        ) -> Result<u64, StoreError> {
+            let result = sqlx::query(statement)
+                .bind(id)
+                .execute(&mut **tx)
+                .await
+                .map_err(map_error)?;
+            Ok(result.rows_affected())
+        }
+
         fn corrupt(what: &str) -> StoreError {
             StoreError::Corrupt(what.to_owned())
         }
@@ -42,6 +85,14 @@ macro_rules! row_decoders {
 
         fn to_i64(value: u64) -> i64 {
             i64::try_from(value).unwrap_or(i64::MAX)
+        }
+
+        fn tenant_from_row(row: &$row) -> Result<TenantRecord, StoreError> {
+            Ok(TenantRecord {
+                id: tenant_id(row, "id")?,
+                name: get(row, "name")?,
+                created_at: get(row, "created_at")?,
+            })
         }
 
         fn mount_from_row(row: &$row) -> Result<MountRecord, StoreError> {

@@ -1,8 +1,8 @@
 //! PostgreSQL implementation of the `Store` trait, for a cluster of broker nodes sharing one
 //! database (ARCHITECTURE.md §7).
 //!
-//! The SQL is that of `sqlite/`, translated statement by statement, so every method
-//! behaves the same (one conformance suite runs against both). On top of it:
+//! The SQL is SQLite's, translated statement by statement (side by side in `shared/`), so
+//! every method behaves the same (one conformance suite runs against both). On top of it:
 //! - every write that makes cached state stale announces a [`Change`] with `pg_notify` in
 //!   the write's own transaction, so the announcement is delivered if and only if the write
 //!   commits;
@@ -18,19 +18,18 @@
 //! Requests fail fast when the database is down: pool acquisition and connection attempts
 //! are bounded by [`PostgresOptions`], statements by a server-side `statement_timeout`.
 //!
-//! The files are the twins of `sqlite/`: one per aggregate (`meta`, `tenants`, `policies`,
-//! `mounts`, `tokens`, `approle`, `keys`) holds its statements as inherent methods of
-//! [`PostgresStore`], and the `Store` impl below only forwards to them (an inherent method is
-//! found before a trait method of the same name). The cluster machinery stands apart: `feed`
-//! (announcements, the listener, the heartbeat) and `jobs` (advisory locks).
+//! The `Store` impl is written by `crate::shared::store_impl!` from the templates both
+//! engines share, with PostgreSQL's SQL. What locks, or announces in its transaction, is
+//! PostgreSQL's own, as inherent methods of [`PostgresStore`]: `execute_write` (below) runs
+//! a single-statement write and announces it, and one file per aggregate (`tenants`,
+//! `mounts`, `tokens`, as in `sqlite/`) holds the methods whose transactions differ, which
+//! the impl forwards to (an inherent method is found before a trait method of the same
+//! name). The cluster machinery stands apart: `feed` (announcements, the listener, the
+//! heartbeat) and `jobs` (advisory locks).
 
-mod approle;
 mod feed;
 mod jobs;
-mod keys;
-mod meta;
 mod mounts;
-mod policies;
 mod tenants;
 #[cfg(test)]
 mod tests;
@@ -42,7 +41,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use async_trait::async_trait;
 use keybroker_core::{
     changes::{Change, JobGuard},
     store::{
@@ -239,8 +237,40 @@ impl PostgresStore {
     }
 }
 
-#[async_trait]
-impl Store for PostgresStore {
+/// Runs `query` (`SELECT 1 … FOR UPDATE`) in `tx`, locking the row it selects until `tx`
+/// ends; whether there is such a row.
+async fn lock_row(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    query: BoundQuery<'_>,
+) -> Result<bool, StoreError> {
+    let row = query.fetch_optional(&mut **tx).await.map_err(map_error)?;
+    Ok(row.is_some())
+}
+
+impl PostgresStore {
+    /// Runs `query`, a write, in a transaction that announces `changes` (given the number of
+    /// rows affected) and commits; the number of rows affected.
+    async fn execute_write<C: IntoIterator<Item = Change>>(
+        &self,
+        query: BoundQuery<'_>,
+        changes: impl FnOnce(u64) -> C,
+    ) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(map_error)?;
+        let rows = query
+            .execute(&mut *tx)
+            .await
+            .map_err(map_error)?
+            .rows_affected();
+        feed::announce_in(&mut tx, changes(rows)).await?;
+        tx.commit().await.map_err(map_error)?;
+        Ok(rows)
+    }
+}
+
+/// The engine of this module, for the shared templates.
+type Engine = sqlx::Postgres;
+
+crate::shared::store_impl!(PostgresStore, postgres, {
     fn subscribe(&self) -> Option<broadcast::Receiver<Change>> {
         self.subscribe()
     }
@@ -256,337 +286,4 @@ impl Store for PostgresStore {
     async fn try_lock_job(&self, job: &str) -> Result<Option<JobGuard>, StoreError> {
         self.try_lock_job(job).await
     }
-
-    async fn get_meta(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        self.get_meta(name).await
-    }
-
-    async fn put_meta_if_absent(&self, name: &str, value: &[u8]) -> Result<bool, StoreError> {
-        self.put_meta_if_absent(name, value).await
-    }
-
-    async fn create_tenant(&self, tenant: &TenantRecord) -> Result<(), StoreError> {
-        self.create_tenant(tenant).await
-    }
-
-    async fn list_tenants(&self) -> Result<Vec<TenantRecord>, StoreError> {
-        self.list_tenants().await
-    }
-
-    async fn delete_tenant(&self, tenant: TenantId) -> Result<bool, StoreError> {
-        self.delete_tenant(tenant).await
-    }
-
-    async fn put_policy(
-        &self,
-        tenant: TenantId,
-        name: &str,
-        text: &str,
-        now: i64,
-    ) -> Result<(), StoreError> {
-        self.put_policy(tenant, name, text, now).await
-    }
-
-    async fn get_policy(&self, tenant: TenantId, name: &str) -> Result<Option<String>, StoreError> {
-        self.get_policy(tenant, name).await
-    }
-
-    async fn list_policies(&self, tenant: TenantId) -> Result<Vec<String>, StoreError> {
-        self.list_policies(tenant).await
-    }
-
-    async fn delete_policy(&self, tenant: TenantId, name: &str) -> Result<bool, StoreError> {
-        self.delete_policy(tenant, name).await
-    }
-
-    async fn list_mounts(&self, tenant: TenantId) -> Result<Vec<MountRecord>, StoreError> {
-        self.list_mounts(tenant).await
-    }
-
-    async fn create_mount(&self, mount: &MountRecord) -> Result<(), StoreError> {
-        self.create_mount(mount).await
-    }
-
-    async fn update_mount_config(
-        &self,
-        tenant: TenantId,
-        mount: MountId,
-        config: &serde_json::Value,
-    ) -> Result<(), StoreError> {
-        self.update_mount_config(tenant, mount, config).await
-    }
-
-    async fn delete_mount(&self, tenant: TenantId, mount: MountId) -> Result<bool, StoreError> {
-        self.delete_mount(tenant, mount).await
-    }
-
-    async fn get_entry(
-        &self,
-        tenant: TenantId,
-        mount: MountId,
-        key: &str,
-    ) -> Result<Option<MountEntry>, StoreError> {
-        self.get_entry(tenant, mount, key).await
-    }
-
-    async fn put_entry(
-        &self,
-        tenant: TenantId,
-        mount: MountId,
-        key: &str,
-        value: &serde_json::Value,
-        expect: Expect,
-    ) -> Result<u64, StoreError> {
-        self.put_entry(tenant, mount, key, value, expect).await
-    }
-
-    async fn delete_entry(
-        &self,
-        tenant: TenantId,
-        mount: MountId,
-        key: &str,
-        expect: Expect,
-    ) -> Result<bool, StoreError> {
-        self.delete_entry(tenant, mount, key, expect).await
-    }
-
-    async fn list_entries(
-        &self,
-        tenant: TenantId,
-        mount: MountId,
-        prefix: &str,
-    ) -> Result<Vec<String>, StoreError> {
-        self.list_entries(tenant, mount, prefix).await
-    }
-
-    async fn put_tokens(&self, tokens: &[TokenRecord]) -> Result<(), StoreError> {
-        self.put_tokens(tokens).await
-    }
-
-    async fn get_token(&self, hash: &[u8]) -> Result<Option<TokenRecord>, StoreError> {
-        self.get_token(hash).await
-    }
-
-    async fn get_token_by_accessor(
-        &self,
-        tenant: TenantId,
-        accessor: &str,
-    ) -> Result<Option<TokenRecord>, StoreError> {
-        self.get_token_by_accessor(tenant, accessor).await
-    }
-
-    async fn revoke_token_tree(
-        &self,
-        tenant: TenantId,
-        accessor: &str,
-    ) -> Result<Vec<Vec<u8>>, StoreError> {
-        self.revoke_token_tree(tenant, accessor).await
-    }
-
-    async fn revoke_mount_tokens(
-        &self,
-        tenant: TenantId,
-        mount: MountId,
-    ) -> Result<Vec<Vec<u8>>, StoreError> {
-        self.revoke_mount_tokens(tenant, mount).await
-    }
-
-    async fn set_token_expiry(&self, hash: &[u8], expires_at: i64) -> Result<(), StoreError> {
-        self.set_token_expiry(hash, expires_at).await
-    }
-
-    async fn use_token(&self, hash: &[u8]) -> Result<Option<u64>, StoreError> {
-        self.use_token(hash).await
-    }
-
-    async fn tidy_tokens(&self, now: i64) -> Result<Vec<Vec<u8>>, StoreError> {
-        self.tidy_tokens(now).await
-    }
-
-    async fn put_approle_role(&self, role: &AppRoleRecord) -> Result<(), StoreError> {
-        self.put_approle_role(role).await
-    }
-
-    async fn get_approle_role(
-        &self,
-        tenant: TenantId,
-        mount: MountId,
-        name: &str,
-    ) -> Result<Option<AppRoleRecord>, StoreError> {
-        self.get_approle_role(tenant, mount, name).await
-    }
-
-    async fn get_approle_role_by_role_id(
-        &self,
-        tenant: TenantId,
-        mount: MountId,
-        role_id: &str,
-    ) -> Result<Option<AppRoleRecord>, StoreError> {
-        self.get_approle_role_by_role_id(tenant, mount, role_id)
-            .await
-    }
-
-    async fn list_approle_roles(
-        &self,
-        tenant: TenantId,
-        mount: MountId,
-    ) -> Result<Vec<String>, StoreError> {
-        self.list_approle_roles(tenant, mount).await
-    }
-
-    async fn delete_approle_role(
-        &self,
-        tenant: TenantId,
-        mount: MountId,
-        name: &str,
-    ) -> Result<bool, StoreError> {
-        self.delete_approle_role(tenant, mount, name).await
-    }
-
-    async fn put_approle_secret_id(&self, secret_id: &SecretIdRecord) -> Result<(), StoreError> {
-        self.put_approle_secret_id(secret_id).await
-    }
-
-    async fn get_approle_secret_id(
-        &self,
-        tenant: TenantId,
-        mount: MountId,
-        role_name: &str,
-        hash: &[u8],
-    ) -> Result<Option<SecretIdRecord>, StoreError> {
-        self.get_approle_secret_id(tenant, mount, role_name, hash)
-            .await
-    }
-
-    async fn get_approle_secret_id_by_accessor(
-        &self,
-        tenant: TenantId,
-        mount: MountId,
-        role_name: &str,
-        accessor: &str,
-    ) -> Result<Option<SecretIdRecord>, StoreError> {
-        self.get_approle_secret_id_by_accessor(tenant, mount, role_name, accessor)
-            .await
-    }
-
-    async fn list_approle_secret_id_accessors(
-        &self,
-        tenant: TenantId,
-        mount: MountId,
-        role_name: &str,
-    ) -> Result<Vec<String>, StoreError> {
-        self.list_approle_secret_id_accessors(tenant, mount, role_name)
-            .await
-    }
-
-    async fn delete_approle_secret_id(
-        &self,
-        tenant: TenantId,
-        mount: MountId,
-        role_name: &str,
-        hash: &[u8],
-    ) -> Result<bool, StoreError> {
-        self.delete_approle_secret_id(tenant, mount, role_name, hash)
-            .await
-    }
-
-    async fn use_approle_secret_id(
-        &self,
-        tenant: TenantId,
-        mount: MountId,
-        role_name: &str,
-        hash: &[u8],
-    ) -> Result<Option<u64>, StoreError> {
-        self.use_approle_secret_id(tenant, mount, role_name, hash)
-            .await
-    }
-
-    async fn tidy_approle_secret_ids(
-        &self,
-        tenant: TenantId,
-        mount: MountId,
-        now: i64,
-        limit: u32,
-    ) -> Result<u64, StoreError> {
-        self.tidy_approle_secret_ids(tenant, mount, now, limit)
-            .await
-    }
-
-    async fn create_key(
-        &self,
-        key: &KeyRecord,
-        first: &KeyVersionRecord,
-    ) -> Result<(), StoreError> {
-        self.create_key(key, first).await
-    }
-
-    async fn get_key(
-        &self,
-        tenant: TenantId,
-        mount: MountId,
-        name: &str,
-    ) -> Result<Option<KeyRecord>, StoreError> {
-        self.get_key(tenant, mount, name).await
-    }
-
-    async fn get_key_versions(
-        &self,
-        tenant: TenantId,
-        key: KeyId,
-    ) -> Result<Vec<KeyVersionRecord>, StoreError> {
-        self.get_key_versions(tenant, key).await
-    }
-
-    async fn list_keys(&self, tenant: TenantId, mount: MountId) -> Result<Vec<String>, StoreError> {
-        self.list_keys(tenant, mount).await
-    }
-
-    async fn list_auto_rotating_keys(&self) -> Result<Vec<KeyRecord>, StoreError> {
-        self.list_auto_rotating_keys().await
-    }
-
-    async fn update_key_config(&self, key: &KeyRecord) -> Result<(), StoreError> {
-        self.update_key_config(key).await
-    }
-
-    async fn add_key_version(
-        &self,
-        tenant: TenantId,
-        expected_latest: u32,
-        version: &KeyVersionRecord,
-    ) -> Result<bool, StoreError> {
-        self.add_key_version(tenant, expected_latest, version).await
-    }
-
-    async fn delete_key(&self, tenant: TenantId, key: KeyId) -> Result<(), StoreError> {
-        self.delete_key(tenant, key).await
-    }
-
-    async fn reserve_counter(
-        &self,
-        tenant: TenantId,
-        key: KeyId,
-        version: u32,
-        block: u64,
-        limit: u64,
-    ) -> Result<(u64, u64), StoreError> {
-        self.reserve_counter(tenant, key, version, block, limit)
-            .await
-    }
-
-    async fn put_audit_checkpoint(
-        &self,
-        sink: &str,
-        sequence: u64,
-        head: &[u8],
-    ) -> Result<(), StoreError> {
-        self.put_audit_checkpoint(sink, sequence, head).await
-    }
-
-    async fn latest_audit_checkpoint(
-        &self,
-        sink: &str,
-    ) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
-        self.latest_audit_checkpoint(sink).await
-    }
-}
+});

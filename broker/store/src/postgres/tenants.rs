@@ -1,46 +1,15 @@
 //! Tenants: creating, listing, and deleting one with everything it owns.
+//!
+//! Only the methods whose transactions differ between the engines; the rest, and the
+//! `Store` impl, are in `shared/tenants.rs`.
 
-use keybroker_core::{
-    changes::Change,
-    store::{StoreError, TenantRecord},
-    TenantId,
-};
+use keybroker_core::{changes::Change, store::StoreError, TenantId};
 
 use super::feed::announce_in;
 use super::tokens::{hashes, token_changes};
-use super::{get, map_error, tenant_id, PostgresStore};
+use super::{execute_with_id, lock_row, map_error, PostgresStore};
 
 impl PostgresStore {
-    pub(super) async fn create_tenant(&self, tenant: &TenantRecord) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await.map_err(map_error)?;
-        sqlx::query("INSERT INTO tenants (id, name, created_at) VALUES ($1, $2, $3)")
-            .bind(tenant.id.to_string())
-            .bind(&tenant.name)
-            .bind(tenant.created_at)
-            .execute(&mut *tx)
-            .await
-            .map_err(map_error)?;
-        announce_in(&mut tx, [Change::Tenants]).await?;
-        tx.commit().await.map_err(map_error)
-    }
-
-    pub(super) async fn list_tenants(&self) -> Result<Vec<TenantRecord>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM tenants WHERE id <> $1 ORDER BY name")
-            .bind(TenantId::ROOT.to_string())
-            .fetch_all(&self.pool)
-            .await
-            .map_err(map_error)?;
-        rows.iter()
-            .map(|row| {
-                Ok(TenantRecord {
-                    id: tenant_id(row, "id")?,
-                    name: get(row, "name")?,
-                    created_at: get(row, "created_at")?,
-                })
-            })
-            .collect()
-    }
-
     pub(super) async fn delete_tenant(&self, tenant: TenantId) -> Result<bool, StoreError> {
         if tenant == TenantId::ROOT {
             return Ok(false);
@@ -49,13 +18,8 @@ impl PostgresStore {
         let mut tx = self.pool.begin().await.map_err(map_error)?;
         // Locking the tenant first makes writes referring to it (they take a key-share lock
         // for their foreign key) finish before, or fail after: none slips in unannounced.
-        let exists = sqlx::query("SELECT 1 FROM tenants WHERE id = $1 FOR UPDATE")
-            .bind(&id)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(map_error)?
-            .is_some();
-        if !exists {
+        let lock = sqlx::query("SELECT 1 FROM tenants WHERE id = $1 FOR UPDATE");
+        if !lock_row(&mut tx, lock.bind(&id)).await? {
             return Ok(false);
         }
         // Tokens first (revocation): the tenant's, and any its mounts issued, which the
@@ -74,20 +38,12 @@ impl PostgresStore {
             "DELETE FROM policies WHERE tenant_id = $1",
             "DELETE FROM mounts WHERE tenant_id = $1",
         ] {
-            sqlx::query(statement)
-                .bind(&id)
-                .execute(&mut *tx)
-                .await
-                .map_err(map_error)?;
+            execute_with_id(&mut tx, statement, &id).await?;
         }
-        let deleted = sqlx::query("DELETE FROM tenants WHERE id = $1")
-            .bind(&id)
-            .execute(&mut *tx)
-            .await
-            .map_err(map_error)?;
+        let deleted = execute_with_id(&mut tx, "DELETE FROM tenants WHERE id = $1", &id).await?;
         let changes = [Change::TenantDeleted(tenant), Change::Tenants];
         announce_in(&mut tx, changes.into_iter().chain(token_changes(&revoked))).await?;
         tx.commit().await.map_err(map_error)?;
-        Ok(deleted.rows_affected() == 1)
+        Ok(deleted == 1)
     }
 }

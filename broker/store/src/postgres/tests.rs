@@ -6,10 +6,10 @@ use std::{
 use keybroker_core::{
     changes::Change,
     store::{
-        AppRoleRecord, Expect, KeyMode, KeyRecord, KeyVersionRecord, MountRecord, SecretIdRecord,
-        StoreError, TenantRecord, TokenRecord,
+        AppRoleRecord, Expect, KeyRecord, KeyVersionRecord, MountRecord, Store, StoreError,
+        TenantRecord, TokenRecord,
     },
-    KeyId, MountId, TenantId,
+    MountId, TenantId,
 };
 use keybroker_pg_harness::PgServer;
 use tokio::sync::broadcast;
@@ -106,35 +106,7 @@ fn token(tenant: TenantId, hash: u8, uses: Option<u64>) -> TokenRecord {
 async fn key(store: &PostgresStore) -> (KeyRecord, KeyVersionRecord) {
     let mount = mount("transit/", "transit");
     store.create_mount(&mount).await.unwrap();
-    let id = KeyId::random();
-    let key = KeyRecord {
-        id,
-        tenant: TenantId::ROOT,
-        mount: mount.id,
-        name: "k".into(),
-        key_type: "aes256-gcm96".into(),
-        backend: "local".into(),
-        mode: KeyMode::Envelope,
-        backend_reference: None,
-        min_decryption_version: 1,
-        min_encryption_version: 0,
-        deletion_allowed: false,
-        bound: false,
-        auto_rotate_period: 0,
-        latest_version: 1,
-        created_at: 0,
-        rotated_at: 0,
-    };
-    let version = KeyVersionRecord {
-        key: id,
-        version: 1,
-        backend_reference: "r".into(),
-        wrapped_dek: None,
-        payload_format: 2,
-        public_key: None,
-        created_at: 0,
-        counter_reserved: 0,
-    };
+    let (key, version) = crate::conformance::key(TenantId::ROOT, mount.id, "k");
     store.create_key(&key, &version).await.unwrap();
     (key, version)
 }
@@ -438,24 +410,26 @@ fn restartable() -> PostgresOptions {
     }
 }
 
-/// While the server is down, a call fails as `Unavailable`, promptly (a hang guard).
-async fn fails_fast_while_down(store: &PostgresStore) {
-    let started = Instant::now();
-    let result = store.get_policy(TenantId::ROOT, "p").await;
+/// The call failed as `Unavailable`.
+fn assert_unavailable<T: std::fmt::Debug>(result: Result<T, StoreError>) {
     assert!(
         matches!(result, Err(StoreError::Unavailable(_))),
         "{result:?}"
     );
-    let write = store.put_policy(TenantId::ROOT, "p", "lost", 3).await;
-    assert!(
-        matches!(write, Err(StoreError::Unavailable(_))),
-        "{write:?}"
-    );
-    assert!(
-        started.elapsed() < DOWN_CALL_BOUND,
-        "two calls took {:?}",
-        started.elapsed()
-    );
+}
+
+/// What ran since `started` (`what`) ended within `DOWN_CALL_BOUND` (a hang guard).
+fn assert_prompt(started: Instant, what: &str) {
+    let elapsed = started.elapsed();
+    assert!(elapsed < DOWN_CALL_BOUND, "{what} took {elapsed:?}");
+}
+
+/// While the server is down, a call fails as `Unavailable`, promptly (a hang guard).
+async fn fails_fast_while_down(store: &PostgresStore) {
+    let started = Instant::now();
+    assert_unavailable(store.get_policy(TenantId::ROOT, "p").await);
+    assert_unavailable(store.put_policy(TenantId::ROOT, "p", "lost", 3).await);
+    assert_prompt(started, "two calls");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -472,16 +446,8 @@ async fn a_restarted_database_resyncs_and_recovers() {
     // A clean restart (fast shutdown ends the sessions).
     server.stop();
     let started = Instant::now();
-    let result = store.get_meta("m").await;
-    assert!(
-        matches!(result, Err(StoreError::Unavailable(_))),
-        "{result:?}"
-    );
-    assert!(
-        started.elapsed() < DOWN_CALL_BOUND,
-        "{:?}",
-        started.elapsed()
-    );
+    assert_unavailable(store.get_meta("m").await);
+    assert_prompt(started, "a call");
     fails_fast_while_down(&store).await;
     let before = store.last_in_sync().unwrap();
     server.restart();
@@ -524,16 +490,9 @@ async fn opening_an_unreachable_database_fails_fast() {
         PostgresOptions::default(),
     )
     .await;
-    assert!(
-        matches!(result, Err(StoreError::Unavailable(_))),
-        "{result:?}"
-    );
+    assert_unavailable(result);
     // Nothing listens on the port, ever: only the 2 s acquire deadline ends the attempt.
-    assert!(
-        started.elapsed() < DOWN_CALL_BOUND,
-        "{:?}",
-        started.elapsed()
-    );
+    assert_prompt(started, "opening");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -560,6 +519,26 @@ async fn a_job_runs_on_one_node_at_a_time() {
     drop(rotate);
 }
 
+/// Runs `count` calls at once, call `i` on node `i % 2`; their results, in call order.
+async fn on_both_nodes<T, Call>(
+    nodes: &[Arc<PostgresStore>; 2],
+    count: usize,
+    call: impl Fn(Arc<PostgresStore>, usize) -> Call,
+) -> Vec<T>
+where
+    Call: std::future::Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    let tasks: Vec<_> = (0..count)
+        .map(|i| tokio::spawn(call(nodes[i % 2].clone(), i)))
+        .collect();
+    let mut results = Vec::with_capacity(count);
+    for task in tasks {
+        results.push(task.await.unwrap());
+    }
+    results
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_uses_on_two_nodes_are_exact() {
     let (_server, a, b) = cluster().await;
@@ -569,38 +548,15 @@ async fn concurrent_uses_on_two_nodes_are_exact() {
     let role = AppRoleRecord::new(TenantId::ROOT, auth.id, "r", "rid", 0);
     nodes[0].put_approle_role(&role).await.unwrap();
     for (hash, uses) in [(1u8, 1u64), (2, 5)] {
-        nodes[0]
-            .put_approle_secret_id(&SecretIdRecord {
-                hash: vec![hash; 32],
-                accessor: format!("a{hash}"),
-                tenant: TenantId::ROOT,
-                mount: auth.id,
-                role_name: "r".into(),
-                metadata: Default::default(),
-                cidr_list: Vec::new(),
-                token_bound_cidrs: Vec::new(),
-                uses_remaining: Some(uses),
-                num_uses: uses,
-                ttl: 0,
-                created_at: 0,
-                expires_at: None,
-            })
-            .await
-            .unwrap();
-        let tasks: Vec<_> = (0..64)
-            .map(|i| {
-                let node = nodes[i % 2].clone();
-                tokio::spawn(async move {
-                    node.use_approle_secret_id(TenantId::ROOT, auth.id, "r", &[hash; 32])
-                        .await
-                        .unwrap()
-                })
-            })
-            .collect();
-        let mut left = Vec::new();
-        for task in tasks {
-            left.extend(task.await.unwrap());
-        }
+        let secret_id = crate::conformance::secret_id(&role, hash, Some(uses), None);
+        nodes[0].put_approle_secret_id(&secret_id).await.unwrap();
+        let left = on_both_nodes(&nodes, 64, |node, _| async move {
+            node.use_approle_secret_id(TenantId::ROOT, auth.id, "r", &[hash; 32])
+                .await
+                .unwrap()
+        })
+        .await;
+        let mut left: Vec<u64> = left.into_iter().flatten().collect();
         left.sort_unstable();
         assert_eq!(
             left,
@@ -621,16 +577,11 @@ async fn concurrent_uses_on_two_nodes_are_exact() {
         .put_tokens(&[token(TenantId::ROOT, 7, Some(3))])
         .await
         .unwrap();
-    let tasks: Vec<_> = (0..32)
-        .map(|i| {
-            let node = nodes[i % 2].clone();
-            tokio::spawn(async move { node.use_token(&[7; 32]).await.unwrap() })
-        })
-        .collect();
-    let mut left = Vec::new();
-    for task in tasks {
-        left.extend(task.await.unwrap());
-    }
+    let left = on_both_nodes(&nodes, 32, |node, _| async move {
+        node.use_token(&[7; 32]).await.unwrap()
+    })
+    .await;
+    let mut left: Vec<u64> = left.into_iter().flatten().collect();
     left.sort_unstable();
     assert_eq!(left, vec![0, 1, 2]);
     assert_eq!(nodes[0].get_token(&[7; 32]).await.unwrap(), None);
@@ -641,51 +592,29 @@ async fn concurrent_reservations_and_rotations_on_two_nodes() {
     let (_server, a, b) = cluster().await;
     let (key, first) = key(&a).await;
     let nodes = [Arc::new(a), Arc::new(b)];
-    let tasks: Vec<_> = (0..32)
-        .map(|i| {
-            let node = nodes[i % 2].clone();
-            tokio::spawn(async move {
-                node.reserve_counter(TenantId::ROOT, key.id, 1, 10, 1_000)
-                    .await
-                    .unwrap()
-            })
-        })
-        .collect();
-    let mut windows = Vec::new();
-    for task in tasks {
-        windows.push(task.await.unwrap());
-    }
-    windows.sort_unstable();
-    assert_eq!(windows.first().unwrap().0, 0);
-    for pair in windows.windows(2) {
-        assert_eq!(
-            pair[0].1, pair[1].0,
-            "windows overlap or leave gaps: {windows:?}"
-        );
-    }
-    assert_eq!(windows.last().unwrap().1, 320);
+    let windows = on_both_nodes(&nodes, 32, |node, _| async move {
+        node.reserve_counter(TenantId::ROOT, key.id, 1, 10, 1_000)
+            .await
+            .unwrap()
+    })
+    .await;
+    crate::conformance::assert_windows_tile(windows, 320);
 
     // Racing rotations from the same latest version: exactly one wins.
-    let tasks: Vec<_> = (0..8)
-        .map(|i| {
-            let node = nodes[i % 2].clone();
-            let version = KeyVersionRecord {
-                version: 2,
-                backend_reference: format!("r{i}"),
-                ..first.clone()
-            };
-            tokio::spawn(async move {
-                node.add_key_version(TenantId::ROOT, 1, &version)
-                    .await
-                    .unwrap()
-            })
-        })
-        .collect();
-    let mut won = 0;
-    for task in tasks {
-        won += usize::from(task.await.unwrap());
-    }
-    assert_eq!(won, 1);
+    let won = on_both_nodes(&nodes, 8, |node, i| {
+        let version = KeyVersionRecord {
+            version: 2,
+            backend_reference: format!("r{i}"),
+            ..first.clone()
+        };
+        async move {
+            node.add_key_version(TenantId::ROOT, 1, &version)
+                .await
+                .unwrap()
+        }
+    })
+    .await;
+    assert_eq!(won.iter().filter(|won| **won).count(), 1);
     let versions = nodes[1]
         .get_key_versions(TenantId::ROOT, key.id)
         .await

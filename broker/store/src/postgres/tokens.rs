@@ -1,139 +1,27 @@
 //! Tokens: issuing, looking up, using, revoking and tidying.
+//!
+//! Only the methods whose transactions differ between the engines; the rest, and the
+//! `Store` impl, are in `shared/tokens.rs`.
 
-use keybroker_core::{
-    changes::Change,
-    store::{StoreError, TokenRecord},
-    MountId, TenantId,
-};
+use keybroker_core::{changes::Change, store::StoreError};
 use sqlx::postgres::PgRow;
 
 use super::feed::announce_in;
-use super::{get, map_error, to_i64, to_json, to_u64, token_from_row, PostgresStore};
+use super::{get, map_error, to_u64, BoundQuery, PostgresStore};
 
 impl PostgresStore {
-    pub(super) async fn put_tokens(&self, tokens: &[TokenRecord]) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await.map_err(map_error)?;
-        for token in tokens {
-            sqlx::query(
-                "INSERT INTO tokens (hash, accessor, tenant_id, policies, display_name, \
-                 created_at, expires_at, ttl, max_expires_at, uses_remaining, parent_accessor, \
-                 meta, renewable, bound_cidrs, period, auth_mount_id) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
-            )
-            .bind(&token.hash)
-            .bind(&token.accessor)
-            .bind(token.tenant.to_string())
-            .bind(to_json(&token.policies)?)
-            .bind(&token.display_name)
-            .bind(token.created_at)
-            .bind(token.expires_at)
-            .bind(to_i64(token.ttl))
-            .bind(token.max_expires_at)
-            .bind(token.uses_remaining.map(to_i64))
-            .bind(&token.parent_accessor)
-            .bind(to_json(&token.meta)?)
-            .bind(token.renewable)
-            .bind(to_json(&token.bound_cidrs)?)
-            .bind(to_i64(token.period))
-            .bind(token.auth_mount.map(|m| m.to_string()))
-            .execute(&mut *tx)
-            .await
-            .map_err(map_error)?;
-        }
-        tx.commit().await.map_err(map_error)
-    }
-
-    pub(super) async fn get_token(&self, hash: &[u8]) -> Result<Option<TokenRecord>, StoreError> {
-        sqlx::query("SELECT * FROM tokens WHERE hash = $1")
-            .bind(hash)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(map_error)?
-            .as_ref()
-            .map(token_from_row)
-            .transpose()
-    }
-
-    pub(super) async fn get_token_by_accessor(
+    /// Runs `query`, which deletes a tree of tokens and returns their hashes, in a
+    /// transaction.
+    pub(super) async fn revoke_tree(
         &self,
-        tenant: TenantId,
-        accessor: &str,
-    ) -> Result<Option<TokenRecord>, StoreError> {
-        sqlx::query("SELECT * FROM tokens WHERE tenant_id = $1 AND accessor = $2")
-            .bind(tenant.to_string())
-            .bind(accessor)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(map_error)?
-            .as_ref()
-            .map(token_from_row)
-            .transpose()
-    }
-
-    pub(super) async fn revoke_token_tree(
-        &self,
-        tenant: TenantId,
-        accessor: &str,
+        query: BoundQuery<'_>,
     ) -> Result<Vec<Vec<u8>>, StoreError> {
         let mut tx = self.pool.begin().await.map_err(map_error)?;
-        let rows = sqlx::query(
-            "WITH RECURSIVE tree(accessor) AS ( \
-                 SELECT accessor FROM tokens WHERE tenant_id = $1 AND accessor = $2 \
-                 UNION SELECT t.accessor FROM tokens t JOIN tree ON t.parent_accessor = tree.accessor) \
-             DELETE FROM tokens WHERE accessor IN (SELECT accessor FROM tree) \
-             RETURNING hash",
-        )
-        .bind(tenant.to_string())
-        .bind(accessor)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(map_error)?;
+        let rows = query.fetch_all(&mut *tx).await.map_err(map_error)?;
         let revoked = hashes(&rows)?;
         announce_in(&mut tx, token_changes(&revoked)).await?;
         tx.commit().await.map_err(map_error)?;
         Ok(revoked)
-    }
-
-    pub(super) async fn revoke_mount_tokens(
-        &self,
-        tenant: TenantId,
-        mount: MountId,
-    ) -> Result<Vec<Vec<u8>>, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(map_error)?;
-        let rows = sqlx::query(
-            "WITH RECURSIVE tree(accessor) AS ( \
-                 SELECT accessor FROM tokens WHERE tenant_id = $1 AND auth_mount_id = $2 \
-                 UNION SELECT t.accessor FROM tokens t JOIN tree ON t.parent_accessor = tree.accessor) \
-             DELETE FROM tokens WHERE accessor IN (SELECT accessor FROM tree) \
-             RETURNING hash",
-        )
-        .bind(tenant.to_string())
-        .bind(mount.to_string())
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(map_error)?;
-        let revoked = hashes(&rows)?;
-        announce_in(&mut tx, token_changes(&revoked)).await?;
-        tx.commit().await.map_err(map_error)?;
-        Ok(revoked)
-    }
-
-    pub(super) async fn set_token_expiry(
-        &self,
-        hash: &[u8],
-        expires_at: i64,
-    ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await.map_err(map_error)?;
-        let result = sqlx::query("UPDATE tokens SET expires_at = $1 WHERE hash = $2")
-            .bind(expires_at)
-            .bind(hash)
-            .execute(&mut *tx)
-            .await
-            .map_err(map_error)?;
-        if result.rows_affected() > 0 {
-            announce_in(&mut tx, [Change::Token(hash.to_vec())]).await?;
-        }
-        tx.commit().await.map_err(map_error)
     }
 
     pub(super) async fn use_token(&self, hash: &[u8]) -> Result<Option<u64>, StoreError> {

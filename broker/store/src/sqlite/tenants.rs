@@ -1,41 +1,13 @@
 //! Tenants: creating, listing, and deleting one with everything it owns.
+//!
+//! Only the methods whose transactions differ between the engines; the rest, and the
+//! `Store` impl, are in `shared/tenants.rs`.
 
-use keybroker_core::{
-    store::{StoreError, TenantRecord},
-    TenantId,
-};
+use keybroker_core::{store::StoreError, TenantId};
 
-use super::{get, map_error, tenant_id, SqliteStore};
+use super::{execute_with_id, map_error, SqliteStore};
 
 impl SqliteStore {
-    pub(super) async fn create_tenant(&self, tenant: &TenantRecord) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO tenants (id, name, created_at) VALUES (?, ?, ?)")
-            .bind(tenant.id.to_string())
-            .bind(&tenant.name)
-            .bind(tenant.created_at)
-            .execute(&self.pool)
-            .await
-            .map_err(map_error)?;
-        Ok(())
-    }
-
-    pub(super) async fn list_tenants(&self) -> Result<Vec<TenantRecord>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM tenants WHERE id <> ? ORDER BY name")
-            .bind(TenantId::ROOT.to_string())
-            .fetch_all(&self.pool)
-            .await
-            .map_err(map_error)?;
-        rows.iter()
-            .map(|row| {
-                Ok(TenantRecord {
-                    id: tenant_id(row, "id")?,
-                    name: get(row, "name")?,
-                    created_at: get(row, "created_at")?,
-                })
-            })
-            .collect()
-    }
-
     pub(super) async fn delete_tenant(&self, tenant: TenantId) -> Result<bool, StoreError> {
         if tenant == TenantId::ROOT {
             return Ok(false);
@@ -49,18 +21,10 @@ impl SqliteStore {
             "DELETE FROM policies WHERE tenant_id = ?",
             "DELETE FROM mounts WHERE tenant_id = ?",
         ] {
-            sqlx::query(statement)
-                .bind(&id)
-                .execute(&mut *tx)
-                .await
-                .map_err(map_error)?;
+            execute_with_id(&mut tx, statement, &id).await?;
         }
-        let deleted = sqlx::query("DELETE FROM tenants WHERE id = ?")
-            .bind(&id)
-            .execute(&mut *tx)
-            .await
-            .map_err(map_error)?;
+        let deleted = execute_with_id(&mut tx, "DELETE FROM tenants WHERE id = ?", &id).await?;
         tx.commit().await.map_err(map_error)?;
-        Ok(deleted.rows_affected() == 1)
+        Ok(deleted == 1)
     }
 }

@@ -1,128 +1,23 @@
 //! Tokens: issuing, looking up, using, revoking and tidying.
+//!
+//! Only the methods whose transactions differ between the engines; the rest, and the
+//! `Store` impl, are in `shared/tokens.rs`.
 
-use keybroker_core::{
-    store::{StoreError, TokenRecord},
-    MountId, TenantId,
-};
+use keybroker_core::store::StoreError;
 
-use super::{get, map_error, to_i64, to_json, to_u64, token_from_row, SqliteStore};
+use super::{get, map_error, to_u64, BoundQuery, SqliteStore};
 
 impl SqliteStore {
-    pub(super) async fn put_tokens(&self, tokens: &[TokenRecord]) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await.map_err(map_error)?;
-        for token in tokens {
-            sqlx::query(
-                "INSERT INTO tokens (hash, accessor, tenant_id, policies, display_name, \
-                 created_at, expires_at, ttl, max_expires_at, uses_remaining, parent_accessor, \
-                 meta, renewable, bound_cidrs, period, auth_mount_id) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(&token.hash)
-            .bind(&token.accessor)
-            .bind(token.tenant.to_string())
-            .bind(to_json(&token.policies)?)
-            .bind(&token.display_name)
-            .bind(token.created_at)
-            .bind(token.expires_at)
-            .bind(to_i64(token.ttl))
-            .bind(token.max_expires_at)
-            .bind(token.uses_remaining.map(to_i64))
-            .bind(&token.parent_accessor)
-            .bind(to_json(&token.meta)?)
-            .bind(token.renewable)
-            .bind(to_json(&token.bound_cidrs)?)
-            .bind(to_i64(token.period))
-            .bind(token.auth_mount.map(|m| m.to_string()))
-            .execute(&mut *tx)
-            .await
-            .map_err(map_error)?;
-        }
-        tx.commit().await.map_err(map_error)
-    }
-
-    pub(super) async fn get_token(&self, hash: &[u8]) -> Result<Option<TokenRecord>, StoreError> {
-        sqlx::query("SELECT * FROM tokens WHERE hash = ?")
-            .bind(hash)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(map_error)?
-            .as_ref()
-            .map(token_from_row)
-            .transpose()
-    }
-
-    pub(super) async fn get_token_by_accessor(
+    /// Runs `query`, which deletes a tree of tokens and returns their hashes, in a
+    /// transaction.
+    pub(super) async fn revoke_tree(
         &self,
-        tenant: TenantId,
-        accessor: &str,
-    ) -> Result<Option<TokenRecord>, StoreError> {
-        sqlx::query("SELECT * FROM tokens WHERE tenant_id = ? AND accessor = ?")
-            .bind(tenant.to_string())
-            .bind(accessor)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(map_error)?
-            .as_ref()
-            .map(token_from_row)
-            .transpose()
-    }
-
-    pub(super) async fn revoke_token_tree(
-        &self,
-        tenant: TenantId,
-        accessor: &str,
+        query: BoundQuery<'_>,
     ) -> Result<Vec<Vec<u8>>, StoreError> {
         let mut tx = self.pool.begin().await.map_err(map_error)?;
-        let rows = sqlx::query(
-            "WITH RECURSIVE tree(accessor) AS ( \
-                 SELECT accessor FROM tokens WHERE tenant_id = ?1 AND accessor = ?2 \
-                 UNION SELECT t.accessor FROM tokens t JOIN tree ON t.parent_accessor = tree.accessor) \
-             DELETE FROM tokens WHERE accessor IN (SELECT accessor FROM tree) \
-             RETURNING hash",
-        )
-        .bind(tenant.to_string())
-        .bind(accessor)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(map_error)?;
+        let rows = query.fetch_all(&mut *tx).await.map_err(map_error)?;
         tx.commit().await.map_err(map_error)?;
         rows.iter().map(|row| get(row, "hash")).collect()
-    }
-
-    pub(super) async fn revoke_mount_tokens(
-        &self,
-        tenant: TenantId,
-        mount: MountId,
-    ) -> Result<Vec<Vec<u8>>, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(map_error)?;
-        let rows = sqlx::query(
-            "WITH RECURSIVE tree(accessor) AS ( \
-                 SELECT accessor FROM tokens WHERE tenant_id = ?1 AND auth_mount_id = ?2 \
-                 UNION SELECT t.accessor FROM tokens t JOIN tree ON t.parent_accessor = tree.accessor) \
-             DELETE FROM tokens WHERE accessor IN (SELECT accessor FROM tree) \
-             RETURNING hash",
-        )
-        .bind(tenant.to_string())
-        .bind(mount.to_string())
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(map_error)?;
-        tx.commit().await.map_err(map_error)?;
-        rows.iter().map(|row| get(row, "hash")).collect()
-    }
-
-    pub(super) async fn set_token_expiry(
-        &self,
-        hash: &[u8],
-        expires_at: i64,
-    ) -> Result<(), StoreError> {
-        sqlx::query("UPDATE tokens SET expires_at = ? WHERE hash = ?")
-            .bind(expires_at)
-            .bind(hash)
-            .execute(&self.pool)
-            .await
-            .map_err(map_error)?;
-        Ok(())
     }
 
     pub(super) async fn use_token(&self, hash: &[u8]) -> Result<Option<u64>, StoreError> {

@@ -1,0 +1,135 @@
+//! Template of the `Store` methods for tokens: issuing, looking up, using, revoking and
+//! tidying (see the parent module).
+
+/// Appends the token methods, then hands on to `approle`. Revoking (`revoke_tree`, given
+/// the query), using and tidying are the engine's own (`<engine>/tokens.rs`), renewing
+/// goes through `execute_write`: PostgreSQL announces every token they touch, in their
+/// transaction.
+macro_rules! methods {
+    ($store:ident, $dialect:ident, [$($methods:tt)*], [$($items:tt)*]) => {
+        $crate::shared::approle::methods! { $store, $dialect, [$($methods)*
+            async fn put_tokens(&self, tokens: &[TokenRecord]) -> Result<(), StoreError> {
+                let mut tx = self.pool.begin().await.map_err(map_error)?;
+                for token in tokens {
+                    sqlx::query($crate::shared::sql!($dialect,
+                        sqlite: "INSERT INTO tokens (hash, accessor, tenant_id, policies, display_name, \
+                         created_at, expires_at, ttl, max_expires_at, uses_remaining, parent_accessor, \
+                         meta, renewable, bound_cidrs, period, auth_mount_id) \
+                         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        postgres: "INSERT INTO tokens (hash, accessor, tenant_id, policies, display_name, \
+                         created_at, expires_at, ttl, max_expires_at, uses_remaining, parent_accessor, \
+                         meta, renewable, bound_cidrs, period, auth_mount_id) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+                    ))
+                    .bind(&token.hash)
+                    .bind(&token.accessor)
+                    .bind(token.tenant.to_string())
+                    .bind(to_json(&token.policies)?)
+                    .bind(&token.display_name)
+                    .bind(token.created_at)
+                    .bind(token.expires_at)
+                    .bind(to_i64(token.ttl))
+                    .bind(token.max_expires_at)
+                    .bind(token.uses_remaining.map(to_i64))
+                    .bind(&token.parent_accessor)
+                    .bind(to_json(&token.meta)?)
+                    .bind(token.renewable)
+                    .bind(to_json(&token.bound_cidrs)?)
+                    .bind(to_i64(token.period))
+                    .bind(token.auth_mount.map(|m| m.to_string()))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_error)?;
+                }
+                tx.commit().await.map_err(map_error)
+            }
+
+            async fn get_token(&self, hash: &[u8]) -> Result<Option<TokenRecord>, StoreError> {
+                let query = sqlx::query($crate::shared::sql!($dialect,
+                    sqlite: "SELECT * FROM tokens WHERE hash = ?",
+                    postgres: "SELECT * FROM tokens WHERE hash = $1",
+                ));
+                optional_record(&self.pool, query.bind(hash), token_from_row).await
+            }
+
+            async fn get_token_by_accessor(
+                &self,
+                tenant: TenantId,
+                accessor: &str,
+            ) -> Result<Option<TokenRecord>, StoreError> {
+                let query = sqlx::query($crate::shared::sql!($dialect,
+                    sqlite: "SELECT * FROM tokens WHERE tenant_id = ? AND accessor = ?",
+                    postgres: "SELECT * FROM tokens WHERE tenant_id = $1 AND accessor = $2",
+                ))
+                .bind(tenant.to_string())
+                .bind(accessor);
+                optional_record(&self.pool, query, token_from_row).await
+            }
+
+            async fn revoke_token_tree(
+                &self,
+                tenant: TenantId,
+                accessor: &str,
+            ) -> Result<Vec<Vec<u8>>, StoreError> {
+                // The token and its descendants, in the engine's transaction.
+                let statement = $crate::shared::sql!($dialect,
+                    sqlite: "WITH RECURSIVE tree(accessor) AS ( \
+                         SELECT accessor FROM tokens WHERE tenant_id = ?1 AND accessor = ?2 \
+                         UNION SELECT t.accessor FROM tokens t JOIN tree ON t.parent_accessor = tree.accessor) \
+                     DELETE FROM tokens WHERE accessor IN (SELECT accessor FROM tree) \
+                     RETURNING hash",
+                    postgres: "WITH RECURSIVE tree(accessor) AS ( \
+                         SELECT accessor FROM tokens WHERE tenant_id = $1 AND accessor = $2 \
+                         UNION SELECT t.accessor FROM tokens t JOIN tree ON t.parent_accessor = tree.accessor) \
+                     DELETE FROM tokens WHERE accessor IN (SELECT accessor FROM tree) \
+                     RETURNING hash",
+                );
+                let query = sqlx::query(statement).bind(tenant.to_string()).bind(accessor);
+                self.revoke_tree(query).await
+            }
+
+            async fn revoke_mount_tokens(
+                &self,
+                tenant: TenantId,
+                mount: MountId,
+            ) -> Result<Vec<Vec<u8>>, StoreError> {
+                // The tokens the mount issued and their descendants.
+                let statement = $crate::shared::sql!($dialect,
+                    sqlite: "WITH RECURSIVE tree(accessor) AS ( \
+                         SELECT accessor FROM tokens WHERE tenant_id = ?1 AND auth_mount_id = ?2 \
+                         UNION SELECT t.accessor FROM tokens t JOIN tree ON t.parent_accessor = tree.accessor) \
+                     DELETE FROM tokens WHERE accessor IN (SELECT accessor FROM tree) \
+                     RETURNING hash",
+                    postgres: "WITH RECURSIVE tree(accessor) AS ( \
+                         SELECT accessor FROM tokens WHERE tenant_id = $1 AND auth_mount_id = $2 \
+                         UNION SELECT t.accessor FROM tokens t JOIN tree ON t.parent_accessor = tree.accessor) \
+                     DELETE FROM tokens WHERE accessor IN (SELECT accessor FROM tree) \
+                     RETURNING hash",
+                );
+                let query = sqlx::query(statement).bind(tenant.to_string()).bind(mount.to_string());
+                self.revoke_tree(query).await
+            }
+
+            async fn set_token_expiry(&self, hash: &[u8], expires_at: i64) -> Result<(), StoreError> {
+                let query = sqlx::query($crate::shared::sql!($dialect,
+                    sqlite: "UPDATE tokens SET expires_at = ? WHERE hash = ?",
+                    postgres: "UPDATE tokens SET expires_at = $1 WHERE hash = $2",
+                ))
+                .bind(expires_at)
+                .bind(hash);
+                self.execute_write(query, |rows| (rows > 0).then(|| Change::Token(hash.to_vec()))).await?;
+                Ok(())
+            }
+
+            async fn use_token(&self, hash: &[u8]) -> Result<Option<u64>, StoreError> {
+                self.use_token(hash).await
+            }
+
+            async fn tidy_tokens(&self, now: i64) -> Result<Vec<Vec<u8>>, StoreError> {
+                self.tidy_tokens(now).await
+            }
+        ], [$($items)*] }
+    };
+}
+
+pub(crate) use methods;
