@@ -61,7 +61,7 @@ pub(crate) fn key(tenant: TenantId, mount: MountId, name: &str) -> (KeyRecord, K
 }
 
 /// Runs every check.
-pub async fn run_all(store: &dyn Store) {
+pub(crate) async fn run_all(store: &dyn Store) {
     meta(store).await;
     mounts(store).await;
     tokens(store).await;
@@ -925,7 +925,7 @@ pub(crate) fn assert_windows_tile(mut windows: Vec<(u64, u64)>, end: u64) {
 /// racing compare-and-sets on one entry. In each round every writer reads the entry, then
 /// all of them at once write it back one higher, expecting the version they read: exactly
 /// one must win, whichever store it came through, and the entry must count every win.
-pub async fn racing_compare_and_set(a: Arc<dyn Store>, b: Arc<dyn Store>) {
+pub(crate) async fn racing_compare_and_set(a: Arc<dyn Store>, b: Arc<dyn Store>) {
     const WRITERS_PER_STORE: usize = 8;
     const ROUNDS: u64 = 10;
     let writers = 2 * WRITERS_PER_STORE;
