@@ -16,6 +16,7 @@ use serde_json::Value;
 
 pub(crate) mod idp;
 pub(crate) mod nginx;
+pub(crate) mod openbao;
 pub(crate) mod proxy;
 
 /// The workspace root.
