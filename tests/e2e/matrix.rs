@@ -101,6 +101,8 @@ const EXPECTED: &[(&str, &str, Class)] = &[
     ("transit:random", "*", Transit),
     ("transit:random/:a", "*", Transit),
     ("transit:random/:a/:b", "*", Transit),
+    ("transit:hash", "*", Transit),
+    ("transit:hash/:algorithm", "*", Transit),
     ("transit:config/keys", "*", Transit),
 ];
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 use base64::{engine::general_purpose::STANDARD, Engine as _};
 use serde_json::{json, Value};
 
-use crate::support::{eventually, Broker, Options};
+use crate::support::{eventually, openbao::OpenBao, Broker, Options};
 
 fn b64(data: &[u8]) -> String {
     STANDARD.encode(data)
@@ -303,6 +303,148 @@ fn direct_mode_round_trips_through_the_backend() {
         Some(&json!({ "ciphertext": tampered })),
     );
     assert_eq!(status, 400);
+}
+
+/// `transit/hash` through the `bao` CLI: the algorithm in the path or in the body, both
+/// formats, and a refusal (FIPS 202's digest of "abc").
+#[test]
+fn bao_cli_hashes_data() {
+    const SHA3_256_ABC: &str = "3a985da74fe225b2045c172d6bd390bd855f086e3e9d525b46bfe24511431532";
+    const SHA2_512_ABC: &str = "ddaf35a193617abacc417349ae20413112e6fa4e89a97ea20a9eeee64b55d39a\
+                                2192992a274fc1a836ba3c23a3feebbd454d4423643ce80e2a9ac94fa54ca49f";
+    let broker = Broker::dev();
+    let input = format!("input={}", b64(b"abc"));
+    let sum = |args: &[&str]| -> String {
+        let out = broker.bao_ok(&[&["write", "-format=json"], args].concat());
+        let value: Value = serde_json::from_str(&out).unwrap();
+        value["data"]["sum"].as_str().unwrap().to_owned()
+    };
+    assert_eq!(sum(&["transit/hash/sha3-256", &input]), SHA3_256_ABC);
+    assert_eq!(
+        sum(&["transit/hash/sha3-256", &input, "format=base64"]),
+        b64(&hex::decode(SHA3_256_ABC).unwrap())
+    );
+    assert_eq!(
+        sum(&["transit/hash", &input, "algorithm=sha2-512"]),
+        SHA2_512_ABC
+    );
+    // The path wins over the body.
+    assert_eq!(
+        sum(&["transit/hash/sha3-256", &input, "algorithm=sha2-512"]),
+        SHA3_256_ABC
+    );
+    // The default is sha2-256, in hex.
+    assert_eq!(
+        sum(&["transit/hash", &input]),
+        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    );
+
+    let refused = broker.bao(&["write", "transit/hash/md5", &input]);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("Code: 400") && stderr.contains("unsupported algorithm md5"),
+        "{stderr}"
+    );
+}
+
+/// `transit/hash` against a real OpenBao: every algorithm × format, in the path and in the
+/// body, and every refusal, give the same status and the same `data` (the sum byte for
+/// byte) or the same `errors`.
+#[test]
+fn hash_answers_as_openbao_does() {
+    let broker = Broker::dev();
+    let bao = OpenBao::start();
+    let mounted = bao.batch(&[(
+        "POST",
+        "sys/mounts/transit".into(),
+        json!({ "type": "transit" }),
+    )]);
+    assert_eq!(mounted[0].0, 204, "{mounted:?}");
+
+    let long: Vec<u8> = (0..1000u32).map(|i| (i * 7 + 3) as u8).collect();
+    let inputs = [b64(b"abc"), b64(&long), String::new()];
+    let algorithms = [
+        "sha2-224", "sha2-256", "sha2-384", "sha2-512", "sha3-224", "sha3-256", "sha3-384",
+        "sha3-512",
+    ];
+    let mut cases: Vec<(&str, String, Value)> = Vec::new();
+    for algorithm in algorithms {
+        for input in &inputs {
+            for format in [None, Some("hex"), Some("base64")] {
+                let mut body = json!({ "input": input });
+                if let Some(format) = format {
+                    body["format"] = json!(format);
+                }
+                cases.push(("POST", format!("transit/hash/{algorithm}"), body.clone()));
+                body["algorithm"] = json!(algorithm);
+                cases.push(("POST", "transit/hash".into(), body));
+            }
+        }
+    }
+    let abc = b64(b"abc");
+    let more: Vec<(&str, Value)> = vec![
+        // Defaults: sha2-256, hex.
+        ("transit/hash", json!({ "input": abc })),
+        // The API page's sample payload (unused low bits in its last character).
+        ("transit/hash/sha2-512", json!({ "input": "adba32==" })),
+        // Go's decoder skips newlines.
+        ("transit/hash", json!({ "input": "YW\nJj\r\n" })),
+        // The path wins over the body.
+        (
+            "transit/hash/sha3-512",
+            json!({ "input": abc, "algorithm": "sha2-224" }),
+        ),
+        (
+            "transit/hash/sha2-256",
+            json!({ "input": abc, "algorithm": "md5" }),
+        ),
+        // Unknown fields are ignored.
+        ("transit/hash", json!({ "input": abc, "other": 1 })),
+        // Refusals: algorithm, format, base64, input, and the order they are checked in.
+        ("transit/hash/md5", json!({ "input": abc })),
+        ("transit/hash", json!({ "input": abc, "algorithm": "md5" })),
+        (
+            "transit/hash",
+            json!({ "input": abc, "algorithm": "SHA2-256" }),
+        ),
+        ("transit/hash", json!({ "input": abc, "algorithm": "" })),
+        ("transit/hash", json!({ "input": abc, "format": "raw" })),
+        ("transit/hash", json!({ "input": abc, "format": "" })),
+        ("transit/hash", json!({ "input": abc, "format": "HEX" })),
+        ("transit/hash", json!({ "input": "not base64!" })),
+        ("transit/hash", json!({ "input": "YQ" })),
+        ("transit/hash", json!({ "input": "YWJjYQ" })),
+        ("transit/hash", json!({ "input": "YQ=x" })),
+        ("transit/hash", json!({ "input": "YQ==YQ==" })),
+        ("transit/hash", json!({ "input": " YWJj" })),
+        ("transit/hash", json!({ "input": "YWJj-_" })),
+        ("transit/hash", json!({})),
+        ("transit/hash/md5", json!({ "format": "raw" })),
+        ("transit/hash/md5", json!({ "input": "!", "format": "raw" })),
+        ("transit/hash/md5", json!({ "input": abc, "format": "raw" })),
+    ];
+    cases.extend(
+        more.into_iter()
+            .map(|(path, body)| ("POST", path.into(), body)),
+    );
+
+    let theirs = bao.batch(&cases);
+    let mut refused = 0;
+    for ((method, path, body), (their_status, their_body)) in cases.iter().zip(&theirs) {
+        let (status, ours) = broker.request(method, path, Some(body));
+        let what = format!("{method} {path} {body}: OpenBao {their_status} {their_body}, keybroker {status} {ours}");
+        assert_eq!(status, *their_status, "{what}");
+        if status == 200 {
+            assert!(their_body["data"]["sum"].is_string(), "{what}");
+            assert_eq!(ours["data"], their_body["data"], "{what}");
+        } else {
+            assert_eq!(status, 400, "{what}");
+            assert_eq!(ours["errors"], their_body["errors"], "{what}");
+            refused += 1;
+        }
+    }
+    assert_eq!(refused, 18);
 }
 
 /// Every malformed input gets a 4xx with a message, never a 500.

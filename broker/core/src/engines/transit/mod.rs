@@ -7,9 +7,9 @@
 //!
 //! One file per operation: `keys.rs` (create, read, list, delete), `config.rs` (a key's
 //! configuration), `rotate.rs` (by hand and when due), `encrypt.rs`, `decrypt.rs`,
-//! `rewrap.rs`, `datakey.rs`, `sign.rs` and `verify.rs`. Around them: `cache.rs` (the keys
-//! held in memory, and what invalidates them), `envelope.rs` (each version's data key in the
-//! DEK cache), `counter.rs`, `ciphertext.rs` and `key_type.rs`.
+//! `rewrap.rs`, `datakey.rs`, `sign.rs`, `verify.rs` and `hash.rs` (no key). Around them:
+//! `cache.rs` (the keys held in memory, and what invalidates them), `envelope.rs` (each
+//! version's data key in the DEK cache), `counter.rs`, `ciphertext.rs` and `key_type.rs`.
 
 mod cache;
 pub mod ciphertext;
@@ -19,6 +19,7 @@ mod datakey;
 mod decrypt;
 mod encrypt;
 mod envelope;
+mod hash;
 mod key_type;
 mod keys;
 mod rewrap;
@@ -35,6 +36,7 @@ pub use config::KeyConfigUpdate;
 pub use datakey::DataKeyOutput;
 pub use decrypt::DecryptItem;
 pub use encrypt::{EncryptItem, EncryptOutput};
+pub use hash::{decode_go_base64, hash_data, HashFunction, HashRequest, SumFormat};
 pub use key_type::KeyType;
 pub use keys::{CreateKeyOptions, KeyInfo, VersionInfo};
 pub use sign::{HashAlgorithm, Marshaling, SignOptions, SignOutput};

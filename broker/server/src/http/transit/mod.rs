@@ -3,8 +3,8 @@
 //! This file holds the kind of mount (its routes, existence check and cache invalidation)
 //! and the dispatch to one file per operation: `keys.rs` (create, read, list, delete),
 //! `config.rs` (a key's configuration), `rotate.rs`, `encrypt.rs`, `decrypt.rs`,
-//! `rewrap.rs`, `datakey.rs`, `sign.rs`, `verify.rs`, `random.rs` and `mount_config.rs`
-//! (`config/keys`). `batch.rs` holds the body encrypt, decrypt, rewrap and datakey share,
+//! `rewrap.rs`, `datakey.rs`, `sign.rs`, `verify.rs`, `random.rs`, `hash.rs` and
+//! `mount_config.rs` (`config/keys`). `batch.rs` holds the body encrypt, decrypt, rewrap and datakey share,
 //! and the batch handling of every batch operation.
 
 mod batch;
@@ -12,6 +12,7 @@ mod config;
 mod datakey;
 mod decrypt;
 mod encrypt;
+mod hash;
 mod keys;
 mod mount_config;
 mod random;
@@ -57,6 +58,8 @@ pub(super) const ROUTES: &[Route] = {
         route("random", &[W]),
         route("random/:a", &[W]),
         route("random/:a/:b", &[W]),
+        route("hash", &[W]),
+        route("hash/:algorithm", &[W]),
         route("config/keys", &[R, W]),
     ]
 };
@@ -189,6 +192,8 @@ async fn handle(
         (["random", a, b], Operation::Write) => {
             ("transit/random", context.random(Some(a), Some(b)))
         }
+        (["hash"], Operation::Write) => ("transit/hash", context.hash(None)),
+        (["hash", algorithm], Operation::Write) => ("transit/hash", context.hash(Some(algorithm))),
         (["config", "keys"], Operation::Read) => {
             ("transit/config/keys", Ok(context.read_mount_config()))
         }
@@ -204,6 +209,8 @@ async fn handle(
             | ["sign" | "verify", _, _]
             | ["datakey", _, _]
             | ["random", ..]
+            | ["hash"]
+            | ["hash", _]
             | ["config", "keys"],
             _,
         ) => ("transit", Err(ApiError::UnsupportedOperation)),
@@ -254,4 +261,5 @@ pub(super) fn fuzz_request_bodies(body: &bytes::Bytes) -> usize {
         + config::fuzz_request_bodies(body)
         + batch::fuzz_request_bodies(body)
         + sign::fuzz_request_bodies(body)
+        + hash::fuzz_request_bodies(body)
 }
