@@ -171,3 +171,44 @@ impl Client {
         value["data"]["batch_results"].is_array().then_some(value)
     }
 }
+
+/// A key read reports each version's count as the store holds it now, not as it was when
+/// the key was loaded: after `n` encryptions on a running broker, never below `n`, and
+/// ahead by at most the two blocks one node may hold reserved (ARCHITECTURE.md §3).
+#[test]
+fn key_read_reports_the_stores_current_count() {
+    const BLOCK: u64 = 100;
+    let config = format!(
+        "state_dir = \"{{state}}\"\n[listener]\naddress = \"127.0.0.1:{{port}}\"\n[timing]\ncounter_block = {BLOCK}\n"
+    );
+    let broker = Broker::start(Options {
+        config: Some(config),
+        ..Options::default()
+    });
+    let (status, _) = broker.request("POST", "transit/keys/k", Some(&json!({})));
+    assert_eq!(status, 200);
+    let count = || {
+        let (status, key) = broker.request("GET", "transit/keys/k", None);
+        assert_eq!(status, 200, "{key}");
+        key["data"]["encryption_counts"]["1"].as_u64().unwrap()
+    };
+    assert_eq!(count(), 0, "a new key has reserved nothing");
+
+    let mut done = 0u64;
+    for round in 0..5u64 {
+        for i in 0..(37 + 11 * round) {
+            let (status, value) = broker.request(
+                "POST",
+                "transit/encrypt/k",
+                Some(&json!({ "plaintext": base64_of(i as usize) })),
+            );
+            assert_eq!(status, 200, "{value}");
+            done += 1;
+        }
+        let reported = count();
+        assert!(
+            (done..=done + 2 * BLOCK).contains(&reported),
+            "after {done} encryptions the key read reports {reported}"
+        );
+    }
+}

@@ -66,6 +66,6 @@ impl Transit {
             self.store.update_key_config(&record).await?;
         }
         let state = self.existing_reloaded(tenant, mount, name).await?;
-        Ok(self.info(tenant, &state))
+        self.info(tenant, &state).await
     }
 }

@@ -46,7 +46,9 @@ pub struct VersionInfo {
     pub version: u32,
     /// Creation time, Unix seconds.
     pub created_at: i64,
-    /// Encryptions reserved (an upper bound of those performed).
+    /// Encryptions reserved in the store when the key was read: never below the
+    /// encryptions performed, and above them by at most what the nodes hold reserved but
+    /// unused (see [`Transit::read_key`]).
     pub encryptions_reserved: u64,
     /// The PEM public key of an asymmetric key version.
     pub public_key: Option<String>,
@@ -64,7 +66,13 @@ pub struct KeyInfo {
 }
 
 impl KeyInfo {
-    fn from_state(state: &KeyState, backend_available: bool) -> Self {
+    /// The key as `state` holds it, each version's count taken from `reserved` (the store's
+    /// rows, read now) where it has one, else from `state` (the count as loaded).
+    fn from_state(
+        state: &KeyState,
+        reserved: &[KeyVersionRecord],
+        backend_available: bool,
+    ) -> Self {
         Self {
             record: state.record.clone(),
             versions: state
@@ -73,7 +81,10 @@ impl KeyInfo {
                 .map(|v| VersionInfo {
                     version: v.record.version,
                     created_at: v.record.created_at,
-                    encryptions_reserved: v.record.counter_reserved,
+                    encryptions_reserved: reserved
+                        .iter()
+                        .find(|r| r.version == v.record.version)
+                        .map_or(v.record.counter_reserved, |r| r.counter_reserved),
                     public_key: v.record.public_key.clone(),
                 })
                 .collect(),
@@ -93,7 +104,7 @@ impl Transit {
     ) -> Result<KeyInfo> {
         validate_key_name(name)?;
         if let Some(state) = self.state(tenant.id, mount, name).await? {
-            return Ok(self.info(tenant, &state));
+            return self.info(tenant, &state).await;
         }
         let key_type_name = options.key_type.as_deref().unwrap_or(AES256_GCM96);
         let key_type = KeyType::parse(key_type_name)?;
@@ -216,7 +227,7 @@ impl Transit {
             .reload(tenant.id, mount, name)
             .await?
             .ok_or_else(|| Error::internal("created key vanished"))?;
-        Ok(self.info(tenant, &state))
+        self.info(tenant, &state).await
     }
 
     /// Destroys a backend key made for a transit key that was never stored (a bound key is
@@ -236,13 +247,22 @@ impl Transit {
         }
     }
 
-    /// A key as read key shows it, with whether its backend is available now.
-    pub(super) fn info(&self, tenant: &Tenant, state: &KeyState) -> KeyInfo {
+    /// A key as read key shows it, with whether its backend is available now and each
+    /// version's encryption count as the store holds it now.
+    ///
+    /// The count in memory is the one loaded with the key, which the counter never updates
+    /// (it takes its blocks from the store, ARCHITECTURE.md §3): the store's row is the one
+    /// that moves, so it is read at every answer, never cached.
+    pub(super) async fn info(&self, tenant: &Tenant, state: &KeyState) -> Result<KeyInfo> {
         let available = self
             .instance(tenant, &state.record.backend)
             .and_then(|i| i.check_available(""))
             .is_ok();
-        KeyInfo::from_state(state, available)
+        let reserved = self
+            .store
+            .get_key_versions(tenant.id, state.record.id)
+            .await?;
+        Ok(KeyInfo::from_state(state, &reserved, available))
     }
 
     /// Refuses a non-zero `auto_rotate_period` below the minimum.
@@ -370,10 +390,14 @@ impl Transit {
     }
 
     /// Reads a key; `NotFound` if absent.
+    ///
+    /// Each version's `encryptions_reserved` is the count the store has reserved for it
+    /// when read: an upper bound of the encryptions it performed, ahead of them by what
+    /// the nodes reserved and have not used (ARCHITECTURE.md §3).
     pub async fn read_key(&self, tenant: &Tenant, mount: MountId, name: &str) -> Result<KeyInfo> {
         validate_key_name(name)?;
         let state = self.existing(tenant, mount, name).await?;
-        Ok(self.info(tenant, &state))
+        self.info(tenant, &state).await
     }
 
     /// A key's state (cached, or loaded); `NotFound` if absent.

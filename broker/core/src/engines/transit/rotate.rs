@@ -20,7 +20,7 @@ impl Transit {
         let state = self
             .rotate_from(tenant, &state, state.record.latest_version)
             .await?;
-        Ok(self.info(tenant, &state))
+        self.info(tenant, &state).await
     }
 
     /// Rotates unless someone already moved past `from_version`; returns the fresh state.

@@ -4,7 +4,20 @@
 //! - [List keys](https://developer.hashicorp.com/vault/api-docs/secret/transit#list-keys): `LIST /transit/keys`;
 //! - [Delete key](https://developer.hashicorp.com/vault/api-docs/secret/transit#delete-key): `DELETE /transit/keys/:name`.
 //!
-//! A key is answered as read key answers it ([`key_json`]), also by config and rotate.
+//! A key is answered as read key answers it ([`key_json`]), also by config and rotate: every
+//! field OpenBao's read key answers, with what is true of keybroker today (no derived,
+//! exportable, plaintext-backup, imported or soft-deleted keys: those are `false`;
+//! `supports_derivation` is `false` too, where OpenBao says `true` for an AES key, since
+//! keybroker derives no keys), plus our fields.
+//!
+//! `encryption_counts` (ours) maps each version to the encryptions the store has reserved
+//! for it, read from the store at every answer. It is an **upper bound** of the
+//! encryptions that version performed, never below them: counts are reserved in blocks of
+//! `counter_block` per node before they are used (ARCHITECTURE.md §3), so it is ahead of
+//! the true count by what the nodes hold reserved but unused — at most two blocks per node
+//! (the rest of its current block, and the next one, reserved in the background once half
+//! of the current one is used) — and by what was skipped for good (the rest of a block
+//! when its node restarted, or when a batch did not fit it).
 
 use axum::{http::StatusCode, response::Response};
 use keybroker_core::{
@@ -54,6 +67,7 @@ pub(super) fn key_json(info: &KeyInfo) -> Value {
                 (Some(kind), Some(public_key)) if signing => json!({
                     "name": kind.version_name(),
                     "public_key": public_key,
+                    "certificate_chain": "",
                     "creation_time": rfc3339(v.created_at),
                 }),
                 _ => json!(v.created_at),
@@ -80,6 +94,7 @@ pub(super) fn key_json(info: &KeyInfo) -> Value {
         "exportable": false,
         "allow_plaintext_backup": false,
         "imported_key": false,
+        "soft_deleted": false,
         "supports_encryption": !signing,
         "supports_decryption": !signing,
         "supports_derivation": false,
