@@ -90,6 +90,7 @@ const EXPECTED: &[(&str, &str, Class)] = &[
     ("transit:keys/:name", "*", Transit),
     ("transit:keys/:name/config", "*", Transit),
     ("transit:keys/:name/rotate", "*", Transit),
+    ("transit:keys/:name/trim", "*", Transit),
     ("transit:encrypt/:name", "*", Transit),
     ("transit:decrypt/:name", "*", Transit),
     ("transit:rewrap/:name", "*", Transit),
@@ -104,6 +105,7 @@ const EXPECTED: &[(&str, &str, Class)] = &[
     ("transit:hash", "*", Transit),
     ("transit:hash/:algorithm", "*", Transit),
     ("transit:config/keys", "*", Transit),
+    ("transit:cache-config", "*", Transit),
 ];
 
 /// The kinds of caller.

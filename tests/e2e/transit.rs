@@ -907,3 +907,601 @@ fn automatic_rotation_follows_the_period() {
     );
     assert_eq!(status, 400);
 }
+
+/// The `bao` CLI's `key=value` list: a JSON list sent as a string, as `batch_input=…`.
+fn batch_arg(items: &Value) -> String {
+    format!("batch_input={items}")
+}
+
+/// Each batch item of encrypt and rewrap names its own `key_version` (Vault's
+/// `BatchRequestItem`), checked against the key with Vault's messages; the top-level one
+/// is only for a single item, through the `bao` CLI.
+#[test]
+fn bao_cli_batch_items_name_their_own_key_version() {
+    let broker = Broker::dev();
+    broker.bao_ok(&["write", "-f", "transit/keys/v"]);
+    broker.bao_ok(&["write", "-f", "transit/keys/v/rotate"]);
+    broker.bao_ok(&["write", "-f", "transit/keys/v/rotate"]);
+    broker.bao_ok(&["write", "transit/keys/v/config", "min_encryption_version=2"]);
+    let p = b64(b"per item");
+    let items = json!([
+        { "plaintext": p, "key_version": 2, "reference": "two" },
+        { "plaintext": p, "reference": "latest" },
+        { "plaintext": p, "key_version": 1, "reference": "too old" },
+        { "plaintext": p, "key_version": 4, "reference": "too new" },
+        { "plaintext": p, "key_version": "3", "reference": "three" },
+        { "plaintext": p, "key_version": 0, "reference": "zero" },
+    ]);
+    // The top-level key_version does not apply to batch items, as in Vault.
+    let out = broker.bao(&[
+        "write",
+        "-format=json",
+        "transit/encrypt/v",
+        &batch_arg(&items),
+        "key_version=2",
+        "partial_failure_response_code=207",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let value: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let results = value["data"]["batch_results"].as_array().unwrap().clone();
+    let versions: Vec<(Value, Value, Value)> = results
+        .iter()
+        .map(|r| {
+            (
+                r["reference"].clone(),
+                r["key_version"].clone(),
+                r["error"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        versions,
+        vec![
+            (json!("two"), json!(2), Value::Null),
+            (json!("latest"), json!(3), Value::Null),
+            (
+                json!("too old"),
+                Value::Null,
+                json!("requested version for encryption is less than the minimum encryption key version")
+            ),
+            (
+                json!("too new"),
+                Value::Null,
+                json!("requested version for encryption is higher than the latest key version")
+            ),
+            (json!("three"), json!(3), Value::Null),
+            (json!("zero"), json!(3), Value::Null),
+        ]
+    );
+    for result in results.iter().filter(|r| r["error"].is_null()) {
+        let ciphertext = result["ciphertext"].as_str().unwrap();
+        let version = result["key_version"].as_u64().unwrap();
+        assert!(
+            ciphertext.starts_with(&format!("vault:v{version}:")),
+            "{result}"
+        );
+        assert_eq!(broker.decrypt("v", ciphertext), b"per item");
+    }
+
+    // Rewrap: each item to the version it names (a batch answers 200, as in Vault).
+    let two = results[0]["ciphertext"].as_str().unwrap();
+    let rewrap = json!([
+        { "ciphertext": two, "reference": "latest" },
+        { "ciphertext": two, "key_version": 2, "reference": "same" },
+        { "ciphertext": two, "key_version": 1, "reference": "too old" },
+    ]);
+    let out = broker.bao(&[
+        "write",
+        "-format=json",
+        "transit/rewrap/v",
+        &batch_arg(&rewrap),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let value: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let results = &value["data"]["batch_results"];
+    assert_eq!(results[0]["key_version"], 3, "{value}");
+    assert_eq!(results[1]["key_version"], 2, "{value}");
+    assert_eq!(
+        results[2]["error"],
+        "requested version for encryption is less than the minimum encryption key version"
+    );
+    for result in results.as_array().unwrap().iter().take(2) {
+        let ciphertext = result["ciphertext"].as_str().unwrap();
+        assert_eq!(broker.decrypt("v", ciphertext), b"per item");
+    }
+
+    // A single item: the top-level key_version, refused with Vault's message.
+    let refused = broker.bao(&[
+        "write",
+        "transit/encrypt/v",
+        &format!("plaintext={p}"),
+        "key_version=1",
+    ]);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("Code: 400")
+            && stderr.contains(
+                "requested version for encryption is less than the minimum encryption key version"
+            ),
+        "{stderr}"
+    );
+    let out = broker.bao_ok(&[
+        "write",
+        "transit/encrypt/v",
+        &format!("plaintext={p}"),
+        "key_version=2",
+    ]);
+    assert!(field(&out, "ciphertext").starts_with("vault:v2:"), "{out}");
+}
+
+/// Encrypt and rewrap batches against a real OpenBao: each item's `key_version`, the
+/// top-level one ignored in a batch, every refusal, give the same status, the same errors
+/// per item and the same versions.
+#[test]
+fn batch_key_versions_answer_as_openbao_does() {
+    let broker = Broker::dev();
+    let bao = OpenBao::start();
+    let p = b64(b"kat");
+    let setup: Vec<(&str, String, Value)> = vec![
+        (
+            "POST",
+            "sys/mounts/transit".into(),
+            json!({ "type": "transit" }),
+        ),
+        ("POST", "transit/keys/b".into(), json!({})),
+        ("POST", "transit/keys/b/rotate".into(), json!({})),
+        ("POST", "transit/keys/b/rotate".into(), json!({})),
+        (
+            "POST",
+            "transit/keys/b/config".into(),
+            json!({ "min_encryption_version": 2 }),
+        ),
+    ];
+    let theirs = bao.batch(&setup);
+    for ((method, path, body), (status, _)) in setup.iter().zip(&theirs).skip(1) {
+        assert!(*status < 300, "OpenBao {method} {path}: {status}");
+        let (ours, value) = broker.request(method, path, Some(body));
+        assert!(ours < 300, "{method} {path}: {ours} {value}");
+    }
+    let item = |version: Option<Value>, reference: &str| {
+        let mut item = json!({ "plaintext": p, "reference": reference });
+        if let Some(version) = version {
+            item["key_version"] = version;
+        }
+        item
+    };
+    let bodies = [
+        json!({ "batch_input": [
+            item(Some(json!(2)), "a"), item(None, "b"), item(Some(json!(3)), "c"),
+            item(Some(json!(0)), "d"),
+        ]}),
+        // (A numeric string as an item's key_version is a 500 in OpenBao, which the
+        // keybroker reads as the number: not compared.)
+        // Refusals fail their item alone: 400, or the partial failure code.
+        json!({ "batch_input": [item(Some(json!(1)), "old"), item(Some(json!(2)), "ok"), item(Some(json!(9)), "new")] }),
+        json!({ "batch_input": [item(Some(json!(1)), "old"), item(Some(json!(2)), "ok")], "partial_failure_response_code": 207 }),
+        json!({ "batch_input": [item(Some(json!(1)), "old"), item(Some(json!(4)), "new")] }),
+        // The top-level key_version is ignored in a batch.
+        json!({ "key_version": 1, "batch_input": [item(None, "top")] }),
+        json!({ "key_version": 9, "batch_input": [item(Some(json!(2)), "top")] }),
+        // A single item: the top-level one.
+        json!({ "plaintext": p, "key_version": 2 }),
+        json!({ "plaintext": p, "key_version": 1 }),
+        json!({ "plaintext": p, "key_version": 4 }),
+        json!({ "plaintext": p }),
+    ];
+    let cases: Vec<(&str, String, Value)> = bodies
+        .iter()
+        .map(|body| ("POST", "transit/encrypt/b".to_owned(), body.clone()))
+        .collect();
+    let theirs = bao.batch(&cases);
+    // What an answer shows apart from its random ciphertexts: each result's version,
+    // error and reference, and that a ciphertext names its version.
+    let shape = |value: &Value| -> Value {
+        let one = |r: &Value| {
+            if let Some(ciphertext) = r["ciphertext"].as_str() {
+                let prefix = format!("vault:v{}:", r["key_version"]);
+                assert!(ciphertext.starts_with(&prefix), "{r}");
+            }
+            json!({ "key_version": r["key_version"], "error": r["error"], "reference": r["reference"] })
+        };
+        match value["data"]["batch_results"].as_array() {
+            Some(results) => json!(results.iter().map(one).collect::<Vec<_>>()),
+            None if value["data"].is_object() => one(&value["data"]),
+            None => json!({ "errors": value["errors"] }),
+        }
+    };
+    let mut refused = 0;
+    let mut own_ciphertexts = Vec::new();
+    for ((method, path, body), (their_status, their_body)) in cases.iter().zip(&theirs) {
+        let (status, ours) = broker.request(method, path, Some(body));
+        let what = format!("{method} {path} {body}: OpenBao {their_status} {their_body}, keybroker {status} {ours}");
+        assert_eq!(status, *their_status, "{what}");
+        assert_eq!(shape(&ours), shape(their_body), "{what}");
+        if status != 200 {
+            refused += 1;
+        }
+        if let Some(first) = ours["data"]["batch_results"][0]["ciphertext"].as_str() {
+            own_ciphertexts.push((
+                first.to_owned(),
+                their_body["data"]["batch_results"][0]["ciphertext"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned(),
+            ));
+        }
+    }
+    assert_eq!(refused, 5);
+
+    // Rewrap, each side with its own ciphertexts (of version 2).
+    let (ours_v2, theirs_v2) = own_ciphertexts[0].clone();
+    let rewrap = |ciphertext: &str| -> Vec<Value> {
+        let item = |version: Option<u32>, reference: &str| {
+            let mut item = json!({ "ciphertext": ciphertext, "reference": reference });
+            if let Some(version) = version {
+                item["key_version"] = json!(version);
+            }
+            item
+        };
+        vec![
+            json!({ "batch_input": [item(None, "a"), item(Some(2), "b"), item(Some(3), "c")] }),
+            json!({ "batch_input": [item(Some(1), "old"), item(Some(2), "ok"), item(Some(7), "new")] }),
+            json!({ "key_version": 2, "batch_input": [item(None, "top")] }),
+            json!({ "ciphertext": ciphertext, "key_version": 2 }),
+            json!({ "ciphertext": ciphertext, "key_version": 1 }),
+        ]
+    };
+    let their_cases: Vec<(&str, String, Value)> = rewrap(&theirs_v2)
+        .into_iter()
+        .map(|body| ("POST", "transit/rewrap/b".to_owned(), body))
+        .collect();
+    let theirs = bao.batch(&their_cases);
+    for (body, (their_status, their_body)) in rewrap(&ours_v2).iter().zip(&theirs) {
+        let (status, ours) = broker.request("POST", "transit/rewrap/b", Some(body));
+        let what = format!(
+            "rewrap {body}: OpenBao {their_status} {their_body}, keybroker {status} {ours}"
+        );
+        assert_eq!(status, *their_status, "{what}");
+        assert_eq!(shape(&ours), shape(their_body), "{what}");
+    }
+}
+
+/// `transit/keys/:name/trim` through the `bao` CLI: versions below `min_available_version`
+/// go for good (the key read says so, their ciphertexts no longer decrypt, and
+/// `min_decryption_version` cannot go back below it), also after a restart.
+#[test]
+fn bao_cli_trims_key_versions_for_good() {
+    let state = crate::support::private_dir();
+    let options = Options {
+        config: Some(config_text("")),
+        state_dir: Some(state.path().to_owned()),
+        ..Options::default()
+    };
+    let mut broker = Broker::start(options);
+    broker.token = broker.printed_root_token().expect("a root token");
+    broker.bao_ok(&["write", "-f", "transit/keys/t"]);
+    let v1 = broker.encrypt("t", b"one");
+    broker.bao_ok(&["write", "-f", "transit/keys/t/rotate"]);
+    let v2 = broker.encrypt("t", b"two");
+    broker.bao_ok(&["write", "-f", "transit/keys/t/rotate"]);
+    let v3 = broker.encrypt("t", b"three");
+
+    // Vault's preconditions: min encryption and decryption versions set, and not below.
+    let refused = broker.bao(&["write", "transit/keys/t/trim", "min_available_version=2"]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("Code: 400")
+            && stderr.contains(
+                "minimum available version cannot be set when minimum encryption version is not set"
+            ),
+        "{stderr}"
+    );
+    broker.bao_ok(&[
+        "write",
+        "transit/keys/t/config",
+        "min_decryption_version=2",
+        "min_encryption_version=2",
+    ]);
+    let out = broker.bao_ok(&[
+        "write",
+        "-format=json",
+        "transit/keys/t/trim",
+        "min_available_version=2",
+    ]);
+    let trimmed: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(trimmed["data"]["min_available_version"], 2, "{trimmed}");
+
+    let check = |broker: &Broker| {
+        let out = broker.bao_ok(&["read", "-format=json", "transit/keys/t"]);
+        let key: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(key["data"]["min_available_version"], 2, "{key}");
+        assert_eq!(key["data"]["latest_version"], 3, "{key}");
+        assert!(key["data"]["keys"].get("1").is_none(), "{key}");
+        assert_eq!(broker.decrypt("t", &v2), b"two");
+        assert_eq!(broker.decrypt("t", &v3), b"three");
+        let refused = broker.bao(&["write", "transit/decrypt/t", &format!("ciphertext={v1}")]);
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(
+            stderr.contains("Code: 400")
+                && stderr
+                    .contains("ciphertext or signature version is disallowed by policy (too old)"),
+            "{stderr}"
+        );
+        let refused = broker.bao(&["write", "transit/keys/t/config", "min_decryption_version=1"]);
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(
+            stderr.contains("Code: 400")
+                && stderr.contains(
+                    "min decryption version should not be less then min available version"
+                ),
+            "{stderr}"
+        );
+        let refused = broker.bao(&["write", "transit/keys/t/trim", "min_available_version=1"]);
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(
+            stderr.contains("Code: 400")
+                && stderr.contains("minimum available version cannot be decremented"),
+            "{stderr}"
+        );
+        // Encryption with a trimmed version is refused as Vault refuses it.
+        let (status, value) = broker.request(
+            "POST",
+            "transit/encrypt/t",
+            Some(&json!({ "plaintext": b64(b"x"), "key_version": 1 })),
+        );
+        assert_eq!(status, 400, "{value}");
+    };
+    check(&broker);
+    // The trim is durable: a restarted broker, with nothing cached, agrees.
+    broker.restart();
+    check(&broker);
+}
+
+/// Trimming a direct-mode key destroys the backend key each trimmed version had, and
+/// only those; trimming an envelope key destroys none (its one backend key wraps every
+/// version's data key).
+#[test]
+fn a_trim_destroys_the_backend_keys_of_trimmed_direct_versions_only() {
+    let broker = Broker::dev();
+    let deletes = || crate::support::backend_calls(&broker, "local", "delete_key");
+    for (name, mode) in [("d", "direct"), ("e", "envelope")] {
+        let (status, value) = broker.request(
+            "POST",
+            &format!("transit/keys/{name}"),
+            Some(&json!({ "mode": mode })),
+        );
+        assert_eq!(status, 200, "{value}");
+        for _ in 0..3 {
+            broker.request("POST", &format!("transit/keys/{name}/rotate"), None);
+        }
+        broker.request(
+            "POST",
+            &format!("transit/keys/{name}/config"),
+            Some(&json!({ "min_decryption_version": 4, "min_encryption_version": 4 })),
+        );
+    }
+    let latest = broker.encrypt("d", b"kept");
+    let before = deletes();
+    let (status, value) = broker.request(
+        "POST",
+        "transit/keys/d/trim",
+        Some(&json!({ "min_available_version": 3 })),
+    );
+    assert_eq!(status, 200, "{value}");
+    assert_eq!(
+        deletes() - before,
+        2.0,
+        "versions 1 and 2 each had a backend key"
+    );
+    let (status, value) = broker.request(
+        "POST",
+        "transit/keys/e/trim",
+        Some(&json!({ "min_available_version": 4 })),
+    );
+    assert_eq!(status, 200, "{value}");
+    assert_eq!(
+        deletes() - before,
+        2.0,
+        "an envelope key keeps its backend key"
+    );
+    assert_eq!(broker.decrypt("d", &latest), b"kept");
+    let kept = broker.encrypt("e", b"envelope");
+    assert_eq!(broker.decrypt("e", &kept), b"envelope");
+}
+
+/// `transit/keys/:name/trim` against a real OpenBao: every precondition in Vault's order,
+/// the trim itself, the key read after it, and the refusals it causes (decrypting a
+/// trimmed version, lowering the min versions below it), with the same status and the same
+/// `errors` or fields.
+#[test]
+fn trim_answers_as_openbao_does() {
+    let broker = Broker::dev();
+    let bao = OpenBao::start();
+    let mounted = bao.batch(&[(
+        "POST",
+        "sys/mounts/transit".into(),
+        json!({ "type": "transit" }),
+    )]);
+    assert_eq!(mounted[0].0, 204, "{mounted:?}");
+    // Each side encrypts under version 1 first, for the decryption refused after the trim.
+    let encrypt = (
+        "POST",
+        "transit/encrypt/t".to_owned(),
+        json!({ "plaintext": b64(b"one") }),
+    );
+    let their_v1 = bao.batch(&[encrypt])[0].1["data"]["ciphertext"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let our_v1 = broker.encrypt("t", b"one");
+
+    let trim = |body: Value| ("POST", "transit/keys/t/trim".to_owned(), body);
+    let config = |body: Value| ("POST", "transit/keys/t/config".to_owned(), body);
+    let cases = |v1: &str| -> Vec<(&'static str, String, Value)> {
+        vec![
+            ("POST", "transit/keys/t/rotate".into(), json!({})),
+            ("POST", "transit/keys/t/rotate".into(), json!({})),
+            ("POST", "transit/keys/t/rotate".into(), json!({})),
+            (
+                "POST",
+                "transit/keys/missing/trim".into(),
+                json!({ "min_available_version": 1 }),
+            ),
+            trim(json!({})),
+            trim(json!({ "min_available_version": 1 })),
+            config(json!({ "min_encryption_version": 2 })),
+            trim(json!({ "min_available_version": 3 })),
+            trim(json!({ "min_available_version": 2 })),
+            config(json!({ "min_decryption_version": 3, "min_encryption_version": 3 })),
+            trim(json!({ "min_available_version": 0 })),
+            trim(json!({ "min_available_version": -1 })),
+            trim(json!({ "min_available_version": 4 })),
+            trim(json!({ "min_available_version": 2 })),
+            ("GET", "transit/keys/t".into(), Value::Null),
+            trim(json!({ "min_available_version": 1 })),
+            trim(json!({ "min_available_version": "3" })),
+            ("GET", "transit/keys/t".into(), Value::Null),
+            config(json!({ "min_decryption_version": 2 })),
+            config(json!({ "min_encryption_version": 0 })),
+            config(json!({ "min_decryption_version": 4, "min_encryption_version": 4 })),
+            (
+                "POST",
+                "transit/decrypt/t".into(),
+                json!({ "ciphertext": v1 }),
+            ),
+            (
+                "POST",
+                "transit/encrypt/t".into(),
+                json!({ "plaintext": b64(b"x"), "key_version": 2 }),
+            ),
+            (
+                "POST",
+                "transit/encrypt/t".into(),
+                json!({ "plaintext": b64(b"x"), "key_version": 3 }),
+            ),
+            trim(json!({ "min_available_version": 4 })),
+            ("GET", "transit/keys/t".into(), Value::Null),
+        ]
+    };
+    let theirs_cases = cases(&their_v1);
+    let theirs = bao.batch(&theirs_cases);
+    // The fields of a key both answer, and what an encryption answers apart from its
+    // random ciphertext.
+    let fields = |value: &Value| -> Value {
+        let data = &value["data"];
+        json!({
+            "name": data["name"],
+            "type": data["type"],
+            "latest_version": data["latest_version"],
+            "min_available_version": data["min_available_version"],
+            "min_decryption_version": data["min_decryption_version"],
+            "min_encryption_version": data["min_encryption_version"],
+            "deletion_allowed": data["deletion_allowed"],
+            "key_version": data["key_version"],
+        })
+    };
+    let mut refused = 0;
+    for ((method, path, body), (their_status, their_body)) in cases(&our_v1).iter().zip(&theirs) {
+        let body = (!body.is_null()).then_some(body);
+        let (status, ours) = broker.request(method, path, body);
+        let what = format!("{method} {path} {body:?}: OpenBao {their_status} {their_body}, keybroker {status} {ours}");
+        assert_eq!(status, *their_status, "{what}");
+        if status == 200 {
+            assert_eq!(fields(&ours), fields(their_body), "{what}");
+        } else {
+            assert_eq!(ours["errors"], their_body["errors"], "{what}");
+            refused += 1;
+        }
+    }
+    assert_eq!(refused, 14);
+}
+
+/// `transit/cache-config` through the `bao` CLI: 0 until written, Vault's refusal of a
+/// size between 1 and 9, and the size kept across a restart.
+#[test]
+fn bao_cli_configures_the_cache_size() {
+    let state = crate::support::private_dir();
+    let options = Options {
+        config: Some(config_text("")),
+        state_dir: Some(state.path().to_owned()),
+        ..Options::default()
+    };
+    let mut broker = Broker::start(options);
+    broker.token = broker.printed_root_token().expect("a root token");
+    let size = |broker: &Broker| -> Value {
+        let out = broker.bao_ok(&["read", "-format=json", "transit/cache-config"]);
+        serde_json::from_str::<Value>(&out).unwrap()["data"].clone()
+    };
+    assert_eq!(size(&broker), json!({ "size": 0 }));
+    let out = broker.bao_ok(&["write", "-format=json", "transit/cache-config", "size=25"]);
+    let written: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(written["data"], json!({ "size": 25 }));
+    assert_eq!(size(&broker), json!({ "size": 25 }));
+    for bad in ["size=5", "size=-1"] {
+        let refused = broker.bao(&["write", "transit/cache-config", bad]);
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(
+            stderr.contains("Code: 400")
+                && stderr.contains("size must be 0 or a value greater or equal to 10"),
+            "{bad}: {stderr}"
+        );
+    }
+    let refused = broker.bao(&["write", "transit/cache-config", "size=many"]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("Code: 400"), "{stderr}");
+    assert_eq!(size(&broker), json!({ "size": 25 }));
+    broker.restart();
+    assert_eq!(size(&broker), json!({ "size": 25 }));
+    // Encryption is unaffected.
+    let ct = broker.encrypt("c", b"cached");
+    assert_eq!(broker.decrypt("c", &ct), b"cached");
+}
+
+/// `transit/cache-config` against a real OpenBao: reads, writes, defaults and refusals,
+/// with the same status and the same `data` or `errors`.
+#[test]
+fn cache_config_answers_as_openbao_does() {
+    let broker = Broker::dev();
+    let bao = OpenBao::start();
+    let mounted = bao.batch(&[(
+        "POST",
+        "sys/mounts/transit".into(),
+        json!({ "type": "transit" }),
+    )]);
+    assert_eq!(mounted[0].0, 204, "{mounted:?}");
+    let read = ("GET", "transit/cache-config".to_owned(), Value::Null);
+    let write = |body: Value| ("POST", "transit/cache-config".to_owned(), body);
+    let cases = vec![
+        read.clone(),
+        write(json!({ "size": 10 })),
+        read.clone(),
+        write(json!({ "size": 5 })),
+        write(json!({ "size": 9 })),
+        write(json!({ "size": 1 })),
+        write(json!({ "size": -1 })),
+        read.clone(),
+        write(json!({ "size": "30" })),
+        read.clone(),
+        write(json!({ "size": 1000 })),
+        write(json!({})),
+        read.clone(),
+        write(json!({ "size": 0 })),
+        read,
+    ];
+    let theirs = bao.batch(&cases);
+    let mut refused = 0;
+    for ((method, path, body), (their_status, their_body)) in cases.iter().zip(&theirs) {
+        let body = (!body.is_null()).then_some(body);
+        let (status, ours) = broker.request(method, path, body);
+        let what = format!("{method} {path} {body:?}: OpenBao {their_status} {their_body}, keybroker {status} {ours}");
+        assert_eq!(status, *their_status, "{what}");
+        if status == 200 {
+            assert_eq!(ours["data"], their_body["data"], "{what}");
+        } else {
+            assert_eq!(ours["errors"], their_body["errors"], "{what}");
+            refused += 1;
+        }
+    }
+    assert_eq!(refused, 4);
+}

@@ -276,6 +276,9 @@ pub struct KeyRecord {
     pub mode: KeyMode,
     /// In envelope mode, the backend key that wraps every version's DEK.
     pub backend_reference: Option<String>,
+    /// Oldest version kept: every version below it was trimmed for good (0: never trimmed,
+    /// as Vault reports it).
+    pub min_available_version: u32,
     /// Oldest version that may decrypt.
     pub min_decryption_version: u32,
     /// Oldest version that may encrypt (0 = latest).
@@ -565,8 +568,19 @@ pub trait Store: Send + Sync + 'static {
     async fn list_keys(&self, tenant: TenantId, mount: MountId) -> Result<Vec<String>, StoreError>;
     /// Keys with automatic rotation enabled, across tenants (for the rotation job).
     async fn list_auto_rotating_keys(&self) -> Result<Vec<KeyRecord>, StoreError>;
-    /// Replaces a key's configuration fields (min versions, deletion, auto-rotate period).
+    /// Replaces a key's configuration fields (min versions, deletion, auto-rotate period),
+    /// unless a trim raised its `min_available_version` above either min version meanwhile.
     async fn update_key_config(&self, key: &KeyRecord) -> Result<(), StoreError>;
+    /// Trims a key: sets its `min_available_version` and deletes its versions below it for
+    /// good, in one transaction, if the key still allows it (the value is not lowered, and
+    /// is at most both min versions); returns the deleted versions (their backend keys are
+    /// the caller's to destroy). `ExpectationFailed` if the key changed meanwhile or is gone.
+    async fn trim_key_versions(
+        &self,
+        tenant: TenantId,
+        key: KeyId,
+        min_available_version: u32,
+    ) -> Result<Vec<KeyVersionRecord>, StoreError>;
     /// Adds a version if the latest is still `expected_latest` (so a rotation happens once
     /// however many callers race); returns whether it was added.
     async fn add_key_version(

@@ -37,6 +37,7 @@ pub(crate) fn key(tenant: TenantId, mount: MountId, name: &str) -> (KeyRecord, K
         backend: "local".to_owned(),
         mode: KeyMode::Envelope,
         backend_reference: Some("ref".to_owned()),
+        min_available_version: 0,
         min_decryption_version: 1,
         min_encryption_version: 0,
         deletion_allowed: false,
@@ -572,6 +573,59 @@ async fn keys(store: &dyn Store) {
         .unwrap()
         .iter()
         .any(|k| k.id == record.id));
+
+    // Trimming: never above either min version, never lowered; the versions below go.
+    let third = KeyVersionRecord {
+        version: 3,
+        created_at: 30,
+        ..first.clone()
+    };
+    assert!(store.add_key_version(tenant, 2, &third).await.unwrap());
+    expectation_failed(store.trim_key_versions(tenant, record.id, 2).await);
+    configured.min_encryption_version = 3;
+    store.update_key_config(&configured).await.unwrap();
+    expectation_failed(store.trim_key_versions(tenant, record.id, 3).await);
+    let trimmed = store.trim_key_versions(tenant, record.id, 2).await.unwrap();
+    assert_eq!(
+        trimmed,
+        vec![first.clone()],
+        "the trimmed versions, as stored"
+    );
+    assert_eq!(
+        key_versions(store, tenant, record.id)
+            .await
+            .iter()
+            .map(|v| v.version)
+            .collect::<Vec<_>>(),
+        vec![2, 3]
+    );
+    let stored = store.get_key(tenant, m.id, "k").await.unwrap().unwrap();
+    assert_eq!(stored.min_available_version, 2);
+    // Again at the same value: nothing more goes.
+    assert!(store
+        .trim_key_versions(tenant, record.id, 2)
+        .await
+        .unwrap()
+        .is_empty());
+    expectation_failed(store.trim_key_versions(tenant, record.id, 1).await);
+    expectation_failed(
+        store
+            .trim_key_versions(TenantId::random(), record.id, 2)
+            .await,
+    );
+    // A configuration read before the trim cannot lower min_decryption_version below it.
+    let mut stale = configured.clone();
+    stale.min_decryption_version = 1;
+    store.update_key_config(&stale).await.unwrap();
+    assert_eq!(
+        store
+            .get_key(tenant, m.id, "k")
+            .await
+            .unwrap()
+            .unwrap()
+            .min_decryption_version,
+        2
+    );
 
     // Another tenant sees nothing of it.
     let other = TenantId::random();

@@ -225,6 +225,10 @@ macro_rules! row_decoders {
                 backend: get(row, "backend")?,
                 mode: KeyMode::parse(&mode).ok_or_else(|| corrupt("transit_keys.mode"))?,
                 backend_reference: get(row, "backend_reference")?,
+                min_available_version: to_u32(
+                    get(row, "min_available_version")?,
+                    "min_available_version",
+                )?,
                 min_decryption_version: to_u32(
                     get(row, "min_decryption_version")?,
                     "min_decryption_version",

@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use super::error::ApiError;
 pub(super) use super::input::{
-    opt_bool, opt_duration_secs, opt_object, opt_string_list, opt_u64, present,
+    opt_bool, opt_duration_secs, opt_i64, opt_object, opt_string_list, opt_u64, present,
 };
 
 /// Parses a body into `T`; an empty body, or JSON `null` (`bao write -f`), is `{}`.

@@ -36,6 +36,28 @@ pub fn opt_u64<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u64>
     }
 }
 
+/// A signed integer given as a number or a numeric string (a field where Vault gives a
+/// negative value a message of its own).
+pub(super) fn opt_i64<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<i64>, D::Error> {
+    match Option::<Value>::deserialize(deserializer)? {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => n
+            .as_i64()
+            .map(Some)
+            .ok_or_else(|| serde::de::Error::custom(format!("expected an integer, got {n}"))),
+        Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
+        Some(Value::String(s)) => s
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|_| serde::de::Error::custom(format!("expected an integer, got {s:?}"))),
+        Some(other) => Err(serde::de::Error::custom(format!(
+            "expected an integer, got {}",
+            describe(&other)
+        ))),
+    }
+}
+
 /// A boolean given as a boolean, `0`/`1`, or `"true"`/`"false"`/`"1"`/`"0"`.
 pub fn opt_bool<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<bool>, D::Error> {
     match Option::<Value>::deserialize(deserializer)? {

@@ -180,6 +180,20 @@ async fn writes_on_one_node_reach_the_others() {
     };
     assert!(a.add_key_version(root, 1, &second).await.unwrap());
     expect(&mut feed, &Change::Key(root, key.id)).await;
+    // A trim, once the min versions allow it.
+    let configured = KeyRecord {
+        latest_version: 2,
+        min_decryption_version: 2,
+        min_encryption_version: 2,
+        ..key.clone()
+    };
+    a.update_key_config(&configured).await.unwrap();
+    expect(&mut feed, &Change::Key(root, key.id)).await;
+    assert_eq!(
+        a.trim_key_versions(root, key.id, 2).await.unwrap(),
+        vec![first.clone()]
+    );
+    expect(&mut feed, &Change::Key(root, key.id)).await;
 
     // A tenant deletion, with its tokens.
     let tenant = TenantId::random();

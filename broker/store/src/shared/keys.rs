@@ -91,20 +91,80 @@ macro_rules! methods {
             }
 
             async fn update_key_config(&self, key: &KeyRecord) -> Result<(), StoreError> {
+                // A trim that raised min_available_version past either min version since the
+                // caller read the key wins: nothing changes.
                 let query = sqlx::query($crate::shared::sql!($dialect,
                     sqlite: "UPDATE transit_keys SET min_decryption_version = ?, min_encryption_version = ?, \
-                     deletion_allowed = ?, auto_rotate_period = ? WHERE tenant_id = ? AND id = ?",
+                     deletion_allowed = ?, auto_rotate_period = ? WHERE tenant_id = ? AND id = ? \
+                     AND min_available_version <= ? AND min_available_version <= ?",
                     postgres: "UPDATE transit_keys SET min_decryption_version = $1, min_encryption_version = $2, \
-                     deletion_allowed = $3, auto_rotate_period = $4 WHERE tenant_id = $5 AND id = $6",
+                     deletion_allowed = $3, auto_rotate_period = $4 WHERE tenant_id = $5 AND id = $6 \
+                     AND min_available_version <= $7 AND min_available_version <= $8",
                 ))
                 .bind(i64::from(key.min_decryption_version))
                 .bind(i64::from(key.min_encryption_version))
                 .bind(key.deletion_allowed)
                 .bind(to_i64(key.auto_rotate_period))
                 .bind(key.tenant.to_string())
-                .bind(key.id.to_string());
+                .bind(key.id.to_string())
+                .bind(i64::from(key.min_decryption_version))
+                .bind(i64::from(key.min_encryption_version));
                 self.execute_write(query, |rows| (rows > 0).then_some(Change::Key(key.tenant, key.id))).await?;
                 Ok(())
+            }
+
+            async fn trim_key_versions(
+                &self,
+                tenant: TenantId,
+                key: KeyId,
+                min_available_version: u32,
+            ) -> Result<Vec<KeyVersionRecord>, StoreError> {
+                let mut tx = self.pool.begin().await.map_err(map_error)?;
+                // Checked against the row as committed (on PostgreSQL, a racing config
+                // change or trim waits on the row lock): never lowered, never above either
+                // min version.
+                let moved = sqlx::query($crate::shared::sql!($dialect,
+                    sqlite: "UPDATE transit_keys SET min_available_version = ? \
+                     WHERE tenant_id = ? AND id = ? AND min_available_version <= ? \
+                     AND min_decryption_version >= ? AND min_encryption_version >= ?",
+                    postgres: "UPDATE transit_keys SET min_available_version = $1 \
+                     WHERE tenant_id = $2 AND id = $3 AND min_available_version <= $4 \
+                     AND min_decryption_version >= $5 AND min_encryption_version >= $6",
+                ))
+                .bind(i64::from(min_available_version))
+                .bind(tenant.to_string())
+                .bind(key.to_string())
+                .bind(i64::from(min_available_version))
+                .bind(i64::from(min_available_version))
+                .bind(i64::from(min_available_version))
+                .execute(&mut *tx)
+                .await
+                .map_err(map_error)?;
+                if moved.rows_affected() != 1 {
+                    return Err(StoreError::ExpectationFailed);
+                }
+                let deleted = sqlx::query($crate::shared::sql!($dialect,
+                    sqlite: "DELETE FROM transit_key_versions WHERE tenant_id = ? AND key_id = ? \
+                     AND version < ? RETURNING *",
+                    postgres: "DELETE FROM transit_key_versions WHERE tenant_id = $1 AND key_id = $2 \
+                     AND version < $3 RETURNING *",
+                ))
+                .bind(tenant.to_string())
+                .bind(key.to_string())
+                .bind(i64::from(min_available_version))
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(map_error)?;
+                let mut versions = deleted
+                    .iter()
+                    .map(version_from_row)
+                    .collect::<Result<Vec<_>, _>>()?;
+                versions.sort_by_key(|v| v.version);
+                $crate::shared::postgres_only!($dialect, {
+                    feed::announce_in(&mut tx, [Change::Key(tenant, key)]).await?;
+                });
+                tx.commit().await.map_err(map_error)?;
+                Ok(versions)
             }
 
             async fn add_key_version(

@@ -75,11 +75,12 @@ impl Transit {
                     })
             })
             .collect::<Vec<_>>();
-        if versions.len() != record.latest_version as usize
+        let first = record.min_available_version.max(1);
+        if versions.len() as u64 != u64::from(record.latest_version) + 1 - u64::from(first)
             || versions
                 .iter()
                 .enumerate()
-                .any(|(i, v)| v.record.version as usize != i + 1)
+                .any(|(i, v)| u64::from(v.record.version) != i as u64 + u64::from(first))
         {
             return Err(Error::internal(format!(
                 "key {} has inconsistent versions",
@@ -115,8 +116,9 @@ impl Transit {
         }
     }
 
-    /// Re-reads a cached key that another node changed (configuration, a new version) or
-    /// deleted, keeping the counters of its versions; a deleted key's data keys are dropped.
+    /// Re-reads a cached key that another node changed (configuration, a new version, a
+    /// trim) or deleted, keeping the counters of its versions; a deleted or trimmed key's
+    /// data keys are dropped (a trimmed key's kept versions are unwrapped again on use).
     pub async fn refresh_key(&self, tenant: TenantId, key: crate::KeyId) -> Result<()> {
         let cached: Vec<Arc<KeyState>> = self
             .keys
@@ -132,11 +134,12 @@ impl Transit {
             .unwrap_or_default();
         for state in cached {
             let record = &state.record;
-            if self
-                .reload(tenant, record.mount, &record.name)
-                .await?
-                .is_none()
-            {
+            let reloaded = self.reload(tenant, record.mount, &record.name).await?;
+            // Deleted, or trimmed: the data keys of versions gone for good leave memory.
+            let gone = reloaded.as_ref().is_none_or(|fresh| {
+                fresh.record.min_available_version > record.min_available_version
+            });
+            if gone {
                 if let Some(instance) = self.backends.get(&record.backend) {
                     instance.cache().purge_key(tenant, record.id);
                 }

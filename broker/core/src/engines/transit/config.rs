@@ -30,7 +30,8 @@ impl Transit {
         update: KeyConfigUpdate,
     ) -> Result<KeyInfo> {
         validate_key_name(name)?;
-        let state = self.existing(tenant, mount, name).await?;
+        // Re-read: a trim on another node may have raised min_available_version.
+        let state = self.existing_reloaded(tenant, mount, name).await?;
         let mut record = state.record.clone();
         if let Some(min) = update.min_decryption_version {
             if min > record.latest_version {
@@ -53,6 +54,17 @@ impl Transit {
         {
             return Err(Error::invalid(
                 "min encryption version must be 0 or at least the min decryption version",
+            ));
+        }
+        // Vault's check, after the changes: a trimmed version cannot come back.
+        if record.min_available_version > record.min_encryption_version {
+            return Err(Error::invalid(
+                "min encryption version should not be less than min available version",
+            ));
+        }
+        if record.min_available_version > record.min_decryption_version {
+            return Err(Error::invalid(
+                "min decryption version should not be less then min available version",
             ));
         }
         if let Some(allowed) = update.deletion_allowed {

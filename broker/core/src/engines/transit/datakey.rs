@@ -39,9 +39,10 @@ impl Transit {
         let item = EncryptItem {
             plaintext: plaintext.clone(),
             associated_data,
+            key_version: 0,
         };
         let output = self
-            .encrypt(tenant, mount, name, None, false, vec![item])
+            .encrypt(tenant, mount, name, false, vec![item])
             .await?
             .pop()
             .ok_or_else(|| Error::internal("datakey result missing"))??;

@@ -2,9 +2,13 @@
 //!
 //! Envelope mode runs AES-256-GCM here with the version's data key from the instance's DEK
 //! cache (the backend is called only on a miss, single-flight per version). Direct mode
-//! sends every item to the backend, batched in one call. Each encryption takes a count
-//! from its version's counter, and a version that reached the rotation threshold rotates
-//! the key first.
+//! sends every item to the backend, batched in one call per version. Each encryption takes
+//! a count from its version's counter, and a version that reached the rotation threshold
+//! rotates the key first.
+//!
+//! Each item names its own `key_version` (Vault's `BatchRequestItem`; 0 is the latest): the
+//! items are grouped by it, and an item whose version may not encrypt fails alone, with
+//! Vault's message.
 
 use std::sync::Arc;
 
@@ -14,12 +18,48 @@ use super::{
     ciphertext, counter::Take, keys::CreateKeyOptions, ItemResults, KeyState, Transit, VersionState,
 };
 use crate::{
-    backend::BackendEncrypt,
+    backend::{BackendEncrypt, BackendInstance},
     crypto::random_nonce,
     error::{Error, Result},
-    store::KeyMode,
+    store::{KeyMode, KeyRecord},
     MountId, Tenant,
 };
+
+/// The items' indices grouped by the version they name, in order of first appearance.
+fn version_groups(items: &[EncryptItem]) -> Vec<(u32, Vec<usize>)> {
+    let mut groups: Vec<(u32, Vec<usize>)> = Vec::new();
+    for (index, item) in items.iter().enumerate() {
+        match groups.iter_mut().find(|(v, _)| *v == item.key_version) {
+            Some((_, indices)) => indices.push(index),
+            None => groups.push((item.key_version, vec![index])),
+        }
+    }
+    groups
+}
+
+/// The version `requested` (0: the latest) names, if it may encrypt, checked in Vault's
+/// order with Vault's messages (`keysutil.Policy.EncryptWithFactory`). Versions below
+/// `min_decryption_version` are refused too, as below `min_encryption_version`: what they
+/// encrypted could not be decrypted.
+fn encryption_version(record: &KeyRecord, requested: u32) -> Result<u32> {
+    if requested == 0 {
+        return Ok(record.latest_version);
+    }
+    if requested > record.latest_version {
+        return Err(Error::invalid(
+            "requested version for encryption is higher than the latest key version",
+        ));
+    }
+    let min = record
+        .min_encryption_version
+        .max(record.min_decryption_version);
+    if requested < min {
+        return Err(Error::invalid(
+            "requested version for encryption is less than the minimum encryption key version",
+        ));
+    }
+    Ok(requested)
+}
 
 /// One plaintext to encrypt.
 #[derive(Debug)]
@@ -28,6 +68,8 @@ pub struct EncryptItem {
     pub plaintext: Zeroizing<Vec<u8>>,
     /// Caller AAD (`associated_data`).
     pub associated_data: Vec<u8>,
+    /// The version to encrypt with (`key_version`); 0 is the latest.
+    pub key_version: u32,
 }
 
 /// Result of one encryption.
@@ -40,19 +82,19 @@ pub struct EncryptOutput {
 }
 
 impl Transit {
-    /// Encrypts each item under the key (creating it first if missing and `upsert`).
+    /// Encrypts each item under the key (creating it first if missing and `upsert`), each
+    /// with the version it names.
     pub async fn encrypt(
         &self,
         tenant: &Tenant,
         mount: MountId,
         name: &str,
-        key_version: Option<u32>,
         upsert: bool,
         items: Vec<EncryptItem>,
     ) -> Result<ItemResults<EncryptOutput>> {
         super::validate_key_name(name)?;
         self.check_batch_size(items.len())?;
-        let state = match self.state(tenant.id, mount, name).await? {
+        let mut state = match self.state(tenant.id, mount, name).await? {
             Some(state) => state,
             None if upsert => {
                 self.create_key(tenant, mount, name, CreateKeyOptions::default())
@@ -65,9 +107,46 @@ impl Transit {
         };
         super::key_type::require_encryption(&state.record.key_type)?;
         let instance = self.instance(tenant, &state.record.backend)?;
-        let (state, version) = self
-            .reserve_encryptions(tenant, state, key_version, items.len() as u64)
-            .await?;
+        let mut results: Vec<Option<Result<EncryptOutput>>> = items.iter().map(|_| None).collect();
+        for (requested, indices) in version_groups(&items) {
+            let group: Vec<&EncryptItem> = indices.iter().filter_map(|&i| items.get(i)).collect();
+            let outputs = match self
+                .reserve_encryptions(tenant, state.clone(), requested, group.len() as u64)
+                .await
+            {
+                Ok((reserved, version)) => {
+                    state = reserved;
+                    self.encrypt_with(tenant, &state, &version, instance.as_ref(), &group)
+                        .await?
+                }
+                // The version may not encrypt: each of its items fails alone.
+                Err(Error::InvalidRequest(message)) => group
+                    .iter()
+                    .map(|_| Err(Error::invalid(&message)))
+                    .collect(),
+                Err(error) => return Err(error),
+            };
+            for (index, output) in indices.into_iter().zip(outputs) {
+                if let Some(slot) = results.get_mut(index) {
+                    *slot = Some(output);
+                }
+            }
+        }
+        Ok(results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(Error::internal("batch item without result"))))
+            .collect())
+    }
+
+    /// Encrypts `items` with `version`, whose counts are already taken.
+    async fn encrypt_with(
+        &self,
+        tenant: &Tenant,
+        state: &KeyState,
+        version: &Arc<VersionState>,
+        instance: &dyn BackendInstance,
+        items: &[&EncryptItem],
+    ) -> Result<ItemResults<EncryptOutput>> {
         let binding = state.binding(version.record.version);
         let version_number = version.record.version;
         let output = |payload: Vec<u8>| EncryptOutput {
@@ -76,9 +155,7 @@ impl Transit {
         };
         match state.record.mode {
             KeyMode::Envelope => {
-                let key = self
-                    .data_key(tenant, &state, &version, instance.as_ref())
-                    .await?;
+                let key = self.data_key(tenant, state, version, instance).await?;
                 Ok(items
                     .iter()
                     .map(|item| {
@@ -105,6 +182,11 @@ impl Transit {
                     })
                     .collect();
                 let results = instance.encrypt_batch(tenant, requests).await?;
+                if results.len() != items.len() {
+                    return Err(Error::internal(
+                        "backend returned a batch of the wrong size",
+                    ));
+                }
                 Ok(results.into_iter().map(|r| r.map(output)).collect())
             }
         }
@@ -116,7 +198,7 @@ impl Transit {
         &self,
         tenant: &Tenant,
         mut state: Arc<KeyState>,
-        requested: Option<u32>,
+        requested: u32,
         n: u64,
     ) -> Result<(Arc<KeyState>, Arc<VersionState>)> {
         if n > self.settings.rotation_threshold {
@@ -127,24 +209,7 @@ impl Transit {
         // A few rounds: each exhaustion rotates once; more means something is off.
         for _ in 0..4 {
             let record = &state.record;
-            let number = match requested {
-                None | Some(0) => record.latest_version,
-                Some(v) if v > record.latest_version => {
-                    return Err(Error::invalid(format!(
-                        "requested key_version {v} is higher than the latest version {}",
-                        record.latest_version
-                    )))
-                }
-                Some(v) => v,
-            };
-            let min = record
-                .min_encryption_version
-                .max(record.min_decryption_version);
-            if number < min {
-                return Err(Error::invalid(format!(
-                    "requested key_version {number} is below the minimum allowed for encryption ({min})"
-                )));
-            }
+            let number = encryption_version(record, requested)?;
             let version = state
                 .version(number)
                 .cloned()
@@ -152,7 +217,7 @@ impl Transit {
             if self.take_counts(tenant, &state, &version, n).await? {
                 return Ok((state, version));
             }
-            if requested.is_some_and(|v| v != 0) {
+            if requested != 0 {
                 return Err(Error::invalid(format!(
                     "key_version {number} has reached its encryption limit; use the latest version"
                 )));
@@ -226,5 +291,69 @@ impl Transit {
             }
             version.counter.finish_prefetch(window.ok());
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{KeyId, MountId, TenantId};
+
+    fn record(latest: u32, min_decryption: u32, min_encryption: u32) -> KeyRecord {
+        KeyRecord {
+            id: KeyId::random(),
+            tenant: TenantId::ROOT,
+            mount: MountId::random(),
+            name: "k".to_owned(),
+            key_type: super::super::AES256_GCM96.to_owned(),
+            backend: "local".to_owned(),
+            mode: KeyMode::Envelope,
+            backend_reference: None,
+            min_available_version: 0,
+            min_decryption_version: min_decryption,
+            min_encryption_version: min_encryption,
+            deletion_allowed: false,
+            bound: false,
+            auto_rotate_period: 0,
+            latest_version: latest,
+            created_at: 0,
+            rotated_at: 0,
+        }
+    }
+
+    fn item(key_version: u32) -> EncryptItem {
+        EncryptItem {
+            plaintext: Zeroizing::new(b"x".to_vec()),
+            associated_data: Vec::new(),
+            key_version,
+        }
+    }
+
+    #[test]
+    fn items_are_grouped_by_the_version_they_name_in_order_of_first_appearance() {
+        let items = [item(0), item(2), item(0), item(1), item(2)];
+        assert_eq!(
+            version_groups(&items),
+            vec![(0, vec![0, 2]), (2, vec![1, 4]), (1, vec![3])]
+        );
+    }
+
+    #[test]
+    fn a_batch_item_key_version_is_checked_with_vault_messages() {
+        let key = record(3, 2, 2);
+        assert_eq!(encryption_version(&key, 0).unwrap(), 3);
+        assert_eq!(encryption_version(&key, 2).unwrap(), 2);
+        assert_eq!(encryption_version(&key, 3).unwrap(), 3);
+        assert_eq!(
+            encryption_version(&key, 4).unwrap_err().to_string(),
+            "requested version for encryption is higher than the latest key version"
+        );
+        assert_eq!(
+            encryption_version(&key, 1).unwrap_err().to_string(),
+            "requested version for encryption is less than the minimum encryption key version"
+        );
+        // A version that could not decrypt what it encrypted is refused too.
+        assert!(encryption_version(&record(3, 2, 0), 1).is_err());
+        assert_eq!(encryption_version(&record(3, 1, 0), 1).unwrap(), 1);
     }
 }

@@ -180,6 +180,7 @@ impl Transit {
             backend,
             mode,
             backend_reference: (mode == KeyMode::Envelope).then(|| key_reference.clone()),
+            min_available_version: 0,
             min_decryption_version: 1,
             min_encryption_version: 0,
             deletion_allowed: false,

@@ -7,11 +7,13 @@
 //!
 //! One file per operation: `keys.rs` (create, read, list, delete), `config.rs` (a key's
 //! configuration), `rotate.rs` (by hand and when due), `encrypt.rs`, `decrypt.rs`,
-//! `rewrap.rs`, `datakey.rs`, `sign.rs`, `verify.rs` and `hash.rs` (no key). Around them:
+//! `rewrap.rs`, `datakey.rs`, `sign.rs`, `verify.rs`, `trim.rs`, `hash.rs` (no key) and
+//! `cache_config.rs` (the mount's `cache-config`). Around them:
 //! `cache.rs` (the keys held in memory, and what invalidates them), `envelope.rs` (each
 //! version's data key in the DEK cache), `counter.rs`, `ciphertext.rs` and `key_type.rs`.
 
 mod cache;
+pub mod cache_config;
 pub mod ciphertext;
 mod config;
 mod counter;
@@ -25,6 +27,7 @@ mod keys;
 mod rewrap;
 mod rotate;
 mod sign;
+mod trim;
 mod verify;
 
 use std::{
@@ -39,6 +42,7 @@ pub use encrypt::{EncryptItem, EncryptOutput};
 pub use hash::{decode_go_base64, hash_data, HashFunction, HashRequest, SumFormat};
 pub use key_type::KeyType;
 pub use keys::{CreateKeyOptions, KeyInfo, VersionInfo};
+pub use rewrap::RewrapItem;
 pub use sign::{HashAlgorithm, Marshaling, SignOptions, SignOutput};
 pub use verify::VerifyItem;
 
@@ -90,15 +94,22 @@ struct VersionState {
     fill: tokio::sync::Mutex<()>,
 }
 
-/// A key as held in memory: its record and every version (index = version - 1).
+/// A key as held in memory: its record and every version it keeps, ascending from the
+/// first kept ([`KeyState::first_version`]) to the latest.
 struct KeyState {
     record: KeyRecord,
     versions: Vec<Arc<VersionState>>,
 }
 
 impl KeyState {
+    /// The oldest version kept: 1, or `min_available_version` once the key was trimmed.
+    fn first_version(&self) -> u32 {
+        self.record.min_available_version.max(1)
+    }
+
+    /// Version `version`, if the key keeps it.
     fn version(&self, version: u32) -> Option<&Arc<VersionState>> {
-        let index = usize::try_from(version.checked_sub(1)?).ok()?;
+        let index = usize::try_from(version.checked_sub(self.first_version())?).ok()?;
         self.versions.get(index)
     }
 
@@ -112,7 +123,9 @@ impl KeyState {
                 record.latest_version
             )));
         }
-        if number < record.min_decryption_version {
+        // A trimmed version is always below min_decryption_version (a trim never goes
+        // past it): gone for good, it reads as too old, as in Vault.
+        if number < record.min_decryption_version || number < self.first_version() {
             return Err(Error::invalid(
                 "ciphertext or signature version is disallowed by policy (too old)",
             ));

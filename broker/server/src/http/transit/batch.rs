@@ -3,14 +3,14 @@
 //! `batch_input`: its items decoded one by one (a bad item fails alone), sent to the core
 //! together, merged back in order and answered as `batch_results` with Vault's status.
 
-use axum::response::Response;
+use axum::{http::StatusCode, response::Response};
 use keybroker_core::{engines::transit::EncryptOutput, Error};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    decrypt::decrypt_item,
     encrypt::{ciphertext_data, encrypt_item},
     optional_base64,
+    rewrap::rewrap_item,
 };
 use crate::http::{batch_status, body, error::ApiError, response};
 
@@ -60,27 +60,6 @@ impl DataBody {
             ),
         }
     }
-}
-
-/// Every batch item must agree on `key_version` (we encrypt a batch under one version).
-pub(super) fn common_key_version(
-    top: Option<u32>,
-    items: &[BatchItem],
-) -> Result<Option<u32>, Error> {
-    let mut chosen = top;
-    for item in items {
-        match (chosen, item.key_version) {
-            (_, None) => {}
-            (None, Some(v)) => chosen = Some(v),
-            (Some(a), Some(b)) if a == b => {}
-            _ => {
-                return Err(Error::invalid(
-                    "all batch items must use the same key_version",
-                ))
-            }
-        }
-    }
-    Ok(chosen)
 }
 
 /// Vault transit API: one item of `batch_results` — the fields a single item answers with,
@@ -164,11 +143,37 @@ pub(super) fn references(items: &[BatchItem]) -> Vec<String> {
 
 /// A single item answers with its data; a batch with `batch_results` and Vault's status.
 pub(super) fn respond<T, S: Serialize>(
-    mut results: Vec<Result<T, Error>>,
+    results: Vec<Result<T, Error>>,
     references: Vec<String>,
     batch: bool,
     partial_code: Option<u64>,
     single: impl Fn(T) -> S,
+) -> Result<Response, ApiError> {
+    let partial_code = partial_code.and_then(|c| u16::try_from(c).ok());
+    respond_with(results, references, batch, single, |any_ok, any_failed| {
+        batch_status(any_ok, any_failed, partial_code)
+    })
+}
+
+/// As [`respond`], with a batch always answered 200 whatever its items' errors, as
+/// Vault's rewrap answers (it has no `partial_failure_response_code`).
+pub(super) fn respond_ok<T, S: Serialize>(
+    results: Vec<Result<T, Error>>,
+    references: Vec<String>,
+    batch: bool,
+    single: impl Fn(T) -> S,
+) -> Result<Response, ApiError> {
+    respond_with(results, references, batch, single, |_, _| StatusCode::OK)
+}
+
+/// A single item answers with its data (its error fails the request); a batch with
+/// `batch_results` and the status `status` gives (whether any item succeeded, failed).
+fn respond_with<T, S: Serialize>(
+    mut results: Vec<Result<T, Error>>,
+    references: Vec<String>,
+    batch: bool,
+    single: impl Fn(T) -> S,
+    status: impl Fn(bool, bool) -> StatusCode,
 ) -> Result<Response, ApiError> {
     if !batch {
         let result = results
@@ -194,8 +199,7 @@ pub(super) fn respond<T, S: Serialize>(
             },
         })
         .collect();
-    let partial_code = partial_code.and_then(|c| u16::try_from(c).ok());
-    let status = batch_status(any_ok, any_failed, partial_code);
+    let status = status(any_ok, any_failed);
     Ok(response::data_with(status, &Batch { batch_results }, &[]))
 }
 
@@ -218,9 +222,7 @@ pub(super) fn fuzz_request_bodies(body: &bytes::Bytes) -> usize {
     };
     let partial_code = input.partial_failure_response_code;
     let _ = optional_base64("associated_data", input.associated_data.as_deref());
-    let top_version = input.key_version;
     let (items, batch) = input.items();
-    let _ = common_key_version(top_version, &items);
     let encrypt = split(&items, batch, encrypt_item);
     if let Ok((slots, work)) = encrypt {
         let answered = work
@@ -242,9 +244,9 @@ pub(super) fn fuzz_request_bodies(body: &bytes::Bytes) -> usize {
             );
         }
     }
-    if let Ok((_, work)) = split(&items, batch, decrypt_item) {
+    if let Ok((_, work)) = split(&items, batch, rewrap_item) {
         for item in work {
-            let _ = keybroker_core::engines::transit::ciphertext::parse(&item.ciphertext);
+            let _ = keybroker_core::engines::transit::ciphertext::parse(&item.decrypt.ciphertext);
         }
     }
     1

@@ -8,7 +8,7 @@ use keybroker_core::{
 use serde::Serialize;
 
 use super::{
-    batch::{common_key_version, merge, references, respond, split, BatchItem, DataBody},
+    batch::{merge, references, respond, split, BatchItem, DataBody},
     decode_secret, optional_base64, Context,
 };
 use crate::http::{body, error::ApiError};
@@ -28,7 +28,8 @@ pub(super) fn ciphertext_data(output: EncryptOutput) -> CiphertextData {
     }
 }
 
-/// One item to encrypt: its plaintext and `associated_data`, base64-decoded.
+/// One item to encrypt: its plaintext and `associated_data`, base64-decoded, and the
+/// `key_version` it names (absent: 0, the latest).
 pub(super) fn encrypt_item(item: &BatchItem) -> Result<EncryptItem, Error> {
     let text = item
         .plaintext
@@ -37,23 +38,24 @@ pub(super) fn encrypt_item(item: &BatchItem) -> Result<EncryptItem, Error> {
     Ok(EncryptItem {
         plaintext: decode_secret("plaintext", text)?,
         associated_data: optional_base64("associated_data", item.associated_data.as_deref())?,
+        key_version: item.key_version.unwrap_or(0),
     })
 }
 
 impl Context<'_> {
+    /// Encrypts the plaintext, or each item of `batch_input` with the `key_version` the
+    /// item names (Vault ignores the top-level one in a batch).
     pub(super) async fn encrypt(&self, name: &str) -> Result<Response, ApiError> {
         let input: DataBody = body::parse(&self.request.body)?;
         let partial_code = input.partial_failure_response_code;
-        let top_version = input.key_version;
         let (items, batch) = input.items();
-        let key_version = common_key_version(top_version, &items)?;
         let (slots, work) = split(&items, batch, encrypt_item)?;
         let results = if work.is_empty() {
             Vec::new()
         } else {
             let upsert = self.upsert_allowed();
             self.transit()
-                .encrypt(self.tenant, self.mount.id, name, key_version, upsert, work)
+                .encrypt(self.tenant, self.mount.id, name, upsert, work)
                 .await?
         };
         let results = merge(slots, results)?;

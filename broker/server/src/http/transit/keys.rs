@@ -85,7 +85,7 @@ pub(super) fn key_json(info: &KeyInfo) -> Value {
         "type": record.key_type,
         "keys": keys,
         "latest_version": record.latest_version,
-        "min_available_version": 0,
+        "min_available_version": record.min_available_version,
         "min_decryption_version": record.min_decryption_version,
         "min_encryption_version": record.min_encryption_version,
         "deletion_allowed": record.deletion_allowed,

@@ -2,12 +2,14 @@
 //!
 //! This file holds the kind of mount (its routes, existence check and cache invalidation)
 //! and the dispatch to one file per operation: `keys.rs` (create, read, list, delete),
-//! `config.rs` (a key's configuration), `rotate.rs`, `encrypt.rs`, `decrypt.rs`,
-//! `rewrap.rs`, `datakey.rs`, `sign.rs`, `verify.rs`, `random.rs`, `hash.rs` and
-//! `mount_config.rs` (`config/keys`). `batch.rs` holds the body encrypt, decrypt, rewrap and datakey share,
-//! and the batch handling of every batch operation.
+//! `config.rs` (a key's configuration), `rotate.rs`, `trim.rs`, `encrypt.rs`, `decrypt.rs`,
+//! `rewrap.rs`, `datakey.rs`, `sign.rs`, `verify.rs`, `random.rs`, `hash.rs`,
+//! `mount_config.rs` (`config/keys`) and `cache_config.rs` (`cache-config`). `batch.rs`
+//! holds the body encrypt, decrypt, rewrap and datakey share, and the batch handling of
+//! every batch operation.
 
 mod batch;
+mod cache_config;
 mod config;
 mod datakey;
 mod decrypt;
@@ -19,6 +21,7 @@ mod random;
 mod rewrap;
 mod rotate;
 mod sign;
+mod trim;
 mod verify;
 
 use axum::response::Response;
@@ -47,6 +50,7 @@ pub(super) const ROUTES: &[Route] = {
         route("keys/:name", &[R, W, D]),
         route("keys/:name/config", &[W]),
         route("keys/:name/rotate", &[W]),
+        route("keys/:name/trim", &[W]),
         route("encrypt/:name", &[W]),
         route("decrypt/:name", &[W]),
         route("rewrap/:name", &[W]),
@@ -61,6 +65,7 @@ pub(super) const ROUTES: &[Route] = {
         route("hash", &[W]),
         route("hash/:algorithm", &[W]),
         route("config/keys", &[R, W]),
+        route("cache-config", &[R, W]),
     ]
 };
 
@@ -173,6 +178,9 @@ async fn handle(
         (["keys", name, "rotate"], Operation::Write) => {
             ("transit/keys/rotate", context.rotate(name).await)
         }
+        (["keys", name, "trim"], Operation::Write) => {
+            ("transit/keys/trim", context.trim(name).await)
+        }
         (["encrypt", name], Operation::Write) => ("transit/encrypt", context.encrypt(name).await),
         (["decrypt", name], Operation::Write) => ("transit/decrypt", context.decrypt(name).await),
         (["rewrap", name], Operation::Write) => ("transit/rewrap", context.rewrap(name).await),
@@ -200,10 +208,16 @@ async fn handle(
         (["config", "keys"], Operation::Write) => {
             ("transit/config/keys", context.write_mount_config().await)
         }
+        (["cache-config"], Operation::Read) => {
+            ("transit/cache-config", context.read_cache_config().await)
+        }
+        (["cache-config"], Operation::Write) => {
+            ("transit/cache-config", context.write_cache_config().await)
+        }
         (
             ["keys"]
             | ["keys", _]
-            | ["keys", _, "config" | "rotate"]
+            | ["keys", _, "config" | "rotate" | "trim"]
             | ["encrypt" | "decrypt" | "rewrap", _]
             | ["sign" | "verify", _]
             | ["sign" | "verify", _, _]
@@ -211,7 +225,8 @@ async fn handle(
             | ["random", ..]
             | ["hash"]
             | ["hash", _]
-            | ["config", "keys"],
+            | ["config", "keys"]
+            | ["cache-config"],
             _,
         ) => ("transit", Err(ApiError::UnsupportedOperation)),
         _ => ("transit", Err(ApiError::UnsupportedPath)),
@@ -259,6 +274,8 @@ fn optional_base64(field: &str, value: Option<&str>) -> Result<Vec<u8>, Error> {
 pub(super) fn fuzz_request_bodies(body: &bytes::Bytes) -> usize {
     keys::fuzz_request_bodies(body)
         + config::fuzz_request_bodies(body)
+        + trim::fuzz_request_bodies(body)
+        + cache_config::fuzz_request_bodies(body)
         + batch::fuzz_request_bodies(body)
         + sign::fuzz_request_bodies(body)
         + hash::fuzz_request_bodies(body)
