@@ -342,6 +342,24 @@ fn kms_keys_serve_envelope_direct_and_signing_and_only_broker_made_keys_are_dele
     ]);
     let ciphertext = broker.encrypt("bound", b"bound data");
     assert_eq!(broker.decrypt("bound", &ciphertext), b"bound data");
+    // A trim deletes versions, never the bound KMS key that wraps the kept ones.
+    broker.bao_ok(&["write", "-f", "transit/keys/bound/rotate"]);
+    broker.bao_ok(&["write", "-f", "transit/keys/bound/rotate"]);
+    broker.bao_ok(&[
+        "write",
+        "transit/keys/bound/config",
+        "min_decryption_version=3",
+        "min_encryption_version=3",
+    ]);
+    broker.bao_ok(&[
+        "write",
+        "transit/keys/bound/trim",
+        "min_available_version=3",
+    ]);
+    assert_eq!(kms.key_state(&bound_id), "Enabled");
+    let ciphertext = broker.encrypt("bound", b"bound data");
+    assert!(ciphertext.starts_with("vault:v3:"), "{ciphertext}");
+    assert_eq!(broker.decrypt("bound", &ciphertext), b"bound data");
     broker.bao_ok(&[
         "write",
         "transit/keys/bound/config",

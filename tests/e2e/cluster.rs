@@ -765,3 +765,67 @@ fn every_acknowledged_ciphertext_decrypts_on_another_node_after_a_kill_during_ro
         assert_eq!(two.decrypt("rotating", ciphertext), plaintext.as_bytes());
     }
 }
+
+/// A trim made through one node (`transit/keys/:name/trim`) is seen by another node that
+/// holds the key in memory within a second: it reports the new `min_available_version`,
+/// keeps serving the kept versions (their data keys unwrapped again), and refuses to lower
+/// `min_decryption_version` below it.
+#[test]
+fn a_trim_through_one_node_is_seen_by_the_others_within_a_second() {
+    let cluster = Cluster::new();
+    let one = cluster.node(None);
+    let two = cluster.node(Some(&one));
+    ok(&one, "POST", "transit/keys/trimmed", None);
+    ok(&one, "POST", "transit/keys/trimmed/rotate", None);
+    ok(&one, "POST", "transit/keys/trimmed/rotate", None);
+    ok(
+        &one,
+        "POST",
+        "transit/keys/trimmed/config",
+        Some(&json!({ "min_decryption_version": 2, "min_encryption_version": 2 })),
+    );
+    // The other node holds the key, and version 3's data key, in memory.
+    let kept = ok(&two, "POST", "transit/encrypt/trimmed", Some(&plaintext()))["data"]
+        ["ciphertext"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(kept.starts_with("vault:v3:"), "{kept}");
+    let changed = change(|| {
+        ok(
+            &one,
+            "POST",
+            "transit/keys/trimmed/trim",
+            Some(&json!({ "min_available_version": 2 })),
+        );
+    });
+    propagated("trim", changed, || {
+        let (status, value) = two.request("GET", "transit/keys/trimmed", None);
+        match (status, value["data"]["min_available_version"].as_u64()) {
+            (503, _) => View::OutOfSync,
+            (200, Some(2)) => View::After,
+            (200, Some(0)) => View::Before,
+            other => panic!("trim: unexpected answer {other:?} {value}"),
+        }
+    });
+    let decrypted = ok(
+        &two,
+        "POST",
+        "transit/decrypt/trimmed",
+        Some(&json!({ "ciphertext": kept })),
+    );
+    assert_eq!(decrypted["data"]["plaintext"], plaintext()["plaintext"]);
+    let (status, value) = two.request(
+        "POST",
+        "transit/keys/trimmed/config",
+        Some(&json!({ "min_decryption_version": 1 })),
+    );
+    assert_eq!(
+        (status, value["errors"][0].as_str()),
+        (
+            400,
+            Some("min decryption version should not be less then min available version")
+        ),
+        "{value}"
+    );
+}
