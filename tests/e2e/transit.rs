@@ -503,7 +503,7 @@ fn bad_input_gets_clear_client_errors() {
             "transit/encrypt/k".into(),
             Some(json!({ "plaintext": "aGk=", "key_version": "x" }).to_string()),
             400,
-            "non-negative integer",
+            "key_version: expected an integer",
         ),
         (
             "POST",
@@ -1089,6 +1089,8 @@ fn batch_key_versions_answer_as_openbao_does() {
         json!({ "plaintext": p, "key_version": 2 }),
         json!({ "plaintext": p, "key_version": 1 }),
         json!({ "plaintext": p, "key_version": 4 }),
+        json!({ "plaintext": p, "key_version": -1 }),
+        json!({ "batch_input": [item(Some(json!(-1)), "negative"), item(Some(json!(2)), "ok")] }),
         json!({ "plaintext": p }),
     ];
     let cases: Vec<(&str, String, Value)> = bodies
@@ -1132,12 +1134,12 @@ fn batch_key_versions_answer_as_openbao_does() {
             ));
         }
     }
-    assert_eq!(refused, 5);
+    assert_eq!(refused, 7);
 
     // Rewrap, each side with its own ciphertexts (of version 2).
     let (ours_v2, theirs_v2) = own_ciphertexts[0].clone();
     let rewrap = |ciphertext: &str| -> Vec<Value> {
-        let item = |version: Option<u32>, reference: &str| {
+        let item = |version: Option<i64>, reference: &str| {
             let mut item = json!({ "ciphertext": ciphertext, "reference": reference });
             if let Some(version) = version {
                 item["key_version"] = json!(version);
@@ -1146,7 +1148,7 @@ fn batch_key_versions_answer_as_openbao_does() {
         };
         vec![
             json!({ "batch_input": [item(None, "a"), item(Some(2), "b"), item(Some(3), "c")] }),
-            json!({ "batch_input": [item(Some(1), "old"), item(Some(2), "ok"), item(Some(7), "new")] }),
+            json!({ "batch_input": [item(Some(1), "old"), item(Some(2), "ok"), item(Some(7), "new"), item(Some(-1), "negative")] }),
             json!({ "key_version": 2, "batch_input": [item(None, "top")] }),
             json!({ "ciphertext": ciphertext, "key_version": 2 }),
             json!({ "ciphertext": ciphertext, "key_version": 1 }),

@@ -21,8 +21,9 @@ pub(super) struct BatchItem {
     pub(super) plaintext: Option<String>,
     pub(super) ciphertext: Option<String>,
     pub(super) associated_data: Option<String>,
-    #[serde(deserialize_with = "body::opt_u32")]
-    pub(super) key_version: Option<u32>,
+    /// Signed: Vault answers a negative version with a message of its own.
+    #[serde(deserialize_with = "body::opt_i64")]
+    pub(super) key_version: Option<i64>,
     pub(super) reference: Option<String>,
 }
 
@@ -33,8 +34,9 @@ pub(super) struct DataBody {
     pub(super) plaintext: Option<String>,
     pub(super) ciphertext: Option<String>,
     pub(super) associated_data: Option<String>,
-    #[serde(deserialize_with = "body::opt_u32")]
-    pub(super) key_version: Option<u32>,
+    /// Signed, as in an item.
+    #[serde(deserialize_with = "body::opt_i64")]
+    pub(super) key_version: Option<i64>,
     #[serde(deserialize_with = "body::opt_list")]
     pub(super) batch_input: Option<Vec<BatchItem>>,
     #[serde(deserialize_with = "body::opt_u64")]

@@ -38,8 +38,22 @@ pub(super) fn encrypt_item(item: &BatchItem) -> Result<EncryptItem, Error> {
     Ok(EncryptItem {
         plaintext: decode_secret("plaintext", text)?,
         associated_data: optional_base64("associated_data", item.associated_data.as_deref())?,
-        key_version: item.key_version.unwrap_or(0),
+        key_version: encryption_version(item.key_version)?,
     })
+}
+
+/// The version an item names for encryption (absent: 0, the latest); a negative one is
+/// refused with Vault's message, and one past any `u32` is past the latest version.
+pub(super) fn encryption_version(requested: Option<i64>) -> Result<u32, Error> {
+    match requested {
+        None => Ok(0),
+        Some(v) if v < 0 => Err(Error::invalid(
+            "requested version for encryption is negative",
+        )),
+        Some(v) => u32::try_from(v).map_err(|_| {
+            Error::invalid("requested version for encryption is higher than the latest key version")
+        }),
+    }
 }
 
 impl Context<'_> {

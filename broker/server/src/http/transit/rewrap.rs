@@ -10,7 +10,7 @@ use keybroker_core::{engines::transit::RewrapItem, Error};
 use super::{
     batch::{merge, references, respond_ok, split, BatchItem, DataBody},
     decrypt::decrypt_item,
-    encrypt::ciphertext_data,
+    encrypt::{ciphertext_data, encryption_version},
     Context,
 };
 use crate::http::{body, error::ApiError};
@@ -20,7 +20,7 @@ use crate::http::{body, error::ApiError};
 pub(super) fn rewrap_item(item: &BatchItem) -> Result<RewrapItem, Error> {
     Ok(RewrapItem {
         decrypt: decrypt_item(item)?,
-        key_version: item.key_version.unwrap_or(0),
+        key_version: encryption_version(item.key_version)?,
     })
 }
 
