@@ -304,7 +304,7 @@ fn bad_key_requests_are_clear_errors() {
     broker.bao_ok(&["write", "-f", "transit/keys/aes"]);
     for (body, message) in [
         (json!({"type": "rsa-1024"}), "unknown key type"),
-        (json!({"type": "ed25519"}), "unknown key type"),
+        (json!({"type": "ed448"}), "unknown key type"),
         (
             json!({"type": "rsa-2048", "mode": "envelope"}),
             "mode=envelope does not apply",
