@@ -379,14 +379,18 @@ fn tenants_sign_with_their_own_keys_only() {
 
 /// An Ed25519 public key as Vault's key read shows it (base64 of the 32 raw bytes), checked
 /// to be one.
-fn ed25519_key(shown: &Value) -> ed25519_dalek::VerifyingKey {
+pub(crate) fn ed25519_key(shown: &Value) -> ed25519_dalek::VerifyingKey {
     let raw = STANDARD.decode(shown.as_str().unwrap()).unwrap();
     ed25519_dalek::VerifyingKey::from_bytes(&raw.try_into().unwrap()).unwrap()
 }
 
 /// Whether `signature` (`vault:v<N>:…`, marshaled as `jws` or not) is a pure Ed25519
 /// signature of `data` under `key`.
-fn ed25519_verifies(key: &ed25519_dalek::VerifyingKey, data: &[u8], signature: &str) -> bool {
+pub(crate) fn ed25519_verifies(
+    key: &ed25519_dalek::VerifyingKey,
+    data: &[u8],
+    signature: &str,
+) -> bool {
     use ed25519_dalek::Verifier as _;
     let encoded = signature.splitn(3, ':').nth(2).unwrap();
     let bytes = STANDARD
