@@ -165,12 +165,12 @@ impl Plan {
     }
 
     /// What the backend signs or verifies for `input`: for Ed25519 the input itself (after
-    /// Vault CE's refusals, whose message is `context` then the reason), otherwise
+    /// Vault CE's refusals, whose message is `refusal_prefix` then the reason), otherwise
     /// [`SignOptions::digest`].
     pub(super) fn to_sign(
         &self,
         options: &SignOptions,
-        context: &str,
+        refusal_prefix: &str,
         input: &[u8],
     ) -> Result<Vec<u8>> {
         if !self.key_type.signs_input() {
@@ -178,11 +178,13 @@ impl Plan {
         }
         if options.prehashed {
             return Err(Error::invalid(format!(
-                "{context}{PURE_ED25519_ONLY_PREHASHED}"
+                "{refusal_prefix}{PURE_ED25519_ONLY_PREHASHED}"
             )));
         }
         if options.hash_algorithm == HashAlgorithm::Sha2_512 {
-            return Err(Error::invalid(format!("{context}{PURE_ED25519_ONLY_HASH}")));
+            return Err(Error::invalid(format!(
+                "{refusal_prefix}{PURE_ED25519_ONLY_HASH}"
+            )));
         }
         Ok(input.to_vec())
     }
