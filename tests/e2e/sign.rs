@@ -461,6 +461,7 @@ fn ed25519_signs_the_input_itself_and_refuses_prehashing() {
     for args in [
         vec!["write", "transit/sign/ed", "hash_algorithm=sha2-384"],
         vec!["write", "transit/sign/ed/sha2-224"],
+        vec!["write", "transit/sign/ed/sha3-512"],
         vec!["write", "transit/sign/ed", "signature_algorithm=pkcs1v15"],
     ] {
         let mut args = args.clone();
@@ -783,6 +784,17 @@ fn ed25519_and_p521_answer_as_openbao_does() {
         "POST",
         "transit/sign/p5/sha2-512".into(),
         json!({"input": input}),
+    ));
+    // Ed25519 ignores the hashes keybroker does not sign with, as OpenBao does.
+    cases.push((
+        "POST",
+        "transit/sign/ed/sha3-256".into(),
+        json!({"input": input}),
+    ));
+    cases.push((
+        "POST",
+        "transit/sign/ed".into(),
+        json!({"input": input, "hash_algorithm": "sha1"}),
     ));
     cases.push((
         "POST",

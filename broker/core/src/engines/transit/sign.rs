@@ -38,22 +38,36 @@ pub enum HashAlgorithm {
     Sha2_384,
     /// SHA-512.
     Sha2_512,
+    /// A hash Vault also signs with (`sha1`, `sha3-224` … `sha3-512`) that keybroker does
+    /// not: accepted where the hash is ignored (Ed25519, as in Vault), refused item by item
+    /// otherwise.
+    NotSupported(&'static str),
+}
+
+/// Vault's names of the hashes it signs with that keybroker does not.
+const NOT_SUPPORTED: [&str; 5] = ["sha1", "sha3-224", "sha3-256", "sha3-384", "sha3-512"];
+
+/// The refusal of a hash keybroker does not sign with.
+fn unsupported_hash(name: &str) -> Error {
+    Error::invalid(format!(
+        "unsupported hash algorithm {name:?}: use sha2-224, sha2-256, sha2-384 or sha2-512"
+    ))
 }
 
 impl HashAlgorithm {
-    /// Parses Vault's name (`sha2-256`; also `sha2_256` as the path form writes it).
+    /// Parses Vault's name (`sha2-256`; also `sha2_256` as the path form writes it). A name
+    /// Vault does not know is refused here, before any key is looked up.
     pub fn parse(name: &str) -> Result<Self> {
-        Ok(match name.replace('_', "-").as_str() {
+        let normalised = name.replace('_', "-");
+        Ok(match normalised.as_str() {
             "sha2-224" => Self::Sha2_224,
             "sha2-256" => Self::Sha2_256,
             "sha2-384" => Self::Sha2_384,
             "sha2-512" => Self::Sha2_512,
-            _ => {
-                return Err(Error::invalid(format!(
-                    "unsupported hash algorithm {name:?}: use sha2-224, sha2-256, sha2-384 or \
-                     sha2-512"
-                )))
-            }
+            other => match NOT_SUPPORTED.iter().find(|known| **known == other) {
+                Some(known) => Self::NotSupported(known),
+                None => return Err(unsupported_hash(name)),
+            },
         })
     }
 
@@ -64,26 +78,29 @@ impl HashAlgorithm {
             Self::Sha2_256 => "sha2-256",
             Self::Sha2_384 => "sha2-384",
             Self::Sha2_512 => "sha2-512",
+            Self::NotSupported(name) => name,
         }
     }
 
-    /// Digest length in bytes.
-    pub fn digest_len(self) -> usize {
+    /// Digest length in bytes; `None` for a hash keybroker does not sign with.
+    pub fn digest_len(self) -> Option<usize> {
         match self {
-            Self::Sha2_224 => 28,
-            Self::Sha2_256 => 32,
-            Self::Sha2_384 => 48,
-            Self::Sha2_512 => 64,
+            Self::Sha2_224 => Some(28),
+            Self::Sha2_256 => Some(32),
+            Self::Sha2_384 => Some(48),
+            Self::Sha2_512 => Some(64),
+            Self::NotSupported(_) => None,
         }
     }
 
-    fn digest(self, input: &[u8]) -> Vec<u8> {
-        match self {
+    fn digest(self, input: &[u8]) -> Result<Vec<u8>> {
+        Ok(match self {
             Self::Sha2_224 => Sha224::digest(input).to_vec(),
             Self::Sha2_256 => Sha256::digest(input).to_vec(),
             Self::Sha2_384 => Sha384::digest(input).to_vec(),
             Self::Sha2_512 => Sha512::digest(input).to_vec(),
-        }
+            Self::NotSupported(name) => return Err(unsupported_hash(name)),
+        })
     }
 }
 
@@ -224,13 +241,16 @@ impl SignOptions {
     /// The digest the backend signs: the input hashed, or checked if `prehashed`.
     pub(super) fn digest(&self, input: &[u8]) -> Result<Vec<u8>> {
         if !self.prehashed {
-            return Ok(self.hash_algorithm.digest(input));
+            return self.hash_algorithm.digest(input);
         }
-        if input.len() != self.hash_algorithm.digest_len() {
+        let name = self.hash_algorithm.name();
+        let len = self
+            .hash_algorithm
+            .digest_len()
+            .ok_or_else(|| unsupported_hash(name))?;
+        if input.len() != len {
             return Err(Error::invalid(format!(
-                "prehashed input must be a {}-byte {} digest, got {} bytes",
-                self.hash_algorithm.digest_len(),
-                self.hash_algorithm.name(),
+                "prehashed input must be a {len}-byte {name} digest, got {} bytes",
                 input.len()
             )));
         }
@@ -403,11 +423,29 @@ mod tests {
             ("sha2-512", 64),
         ] {
             let hash = HashAlgorithm::parse(name).unwrap();
-            assert_eq!(hash.digest_len(), len);
-            assert_eq!(hash.digest(b"x").len(), len);
+            assert_eq!(hash.digest_len(), Some(len));
+            assert_eq!(hash.digest(b"x").unwrap().len(), len);
         }
-        assert!(HashAlgorithm::parse("sha1").is_err());
-        assert!(HashAlgorithm::parse("sha3-256").is_err());
+        // Vault's other names parse, but nothing is hashed with them.
+        for name in ["sha1", "sha3-256", "sha3_512"] {
+            let hash = HashAlgorithm::parse(name).unwrap();
+            assert_eq!(hash.digest_len(), None);
+            assert!(hash.digest(b"x").is_err());
+            let options = SignOptions {
+                hash_algorithm: hash,
+                ..SignOptions::default()
+            };
+            let Err(Error::InvalidRequest(message)) = options.digest(b"x") else {
+                panic!("{name} must be refused");
+            };
+            assert!(
+                message.starts_with("unsupported hash algorithm"),
+                "{message}"
+            );
+        }
+        for name in ["md5", "SHA2-256", "none", ""] {
+            assert!(HashAlgorithm::parse(name).is_err(), "{name}");
+        }
     }
 
     #[test]
@@ -479,8 +517,15 @@ mod tests {
             message.ends_with("hash_alogithm should not be set"),
             "{message}"
         );
-        // Other types still hash.
+        // As in Vault, Ed25519 ignores the hashes keybroker does not sign with.
+        let sha3 = SignOptions {
+            hash_algorithm: HashAlgorithm::parse("sha3-256").unwrap(),
+            ..SignOptions::default()
+        };
+        assert_eq!(plan.to_sign(&sha3, SIGN_ITEM, b"data").unwrap(), b"data");
+        // Other types still hash, and refuse those hashes.
         let plan = SignOptions::default().plan("ecdsa-p521").unwrap();
+        assert!(plan.to_sign(&sha3, SIGN_ITEM, b"data").is_err());
         assert_eq!(
             plan.to_sign(&options, SIGN_ITEM, b"data").unwrap().len(),
             48
