@@ -328,6 +328,49 @@ fn kms_keys_serve_envelope_direct_and_signing_and_only_broker_made_keys_are_dele
         "{key}"
     );
 
+    // P-521 signs in KMS with SHA-512 (KMS pairs each curve with its own hash); Ed25519 is
+    // refused, naming the backend and the type.
+    broker.bao_ok(&[
+        "write",
+        "transit/keys/p521",
+        "backend=aws",
+        "type=ecdsa-p521",
+    ]);
+    let (status, signed) = broker.request(
+        "POST",
+        "transit/sign/p521/sha2-512",
+        Some(&json!({"input": b64(b"invoice 42")})),
+    );
+    assert_eq!(status, 200, "{signed}");
+    let signature = signed["data"]["signature"].as_str().unwrap().to_owned();
+    for (input, valid) in [(b"invoice 42".as_slice(), true), (b"invoice 43", false)] {
+        let (status, body) = broker.request(
+            "POST",
+            "transit/verify/p521/sha2-512",
+            Some(&json!({"input": b64(input), "signature": signature})),
+        );
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["data"]["valid"], valid, "{body}");
+    }
+    let (status, body) = broker.request(
+        "POST",
+        "transit/sign/p521",
+        Some(&json!({"input": b64(b"invoice 42")})),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(body.to_string().contains("sha2-512"), "{body}");
+    let (status, body) = broker.request(
+        "POST",
+        "transit/keys/ed",
+        Some(&json!({"backend": "aws", "type": "ed25519"})),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body.to_string()
+            .contains("backend aws-kms cannot hold ed25519 keys"),
+        "{body}"
+    );
+
     // Deleting a transit key schedules deletion of the KMS key the broker made ...
     broker.bao_ok(&["write", "transit/keys/env/config", "deletion_allowed=true"]);
     broker.bao_ok(&["delete", "transit/keys/env"]);

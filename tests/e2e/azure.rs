@@ -179,6 +179,44 @@ fn key_vault_keys_wrap_data_keys_sign_bind_within_grants_and_are_deleted_only_wh
         }
     }
 
+    // P-521 signs in Key Vault with ES512 (SHA-512); Ed25519 is refused, naming the backend
+    // and the type: Key Vault has no Ed25519 keys.
+    broker.bao_ok(&[
+        "write",
+        "transit/keys/p521",
+        "backend=azure",
+        "type=ecdsa-p521",
+    ]);
+    let (_, key) = broker.request("GET", "transit/keys/p521", None);
+    assert_eq!(key["data"]["keys"]["1"]["name"], "P-521", "{key}");
+    let (status, signed) = broker.request(
+        "POST",
+        "transit/sign/p521",
+        Some(&json!({"input": b64(b"invoice 42"), "hash_algorithm": "sha2-512"})),
+    );
+    assert_eq!(status, 200, "{signed}");
+    let signature = signed["data"]["signature"].as_str().unwrap().to_owned();
+    for (input, valid) in [(b"invoice 42".as_slice(), true), (b"invoice 43", false)] {
+        let (status, body) = broker.request(
+            "POST",
+            "transit/verify/p521/sha2-512",
+            Some(&json!({"input": b64(input), "signature": signature})),
+        );
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["data"]["valid"], valid, "ecdsa-p521: {body}");
+    }
+    let (status, body) = broker.request(
+        "POST",
+        "transit/keys/ed",
+        Some(&json!({"backend": "azure", "type": "ed25519"})),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body.to_string()
+            .contains("backend azure-keyvault cannot hold ed25519 keys"),
+        "{body}"
+    );
+
     // Tenants bind what the drop-in grants them, nothing else.
     broker.bao_ok(&["namespace", "create", "acme"]);
     broker.bao_ok(&["secrets", "enable", &ns("acme"), "transit"]);

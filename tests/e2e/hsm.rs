@@ -13,7 +13,7 @@ use keybroker_softhsm_harness::{unique_label, SoftHsm};
 use serde_json::{json, Value};
 
 use crate::{
-    sign::{openssl_options, openssl_verifies},
+    sign::{ed25519_key, ed25519_verifies, openssl_options, openssl_verifies},
     support::{eventually, ns, tenant_token, Broker, Options, PluginDir},
 };
 
@@ -187,6 +187,63 @@ fn hsm_keys_encrypt_in_both_modes_sign_and_are_destroyed_with_their_key() {
             assert_eq!(verified["data"]["valid"], true, "{verified}");
         }
     }
+
+    // Ed25519 (CKM_EDDSA over the input itself) and P-521 in the HSM: the key read shows
+    // the raw Ed25519 key in base64 and P-521 as PEM; signatures verify independently.
+    broker.bao_ok(&[
+        "write",
+        "transit/keys/sig-ed",
+        "backend=hsm",
+        "type=ed25519",
+    ]);
+    let (_, key) = broker.request("GET", "transit/keys/sig-ed", None);
+    assert_eq!(key["data"]["keys"]["1"]["name"], "ed25519", "{key}");
+    let public = ed25519_key(&key["data"]["keys"]["1"]["public_key"]);
+    let (status, signed) = broker.request(
+        "POST",
+        "transit/sign/sig-ed",
+        Some(&json!({"input": b64(data)})),
+    );
+    assert_eq!(status, 200, "{signed}");
+    let signature = signed["data"]["signature"].as_str().unwrap();
+    assert!(ed25519_verifies(&public, data, signature), "{signed}");
+    for (input, valid) in [(data.as_slice(), true), (b"another", false)] {
+        let (_, verified) = broker.request(
+            "POST",
+            "transit/verify/sig-ed",
+            Some(&json!({"input": b64(input), "signature": signature})),
+        );
+        assert_eq!(verified["data"]["valid"], valid, "{verified}");
+    }
+    broker.bao_ok(&[
+        "write",
+        "transit/keys/sig-p521",
+        "backend=hsm",
+        "type=ecdsa-p521",
+    ]);
+    let (_, key) = broker.request("GET", "transit/keys/sig-p521", None);
+    assert_eq!(key["data"]["keys"]["1"]["name"], "P-521", "{key}");
+    let public_key = key["data"]["keys"]["1"]["public_key"].as_str().unwrap();
+    let (status, signed) = broker.request(
+        "POST",
+        "transit/sign/sig-p521",
+        Some(&json!({"input": b64(data)})),
+    );
+    assert_eq!(status, 200, "{signed}");
+    let signature = signed["data"]["signature"].as_str().unwrap();
+    let raw = STANDARD
+        .decode(signature.rsplit(':').next().unwrap())
+        .unwrap();
+    assert!(
+        openssl_verifies(dir.path(), public_key, data, &raw, &[]),
+        "ecdsa-p521 in the HSM"
+    );
+    let (_, verified) = broker.request(
+        "POST",
+        "transit/verify/sig-p521",
+        Some(&json!({"input": b64(data), "signature": signature})),
+    );
+    assert_eq!(verified["data"]["valid"], true, "{verified}");
 
     // Deleting a transit key destroys the objects the broker made for it, and only those.
     let before = hsm.labels();

@@ -183,8 +183,10 @@ pub mod capability {
     pub const DIRECT: u64 = 1 << 1;
     /// Can bind a key that already exists in the backend ([`BackendPlugin::bind_key`]).
     pub const BIND_EXISTING: u64 = 1 << 2;
-    /// Can create asymmetric keys (`rsa-2048`, `rsa-3072`, `rsa-4096`, `ecdsa-p256`,
-    /// `ecdsa-p384`) and sign and verify with them ([`BackendPlugin::sign`]).
+    /// Can create asymmetric keys (some of [`key_type::ASYMMETRIC`](super::key_type::ASYMMETRIC))
+    /// and sign and verify with them ([`BackendPlugin::sign`]). A plugin refuses to create a
+    /// type it cannot hold with [`ErrorKind::INVALID_REQUEST`](super::ErrorKind) and a message
+    /// naming itself and the type.
     pub const SIGN: u64 = 1 << 3;
     /// Makes envelope-mode data keys itself ([`BackendPlugin::generate_data_key`], e.g. AWS
     /// KMS `GenerateDataKey`) instead of wrapping keys the broker generates.
@@ -212,8 +214,17 @@ pub mod key_type {
     pub const ECDSA_P256: &str = "ecdsa-p256";
     /// ECDSA on NIST P-384.
     pub const ECDSA_P384: &str = "ecdsa-p384";
+    /// ECDSA on NIST P-521. Its `r ‖ s` is 132 bytes (66 each).
+    pub const ECDSA_P521: &str = "ecdsa-p521";
+    /// Pure Ed25519 (RFC 8032), which hashes the message itself: a sign or verify request for
+    /// it carries the whole message in its `digest` field and [`HASH_NONE`](super::HASH_NONE)
+    /// as its `hash_algorithm` (see [`SignRequest`](super::SignRequest)). Its signature is 64
+    /// bytes; its public key, like every other, a PEM SubjectPublicKeyInfo (RFC 8410).
+    pub const ED25519: &str = "ed25519";
     /// Every asymmetric type, for signing.
-    pub const ASYMMETRIC: [&str; 5] = [RSA_2048, RSA_3072, RSA_4096, ECDSA_P256, ECDSA_P384];
+    pub const ASYMMETRIC: [&str; 7] = [
+        RSA_2048, RSA_3072, RSA_4096, ECDSA_P256, ECDSA_P384, ECDSA_P521, ED25519,
+    ];
 }
 
 /// What a plugin says about itself.
@@ -357,7 +368,15 @@ impl HashAlgorithm {
     }
 }
 
+/// The `hash_algorithm` of a sign or verify request for an [`key_type::ED25519`] key: the
+/// broker hashes nothing, and `digest` carries the whole message, which pure Ed25519 hashes
+/// itself. Never sent for any other type.
+pub const HASH_NONE: &str = "none";
+
 /// Sign a digest with an asymmetric key. Added after the first ABI.
+///
+/// For an [`key_type::ED25519`] key, `digest` is the whole message and `hash_algorithm` is
+/// [`HASH_NONE`] (a meaning given to the same fields, not a change of layout).
 #[repr(C)]
 #[derive(StableAbi, Clone, Debug, PartialEq, Eq)]
 pub struct SignRequest {
@@ -365,16 +384,19 @@ pub struct SignRequest {
     pub tenant_id: RString,
     /// The reference returned by `create_key` or `bind_key`.
     pub key_reference: RString,
-    /// The digest of the caller's input, computed by the broker with `hash_algorithm`.
+    /// The digest of the caller's input, computed by the broker with `hash_algorithm`; for
+    /// Ed25519 the input itself.
     pub digest: RVec<u8>,
-    /// `sha2-224`, `sha2-256`, `sha2-384` or `sha2-512` (Vault's names).
+    /// `sha2-224`, `sha2-256`, `sha2-384` or `sha2-512` (Vault's names); [`HASH_NONE`] for
+    /// Ed25519.
     pub hash_algorithm: RString,
     /// For RSA keys `pss` (salt length = digest length, MGF1 with the same hash) or
-    /// `pkcs1v15`; empty for ECDSA keys.
+    /// `pkcs1v15`; empty for ECDSA and Ed25519 keys.
     pub signature_algorithm: RString,
 }
 
-/// Verify a signature over a digest. Added after the first ABI.
+/// Verify a signature over a digest (for Ed25519, over the message: see [`SignRequest`]).
+/// Added after the first ABI.
 #[repr(C)]
 #[derive(StableAbi, Clone, Debug, PartialEq, Eq)]
 pub struct VerifyRequest {
@@ -382,14 +404,15 @@ pub struct VerifyRequest {
     pub tenant_id: RString,
     /// The reference returned by `create_key` or `bind_key`.
     pub key_reference: RString,
-    /// The digest of the signed input.
+    /// The digest of the signed input (for Ed25519, the input itself).
     pub digest: RVec<u8>,
     /// As in [`SignRequest::hash_algorithm`].
     pub hash_algorithm: RString,
     /// As in [`SignRequest::signature_algorithm`].
     pub signature_algorithm: RString,
     /// The signature: RSA as defined by PKCS #1, ECDSA as `r ‖ s`, each the size of the
-    /// curve order (IEEE P1363, as PKCS #11 and JWS produce it).
+    /// curve order (IEEE P1363, as PKCS #11 and JWS produce it), Ed25519 as RFC 8032's 64
+    /// bytes.
     pub signature: RVec<u8>,
 }
 

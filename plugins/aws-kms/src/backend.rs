@@ -604,7 +604,7 @@ impl keybroker_plugin_abi::Backend for AwsKmsBackend {
 
     fn public_key(&self, tenant_id: &str, key_reference: &str) -> Result<String, PluginError> {
         let (reference, kind) = self.key(tenant_id, key_reference)?;
-        if !matches!(kind, KeyKind::Rsa(_) | KeyKind::P256 | KeyKind::P384) {
+        if !kind.signs() {
             return Err(PluginError::invalid_request(
                 "public_key needs an rsa-* or ecdsa-* key",
             ));

@@ -3,7 +3,12 @@
 
 use aws_sdk_kms::types::{KeySpec, KeyUsageType, SigningAlgorithmSpec};
 use keybroker_plugin_abi::{key_type, HashAlgorithm, PluginError};
-use keybroker_plugin_sdk::signature::{self, Curve};
+use keybroker_plugin_sdk::{
+    entry::unsupported_key_type,
+    signature::{self, Curve},
+};
+
+use crate::backend::NAME;
 
 /// The kind of a KMS key the plugin can use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -16,6 +21,8 @@ pub(crate) enum KeyKind {
     P256,
     /// `ECC_NIST_P384`, `SIGN_VERIFY`.
     P384,
+    /// `ECC_NIST_P521`, `SIGN_VERIFY`.
+    P521,
     /// Anything else (HMAC keys, RSA encryption keys, other curves): unusable here.
     Other,
 }
@@ -37,10 +44,21 @@ impl KeyKind {
             key_type::RSA_4096 => (KeyKind::Rsa(512), KeySpec::Rsa4096, SignVerify),
             key_type::ECDSA_P256 => (KeyKind::P256, KeySpec::EccNistP256, SignVerify),
             key_type::ECDSA_P384 => (KeyKind::P384, KeySpec::EccNistP384, SignVerify),
+            key_type::ECDSA_P521 => (KeyKind::P521, KeySpec::EccNistP521, SignVerify),
+            // KMS has Ed25519 keys (ECC_NIST_EDWARDS25519), but moto, the KMS this plugin is
+            // tested against, has not: refused until they can be tested.
+            key_type::ED25519 => {
+                return Err(unsupported_key_type(
+                    NAME,
+                    key_type::ED25519,
+                    "this plugin does not create ECC_NIST_EDWARDS25519 keys; use local-kek or \
+                     pkcs11 for ed25519",
+                ))
+            }
             other => {
                 return Err(PluginError::invalid_request(format!(
                     "key type {other:?} is not supported by aws-kms; use aes256-gcm96, \
-                     rsa-2048, rsa-3072, rsa-4096, ecdsa-p256 or ecdsa-p384"
+                     rsa-2048, rsa-3072, rsa-4096, ecdsa-p256, ecdsa-p384 or ecdsa-p521"
                 )))
             }
         })
@@ -57,8 +75,17 @@ impl KeyKind {
             (Some(KeySpec::Rsa4096), Some(KeyUsageType::SignVerify)) => KeyKind::Rsa(512),
             (Some(KeySpec::EccNistP256), Some(KeyUsageType::SignVerify)) => KeyKind::P256,
             (Some(KeySpec::EccNistP384), Some(KeyUsageType::SignVerify)) => KeyKind::P384,
+            (Some(KeySpec::EccNistP521), Some(KeyUsageType::SignVerify)) => KeyKind::P521,
             _ => KeyKind::Other,
         }
+    }
+
+    /// Whether the key signs (RSA or ECDSA).
+    pub(crate) fn signs(self) -> bool {
+        matches!(
+            self,
+            KeyKind::Rsa(_) | KeyKind::P256 | KeyKind::P384 | KeyKind::P521
+        )
     }
 
     /// Refuses a key that is not symmetric, for encryption and data keys.
@@ -81,7 +108,7 @@ impl KeyKind {
         digest: &[u8],
     ) -> Result<SigningAlgorithmSpec, PluginError> {
         use SigningAlgorithmSpec as Alg;
-        if !matches!(self, KeyKind::Rsa(_) | KeyKind::P256 | KeyKind::P384) {
+        if !self.signs() {
             return Err(PluginError::invalid_request(
                 "signing needs an rsa-* or ecdsa-* key",
             ));
@@ -113,22 +140,22 @@ impl KeyKind {
                  pkcs1v15"
             ))),
             // KMS signs with each curve's own hash only (KMS developer guide, "ECC key
-            // specs"): ECC_NIST_P256 with SHA-256, ECC_NIST_P384 with SHA-384.
+            // specs"): ECC_NIST_P256 with SHA-256, ECC_NIST_P384 with SHA-384, ECC_NIST_P521
+            // with SHA-512.
             (KeyKind::P256, "") if hash == HashAlgorithm::Sha256 => Ok(Alg::EcdsaSha256),
             (KeyKind::P384, "") if hash == HashAlgorithm::Sha384 => Ok(Alg::EcdsaSha384),
-            (_, "") => Err(PluginError::invalid_request(format!(
-                "AWS KMS signs with {} keys only over {} digests, not {hash_name}",
-                if self == KeyKind::P256 {
-                    "ecdsa-p256"
-                } else {
-                    "ecdsa-p384"
-                },
-                if self == KeyKind::P256 {
-                    "sha2-256"
-                } else {
-                    "sha2-384"
-                },
-            ))),
+            (KeyKind::P521, "") if hash == HashAlgorithm::Sha512 => Ok(Alg::EcdsaSha512),
+            (_, "") => {
+                let (name, curve_hash) = match self {
+                    KeyKind::P256 => ("ecdsa-p256", "sha2-256"),
+                    KeyKind::P384 => ("ecdsa-p384", "sha2-384"),
+                    _ => ("ecdsa-p521", "sha2-512"),
+                };
+                Err(PluginError::invalid_request(format!(
+                    "AWS KMS signs with {name} keys only over {curve_hash} digests, not \
+                     {hash_name}"
+                )))
+            }
             (_, other) => Err(PluginError::invalid_request(format!(
                 "signature_algorithm {other:?} is not used with ECDSA keys; leave it empty"
             ))),
@@ -150,6 +177,7 @@ impl KeyKind {
         match self {
             KeyKind::P256 => signature::raw_to_der(Curve::P256, signature),
             KeyKind::P384 => signature::raw_to_der(Curve::P384, signature),
+            KeyKind::P521 => signature::raw_to_der(Curve::P521, signature),
             KeyKind::Rsa(size) if signature.len() == size => Some(signature.to_vec()),
             _ => None,
         }
@@ -160,6 +188,7 @@ impl KeyKind {
         match self {
             KeyKind::P256 => Some(Curve::P256),
             KeyKind::P384 => Some(Curve::P384),
+            KeyKind::P521 => Some(Curve::P521),
             _ => None,
         }
     }
@@ -185,6 +214,12 @@ mod tests {
                 .unwrap(),
             SigningAlgorithmSpec::EcdsaSha384
         );
+        assert_eq!(
+            KeyKind::P521
+                .signing_algorithm("sha2-512", "", &[0; 64])
+                .unwrap(),
+            SigningAlgorithmSpec::EcdsaSha512
+        );
         for (kind, hash, scheme, digest) in [
             (KeyKind::Rsa(256), "sha2-224", "pss", &[0u8; 28][..]),
             (KeyKind::Rsa(256), "sha2-256", "", &digest[..]),
@@ -192,6 +227,8 @@ mod tests {
             (KeyKind::P256, "sha2-384", "", &digest[..]),
             (KeyKind::P256, "sha2-384", "", &[0u8; 48][..]),
             (KeyKind::P384, "sha2-256", "", &digest[..]),
+            (KeyKind::P521, "sha2-256", "", &digest[..]),
+            (KeyKind::P521, "sha2-384", "", &[0u8; 48][..]),
             (KeyKind::Symmetric, "sha2-256", "", &digest[..]),
         ] {
             let error = kind.signing_algorithm(hash, scheme, digest).unwrap_err();
@@ -213,5 +250,28 @@ mod tests {
         assert!(KeyKind::P256.signature_for_kms(&raw[..63]).is_none());
         assert!(KeyKind::P256.signature_for_kms(&[0; 64]).is_none());
         assert!(KeyKind::Rsa(256).signature_for_kms(&[1; 255]).is_none());
+        let mut raw = [0u8; 132];
+        raw[65] = 7;
+        raw[131] = 9;
+        let der = KeyKind::P521.signature_for_kms(&raw).unwrap();
+        assert_eq!(KeyKind::P521.signature_from_kms(&der).unwrap(), raw);
+    }
+
+    #[test]
+    fn ed25519_is_refused_naming_the_backend_and_the_type() {
+        let error = KeyKind::for_key_type("ed25519").unwrap_err();
+        assert_eq!(error.kind, ErrorKind::INVALID_REQUEST);
+        assert!(
+            error
+                .message
+                .as_str()
+                .starts_with("backend aws-kms cannot hold ed25519 keys"),
+            "{}",
+            error.message.as_str()
+        );
+        assert_eq!(
+            KeyKind::for_key_type("ecdsa-p521").unwrap().1,
+            KeySpec::EccNistP521
+        );
     }
 }

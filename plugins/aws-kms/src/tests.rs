@@ -236,7 +236,11 @@ fn signs_and_verifies_with_every_asymmetric_type() {
     use rsa::{pkcs8::DecodePublicKey as _, Pkcs1v15Sign};
     let kms = kms();
     let backend = backend(&kms);
-    for key_type in keybroker_plugin_abi::key_type::ASYMMETRIC {
+    // Ed25519 is refused (`check_refuses_key_type` in the conformance test).
+    for key_type in keybroker_plugin_abi::key_type::ASYMMETRIC
+        .into_iter()
+        .filter(|key_type| *key_type != "ed25519")
+    {
         let key = create(&backend, TENANT, key_type);
         let pem = public_key(&backend, TENANT, &key).unwrap();
         assert!(pem.starts_with("-----BEGIN PUBLIC KEY-----"), "{pem}");
@@ -250,6 +254,7 @@ fn signs_and_verifies_with_every_asymmetric_type() {
             let curve_hash = match key_type {
                 "ecdsa-p256" => Some("sha2-256"),
                 "ecdsa-p384" => Some("sha2-384"),
+                "ecdsa-p521" => Some("sha2-512"),
                 _ => None,
             };
             if curve_hash.is_some_and(|curve_hash| curve_hash != hash) {
@@ -294,6 +299,14 @@ fn signs_and_verifies_with_every_asymmetric_type() {
                         use p384::ecdsa::signature::hazmat::PrehashVerifier as _;
                         let public = p384::ecdsa::VerifyingKey::from_public_key_pem(&pem).unwrap();
                         let signature = p384::ecdsa::Signature::from_slice(&signature).unwrap();
+                        public.verify_prehash(digest, &signature).is_ok()
+                    }
+                    "ecdsa-p521" => {
+                        use p521::ecdsa::signature::hazmat::PrehashVerifier as _;
+                        let public = p521::PublicKey::from_public_key_pem(&pem).unwrap();
+                        let public =
+                            p521::ecdsa::VerifyingKey::from_affine(*public.as_affine()).unwrap();
+                        let signature = p521::ecdsa::Signature::from_slice(&signature).unwrap();
                         public.verify_prehash(digest, &signature).is_ok()
                     }
                     _ => {
@@ -647,16 +660,24 @@ fn passes_the_conformance_suite() {
             bindable("alias/conformance-ec", "ecdsa-p256"),
             bindable(&rsa_id, "rsa-2048"),
         ],
+        // Ed25519 is refused (checked below).
+        asymmetric_key_types: keybroker_plugin_abi::key_type::ASYMMETRIC
+            .into_iter()
+            .filter(|key_type| *key_type != "ed25519")
+            .map(str::to_owned)
+            .collect(),
         // KMS pairs each curve with its own hash and has no SHA-224.
         signing_hashes: |key_type| match key_type {
             "ecdsa-p256" => vec!["sha2-256"],
             "ecdsa-p384" => vec!["sha2-384"],
+            "ecdsa-p521" => vec!["sha2-512"],
             _ => vec!["sha2-256", "sha2-384", "sha2-512"],
         },
         moto_signatures: true,
         ..Options::default()
     };
     keybroker_plugin_conformance::run(&backend, &options);
+    keybroker_plugin_conformance::check_refuses_key_type(&backend, &options, "ed25519");
 }
 
 #[test]

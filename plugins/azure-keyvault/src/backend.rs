@@ -398,12 +398,12 @@ impl keybroker_plugin_abi::Backend for AzureKeyVaultBackend {
                 parameters.key_size = Some(CREATED_WRAPPING_KEY_BITS);
                 parameters.key_ops = Some(vec![KeyOperation::WrapKey, KeyOperation::UnwrapKey]);
             }
-            key_type::ECDSA_P256 | key_type::ECDSA_P384 => {
+            key_type::ECDSA_P256 | key_type::ECDSA_P384 | key_type::ECDSA_P521 => {
                 parameters.kty = Some(KeyType::Ec);
-                parameters.curve = Some(if request.key_type.as_str() == key_type::ECDSA_P256 {
-                    CurveName::P256
-                } else {
-                    CurveName::P384
+                parameters.curve = Some(match request.key_type.as_str() {
+                    key_type::ECDSA_P256 => CurveName::P256,
+                    key_type::ECDSA_P384 => CurveName::P384,
+                    _ => CurveName::P521,
                 });
                 parameters.key_ops = sign_ops();
             }
@@ -669,11 +669,12 @@ impl keybroker_plugin_abi::Backend for AzureKeyVaultBackend {
     fn public_key(&self, tenant_id: &str, key_reference: &str) -> Result<String, PluginError> {
         let (_, description) = self.key(tenant_id, key_reference)?;
         match (description.kind, &description.public) {
-            (KeyKind::Rsa { sign: true, .. } | KeyKind::P256 | KeyKind::P384, Some(public)) => {
-                public.to_pem().map_err(|_| {
-                    PluginError::internal("azure-keyvault: cannot encode the public key")
-                })
-            }
+            (
+                KeyKind::Rsa { sign: true, .. } | KeyKind::P256 | KeyKind::P384 | KeyKind::P521,
+                Some(public),
+            ) => public
+                .to_pem()
+                .map_err(|_| PluginError::internal("azure-keyvault: cannot encode the public key")),
             _ => Err(PluginError::invalid_request(
                 "public_key needs an rsa-* or ecdsa-* key",
             )),

@@ -4,7 +4,9 @@
 
 use azure_security_keyvault_keys::models::{CurveName, JsonWebKey, KeyType, SignatureAlgorithm};
 use keybroker_plugin_abi::{key_type, HashAlgorithm, PluginError};
-use keybroker_plugin_sdk::public_key::PublicKey;
+use keybroker_plugin_sdk::{entry::unsupported_key_type, public_key::PublicKey};
+
+use crate::backend::NAME;
 use rsa::{traits::PublicKeyParts as _, BigUint, RsaPublicKey};
 
 /// RSA-OAEP-256 overhead: two SHA-256 lengths and two bytes.
@@ -30,6 +32,8 @@ pub(crate) enum KeyKind {
     P256,
     /// An EC P-384 key whose `key_ops` allow sign.
     P384,
+    /// An EC P-521 key whose `key_ops` allow sign.
+    P521,
     /// Anything else (symmetric keys, other curves, keys without usable operations).
     Other,
 }
@@ -98,6 +102,12 @@ impl KeyDescription {
                             .ok()
                             .map(PublicKey::P384),
                     ),
+                    Some(CurveName::P521) => (
+                        KeyKind::P521,
+                        p521::PublicKey::from_sec1_bytes(&point)
+                            .ok()
+                            .map(PublicKey::P521),
+                    ),
                     _ => return other(version),
                 };
                 if public.is_none() {
@@ -129,8 +139,9 @@ pub(crate) fn unsuitable(kind: KeyKind, wanted: &str) -> Option<String> {
         ),
         KeyKind::P256 => "it is an EC P-256 signing key".to_owned(),
         KeyKind::P384 => "it is an EC P-384 signing key".to_owned(),
+        KeyKind::P521 => "it is an EC P-521 signing key".to_owned(),
         KeyKind::Other => {
-            "it is neither an RSA key nor a P-256/P-384 key with usable key_ops".to_owned()
+            "it is neither an RSA key nor a P-256/P-384/P-521 key with usable key_ops".to_owned()
         }
     };
     let fits = match (wanted, kind) {
@@ -140,7 +151,9 @@ pub(crate) fn unsuitable(kind: KeyKind, wanted: &str) -> Option<String> {
         (key_type::RSA_2048, KeyKind::Rsa { bytes, sign, .. }) => sign && bytes == 256,
         (key_type::RSA_3072, KeyKind::Rsa { bytes, sign, .. }) => sign && bytes == 384,
         (key_type::RSA_4096, KeyKind::Rsa { bytes, sign, .. }) => sign && bytes == 512,
-        (key_type::ECDSA_P256, KeyKind::P256) | (key_type::ECDSA_P384, KeyKind::P384) => true,
+        (key_type::ECDSA_P256, KeyKind::P256)
+        | (key_type::ECDSA_P384, KeyKind::P384)
+        | (key_type::ECDSA_P521, KeyKind::P521) => true,
         _ => false,
     };
     if fits {
@@ -154,7 +167,8 @@ pub(crate) fn unsuitable(kind: KeyKind, wanted: &str) -> Option<String> {
         key_type::RSA_3072 => "an RSA-3072 key whose key_ops allow sign",
         key_type::RSA_4096 => "an RSA-4096 key whose key_ops allow sign",
         key_type::ECDSA_P256 => "an EC P-256 key whose key_ops allow sign",
-        _ => "an EC P-384 key whose key_ops allow sign",
+        key_type::ECDSA_P384 => "an EC P-384 key whose key_ops allow sign",
+        _ => "an EC P-521 key whose key_ops allow sign",
     };
     Some(format!("{wanted} needs {needs}; {describe}"))
 }
@@ -167,10 +181,17 @@ pub(crate) fn check_key_type(name: &str) -> Result<(), PluginError> {
         | key_type::RSA_3072
         | key_type::RSA_4096
         | key_type::ECDSA_P256
-        | key_type::ECDSA_P384 => Ok(()),
+        | key_type::ECDSA_P384
+        | key_type::ECDSA_P521 => Ok(()),
+        key_type::ED25519 => Err(unsupported_key_type(
+            NAME,
+            key_type::ED25519,
+            "Azure Key Vault has no Ed25519 keys (its EC keys are P-256, P-256K, P-384 and \
+             P-521); use local-kek or pkcs11 for ed25519",
+        )),
         other => Err(PluginError::invalid_request(format!(
             "key type {other:?} is not supported by azure-keyvault; use aes256-gcm96, \
-             rsa-2048, rsa-3072, rsa-4096, ecdsa-p256 or ecdsa-p384"
+             rsa-2048, rsa-3072, rsa-4096, ecdsa-p256, ecdsa-p384 or ecdsa-p521"
         ))),
     }
 }
@@ -186,7 +207,7 @@ pub(crate) fn signing_algorithm(
     use SignatureAlgorithm as Alg;
     if !matches!(
         kind,
-        KeyKind::Rsa { sign: true, .. } | KeyKind::P256 | KeyKind::P384
+        KeyKind::Rsa { sign: true, .. } | KeyKind::P256 | KeyKind::P384 | KeyKind::P521
     ) {
         return Err(PluginError::invalid_request(
             "signing needs an rsa-* or ecdsa-* key",
@@ -212,9 +233,10 @@ pub(crate) fn signing_algorithm(
             )))
         }
         // Key Vault pairs each curve with its own hash: ES256 is P-256 with SHA-256, ES384
-        // P-384 with SHA-384.
+        // P-384 with SHA-384, ES512 P-521 with SHA-512.
         (KeyKind::P256, "") if hash == HashAlgorithm::Sha256 => Alg::Es256,
         (KeyKind::P384, "") if hash == HashAlgorithm::Sha384 => Alg::Es384,
+        (KeyKind::P521, "") if hash == HashAlgorithm::Sha512 => Alg::Es512,
         (KeyKind::P256, "") => {
             return Err(PluginError::invalid_request(format!(
                 "Azure Key Vault signs with ecdsa-p256 keys only over sha2-256 digests, not \
@@ -224,6 +246,12 @@ pub(crate) fn signing_algorithm(
         (KeyKind::P384, "") => {
             return Err(PluginError::invalid_request(format!(
                 "Azure Key Vault signs with ecdsa-p384 keys only over sha2-384 digests, not \
+                 {hash_name}"
+            )))
+        }
+        (KeyKind::P521, "") => {
+            return Err(PluginError::invalid_request(format!(
+                "Azure Key Vault signs with ecdsa-p521 keys only over sha2-512 digests, not \
                  {hash_name}"
             )))
         }
@@ -262,12 +290,20 @@ mod tests {
                 .0,
             SignatureAlgorithm::Es384
         );
+        assert_eq!(
+            signing_algorithm(KeyKind::P521, "sha2-512", "", &[0; 64])
+                .unwrap()
+                .0,
+            SignatureAlgorithm::Es512
+        );
         for (kind, hash, scheme, digest) in [
             (RSA, "sha2-224", "pss", &[0u8; 28][..]),
             (RSA, "sha2-256", "", &digest[..]),
             (KeyKind::P256, "sha2-256", "pss", &digest[..]),
             (KeyKind::P256, "sha2-384", "", &[0u8; 48][..]),
             (KeyKind::P384, "sha2-256", "", &digest[..]),
+            (KeyKind::P521, "sha2-256", "", &digest[..]),
+            (KeyKind::P521, "sha2-384", "", &[0u8; 48][..]),
             (KeyKind::Other, "sha2-256", "", &digest[..]),
             (
                 KeyKind::Rsa {
@@ -304,6 +340,15 @@ mod tests {
             .contains("wrapKey"));
         assert!(unsuitable(KeyKind::P256, "ecdsa-p384").is_some());
         assert!(unsuitable(KeyKind::P256, "ecdsa-p256").is_none());
+        assert!(unsuitable(KeyKind::P521, "ecdsa-p521").is_none());
+        assert!(unsuitable(KeyKind::P384, "ecdsa-p521").is_some());
+        let refusal = check_key_type("ed25519").unwrap_err();
+        assert_eq!(refusal.kind, ErrorKind::INVALID_REQUEST);
+        assert!(refusal
+            .message
+            .as_str()
+            .starts_with("backend azure-keyvault cannot hold ed25519 keys"));
+        assert!(check_key_type("ecdsa-p521").is_ok());
         assert_eq!(MAX_WRAP_PAYLOAD, 190);
     }
 }

@@ -292,7 +292,7 @@ fn digest(hash: &str, message: &[u8]) -> Vec<u8> {
     }
 }
 
-/// Verifies a signature with the `rsa`, `p256` and `p384` crates, not the plugin.
+/// Verifies a signature with the `rsa`, `p256`, `p384` and `p521` crates, not the plugin.
 fn independently_valid(
     pem: &str,
     key_type: &str,
@@ -314,6 +314,13 @@ fn independently_valid(
             use p384::ecdsa::signature::hazmat::PrehashVerifier as _;
             let public = p384::ecdsa::VerifyingKey::from_public_key_pem(pem).unwrap();
             let signature = p384::ecdsa::Signature::from_slice(signature).unwrap();
+            public.verify_prehash(digest, &signature).is_ok()
+        }
+        "ecdsa-p521" => {
+            use p521::ecdsa::signature::hazmat::PrehashVerifier as _;
+            let public = p521::PublicKey::from_public_key_pem(pem).unwrap();
+            let public = p521::ecdsa::VerifyingKey::from_affine(*public.as_affine()).unwrap();
+            let signature = p521::ecdsa::Signature::from_slice(signature).unwrap();
             public.verify_prehash(digest, &signature).is_ok()
         }
         _ => {
@@ -340,7 +347,11 @@ fn signs_and_verifies_with_every_asymmetric_type() {
     let fake = fake();
     let backend = backend(&fake);
     let message = b"keybroker: message to sign";
-    for key_type in keybroker_plugin_abi::key_type::ASYMMETRIC {
+    // Ed25519 is refused (`check_refuses_key_type` in the conformance test).
+    for key_type in keybroker_plugin_abi::key_type::ASYMMETRIC
+        .into_iter()
+        .filter(|key_type| *key_type != "ed25519")
+    {
         let key = create(&backend, TENANT, key_type);
         let pem = public_key(&backend, TENANT, &key).unwrap();
         assert!(pem.starts_with("-----BEGIN PUBLIC KEY-----"), "{pem}");
@@ -349,6 +360,7 @@ fn signs_and_verifies_with_every_asymmetric_type() {
         let hashes: &[&str] = match key_type {
             "ecdsa-p256" => &["sha2-256"],
             "ecdsa-p384" => &["sha2-384"],
+            "ecdsa-p521" => &["sha2-512"],
             _ => &["sha2-256", "sha2-384", "sha2-512"],
         };
         let sign = |hash: &str, scheme: &str, digest: &[u8]| {
@@ -366,10 +378,12 @@ fn signs_and_verifies_with_every_asymmetric_type() {
                 let signature =
                     sign(hash, scheme, &digest).unwrap_or_else(|e| panic!("{what}: {e}"));
                 if !rsa {
-                    assert_eq!(
-                        signature.len(),
-                        if key_type == "ecdsa-p256" { 64 } else { 96 }
-                    );
+                    let expected = match key_type {
+                        "ecdsa-p256" => 64,
+                        "ecdsa-p384" => 96,
+                        _ => 132,
+                    };
+                    assert_eq!(signature.len(), expected);
                 }
                 assert!(verify(hash, scheme, &digest, &signature).unwrap(), "{what}");
                 assert!(
@@ -401,8 +415,13 @@ fn signs_and_verifies_with_every_asymmetric_type() {
             hashes[0],
         );
         if !rsa {
+            let other_hash = if key_type == "ecdsa-p521" {
+                "sha2-256"
+            } else {
+                "sha2-512"
+            };
             assert_error(
-                sign("sha2-512", "", &digest("sha2-512", message)),
+                sign(other_hash, "", &digest(other_hash, message)),
                 ErrorKind::INVALID_REQUEST,
                 "only over",
             );
@@ -707,13 +726,21 @@ fn passes_the_conformance_suite() {
             bindable("conformance-ec", "ecdsa-p256"),
             bindable(&format!("conformance-rsa/{version}"), "rsa-2048"),
         ],
+        // Ed25519 is refused (checked below).
+        asymmetric_key_types: keybroker_plugin_abi::key_type::ASYMMETRIC
+            .into_iter()
+            .filter(|key_type| *key_type != "ed25519")
+            .map(str::to_owned)
+            .collect(),
         // Key Vault pairs each curve with its own hash and has no SHA-224.
         signing_hashes: |key_type| match key_type {
             "ecdsa-p256" => vec!["sha2-256"],
             "ecdsa-p384" => vec!["sha2-384"],
+            "ecdsa-p521" => vec!["sha2-512"],
             _ => vec!["sha2-256", "sha2-384", "sha2-512"],
         },
         ..Options::default()
     };
     keybroker_plugin_conformance::run(&backend, &options);
+    keybroker_plugin_conformance::check_refuses_key_type(&backend, &options, "ed25519");
 }

@@ -1,9 +1,9 @@
 //! Asymmetric keys: signing, verification and public keys, each checked independently with
-//! the `rsa`, `p256` and `p384` crates.
+//! the `rsa`, `p256`, `p384`, `p521` and `ed25519-dalek` crates.
 
 use keybroker_plugin_abi::{
     abi_stable::std_types::RVec, capability, key_type, BackendBox, ErrorKind, SignRequest,
-    VerifyRequest,
+    VerifyRequest, HASH_NONE,
 };
 use p256::ecdsa::signature::hazmat::PrehashVerifier as _;
 use rsa::{pkcs8::DecodePublicKey as _, traits::PublicKeyParts as _, Pkcs1v15Sign, Pss};
@@ -19,6 +19,7 @@ enum PublicKey {
     Rsa(rsa::RsaPublicKey),
     P256(p256::ecdsa::VerifyingKey),
     P384(p384::ecdsa::VerifyingKey),
+    P521(p521::ecdsa::VerifyingKey),
 }
 
 /// The hashes the broker uses, with a digest of a fixed message for each.
@@ -38,6 +39,8 @@ fn digests(message: &[u8]) -> [(&'static str, Vec<u8>); 4] {
 ///
 /// A plugin without [`capability::SIGN`] must refuse to create the key
 /// (`INVALID_REQUEST`), and nothing else is checked.
+///
+/// Ed25519 (pure, over the whole message) is checked by [`check_ed25519`] instead.
 pub fn check_asymmetric(backend: &BackendBox, options: &Options, key_type: &str) {
     let scope = Scope::for_backend(backend, format!("key type {key_type}"));
     let info = scope.ok("info()", backend.info());
@@ -48,6 +51,10 @@ pub fn check_asymmetric(backend: &BackendBox, options: &Options, key_type: &str)
             ErrorKind::INVALID_REQUEST,
             backend.create_key(crate::scope::create_request(a, key_type)),
         );
+        return;
+    }
+    if key_type == key_type::ED25519 {
+        check_ed25519(backend, options);
         return;
     }
     let reference = scope.create(backend, a, key_type);
@@ -103,6 +110,7 @@ pub fn check_asymmetric(backend: &BackendBox, options: &Options, key_type: &str)
                 PublicKey::Rsa(key) => key.size(),
                 PublicKey::P256(_) => 64,
                 PublicKey::P384(_) => 96,
+                PublicKey::P521(_) => 132,
             };
             scope.check(
                 signature.len() == expected_len,
@@ -296,6 +304,15 @@ fn check_public_key(
         );
         return PublicKey::Rsa(key);
     }
+    if key_type == key_type::ECDSA_P521 {
+        let key = p521::PublicKey::from_public_key_pem(pem);
+        scope.check(
+            key.is_ok(),
+            format!("public_key to parse as a P-521 SubjectPublicKeyInfo: {pem}"),
+        );
+        let key = p521::ecdsa::VerifyingKey::from_affine(*key.unwrap().as_affine());
+        return PublicKey::P521(key.unwrap());
+    }
     if key_type == key_type::ECDSA_P256 {
         let key = p256::ecdsa::VerifyingKey::from_public_key_pem(pem);
         scope.check(
@@ -381,5 +398,196 @@ fn verifies_independently(
             .is_ok_and(|signature| key.verify_prehash(digest, &signature).is_ok()),
         PublicKey::P384(key) => p384::ecdsa::Signature::from_slice(signature)
             .is_ok_and(|signature| key.verify_prehash(digest, &signature).is_ok()),
+        // The reference crate refuses a prehash shorter than half of P-521's scalar: the
+        // same integer, zero-padded on the left to 66 bytes (what ECDSA signs for a digest
+        // shorter than the order).
+        PublicKey::P521(key) => {
+            p521::ecdsa::Signature::from_slice(signature).is_ok_and(|signature| {
+                let mut padded = vec![0u8; 66usize.saturating_sub(digest.len())];
+                padded.extend_from_slice(digest);
+                key.verify_prehash(&padded, &signature).is_ok()
+            })
+        }
     }
+}
+
+/// Pure Ed25519 (RFC 8032): the request's `digest` is the whole message and its
+/// `hash_algorithm` is `none`. Creation; a PEM Ed25519 SubjectPublicKeyInfo; 64-byte,
+/// deterministic signatures over messages of several lengths (empty, one byte, 4 KiB),
+/// verified by the plugin and independently with `ed25519-dalek`; rejection of another
+/// message and of corrupted, truncated and empty signatures (false, not an error); refusal
+/// of any other `hash_algorithm` (Ed25519ph is not what the broker asks for) and of a
+/// `signature_algorithm`; tenant isolation; refusal of encryption; deletion.
+pub fn check_ed25519(backend: &BackendBox, options: &Options) {
+    use ed25519_dalek::Verifier as _;
+    let key_type = key_type::ED25519;
+    let scope = Scope::for_backend(backend, format!("key type {key_type}"));
+    let (a, b) = (options.tenant_a.as_str(), options.tenant_b.as_str());
+    let reference = scope.create(backend, a, key_type);
+    let pem = scope
+        .ok(
+            "public_key",
+            backend.public_key(rstring(a), rstring(&reference)),
+        )
+        .into_string();
+    let public = ed25519_dalek::VerifyingKey::from_public_key_pem(pem.trim());
+    scope.check(
+        public.is_ok(),
+        format!("public_key to parse as an Ed25519 SubjectPublicKeyInfo: {pem:?}"),
+    );
+    let public = public.unwrap();
+
+    let sign = |hash: &str, scheme: &str, message: &[u8]| SignRequest {
+        tenant_id: rstring(a),
+        key_reference: rstring(&reference),
+        digest: RVec::from(message),
+        hash_algorithm: rstring(hash),
+        signature_algorithm: rstring(scheme),
+    };
+    let verify = |message: &[u8], signature: &[u8]| VerifyRequest {
+        tenant_id: rstring(a),
+        key_reference: rstring(&reference),
+        digest: RVec::from(message),
+        hash_algorithm: rstring(HASH_NONE),
+        signature_algorithm: rstring(""),
+        signature: RVec::from(signature),
+    };
+
+    let long = vec![0x5a; 4096];
+    for message in [
+        &b""[..],
+        b"k",
+        b"keybroker conformance: message to sign",
+        &long,
+    ] {
+        let what = format!("a {}-byte message", message.len());
+        let signature = scope.ok(
+            format!("sign {what}"),
+            backend.sign(sign(HASH_NONE, "", message)),
+        );
+        scope.check(
+            signature.len() == 64,
+            format!("a 64-byte signature over {what}, got {}", signature.len()),
+        );
+        let again = scope.ok(
+            format!("sign {what} again"),
+            backend.sign(sign(HASH_NONE, "", message)),
+        );
+        scope.check(
+            again == signature,
+            format!("pure Ed25519 to be deterministic ({what})"),
+        );
+        scope.check(
+            ed25519_dalek::Signature::from_slice(&signature)
+                .is_ok_and(|signature| public.verify(message, &signature).is_ok()),
+            format!(
+                "the signature over {what} to verify with the PEM public key and ed25519-dalek"
+            ),
+        );
+        let valid = scope.ok(
+            format!("verify {what}"),
+            backend.verify(verify(message, &signature)),
+        );
+        scope.check(
+            valid,
+            format!("verify to accept its own signature ({what})"),
+        );
+        let valid = scope.ok(
+            format!("verify against another message ({what})"),
+            backend.verify(verify(b"another message", &signature)),
+        );
+        scope.check(
+            !valid,
+            format!("verify to reject the signature for another message ({what})"),
+        );
+        let mut corrupted = signature.to_vec();
+        corrupted[10] ^= 0x04;
+        for (name, bad) in [
+            ("a corrupted", corrupted.as_slice()),
+            ("a truncated", &signature[..63]),
+            ("an empty", &[][..]),
+        ] {
+            let valid = scope.ok(
+                format!("verify {name} signature ({what}): answer false, not an error"),
+                backend.verify(verify(message, bad)),
+            );
+            scope.check(
+                !valid,
+                format!("verify to reject {name} signature ({what})"),
+            );
+        }
+    }
+
+    // The broker hashes nothing for Ed25519: any hash, or a scheme, is a malformed request.
+    for (hash, scheme) in [
+        ("sha2-256", ""),
+        ("sha2-512", ""),
+        ("", ""),
+        (HASH_NONE, "pss"),
+    ] {
+        scope.fails(
+            format!("sign with hash_algorithm {hash:?}, signature_algorithm {scheme:?}"),
+            ErrorKind::INVALID_REQUEST,
+            backend.sign(sign(hash, scheme, &Sha512::digest(b"m"))),
+        );
+    }
+
+    let mut as_b = sign(HASH_NONE, "", b"m");
+    as_b.tenant_id = rstring(b);
+    scope.not_found_for(
+        "sign with tenant A's key as tenant B",
+        a,
+        backend.sign(as_b),
+    );
+    let mut as_b = verify(b"m", &[0; 64]);
+    as_b.tenant_id = rstring(b);
+    scope.not_found_for(
+        "verify with tenant A's key as tenant B",
+        a,
+        backend.verify(as_b),
+    );
+    scope.not_found_for(
+        "public_key of tenant A's key as tenant B",
+        a,
+        backend.public_key(rstring(b), rstring(&reference)),
+    );
+    for made_up in made_up_references(&reference) {
+        let mut request = sign(HASH_NONE, "", b"m");
+        request.key_reference = rstring(&made_up);
+        scope.fails(
+            format!("sign with the made-up reference {made_up:?}"),
+            ErrorKind::KEY_NOT_FOUND,
+            backend.sign(request),
+        );
+    }
+    scope.fails(
+        "encrypt with an Ed25519 key",
+        ErrorKind::INVALID_REQUEST,
+        backend.encrypt(encrypt_request(a, &reference, b"data", b"", &random_iv())),
+    );
+    scope.ok(
+        "delete_key of a created key",
+        backend.delete_key(rstring(a), rstring(&reference)),
+    );
+}
+
+/// A key type the backend cannot hold: `create_key` must fail with `INVALID_REQUEST` (a 400
+/// at the broker) whose message names the plugin (its `info().name`) and the type, so that
+/// the caller learns which backend refused what.
+pub fn check_refuses_key_type(backend: &BackendBox, options: &Options, key_type: &str) {
+    let scope = Scope::for_backend(backend, format!("key type {key_type}"));
+    let info = scope.ok("info()", backend.info());
+    let error = scope.fails(
+        format!("create_key({key_type}), a type this backend cannot hold"),
+        ErrorKind::INVALID_REQUEST,
+        backend.create_key(crate::scope::create_request(&options.tenant_a, key_type)),
+    );
+    let message = error.message.as_str();
+    scope.check(
+        message.contains(info.name.as_str()) && message.contains(key_type),
+        format!(
+            "the refusal to name the backend {:?} and the type {key_type:?}, got {message:?}",
+            info.name.as_str()
+        ),
+    );
 }

@@ -36,7 +36,7 @@ mod test_host;
 
 use keybroker_plugin_abi::{capability, key_type, BackendBox, BackendInfo};
 
-pub use asymmetric::check_asymmetric;
+pub use asymmetric::{check_asymmetric, check_ed25519, check_refuses_key_type};
 pub use bind::check_bind_existing;
 pub use symmetric::check_symmetric;
 pub use test_host::RecordingHost;

@@ -2,12 +2,19 @@
 //! of digests the broker computed.
 //!
 //! Nothing here knows about KEKs or references: [`crate::signing`] seals what this module
-//! serialises. Private keys live in types that wipe themselves on drop (`RsaPrivateKey` and
-//! ECDSA `SigningKey` are `ZeroizeOnDrop`, serialised forms are `Zeroizing`), and
-//! [`PrivateKey`] has no `Debug` impl (the `rsa` crate's would print the private exponent).
+//! serialises. Private keys live in types that wipe themselves on drop (`RsaPrivateKey`,
+//! ECDSA `SigningKey`, P-521's `SecretKey` and Ed25519's `SigningKey` are `ZeroizeOnDrop`,
+//! serialised forms and scalars copied out are `Zeroizing`), and [`PrivateKey`] has no
+//! `Debug` impl (the `rsa` crate's would print the private exponent).
+//!
+//! Ed25519 is pure Ed25519 (RFC 8032): the request's `digest` is the whole message, which the
+//! algorithm hashes itself, and its `hash_algorithm` is `none`.
 
-use keybroker_plugin_abi::{key_type, PluginError};
-use keybroker_plugin_sdk::public_key::PublicKey;
+use keybroker_plugin_abi::{key_type, PluginError, HASH_NONE};
+use keybroker_plugin_sdk::{
+    public_key::PublicKey,
+    signature::{prehash_for, Curve},
+};
 use p256::ecdsa::signature::hazmat::{PrehashSigner, PrehashVerifier};
 use rand::rngs::OsRng;
 use rsa::{
@@ -26,17 +33,21 @@ pub(crate) enum KeyType {
     Rsa4096,
     EcdsaP256,
     EcdsaP384,
+    EcdsaP521,
+    Ed25519,
 }
 
 impl KeyType {
     /// Every type, in the order of [`key_type::ASYMMETRIC`].
     #[cfg(test)]
-    pub(crate) const ALL: [Self; 5] = [
+    pub(crate) const ALL: [Self; 7] = [
         Self::Rsa2048,
         Self::Rsa3072,
         Self::Rsa4096,
         Self::EcdsaP256,
         Self::EcdsaP384,
+        Self::EcdsaP521,
+        Self::Ed25519,
     ];
 
     /// The type named `name`, if it is an asymmetric type.
@@ -47,6 +58,8 @@ impl KeyType {
             key_type::RSA_4096 => Some(Self::Rsa4096),
             key_type::ECDSA_P256 => Some(Self::EcdsaP256),
             key_type::ECDSA_P384 => Some(Self::EcdsaP384),
+            key_type::ECDSA_P521 => Some(Self::EcdsaP521),
+            key_type::ED25519 => Some(Self::Ed25519),
             _ => None,
         }
     }
@@ -59,16 +72,18 @@ impl KeyType {
             Self::Rsa4096 => key_type::RSA_4096,
             Self::EcdsaP256 => key_type::ECDSA_P256,
             Self::EcdsaP384 => key_type::ECDSA_P384,
+            Self::EcdsaP521 => key_type::ECDSA_P521,
+            Self::Ed25519 => key_type::ED25519,
         }
     }
 
-    /// The RSA modulus size in bits, `None` for ECDSA.
+    /// The RSA modulus size in bits, `None` for ECDSA and Ed25519.
     fn rsa_bits(self) -> Option<usize> {
         match self {
             Self::Rsa2048 => Some(2048),
             Self::Rsa3072 => Some(3072),
             Self::Rsa4096 => Some(4096),
-            Self::EcdsaP256 | Self::EcdsaP384 => None,
+            Self::EcdsaP256 | Self::EcdsaP384 | Self::EcdsaP521 | Self::Ed25519 => None,
         }
     }
 }
@@ -112,6 +127,8 @@ pub(crate) enum Scheme {
     RsaPss(Hash),
     RsaPkcs1v15(Hash),
     Ecdsa,
+    /// Pure Ed25519 over the whole message.
+    Ed25519,
 }
 
 impl Scheme {
@@ -122,6 +139,18 @@ impl Scheme {
         signature_algorithm: &str,
         digest: &[u8],
     ) -> Result<Self, PluginError> {
+        if key_type == KeyType::Ed25519 {
+            return match (hash_algorithm, signature_algorithm) {
+                (HASH_NONE, "") => Ok(Self::Ed25519),
+                (HASH_NONE, other) => Err(PluginError::invalid_request(format!(
+                    "signature_algorithm must be empty for ed25519 keys, not {other:?}"
+                ))),
+                (other, _) => Err(PluginError::invalid_request(format!(
+                    "hash_algorithm must be {HASH_NONE:?} for ed25519 keys (pure Ed25519 signs \
+                     the message), not {other:?}"
+                ))),
+            };
+        }
         let hash = Hash::of_request(hash_algorithm, digest)?;
         match (key_type.rsa_bits(), signature_algorithm) {
             (Some(_), "pss") => Ok(Self::RsaPss(hash)),
@@ -144,6 +173,9 @@ pub(crate) enum PrivateKey {
     Rsa(RsaPrivateKey),
     P256(p256::ecdsa::SigningKey),
     P384(p384::ecdsa::SigningKey),
+    /// Kept as its scalar: P-521's `SigningKey` has no PKCS #8 of its own.
+    P521(p521::SecretKey),
+    Ed25519(ed25519_dalek::SigningKey),
 }
 
 impl PrivateKey {
@@ -160,6 +192,10 @@ impl PrivateKey {
             KeyType::Rsa4096 => rsa(4096),
             KeyType::EcdsaP256 => Ok(Self::P256(p256::ecdsa::SigningKey::random(&mut OsRng))),
             KeyType::EcdsaP384 => Ok(Self::P384(p384::ecdsa::SigningKey::random(&mut OsRng))),
+            KeyType::EcdsaP521 => Ok(Self::P521(p521::SecretKey::random(&mut OsRng))),
+            KeyType::Ed25519 => Ok(Self::Ed25519(ed25519_dalek::SigningKey::generate(
+                &mut OsRng,
+            ))),
         }
     }
 
@@ -169,6 +205,8 @@ impl PrivateKey {
             Self::Rsa(key) => key.to_pkcs8_der(),
             Self::P256(key) => key.to_pkcs8_der(),
             Self::P384(key) => key.to_pkcs8_der(),
+            Self::P521(key) => key.to_pkcs8_der(),
+            Self::Ed25519(key) => key.to_pkcs8_der(),
         }
         .map_err(|_| PluginError::internal("encoding the private key failed"))?;
         // `SecretDocument` wipes its own copy.
@@ -185,6 +223,12 @@ impl PrivateKey {
             KeyType::EcdsaP384 => {
                 Self::P384(p384::ecdsa::SigningKey::from_pkcs8_der(der).map_err(|_| malformed())?)
             }
+            KeyType::EcdsaP521 => {
+                Self::P521(p521::SecretKey::from_pkcs8_der(der).map_err(|_| malformed())?)
+            }
+            KeyType::Ed25519 => Self::Ed25519(
+                ed25519_dalek::SigningKey::from_pkcs8_der(der).map_err(|_| malformed())?,
+            ),
             KeyType::Rsa2048 | KeyType::Rsa3072 | KeyType::Rsa4096 => {
                 let key = RsaPrivateKey::from_pkcs8_der(der).map_err(|_| malformed())?;
                 if Some(key.n().bits()) != key_type.rsa_bits() {
@@ -196,7 +240,8 @@ impl PrivateKey {
         Ok(key)
     }
 
-    /// Signs a digest: RSA as PKCS #1 defines it, ECDSA as `r ‖ s`.
+    /// Signs a digest: RSA as PKCS #1 defines it, ECDSA as `r ‖ s`; Ed25519 signs `digest` as
+    /// the whole message, in RFC 8032's 64 bytes.
     pub(crate) fn sign(&self, scheme: Scheme, digest: &[u8]) -> Result<Vec<u8>, PluginError> {
         let failed = || PluginError::internal("signing failed");
         match (self, scheme) {
@@ -216,6 +261,16 @@ impl PrivateKey {
                 let signature: p384::ecdsa::Signature =
                     key.sign_prehash(digest).map_err(|_| failed())?;
                 Ok(signature.to_bytes().to_vec())
+            }
+            (Self::P521(secret), Scheme::Ecdsa) => {
+                let signature: p521::ecdsa::Signature = p521_signing_key(secret)?
+                    .sign_prehash(&prehash_for(Curve::P521, digest))
+                    .map_err(|_| failed())?;
+                Ok(signature.to_bytes().to_vec())
+            }
+            (Self::Ed25519(key), Scheme::Ed25519) => {
+                use ed25519_dalek::Signer as _;
+                Ok(key.sign(digest).to_bytes().to_vec())
             }
             _ => Err(PluginError::internal(
                 "signature scheme does not match the key",
@@ -245,6 +300,10 @@ impl PrivateKey {
                         .verify_prehash(digest, &signature)
                         .is_ok()
                 }),
+            (Self::P521(secret), Scheme::Ecdsa) => PublicKey::P521(secret.public_key())
+                .verify_prehash(Hash::Sha512, "", digest, signature),
+            (Self::Ed25519(key), Scheme::Ed25519) => PublicKey::Ed25519(key.verifying_key())
+                .verify_prehash(Hash::Sha512, "", digest, signature),
             _ => false,
         }
     }
@@ -255,11 +314,20 @@ impl PrivateKey {
             Self::Rsa(key) => PublicKey::Rsa(key.as_ref().clone()),
             Self::P256(key) => PublicKey::P256(key.verifying_key().into()),
             Self::P384(key) => PublicKey::P384(key.verifying_key().into()),
+            Self::P521(secret) => PublicKey::P521(secret.public_key()),
+            Self::Ed25519(key) => PublicKey::Ed25519(key.verifying_key()),
         };
         public
             .to_pem()
             .map_err(|_| PluginError::internal("encoding the public key failed"))
     }
+}
+
+/// P-521's signing key from its scalar; the scalar copied out on the way is wiped.
+fn p521_signing_key(secret: &p521::SecretKey) -> Result<p521::ecdsa::SigningKey, PluginError> {
+    let scalar = Zeroizing::new(secret.to_bytes());
+    p521::ecdsa::SigningKey::from_bytes(&scalar)
+        .map_err(|_| PluginError::internal("the P-521 private key is not usable"))
 }
 
 #[cfg(test)]
@@ -275,7 +343,14 @@ mod tests {
             assert_eq!(key_type.name(), name);
             assert_eq!(KeyType::parse(name), Some(*key_type));
         }
-        for other in ["", "aes256-gcm96", "rsa-1024", "RSA-2048", "ecdsa-p521"] {
+        for other in [
+            "",
+            "aes256-gcm96",
+            "rsa-1024",
+            "RSA-2048",
+            "ecdsa-p224",
+            "ed448",
+        ] {
             assert_eq!(KeyType::parse(other), None, "{other:?}");
         }
     }
@@ -298,6 +373,14 @@ mod tests {
             ok(KeyType::EcdsaP384, "sha2-224", "", &[0; 28]),
             Scheme::Ecdsa
         );
+        assert_eq!(
+            ok(KeyType::EcdsaP521, "sha2-224", "", &[0; 28]),
+            Scheme::Ecdsa
+        );
+        // Ed25519 takes a message of any length.
+        for message in [&b""[..], b"m", &[9; 5000]] {
+            assert_eq!(ok(KeyType::Ed25519, "none", "", message), Scheme::Ed25519);
+        }
         for (key_type, hash, algorithm, digest) in [
             (KeyType::Rsa2048, "sha2-256", "", &digest[..]),
             (KeyType::Rsa2048, "sha2-256", "PSS", &digest[..]),
@@ -306,6 +389,9 @@ mod tests {
             (KeyType::EcdsaP256, "sha2-256", "pss", &digest[..]),
             (KeyType::EcdsaP256, "sha2-256", "", &digest[..31]),
             (KeyType::EcdsaP256, "", "", &digest[..]),
+            (KeyType::EcdsaP521, "none", "", &digest[..]),
+            (KeyType::Ed25519, "sha2-256", "", &digest[..]),
+            (KeyType::Ed25519, "none", "pss", &digest[..]),
         ] {
             let error = Scheme::for_request(key_type, hash, algorithm, digest).unwrap_err();
             assert_eq!(
@@ -395,6 +481,67 @@ mod tests {
         }
     }
 
+    /// P-521 over every SHA-2 digest, SHA-224 and SHA-256 included (shorter than half its
+    /// scalar), checked with the reference crate from the PEM alone.
+    #[test]
+    fn p521_signatures_are_raw_r_and_s_over_every_digest() {
+        use p256::pkcs8::DecodePublicKey as _;
+        let key = PrivateKey::generate(KeyType::EcdsaP521).unwrap();
+        let pem = key.public_key_pem().unwrap();
+        let public = p521::PublicKey::from_public_key_pem(&pem).unwrap();
+        let verifying = p521::ecdsa::VerifyingKey::from_affine(*public.as_affine()).unwrap();
+        for digest in [
+            Sha224::digest(b"m").to_vec(),
+            Sha256::digest(b"m").to_vec(),
+            Sha384::digest(b"m").to_vec(),
+            Sha512::digest(b"m").to_vec(),
+        ] {
+            let signature = key.sign(Scheme::Ecdsa, &digest).unwrap();
+            assert_eq!(signature.len(), 132);
+            assert!(key.verify(Scheme::Ecdsa, &digest, &signature));
+            assert!(!key.verify(Scheme::Ecdsa, &Sha256::digest(b"n"), &signature));
+            assert!(!key.verify(Scheme::Ecdsa, &digest, &signature[1..]));
+            let mut padded = vec![0u8; 66 - digest.len()];
+            padded.extend_from_slice(&digest);
+            verifying
+                .verify_prehash(
+                    &padded,
+                    &p521::ecdsa::Signature::from_slice(&signature).unwrap(),
+                )
+                .unwrap();
+        }
+        assert!(!key.verify(Scheme::Ed25519, b"m", &[0; 64]));
+    }
+
+    /// Pure Ed25519 over the message: deterministic, RFC 8032's 64 bytes, verified with the
+    /// reference crate from the PEM alone.
+    #[test]
+    fn ed25519_signs_the_message() {
+        use ed25519_dalek::{pkcs8::DecodePublicKey as _, Verifier as _};
+        let key = PrivateKey::generate(KeyType::Ed25519).unwrap();
+        let pem = key.public_key_pem().unwrap();
+        let public = ed25519_dalek::VerifyingKey::from_public_key_pem(&pem).unwrap();
+        for message in [&b""[..], b"message", &[7; 10_000]] {
+            let signature = key.sign(Scheme::Ed25519, message).unwrap();
+            assert_eq!(signature.len(), 64);
+            assert_eq!(key.sign(Scheme::Ed25519, message).unwrap(), signature);
+            assert!(key.verify(Scheme::Ed25519, message, &signature));
+            assert!(!key.verify(Scheme::Ed25519, b"other", &signature));
+            assert!(!key.verify(Scheme::Ed25519, message, &signature[..63]));
+            public
+                .verify(
+                    message,
+                    &ed25519_dalek::Signature::from_slice(&signature).unwrap(),
+                )
+                .unwrap();
+        }
+        assert!(key.sign(Scheme::Ecdsa, b"m").is_err());
+        let der = key.to_pkcs8().unwrap();
+        let parsed = PrivateKey::from_pkcs8(KeyType::Ed25519, &der).unwrap();
+        assert_eq!(parsed.public_key_pem().unwrap(), pem);
+        assert!(PrivateKey::from_pkcs8(KeyType::EcdsaP521, &der).is_err());
+    }
+
     #[test]
     fn pkcs8_round_trip_keeps_the_key_and_checks_its_type() {
         let key = PrivateKey::generate(KeyType::EcdsaP256).unwrap();
@@ -404,7 +551,12 @@ mod tests {
             parsed.public_key_pem().unwrap(),
             key.public_key_pem().unwrap()
         );
-        for wrong in [KeyType::EcdsaP384, KeyType::Rsa2048] {
+        for wrong in [
+            KeyType::EcdsaP384,
+            KeyType::EcdsaP521,
+            KeyType::Ed25519,
+            KeyType::Rsa2048,
+        ] {
             assert!(PrivateKey::from_pkcs8(wrong, &der).is_err(), "{wrong:?}");
         }
         assert!(PrivateKey::from_pkcs8(KeyType::EcdsaP256, &der[1..]).is_err());

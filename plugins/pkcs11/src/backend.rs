@@ -323,19 +323,20 @@ impl Backend for Pkcs11Backend {
 
     fn create_key(&self, request: CreateKeyRequest) -> Result<KeyHandle, PluginError> {
         reference::check_tenant_id(&request.tenant_id)?;
-        let kind = KeyKind::for_key_type(&request.key_type).ok_or_else(|| {
-            PluginError::invalid_request(format!(
-                "key type {:?} is not supported by {NAME}; use aes256-gcm96, rsa-2048, \
-                 rsa-3072, rsa-4096, ecdsa-p256 or ecdsa-p384",
-                request.key_type.as_str()
-            ))
-        })?;
+        let kind = KeyKind::for_key_type(&request.key_type)
+            .ok_or_else(|| keys::not_supported(&request.key_type))?;
         let mut id = [0u8; reference::CREATED_ID_LEN];
         OsRng
             .try_fill_bytes(&mut id)
             .map_err(|_| PluginError::internal("the system random number generator failed"))?;
         let label = reference::created_label(&request.tenant_id, &request.key_id);
-        self.call(|attempt, _| {
+        self.call(|attempt, slot| {
+            keys::check_offered(
+                kind,
+                &request.key_type,
+                attempt.token_label(),
+                |mechanism| attempt.mechanism_max_bits(slot, mechanism),
+            )?;
             keys::generate(attempt.session, kind, &id, label.as_bytes())?;
             Ok(())
         })?;
@@ -414,7 +415,7 @@ impl Backend for Pkcs11Backend {
 
     fn sign(&self, request: SignRequest) -> Result<Vec<u8>, PluginError> {
         let key = reference::parse(&request.tenant_id, &request.key_reference)?;
-        let hash = signature::Hash::of_request(&request.hash_algorithm, &request.digest)?;
+        let hash = signature::request_hash(&request.hash_algorithm, &request.digest)?;
         self.call(|attempt, _| {
             let object = attempt.find_key(&key, Role::Private, "cannot sign")?;
             let scheme = Scheme::choose(object.kind, hash, &request.signature_algorithm)?;
@@ -425,7 +426,7 @@ impl Backend for Pkcs11Backend {
 
     fn verify(&self, request: VerifyRequest) -> Result<bool, PluginError> {
         let key = reference::parse(&request.tenant_id, &request.key_reference)?;
-        let hash = signature::Hash::of_request(&request.hash_algorithm, &request.digest)?;
+        let hash = signature::request_hash(&request.hash_algorithm, &request.digest)?;
         self.call(|attempt, _| {
             let object = attempt.find_key(&key, Role::Public, "cannot verify")?;
             let scheme = Scheme::choose(object.kind, hash, &request.signature_algorithm)?;
@@ -484,6 +485,23 @@ impl Backend for Pkcs11Backend {
                         )));
                     };
                     Ok(public_key::ec_pem(curve, &point)?)
+                }
+                KeyKind::Ed25519 => {
+                    let attributes = attempt
+                        .session
+                        .get_attributes(object.handle, &[AttributeType::EcPoint])?;
+                    let point = attributes
+                        .into_iter()
+                        .find_map(|attribute| match attribute {
+                            Attribute::EcPoint(point) => Some(point),
+                            _ => None,
+                        });
+                    let Some(point) = point else {
+                        return Err(Fault::Final(PluginError::internal(
+                            "the token gave no CKA_EC_POINT for the Ed25519 public key",
+                        )));
+                    };
+                    Ok(public_key::ed25519_pem(&point)?)
                 }
                 other => Err(Fault::Final(PluginError::invalid_request(format!(
                     "the key is {}: it has no public key the broker can export",

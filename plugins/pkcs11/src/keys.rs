@@ -2,16 +2,29 @@
 
 use cryptoki::{
     error::Error as CkError,
-    mechanism::Mechanism,
+    mechanism::{Mechanism, MechanismType},
     object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle},
     session::Session,
 };
-use keybroker_plugin_abi::key_type;
+use keybroker_plugin_abi::{key_type, PluginError};
+use keybroker_plugin_sdk::entry::unsupported_key_type;
+
+use crate::NAME;
 
 /// DER of the OID of NIST P-256 (`prime256v1`), as `CKA_EC_PARAMS` holds it.
 const P256_OID_DER: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
 /// DER of the OID of NIST P-384 (`secp384r1`).
 const P384_OID_DER: &[u8] = &[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22];
+/// DER of the OID of NIST P-521 (`secp521r1`).
+const P521_OID_DER: &[u8] = &[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x23];
+/// DER of the OID of Ed25519 (`id-Ed25519`, RFC 8410), as `CKA_EC_PARAMS` of a
+/// `CKK_EC_EDWARDS` key holds it.
+const ED25519_OID_DER: &[u8] = &[0x06, 0x03, 0x2b, 0x65, 0x70];
+/// DER of the PrintableString `edwards25519`, the other `CKA_EC_PARAMS` PKCS#11 3.0 allows
+/// for Ed25519 (accepted on keys found in the token).
+const ED25519_NAME_DER: &[u8] = &[
+    0x13, 0x0c, 0x65, 0x64, 0x77, 0x61, 0x72, 0x64, 0x73, 0x32, 0x35, 0x35, 0x31, 0x39,
+];
 /// RSA public exponent 65537, big-endian.
 const RSA_PUBLIC_EXPONENT: &[u8] = &[0x01, 0x00, 0x01];
 /// AES-256 key length, in bytes.
@@ -22,6 +35,7 @@ pub(crate) const AES256_LEN: u64 = 32;
 pub(crate) enum Curve {
     P256,
     P384,
+    P521,
 }
 
 impl Curve {
@@ -29,11 +43,12 @@ impl Curve {
         match self {
             Curve::P256 => P256_OID_DER,
             Curve::P384 => P384_OID_DER,
+            Curve::P521 => P521_OID_DER,
         }
     }
 
     fn from_params(params: &[u8]) -> Option<Curve> {
-        [Curve::P256, Curve::P384]
+        [Curve::P256, Curve::P384, Curve::P521]
             .into_iter()
             .find(|curve| curve.oid_der() == params)
     }
@@ -43,6 +58,7 @@ impl Curve {
         match self {
             Curve::P256 => 65,
             Curve::P384 => 97,
+            Curve::P521 => 133,
         }
     }
 }
@@ -56,6 +72,8 @@ pub(crate) enum KeyKind {
     Rsa { bits: usize },
     /// ECDSA on this curve.
     Ec(Curve),
+    /// Pure Ed25519 (`CKK_EC_EDWARDS` on edwards25519, signing with `CKM_EDDSA`).
+    Ed25519,
     /// An EC key on a curve the plugin does not support.
     OtherCurve,
     /// Anything else (another key type, a certificate, a data object).
@@ -72,13 +90,36 @@ impl KeyKind {
             key_type::RSA_4096 => KeyKind::Rsa { bits: 4096 },
             key_type::ECDSA_P256 => KeyKind::Ec(Curve::P256),
             key_type::ECDSA_P384 => KeyKind::Ec(Curve::P384),
+            key_type::ECDSA_P521 => KeyKind::Ec(Curve::P521),
+            key_type::ED25519 => KeyKind::Ed25519,
             _ => return None,
         })
     }
 
     /// Whether keys of this kind are pairs (a private and a public key object).
     pub(crate) fn is_asymmetric(self) -> bool {
-        matches!(self, KeyKind::Rsa { .. } | KeyKind::Ec(_))
+        matches!(
+            self,
+            KeyKind::Rsa { .. } | KeyKind::Ec(_) | KeyKind::Ed25519
+        )
+    }
+
+    /// The mechanisms the token must offer to create and use keys of this kind, each with
+    /// the key size (bits) it must allow: checked at creation, since tokens differ (SoftHSM
+    /// 2.6 has them all; many HSMs have neither Ed25519 nor P-521). Empty for the kinds
+    /// every token the plugin supports has.
+    fn required_mechanisms(self) -> &'static [(MechanismType, usize)] {
+        match self {
+            KeyKind::Ec(Curve::P521) => &[
+                (MechanismType::ECC_KEY_PAIR_GEN, 521),
+                (MechanismType::ECDSA, 521),
+            ],
+            KeyKind::Ed25519 => &[
+                (MechanismType::ECC_EDWARDS_KEY_PAIR_GEN, 0),
+                (MechanismType::EDDSA, 0),
+            ],
+            _ => &[],
+        }
     }
 
     /// For messages: "AES-128", "RSA-2048", "EC P-256".
@@ -88,6 +129,8 @@ impl KeyKind {
             KeyKind::Rsa { bits } => format!("RSA-{bits}"),
             KeyKind::Ec(Curve::P256) => "EC P-256".to_owned(),
             KeyKind::Ec(Curve::P384) => "EC P-384".to_owned(),
+            KeyKind::Ec(Curve::P521) => "EC P-521".to_owned(),
+            KeyKind::Ed25519 => "Ed25519".to_owned(),
             KeyKind::OtherCurve => "EC (unsupported curve)".to_owned(),
             KeyKind::Other => "unsupported".to_owned(),
         }
@@ -97,6 +140,36 @@ impl KeyKind {
     pub(crate) fn describe(self) -> String {
         format!("an {} key", self.name())
     }
+}
+
+/// Refuses a key type whose mechanisms the token does not offer: `offered` answers the
+/// largest key size (bits) the token allows for a mechanism, `None` when it does not list
+/// it. The refusal names the backend, the type and the missing mechanism.
+pub(crate) fn check_offered(
+    kind: KeyKind,
+    key_type: &str,
+    token: &str,
+    mut offered: impl FnMut(MechanismType) -> Result<Option<usize>, CkError>,
+) -> Result<(), crate::error::Fault> {
+    for &(mechanism, bits) in kind.required_mechanisms() {
+        let missing = match offered(mechanism)? {
+            None => format!("token {token:?} does not offer {mechanism}"),
+            Some(max) if max < bits => {
+                format!("token {token:?} offers {mechanism} only up to {max}-bit keys, not {bits}")
+            }
+            Some(_) => continue,
+        };
+        return Err(unsupported_key_type(NAME, key_type, &missing).into());
+    }
+    Ok(())
+}
+
+/// The refusal of a key type the plugin does not know at all.
+pub(crate) fn not_supported(key_type: &str) -> PluginError {
+    PluginError::invalid_request(format!(
+        "key type {key_type:?} is not supported by {NAME}; use aes256-gcm96, rsa-2048, \
+         rsa-3072, rsa-4096, ecdsa-p256, ecdsa-p384, ecdsa-p521 or ed25519"
+    ))
 }
 
 /// The part of a key pair (or the secret key) an operation uses.
@@ -211,6 +284,12 @@ pub(crate) fn describe(session: &Session, handle: ObjectHandle) -> Result<Object
             .as_deref()
             .and_then(Curve::from_params)
             .map_or(KeyKind::OtherCurve, KeyKind::Ec),
+        (Some(Role::Private | Role::Public), Some(KeyType::EC_EDWARDS)) => {
+            match ec_params.as_deref() {
+                Some(ED25519_OID_DER | ED25519_NAME_DER) => KeyKind::Ed25519,
+                _ => KeyKind::OtherCurve,
+            }
+        }
         _ => KeyKind::Other,
     };
     let usable = match role {
@@ -292,6 +371,18 @@ pub(crate) fn generate(
             common(&mut private);
             session.generate_key_pair(&Mechanism::EccKeyPairGen, &public, &private)?;
         }
+        KeyKind::Ed25519 => {
+            let mut public = vec![
+                Attribute::Class(ObjectClass::PUBLIC_KEY),
+                Attribute::KeyType(KeyType::EC_EDWARDS),
+                Attribute::EcParams(ED25519_OID_DER.to_vec()),
+                Attribute::Verify(true),
+            ];
+            common(&mut public);
+            let mut private = private_template(KeyType::EC_EDWARDS);
+            common(&mut private);
+            session.generate_key_pair(&Mechanism::EccEdwardsKeyPairGen, &public, &private)?;
+        }
         KeyKind::OtherCurve | KeyKind::Other => return Err(CkError::NotSupported),
     }
     Ok(())
@@ -327,18 +418,64 @@ mod tests {
             Some(KeyKind::Ec(Curve::P384))
         );
         assert_eq!(KeyKind::for_key_type("aes128-gcm96"), None);
-        assert_eq!(KeyKind::for_key_type("ed25519"), None);
+        assert_eq!(KeyKind::for_key_type("ed448"), None);
+        assert_eq!(KeyKind::for_key_type("ed25519"), Some(KeyKind::Ed25519));
+        assert_eq!(
+            KeyKind::for_key_type("ecdsa-p521"),
+            Some(KeyKind::Ec(Curve::P521))
+        );
         for name in key_type::ASYMMETRIC {
             assert!(KeyKind::for_key_type(name).unwrap().is_asymmetric());
         }
         assert_eq!(KeyKind::Aes { len: 16 }.describe(), "an AES-128 key");
         assert_eq!(KeyKind::Ec(Curve::P256).describe(), "an EC P-256 key");
+        assert_eq!(KeyKind::Ed25519.describe(), "an Ed25519 key");
+    }
+
+    /// A token without Ed25519 or P-521 mechanisms refuses those types, naming the backend,
+    /// the type and what is missing; the other types need nothing checked.
+    #[test]
+    fn types_the_token_cannot_hold_are_refused_by_name() {
+        use crate::error::Fault;
+        let refusal =
+            |kind, key_type, offered: &dyn Fn(MechanismType) -> Option<usize>| match check_offered(
+                kind,
+                key_type,
+                "t",
+                |m| Ok(offered(m)),
+            ) {
+                Err(Fault::Final(error)) => Some(error),
+                Err(_) => panic!("not a final refusal"),
+                Ok(()) => None,
+            };
+        let nothing = |_| None;
+        let error = refusal(KeyKind::Ed25519, "ed25519", &nothing).unwrap();
+        assert_eq!(error.kind, keybroker_plugin_abi::ErrorKind::INVALID_REQUEST);
+        assert!(
+            error
+                .message
+                .as_str()
+                .starts_with("backend pkcs11 cannot hold ed25519 keys: token \"t\" does not offer"),
+            "{}",
+            error.message.as_str()
+        );
+        let small_ec =
+            |m| (m == MechanismType::ECC_KEY_PAIR_GEN || m == MechanismType::ECDSA).then_some(384);
+        let error = refusal(KeyKind::Ec(Curve::P521), "ecdsa-p521", &small_ec).unwrap();
+        assert!(error.message.as_str().contains("only up to 384-bit keys"));
+        assert!(refusal(KeyKind::Ec(Curve::P384), "ecdsa-p384", &nothing).is_none());
+        assert!(refusal(KeyKind::Rsa { bits: 2048 }, "rsa-2048", &nothing).is_none());
+        let softhsm = |_| Some(521);
+        assert!(refusal(KeyKind::Ed25519, "ed25519", &softhsm).is_none());
+        assert!(refusal(KeyKind::Ec(Curve::P521), "ecdsa-p521", &softhsm).is_none());
     }
 
     #[test]
     fn curves_by_oid_and_bit_lengths() {
         assert_eq!(Curve::from_params(P256_OID_DER), Some(Curve::P256));
         assert_eq!(Curve::from_params(P384_OID_DER), Some(Curve::P384));
+        assert_eq!(Curve::from_params(P521_OID_DER), Some(Curve::P521));
+        assert_eq!(Curve::from_params(ED25519_OID_DER), None);
         assert_eq!(Curve::from_params(&[0x06, 0x01, 0x00]), None);
         assert_eq!(bit_length(&[]), 0);
         assert_eq!(bit_length(&[0, 0]), 0);

@@ -27,6 +27,7 @@ use std::time::Instant;
 
 use cryptoki::{
     error::{Error as CkError, RvError},
+    mechanism::MechanismType,
     object::Attribute,
     session::{Session, SessionState, UserType},
     slot::Slot,
@@ -182,6 +183,22 @@ impl Attempt<'_> {
     /// Fails with [`Fault::Unreachable`] unless the token answers `C_GetTokenInfo`.
     pub(crate) fn check_token(&self, slot: Slot) -> Result<(), Fault> {
         self.backend.check_token(slot).map_err(Fault::Unreachable)
+    }
+
+    /// The largest key size (bits) the token in `slot` allows for `mechanism`; `None` when
+    /// it does not offer the mechanism at all.
+    pub(crate) fn mechanism_max_bits(
+        &self,
+        slot: Slot,
+        mechanism: MechanismType,
+    ) -> Result<Option<usize>, CkError> {
+        let library = self.backend.module.library();
+        if !library.get_mechanism_list(slot)?.contains(&mechanism) {
+            return Ok(None);
+        }
+        Ok(Some(
+            library.get_mechanism_info(slot, mechanism)?.max_key_size(),
+        ))
     }
 
     /// The label of the token, for messages.

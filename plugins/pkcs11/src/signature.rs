@@ -3,13 +3,16 @@
 //! - RSA `pkcs1v15`: `CKM_RSA_PKCS` over `DigestInfo(hash) ‖ digest` (RFC 8017 §9.2);
 //! - RSA `pss`: `CKM_RSA_PKCS_PSS` with the same SHA-2 as hash and as MGF1 hash, salt as long
 //!   as the digest;
-//! - ECDSA: `CKM_ECDSA` over the digest; the signature is `r ‖ s` as PKCS#11 returns it.
+//! - ECDSA: `CKM_ECDSA` over the digest; the signature is `r ‖ s` as PKCS#11 returns it;
+//! - Ed25519: `CKM_EDDSA` without parameters (pure Ed25519) over the whole message, which
+//!   the ABI carries in its `digest` field with `hash_algorithm` `none`.
 
 use cryptoki::mechanism::{
+    eddsa::{EddsaParams, EddsaSignatureScheme},
     rsa::{PkcsMgfType, PkcsPssParams},
     Mechanism, MechanismType,
 };
-use keybroker_plugin_abi::PluginError;
+use keybroker_plugin_abi::{PluginError, HASH_NONE};
 
 use crate::keys::KeyKind;
 
@@ -71,15 +74,46 @@ pub(crate) enum Scheme {
     Pkcs1v15(Hash),
     Pss(Hash),
     Ecdsa,
+    /// Pure Ed25519 over the message.
+    Eddsa,
+}
+
+/// The hash a sign or verify request names: `None` for [`HASH_NONE`] (Ed25519's message),
+/// otherwise a SHA-2 checked against the digest's length.
+pub(crate) fn request_hash(name: &str, digest: &[u8]) -> Result<Option<Hash>, PluginError> {
+    if name == HASH_NONE {
+        return Ok(None);
+    }
+    Hash::of_request(name, digest).map(Some)
 }
 
 impl Scheme {
     /// The scheme for a key and the request's `signature_algorithm`.
     pub(crate) fn choose(
         kind: KeyKind,
-        hash: Hash,
+        hash: Option<Hash>,
         signature_algorithm: &str,
     ) -> Result<Scheme, PluginError> {
+        let hash = match (kind, hash) {
+            (KeyKind::Ed25519, None) if signature_algorithm.is_empty() => return Ok(Scheme::Eddsa),
+            (KeyKind::Ed25519, None) => {
+                return Err(PluginError::invalid_request(format!(
+                    "an Ed25519 key takes no signature_algorithm (got {signature_algorithm:?})"
+                )))
+            }
+            (KeyKind::Ed25519, Some(_)) => {
+                return Err(PluginError::invalid_request(format!(
+                    "an Ed25519 key signs the message itself: hash_algorithm must be \
+                     {HASH_NONE:?}"
+                )))
+            }
+            (_, Some(hash)) => hash,
+            (_, None) => {
+                return Err(PluginError::invalid_request(format!(
+                    "hash_algorithm {HASH_NONE:?} is only for Ed25519 keys"
+                )))
+            }
+        };
         match (kind, signature_algorithm) {
             (KeyKind::Rsa { .. }, "pkcs1v15") => Ok(Scheme::Pkcs1v15(hash)),
             (KeyKind::Rsa { .. }, "pss") => Ok(Scheme::Pss(hash)),
@@ -117,6 +151,10 @@ impl Scheme {
                 (Mechanism::RsaPkcsPss(params), digest.to_vec())
             }
             Scheme::Ecdsa => (Mechanism::Ecdsa, digest.to_vec()),
+            Scheme::Eddsa => (
+                Mechanism::Eddsa(EddsaParams::new(EddsaSignatureScheme::Pure)),
+                digest.to_vec(),
+            ),
         }
     }
 }
@@ -151,28 +189,44 @@ mod tests {
     fn schemes_follow_the_key() {
         let rsa = KeyKind::Rsa { bits: 2048 };
         let ec = KeyKind::Ec(Curve::P256);
+        let sha256 = Some(Hash::Sha256);
         assert_eq!(
-            Scheme::choose(rsa, Hash::Sha256, "pss").unwrap(),
+            Scheme::choose(rsa, sha256, "pss").unwrap(),
             Scheme::Pss(Hash::Sha256)
         );
         assert_eq!(
-            Scheme::choose(rsa, Hash::Sha384, "pkcs1v15").unwrap(),
+            Scheme::choose(rsa, Some(Hash::Sha384), "pkcs1v15").unwrap(),
             Scheme::Pkcs1v15(Hash::Sha384)
         );
-        assert_eq!(Scheme::choose(ec, Hash::Sha256, "").unwrap(), Scheme::Ecdsa);
-        for (kind, algorithm) in [
-            (rsa, ""),
-            (rsa, "oaep"),
-            (ec, "pss"),
-            (KeyKind::Aes { len: 32 }, ""),
+        assert_eq!(Scheme::choose(ec, sha256, "").unwrap(), Scheme::Ecdsa);
+        assert_eq!(
+            Scheme::choose(KeyKind::Ec(Curve::P521), sha256, "").unwrap(),
+            Scheme::Ecdsa
+        );
+        assert_eq!(
+            Scheme::choose(KeyKind::Ed25519, None, "").unwrap(),
+            Scheme::Eddsa
+        );
+        for (kind, hash, algorithm) in [
+            (rsa, sha256, ""),
+            (rsa, sha256, "oaep"),
+            (rsa, None, "pss"),
+            (ec, sha256, "pss"),
+            (ec, None, ""),
+            (KeyKind::Ed25519, sha256, ""),
+            (KeyKind::Ed25519, None, "pss"),
+            (KeyKind::Aes { len: 32 }, sha256, ""),
         ] {
-            let error = Scheme::choose(kind, Hash::Sha256, algorithm).unwrap_err();
+            let error = Scheme::choose(kind, hash, algorithm).unwrap_err();
             assert_eq!(
                 error.kind,
                 ErrorKind::INVALID_REQUEST,
-                "{kind:?} {algorithm}"
+                "{kind:?} {hash:?} {algorithm}"
             );
         }
+        assert_eq!(request_hash("none", b"any message").unwrap(), None);
+        assert_eq!(request_hash("sha2-256", &[0; 32]).unwrap(), sha256);
+        assert!(request_hash("none-ish", &[0; 32]).is_err());
     }
 
     #[test]

@@ -470,7 +470,7 @@ fn signing_requests_must_fit_the_key() {
     assert_eq!(error.kind, ErrorKind::INVALID_REQUEST, "{error}");
     let error = encrypt(&backend, "acme", &ec, b"x", b"", &[]).unwrap_err();
     assert_eq!(error.kind, ErrorKind::INVALID_REQUEST, "{error}");
-    for key_type in ["aes128-gcm96", "ed25519", "rsa-1024", ""] {
+    for key_type in ["aes128-gcm96", "ed448", "rsa-1024", ""] {
         let error = backend
             .create_key(CreateKeyRequest {
                 tenant_id: "acme".into(),

@@ -227,9 +227,11 @@ impl RemoteAgentBackend {
         key: &str,
     ) -> Result<KeyHandle, PluginError> {
         if key_type_name != key_type::AES256_GCM96 {
-            return Err(PluginError::invalid_request(format!(
-                "remote-agent: agents hold AES-256 keys; key type {key_type_name:?} is not supported"
-            )));
+            return Err(keybroker_plugin_sdk::entry::unsupported_key_type(
+                NAME,
+                key_type_name,
+                "agents hold AES-256 keys only (no signing keys)",
+            ));
         }
         if !crate::config::valid_name(key) {
             return Err(PluginError::invalid_request(

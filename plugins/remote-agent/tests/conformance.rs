@@ -198,6 +198,10 @@ fn passes_the_conformance_suite_and_reports_the_agent_going_and_coming_back() {
     );
 
     keybroker_plugin_conformance::run(&backend, &options);
+    // Agents hold AES keys only: every signing type is refused, by name.
+    for key_type in key_type::ASYMMETRIC {
+        keybroker_plugin_conformance::check_refuses_key_type(&backend, &options, key_type);
+    }
 
     let status: serde_json::Value =
         serde_json::from_str(backend.status().unwrap().as_str()).unwrap();

@@ -1,7 +1,8 @@
 //! Small pieces of the ABI's entry points that every plugin writes the same way: what
-//! `info()` answers, and an `encrypt` that wipes the request's plaintext once used.
+//! `info()` answers, an `encrypt` that wipes the request's plaintext once used, and the
+//! refusal of a key type the backend cannot hold.
 
-use keybroker_plugin_abi::{BackendInfo, EncryptRequest};
+use keybroker_plugin_abi::{BackendInfo, EncryptRequest, PluginError};
 use zeroize::Zeroize as _;
 
 /// What `info()` answers: the plugin's `name`, its `version` (pass
@@ -27,10 +28,29 @@ pub fn encrypt_then_wipe<T>(
     result
 }
 
+/// `create_key` (or `bind_key`) refusing a key type that the backend itself cannot hold:
+/// `INVALID_REQUEST` (a 400 at the broker), naming the plugin, the type, and why (e.g. "AWS
+/// KMS has no Ed25519 key spec").
+pub fn unsupported_key_type(plugin: &str, key_type: &str, reason: &str) -> PluginError {
+    PluginError::invalid_request(format!(
+        "backend {plugin} cannot hold {key_type} keys: {reason}"
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use keybroker_plugin_abi::abi_stable::std_types::RVec;
+
+    #[test]
+    fn unsupported_types_name_the_backend_and_the_type() {
+        let error = unsupported_key_type("aws-kms", "ed25519", "no such key spec");
+        assert_eq!(error.kind, keybroker_plugin_abi::ErrorKind::INVALID_REQUEST);
+        assert_eq!(
+            error.message.as_str(),
+            "backend aws-kms cannot hold ed25519 keys: no such key spec"
+        );
+    }
 
     #[test]
     fn info_and_wiping() {

@@ -7,7 +7,8 @@
 //!   reference ours, and for this tenant" check, the hashed names of created keys, and the
 //!   `KEY_NOT_FOUND` errors that never name the owner.
 //! - [`cache`]: the keys an instance has verified (tags, kind) on their first use.
-//! - [`signature`]: ECDSA signatures between DER and the ABI's `r ‖ s`.
+//! - [`signature`]: ECDSA signatures between DER and the ABI's `r ‖ s`, and digests shaped for
+//!   the reference crates (P-521).
 //! - [`public_key`]: public keys as PEM SubjectPublicKeyInfo.
 //! - [`runtime`] (feature `runtime`): the instance's own Tokio runtime, on which the ABI's
 //!   blocking entry points run async SDK calls, with a deadline.

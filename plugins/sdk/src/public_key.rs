@@ -5,7 +5,7 @@ use keybroker_plugin_abi::HashAlgorithm;
 use p256::pkcs8::{EncodePublicKey as _, LineEnding};
 use rsa::{traits::PublicKeyParts as _, Pkcs1v15Sign, Pss};
 
-use crate::signature::Curve;
+use crate::signature::{prehash_for, Curve};
 
 /// A public key of a type the broker signs with.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -16,6 +16,10 @@ pub enum PublicKey {
     P256(p256::PublicKey),
     /// NIST P-384.
     P384(p384::PublicKey),
+    /// NIST P-521.
+    P521(p521::PublicKey),
+    /// Ed25519.
+    Ed25519(ed25519_dalek::VerifyingKey),
 }
 
 /// Why a public key could not be built or encoded.
@@ -26,6 +30,8 @@ pub enum PublicKeyError {
     Rsa(rsa::Error),
     /// The bytes are not a point of the curve.
     Point(p256::elliptic_curve::Error),
+    /// The bytes are not an Ed25519 public key.
+    Ed25519(ed25519_dalek::SignatureError),
     /// The key could not be DER-encoded.
     Encode(p256::pkcs8::spki::Error),
 }
@@ -35,6 +41,7 @@ impl std::fmt::Display for PublicKeyError {
         match self {
             PublicKeyError::Rsa(error) => error.fmt(f),
             PublicKeyError::Point(error) => error.fmt(f),
+            PublicKeyError::Ed25519(error) => error.fmt(f),
             PublicKeyError::Encode(error) => error.fmt(f),
         }
     }
@@ -58,8 +65,20 @@ impl PublicKey {
         match curve {
             Curve::P256 => p256::PublicKey::from_sec1_bytes(sec1).map(PublicKey::P256),
             Curve::P384 => p384::PublicKey::from_sec1_bytes(sec1).map(PublicKey::P384),
+            Curve::P521 => p521::PublicKey::from_sec1_bytes(sec1).map(PublicKey::P521),
         }
         .map_err(PublicKeyError::Point)
+    }
+
+    /// An Ed25519 key from its 32 bytes (RFC 8032's encoding, as PKCS #11's `CKA_EC_POINT`
+    /// carries it once unwrapped).
+    pub fn ed25519(raw: &[u8]) -> Result<Self, PublicKeyError> {
+        let bytes: [u8; 32] = raw
+            .try_into()
+            .map_err(|_| PublicKeyError::Ed25519(ed25519_dalek::SignatureError::new()))?;
+        ed25519_dalek::VerifyingKey::from_bytes(&bytes)
+            .map(PublicKey::Ed25519)
+            .map_err(PublicKeyError::Ed25519)
     }
 
     /// PEM SubjectPublicKeyInfo, with `\n` line endings.
@@ -70,13 +89,17 @@ impl PublicKey {
             }
             PublicKey::P256(public) => public.to_public_key_pem(LineEnding::LF),
             PublicKey::P384(public) => public.to_public_key_pem(LineEnding::LF),
+            PublicKey::P521(public) => public.to_public_key_pem(LineEnding::LF),
+            PublicKey::Ed25519(public) => public.to_public_key_pem(LineEnding::LF),
         }
         .map_err(PublicKeyError::Encode)
     }
 
     /// Verifies a signature over a digest: RSA with `scheme` `pss` (salt = digest length) or
-    /// anything else for PKCS #1 v1.5, ECDSA as `r ‖ s`. `false` for anything that is not a
-    /// valid signature (wrong length, zero scalars, garbage, a hash RSA is not used with).
+    /// anything else for PKCS #1 v1.5, ECDSA as `r ‖ s`; Ed25519 (which hashes the message
+    /// itself) over `digest` as the whole message, ignoring `hash`. `false` for anything that
+    /// is not a valid signature (wrong length, zero scalars, garbage, a hash RSA is not used
+    /// with).
     pub fn verify_prehash(
         &self,
         hash: HashAlgorithm,
@@ -126,6 +149,20 @@ impl PublicKey {
                         .verify_prehash(digest, &signature)
                         .is_ok()
                 })
+            }
+            PublicKey::P521(public) => {
+                let Ok(key) = p521::ecdsa::VerifyingKey::from_affine(*public.as_affine()) else {
+                    return false;
+                };
+                p521::ecdsa::Signature::from_slice(signature).is_ok_and(|signature| {
+                    key.verify_prehash(&prehash_for(Curve::P521, digest), &signature)
+                        .is_ok()
+                })
+            }
+            PublicKey::Ed25519(public) => {
+                use ed25519_dalek::Verifier as _;
+                ed25519_dalek::Signature::from_slice(signature)
+                    .is_ok_and(|signature| public.verify(digest, &signature).is_ok())
             }
         }
     }
@@ -177,5 +214,46 @@ mod tests {
         assert!(!key.verify_prehash(HashAlgorithm::Sha256, "", &[4u8; 32], &signature.to_bytes()));
         assert!(!key.verify_prehash(HashAlgorithm::Sha256, "", &digest, &[]));
         assert!(!rsa.verify_prehash(HashAlgorithm::Sha224, "", &digest, &[0; 256]));
+    }
+
+    #[test]
+    fn p521_and_ed25519_keys_encode_and_verify() {
+        use ed25519_dalek::{pkcs8::DecodePublicKey as _, Signer as _};
+        use p256::ecdsa::signature::hazmat::PrehashSigner as _;
+
+        let mut scalar = [5u8; 66];
+        scalar[0] = 0; // below P-521's order, whose top byte is 1
+        let secret = p521::SecretKey::from_slice(&scalar).unwrap();
+        let point = p521::EncodedPoint::from(secret.public_key());
+        let key = PublicKey::ec(Curve::P521, point.as_bytes()).unwrap();
+        let pem = key.to_pem().unwrap();
+        assert_eq!(
+            p521::PublicKey::from_public_key_pem(&pem).unwrap(),
+            secret.public_key()
+        );
+        let signing = p521::ecdsa::SigningKey::from_bytes(&secret.to_bytes()).unwrap();
+        // A SHA-256 digest: shorter than half of P-521's scalar.
+        let digest = [3u8; 32];
+        let signature: p521::ecdsa::Signature = signing
+            .sign_prehash(&prehash_for(Curve::P521, &digest))
+            .unwrap();
+        assert!(key.verify_prehash(HashAlgorithm::Sha256, "", &digest, &signature.to_bytes()));
+        assert!(!key.verify_prehash(HashAlgorithm::Sha256, "", &[4u8; 32], &signature.to_bytes()));
+        assert!(!key.verify_prehash(HashAlgorithm::Sha256, "", &digest, &[0; 132]));
+
+        let signing = ed25519_dalek::SigningKey::from_bytes(&[8u8; 32]);
+        let key = PublicKey::ed25519(signing.verifying_key().as_bytes()).unwrap();
+        let pem = key.to_pem().unwrap();
+        assert!(pem.starts_with("-----BEGIN PUBLIC KEY-----\n"), "{pem}");
+        assert_eq!(
+            ed25519_dalek::VerifyingKey::from_public_key_pem(&pem).unwrap(),
+            signing.verifying_key()
+        );
+        let message = b"the whole message, not a digest";
+        let signature = signing.sign(message).to_bytes();
+        assert!(key.verify_prehash(HashAlgorithm::Sha256, "", message, &signature));
+        assert!(!key.verify_prehash(HashAlgorithm::Sha256, "", b"another", &signature));
+        assert!(!key.verify_prehash(HashAlgorithm::Sha256, "", message, &signature[1..]));
+        assert!(PublicKey::ed25519(&[1u8; 31]).is_err());
     }
 }

@@ -2,8 +2,8 @@
 //!
 //! Follows the Key Vault REST API: wrapKey/unwrapKey take `RSA-OAEP-256`, `RSA-OAEP` and
 //! `RSA1_5`; sign/verify take a digest (never the message) with `PS256/384/512`,
-//! `RS256/384/512` on RSA keys and `ES256`/`ES384` on P-256/P-384 keys, EC signatures being
-//! the raw `r‖s` concatenation Key Vault returns.
+//! `RS256/384/512` on RSA keys and `ES256`/`ES384`/`ES512` on P-256/P-384/P-521 keys, EC
+//! signatures being the raw `r‖s` concatenation Key Vault returns.
 
 use p256::ecdsa::signature::hazmat::{PrehashSigner as _, PrehashVerifier as _};
 use rsa::{traits::PublicKeyParts as _, Oaep, Pkcs1v15Encrypt, Pkcs1v15Sign, Pss, RsaPrivateKey};
@@ -60,6 +60,8 @@ pub enum KeyMaterial {
     P256(p256::ecdsa::SigningKey),
     /// A P-384 key (`crv` `P-384`).
     P384(p384::ecdsa::SigningKey),
+    /// A P-521 key (`crv` `P-521`).
+    P521(p521::ecdsa::SigningKey),
 }
 
 /// What `kty`/`key_size`/`crv` of a create request ask for.
@@ -71,6 +73,8 @@ pub enum KeySpec {
     P256,
     /// NIST P-384.
     P384,
+    /// NIST P-521.
+    P521,
 }
 
 impl KeyMaterial {
@@ -89,6 +93,7 @@ impl KeyMaterial {
             }
             KeySpec::P256 => KeyMaterial::P256(p256::ecdsa::SigningKey::random(&mut rng)),
             KeySpec::P384 => KeyMaterial::P384(p384::ecdsa::SigningKey::random(&mut rng)),
+            KeySpec::P521 => KeyMaterial::P521(p521::ecdsa::SigningKey::random(&mut rng)),
         })
     }
 
@@ -124,6 +129,19 @@ impl KeyMaterial {
             KeyMaterial::P384(key) => {
                 let point = key.verifying_key().to_encoded_point(false);
                 put("crv", "P-384".to_owned());
+                put(
+                    "x",
+                    b64url(point.x().map(|x| x.as_slice()).unwrap_or_default()),
+                );
+                put(
+                    "y",
+                    b64url(point.y().map(|y| y.as_slice()).unwrap_or_default()),
+                );
+            }
+            KeyMaterial::P521(key) => {
+                // p521's `SigningKey::verifying_key` sits behind a feature it does not have.
+                let point = p521::ecdsa::VerifyingKey::from(key).to_encoded_point(false);
+                put("crv", "P-521".to_owned());
                 put(
                     "x",
                     b64url(point.x().map(|x| x.as_slice()).unwrap_or_default()),
@@ -199,6 +217,11 @@ impl KeyMaterial {
                     key.sign_prehash(digest).map_err(|e| failed(&e))?;
                 Ok(signature.to_bytes().to_vec())
             }
+            (KeyMaterial::P521(key), SignatureHash::Ecdsa) => {
+                let signature: p521::ecdsa::Signature =
+                    key.sign_prehash(digest).map_err(|e| failed(&e))?;
+                Ok(signature.to_bytes().to_vec())
+            }
             _ => Err(CryptoError::UnsupportedAlgorithm(algorithm.to_owned())),
         }
     }
@@ -240,6 +263,13 @@ impl KeyMaterial {
                         .is_ok()
                 })
             }
+            (KeyMaterial::P521(key), SignatureHash::Ecdsa) => {
+                p521::ecdsa::Signature::from_slice(signature).is_ok_and(|signature| {
+                    p521::ecdsa::VerifyingKey::from(key)
+                        .verify_prehash(digest, &signature)
+                        .is_ok()
+                })
+            }
             _ => return Err(CryptoError::UnsupportedAlgorithm(algorithm.to_owned())),
         })
     }
@@ -270,9 +300,9 @@ impl SignatureHash {
             (KeyMaterial::Rsa(_), "PS256") => SignatureHash::Pss(256),
             (KeyMaterial::Rsa(_), "PS384") => SignatureHash::Pss(384),
             (KeyMaterial::Rsa(_), "PS512") => SignatureHash::Pss(512),
-            (KeyMaterial::P256(_), "ES256") | (KeyMaterial::P384(_), "ES384") => {
-                SignatureHash::Ecdsa
-            }
+            (KeyMaterial::P256(_), "ES256")
+            | (KeyMaterial::P384(_), "ES384")
+            | (KeyMaterial::P521(_), "ES512") => SignatureHash::Ecdsa,
             _ => return Err(CryptoError::UnsupportedAlgorithm(algorithm.to_owned())),
         };
         Ok(scheme)
@@ -282,7 +312,8 @@ impl SignatureHash {
         let expected = match (self, algorithm) {
             (SignatureHash::Pkcs1(bits) | SignatureHash::Pss(bits), _) => bits / 8,
             (SignatureHash::Ecdsa, "ES256") => 32,
-            (SignatureHash::Ecdsa, _) => 48,
+            (SignatureHash::Ecdsa, "ES384") => 48,
+            (SignatureHash::Ecdsa, _) => 64,
         };
         if digest.len() == expected {
             Ok(())
@@ -396,6 +427,20 @@ mod tests {
         let signature = p384.sign("ES384", &digest).unwrap();
         assert_eq!(signature.len(), 96);
         assert!(p384.verify("ES384", &digest, &signature).unwrap());
+        let p521 = KeyMaterial::generate(KeySpec::P521).unwrap();
+        let digest = Sha512::digest(b"message");
+        let signature = p521.sign("ES512", &digest).unwrap();
+        assert_eq!(signature.len(), 132);
+        assert!(p521.verify("ES512", &digest, &signature).unwrap());
+        assert!(!p521
+            .verify("ES512", &Sha512::digest(b"x"), &signature)
+            .unwrap());
+        assert!(p521.sign("ES384", &Sha384::digest(b"m")).is_err());
+        assert!(matches!(
+            p521.sign("ES512", &Sha256::digest(b"m")),
+            Err(CryptoError::DigestLength { expected: 64, .. })
+        ));
+        assert_eq!(p521.public_jwk_members()["crv"], "P-521");
     }
 
     #[test]

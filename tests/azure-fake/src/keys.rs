@@ -128,9 +128,10 @@ pub(crate) async fn create(
         ("RSA" | "RSA-HSM", _) => KeySpec::Rsa(request.key_size.unwrap_or(2048)),
         ("EC" | "EC-HSM", None | Some("P-256")) => KeySpec::P256,
         ("EC" | "EC-HSM", Some("P-384")) => KeySpec::P384,
+        ("EC" | "EC-HSM", Some("P-521")) => KeySpec::P521,
         ("EC" | "EC-HSM", Some(crv)) => {
             return Err(KeyVaultError::BadParameter(format!(
-                "The curve {crv} is not supported by this fake (P-256, P-384)."
+                "The curve {crv} is not supported by this fake (P-256, P-384, P-521)."
             )))
         }
         (kty, _) => {

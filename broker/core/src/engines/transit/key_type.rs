@@ -1,5 +1,7 @@
 //! Transit key types (Vault's names): the symmetric AES key, and the asymmetric types whose
-//! private keys live in a backend and sign.
+//! private keys live in a backend and sign (RSA, ECDSA on P-256, P-384 and P-521, Ed25519).
+
+use base64::Engine as _;
 
 use crate::error::{Error, Result};
 
@@ -14,6 +16,10 @@ pub enum KeyType {
     EcdsaP256,
     /// ECDSA on P-384: signing.
     EcdsaP384,
+    /// ECDSA on P-521: signing.
+    EcdsaP521,
+    /// Pure Ed25519 (RFC 8032), which hashes the input itself: signing.
+    Ed25519,
 }
 
 impl KeyType {
@@ -26,10 +32,12 @@ impl KeyType {
             "rsa-4096" => Self::Rsa(4096),
             "ecdsa-p256" => Self::EcdsaP256,
             "ecdsa-p384" => Self::EcdsaP384,
+            "ecdsa-p521" => Self::EcdsaP521,
+            "ed25519" => Self::Ed25519,
             other => {
                 return Err(Error::invalid(format!(
                     "unknown key type {other:?}: use aes256-gcm96, rsa-2048, rsa-3072, \
-                     rsa-4096, ecdsa-p256 or ecdsa-p384"
+                     rsa-4096, ecdsa-p256, ecdsa-p384, ecdsa-p521 or ed25519"
                 )))
             }
         })
@@ -45,7 +53,13 @@ impl KeyType {
         matches!(self, Self::Rsa(_))
     }
 
-    /// How Vault names a version's key in `keys` of a key read (`P-256`, `rsa-2048`).
+    /// Whether this type signs the input itself rather than a digest of it (Ed25519).
+    pub fn signs_input(self) -> bool {
+        matches!(self, Self::Ed25519)
+    }
+
+    /// How Vault names a version's key in `keys` of a key read (`P-256`, `rsa-2048`,
+    /// `ed25519`).
     pub fn version_name(self) -> &'static str {
         match self {
             Self::Aes256Gcm96 => "aes256-gcm96",
@@ -54,7 +68,23 @@ impl KeyType {
             Self::Rsa(_) => "rsa-4096",
             Self::EcdsaP256 => "P-256",
             Self::EcdsaP384 => "P-384",
+            Self::EcdsaP521 => "P-521",
+            Self::Ed25519 => "ed25519",
         }
+    }
+
+    /// A version's public key as Vault's key read shows it, from the PEM
+    /// SubjectPublicKeyInfo a backend answers: the PEM itself, except for Ed25519, which
+    /// Vault shows as the standard base64 of the key's 32 raw bytes.
+    pub fn vault_public_key(self, pem: &str) -> Result<String> {
+        if self != Self::Ed25519 {
+            return Ok(pem.to_owned());
+        }
+        use ed25519_dalek::pkcs8::DecodePublicKey as _;
+        let key = ed25519_dalek::VerifyingKey::from_public_key_pem(pem.trim()).map_err(|_| {
+            Error::internal("backend answered a public key that is not an Ed25519 key")
+        })?;
+        Ok(base64::engine::general_purpose::STANDARD.encode(key.as_bytes()))
     }
 }
 
@@ -81,14 +111,23 @@ mod tests {
             "rsa-4096",
             "ecdsa-p256",
             "ecdsa-p384",
+            "ecdsa-p521",
+            "ed25519",
         ] {
             let kind = KeyType::parse(name).unwrap();
             assert_eq!(kind.is_asymmetric(), name != "aes256-gcm96");
+            assert_eq!(kind.signs_input(), name == "ed25519");
         }
+        assert_eq!(KeyType::EcdsaP521.version_name(), "P-521");
+        assert_eq!(KeyType::Ed25519.version_name(), "ed25519");
+        let unknown = KeyType::parse("ed448").unwrap_err().to_string();
+        assert!(unknown.contains("ecdsa-p521 or ed25519"), "{unknown}");
         for bad in [
             "",
             "rsa-1024",
-            "ed25519",
+            "ed448",
+            "ecdsa-p224",
+            "ED25519",
             "AES256-GCM96",
             "chacha20-poly1305",
         ] {
@@ -96,5 +135,24 @@ mod tests {
         }
         assert!(require_encryption("aes256-gcm96").is_ok());
         assert!(require_encryption("ecdsa-p256").is_err());
+        assert!(require_encryption("ed25519").is_err());
+    }
+
+    #[test]
+    fn ed25519_public_keys_read_as_raw_base64_and_others_as_pem() {
+        use base64::Engine as _;
+        use ed25519_dalek::pkcs8::{spki::der::pem::LineEnding, EncodePublicKey as _};
+        let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]).verifying_key();
+        let pem = key.to_public_key_pem(LineEnding::LF).unwrap();
+        let shown = KeyType::Ed25519.vault_public_key(&pem).unwrap();
+        assert_eq!(
+            base64::engine::general_purpose::STANDARD
+                .decode(&shown)
+                .unwrap(),
+            key.as_bytes()
+        );
+        assert_eq!(shown.len(), 44);
+        assert_eq!(KeyType::EcdsaP521.vault_public_key(&pem).unwrap(), pem);
+        assert!(KeyType::Ed25519.vault_public_key("not a key").is_err());
     }
 }

@@ -367,9 +367,12 @@ impl Transit {
                             .await?
                     }
                 };
-                // Asymmetric versions keep their public key, so reads never call the backend.
-                let public_key = if KeyType::parse(&record.key_type)?.is_asymmetric() {
-                    Some(instance.public_key(tenant, &reference).await?)
+                // Asymmetric versions keep their public key (as Vault shows it), so reads
+                // never call the backend.
+                let key_type = KeyType::parse(&record.key_type)?;
+                let public_key = if key_type.is_asymmetric() {
+                    let pem = instance.public_key(tenant, &reference).await?;
+                    Some(key_type.vault_public_key(&pem)?)
                 } else {
                     None
                 };

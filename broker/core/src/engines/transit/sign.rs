@@ -6,6 +6,12 @@
 //! key version's private key, and the broker marshals the result as Vault does:
 //! `vault:v<N>:<base64>`, with ECDSA signatures in ASN.1 DER (`asn1`, the default) or as
 //! raw `r ‖ s` in base64url (`jws`). Backends exchange ECDSA signatures as raw `r ‖ s`.
+//!
+//! Ed25519 is pure Ed25519 (RFC 8032): the backend signs the input itself, which the
+//! algorithm hashes (the ABI's `digest` field carries it, with `hash_algorithm` `none`), and
+//! the signature is its 64 bytes, in base64 (base64url under `jws`, as Vault writes it).
+//! `hash_algorithm` is ignored, except that, as in Vault CE, `prehashed` and `sha2-512`
+//! (which would ask for Ed25519ph, a Vault Enterprise feature) are refused, item by item.
 
 use base64::{
     engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD},
@@ -32,22 +38,36 @@ pub enum HashAlgorithm {
     Sha2_384,
     /// SHA-512.
     Sha2_512,
+    /// A hash Vault also signs with (`sha1`, `sha3-224` … `sha3-512`) that keybroker does
+    /// not: accepted where the hash is ignored (Ed25519, as in Vault), refused item by item
+    /// otherwise.
+    NotSupported(&'static str),
+}
+
+/// Vault's names of the hashes it signs with that keybroker does not.
+const NOT_SUPPORTED: [&str; 5] = ["sha1", "sha3-224", "sha3-256", "sha3-384", "sha3-512"];
+
+/// The refusal of a hash keybroker does not sign with.
+fn unsupported_hash(name: &str) -> Error {
+    Error::invalid(format!(
+        "unsupported hash algorithm {name:?}: use sha2-224, sha2-256, sha2-384 or sha2-512"
+    ))
 }
 
 impl HashAlgorithm {
-    /// Parses Vault's name (`sha2-256`; also `sha2_256` as the path form writes it).
+    /// Parses Vault's name (`sha2-256`; also `sha2_256` as the path form writes it). A name
+    /// Vault does not know is refused here, before any key is looked up.
     pub fn parse(name: &str) -> Result<Self> {
-        Ok(match name.replace('_', "-").as_str() {
+        let normalised = name.replace('_', "-");
+        Ok(match normalised.as_str() {
             "sha2-224" => Self::Sha2_224,
             "sha2-256" => Self::Sha2_256,
             "sha2-384" => Self::Sha2_384,
             "sha2-512" => Self::Sha2_512,
-            _ => {
-                return Err(Error::invalid(format!(
-                    "unsupported hash algorithm {name:?}: use sha2-224, sha2-256, sha2-384 or \
-                     sha2-512"
-                )))
-            }
+            other => match NOT_SUPPORTED.iter().find(|known| **known == other) {
+                Some(known) => Self::NotSupported(known),
+                None => return Err(unsupported_hash(name)),
+            },
         })
     }
 
@@ -58,26 +78,29 @@ impl HashAlgorithm {
             Self::Sha2_256 => "sha2-256",
             Self::Sha2_384 => "sha2-384",
             Self::Sha2_512 => "sha2-512",
+            Self::NotSupported(name) => name,
         }
     }
 
-    /// Digest length in bytes.
-    pub fn digest_len(self) -> usize {
+    /// Digest length in bytes; `None` for a hash keybroker does not sign with.
+    pub fn digest_len(self) -> Option<usize> {
         match self {
-            Self::Sha2_224 => 28,
-            Self::Sha2_256 => 32,
-            Self::Sha2_384 => 48,
-            Self::Sha2_512 => 64,
+            Self::Sha2_224 => Some(28),
+            Self::Sha2_256 => Some(32),
+            Self::Sha2_384 => Some(48),
+            Self::Sha2_512 => Some(64),
+            Self::NotSupported(_) => None,
         }
     }
 
-    fn digest(self, input: &[u8]) -> Vec<u8> {
-        match self {
+    fn digest(self, input: &[u8]) -> Result<Vec<u8>> {
+        Ok(match self {
             Self::Sha2_224 => Sha224::digest(input).to_vec(),
             Self::Sha2_256 => Sha256::digest(input).to_vec(),
             Self::Sha2_384 => Sha384::digest(input).to_vec(),
             Self::Sha2_512 => Sha512::digest(input).to_vec(),
-        }
+            Self::NotSupported(name) => return Err(unsupported_hash(name)),
+        })
     }
 }
 
@@ -110,13 +133,13 @@ pub struct SignOptions {
     /// Version to sign with (default: the latest); ignored by verify, which reads it from
     /// the signature.
     pub key_version: Option<u32>,
-    /// Hash of the input.
+    /// Hash of the input (ignored for Ed25519, which hashes the input itself).
     pub hash_algorithm: HashAlgorithm,
     /// RSA padding: `pss` (default) or `pkcs1v15`; ignored for ECDSA keys, as in Vault.
     pub signature_algorithm: Option<String>,
     /// Signature encoding.
     pub marshaling: Marshaling,
-    /// The input is already a digest made with `hash_algorithm`.
+    /// The input is already a digest made with `hash_algorithm` (refused for Ed25519).
     pub prehashed: bool,
 }
 
@@ -129,11 +152,63 @@ pub struct SignOutput {
     pub key_version: u32,
 }
 
+/// The `hash_algorithm` a backend is sent for an Ed25519 key, whose `digest` field carries
+/// the whole input (the plugin ABI's `HASH_NONE`).
+const HASH_NONE: &str = "none";
+
+/// Why Vault CE refuses an Ed25519 request that asks for anything but pure Ed25519 (its
+/// Enterprise edition would make an Ed25519ph signature).
+const PURE_ED25519_ONLY_PREHASHED: &str =
+    "only Pure Ed25519 signatures supported, prehashed must be false";
+/// As [`PURE_ED25519_ONLY_PREHASHED`], for `hash_algorithm=sha2-512`; Vault's words,
+/// spelling included.
+const PURE_ED25519_ONLY_HASH: &str =
+    "only Pure Ed25519 signatures supported, hash_alogithm should not be set";
+
 /// What the backend is asked to do, once per request.
 pub(super) struct Plan {
     pub(super) key_type: KeyType,
     pub(super) signature_algorithm: &'static str,
 }
+
+impl Plan {
+    /// The `hash_algorithm` the backend is sent: the hash's name, or `none` for Ed25519.
+    pub(super) fn hash_name(&self, options: &SignOptions) -> &'static str {
+        if self.key_type.signs_input() {
+            HASH_NONE
+        } else {
+            options.hash_algorithm.name()
+        }
+    }
+
+    /// What the backend signs or verifies for `input`: for Ed25519 the input itself (after
+    /// Vault CE's refusals, whose message is `refusal_prefix` then the reason), otherwise
+    /// [`SignOptions::digest`].
+    pub(super) fn to_sign(
+        &self,
+        options: &SignOptions,
+        refusal_prefix: &str,
+        input: &[u8],
+    ) -> Result<Vec<u8>> {
+        if !self.key_type.signs_input() {
+            return options.digest(input);
+        }
+        if options.prehashed {
+            return Err(Error::invalid(format!(
+                "{refusal_prefix}{PURE_ED25519_ONLY_PREHASHED}"
+            )));
+        }
+        if options.hash_algorithm == HashAlgorithm::Sha2_512 {
+            return Err(Error::invalid(format!(
+                "{refusal_prefix}{PURE_ED25519_ONLY_HASH}"
+            )));
+        }
+        Ok(input.to_vec())
+    }
+}
+
+/// How Vault words a refused sign item (`failed to parse batch item: …`).
+const SIGN_ITEM: &str = "failed to parse batch item: ";
 
 impl SignOptions {
     /// What to ask the backend for a key of `key_type`; refuses keys that do not sign.
@@ -166,13 +241,16 @@ impl SignOptions {
     /// The digest the backend signs: the input hashed, or checked if `prehashed`.
     pub(super) fn digest(&self, input: &[u8]) -> Result<Vec<u8>> {
         if !self.prehashed {
-            return Ok(self.hash_algorithm.digest(input));
+            return self.hash_algorithm.digest(input);
         }
-        if input.len() != self.hash_algorithm.digest_len() {
+        let name = self.hash_algorithm.name();
+        let len = self
+            .hash_algorithm
+            .digest_len()
+            .ok_or_else(|| unsupported_hash(name))?;
+        if input.len() != len {
             return Err(Error::invalid(format!(
-                "prehashed input must be a {}-byte {} digest, got {} bytes",
-                self.hash_algorithm.digest_len(),
-                self.hash_algorithm.name(),
+                "prehashed input must be a {len}-byte {name} digest, got {} bytes",
                 input.len()
             )));
         }
@@ -210,6 +288,11 @@ fn marshal(key_type: KeyType, marshaling: Marshaling, raw: Vec<u8>) -> Result<Ve
             .to_der()
             .as_bytes()
             .to_vec(),
+        (KeyType::EcdsaP521, Marshaling::Asn1) => p521::ecdsa::Signature::from_slice(&raw)
+            .map_err(|_| malformed())?
+            .to_der()
+            .as_bytes()
+            .to_vec(),
         _ => raw,
     })
 }
@@ -227,6 +310,10 @@ pub(super) fn unmarshal(
             .to_bytes()
             .to_vec(),
         (KeyType::EcdsaP384, Marshaling::Asn1) => p384::ecdsa::Signature::from_der(&bytes)
+            .map_err(|_| malformed())?
+            .to_bytes()
+            .to_vec(),
+        (KeyType::EcdsaP521, Marshaling::Asn1) => p521::ecdsa::Signature::from_der(&bytes)
             .map_err(|_| malformed())?
             .to_bytes()
             .to_vec(),
@@ -292,7 +379,7 @@ impl Transit {
         let number = version.record.version;
         let mut results = Vec::with_capacity(inputs.len());
         for input in inputs {
-            let digest = match options.digest(&input) {
+            let digest = match plan.to_sign(options, SIGN_ITEM, &input) {
                 Ok(digest) => digest,
                 Err(error) => {
                     results.push(Err(error));
@@ -302,7 +389,7 @@ impl Transit {
             let request = BackendSign {
                 reference,
                 digest: &digest,
-                hash_algorithm: options.hash_algorithm.name(),
+                hash_algorithm: plan.hash_name(options),
                 signature_algorithm: plan.signature_algorithm,
             };
             let raw = match instance.sign(tenant, request).await {
@@ -336,11 +423,29 @@ mod tests {
             ("sha2-512", 64),
         ] {
             let hash = HashAlgorithm::parse(name).unwrap();
-            assert_eq!(hash.digest_len(), len);
-            assert_eq!(hash.digest(b"x").len(), len);
+            assert_eq!(hash.digest_len(), Some(len));
+            assert_eq!(hash.digest(b"x").unwrap().len(), len);
         }
-        assert!(HashAlgorithm::parse("sha1").is_err());
-        assert!(HashAlgorithm::parse("sha3-256").is_err());
+        // Vault's other names parse, but nothing is hashed with them.
+        for name in ["sha1", "sha3-256", "sha3_512"] {
+            let hash = HashAlgorithm::parse(name).unwrap();
+            assert_eq!(hash.digest_len(), None);
+            assert!(hash.digest(b"x").is_err());
+            let options = SignOptions {
+                hash_algorithm: hash,
+                ..SignOptions::default()
+            };
+            let Err(Error::InvalidRequest(message)) = options.digest(b"x") else {
+                panic!("{name} must be refused");
+            };
+            assert!(
+                message.starts_with("unsupported hash algorithm"),
+                "{message}"
+            );
+        }
+        for name in ["md5", "SHA2-256", "none", ""] {
+            assert!(HashAlgorithm::parse(name).is_err(), "{name}");
+        }
     }
 
     #[test]
@@ -375,6 +480,82 @@ mod tests {
         };
         assert!(options.digest(&[0; 32]).is_err());
         assert_eq!(options.digest(&[7; 48]).unwrap(), vec![7; 48]);
+    }
+
+    #[test]
+    fn ed25519_signs_the_input_and_refuses_prehashing_as_vault_ce_does() {
+        let plan = SignOptions::default().plan("ed25519").unwrap();
+        assert_eq!(plan.signature_algorithm, "");
+        let options = SignOptions {
+            hash_algorithm: HashAlgorithm::Sha2_384,
+            ..SignOptions::default()
+        };
+        // The hash is ignored: the backend gets the input itself, with `none`.
+        assert_eq!(plan.to_sign(&options, SIGN_ITEM, b"data").unwrap(), b"data");
+        assert_eq!(plan.hash_name(&options), "none");
+        let prehashed = SignOptions {
+            prehashed: true,
+            ..SignOptions::default()
+        };
+        let Err(Error::InvalidRequest(message)) = plan.to_sign(&prehashed, SIGN_ITEM, &[0; 32])
+        else {
+            panic!("prehashed Ed25519 must be refused");
+        };
+        assert_eq!(
+            message,
+            "failed to parse batch item: only Pure Ed25519 signatures supported, prehashed \
+             must be false"
+        );
+        let sha512 = SignOptions {
+            hash_algorithm: HashAlgorithm::Sha2_512,
+            ..SignOptions::default()
+        };
+        let Err(Error::InvalidRequest(message)) = plan.to_sign(&sha512, SIGN_ITEM, b"data") else {
+            panic!("sha2-512 (Ed25519ph) must be refused");
+        };
+        assert!(
+            message.ends_with("hash_alogithm should not be set"),
+            "{message}"
+        );
+        // As in Vault, Ed25519 ignores the hashes keybroker does not sign with.
+        let sha3 = SignOptions {
+            hash_algorithm: HashAlgorithm::parse("sha3-256").unwrap(),
+            ..SignOptions::default()
+        };
+        assert_eq!(plan.to_sign(&sha3, SIGN_ITEM, b"data").unwrap(), b"data");
+        // Other types still hash, and refuse those hashes.
+        let plan = SignOptions::default().plan("ecdsa-p521").unwrap();
+        assert!(plan.to_sign(&sha3, SIGN_ITEM, b"data").is_err());
+        assert_eq!(
+            plan.to_sign(&options, SIGN_ITEM, b"data").unwrap().len(),
+            48
+        );
+        assert_eq!(plan.hash_name(&options), "sha2-384");
+    }
+
+    #[test]
+    fn p521_signatures_round_trip_through_both_marshalings() {
+        use p521::ecdsa::{signature::Signer as _, SigningKey};
+        let key = SigningKey::random(&mut rand::rngs::OsRng);
+        let signature: p521::ecdsa::Signature = key.sign(b"data");
+        let raw = signature.to_bytes().to_vec();
+        assert_eq!(raw.len(), 132);
+        for marshaling in [Marshaling::Asn1, Marshaling::Jws] {
+            let out = marshal(KeyType::EcdsaP521, marshaling, raw.clone()).unwrap();
+            assert_eq!(marshaling == Marshaling::Asn1, out != raw);
+            assert_eq!(unmarshal(KeyType::EcdsaP521, marshaling, out).unwrap(), raw);
+        }
+        assert!(unmarshal(KeyType::EcdsaP521, Marshaling::Asn1, vec![1, 2, 3]).is_err());
+        // Ed25519 signatures pass through as their 64 bytes.
+        let ed = vec![5u8; 64];
+        assert_eq!(
+            marshal(KeyType::Ed25519, Marshaling::Asn1, ed.clone()).unwrap(),
+            ed
+        );
+        assert_eq!(
+            unmarshal(KeyType::Ed25519, Marshaling::Jws, ed.clone()).unwrap(),
+            ed
+        );
     }
 
     #[test]

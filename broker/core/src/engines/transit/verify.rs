@@ -12,10 +12,14 @@ use crate::{
     MountId, Tenant,
 };
 
+/// How Vault words a refused verify item (`failed to parse item: failed to parse batch
+/// item: …`).
+const VERIFY_ITEM: &str = "failed to parse item: failed to parse batch item: ";
+
 /// One signature to check.
 #[derive(Debug)]
 pub struct VerifyItem {
-    /// The signed input (or digest, if prehashed).
+    /// The signed input (or digest, if prehashed; Ed25519 takes only the input).
     pub input: Vec<u8>,
     /// `vault:v<N>:…` text.
     pub signature: String,
@@ -51,7 +55,7 @@ impl Transit {
                 sign: BackendSign {
                     reference,
                     digest: &digest,
-                    hash_algorithm: options.hash_algorithm.name(),
+                    hash_algorithm: plan.hash_name(options),
                     signature_algorithm: plan.signature_algorithm,
                 },
                 signature: &signature,
@@ -72,10 +76,11 @@ impl Transit {
         plan: &Plan,
         item: &VerifyItem,
     ) -> Result<(std::sync::Arc<VersionState>, Vec<u8>, Vec<u8>)> {
+        // Vault checks the item's options before the signature.
+        let digest = plan.to_sign(options, VERIFY_ITEM, &item.input)?;
         let (number, encoded) = ciphertext::split("signature", &item.signature)?;
         let version = state.readable_version("signature", number)?;
         let signature = unmarshal(plan.key_type, options.marshaling, options.decode(encoded)?)?;
-        let digest = options.digest(&item.input)?;
         Ok((version, digest, signature))
     }
 }
