@@ -41,7 +41,7 @@ impl Transit {
             associated_data,
         };
         let output = self
-            .encrypt(tenant, mount, name, None, false, vec![item])
+            .encrypt(tenant, mount, name, None, None, vec![item])
             .await?
             .pop()
             .ok_or_else(|| Error::internal("datakey result missing"))??;

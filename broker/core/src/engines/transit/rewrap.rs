@@ -35,7 +35,7 @@ impl Transit {
         let mut encrypted = if to_encrypt.is_empty() {
             Vec::new()
         } else {
-            self.encrypt(tenant, mount, name, key_version, false, to_encrypt)
+            self.encrypt(tenant, mount, name, key_version, None, to_encrypt)
                 .await?
         }
         .into_iter();

@@ -2,7 +2,7 @@
 
 use axum::response::Response;
 use keybroker_core::{
-    engines::transit::{EncryptItem, EncryptOutput},
+    engines::transit::{CreateKeyOptions, EncryptItem, EncryptOutput},
     Error,
 };
 use serde::Serialize;
@@ -43,6 +43,7 @@ pub(super) fn encrypt_item(item: &BatchItem) -> Result<EncryptItem, Error> {
 impl Context<'_> {
     pub(super) async fn encrypt(&self, name: &str) -> Result<Response, ApiError> {
         let input: DataBody = body::parse(&self.request.body)?;
+        let key_type = input.key_type.clone();
         let partial_code = input.partial_failure_response_code;
         let top_version = input.key_version;
         let (items, batch) = input.items();
@@ -51,7 +52,11 @@ impl Context<'_> {
         let results = if work.is_empty() {
             Vec::new()
         } else {
-            let upsert = self.upsert_allowed();
+            // Vault's upsert: a missing key is made, of the body's `type`.
+            let upsert = self.upsert_allowed().then(|| CreateKeyOptions {
+                key_type: key_type.clone(),
+                ..CreateKeyOptions::default()
+            });
             self.transit()
                 .encrypt(self.tenant, self.mount.id, name, key_version, upsert, work)
                 .await?
