@@ -67,7 +67,7 @@ impl Hsm {
         self.dropin("hsm", &format!("timeout = \"2s\"\n{host_extra}"), &config);
     }
 
-    fn broker(&self) -> Broker {
+    pub(crate) fn broker(&self) -> Broker {
         let (name, value) = self.softhsm.env();
         Broker::start(Options {
             plugin_dir: Some(self.plugins.path().to_owned()),

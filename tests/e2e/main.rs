@@ -6,6 +6,7 @@
 
 mod support;
 
+mod aead;
 mod agent;
 mod agent_hsm;
 mod approle;

@@ -2,13 +2,20 @@
 //! and the envelope payload they carry (`broker/core/src/crypto.rs`).
 
 use keybroker_core::{
-    crypto::{Binding, DataKey},
+    crypto::{Aead, Binding, DataKey},
     engines::transit::ciphertext,
     KeyId, TenantId,
 };
 
-/// Parses `data` as a ciphertext; seals and opens `data` as a plaintext.
+/// Parses `data` as a ciphertext; seals and opens `data` as a plaintext, under the AEAD its
+/// length picks.
 pub fn ciphertext(data: &[u8]) {
+    let aead = [
+        Aead::Aes128Gcm,
+        Aead::Aes256Gcm,
+        Aead::ChaCha20Poly1305,
+        Aead::XChaCha20Poly1305,
+    ][data.len() % 4];
     let key = DataKey::derive(
         &[7; 32],
         Binding {
@@ -16,6 +23,7 @@ pub fn ciphertext(data: &[u8]) {
             key: KeyId::parse("00000000-0000-4000-8000-000000000001").unwrap(),
             version: 1,
         },
+        aead,
     )
     .unwrap();
     if let Some(text) = crate::text(data) {

@@ -42,7 +42,7 @@ impl Transit {
             key_version: 0,
         };
         let output = self
-            .encrypt(tenant, mount, name, false, vec![item])
+            .encrypt(tenant, mount, name, None, vec![item])
             .await?
             .pop()
             .ok_or_else(|| Error::internal("datakey result missing"))??;

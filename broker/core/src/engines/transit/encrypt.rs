@@ -15,7 +15,8 @@ use std::sync::Arc;
 use zeroize::Zeroizing;
 
 use super::{
-    ciphertext, counter::Take, keys::CreateKeyOptions, ItemResults, KeyState, Transit, VersionState,
+    ciphertext, counter::Take, key_type::KeyType, keys::CreateKeyOptions, ItemResults, KeyState,
+    Transit, VersionState,
 };
 use crate::{
     backend::{BackendEncrypt, BackendInstance},
@@ -82,23 +83,37 @@ pub struct EncryptOutput {
 }
 
 impl Transit {
-    /// Encrypts each item under the key (creating it first if missing and `upsert`), each
-    /// with the version it names.
+    /// Encrypts each item under the key (creating it first with `upsert`'s options if it is
+    /// missing and `upsert` is given), each with the version it names.
     pub async fn encrypt(
         &self,
         tenant: &Tenant,
         mount: MountId,
         name: &str,
-        upsert: bool,
+        upsert: Option<CreateKeyOptions>,
         items: Vec<EncryptItem>,
     ) -> Result<ItemResults<EncryptOutput>> {
         super::validate_key_name(name)?;
         self.check_batch_size(items.len())?;
         let mut state = match self.state(tenant.id, mount, name).await? {
             Some(state) => state,
-            None if upsert => {
-                self.create_key(tenant, mount, name, CreateKeyOptions::default())
-                    .await?;
+            None if upsert.is_some() => {
+                let options = upsert.unwrap_or_default();
+                // Vault's checks of an upsert's `type`, with its messages.
+                if let Some(key_type) = &options.key_type {
+                    match KeyType::parse(key_type).map(KeyType::aead) {
+                        Ok(Some(_)) => {}
+                        Ok(None) => {
+                            return Err(Error::invalid(format!(
+                                "key type {key_type} not supported for this operation"
+                            )))
+                        }
+                        Err(_) => {
+                            return Err(Error::invalid(format!("unknown key type {key_type}")))
+                        }
+                    }
+                }
+                self.create_key(tenant, mount, name, options).await?;
                 self.state(tenant.id, mount, name)
                     .await?
                     .ok_or_else(|| Error::internal("upserted key vanished"))?

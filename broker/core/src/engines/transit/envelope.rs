@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use super::{KeyState, Transit, VersionState};
+use super::{key_type::require_encryption, KeyState, Transit, VersionState};
 use crate::{
     backend::{BackendDecrypt, BackendInstance, OnUnavailable},
     crypto::DataKey,
@@ -57,7 +57,7 @@ impl Transit {
             )
             .await?;
         let key = Arc::new(CachedKey {
-            data_key: DataKey::derive(&dek, binding)?,
+            data_key: DataKey::derive(&dek, binding, require_encryption(&state.record.key_type)?)?,
             backend_reference: reference.clone(),
         });
         // An evicting instance may have gone away while we unwrapped: do not cache then.

@@ -1,15 +1,26 @@
-//! Transit key types (Vault's names): the symmetric AES key, and the asymmetric types whose
-//! private keys live in a backend and sign (RSA, ECDSA on P-256, P-384 and P-521, Ed25519).
+//! Transit key types (Vault's names): the symmetric types, which encrypt (envelope mode
+//! with the type's AEAD in the broker; direct mode AES-256-GCM in the backend), and the
+//! asymmetric types whose private keys live in a backend and sign (RSA, ECDSA on P-256,
+//! P-384 and P-521, Ed25519).
 
 use base64::Engine as _;
 
-use crate::error::{Error, Result};
+use crate::{
+    crypto::Aead,
+    error::{Error, Result},
+};
 
 /// A transit key's type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum KeyType {
+    /// AES-128-GCM with a 96-bit nonce: encryption (envelope).
+    Aes128Gcm96,
     /// AES-256-GCM with a 96-bit nonce: encryption (envelope or direct).
     Aes256Gcm96,
+    /// ChaCha20-Poly1305: encryption (envelope).
+    ChaCha20Poly1305,
+    /// XChaCha20-Poly1305 (OpenBao's type): encryption (envelope).
+    XChaCha20Poly1305,
     /// RSA with a modulus of this many bits (2048, 3072 or 4096): signing.
     Rsa(u16),
     /// ECDSA on P-256: signing.
@@ -26,7 +37,10 @@ impl KeyType {
     /// Parses Vault's name of a type this broker supports.
     pub fn parse(name: &str) -> Result<Self> {
         Ok(match name {
+            "aes128-gcm96" => Self::Aes128Gcm96,
             "aes256-gcm96" => Self::Aes256Gcm96,
+            "chacha20-poly1305" => Self::ChaCha20Poly1305,
+            "xchacha20-poly1305" => Self::XChaCha20Poly1305,
             "rsa-2048" => Self::Rsa(2048),
             "rsa-3072" => Self::Rsa(3072),
             "rsa-4096" => Self::Rsa(4096),
@@ -36,8 +50,9 @@ impl KeyType {
             "ed25519" => Self::Ed25519,
             other => {
                 return Err(Error::invalid(format!(
-                    "unknown key type {other:?}: use aes256-gcm96, rsa-2048, rsa-3072, \
-                     rsa-4096, ecdsa-p256, ecdsa-p384, ecdsa-p521 or ed25519"
+                    "unknown key type {other:?}: use aes128-gcm96, aes256-gcm96, \
+                     chacha20-poly1305, xchacha20-poly1305, rsa-2048, rsa-3072, rsa-4096, \
+                     ecdsa-p256, ecdsa-p384, ecdsa-p521 or ed25519"
                 )))
             }
         })
@@ -45,7 +60,20 @@ impl KeyType {
 
     /// Whether keys of this type sign (and do not encrypt).
     pub fn is_asymmetric(self) -> bool {
-        !matches!(self, Self::Aes256Gcm96)
+        self.aead().is_none()
+    }
+
+    /// The AEAD of a symmetric type, `None` for the asymmetric ones.
+    pub fn aead(self) -> Option<Aead> {
+        match self {
+            Self::Aes128Gcm96 => Some(Aead::Aes128Gcm),
+            Self::Aes256Gcm96 => Some(Aead::Aes256Gcm),
+            Self::ChaCha20Poly1305 => Some(Aead::ChaCha20Poly1305),
+            Self::XChaCha20Poly1305 => Some(Aead::XChaCha20Poly1305),
+            Self::Rsa(_) | Self::EcdsaP256 | Self::EcdsaP384 | Self::EcdsaP521 | Self::Ed25519 => {
+                None
+            }
+        }
     }
 
     /// Whether this is an RSA type.
@@ -62,7 +90,10 @@ impl KeyType {
     /// `ed25519`).
     pub fn version_name(self) -> &'static str {
         match self {
+            Self::Aes128Gcm96 => "aes128-gcm96",
             Self::Aes256Gcm96 => "aes256-gcm96",
+            Self::ChaCha20Poly1305 => "chacha20-poly1305",
+            Self::XChaCha20Poly1305 => "xchacha20-poly1305",
             Self::Rsa(2048) => "rsa-2048",
             Self::Rsa(3072) => "rsa-3072",
             Self::Rsa(_) => "rsa-4096",
@@ -88,14 +119,13 @@ impl KeyType {
     }
 }
 
-/// Refuses data operations (encrypt, decrypt, datakey, rewrap) on a signing key.
-pub(super) fn require_encryption(key_type: &str) -> Result<()> {
-    match KeyType::parse(key_type) {
-        Ok(kind) if !kind.is_asymmetric() => Ok(()),
-        _ => Err(Error::invalid(format!(
-            "key type {key_type} does not support encryption"
-        ))),
-    }
+/// The AEAD of a key of type `key_type`; refuses data operations (encrypt, decrypt, datakey,
+/// rewrap) on a signing key.
+pub(super) fn require_encryption(key_type: &str) -> Result<Aead> {
+    KeyType::parse(key_type)
+        .ok()
+        .and_then(KeyType::aead)
+        .ok_or_else(|| Error::invalid(format!("key type {key_type} does not support encryption")))
 }
 
 #[cfg(test)]
@@ -105,7 +135,10 @@ mod tests {
     #[test]
     fn names_round_trip_and_unknown_types_are_refused() {
         for name in [
+            "aes128-gcm96",
             "aes256-gcm96",
+            "chacha20-poly1305",
+            "xchacha20-poly1305",
             "rsa-2048",
             "rsa-3072",
             "rsa-4096",
@@ -115,8 +148,12 @@ mod tests {
             "ed25519",
         ] {
             let kind = KeyType::parse(name).unwrap();
-            assert_eq!(kind.is_asymmetric(), name != "aes256-gcm96");
+            assert_eq!(
+                kind.is_asymmetric(),
+                name.starts_with("rsa") || name.starts_with("ecdsa") || name == "ed25519"
+            );
             assert_eq!(kind.signs_input(), name == "ed25519");
+            assert_eq!(kind.version_name() == name, !name.starts_with("ecdsa"));
         }
         assert_eq!(KeyType::EcdsaP521.version_name(), "P-521");
         assert_eq!(KeyType::Ed25519.version_name(), "ed25519");
@@ -129,7 +166,8 @@ mod tests {
             "ecdsa-p224",
             "ED25519",
             "AES256-GCM96",
-            "chacha20-poly1305",
+            "aes192-gcm96",
+            "chacha20",
         ] {
             assert!(matches!(KeyType::parse(bad), Err(Error::InvalidRequest(_))));
         }

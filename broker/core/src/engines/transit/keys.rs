@@ -10,7 +10,9 @@ use std::sync::Arc;
 use zeroize::Zeroizing;
 
 use super::{
-    envelope::remember, key_type::KeyType, validate_key_name, KeyState, Transit, AES256_GCM96,
+    envelope::remember,
+    key_type::{require_encryption, KeyType},
+    validate_key_name, KeyState, Transit, AES256_GCM96,
 };
 use crate::{
     backend::{BackendDecrypt, BackendEncrypt, BackendInstance},
@@ -142,6 +144,21 @@ impl Transit {
                 "backend instance \"{backend}\" does not support mode=direct"
             )));
         }
+        // Direct mode asks the backend for AES-256-GCM; the other symmetric types seal in
+        // the broker, under a data key the backend wraps.
+        if mode == KeyMode::Direct && !key_type.is_asymmetric() && key_type != KeyType::Aes256Gcm96
+        {
+            return Err(Error::invalid(format!(
+                "backend instance \"{backend}\" cannot hold key type {key_type_name} in \
+                 mode=direct (direct mode is aes256-gcm96 only): use mode=envelope"
+            )));
+        }
+        // In envelope mode the backend key is the AES-256 key that wraps each version's data
+        // key, whatever the transit key's AEAD.
+        let backend_key_type = match mode {
+            KeyMode::Envelope => AES256_GCM96,
+            KeyMode::Direct => key_type_name,
+        };
         if let Some(backend_key) = &options.backend_key {
             if !instance.supports_bind() {
                 return Err(Error::invalid(format!(
@@ -162,12 +179,12 @@ impl Transit {
         let key_reference = match &options.backend_key {
             Some(backend_key) => {
                 instance
-                    .bind_key(tenant, &id.to_string(), key_type_name, backend_key)
+                    .bind_key(tenant, &id.to_string(), backend_key_type, backend_key)
                     .await?
             }
             None => {
                 instance
-                    .create_key(tenant, &id.to_string(), key_type_name)
+                    .create_key(tenant, &id.to_string(), backend_key_type)
                     .await?
             }
         };
@@ -337,7 +354,8 @@ impl Transit {
                 if unwrapped.as_slice() != dek.as_slice() {
                     return Err(Error::internal("backend did not round-trip the data key"));
                 }
-                let data_key = DataKey::derive(&dek, binding)?;
+                let aead = require_encryption(&record.key_type)?;
+                let data_key = DataKey::derive(&dek, binding, aead)?;
                 Ok((
                     KeyVersionRecord {
                         key: record.id,

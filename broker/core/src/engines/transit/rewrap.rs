@@ -52,7 +52,7 @@ impl Transit {
         let mut encrypted = if to_encrypt.is_empty() {
             Vec::new()
         } else {
-            self.encrypt(tenant, mount, name, false, to_encrypt).await?
+            self.encrypt(tenant, mount, name, None, to_encrypt).await?
         }
         .into_iter();
         Ok(slots

@@ -43,6 +43,9 @@ pub(super) struct DataBody {
     pub(super) partial_failure_response_code: Option<u64>,
     #[serde(deserialize_with = "body::opt_u32")]
     pub(super) bits: Option<u32>,
+    /// Encrypt's `type`: the type of a key the request makes (upsert).
+    #[serde(rename = "type")]
+    pub(super) key_type: Option<String>,
 }
 
 impl DataBody {

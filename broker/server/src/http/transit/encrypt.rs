@@ -2,7 +2,7 @@
 
 use axum::response::Response;
 use keybroker_core::{
-    engines::transit::{EncryptItem, EncryptOutput},
+    engines::transit::{CreateKeyOptions, EncryptItem, EncryptOutput},
     Error,
 };
 use serde::Serialize;
@@ -61,13 +61,18 @@ impl Context<'_> {
     /// item names (Vault ignores the top-level one in a batch).
     pub(super) async fn encrypt(&self, name: &str) -> Result<Response, ApiError> {
         let input: DataBody = body::parse(&self.request.body)?;
+        let key_type = input.key_type.clone();
         let partial_code = input.partial_failure_response_code;
         let (items, batch) = input.items();
         let (slots, work) = split(&items, batch, encrypt_item)?;
         let results = if work.is_empty() {
             Vec::new()
         } else {
-            let upsert = self.upsert_allowed();
+            // Vault's upsert: a missing key is made, of the body's `type`.
+            let upsert = self.upsert_allowed().then(|| CreateKeyOptions {
+                key_type: key_type.clone(),
+                ..CreateKeyOptions::default()
+            });
             self.transit()
                 .encrypt(self.tenant, self.mount.id, name, upsert, work)
                 .await?
