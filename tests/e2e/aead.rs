@@ -194,13 +194,7 @@ fn upsert_on_encrypt_honours_type() {
 #[test]
 fn symmetric_types_answer_as_openbao_does() {
     let broker = Broker::dev();
-    let bao = OpenBao::start();
-    let mounted = bao.batch(&[(
-        "POST",
-        "sys/mounts/transit".into(),
-        json!({ "type": "transit" }),
-    )]);
-    assert_eq!(mounted[0].0, 204, "{mounted:?}");
+    let bao = OpenBao::with_transit();
 
     let plaintext = STANDARD.encode(b"known answer");
     let mut first: Vec<(&str, String, Value)> = Vec::new();

@@ -686,13 +686,7 @@ fn ecdsa_p521_signs_with_both_marshalings() {
 #[test]
 fn ed25519_and_p521_answer_as_openbao_does() {
     let broker = Broker::dev();
-    let bao = OpenBao::start();
-    let mounted = bao.batch(&[(
-        "POST",
-        "sys/mounts/transit".into(),
-        json!({ "type": "transit" }),
-    )]);
-    assert_eq!(mounted[0].0, 204, "{mounted:?}");
+    let bao = OpenBao::with_transit();
 
     let data = b"known-answer input";
     let input = STANDARD.encode(data);

@@ -354,13 +354,7 @@ fn bao_cli_hashes_data() {
 #[test]
 fn hash_answers_as_openbao_does() {
     let broker = Broker::dev();
-    let bao = OpenBao::start();
-    let mounted = bao.batch(&[(
-        "POST",
-        "sys/mounts/transit".into(),
-        json!({ "type": "transit" }),
-    )]);
-    assert_eq!(mounted[0].0, 204, "{mounted:?}");
+    let bao = OpenBao::with_transit();
 
     let long: Vec<u8> = (0..1000u32).map(|i| (i * 7 + 3) as u8).collect();
     let inputs = [b64(b"abc"), b64(&long), String::new()];
@@ -1319,13 +1313,7 @@ fn a_trim_destroys_the_backend_keys_of_trimmed_direct_versions_only() {
 #[test]
 fn trim_answers_as_openbao_does() {
     let broker = Broker::dev();
-    let bao = OpenBao::start();
-    let mounted = bao.batch(&[(
-        "POST",
-        "sys/mounts/transit".into(),
-        json!({ "type": "transit" }),
-    )]);
-    assert_eq!(mounted[0].0, 204, "{mounted:?}");
+    let bao = OpenBao::with_transit();
     // Each side encrypts under version 1 first, for the decryption refused after the trim.
     let encrypt = (
         "POST",
@@ -1465,13 +1453,7 @@ fn bao_cli_configures_the_cache_size() {
 #[test]
 fn cache_config_answers_as_openbao_does() {
     let broker = Broker::dev();
-    let bao = OpenBao::start();
-    let mounted = bao.batch(&[(
-        "POST",
-        "sys/mounts/transit".into(),
-        json!({ "type": "transit" }),
-    )]);
-    assert_eq!(mounted[0].0, 204, "{mounted:?}");
+    let bao = OpenBao::with_transit();
     let read = ("GET", "transit/cache-config".to_owned(), Value::Null);
     let write = |body: Value| ("POST", "transit/cache-config".to_owned(), body);
     let cases = vec![

@@ -96,6 +96,19 @@ impl OpenBao {
         }
     }
 
+    /// A dev server with a transit engine mounted at `transit/`, as keybroker's dev server
+    /// has one: the peer of every transit known-answer test.
+    pub(crate) fn with_transit() -> OpenBao {
+        let bao = OpenBao::start();
+        let mounted = bao.batch(&[(
+            "POST",
+            "sys/mounts/transit".into(),
+            serde_json::json!({ "type": "transit" }),
+        )]);
+        assert_eq!(mounted[0].0, 204, "{mounted:?}\n{}", bao.log());
+        bao
+    }
+
     pub(crate) fn log(&self) -> String {
         fs::read_to_string(self.dir.path().join("bao.log")).unwrap_or_default()
     }
