@@ -469,7 +469,7 @@ impl Backend for Pkcs11Backend {
                     };
                     Ok(public_key::rsa_pem(&modulus, &exponent)?)
                 }
-                KeyKind::Ec(curve) => {
+                KeyKind::Ec(_) | KeyKind::Ed25519 => {
                     let attributes = attempt
                         .session
                         .get_attributes(object.handle, &[AttributeType::EcPoint])?;
@@ -481,27 +481,13 @@ impl Backend for Pkcs11Backend {
                         });
                     let Some(point) = point else {
                         return Err(Fault::Final(PluginError::internal(
-                            "the token gave no CKA_EC_POINT for the EC public key",
+                            "the token gave no CKA_EC_POINT for the public key",
                         )));
                     };
-                    Ok(public_key::ec_pem(curve, &point)?)
-                }
-                KeyKind::Ed25519 => {
-                    let attributes = attempt
-                        .session
-                        .get_attributes(object.handle, &[AttributeType::EcPoint])?;
-                    let point = attributes
-                        .into_iter()
-                        .find_map(|attribute| match attribute {
-                            Attribute::EcPoint(point) => Some(point),
-                            _ => None,
-                        });
-                    let Some(point) = point else {
-                        return Err(Fault::Final(PluginError::internal(
-                            "the token gave no CKA_EC_POINT for the Ed25519 public key",
-                        )));
-                    };
-                    Ok(public_key::ed25519_pem(&point)?)
+                    match object.kind {
+                        KeyKind::Ec(curve) => Ok(public_key::ec_pem(curve, &point)?),
+                        _ => Ok(public_key::ed25519_pem(&point)?),
+                    }
                 }
                 other => Err(Fault::Final(PluginError::invalid_request(format!(
                     "the key is {}: it has no public key the broker can export",

@@ -312,28 +312,9 @@ impl Transit {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{KeyId, MountId, TenantId};
 
     fn record(latest: u32, min_decryption: u32, min_encryption: u32) -> KeyRecord {
-        KeyRecord {
-            id: KeyId::random(),
-            tenant: TenantId::ROOT,
-            mount: MountId::random(),
-            name: "k".to_owned(),
-            key_type: super::super::AES256_GCM96.to_owned(),
-            backend: "local".to_owned(),
-            mode: KeyMode::Envelope,
-            backend_reference: None,
-            min_available_version: 0,
-            min_decryption_version: min_decryption,
-            min_encryption_version: min_encryption,
-            deletion_allowed: false,
-            bound: false,
-            auto_rotate_period: 0,
-            latest_version: latest,
-            created_at: 0,
-            rotated_at: 0,
-        }
+        super::super::test_record(latest, 0, min_decryption, min_encryption)
     }
 
     fn item(key_version: u32) -> EncryptItem {

@@ -239,3 +239,27 @@ impl Transit {
 
 /// Per-item results of a batch; the outer error fails the whole request.
 type ItemResults<T> = Vec<Result<T>>;
+
+/// A key record for unit tests: an envelope `aes256-gcm96` key with these versions.
+#[cfg(test)]
+fn test_record(latest: u32, available: u32, decryption: u32, encryption: u32) -> KeyRecord {
+    KeyRecord {
+        id: crate::KeyId::random(),
+        tenant: TenantId::ROOT,
+        mount: MountId::random(),
+        name: "k".to_owned(),
+        key_type: AES256_GCM96.to_owned(),
+        backend: "local".to_owned(),
+        mode: crate::store::KeyMode::Envelope,
+        backend_reference: None,
+        min_available_version: available,
+        min_decryption_version: decryption,
+        min_encryption_version: encryption,
+        deletion_allowed: false,
+        bound: false,
+        auto_rotate_period: 0,
+        latest_version: latest,
+        created_at: 0,
+        rotated_at: 0,
+    }
+}

@@ -112,28 +112,9 @@ impl Transit {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{store::KeyMode, KeyId, TenantId};
 
     fn record(latest: u32, available: u32, decryption: u32, encryption: u32) -> KeyRecord {
-        KeyRecord {
-            id: KeyId::random(),
-            tenant: TenantId::ROOT,
-            mount: MountId::random(),
-            name: "k".to_owned(),
-            key_type: super::super::AES256_GCM96.to_owned(),
-            backend: "local".to_owned(),
-            mode: KeyMode::Envelope,
-            backend_reference: None,
-            min_available_version: available,
-            min_decryption_version: decryption,
-            min_encryption_version: encryption,
-            deletion_allowed: false,
-            bound: false,
-            auto_rotate_period: 0,
-            latest_version: latest,
-            created_at: 0,
-            rotated_at: 0,
-        }
+        super::super::test_record(latest, available, decryption, encryption)
     }
 
     fn refusal(record: &KeyRecord, requested: Option<i64>) -> String {
