@@ -89,6 +89,9 @@ pub trait BackendInstance: Send + Sync {
     fn supports_bind(&self) -> bool;
     /// Whether the instance makes data keys itself (AWS KMS `GenerateDataKey`).
     fn supports_generate_data_key(&self) -> bool;
+    /// Whether the instance's keys are the broker's own software keys (the local KEK): only
+    /// their transit keys may be exportable or backed up in plaintext.
+    fn holds_in_broker(&self) -> bool;
     /// Whether the instance's configuration lets tenant `tenant_name` bind `backend_key`
     /// (operators in the root namespace with `sudo` need no grant: the caller checks that).
     fn may_bind(&self, tenant_name: &str, backend_key: &str) -> bool;

@@ -28,6 +28,11 @@ pub const NONCE_LEN: usize = 12;
 pub const TAG_LEN: usize = 16;
 /// Length of a DEK.
 pub const DEK_LEN: usize = 32;
+/// Length of a version's HMAC key (Vault's), except an `hmac` key's, which has its type's
+/// `key_size`.
+pub const HMAC_KEY_LEN: usize = 32;
+/// Label of the HMAC key's derivation from a DEK, apart from the data key's.
+const HMAC_LABEL: &[u8] = b"keybroker transit hmac key";
 
 /// Payload format of a key version, recorded per version.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,6 +41,13 @@ pub enum PayloadFormat {
     Envelope,
     /// Whatever the backend returned in direct mode.
     BackendBlob,
+    /// Vault's own: `nonce ‖ ciphertext ‖ tag` under the version's key used as it is, with
+    /// the caller's associated data alone as AAD, so that the key means the same in Vault
+    /// and OpenBao. The backend wraps the version's material, `key ‖ hmac key` (an `hmac`
+    /// key: the HMAC key alone). Versions of keys that are exportable, may be backed up in
+    /// plaintext, or were imported are made this way (local KEK only: see
+    /// [`DataKey::from_material`]).
+    Vault,
 }
 
 impl PayloadFormat {
@@ -44,6 +56,7 @@ impl PayloadFormat {
         match self {
             Self::Envelope => 1,
             Self::BackendBlob => 2,
+            Self::Vault => 3,
         }
     }
     /// From the stored code.
@@ -51,6 +64,7 @@ impl PayloadFormat {
         match code {
             1 => Some(Self::Envelope),
             2 => Some(Self::BackendBlob),
+            3 => Some(Self::Vault),
             _ => None,
         }
     }
@@ -219,14 +233,24 @@ pub fn random_nonce() -> [u8; NONCE_LEN] {
     nonce
 }
 
-/// The data key of one key version: the key type's AEAD under `HKDF(DEK, binding)`. Its key
-/// schedule is zeroized on drop (aes-gcm's `zeroize` feature; chacha20poly1305 always zeroizes).
+/// The keys of one key version: the key type's AEAD (none for an `hmac` key) and the
+/// version's HMAC key. Everything is zeroized on drop (aes-gcm's `zeroize` feature;
+/// chacha20poly1305 always zeroizes; the raw keys are `Zeroizing`).
+///
+/// Two layouts ([`PayloadFormat`]): keybroker's envelope, where both keys are derived from
+/// the DEK the backend wraps and every AAD starts with the binding, and Vault's, where the
+/// wrapped material is the keys themselves and the AAD is the caller's alone.
 pub struct DataKey {
-    cipher: Cipher,
-    aead: Aead,
+    cipher: Option<Cipher>,
+    aead: Option<Aead>,
     binding: Binding,
+    format: PayloadFormat,
     /// The AAD for empty associated data, computed once (the common case).
     bare_aad: Vec<u8>,
+    /// The encryption key the cipher was made from (empty for an `hmac` key).
+    key: Zeroizing<Vec<u8>>,
+    /// The version's HMAC key.
+    hmac_key: Zeroizing<Vec<u8>>,
 }
 
 impl std::fmt::Debug for DataKey {
@@ -234,47 +258,163 @@ impl std::fmt::Debug for DataKey {
         f.debug_struct("DataKey")
             .field("aead", &self.aead)
             .field("binding", &self.binding)
+            .field("format", &self.format)
             .finish_non_exhaustive()
     }
 }
 
 impl DataKey {
-    /// Derives the data key for `binding` from a DEK, for `aead`.
-    pub fn derive(dek: &[u8], binding: Binding, aead: Aead) -> Result<Self, Error> {
+    /// The version's keys in keybroker's envelope layout, derived from a DEK: the data key
+    /// is `HKDF-SHA256(DEK, info = binding)` (as long as `aead`'s key), the HMAC key
+    /// `HKDF-SHA256(DEK, info = binding ‖ label)` of `hmac_len` bytes.
+    pub fn derive(
+        dek: &[u8],
+        binding: Binding,
+        aead: Option<Aead>,
+        hmac_len: usize,
+    ) -> Result<Self, Error> {
         if dek.len() != DEK_LEN {
             return Err(Error::internal("unwrapped data key has the wrong length"));
         }
-        let mut okm = Zeroizing::new([0u8; 32]);
-        let okm = &mut okm[..aead.key_len()];
-        Hkdf::<Sha256>::new(None, dek)
-            .expand(&binding.encode(), okm)
+        let hkdf = Hkdf::<Sha256>::new(None, dek);
+        let info = binding.encode();
+        let mut key = Zeroizing::new(vec![0u8; aead.map_or(0, Aead::key_len)]);
+        hkdf.expand(&info, &mut key)
             .map_err(|_| Error::internal("HKDF output length"))?;
-        Ok(Self {
-            cipher: Cipher::new(aead, okm)?,
+        let mut hmac_info = info;
+        push_field(&mut hmac_info, HMAC_LABEL);
+        let mut hmac_key = Zeroizing::new(vec![0u8; hmac_len]);
+        hkdf.expand(&hmac_info, &mut hmac_key)
+            .map_err(|_| Error::internal("HKDF output length"))?;
+        Self::new(aead, binding, PayloadFormat::Envelope, key, hmac_key)
+    }
+
+    /// The version's keys in Vault's layout, from the material the backend wrapped:
+    /// `key ‖ hmac key` (`aead`'s key length, then `hmac_len` bytes).
+    pub fn from_material(
+        material: &[u8],
+        binding: Binding,
+        aead: Option<Aead>,
+        hmac_len: usize,
+    ) -> Result<Self, Error> {
+        let key_len = aead.map_or(0, Aead::key_len);
+        if material.len() != key_len + hmac_len {
+            return Err(Error::internal(
+                "unwrapped key material has the wrong length",
+            ));
+        }
+        let (key, hmac_key) = material.split_at(key_len);
+        Self::new(
             aead,
             binding,
-            bare_aad: binding.aad(&[]),
+            PayloadFormat::Vault,
+            Zeroizing::new(key.to_vec()),
+            Zeroizing::new(hmac_key.to_vec()),
+        )
+    }
+
+    fn new(
+        aead: Option<Aead>,
+        binding: Binding,
+        format: PayloadFormat,
+        key: Zeroizing<Vec<u8>>,
+        hmac_key: Zeroizing<Vec<u8>>,
+    ) -> Result<Self, Error> {
+        let cipher = aead.map(|aead| Cipher::new(aead, &key)).transpose()?;
+        let bare_aad = match format {
+            PayloadFormat::Vault => Vec::new(),
+            PayloadFormat::Envelope | PayloadFormat::BackendBlob => binding.aad(&[]),
+        };
+        Ok(Self {
+            cipher,
+            aead,
+            binding,
+            format,
+            bare_aad,
+            key,
+            hmac_key,
         })
+    }
+
+    /// A key of the same layout and binding whose encryption key is `key` (a key derived
+    /// from this one, for a `context`), with no HMAC key of its own.
+    pub fn with_key(&self, key: Zeroizing<Vec<u8>>) -> Result<Self, Error> {
+        Self::new(
+            self.aead,
+            self.binding,
+            self.format,
+            key,
+            Zeroizing::new(Vec::new()),
+        )
+    }
+
+    /// The layout this key seals in.
+    pub fn format(&self) -> PayloadFormat {
+        self.format
+    }
+
+    /// The AEAD, `None` for an `hmac` key.
+    pub fn aead(&self) -> Option<Aead> {
+        self.aead
+    }
+
+    /// The encryption key itself (empty for an `hmac` key).
+    pub fn key_material(&self) -> &[u8] {
+        &self.key
+    }
+
+    /// The version's HMAC key.
+    pub fn hmac_key(&self) -> &[u8] {
+        &self.hmac_key
     }
 
     fn with_aad<T>(&self, associated_data: &[u8], f: impl FnOnce(&[u8]) -> T) -> T {
         if associated_data.is_empty() {
             f(&self.bare_aad)
+        } else if self.format == PayloadFormat::Vault {
+            f(associated_data)
         } else {
             f(&self.binding.aad(associated_data))
         }
     }
 
-    /// Encrypts to `nonce ‖ ciphertext ‖ tag`, in one buffer.
+    fn cipher(&self) -> Result<(&Cipher, Aead), Error> {
+        match (&self.cipher, self.aead) {
+            (Some(cipher), Some(aead)) => Ok((cipher, aead)),
+            _ => Err(Error::invalid(
+                "key type hmac not supported for this operation",
+            )),
+        }
+    }
+
+    /// Encrypts to `nonce ‖ ciphertext ‖ tag`, in one buffer, under a random nonce.
     pub fn seal(&self, plaintext: &[u8], associated_data: &[u8]) -> Result<Vec<u8>, Error> {
-        let nonce_len = self.aead.nonce_len();
-        let mut out = vec![0u8; nonce_len];
-        out.reserve(plaintext.len() + TAG_LEN);
-        rand::thread_rng().fill_bytes(&mut out);
+        let (_, aead) = self.cipher()?;
+        let mut nonce = [0u8; 24];
+        let nonce = &mut nonce[..aead.nonce_len()];
+        rand::thread_rng().fill_bytes(nonce);
+        self.seal_with_nonce(nonce, plaintext, associated_data)
+    }
+
+    /// Encrypts to `nonce ‖ ciphertext ‖ tag` under `nonce` (of the AEAD's nonce length),
+    /// which the caller makes unique (convergent encryption derives it from the plaintext).
+    pub fn seal_with_nonce(
+        &self,
+        nonce: &[u8],
+        plaintext: &[u8],
+        associated_data: &[u8],
+    ) -> Result<Vec<u8>, Error> {
+        let (cipher, aead) = self.cipher()?;
+        let nonce_len = aead.nonce_len();
+        if nonce.len() != nonce_len {
+            return Err(Error::internal("AEAD nonce length"));
+        }
+        let mut out = Vec::with_capacity(nonce_len + plaintext.len() + TAG_LEN);
+        out.extend_from_slice(nonce);
         out.extend_from_slice(plaintext);
         let (nonce, body) = out.split_at_mut(nonce_len);
         let tag = self
-            .with_aad(associated_data, |aad| self.cipher.seal(nonce, aad, body))
+            .with_aad(associated_data, |aad| cipher.seal(nonce, aad, body))
             .map_err(|()| Error::internal("AEAD encryption failed"))?;
         out.extend_from_slice(&tag);
         Ok(out)
@@ -286,7 +426,8 @@ impl DataKey {
         payload: &[u8],
         associated_data: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>, Error> {
-        let nonce_len = self.aead.nonce_len();
+        let (cipher, aead) = self.cipher()?;
+        let nonce_len = aead.nonce_len();
         if payload.len() < nonce_len + TAG_LEN {
             return Err(Error::invalid("invalid ciphertext: too short"));
         }
@@ -294,7 +435,7 @@ impl DataKey {
         let (body, tag) = sealed.split_at(sealed.len() - TAG_LEN);
         let mut plaintext = Zeroizing::new(body.to_vec());
         self.with_aad(associated_data, |aad| {
-            self.cipher.open(nonce, aad, &mut plaintext, tag)
+            cipher.open(nonce, aad, &mut plaintext, tag)
         })
         .map_err(|()| Error::invalid("cipher: message authentication failed"))?;
         Ok(plaintext)
@@ -316,7 +457,8 @@ mod tests {
     #[test]
     fn round_trip() {
         let dek = generate_dek();
-        let key = DataKey::derive(dek.as_ref(), binding(), Aead::Aes256Gcm).unwrap();
+        let key =
+            DataKey::derive(dek.as_ref(), binding(), Some(Aead::Aes256Gcm), HMAC_KEY_LEN).unwrap();
         let ct = key.seal(b"hello", b"ad").unwrap();
         assert_eq!(key.open(&ct, b"ad").unwrap().as_slice(), b"hello");
     }
@@ -325,7 +467,7 @@ mod tests {
     fn every_binding_field_and_the_associated_data_matter() {
         let dek = generate_dek();
         let original = binding();
-        let ct = DataKey::derive(dek.as_ref(), original, Aead::Aes256Gcm)
+        let ct = DataKey::derive(dek.as_ref(), original, Some(Aead::Aes256Gcm), HMAC_KEY_LEN)
             .unwrap()
             .seal(b"secret", b"ad")
             .unwrap();
@@ -343,13 +485,15 @@ mod tests {
             ..original
         };
         for changed in [other_tenant, other_key, other_version] {
-            let key = DataKey::derive(dek.as_ref(), changed, Aead::Aes256Gcm).unwrap();
+            let key = DataKey::derive(dek.as_ref(), changed, Some(Aead::Aes256Gcm), HMAC_KEY_LEN)
+                .unwrap();
             assert!(
                 key.open(&ct, b"ad").is_err(),
                 "{changed:?} must not decrypt"
             );
         }
-        let key = DataKey::derive(dek.as_ref(), original, Aead::Aes256Gcm).unwrap();
+        let key =
+            DataKey::derive(dek.as_ref(), original, Some(Aead::Aes256Gcm), HMAC_KEY_LEN).unwrap();
         assert!(key.open(&ct, b"other").is_err());
         assert!(key.open(&ct, b"").is_err());
         assert_eq!(key.open(&ct, b"ad").unwrap().as_slice(), b"secret");
@@ -382,7 +526,7 @@ mod tests {
         let sealed: Vec<Vec<u8>> = AEADS
             .iter()
             .map(|&aead| {
-                let key = DataKey::derive(dek.as_ref(), bound, aead).unwrap();
+                let key = DataKey::derive(dek.as_ref(), bound, Some(aead), HMAC_KEY_LEN).unwrap();
                 let ct = key.seal(b"hello", b"ad").unwrap();
                 assert_eq!(ct.len(), aead.nonce_len() + 5 + TAG_LEN, "{aead:?}");
                 assert_eq!(key.open(&ct, b"ad").unwrap().as_slice(), b"hello");
@@ -393,7 +537,7 @@ mod tests {
             })
             .collect();
         for (i, &aead) in AEADS.iter().enumerate() {
-            let key = DataKey::derive(dek.as_ref(), bound, aead).unwrap();
+            let key = DataKey::derive(dek.as_ref(), bound, Some(aead), HMAC_KEY_LEN).unwrap();
             for (j, ct) in sealed.iter().enumerate() {
                 assert_eq!(key.open(ct, b"ad").is_ok(), i == j, "{aead:?} on {j}");
             }
@@ -404,7 +548,7 @@ mod tests {
     fn every_aead_refuses_tampered_and_truncated_payloads() {
         let dek = generate_dek();
         for aead in AEADS {
-            let key = DataKey::derive(dek.as_ref(), binding(), aead).unwrap();
+            let key = DataKey::derive(dek.as_ref(), binding(), Some(aead), HMAC_KEY_LEN).unwrap();
             let ct = key.seal(b"hello world", b"").unwrap();
             for len in 0..ct.len() {
                 assert!(key.open(&ct[..len], b"").is_err(), "{aead:?} {len}");
@@ -419,6 +563,62 @@ mod tests {
 
     #[test]
     fn wrong_dek_length_is_refused() {
-        assert!(DataKey::derive(&[0u8; 16], binding(), Aead::Aes256Gcm).is_err());
+        assert!(
+            DataKey::derive(&[0u8; 16], binding(), Some(Aead::Aes256Gcm), HMAC_KEY_LEN).is_err()
+        );
+    }
+
+    #[test]
+    fn vault_layout_uses_the_material_as_it_is_with_the_callers_aad_alone() {
+        // What Vault's AES-GCM makes with the same key opens here, and the other way round.
+        let material: Vec<u8> = (0u8..64).collect();
+        let key = DataKey::from_material(&material, binding(), Some(Aead::Aes256Gcm), 32).unwrap();
+        assert_eq!(key.format(), PayloadFormat::Vault);
+        assert_eq!(key.key_material(), &material[..32]);
+        assert_eq!(key.hmac_key(), &material[32..]);
+        let plain = Aes256Gcm::new_from_slice(&material[..32]).unwrap();
+        let nonce = [9u8; NONCE_LEN];
+        let mut theirs = nonce.to_vec();
+        theirs.extend(
+            aes_gcm::aead::Aead::encrypt(
+                &plain,
+                GenericArray::from_slice(&nonce),
+                aes_gcm::aead::Payload {
+                    msg: b"hello",
+                    aad: b"ad",
+                },
+            )
+            .unwrap(),
+        );
+        assert_eq!(key.open(&theirs, b"ad").unwrap().as_slice(), b"hello");
+        assert!(key.open(&theirs, b"").is_err());
+        let ours = key.seal_with_nonce(&nonce, b"hello", b"ad").unwrap();
+        assert_eq!(ours, theirs);
+        // The wrong material length is refused; an hmac key has no cipher.
+        assert!(
+            DataKey::from_material(&material[..63], binding(), Some(Aead::Aes256Gcm), 32).is_err()
+        );
+        let hmac = DataKey::from_material(&material[..48], binding(), None, 48).unwrap();
+        assert_eq!(hmac.hmac_key(), &material[..48]);
+        assert!(hmac.seal(b"x", b"").is_err());
+    }
+
+    #[test]
+    fn the_envelope_hmac_key_is_derived_apart_from_the_data_key_and_bound() {
+        let dek = generate_dek();
+        let original = binding();
+        let key = DataKey::derive(dek.as_ref(), original, Some(Aead::Aes256Gcm), 32).unwrap();
+        assert_eq!(key.format(), PayloadFormat::Envelope);
+        assert_eq!(key.hmac_key().len(), 32);
+        assert_ne!(key.hmac_key(), key.key_material());
+        let moved = Binding {
+            version: 4,
+            ..original
+        };
+        let other = DataKey::derive(dek.as_ref(), moved, Some(Aead::Aes256Gcm), 32).unwrap();
+        assert_ne!(key.hmac_key(), other.hmac_key());
+        let long = DataKey::derive(dek.as_ref(), original, None, 512).unwrap();
+        assert_eq!(long.hmac_key().len(), 512);
+        assert!(long.key_material().is_empty());
     }
 }

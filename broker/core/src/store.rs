@@ -295,6 +295,29 @@ pub struct KeyRecord {
     pub created_at: i64,
     /// Time of the latest rotation (or creation), Unix seconds.
     pub rotated_at: i64,
+    /// Vault's options of the key beyond its versions.
+    pub options: KeyOptions,
+}
+
+/// A transit key's options as Vault names them (`derived`, `convergent_encryption`,
+/// `exportable`, `allow_plaintext_backup`, `imported_key`, an `hmac` key's `key_size`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KeyOptions {
+    /// Each encryption derives its key from the version's key and a `context`.
+    pub derived: bool,
+    /// Encryption is deterministic per (context, plaintext) (Vault's convergent version 3).
+    pub convergent_encryption: bool,
+    /// The key's material may be exported (one-way to true).
+    pub exportable: bool,
+    /// The key may be backed up in plaintext (one-way to true).
+    pub allow_plaintext_backup: bool,
+    /// The key's material came from outside (BYOK import or a restored backup).
+    pub imported: bool,
+    /// An imported key may rotate (Vault's `allow_rotation`, read as
+    /// `imported_key_allow_rotation`).
+    pub imported_key_allow_rotation: bool,
+    /// An `hmac` key's size in bytes (0 for other types).
+    pub key_size: u32,
 }
 
 /// One version of a key.

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use keybroker_core::{
     store::{
-        AppRoleRecord, Expect, KeyMode, KeyRecord, KeyVersionRecord, MountEntry, MountRecord,
-        SecretIdRecord, Store, StoreError, TenantRecord, TokenRecord,
+        AppRoleRecord, Expect, KeyMode, KeyOptions, KeyRecord, KeyVersionRecord, MountEntry,
+        MountRecord, SecretIdRecord, Store, StoreError, TenantRecord, TokenRecord,
     },
     KeyId, MountId, TenantId,
 };
@@ -47,6 +47,15 @@ pub(crate) fn key(tenant: TenantId, mount: MountId, name: &str) -> (KeyRecord, K
         latest_version: 1,
         created_at: 10,
         rotated_at: 10,
+        options: KeyOptions {
+            derived: true,
+            convergent_encryption: true,
+            exportable: false,
+            allow_plaintext_backup: true,
+            imported: true,
+            imported_key_allow_rotation: true,
+            key_size: 48,
+        },
     };
     let version = KeyVersionRecord {
         key: id,
@@ -562,6 +571,7 @@ async fn keys(store: &dyn Store) {
     configured.min_decryption_version = 2;
     configured.deletion_allowed = true;
     configured.auto_rotate_period = 3600;
+    configured.options.exportable = true;
     store.update_key_config(&configured).await.unwrap();
     assert_eq!(
         store.get_key(tenant, m.id, "k").await.unwrap(),

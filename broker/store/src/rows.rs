@@ -243,6 +243,15 @@ macro_rules! row_decoders {
                 latest_version: to_u32(get(row, "latest_version")?, "latest_version")?,
                 created_at: get(row, "created_at")?,
                 rotated_at: get(row, "rotated_at")?,
+                options: KeyOptions {
+                    derived: get(row, "derived")?,
+                    convergent_encryption: get(row, "convergent_encryption")?,
+                    exportable: get(row, "exportable")?,
+                    allow_plaintext_backup: get(row, "allow_plaintext_backup")?,
+                    imported: get(row, "imported")?,
+                    imported_key_allow_rotation: get(row, "imported_key_allow_rotation")?,
+                    key_size: to_u32(get(row, "key_size")?, "key_size")?,
+                },
             })
         }
 

@@ -197,6 +197,12 @@ pub mod capability {
     /// of a blocking thread per call, for encryptions and decryptions alike. Added with the
     /// fifth ABI.
     pub const NONBLOCKING: u64 = 1 << 5;
+    /// The plugin's keys are software keys in the broker's own process and storage (the
+    /// local KEK): material they wrap is already the broker's to hold, so the broker lets
+    /// transit keys on such an instance be `exportable` and backed up in plaintext (Vault's
+    /// `export` and `backup`). Every other plugin keeps key material where the broker must
+    /// never take it from. Added with the fifth ABI, without a new entry point.
+    pub const BROKER_HELD: u64 = 1 << 6;
 }
 
 /// Key types the broker asks for in [`CreateKeyRequest::key_type`] and

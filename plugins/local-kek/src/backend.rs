@@ -204,7 +204,7 @@ impl Backend for LocalKek {
         backend_info(
             NAME,
             env!("CARGO_PKG_VERSION"),
-            capability::ENVELOPE | capability::DIRECT | capability::SIGN,
+            capability::ENVELOPE | capability::DIRECT | capability::SIGN | capability::BROKER_HELD,
             self.max_payload,
         )
     }
@@ -494,7 +494,7 @@ mod tests {
         assert_eq!(info.version.as_str(), env!("CARGO_PKG_VERSION"));
         assert_eq!(
             info.capabilities,
-            capability::ENVELOPE | capability::DIRECT | capability::SIGN
+            capability::ENVELOPE | capability::DIRECT | capability::SIGN | capability::BROKER_HELD
         );
         backend.health().unwrap();
         let debug = format!("{backend:?}");

@@ -2,13 +2,13 @@
 //! and the envelope payload they carry (`broker/core/src/crypto.rs`).
 
 use keybroker_core::{
-    crypto::{Aead, Binding, DataKey},
+    crypto::{Aead, Binding, DataKey, HMAC_KEY_LEN},
     engines::transit::ciphertext,
     KeyId, TenantId,
 };
 
-/// Parses `data` as a ciphertext; seals and opens `data` as a plaintext, under the AEAD its
-/// length picks.
+/// Parses `data` as a ciphertext; seals and opens `data` as a plaintext, under the AEAD and
+/// the layout its length picks.
 pub fn ciphertext(data: &[u8]) {
     let aead = [
         Aead::Aes128Gcm,
@@ -16,16 +16,19 @@ pub fn ciphertext(data: &[u8]) {
         Aead::ChaCha20Poly1305,
         Aead::XChaCha20Poly1305,
     ][data.len() % 4];
-    let key = DataKey::derive(
-        &[7; 32],
-        Binding {
-            tenant: TenantId::ROOT,
-            key: KeyId::parse("00000000-0000-4000-8000-000000000001").unwrap(),
-            version: 1,
-        },
-        aead,
-    )
-    .unwrap();
+    let binding = Binding {
+        tenant: TenantId::ROOT,
+        key: KeyId::parse("00000000-0000-4000-8000-000000000001").unwrap(),
+        version: 1,
+    };
+    // keybroker's envelope layout (keys derived from a DEK, binding in the AAD), or Vault's
+    // (the material used as it is, the caller's AAD alone).
+    let key = if data.len() / 4 % 2 == 0 {
+        DataKey::derive(&[7; 32], binding, Some(aead), HMAC_KEY_LEN).unwrap()
+    } else {
+        let material = vec![7; aead.key_len() + HMAC_KEY_LEN];
+        DataKey::from_material(&material, binding, Some(aead), HMAC_KEY_LEN).unwrap()
+    };
     if let Some(text) = crate::text(data) {
         if let Ok((version, payload)) = ciphertext::parse(text) {
             // Base64 decoding is canonical: formatting gives back the text, but for zeros

@@ -44,8 +44,8 @@ use std::{
 use keybroker_core::{
     changes::{Change, JobGuard},
     store::{
-        AppRoleRecord, Expect, KeyMode, KeyRecord, KeyVersionRecord, MountEntry, MountRecord,
-        SecretIdRecord, Store, StoreError, TenantRecord, TokenRecord,
+        AppRoleRecord, Expect, KeyMode, KeyOptions, KeyRecord, KeyVersionRecord, MountEntry,
+        MountRecord, SecretIdRecord, Store, StoreError, TenantRecord, TokenRecord,
     },
     KeyId, MountId, TenantId,
 };

@@ -15,12 +15,17 @@ macro_rules! methods {
                 sqlx::query($crate::shared::sql!($dialect,
                     sqlite: "INSERT INTO transit_keys (id, tenant_id, mount_id, name, key_type, backend, mode, \
                      backend_reference, min_decryption_version, min_encryption_version, deletion_allowed, \
-                     auto_rotate_period, latest_version, created_at, rotated_at, bound) \
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                     auto_rotate_period, latest_version, created_at, rotated_at, bound, derived, \
+                     convergent_encryption, exportable, allow_plaintext_backup, imported, key_size, \
+                     imported_key_allow_rotation) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     postgres: "INSERT INTO transit_keys (id, tenant_id, mount_id, name, key_type, backend, mode, \
                      backend_reference, min_decryption_version, min_encryption_version, deletion_allowed, \
-                     auto_rotate_period, latest_version, created_at, rotated_at, bound) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+                     auto_rotate_period, latest_version, created_at, rotated_at, bound, derived, \
+                     convergent_encryption, exportable, allow_plaintext_backup, imported, key_size, \
+                     imported_key_allow_rotation) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
+                     $17, $18, $19, $20, $21, $22, $23)",
                 ))
                 .bind(key.id.to_string())
                 .bind(key.tenant.to_string())
@@ -38,6 +43,13 @@ macro_rules! methods {
                 .bind(key.created_at)
                 .bind(key.rotated_at)
                 .bind(key.bound)
+                .bind(key.options.derived)
+                .bind(key.options.convergent_encryption)
+                .bind(key.options.exportable)
+                .bind(key.options.allow_plaintext_backup)
+                .bind(key.options.imported)
+                .bind(i64::from(key.options.key_size))
+                .bind(key.options.imported_key_allow_rotation)
                 .execute(&mut *tx)
                 .await
                 .map_err(map_error)?;
@@ -95,16 +107,20 @@ macro_rules! methods {
                 // caller read the key wins: nothing changes.
                 let query = sqlx::query($crate::shared::sql!($dialect,
                     sqlite: "UPDATE transit_keys SET min_decryption_version = ?, min_encryption_version = ?, \
-                     deletion_allowed = ?, auto_rotate_period = ? WHERE tenant_id = ? AND id = ? \
+                     deletion_allowed = ?, auto_rotate_period = ?, exportable = ?, \
+                     allow_plaintext_backup = ? WHERE tenant_id = ? AND id = ? \
                      AND min_available_version <= ? AND min_available_version <= ?",
                     postgres: "UPDATE transit_keys SET min_decryption_version = $1, min_encryption_version = $2, \
-                     deletion_allowed = $3, auto_rotate_period = $4 WHERE tenant_id = $5 AND id = $6 \
-                     AND min_available_version <= $7 AND min_available_version <= $8",
+                     deletion_allowed = $3, auto_rotate_period = $4, exportable = $5, \
+                     allow_plaintext_backup = $6 WHERE tenant_id = $7 AND id = $8 \
+                     AND min_available_version <= $9 AND min_available_version <= $10",
                 ))
                 .bind(i64::from(key.min_decryption_version))
                 .bind(i64::from(key.min_encryption_version))
                 .bind(key.deletion_allowed)
                 .bind(to_i64(key.auto_rotate_period))
+                .bind(key.options.exportable)
+                .bind(key.options.allow_plaintext_backup)
                 .bind(key.tenant.to_string())
                 .bind(key.id.to_string())
                 .bind(i64::from(key.min_decryption_version))

@@ -18,8 +18,8 @@ use std::{path::Path, str::FromStr, time::Duration};
 use keybroker_core::{
     changes::Change,
     store::{
-        AppRoleRecord, Expect, KeyMode, KeyRecord, KeyVersionRecord, MountEntry, MountRecord,
-        SecretIdRecord, Store, StoreError, TenantRecord, TokenRecord,
+        AppRoleRecord, Expect, KeyMode, KeyOptions, KeyRecord, KeyVersionRecord, MountEntry,
+        MountRecord, SecretIdRecord, Store, StoreError, TenantRecord, TokenRecord,
     },
     KeyId, MountId, TenantId,
 };

@@ -135,11 +135,14 @@ impl Transit {
         let (number, payload) = ciphertext::parse(text)?;
         let version = state.readable_version("ciphertext", number)?;
         let record = &state.record;
+        let format = PayloadFormat::from_code(version.record.payload_format);
         let expected = match record.mode {
-            KeyMode::Envelope => PayloadFormat::Envelope,
-            KeyMode::Direct => PayloadFormat::BackendBlob,
+            KeyMode::Envelope => {
+                matches!(format, Some(PayloadFormat::Envelope | PayloadFormat::Vault))
+            }
+            KeyMode::Direct => format == Some(PayloadFormat::BackendBlob),
         };
-        if PayloadFormat::from_code(version.record.payload_format) != Some(expected) {
+        if !expected {
             return Err(Error::internal(
                 "key version has an unexpected payload format",
             ));

@@ -4,10 +4,10 @@
 
 use std::sync::Arc;
 
-use super::{key_type::require_encryption, KeyState, Transit, VersionState};
+use super::{key_type::version_layout, KeyState, Transit, VersionState};
 use crate::{
     backend::{BackendDecrypt, BackendInstance, OnUnavailable},
-    crypto::DataKey,
+    crypto::{Binding, DataKey, PayloadFormat},
     dek_cache::{CacheKey, CachedKey},
     error::{Error, Result},
     store::KeyRecord,
@@ -56,14 +56,32 @@ impl Transit {
                 },
             )
             .await?;
+        let format = PayloadFormat::from_code(version.record.payload_format)
+            .ok_or_else(|| Error::internal("key version has an unknown payload format"))?;
         let key = Arc::new(CachedKey {
-            data_key: DataKey::derive(&dek, binding, require_encryption(&state.record.key_type)?)?,
+            data_key: version_keys(&state.record, binding, format, &dek)?,
             backend_reference: reference.clone(),
         });
         // An evicting instance may have gone away while we unwrapped: do not cache then.
         instance.check_available(reference)?;
         instance.cache().insert(cache_key, key.clone());
         Ok(key)
+    }
+}
+
+/// A version's keys from what its backend unwrapped: a DEK to derive them from
+/// (keybroker's envelope), or the keys themselves (Vault's layout).
+pub(super) fn version_keys(
+    record: &KeyRecord,
+    binding: Binding,
+    format: PayloadFormat,
+    unwrapped: &[u8],
+) -> Result<DataKey> {
+    let (aead, hmac_len) = version_layout(record)?;
+    match format {
+        PayloadFormat::Envelope => DataKey::derive(unwrapped, binding, aead, hmac_len),
+        PayloadFormat::Vault => DataKey::from_material(unwrapped, binding, aead, hmac_len),
+        PayloadFormat::BackendBlob => Err(Error::internal("direct-mode version has no data key")),
     }
 }
 

@@ -31,6 +31,8 @@ pub enum KeyType {
     EcdsaP521,
     /// Pure Ed25519 (RFC 8032), which hashes the input itself: signing.
     Ed25519,
+    /// An HMAC key of `key_size` bytes: HMAC only (envelope).
+    Hmac,
 }
 
 impl KeyType {
@@ -48,19 +50,23 @@ impl KeyType {
             "ecdsa-p384" => Self::EcdsaP384,
             "ecdsa-p521" => Self::EcdsaP521,
             "ed25519" => Self::Ed25519,
+            "hmac" => Self::Hmac,
             other => {
                 return Err(Error::invalid(format!(
                     "unknown key type {other:?}: use aes128-gcm96, aes256-gcm96, \
                      chacha20-poly1305, xchacha20-poly1305, rsa-2048, rsa-3072, rsa-4096, \
-                     ecdsa-p256, ecdsa-p384, ecdsa-p521 or ed25519"
+                     ecdsa-p256, ecdsa-p384, ecdsa-p521, ed25519 or hmac"
                 )))
             }
         })
     }
 
-    /// Whether keys of this type sign (and do not encrypt).
+    /// Whether keys of this type are key pairs whose private key lives in a backend.
     pub fn is_asymmetric(self) -> bool {
-        self.aead().is_none()
+        matches!(
+            self,
+            Self::Rsa(_) | Self::EcdsaP256 | Self::EcdsaP384 | Self::EcdsaP521 | Self::Ed25519
+        )
     }
 
     /// The AEAD of a symmetric type, `None` for the asymmetric ones.
@@ -70,9 +76,12 @@ impl KeyType {
             Self::Aes256Gcm96 => Some(Aead::Aes256Gcm),
             Self::ChaCha20Poly1305 => Some(Aead::ChaCha20Poly1305),
             Self::XChaCha20Poly1305 => Some(Aead::XChaCha20Poly1305),
-            Self::Rsa(_) | Self::EcdsaP256 | Self::EcdsaP384 | Self::EcdsaP521 | Self::Ed25519 => {
-                None
-            }
+            Self::Rsa(_)
+            | Self::EcdsaP256
+            | Self::EcdsaP384
+            | Self::EcdsaP521
+            | Self::Ed25519
+            | Self::Hmac => None,
         }
     }
 
@@ -101,6 +110,7 @@ impl KeyType {
             Self::EcdsaP384 => "P-384",
             Self::EcdsaP521 => "P-521",
             Self::Ed25519 => "ed25519",
+            Self::Hmac => "hmac",
         }
     }
 
@@ -116,6 +126,22 @@ impl KeyType {
             Error::internal("backend answered a public key that is not an Ed25519 key")
         })?;
         Ok(base64::engine::general_purpose::STANDARD.encode(key.as_bytes()))
+    }
+}
+
+/// Smallest and largest `key_size` of an `hmac` key, in bytes (Vault's bounds).
+pub(super) const HMAC_KEY_SIZES: std::ops::RangeInclusive<u32> = 32..=512;
+
+/// What each envelope version of `record` holds: its AEAD (none for an `hmac` key) and the
+/// length of its HMAC key (an `hmac` key's `key_size`, else Vault's 32 bytes).
+pub(super) fn version_layout(record: &crate::store::KeyRecord) -> Result<(Option<Aead>, usize)> {
+    let key_type = KeyType::parse(&record.key_type)?;
+    match key_type {
+        KeyType::Hmac => Ok((None, record.options.key_size as usize)),
+        _ => match key_type.aead() {
+            Some(aead) => Ok((Some(aead), crate::crypto::HMAC_KEY_LEN)),
+            None => Err(Error::internal("asymmetric key with envelope versions")),
+        },
     }
 }
 
@@ -146,6 +172,7 @@ mod tests {
             "ecdsa-p384",
             "ecdsa-p521",
             "ed25519",
+            "hmac",
         ] {
             let kind = KeyType::parse(name).unwrap();
             assert_eq!(
@@ -158,7 +185,7 @@ mod tests {
         assert_eq!(KeyType::EcdsaP521.version_name(), "P-521");
         assert_eq!(KeyType::Ed25519.version_name(), "ed25519");
         let unknown = KeyType::parse("ed448").unwrap_err().to_string();
-        assert!(unknown.contains("ecdsa-p521 or ed25519"), "{unknown}");
+        assert!(unknown.contains("ed25519 or hmac"), "{unknown}");
         for bad in [
             "",
             "rsa-1024",
@@ -174,6 +201,7 @@ mod tests {
         assert!(require_encryption("aes256-gcm96").is_ok());
         assert!(require_encryption("ecdsa-p256").is_err());
         assert!(require_encryption("ed25519").is_err());
+        assert!(require_encryption("hmac").is_err());
     }
 
     #[test]

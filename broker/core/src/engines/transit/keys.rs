@@ -11,14 +11,14 @@ use zeroize::Zeroizing;
 
 use super::{
     envelope::remember,
-    key_type::{require_encryption, KeyType},
+    key_type::{version_layout, KeyType, HMAC_KEY_SIZES},
     validate_key_name, KeyState, Transit, AES256_GCM96,
 };
 use crate::{
     backend::{BackendDecrypt, BackendEncrypt, BackendInstance},
-    crypto::{generate_dek, random_nonce, Binding, DataKey, PayloadFormat},
+    crypto::{generate_dek, random_bytes, random_nonce, Binding, DataKey, PayloadFormat},
     error::{Error, Result},
-    store::{KeyMode, KeyRecord, KeyVersionRecord, StoreError},
+    store::{KeyMode, KeyOptions, KeyRecord, KeyVersionRecord, StoreError},
     KeyId, MountId, Tenant,
 };
 
@@ -39,6 +39,16 @@ pub struct CreateKeyOptions {
     /// root-namespace token with `sudo` on `sys/plugins/backends/<instance>`): it may bind
     /// any of the instance's keys; others only those its `bind` patterns grant the tenant.
     pub operator: bool,
+    /// Vault's `derived`.
+    pub derived: bool,
+    /// Vault's `convergent_encryption` (needs `derived`).
+    pub convergent_encryption: bool,
+    /// Vault's `exportable`.
+    pub exportable: bool,
+    /// Vault's `allow_plaintext_backup`.
+    pub allow_plaintext_backup: bool,
+    /// Vault's `key_size` (bytes; `hmac` keys only, 32 to 512, 32 when 0).
+    pub key_size: u32,
 }
 
 /// One version as shown by key read.
@@ -139,6 +149,15 @@ impl Transit {
                 "backend instance \"{backend}\" does not support key type {key_type_name}"
             )));
         }
+        let key_options = key_options(key_type, key_type_name, mode, &options)?;
+        if (key_options.exportable || key_options.allow_plaintext_backup)
+            && !instance.holds_in_broker()
+        {
+            return Err(Error::invalid(format!(
+                "backend instance \"{backend}\" keeps its keys' material outside the broker: \
+                 its keys are never exportable and never backed up in plaintext"
+            )));
+        }
         if mode == KeyMode::Direct && !instance.supports_direct() && !key_type.is_asymmetric() {
             return Err(Error::invalid(format!(
                 "backend instance \"{backend}\" does not support mode=direct"
@@ -206,6 +225,7 @@ impl Transit {
             latest_version: 1,
             created_at: now,
             rotated_at: now,
+            options: key_options,
         };
         let stored = match self
             .new_version(
@@ -319,10 +339,28 @@ impl Transit {
                     version,
                 };
                 let aad = binding.encode();
+                let (aead, hmac_len) = version_layout(record)?;
+                let format = version_format(record);
                 // A backend that makes data keys (KMS GenerateDataKey) makes this one;
-                // otherwise the broker makes it and the backend wraps it.
+                // otherwise the broker makes it and the backend wraps it. Vault's layout
+                // wraps the version's keys themselves.
                 let (dek, wrapped): (Zeroizing<Vec<u8>>, Vec<u8>) =
-                    if instance.supports_generate_data_key() {
+                    if format == PayloadFormat::Vault {
+                        let material =
+                            random_bytes(aead.map_or(0, crate::crypto::Aead::key_len) + hmac_len);
+                        let wrapped = instance
+                            .encrypt(
+                                tenant,
+                                BackendEncrypt {
+                                    reference: &reference,
+                                    plaintext: &material,
+                                    aad: &aad,
+                                    iv: random_nonce(),
+                                },
+                            )
+                            .await?;
+                        (material, wrapped)
+                    } else if instance.supports_generate_data_key() {
                         instance.generate_data_key(tenant, &reference, &aad).await?
                     } else {
                         let dek = generate_dek();
@@ -354,15 +392,14 @@ impl Transit {
                 if unwrapped.as_slice() != dek.as_slice() {
                     return Err(Error::internal("backend did not round-trip the data key"));
                 }
-                let aead = require_encryption(&record.key_type)?;
-                let data_key = DataKey::derive(&dek, binding, aead)?;
+                let data_key = super::envelope::version_keys(record, binding, format, &dek)?;
                 Ok((
                     KeyVersionRecord {
                         key: record.id,
                         version,
                         backend_reference: reference,
                         wrapped_dek: Some(wrapped),
-                        payload_format: PayloadFormat::Envelope.code(),
+                        payload_format: format.code(),
                         public_key: None,
                         created_at: now,
                         counter_reserved: 0,
@@ -480,4 +517,85 @@ impl Transit {
         }
         Ok(())
     }
+}
+
+/// The layout of `record`'s new envelope versions: Vault's for keys whose material may leave
+/// the broker or came from outside (so that it means there what it means in Vault),
+/// keybroker's envelope otherwise.
+pub(super) fn version_format(record: &KeyRecord) -> PayloadFormat {
+    let options = &record.options;
+    if options.exportable || options.allow_plaintext_backup || options.imported {
+        PayloadFormat::Vault
+    } else {
+        PayloadFormat::Envelope
+    }
+}
+
+/// A new key's Vault options, checked as Vault checks them, with its messages where it has
+/// them; and what keybroker cannot do, refused with the reason.
+fn key_options(
+    key_type: KeyType,
+    key_type_name: &str,
+    mode: KeyMode,
+    options: &CreateKeyOptions,
+) -> Result<KeyOptions> {
+    let key_size = match (key_type, options.key_size) {
+        (KeyType::Hmac, 0) => *HMAC_KEY_SIZES.start(),
+        (KeyType::Hmac, size) if HMAC_KEY_SIZES.contains(&size) => size,
+        (KeyType::Hmac, size) => {
+            return Err(Error::invalid(format!(
+                "invalid key_size {size}: must be between {} and {} bytes",
+                HMAC_KEY_SIZES.start(),
+                HMAC_KEY_SIZES.end()
+            )))
+        }
+        (_, 0) => 0,
+        (_, _) => {
+            return Err(Error::invalid(format!(
+                "key_size is not valid for algorithm {key_type_name}"
+            )))
+        }
+    };
+    if key_type == KeyType::Hmac && mode == KeyMode::Direct {
+        return Err(Error::invalid(
+            "key type hmac cannot be held in mode=direct: its HMAC keys live in the broker's \
+             envelope; use mode=envelope",
+        ));
+    }
+    if options.convergent_encryption && !options.derived {
+        return Err(Error::invalid(
+            "convergent encryption requires derivation to be enabled, so context is required",
+        ));
+    }
+    if options.convergent_encryption && key_type.aead().is_none() {
+        return Err(Error::invalid(format!(
+            "convergent encryption not supported for keys of type {key_type_name}"
+        )));
+    }
+    if options.derived && (mode == KeyMode::Direct || key_type.aead().is_none()) {
+        return Err(Error::invalid(format!(
+            "key derivation is not supported for key type {key_type_name} in mode={}: keybroker \
+             derives keys in the broker's envelope, and a backend that holds the key itself \
+             cannot derive per-context keys",
+            mode.as_str()
+        )));
+    }
+    if (options.exportable || options.allow_plaintext_backup)
+        && (mode == KeyMode::Direct || key_type.is_asymmetric())
+    {
+        return Err(Error::invalid(format!(
+            "key type {key_type_name} in mode={} is held by its backend and never leaves it: it \
+             cannot be exportable or backed up in plaintext",
+            mode.as_str()
+        )));
+    }
+    Ok(KeyOptions {
+        derived: options.derived,
+        convergent_encryption: options.convergent_encryption,
+        exportable: options.exportable,
+        allow_plaintext_backup: options.allow_plaintext_backup,
+        imported: false,
+        imported_key_allow_rotation: false,
+        key_size,
+    })
 }

@@ -261,5 +261,6 @@ fn test_record(latest: u32, available: u32, decryption: u32, encryption: u32) ->
         latest_version: latest,
         created_at: 0,
         rotated_at: 0,
+        options: crate::store::KeyOptions::default(),
     }
 }

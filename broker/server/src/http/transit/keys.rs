@@ -5,10 +5,9 @@
 //! - [Delete key](https://developer.hashicorp.com/vault/api-docs/secret/transit#delete-key): `DELETE /transit/keys/:name`.
 //!
 //! A key is answered as read key answers it ([`key_json`]), also by config and rotate: every
-//! field OpenBao's read key answers, with what is true of keybroker today (no derived,
-//! exportable, plaintext-backup, imported or soft-deleted keys: those are `false`;
-//! `supports_derivation` is `false` too, where OpenBao says `true` for an AES key, since
-//! keybroker derives no keys), plus our fields.
+//! field OpenBao's read key answers, with what is true of the key (no key is soft-deleted;
+//! `supports_derivation` is true only of envelope keys with an AEAD, since keybroker derives
+//! per-context keys in its envelope), plus our fields.
 //!
 //! `encryption_counts` (ours) maps each version to the encryptions the store has reserved
 //! for it, read from the store at every answer. It is an **upper bound** of the
@@ -48,6 +47,8 @@ struct CreateKeyBody {
     exportable: Option<bool>,
     #[serde(deserialize_with = "body::opt_bool")]
     allow_plaintext_backup: Option<bool>,
+    #[serde(deserialize_with = "body::opt_u32")]
+    key_size: Option<u32>,
     /// Ours: bind this existing backend key instead of creating one.
     backend_key: Option<String>,
 }
@@ -57,6 +58,8 @@ pub(super) fn key_json(info: &KeyInfo) -> Value {
     let record = &info.record;
     let key_type = KeyType::parse(&record.key_type).ok();
     let signing = key_type.is_some_and(KeyType::is_asymmetric);
+    let encrypting = key_type.and_then(KeyType::aead).is_some();
+    let options = &record.options;
     // Vault shows a symmetric version's creation time, and an asymmetric version's public
     // key with its name and creation time.
     let keys: Map<String, Value> = info
@@ -80,7 +83,7 @@ pub(super) fn key_json(info: &KeyInfo) -> Value {
         .iter()
         .map(|v| (v.version.to_string(), json!(v.encryptions_reserved)))
         .collect();
-    json!({
+    let mut data = json!({
         "name": record.name,
         "type": record.key_type,
         "keys": keys,
@@ -90,21 +93,45 @@ pub(super) fn key_json(info: &KeyInfo) -> Value {
         "min_encryption_version": record.min_encryption_version,
         "deletion_allowed": record.deletion_allowed,
         "auto_rotate_period": record.auto_rotate_period,
-        "derived": false,
-        "exportable": false,
-        "allow_plaintext_backup": false,
-        "imported_key": false,
+        "derived": options.derived,
+        "exportable": options.exportable,
+        "allow_plaintext_backup": options.allow_plaintext_backup,
+        "imported_key": options.imported,
         "soft_deleted": false,
-        "supports_encryption": !signing,
-        "supports_decryption": !signing,
-        "supports_derivation": false,
+        "supports_encryption": encrypting,
+        "supports_decryption": encrypting,
+        // Keys are derived in the broker's envelope: symmetric envelope keys can be.
+        "supports_derivation": encrypting && record.mode == KeyMode::Envelope,
         "supports_signing": signing,
         "bound": record.bound,
         "backend": record.backend,
         "mode": record.mode.as_str(),
         "backend_available": info.backend_available,
         "encryption_counts": counts,
-    })
+    });
+    if let Some(data) = data.as_object_mut() {
+        // Vault adds these only where they apply.
+        if options.imported {
+            data.insert(
+                "imported_key_allow_rotation".to_owned(),
+                json!(options.imported_key_allow_rotation),
+            );
+        }
+        if options.key_size != 0 {
+            data.insert("key_size".to_owned(), json!(options.key_size));
+        }
+        if options.derived {
+            data.insert("kdf".to_owned(), json!("hkdf_sha256"));
+            data.insert(
+                "convergent_encryption".to_owned(),
+                json!(options.convergent_encryption),
+            );
+            if options.convergent_encryption {
+                data.insert("convergent_encryption_version".to_owned(), json!(3));
+            }
+        }
+    }
+    data
 }
 
 /// Unix seconds as RFC 3339 (UTC), as Vault writes times.
@@ -127,18 +154,6 @@ impl Context<'_> {
 
     pub(super) async fn create_key(&self, name: &str) -> Result<Response, ApiError> {
         let input: CreateKeyBody = body::parse(&self.request.body)?;
-        for (flag, what) in [
-            (input.derived, "derived keys"),
-            (input.convergent_encryption, "convergent encryption"),
-            (input.exportable, "exportable keys"),
-            (input.allow_plaintext_backup, "plaintext backup"),
-        ] {
-            if flag == Some(true) {
-                return Err(ApiError::bad_request(format!(
-                    "{what} are not supported by keybroker"
-                )));
-            }
-        }
         let mode = match input.mode.as_deref() {
             None | Some("") => None,
             Some(text) => Some(KeyMode::parse(text).ok_or_else(|| {
@@ -160,6 +175,11 @@ impl Context<'_> {
             auto_rotate_period: input.auto_rotate_period,
             backend_key,
             operator,
+            derived: input.derived.unwrap_or(false),
+            convergent_encryption: input.convergent_encryption.unwrap_or(false),
+            exportable: input.exportable.unwrap_or(false),
+            allow_plaintext_backup: input.allow_plaintext_backup.unwrap_or(false),
+            key_size: input.key_size.unwrap_or(0),
         };
         let info = self
             .transit()

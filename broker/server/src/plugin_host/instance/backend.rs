@@ -92,6 +92,10 @@ impl BackendInstance for Instance {
         self.has_capability(capability::GENERATE_DATA_KEY)
     }
 
+    fn holds_in_broker(&self) -> bool {
+        self.has_capability(capability::BROKER_HELD)
+    }
+
     fn may_bind(&self, tenant_name: &str, backend_key: &str) -> bool {
         self.settings.bind.get(tenant_name).is_some_and(|patterns| {
             patterns
