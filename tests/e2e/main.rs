@@ -18,6 +18,7 @@ mod cluster;
 mod counter;
 mod edge;
 mod gateway;
+mod hmac;
 mod hsm;
 mod idp;
 mod isolation;

@@ -99,6 +99,8 @@ const EXPECTED: &[(&str, &str, Class)] = &[
     ("transit:sign/:name/:algorithm", "*", Transit),
     ("transit:verify/:name", "*", Transit),
     ("transit:verify/:name/:algorithm", "*", Transit),
+    ("transit:hmac/:name", "*", Transit),
+    ("transit:hmac/:name/:algorithm", "*", Transit),
     ("transit:random", "*", Transit),
     ("transit:random/:a", "*", Transit),
     ("transit:random/:a/:b", "*", Transit),

@@ -23,7 +23,7 @@ pub fn ciphertext(data: &[u8]) {
     };
     // keybroker's envelope layout (keys derived from a DEK, binding in the AAD), or Vault's
     // (the material used as it is, the caller's AAD alone).
-    let key = if data.len() / 4 % 2 == 0 {
+    let key = if (data.len() / 4).is_multiple_of(2) {
         DataKey::derive(&[7; 32], binding, Some(aead), HMAC_KEY_LEN).unwrap()
     } else {
         let material = vec![7; aead.key_len() + HMAC_KEY_LEN];

@@ -7,7 +7,8 @@
 //!
 //! One file per operation: `keys.rs` (create, read, list, delete), `config.rs` (a key's
 //! configuration), `rotate.rs` (by hand and when due), `encrypt.rs`, `decrypt.rs`,
-//! `rewrap.rs`, `datakey.rs`, `sign.rs`, `verify.rs`, `trim.rs`, `hash.rs` (no key) and
+//! `rewrap.rs`, `datakey.rs`, `sign.rs`, `verify.rs`, `hmac.rs` (HMACs and their verification),
+//! `trim.rs`, `hash.rs` (no key) and
 //! `cache_config.rs` (the mount's `cache-config`). Around them:
 //! `cache.rs` (the keys held in memory, and what invalidates them), `envelope.rs` (each
 //! version's data key in the DEK cache), `counter.rs`, `ciphertext.rs` and `key_type.rs`.
@@ -22,6 +23,7 @@ mod decrypt;
 mod encrypt;
 mod envelope;
 mod hash;
+mod hmac;
 mod key_type;
 mod keys;
 mod rewrap;
@@ -40,6 +42,7 @@ pub use datakey::DataKeyOutput;
 pub use decrypt::DecryptItem;
 pub use encrypt::{EncryptItem, EncryptOutput};
 pub use hash::{decode_go_base64, hash_data, HashFunction, HashRequest, SumFormat};
+pub use hmac::HmacVerifyItem;
 pub use key_type::KeyType;
 pub use keys::{CreateKeyOptions, KeyInfo, VersionInfo};
 pub use rewrap::RewrapItem;

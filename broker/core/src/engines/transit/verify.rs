@@ -4,7 +4,7 @@
 use super::{
     ciphertext,
     sign::{unmarshal, Plan},
-    ItemResults, KeyState, SignOptions, Transit, VersionState,
+    ItemResults, KeyState, KeyType, SignOptions, Transit, VersionState,
 };
 use crate::{
     backend::{BackendSign, BackendVerify},
@@ -37,7 +37,13 @@ impl Transit {
     ) -> Result<ItemResults<bool>> {
         self.check_batch_size(items.len())?;
         let state = self.signing_key(tenant, mount, name).await?;
-        let plan = options.plan(&state.record.key_type)?;
+        let key_type = &state.record.key_type;
+        if !KeyType::parse(key_type).is_ok_and(KeyType::is_asymmetric) {
+            return Err(Error::invalid(format!(
+                "key type {key_type} does not support verification"
+            )));
+        }
+        let plan = options.plan(key_type)?;
         let instance = self.instance(tenant, &state.record.backend)?;
         let mut results = Vec::with_capacity(items.len());
         for item in items {

@@ -3,7 +3,7 @@
 //! This file holds the kind of mount (its routes, existence check and cache invalidation)
 //! and the dispatch to one file per operation: `keys.rs` (create, read, list, delete),
 //! `config.rs` (a key's configuration), `rotate.rs`, `trim.rs`, `encrypt.rs`, `decrypt.rs`,
-//! `rewrap.rs`, `datakey.rs`, `sign.rs`, `verify.rs`, `random.rs`, `hash.rs`,
+//! `rewrap.rs`, `datakey.rs`, `sign.rs`, `verify.rs`, `hmac.rs`, `random.rs`, `hash.rs`,
 //! `mount_config.rs` (`config/keys`) and `cache_config.rs` (`cache-config`). `batch.rs`
 //! holds the body encrypt, decrypt, rewrap and datakey share, and the batch handling of
 //! every batch operation.
@@ -15,6 +15,7 @@ mod datakey;
 mod decrypt;
 mod encrypt;
 mod hash;
+mod hmac;
 mod keys;
 mod mount_config;
 mod random;
@@ -59,6 +60,8 @@ pub(super) const ROUTES: &[Route] = {
         route("sign/:name/:algorithm", &[W]),
         route("verify/:name", &[W]),
         route("verify/:name/:algorithm", &[W]),
+        route("hmac/:name", &[W]),
+        route("hmac/:name/:algorithm", &[W]),
         route("random", &[W]),
         route("random/:a", &[W]),
         route("random/:a/:b", &[W]),
@@ -195,6 +198,10 @@ async fn handle(
             "transit/verify",
             context.verify(name, segments.get(2).copied()).await,
         ),
+        (["hmac", name] | ["hmac", name, _], Operation::Write) => (
+            "transit/hmac",
+            context.hmac(name, segments.get(2).copied()).await,
+        ),
         (["random"], Operation::Write) => ("transit/random", context.random(None, None)),
         (["random", a], Operation::Write) => ("transit/random", context.random(Some(a), None)),
         (["random", a, b], Operation::Write) => {
@@ -220,7 +227,8 @@ async fn handle(
             | ["keys", _, "config" | "rotate" | "trim"]
             | ["encrypt" | "decrypt" | "rewrap", _]
             | ["sign" | "verify", _]
-            | ["sign" | "verify", _, _]
+            | ["sign" | "verify" | "hmac", _, _]
+            | ["hmac", _]
             | ["datakey", _, _]
             | ["random", ..]
             | ["hash"]
@@ -279,4 +287,5 @@ pub(super) fn fuzz_request_bodies(body: &bytes::Bytes) -> usize {
         + batch::fuzz_request_bodies(body)
         + sign::fuzz_request_bodies(body)
         + hash::fuzz_request_bodies(body)
+        + hmac::fuzz_request_bodies(body)
 }

@@ -20,8 +20,10 @@ use crate::http::{body, error::ApiError};
 #[derive(Deserialize, Default)]
 #[serde(default)]
 pub(super) struct SignItem {
-    input: Option<String>,
+    pub(super) input: Option<String>,
     pub(super) signature: Option<String>,
+    /// Verify only: an HMAC to check instead of a signature.
+    pub(super) hmac: Option<String>,
     context: Option<String>,
     reference: Option<String>,
 }
@@ -32,10 +34,11 @@ pub(super) struct SignItem {
 pub(super) struct SignBody {
     input: Option<String>,
     signature: Option<String>,
+    hmac: Option<String>,
     context: Option<String>,
     hash_algorithm: Option<String>,
-    /// Vault's older name of `hash_algorithm`.
-    algorithm: Option<String>,
+    /// Vault's older name of `hash_algorithm` (and the only one an HMAC verify reads).
+    pub(super) algorithm: Option<String>,
     #[serde(deserialize_with = "body::opt_u32")]
     key_version: Option<u32>,
     #[serde(deserialize_with = "body::opt_bool")]
@@ -101,6 +104,7 @@ impl SignBody {
                 vec![SignItem {
                     input: self.input.take(),
                     signature: self.signature.take(),
+                    hmac: self.hmac.take(),
                     context: self.context.take(),
                     reference: None,
                 }],
