@@ -22,7 +22,7 @@ pub struct DataKeyOutput {
 
 impl Transit {
     /// Generates a fresh key of `bits` and returns it encrypted under the transit key (and
-    /// in plaintext if asked).
+    /// in plaintext if asked), with the `context` of a derived key.
     pub async fn datakey(
         &self,
         tenant: &Tenant,
@@ -31,6 +31,7 @@ impl Transit {
         with_plaintext: bool,
         bits: u32,
         associated_data: Vec<u8>,
+        context: Vec<u8>,
     ) -> Result<DataKeyOutput> {
         if !matches!(bits, 128 | 256 | 512) {
             return Err(Error::invalid("invalid bits; must be 128, 256 or 512"));
@@ -40,6 +41,7 @@ impl Transit {
             plaintext: plaintext.clone(),
             associated_data,
             key_version: 0,
+            context,
         };
         let output = self
             .encrypt(tenant, mount, name, None, vec![item])

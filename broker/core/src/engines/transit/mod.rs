@@ -10,7 +10,8 @@
 //! `rewrap.rs`, `datakey.rs`, `sign.rs`, `verify.rs`, `trim.rs`, `hash.rs` (no key) and
 //! `cache_config.rs` (the mount's `cache-config`). Around them:
 //! `cache.rs` (the keys held in memory, and what invalidates them), `envelope.rs` (each
-//! version's data key in the DEK cache), `counter.rs`, `ciphertext.rs` and `key_type.rs`.
+//! version's data key in the DEK cache), `derive.rs` (a derived key's key per `context`, and
+//! convergent encryption's nonce), `counter.rs`, `ciphertext.rs` and `key_type.rs`.
 
 mod cache;
 pub mod cache_config;
@@ -19,6 +20,7 @@ mod config;
 mod counter;
 mod datakey;
 mod decrypt;
+pub mod derive;
 mod encrypt;
 mod envelope;
 mod hash;

@@ -1,6 +1,6 @@
 //! [Generate data key](https://developer.hashicorp.com/vault/api-docs/secret/transit#generate-data-key): `POST /transit/datakey/:type/:name`.
 //!
-//! The body is the data operations' (`associated_data`, `bits`).
+//! The body is the data operations' (`associated_data`, `context`, `bits`).
 
 use axum::response::Response;
 use base64::{engine::general_purpose::STANDARD, Engine as _};
@@ -23,6 +23,7 @@ impl Context<'_> {
         };
         let input: DataBody = body::parse(&self.request.body)?;
         let associated_data = optional_base64("associated_data", input.associated_data.as_deref())?;
+        let context = optional_base64("context", input.context.as_deref())?;
         let output = self
             .transit()
             .datakey(
@@ -32,6 +33,7 @@ impl Context<'_> {
                 with_plaintext,
                 input.bits.unwrap_or(256),
                 associated_data,
+                context,
             )
             .await?;
         let mut data =
