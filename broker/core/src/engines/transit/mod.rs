@@ -38,7 +38,7 @@ use std::{
 };
 
 pub use config::KeyConfigUpdate;
-pub use datakey::DataKeyOutput;
+pub use datakey::{DataKeyOutput, DataKeyRequest};
 pub use decrypt::DecryptItem;
 pub use encrypt::{EncryptItem, EncryptOutput};
 pub use hash::{decode_go_base64, hash_data, HashFunction, HashRequest, SumFormat};
