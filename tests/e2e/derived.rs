@@ -303,12 +303,45 @@ fn check_derived_keys(target: &Target, backend: &str) {
 #[test]
 fn derived_keys_on_the_local_kek() {
     let broker = Broker::dev();
-    check_derived_keys(
-        &Target {
-            broker: &broker,
-            namespace: None,
-        },
-        "local",
+    let target = Target {
+        broker: &broker,
+        namespace: None,
+    };
+    check_derived_keys(&target, "local");
+
+    // An exportable key keeps Vault's layout (its material is the key itself): derived and
+    // convergent there too.
+    target.bao(
+        "write",
+        &[
+            "transit/keys/exportable",
+            "exportable=true",
+            "derived=true",
+            "convergent_encryption=true",
+        ],
+    );
+    let secret = b64(b"exported one day");
+    let encrypt = |context: &str| {
+        let (status, body) = target.post(
+            "transit/encrypt/exportable",
+            &json!({ "plaintext": secret, "context": context }),
+        );
+        assert_eq!(status, 200, "{body}");
+        body["data"]["ciphertext"].as_str().unwrap().to_owned()
+    };
+    let first = encrypt(&b64(b"one"));
+    assert_eq!(encrypt(&b64(b"one")), first);
+    assert_ne!(encrypt(&b64(b"two")), first);
+    let (status, body) = target.post(
+        "transit/decrypt/exportable",
+        &json!({ "ciphertext": first, "context": b64(b"one") }),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["plaintext"], secret.as_str());
+    target.refused(
+        "transit/decrypt/exportable",
+        &json!({ "ciphertext": first, "context": b64(b"two") }),
+        AUTH_FAILED,
     );
 }
 

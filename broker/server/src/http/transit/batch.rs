@@ -306,3 +306,47 @@ pub(super) fn fuzz_request_bodies(body: &bytes::Bytes) -> usize {
     }
     1
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(context: Option<&str>) -> BatchItem {
+        BatchItem {
+            context: context.map(str::to_owned),
+            ..BatchItem::default()
+        }
+    }
+
+    #[test]
+    fn a_batch_mixing_items_with_and_without_a_context_is_refused() {
+        assert!(check_contexts(&[item(Some("YQ==")), item(Some("Yg=="))]).is_ok());
+        assert!(check_contexts(&[item(None), item(Some(""))]).is_ok());
+        assert!(check_contexts(&[]).is_ok());
+        for mixed in [
+            [item(Some("YQ==")), item(None)],
+            [item(Some("")), item(Some("YQ=="))],
+        ] {
+            let Err(ApiError::Core(error)) = check_contexts(&mixed) else {
+                panic!("a mixed batch was accepted");
+            };
+            assert!(matches!(error, Error::InvalidRequest(_)), "{error:?}");
+            assert_eq!(
+                error.to_string(),
+                "context should be set either in all the request blocks or in none"
+            );
+        }
+        assert!(context_set(&[item(Some("YQ=="))]));
+        assert!(!context_set(&[item(Some(""))]));
+    }
+
+    #[test]
+    fn a_context_is_decoded_as_go_decodes_it_with_gos_message() {
+        assert_eq!(decode_context(&item(None)).unwrap(), Vec::<u8>::new());
+        assert_eq!(decode_context(&item(Some(""))).unwrap(), Vec::<u8>::new());
+        assert_eq!(decode_context(&item(Some("Y3R4\nMQ=="))).unwrap(), b"ctx1");
+        let error = decode_context(&item(Some("Y3R4!Q=="))).unwrap_err();
+        assert!(matches!(error, Error::InvalidRequest(_)), "{error:?}");
+        assert_eq!(error.to_string(), "illegal base64 data at input byte 4");
+    }
+}
