@@ -502,6 +502,13 @@ fn derived_keys_answer_as_openbao_does() {
             json!({ "plaintext": secret, "convergent_encryption": true }),
         ),
         ("GET", "transit/keys/upsert-refused".into(), json!({})),
+        // 24: OpenBao has no `nonce` (HashiCorp Vault refuses one with convergent version 3):
+        // it is ignored, and the convergent nonce is derived as ever.
+        (
+            "POST",
+            "transit/encrypt/c".into(),
+            json!({ "plaintext": secret, "context": ctx1, "nonce": b64(&[1; 12]) }),
+        ),
     ];
     let theirs = bao.batch(&first);
     let ours: Vec<(u16, Value)> = first
@@ -514,6 +521,10 @@ fn derived_keys_answer_as_openbao_does() {
         assert_eq!(
             answers[12].1["data"]["ciphertext"],
             answers[13].1["data"]["ciphertext"]
+        );
+        assert_eq!(
+            answers[12].1["data"]["ciphertext"],
+            answers[24].1["data"]["ciphertext"]
         );
         for index in [3, 4, 19, 21] {
             let data = &answers[index].1["data"];
