@@ -16,6 +16,7 @@ mod aws;
 mod azure;
 mod cluster;
 mod counter;
+mod derived;
 mod edge;
 mod gateway;
 mod hmac;

@@ -9,6 +9,19 @@ use crate::{
     MountId, Tenant,
 };
 
+/// What `datakey` is asked for.
+#[derive(Debug, Default)]
+pub struct DataKeyRequest {
+    /// Whether the answer carries the new key's plaintext (the `plaintext` type).
+    pub with_plaintext: bool,
+    /// The new key's length in bits: 128, 256 or 512.
+    pub bits: u32,
+    /// Caller AAD (`associated_data`).
+    pub associated_data: Vec<u8>,
+    /// Vault's `context` of a derived key (empty: none).
+    pub context: Vec<u8>,
+}
+
 /// Result of `datakey`.
 #[derive(Debug)]
 pub struct DataKeyOutput {
@@ -22,16 +35,20 @@ pub struct DataKeyOutput {
 
 impl Transit {
     /// Generates a fresh key of `bits` and returns it encrypted under the transit key (and
-    /// in plaintext if asked).
+    /// in plaintext if asked), with the `context` of a derived key.
     pub async fn datakey(
         &self,
         tenant: &Tenant,
         mount: MountId,
         name: &str,
-        with_plaintext: bool,
-        bits: u32,
-        associated_data: Vec<u8>,
+        request: DataKeyRequest,
     ) -> Result<DataKeyOutput> {
+        let DataKeyRequest {
+            with_plaintext,
+            bits,
+            associated_data,
+            context,
+        } = request;
         if !matches!(bits, 128 | 256 | 512) {
             return Err(Error::invalid("invalid bits; must be 128, 256 or 512"));
         }
@@ -40,6 +57,7 @@ impl Transit {
             plaintext: plaintext.clone(),
             associated_data,
             key_version: 0,
+            context,
         };
         let output = self
             .encrypt(tenant, mount, name, None, vec![item])

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use zeroize::Zeroizing;
 
-use super::{ciphertext, ItemResults, KeyState, Transit, VersionState};
+use super::{ciphertext, derive, ItemResults, KeyState, Transit, VersionState};
 use crate::{
     backend::{BackendDecrypt, BackendInstance},
     crypto::PayloadFormat,
@@ -23,6 +23,9 @@ pub struct DecryptItem {
     pub ciphertext: String,
     /// Caller AAD (`associated_data`).
     pub associated_data: Vec<u8>,
+    /// Vault's `context` of a derived key (empty: none; ignored by a key that is not
+    /// derived).
+    pub context: Vec<u8>,
 }
 
 impl Transit {
@@ -56,6 +59,10 @@ impl Transit {
                                 .data_key(tenant, &state, &version, instance.as_ref())
                                 .await
                             {
+                                Ok(key) if state.record.options.derived => {
+                                    derive::context_key(&key.data_key, &item.context, false)
+                                        .and_then(|k| k.open(&payload, &item.associated_data))
+                                }
                                 Ok(key) => key.data_key.open(&payload, &item.associated_data),
                                 // Backend trouble fails the request, not just the item.
                                 Err(error @ (Error::Unavailable(_) | Error::Internal { .. })) => {

@@ -15,8 +15,8 @@ use std::sync::Arc;
 use zeroize::Zeroizing;
 
 use super::{
-    ciphertext, counter::Take, key_type::KeyType, keys::CreateKeyOptions, ItemResults, KeyState,
-    Transit, VersionState,
+    ciphertext, counter::Take, derive, key_type::KeyType, keys::CreateKeyOptions, ItemResults,
+    KeyState, Transit, VersionState,
 };
 use crate::{
     backend::{BackendEncrypt, BackendInstance},
@@ -71,6 +71,9 @@ pub struct EncryptItem {
     pub associated_data: Vec<u8>,
     /// The version to encrypt with (`key_version`); 0 is the latest.
     pub key_version: u32,
+    /// Vault's `context`, from which a derived key derives the item's key (empty: none;
+    /// ignored by a key that is not derived, as Vault ignores it).
+    pub context: Vec<u8>,
 }
 
 /// Result of one encryption.
@@ -112,6 +115,12 @@ impl Transit {
                             return Err(Error::invalid(format!("unknown key type {key_type}")))
                         }
                     }
+                }
+                if options.convergent_encryption && !options.derived {
+                    return Err(Error::invalid(
+                        "convergent encryption requires derivation to be enabled, so context is \
+                         required",
+                    ));
                 }
                 self.create_key(tenant, mount, name, options).await?;
                 self.state(tenant.id, mount, name)
@@ -171,12 +180,21 @@ impl Transit {
         match state.record.mode {
             KeyMode::Envelope => {
                 let key = self.data_key(tenant, state, version, instance).await?;
+                let options = state.record.options;
                 Ok(items
                     .iter()
                     .map(|item| {
-                        key.data_key
+                        if options.derived {
+                            derive::context_key(
+                                &key.data_key,
+                                &item.context,
+                                options.convergent_encryption,
+                            )?
                             .seal(&item.plaintext, &item.associated_data)
-                            .map(output)
+                        } else {
+                            key.data_key.seal(&item.plaintext, &item.associated_data)
+                        }
+                        .map(output)
                     })
                     .collect())
             }
@@ -322,6 +340,7 @@ mod tests {
             plaintext: Zeroizing::new(b"x".to_vec()),
             associated_data: Vec::new(),
             key_version,
+            context: Vec::new(),
         }
     }
 

@@ -564,7 +564,7 @@ fn key_options(
     }
     if options.convergent_encryption && !options.derived {
         return Err(Error::invalid(
-            "convergent encryption requires derivation to be enabled, so context is required",
+            "convergent encryption requires derivation to be enabled",
         ));
     }
     if options.convergent_encryption && key_type.aead().is_none() {

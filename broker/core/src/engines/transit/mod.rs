@@ -11,7 +11,8 @@
 //! `trim.rs`, `hash.rs` (no key) and
 //! `cache_config.rs` (the mount's `cache-config`). Around them:
 //! `cache.rs` (the keys held in memory, and what invalidates them), `envelope.rs` (each
-//! version's data key in the DEK cache), `counter.rs`, `ciphertext.rs` and `key_type.rs`.
+//! version's data key in the DEK cache), `derive.rs` (a derived key's key per `context`, and
+//! convergent encryption's nonce), `counter.rs`, `ciphertext.rs` and `key_type.rs`.
 
 mod cache;
 pub mod cache_config;
@@ -20,6 +21,7 @@ mod config;
 mod counter;
 mod datakey;
 mod decrypt;
+pub mod derive;
 mod encrypt;
 mod envelope;
 mod hash;
@@ -38,7 +40,7 @@ use std::{
 };
 
 pub use config::KeyConfigUpdate;
-pub use datakey::DataKeyOutput;
+pub use datakey::{DataKeyOutput, DataKeyRequest};
 pub use decrypt::DecryptItem;
 pub use encrypt::{EncryptItem, EncryptOutput};
 pub use hash::{decode_go_base64, hash_data, HashFunction, HashRequest, SumFormat};

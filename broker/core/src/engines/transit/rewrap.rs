@@ -12,7 +12,8 @@ use crate::{
 /// One ciphertext to rewrap.
 #[derive(Debug)]
 pub struct RewrapItem {
-    /// The ciphertext and its `associated_data`.
+    /// The ciphertext, its `associated_data` and `context` (a derived key decrypts and
+    /// encrypts again with that context).
     pub decrypt: DecryptItem,
     /// The version to encrypt it with again (`key_version`); 0 is the latest.
     pub key_version: u32,
@@ -30,13 +31,19 @@ impl Transit {
         let mut targets = Vec::with_capacity(items.len());
         let mut to_decrypt = Vec::with_capacity(items.len());
         for item in items {
-            targets.push((item.decrypt.associated_data.clone(), item.key_version));
+            targets.push((
+                item.decrypt.associated_data.clone(),
+                item.decrypt.context.clone(),
+                item.key_version,
+            ));
             to_decrypt.push(item.decrypt);
         }
         let decrypted = self.decrypt(tenant, mount, name, to_decrypt).await?;
         let mut to_encrypt = Vec::new();
         let mut slots = Vec::with_capacity(decrypted.len());
-        for (plaintext, (associated_data, key_version)) in decrypted.into_iter().zip(targets) {
+        for (plaintext, (associated_data, context, key_version)) in
+            decrypted.into_iter().zip(targets)
+        {
             match plaintext {
                 Ok(plaintext) => {
                     slots.push(None);
@@ -44,6 +51,7 @@ impl Transit {
                         plaintext,
                         associated_data,
                         key_version,
+                        context,
                     });
                 }
                 Err(error) => slots.push(Some(error)),

@@ -4,7 +4,10 @@
 //! together, merged back in order and answered as `batch_results` with Vault's status.
 
 use axum::{http::StatusCode, response::Response};
-use keybroker_core::{engines::transit::EncryptOutput, Error};
+use keybroker_core::{
+    engines::transit::{decode_go_base64, EncryptOutput},
+    Error,
+};
 use serde::{Deserialize, Serialize};
 
 use super::{
@@ -21,6 +24,8 @@ pub(super) struct BatchItem {
     pub(super) plaintext: Option<String>,
     pub(super) ciphertext: Option<String>,
     pub(super) associated_data: Option<String>,
+    /// Base64 `context` of a derived key, per item (a batch ignores the top-level one).
+    pub(super) context: Option<String>,
     /// Signed: Vault answers a negative version with a message of its own.
     #[serde(deserialize_with = "body::opt_i64")]
     pub(super) key_version: Option<i64>,
@@ -34,6 +39,12 @@ pub(super) struct DataBody {
     pub(super) plaintext: Option<String>,
     pub(super) ciphertext: Option<String>,
     pub(super) associated_data: Option<String>,
+    /// Base64 `context` of a derived key (outside a batch; datakey's).
+    pub(super) context: Option<String>,
+    /// Encrypt's `convergent_encryption`: whether a key the request makes (upsert) is
+    /// convergent.
+    #[serde(deserialize_with = "body::opt_bool")]
+    pub(super) convergent_encryption: Option<bool>,
     /// Signed, as in an item.
     #[serde(deserialize_with = "body::opt_i64")]
     pub(super) key_version: Option<i64>,
@@ -58,12 +69,45 @@ impl DataBody {
                     plaintext: self.plaintext,
                     ciphertext: self.ciphertext,
                     associated_data: self.associated_data,
+                    context: self.context,
                     key_version: self.key_version,
                     reference: None,
                 }],
                 false,
             ),
         }
+    }
+}
+
+/// Whether the items carry a `context` (the first one says, [`check_contexts`] that all
+/// agree): an upsert then makes a derived key, as Vault's does.
+pub(super) fn context_set(items: &[BatchItem]) -> bool {
+    items.first().is_some_and(has_context)
+}
+
+fn has_context(item: &BatchItem) -> bool {
+    item.context.as_deref().is_some_and(|c| !c.is_empty())
+}
+
+/// Vault's refusal of a batch where some items carry a `context` and others do not
+/// (encrypt, decrypt, rewrap: `pathEncryptWrite`), whatever the key.
+pub(super) fn check_contexts(items: &[BatchItem]) -> Result<(), ApiError> {
+    let set = context_set(items);
+    if items.iter().any(|item| has_context(item) != set) {
+        return Err(ApiError::Core(Error::invalid(
+            "context should be set either in all the request blocks or in none",
+        )));
+    }
+    Ok(())
+}
+
+/// An item's `context`, base64-decoded (absent or empty: none), refused with the message
+/// Vault's Go decoder gives.
+pub(super) fn decode_context(item: &BatchItem) -> Result<Vec<u8>, Error> {
+    match item.context.as_deref() {
+        None | Some("") => Ok(Vec::new()),
+        Some(text) => decode_go_base64(text)
+            .map_err(|at| Error::invalid(format!("illegal base64 data at input byte {at}"))),
     }
 }
 
@@ -227,7 +271,13 @@ pub(super) fn fuzz_request_bodies(body: &bytes::Bytes) -> usize {
     };
     let partial_code = input.partial_failure_response_code;
     let _ = optional_base64("associated_data", input.associated_data.as_deref());
+    let _ = optional_base64("context", input.context.as_deref());
+    let _ = input.convergent_encryption;
     let (items, batch) = input.items();
+    if check_contexts(&items).is_err() {
+        return 1;
+    }
+    let _ = context_set(&items);
     let encrypt = split(&items, batch, encrypt_item);
     if let Ok((slots, work)) = encrypt {
         let answered = work
@@ -255,4 +305,48 @@ pub(super) fn fuzz_request_bodies(body: &bytes::Bytes) -> usize {
         }
     }
     1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(context: Option<&str>) -> BatchItem {
+        BatchItem {
+            context: context.map(str::to_owned),
+            ..BatchItem::default()
+        }
+    }
+
+    #[test]
+    fn a_batch_mixing_items_with_and_without_a_context_is_refused() {
+        assert!(check_contexts(&[item(Some("YQ==")), item(Some("Yg=="))]).is_ok());
+        assert!(check_contexts(&[item(None), item(Some(""))]).is_ok());
+        assert!(check_contexts(&[]).is_ok());
+        for mixed in [
+            [item(Some("YQ==")), item(None)],
+            [item(Some("")), item(Some("YQ=="))],
+        ] {
+            let Err(ApiError::Core(error)) = check_contexts(&mixed) else {
+                panic!("a mixed batch was accepted");
+            };
+            assert!(matches!(error, Error::InvalidRequest(_)), "{error:?}");
+            assert_eq!(
+                error.to_string(),
+                "context should be set either in all the request blocks or in none"
+            );
+        }
+        assert!(context_set(&[item(Some("YQ=="))]));
+        assert!(!context_set(&[item(Some(""))]));
+    }
+
+    #[test]
+    fn a_context_is_decoded_as_go_decodes_it_with_gos_message() {
+        assert_eq!(decode_context(&item(None)).unwrap(), Vec::<u8>::new());
+        assert_eq!(decode_context(&item(Some(""))).unwrap(), Vec::<u8>::new());
+        assert_eq!(decode_context(&item(Some("Y3R4\nMQ=="))).unwrap(), b"ctx1");
+        let error = decode_context(&item(Some("Y3R4!Q=="))).unwrap_err();
+        assert!(matches!(error, Error::InvalidRequest(_)), "{error:?}");
+        assert_eq!(error.to_string(), "illegal base64 data at input byte 4");
+    }
 }

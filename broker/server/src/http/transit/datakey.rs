@@ -1,9 +1,10 @@
 //! [Generate data key](https://developer.hashicorp.com/vault/api-docs/secret/transit#generate-data-key): `POST /transit/datakey/:type/:name`.
 //!
-//! The body is the data operations' (`associated_data`, `bits`).
+//! The body is the data operations' (`associated_data`, `context`, `bits`).
 
 use axum::response::Response;
 use base64::{engine::general_purpose::STANDARD, Engine as _};
+use keybroker_core::engines::transit::DataKeyRequest;
 use serde_json::{json, Value};
 use zeroize::Zeroizing;
 
@@ -22,17 +23,15 @@ impl Context<'_> {
             }
         };
         let input: DataBody = body::parse(&self.request.body)?;
-        let associated_data = optional_base64("associated_data", input.associated_data.as_deref())?;
+        let request = DataKeyRequest {
+            with_plaintext,
+            bits: input.bits.unwrap_or(256),
+            associated_data: optional_base64("associated_data", input.associated_data.as_deref())?,
+            context: optional_base64("context", input.context.as_deref())?,
+        };
         let output = self
             .transit()
-            .datakey(
-                self.tenant,
-                self.mount.id,
-                name,
-                with_plaintext,
-                input.bits.unwrap_or(256),
-                associated_data,
-            )
+            .datakey(self.tenant, self.mount.id, name, request)
             .await?;
         let mut data =
             json!({ "ciphertext": output.ciphertext, "key_version": output.key_version });

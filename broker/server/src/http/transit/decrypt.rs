@@ -7,7 +7,9 @@ use serde::Serialize;
 use zeroize::Zeroizing;
 
 use super::{
-    batch::{merge, references, respond, split, BatchItem, DataBody},
+    batch::{
+        check_contexts, decode_context, merge, references, respond, split, BatchItem, DataBody,
+    },
     optional_base64, Context,
 };
 use crate::http::{body, error::ApiError};
@@ -18,16 +20,19 @@ struct PlaintextData {
     plaintext: Zeroizing<String>,
 }
 
-/// One item to decrypt: its ciphertext, and `associated_data` base64-decoded.
+/// One item to decrypt: its ciphertext, and `associated_data` and `context`
+/// base64-decoded.
 pub(super) fn decrypt_item(item: &BatchItem) -> Result<DecryptItem, Error> {
     let ciphertext = item
         .ciphertext
         .as_deref()
         .filter(|c| !c.is_empty())
         .ok_or_else(|| Error::invalid("missing ciphertext to decrypt"))?;
+    let context = decode_context(item)?;
     Ok(DecryptItem {
         ciphertext: ciphertext.to_owned(),
         associated_data: optional_base64("associated_data", item.associated_data.as_deref())?,
+        context,
     })
 }
 
@@ -36,6 +41,7 @@ impl Context<'_> {
         let input: DataBody = body::parse(&self.request.body)?;
         let partial_code = input.partial_failure_response_code;
         let (items, batch) = input.items();
+        check_contexts(&items)?;
         let (slots, work) = split(&items, batch, decrypt_item)?;
         let results = if work.is_empty() {
             Vec::new()

@@ -8,7 +8,10 @@ use keybroker_core::{
 use serde::Serialize;
 
 use super::{
-    batch::{merge, references, respond, split, BatchItem, DataBody},
+    batch::{
+        check_contexts, context_set, decode_context, merge, references, respond, split, BatchItem,
+        DataBody,
+    },
     decode_secret, optional_base64, Context,
 };
 use crate::http::{body, error::ApiError};
@@ -28,17 +31,21 @@ pub(super) fn ciphertext_data(output: EncryptOutput) -> CiphertextData {
     }
 }
 
-/// One item to encrypt: its plaintext and `associated_data`, base64-decoded, and the
-/// `key_version` it names (absent: 0, the latest).
+/// One item to encrypt: its plaintext, `associated_data` and `context`, base64-decoded,
+/// and the `key_version` it names (absent: 0, the latest).
 pub(super) fn encrypt_item(item: &BatchItem) -> Result<EncryptItem, Error> {
     let text = item
         .plaintext
         .as_deref()
         .ok_or_else(|| Error::invalid("missing plaintext to encrypt"))?;
+    let plaintext = decode_secret("plaintext", text)?;
+    // Vault decodes the context after the plaintext.
+    let context = decode_context(item)?;
     Ok(EncryptItem {
-        plaintext: decode_secret("plaintext", text)?,
+        plaintext,
         associated_data: optional_base64("associated_data", item.associated_data.as_deref())?,
         key_version: encryption_version(item.key_version)?,
+        context,
     })
 }
 
@@ -62,15 +69,21 @@ impl Context<'_> {
     pub(super) async fn encrypt(&self, name: &str) -> Result<Response, ApiError> {
         let input: DataBody = body::parse(&self.request.body)?;
         let key_type = input.key_type.clone();
+        let convergent = input.convergent_encryption.unwrap_or(false);
         let partial_code = input.partial_failure_response_code;
         let (items, batch) = input.items();
+        check_contexts(&items)?;
         let (slots, work) = split(&items, batch, encrypt_item)?;
         let results = if work.is_empty() {
             Vec::new()
         } else {
-            // Vault's upsert: a missing key is made, of the body's `type`.
+            // Vault's upsert: a missing key is made, of the body's `type`, derived if the
+            // items carry a context, and convergent if the body says so (which needs a
+            // context: refused with Vault's message when the key is made).
             let upsert = self.upsert_allowed().then(|| CreateKeyOptions {
                 key_type: key_type.clone(),
+                derived: context_set(&items),
+                convergent_encryption: convergent,
                 ..CreateKeyOptions::default()
             });
             self.transit()

@@ -127,7 +127,8 @@ pub(super) fn key_json(info: &KeyInfo) -> Value {
                 json!(options.convergent_encryption),
             );
             if options.convergent_encryption {
-                data.insert("convergent_encryption_version".to_owned(), json!(3));
+                // Vault and OpenBao report -1 (each version records its own).
+                data.insert("convergent_encryption_version".to_owned(), json!(-1));
             }
         }
     }

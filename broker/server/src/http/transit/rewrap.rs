@@ -8,15 +8,15 @@ use axum::response::Response;
 use keybroker_core::{engines::transit::RewrapItem, Error};
 
 use super::{
-    batch::{merge, references, respond_ok, split, BatchItem, DataBody},
+    batch::{check_contexts, merge, references, respond_ok, split, BatchItem, DataBody},
     decrypt::decrypt_item,
     encrypt::{ciphertext_data, encryption_version},
     Context,
 };
 use crate::http::{body, error::ApiError};
 
-/// One item to rewrap: its ciphertext as decrypt takes it, and the `key_version` it names
-/// (absent: 0, the latest).
+/// One item to rewrap: its ciphertext as decrypt takes it (with its `context`, which also
+/// encrypts it again), and the `key_version` it names (absent: 0, the latest).
 pub(super) fn rewrap_item(item: &BatchItem) -> Result<RewrapItem, Error> {
     Ok(RewrapItem {
         decrypt: decrypt_item(item)?,
@@ -30,6 +30,7 @@ impl Context<'_> {
     pub(super) async fn rewrap(&self, name: &str) -> Result<Response, ApiError> {
         let input: DataBody = body::parse(&self.request.body)?;
         let (items, batch) = input.items();
+        check_contexts(&items)?;
         let (slots, work) = split(&items, batch, rewrap_item)?;
         let results = if work.is_empty() {
             Vec::new()

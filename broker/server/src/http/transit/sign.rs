@@ -118,7 +118,8 @@ impl SignBody {
 pub(super) fn input_of(item: &SignItem) -> Result<Vec<u8>, Error> {
     if item.context.as_deref().is_some_and(|c| !c.is_empty()) {
         return Err(Error::invalid(
-            "context is for derived keys, which keybroker does not support",
+            "context is for derived keys, and keybroker derives no signing keys (they live in \
+             their backend)",
         ));
     }
     decode_base64("input", item.input.as_deref().unwrap_or_default())
