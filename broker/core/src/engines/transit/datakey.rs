@@ -40,6 +40,7 @@ impl Transit {
             plaintext: plaintext.clone(),
             associated_data,
             key_version: 0,
+            padding_scheme: None,
         };
         let output = self
             .encrypt(tenant, mount, name, None, vec![item])

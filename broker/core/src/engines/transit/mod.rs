@@ -6,8 +6,8 @@
 //! change; per-version encryption counters live in `Arc`s that survive those replacements.
 //!
 //! One file per operation: `keys.rs` (create, read, list, delete), `config.rs` (a key's
-//! configuration), `rotate.rs` (by hand and when due), `encrypt.rs`, `decrypt.rs`,
-//! `rewrap.rs`, `datakey.rs`, `sign.rs`, `verify.rs`, `trim.rs`, `hash.rs` (no key) and
+//! configuration), `rotate.rs` (by hand and when due), `encrypt.rs`, `decrypt.rs`
+//! (RSA keys: `rsa.rs`), `rewrap.rs`, `datakey.rs`, `sign.rs`, `verify.rs`, `trim.rs`, `hash.rs` (no key) and
 //! `cache_config.rs` (the mount's `cache-config`). Around them:
 //! `cache.rs` (the keys held in memory, and what invalidates them), `envelope.rs` (each
 //! version's data key in the DEK cache), `counter.rs`, `ciphertext.rs` and `key_type.rs`.
@@ -26,6 +26,7 @@ mod key_type;
 mod keys;
 mod rewrap;
 mod rotate;
+mod rsa;
 mod sign;
 mod trim;
 mod verify;
@@ -35,6 +36,7 @@ use std::{
     sync::{atomic::AtomicU64, Arc, RwLock},
 };
 
+pub use self::rsa::PaddingScheme;
 pub use config::KeyConfigUpdate;
 pub use datakey::DataKeyOutput;
 pub use decrypt::DecryptItem;

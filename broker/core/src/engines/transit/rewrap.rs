@@ -44,6 +44,7 @@ impl Transit {
                         plaintext,
                         associated_data,
                         key_version,
+                        padding_scheme: None,
                     });
                 }
                 Err(error) => slots.push(Some(error)),

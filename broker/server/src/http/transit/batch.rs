@@ -4,10 +4,14 @@
 //! together, merged back in order and answered as `batch_results` with Vault's status.
 
 use axum::{http::StatusCode, response::Response};
-use keybroker_core::{engines::transit::EncryptOutput, Error};
+use keybroker_core::{
+    engines::transit::{EncryptOutput, PaddingScheme},
+    Error,
+};
 use serde::{Deserialize, Serialize};
 
 use super::{
+    decrypt::padded_decrypt_item,
     encrypt::{ciphertext_data, encrypt_item},
     optional_base64,
     rewrap::rewrap_item,
@@ -25,6 +29,8 @@ pub(super) struct BatchItem {
     #[serde(deserialize_with = "body::opt_i64")]
     pub(super) key_version: Option<i64>,
     pub(super) reference: Option<String>,
+    /// RSA keys (encrypt and decrypt): `oaep` (the default) or `pkcs1v15`.
+    pub(super) padding_scheme: Option<String>,
 }
 
 /// Vault transit API: encrypt, decrypt and rewrap share these fields.
@@ -46,6 +52,8 @@ pub(super) struct DataBody {
     /// Encrypt's `type`: the type of a key the request makes (upsert).
     #[serde(rename = "type")]
     pub(super) key_type: Option<String>,
+    /// As in an item; ignored in a batch, whose items name their own.
+    pub(super) padding_scheme: Option<String>,
 }
 
 impl DataBody {
@@ -60,11 +68,21 @@ impl DataBody {
                     associated_data: self.associated_data,
                     key_version: self.key_version,
                     reference: None,
+                    padding_scheme: self.padding_scheme,
                 }],
                 false,
             ),
         }
     }
+}
+
+/// An item's `padding_scheme`, parsed (Vault's message for an unknown one); whether the key
+/// takes one is the core's to say.
+pub(super) fn padding_scheme(item: &BatchItem) -> Result<Option<PaddingScheme>, Error> {
+    item.padding_scheme
+        .as_deref()
+        .map(PaddingScheme::parse)
+        .transpose()
 }
 
 /// Vault transit API: one item of `batch_results` — the fields a single item answers with,
@@ -247,6 +265,11 @@ pub(super) fn fuzz_request_bodies(body: &bytes::Bytes) -> usize {
                 partial_code,
                 ciphertext_data,
             );
+        }
+    }
+    if let Ok((_, work)) = split(&items, batch, padded_decrypt_item) {
+        for item in work {
+            let _ = keybroker_core::engines::transit::ciphertext::parse(&item.ciphertext);
         }
     }
     if let Ok((_, work)) = split(&items, batch, rewrap_item) {

@@ -7,7 +7,7 @@ use serde::Serialize;
 use zeroize::Zeroizing;
 
 use super::{
-    batch::{merge, references, respond, split, BatchItem, DataBody},
+    batch::{merge, padding_scheme, references, respond, split, BatchItem, DataBody},
     optional_base64, Context,
 };
 use crate::http::{body, error::ApiError};
@@ -18,7 +18,8 @@ struct PlaintextData {
     plaintext: Zeroizing<String>,
 }
 
-/// One item to decrypt: its ciphertext, and `associated_data` base64-decoded.
+/// One item to decrypt: its ciphertext, and `associated_data` base64-decoded (rewrap's
+/// items too, which take no `padding_scheme`).
 pub(super) fn decrypt_item(item: &BatchItem) -> Result<DecryptItem, Error> {
     let ciphertext = item
         .ciphertext
@@ -28,6 +29,15 @@ pub(super) fn decrypt_item(item: &BatchItem) -> Result<DecryptItem, Error> {
     Ok(DecryptItem {
         ciphertext: ciphertext.to_owned(),
         associated_data: optional_base64("associated_data", item.associated_data.as_deref())?,
+        padding_scheme: None,
+    })
+}
+
+/// One item to decrypt, with the `padding_scheme` an RSA key's ciphertext was made with.
+pub(super) fn padded_decrypt_item(item: &BatchItem) -> Result<DecryptItem, Error> {
+    Ok(DecryptItem {
+        padding_scheme: padding_scheme(item)?,
+        ..decrypt_item(item)?
     })
 }
 
@@ -36,7 +46,7 @@ impl Context<'_> {
         let input: DataBody = body::parse(&self.request.body)?;
         let partial_code = input.partial_failure_response_code;
         let (items, batch) = input.items();
-        let (slots, work) = split(&items, batch, decrypt_item)?;
+        let (slots, work) = split(&items, batch, padded_decrypt_item)?;
         let results = if work.is_empty() {
             Vec::new()
         } else {

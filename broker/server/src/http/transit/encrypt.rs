@@ -8,7 +8,7 @@ use keybroker_core::{
 use serde::Serialize;
 
 use super::{
-    batch::{merge, references, respond, split, BatchItem, DataBody},
+    batch::{merge, padding_scheme, references, respond, split, BatchItem, DataBody},
     decode_secret, optional_base64, Context,
 };
 use crate::http::{body, error::ApiError};
@@ -28,8 +28,8 @@ pub(super) fn ciphertext_data(output: EncryptOutput) -> CiphertextData {
     }
 }
 
-/// One item to encrypt: its plaintext and `associated_data`, base64-decoded, and the
-/// `key_version` it names (absent: 0, the latest).
+/// One item to encrypt: its plaintext and `associated_data`, base64-decoded, the
+/// `key_version` it names (absent: 0, the latest) and, for an RSA key, its `padding_scheme`.
 pub(super) fn encrypt_item(item: &BatchItem) -> Result<EncryptItem, Error> {
     let text = item
         .plaintext
@@ -39,6 +39,7 @@ pub(super) fn encrypt_item(item: &BatchItem) -> Result<EncryptItem, Error> {
         plaintext: decode_secret("plaintext", text)?,
         associated_data: optional_base64("associated_data", item.associated_data.as_deref())?,
         key_version: encryption_version(item.key_version)?,
+        padding_scheme: padding_scheme(item)?,
     })
 }
 

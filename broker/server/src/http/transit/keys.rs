@@ -57,6 +57,8 @@ pub(super) fn key_json(info: &KeyInfo) -> Value {
     let record = &info.record;
     let key_type = KeyType::parse(&record.key_type).ok();
     let signing = key_type.is_some_and(KeyType::is_asymmetric);
+    // RSA keys both sign and encrypt, as in Vault.
+    let encrypts = key_type.is_some_and(KeyType::encrypts);
     // Vault shows a symmetric version's creation time, and an asymmetric version's public
     // key with its name and creation time.
     let keys: Map<String, Value> = info
@@ -95,8 +97,8 @@ pub(super) fn key_json(info: &KeyInfo) -> Value {
         "allow_plaintext_backup": false,
         "imported_key": false,
         "soft_deleted": false,
-        "supports_encryption": !signing,
-        "supports_decryption": !signing,
+        "supports_encryption": encrypts,
+        "supports_decryption": encrypts,
         "supports_derivation": false,
         "supports_signing": signing,
         "bound": record.bound,
