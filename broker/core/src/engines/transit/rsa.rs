@@ -134,6 +134,8 @@ impl Transit {
         // Each (version, padding) the request uses is asked about once, before any
         // encryption: an instance that could not decrypt it refuses those items.
         let mut asked: Vec<(u32, PaddingScheme, Option<String>)> = Vec::new();
+        // Each version's public key, parsed once per request.
+        let mut public_keys: Vec<(u32, RsaPublicKey)> = Vec::new();
         let mut results = Vec::with_capacity(items.len());
         for (index, item) in items.iter().enumerate() {
             if !item.associated_data.is_empty() {
@@ -184,15 +186,26 @@ impl Transit {
                 results.push(Err(Error::InvalidRequest(reason)));
                 continue;
             }
-            let public_key = version
-                .record
-                .public_key
-                .as_deref()
-                .ok_or_else(|| Error::internal("RSA key version without a public key"))?;
-            let public_key = RsaPublicKey::from_public_key_pem(public_key.trim())
-                .map_err(|_| Error::internal("RSA key version with a malformed public key"))?;
+            let slot = match public_keys.iter().position(|(v, _)| *v == number) {
+                Some(slot) => slot,
+                None => {
+                    let pem =
+                        version.record.public_key.as_deref().ok_or_else(|| {
+                            Error::internal("RSA key version without a public key")
+                        })?;
+                    let key = RsaPublicKey::from_public_key_pem(pem.trim()).map_err(|_| {
+                        Error::internal("RSA key version with a malformed public key")
+                    })?;
+                    public_keys.push((number, key));
+                    public_keys.len() - 1
+                }
+            };
+            let public_key = public_keys
+                .get(slot)
+                .map(|(_, key)| key)
+                .ok_or_else(|| Error::internal("RSA public key missing"))?;
             results.push(
-                seal(&public_key, padding, &item.plaintext).map(|sealed| EncryptOutput {
+                seal(public_key, padding, &item.plaintext).map(|sealed| EncryptOutput {
                     ciphertext: ciphertext::format(number, &sealed),
                     key_version: number,
                 }),
