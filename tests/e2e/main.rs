@@ -28,6 +28,7 @@ mod matrix;
 mod plugins;
 mod policies;
 mod policy_diff;
+mod rsa_encrypt;
 mod seal;
 mod sign;
 mod tenants;

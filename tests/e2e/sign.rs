@@ -83,7 +83,9 @@ fn every_asymmetric_type_signs_and_verifies_and_openssl_agrees() {
         let key = &key["data"];
         assert_eq!(key["type"], key_type);
         assert_eq!(key["supports_signing"], true, "{key}");
-        assert_eq!(key["supports_encryption"], false, "{key}");
+        // RSA keys also encrypt (rsa_encrypt.rs), as in Vault.
+        let rsa = key_type.starts_with("rsa");
+        assert_eq!(key["supports_encryption"], rsa, "{key}");
         let public_key = key["keys"]["1"]["public_key"].as_str().unwrap().to_owned();
         assert!(
             public_key.starts_with("-----BEGIN PUBLIC KEY-----"),
@@ -141,7 +143,10 @@ fn every_asymmetric_type_signs_and_verifies_and_openssl_agrees() {
             );
             assert_eq!(forged["data"]["valid"], false, "{key_type} {algorithm}");
         }
-        // Data operations are refused on a signing key.
+        // Data operations are refused on an ECDSA key.
+        if rsa {
+            continue;
+        }
         let (status, body) = broker.request(
             "POST",
             &format!("transit/encrypt/{name}"),

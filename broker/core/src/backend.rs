@@ -85,6 +85,10 @@ pub trait BackendInstance: Send + Sync {
     fn supports_direct(&self) -> bool;
     /// Whether the instance can create asymmetric keys and sign with them.
     fn supports_sign(&self) -> bool;
+    /// Whether the instance decrypts with the RSA keys it holds ([`decrypt`](Self::decrypt)
+    /// with an RSA key's reference, the padding's name as the AAD and the raw RSA
+    /// ciphertext; an empty ciphertext asks whether it can use that padding at all).
+    fn supports_asymmetric_decrypt(&self) -> bool;
     /// Whether the instance can bind keys that already exist in the backend.
     fn supports_bind(&self) -> bool;
     /// Whether the instance makes data keys itself (AWS KMS `GenerateDataKey`).

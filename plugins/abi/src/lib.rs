@@ -203,7 +203,32 @@ pub mod capability {
     /// `export` and `backup`). Every other plugin keeps key material where the broker must
     /// never take it from. Added with the fifth ABI, without a new entry point.
     pub const BROKER_HELD: u64 = 1 << 6;
+    /// Decrypts with the private key of an RSA key it holds
+    /// ([`key_type::RSA_2048`](super::key_type::RSA_2048) and the larger ones), through
+    /// the ordinary [`BackendPlugin::decrypt`](super::BackendPlugin::decrypt): the broker encrypts with the version's public
+    /// key itself, Vault's `transit/encrypt` on an RSA key. For an RSA key reference the
+    /// [`DecryptRequest`](super::DecryptRequest) means:
+    /// - `ciphertext`: the raw RSA ciphertext (as long as the modulus);
+    /// - `aad`: the padding, by name: [`RSA_PADDING_OAEP_SHA256`](super::RSA_PADDING_OAEP_SHA256)
+    ///   (RSAES-OAEP, SHA-256 and MGF1-SHA-256, empty label: Vault's default) or
+    ///   [`RSA_PADDING_PKCS1V15`](super::RSA_PADDING_PKCS1V15) (RSAES-PKCS1-v1_5);
+    /// - an *empty* `ciphertext` asks whether the instance can decrypt with that padding at
+    ///   all: it answers an empty plaintext if it can, otherwise
+    ///   [`ErrorKind::INVALID_REQUEST`](super::ErrorKind) with a message naming itself and the
+    ///   reason. The broker asks before it encrypts, so it never makes a ciphertext its
+    ///   backend cannot decrypt.
+    ///
+    /// A wrong padding, key or ciphertext answers [`ErrorKind::INVALID_REQUEST`](super::ErrorKind).
+    /// Added after the fifth ABI, without changing any request's layout.
+    pub const ASYMMETRIC_DECRYPT: u64 = 1 << 7;
 }
+
+/// The `aad` of a decrypt request for an RSA key naming RSAES-OAEP with SHA-256 and
+/// MGF1-SHA-256 and an empty label (see [`capability::ASYMMETRIC_DECRYPT`]).
+pub const RSA_PADDING_OAEP_SHA256: &str = "oaep-sha256";
+/// The `aad` of a decrypt request for an RSA key naming RSAES-PKCS1-v1_5 (see
+/// [`capability::ASYMMETRIC_DECRYPT`]).
+pub const RSA_PADDING_PKCS1V15: &str = "pkcs1v15";
 
 /// Key types the broker asks for in [`CreateKeyRequest::key_type`] and
 /// [`BindKeyRequest::key_type`].

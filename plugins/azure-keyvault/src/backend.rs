@@ -59,7 +59,7 @@ const INITIAL_RETRY_DELAY_MS: i64 = 50;
 /// One `azure-keyvault` instance.
 pub struct AzureKeyVaultBackend {
     runtime: BlockingRuntime,
-    client: KeyClient,
+    pub(crate) client: KeyClient,
     operation_timeout: Duration,
     create_timeout: Duration,
     host: HostBox,
@@ -277,7 +277,7 @@ impl AzureKeyVaultBackend {
     }
 
     /// [`Self::call`], leaving the SDK's error to the caller.
-    fn call_raw<T>(
+    pub(crate) fn call_raw<T>(
         &self,
         operation: &str,
         future: impl Future<Output = azure_core::Result<T>>,
@@ -321,7 +321,11 @@ impl AzureKeyVaultBackend {
 
     /// Parses the reference for the request's tenant and describes the key, checking on
     /// the first use by this instance that a created key carries the tenant's tag.
-    fn key(&self, tenant_id: &str, text: &str) -> Result<(Reference, KeyDescription), PluginError> {
+    pub(crate) fn key(
+        &self,
+        tenant_id: &str,
+        text: &str,
+    ) -> Result<(Reference, KeyDescription), PluginError> {
         let reference = reference::for_tenant(text, tenant_id)?;
         let description = self.verified.get_or_verify(&reference, |reference| {
             let key = self.get_key(&reference.key.name, reference.key.version.as_deref())?;
@@ -351,7 +355,7 @@ impl AzureKeyVaultBackend {
 
     /// Unwrapping answered 404: the key is gone (`KEY_NOT_FOUND`), or the blob names a
     /// version this key does not have (a data key of another key: `INVALID_CIPHERTEXT`).
-    fn unwrap_not_found(&self, name: &str) -> PluginError {
+    pub(crate) fn unwrap_not_found(&self, name: &str) -> PluginError {
         match self.get_key(name, None) {
             Ok(_) => invalid_ciphertext(),
             Err(error) => error,
@@ -376,7 +380,10 @@ impl keybroker_plugin_abi::Backend for AzureKeyVaultBackend {
         backend_info(
             NAME,
             env!("CARGO_PKG_VERSION"),
-            capability::ENVELOPE | capability::BIND_EXISTING | capability::SIGN,
+            capability::ENVELOPE
+                | capability::BIND_EXISTING
+                | capability::SIGN
+                | capability::ASYMMETRIC_DECRYPT,
             MAX_WRAP_PAYLOAD as u64,
         )
     }
@@ -414,7 +421,13 @@ impl keybroker_plugin_abi::Backend for AzureKeyVaultBackend {
                     key_type::RSA_3072 => 3072,
                     _ => 4096,
                 });
-                parameters.key_ops = sign_ops();
+                // RSA keys also decrypt what the broker encrypted with their public key.
+                parameters.key_ops = Some(vec![
+                    KeyOperation::Sign,
+                    KeyOperation::Verify,
+                    KeyOperation::Encrypt,
+                    KeyOperation::Decrypt,
+                ]);
             }
         }
         let content =
@@ -565,6 +578,9 @@ impl keybroker_plugin_abi::Backend for AzureKeyVaultBackend {
     }
 
     fn decrypt(&self, request: DecryptRequest) -> Result<Vec<u8>, PluginError> {
+        if let Some(algorithm) = crate::rsa_decrypt::algorithm(&request.aad) {
+            return self.rsa_decrypt(&request, algorithm);
+        }
         let (reference, description) = self.key(&request.tenant_id, &request.key_reference)?;
         let modulus = require_wrapping(description.kind, "decrypt")?;
         let (format, version, wrapped) =

@@ -22,11 +22,13 @@ pub(crate) const CREATED_WRAPPING_KEY_BITS: i32 = 3072;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum KeyKind {
     /// An RSA key: modulus size in bytes, and whether its `key_ops` allow wrapKey and
-    /// unwrapKey (envelope mode), and sign (signing).
+    /// unwrapKey (envelope mode), sign (signing), and decrypt (what the broker encrypted
+    /// with its public key).
     Rsa {
         bytes: usize,
         wrap: bool,
         sign: bool,
+        decrypt: bool,
     },
     /// An EC P-256 key whose `key_ops` allow sign.
     P256,
@@ -75,6 +77,7 @@ impl KeyDescription {
                         bytes: public.size(),
                         wrap: has(&ops, "wrapKey") && has(&ops, "unwrapKey"),
                         sign: has(&ops, "sign"),
+                        decrypt: has(&ops, "decrypt"),
                     },
                     public: Some(PublicKey::Rsa(public)),
                     version,
@@ -127,7 +130,9 @@ impl KeyDescription {
 /// Why a key does not suit a key type, or `None` when it does.
 pub(crate) fn unsuitable(kind: KeyKind, wanted: &str) -> Option<String> {
     let describe = match kind {
-        KeyKind::Rsa { bytes, wrap, sign } => format!(
+        KeyKind::Rsa {
+            bytes, wrap, sign, ..
+        } => format!(
             "it is an RSA-{} key{}{}",
             bytes * 8,
             if wrap {
@@ -273,6 +278,7 @@ mod tests {
         bytes: 256,
         wrap: true,
         sign: true,
+        decrypt: false,
     };
 
     #[test]
@@ -310,6 +316,7 @@ mod tests {
                     bytes: 256,
                     wrap: true,
                     sign: false,
+                    decrypt: false,
                 },
                 "sha2-256",
                 "pss",
@@ -334,6 +341,7 @@ mod tests {
             bytes: 384,
             wrap: false,
             sign: true,
+            decrypt: true,
         };
         assert!(unsuitable(sign_only, "aes256-gcm96")
             .unwrap()

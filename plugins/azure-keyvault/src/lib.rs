@@ -87,6 +87,7 @@ mod error;
 mod export;
 mod key_kind;
 mod reference;
+mod rsa_decrypt;
 #[cfg(test)]
 mod tests;
 

@@ -86,7 +86,10 @@ fn wraps_and_unwraps_data_keys_with_created_keys() {
     assert_eq!(info.max_payload, 190);
     assert_eq!(
         info.capabilities,
-        capability::ENVELOPE | capability::BIND_EXISTING | capability::SIGN
+        capability::ENVELOPE
+            | capability::BIND_EXISTING
+            | capability::SIGN
+            | capability::ASYMMETRIC_DECRYPT
     );
     backend.health().into_result().unwrap();
 

@@ -253,10 +253,20 @@ pub fn check_asymmetric(backend: &BackendBox, options: &Options, key_type: &str)
         backend.encrypt(encrypt_request(a, &reference, b"data", b"", &random_iv())),
     );
     scope.fails(
-        "decrypt with an asymmetric key",
+        "decrypt with an asymmetric key and no padding",
         ErrorKind::INVALID_REQUEST,
         backend.decrypt(decrypt_request(a, &reference, &[1; 64], b"")),
     );
+    if let PublicKey::Rsa(public) = &public {
+        check_rsa_decrypt(
+            &scope,
+            backend,
+            options,
+            info.capabilities,
+            &reference,
+            public,
+        );
+    }
 
     scope.ok(
         "delete_key of a created key",
@@ -589,5 +599,138 @@ pub fn check_refuses_key_type(backend: &BackendBox, options: &Options, key_type:
             "the refusal to name the backend {:?} and the type {key_type:?}, got {message:?}",
             info.name.as_str()
         ),
+    );
+}
+
+/// RSA decryption (`capability::ASYMMETRIC_DECRYPT`): each padding the plugin says it can
+/// use (asked with an empty ciphertext; at least one) decrypts what the `rsa` crate
+/// encrypted with the key's public key, plaintexts of 0 bytes to the padding's maximum; a
+/// corrupted OAEP ciphertext and a ciphertext of the wrong length are refused
+/// (`INVALID_REQUEST`), an unknown padding fails, and tenant B is refused. Without the capability, decrypting
+/// a genuine ciphertext must be refused with `INVALID_REQUEST`.
+fn check_rsa_decrypt(
+    scope: &Scope,
+    backend: &BackendBox,
+    options: &Options,
+    capabilities: u64,
+    reference: &str,
+    public: &rsa::RsaPublicKey,
+) {
+    use keybroker_plugin_abi::{RSA_PADDING_OAEP_SHA256, RSA_PADDING_PKCS1V15};
+    use rsa::{Oaep, Pkcs1v15Encrypt};
+    let (a, b) = (options.tenant_a.as_str(), options.tenant_b.as_str());
+    let mut rng = rand::rngs::OsRng;
+    let oaep = |plaintext: &[u8]| {
+        public
+            .encrypt(&mut rand::rngs::OsRng, Oaep::new::<Sha256>(), plaintext)
+            .unwrap()
+    };
+    if capabilities & capability::ASYMMETRIC_DECRYPT == 0 {
+        scope.fails(
+            "RSA decrypt (oaep-sha256) without the ASYMMETRIC_DECRYPT capability",
+            ErrorKind::INVALID_REQUEST,
+            backend.decrypt(decrypt_request(
+                a,
+                reference,
+                &oaep(b"secret"),
+                RSA_PADDING_OAEP_SHA256.as_bytes(),
+            )),
+        );
+        return;
+    }
+    let size = public.size();
+    // OAEP with SHA-256 takes at most size - 66 bytes; PKCS #1 v1.5 size - 11.
+    let paddings = [
+        (RSA_PADDING_OAEP_SHA256, size - 66),
+        (RSA_PADDING_PKCS1V15, size - 11),
+    ];
+    let mut usable = 0;
+    for (padding, max) in paddings {
+        let asked = backend
+            .decrypt(decrypt_request(a, reference, &[], padding.as_bytes()))
+            .into_result();
+        match asked {
+            Ok(empty) => scope.check(
+                empty.is_empty(),
+                format!("asking about padding {padding} with an empty ciphertext to answer empty"),
+            ),
+            Err(error) => {
+                scope.check(
+                    error.kind == ErrorKind::INVALID_REQUEST && !error.message.is_empty(),
+                    format!(
+                        "a padding the plugin cannot use ({padding}) to be refused with \
+                         INVALID_REQUEST and a reason, got {:?}",
+                        error.message.as_str()
+                    ),
+                );
+                continue;
+            }
+        }
+        usable += 1;
+        for len in [0, 1, 32, max] {
+            let plaintext: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            let ciphertext = if padding == RSA_PADDING_OAEP_SHA256 {
+                oaep(&plaintext)
+            } else {
+                public
+                    .encrypt(&mut rng, Pkcs1v15Encrypt, &plaintext)
+                    .unwrap()
+            };
+            let opened = scope.ok(
+                format!("RSA decrypt ({padding}) of a {len}-byte plaintext"),
+                backend.decrypt(decrypt_request(
+                    a,
+                    reference,
+                    &ciphertext,
+                    padding.as_bytes(),
+                )),
+            );
+            scope.check(
+                opened.as_slice() == plaintext.as_slice(),
+                format!("RSA decrypt ({padding}) of a {len}-byte plaintext to give it back"),
+            );
+            let mut as_b = decrypt_request(a, reference, &ciphertext, padding.as_bytes());
+            as_b.tenant_id = rstring(b);
+            scope.not_found_for(
+                format!("RSA decrypt ({padding}) with tenant A's key as tenant B"),
+                a,
+                backend.decrypt(as_b),
+            );
+            scope.fails(
+                format!("RSA decrypt ({padding}) of a ciphertext one byte short"),
+                ErrorKind::INVALID_REQUEST,
+                backend.decrypt(decrypt_request(
+                    a,
+                    reference,
+                    &ciphertext[1..],
+                    padding.as_bytes(),
+                )),
+            );
+        }
+        if padding == RSA_PADDING_OAEP_SHA256 {
+            let mut corrupted = oaep(b"secret");
+            corrupted[size / 2] ^= 1;
+            scope.fails(
+                "RSA decrypt (oaep-sha256) of a corrupted ciphertext",
+                ErrorKind::INVALID_REQUEST,
+                backend.decrypt(decrypt_request(
+                    a,
+                    reference,
+                    &corrupted,
+                    padding.as_bytes(),
+                )),
+            );
+        }
+    }
+    scope.check(
+        usable > 0,
+        "an instance with ASYMMETRIC_DECRYPT to decrypt with oaep-sha256 or pkcs1v15",
+    );
+    // Not a padding the broker names: the plugin may take the request for another key's.
+    scope.check(
+        backend
+            .decrypt(decrypt_request(a, reference, &oaep(b"x"), b"oaep-sha1"))
+            .is_err(),
+        "RSA decrypt with an unknown padding to fail",
     );
 }

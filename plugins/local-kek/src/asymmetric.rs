@@ -10,7 +10,9 @@
 //! Ed25519 is pure Ed25519 (RFC 8032): the request's `digest` is the whole message, which the
 //! algorithm hashes itself, and its `hash_algorithm` is `none`.
 
-use keybroker_plugin_abi::{key_type, PluginError, HASH_NONE};
+use keybroker_plugin_abi::{
+    key_type, PluginError, HASH_NONE, RSA_PADDING_OAEP_SHA256, RSA_PADDING_PKCS1V15,
+};
 use keybroker_plugin_sdk::{
     public_key::PublicKey,
     signature::{prehash_for, Curve},
@@ -20,7 +22,7 @@ use rand::rngs::OsRng;
 use rsa::{
     pkcs8::{DecodePrivateKey, EncodePrivateKey},
     traits::PublicKeyParts,
-    Pkcs1v15Sign, Pss, RsaPrivateKey,
+    Oaep, Pkcs1v15Encrypt, Pkcs1v15Sign, Pss, RsaPrivateKey,
 };
 use sha2::{Sha224, Sha256, Sha384, Sha512};
 use zeroize::Zeroizing;
@@ -78,7 +80,7 @@ impl KeyType {
     }
 
     /// The RSA modulus size in bits, `None` for ECDSA and Ed25519.
-    fn rsa_bits(self) -> Option<usize> {
+    pub(crate) fn rsa_bits(self) -> Option<usize> {
         match self {
             Self::Rsa2048 => Some(2048),
             Self::Rsa3072 => Some(3072),
@@ -306,6 +308,42 @@ impl PrivateKey {
                 .verify_prehash(Hash::Sha512, "", digest, signature),
             _ => false,
         }
+    }
+
+    /// Decrypts a raw RSA ciphertext with the padding the decrypt request's AAD names
+    /// (`capability::ASYMMETRIC_DECRYPT`); an empty ciphertext only asks whether the padding
+    /// is one this plugin decrypts. Every failure to decrypt answers the same message, so
+    /// the answer tells nothing of where the padding check failed.
+    pub(crate) fn decrypt(
+        &self,
+        padding: &[u8],
+        ciphertext: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, PluginError> {
+        let Self::Rsa(key) = self else {
+            return Err(PluginError::invalid_request(
+                "only RSA keys decrypt: this key type does not support encryption",
+            ));
+        };
+        let oaep = padding == RSA_PADDING_OAEP_SHA256.as_bytes();
+        if !oaep && padding != RSA_PADDING_PKCS1V15.as_bytes() {
+            return Err(PluginError::invalid_request(format!(
+                "unknown RSA padding {:?}: use {RSA_PADDING_OAEP_SHA256} or \
+                 {RSA_PADDING_PKCS1V15}",
+                String::from_utf8_lossy(padding)
+            )));
+        }
+        if ciphertext.is_empty() {
+            return Ok(Zeroizing::new(Vec::new()));
+        }
+        // With a random number generator the private-key operation is blinded.
+        let plaintext = if oaep {
+            key.decrypt_blinded(&mut OsRng, Oaep::new::<Sha256>(), ciphertext)
+        } else {
+            key.decrypt_blinded(&mut OsRng, Pkcs1v15Encrypt, ciphertext)
+        };
+        plaintext
+            .map(Zeroizing::new)
+            .map_err(|_| PluginError::invalid_request("RSA decryption failed"))
     }
 
     /// The public key as a PEM `PUBLIC KEY` (SubjectPublicKeyInfo).

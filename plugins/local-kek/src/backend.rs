@@ -177,7 +177,12 @@ impl LocalKek {
     }
 
     fn decrypt_with(&self, request: &DecryptRequest) -> Result<Vec<u8>, PluginError> {
-        check_symmetric(&request.tenant_id, &request.key_reference)?;
+        if let Reference::Asymmetric(key) =
+            reference::parse(&request.tenant_id, &request.key_reference)?
+        {
+            let mut plaintext = self.decrypt_asymmetric(request, &key)?;
+            return Ok(std::mem::take(&mut *plaintext));
+        }
         let mut plaintext = sealing::open(
             &self.keks,
             &request.key_reference,
@@ -204,7 +209,11 @@ impl Backend for LocalKek {
         backend_info(
             NAME,
             env!("CARGO_PKG_VERSION"),
-            capability::ENVELOPE | capability::DIRECT | capability::SIGN | capability::BROKER_HELD,
+            capability::ENVELOPE
+                | capability::DIRECT
+                | capability::SIGN
+                | capability::BROKER_HELD
+                | capability::ASYMMETRIC_DECRYPT,
             self.max_payload,
         )
     }
@@ -494,7 +503,11 @@ mod tests {
         assert_eq!(info.version.as_str(), env!("CARGO_PKG_VERSION"));
         assert_eq!(
             info.capabilities,
-            capability::ENVELOPE | capability::DIRECT | capability::SIGN | capability::BROKER_HELD
+            capability::ENVELOPE
+                | capability::DIRECT
+                | capability::SIGN
+                | capability::BROKER_HELD
+                | capability::ASYMMETRIC_DECRYPT
         );
         backend.health().unwrap();
         let debug = format!("{backend:?}");

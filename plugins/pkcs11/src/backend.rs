@@ -316,7 +316,8 @@ impl Backend for Pkcs11Backend {
             capability::ENVELOPE
                 | capability::DIRECT
                 | capability::BIND_EXISTING
-                | capability::SIGN,
+                | capability::SIGN
+                | capability::ASYMMETRIC_DECRYPT,
             self.config.max_payload,
         )
     }
@@ -381,6 +382,9 @@ impl Backend for Pkcs11Backend {
     }
 
     fn decrypt(&self, request: DecryptRequest) -> Result<Vec<u8>, PluginError> {
+        if crate::rsa_decrypt::is_rsa_request(&request) {
+            return self.rsa_decrypt(&request);
+        }
         self.decrypt_with(&request)
     }
 

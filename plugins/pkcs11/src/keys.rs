@@ -353,9 +353,12 @@ pub(crate) fn generate(
                 Attribute::ModulusBits(bits.into()),
                 Attribute::PublicExponent(RSA_PUBLIC_EXPONENT.to_vec()),
                 Attribute::Verify(true),
+                Attribute::Encrypt(true),
             ];
             common(&mut public);
             let mut private = private_template(KeyType::RSA);
+            // RSA keys also decrypt what the broker encrypted with the public key.
+            private.push(Attribute::Decrypt(true));
             common(&mut private);
             session.generate_key_pair(&Mechanism::RsaPkcsKeyPairGen, &public, &private)?;
         }

@@ -12,7 +12,11 @@
 //!   `iv_source = "module"`, the one the module generates (FIPS-mode HSMs insist on it);
 //! - sign/verify over the digest the broker computed: RSA PKCS #1 v1.5 (`CKM_RSA_PKCS` over
 //!   `DigestInfo ‖ digest`) or PSS (`CKM_RSA_PKCS_PSS`, salt = digest length), ECDSA
-//!   (`CKM_ECDSA`, signature `r ‖ s`); `public_key` gives the PEM SubjectPublicKeyInfo.
+//!   (`CKM_ECDSA`, signature `r ‖ s`); `public_key` gives the PEM SubjectPublicKeyInfo;
+//! - decrypt with an RSA key (the AAD names the padding: `CKM_RSA_PKCS_OAEP` with SHA-256,
+//!   or `CKM_RSA_PKCS`), what the broker encrypted with its public key (`rsa_decrypt.rs`).
+//!   RSA private keys are made with `CKA_DECRYPT`; a token that cannot use a padding (SoftHSM2
+//!   2.6 has OAEP with SHA-1 only) says so when the broker asks, before it encrypts.
 //!
 //! A created key's objects carry `CKA_ID` = 16 random bytes and `CKA_LABEL` =
 //! `keybroker:<tenant_id>:<key_id>`; its reference is `c/<tenant_id>/<hex CKA_ID>`. A bound
@@ -89,6 +93,7 @@ mod module_file;
 mod pool;
 mod public_key;
 mod reference;
+mod rsa_decrypt;
 mod session;
 mod signature;
 #[cfg(test)]

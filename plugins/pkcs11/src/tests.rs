@@ -828,7 +828,11 @@ fn info_debug_and_logs_reveal_no_pin() {
     assert_eq!(info.name.as_str(), "pkcs11");
     assert_eq!(
         info.capabilities,
-        capability::ENVELOPE | capability::DIRECT | capability::BIND_EXISTING | capability::SIGN
+        capability::ENVELOPE
+            | capability::DIRECT
+            | capability::BIND_EXISTING
+            | capability::SIGN
+            | capability::ASYMMETRIC_DECRYPT
     );
     assert_eq!(info.max_payload, crate::DEFAULT_MAX_PAYLOAD);
     let debug = format!("{backend:?}");

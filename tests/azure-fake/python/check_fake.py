@@ -18,7 +18,12 @@ import traceback
 from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ResourceNotFoundError
 from azure.identity import ClientSecretCredential
 from azure.keyvault.keys import KeyClient, KeyType
-from azure.keyvault.keys.crypto import CryptographyClient, KeyWrapAlgorithm, SignatureAlgorithm
+from azure.keyvault.keys.crypto import (
+    CryptographyClient,
+    EncryptionAlgorithm,
+    KeyWrapAlgorithm,
+    SignatureAlgorithm,
+)
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
 
@@ -126,6 +131,32 @@ def wrap_unwrap_rsa_oaep_256():
     oaep = padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
     wrapped = rsa_public(state["rsa"]).encrypt(dek, oaep)
     assert crypto.unwrap_key(KeyWrapAlgorithm.rsa_oaep_256, wrapped).key == dek
+
+
+def decrypt_rsa_oaep_256_and_rsa1_5():
+    # Encrypted by the cryptography package with the public key, decrypted by the fake (what
+    # keybroker does with an RSA transit key); a ciphertext under the other padding fails.
+    crypto = CryptographyClient(state["rsa"], CRED, **CLIENT_OPTIONS)
+    public = rsa_public(state["rsa"])
+    oaep = padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
+    secret = b"attack at dawn"
+    for algorithm, pad in ((EncryptionAlgorithm.rsa_oaep_256, oaep), (EncryptionAlgorithm.rsa1_5, padding.PKCS1v15())):
+        assert crypto.decrypt(algorithm, public.encrypt(secret, pad)).plaintext == secret
+    try:
+        crypto.decrypt(EncryptionAlgorithm.rsa_oaep_256, public.encrypt(secret, padding.PKCS1v15()))
+    except HttpResponseError as error:
+        assert error.status_code == 400, error.status_code
+    else:
+        raise AssertionError("an RSA1_5 ciphertext decrypted as RSA-OAEP-256")
+    # A key whose key_ops do not allow decrypt is refused.
+    signer = KEYS.create_rsa_key("py-rsa-sign-only", size=2048, key_operations=["sign", "verify"])
+    signer_crypto = CryptographyClient(signer, CRED, **CLIENT_OPTIONS)
+    try:
+        signer_crypto.decrypt(EncryptionAlgorithm.rsa_oaep_256, rsa_public(signer).encrypt(secret, oaep))
+    except HttpResponseError as error:
+        assert error.status_code == 403, error.status_code
+    else:
+        raise AssertionError("decrypt allowed on a key whose key_ops lack decrypt")
 
 
 def remote_rsa_operations():
@@ -244,6 +275,7 @@ check("create EC P-256 key", create_ec)
 if "rsa" in state and "ec" in state:
     check("get keys (current and pinned versions, new version)", get_keys)
     check("wrap/unwrap RSA-OAEP-256", wrap_unwrap_rsa_oaep_256)
+    check("decrypt RSA-OAEP-256 and RSA1_5", decrypt_rsa_oaep_256_and_rsa1_5)
     check("sign PS256, checked by cryptography", sign_ps256_checked_by_cryptography)
     check("sign ES256, checked by cryptography", sign_es256_checked_by_cryptography)
 check("missing key is 404 KeyNotFound", missing_key)

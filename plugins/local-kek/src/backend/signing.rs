@@ -1,4 +1,5 @@
-//! Asymmetric keys of [`LocalKek`]: creation, signing, verification and public keys.
+//! Asymmetric keys of [`LocalKek`]: creation, signing, verification, public keys, and
+//! decryption with RSA keys.
 //!
 //! Every operation checks the reference's owner first, then the request (so a malformed
 //! request costs no decryption), then opens the sealed private key, or takes it from the
@@ -6,7 +7,8 @@
 
 use std::sync::Arc;
 
-use keybroker_plugin_abi::{ErrorKind, PluginError, SignRequest, VerifyRequest};
+use keybroker_plugin_abi::{DecryptRequest, ErrorKind, PluginError, SignRequest, VerifyRequest};
+use zeroize::Zeroizing;
 
 use super::{LocalKek, KEY_TYPE};
 use crate::asymmetric::{KeyType, PrivateKey, Scheme};
@@ -62,6 +64,23 @@ impl LocalKek {
             &request.digest,
             &request.signature,
         ))
+    }
+
+    /// Decrypts with an RSA key (`capability::ASYMMETRIC_DECRYPT`): the AAD names the
+    /// padding, the ciphertext is the raw RSA ciphertext.
+    pub(super) fn decrypt_asymmetric(
+        &self,
+        request: &DecryptRequest,
+        key: &Asymmetric<'_>,
+    ) -> Result<Zeroizing<Vec<u8>>, PluginError> {
+        if key.key_type.rsa_bits().is_none() {
+            return Err(PluginError::invalid_request(format!(
+                "key type {:?} does not support encryption",
+                key.key_type.name()
+            )));
+        }
+        self.private_key(&request.key_reference, key)?
+            .decrypt(&request.aad, &request.ciphertext)
     }
 
     pub(super) fn public_key_pem(

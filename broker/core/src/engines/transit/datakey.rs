@@ -58,6 +58,7 @@ impl Transit {
             associated_data,
             key_version: 0,
             context,
+            padding_scheme: None,
         };
         let output = self
             .encrypt(tenant, mount, name, None, vec![item])

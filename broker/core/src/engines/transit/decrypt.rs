@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use zeroize::Zeroizing;
 
-use super::{ciphertext, derive, ItemResults, KeyState, Transit, VersionState};
+use super::{ciphertext, derive, rsa::PaddingScheme, ItemResults, KeyState, Transit, VersionState};
 use crate::{
     backend::{BackendDecrypt, BackendInstance},
     crypto::PayloadFormat,
@@ -26,6 +26,8 @@ pub struct DecryptItem {
     /// Vault's `context` of a derived key (empty: none; ignored by a key that is not
     /// derived).
     pub context: Vec<u8>,
+    /// RSA keys only: the padding (`padding_scheme`; `None` is OAEP).
+    pub padding_scheme: Option<PaddingScheme>,
 }
 
 impl Transit {
@@ -43,6 +45,9 @@ impl Transit {
             .state(tenant.id, mount, name)
             .await?
             .ok_or_else(|| Error::invalid("encryption key not found"))?;
+        if super::rsa::dispatch(&state, items.iter().map(|i| &i.padding_scheme))? {
+            return self.rsa_decrypt(tenant, &state, items).await;
+        }
         super::key_type::require_encryption(&state.record.key_type)?;
         let instance = self.instance(tenant, &state.record.backend)?;
         let parsed: Vec<Result<(Arc<VersionState>, Vec<u8>)>> = items

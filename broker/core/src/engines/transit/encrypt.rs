@@ -15,8 +15,8 @@ use std::sync::Arc;
 use zeroize::Zeroizing;
 
 use super::{
-    ciphertext, counter::Take, derive, key_type::KeyType, keys::CreateKeyOptions, ItemResults,
-    KeyState, Transit, VersionState,
+    ciphertext, counter::Take, derive, key_type::KeyType, keys::CreateKeyOptions,
+    rsa::PaddingScheme, ItemResults, KeyState, Transit, VersionState,
 };
 use crate::{
     backend::{BackendEncrypt, BackendInstance},
@@ -42,7 +42,7 @@ fn version_groups(items: &[EncryptItem]) -> Vec<(u32, Vec<usize>)> {
 /// order with Vault's messages (`keysutil.Policy.EncryptWithFactory`). Versions below
 /// `min_decryption_version` are refused too, as below `min_encryption_version`: what they
 /// encrypted could not be decrypted.
-fn encryption_version(record: &KeyRecord, requested: u32) -> Result<u32> {
+pub(super) fn encryption_version(record: &KeyRecord, requested: u32) -> Result<u32> {
     if requested == 0 {
         return Ok(record.latest_version);
     }
@@ -74,6 +74,8 @@ pub struct EncryptItem {
     /// Vault's `context`, from which a derived key derives the item's key (empty: none;
     /// ignored by a key that is not derived, as Vault ignores it).
     pub context: Vec<u8>,
+    /// RSA keys only: the padding (`padding_scheme`; `None` is OAEP).
+    pub padding_scheme: Option<PaddingScheme>,
 }
 
 /// Result of one encryption.
@@ -129,6 +131,9 @@ impl Transit {
             }
             None => return Err(Error::invalid("encryption key not found")),
         };
+        if super::rsa::dispatch(&state, items.iter().map(|i| &i.padding_scheme))? {
+            return self.rsa_encrypt(tenant, &state, items).await;
+        }
         super::key_type::require_encryption(&state.record.key_type)?;
         let instance = self.instance(tenant, &state.record.backend)?;
         let mut results: Vec<Option<Result<EncryptOutput>>> = items.iter().map(|_| None).collect();
@@ -341,6 +346,7 @@ mod tests {
             associated_data: Vec::new(),
             key_version,
             context: Vec::new(),
+            padding_scheme: None,
         }
     }
 

@@ -1,7 +1,8 @@
 //! Transit key types (Vault's names): the symmetric types, which encrypt (envelope mode
 //! with the type's AEAD in the broker; direct mode AES-256-GCM in the backend), and the
 //! asymmetric types whose private keys live in a backend and sign (RSA, ECDSA on P-256,
-//! P-384 and P-521, Ed25519).
+//! P-384 and P-521, Ed25519); RSA keys also encrypt, with the public key in the broker and
+//! the private key in their backend (`rsa.rs`).
 
 use base64::Engine as _;
 
@@ -21,7 +22,8 @@ pub enum KeyType {
     ChaCha20Poly1305,
     /// XChaCha20-Poly1305 (OpenBao's type): encryption (envelope).
     XChaCha20Poly1305,
-    /// RSA with a modulus of this many bits (2048, 3072 or 4096): signing.
+    /// RSA with a modulus of this many bits (2048, 3072 or 4096): signing, and encryption
+    /// (RSA-OAEP or PKCS #1 v1.5, `rsa.rs`).
     Rsa(u16),
     /// ECDSA on P-256: signing.
     EcdsaP256,
@@ -85,6 +87,12 @@ impl KeyType {
         }
     }
 
+    /// Whether keys of this type encrypt and decrypt: the AEAD types (not `hmac`), and RSA (with
+    /// the public key in the broker and the private key in the backend: `rsa.rs`).
+    pub fn encrypts(self) -> bool {
+        self.aead().is_some() || self.is_rsa()
+    }
+
     /// Whether this is an RSA type.
     pub fn is_rsa(self) -> bool {
         matches!(self, Self::Rsa(_))
@@ -146,7 +154,8 @@ pub(super) fn version_layout(record: &crate::store::KeyRecord) -> Result<(Option
 }
 
 /// The AEAD of a key of type `key_type`; refuses data operations (encrypt, decrypt, datakey,
-/// rewrap) on a signing key.
+/// rewrap) on a signing key. RSA keys never get here: encrypt and decrypt send them to
+/// `rsa.rs` first.
 pub(super) fn require_encryption(key_type: &str) -> Result<Aead> {
     KeyType::parse(key_type)
         .ok()
@@ -180,6 +189,10 @@ mod tests {
                 name.starts_with("rsa") || name.starts_with("ecdsa") || name == "ed25519"
             );
             assert_eq!(kind.signs_input(), name == "ed25519");
+            assert_eq!(
+                kind.encrypts(),
+                (!kind.is_asymmetric() && name != "hmac") || name.starts_with("rsa")
+            );
             assert_eq!(kind.version_name() == name, !name.starts_with("ecdsa"));
         }
         assert_eq!(KeyType::EcdsaP521.version_name(), "P-521");

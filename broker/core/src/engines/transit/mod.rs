@@ -6,9 +6,9 @@
 //! change; per-version encryption counters live in `Arc`s that survive those replacements.
 //!
 //! One file per operation: `keys.rs` (create, read, list, delete), `config.rs` (a key's
-//! configuration), `rotate.rs` (by hand and when due), `encrypt.rs`, `decrypt.rs`,
-//! `rewrap.rs`, `datakey.rs`, `sign.rs`, `verify.rs`, `hmac.rs` (HMACs and their verification),
-//! `trim.rs`, `hash.rs` (no key) and
+//! configuration), `rotate.rs` (by hand and when due), `encrypt.rs`, `decrypt.rs`
+//! (RSA keys: `rsa.rs`), `rewrap.rs`, `datakey.rs`, `sign.rs`, `verify.rs`, `hmac.rs`
+//! (HMACs and their verification), `trim.rs`, `hash.rs` (no key) and
 //! `cache_config.rs` (the mount's `cache-config`). Around them:
 //! `cache.rs` (the keys held in memory, and what invalidates them), `envelope.rs` (each
 //! version's data key in the DEK cache), `derive.rs` (a derived key's key per `context`, and
@@ -30,6 +30,7 @@ mod key_type;
 mod keys;
 mod rewrap;
 mod rotate;
+mod rsa;
 mod sign;
 mod trim;
 mod verify;
@@ -39,6 +40,7 @@ use std::{
     sync::{atomic::AtomicU64, Arc, RwLock},
 };
 
+pub use self::rsa::PaddingScheme;
 pub use config::KeyConfigUpdate;
 pub use datakey::{DataKeyOutput, DataKeyRequest};
 pub use decrypt::DecryptItem;

@@ -52,6 +52,7 @@ impl Transit {
                         associated_data,
                         key_version,
                         context,
+                        padding_scheme: None,
                     });
                 }
                 Err(error) => slots.push(Some(error)),

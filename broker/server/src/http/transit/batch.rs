@@ -5,12 +5,13 @@
 
 use axum::{http::StatusCode, response::Response};
 use keybroker_core::{
-    engines::transit::{decode_go_base64, EncryptOutput},
+    engines::transit::{decode_go_base64, EncryptOutput, PaddingScheme},
     Error,
 };
 use serde::{Deserialize, Serialize};
 
 use super::{
+    decrypt::padded_decrypt_item,
     encrypt::{ciphertext_data, encrypt_item},
     optional_base64,
     rewrap::rewrap_item,
@@ -30,6 +31,8 @@ pub(super) struct BatchItem {
     #[serde(deserialize_with = "body::opt_i64")]
     pub(super) key_version: Option<i64>,
     pub(super) reference: Option<String>,
+    /// RSA keys (encrypt and decrypt): `oaep` (the default) or `pkcs1v15`.
+    pub(super) padding_scheme: Option<String>,
 }
 
 /// Vault transit API: encrypt, decrypt and rewrap share these fields.
@@ -57,6 +60,8 @@ pub(super) struct DataBody {
     /// Encrypt's `type`: the type of a key the request makes (upsert).
     #[serde(rename = "type")]
     pub(super) key_type: Option<String>,
+    /// As in an item; ignored in a batch, whose items name their own.
+    pub(super) padding_scheme: Option<String>,
 }
 
 impl DataBody {
@@ -72,6 +77,7 @@ impl DataBody {
                     context: self.context,
                     key_version: self.key_version,
                     reference: None,
+                    padding_scheme: self.padding_scheme,
                 }],
                 false,
             ),
@@ -109,6 +115,15 @@ pub(super) fn decode_context(item: &BatchItem) -> Result<Vec<u8>, Error> {
         Some(text) => decode_go_base64(text)
             .map_err(|at| Error::invalid(format!("illegal base64 data at input byte {at}"))),
     }
+}
+
+/// An item's `padding_scheme`, parsed (Vault's message for an unknown one); whether the key
+/// takes one is the core's to say.
+pub(super) fn padding_scheme(item: &BatchItem) -> Result<Option<PaddingScheme>, Error> {
+    item.padding_scheme
+        .as_deref()
+        .map(PaddingScheme::parse)
+        .transpose()
 }
 
 /// Vault transit API: one item of `batch_results` — the fields a single item answers with,
@@ -297,6 +312,11 @@ pub(super) fn fuzz_request_bodies(body: &bytes::Bytes) -> usize {
                 partial_code,
                 ciphertext_data,
             );
+        }
+    }
+    if let Ok((_, work)) = split(&items, batch, padded_decrypt_item) {
+        for item in work {
+            let _ = keybroker_core::engines::transit::ciphertext::parse(&item.ciphertext);
         }
     }
     if let Ok((_, work)) = split(&items, batch, rewrap_item) {

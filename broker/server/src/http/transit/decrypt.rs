@@ -8,7 +8,8 @@ use zeroize::Zeroizing;
 
 use super::{
     batch::{
-        check_contexts, decode_context, merge, references, respond, split, BatchItem, DataBody,
+        check_contexts, decode_context, merge, padding_scheme, references, respond, split,
+        BatchItem, DataBody,
     },
     optional_base64, Context,
 };
@@ -21,7 +22,7 @@ struct PlaintextData {
 }
 
 /// One item to decrypt: its ciphertext, and `associated_data` and `context`
-/// base64-decoded.
+/// base64-decoded (rewrap's items too, which take no `padding_scheme`).
 pub(super) fn decrypt_item(item: &BatchItem) -> Result<DecryptItem, Error> {
     let ciphertext = item
         .ciphertext
@@ -33,6 +34,15 @@ pub(super) fn decrypt_item(item: &BatchItem) -> Result<DecryptItem, Error> {
         ciphertext: ciphertext.to_owned(),
         associated_data: optional_base64("associated_data", item.associated_data.as_deref())?,
         context,
+        padding_scheme: None,
+    })
+}
+
+/// One item to decrypt, with the `padding_scheme` an RSA key's ciphertext was made with.
+pub(super) fn padded_decrypt_item(item: &BatchItem) -> Result<DecryptItem, Error> {
+    Ok(DecryptItem {
+        padding_scheme: padding_scheme(item)?,
+        ..decrypt_item(item)?
     })
 }
 
@@ -42,7 +52,7 @@ impl Context<'_> {
         let partial_code = input.partial_failure_response_code;
         let (items, batch) = input.items();
         check_contexts(&items)?;
-        let (slots, work) = split(&items, batch, decrypt_item)?;
+        let (slots, work) = split(&items, batch, padded_decrypt_item)?;
         let results = if work.is_empty() {
             Vec::new()
         } else {

@@ -9,8 +9,8 @@ use serde::Serialize;
 
 use super::{
     batch::{
-        check_contexts, context_set, decode_context, merge, references, respond, split, BatchItem,
-        DataBody,
+        check_contexts, context_set, decode_context, merge, padding_scheme, references, respond,
+        split, BatchItem, DataBody,
     },
     decode_secret, optional_base64, Context,
 };
@@ -32,7 +32,8 @@ pub(super) fn ciphertext_data(output: EncryptOutput) -> CiphertextData {
 }
 
 /// One item to encrypt: its plaintext, `associated_data` and `context`, base64-decoded,
-/// and the `key_version` it names (absent: 0, the latest).
+/// the `key_version` it names (absent: 0, the latest) and, for an RSA key, its
+/// `padding_scheme`.
 pub(super) fn encrypt_item(item: &BatchItem) -> Result<EncryptItem, Error> {
     let text = item
         .plaintext
@@ -46,6 +47,7 @@ pub(super) fn encrypt_item(item: &BatchItem) -> Result<EncryptItem, Error> {
         associated_data: optional_base64("associated_data", item.associated_data.as_deref())?,
         key_version: encryption_version(item.key_version)?,
         context,
+        padding_scheme: padding_scheme(item)?,
     })
 }
 

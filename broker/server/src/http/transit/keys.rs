@@ -58,7 +58,8 @@ pub(super) fn key_json(info: &KeyInfo) -> Value {
     let record = &info.record;
     let key_type = KeyType::parse(&record.key_type).ok();
     let signing = key_type.is_some_and(KeyType::is_asymmetric);
-    let encrypting = key_type.and_then(KeyType::aead).is_some();
+    // RSA keys both sign and encrypt, as in Vault.
+    let encrypts = key_type.is_some_and(KeyType::encrypts);
     let options = &record.options;
     // Vault shows a symmetric version's creation time, and an asymmetric version's public
     // key with its name and creation time.
@@ -98,10 +99,11 @@ pub(super) fn key_json(info: &KeyInfo) -> Value {
         "allow_plaintext_backup": options.allow_plaintext_backup,
         "imported_key": options.imported,
         "soft_deleted": false,
-        "supports_encryption": encrypting,
-        "supports_decryption": encrypting,
+        "supports_encryption": encrypts,
+        "supports_decryption": encrypts,
         // Keys are derived in the broker's envelope: symmetric envelope keys can be.
-        "supports_derivation": encrypting && record.mode == KeyMode::Envelope,
+        "supports_derivation": key_type.and_then(KeyType::aead).is_some()
+            && record.mode == KeyMode::Envelope,
         "supports_signing": signing,
         "bound": record.bound,
         "backend": record.backend,

@@ -84,6 +84,10 @@ impl BackendInstance for Instance {
         self.has_capability(capability::SIGN)
     }
 
+    fn supports_asymmetric_decrypt(&self) -> bool {
+        self.has_capability(capability::ASYMMETRIC_DECRYPT)
+    }
+
     fn supports_bind(&self) -> bool {
         self.has_capability(capability::BIND_EXISTING)
     }
