@@ -8,7 +8,8 @@
 //! One file per operation: `keys.rs` (create, read, list, delete), `config.rs` (a key's
 //! configuration), `rotate.rs` (by hand and when due), `encrypt.rs`, `decrypt.rs`,
 //! `rewrap.rs`, `datakey.rs`, `sign.rs`, `verify.rs`, `trim.rs`, `hash.rs` (no key) and
-//! `cache_config.rs` (the mount's `cache-config`). Around them:
+//! `cache_config.rs` (the mount's `cache-config`), and BYOK: `export.rs`, `wrapping_key.rs`
+//! (each mount's RSA wrapping key) and `import.rs`. Around them:
 //! `cache.rs` (the keys held in memory, and what invalidates them), `envelope.rs` (each
 //! version's data key in the DEK cache), `counter.rs`, `ciphertext.rs` and `key_type.rs`.
 
@@ -21,7 +22,9 @@ mod datakey;
 mod decrypt;
 mod encrypt;
 mod envelope;
+mod export;
 mod hash;
+mod import;
 mod key_type;
 mod keys;
 mod rewrap;
@@ -29,6 +32,7 @@ mod rotate;
 mod sign;
 mod trim;
 mod verify;
+mod wrapping_key;
 
 use std::{
     collections::HashMap,
@@ -39,12 +43,15 @@ pub use config::KeyConfigUpdate;
 pub use datakey::DataKeyOutput;
 pub use decrypt::DecryptItem;
 pub use encrypt::{EncryptItem, EncryptOutput};
+pub use export::{ExportType, ExportedKeys};
 pub use hash::{decode_go_base64, hash_data, HashFunction, HashRequest, SumFormat};
+pub use import::ImportOptions;
 pub use key_type::KeyType;
 pub use keys::{CreateKeyOptions, KeyInfo, VersionInfo};
 pub use rewrap::RewrapItem;
 pub use sign::{HashAlgorithm, Marshaling, SignOptions, SignOutput};
 pub use verify::VerifyItem;
+pub use wrapping_key::SecretSealer;
 
 use crate::{
     backend::{BackendInstance, Backends},
@@ -157,6 +164,8 @@ pub struct Transit {
     /// Bumped when a reload starts or keys are forgotten: a reload that another overtook
     /// returns its state without caching it, so an older read never replaces a newer one.
     generation: AtomicU64,
+    /// Each mount's wrapping key for BYOK imports (`wrapping_key.rs`).
+    wrapping_keys: wrapping_key::WrappingKeys,
 }
 
 impl std::fmt::Debug for Transit {
@@ -199,6 +208,7 @@ impl Transit {
             settings,
             keys: RwLock::new(HashMap::new()),
             generation: AtomicU64::new(0),
+            wrapping_keys: wrapping_key::WrappingKeys::new(None),
         }
     }
 
