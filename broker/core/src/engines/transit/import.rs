@@ -405,17 +405,7 @@ impl Transit {
                 .decrypt(padding, wrapped_ephemeral)
                 .map_err(|_| Error::invalid(BAD_CIPHERTEXT))?,
         );
-        if ephemeral.len() != 32 {
-            return Err(Error::invalid(BAD_CIPHERTEXT));
-        }
-        let kek = aes_kw::KekAes256::new(GenericArray::from_slice(&ephemeral));
-        let mut key = Zeroizing::new(vec![0u8; wrapped_key.len()]);
-        let length = kek
-            .unwrap_with_padding(wrapped_key, &mut key)
-            .map_err(|_| Error::invalid(BAD_CIPHERTEXT))?
-            .len();
-        key.truncate(length);
-        Ok(key)
+        kwp_unwrap(&ephemeral, wrapped_key).ok_or_else(|| Error::invalid(BAD_CIPHERTEXT))
     }
 
     /// Version `version` of an imported key: `material` (Vault's layout) wrapped by the
@@ -485,6 +475,20 @@ impl Transit {
     }
 }
 
+/// AES-KWP (RFC 5649) unwrap of `wrapped` under the 32-byte `ephemeral` key, into memory
+/// zeroed on drop; `None` whatever went wrong.
+fn kwp_unwrap(ephemeral: &[u8], wrapped: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
+    if ephemeral.len() != 32 {
+        return None;
+    }
+    let kek = aes_kw::KekAes256::new(GenericArray::from_slice(ephemeral));
+    // The output is exactly one semiblock (8 bytes) shorter than the input.
+    let mut key = Zeroizing::new(vec![0u8; wrapped.len().checked_sub(8)?]);
+    let length = kek.unwrap_with_padding(wrapped, &mut key).ok()?.len();
+    key.truncate(length);
+    Some(key)
+}
+
 /// RSA-OAEP with `hash_function` as its hash and MGF1's (as Go's `rsa.DecryptOAEP`), or
 /// Vault's error.
 fn oaep(hash_function: &str) -> Result<Oaep> {
@@ -528,6 +532,19 @@ mod tests {
         assert_eq!(material.len(), 16 + HMAC_KEY_LEN);
         assert_eq!(&material[..16], &[1; 16]);
         assert!(oaep("sha1").is_ok());
+        // KWP round trip (the padded form Tink and the bao CLI make), and any change fails.
+        let ephemeral = [7u8; 32];
+        let kek = aes_kw::KekAes256::new(GenericArray::from_slice(&ephemeral));
+        for len in [16, 32, 40] {
+            let target: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            let mut wrapped = kek.wrap_with_padding_vec(&target).unwrap();
+            assert_eq!(kwp_unwrap(&ephemeral, &wrapped).unwrap().as_slice(), &target[..]);
+            assert!(kwp_unwrap(&[8u8; 32], &wrapped).is_none());
+            assert!(kwp_unwrap(&ephemeral[..16], &wrapped).is_none());
+            wrapped[3] ^= 1;
+            assert!(kwp_unwrap(&ephemeral, &wrapped).is_none());
+        }
+        assert!(kwp_unwrap(&ephemeral, &[0u8; 4]).is_none());
         assert_eq!(
             oaep("MD5").unwrap_err().to_string(),
             "unknown hash function: MD5"
