@@ -102,7 +102,10 @@ fn export_answers_each_type_as_vault_and_refuses_what_never_leaves() {
         assert_eq!(body["data"]["type"], "aes256-gcm96");
         let keys = body["data"]["keys"].as_object().unwrap();
         assert_eq!(keys.len(), 1, "{body}");
-        assert_eq!(STANDARD.decode(keys["1"].as_str().unwrap()).unwrap().len(), 32);
+        assert_eq!(
+            STANDARD.decode(keys["1"].as_str().unwrap()).unwrap().len(),
+            32
+        );
         for version in ["1", "v1", "latest"] {
             assert_eq!(
                 exported(&broker, kind, "exp", version),
@@ -173,13 +176,20 @@ fn export_answers_each_type_as_vault_and_refuses_what_never_leaves() {
     // private keys, and they can never be made exportable.
     for key_type in ["ed25519", "ecdsa-p256"] {
         let name = format!("signer-{key_type}");
-        broker.bao_ok(&["write", &format!("transit/keys/{name}"), &format!("type={key_type}")]);
+        broker.bao_ok(&[
+            "write",
+            &format!("transit/keys/{name}"),
+            &format!("type={key_type}"),
+        ]);
         let (status, body) = export(&broker, "public-key", &name, None);
         assert_eq!(status, 200, "{body}");
         let (_, read) = broker.request("GET", &format!("transit/keys/{name}"), None);
         assert_eq!(
             body["data"]["keys"]["1"].as_str().unwrap(),
-            read["data"]["keys"]["1"]["public_key"].as_str().unwrap().trim()
+            read["data"]["keys"]["1"]["public_key"]
+                .as_str()
+                .unwrap()
+                .trim()
         );
         let (status, body) = export(&broker, "signing-key", &name, Some("1"));
         assert_eq!(status, 400, "{body}");
@@ -298,7 +308,10 @@ fn bao_cli_imports_keys_and_versions() {
     ]);
     let (_, read) = broker.request("GET", "transit/keys/imported", None);
     assert_eq!(read["data"]["latest_version"], 2, "{read}");
-    assert_eq!(exported(&broker, "encryption-key", "imported", "2"), second_key);
+    assert_eq!(
+        exported(&broker, "encryption-key", "imported", "2"),
+        second_key
+    );
     assert_eq!(exported(&broker, "encryption-key", "imported", "1"), key);
     assert_eq!(broker.decrypt("imported", &ciphertext), b"byok");
     let v2 = broker.encrypt("imported", b"second");
@@ -358,12 +371,14 @@ fn bao_cli_imports_keys_and_versions() {
     );
     // A ciphertext that does not open: one message, whatever the cause.
     let long_garbage = STANDARD.encode(random_key(600));
-    let mut flipped = STANDARD
-        .decode(&long_garbage)
-        .unwrap();
+    let mut flipped = STANDARD.decode(&long_garbage).unwrap();
     flipped[599] ^= 1;
     let mut messages = Vec::new();
-    for ciphertext in [long_garbage.clone(), STANDARD.encode(&flipped), "%%%".to_owned()] {
+    for ciphertext in [
+        long_garbage.clone(),
+        STANDARD.encode(&flipped),
+        "%%%".to_owned(),
+    ] {
         let (status, body) = broker.request(
             "POST",
             "transit/keys/garbage/import",
@@ -373,7 +388,10 @@ fn bao_cli_imports_keys_and_versions() {
         messages.push(message(&body).to_owned());
     }
     assert!(messages.iter().all(|m| m == &messages[0]), "{messages:?}");
-    assert!(messages[0].starts_with("failed to decrypt the imported key"), "{messages:?}");
+    assert!(
+        messages[0].starts_with("failed to decrypt the imported key"),
+        "{messages:?}"
+    );
     assert_refused(
         broker.request(
             "POST",
@@ -454,7 +472,10 @@ fn hsm_held_keys_import_but_never_export() {
             Some(&json!({ "backend": "hsm", "exportable": true })),
         ),
     ] {
-        assert_refused(answer, "backend instance \"hsm\" keeps its keys' material outside");
+        assert_refused(
+            answer,
+            "backend instance \"hsm\" keeps its keys' material outside",
+        );
     }
     let out = broker.bao(&[
         "transit",
@@ -679,14 +700,30 @@ fn export_and_import_refusals_answer_as_openbao_does() {
         }
     }
     let requests: Vec<(&str, String, Value)> = vec![
-        ("GET", "transit/export/encryption-key/plain".into(), json!({})),
+        (
+            "GET",
+            "transit/export/encryption-key/plain".into(),
+            json!({}),
+        ),
         ("GET", "transit/export/hmac-key/plain/1".into(), json!({})),
         ("GET", "transit/export/signing-key/exp".into(), json!({})),
         ("GET", "transit/export/private-key/exp".into(), json!({})),
-        ("GET", "transit/export/encryption-key/exp/7".into(), json!({})),
-        ("GET", "transit/export/encryption-key/exp/x".into(), json!({})),
+        (
+            "GET",
+            "transit/export/encryption-key/exp/7".into(),
+            json!({}),
+        ),
+        (
+            "GET",
+            "transit/export/encryption-key/exp/x".into(),
+            json!({}),
+        ),
         ("GET", "transit/export/encryption-key/mac".into(), json!({})),
-        ("GET", "transit/export/encryption-key/missing".into(), json!({})),
+        (
+            "GET",
+            "transit/export/encryption-key/missing".into(),
+            json!({}),
+        ),
         (
             "POST",
             "transit/keys/new/import".into(),
@@ -739,6 +776,7 @@ fn export_and_import_refusals_answer_as_openbao_does() {
         );
         if their_status >= 500 {
             assert_eq!(our_status, 400, "{context}");
+            assert!(!message(&our_body).is_empty(), "{context}");
             assert!(
                 message(&their_body).contains(message(&our_body)),
                 "{context}"
@@ -752,6 +790,13 @@ fn export_and_import_refusals_answer_as_openbao_does() {
     assert_eq!(status, 200);
     let (status, theirs) = at_openbao(&openbao, "GET", "transit/wrapping_key", json!({}));
     assert_eq!(status, 200);
-    let keys = |v: &Value| v["data"].as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+    let keys = |v: &Value| {
+        v["data"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect::<Vec<_>>()
+    };
     assert_eq!(keys(&ours), keys(&theirs));
 }

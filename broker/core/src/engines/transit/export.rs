@@ -174,7 +174,10 @@ impl Transit {
                     .public_key
                     .as_deref()
                     .ok_or_else(|| Error::internal("asymmetric version without public key"))?;
-                keys.push((number, Zeroizing::new(vault_public_key(key_type, public_key))));
+                keys.push((
+                    number,
+                    Zeroizing::new(vault_public_key(key_type, public_key)),
+                ));
             }
         } else {
             self.export_private(tenant, &state, export_type, &versions, &mut keys)

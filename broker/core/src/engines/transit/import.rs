@@ -213,8 +213,8 @@ impl Transit {
         key_options.imported = true;
         key_options.imported_key_allow_rotation = options.allow_rotation;
         if key_type == KeyType::Hmac {
-            key_options.key_size = u32::try_from(key.len())
-                .map_err(|_| Error::internal("hmac key length"))?;
+            key_options.key_size =
+                u32::try_from(key.len()).map_err(|_| Error::internal("hmac key length"))?;
         }
         let backend = self.backend_for(options.backend.as_deref()).to_owned();
         let instance = match self.backends.get(&backend) {
@@ -432,7 +432,9 @@ impl Transit {
         if material.len() != aead.map_or(0, crate::crypto::Aead::key_len) + hmac_len
             || version_format(record) != PayloadFormat::Vault
         {
-            return Err(Error::internal("imported key material has the wrong layout"));
+            return Err(Error::internal(
+                "imported key material has the wrong layout",
+            ));
         }
         let wrapped = instance
             .encrypt(
@@ -456,7 +458,9 @@ impl Transit {
             )
             .await?;
         if unwrapped.as_slice() != material {
-            return Err(Error::internal("backend did not round-trip the imported key"));
+            return Err(Error::internal(
+                "backend did not round-trip the imported key",
+            ));
         }
         let data_key = version_keys(record, binding, PayloadFormat::Vault, material)?;
         Ok((
@@ -538,7 +542,10 @@ mod tests {
         for len in [16, 32, 40] {
             let target: Vec<u8> = (0..len).map(|i| i as u8).collect();
             let mut wrapped = kek.wrap_with_padding_vec(&target).unwrap();
-            assert_eq!(kwp_unwrap(&ephemeral, &wrapped).unwrap().as_slice(), &target[..]);
+            assert_eq!(
+                kwp_unwrap(&ephemeral, &wrapped).unwrap().as_slice(),
+                &target[..]
+            );
             assert!(kwp_unwrap(&[8u8; 32], &wrapped).is_none());
             assert!(kwp_unwrap(&ephemeral[..16], &wrapped).is_none());
             wrapped[3] ^= 1;

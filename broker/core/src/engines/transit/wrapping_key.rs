@@ -151,14 +151,21 @@ impl Transit {
     }
 
     /// The wrapping key kept in `storage`, unsealed, if there is one.
-    async fn stored_wrapping_key(&self, storage: &MountStorage) -> Result<Option<Arc<WrappingKey>>> {
+    async fn stored_wrapping_key(
+        &self,
+        storage: &MountStorage,
+    ) -> Result<Option<Arc<WrappingKey>>> {
         let Some(entry) = storage.get::<StoredWrappingKey>(WRAPPING_KEY_ENTRY).await? else {
             return Ok(None);
         };
         let sealed = STANDARD
             .decode(&entry.value.sealed_private_key)
             .map_err(|e| Error::internal_from("decoding the sealed wrapping key", e))?;
-        let der = self.wrapping_keys.sealer()?.0.unseal(SEAL_PURPOSE, &sealed)?;
+        let der = self
+            .wrapping_keys
+            .sealer()?
+            .0
+            .unseal(SEAL_PURPOSE, &sealed)?;
         let private_key = RsaPrivateKey::from_pkcs8_der(&der)
             .map_err(|e| Error::internal_from("parsing the wrapping key", e))?;
         Ok(Some(Arc::new(WrappingKey {

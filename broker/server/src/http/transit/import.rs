@@ -94,7 +94,9 @@ impl Context<'_> {
 
 /// [`ImportBody`] and [`ImportVersionBody`] decoded without a broker; how many were.
 pub(super) fn fuzz_request_bodies(body: &bytes::Bytes) -> usize {
-    let import = body::parse::<ImportBody>(body).map(ImportBody::options).is_ok();
+    let import = body::parse::<ImportBody>(body)
+        .map(ImportBody::options)
+        .is_ok();
     let version = body::parse::<ImportVersionBody>(body).is_ok();
     usize::from(import) + usize::from(version)
 }
