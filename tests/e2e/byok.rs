@@ -458,7 +458,44 @@ fn hsm_held_keys_import_but_never_export() {
     assert_eq!(broker.decrypt("on-hsm", &ciphertext), b"hsm-wrapped");
     assert_refused(
         export(&broker, "encryption-key", "on-hsm", None),
-        "private key material is not exportable",
+        "private key material is not exportable: backend instance \"hsm\" keeps its keys' \
+         material outside the broker",
+    );
+    // Direct mode on the HSM: the HSM holds the key itself.
+    broker.bao_ok(&[
+        "write",
+        "transit/keys/hsm-direct",
+        "backend=hsm",
+        "mode=direct",
+    ]);
+    assert_refused(
+        export(&broker, "encryption-key", "hsm-direct", None),
+        "private key material is not exportable: key type aes256-gcm96 in mode=direct is \
+         held by its backend",
+    );
+    // A signing key in the HSM: its public key is exported, as key read shows it.
+    broker.bao_ok(&[
+        "write",
+        "transit/keys/hsm-signer",
+        "backend=hsm",
+        "type=ecdsa-p256",
+    ]);
+    let (status, body) = export(&broker, "public-key", "hsm-signer", Some("latest"));
+    assert_eq!(status, 200, "{body}");
+    let (_, read) = broker.request("GET", "transit/keys/hsm-signer", None);
+    assert_eq!(
+        body["data"]["keys"]["1"].as_str().unwrap(),
+        read["data"]["keys"]["1"]["public_key"]
+            .as_str()
+            .unwrap()
+            .trim()
+    );
+    assert!(
+        body["data"]["keys"]["1"]
+            .as_str()
+            .unwrap()
+            .starts_with("-----BEGIN PUBLIC KEY-----"),
+        "{body}"
     );
     for answer in [
         broker.request(

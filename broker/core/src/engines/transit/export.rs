@@ -132,7 +132,13 @@ impl Transit {
             ));
         }
         if !record.options.exportable && export_type.is_private() {
-            return Err(Error::invalid("private key material is not exportable"));
+            // Vault's message; where the key could never be made exportable, the reason.
+            return Err(match self.check_material_may_leave(tenant, record) {
+                Err(Error::InvalidRequest(reason)) => {
+                    Error::invalid(format!("private key material is not exportable: {reason}"))
+                }
+                _ => Error::invalid("private key material is not exportable"),
+            });
         }
         match export_type {
             ExportType::EncryptionKey if key_type.aead().is_none() => {
