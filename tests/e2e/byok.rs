@@ -11,8 +11,9 @@ use rand::RngCore;
 use serde_json::{json, Value};
 
 use crate::{
+    aws::{self, Kms, Timeouts},
     hsm::Hsm,
-    support::{self, openbao::OpenBao, Broker},
+    support::{self, openbao::OpenBao, Broker, Options},
 };
 
 fn json_of(out: &str) -> Value {
@@ -527,6 +528,42 @@ fn hsm_held_keys_import_but_never_export() {
         String::from_utf8_lossy(&out.stderr)
             .contains("backend instance \"hsm\" keeps its keys' material outside"),
         "{out:?}"
+    );
+}
+
+/// On AWS KMS (moto), as on the HSM: an imported key is wrapped by the KMS key and
+/// serves; nothing there is ever exportable.
+#[test]
+fn kms_held_keys_import_but_never_export() {
+    let kms = Kms::new();
+    let broker = Broker::start(Options {
+        plugin_dir: Some(kms.plugins.path().to_owned()),
+        env: Kms::env(),
+        ..Options::default()
+    });
+    kms.dropin("aws", Timeouts::Generous, "", "");
+    aws::reload(&broker);
+    broker.bao_ok(&[
+        "transit",
+        "import",
+        "transit/keys/on-kms",
+        &STANDARD.encode(random_key(32)),
+        "backend=aws",
+    ]);
+    let ciphertext = broker.encrypt("on-kms", b"kms-wrapped");
+    assert_eq!(broker.decrypt("on-kms", &ciphertext), b"kms-wrapped");
+    assert_refused(
+        export(&broker, "encryption-key", "on-kms", None),
+        "private key material is not exportable: backend instance \"aws\" keeps its keys' \
+         material outside the broker",
+    );
+    assert_refused(
+        broker.request(
+            "POST",
+            "transit/keys/kms-exportable",
+            Some(&json!({ "backend": "aws", "exportable": true })),
+        ),
+        "backend instance \"aws\" keeps its keys' material outside",
     );
 }
 
