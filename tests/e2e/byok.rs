@@ -299,6 +299,19 @@ fn bao_cli_imports_keys_and_versions() {
         broker.request("POST", "transit/keys/imported/rotate", Some(&json!({}))),
         "imported key imported does not allow rotation within Vault",
     );
+    // As OpenBao, config takes a period for it all the same (its rotations then fail).
+    let (status, body) = broker.request(
+        "POST",
+        "transit/keys/imported/config",
+        Some(&json!({ "auto_rotate_period": "24h" })),
+    );
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = broker.request(
+        "POST",
+        "transit/keys/imported/config",
+        Some(&json!({ "auto_rotate_period": 0 })),
+    );
+    assert_eq!(status, 200, "{body}");
     // A new version, imported.
     let second_key = random_key(32);
     broker.bao_ok(&[
