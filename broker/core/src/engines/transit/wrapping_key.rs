@@ -42,6 +42,9 @@ const WRAPPING_KEY_BITS: usize = 4096;
 /// Most mounts whose opened wrapping key a node keeps in memory.
 const OPENED_CAPACITY: u64 = 1_024;
 
+/// How long an opened wrapping key unused stays in memory.
+const OPENED_IDLE: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// The key that seals the broker's own transit secrets (the mounts' wrapping keys) at
 /// rest: a 32-byte secret the broker keeps sealed under the root key
 /// (`broker::sealed_secret`), so the engine never holds the root key itself.
@@ -88,7 +91,12 @@ impl WrappingKeys {
     pub(super) fn new(sealer: Option<SecretSealer>) -> Self {
         Self {
             sealer,
-            opened: moka::sync::Cache::new(OPENED_CAPACITY),
+            // Bounded, and idle keys go (a deleted mount's or tenant's among them): the
+            // store keeps them sealed, and reopening one is cheap next to making one.
+            opened: moka::sync::Cache::builder()
+                .max_capacity(OPENED_CAPACITY)
+                .time_to_idle(OPENED_IDLE)
+                .build(),
             generating: tokio::sync::Mutex::new(()),
         }
     }
