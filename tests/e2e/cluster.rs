@@ -829,3 +829,47 @@ fn a_trim_through_one_node_is_seen_by_the_others_within_a_second() {
         "{value}"
     );
 }
+
+/// BYOK over two nodes: both read the mount's wrapping key for the first time at once and
+/// get the same key (the store's compare-and-set keeps one); a key imported through one
+/// node, wrapped with what the other answered, serves on both.
+#[test]
+fn two_nodes_make_one_wrapping_key_and_serve_a_key_imported_through_either() {
+    let cluster = Cluster::new();
+    let one = cluster.node(None);
+    let two = cluster.node(Some(&one));
+    let barrier = Barrier::new(2);
+    let keys: Vec<String> = std::thread::scope(|scope| {
+        let reads: Vec<_> = [&one, &two]
+            .into_iter()
+            .map(|node| {
+                let barrier = &barrier;
+                scope.spawn(move || {
+                    barrier.wait();
+                    ok(node, "GET", "transit/wrapping_key", None)["data"]["public_key"]
+                        .as_str()
+                        .unwrap()
+                        .to_owned()
+                })
+            })
+            .collect();
+        reads.into_iter().map(|r| r.join().unwrap()).collect()
+    });
+    assert!(
+        keys[0].starts_with("-----BEGIN PUBLIC KEY-----"),
+        "{keys:?}"
+    );
+    assert_eq!(keys[0], keys[1]);
+
+    let key = STANDARD.encode([42u8; 32]);
+    one.bao_ok(&["transit", "import", "transit/keys/byok", &key]);
+    two.bao_ok(&[
+        "transit",
+        "import-version",
+        "transit/keys/byok",
+        &STANDARD.encode([43u8; 32]),
+    ]);
+    let ciphertext = two.encrypt("byok", b"imported on one node");
+    assert!(ciphertext.starts_with("vault:v2:"), "{ciphertext}");
+    assert_eq!(one.decrypt("byok", &ciphertext), b"imported on one node");
+}

@@ -108,6 +108,11 @@ const EXPECTED: &[(&str, &str, Class)] = &[
     ("transit:hash/:algorithm", "*", Transit),
     ("transit:config/keys", "*", Transit),
     ("transit:cache-config", "*", Transit),
+    ("transit:export/:type/:name", "*", Transit),
+    ("transit:export/:type/:name/:version", "*", Transit),
+    ("transit:wrapping_key", "*", Transit),
+    ("transit:keys/:name/import", "*", Transit),
+    ("transit:keys/:name/import_version", "*", Transit),
 ];
 
 /// The kinds of caller.

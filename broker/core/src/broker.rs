@@ -26,6 +26,8 @@ use crate::{
 const META_SERVER_KEY: &str = "server-hmac-key";
 const META_INITIALIZED: &str = "initialized";
 const MANAGED_PREFIX: &str = "managed-secret/";
+/// The key that seals the transit engine's own secrets (each mount's wrapping key).
+const META_TRANSIT_SEALER: &str = "transit-secret-sealer";
 
 /// Settings of the core.
 #[derive(Clone, Debug, Default)]
@@ -138,7 +140,10 @@ impl Broker {
             )?,
             mounts: Mounts::new(store.clone(), clock.clone(), settings.mount_kinds.clone()),
             jwt: crate::auth::jwt::method::JwtAuth::new(clock.clone(), identity_providers),
-            transit: Transit::new(store.clone(), backends, clock, settings.transit),
+            transit: Transit::new(store.clone(), backends, clock, settings.transit)
+                .with_secret_sealer(crate::engines::transit::SecretSealer::new(
+                    sealed_secret(store.as_ref(), root_key, META_TRANSIT_SEALER).await?,
+                )),
             store,
         })
     }

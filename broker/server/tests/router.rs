@@ -610,3 +610,58 @@ async fn a_jwt_role_or_config_changed_on_another_node_is_used_once_its_change_ar
     let other = login_web(&app, "https://other.example").await;
     assert_eq!(other, (StatusCode::OK, json!(["default", "other"])));
 }
+
+/// The mount's wrapping key (BYOK): two first reads at once make one key, every read
+/// answers it, and storage keeps its private key only sealed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_wrapping_key_is_made_once_and_kept_sealed() {
+    use base64::{engine::general_purpose::STANDARD, Engine as _};
+    let (app, token, _dir, broker) = dev_broker_with_core().await;
+    let uri = "/v1/transit/wrapping_key";
+    let (first, second) = tokio::join!(
+        send(&app, "GET", uri, &token, ""),
+        send(&app, "GET", uri, &token, "")
+    );
+    assert_eq!(first.0, StatusCode::OK, "{}", first.1);
+    assert_eq!(second.0, StatusCode::OK, "{}", second.1);
+    let pem = first.1["data"]["public_key"].as_str().unwrap().to_owned();
+    assert_eq!(second.1["data"]["public_key"], pem.as_str());
+    assert_eq!(
+        send(&app, "GET", uri, &token, "").await.1["data"]["public_key"],
+        pem.as_str()
+    );
+
+    let table = broker
+        .mounts
+        .table(keybroker_core::TenantId::ROOT)
+        .await
+        .unwrap();
+    let mount = table.iter().find(|m| m.path == "transit/").unwrap();
+    let stored = broker
+        .mounts
+        .storage(mount)
+        .get::<Value>("policy/import/wrapping-key")
+        .await
+        .unwrap()
+        .unwrap();
+    // Written once: a second key would have been a second version.
+    assert_eq!(stored.version, 1);
+    assert_eq!(stored.value["public_key"], pem.as_str());
+    let sealed = STANDARD
+        .decode(stored.value["sealed_private_key"].as_str().unwrap())
+        .unwrap();
+    // The private key's DER holds the modulus; the sealed form must not.
+    let public_der = STANDARD
+        .decode(
+            pem.lines()
+                .filter(|l| !l.starts_with("-----"))
+                .collect::<String>(),
+        )
+        .unwrap();
+    let modulus_tail = &public_der[public_der.len() - 64..public_der.len() - 5];
+    assert!(sealed.len() > 2000, "{}", sealed.len());
+    assert!(!sealed
+        .windows(modulus_tail.len())
+        .any(|w| w == modulus_tail));
+    assert!(!stored.value.to_string().contains("PRIVATE"));
+}

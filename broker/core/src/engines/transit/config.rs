@@ -18,6 +18,10 @@ pub struct KeyConfigUpdate {
     pub deletion_allowed: Option<bool>,
     /// Automatic rotation period in seconds (0 = off).
     pub auto_rotate_period: Option<u64>,
+    /// Vault's `exportable`: one way to true (false is ignored, as in Vault).
+    pub exportable: Option<bool>,
+    /// Vault's `allow_plaintext_backup`: one way to true (false is ignored, as in Vault).
+    pub allow_plaintext_backup: Option<bool>,
 }
 
 impl Transit {
@@ -73,6 +77,16 @@ impl Transit {
         if let Some(period) = update.auto_rotate_period {
             self.check_auto_rotate_period(period)?;
             record.auto_rotate_period = period;
+        }
+        // Vault never unsets them; setting them is refused where the material never leaves
+        // the backend (export.rs). New versions are then made in Vault's layout.
+        let exportable = update.exportable == Some(true) && !record.options.exportable;
+        let plaintext_backup =
+            update.allow_plaintext_backup == Some(true) && !record.options.allow_plaintext_backup;
+        if exportable || plaintext_backup {
+            self.check_material_may_leave(tenant, &record)?;
+            record.options.exportable |= exportable;
+            record.options.allow_plaintext_backup |= plaintext_backup;
         }
         if record != state.record {
             self.store.update_key_config(&record).await?;

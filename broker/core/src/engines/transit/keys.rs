@@ -270,7 +270,7 @@ impl Transit {
 
     /// Destroys a backend key made for a transit key that was never stored (a bound key is
     /// never destroyed).
-    async fn discard_backend_key(
+    pub(super) async fn discard_backend_key(
         &self,
         tenant: &Tenant,
         record: &KeyRecord,
@@ -533,7 +533,7 @@ pub(super) fn version_format(record: &KeyRecord) -> PayloadFormat {
 
 /// A new key's Vault options, checked as Vault checks them, with its messages where it has
 /// them; and what keybroker cannot do, refused with the reason.
-fn key_options(
+pub(super) fn key_options(
     key_type: KeyType,
     key_type_name: &str,
     mode: KeyMode,

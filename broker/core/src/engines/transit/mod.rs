@@ -9,7 +9,8 @@
 //! configuration), `rotate.rs` (by hand and when due), `encrypt.rs`, `decrypt.rs`
 //! (RSA keys: `rsa.rs`), `rewrap.rs`, `datakey.rs`, `sign.rs`, `verify.rs`, `hmac.rs`
 //! (HMACs and their verification), `trim.rs`, `hash.rs` (no key) and
-//! `cache_config.rs` (the mount's `cache-config`). Around them:
+//! `cache_config.rs` (the mount's `cache-config`), and BYOK: `export.rs`, `wrapping_key.rs`
+//! (each mount's RSA wrapping key) and `import.rs`. Around them:
 //! `cache.rs` (the keys held in memory, and what invalidates them), `envelope.rs` (each
 //! version's data key in the DEK cache), `derive.rs` (a derived key's key per `context`, and
 //! convergent encryption's nonce), `counter.rs`, `ciphertext.rs` and `key_type.rs`.
@@ -24,8 +25,10 @@ mod decrypt;
 pub mod derive;
 mod encrypt;
 mod envelope;
+mod export;
 mod hash;
 mod hmac;
+mod import;
 mod key_type;
 mod keys;
 mod rewrap;
@@ -34,6 +37,7 @@ mod rsa;
 mod sign;
 mod trim;
 mod verify;
+mod wrapping_key;
 
 use std::{
     collections::HashMap,
@@ -45,13 +49,16 @@ pub use config::KeyConfigUpdate;
 pub use datakey::{DataKeyOutput, DataKeyRequest};
 pub use decrypt::DecryptItem;
 pub use encrypt::{EncryptItem, EncryptOutput};
+pub use export::{ExportType, ExportedKeys};
 pub use hash::{decode_go_base64, hash_data, HashFunction, HashRequest, SumFormat};
 pub use hmac::HmacVerifyItem;
+pub use import::ImportOptions;
 pub use key_type::KeyType;
 pub use keys::{CreateKeyOptions, KeyInfo, VersionInfo};
 pub use rewrap::RewrapItem;
 pub use sign::{HashAlgorithm, Marshaling, SignOptions, SignOutput};
 pub use verify::VerifyItem;
+pub use wrapping_key::SecretSealer;
 
 use crate::{
     backend::{BackendInstance, Backends},
@@ -164,6 +171,8 @@ pub struct Transit {
     /// Bumped when a reload starts or keys are forgotten: a reload that another overtook
     /// returns its state without caching it, so an older read never replaces a newer one.
     generation: AtomicU64,
+    /// Each mount's wrapping key for BYOK imports (`wrapping_key.rs`).
+    wrapping_keys: wrapping_key::WrappingKeys,
 }
 
 impl std::fmt::Debug for Transit {
@@ -206,6 +215,7 @@ impl Transit {
             settings,
             keys: RwLock::new(HashMap::new()),
             generation: AtomicU64::new(0),
+            wrapping_keys: wrapping_key::WrappingKeys::new(None),
         }
     }
 

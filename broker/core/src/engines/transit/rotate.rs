@@ -31,6 +31,14 @@ impl Transit {
         from_version: u32,
     ) -> Result<Arc<KeyState>> {
         let record = &state.record;
+        // Vault's rule (`keysutil.Policy.Rotate`): an imported key rotates only if it was
+        // imported with `allow_rotation`.
+        if record.options.imported && !record.options.imported_key_allow_rotation {
+            return Err(Error::invalid(format!(
+                "imported key {} does not allow rotation within Vault",
+                record.name
+            )));
+        }
         let instance = self.instance(tenant, &record.backend)?;
         instance.check_available("")?;
         let next = from_version

@@ -29,16 +29,13 @@ struct KeyConfigBody {
 impl Context<'_> {
     pub(super) async fn configure_key(&self, name: &str) -> Result<Response, ApiError> {
         let input: KeyConfigBody = body::parse(&self.request.body)?;
-        if input.exportable == Some(true) || input.allow_plaintext_backup == Some(true) {
-            return Err(ApiError::bad_request(
-                "exportable keys and plaintext backup are not supported by keybroker",
-            ));
-        }
         let update = KeyConfigUpdate {
             min_decryption_version: input.min_decryption_version,
             min_encryption_version: input.min_encryption_version,
             deletion_allowed: input.deletion_allowed,
             auto_rotate_period: input.auto_rotate_period,
+            exportable: input.exportable,
+            allow_plaintext_backup: input.allow_plaintext_backup,
         };
         let info = self
             .transit()

@@ -4,7 +4,8 @@
 //! and the dispatch to one file per operation: `keys.rs` (create, read, list, delete),
 //! `config.rs` (a key's configuration), `rotate.rs`, `trim.rs`, `encrypt.rs`, `decrypt.rs`,
 //! `rewrap.rs`, `datakey.rs`, `sign.rs`, `verify.rs`, `hmac.rs`, `random.rs`, `hash.rs`,
-//! `mount_config.rs` (`config/keys`) and `cache_config.rs` (`cache-config`). `batch.rs`
+//! `mount_config.rs` (`config/keys`), `cache_config.rs` (`cache-config`), and BYOK:
+//! `export.rs`, `wrapping_key.rs`, `import.rs` (`import`, `import_version`). `batch.rs`
 //! holds the body encrypt, decrypt, rewrap and datakey share, and the batch handling of
 //! every batch operation.
 
@@ -14,8 +15,10 @@ mod config;
 mod datakey;
 mod decrypt;
 mod encrypt;
+mod export;
 mod hash;
 mod hmac;
+mod import;
 mod keys;
 mod mount_config;
 mod random;
@@ -24,6 +27,7 @@ mod rotate;
 mod sign;
 mod trim;
 mod verify;
+mod wrapping_key;
 
 use axum::response::Response;
 use base64::{engine::general_purpose::STANDARD, Engine as _};
@@ -69,6 +73,11 @@ pub(super) const ROUTES: &[Route] = {
         route("hash/:algorithm", &[W]),
         route("config/keys", &[R, W]),
         route("cache-config", &[R, W]),
+        route("export/:type/:name", &[R]),
+        route("export/:type/:name/:version", &[R]),
+        route("wrapping_key", &[R]),
+        route("keys/:name/import", &[W]),
+        route("keys/:name/import_version", &[W]),
     ]
 };
 
@@ -184,6 +193,24 @@ async fn handle(
         (["keys", name, "trim"], Operation::Write) => {
             ("transit/keys/trim", context.trim(name).await)
         }
+        (["keys", name, "import"], Operation::Write) => {
+            ("transit/keys/import", context.import_key(name).await)
+        }
+        (["keys", name, "import_version"], Operation::Write) => (
+            "transit/keys/import_version",
+            context.import_key_version(name).await,
+        ),
+        (["export", export_type, name], Operation::Read) => (
+            "transit/export",
+            context.export_key(export_type, name, None).await,
+        ),
+        (["export", export_type, name, version], Operation::Read) => (
+            "transit/export",
+            context.export_key(export_type, name, Some(version)).await,
+        ),
+        (["wrapping_key"], Operation::Read) => {
+            ("transit/wrapping_key", context.wrapping_key().await)
+        }
         (["encrypt", name], Operation::Write) => ("transit/encrypt", context.encrypt(name).await),
         (["decrypt", name], Operation::Write) => ("transit/decrypt", context.decrypt(name).await),
         (["rewrap", name], Operation::Write) => ("transit/rewrap", context.rewrap(name).await),
@@ -224,7 +251,10 @@ async fn handle(
         (
             ["keys"]
             | ["keys", _]
-            | ["keys", _, "config" | "rotate" | "trim"]
+            | ["keys", _, "config" | "rotate" | "trim" | "import" | "import_version"]
+            | ["export", _, _]
+            | ["export", _, _, _]
+            | ["wrapping_key"]
             | ["encrypt" | "decrypt" | "rewrap", _]
             | ["sign" | "verify", _]
             | ["sign" | "verify" | "hmac", _, _]
@@ -288,4 +318,5 @@ pub(super) fn fuzz_request_bodies(body: &bytes::Bytes) -> usize {
         + sign::fuzz_request_bodies(body)
         + hash::fuzz_request_bodies(body)
         + hmac::fuzz_request_bodies(body)
+        + import::fuzz_request_bodies(body)
 }
