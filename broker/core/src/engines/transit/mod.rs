@@ -7,11 +7,12 @@
 //!
 //! One file per operation: `keys.rs` (create, read, list, delete), `config.rs` (a key's
 //! configuration), `rotate.rs` (by hand and when due), `encrypt.rs`, `decrypt.rs`,
-//! `rewrap.rs`, `datakey.rs`, `sign.rs`, `verify.rs`, `trim.rs`, `hash.rs` (no key) and
-//! `cache_config.rs` (the mount's `cache-config`). Around them:
+//! `rewrap.rs`, `datakey.rs`, `sign.rs`, `verify.rs`, `trim.rs`, `backup.rs`, `restore.rs`,
+//! `hash.rs` (no key) and `cache_config.rs` (the mount's `cache-config`). Around them:
 //! `cache.rs` (the keys held in memory, and what invalidates them), `envelope.rs` (each
 //! version's data key in the DEK cache), `counter.rs`, `ciphertext.rs` and `key_type.rs`.
 
+mod backup;
 mod cache;
 pub mod cache_config;
 pub mod ciphertext;
@@ -24,6 +25,7 @@ mod envelope;
 mod hash;
 mod key_type;
 mod keys;
+mod restore;
 mod rewrap;
 mod rotate;
 mod sign;
@@ -35,6 +37,7 @@ use std::{
     sync::{atomic::AtomicU64, Arc, RwLock},
 };
 
+pub use backup::backup_is_well_formed;
 pub use config::KeyConfigUpdate;
 pub use datakey::DataKeyOutput;
 pub use decrypt::DecryptItem;

@@ -2,12 +2,13 @@
 //!
 //! This file holds the kind of mount (its routes, existence check and cache invalidation)
 //! and the dispatch to one file per operation: `keys.rs` (create, read, list, delete),
-//! `config.rs` (a key's configuration), `rotate.rs`, `trim.rs`, `encrypt.rs`, `decrypt.rs`,
-//! `rewrap.rs`, `datakey.rs`, `sign.rs`, `verify.rs`, `random.rs`, `hash.rs`,
-//! `mount_config.rs` (`config/keys`) and `cache_config.rs` (`cache-config`). `batch.rs`
+//! `config.rs` (a key's configuration), `rotate.rs`, `trim.rs`, `backup.rs`, `restore.rs`,
+//! `encrypt.rs`, `decrypt.rs`, `rewrap.rs`, `datakey.rs`, `sign.rs`, `verify.rs`, `random.rs`,
+//! `hash.rs`, `mount_config.rs` (`config/keys`) and `cache_config.rs` (`cache-config`). `batch.rs`
 //! holds the body encrypt, decrypt, rewrap and datakey share, and the batch handling of
 //! every batch operation.
 
+mod backup;
 mod batch;
 mod cache_config;
 mod config;
@@ -18,6 +19,7 @@ mod hash;
 mod keys;
 mod mount_config;
 mod random;
+mod restore;
 mod rewrap;
 mod rotate;
 mod sign;
@@ -51,6 +53,9 @@ pub(super) const ROUTES: &[Route] = {
         route("keys/:name/config", &[W]),
         route("keys/:name/rotate", &[W]),
         route("keys/:name/trim", &[W]),
+        route("backup/:name", &[R]),
+        route("restore", &[W]),
+        route("restore/:name", &[W]),
         route("encrypt/:name", &[W]),
         route("decrypt/:name", &[W]),
         route("rewrap/:name", &[W]),
@@ -181,6 +186,11 @@ async fn handle(
         (["keys", name, "trim"], Operation::Write) => {
             ("transit/keys/trim", context.trim(name).await)
         }
+        (["backup", name], Operation::Read) => ("transit/backup", context.backup(name).await),
+        (["restore"], Operation::Write) => ("transit/restore", context.restore(None).await),
+        (["restore", name], Operation::Write) => {
+            ("transit/restore", context.restore(Some(name)).await)
+        }
         (["encrypt", name], Operation::Write) => ("transit/encrypt", context.encrypt(name).await),
         (["decrypt", name], Operation::Write) => ("transit/decrypt", context.decrypt(name).await),
         (["rewrap", name], Operation::Write) => ("transit/rewrap", context.rewrap(name).await),
@@ -218,6 +228,9 @@ async fn handle(
             ["keys"]
             | ["keys", _]
             | ["keys", _, "config" | "rotate" | "trim"]
+            | ["backup", _]
+            | ["restore"]
+            | ["restore", _]
             | ["encrypt" | "decrypt" | "rewrap", _]
             | ["sign" | "verify", _]
             | ["sign" | "verify", _, _]
@@ -275,6 +288,7 @@ pub(super) fn fuzz_request_bodies(body: &bytes::Bytes) -> usize {
     keys::fuzz_request_bodies(body)
         + config::fuzz_request_bodies(body)
         + trim::fuzz_request_bodies(body)
+        + restore::fuzz_request_bodies(body)
         + cache_config::fuzz_request_bodies(body)
         + batch::fuzz_request_bodies(body)
         + sign::fuzz_request_bodies(body)
