@@ -373,3 +373,135 @@ impl Transit {
         Ok(Zeroizing::new(STANDARD.encode(json.as_slice())))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A backup of an `aes256-gcm96` key trimmed to versions 2 and 3, version 2 in keybroker's
+    /// envelope layout (a DEK) and version 3 in Vault's (`key ‖ hmac key`).
+    fn sample() -> serde_json::Value {
+        let material = |len: usize| STANDARD.encode(vec![7u8; len]);
+        serde_json::json!({
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "tenant": TenantId::random().to_string(),
+            "key_id": KeyId::random().to_string(),
+            "name": "k",
+            "type": "aes256-gcm96",
+            "backend": "local",
+            "options": {
+                "derived": false, "convergent_encryption": false, "exportable": true,
+                "allow_plaintext_backup": true, "imported": false,
+                "imported_key_allow_rotation": false, "key_size": 0
+            },
+            "min_available_version": 2,
+            "min_decryption_version": 2,
+            "min_encryption_version": 3,
+            "deletion_allowed": false,
+            "auto_rotate_period": 0,
+            "latest_version": 3,
+            "created_at": 1,
+            "rotated_at": 2,
+            "backup_time": 3,
+            "versions": [
+                { "version": 2, "payload_format": 1, "material": material(32),
+                  "created_at": 1, "counter_reserved": 10 },
+                { "version": 3, "payload_format": 3, "material": material(64),
+                  "created_at": 2, "counter_reserved": 20 }
+            ]
+        })
+    }
+
+    fn parse(value: &serde_json::Value) -> Result<KeyBackup> {
+        KeyBackup::parse(&STANDARD.encode(value.to_string()))
+    }
+
+    fn refused(edit: impl FnOnce(&mut serde_json::Value)) -> String {
+        let mut value = sample();
+        edit(&mut value);
+        match parse(&value) {
+            Err(Error::InvalidRequest(message)) => message,
+            Err(other) => panic!("not a 400: {other}"),
+            Ok(_) => panic!("accepted: {value}"),
+        }
+    }
+
+    #[test]
+    fn a_backup_round_trips_into_the_record_it_describes() {
+        let value = sample();
+        let backup = parse(&value).unwrap();
+        let mount = MountId::random();
+        let record = backup.record(mount, "renamed", "ref".to_owned()).unwrap();
+        assert_eq!(record.id.to_string(), value["key_id"].as_str().unwrap());
+        assert_eq!(record.tenant.to_string(), value["tenant"].as_str().unwrap());
+        assert_eq!((record.mount, record.name.as_str()), (mount, "renamed"));
+        assert_eq!(
+            (
+                record.min_available_version,
+                record.min_decryption_version,
+                record.min_encryption_version,
+                record.latest_version
+            ),
+            (2, 2, 3, 3)
+        );
+        assert!(record.options.exportable && record.options.allow_plaintext_backup);
+        assert_eq!(record.mode, KeyMode::Envelope);
+        assert!(!record.bound);
+        assert_eq!(backup.versions[1].counter_reserved, 20);
+        assert_eq!(backup.versions[1].material.0.as_slice(), &[7u8; 64][..]);
+        // What backup writes, parse reads.
+        let json = serde_json::to_vec(&backup).unwrap();
+        let again = KeyBackup::parse(&STANDARD.encode(json)).unwrap();
+        assert_eq!(again.versions[0].material.0.as_slice(), &[7u8; 32][..]);
+    }
+
+    #[test]
+    fn every_inconsistency_is_a_400_that_never_repeats_the_material() {
+        let not_base64 = KeyBackup::parse("!!!").err().unwrap();
+        assert!(matches!(not_base64, Error::InvalidRequest(_)));
+        for message in [
+            refused(|v| v["format"] = "vault".into()),
+            refused(|v| v["format_version"] = 2.into()),
+            refused(|v| v["tenant"] = "acme".into()),
+            refused(|v| v["key_id"] = "".into()),
+            refused(|v| v["name"] = "a/b".into()),
+            refused(|v| v["type"] = "rsa-2048".into()),
+            refused(|v| v["type"] = "aes192-gcm96".into()),
+            refused(|v| v["options"]["exportable"] = false.into()),
+            refused(|v| v["options"]["allow_plaintext_backup"] = false.into()),
+            refused(|v| v["options"]["convergent_encryption"] = true.into()),
+            refused(|v| v["options"]["key_size"] = 32.into()),
+            refused(|v| v["latest_version"] = 4.into()),
+            refused(|v| v["latest_version"] = 0.into()),
+            refused(|v| v["min_decryption_version"] = 1.into()),
+            refused(|v| v["min_decryption_version"] = 0.into()),
+            refused(|v| v["min_encryption_version"] = 1.into()),
+            refused(|v| v["min_available_version"] = 0.into()),
+            refused(|v| v["versions"].as_array_mut().unwrap().reverse()),
+            refused(|v| v["versions"].as_array_mut().unwrap().truncate(1)),
+            refused(|v| v["versions"][0]["payload_format"] = 2.into()),
+            refused(|v| v["versions"][0]["material"] = STANDARD.encode([7u8; 31]).into()),
+            refused(|v| v["versions"][1]["material"] = STANDARD.encode([7u8; 32]).into()),
+            refused(|v| v["versions"][1]["material"] = "!!secret!!".into()),
+            refused(|v| v["versions"][1]["counter_reserved"] = (-1).into()),
+            refused(|v| v["versions"][1]["extra"] = 1.into()),
+            refused(|v| v["extra"] = 1.into()),
+            refused(|v| *v = serde_json::Value::Null),
+        ] {
+            assert!(message.starts_with("invalid backup"), "{message}");
+            assert!(!message.contains("secret") && !message.contains("Bwc"), "{message}");
+        }
+    }
+
+    #[test]
+    fn an_hmac_key_backs_up_its_key_size() {
+        let mut value = sample();
+        value["type"] = "hmac".into();
+        value["options"]["key_size"] = 48.into();
+        value["versions"][1]["material"] = STANDARD.encode([7u8; 48]).into();
+        assert!(parse(&value).is_ok());
+        value["options"]["key_size"] = 16.into();
+        assert!(parse(&value).is_err());
+    }
+}

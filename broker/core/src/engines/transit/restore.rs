@@ -38,7 +38,10 @@ impl Transit {
                 "this backup belongs to another namespace: a key restores only into its own",
             ));
         }
-        let name = name.filter(|n| !n.is_empty()).unwrap_or(&backup.name).to_owned();
+        let name = name
+            .filter(|n| !n.is_empty())
+            .unwrap_or(backup.name.as_str())
+            .to_owned();
         validate_key_name(&name)?;
         self.check_auto_rotate_period(backup.auto_rotate_period)?;
         let existing = self.store.get_key(tenant.id, mount, &name).await?;
