@@ -390,10 +390,17 @@ fn a_key_held_in_an_hsm_is_never_backed_up_or_restored_into_it() {
         "allow_plaintext_backup=true",
     ]);
     let backup = backup_with_bao(&broker, "k");
+    let ciphertext = broker.encrypt("k", b"local");
     let moved = tampered(&backup, |v| v["backend"] = json!("hsm"));
-    let (status, error) = restore(&broker, "transit/restore/k2", &json!({ "backup": moved }));
+    let (status, error) = restore(
+        &broker,
+        "transit/restore",
+        &json!({ "backup": moved, "force": true }),
+    );
     assert_eq!(status, 400, "{error}");
     assert!(error.contains("outside the broker"), "{error}");
+    assert_eq!(broker.decrypt("k", &ciphertext), b"local", "nothing was replaced");
+    assert_eq!(read_key(&broker, "transit/keys/k")["backend"], "local");
 }
 
 /// Compares answers to the same requests: OpenBao's 500s are user errors it reports as plain
