@@ -148,7 +148,10 @@ fn a_restored_key_decrypts_its_old_ciphertexts_under_its_name_or_a_new_one() {
     assert_eq!(broker.decrypt("k2", &v3), b"three");
     let recounted = counts(&read_key(&broker, "transit/keys/k2"));
     assert!(
-        recounted.iter().zip(&counted).all(|(after, before)| after >= before),
+        recounted
+            .iter()
+            .zip(&counted)
+            .all(|(after, before)| after >= before),
         "restored over itself, a key keeps its higher counts: {recounted:?} after {counted:?}"
     );
     // A key of another id under that name is replaced too (`bao` sends force as a string).
@@ -202,9 +205,15 @@ fn backups_are_refused_unless_the_key_allows_them_and_tampered_ones_are_400() {
     let cases: Vec<(Value, &str)> = vec![
         (json!({}), "'backup' must be supplied"),
         (json!({ "backup": "" }), "'backup' must be supplied"),
-        (json!({ "backup": "!!!" }), "invalid backup: it is not base64"),
+        (
+            json!({ "backup": "!!!" }),
+            "invalid backup: it is not base64",
+        ),
         (json!({ "backup": STANDARD.encode("{}") }), "invalid backup"),
-        (json!({ "backup": STANDARD.encode("null") }), "invalid backup"),
+        (
+            json!({ "backup": STANDARD.encode("null") }),
+            "invalid backup",
+        ),
         (json!({ "backup": flipped }), "invalid backup"),
         (
             json!({ "backup": tampered(&backup, |v| v["format_version"] = json!(2)) }),
@@ -304,7 +313,10 @@ fn a_backup_restores_only_into_its_own_tenant() {
     assert!(value["errors"][0].as_str().unwrap().starts_with(refused));
     let (status, error) = restore(&broker, "transit/restore/k", &json!({ "backup": backup }));
     assert_eq!(status, 400, "{error}");
-    assert!(error.starts_with(refused), "the root namespace is another: {error}");
+    assert!(
+        error.starts_with(refused),
+        "the root namespace is another: {error}"
+    );
     // Rewriting the tenant in the backup does not help: the binding of an envelope version
     // names the tenant, and the tenant is checked against the caller's.
     let (status, _) = post_as(
@@ -399,7 +411,11 @@ fn a_key_held_in_an_hsm_is_never_backed_up_or_restored_into_it() {
     );
     assert_eq!(status, 400, "{error}");
     assert!(error.contains("outside the broker"), "{error}");
-    assert_eq!(broker.decrypt("k", &ciphertext), b"local", "nothing was replaced");
+    assert_eq!(
+        broker.decrypt("k", &ciphertext),
+        b"local",
+        "nothing was replaced"
+    );
     assert_eq!(read_key(&broker, "transit/keys/k")["backend"], "local");
 }
 
@@ -420,13 +436,20 @@ fn compare(
         let what = format!(
             "{method} {path} {body}: OpenBao {their_status} {their_body}, keybroker {status} {our_body}"
         );
-        let expected = if *their_status == 500 { 400 } else { *their_status };
+        let expected = if *their_status == 500 {
+            400
+        } else {
+            *their_status
+        };
         assert_eq!(*status, expected, "{what}");
         if *status >= 400 && !loose.contains(&index) {
             let message = our_body["errors"][0].as_str().unwrap_or_default();
             assert!(!message.is_empty(), "{what}");
             assert!(
-                their_body["errors"][0].as_str().unwrap_or_default().contains(message),
+                their_body["errors"][0]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains(message),
                 "{what}"
             );
         }
@@ -476,15 +499,27 @@ fn backup_and_restore_answer_as_openbao_does() {
     let restores = |backup: &str| -> Vec<(&'static str, String, Value)> {
         vec![
             // Under its own name, which `p` holds.
-            ("POST", "transit/restore".into(), json!({ "backup": backup })),
+            (
+                "POST",
+                "transit/restore".into(),
+                json!({ "backup": backup }),
+            ),
             (
                 "POST",
                 "transit/keys/p/config".into(),
                 json!({ "deletion_allowed": true }),
             ),
             ("DELETE", "transit/keys/p".into(), json!({})),
-            ("POST", "transit/restore/p2".into(), json!({ "backup": backup })),
-            ("POST", "transit/restore/p2".into(), json!({ "backup": backup })),
+            (
+                "POST",
+                "transit/restore/p2".into(),
+                json!({ "backup": backup }),
+            ),
+            (
+                "POST",
+                "transit/restore/p2".into(),
+                json!({ "backup": backup }),
+            ),
             (
                 "POST",
                 "transit/restore/p2".into(),
@@ -508,14 +543,22 @@ fn backup_and_restore_answer_as_openbao_does() {
     compare(&our_requests, &theirs, &ours, &[6]);
     let statuses: Vec<u16> = ours.iter().map(|(status, _)| *status).collect();
     assert_eq!(statuses, vec![400, 200, 204, 204, 400, 204, 400, 200]);
-    for field in ["latest_version", "exportable", "allow_plaintext_backup", "keys"] {
+    for field in [
+        "latest_version",
+        "exportable",
+        "allow_plaintext_backup",
+        "keys",
+    ] {
         assert_eq!(
             ours[7].1["data"][field].as_object().map(|o| o.len()),
             theirs[7].1["data"][field].as_object().map(|o| o.len()),
             "{field}"
         );
         if !ours[7].1["data"][field].is_object() {
-            assert_eq!(ours[7].1["data"][field], theirs[7].1["data"][field], "{field}");
+            assert_eq!(
+                ours[7].1["data"][field], theirs[7].1["data"][field],
+                "{field}"
+            );
         }
     }
 }

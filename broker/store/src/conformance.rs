@@ -681,7 +681,9 @@ async fn restore(store: &dyn Store) {
     // Without replace, a taken name is a conflict and nothing changes.
     let (other, other_first) = key(tenant, m.id, "r");
     assert!(matches!(
-        store.restore_key(&other, &[other_first.clone()], false).await,
+        store
+            .restore_key(&other, std::slice::from_ref(&other_first), false)
+            .await,
         Err(StoreError::Conflict)
     ));
     // The key id of another key (here under another name) is a conflict, even with replace.
@@ -724,7 +726,7 @@ async fn restore(store: &dyn Store) {
     let (fresh, fresh_first) = key(tenant, m.id, "r");
     assert_eq!(
         store
-            .restore_key(&fresh, &[fresh_first.clone()], true)
+            .restore_key(&fresh, std::slice::from_ref(&fresh_first), true)
             .await
             .unwrap(),
         Some(record.id)

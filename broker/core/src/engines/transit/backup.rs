@@ -180,7 +180,12 @@ impl KeyBackup {
 
     /// The key record the backup describes, in `mount` under `name`, its backend key
     /// `reference` (the caller makes it).
-    pub(super) fn record(&self, mount: MountId, name: &str, reference: String) -> Result<KeyRecord> {
+    pub(super) fn record(
+        &self,
+        mount: MountId,
+        name: &str,
+        reference: String,
+    ) -> Result<KeyRecord> {
         Ok(KeyRecord {
             id: self.key_id()?,
             tenant: self.tenant()?,
@@ -490,7 +495,10 @@ mod tests {
             refused(|v| *v = serde_json::Value::Null),
         ] {
             assert!(message.starts_with("invalid backup"), "{message}");
-            assert!(!message.contains("secret") && !message.contains("Bwc"), "{message}");
+            assert!(
+                !message.contains("secret") && !message.contains("Bwc"),
+                "{message}"
+            );
         }
     }
 

@@ -55,7 +55,13 @@ impl Transit {
         };
         let key_id = backup.key_id()?;
         let replacing_itself = existing.as_ref().is_some_and(|e| e.id == key_id);
-        if !replacing_itself && !self.store.get_key_versions(tenant.id, key_id).await?.is_empty() {
+        if !replacing_itself
+            && !self
+                .store
+                .get_key_versions(tenant.id, key_id)
+                .await?
+                .is_empty()
+        {
             return Err(Error::invalid(
                 "the key this backup was taken from still exists under another name: a key's \
                  id is unique, so delete it (or restore over it, under its name, with force) \
@@ -111,7 +117,8 @@ impl Transit {
         // the backend key now replaced; the replaced key's go with it.
         instance.cache().purge_key(tenant.id, record.id);
         if let Some(old) = existing.filter(|e| Some(e.id) == replaced) {
-            self.destroy_replaced(tenant, &old, &replaced_versions).await;
+            self.destroy_replaced(tenant, &old, &replaced_versions)
+                .await;
         }
         Ok(())
     }
@@ -161,7 +168,9 @@ impl Transit {
                 )
                 .await?;
             if unwrapped.as_slice() != material {
-                return Err(Error::internal("backend did not round-trip the key material"));
+                return Err(Error::internal(
+                    "backend did not round-trip the key material",
+                ));
             }
             versions.push(KeyVersionRecord {
                 key: record.id,
@@ -193,7 +202,12 @@ impl Transit {
     /// After a forced restore replaced `old` (whose versions were `versions`): its cached
     /// data keys go, and the backend keys the broker made for it are destroyed, as a delete
     /// destroys them (a bound key's backend key outlives it).
-    async fn destroy_replaced(&self, tenant: &Tenant, old: &KeyRecord, versions: &[KeyVersionRecord]) {
+    async fn destroy_replaced(
+        &self,
+        tenant: &Tenant,
+        old: &KeyRecord,
+        versions: &[KeyVersionRecord],
+    ) {
         let Some(instance) = self.backends.get(&old.backend) else {
             return;
         };
