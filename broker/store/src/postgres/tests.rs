@@ -246,10 +246,11 @@ async fn writes_on_one_node_reach_the_others() {
         vec![Change::Mounts(root), Change::Token(vec![10; 32])],
     )
     .await;
+    // The mount's key is now the restored one.
     assert!(a.delete_mount(root, key.mount).await.unwrap());
     expect_all(
         &mut feed,
-        vec![Change::Mounts(root), Change::Key(root, key.id)],
+        vec![Change::Mounts(root), Change::Key(root, restored.id)],
     )
     .await;
 
