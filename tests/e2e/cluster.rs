@@ -873,3 +873,60 @@ fn two_nodes_make_one_wrapping_key_and_serve_a_key_imported_through_either() {
     assert!(ciphertext.starts_with("vault:v2:"), "{ciphertext}");
     assert_eq!(one.decrypt("byok", &ciphertext), b"imported on one node");
 }
+
+/// A forced restore through one node replaces, on the others, the key of that name they
+/// hold in memory (another key: both ids are announced), and its cached data key: the
+/// restored key's old ciphertexts decrypt there, the replaced key's no longer do.
+#[test]
+fn a_restore_through_one_node_is_seen_by_the_others_within_a_second() {
+    let cluster = Cluster::new();
+    let one = cluster.node(None);
+    let two = cluster.node(Some(&one));
+    let text = |value: &Value, field: &str| value["data"][field].as_str().unwrap().to_owned();
+    ok(
+        &one,
+        "POST",
+        "transit/keys/saved",
+        Some(&json!({ "exportable": true, "allow_plaintext_backup": true })),
+    );
+    let saved = text(
+        &ok(&one, "POST", "transit/encrypt/saved", Some(&plaintext())),
+        "ciphertext",
+    );
+    let backup = text(&ok(&one, "GET", "transit/backup/saved", None), "backup");
+    ok(
+        &one,
+        "POST",
+        "transit/keys/saved/config",
+        Some(&json!({ "deletion_allowed": true })),
+    );
+    ok(&one, "DELETE", "transit/keys/saved", None);
+    // The other node holds the key named `target`, and its data key, in memory.
+    ok(&one, "POST", "transit/keys/target", None);
+    let replaced = text(
+        &ok(&two, "POST", "transit/encrypt/target", Some(&plaintext())),
+        "ciphertext",
+    );
+    let changed = change(|| {
+        ok(
+            &one,
+            "POST",
+            "transit/restore/target",
+            Some(&json!({ "backup": backup, "force": true })),
+        );
+    });
+    propagated("restore", changed, || {
+        let (status, _) = two.request(
+            "POST",
+            "transit/decrypt/target",
+            Some(&json!({ "ciphertext": saved })),
+        );
+        view_of("restore", status, 400, 200)
+    });
+    let (status, value) = two.request(
+        "POST",
+        "transit/decrypt/target",
+        Some(&json!({ "ciphertext": replaced })),
+    );
+    assert_eq!(status, 400, "the replaced key is gone: {value}");
+}

@@ -14,6 +14,7 @@ mod audit;
 mod authority;
 mod aws;
 mod azure;
+mod backup;
 mod byok;
 mod cluster;
 mod counter;

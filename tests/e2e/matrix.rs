@@ -91,6 +91,11 @@ const EXPECTED: &[(&str, &str, Class)] = &[
     ("transit:keys/:name/config", "*", Transit),
     ("transit:keys/:name/rotate", "*", Transit),
     ("transit:keys/:name/trim", "*", Transit),
+    // A backup holds key material in plaintext: an ordinary ACL path all the same, as in
+    // Vault (`read` on `transit/backup/<name>`).
+    ("transit:backup/:name", "*", Transit),
+    ("transit:restore", "*", Transit),
+    ("transit:restore/:name", "*", Transit),
     ("transit:encrypt/:name", "*", Transit),
     ("transit:decrypt/:name", "*", Transit),
     ("transit:rewrap/:name", "*", Transit),

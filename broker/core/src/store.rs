@@ -612,6 +612,18 @@ pub trait Store: Send + Sync + 'static {
         expected_latest: u32,
         version: &KeyVersionRecord,
     ) -> Result<bool, StoreError>;
+    /// Restores a key from a backup with every version it keeps, in one transaction: creates
+    /// it, or with `replace` first deletes the key of that (tenant, mount, name) with its
+    /// versions; returns the id of the key replaced, if any. A version restored over itself
+    /// (same key id and version) keeps the higher `counter_reserved`, so a count never goes
+    /// backwards. `Conflict` if the name is taken without `replace`, or the key id is another
+    /// key's. Announced as [`Change::Key`] (the restored and the replaced id).
+    async fn restore_key(
+        &self,
+        key: &KeyRecord,
+        versions: &[KeyVersionRecord],
+        replace: bool,
+    ) -> Result<Option<KeyId>, StoreError>;
     /// Deletes a key and its versions.
     async fn delete_key(&self, tenant: TenantId, key: KeyId) -> Result<(), StoreError>;
     /// Atomically raises a version's reserved encryption count by at most `block`, never

@@ -78,6 +78,7 @@ pub(crate) async fn run_all(store: &dyn Store) {
     approle(store).await;
     policies(store).await;
     keys(store).await;
+    restore(store).await;
     counters(store).await;
     audit_checkpoints(store).await;
     mount_entries(store).await;
@@ -645,6 +646,97 @@ async fn keys(store: &dyn Store) {
     store.delete_key(tenant, record.id).await.unwrap();
     assert_eq!(store.get_key(tenant, m.id, "k").await.unwrap(), None);
     assert!(key_versions(store, tenant, record.id).await.is_empty());
+}
+
+/// A key restored from a backup: with all its versions at once, under its own id; over a key
+/// only with `replace`; a count never goes backwards when a key is restored over itself.
+async fn restore(store: &dyn Store) {
+    let tenant = TenantId::ROOT;
+    let m = mount(tenant, "restore/");
+    store.create_mount(&m).await.unwrap();
+    let (mut record, first) = key(tenant, m.id, "r");
+    record.latest_version = 3;
+    record.min_available_version = 2;
+    record.min_decryption_version = 2;
+    record.min_encryption_version = 2;
+    let versions: Vec<KeyVersionRecord> = (2..=3)
+        .map(|version| KeyVersionRecord {
+            version,
+            created_at: i64::from(version) * 10,
+            counter_reserved: u64::from(version) * 100,
+            ..first.clone()
+        })
+        .collect();
+    assert_eq!(
+        store.restore_key(&record, &versions, false).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        store.get_key(tenant, m.id, "r").await.unwrap(),
+        Some(record.clone()),
+        "every field, min_available_version too, reads back as restored"
+    );
+    assert_eq!(key_versions(store, tenant, record.id).await, versions);
+
+    // Without replace, a taken name is a conflict and nothing changes.
+    let (other, other_first) = key(tenant, m.id, "r");
+    assert!(matches!(
+        store
+            .restore_key(&other, std::slice::from_ref(&other_first), false)
+            .await,
+        Err(StoreError::Conflict)
+    ));
+    // The key id of another key (here under another name) is a conflict, even with replace.
+    let mut same_id = record.clone();
+    same_id.name = "elsewhere".to_owned();
+    assert!(matches!(
+        store.restore_key(&same_id, &versions, true).await,
+        Err(StoreError::Conflict)
+    ));
+    assert!(store
+        .get_key(tenant, m.id, "elsewhere")
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(key_versions(store, tenant, record.id).await, versions);
+
+    // Restored over itself: counts never go below what the store holds.
+    store
+        .reserve_counter(tenant, record.id, 3, 1_000, u64::MAX)
+        .await
+        .unwrap();
+    let mut older = record.clone();
+    older.deletion_allowed = true;
+    assert_eq!(
+        store.restore_key(&older, &versions, true).await.unwrap(),
+        Some(record.id)
+    );
+    let counts: Vec<u64> = key_versions(store, tenant, record.id)
+        .await
+        .iter()
+        .map(|v| v.counter_reserved)
+        .collect();
+    assert_eq!(counts, vec![200, 1_300]);
+    assert_eq!(
+        store.get_key(tenant, m.id, "r").await.unwrap(),
+        Some(older.clone())
+    );
+
+    // Replacing another key of that name: it goes with its versions.
+    let (fresh, fresh_first) = key(tenant, m.id, "r");
+    assert_eq!(
+        store
+            .restore_key(&fresh, std::slice::from_ref(&fresh_first), true)
+            .await
+            .unwrap(),
+        Some(record.id)
+    );
+    assert!(key_versions(store, tenant, record.id).await.is_empty());
+    assert_eq!(
+        key_versions(store, tenant, fresh.id).await,
+        vec![fresh_first]
+    );
+    assert!(store.delete_mount(tenant, m.id).await.unwrap());
 }
 
 async fn counters(store: &dyn Store) {

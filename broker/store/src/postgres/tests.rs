@@ -194,6 +194,20 @@ async fn writes_on_one_node_reach_the_others() {
         vec![first.clone()]
     );
     expect(&mut feed, &Change::Key(root, key.id)).await;
+    // A restore over another key of that name: both ids are announced.
+    let (restored, _) = crate::conformance::key(root, key.mount, &key.name);
+    let restored_version = KeyVersionRecord {
+        key: restored.id,
+        ..first.clone()
+    };
+    assert_eq!(
+        a.restore_key(&restored, &[restored_version], true)
+            .await
+            .unwrap(),
+        Some(key.id)
+    );
+    expect(&mut feed, &Change::Key(root, restored.id)).await;
+    expect(&mut feed, &Change::Key(root, key.id)).await;
 
     // A tenant deletion, with its tokens.
     let tenant = TenantId::random();
@@ -232,10 +246,11 @@ async fn writes_on_one_node_reach_the_others() {
         vec![Change::Mounts(root), Change::Token(vec![10; 32])],
     )
     .await;
+    // The mount's key is now the restored one.
     assert!(a.delete_mount(root, key.mount).await.unwrap());
     expect_all(
         &mut feed,
-        vec![Change::Mounts(root), Change::Key(root, key.id)],
+        vec![Change::Mounts(root), Change::Key(root, restored.id)],
     )
     .await;
 

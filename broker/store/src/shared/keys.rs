@@ -218,6 +218,124 @@ macro_rules! methods {
                 Ok(true)
             }
 
+            async fn restore_key(
+                &self,
+                key: &KeyRecord,
+                versions: &[KeyVersionRecord],
+                replace: bool,
+            ) -> Result<Option<KeyId>, StoreError> {
+                let tenant = key.tenant;
+                let mut tx = self.pool.begin().await.map_err(map_error)?;
+                let mut replaced = None;
+                // (version, counter_reserved) of the key restored over itself.
+                let mut counted: Vec<(i64, i64)> = Vec::new();
+                if replace {
+                    // On PostgreSQL the row lock holds off a racing rotation or config change
+                    // until this restore commits.
+                    let existing: Option<String> = sqlx::query_scalar($crate::shared::sql!($dialect,
+                        sqlite: "SELECT id FROM transit_keys WHERE tenant_id = ? AND mount_id = ? AND name = ?",
+                        postgres: "SELECT id FROM transit_keys WHERE tenant_id = $1 AND mount_id = $2 AND name = $3 \
+                         FOR UPDATE",
+                    ))
+                    .bind(tenant.to_string())
+                    .bind(key.mount.to_string())
+                    .bind(&key.name)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(map_error)?;
+                    if let Some(text) = existing {
+                        let id = KeyId::parse(&text).ok_or_else(|| corrupt("transit key id"))?;
+                        if id == key.id {
+                            // Deleting the versions first reads their counts as they stand
+                            // (locked on PostgreSQL): a count never goes backwards.
+                            let rows = sqlx::query($crate::shared::sql!($dialect,
+                                sqlite: "DELETE FROM transit_key_versions WHERE tenant_id = ? AND key_id = ? \
+                                 RETURNING version, counter_reserved",
+                                postgres: "DELETE FROM transit_key_versions WHERE tenant_id = $1 AND key_id = $2 \
+                                 RETURNING version, counter_reserved",
+                            ))
+                            .bind(tenant.to_string())
+                            .bind(id.to_string())
+                            .fetch_all(&mut *tx)
+                            .await
+                            .map_err(map_error)?;
+                            for row in &rows {
+                                counted.push((get(row, "version")?, get(row, "counter_reserved")?));
+                            }
+                        }
+                        sqlx::query($crate::shared::sql!($dialect,
+                            sqlite: "DELETE FROM transit_keys WHERE tenant_id = ? AND id = ?",
+                            postgres: "DELETE FROM transit_keys WHERE tenant_id = $1 AND id = $2",
+                        ))
+                        .bind(tenant.to_string())
+                        .bind(id.to_string())
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(map_error)?;
+                        replaced = Some(id);
+                    }
+                }
+                sqlx::query($crate::shared::sql!($dialect,
+                    sqlite: "INSERT INTO transit_keys (id, tenant_id, mount_id, name, key_type, backend, mode, \
+                     backend_reference, min_decryption_version, min_encryption_version, deletion_allowed, \
+                     auto_rotate_period, latest_version, created_at, rotated_at, bound, derived, \
+                     convergent_encryption, exportable, allow_plaintext_backup, imported, key_size, \
+                     imported_key_allow_rotation, min_available_version) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    postgres: "INSERT INTO transit_keys (id, tenant_id, mount_id, name, key_type, backend, mode, \
+                     backend_reference, min_decryption_version, min_encryption_version, deletion_allowed, \
+                     auto_rotate_period, latest_version, created_at, rotated_at, bound, derived, \
+                     convergent_encryption, exportable, allow_plaintext_backup, imported, key_size, \
+                     imported_key_allow_rotation, min_available_version) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
+                     $17, $18, $19, $20, $21, $22, $23, $24)",
+                ))
+                .bind(key.id.to_string())
+                .bind(tenant.to_string())
+                .bind(key.mount.to_string())
+                .bind(&key.name)
+                .bind(&key.key_type)
+                .bind(&key.backend)
+                .bind(key.mode.as_str())
+                .bind(&key.backend_reference)
+                .bind(i64::from(key.min_decryption_version))
+                .bind(i64::from(key.min_encryption_version))
+                .bind(key.deletion_allowed)
+                .bind(to_i64(key.auto_rotate_period))
+                .bind(i64::from(key.latest_version))
+                .bind(key.created_at)
+                .bind(key.rotated_at)
+                .bind(key.bound)
+                .bind(key.options.derived)
+                .bind(key.options.convergent_encryption)
+                .bind(key.options.exportable)
+                .bind(key.options.allow_plaintext_backup)
+                .bind(key.options.imported)
+                .bind(i64::from(key.options.key_size))
+                .bind(key.options.imported_key_allow_rotation)
+                .bind(i64::from(key.min_available_version))
+                .execute(&mut *tx)
+                .await
+                .map_err(map_error)?;
+                for version in versions {
+                    let mut version = version.clone();
+                    if let Some((_, reserved)) =
+                        counted.iter().find(|(v, _)| *v == i64::from(version.version))
+                    {
+                        let reserved = to_u64(*reserved, "counter_reserved")?;
+                        version.counter_reserved = version.counter_reserved.max(reserved);
+                    }
+                    insert_version(&mut tx, tenant, &version).await?;
+                }
+                $crate::shared::postgres_only!($dialect, {
+                    let mut changes = vec![Change::Key(tenant, key.id)];
+                    changes.extend(replaced.filter(|id| *id != key.id).map(|id| Change::Key(tenant, id)));
+                    feed::announce_in(&mut tx, changes).await?;
+                });
+                tx.commit().await.map_err(map_error)?;
+                Ok(replaced)
+            }
+
             async fn delete_key(&self, tenant: TenantId, key: KeyId) -> Result<(), StoreError> {
                 let query = sqlx::query($crate::shared::sql!($dialect,
                     sqlite: "DELETE FROM transit_keys WHERE tenant_id = ? AND id = ?",
@@ -270,7 +388,7 @@ macro_rules! methods {
                 Ok((before, after))
             }
         ], [$($items)*
-            /// Inserts a key version in `tx` (a key's creation or rotation).
+            /// Inserts a key version in `tx` (a key's creation, rotation or restore).
             async fn insert_version(
                 tx: &mut sqlx::Transaction<'_, Engine>,
                 tenant: TenantId,

@@ -66,6 +66,12 @@ impl Transit {
                 previous
                     .as_ref()
                     .and_then(|p| p.version(v.version).cloned())
+                    // A restore wraps a version again under another backend key: the state
+                    // in memory holds the old wrap.
+                    .filter(|p| {
+                        p.record.backend_reference == v.backend_reference
+                            && p.record.wrapped_dek == v.wrapped_dek
+                    })
                     .unwrap_or_else(|| {
                         Arc::new(VersionState {
                             counter: Counter::new(v.counter_reserved),
@@ -117,7 +123,7 @@ impl Transit {
     }
 
     /// Re-reads a cached key that another node changed (configuration, a new version, a
-    /// trim) or deleted, keeping the counters of its versions; a deleted or trimmed key's
+    /// trim, a restore) or deleted, keeping the counters of its versions; a deleted or trimmed key's
     /// data keys are dropped (a trimmed key's kept versions are unwrapped again on use).
     pub async fn refresh_key(&self, tenant: TenantId, key: crate::KeyId) -> Result<()> {
         let cached: Vec<Arc<KeyState>> = self
@@ -136,8 +142,11 @@ impl Transit {
             let record = &state.record;
             let reloaded = self.reload(tenant, record.mount, &record.name).await?;
             // Deleted, or trimmed: the data keys of versions gone for good leave memory.
+            // Restored over itself: its data keys were unwrapped through the backend key
+            // the restore replaced.
             let gone = reloaded.as_ref().is_none_or(|fresh| {
                 fresh.record.min_available_version > record.min_available_version
+                    || fresh.record.backend_reference != record.backend_reference
             });
             if gone {
                 if let Some(instance) = self.backends.get(&record.backend) {

@@ -8,13 +8,14 @@
 //! One file per operation: `keys.rs` (create, read, list, delete), `config.rs` (a key's
 //! configuration), `rotate.rs` (by hand and when due), `encrypt.rs`, `decrypt.rs`
 //! (RSA keys: `rsa.rs`), `rewrap.rs`, `datakey.rs`, `sign.rs`, `verify.rs`, `hmac.rs`
-//! (HMACs and their verification), `trim.rs`, `hash.rs` (no key) and
-//! `cache_config.rs` (the mount's `cache-config`), and BYOK: `export.rs`, `wrapping_key.rs`
-//! (each mount's RSA wrapping key) and `import.rs`. Around them:
+//! (HMACs and their verification), `trim.rs`, `backup.rs`, `restore.rs`, `hash.rs` (no key)
+//! and `cache_config.rs` (the mount's `cache-config`), and BYOK: `export.rs`,
+//! `wrapping_key.rs` (each mount's RSA wrapping key) and `import.rs`. Around them:
 //! `cache.rs` (the keys held in memory, and what invalidates them), `envelope.rs` (each
 //! version's data key in the DEK cache), `derive.rs` (a derived key's key per `context`, and
 //! convergent encryption's nonce), `counter.rs`, `ciphertext.rs` and `key_type.rs`.
 
+mod backup;
 mod cache;
 pub mod cache_config;
 pub mod ciphertext;
@@ -31,6 +32,7 @@ mod hmac;
 mod import;
 mod key_type;
 mod keys;
+mod restore;
 mod rewrap;
 mod rotate;
 mod rsa;
@@ -45,6 +47,7 @@ use std::{
 };
 
 pub use self::rsa::PaddingScheme;
+pub use backup::backup_is_well_formed;
 pub use config::KeyConfigUpdate;
 pub use datakey::{DataKeyOutput, DataKeyRequest};
 pub use decrypt::DecryptItem;

@@ -2,13 +2,15 @@
 //!
 //! This file holds the kind of mount (its routes, existence check and cache invalidation)
 //! and the dispatch to one file per operation: `keys.rs` (create, read, list, delete),
-//! `config.rs` (a key's configuration), `rotate.rs`, `trim.rs`, `encrypt.rs`, `decrypt.rs`,
-//! `rewrap.rs`, `datakey.rs`, `sign.rs`, `verify.rs`, `hmac.rs`, `random.rs`, `hash.rs`,
-//! `mount_config.rs` (`config/keys`), `cache_config.rs` (`cache-config`), and BYOK:
-//! `export.rs`, `wrapping_key.rs`, `import.rs` (`import`, `import_version`). `batch.rs`
+//! `config.rs` (a key's configuration), `rotate.rs`, `trim.rs`, `backup.rs`, `restore.rs`,
+//! `encrypt.rs`, `decrypt.rs`, `rewrap.rs`, `datakey.rs`, `sign.rs`, `verify.rs`, `hmac.rs`,
+//! `random.rs`, `hash.rs`, `mount_config.rs` (`config/keys`), `cache_config.rs`
+//! (`cache-config`), and BYOK: `export.rs`, `wrapping_key.rs`, `import.rs` (`import`,
+//! `import_version`). `batch.rs`
 //! holds the body encrypt, decrypt, rewrap and datakey share, and the batch handling of
 //! every batch operation.
 
+mod backup;
 mod batch;
 mod cache_config;
 mod config;
@@ -22,6 +24,7 @@ mod import;
 mod keys;
 mod mount_config;
 mod random;
+mod restore;
 mod rewrap;
 mod rotate;
 mod sign;
@@ -56,6 +59,9 @@ pub(super) const ROUTES: &[Route] = {
         route("keys/:name/config", &[W]),
         route("keys/:name/rotate", &[W]),
         route("keys/:name/trim", &[W]),
+        route("backup/:name", &[R]),
+        route("restore", &[W]),
+        route("restore/:name", &[W]),
         route("encrypt/:name", &[W]),
         route("decrypt/:name", &[W]),
         route("rewrap/:name", &[W]),
@@ -211,6 +217,11 @@ async fn handle(
         (["wrapping_key"], Operation::Read) => {
             ("transit/wrapping_key", context.wrapping_key().await)
         }
+        (["backup", name], Operation::Read) => ("transit/backup", context.backup(name).await),
+        (["restore"], Operation::Write) => ("transit/restore", context.restore(None).await),
+        (["restore", name], Operation::Write) => {
+            ("transit/restore", context.restore(Some(name)).await)
+        }
         (["encrypt", name], Operation::Write) => ("transit/encrypt", context.encrypt(name).await),
         (["decrypt", name], Operation::Write) => ("transit/decrypt", context.decrypt(name).await),
         (["rewrap", name], Operation::Write) => ("transit/rewrap", context.rewrap(name).await),
@@ -255,6 +266,9 @@ async fn handle(
             | ["export", _, _]
             | ["export", _, _, _]
             | ["wrapping_key"]
+            | ["backup", _]
+            | ["restore"]
+            | ["restore", _]
             | ["encrypt" | "decrypt" | "rewrap", _]
             | ["sign" | "verify", _]
             | ["sign" | "verify" | "hmac", _, _]
@@ -313,6 +327,7 @@ pub(super) fn fuzz_request_bodies(body: &bytes::Bytes) -> usize {
     keys::fuzz_request_bodies(body)
         + config::fuzz_request_bodies(body)
         + trim::fuzz_request_bodies(body)
+        + restore::fuzz_request_bodies(body)
         + cache_config::fuzz_request_bodies(body)
         + batch::fuzz_request_bodies(body)
         + sign::fuzz_request_bodies(body)
