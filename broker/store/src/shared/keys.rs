@@ -1,8 +1,8 @@
 //! Template of the `Store` methods for transit keys, their versions and the per-version
 //! counters (see the parent module).
 
-/// Appends the key methods and `insert_version`, then finishes the impl. Every key method
-/// is shared; single-statement writes go through the engine's `execute_write`.
+/// Appends the key methods, `insert_key` and `insert_version`, then finishes the impl.
+/// Every key method is shared; single-statement writes go through the engine's `execute_write`.
 macro_rules! methods {
     ($store:ident, $dialect:ident, [$($methods:tt)*], [$($items:tt)*]) => {
         $crate::shared::finish! { $store, $dialect, [$($methods)*
@@ -12,47 +12,7 @@ macro_rules! methods {
                 first: &KeyVersionRecord,
             ) -> Result<(), StoreError> {
                 let mut tx = self.pool.begin().await.map_err(map_error)?;
-                sqlx::query($crate::shared::sql!($dialect,
-                    sqlite: "INSERT INTO transit_keys (id, tenant_id, mount_id, name, key_type, backend, mode, \
-                     backend_reference, min_decryption_version, min_encryption_version, deletion_allowed, \
-                     auto_rotate_period, latest_version, created_at, rotated_at, bound, derived, \
-                     convergent_encryption, exportable, allow_plaintext_backup, imported, key_size, \
-                     imported_key_allow_rotation) \
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    postgres: "INSERT INTO transit_keys (id, tenant_id, mount_id, name, key_type, backend, mode, \
-                     backend_reference, min_decryption_version, min_encryption_version, deletion_allowed, \
-                     auto_rotate_period, latest_version, created_at, rotated_at, bound, derived, \
-                     convergent_encryption, exportable, allow_plaintext_backup, imported, key_size, \
-                     imported_key_allow_rotation) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
-                     $17, $18, $19, $20, $21, $22, $23)",
-                ))
-                .bind(key.id.to_string())
-                .bind(key.tenant.to_string())
-                .bind(key.mount.to_string())
-                .bind(&key.name)
-                .bind(&key.key_type)
-                .bind(&key.backend)
-                .bind(key.mode.as_str())
-                .bind(&key.backend_reference)
-                .bind(i64::from(key.min_decryption_version))
-                .bind(i64::from(key.min_encryption_version))
-                .bind(key.deletion_allowed)
-                .bind(to_i64(key.auto_rotate_period))
-                .bind(i64::from(key.latest_version))
-                .bind(key.created_at)
-                .bind(key.rotated_at)
-                .bind(key.bound)
-                .bind(key.options.derived)
-                .bind(key.options.convergent_encryption)
-                .bind(key.options.exportable)
-                .bind(key.options.allow_plaintext_backup)
-                .bind(key.options.imported)
-                .bind(i64::from(key.options.key_size))
-                .bind(key.options.imported_key_allow_rotation)
-                .execute(&mut *tx)
-                .await
-                .map_err(map_error)?;
+                insert_key(&mut tx, key).await?;
                 insert_version(&mut tx, key.tenant, first).await?;
                 tx.commit().await.map_err(map_error)
             }
@@ -275,48 +235,7 @@ macro_rules! methods {
                         replaced = Some(id);
                     }
                 }
-                sqlx::query($crate::shared::sql!($dialect,
-                    sqlite: "INSERT INTO transit_keys (id, tenant_id, mount_id, name, key_type, backend, mode, \
-                     backend_reference, min_decryption_version, min_encryption_version, deletion_allowed, \
-                     auto_rotate_period, latest_version, created_at, rotated_at, bound, derived, \
-                     convergent_encryption, exportable, allow_plaintext_backup, imported, key_size, \
-                     imported_key_allow_rotation, min_available_version) \
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    postgres: "INSERT INTO transit_keys (id, tenant_id, mount_id, name, key_type, backend, mode, \
-                     backend_reference, min_decryption_version, min_encryption_version, deletion_allowed, \
-                     auto_rotate_period, latest_version, created_at, rotated_at, bound, derived, \
-                     convergent_encryption, exportable, allow_plaintext_backup, imported, key_size, \
-                     imported_key_allow_rotation, min_available_version) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
-                     $17, $18, $19, $20, $21, $22, $23, $24)",
-                ))
-                .bind(key.id.to_string())
-                .bind(tenant.to_string())
-                .bind(key.mount.to_string())
-                .bind(&key.name)
-                .bind(&key.key_type)
-                .bind(&key.backend)
-                .bind(key.mode.as_str())
-                .bind(&key.backend_reference)
-                .bind(i64::from(key.min_decryption_version))
-                .bind(i64::from(key.min_encryption_version))
-                .bind(key.deletion_allowed)
-                .bind(to_i64(key.auto_rotate_period))
-                .bind(i64::from(key.latest_version))
-                .bind(key.created_at)
-                .bind(key.rotated_at)
-                .bind(key.bound)
-                .bind(key.options.derived)
-                .bind(key.options.convergent_encryption)
-                .bind(key.options.exportable)
-                .bind(key.options.allow_plaintext_backup)
-                .bind(key.options.imported)
-                .bind(i64::from(key.options.key_size))
-                .bind(key.options.imported_key_allow_rotation)
-                .bind(i64::from(key.min_available_version))
-                .execute(&mut *tx)
-                .await
-                .map_err(map_error)?;
+                insert_key(&mut tx, key).await?;
                 for version in versions {
                     let mut version = version.clone();
                     if let Some((_, reserved)) =
@@ -388,6 +307,56 @@ macro_rules! methods {
                 Ok((before, after))
             }
         ], [$($items)*
+            /// Inserts a key's row in `tx` (a key's creation or restore).
+            async fn insert_key(
+                tx: &mut sqlx::Transaction<'_, Engine>,
+                key: &KeyRecord,
+            ) -> Result<(), StoreError> {
+                sqlx::query($crate::shared::sql!($dialect,
+                    sqlite: "INSERT INTO transit_keys (id, tenant_id, mount_id, name, key_type, backend, mode, \
+                     backend_reference, min_decryption_version, min_encryption_version, deletion_allowed, \
+                     auto_rotate_period, latest_version, created_at, rotated_at, bound, derived, \
+                     convergent_encryption, exportable, allow_plaintext_backup, imported, key_size, \
+                     imported_key_allow_rotation, min_available_version) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    postgres: "INSERT INTO transit_keys (id, tenant_id, mount_id, name, key_type, backend, mode, \
+                     backend_reference, min_decryption_version, min_encryption_version, deletion_allowed, \
+                     auto_rotate_period, latest_version, created_at, rotated_at, bound, derived, \
+                     convergent_encryption, exportable, allow_plaintext_backup, imported, key_size, \
+                     imported_key_allow_rotation, min_available_version) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
+                     $17, $18, $19, $20, $21, $22, $23, $24)",
+                ))
+                .bind(key.id.to_string())
+                .bind(key.tenant.to_string())
+                .bind(key.mount.to_string())
+                .bind(&key.name)
+                .bind(&key.key_type)
+                .bind(&key.backend)
+                .bind(key.mode.as_str())
+                .bind(&key.backend_reference)
+                .bind(i64::from(key.min_decryption_version))
+                .bind(i64::from(key.min_encryption_version))
+                .bind(key.deletion_allowed)
+                .bind(to_i64(key.auto_rotate_period))
+                .bind(i64::from(key.latest_version))
+                .bind(key.created_at)
+                .bind(key.rotated_at)
+                .bind(key.bound)
+                .bind(key.options.derived)
+                .bind(key.options.convergent_encryption)
+                .bind(key.options.exportable)
+                .bind(key.options.allow_plaintext_backup)
+                .bind(key.options.imported)
+                .bind(i64::from(key.options.key_size))
+                .bind(key.options.imported_key_allow_rotation)
+                .bind(i64::from(key.min_available_version))
+                .execute(&mut **tx)
+                .await
+                .map_err(map_error)?;
+                Ok(())
+            }
+
             /// Inserts a key version in `tx` (a key's creation, rotation or restore).
             async fn insert_version(
                 tx: &mut sqlx::Transaction<'_, Engine>,
