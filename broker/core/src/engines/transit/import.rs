@@ -27,14 +27,14 @@ use zeroize::Zeroizing;
 use super::{
     envelope::{remember, version_keys},
     key_type::{version_layout, KeyType, HMAC_KEY_SIZES},
-    keys::{key_options, version_format},
+    keys::{check_material_may_leave, key_options, version_format},
     validate_key_name, CreateKeyOptions, Transit, AES256_GCM96,
 };
 use crate::{
     backend::{BackendDecrypt, BackendEncrypt, BackendInstance},
     crypto::{random_bytes, random_nonce, Binding, DataKey, PayloadFormat, HMAC_KEY_LEN},
     error::{Error, Result},
-    store::{KeyMode, KeyRecord, KeyVersionRecord, StoreError},
+    store::{KeyMode, KeyRecord, KeyVersionRecord},
     KeyId, MountId, Tenant,
 };
 
@@ -217,22 +217,8 @@ impl Transit {
                 u32::try_from(key.len()).map_err(|_| Error::internal("hmac key length"))?;
         }
         let backend = self.backend_for(options.backend.as_deref()).to_owned();
-        let instance = match self.backends.get(&backend) {
-            Some(instance) if instance.allows_tenant(&tenant.name) => instance,
-            _ => {
-                return Err(Error::invalid(format!(
-                    "backend instance \"{backend}\" is not available to this tenant"
-                )))
-            }
-        };
-        if (key_options.exportable || key_options.allow_plaintext_backup)
-            && !instance.holds_in_broker()
-        {
-            return Err(Error::invalid(format!(
-                "backend instance \"{backend}\" keeps its keys' material outside the broker: \
-                 its keys are never exportable and never backed up in plaintext"
-            )));
-        }
+        let instance = self.new_key_instance(tenant, &backend)?;
+        check_material_may_leave(instance.as_ref(), &key_options)?;
         instance.check_available("")?;
 
         let now = self.clock.now_unix();
@@ -261,32 +247,24 @@ impl Transit {
             options: key_options,
         };
         let material = version_material(key_type, &key);
-        let stored = match self
+        let first = self
             .imported_version(tenant, &record, 1, instance.as_ref(), &material)
             .await
-        {
-            Ok((first, data_key)) => self
-                .store
-                .create_key(&record, &first)
-                .await
-                .map(|()| remember(instance.as_ref(), tenant, &record, 1, Some(data_key))),
-            Err(error) => {
-                self.discard_backend_key(tenant, &record, instance.as_ref(), &reference)
-                    .await;
-                return Err(error);
-            }
-        };
-        if let Err(error) = stored {
-            self.discard_backend_key(tenant, &record, instance.as_ref(), &reference)
-                .await;
-            return Err(match error {
-                StoreError::Conflict => Error::invalid(
+            .map(|(first, data_key)| (first, Some(data_key)));
+        self.store_new_key(
+            tenant,
+            &record,
+            instance.as_ref(),
+            &reference,
+            first,
+            || {
+                Err(Error::invalid(
                     "the import path cannot be used with an existing key; use import-version \
-                     to rotate an existing imported key",
-                ),
-                other => other.into(),
-            });
-        }
+                 to rotate an existing imported key",
+                ))
+            },
+        )
+        .await?;
         self.reload(tenant.id, mount, name).await?;
         Ok(())
     }

@@ -134,30 +134,14 @@ impl Transit {
         };
         let auto_rotate_period = options.auto_rotate_period.unwrap_or(0);
         self.check_auto_rotate_period(auto_rotate_period)?;
-        let instance = match self.backends.get(&backend) {
-            Some(instance) if instance.allows_tenant(&tenant.name) => instance,
-            // Unknown and not-allowed look the same: a tenant learns nothing of instances it
-            // cannot use.
-            _ => {
-                return Err(Error::invalid(format!(
-                    "backend instance \"{backend}\" is not available to this tenant"
-                )))
-            }
-        };
+        let instance = self.new_key_instance(tenant, &backend)?;
         if key_type.is_asymmetric() && !instance.supports_sign() {
             return Err(Error::invalid(format!(
                 "backend instance \"{backend}\" does not support key type {key_type_name}"
             )));
         }
         let key_options = key_options(key_type, key_type_name, mode, &options)?;
-        if (key_options.exportable || key_options.allow_plaintext_backup)
-            && !instance.holds_in_broker()
-        {
-            return Err(Error::invalid(format!(
-                "backend instance \"{backend}\" keeps its keys' material outside the broker: \
-                 its keys are never exportable and never backed up in plaintext"
-            )));
-        }
+        check_material_may_leave(instance.as_ref(), &key_options)?;
         if mode == KeyMode::Direct && !instance.supports_direct() && !key_type.is_asymmetric() {
             return Err(Error::invalid(format!(
                 "backend instance \"{backend}\" does not support mode=direct"
@@ -227,7 +211,7 @@ impl Transit {
             rotated_at: now,
             options: key_options,
         };
-        let stored = match self
+        let first = self
             .new_version(
                 tenant,
                 &record,
@@ -235,37 +219,75 @@ impl Transit {
                 instance.as_ref(),
                 Some(key_reference.clone()),
             )
-            .await
-        {
-            Ok((first, data_key)) => self
-                .store
-                .create_key(&record, &first)
-                .await
-                .map(|()| remember(instance.as_ref(), tenant, &record, 1, data_key)),
-            Err(error) => {
-                self.discard_backend_key(tenant, &record, instance.as_ref(), &key_reference)
-                    .await;
-                return Err(error);
-            }
-        };
-        match stored {
-            Ok(()) => {}
-            // Lost a race with a concurrent create of the same name: theirs stands.
-            Err(StoreError::Conflict) => {
-                self.discard_backend_key(tenant, &record, instance.as_ref(), &key_reference)
-                    .await;
-            }
-            Err(other) => {
-                self.discard_backend_key(tenant, &record, instance.as_ref(), &key_reference)
-                    .await;
-                return Err(other.into());
-            }
-        }
+            .await;
+        // Lost a race with a concurrent create of the same name: theirs stands.
+        self.store_new_key(
+            tenant,
+            &record,
+            instance.as_ref(),
+            &key_reference,
+            first,
+            || Ok(()),
+        )
+        .await?;
         let state = self
             .reload(tenant.id, mount, name)
             .await?
             .ok_or_else(|| Error::internal("created key vanished"))?;
         self.info(tenant, &state).await
+    }
+
+    /// The instance a new key of the tenant is made in. Unknown and not-allowed look the
+    /// same: a tenant learns nothing of instances it cannot use.
+    pub(super) fn new_key_instance(
+        &self,
+        tenant: &Tenant,
+        backend: &str,
+    ) -> Result<Arc<dyn BackendInstance>> {
+        match self.backends.get(backend) {
+            Some(instance) if instance.allows_tenant(&tenant.name) => Ok(instance),
+            _ => Err(Error::invalid(format!(
+                "backend instance \"{backend}\" is not available to this tenant"
+            ))),
+        }
+    }
+
+    /// Stores a new key with its first version (`first`, as `new_version` made it) and
+    /// caches that version's data key. If `first` failed or the store refused the key, the
+    /// backend key made for it (`reference`) is destroyed first; a key of that name made
+    /// meanwhile (a conflict) is answered by `on_conflict`.
+    pub(super) async fn store_new_key(
+        &self,
+        tenant: &Tenant,
+        record: &KeyRecord,
+        instance: &dyn BackendInstance,
+        reference: &str,
+        first: Result<(KeyVersionRecord, Option<DataKey>)>,
+        on_conflict: impl FnOnce() -> Result<()>,
+    ) -> Result<()> {
+        let stored = match first {
+            Ok((first, data_key)) => self
+                .store
+                .create_key(record, &first)
+                .await
+                .map(|()| remember(instance, tenant, record, 1, data_key)),
+            Err(error) => {
+                self.discard_backend_key(tenant, record, instance, reference)
+                    .await;
+                return Err(error);
+            }
+        };
+        match stored {
+            Ok(()) => Ok(()),
+            Err(error) => {
+                self.discard_backend_key(tenant, record, instance, reference)
+                    .await;
+                match error {
+                    StoreError::Conflict => on_conflict(),
+                    other => Err(other.into()),
+                }
+            }
+        }
     }
 
     /// Destroys a backend key made for a transit key that was never stored (a bound key is
@@ -529,6 +551,22 @@ pub(super) fn version_format(record: &KeyRecord) -> PayloadFormat {
     } else {
         PayloadFormat::Envelope
     }
+}
+
+/// Refuses options that would let a key's material leave the broker (`exportable`,
+/// `allow_plaintext_backup`) on an instance that keeps it elsewhere.
+pub(super) fn check_material_may_leave(
+    instance: &dyn BackendInstance,
+    options: &KeyOptions,
+) -> Result<()> {
+    if (options.exportable || options.allow_plaintext_backup) && !instance.holds_in_broker() {
+        return Err(Error::invalid(format!(
+            "backend instance \"{}\" keeps its keys' material outside the broker: its keys \
+             are never exportable and never backed up in plaintext",
+            instance.name()
+        )));
+    }
+    Ok(())
 }
 
 /// A new key's Vault options, checked as Vault checks them, with its messages where it has
