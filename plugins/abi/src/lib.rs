@@ -36,6 +36,7 @@ use abi_stable::{
 };
 
 pub use abi_stable;
+use zeroize::Zeroizing;
 
 /// Forwards the first ABI's eight methods of [`BackendPlugin`] to `self.0`, an older trait
 /// object: the body shared by the `Upgraded` wrappers of the frozen modules.
@@ -99,6 +100,7 @@ pub mod v1;
 pub mod v2;
 pub mod v3;
 pub mod v4;
+pub mod v5;
 
 /// Kind of a [`PluginError`]: decides the HTTP status the broker answers with.
 ///
@@ -221,6 +223,13 @@ pub mod capability {
     /// A wrong padding, key or ciphertext answers [`ErrorKind::INVALID_REQUEST`](super::ErrorKind).
     /// Added after the fifth ABI, without changing any request's layout.
     pub const ASYMMETRIC_DECRYPT: u64 = 1 << 7;
+    /// Hands the private key of an asymmetric key it created to the broker, and takes one in
+    /// ([`BackendPlugin::export_private_key`], [`BackendPlugin::import_private_key`]), as
+    /// PKCS #8 DER: Vault's `export/signing-key`, plaintext backups and BYOK import of
+    /// asymmetric keys. Only a plugin that also reports [`BROKER_HELD`] may report it (the
+    /// local KEK): the broker never asks a plugin whose keys live elsewhere for one. Added
+    /// with the sixth ABI.
+    pub const PRIVATE_KEY_TRANSFER: u64 = 1 << 8;
 }
 
 /// The `aad` of a decrypt request for an RSA key naming RSAES-OAEP with SHA-256 and
@@ -290,6 +299,33 @@ pub struct CreateKeyRequest {
 pub struct KeyHandle {
     /// Opaque reference, stored by the broker and passed back on every call.
     pub reference: RString,
+}
+
+/// Take in a private key as a new key of one tenant ([`capability::PRIVATE_KEY_TRANSFER`]).
+/// Not `Debug`-printable beyond its type: it carries key material.
+#[repr(C)]
+#[derive(StableAbi, Clone, PartialEq, Eq)]
+pub struct ImportKeyRequest {
+    /// Immutable id of the tenant that owns the key; backends tag the key with it.
+    pub tenant_id: RString,
+    /// Immutable id of the broker key.
+    pub key_id: RString,
+    /// An asymmetric key type (one of [`key_type::ASYMMETRIC`]); the key must be of it
+    /// exactly (an RSA key of another size is refused).
+    pub key_type: RString,
+    /// The private key, PKCS #8 DER (`PrivateKeyInfo`; for Ed25519, RFC 8410's). The plugin
+    /// wipes its copy once the key is sealed; the host wipes its own.
+    pub pkcs8: RVec<u8>,
+}
+
+impl std::fmt::Debug for ImportKeyRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ImportKeyRequest")
+            .field("tenant_id", &self.tenant_id)
+            .field("key_id", &self.key_id)
+            .field("key_type", &self.key_type)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Encrypt (or wrap a data key) under a backend key.
@@ -547,7 +583,7 @@ pub trait BackendPlugin: Send + Sync {
 
     // Methods below were added after the first ABI. abi_stable refuses a library whose
     // vtable is shorter than the host's, so a plugin built before them is loaded through
-    // the frozen module of its ABI (`v1` to `v4`) and wrapped (`upgrade`): for it, these
+    // the frozen module of its ABI (`v1` to `v5`) and wrapped (`upgrade`): for it, these
     // default bodies run and answer "not supported". New methods go at the end, always with
     // a default body, and the vtable they replace gets a frozen module of its own.
 
@@ -615,6 +651,25 @@ pub trait BackendPlugin: Send + Sync {
     /// Starts several decryptions, as [`BackendPlugin::encrypt_batch_start`].
     fn decrypt_batch_start(&self, requests: RVec<DecryptRequest>, done: BatchDoneBox) {
         done.complete(self.decrypt_batch(requests));
+    }
+
+    // Added after the fifth ABI (frozen in `v5`).
+
+    /// The private key of one of the tenant's asymmetric keys, as PKCS #8 DER
+    /// ([`capability::PRIVATE_KEY_TRANSFER`]). The host wipes it after use.
+    fn export_private_key(
+        &self,
+        tenant_id: RString,
+        key_reference: RString,
+    ) -> RResult<RVec<u8>, PluginError> {
+        let _ = (tenant_id, key_reference);
+        RResult::RErr(not_supported("exporting private keys"))
+    }
+    /// Takes in a private key as a new key of the tenant, returning its reference
+    /// ([`capability::PRIVATE_KEY_TRANSFER`]).
+    fn import_private_key(&self, request: ImportKeyRequest) -> RResult<KeyHandle, PluginError> {
+        let _ = request;
+        RResult::RErr(not_supported("importing private keys"))
     }
 }
 
@@ -740,6 +795,20 @@ pub trait Backend: Send + Sync + 'static {
     fn decrypt_batch_start(&self, requests: Vec<DecryptRequest>, done: BatchCompletion) {
         done.complete(requests.into_iter().map(|r| self.decrypt(r)).collect());
     }
+    /// An asymmetric key's private key as PKCS #8 DER. Plugins with
+    /// [`capability::PRIVATE_KEY_TRANSFER`] override it.
+    fn export_private_key(
+        &self,
+        _tenant_id: &str,
+        _key_reference: &str,
+    ) -> Result<Zeroizing<Vec<u8>>, PluginError> {
+        Err(not_supported("exporting private keys"))
+    }
+    /// Takes in a private key as a new key. Plugins with
+    /// [`capability::PRIVATE_KEY_TRANSFER`] override it.
+    fn import_private_key(&self, _request: ImportKeyRequest) -> Result<KeyHandle, PluginError> {
+        Err(not_supported("importing private keys"))
+    }
 }
 
 /// Runs `f`, turning a panic into an [`ErrorKind::INTERNAL`] error.
@@ -830,6 +899,21 @@ impl<B: Backend> BackendPlugin for Guarded<B> {
                 .decrypt_batch_start(requests.into_vec(), BatchCompletion::new(done));
             Ok(())
         });
+    }
+    fn export_private_key(
+        &self,
+        tenant_id: RString,
+        key_reference: RString,
+    ) -> RResult<RVec<u8>, PluginError> {
+        // The plugin's own copy is wiped; the one crossing the boundary is the host's to wipe.
+        guard(|| {
+            self.0
+                .export_private_key(&tenant_id, &key_reference)
+                .map(|der| RVec::from(der.as_slice()))
+        })
+    }
+    fn import_private_key(&self, request: ImportKeyRequest) -> RResult<KeyHandle, PluginError> {
+        guard(|| self.0.import_private_key(request))
     }
 }
 

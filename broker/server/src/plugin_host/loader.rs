@@ -17,7 +17,7 @@ use abi_stable::{
     library::lib_header_from_path,
     std_types::{RResult, RStr},
 };
-use keybroker_plugin_abi::{v1, v2, v3, v4, BackendBox, HostBox, PluginError, PluginModRef};
+use keybroker_plugin_abi::{v1, v2, v3, v4, v5, BackendBox, HostBox, PluginError, PluginModRef};
 use sha2::{Digest, Sha256};
 
 /// Refuses a file or directory that others than its owner can write.
@@ -66,6 +66,8 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 pub(super) enum PluginModule {
     /// Built against the current ABI.
     Current(PluginModRef),
+    /// Built against the fifth ABI (asynchronous batches; no private key transfer).
+    V5(v5::PluginModRef),
     /// Built against the fourth ABI (status and tenant names; no asynchronous batches).
     V4(v4::PluginModRef),
     /// Built against the third ABI (data key generation; no status or tenant names).
@@ -85,6 +87,7 @@ impl PluginModule {
     ) -> RResult<BackendBox, PluginError> {
         match self {
             Self::Current(module) => module.new_backend()(config, host),
+            Self::V5(module) => module.new_backend()(config, host).map(v5::upgrade),
             Self::V4(module) => module.new_backend()(config, host).map(v4::upgrade),
             Self::V3(module) => module.new_backend()(config, host).map(v3::upgrade),
             Self::V2(module) => module.new_backend()(config, host).map(v2::upgrade),
@@ -135,7 +138,9 @@ impl ModuleCache {
         let module = match header.init_root_module::<PluginModRef>() {
             Ok(module) => PluginModule::Current(module),
             Err(current) => {
-                if let Ok(module) = header.init_root_module::<v4::PluginModRef>() {
+                if let Ok(module) = header.init_root_module::<v5::PluginModRef>() {
+                    PluginModule::V5(module)
+                } else if let Ok(module) = header.init_root_module::<v4::PluginModRef>() {
                     PluginModule::V4(module)
                 } else if let Ok(module) = header.init_root_module::<v3::PluginModRef>() {
                     PluginModule::V3(module)
