@@ -96,6 +96,11 @@ pub trait BackendInstance: Send + Sync {
     /// Whether the instance's keys are the broker's own software keys (the local KEK): only
     /// their transit keys may be exportable or backed up in plaintext.
     fn holds_in_broker(&self) -> bool;
+    /// Whether the instance hands the private keys of its asymmetric keys to the broker and
+    /// takes such keys in ([`export_private_key`](Self::export_private_key),
+    /// [`import_private_key`](Self::import_private_key)): only an instance that also
+    /// [holds its keys in the broker](Self::holds_in_broker), the local KEK.
+    fn supports_private_key_transfer(&self) -> bool;
     /// Whether the instance's configuration lets tenant `tenant_name` bind `backend_key`
     /// (operators in the root namespace with `sudo` need no grant: the caller checks that).
     fn may_bind(&self, tenant_name: &str, backend_key: &str) -> bool;
@@ -113,6 +118,21 @@ pub trait BackendInstance: Send + Sync {
     async fn verify(&self, tenant: &Tenant, request: BackendVerify<'_>) -> Result<bool, Error>;
     /// The PEM public key of an asymmetric key.
     async fn public_key(&self, tenant: &Tenant, reference: &str) -> Result<String, Error>;
+    /// The private key of an asymmetric key, PKCS #8 DER.
+    async fn export_private_key(
+        &self,
+        tenant: &Tenant,
+        reference: &str,
+    ) -> Result<Zeroizing<Vec<u8>>, Error>;
+    /// Takes in a private key (PKCS #8 DER) of an asymmetric `key_type` as a new backend key
+    /// of a tenant's transit key; returns its reference.
+    async fn import_private_key(
+        &self,
+        tenant: &Tenant,
+        key_id: &str,
+        key_type: &str,
+        pkcs8: &[u8],
+    ) -> Result<String, Error>;
     /// A fresh 32-byte data key made by the backend: (plaintext, wrapped under `reference`
     /// with `aad`, as `decrypt` takes it back).
     async fn generate_data_key(

@@ -242,6 +242,47 @@ impl PrivateKey {
         Ok(key)
     }
 
+    /// Parses a private key someone brings (PKCS #8 DER), which must be of exactly
+    /// `key_type`: an RSA key of that size, a key on that curve. Anything else is an invalid
+    /// request naming the expected type, never the material.
+    pub(crate) fn import_pkcs8(key_type: KeyType, der: &[u8]) -> Result<Self, PluginError> {
+        let refused = || {
+            PluginError::invalid_request(format!(
+                "the private key is not a PKCS #8 {} private key",
+                key_type.name()
+            ))
+        };
+        let key = match key_type {
+            KeyType::EcdsaP256 => {
+                Self::P256(p256::ecdsa::SigningKey::from_pkcs8_der(der).map_err(|_| refused())?)
+            }
+            KeyType::EcdsaP384 => {
+                Self::P384(p384::ecdsa::SigningKey::from_pkcs8_der(der).map_err(|_| refused())?)
+            }
+            KeyType::EcdsaP521 => {
+                Self::P521(p521::SecretKey::from_pkcs8_der(der).map_err(|_| refused())?)
+            }
+            KeyType::Ed25519 => Self::Ed25519(
+                ed25519_dalek::SigningKey::from_pkcs8_der(der).map_err(|_| refused())?,
+            ),
+            KeyType::Rsa2048 | KeyType::Rsa3072 | KeyType::Rsa4096 => {
+                let key = RsaPrivateKey::from_pkcs8_der(der).map_err(|_| refused())?;
+                if Some(key.n().bits()) != key_type.rsa_bits() {
+                    return Err(PluginError::invalid_request(format!(
+                        "the private key is a {}-bit RSA key, not a {} key",
+                        key.n().bits(),
+                        key_type.name()
+                    )));
+                }
+                // Its components must make a consistent key (primes that multiply to the
+                // modulus, exponents that invert each other), not just parse.
+                key.validate().map_err(|_| refused())?;
+                Self::Rsa(key)
+            }
+        };
+        Ok(key)
+    }
+
     /// Signs a digest: RSA as PKCS #1 defines it, ECDSA as `r ‖ s`; Ed25519 signs `digest` as
     /// the whole message, in RFC 8032's 64 bytes.
     pub(crate) fn sign(&self, scheme: Scheme, digest: &[u8]) -> Result<Vec<u8>, PluginError> {

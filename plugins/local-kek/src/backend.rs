@@ -4,10 +4,11 @@ use std::{fmt, sync::Arc, time::Duration};
 
 use keybroker_plugin_abi::{
     capability, host_log, Backend, BackendInfo, CreateKeyRequest, DecryptRequest, EncryptRequest,
-    ErrorKind, HostBox, KeyHandle, LogLevel, PluginError, SignRequest, VerifyRequest,
+    ErrorKind, HostBox, ImportKeyRequest, KeyHandle, LogLevel, PluginError, SignRequest,
+    VerifyRequest,
 };
 use keybroker_plugin_sdk::entry::{backend_info, encrypt_then_wipe};
-use zeroize::Zeroizing;
+use zeroize::{Zeroize as _, Zeroizing};
 
 use crate::asymmetric::{KeyType, PrivateKey};
 use crate::config::{self, LoadedKek};
@@ -213,7 +214,8 @@ impl Backend for LocalKek {
                 | capability::DIRECT
                 | capability::SIGN
                 | capability::BROKER_HELD
-                | capability::ASYMMETRIC_DECRYPT,
+                | capability::ASYMMETRIC_DECRYPT
+                | capability::PRIVATE_KEY_TRANSFER,
             self.max_payload,
         )
     }
@@ -257,6 +259,31 @@ impl Backend for LocalKek {
 
     fn public_key(&self, tenant_id: &str, key_reference: &str) -> Result<String, PluginError> {
         self.public_key_pem(tenant_id, key_reference)
+    }
+
+    fn export_private_key(
+        &self,
+        tenant_id: &str,
+        key_reference: &str,
+    ) -> Result<Zeroizing<Vec<u8>>, PluginError> {
+        self.export_signing_key(tenant_id, key_reference)
+    }
+
+    fn import_private_key(&self, mut request: ImportKeyRequest) -> Result<KeyHandle, PluginError> {
+        let pkcs8 = Zeroizing::new(request.pkcs8.as_slice().to_vec());
+        request.pkcs8.as_mut_slice().zeroize();
+        let requested = request.key_type.as_str();
+        let Some(key_type) = KeyType::parse(requested) else {
+            return Err(PluginError::invalid_request(format!(
+                "key type {requested:?} cannot be imported into {NAME} as a private key; use \
+                 one of {}",
+                keybroker_plugin_abi::key_type::ASYMMETRIC.join(", ")
+            )));
+        };
+        let reference = self.import_signing_key(&request.tenant_id, key_type, &pkcs8)?;
+        Ok(KeyHandle {
+            reference: reference.into(),
+        })
     }
 }
 
@@ -508,6 +535,7 @@ mod tests {
                 | capability::SIGN
                 | capability::BROKER_HELD
                 | capability::ASYMMETRIC_DECRYPT
+                | capability::PRIVATE_KEY_TRANSFER
         );
         backend.health().unwrap();
         let debug = format!("{backend:?}");

@@ -23,8 +23,40 @@ impl LocalKek {
         tenant_id: &str,
         key_type: KeyType,
     ) -> Result<String, PluginError> {
+        self.seal_signing_key(tenant_id, key_type, PrivateKey::generate(key_type)?)
+    }
+
+    /// Takes in a private key (PKCS #8 DER) of exactly `key_type` as a new key of the
+    /// tenant, sealed like one it made (`capability::PRIVATE_KEY_TRANSFER`).
+    pub(super) fn import_signing_key(
+        &self,
+        tenant_id: &str,
+        key_type: KeyType,
+        pkcs8: &[u8],
+    ) -> Result<String, PluginError> {
+        let key = PrivateKey::import_pkcs8(key_type, pkcs8)?;
+        self.seal_signing_key(tenant_id, key_type, key)
+    }
+
+    /// The private key of one of the tenant's asymmetric keys, PKCS #8 DER
+    /// (`capability::PRIVATE_KEY_TRANSFER`).
+    pub(super) fn export_signing_key(
+        &self,
+        tenant_id: &str,
+        key_reference: &str,
+    ) -> Result<Zeroizing<Vec<u8>>, PluginError> {
+        let key = asymmetric(tenant_id, key_reference, "private key export")?;
+        self.private_key(key_reference, &key)?.to_pkcs8()
+    }
+
+    /// Seals `key` under the active KEK and returns the self-contained reference.
+    fn seal_signing_key(
+        &self,
+        tenant_id: &str,
+        key_type: KeyType,
+        key: PrivateKey,
+    ) -> Result<String, PluginError> {
         let header = reference::asymmetric_header(tenant_id, key_type)?;
-        let key = PrivateKey::generate(key_type)?;
         let pkcs8 = key.to_pkcs8()?;
         let nonce = sealing::choose_nonce(&[])?;
         let sealed = sealing::seal(

@@ -11,7 +11,7 @@ use keybroker_core::{
 };
 use keybroker_plugin_abi::{
     capability, BindKeyRequest, CreateKeyRequest, DecryptRequest, EncryptRequest,
-    GenerateDataKeyRequest, VerifyRequest,
+    GenerateDataKeyRequest, ImportKeyRequest, VerifyRequest,
 };
 use zeroize::Zeroizing;
 
@@ -100,6 +100,12 @@ impl BackendInstance for Instance {
         self.has_capability(capability::BROKER_HELD)
     }
 
+    fn supports_private_key_transfer(&self) -> bool {
+        // The capability means nothing without the other: a plugin whose keys live outside
+        // the broker is never asked for a private key, whatever it reports.
+        self.holds_in_broker() && self.has_capability(capability::PRIVATE_KEY_TRANSFER)
+    }
+
     fn may_bind(&self, tenant_name: &str, backend_key: &str) -> bool {
         self.settings.bind.get(tenant_name).is_some_and(|patterns| {
             patterns
@@ -158,6 +164,55 @@ impl BackendInstance for Instance {
             })
             .await?;
         Ok(pem.into_string())
+    }
+
+    async fn export_private_key(
+        &self,
+        tenant: &Tenant,
+        reference: &str,
+    ) -> Result<Zeroizing<Vec<u8>>, Error> {
+        if !self.supports_private_key_transfer() {
+            return Err(Error::invalid(format!(
+                "backend instance \"{}\" never hands out private keys",
+                self.settings.name
+            )));
+        }
+        let tenant_id = RString::from(tenant.id.to_string());
+        let reference = RString::from(reference);
+        let der = self
+            .call("export_private_key", Some(tenant), move |b| {
+                b.export_private_key(tenant_id, reference)
+            })
+            .await?;
+        Ok(take_secret(der))
+    }
+
+    async fn import_private_key(
+        &self,
+        tenant: &Tenant,
+        key_id: &str,
+        key_type: &str,
+        pkcs8: &[u8],
+    ) -> Result<String, Error> {
+        if !self.supports_private_key_transfer() {
+            return Err(Error::invalid(format!(
+                "backend instance \"{}\" does not take in private keys",
+                self.settings.name
+            )));
+        }
+        // The plugin owns (and wipes) the copy it is given.
+        let request = ImportKeyRequest {
+            tenant_id: RString::from(tenant.id.to_string()),
+            key_id: RString::from(key_id),
+            key_type: RString::from(key_type),
+            pkcs8: RVec::from(pkcs8),
+        };
+        let handle = self
+            .call("import_private_key", Some(tenant), move |b| {
+                b.import_private_key(request)
+            })
+            .await?;
+        Ok(handle.reference.into_string())
     }
 
     async fn generate_data_key(
