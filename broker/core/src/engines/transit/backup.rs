@@ -9,7 +9,8 @@
 //! and immutable id (so a restore lands only in its tenant, and its ciphertexts keep their
 //! binding), its configuration, its backend instance, and each version it keeps with what
 //! the backend unwrapped (a DEK in keybroker's envelope layout, the keys themselves in
-//! Vault's) and its reserved encryption count (so a restored key never counts from less).
+//! Vault's; an asymmetric version's private key, PKCS #8 DER, as the backend hands it out)
+//! and its reserved encryption count (so a restored key never counts from less).
 //! Vault's backups are not accepted, and ours mean nothing to Vault.
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -17,7 +18,7 @@ use zeroize::Zeroizing;
 
 use base64::{engine::general_purpose::STANDARD, Engine as _};
 
-use super::{envelope::version_keys, key_type::KeyType, validate_key_name, Transit};
+use super::{envelope::version_keys, key_format, key_type::KeyType, validate_key_name, Transit};
 use crate::{
     backend::BackendDecrypt,
     crypto::{Binding, PayloadFormat},
@@ -110,7 +111,9 @@ pub(super) struct BackupVersion {
     pub(super) version: u32,
     /// The layout of `material` ([`PayloadFormat`]'s code: envelope or Vault).
     pub(super) payload_format: u8,
-    /// What the backend unwrapped: the DEK (envelope) or `key ‖ hmac key` (Vault).
+    /// What the backend unwrapped: the DEK (envelope) or `key ‖ hmac key` (Vault); an
+    /// asymmetric version's private key, PKCS #8 DER (`payload_format` 2, held by the
+    /// backend).
     pub(super) material: Material,
     pub(super) created_at: i64,
     /// Encryptions the store had reserved for the version when the backup was taken.
@@ -178,14 +181,26 @@ impl KeyBackup {
         KeyId::parse(&self.key_id).ok_or_else(|| Error::invalid("invalid backup: bad key id"))
     }
 
-    /// The key record the backup describes, in `mount` under `name`, its backend key
-    /// `reference` (the caller makes it).
+    /// Whether the backup is of an asymmetric key (whose versions are private keys, each a
+    /// backend key of its own).
+    pub(super) fn is_asymmetric(&self) -> bool {
+        KeyType::parse(&self.key_type).is_ok_and(KeyType::is_asymmetric)
+    }
+
+    /// The key record the backup describes, in `mount` under `name`: an envelope key with
+    /// the backend key `reference` (the caller makes it), or an asymmetric key (`None`),
+    /// held by its backend.
     pub(super) fn record(
         &self,
         mount: MountId,
         name: &str,
-        reference: String,
+        reference: Option<String>,
     ) -> Result<KeyRecord> {
+        let mode = if reference.is_some() {
+            KeyMode::Envelope
+        } else {
+            KeyMode::Direct
+        };
         Ok(KeyRecord {
             id: self.key_id()?,
             tenant: self.tenant()?,
@@ -193,8 +208,8 @@ impl KeyBackup {
             name: name.to_owned(),
             key_type: self.key_type.clone(),
             backend: self.backend.clone(),
-            mode: KeyMode::Envelope,
-            backend_reference: Some(reference),
+            mode,
+            backend_reference: reference,
             min_available_version: self.min_available_version,
             min_decryption_version: self.min_decryption_version,
             min_encryption_version: self.min_encryption_version,
@@ -217,15 +232,15 @@ impl KeyBackup {
             .map_err(|e| Error::invalid(format!("invalid backup: {e}")))?;
         let key_type = KeyType::parse(&self.key_type)
             .map_err(|_| Error::invalid("invalid backup: unknown key type"))?;
-        if key_type.is_asymmetric() {
-            return refuse("an asymmetric key never leaves its backend");
-        }
         let options = &self.options;
         if !options.exportable || !options.allow_plaintext_backup {
             return refuse("only a key that is exportable and allows plaintext backup has one");
         }
         if options.convergent_encryption && !options.derived {
             return refuse("convergent encryption without derivation");
+        }
+        if key_type.is_asymmetric() && options.derived {
+            return refuse("a derived asymmetric key");
         }
         let key_size_ok = match key_type {
             KeyType::Hmac => super::key_type::HMAC_KEY_SIZES.contains(&options.key_size),
@@ -257,8 +272,11 @@ impl KeyBackup {
         {
             return refuse("the versions are not every kept version, in order");
         }
+        if key_type.is_asymmetric() {
+            return self.check_private_keys(key_type);
+        }
         // Each version's material must make its keys (its length fits the type and layout).
-        let probe = self.record(MountId::random(), &self.name, String::new())?;
+        let probe = self.record(MountId::random(), &self.name, Some(String::new()))?;
         for version in &self.versions {
             let format = match PayloadFormat::from_code(version.payload_format) {
                 Some(format @ (PayloadFormat::Envelope | PayloadFormat::Vault)) => format,
@@ -272,6 +290,28 @@ impl KeyBackup {
             if version_keys(&probe, binding, format, &version.material.0).is_err() {
                 return Err(Error::invalid(format!(
                     "invalid backup: the key material of version {} does not fit key type {}",
+                    version.version, self.key_type
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl KeyBackup {
+    /// Every version of an asymmetric key's backup is a private key of its type.
+    fn check_private_keys(&self, key_type: KeyType) -> Result<()> {
+        for version in &self.versions {
+            if version.payload_format != PayloadFormat::BackendBlob.code() {
+                return Err(Error::invalid(
+                    "invalid backup: an asymmetric key's versions are private keys \
+                     (payload format 2)",
+                ));
+            }
+            if !key_format::is_private_key_of(key_type, &version.material.0) {
+                return Err(Error::invalid(format!(
+                    "invalid backup: the key material of version {} is not a PKCS #8 {} \
+                     private key",
                     version.version, self.key_type
                 )));
             }
@@ -315,12 +355,12 @@ impl Transit {
         let instance = self.instance(tenant, &record.backend)?;
         // Creation refuses both options elsewhere; checked again, since what follows
         // unwraps the material.
-        if record.mode != KeyMode::Envelope || !instance.holds_in_broker() {
-            return Err(Error::invalid(format!(
-                "backend instance \"{}\" keeps its keys' material outside the broker: its keys \
-                 are never backed up in plaintext",
-                record.backend
-            )));
+        let key_type = KeyType::parse(&record.key_type)?;
+        self.check_material_may_leave(tenant, record)?;
+        if record.mode != KeyMode::Envelope && !key_type.is_asymmetric() {
+            return Err(Error::internal(
+                "a direct-mode symmetric key marked for backup",
+            ));
         }
         instance.check_available("")?;
         // The counts as the store holds them now (the ones in memory are as loaded).
@@ -328,20 +368,26 @@ impl Transit {
         let first = state.first_version();
         let mut versions = Vec::with_capacity(rows.len());
         for row in rows.iter().filter(|row| row.version >= first) {
-            let wrapped = row
-                .wrapped_dek
-                .as_deref()
-                .ok_or_else(|| Error::internal("envelope version without wrapped DEK"))?;
-            let material = instance
-                .decrypt(
-                    tenant,
-                    BackendDecrypt {
-                        reference: &row.backend_reference,
-                        ciphertext: wrapped,
-                        aad: &state.binding(row.version).encode(),
-                    },
-                )
-                .await?;
+            let material = match row.wrapped_dek.as_deref() {
+                _ if key_type.is_asymmetric() => {
+                    instance
+                        .export_private_key(tenant, &row.backend_reference)
+                        .await?
+                }
+                Some(wrapped) => {
+                    instance
+                        .decrypt(
+                            tenant,
+                            BackendDecrypt {
+                                reference: &row.backend_reference,
+                                ciphertext: wrapped,
+                                aad: &state.binding(row.version).encode(),
+                            },
+                        )
+                        .await?
+                }
+                None => return Err(Error::internal("envelope version without wrapped DEK")),
+            };
             versions.push(BackupVersion {
                 version: row.version,
                 payload_format: row.payload_format,
@@ -437,7 +483,9 @@ mod tests {
         let value = sample();
         let backup = parse(&value).unwrap();
         let mount = MountId::random();
-        let record = backup.record(mount, "renamed", "ref".to_owned()).unwrap();
+        let record = backup
+            .record(mount, "renamed", Some("ref".to_owned()))
+            .unwrap();
         assert_eq!(record.id.to_string(), value["key_id"].as_str().unwrap());
         assert_eq!(record.tenant.to_string(), value["tenant"].as_str().unwrap());
         assert_eq!((record.mount, record.name.as_str()), (mount, "renamed"));

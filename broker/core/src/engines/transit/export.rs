@@ -10,13 +10,22 @@
 //!   refused by number. Only a backend instance that holds its keys in the broker (the
 //!   local KEK) has exportable keys at all (creation and config refuse the others).
 //! - `public-key` of an asymmetric key, on every backend: the version's stored public key.
-//! - `signing-key`: never. Keybroker's private keys live in their backend plugin (the
-//!   local KEK's too) and no plugin call returns one.
+//! - `signing-key` of an exportable asymmetric key (and `encryption-key` of an RSA one, as in
+//!   Vault): each version's private key, which the backend hands out as PKCS #8 (only an
+//!   instance with `capability::PRIVATE_KEY_TRANSFER`, the local KEK: creation and config
+//!   refuse `exportable` elsewhere). Asymmetric keys keep no HMAC key here: `hmac-key` of
+//!   one is refused with the reason.
+//! - `format` (`raw`, `der`, `pem`) as Vault writes each (`key_format.rs`).
 
 use base64::{engine::general_purpose::STANDARD, Engine as _};
 use zeroize::Zeroizing;
 
-use super::{key_type::KeyType, validate_key_name, KeyState, Transit};
+use super::{
+    key_format::{self, ExportFormat},
+    key_type::KeyType,
+    keys::check_instance_releases,
+    validate_key_name, KeyState, Transit,
+};
 use crate::{
     crypto::PayloadFormat,
     error::{Error, Result},
@@ -29,7 +38,7 @@ use crate::{
 pub enum ExportType {
     /// A symmetric version's encryption key.
     EncryptionKey,
-    /// A private signing key (always refused here).
+    /// An asymmetric version's private key.
     SigningKey,
     /// A version's HMAC key (an `hmac` key's key).
     HmacKey,
@@ -76,10 +85,11 @@ impl std::fmt::Debug for ExportedKeys {
     }
 }
 
-/// Why a key's material never leaves the broker, if it does not: its mode or type.
+/// Why a key's material never leaves the broker, if it does not: a symmetric key held by
+/// its backend (direct mode).
 pub(super) fn material_stays_in_backend(record: &KeyRecord) -> Option<String> {
     let asymmetric = KeyType::parse(&record.key_type).is_ok_and(KeyType::is_asymmetric);
-    (record.mode == KeyMode::Direct || asymmetric).then(|| {
+    (record.mode == KeyMode::Direct && !asymmetric).then(|| {
         format!(
             "key type {} in mode={} is held by its backend and never leaves it: it cannot be \
              exportable or backed up in plaintext",
@@ -91,8 +101,8 @@ pub(super) fn material_stays_in_backend(record: &KeyRecord) -> Option<String> {
 
 impl Transit {
     /// Refuses to make `record` exportable or plaintext-backed-up where its material never
-    /// leaves its backend (direct mode, asymmetric types, an instance that keeps its keys
-    /// outside the broker).
+    /// leaves its backend (direct-mode symmetric keys, an instance that keeps its keys
+    /// outside the broker or never hands out private keys).
     pub(super) fn check_material_may_leave(
         &self,
         tenant: &Tenant,
@@ -102,14 +112,7 @@ impl Transit {
             return Err(Error::invalid(reason));
         }
         let instance = self.instance(tenant, &record.backend)?;
-        if !instance.holds_in_broker() {
-            return Err(Error::invalid(format!(
-                "backend instance \"{}\" keeps its keys' material outside the broker: its \
-                 keys are never exportable and never backed up in plaintext",
-                record.backend
-            )));
-        }
-        Ok(())
+        check_instance_releases(instance.as_ref(), KeyType::parse(&record.key_type)?)
     }
 
     /// Exports a key's versions (all, or `version`: a number, `v<number>` or `latest`).
@@ -120,17 +123,12 @@ impl Transit {
         name: &str,
         export_type: ExportType,
         version: Option<&str>,
+        format: ExportFormat,
     ) -> Result<ExportedKeys> {
         validate_key_name(name)?;
         let state = self.existing(tenant, mount, name).await?;
         let record = &state.record;
         let key_type = KeyType::parse(&record.key_type)?;
-        if export_type == ExportType::SigningKey && key_type.is_asymmetric() {
-            return Err(Error::invalid(
-                "private key material is not exportable: keybroker's private keys live in \
-                 their backend plugin (the local KEK's too) and are never exported",
-            ));
-        }
         if !record.options.exportable && export_type.is_private() {
             // Vault's message; where the key could never be made exportable, the reason.
             return Err(match self.check_material_may_leave(tenant, record) {
@@ -141,11 +139,20 @@ impl Transit {
             });
         }
         match export_type {
-            ExportType::EncryptionKey if key_type.aead().is_none() => {
+            ExportType::EncryptionKey
+                if key_type.aead().is_none() && !matches!(key_type, KeyType::Rsa(_)) =>
+            {
                 return Err(Error::invalid("encryption not supported for the key"))
             }
-            ExportType::SigningKey => {
+            ExportType::SigningKey if !key_type.is_asymmetric() => {
                 return Err(Error::invalid("signing not supported for the key"))
+            }
+            ExportType::HmacKey if key_type.is_asymmetric() => {
+                return Err(Error::invalid(format!(
+                    "key type {} keeps no HMAC key in keybroker: its versions are private keys \
+                     held by the backend, and keybroker derives HMAC keys only in its envelope",
+                    record.key_type
+                )))
             }
             ExportType::CertificateChain if !key_type.is_asymmetric() => {
                 return Err(Error::invalid(
@@ -182,10 +189,14 @@ impl Transit {
                     .ok_or_else(|| Error::internal("asymmetric version without public key"))?;
                 keys.push((
                     number,
-                    Zeroizing::new(vault_public_key(key_type, public_key)),
+                    Zeroizing::new(key_format::public_key(key_type, format, public_key)?),
                 ));
             }
+        } else if key_type.is_asymmetric() {
+            self.export_private_keys(tenant, &state, key_type, format, &versions, &mut keys)
+                .await?;
         } else {
+            format.check_symmetric()?;
             self.export_private(tenant, &state, export_type, &versions, &mut keys)
                 .await?;
         }
@@ -194,6 +205,32 @@ impl Transit {
             key_type: record.key_type.clone(),
             keys,
         })
+    }
+
+    /// Each of `versions`' private key, as the backend hands it out, in `format`.
+    async fn export_private_keys(
+        &self,
+        tenant: &Tenant,
+        state: &KeyState,
+        key_type: KeyType,
+        format: ExportFormat,
+        versions: &[u32],
+        keys: &mut Vec<(u32, Zeroizing<String>)>,
+    ) -> Result<()> {
+        let record = &state.record;
+        self.check_material_may_leave(tenant, record)?;
+        let instance = self.instance(tenant, &record.backend)?;
+        for number in versions {
+            let version = state
+                .version(*number)
+                .ok_or_else(|| Error::internal("missing key version"))?;
+            instance.check_available(&version.record.backend_reference)?;
+            let pkcs8 = instance
+                .export_private_key(tenant, &version.record.backend_reference)
+                .await?;
+            keys.push((*number, key_format::private_key(key_type, format, &pkcs8)?));
+        }
+        Ok(())
     }
 
     /// Each of `versions`' key (`encryption-key`) or HMAC key (`hmac-key`), base64.
@@ -265,17 +302,6 @@ fn requested_version(state: &KeyState, text: &str) -> Result<u32> {
     Ok(number)
 }
 
-/// A version's public key as Vault's export answers it: ECDSA PEM and Ed25519 base64
-/// trimmed, RSA PEM ending in a newline.
-fn vault_public_key(key_type: KeyType, stored: &str) -> String {
-    let trimmed = stored.trim();
-    if matches!(key_type, KeyType::Rsa(_)) {
-        format!("{trimmed}\n")
-    } else {
-        trimmed.to_owned()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -299,13 +325,12 @@ mod tests {
     }
 
     #[test]
-    fn only_envelope_symmetric_keys_may_leave() {
+    fn direct_symmetric_keys_never_leave() {
         let mut record = super::super::test_record(1, 0, 1, 0);
         assert!(material_stays_in_backend(&record).is_none());
         record.mode = KeyMode::Direct;
         assert!(material_stays_in_backend(&record).is_some());
-        record.mode = KeyMode::Envelope;
         record.key_type = "ecdsa-p256".to_owned();
-        assert!(material_stays_in_backend(&record).is_some());
+        assert!(material_stays_in_backend(&record).is_none());
     }
 }

@@ -16,8 +16,12 @@
 //! customer cut it off. `exportable` and `allow_plaintext_backup` need an instance that
 //! holds its keys in the broker, as at creation.
 //!
-//! Asymmetric imports are refused: keybroker's private keys live in backend plugins, and
-//! no plugin call takes a private key in.
+//! An imported asymmetric key's `ciphertext` wraps its private key as PKCS #8 DER (as in
+//! Vault). It becomes a key held by a backend instance that takes private keys in
+//! (`capability::PRIVATE_KEY_TRANSFER`, the local KEK), one backend key per version, as if
+//! that instance had made it; instances whose keys live elsewhere (an HSM, a KMS, Key Vault,
+//! a customer's agent) refuse it with the reason. A public key alone (`public_key`) is
+//! refused: every keybroker version holds its private key.
 
 use aes_gcm::aead::generic_array::GenericArray;
 use base64::{engine::general_purpose::STANDARD, Engine as _};
@@ -28,7 +32,7 @@ use super::{
     envelope::{remember, version_keys},
     key_type::{version_layout, KeyType, HMAC_KEY_SIZES},
     keys::{check_material_may_leave, key_options, version_format},
-    validate_key_name, CreateKeyOptions, Transit, AES256_GCM96,
+    validate_key_name, CreateKeyOptions, KeyState, Transit, AES256_GCM96,
 };
 use crate::{
     backend::{BackendDecrypt, BackendEncrypt, BackendInstance},
@@ -93,13 +97,24 @@ fn import_type(name: &str) -> Result<KeyType> {
     }
 }
 
-/// Refuses an asymmetric import, with the reason.
-fn refuse_asymmetric(key_type: KeyType, name: &str) -> Result<()> {
-    if key_type.is_asymmetric() {
+/// Refuses a lone public key for an asymmetric import, with the reason.
+fn refuse_public_key_only(key_type: KeyType, has_public_key: bool) -> Result<()> {
+    if key_type.is_asymmetric() && has_public_key {
+        return Err(Error::invalid(
+            "keybroker does not import a public key alone: every version of its asymmetric \
+             keys holds its private key; import the private key (ciphertext) instead",
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses an asymmetric import into an instance that does not take private keys in.
+fn check_takes_private_keys(instance: &dyn BackendInstance, key_type_name: &str) -> Result<()> {
+    if !instance.supports_private_key_transfer() {
         return Err(Error::invalid(format!(
-            "keybroker does not import {name} keys: its private keys live in backend plugins, \
-             and no plugin takes a private (or lone public) key in; import symmetric or hmac \
-             keys, or create the key in its backend"
+            "backend instance \"{}\" does not take in private keys: import {key_type_name} keys \
+             into an instance that holds its keys in the broker (the local KEK)",
+            instance.name()
         )));
     }
     Ok(())
@@ -186,7 +201,7 @@ impl Transit {
                  rotate an existing imported key",
             ));
         }
-        refuse_asymmetric(key_type, &key_type_name)?;
+        refuse_public_key_only(key_type, has_public_key)?;
         check_key_fields(has_ciphertext, has_public_key)?;
         self.check_auto_rotate_period(auto_rotate_period)?;
         let key = self
@@ -197,6 +212,19 @@ impl Transit {
                 options.hash_function.as_deref(),
             )
             .await?;
+        if key_type.is_asymmetric() {
+            return self
+                .import_private_key(
+                    tenant,
+                    mount,
+                    name,
+                    key_type,
+                    &key_type_name,
+                    &options,
+                    &key,
+                )
+                .await;
+        }
         check_key_size(key_type, &key_type_name, &key)?;
 
         let mut key_options = key_options(
@@ -218,7 +246,7 @@ impl Transit {
         }
         let backend = self.backend_for(options.backend.as_deref()).to_owned();
         let instance = self.new_key_instance(tenant, &backend)?;
-        check_material_may_leave(instance.as_ref(), &key_options)?;
+        check_material_may_leave(instance.as_ref(), key_type, &key_options)?;
         instance.check_available("")?;
 
         let now = self.clock.now_unix();
@@ -303,7 +331,7 @@ impl Transit {
             ));
         }
         let key_type = KeyType::parse(&record.key_type)?;
-        refuse_asymmetric(key_type, &record.key_type)?;
+        refuse_public_key_only(key_type, has_public_key)?;
         check_key_fields(has_ciphertext, has_public_key)?;
         let key = self
             .unwrap_imported_key(
@@ -321,9 +349,17 @@ impl Transit {
             if !kept {
                 return Err(Error::invalid(format!("invalid version {version}")));
             }
-            return Err(Error::invalid(
-                "provided type does not support importing key versions",
-            ));
+            // Vault fills in a version imported as a public key alone; keybroker has none.
+            return Err(Error::invalid(if key_type.is_asymmetric() {
+                "private key imported, key version cannot be updated"
+            } else {
+                "provided type does not support importing key versions"
+            }));
+        }
+        if key_type.is_asymmetric() {
+            return self
+                .import_private_key_version(tenant, mount, &state, &key)
+                .await;
         }
         check_key_size(key_type, &record.key_type, &key)?;
         if key_type == KeyType::Hmac && key.len() != record.options.key_size as usize {
@@ -356,6 +392,141 @@ impl Transit {
         instance.cache().purge_key(tenant.id, record.id);
         remember(instance.as_ref(), tenant, record, next, Some(data_key));
         self.reload(tenant.id, mount, name).await?;
+        Ok(())
+    }
+
+    /// Imports an asymmetric key (its private key, PKCS #8 DER) under a new name.
+    #[allow(clippy::too_many_arguments)]
+    async fn import_private_key(
+        &self,
+        tenant: &Tenant,
+        mount: MountId,
+        name: &str,
+        key_type: KeyType,
+        key_type_name: &str,
+        options: &ImportOptions,
+        pkcs8: &[u8],
+    ) -> Result<()> {
+        let mut key_options = key_options(
+            key_type,
+            key_type_name,
+            KeyMode::Direct,
+            &CreateKeyOptions {
+                derived: options.derived,
+                exportable: options.exportable,
+                allow_plaintext_backup: options.allow_plaintext_backup,
+                ..CreateKeyOptions::default()
+            },
+        )?;
+        key_options.imported = true;
+        key_options.imported_key_allow_rotation = options.allow_rotation;
+        let backend = self.backend_for(options.backend.as_deref()).to_owned();
+        let instance = self.new_key_instance(tenant, &backend)?;
+        check_takes_private_keys(instance.as_ref(), key_type_name)?;
+        check_material_may_leave(instance.as_ref(), key_type, &key_options)?;
+        instance.check_available("")?;
+
+        let now = self.clock.now_unix();
+        let id = KeyId::random();
+        let reference = instance
+            .import_private_key(tenant, &id.to_string(), key_type_name, pkcs8)
+            .await?;
+        let record = KeyRecord {
+            id,
+            tenant: tenant.id,
+            mount,
+            name: name.to_owned(),
+            key_type: key_type_name.to_owned(),
+            backend,
+            mode: KeyMode::Direct,
+            backend_reference: None,
+            min_available_version: 0,
+            min_decryption_version: 1,
+            min_encryption_version: 0,
+            deletion_allowed: false,
+            bound: false,
+            auto_rotate_period: options.auto_rotate_period.unwrap_or(0),
+            latest_version: 1,
+            created_at: now,
+            rotated_at: now,
+            options: key_options,
+        };
+        let first = self
+            .new_version(
+                tenant,
+                &record,
+                1,
+                instance.as_ref(),
+                Some(reference.clone()),
+            )
+            .await;
+        self.store_new_key(
+            tenant,
+            &record,
+            instance.as_ref(),
+            &reference,
+            first,
+            || {
+                Err(Error::invalid(
+                    "the import path cannot be used with an existing key; use import-version \
+                 to rotate an existing imported key",
+                ))
+            },
+        )
+        .await?;
+        self.reload(tenant.id, mount, name).await?;
+        Ok(())
+    }
+
+    /// Imports a private key (PKCS #8 DER) as the new latest version of an imported
+    /// asymmetric key.
+    async fn import_private_key_version(
+        &self,
+        tenant: &Tenant,
+        mount: MountId,
+        state: &KeyState,
+        pkcs8: &[u8],
+    ) -> Result<()> {
+        let record = &state.record;
+        let instance = self.instance(tenant, &record.backend)?;
+        check_takes_private_keys(instance.as_ref(), &record.key_type)?;
+        instance.check_available("")?;
+        let latest = record.latest_version;
+        let next = latest
+            .checked_add(1)
+            .ok_or_else(|| Error::invalid("key has reached the maximum number of versions"))?;
+        let reference = instance
+            .import_private_key(tenant, &record.id.to_string(), &record.key_type, pkcs8)
+            .await?;
+        let stored = match self
+            .new_version(
+                tenant,
+                record,
+                next,
+                instance.as_ref(),
+                Some(reference.clone()),
+            )
+            .await
+        {
+            Ok((version, _)) => self
+                .store
+                .add_key_version(tenant.id, latest, &version)
+                .await
+                .map_err(Error::from),
+            Err(error) => Err(error),
+        };
+        match stored {
+            Ok(true) => {}
+            other => {
+                self.discard_backend_key(tenant, record, instance.as_ref(), &reference)
+                    .await;
+                other?;
+                return Err(Error::Conflict(
+                    "the key changed while this version was imported: import it again".to_owned(),
+                ));
+            }
+        }
+        self.reload(tenant.id, mount, &record.name).await?;
         Ok(())
     }
 
@@ -499,7 +670,8 @@ mod tests {
             import_type("des").unwrap_err().to_string(),
             "unknown key type: des"
         );
-        assert!(refuse_asymmetric(KeyType::Ed25519, "ed25519").is_err());
+        assert!(refuse_public_key_only(KeyType::Ed25519, true).is_err());
+        assert!(refuse_public_key_only(KeyType::Ed25519, false).is_ok());
         assert!(check_key_size(KeyType::Aes256Gcm96, "aes256-gcm96", &[0; 32]).is_ok());
         assert_eq!(
             check_key_size(KeyType::Aes128Gcm96, "aes128-gcm96", &[0; 32])

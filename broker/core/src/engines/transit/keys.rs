@@ -141,7 +141,7 @@ impl Transit {
             )));
         }
         let key_options = key_options(key_type, key_type_name, mode, &options)?;
-        check_material_may_leave(instance.as_ref(), &key_options)?;
+        check_material_may_leave(instance.as_ref(), key_type, &key_options)?;
         if mode == KeyMode::Direct && !instance.supports_direct() && !key_type.is_asymmetric() {
             return Err(Error::invalid(format!(
                 "backend instance \"{backend}\" does not support mode=direct"
@@ -557,12 +557,33 @@ pub(super) fn version_format(record: &KeyRecord) -> PayloadFormat {
 /// `allow_plaintext_backup`) on an instance that keeps it elsewhere.
 pub(super) fn check_material_may_leave(
     instance: &dyn BackendInstance,
+    key_type: KeyType,
     options: &KeyOptions,
 ) -> Result<()> {
-    if (options.exportable || options.allow_plaintext_backup) && !instance.holds_in_broker() {
+    if options.exportable || options.allow_plaintext_backup {
+        check_instance_releases(instance, key_type)?;
+    }
+    Ok(())
+}
+
+/// Refuses where `instance` keeps the material of its keys of `key_type` where the broker
+/// never takes it from: an instance whose keys live outside the broker, and for asymmetric
+/// keys one that does not hand out private keys.
+pub(super) fn check_instance_releases(
+    instance: &dyn BackendInstance,
+    key_type: KeyType,
+) -> Result<()> {
+    if !instance.holds_in_broker() {
         return Err(Error::invalid(format!(
             "backend instance \"{}\" keeps its keys' material outside the broker: its keys \
              are never exportable and never backed up in plaintext",
+            instance.name()
+        )));
+    }
+    if key_type.is_asymmetric() && !instance.supports_private_key_transfer() {
+        return Err(Error::invalid(format!(
+            "backend instance \"{}\" never hands out the private keys of its asymmetric keys: \
+             they are never exportable and never backed up in plaintext",
             instance.name()
         )));
     }
@@ -619,7 +640,8 @@ pub(super) fn key_options(
         )));
     }
     if (options.exportable || options.allow_plaintext_backup)
-        && (mode == KeyMode::Direct || key_type.is_asymmetric())
+        && mode == KeyMode::Direct
+        && !key_type.is_asymmetric()
     {
         return Err(Error::invalid(format!(
             "key type {key_type_name} in mode={} is held by its backend and never leaves it: it \

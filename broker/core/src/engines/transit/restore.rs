@@ -7,17 +7,22 @@
 //! else; while another key holds that id (the original was not deleted), the restore is
 //! refused. Each version's material is wrapped again under a fresh backend key of the
 //! instance named in the backup, which must be loaded, allowed for the tenant and hold its
-//! keys in the broker; the key and all its versions are stored in one transaction. Vault's
+//! keys in the broker (an asymmetric key's versions: each private key taken in as a backend
+//! key of its own, by an instance that takes private keys in); the key and all its versions
+//! are stored in one transaction. Vault's
 //! refusals keep Vault's messages (`key "x" already exists`); OpenBao answers them with a
 //! 500, keybroker with a 400.
 
-use super::{backup::KeyBackup, envelope::version_keys, validate_key_name, Transit, AES256_GCM96};
+use super::{
+    backup::KeyBackup, envelope::version_keys, key_type::KeyType, validate_key_name, Transit,
+    AES256_GCM96,
+};
 use crate::{
     backend::{BackendDecrypt, BackendEncrypt, BackendInstance},
     crypto::{random_nonce, Binding, PayloadFormat},
     error::{Error, Result},
     store::{KeyRecord, KeyVersionRecord, StoreError},
-    MountId, Tenant,
+    KeyId, MountId, Tenant,
 };
 
 impl Transit {
@@ -77,7 +82,9 @@ impl Transit {
                 )))
             }
         };
-        if !instance.holds_in_broker() {
+        if !instance.holds_in_broker()
+            || (backup.is_asymmetric() && !instance.supports_private_key_transfer())
+        {
             return Err(Error::invalid(format!(
                 "backend instance \"{}\" keeps its keys' material outside the broker: no \
                  plaintext backup is restored into it",
@@ -85,25 +92,37 @@ impl Transit {
             )));
         }
         instance.check_available("")?;
-        let reference = instance
-            .create_key(tenant, &key_id.to_string(), AES256_GCM96)
-            .await?;
-        let record = backup.record(mount, &name, reference.clone())?;
-        let stored = match self
-            .wrap_versions(tenant, &record, &backup, instance.as_ref(), &reference)
-            .await
-        {
-            Ok(versions) => self.store.restore_key(&record, &versions, force).await,
+        // The backend keys made for the restore, destroyed again if it is not stored.
+        let mut references = Vec::new();
+        let versions = if backup.is_asymmetric() {
+            let record = backup.record(mount, &name, None)?;
+            let versions = self
+                .import_versions(tenant, &record, &backup, instance.as_ref(), &mut references)
+                .await;
+            versions.map(|versions| (record, versions))
+        } else {
+            let reference = instance
+                .create_key(tenant, &key_id.to_string(), AES256_GCM96)
+                .await?;
+            references.push(reference.clone());
+            let record = backup.record(mount, &name, Some(reference.clone()))?;
+            let versions = self
+                .wrap_versions(tenant, &record, &backup, instance.as_ref(), &reference)
+                .await;
+            versions.map(|versions| (record, versions))
+        };
+        let (record, versions) = match versions {
+            Ok(restored) => restored,
             Err(error) => {
-                self.discard_restored_key(tenant, &record, instance.as_ref(), &reference)
+                self.discard_restored_keys(tenant, key_id, instance.as_ref(), &references)
                     .await;
                 return Err(error);
             }
         };
-        let replaced = match stored {
+        let replaced = match self.store.restore_key(&record, &versions, force).await {
             Ok(replaced) => replaced,
             Err(error) => {
-                self.discard_restored_key(tenant, &record, instance.as_ref(), &reference)
+                self.discard_restored_keys(tenant, key_id, instance.as_ref(), &references)
                     .await;
                 return Err(match error {
                     // A racing create or restore took the name or the id meanwhile.
@@ -186,16 +205,56 @@ impl Transit {
         Ok(versions)
     }
 
-    /// Destroys the backend key made for a restore that was not stored.
-    async fn discard_restored_key(
+    /// Each version of an asymmetric key's `backup`: its private key taken in by the
+    /// backend as a key of its own (each reference pushed to `references` as it is made),
+    /// with its public key, as the store keeps it.
+    async fn import_versions(
         &self,
         tenant: &Tenant,
         record: &KeyRecord,
+        backup: &KeyBackup,
         instance: &dyn BackendInstance,
-        reference: &str,
+        references: &mut Vec<String>,
+    ) -> Result<Vec<KeyVersionRecord>> {
+        let key_type = KeyType::parse(&record.key_type)?;
+        let mut versions = Vec::with_capacity(backup.versions.len());
+        for version in &backup.versions {
+            let reference = instance
+                .import_private_key(
+                    tenant,
+                    &record.id.to_string(),
+                    &record.key_type,
+                    &version.material.0,
+                )
+                .await?;
+            references.push(reference.clone());
+            let pem = instance.public_key(tenant, &reference).await?;
+            versions.push(KeyVersionRecord {
+                key: record.id,
+                version: version.version,
+                backend_reference: reference,
+                wrapped_dek: None,
+                payload_format: PayloadFormat::BackendBlob.code(),
+                public_key: Some(key_type.vault_public_key(&pem)?),
+                created_at: version.created_at,
+                counter_reserved: version.counter_reserved,
+            });
+        }
+        Ok(versions)
+    }
+
+    /// Destroys the backend keys made for a restore that was not stored.
+    async fn discard_restored_keys(
+        &self,
+        tenant: &Tenant,
+        key: KeyId,
+        instance: &dyn BackendInstance,
+        references: &[String],
     ) {
-        if let Err(error) = instance.delete_key(tenant, reference).await {
-            tracing::warn!(key = %record.id, %error, "unused backend key not destroyed");
+        for reference in references {
+            if let Err(error) = instance.delete_key(tenant, reference).await {
+                tracing::warn!(%key, %error, "unused backend key not destroyed");
+            }
         }
     }
 

@@ -3,7 +3,10 @@
 //! the core's `engines::transit::export`.
 
 use axum::{http::StatusCode, response::Response};
-use keybroker_core::{engines::transit::ExportType, Error};
+use keybroker_core::{
+    engines::transit::{ExportFormat, ExportType},
+    Error,
+};
 use serde_json::{Map, Value};
 
 use super::Context;
@@ -17,9 +20,18 @@ impl Context<'_> {
         version: Option<&str>,
     ) -> Result<Response, ApiError> {
         let export_type = ExportType::parse(export_type)?;
+        let format = self.request.query.get("format").map_or("", String::as_str);
+        let format = ExportFormat::parse(format)?;
         let exported = match self
             .transit()
-            .export_key(self.tenant, self.mount.id, name, export_type, version)
+            .export_key(
+                self.tenant,
+                self.mount.id,
+                name,
+                export_type,
+                version,
+                format,
+            )
             .await
         {
             // Vault answers a missing key with 404 and no message.
