@@ -30,6 +30,7 @@ mod matrix;
 mod plugins;
 mod policies;
 mod policy_diff;
+mod private_keys;
 mod rsa_encrypt;
 mod seal;
 mod sign;
