@@ -551,6 +551,45 @@ mod tests {
     }
 
     #[test]
+    fn an_asymmetric_backup_holds_private_keys_of_its_type() {
+        use p256::pkcs8::EncodePrivateKey as _;
+        let pkcs8 = |_| {
+            let key = p256::SecretKey::random(&mut rand::rngs::OsRng);
+            STANDARD.encode(key.to_pkcs8_der().unwrap().as_bytes())
+        };
+        let mut value = sample();
+        value["type"] = "ecdsa-p256".into();
+        for (index, version) in [0, 1].map(|i| (i, pkcs8(i))) {
+            value["versions"][index]["payload_format"] = 2.into();
+            value["versions"][index]["material"] = version.into();
+        }
+        let backup = parse(&value).unwrap();
+        assert!(backup.is_asymmetric());
+        let record = backup.record(MountId::random(), "k", None).unwrap();
+        assert_eq!(record.mode, KeyMode::Direct);
+        assert_eq!(record.backend_reference, None);
+        let refuse = |edit: &dyn Fn(&mut serde_json::Value)| {
+            let mut changed = value.clone();
+            edit(&mut changed);
+            match parse(&changed) {
+                Err(Error::InvalidRequest(message)) => message,
+                other => panic!("not refused: {:?}", other.err()),
+            }
+        };
+        for message in [
+            // Another curve's key, or no key, under this type.
+            refuse(&|v| v["type"] = "ecdsa-p384".into()),
+            refuse(&|v| v["type"] = "rsa-2048".into()),
+            refuse(&|v| v["versions"][0]["material"] = STANDARD.encode([7u8; 64]).into()),
+            // A private key is never in an envelope layout.
+            refuse(&|v| v["versions"][1]["payload_format"] = 3.into()),
+            refuse(&|v| v["options"]["derived"] = true.into()),
+        ] {
+            assert!(message.starts_with("invalid backup"), "{message}");
+        }
+    }
+
+    #[test]
     fn an_hmac_key_backs_up_its_key_size() {
         let mut value = sample();
         value["type"] = "hmac".into();
