@@ -15,7 +15,7 @@ use keybroker_plugin_abi::{
 };
 use keybroker_plugin_sdk::{
     public_key::PublicKey,
-    signature::{prehash_for, Curve},
+    signature::{prehash_for, verify_rsa_pss_any_salt, Curve},
 };
 use p256::ecdsa::signature::hazmat::{PrehashSigner, PrehashVerifier};
 use rand::rngs::OsRng;
@@ -95,7 +95,8 @@ pub(crate) use keybroker_plugin_abi::HashAlgorithm as Hash;
 
 /// RSASSA-PSS and RSASSA-PKCS1-v1_5 with a hash.
 trait RsaPadding {
-    /// RSASSA-PSS with MGF1 over the same hash and a salt as long as the digest.
+    /// RSASSA-PSS with MGF1 over the same hash and a salt as long as the digest (signing;
+    /// verification takes any salt length).
     fn pss(self) -> Pss;
     /// RSASSA-PKCS1-v1_5 with the hash's DigestInfo.
     fn pkcs1v15(self) -> Pkcs1v15Sign;
@@ -324,8 +325,9 @@ impl PrivateKey {
     /// Whether `signature` is valid over `digest`; anything malformed is simply not valid.
     pub(crate) fn verify(&self, scheme: Scheme, digest: &[u8], signature: &[u8]) -> bool {
         match (self, scheme) {
+            // Any salt length, as Vault's `salt_length=auto` (signing uses the digest's).
             (Self::Rsa(key), Scheme::RsaPss(hash)) => {
-                key.as_ref().verify(hash.pss(), digest, signature).is_ok()
+                verify_rsa_pss_any_salt(key.as_ref(), hash, digest, signature)
             }
             (Self::Rsa(key), Scheme::RsaPkcs1v15(hash)) => key
                 .as_ref()
@@ -520,6 +522,58 @@ mod tests {
         let signature = key.sign(pss, &digest).unwrap();
         assert!(!key.verify(pkcs1, &digest, &signature));
         assert!(!key.verify(Scheme::Ecdsa, &digest, &signature));
+    }
+
+    /// Vault and OpenBao sign PSS with the largest salt by default and verify any salt
+    /// length (`salt_length=auto`): so does `verify`, for a key imported from them.
+    #[test]
+    fn rsa_pss_verifies_with_any_salt_length() {
+        let key = PrivateKey::generate(KeyType::Rsa2048).unwrap();
+        let PrivateKey::Rsa(private) = &key else {
+            unreachable!()
+        };
+        for hash in [Hash::Sha224, Hash::Sha256, Hash::Sha384, Hash::Sha512] {
+            let h_len = hash.digest_len();
+            let digest = vec![0x33; h_len];
+            let scheme = Scheme::RsaPss(hash);
+            for salt_len in [0, 20, h_len, 256 - h_len - 2] {
+                let padding = match hash {
+                    Hash::Sha224 => Pss::new_with_salt::<Sha224>(salt_len),
+                    Hash::Sha256 => Pss::new_with_salt::<Sha256>(salt_len),
+                    Hash::Sha384 => Pss::new_with_salt::<Sha384>(salt_len),
+                    Hash::Sha512 => Pss::new_with_salt::<Sha512>(salt_len),
+                };
+                let signature = private.sign_with_rng(&mut OsRng, padding, &digest).unwrap();
+                let case = format!("{hash:?} salt {salt_len}");
+                assert!(key.verify(scheme, &digest, &signature), "{case}");
+                assert!(
+                    !key.verify(scheme, &vec![0x44; h_len], &signature),
+                    "{case}"
+                );
+                assert!(
+                    !key.verify(Scheme::RsaPkcs1v15(hash), &digest, &signature),
+                    "{case}"
+                );
+                let mut tampered = signature.clone();
+                tampered[128] ^= 1;
+                assert!(!key.verify(scheme, &digest, &tampered), "{case}");
+                assert!(!key.verify(scheme, &digest, &signature[1..]), "{case}");
+            }
+            let other = if hash == Hash::Sha512 {
+                Hash::Sha256
+            } else {
+                Hash::Sha512
+            };
+            let signature = key.sign(scheme, &digest).unwrap();
+            assert!(!key.verify(
+                Scheme::RsaPss(other),
+                &vec![0x33; other.digest_len()],
+                &signature
+            ));
+            for garbage in [vec![0u8; 256], vec![0xff; 256], vec![0x5a; 256], vec![]] {
+                assert!(!key.verify(scheme, &digest, &garbage));
+            }
+        }
     }
 
     #[test]

@@ -3,9 +3,9 @@
 
 use keybroker_plugin_abi::HashAlgorithm;
 use p256::pkcs8::{EncodePublicKey as _, LineEnding};
-use rsa::{traits::PublicKeyParts as _, Pkcs1v15Sign, Pss};
+use rsa::{traits::PublicKeyParts as _, Pkcs1v15Sign};
 
-use crate::signature::{prehash_for, Curve};
+use crate::signature::{prehash_for, verify_rsa_pss_any_salt, Curve};
 
 /// A public key of a type the broker signs with.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -95,8 +95,8 @@ impl PublicKey {
         .map_err(PublicKeyError::Encode)
     }
 
-    /// Verifies a signature over a digest: RSA with `scheme` `pss` (salt = digest length) or
-    /// anything else for PKCS #1 v1.5, ECDSA as `r ‖ s`; Ed25519 (which hashes the message
+    /// Verifies a signature over a digest: RSA with `scheme` `pss` (a salt of any length, see
+    /// [`verify_rsa_pss_any_salt`]) or anything else for PKCS #1 v1.5, ECDSA as `r ‖ s`; Ed25519 (which hashes the message
     /// itself) over `digest` as the whole message, ignoring `hash`. `false` for anything that
     /// is not a valid signature (wrong length, zero scalars, garbage, a hash RSA is not used
     /// with).
@@ -114,15 +114,11 @@ impl PublicKey {
                     return false;
                 }
                 let result = match (scheme, hash) {
-                    ("pss", HashAlgorithm::Sha256) => {
-                        public.verify(Pss::new::<sha2::Sha256>(), digest, signature)
-                    }
-                    ("pss", HashAlgorithm::Sha384) => {
-                        public.verify(Pss::new::<sha2::Sha384>(), digest, signature)
-                    }
-                    ("pss", HashAlgorithm::Sha512) => {
-                        public.verify(Pss::new::<sha2::Sha512>(), digest, signature)
-                    }
+                    // Any salt length, as Vault's `salt_length=auto`.
+                    (
+                        "pss",
+                        HashAlgorithm::Sha256 | HashAlgorithm::Sha384 | HashAlgorithm::Sha512,
+                    ) => return verify_rsa_pss_any_salt(public, hash, digest, signature),
                     (_, HashAlgorithm::Sha256) => {
                         public.verify(Pkcs1v15Sign::new::<sha2::Sha256>(), digest, signature)
                     }
