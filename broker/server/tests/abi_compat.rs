@@ -1,10 +1,10 @@
 //! Plugins built against earlier plugin ABIs keep working in this host. abi_stable's
 //! layout check refuses a library whose vtable is shorter than the host's, so the host
-//! tries the current ABI first and then the frozen earlier ones (`keybroker_plugin_abi::v4`,
-//! `v3`, `v2`, `v1`), wrapping such a backend so that the operations added since answer "not
-//! supported".
+//! tries the current ABI first and then the frozen earlier ones (`keybroker_plugin_abi::v5`,
+//! `v4`, `v3`, `v2`, `v1`), wrapping such a backend so that the operations added since answer
+//! "not supported".
 //!
-//! The fixtures are `tests/fixtures/testing-abi-v1` to `tests/fixtures/testing-abi-v4`, cargo
+//! The fixtures are `tests/fixtures/testing-abi-v1` to `tests/fixtures/testing-abi-v5`, cargo
 //! workspaces of their own, each holding a frozen copy of that ABI crate and the same small
 //! AES-256-GCM plugin built against it. This test builds them with cargo (once per process),
 //! then loads each `.so` through the real plugin host: a drop-in with the pinned SHA-256, the
@@ -18,7 +18,11 @@
 //! support …" instead of crashing, and the instance keeps serving the rest. `name_tenant`
 //! (after the third), which the host calls before the first call for each tenant, does
 //! nothing for them. None of them reports `NONBLOCKING` (after the fourth), so the host calls
-//! their blocking encrypt and decrypt entries.
+//! their blocking encrypt and decrypt entries. After the fifth: `export_private_key` and
+//! `import_private_key` (`PRIVATE_KEY_TRANSFER`). The host refuses those itself for an
+//! instance without that capability, so they are also checked on the backend as the host's
+//! loader builds it (the frozen module's constructor and its `upgrade`): there they answer
+//! the ABI's "not supported".
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::{
@@ -37,7 +41,15 @@ use keybroker_core::{
     store::Store,
     Error, Tenant, TenantId,
 };
-use keybroker_plugin_abi::{abi_stable::library::lib_header_from_path, capability, v1, v2, v3, v4};
+use keybroker_plugin_abi::{
+    abi_stable::{
+        library::lib_header_from_path,
+        sabi_trait::TD_Opaque,
+        std_types::{RResult, RSlice, RStr, RString, RVec},
+    },
+    capability, v1, v2, v3, v4, v5, BackendBox, CreateKeyRequest, DecryptRequest, EncryptRequest,
+    ErrorKind, HostServices, HostServices_TO, ImportKeyRequest, LogLevel, PluginError,
+};
 use keybroker_server::{
     metrics::BackendMetrics,
     plugin_host::{sha256_hex, HostSettings, Instance, PluginHost},
@@ -51,6 +63,7 @@ const V1: &str = "v1";
 const V2: &str = "v2";
 const V3: &str = "v3";
 const V4: &str = "v4";
+const V5: &str = "v5";
 
 /// A tenant as the edge resolves it: a fresh id and its name.
 fn tenant(name: &str) -> Tenant {
@@ -118,6 +131,8 @@ struct Fixture {
     host: PluginHost,
     copies: PathBuf,
     sha256: String,
+    /// The drop-in's `[config]` table, as the JSON text the host gives the constructor.
+    config: String,
     _dir: tempfile::TempDir,
 }
 
@@ -172,6 +187,7 @@ async fn load_old_plugin(abi: &'static str) -> Fixture {
         host,
         copies,
         sha256,
+        config: serde_json::json!({ "key_b64": key_b64 }).to_string(),
         _dir: dir,
     }
 }
@@ -217,10 +233,68 @@ impl Fixture {
             V2 => header.init_root_module::<v2::PluginModRef>().is_ok(),
             V3 => header.init_root_module::<v3::PluginModRef>().is_ok(),
             V4 => header.init_root_module::<v4::PluginModRef>().is_ok(),
+            V5 => header.init_root_module::<v5::PluginModRef>().is_ok(),
             other => panic!("no frozen module for ABI {other}"),
         };
         assert!(accepted, "the frozen {abi} module must accept its plugin");
     }
+
+    /// A second backend from the verified copy, built as the host's loader builds one: the
+    /// constructor of the frozen module of its ABI, the result seen through the current
+    /// trait by that module's `upgrade`.
+    fn upgraded_backend(&self, abi: &str) -> BackendBox {
+        let header = lib_header_from_path(&self.verified_copy()).unwrap();
+        let config = RStr::from_str(&self.config);
+        let host = || HostServices_TO::from_value(SilentHost, TD_Opaque);
+        let backend = match abi {
+            V1 => (header
+                .init_root_module::<v1::PluginModRef>()
+                .unwrap()
+                .new_backend())(config, host())
+            .map(v1::upgrade),
+            V2 => (header
+                .init_root_module::<v2::PluginModRef>()
+                .unwrap()
+                .new_backend())(config, host())
+            .map(v2::upgrade),
+            V3 => (header
+                .init_root_module::<v3::PluginModRef>()
+                .unwrap()
+                .new_backend())(config, host())
+            .map(v3::upgrade),
+            V4 => (header
+                .init_root_module::<v4::PluginModRef>()
+                .unwrap()
+                .new_backend())(config, host())
+            .map(v4::upgrade),
+            V5 => (header
+                .init_root_module::<v5::PluginModRef>()
+                .unwrap()
+                .new_backend())(config, host())
+            .map(v5::upgrade),
+            other => panic!("no frozen module for ABI {other}"),
+        };
+        backend
+            .into_result()
+            .unwrap_or_else(|e| panic!("the ABI {abi} plugin's constructor failed: {e:?}"))
+    }
+}
+
+/// The host services given to [`Fixture::upgraded_backend`]'s backend: it reports nothing
+/// the test reads.
+#[derive(Clone)]
+struct SilentHost;
+
+impl HostServices for SilentHost {
+    fn set_instance_available(&self, _available: bool, _reason: RStr<'_>) {}
+    fn set_keys_available(
+        &self,
+        _key_references: RSlice<'_, RString>,
+        _available: bool,
+        _reason: RStr<'_>,
+    ) {
+    }
+    fn log(&self, _level: LogLevel, _message: RStr<'_>) {}
 }
 
 fn encrypt_request<'a>(
@@ -273,6 +347,11 @@ async fn a_plugin_built_against_the_third_abi_loads_and_serves() {
 #[tokio::test]
 async fn a_plugin_built_against_the_fourth_abi_loads_and_serves() {
     serves(V4).await;
+}
+
+#[tokio::test]
+async fn a_plugin_built_against_the_fifth_abi_loads_and_serves() {
+    serves(V5).await;
 }
 
 /// The old plugin works through every operation it has.
@@ -380,6 +459,29 @@ fn assert_host_not_supported(result: Result<impl std::fmt::Debug, Error>, what: 
     }
 }
 
+/// The host's refusal of an operation the instance does not offer, before any plugin call.
+fn assert_host_refuses(result: Result<impl std::fmt::Debug, Error>, expected: &str) {
+    match result {
+        Err(Error::InvalidRequest(message)) => assert_eq!(message, expected),
+        other => panic!("expected the host's refusal \"{expected}\", got {other:?}"),
+    }
+}
+
+/// The ABI's own answer for an operation the plugin predates, as the upgraded backend gives
+/// it to the host: `INVALID_REQUEST` saying so.
+fn assert_abi_not_supported(result: RResult<impl std::fmt::Debug, PluginError>, what: &str) {
+    match result.into_result() {
+        Err(error) => {
+            assert_eq!(error.kind, ErrorKind::INVALID_REQUEST, "{what}: {error:?}");
+            assert_eq!(
+                error.message.as_str(),
+                format!("this backend plugin does not support {what}")
+            );
+        }
+        Ok(other) => panic!("{what}: expected \"not supported\", got {other:?}"),
+    }
+}
+
 #[tokio::test]
 async fn operations_added_after_the_first_abi_answer_not_supported() {
     answers_not_supported(V1).await;
@@ -404,6 +506,13 @@ async fn operations_added_after_the_fourth_abi_answer_not_supported() {
     // Through the fourth ABI's vtable, `status` reaches the plugin's own default too; the
     // batch start entries are not in it, and the host does not use them (no NONBLOCKING).
     answers_not_supported(V4).await;
+}
+
+#[tokio::test]
+async fn operations_added_after_the_fifth_abi_answer_not_supported() {
+    // Through the fifth ABI's vtable the batch start entries reach the plugin's own
+    // defaults (no NONBLOCKING); private key export and import are not in it at all.
+    answers_not_supported(V5).await;
 }
 
 /// Operations the plugin predates (or does not implement) answer "not supported" and the
@@ -467,6 +576,26 @@ async fn answers_not_supported(abi: &'static str) {
         .await
         .unwrap();
     assert_eq!(plaintext.as_slice(), b"after");
+    // Private key export and import: the host never asks an instance without
+    // PRIVATE_KEY_TRANSFER, and its plugin answers the ABI's "not supported" if asked.
+    assert!(!instance.supports_private_key_transfer());
+    assert_host_refuses(
+        instance.export_private_key(&acme, &reference).await,
+        &format!(
+            "backend instance \"{}\" never hands out private keys",
+            fixture.instance
+        ),
+    );
+    assert_host_refuses(
+        instance
+            .import_private_key(&acme, "key-6", "ecdsa-p256", &[0x30, 0x00])
+            .await,
+        &format!(
+            "backend instance \"{}\" does not take in private keys",
+            fixture.instance
+        ),
+    );
+    private_key_transfer_not_supported(&fixture, abi, &acme);
     // A tenant first seen after those answers is named and served too.
     let globex = tenant("globex");
     let other = instance
@@ -487,4 +616,56 @@ async fn answers_not_supported(abi: &'static str) {
     );
     assert_eq!(instance.status().await.unwrap(), None);
     assert_eq!(instance.unavailable_reason(), None);
+}
+
+/// Private key export and import (after the fifth ABI) on the backend as the host's loader
+/// builds it: the plugin reports no `PRIVATE_KEY_TRANSFER`, both calls answer the ABI's "not
+/// supported" without crashing, and the backend keeps serving.
+fn private_key_transfer_not_supported(fixture: &Fixture, abi: &str, tenant: &Tenant) {
+    let backend = fixture.upgraded_backend(abi);
+    let info = backend.info().into_result().unwrap();
+    assert_eq!(info.capabilities & capability::PRIVATE_KEY_TRANSFER, 0);
+    let tenant_id = || RString::from(tenant.id.to_string());
+    let reference = backend
+        .create_key(CreateKeyRequest {
+            tenant_id: tenant_id(),
+            key_id: RString::from("key-4"),
+            key_type: RString::from("aes256-gcm96"),
+        })
+        .into_result()
+        .unwrap()
+        .reference;
+    assert_abi_not_supported(
+        backend.export_private_key(tenant_id(), reference.clone()),
+        "exporting private keys",
+    );
+    assert_abi_not_supported(
+        backend.import_private_key(ImportKeyRequest {
+            tenant_id: tenant_id(),
+            key_id: RString::from("key-5"),
+            key_type: RString::from("ecdsa-p256"),
+            pkcs8: RVec::from(vec![0x30, 0x00]),
+        }),
+        "importing private keys",
+    );
+    let ciphertext = backend
+        .encrypt(EncryptRequest {
+            tenant_id: tenant_id(),
+            key_reference: reference.clone(),
+            plaintext: RVec::from(b"after transfer".to_vec()),
+            aad: RVec::new(),
+            iv: RVec::new(),
+        })
+        .into_result()
+        .unwrap();
+    let plaintext = backend
+        .decrypt(DecryptRequest {
+            tenant_id: tenant_id(),
+            key_reference: reference,
+            ciphertext,
+            aad: RVec::new(),
+        })
+        .into_result()
+        .unwrap();
+    assert_eq!(plaintext.as_slice(), b"after transfer");
 }
