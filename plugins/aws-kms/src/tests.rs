@@ -678,6 +678,8 @@ fn passes_the_conformance_suite() {
     };
     keybroker_plugin_conformance::run(&backend, &options);
     keybroker_plugin_conformance::check_refuses_key_type(&backend, &options, "ed25519");
+    // Keys stay in KMS: no private key leaves or enters through the plugin.
+    keybroker_plugin_conformance::check_no_private_key_transfer(&backend, &options);
 }
 
 #[test]

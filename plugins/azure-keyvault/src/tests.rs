@@ -746,4 +746,6 @@ fn passes_the_conformance_suite() {
     };
     keybroker_plugin_conformance::run(&backend, &options);
     keybroker_plugin_conformance::check_refuses_key_type(&backend, &options, "ed25519");
+    // Keys stay in Key Vault: no private key leaves or enters through the plugin.
+    keybroker_plugin_conformance::check_no_private_key_transfer(&backend, &options);
 }

@@ -14,6 +14,9 @@ use crate::scope::{
 };
 use crate::Options;
 
+mod transfer;
+pub use transfer::{check_no_private_key_transfer, check_private_key_transfer};
+
 /// A public key parsed from the plugin's PEM by the reference crates.
 enum PublicKey {
     Rsa(rsa::RsaPublicKey),

@@ -21,6 +21,10 @@
 //! `conformance: plugin local-kek, key type ecdsa-p256: sign with tenant B's id: expected
 //! error KEY_NOT_FOUND, got success`. The finer-grained functions ([`check_info`],
 //! [`check_symmetric`], [`check_asymmetric`], …) let a plugin run one part at a time.
+//!
+//! [`run`] does not exercise private key transfer ([`capability::PRIVATE_KEY_TRANSFER`]):
+//! a plugin that reports it calls [`check_private_key_transfer`] for each asymmetric type
+//! it holds, every other plugin calls [`check_no_private_key_transfer`] once.
 // A test-only crate: its whole job is to panic with a readable message when a plugin
 // misbehaves, so the workspace's bans on unwrap/expect/panic do not apply here.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -36,7 +40,10 @@ mod test_host;
 
 use keybroker_plugin_abi::{capability, key_type, BackendBox, BackendInfo};
 
-pub use asymmetric::{check_asymmetric, check_ed25519, check_refuses_key_type};
+pub use asymmetric::{
+    check_asymmetric, check_ed25519, check_no_private_key_transfer, check_private_key_transfer,
+    check_refuses_key_type,
+};
 pub use bind::check_bind_existing;
 pub use symmetric::check_symmetric;
 pub use test_host::RecordingHost;

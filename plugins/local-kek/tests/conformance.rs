@@ -11,7 +11,7 @@ use keybroker_plugin_abi::{
         sabi_trait::TD_Opaque,
         std_types::{RSlice, RStr, RString},
     },
-    into_ffi, key_type, HostBox, HostServices, HostServices_TO, LogLevel,
+    into_ffi, key_type, BackendBox, HostBox, HostServices, HostServices_TO, LogLevel,
 };
 use keybroker_plugin_conformance::Options;
 
@@ -44,11 +44,9 @@ fn kek_file() -> tempfile::NamedTempFile {
     file
 }
 
-#[test]
-fn local_kek_passes_the_conformance_suite() {
-    let old = kek_file();
-    let new = kek_file();
-    // Two KEKs, the second active: a ring mid-rotation, as production runs.
+/// An instance as the broker builds it, with two KEK files (the second active: a ring
+/// mid-rotation, as production runs), behind the ABI trait object.
+fn backend(old: &tempfile::NamedTempFile, new: &tempfile::NamedTempFile) -> BackendBox {
     let config = serde_json::json!({
         "active": "k2",
         "keks": [
@@ -58,10 +56,29 @@ fn local_kek_passes_the_conformance_suite() {
     })
     .to_string();
     let host: HostBox = HostServices_TO::from_value(QuietHost, TD_Opaque);
-    let backend = into_ffi(keybroker_plugin_local_kek::new_backend(&config, host).unwrap());
-    let options = Options {
+    into_ffi(keybroker_plugin_local_kek::new_backend(&config, host).unwrap())
+}
+
+fn options() -> Options {
+    Options {
         asymmetric_key_types: key_type::ASYMMETRIC.map(str::to_owned).to_vec(),
         ..Options::default()
-    };
-    keybroker_plugin_conformance::run(&backend, &options);
+    }
+}
+
+#[test]
+fn local_kek_passes_the_conformance_suite() {
+    let (old, new) = (kek_file(), kek_file());
+    keybroker_plugin_conformance::run(&backend(&old, &new), &options());
+}
+
+/// Export and import of private keys (PRIVATE_KEY_TRANSFER), for every asymmetric type.
+#[test]
+fn local_kek_transfers_private_keys_of_every_type() {
+    let (old, new) = (kek_file(), kek_file());
+    let backend = backend(&old, &new);
+    let options = options();
+    for key_type in &options.asymmetric_key_types {
+        keybroker_plugin_conformance::check_private_key_transfer(&backend, &options, key_type);
+    }
 }

@@ -873,4 +873,6 @@ fn passes_the_conformance_suite() {
         ..Options::default()
     };
     keybroker_plugin_conformance::run(&backend, &options);
+    // Keys stay in the HSM: no private key leaves or enters through the plugin.
+    keybroker_plugin_conformance::check_no_private_key_transfer(&backend, &options);
 }

@@ -202,6 +202,8 @@ fn passes_the_conformance_suite_and_reports_the_agent_going_and_coming_back() {
     for key_type in key_type::ASYMMETRIC {
         keybroker_plugin_conformance::check_refuses_key_type(&backend, &options, key_type);
     }
+    // Keys stay with the agents: no private key leaves or enters through the plugin.
+    keybroker_plugin_conformance::check_no_private_key_transfer(&backend, &options);
 
     let status: serde_json::Value =
         serde_json::from_str(backend.status().unwrap().as_str()).unwrap();

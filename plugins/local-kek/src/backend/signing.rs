@@ -489,6 +489,107 @@ mod tests {
         assert_eq!(error.kind, ErrorKind::INVALID_REQUEST);
     }
 
+    fn import(
+        backend: &LocalKek,
+        tenant: &str,
+        key_type: &str,
+        pkcs8: &[u8],
+    ) -> Result<String, PluginError> {
+        backend
+            .import_private_key(keybroker_plugin_abi::ImportKeyRequest {
+                tenant_id: tenant.into(),
+                key_id: "imported-1".into(),
+                key_type: key_type.into(),
+                pkcs8: RVec::from(pkcs8),
+            })
+            .map(|handle| handle.reference.into_string())
+    }
+
+    /// An imported key's reference is bound to the tenant that imported it, as a created
+    /// key's is: another tenant can neither sign with it, read its public key nor export
+    /// it, and moving its blob under another tenant's header does not open it.
+    #[test]
+    fn imported_keys_are_bound_to_their_tenant() {
+        use p256::pkcs8::{DecodePrivateKey as _, EncodePrivateKey as _};
+        let own = p256::ecdsa::SigningKey::random(&mut rand::rngs::OsRng);
+        let der = own.to_pkcs8_der().unwrap();
+        let backend = ring("k1");
+        let reference = import(&backend, "acme", "ecdsa-p256", der.as_bytes()).unwrap();
+        assert!(reference.starts_with("a/acme/ecdsa-p256/"), "{reference}");
+        assert_eq!(&sealed_part(&reference)[..4], b"\x01\x02k1");
+
+        let digest = Sha256::digest(b"m");
+        let error = sign(&backend, "globex", &reference, &digest, "").unwrap_err();
+        assert_eq!(error.kind, ErrorKind::KEY_NOT_FOUND);
+        assert_eq!(error.message.as_str(), "key not found for this tenant");
+        for error in [
+            backend.public_key("globex", &reference).unwrap_err(),
+            backend
+                .export_private_key("globex", &reference)
+                .unwrap_err(),
+        ] {
+            assert_eq!(error.kind, ErrorKind::KEY_NOT_FOUND, "{error}");
+            assert!(!error.message.contains("acme"), "{error}");
+        }
+        let blob = reference.rsplit('/').next().unwrap();
+        let moved = format!("a/globex/ecdsa-p256/{blob}");
+        let error = backend.export_private_key("globex", &moved).unwrap_err();
+        assert_eq!(error.kind, ErrorKind::KEY_NOT_FOUND);
+        assert!(error.message.contains("does not open"), "{error}");
+
+        // The owner signs with it, through a fresh instance too, and gets the key back.
+        let fresh = ring("k1");
+        let signature = sign(&fresh, "acme", &reference, &digest, "").unwrap();
+        assert!(verify(&backend, "acme", &reference, &digest, "", &signature).unwrap());
+        let exported = fresh.export_private_key("acme", &reference).unwrap();
+        let back = p256::ecdsa::SigningKey::from_pkcs8_der(&exported).unwrap();
+        assert_eq!(back.verifying_key(), own.verifying_key());
+    }
+
+    /// A PKCS #8 v2 (RFC 8410 `OneAsymmetricKey`) Ed25519 key carries its public key: one
+    /// that is not the seed's is refused, without the key in the message; a matching one
+    /// is taken in.
+    #[test]
+    fn ed25519_keys_with_a_foreign_public_key_are_refused() {
+        use ed25519_dalek::pkcs8::{EncodePrivateKey as _, KeypairBytes, PublicKeyBytes};
+        let seed = [0x42; 32];
+        let key = ed25519_dalek::SigningKey::from_bytes(&seed);
+        let stranger = ed25519_dalek::SigningKey::from_bytes(&[0x17; 32]);
+        let with_public = |public: [u8; 32]| {
+            KeypairBytes {
+                secret_key: seed,
+                public_key: Some(PublicKeyBytes(public)),
+            }
+            .to_pkcs8_der()
+            .unwrap()
+        };
+        let backend = ring("k1");
+        let mismatched = with_public(stranger.verifying_key().to_bytes());
+        let error = import(&backend, "acme", "ed25519", mismatched.as_bytes()).unwrap_err();
+        assert_eq!(error.kind, ErrorKind::INVALID_REQUEST);
+        assert_eq!(
+            error.message.as_str(),
+            "the private key is not a PKCS #8 ed25519 private key"
+        );
+
+        let matching = with_public(key.verifying_key().to_bytes());
+        let reference = import(&backend, "acme", "ed25519", matching.as_bytes()).unwrap();
+        let pem = backend.public_key("acme", &reference).unwrap();
+        assert_eq!(
+            ed25519_dalek::VerifyingKey::from_public_key_pem(&pem).unwrap(),
+            key.verifying_key()
+        );
+        // A v1 PKCS #8 (seed only) of the same key is taken in too.
+        let v1 = KeypairBytes {
+            secret_key: seed,
+            public_key: None,
+        }
+        .to_pkcs8_der()
+        .unwrap();
+        let again = import(&backend, "acme", "ed25519", v1.as_bytes()).unwrap();
+        assert_eq!(backend.public_key("acme", &again).unwrap(), pem);
+    }
+
     #[test]
     fn nothing_secret_in_debug_or_errors() {
         let backend = ring("k1");
