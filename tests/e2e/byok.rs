@@ -4,8 +4,6 @@
 //! real OpenBao: keys move both ways between the two and still open each other's
 //! ciphertexts, and the same mistakes get the same answers.
 
-use std::process::{Command, Output};
-
 use base64::{engine::general_purpose::STANDARD, Engine as _};
 use rand::RngCore;
 use serde_json::{json, Value};
@@ -13,7 +11,7 @@ use serde_json::{json, Value};
 use crate::{
     aws::{self, Kms, Timeouts},
     hsm::Hsm,
-    support::{self, openbao::OpenBao, Broker, Options},
+    support::{openbao::OpenBao, Broker, Options},
 };
 
 fn json_of(out: &str) -> Value {
@@ -29,37 +27,6 @@ fn random_key(len: usize) -> Vec<u8> {
 /// The first error message of an answer.
 fn message(body: &Value) -> &str {
     body["errors"][0].as_str().unwrap_or_default()
-}
-
-/// Runs `bao` against OpenBao with its root token.
-fn bao_at(openbao: &OpenBao, args: &[&str]) -> Output {
-    Command::new(support::bao_bin())
-        .args(args)
-        .env("BAO_ADDR", &openbao.addr)
-        .env("BAO_TOKEN", "root")
-        .env_remove("VAULT_ADDR")
-        .env_remove("VAULT_TOKEN")
-        .output()
-        .unwrap()
-}
-
-fn bao_at_ok(openbao: &OpenBao, args: &[&str]) -> String {
-    let out = bao_at(openbao, args);
-    assert!(
-        out.status.success(),
-        "bao {args:?} (OpenBao) failed:\nstdout: {}\nstderr: {}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// One request to OpenBao.
-fn at_openbao(openbao: &OpenBao, method: &str, path: &str, body: Value) -> (u16, Value) {
-    openbao
-        .batch(&[(method, path.to_owned(), body)])
-        .pop()
-        .unwrap()
 }
 
 /// Exports `kind` of `key` (all versions, or `version`); (status, body).
@@ -664,16 +631,13 @@ fn keys_move_between_openbao_and_keybroker_and_open_each_others_ciphertexts() {
         assert_eq!(status, 200, "{body}");
         let with_ad = body["data"]["ciphertext"].as_str().unwrap().to_owned();
         let key = STANDARD.encode(exported(&broker, "encryption-key", &name, "1"));
-        bao_at_ok(
-            &openbao,
-            &[
-                "transit",
-                "import",
-                &format!("transit/keys/{name}"),
-                &key,
-                &format!("type={key_type}"),
-            ],
-        );
+        openbao.bao_ok(&[
+            "transit",
+            "import",
+            &format!("transit/keys/{name}"),
+            &key,
+            &format!("type={key_type}"),
+        ]);
         let answers = openbao.batch(&[
             (
                 "POST",
@@ -709,10 +673,10 @@ fn hmac_keys_imported_into_both_export_the_same_key() {
         "exportable=true",
     ];
     broker.bao_ok(&args);
-    bao_at_ok(&openbao, &args);
+    openbao.bao_ok(&args);
     let (status, ours) = export(&broker, "hmac-key", "mac", None);
     assert_eq!(status, 200, "{ours}");
-    let (status, theirs) = at_openbao(&openbao, "GET", "transit/export/hmac-key/mac", json!({}));
+    let (status, theirs) = openbao.request("GET", "transit/export/hmac-key/mac", json!({}));
     assert_eq!(status, 200, "{theirs}");
     assert_eq!(ours["data"], theirs["data"]);
     assert_eq!(ours["data"]["keys"]["1"], key.as_str());
@@ -735,14 +699,14 @@ fn hmac_keys_imported_into_both_answer_the_same_hmacs() {
         "type=hmac",
     ];
     broker.bao_ok(&args);
-    bao_at_ok(&openbao, &args);
+    openbao.bao_ok(&args);
     let input = STANDARD.encode(b"the same input");
     for algorithm in ["", "/sha2-512"] {
         let path = format!("transit/hmac/mac{algorithm}");
         let body = json!({ "input": input });
         let (status, ours) = broker.request("POST", &path, Some(&body));
         assert_eq!(status, 200, "{ours}");
-        let (status, theirs) = at_openbao(&openbao, "POST", &path, body);
+        let (status, theirs) = openbao.request("POST", &path, body);
         assert_eq!(status, 200, "{theirs}");
         assert_eq!(ours["data"]["hmac"], theirs["data"]["hmac"], "{path}");
     }
@@ -781,7 +745,7 @@ fn export_and_import_refusals_answer_as_openbao_does() {
         let args = ["transit", "import", "transit/keys/imported", key.as_str()];
         match target {
             None => drop(broker.bao_ok(&args)),
-            Some(openbao) => drop(bao_at_ok(openbao, &args)),
+            Some(openbao) => drop(openbao.bao_ok(&args)),
         }
     }
     let requests: Vec<(&str, String, Value)> = vec![
@@ -873,7 +837,7 @@ fn export_and_import_refusals_answer_as_openbao_does() {
     }
     let (status, ours) = broker.request("GET", "transit/wrapping_key", None);
     assert_eq!(status, 200);
-    let (status, theirs) = at_openbao(&openbao, "GET", "transit/wrapping_key", json!({}));
+    let (status, theirs) = openbao.request("GET", "transit/wrapping_key", json!({}));
     assert_eq!(status, 200);
     let keys = |v: &Value| {
         v["data"]

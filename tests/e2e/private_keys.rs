@@ -6,14 +6,14 @@
 //! the other's signatures. Instances that keep keys elsewhere (SoftHSM over PKCS #11)
 //! refuse, with the reason.
 
-use std::process::{Command, Output};
+use std::process::Output;
 
 use base64::{engine::general_purpose::STANDARD, Engine as _};
 use serde_json::{json, Value};
 
 use crate::{
     hsm::Hsm,
-    support::{self, openbao::OpenBao, Broker},
+    support::{openbao::OpenBao, Broker},
 };
 
 /// The asymmetric types, each a key both servers make quickly in a debug build.
@@ -32,35 +32,6 @@ fn message(body: &Value) -> String {
     body["errors"][0].as_str().unwrap_or_default().to_owned()
 }
 
-fn bao_at(openbao: &OpenBao, args: &[&str]) -> Output {
-    Command::new(support::bao_bin())
-        .args(args)
-        .env("BAO_ADDR", &openbao.addr)
-        .env("BAO_TOKEN", "root")
-        .env_remove("VAULT_ADDR")
-        .env_remove("VAULT_TOKEN")
-        .output()
-        .unwrap()
-}
-
-fn bao_at_ok(openbao: &OpenBao, args: &[&str]) {
-    let out = bao_at(openbao, args);
-    assert!(
-        out.status.success(),
-        "bao {args:?} (OpenBao) failed:\nstdout: {}\nstderr: {}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// One request to OpenBao.
-fn at_openbao(openbao: &OpenBao, method: &str, path: &str, body: Value) -> (u16, Value) {
-    openbao
-        .batch(&[(method, path.to_owned(), body)])
-        .pop()
-        .unwrap()
-}
-
 /// Version 1 of an export from `answer`, or the status and message of a refusal.
 fn version_1(answer: &(u16, Value)) -> Result<String, (u16, String)> {
     match answer {
@@ -69,13 +40,26 @@ fn version_1(answer: &(u16, Value)) -> Result<String, (u16, String)> {
     }
 }
 
+/// A new exportable key of `key_type` made by OpenBao: its private key, as PKCS #8 DER in
+/// base64 (`format=der`, what `bao transit import` takes).
+fn openbao_private_key(openbao: &OpenBao, name: &str, key_type: &str) -> String {
+    let (status, body) = openbao.request(
+        "POST",
+        &format!("transit/keys/{name}"),
+        json!({ "type": key_type, "exportable": true }),
+    );
+    assert!(status == 200 || status == 204, "{body}");
+    let path = format!("transit/export/signing-key/{name}?format=der");
+    version_1(&openbao.request("GET", &path, json!({}))).unwrap()
+}
+
 /// Both servers' exports of `kind` of their key, in every format, are the same bytes; where
 /// OpenBao refuses a format with a server error, keybroker refuses it with a 400 and the
 /// same message.
 fn assert_exports_agree(broker: &Broker, openbao: &OpenBao, kind: &str, ours: &str, theirs: &str) {
     for format in FORMATS {
         let path = |name: &str| format!("transit/export/{kind}/{name}?format={format}");
-        let expected = version_1(&at_openbao(openbao, "GET", &path(theirs), json!({})));
+        let expected = version_1(&openbao.request("GET", &path(theirs), json!({})));
         let actual = version_1(&broker.request("GET", &path(ours), None));
         match (&expected, &actual) {
             (Ok(expected), Ok(actual)) => assert_eq!(
@@ -102,8 +86,7 @@ fn assert_signatures_cross(broker: &Broker, openbao: &OpenBao, ours: &str, their
     );
     assert_eq!(status, 200, "{body}");
     let signature = body["data"]["signature"].as_str().unwrap().to_owned();
-    let (status, body) = at_openbao(
-        openbao,
+    let (status, body) = openbao.request(
         "POST",
         &format!("transit/verify/{theirs}"),
         json!({ "input": input, "signature": signature }),
@@ -111,8 +94,7 @@ fn assert_signatures_cross(broker: &Broker, openbao: &OpenBao, ours: &str, their
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["data"]["valid"], true, "{ours}: ours on OpenBao");
 
-    let (status, body) = at_openbao(
-        openbao,
+    let (status, body) = openbao.request(
         "POST",
         &format!("transit/sign/{theirs}"),
         json!({ "input": input }),
@@ -139,20 +121,7 @@ fn private_keys_move_between_openbao_and_keybroker_and_export_alike() {
     for key_type in TYPES {
         // OpenBao → keybroker.
         let name = format!("from-bao-{key_type}");
-        let (status, body) = at_openbao(
-            &openbao,
-            "POST",
-            &format!("transit/keys/{name}"),
-            json!({ "type": key_type, "exportable": true }),
-        );
-        assert!(status == 200 || status == 204, "{body}");
-        let pkcs8 = version_1(&at_openbao(
-            &openbao,
-            "GET",
-            &format!("transit/export/signing-key/{name}?format=der"),
-            json!({}),
-        ))
-        .unwrap();
+        let pkcs8 = openbao_private_key(&openbao, &name, key_type);
         broker.bao_ok(&[
             "transit",
             "import",
@@ -190,17 +159,14 @@ fn private_keys_move_between_openbao_and_keybroker_and_export_alike() {
             None,
         ))
         .unwrap();
-        bao_at_ok(
-            &openbao,
-            &[
-                "transit",
-                "import",
-                &format!("transit/keys/{name}"),
-                &pkcs8,
-                &format!("type={key_type}"),
-                "exportable=true",
-            ],
-        );
+        openbao.bao_ok(&[
+            "transit",
+            "import",
+            &format!("transit/keys/{name}"),
+            &pkcs8,
+            &format!("type={key_type}"),
+            "exportable=true",
+        ]);
         for kind in ["signing-key", "public-key"] {
             assert_exports_agree(&broker, &openbao, kind, &name, &name);
         }
@@ -219,19 +185,19 @@ fn private_key_refusals_answer_as_openbao_does() {
         body["type"] = json!(key_type);
         let name = format!("kept-{key_type}");
         let ours = broker.request("POST", &format!("transit/keys/{name}"), Some(&body));
-        let theirs = at_openbao(&openbao, "POST", &format!("transit/keys/{name}"), body);
+        let theirs = openbao.request("POST", &format!("transit/keys/{name}"), body);
         assert_eq!(ours.0 / 100, 2, "{ours:?}");
         assert_eq!(theirs.0 / 100, 2, "{theirs:?}");
         let path = format!("transit/export/signing-key/{name}");
         let ours = broker.request("GET", &path, None);
-        let theirs = at_openbao(&openbao, "GET", &path, json!({}));
+        let theirs = openbao.request("GET", &path, json!({}));
         assert_eq!((ours.0, message(&ours.1)), (400, message(&theirs.1)));
         assert!(message(&ours.1).starts_with("private key material is not exportable"));
     }
     // An unknown format, before anything else.
     let path = "transit/export/signing-key/kept-ed25519?format=jwk";
     let ours = broker.request("GET", path, None);
-    let theirs = at_openbao(&openbao, "GET", path, json!({}));
+    let theirs = openbao.request("GET", path, json!({}));
     assert_eq!(ours.0, theirs.0, "{ours:?} {theirs:?}");
     assert_eq!(message(&ours.1), message(&theirs.1));
     assert_eq!(message(&ours.1), "invalid format: jwk");
@@ -328,22 +294,7 @@ fn private_keys_import_versions_and_refusals_name_the_reason() {
     hsm.standard_dropin("");
     let broker = hsm.broker();
     let openbao = OpenBao::with_transit();
-    let key = |name: &str, key_type: &str| {
-        let (status, body) = at_openbao(
-            &openbao,
-            "POST",
-            &format!("transit/keys/{name}"),
-            json!({ "type": key_type, "exportable": true }),
-        );
-        assert!(status == 200 || status == 204, "{body}");
-        version_1(&at_openbao(
-            &openbao,
-            "GET",
-            &format!("transit/export/signing-key/{name}?format=der"),
-            json!({}),
-        ))
-        .unwrap()
-    };
+    let key = |name: &str, key_type: &str| openbao_private_key(&openbao, name, key_type);
     let first = key("first", "ecdsa-p256");
     let second = key("second", "ecdsa-p256");
     broker.bao_ok(&[
@@ -361,7 +312,7 @@ fn private_keys_import_versions_and_refusals_name_the_reason() {
     ]);
     let read = broker.request("GET", "transit/keys/imported", None).1;
     assert_eq!(read["data"]["latest_version"], 2, "{read}");
-    let theirs = at_openbao(&openbao, "GET", "transit/keys/second", json!({})).1;
+    let theirs = openbao.request("GET", "transit/keys/second", json!({})).1;
     assert_eq!(
         read["data"]["keys"]["2"]["public_key"], theirs["data"]["keys"]["1"]["public_key"],
         "version 2 is the second key"
@@ -400,13 +351,9 @@ fn private_keys_import_versions_and_refusals_name_the_reason() {
         "the private key is not a PKCS #8 rsa-2048 private key",
     );
     // A public key alone.
-    let public = at_openbao(
-        &openbao,
-        "GET",
-        "transit/export/public-key/first",
-        json!({}),
-    )
-    .1["data"]["keys"]["1"]
+    let public = openbao
+        .request("GET", "transit/export/public-key/first", json!({}))
+        .1["data"]["keys"]["1"]
         .as_str()
         .unwrap()
         .to_owned();

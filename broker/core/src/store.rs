@@ -299,6 +299,35 @@ pub struct KeyRecord {
     pub options: KeyOptions,
 }
 
+impl KeyRecord {
+    /// A new key's record as it is first stored, made `now`: its one version is 1, nothing
+    /// is rotated, trimmed or bound, deletion is not allowed (Vault's defaults), and it is
+    /// an envelope key with default options of no type and no backend until the caller
+    /// names them.
+    pub fn new_key(id: KeyId, tenant: TenantId, mount: MountId, name: &str, now: i64) -> Self {
+        Self {
+            id,
+            tenant,
+            mount,
+            name: name.to_owned(),
+            key_type: String::new(),
+            backend: String::new(),
+            mode: KeyMode::Envelope,
+            backend_reference: None,
+            min_available_version: 0,
+            min_decryption_version: 1,
+            min_encryption_version: 0,
+            deletion_allowed: false,
+            bound: false,
+            auto_rotate_period: 0,
+            latest_version: 1,
+            created_at: now,
+            rotated_at: now,
+            options: KeyOptions::default(),
+        }
+    }
+}
+
 /// A transit key's options as Vault names them (`derived`, `convergent_encryption`,
 /// `exportable`, `allow_plaintext_backup`, `imported_key`, an `hmac` key's `key_size`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

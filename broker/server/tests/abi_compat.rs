@@ -44,11 +44,10 @@ use keybroker_core::{
 use keybroker_plugin_abi::{
     abi_stable::{
         library::lib_header_from_path,
-        sabi_trait::TD_Opaque,
-        std_types::{RResult, RSlice, RStr, RString, RVec},
+        std_types::{RResult, RStr, RString, RVec},
     },
     capability, v1, v2, v3, v4, v5, BackendBox, CreateKeyRequest, DecryptRequest, EncryptRequest,
-    ErrorKind, HostServices, HostServices_TO, ImportKeyRequest, LogLevel, PluginError,
+    ErrorKind, ImportKeyRequest, PluginError,
 };
 use keybroker_server::{
     metrics::BackendMetrics,
@@ -245,7 +244,7 @@ impl Fixture {
     fn upgraded_backend(&self, abi: &str) -> BackendBox {
         let header = lib_header_from_path(&self.verified_copy()).unwrap();
         let config = RStr::from_str(&self.config);
-        let host = || HostServices_TO::from_value(SilentHost, TD_Opaque);
+        let host = keybroker_plugin_conformance::RecordingHost::boxed;
         let backend = match abi {
             V1 => (header
                 .init_root_module::<v1::PluginModRef>()
@@ -278,23 +277,6 @@ impl Fixture {
             .into_result()
             .unwrap_or_else(|e| panic!("the ABI {abi} plugin's constructor failed: {e:?}"))
     }
-}
-
-/// The host services given to [`Fixture::upgraded_backend`]'s backend: it reports nothing
-/// the test reads.
-#[derive(Clone)]
-struct SilentHost;
-
-impl HostServices for SilentHost {
-    fn set_instance_available(&self, _available: bool, _reason: RStr<'_>) {}
-    fn set_keys_available(
-        &self,
-        _key_references: RSlice<'_, RString>,
-        _available: bool,
-        _reason: RStr<'_>,
-    ) {
-    }
-    fn log(&self, _level: LogLevel, _message: RStr<'_>) {}
 }
 
 fn encrypt_request<'a>(

@@ -6,30 +6,8 @@
 use std::io::Write as _;
 
 use base64::Engine as _;
-use keybroker_plugin_abi::{
-    abi_stable::{
-        sabi_trait::TD_Opaque,
-        std_types::{RSlice, RStr, RString},
-    },
-    into_ffi, key_type, BackendBox, HostBox, HostServices, HostServices_TO, LogLevel,
-};
+use keybroker_plugin_abi::{into_ffi, key_type, BackendBox, HostBox};
 use keybroker_plugin_conformance::Options;
-
-/// A host that drops what the plugin reports.
-#[derive(Clone)]
-struct QuietHost;
-
-impl HostServices for QuietHost {
-    fn set_instance_available(&self, _available: bool, _reason: RStr<'_>) {}
-    fn set_keys_available(
-        &self,
-        _key_references: RSlice<'_, RString>,
-        _available: bool,
-        _reason: RStr<'_>,
-    ) {
-    }
-    fn log(&self, _level: LogLevel, _message: RStr<'_>) {}
-}
 
 /// A KEK file as an operator makes one: base64 of 32 random bytes.
 fn kek_file() -> tempfile::NamedTempFile {
@@ -55,7 +33,7 @@ fn backend(old: &tempfile::NamedTempFile, new: &tempfile::NamedTempFile) -> Back
         ],
     })
     .to_string();
-    let host: HostBox = HostServices_TO::from_value(QuietHost, TD_Opaque);
+    let host: HostBox = keybroker_plugin_conformance::RecordingHost::boxed();
     into_ffi(keybroker_plugin_local_kek::new_backend(&config, host).unwrap())
 }
 

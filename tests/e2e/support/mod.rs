@@ -55,6 +55,30 @@ pub(crate) fn plugin_so(name: &str) -> PathBuf {
     artefact(&format!("libkeybroker_plugin_{name}.so"))
 }
 
+/// Runs `bao` against the server at `addr` with `token` (never the caller's environment's).
+pub(crate) fn bao_at(addr: &str, token: &str, args: &[&str]) -> Output {
+    Command::new(bao_bin())
+        .args(args)
+        .env("BAO_ADDR", addr)
+        .env("BAO_TOKEN", token)
+        .env_remove("VAULT_ADDR")
+        .env_remove("VAULT_TOKEN")
+        .output()
+        .unwrap()
+}
+
+/// [`bao_at`], asserting success; returns stdout.
+pub(crate) fn bao_ok_at(addr: &str, token: &str, args: &[&str]) -> String {
+    let out = bao_at(addr, token, args);
+    assert!(
+        out.status.success(),
+        "bao {args:?} at {addr} failed:\nstdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// The `bao` CLI installed by `tests/run` (or named by `KEYBROKER_BAO`).
 pub(crate) fn bao_bin() -> PathBuf {
     let path = std::env::var_os("KEYBROKER_BAO")
@@ -404,26 +428,12 @@ impl Broker {
 
     /// Runs `bao` against this broker with the root token.
     pub(crate) fn bao(&self, args: &[&str]) -> Output {
-        Command::new(bao_bin())
-            .args(args)
-            .env("BAO_ADDR", &self.addr)
-            .env("BAO_TOKEN", &self.token)
-            .env_remove("VAULT_ADDR")
-            .env_remove("VAULT_TOKEN")
-            .output()
-            .unwrap()
+        bao_at(&self.addr, &self.token, args)
     }
 
     /// Runs `bao`, asserting success; returns stdout.
     pub(crate) fn bao_ok(&self, args: &[&str]) -> String {
-        let out = self.bao(args);
-        assert!(
-            out.status.success(),
-            "bao {args:?} failed:\nstdout: {}\nstderr: {}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        bao_ok_at(&self.addr, &self.token, args)
     }
 
     /// Encrypts with the root token; returns the ciphertext.

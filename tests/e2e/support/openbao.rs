@@ -4,7 +4,7 @@
 use std::{
     fs,
     net::TcpListener,
-    process::{Child, Command, Stdio},
+    process::{Child, Command, Output, Stdio},
     time::{Duration, Instant},
 };
 
@@ -111,6 +111,23 @@ impl OpenBao {
 
     pub(crate) fn log(&self) -> String {
         fs::read_to_string(self.dir.path().join("bao.log")).unwrap_or_default()
+    }
+
+    /// Runs `bao` against this server with its root token.
+    pub(crate) fn bao(&self, args: &[&str]) -> Output {
+        support::bao_at(&self.addr, "root", args)
+    }
+
+    /// Runs `bao` against this server, asserting success; returns stdout.
+    pub(crate) fn bao_ok(&self, args: &[&str]) -> String {
+        support::bao_ok_at(&self.addr, "root", args)
+    }
+
+    /// One request with the root token: (status, JSON body or Null).
+    pub(crate) fn request(&self, method: &str, path: &str, body: Value) -> (u16, Value) {
+        self.batch(&[(method, path.to_owned(), body)])
+            .pop()
+            .unwrap()
     }
 
     /// Sends many requests with the root token through one curl process (one kept-alive

@@ -38,7 +38,7 @@ use crate::{
     backend::{BackendDecrypt, BackendEncrypt, BackendInstance},
     crypto::{random_bytes, random_nonce, Binding, DataKey, PayloadFormat, HMAC_KEY_LEN},
     error::{Error, Result},
-    store::{KeyMode, KeyRecord, KeyVersionRecord},
+    store::{KeyMode, KeyOptions, KeyRecord, KeyVersionRecord},
     KeyId, MountId, Tenant,
 };
 
@@ -136,6 +136,29 @@ fn check_key_fields(options_ciphertext: bool, options_public_key: bool) -> Resul
     Ok(())
 }
 
+/// An imported key's options: checked as a new key's, marked imported, rotation as asked.
+fn imported_key_options(
+    key_type: KeyType,
+    key_type_name: &str,
+    mode: KeyMode,
+    options: &ImportOptions,
+) -> Result<KeyOptions> {
+    let mut key_options = key_options(
+        key_type,
+        key_type_name,
+        mode,
+        &CreateKeyOptions {
+            derived: options.derived,
+            exportable: options.exportable,
+            allow_plaintext_backup: options.allow_plaintext_backup,
+            ..CreateKeyOptions::default()
+        },
+    )?;
+    key_options.imported = true;
+    key_options.imported_key_allow_rotation = options.allow_rotation;
+    Ok(key_options)
+}
+
 /// Checks an imported key's length for its type (Vault's rule and message).
 fn check_key_size(key_type: KeyType, name: &str, key: &[u8]) -> Result<()> {
     let fits = match key_type.aead() {
@@ -227,19 +250,8 @@ impl Transit {
         }
         check_key_size(key_type, &key_type_name, &key)?;
 
-        let mut key_options = key_options(
-            key_type,
-            &key_type_name,
-            KeyMode::Envelope,
-            &CreateKeyOptions {
-                derived: options.derived,
-                exportable: options.exportable,
-                allow_plaintext_backup: options.allow_plaintext_backup,
-                ..CreateKeyOptions::default()
-            },
-        )?;
-        key_options.imported = true;
-        key_options.imported_key_allow_rotation = options.allow_rotation;
+        let mut key_options =
+            imported_key_options(key_type, &key_type_name, KeyMode::Envelope, &options)?;
         if key_type == KeyType::Hmac {
             key_options.key_size =
                 u32::try_from(key.len()).map_err(|_| Error::internal("hmac key length"))?;
@@ -255,45 +267,40 @@ impl Transit {
             .create_key(tenant, &id.to_string(), AES256_GCM96)
             .await?;
         let record = KeyRecord {
-            id,
-            tenant: tenant.id,
-            mount,
-            name: name.to_owned(),
             key_type: key_type_name.clone(),
             backend,
-            mode: KeyMode::Envelope,
             backend_reference: Some(reference.clone()),
-            min_available_version: 0,
-            min_decryption_version: 1,
-            min_encryption_version: 0,
-            deletion_allowed: false,
-            bound: false,
             auto_rotate_period,
-            latest_version: 1,
-            created_at: now,
-            rotated_at: now,
             options: key_options,
+            ..KeyRecord::new_key(id, tenant.id, mount, name, now)
         };
         let material = version_material(key_type, &key);
         let first = self
             .imported_version(tenant, &record, 1, instance.as_ref(), &material)
             .await
             .map(|(first, data_key)| (first, Some(data_key)));
-        self.store_new_key(
-            tenant,
-            &record,
-            instance.as_ref(),
-            &reference,
-            first,
-            || {
-                Err(Error::invalid(
-                    "the import path cannot be used with an existing key; use import-version \
-                 to rotate an existing imported key",
-                ))
-            },
-        )
+        self.store_imported_key(tenant, &record, instance.as_ref(), &reference, first)
+            .await
+    }
+
+    /// Stores an imported key with its first version (see `store_new_key`); a key of that
+    /// name made meanwhile gets Vault's answer.
+    async fn store_imported_key(
+        &self,
+        tenant: &Tenant,
+        record: &KeyRecord,
+        instance: &dyn BackendInstance,
+        reference: &str,
+        first: Result<(KeyVersionRecord, Option<DataKey>)>,
+    ) -> Result<()> {
+        self.store_new_key(tenant, record, instance, reference, first, || {
+            Err(Error::invalid(
+                "the import path cannot be used with an existing key; use import-version to \
+                 rotate an existing imported key",
+            ))
+        })
         .await?;
-        self.reload(tenant.id, mount, name).await?;
+        self.reload(tenant.id, record.mount, &record.name).await?;
         Ok(())
     }
 
@@ -407,19 +414,7 @@ impl Transit {
         options: &ImportOptions,
         pkcs8: &[u8],
     ) -> Result<()> {
-        let mut key_options = key_options(
-            key_type,
-            key_type_name,
-            KeyMode::Direct,
-            &CreateKeyOptions {
-                derived: options.derived,
-                exportable: options.exportable,
-                allow_plaintext_backup: options.allow_plaintext_backup,
-                ..CreateKeyOptions::default()
-            },
-        )?;
-        key_options.imported = true;
-        key_options.imported_key_allow_rotation = options.allow_rotation;
+        let key_options = imported_key_options(key_type, key_type_name, KeyMode::Direct, options)?;
         let backend = self.backend_for(options.backend.as_deref()).to_owned();
         let instance = self.new_key_instance(tenant, &backend)?;
         check_takes_private_keys(instance.as_ref(), key_type_name)?;
@@ -432,24 +427,12 @@ impl Transit {
             .import_private_key(tenant, &id.to_string(), key_type_name, pkcs8)
             .await?;
         let record = KeyRecord {
-            id,
-            tenant: tenant.id,
-            mount,
-            name: name.to_owned(),
             key_type: key_type_name.to_owned(),
             backend,
             mode: KeyMode::Direct,
-            backend_reference: None,
-            min_available_version: 0,
-            min_decryption_version: 1,
-            min_encryption_version: 0,
-            deletion_allowed: false,
-            bound: false,
             auto_rotate_period: options.auto_rotate_period.unwrap_or(0),
-            latest_version: 1,
-            created_at: now,
-            rotated_at: now,
             options: key_options,
+            ..KeyRecord::new_key(id, tenant.id, mount, name, now)
         };
         let first = self
             .new_version(
@@ -460,22 +443,8 @@ impl Transit {
                 Some(reference.clone()),
             )
             .await;
-        self.store_new_key(
-            tenant,
-            &record,
-            instance.as_ref(),
-            &reference,
-            first,
-            || {
-                Err(Error::invalid(
-                    "the import path cannot be used with an existing key; use import-version \
-                 to rotate an existing imported key",
-                ))
-            },
-        )
-        .await?;
-        self.reload(tenant.id, mount, name).await?;
-        Ok(())
+        self.store_imported_key(tenant, &record, instance.as_ref(), &reference, first)
+            .await
     }
 
     /// Imports a private key (PKCS #8 DER) as the new latest version of an imported

@@ -192,24 +192,14 @@ impl Transit {
             }
         };
         let record = KeyRecord {
-            id,
-            tenant: tenant.id,
-            mount,
-            name: name.to_owned(),
             key_type: key_type_name.to_owned(),
             backend,
             mode,
             backend_reference: (mode == KeyMode::Envelope).then(|| key_reference.clone()),
-            min_available_version: 0,
-            min_decryption_version: 1,
-            min_encryption_version: 0,
-            deletion_allowed: false,
             bound: options.backend_key.is_some(),
             auto_rotate_period,
-            latest_version: 1,
-            created_at: now,
-            rotated_at: now,
             options: key_options,
+            ..KeyRecord::new_key(id, tenant.id, mount, name, now)
         };
         let first = self
             .new_version(
