@@ -34,6 +34,7 @@ mod private_keys;
 mod rsa_encrypt;
 mod seal;
 mod sign;
+mod sys_api;
 mod tenants;
 mod tokens;
 mod transit;

@@ -33,9 +33,12 @@ enum Class {
     /// outranks its own glob (Vault's precedence: an exact path beats `*`), so a tenant's
     /// admin holding `*` has only what `default` grants there.
     DefaultExact,
+    /// Anyone, with or without a token; a token must be valid where it is presented (the
+    /// handler then shows what its policies reach).
+    Discovery,
 }
 
-use Class::{DefaultExact, Global, Policy, Public, SelfService, Transit};
+use Class::{DefaultExact, Discovery, Global, Policy, Public, SelfService, Transit};
 
 /// Each route's class, by `<kind>:<pattern>` (`:<pattern>` at the API's root) and verb
 /// (`*` for every verb it serves).
@@ -44,15 +47,23 @@ const EXPECTED: &[(&str, &str, Class)] = &[
     (":sys/seal-status", "*", Public),
     (":sys/leader", "*", Public),
     (":sys/mounts", "*", Policy),
+    (":sys/init", "*", Public),
     (":sys/mounts/*path", "*", Policy),
+    // Tuning takes the authority mounting takes (an auth method's: `sudo`).
+    (":sys/mounts/*path/tune", "*", Policy),
     (":sys/auth", "*", Policy),
     (":sys/auth/*path", "*", Policy),
+    (":sys/auth/*path/tune", "*", Policy),
+    // Any caller, each seeing the mounts its policies reach in its namespace.
+    (":sys/internal/ui/mounts", "*", Discovery),
+    (":sys/internal/ui/mounts/*path", "*", Discovery),
     (":sys/policies/acl", "*", Policy),
     (":sys/policies/acl/:name", "*", Policy),
     (":sys/policy", "*", Policy),
     (":sys/policy/:name", "*", Policy),
     (":sys/capabilities", "*", Policy),
     (":sys/capabilities-self", "*", SelfService),
+    (":sys/capabilities-accessor", "*", Policy),
     (":sys/namespaces", "*", Global),
     (":sys/namespaces/:name", "*", Global),
     // A tenant sees the instances and agents that concern it (authority.rs checks what).
@@ -167,6 +178,12 @@ fn expected(class: Class, caller: Caller, in_acme: bool) -> Outcome {
     let outcome = |reached: bool| if reached { Reached } else { Denied };
     match (class, in_acme) {
         (Public, _) => Reached,
+        // A token is valid in its own namespace and below (root-namespace tokens in acme).
+        (Discovery, false) => outcome(matches!(
+            caller,
+            Anonymous | RootTransit | AcmeDelegate | Root
+        )),
+        (Discovery, true) => outcome(caller != GlobexAdmin),
         (SelfService, false) => outcome(matches!(caller, RootTransit | AcmeDelegate | Root)),
         (SelfService, true) => outcome(matches!(
             caller,

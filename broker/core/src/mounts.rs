@@ -67,6 +67,119 @@ pub fn normalize_auth_path(path: &str) -> Result<String> {
     Ok(format!("{AUTH_PREFIX}{inner}"))
 }
 
+/// The system's lease TTLs, which a mount's tuning of `0` stands for (Vault's 32 days).
+pub const SYSTEM_LEASE_TTL_SECS: u64 = 32 * 24 * 3600;
+
+/// The key of a mount's configuration under which its tuning is kept (beside the engine's
+/// own settings, such as transit's `disable_upsert`).
+const TUNE_KEY: &str = "tune";
+
+/// Who may see a mount in `sys/internal/ui/mounts` (Vault's `listing_visibility`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ListingVisibility {
+    /// Those whose policies reach the mount (Vault's `""`).
+    #[default]
+    #[serde(rename = "")]
+    Default,
+    /// Also anonymous callers.
+    Unauth,
+    /// Hidden from the listing (Vault's `hidden`, for UIs).
+    Hidden,
+}
+
+impl ListingVisibility {
+    /// Vault's value (`""`, `unauth`, `hidden`).
+    pub fn parse(text: &str) -> Result<Self> {
+        match text {
+            "" => Ok(Self::Default),
+            "unauth" => Ok(Self::Unauth),
+            "hidden" => Ok(Self::Hidden),
+            other => Err(Error::invalid(format!(
+                "invalid listing_visibility {other}"
+            ))),
+        }
+    }
+
+    /// Vault's value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Default => "",
+            Self::Unauth => "unauth",
+            Self::Hidden => "hidden",
+        }
+    }
+}
+
+/// What `sys/mounts/:path/tune` and `sys/auth/:path/tune` keep of a mount (Vault API:
+/// sys/mounts, tune). Only settings that change nothing the broker enforces are kept:
+/// the server refuses the others.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct Tuning {
+    /// Replaces the description given at enable time.
+    pub description: Option<String>,
+    /// Seconds, `0` for the system's.
+    pub default_lease_ttl: u64,
+    /// Seconds, `0` for the system's.
+    pub max_lease_ttl: u64,
+    /// Who sees the mount in the UI listing.
+    pub listing_visibility: ListingVisibility,
+    /// Request keys the audit log would leave unhashed (kept empty: refused otherwise).
+    pub audit_non_hmac_request_keys: Vec<String>,
+    /// Response keys the audit log would leave unhashed (kept empty: refused otherwise).
+    pub audit_non_hmac_response_keys: Vec<String>,
+    /// Request headers handed to the engine (none of ours reads one).
+    pub passthrough_request_headers: Vec<String>,
+    /// Response headers the engine may set (none of ours sets one).
+    pub allowed_response_headers: Vec<String>,
+    /// The engine's options (none of ours reads one), reported as given.
+    pub options: Option<std::collections::BTreeMap<String, String>>,
+}
+
+impl Tuning {
+    /// The tuning kept in a mount's configuration (none: all defaults).
+    pub fn of(mount: &MountRecord) -> Tuning {
+        mount
+            .config
+            .get(TUNE_KEY)
+            .and_then(|value| serde_json::from_value(value.clone()).ok())
+            .unwrap_or_default()
+    }
+
+    /// The description the mount reports.
+    pub fn description<'m>(&'m self, mount: &'m MountRecord) -> &'m str {
+        self.description.as_deref().unwrap_or(&mount.description)
+    }
+
+    /// The default lease TTL in force, in seconds.
+    pub fn effective_default_ttl(&self) -> u64 {
+        match self.default_lease_ttl {
+            0 => self.effective_max_ttl().min(SYSTEM_LEASE_TTL_SECS),
+            ttl => ttl,
+        }
+    }
+
+    /// The maximum lease TTL in force, in seconds.
+    pub fn effective_max_ttl(&self) -> u64 {
+        match self.max_lease_ttl {
+            0 => SYSTEM_LEASE_TTL_SECS,
+            ttl => ttl,
+        }
+    }
+
+    /// Refuses TTLs that contradict each other, in Vault's words.
+    pub fn check(&self) -> Result<()> {
+        let (default, max) = (self.default_lease_ttl, self.effective_max_ttl());
+        if default > max {
+            return Err(Error::invalid(format!(
+                "backend max lease TTL of {max} would be less than backend default lease TTL of {default}"
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// A tenant's mounts, longest path first.
 pub type MountTable = Arc<Vec<Arc<MountRecord>>>;
 
@@ -317,6 +430,38 @@ impl Mounts {
         MountStorage::new(self.store.clone(), mount.tenant, mount.id)
     }
 
+    /// Replaces a mount's tuning (`path` as the mount table holds it: `transit/`,
+    /// `auth/approle/`), keeping the engine's own configuration; the mount as tuned.
+    pub async fn tune(
+        &self,
+        tenant: TenantId,
+        path: &str,
+        tuning: &Tuning,
+    ) -> Result<Arc<MountRecord>> {
+        tuning.check()?;
+        let table = self.reload(tenant).await?;
+        let mount = table
+            .iter()
+            .find(|m| m.path == path)
+            .cloned()
+            .ok_or_else(|| Error::invalid(format!("no mount at {path}")))?;
+        let mut config = match &mount.config {
+            serde_json::Value::Object(map) => map.clone(),
+            _ => serde_json::Map::new(),
+        };
+        let value = serde_json::to_value(tuning)
+            .map_err(|_| Error::internal("mount tuning encoding failed"))?;
+        config.insert(TUNE_KEY.to_owned(), value);
+        self.set_config(&mount, serde_json::Value::Object(config))
+            .await?;
+        let table = self.table(tenant).await?;
+        table
+            .iter()
+            .find(|m| m.id == mount.id)
+            .cloned()
+            .ok_or_else(|| Error::invalid(format!("no mount at {path}")))
+    }
+
     /// Replaces a mount's engine configuration.
     pub async fn set_config(&self, mount: &MountRecord, config: serde_json::Value) -> Result<()> {
         self.store
@@ -340,6 +485,45 @@ mod tests {
         ] {
             assert!(normalize_path(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn tuning_is_kept_beside_the_engine_config_and_checked() {
+        let mut mount = MountRecord {
+            id: MountId::random(),
+            tenant: TenantId::ROOT,
+            path: "transit/".to_owned(),
+            kind: "transit".to_owned(),
+            description: "at enable".to_owned(),
+            config: serde_json::json!({"disable_upsert": true}),
+            created_at: 0,
+        };
+        let untuned = Tuning::of(&mount);
+        assert_eq!(untuned, Tuning::default());
+        assert_eq!(untuned.description(&mount), "at enable");
+        assert_eq!(untuned.effective_default_ttl(), SYSTEM_LEASE_TTL_SECS);
+        let tuned = Tuning {
+            description: Some("tuned".to_owned()),
+            default_lease_ttl: 3600,
+            max_lease_ttl: 7200,
+            listing_visibility: ListingVisibility::Unauth,
+            ..Tuning::default()
+        };
+        mount.config["tune"] = serde_json::to_value(&tuned).unwrap();
+        assert_eq!(Tuning::of(&mount), tuned);
+        assert_eq!(Tuning::of(&mount).description(&mount), "tuned");
+        assert_eq!(mount.config["tune"]["listing_visibility"], "unauth");
+        assert!(tuned.check().is_ok());
+        let inverted = Tuning {
+            default_lease_ttl: 10800,
+            ..tuned
+        };
+        assert!(inverted.check().is_err());
+        assert!(ListingVisibility::parse("bogus").is_err());
+        assert_eq!(
+            ListingVisibility::parse("").unwrap(),
+            ListingVisibility::Default
+        );
     }
 
     #[test]

@@ -113,6 +113,42 @@ impl Acl {
             && (!sudo_required || capabilities.contains(Capability::Sudo))
     }
 
+    /// Whether some rule grants anything on `mount` (a mount path, `transit/`) or below it:
+    /// Vault's `hasMountAccess`, which decides the mounts `sys/internal/ui/mounts` shows.
+    pub fn reaches_below(&self, mount: &str) -> bool {
+        if self.root {
+            return true;
+        }
+        let grants = |capabilities: &Capabilities| {
+            !capabilities.is_denied() && *capabilities != Capabilities::NONE
+        };
+        if self.lookup(mount, true).is_some_and(|c| grants(&c)) {
+            return true;
+        }
+        let bare = mount.trim_end_matches('/');
+        let below = |path: &str| path == bare || path.starts_with(mount);
+        if self.exact.iter().any(|(path, c)| below(path) && grants(c)) {
+            return true;
+        }
+        if self
+            .prefixes
+            .iter()
+            .any(|(prefix, c)| prefix.starts_with(mount) && grants(c))
+        {
+            return true;
+        }
+        let mount_parts: Vec<&str> = bare.split('/').collect();
+        self.segment_wildcards.iter().any(|rule| {
+            grants(&rule.capabilities)
+                && rule.segments.len() > mount_parts.len()
+                && rule
+                    .segments
+                    .iter()
+                    .zip(&mount_parts)
+                    .all(|(segment, part)| segment == "+" || segment == part)
+        })
+    }
+
     /// The capabilities of the one rule that applies, if any: an exact rule, else the most
     /// specific of the prefix and segment-wildcard rules that match.
     fn lookup(&self, path: &str, list: bool) -> Option<Capabilities> {
@@ -428,5 +464,25 @@ mod tests {
         assert_eq!(answer(&acl, "sys/capabilities-self"), vec!["update"]);
         assert_eq!(answer(&acl, "auth/token/create"), vec!["deny"]);
         assert_eq!(answer(&acl, "transit/encrypt/k"), vec!["deny"]);
+    }
+
+    #[test]
+    fn a_mount_is_reached_by_any_rule_granting_below_it() {
+        let acl = compile(&[&[
+            ("transit/encrypt/app", &["update"]),
+            ("kv/*", &["read"]),
+            ("apps/+/keys", &["read"]),
+            ("secret/*", &["deny"]),
+        ]]);
+        assert!(acl.reaches_below("transit/"));
+        assert!(acl.reaches_below("kv/"));
+        assert!(acl.reaches_below("apps/"));
+        assert!(!acl.reaches_below("secret/"));
+        assert!(!acl.reaches_below("other/"));
+        assert!(!acl.reaches_below("transit2/"));
+        let everything = compile(&[&[("*", &["read"])]]);
+        assert!(everything.reaches_below("anything/"));
+        assert!(Acl::new(&[], true).reaches_below("x/"));
+        assert!(!Acl::new(&[], false).reaches_below("x/"));
     }
 }

@@ -26,6 +26,10 @@ pub enum ApiError {
     /// The route exists but not for this method (405).
     #[error("unsupported operation")]
     UnsupportedOperation,
+    /// A path the caller's policies do not reach, said as Vault says it where it names the
+    /// path (403): `sys/internal/ui/mounts/:path`.
+    #[error("{0}")]
+    Forbidden(String),
     /// The body did not arrive within `listener.http_read_timeout` (408).
     #[error("timed out reading the request body")]
     RequestTimeout,
@@ -77,6 +81,7 @@ impl IntoResponse for ApiError {
             },
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, self.to_string()),
             ApiError::BadRequest(message) => (StatusCode::BAD_REQUEST, message.clone()),
+            ApiError::Forbidden(message) => (StatusCode::FORBIDDEN, message.clone()),
             ApiError::UnsupportedPath => (StatusCode::NOT_FOUND, self.to_string()),
             ApiError::UnsupportedOperation => (StatusCode::METHOD_NOT_ALLOWED, self.to_string()),
             ApiError::RequestTimeout => (StatusCode::REQUEST_TIMEOUT, self.to_string()),

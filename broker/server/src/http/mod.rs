@@ -24,6 +24,7 @@ pub mod fuzzing;
 mod input;
 mod jwt;
 pub mod kind;
+mod paging;
 mod policies;
 mod response;
 pub mod routes;
@@ -312,6 +313,7 @@ async fn handle(
         "sys/health" => return ("sys/health", Ok(sys::health(state, &query, details))),
         "sys/seal-status" => return ("sys/seal-status", Ok(sys::seal_status(state, details))),
         "sys/leader" => return ("sys/leader", Ok(sys::leader())),
+        "sys/init" => return ("sys/init", Ok(sys::init())),
         _ => {}
     }
     let Some(ready) = state.inner.ready.as_ref() else {
@@ -344,6 +346,17 @@ async fn handle(
     // A node that may have missed a revocation serves nobody (health answers on).
     if let Some(reason) = state.stale_reason() {
         return ("storage", Err(ApiError::Core(Error::Unavailable(reason))));
+    }
+    // The UI's listing of mounts answers anyone; without a token, only what is tuned to be
+    // seen so (Vault: an unauthenticated path whose answer depends on the token).
+    let ui_mounts = request
+        .path
+        .strip_prefix("sys/")
+        .is_some_and(sys::is_ui_mounts);
+    if ui_mounts && presented_token(&headers).is_none() {
+        let rest = request.path.trim_start_matches("sys/");
+        let result = sys::ui_mounts(ready, sys::Viewer::Anonymous, &tenant, rest).await;
+        return ("sys/internal/ui/mounts", result);
     }
     // Where the request lands, once: its kind and mount.
     let target = ready.kinds.resolve(ready, &tenant, &request.path).await;
@@ -413,7 +426,13 @@ async fn handle(
         Identity::Token(Err(error)) => ("auth", Err(error)),
         Identity::Token(Ok(caller)) => {
             let found = target.as_ref().ok().and_then(Option::as_ref);
-            match authorize(ready, &caller, &tenant, &request, found).await {
+            // The UI's listing of mounts filters by the caller's policies itself.
+            let authorized = if ui_mounts {
+                Ok(())
+            } else {
+                authorize(ready, &caller, &tenant, &request, found).await
+            };
+            match authorized {
                 Err(error) => ("auth", Err(error)),
                 Ok(()) => {
                     let limit = state.inner.max_request_size;

@@ -96,6 +96,31 @@ pub(super) fn data_with<T: Serialize>(
     json(status, &envelope)
 }
 
+/// 200 with `data`, its members also at the top level: the shape Vault keeps for its older
+/// `sys/` answers (`sys/mounts`, `sys/auth`, `sys/policy`, a mount's `tune`), which older
+/// clients read there.
+pub(super) fn legacy(data: &serde_json::Map<String, serde_json::Value>) -> Response {
+    let envelope = Envelope {
+        request_id: request_id(),
+        lease_id: "",
+        renewable: false,
+        lease_duration: 0,
+        data,
+        wrap_info: (),
+        warnings: None,
+        auth: (),
+    };
+    let mut body = serde_json::Map::new();
+    for (name, value) in data {
+        body.insert(name.clone(), value.clone());
+    }
+    match serde_json::to_value(&envelope) {
+        Ok(serde_json::Value::Object(fields)) => body.extend(fields),
+        _ => return json(StatusCode::OK, &envelope),
+    }
+    json(StatusCode::OK, &body)
+}
+
 /// 200 with an `auth` block (a token was issued or renewed) and no data.
 pub(super) fn auth<T: Serialize>(auth: &T) -> Response {
     #[derive(Serialize)]

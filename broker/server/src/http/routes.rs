@@ -64,8 +64,14 @@ fn matches(pattern: &str, path: &str) -> bool {
     loop {
         match (wanted.next(), given.next()) {
             (None, None) => return true,
+            // `*name` takes one or more segments, then the literal segments after it end
+            // the path (`sys/mounts/*path/tune`).
             (Some(rest), Some(segment)) if rest.starts_with('*') => {
-                return !segment.is_empty() && given.all(|s| !s.is_empty())
+                let tail: Vec<&str> = wanted.collect();
+                let rest: Vec<&str> = std::iter::once(segment).chain(given).collect();
+                return rest.len() > tail.len()
+                    && rest.iter().all(|s| !s.is_empty())
+                    && rest[rest.len() - tail.len()..] == tail[..];
             }
             (Some(segment), Some(actual)) if segment.starts_with(':') => {
                 if actual.is_empty() {
@@ -131,6 +137,11 @@ mod tests {
         assert!(!matches("sys/auth/*path", "sys/auth"));
         assert!(!matches("sys/auth/*path", "sys/auth/a//b"));
         assert!(matches("sys/health", "sys/health"));
+        assert!(matches("sys/mounts/*path/tune", "sys/mounts/a/b/tune"));
+        assert!(matches("sys/mounts/*path/tune", "sys/mounts/a/tune"));
+        assert!(!matches("sys/mounts/*path/tune", "sys/mounts/tune"));
+        assert!(!matches("sys/mounts/*path/tune", "sys/mounts/a/tuned"));
+        assert!(!matches("sys/mounts/*path/tune", "sys/mounts//tune"));
     }
 
     #[test]

@@ -148,6 +148,7 @@ fn rfc3339(unix: i64) -> String {
 impl Context<'_> {
     pub(super) async fn list_keys(&self) -> Result<Response, ApiError> {
         let keys = self.transit().list_keys(self.tenant, self.mount.id).await?;
+        let keys = crate::http::paging::page(keys, &self.request.query)?;
         if keys.is_empty() {
             // Vault answers an empty list with 404 and no message.
             return Ok(crate::http::error::error_body(StatusCode::NOT_FOUND, &[]));

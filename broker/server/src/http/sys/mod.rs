@@ -1,5 +1,11 @@
 //! `sys/` endpoints: health and seal status (Vault semantics), mounts, auth methods, backend
-//! plugins and the agents connected to them, metrics.
+//! plugins and the agents connected to them, metrics. Mount listings and tuning, and the
+//! UI's listing of mounts: [`mounts`].
+
+mod mounts;
+
+use mounts::Table;
+pub(super) use mounts::{is_ui_mounts, ui_mounts, Viewer};
 
 use std::collections::HashMap;
 
@@ -34,11 +40,18 @@ pub(super) const ROUTES: &[Route] = {
         anonymous(route("sys/health", &[R])),
         anonymous(route("sys/seal-status", &[R])),
         anonymous(route("sys/leader", &[R])),
-        // Mounts and auth methods.
+        anonymous(route("sys/init", &[R])),
+        // Mounts and auth methods, and their tuning.
         route("sys/mounts", &[R, L]),
         route("sys/mounts/*path", &[R, W, D]),
+        route("sys/mounts/*path/tune", &[R, W]),
         route("sys/auth", &[R, L]),
         route("sys/auth/*path", &[R, W, D]),
+        route("sys/auth/*path/tune", &[R, W]),
+        // What the CLI and UIs read to find a path's engine: anyone, each seeing the mounts
+        // its policies reach (anonymous callers: those tuned `listing_visibility=unauth`).
+        route("sys/internal/ui/mounts", &[R]),
+        route("sys/internal/ui/mounts/*path", &[R]),
         // Policies (and the legacy `sys/policy`), capabilities.
         route("sys/policies/acl", &[R, L]),
         route("sys/policies/acl/:name", &[R, W, D]),
@@ -46,6 +59,7 @@ pub(super) const ROUTES: &[Route] = {
         route("sys/policy/:name", &[R, W, D]),
         route("sys/capabilities", &[W]),
         route("sys/capabilities-self", &[W]),
+        route("sys/capabilities-accessor", &[W]),
         // Tenants, plugins, agents, metrics, audit: the operator's (some with a tenant's
         // view).
         route("sys/namespaces", &[R, L]),
@@ -77,6 +91,8 @@ impl MountKind for System {
                 "sys/namespaces",
                 "sys/metrics",
                 "sys/auth/*",
+                // Tuning an auth method takes the authority that enabling it takes.
+                "sys/mounts/auth/*",
             ],
         }
     }
@@ -168,6 +184,12 @@ pub(super) fn seal_status(state: &AppState, details: bool) -> Response {
     response::json(StatusCode::OK, &body)
 }
 
+/// `GET /v1/sys/init` (Vault API: sys/init, read): a broker that answers is initialised
+/// (its root key was made or given at start-up).
+pub(super) fn init() -> Response {
+    response::json(StatusCode::OK, &json!({ "initialized": true }))
+}
+
 /// `GET /v1/sys/leader` (Vault API: sys/leader): every node serves, none is a leader.
 pub(super) fn leader() -> Response {
     response::json(
@@ -204,14 +226,34 @@ async fn handle(
             namespaces(ready, tenant, rest, request).await,
         );
     }
-    if let Some(name) = rest
-        .strip_prefix("policies/acl")
-        .or_else(|| rest.strip_prefix("policy"))
-        .filter(|n| n.is_empty() || n.starts_with('/'))
-    {
+    let policy_api = match rest.strip_prefix("policies/acl") {
+        Some(name) => Some((name, super::policies::Api::Acl)),
+        None => rest
+            .strip_prefix("policy")
+            .map(|name| (name, super::policies::Api::Legacy)),
+    };
+    if let Some((name, api)) = policy_api.filter(|(n, _)| n.is_empty() || n.starts_with('/')) {
         let name = name.trim_start_matches('/');
-        let result = super::policies::acl(ready, tenant, name, request).await;
+        let result = super::policies::acl(ready, tenant, name, request, api).await;
         return ("sys/policies", result);
+    }
+    if let Some(path) = rest
+        .strip_prefix("auth/")
+        .or_else(|| rest.strip_prefix("mounts/"))
+        .and_then(|path| path.strip_suffix("/tune"))
+    {
+        // `bao auth tune` tunes `sys/mounts/auth/<path>`.
+        let (table, path) = match path.strip_prefix("auth/") {
+            Some(auth) if rest.starts_with("mounts/") => (Table::Auth, auth),
+            _ if rest.starts_with("auth/") => (Table::Auth, path),
+            _ => (Table::Engines, path),
+        };
+        let result = mounts::tune(ready, tenant, table, path, request).await;
+        return ("sys/tune", result);
+    }
+    if is_ui_mounts(rest) {
+        let result = ui_mounts(ready, Viewer::Token(caller), tenant, rest).await;
+        return ("sys/internal/ui/mounts", result);
     }
     if rest == "auth" || rest.starts_with("auth/") {
         let path = rest
@@ -220,6 +262,10 @@ async fn handle(
             .trim_start_matches('/');
         return ("sys/auth", auth_methods(ready, tenant, path, request).await);
     }
+    if rest == "capabilities-accessor" && request.operation == Operation::Write {
+        let result = super::policies::capabilities_accessor(ready, tenant, request).await;
+        return ("sys/capabilities", result);
+    }
     if matches!(rest, "capabilities-self" | "capabilities") && request.operation == Operation::Write
     {
         let self_only = rest == "capabilities-self";
@@ -227,9 +273,10 @@ async fn handle(
         return ("sys/capabilities", result);
     }
     match (rest, request.operation) {
-        ("mounts", Operation::Read | Operation::List) => {
-            ("sys/mounts", list_mounts(ready, tenant).await)
-        }
+        ("mounts", Operation::Read | Operation::List) => (
+            "sys/mounts",
+            mounts::list(ready, tenant, Table::Engines).await,
+        ),
         ("plugins/backends", Operation::Read | Operation::List) => {
             ("sys/plugins/backends", Ok(backends(ready, tenant)))
         }
@@ -249,7 +296,7 @@ async fn handle(
             let result = match operation {
                 Operation::Write => enable_mount(ready, tenant, mount, request).await,
                 Operation::Delete => disable_mount(ready, tenant, mount).await,
-                Operation::Read => read_mount(ready, tenant, mount).await,
+                Operation::Read => mounts::read(ready, tenant, Table::Engines, mount).await,
                 Operation::List => Err(ApiError::UnsupportedOperation),
             };
             ("sys/mounts", result)
@@ -274,50 +321,6 @@ fn is_global(rest: &str) -> bool {
     under("plugins/reload") || under("metrics") || under("audit") || under("namespaces")
 }
 
-fn mount_json(mount: &keybroker_core::store::MountRecord) -> Value {
-    json!({
-        "type": mount.kind,
-        "description": mount.description,
-        "accessor": format!("{}_{}", mount.kind, &mount.id.to_string()[..8]),
-        "uuid": mount.id.to_string(),
-        "config": { "default_lease_ttl": 0, "max_lease_ttl": 0, "force_no_cache": false },
-        "options": null,
-        "local": false,
-        "seal_wrap": false,
-        "external_entropy_access": false,
-        "plugin_version": "",
-        "running_plugin_version": "",
-        "running_sha256": "",
-    })
-}
-
-/// `GET /v1/sys/mounts` (Vault API: sys/mounts, list).
-async fn list_mounts(ready: &Ready, tenant: &Tenant) -> Result<Response, ApiError> {
-    let table = ready.broker.mounts.table(tenant.id).await?;
-    let mut data = Map::new();
-    for mount in table.iter().filter(|m| !keybroker_core::mounts::is_auth(m)) {
-        data.insert(mount.path.clone(), mount_json(mount));
-    }
-    data.insert(
-        "sys/".to_owned(),
-        json!({ "type": "system", "description": "system endpoints used for control, policy and debugging",
-                "accessor": "system", "uuid": "", "config": { "default_lease_ttl": 0, "max_lease_ttl": 0,
-                "force_no_cache": false }, "options": null, "local": false, "seal_wrap": true,
-                "external_entropy_access": false }),
-    );
-    Ok(response::data(&data))
-}
-
-async fn read_mount(ready: &Ready, tenant: &Tenant, path: &str) -> Result<Response, ApiError> {
-    let path = keybroker_core::mounts::normalize_path(path)?;
-    let table = ready.broker.mounts.table(tenant.id).await?;
-    let mount = table
-        .iter()
-        .find(|m| m.path == path)
-        .ok_or_else(|| ApiError::bad_request(format!("no mount at {path}")))?;
-    Ok(response::data(&mount_json(mount)))
-}
-
 /// Vault API: sys/mounts/:path, enable.
 #[derive(Deserialize, Default)]
 #[serde(default)]
@@ -325,6 +328,28 @@ struct EnableMount {
     #[serde(rename = "type")]
     kind: Option<String>,
     description: Option<String>,
+    /// Tuned at once (`bao secrets enable -default-lease-ttl=…`).
+    config: Option<mounts::TuneBody>,
+    #[serde(deserialize_with = "super::input::opt_object")]
+    options: Option<Map<String, Value>>,
+}
+
+impl EnableMount {
+    /// The tuning an enable asks for, checked before anything is mounted (none: nothing to
+    /// tune).
+    fn tuning(&mut self, auth: bool) -> Result<Option<keybroker_core::mounts::Tuning>, ApiError> {
+        let options = self.options.take().filter(|o| !o.is_empty());
+        let config = self.config.take();
+        if config.is_none() && options.is_none() {
+            return Ok(None);
+        }
+        let mut config = config.unwrap_or_default();
+        if options.is_some() {
+            config.set_options(options);
+        }
+        let tuning = config.apply(keybroker_core::mounts::Tuning::default(), auth)?;
+        Ok((tuning != keybroker_core::mounts::Tuning::default()).then_some(tuning))
+    }
 }
 
 async fn enable_mount(
@@ -333,12 +358,13 @@ async fn enable_mount(
     path: &str,
     request: &ApiRequest,
 ) -> Result<Response, ApiError> {
-    let input: EnableMount = body::parse(&request.body)?;
+    let mut input: EnableMount = body::parse(&request.body)?;
+    let tuning = input.tuning(false)?;
     let kind = input
         .kind
         .filter(|k| !k.is_empty())
         .ok_or_else(|| ApiError::bad_request("missing type of the secrets engine"))?;
-    ready
+    let mount = ready
         .broker
         .enable_mount(
             tenant,
@@ -347,6 +373,13 @@ async fn enable_mount(
             input.description.as_deref().unwrap_or_default(),
         )
         .await?;
+    if let Some(tuning) = tuning {
+        ready
+            .broker
+            .mounts
+            .tune(tenant.id, &mount.path, &tuning)
+            .await?;
+    }
     Ok(response::no_content())
 }
 
@@ -365,35 +398,17 @@ async fn auth_methods(
     path: &str,
     request: &ApiRequest,
 ) -> Result<Response, ApiError> {
-    let prefix = keybroker_core::mounts::AUTH_PREFIX;
     match (path, request.operation) {
-        ("", Operation::Read | Operation::List) => {
-            let table = ready.broker.mounts.table(tenant.id).await?;
-            let mut data = Map::new();
-            for mount in table.iter() {
-                if let Some(name) = mount.path.strip_prefix(prefix) {
-                    data.insert(name.to_owned(), auth_json(mount));
-                }
-            }
-            data.insert(
-                "token/".to_owned(),
-                json!({ "type": "token", "description": "token based credentials",
-                        "accessor": "auth_token", "uuid": "",
-                        "config": { "default_lease_ttl": 0, "max_lease_ttl": 0,
-                                    "force_no_cache": false, "token_type": "default-service" },
-                        "options": null, "local": false, "seal_wrap": false,
-                        "external_entropy_access": false }),
-            );
-            Ok(response::data(&data))
-        }
+        ("", Operation::Read | Operation::List) => mounts::list(ready, tenant, Table::Auth).await,
         ("", _) => Err(ApiError::UnsupportedOperation),
         (path, Operation::Write) => {
-            let input: EnableMount = body::parse(&request.body)?;
+            let mut input: EnableMount = body::parse(&request.body)?;
+            let tuning = input.tuning(true)?;
             let kind = input
                 .kind
                 .filter(|k| !k.is_empty())
                 .ok_or_else(|| ApiError::bad_request("missing type of the auth method"))?;
-            ready
+            let mount = ready
                 .broker
                 .enable_auth(
                     tenant,
@@ -402,34 +417,22 @@ async fn auth_methods(
                     input.description.as_deref().unwrap_or_default(),
                 )
                 .await?;
+            if let Some(tuning) = tuning {
+                ready
+                    .broker
+                    .mounts
+                    .tune(tenant.id, &mount.path, &tuning)
+                    .await?;
+            }
             Ok(response::no_content())
         }
         (path, Operation::Delete) => {
             ready.broker.disable_auth(tenant, path).await?;
             Ok(response::no_content())
         }
-        (path, Operation::Read) => {
-            let full = keybroker_core::mounts::normalize_auth_path(path)?;
-            let table = ready.broker.mounts.table(tenant.id).await?;
-            let mount = table
-                .iter()
-                .find(|m| m.path == full)
-                .ok_or_else(|| ApiError::bad_request(format!("no auth engine at {full}")))?;
-            Ok(response::data(&auth_json(mount)))
-        }
+        (path, Operation::Read) => mounts::read(ready, tenant, Table::Auth, path).await,
         (_, Operation::List) => Err(ApiError::UnsupportedOperation),
     }
-}
-
-fn auth_json(mount: &keybroker_core::store::MountRecord) -> Value {
-    let mut value = mount_json(mount);
-    value["accessor"] = json!(format!(
-        "auth_{}_{}",
-        mount.kind,
-        &mount.id.to_string()[..8]
-    ));
-    value["config"]["token_type"] = json!("default-service");
-    value
 }
 
 fn namespace_json(tenant: &Tenant) -> Value {
