@@ -266,6 +266,36 @@ fn a_tenant_tunes_and_lists_only_its_own_mounts() {
     assert_eq!(status, 403);
     let (status, _) = as_admin(&admins[1], "acme", "GET", "sys/mounts", None);
     assert_eq!(status, 403);
+    // Tuning an auth method takes what enabling one takes: `sudo`, by either path.
+    let tuner = write_file(
+        &dir,
+        "tuner.hcl",
+        "path \"sys/mounts/*\" { capabilities = [\"read\", \"update\"] }\n\
+         path \"sys/auth/*\" { capabilities = [\"read\", \"update\"] }\n",
+    );
+    broker.bao_ok(&["policy", "write", &ns("acme"), "tuner", &tuner]);
+    let token = broker.bao_ok(&[
+        "token",
+        "create",
+        &ns("acme"),
+        "-policy=tuner",
+        "-field=token",
+    ]);
+    let token = token.trim();
+    let (status, answer) = as_admin(
+        token,
+        "acme",
+        "POST",
+        "sys/mounts/transit/tune",
+        Some(&body),
+    );
+    assert_eq!(status, 204, "{answer}");
+    for path in ["sys/mounts/auth/approle/tune", "sys/auth/approle/tune"] {
+        let (status, _) = as_admin(token, "acme", "POST", path, Some(&body));
+        assert_eq!(status, 403, "{path}");
+        let (status, answer) = as_admin(&admins[0], "acme", "POST", path, Some(&body));
+        assert_eq!(status, 204, "{path}: {answer}");
+    }
     // The tenant's listing of mounts shows its own, never the operator's.
     let (status, listing) = as_admin(&admins[0], "acme", "GET", "sys/internal/ui/mounts", None);
     assert_eq!(status, 200, "{listing}");
@@ -517,4 +547,47 @@ fn capabilities_by_accessor_answer_only_for_the_namespace_own_tokens() {
     );
     assert_eq!(status, 200, "{own}");
     assert_eq!(own["data"]["sys/mounts"], json!(["deny"]));
+}
+
+#[test]
+fn lists_take_openbao_after_and_limit() {
+    let broker = Broker::dev();
+    let bao = OpenBao::with_transit();
+    for name in ["k-c", "k-a", "k-b"] {
+        broker.bao_ok(&["write", "-f", &format!("transit/keys/{name}")]);
+        bao.bao_ok(&["write", "-f", &format!("transit/keys/{name}")]);
+    }
+    broker.bao_ok(&["auth", "enable", "approle"]);
+    bao.bao_ok(&["auth", "enable", "approle"]);
+    for name in ["r-b", "r-a"] {
+        broker.bao_ok(&[
+            "write",
+            &format!("auth/approle/role/{name}"),
+            "token_ttl=1h",
+        ]);
+        bao.bao_ok(&[
+            "write",
+            &format!("auth/approle/role/{name}"),
+            "token_ttl=1h",
+        ]);
+    }
+    for (path, query) in [
+        ("transit/keys", "after=k-a&limit=1"),
+        ("transit/keys", "after=k-a"),
+        ("transit/keys", "limit=2"),
+        ("transit/keys", "limit=-1"),
+        ("transit/keys", "after=k-c"),
+        ("transit/keys", "limit=x"),
+        ("auth/approle/role", "after=r-a"),
+        ("auth/approle/role", "limit=1"),
+        ("auth/approle/role", "limit=one"),
+    ] {
+        let url = format!("{path}?{query}");
+        let ours = broker.request("LIST", &url, None);
+        let theirs = bao.request("LIST", &url, Value::Null);
+        assert_eq!(ours.0, theirs.0, "{url}: {} / {}", ours.1, theirs.1);
+        if ours.0 == 200 {
+            assert_eq!(ours.1["data"], theirs.1["data"], "{url}");
+        }
+    }
 }

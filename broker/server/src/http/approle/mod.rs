@@ -125,7 +125,7 @@ async fn handle(
     let segments: Vec<&str> = rest.trim_end_matches('/').split('/').collect();
     let op = request.operation;
     let result = match (segments.as_slice(), op) {
-        (["role"], Operation::List) => list_roles(ready, mount).await,
+        (["role"], Operation::List) => list_roles(ready, mount, request).await,
         (["role", name], Operation::Read) => read_role(ready, mount, name).await,
         (["role", name], Operation::Write) => write_role(ready, mount, name, request).await,
         (["role", name], Operation::Delete) => delete_role(ready, mount, name).await,

@@ -47,8 +47,14 @@ struct RoleBody {
     token_type: Option<String>,
 }
 
-pub(super) async fn list_roles(ready: &Ready, mount: &MountRecord) -> Result<Response, ApiError> {
+/// Vault API: auth/approle/role, list; with OpenBao's `after` and `limit`.
+pub(super) async fn list_roles(
+    ready: &Ready,
+    mount: &MountRecord,
+    request: &ApiRequest,
+) -> Result<Response, ApiError> {
     let names = ready.broker.approle.list_roles(mount).await?;
+    let names = crate::http::paging::page(names, &request.query)?;
     if names.is_empty() {
         return Ok(not_found());
     }
