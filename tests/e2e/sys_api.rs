@@ -163,6 +163,15 @@ fn tuning_and_mount_listings_answer_as_openbao_does() {
     // Nothing was changed by the refusals.
     let after = broker.request("GET", "sys/mounts/transit/tune", None).1;
     assert_eq!(after["data"], theirs_data_after(&bao));
+    // The built-in token method: read as OpenBao reports an untuned one, never written
+    // (its TTLs are the server's).
+    let ours = broker.request("GET", "sys/auth/token/tune", None);
+    let theirs = bao.request("GET", "sys/auth/token/tune", Value::Null);
+    assert_eq!(ours.0, 200, "{}", ours.1);
+    assert_eq!(shape_of_answer(&ours.1), shape_of_answer(&theirs.1));
+    let out = broker.bao(&["auth", "tune", "-description=x", "token/"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("token_max_ttl"));
     // A tune of nothing mounted.
     let (status, _) = broker.request("GET", "sys/mounts/nothing/tune", None);
     assert_eq!(status, 400);

@@ -365,6 +365,9 @@ pub(super) async fn tune(
     if matches!(request.operation, Operation::List | Operation::Delete) {
         return Err(ApiError::UnsupportedOperation);
     }
+    if table == Table::Auth && path.trim_matches('/') == "token" {
+        return builtin_token_tune(request);
+    }
     let full = table.full_path(path)?;
     let mount = find(ready, tenant, &full)
         .await?
@@ -398,6 +401,28 @@ pub(super) async fn tune(
         }
         Operation::List | Operation::Delete => Err(ApiError::UnsupportedOperation),
     }
+}
+
+/// The built-in token method's tune: read as Vault reports an untuned one; never written
+/// (its TTLs are the server's `token_default_ttl` and `token_max_ttl`).
+fn builtin_token_tune(request: &ApiRequest) -> Result<Response, ApiError> {
+    if request.operation != Operation::Read {
+        return Err(ApiError::bad_request(
+            "auth/token/ is built in and cannot be tuned in keybroker: its TTLs are the \
+             server's token_default_ttl and token_max_ttl",
+        ));
+    }
+    let tuning = Tuning::default();
+    let mut data = Map::new();
+    data.insert("description".into(), json!("token based credentials"));
+    data.insert(
+        "default_lease_ttl".into(),
+        json!(tuning.effective_default_ttl()),
+    );
+    data.insert("max_lease_ttl".into(), json!(tuning.effective_max_ttl()));
+    data.insert("force_no_cache".into(), json!(false));
+    data.insert("token_type".into(), json!("default-service"));
+    Ok(response::legacy(&data))
 }
 
 /// Whether `rest` (below `sys/`) is the UI's mount listing.
