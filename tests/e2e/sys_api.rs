@@ -275,6 +275,50 @@ fn a_tenant_tunes_and_lists_only_its_own_mounts() {
     assert_eq!(status, 403);
     let (status, _) = as_admin(&admins[1], "acme", "GET", "sys/mounts", None);
     assert_eq!(status, 403);
+    // Anonymous callers see, in each namespace, only that namespace's mounts tuned to be
+    // seen so (by header or by path prefix).
+    broker.bao_ok(&[
+        "secrets",
+        "tune",
+        "-listing-visibility=unauth",
+        "operator-only/",
+    ]);
+    broker.bao_ok(&[
+        "secrets",
+        "tune",
+        &ns("acme"),
+        "-listing-visibility=unauth",
+        "transit/",
+    ]);
+    let (status, in_acme) = broker.request_with(
+        "GET",
+        "sys/internal/ui/mounts",
+        None,
+        &[("X-Vault-Namespace", "acme")],
+    );
+    assert_eq!(status, 200, "{in_acme}");
+    let (_, by_prefix) = broker.request_with("GET", "acme/sys/internal/ui/mounts", None, &[]);
+    assert_eq!(in_acme["data"], by_prefix["data"]);
+    let names = |listing: &Value| {
+        listing["data"]["secret"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(names(&in_acme), ["transit/"]);
+    assert_eq!(in_acme["data"]["auth"], json!({}));
+    let (_, in_root) = broker.request_with("GET", "sys/internal/ui/mounts", None, &[]);
+    assert_eq!(names(&in_root), ["operator-only/"]);
+    let (status, _) = broker.request_with(
+        "GET",
+        "sys/internal/ui/mounts/operator-only",
+        None,
+        &[("X-Vault-Namespace", "globex")],
+    );
+    assert_eq!(status, 403);
+
     // Tuning an auth method takes what enabling one takes: `sudo`, by either path.
     let tuner = write_file(
         &dir,

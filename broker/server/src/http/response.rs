@@ -155,3 +155,24 @@ pub(super) fn no_content() -> Response {
     *response.status_mut() = StatusCode::NO_CONTENT;
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_legacy_shape_copies_data_to_the_top_level_under_the_envelope() {
+        let mut data = serde_json::Map::new();
+        data.insert("transit/".into(), serde_json::json!({"type": "transit"}));
+        // A member named as an envelope field does not replace it.
+        data.insert("data".into(), serde_json::json!("a path called data"));
+        let response = legacy(&data);
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(body["transit/"], body["data"]["transit/"]);
+        assert_eq!(body["data"]["data"], "a path called data");
+        assert_eq!(body["lease_id"], "");
+    }
+}
