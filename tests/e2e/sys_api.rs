@@ -172,6 +172,14 @@ fn tuning_and_mount_listings_answer_as_openbao_does() {
     let out = broker.bao(&["auth", "tune", "-description=x", "token/"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("token_max_ttl"));
+    // The engine's own configuration, written from a copy of the mount, keeps the tuning
+    // (and the tuning keeps it).
+    broker.bao_ok(&["write", "transit/config/keys", "disable_upsert=true"]);
+    let after = broker.request("GET", "sys/mounts/transit/tune", None).1;
+    assert_eq!(after["description"], "tuned");
+    broker.bao_ok(&["secrets", "tune", "-description=retuned", "transit/"]);
+    let config = broker.request("GET", "transit/config/keys", None).1;
+    assert_eq!(config["data"]["disable_upsert"], true, "{config}");
     // A tune of nothing mounted.
     let (status, _) = broker.request("GET", "sys/mounts/nothing/tune", None);
     assert_eq!(status, 400);

@@ -452,7 +452,7 @@ impl Mounts {
         let value = serde_json::to_value(tuning)
             .map_err(|_| Error::internal("mount tuning encoding failed"))?;
         config.insert(TUNE_KEY.to_owned(), value);
-        self.set_config(&mount, serde_json::Value::Object(config))
+        self.write_config(&mount, &serde_json::Value::Object(config))
             .await?;
         let table = self.table(tenant).await?;
         table
@@ -462,10 +462,31 @@ impl Mounts {
             .ok_or_else(|| Error::invalid(format!("no mount at {path}")))
     }
 
-    /// Replaces a mount's engine configuration.
-    pub async fn set_config(&self, mount: &MountRecord, config: serde_json::Value) -> Result<()> {
+    /// Replaces a mount's engine configuration. Its tuning is the one stored now, whatever
+    /// `config` (built from a copy of the mount that may predate a tune, on this node or
+    /// another) says of it.
+    pub async fn set_config(
+        &self,
+        mount: &MountRecord,
+        mut config: serde_json::Value,
+    ) -> Result<()> {
+        let table = self.reload(mount.tenant).await?;
+        let stored = table
+            .iter()
+            .find(|m| m.id == mount.id)
+            .and_then(|m| m.config.get(TUNE_KEY).cloned());
+        if let Some(map) = config.as_object_mut() {
+            match stored {
+                Some(tune) => map.insert(TUNE_KEY.to_owned(), tune),
+                None => map.remove(TUNE_KEY),
+            };
+        }
+        self.write_config(mount, &config).await
+    }
+
+    async fn write_config(&self, mount: &MountRecord, config: &serde_json::Value) -> Result<()> {
         self.store
-            .update_mount_config(mount.tenant, mount.id, &config)
+            .update_mount_config(mount.tenant, mount.id, config)
             .await?;
         self.reload(mount.tenant).await?;
         Ok(())
