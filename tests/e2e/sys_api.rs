@@ -632,7 +632,22 @@ fn lists_take_openbao_after_and_limit() {
             "token_ttl=1h",
         ]);
     }
+    broker.bao_ok(&["auth", "enable", "jwt"]);
+    bao.bao_ok(&["auth", "enable", "jwt"]);
+    for name in ["j-b", "j-a"] {
+        let role = [
+            "write",
+            &format!("auth/jwt/role/{name}"),
+            "role_type=jwt",
+            "user_claim=sub",
+            "bound_audiences=x",
+        ];
+        broker.bao_ok(&role);
+        bao.bao_ok(&role);
+    }
     for (path, query) in [
+        ("auth/jwt/role", "after=j-a"),
+        ("auth/jwt/role", "limit=x"),
         ("transit/keys", "after=k-a&limit=1"),
         ("transit/keys", "after=k-a"),
         ("transit/keys", "limit=2"),

@@ -290,7 +290,7 @@ async fn handle(
                 .map_err(ApiError::from),
             Err(error) => Err(error),
         },
-        (["role"], Operation::List) => list_roles(ready, mount).await,
+        (["role"], Operation::List) => list_roles(ready, mount, request).await,
         (["role", name], Operation::Read) => read_role(ready, mount, name).await,
         (["role", name], Operation::Write) => match body::parse::<RoleBody>(&request.body) {
             Ok(input) => jwt
@@ -323,12 +323,18 @@ async fn read_config(ready: &Ready, mount: &MountRecord) -> Result<Response, Api
     }
 }
 
-async fn list_roles(ready: &Ready, mount: &MountRecord) -> Result<Response, ApiError> {
+/// Vault API: auth/jwt/role, list; with OpenBao's `after` and `limit`.
+async fn list_roles(
+    ready: &Ready,
+    mount: &MountRecord,
+    request: &ApiRequest,
+) -> Result<Response, ApiError> {
     let names = ready
         .broker
         .jwt
         .list_roles(&ready.broker.mounts, mount)
         .await?;
+    let names = super::paging::page(names, &request.query)?;
     if names.is_empty() {
         return Ok(not_found());
     }

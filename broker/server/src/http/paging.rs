@@ -1,7 +1,8 @@
 //! OpenBao's paginated LIST (OpenBao API: "paginated lists", `after` and `limit`): the keys
 //! sorted, those after `after` (strictly), at most `limit` of them. Vault has no such
-//! parameters; OpenBao takes them on the engines' and auth methods' LISTs (transit `keys`),
-//! not on `sys/policies/acl`, and neither do we.
+//! parameters. OpenBao takes them on the engines' and auth methods' LISTs (transit `keys`,
+//! approle and jwt `role`: so do we), not on `sys/policies/acl` or `auth/token/accessors`,
+//! which ignore them, as ours do.
 
 use std::collections::HashMap;
 
