@@ -689,7 +689,18 @@ fn metrics(state: &AppState, request: &ApiRequest) -> Result<Response, ApiError>
 /// Every body of this module decoded as its handlers decode it, without a broker (see
 /// [`super::fuzzing`]); how many of the wire structs accepted `body`.
 pub(super) fn fuzz_request_bodies(body: &bytes::Bytes) -> usize {
-    usize::from(body::parse::<EnableMount>(body).is_ok())
+    let mut accepted = 0;
+    if let Ok(mut input) = body::parse::<EnableMount>(body) {
+        accepted += 1;
+        let _ = input.tuning(false);
+    }
+    for auth in [false, true] {
+        if let Ok(input) = body::parse::<mounts::TuneBody>(body) {
+            accepted += 1;
+            let _ = input.apply(keybroker_core::mounts::Tuning::default(), auth);
+        }
+    }
+    accepted
 }
 
 #[cfg(test)]
