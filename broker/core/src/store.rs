@@ -515,6 +515,35 @@ pub trait Store: Send + Sync + 'static {
     async fn use_token(&self, hash: &[u8]) -> Result<Option<u64>, StoreError>;
     /// Deletes tokens expired at `now`; returns their hashes.
     async fn tidy_tokens(&self, now: i64) -> Result<Vec<Vec<u8>>, StoreError>;
+    /// Revokes a token of `tenant` alone: its children (in any tenant) become orphans, in
+    /// the same transaction. Returns the hashes of the revoked token and of the orphaned
+    /// children (their records changed); empty if `tenant` has no such token.
+    async fn revoke_token_orphan(
+        &self,
+        tenant: TenantId,
+        accessor: &str,
+    ) -> Result<Vec<Vec<u8>>, StoreError>;
+    /// The accessors of a tenant's tokens, sorted.
+    async fn list_token_accessors(&self, tenant: TenantId) -> Result<Vec<String>, StoreError>;
+
+    /// Creates or replaces a token role (Vault's `auth/token/roles/:name`) of a tenant, a
+    /// JSON document the core defines.
+    async fn put_token_role(
+        &self,
+        tenant: TenantId,
+        name: &str,
+        role: &serde_json::Value,
+    ) -> Result<(), StoreError>;
+    /// A token role of a tenant.
+    async fn get_token_role(
+        &self,
+        tenant: TenantId,
+        name: &str,
+    ) -> Result<Option<serde_json::Value>, StoreError>;
+    /// Deletes a token role of a tenant; returns whether there was one.
+    async fn delete_token_role(&self, tenant: TenantId, name: &str) -> Result<bool, StoreError>;
+    /// The names of a tenant's token roles, sorted.
+    async fn list_token_roles(&self, tenant: TenantId) -> Result<Vec<String>, StoreError>;
 
     /// Creates or replaces an AppRole role (keyed by tenant, mount and name); its secret_ids
     /// are kept. `Conflict` if another role of the mount has the same `role_id`.

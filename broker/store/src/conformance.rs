@@ -84,6 +84,7 @@ pub(crate) async fn run_all(store: &dyn Store) {
     mount_entries(store).await;
     mount_entry_lists(store).await;
     mount_entries_isolation_and_cascades(store).await;
+    token_orphans_accessors_and_roles(store).await;
 }
 
 async fn audit_checkpoints(store: &dyn Store) {
@@ -1155,4 +1156,74 @@ pub(crate) async fn racing_compare_and_set(a: Arc<dyn Store>, b: Arc<dyn Store>)
             entry(json!({ "count": ROUNDS }), ROUNDS + 1)
         );
     }
+}
+
+/// Revoking a token alone orphans its children; accessors list per tenant; token roles live
+/// per tenant and go with it.
+async fn token_orphans_accessors_and_roles(store: &dyn Store) {
+    let tenant = TenantId::random();
+    store
+        .create_tenant(&TenantRecord {
+            id: tenant,
+            name: "token-roles".into(),
+            created_at: 0,
+        })
+        .await
+        .unwrap();
+    let in_tenant = |hash, accessor: &str, parent: Option<&str>| TokenRecord {
+        tenant,
+        ..token(hash, accessor, parent)
+    };
+    store
+        .put_tokens(&[
+            in_tenant(40, "o-parent", None),
+            in_tenant(41, "o-child", Some("o-parent")),
+            in_tenant(42, "o-grandchild", Some("o-child")),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.list_token_accessors(tenant).await.unwrap(),
+        ["o-child", "o-grandchild", "o-parent"]
+    );
+    // Another tenant's accessor is not found there.
+    assert!(store
+        .revoke_token_orphan(TenantId::ROOT, "o-parent")
+        .await
+        .unwrap()
+        .is_empty());
+    let mut changed = store.revoke_token_orphan(tenant, "o-parent").await.unwrap();
+    changed.sort();
+    assert_eq!(changed, [vec![40; 32], vec![41; 32]]);
+    assert_eq!(store.get_token(&[40; 32]).await.unwrap(), None);
+    let child = store.get_token(&[41; 32]).await.unwrap().unwrap();
+    assert_eq!(child.parent_accessor, None, "the child is an orphan now");
+    let grandchild = store.get_token(&[42; 32]).await.unwrap().unwrap();
+    assert_eq!(grandchild.parent_accessor.as_deref(), Some("o-child"));
+
+    let role = json!({"allowed_policies": ["a"]});
+    store.put_token_role(tenant, "r", &role).await.unwrap();
+    store.put_token_role(tenant, "a", &json!({})).await.unwrap();
+    assert_eq!(store.get_token_role(tenant, "r").await.unwrap(), Some(role));
+    assert_eq!(
+        store.get_token_role(TenantId::ROOT, "r").await.unwrap(),
+        None
+    );
+    assert!(store
+        .list_token_roles(TenantId::ROOT)
+        .await
+        .unwrap()
+        .is_empty());
+    let replaced = json!({"allowed_policies": ["b"]});
+    store.put_token_role(tenant, "r", &replaced).await.unwrap();
+    assert_eq!(
+        store.get_token_role(tenant, "r").await.unwrap(),
+        Some(replaced)
+    );
+    assert_eq!(store.list_token_roles(tenant).await.unwrap(), ["a", "r"]);
+    assert!(!store.delete_token_role(TenantId::ROOT, "r").await.unwrap());
+    assert!(store.delete_token_role(tenant, "r").await.unwrap());
+    assert!(!store.delete_token_role(tenant, "r").await.unwrap());
+    assert!(store.delete_tenant(tenant).await.unwrap());
+    assert_eq!(store.get_token_role(tenant, "a").await.unwrap(), None);
 }

@@ -21,6 +21,7 @@ use zeroize::Zeroizing;
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::token_role::TokenRole;
 use crate::{
     clock::Clock,
     error::{Error, Result},
@@ -302,6 +303,29 @@ impl Tokens {
 
     /// The live record of a presented token used from `client`.
     async fn resolve(&self, token: &str, client: Option<IpAddr>) -> Result<Arc<TokenRecord>> {
+        let record = self.live(token).await?;
+        if !record.bound_cidrs.is_empty()
+            && !client
+                .is_some_and(|address| crate::cidr::contains_any(&record.bound_cidrs, address))
+        {
+            return Err(Error::PermissionDenied);
+        }
+        Ok(record)
+    }
+
+    /// A token of `tenant` someone names in a request body (`auth/token/lookup`, `renew`,
+    /// `revoke`), without counting a use of it. Unknown, expired and other tenants' tokens
+    /// are the same `PermissionDenied`.
+    pub async fn find(&self, tenant: TenantId, token: &str) -> Result<Arc<TokenRecord>> {
+        let record = self.live(token).await?;
+        if record.tenant != tenant {
+            return Err(Error::PermissionDenied);
+        }
+        Ok(record)
+    }
+
+    /// The record of an unexpired token, from the cache or the store.
+    async fn live(&self, token: &str) -> Result<Arc<TokenRecord>> {
         if token.is_empty() || token.len() > 512 {
             return Err(Error::PermissionDenied);
         }
@@ -332,12 +356,6 @@ impl Tokens {
             self.cache.invalidate(&hash);
             return Err(Error::PermissionDenied);
         }
-        if !record.bound_cidrs.is_empty()
-            && !client
-                .is_some_and(|address| crate::cidr::contains_any(&record.bound_cidrs, address))
-        {
-            return Err(Error::PermissionDenied);
-        }
         Ok(record)
     }
 
@@ -349,7 +367,6 @@ impl Tokens {
         parent: Option<&TokenRecord>,
         request: TokenRequest,
     ) -> Result<IssuedToken> {
-        let now = self.clock.now_unix();
         let parent_is_root = parent.is_some_and(|p| p.policies.iter().any(|x| x == ROOT_POLICY));
         let mut policies: Vec<String> = if request.policies.is_empty() {
             parent.map(|p| p.policies.clone()).unwrap_or_default()
@@ -376,6 +393,43 @@ impl Tokens {
                 return Err(Error::invalid("child policies must be subset of parent"));
             }
         }
+        self.issue(tenant, parent, request, policies).await
+    }
+
+    /// Issues a token in `tenant` against `role`, created by `creator` (its parent unless
+    /// the role makes orphans): the role decides the policies
+    /// ([`TokenRole::token_policies`]) and caps the period, the explicit maximum TTL, the
+    /// uses and renewability. The role must be of `tenant`.
+    pub async fn create_with_role(
+        &self,
+        tenant: TenantId,
+        creator: &TokenRecord,
+        role: &TokenRole,
+        mut request: TokenRequest,
+    ) -> Result<IssuedToken> {
+        let policies = role.token_policies(
+            &request.policies,
+            request.no_default_policy,
+            &creator.policies,
+        )?;
+        request.period = role.period(request.period);
+        request.explicit_max_ttl = role.explicit_max_ttl(request.explicit_max_ttl);
+        request.num_uses = role.num_uses(request.num_uses);
+        request.renewable = Some(role.renewable && request.renewable.unwrap_or(true));
+        let parent = (!role.orphan).then_some(creator);
+        self.issue(tenant, parent, request, policies).await
+    }
+
+    /// Issues a token with `policies`, decided by the caller; its lifetimes from `request`,
+    /// never past `parent`'s.
+    async fn issue(
+        &self,
+        tenant: TenantId,
+        parent: Option<&TokenRecord>,
+        request: TokenRequest,
+        policies: Vec<String>,
+    ) -> Result<IssuedToken> {
+        let now = self.clock.now_unix();
         let secs = |s: u64| i64::try_from(s).unwrap_or(i64::MAX);
         let explicit_max_ttl = request.explicit_max_ttl.filter(|t| *t > 0);
         // A periodic token's TTL is its period (no longer than the system maximum, nor its
@@ -494,6 +548,59 @@ impl Tokens {
         }
         self.forget(hashes);
         Ok(())
+    }
+
+    /// Revokes a token of `tenant` alone; its children become orphans (Vault's
+    /// `revoke-orphan`). Effective on the next request.
+    pub async fn revoke_orphan(&self, tenant: TenantId, accessor: &str) -> Result<()> {
+        let hashes = self.store.revoke_token_orphan(tenant, accessor).await?;
+        if hashes.is_empty() {
+            return Err(Error::invalid("token to revoke not found"));
+        }
+        // The children's records changed too (no parent now): dropped from the cache.
+        self.forget(hashes);
+        Ok(())
+    }
+
+    /// The accessors of a tenant's tokens, sorted.
+    pub async fn accessors(&self, tenant: TenantId) -> Result<Vec<String>> {
+        Ok(self.store.list_token_accessors(tenant).await?)
+    }
+
+    /// Creates or replaces a token role of `tenant`, once it is valid
+    /// ([`TokenRole::validate`]). Who may write it is the caller's to check
+    /// ([`TokenRole::grants_beyond`]).
+    pub async fn write_role(&self, tenant: TenantId, role: &TokenRole) -> Result<()> {
+        role.validate()?;
+        let value = serde_json::to_value(role)
+            .map_err(|e| Error::internal_from("encoding a token role", e))?;
+        Ok(self
+            .store
+            .put_token_role(tenant, &role.name, &value)
+            .await?)
+    }
+
+    /// A token role of `tenant`.
+    pub async fn read_role(&self, tenant: TenantId, name: &str) -> Result<Option<TokenRole>> {
+        crate::auth::token_role::check_name(name)?;
+        match self.store.get_token_role(tenant, name).await? {
+            None => Ok(None),
+            Some(value) => serde_json::from_value(value)
+                .map(Some)
+                .map_err(|e| Error::internal_from("stored token role", e)),
+        }
+    }
+
+    /// Deletes a token role of `tenant` (nothing if there is none, as in Vault).
+    pub async fn delete_role(&self, tenant: TenantId, name: &str) -> Result<()> {
+        crate::auth::token_role::check_name(name)?;
+        self.store.delete_token_role(tenant, name).await?;
+        Ok(())
+    }
+
+    /// The names of `tenant`'s token roles, sorted.
+    pub async fn roles(&self, tenant: TenantId) -> Result<Vec<String>> {
+        Ok(self.store.list_token_roles(tenant).await?)
     }
 
     /// Revokes every token an auth mount issued, with their children (the mount is being

@@ -3,7 +3,7 @@
 //! Only the methods whose transactions differ between the engines; the rest, and the
 //! `Store` impl, are in `shared/tokens.rs`.
 
-use keybroker_core::{changes::Change, store::StoreError};
+use keybroker_core::{changes::Change, store::StoreError, TenantId};
 use sqlx::postgres::PgRow;
 
 use super::feed::announce_in;
@@ -22,6 +22,38 @@ impl PostgresStore {
         announce_in(&mut tx, token_changes(&revoked)).await?;
         tx.commit().await.map_err(map_error)?;
         Ok(revoked)
+    }
+
+    /// Revokes a token of `tenant` alone and orphans its children, in one transaction that
+    /// announces both; returns their hashes (empty if there is no such token).
+    pub(super) async fn revoke_orphan(
+        &self,
+        tenant: TenantId,
+        accessor: &str,
+    ) -> Result<Vec<Vec<u8>>, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(map_error)?;
+        let revoked =
+            sqlx::query("DELETE FROM tokens WHERE tenant_id = $1 AND accessor = $2 RETURNING hash")
+                .bind(tenant.to_string())
+                .bind(accessor)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(map_error)?;
+        if revoked.is_empty() {
+            return Ok(Vec::new());
+        }
+        let orphaned = sqlx::query(
+            "UPDATE tokens SET parent_accessor = NULL WHERE parent_accessor = $1 RETURNING hash",
+        )
+        .bind(accessor)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(map_error)?;
+        let mut changed = hashes(&revoked)?;
+        changed.extend(hashes(&orphaned)?);
+        announce_in(&mut tx, token_changes(&changed)).await?;
+        tx.commit().await.map_err(map_error)?;
+        Ok(changed)
     }
 
     pub(super) async fn use_token(&self, hash: &[u8]) -> Result<Option<u64>, StoreError> {

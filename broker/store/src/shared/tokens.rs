@@ -1,5 +1,5 @@
 //! Template of the `Store` methods for tokens: issuing, looking up, using, revoking and
-//! tidying (see the parent module).
+//! tidying, and token roles (see the parent module).
 
 /// Appends the token methods, then hands on to `approle`. Revoking (`revoke_tree`, given
 /// the query), using and tidying are the engine's own (`<engine>/tokens.rs`), renewing
@@ -127,6 +127,84 @@ macro_rules! methods {
 
             async fn tidy_tokens(&self, now: i64) -> Result<Vec<Vec<u8>>, StoreError> {
                 self.tidy_tokens(now).await
+            }
+
+            async fn revoke_token_orphan(
+                &self,
+                tenant: TenantId,
+                accessor: &str,
+            ) -> Result<Vec<Vec<u8>>, StoreError> {
+                self.revoke_orphan(tenant, accessor).await
+            }
+
+            async fn list_token_accessors(&self, tenant: TenantId) -> Result<Vec<String>, StoreError> {
+                sqlx::query_scalar($crate::shared::sql!($dialect,
+                    sqlite: "SELECT accessor FROM tokens WHERE tenant_id = ? ORDER BY accessor",
+                    postgres: "SELECT accessor FROM tokens WHERE tenant_id = $1 ORDER BY accessor",
+                ))
+                .bind(tenant.to_string())
+                .fetch_all(&self.pool)
+                .await
+                .map_err(map_error)
+            }
+
+            async fn put_token_role(
+                &self,
+                tenant: TenantId,
+                name: &str,
+                role: &serde_json::Value,
+            ) -> Result<(), StoreError> {
+                // No node caches roles: nothing to announce.
+                let query = sqlx::query($crate::shared::sql!($dialect,
+                    sqlite: "INSERT INTO token_roles (tenant_id, name, role) VALUES (?, ?, ?) \
+                     ON CONFLICT (tenant_id, name) DO UPDATE SET role = excluded.role",
+                    postgres: "INSERT INTO token_roles (tenant_id, name, role) VALUES ($1, $2, $3) \
+                     ON CONFLICT (tenant_id, name) DO UPDATE SET role = excluded.role",
+                ))
+                .bind(tenant.to_string())
+                .bind(name)
+                .bind(to_json(role)?);
+                self.execute_write(query, |_| Vec::new()).await?;
+                Ok(())
+            }
+
+            async fn get_token_role(
+                &self,
+                tenant: TenantId,
+                name: &str,
+            ) -> Result<Option<serde_json::Value>, StoreError> {
+                let role: Option<String> = sqlx::query_scalar($crate::shared::sql!($dialect,
+                    sqlite: "SELECT role FROM token_roles WHERE tenant_id = ? AND name = ?",
+                    postgres: "SELECT role FROM token_roles WHERE tenant_id = $1 AND name = $2",
+                ))
+                .bind(tenant.to_string())
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(map_error)?;
+                role.map(|text| serde_json::from_str(&text).map_err(|_| corrupt("token_roles.role")))
+                    .transpose()
+            }
+
+            async fn delete_token_role(&self, tenant: TenantId, name: &str) -> Result<bool, StoreError> {
+                let query = sqlx::query($crate::shared::sql!($dialect,
+                    sqlite: "DELETE FROM token_roles WHERE tenant_id = ? AND name = ?",
+                    postgres: "DELETE FROM token_roles WHERE tenant_id = $1 AND name = $2",
+                ))
+                .bind(tenant.to_string())
+                .bind(name);
+                Ok(self.execute_write(query, |_| Vec::new()).await? > 0)
+            }
+
+            async fn list_token_roles(&self, tenant: TenantId) -> Result<Vec<String>, StoreError> {
+                sqlx::query_scalar($crate::shared::sql!($dialect,
+                    sqlite: "SELECT name FROM token_roles WHERE tenant_id = ? ORDER BY name",
+                    postgres: "SELECT name FROM token_roles WHERE tenant_id = $1 ORDER BY name",
+                ))
+                .bind(tenant.to_string())
+                .fetch_all(&self.pool)
+                .await
+                .map_err(map_error)
             }
         ], [$($items)*] }
     };

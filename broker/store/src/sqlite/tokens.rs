@@ -3,7 +3,7 @@
 //! Only the methods whose transactions differ between the engines; the rest, and the
 //! `Store` impl, are in `shared/tokens.rs`.
 
-use keybroker_core::store::StoreError;
+use keybroker_core::{store::StoreError, TenantId};
 
 use super::{get, map_error, to_u64, BoundQuery, SqliteStore};
 
@@ -18,6 +18,39 @@ impl SqliteStore {
         let rows = query.fetch_all(&mut *tx).await.map_err(map_error)?;
         tx.commit().await.map_err(map_error)?;
         rows.iter().map(|row| get(row, "hash")).collect()
+    }
+
+    /// Revokes a token of `tenant` alone and orphans its children, in one transaction;
+    /// returns the hashes of both (empty if there is no such token).
+    pub(super) async fn revoke_orphan(
+        &self,
+        tenant: TenantId,
+        accessor: &str,
+    ) -> Result<Vec<Vec<u8>>, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(map_error)?;
+        let revoked =
+            sqlx::query("DELETE FROM tokens WHERE tenant_id = ? AND accessor = ? RETURNING hash")
+                .bind(tenant.to_string())
+                .bind(accessor)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(map_error)?;
+        if revoked.is_empty() {
+            return Ok(Vec::new());
+        }
+        let orphaned = sqlx::query(
+            "UPDATE tokens SET parent_accessor = NULL WHERE parent_accessor = ? RETURNING hash",
+        )
+        .bind(accessor)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(map_error)?;
+        tx.commit().await.map_err(map_error)?;
+        revoked
+            .iter()
+            .chain(&orphaned)
+            .map(|row| get(row, "hash"))
+            .collect()
     }
 
     pub(super) async fn use_token(&self, hash: &[u8]) -> Result<Option<u64>, StoreError> {

@@ -1,0 +1,9 @@
+-- Token roles (Vault's auth/token/roles/:name): one JSON document per (tenant, name). No
+-- node caches them (each create against a role reads its row), so writes announce nothing.
+-- A role goes with its tenant. Names sort bytewise ("C"), as in SQLite.
+CREATE TABLE token_roles (
+    tenant_id TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+    name      TEXT COLLATE "C" NOT NULL,
+    role      TEXT NOT NULL,
+    PRIMARY KEY (tenant_id, name)
+);
