@@ -36,5 +36,6 @@ mod seal;
 mod sign;
 mod sys_api;
 mod tenants;
+mod token_paths;
 mod tokens;
 mod transit;

@@ -82,6 +82,19 @@ const EXPECTED: &[(&str, &str, Class)] = &[
     (":auth/token/lookup-accessor", "*", Policy),
     (":auth/token/revoke-accessor", "*", Policy),
     (":auth/token/tidy", "*", Policy),
+    // The token in the body, or by accessor (GET lookup: the caller's own, as in Vault).
+    (":auth/token/lookup", "*", Policy),
+    (":auth/token/renew", "*", Policy),
+    (":auth/token/renew-accessor", "*", Policy),
+    (":auth/token/revoke", "*", Policy),
+    // Root or sudo, checked by the handler with Vault's 400 (so a 400, never reached here
+    // without a policy on the path).
+    (":auth/token/revoke-orphan", "*", Policy),
+    // A sudo path: every caller granted it here holds sudo.
+    (":auth/token/accessors", "*", Policy),
+    (":auth/token/roles", "*", Policy),
+    (":auth/token/roles/:role_name", "*", Policy),
+    (":auth/token/create/:role_name", "*", Policy),
     ("approle:login", "*", Public),
     ("approle:role", "*", Policy),
     ("approle:role/:name", "*", Policy),

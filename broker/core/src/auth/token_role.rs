@@ -79,20 +79,19 @@ impl TokenRole {
     /// path suffix that climbs.
     pub fn validate(&self) -> Result<()> {
         check_name(&self.name)?;
-        super::token::refuse_root_for_auth_method("allowed_policies", &self.allowed_policies)?;
+        if self.allowed_policies.iter().any(|p| p == ROOT_POLICY) {
+            return Err(Error::invalid(
+                "allowed_policies cannot contain \"root\": token roles never give root",
+            ));
+        }
+        if !self.path_suffix.is_empty() && !vault_path_suffix(&self.path_suffix) {
+            return Err(Error::invalid(
+                "given role path suffix contains invalid characters; must match \\w[\\w-.]+\\w",
+            ));
+        }
         if self.path_suffix.contains("..") {
             return Err(Error::invalid(
                 "error registering path suffix: path cannot contain parent references",
-            ));
-        }
-        if !self.path_suffix.is_empty()
-            && !self
-                .path_suffix
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
-        {
-            return Err(Error::invalid(
-                "given role path suffix contains invalid characters; must match \\w[\\w-.]+\\w",
             ));
         }
         Ok(())
@@ -151,9 +150,10 @@ impl TokenRole {
         };
         if has_allowed_set {
             let allowed = sanitize(&self.allowed_policies, add_default);
-            if let Some(_outside) = policies.iter().find(|p| {
-                !allowed.contains(p) && !glob_list_matches(&self.allowed_policies_glob, p)
-            }) {
+            if policies
+                .iter()
+                .any(|p| !allowed.contains(p) && !glob_list_matches(&self.allowed_policies_glob, p))
+            {
                 return Err(Error::invalid(format!(
                     "token policies ({}) must be subset of the role's allowed policies ({}) or glob policies ({})",
                     quoted(&policies),
@@ -237,6 +237,19 @@ pub fn check_name(name: &str) -> Result<()> {
             "invalid role name: use 1-{MAX_ROLE_NAME_LEN} letters, digits, '_', '-' or '.'"
         )))
     }
+}
+
+/// Whether `suffix` passes Vault's check of a role's path suffix: it contains a match of
+/// `\w[\w-.]+\w` (unanchored, as Vault's `MatchString`).
+fn vault_path_suffix(suffix: &str) -> bool {
+    let word = |c: char| c.is_alphanumeric() || c == '_';
+    suffix
+        .split(|c: char| !(word(c) || c == '-' || c == '.'))
+        .any(|run| {
+            let first = run.find(word);
+            let last = run.rfind(word);
+            matches!((first, last), (Some(first), Some(last)) if last >= first + 2)
+        })
 }
 
 /// Vault's `SanitizePolicies`: trimmed, lowercase, without empties and duplicates, sorted,
@@ -470,6 +483,16 @@ mod tests {
         assert_eq!(role.num_uses(0), 3);
         assert_eq!(role.num_uses(5), 3);
         assert_eq!(self::role().num_uses(5), 5);
+    }
+
+    #[test]
+    fn path_suffixes_are_checked_as_vault_checks_them() {
+        for good in ["rev-1", "v1.0", "abc"] {
+            assert!(vault_path_suffix(good), "{good}");
+        }
+        for bad in ["v1", "-a-", "a/b"] {
+            assert!(!vault_path_suffix(bad), "{bad}");
+        }
     }
 
     #[test]

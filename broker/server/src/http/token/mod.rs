@@ -237,6 +237,10 @@ async fn handle(
             Ok(lookup(&caller.token, Some(presented)))
         }
         ("lookup", Operation::Write) => match body::parse::<TokenBody>(&request.body) {
+            // As in Vault, a body naming no token looks up the caller's own.
+            Ok(input) if input.token.as_ref().is_none_or(|t| t.is_empty()) => {
+                Ok(lookup(&caller.token, Some(presented)))
+            }
             Ok(input) => match input.token() {
                 Ok(token) => match tokens.find(tenant.id, token).await {
                     Ok(record) => Ok(lookup(&record, Some(token))),

@@ -288,3 +288,61 @@ pub(super) fn fuzz_role_body(body: &bytes::Bytes) -> usize {
         Err(_) => 0,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn applied(body: Value, role: TokenRole) -> Result<TokenRole, ApiError> {
+        let bytes = bytes::Bytes::from(body.to_string());
+        body::parse::<RoleBody>(&bytes)?.apply(role)
+    }
+
+    #[test]
+    fn token_fields_win_over_the_deprecated_ones_as_in_vault() {
+        let role = applied(
+            json!({ "period": "1h", "explicit_max_ttl": 60 }),
+            TokenRole::new("r"),
+        )
+        .unwrap();
+        assert_eq!((role.token_period, role.period), (3600, 3600));
+        assert_eq!(
+            (role.token_explicit_max_ttl, role.explicit_max_ttl),
+            (60, 60)
+        );
+        let role = applied(json!({ "period": "1h", "token_period": "2h" }), role).unwrap();
+        assert_eq!((role.token_period, role.period), (7200, 0));
+    }
+
+    #[test]
+    fn absent_fields_keep_the_stored_values() {
+        let stored = TokenRole {
+            allowed_policies: vec!["a".into()],
+            orphan: true,
+            ..TokenRole::new("r")
+        };
+        let role = applied(json!({ "renewable": false }), stored).unwrap();
+        assert_eq!(role.allowed_policies, ["a"]);
+        assert!(role.orphan && !role.renewable);
+        let role = applied(json!({ "allowed_policies": "B, a,b" }), role).unwrap();
+        assert_eq!(role.allowed_policies, ["a", "b"]);
+    }
+
+    #[test]
+    fn unsupported_fields_are_refused_not_ignored() {
+        for body in [
+            json!({ "allowed_entity_aliases": ["x"] }),
+            json!({ "token_bound_cidrs": "10.0.0.0/8" }),
+            json!({ "token_type": "batch" }),
+            json!({ "token_type": "nonsense" }),
+        ] {
+            assert!(
+                matches!(
+                    applied(body.clone(), TokenRole::new("r")),
+                    Err(ApiError::BadRequest(_))
+                ),
+                "{body}"
+            );
+        }
+    }
+}
