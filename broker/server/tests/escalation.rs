@@ -1,10 +1,10 @@
 //! The escalation search (issue 16): random sequences of policy, role, login and token
-//! operations, made by callers who start with neither `root` nor any operator policy — two
-//! tenants' own admins, a root-namespace token delegated one tenant, a root-namespace role
-//! writer — each step by a token any earlier step yielded, in the root namespace or a
-//! tenant. Then every token yielded is tried, and none may carry `root`, reach an operator
-//! operation (in the root namespace or in its tenant), or reach a tenant it has no
-//! authority over.
+//! operations (token roles and creation against them among them), made by callers who start
+//! with neither `root` nor any operator policy — two tenants' own admins, a root-namespace
+//! token delegated one tenant, a root-namespace role writer — each step by a token any
+//! earlier step yielded, in the root namespace or a tenant. Then every token yielded is
+//! tried, and none may carry `root`, reach an operator operation (in the root namespace or
+//! in its tenant), or reach a tenant it has no authority over.
 //!
 //! Deterministic: each case is a fixed seed; `ESCALATION_SEEDS=<from>..<to>` searches other
 //! seeds. A failure prints the seed and every step taken.
@@ -58,7 +58,7 @@ async fn step(api: &Api, rng: &mut StdRng, pool: &[Held], log: &mut String) -> O
     let namespace = *NAMESPACES.choose(rng).unwrap();
     let token = Some(actor.token.as_str());
     let role = ["r1", "r2"].choose(rng).unwrap().to_owned();
-    let kind = rng.gen_range(0..6);
+    let kind = rng.gen_range(0..8);
     let _ = write!(log, "\n  by a token of {:?} in {namespace:?}: ", actor.home);
     match kind {
         0 => {
@@ -115,6 +115,42 @@ async fn step(api: &Api, rng: &mut StdRng, pool: &[Held], log: &mut String) -> O
                 .call(None, namespace, "POST", "auth/approle/login", Some(login))
                 .await;
             let _ = write!(log, "approle login {role} -> {status}");
+            let token = answer["auth"]["client_token"].as_str()?.to_owned();
+            Some(Held {
+                token,
+                home: namespace,
+            })
+        }
+        6 => {
+            // A token role: allowed policies, a glob, orphans, a period, at random.
+            let mut body = json!({ "allowed_policies": some_policies(rng) });
+            if rng.gen_bool(0.3) {
+                body["allowed_policies_glob"] = json!(["*"]);
+            }
+            if rng.gen_bool(0.3) {
+                body["orphan"] = json!(true);
+            }
+            if rng.gen_bool(0.3) {
+                body["token_period"] = json!("1h");
+            }
+            let path = format!("auth/token/roles/{role}");
+            let (status, _) = api
+                .call(token, namespace, "POST", &path, Some(body.clone()))
+                .await;
+            let _ = write!(log, "token role {role} = {body} -> {status}");
+            None
+        }
+        7 => {
+            let body = if rng.gen_bool(0.5) {
+                json!({ "policies": some_policies(rng) })
+            } else {
+                json!({})
+            };
+            let path = format!("auth/token/create/{role}");
+            let (status, answer) = api
+                .call(token, namespace, "POST", &path, Some(body.clone()))
+                .await;
+            let _ = write!(log, "token create against {role} {body} -> {status}");
             let token = answer["auth"]["client_token"].as_str()?.to_owned();
             Some(Held {
                 token,
