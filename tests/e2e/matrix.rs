@@ -87,8 +87,8 @@ const EXPECTED: &[(&str, &str, Class)] = &[
     (":auth/token/renew", "*", Policy),
     (":auth/token/renew-accessor", "*", Policy),
     (":auth/token/revoke", "*", Policy),
-    // Root or sudo, checked by the handler with Vault's 400 (so a 400, never reached here
-    // without a policy on the path).
+    // Also root or sudo, which the handler checks (Vault's 400); a caller without a policy
+    // on the path is denied before.
     (":auth/token/revoke-orphan", "*", Policy),
     // A sudo path: every caller granted it here holds sudo.
     (":auth/token/accessors", "*", Policy),
