@@ -271,31 +271,8 @@ pub fn sanitize(policies: &[String], add_default: bool) -> Vec<String> {
 /// Whether `value` matches one of `globs` (`*` stands for any text, as in Vault's
 /// `StrListContainsGlob`).
 pub fn glob_list_matches(globs: &[String], value: &str) -> bool {
-    globs.iter().any(|glob| glob_matches(glob, value))
-}
-
-fn glob_matches(glob: &str, value: &str) -> bool {
-    if glob == "*" {
-        return true;
-    }
-    let parts: Vec<&str> = glob.split('*').collect();
-    if parts.len() == 1 {
-        return glob == value;
-    }
-    let (first, last) = (parts[0], parts[parts.len() - 1]);
-    let Some(mut rest) = value
-        .strip_prefix(first)
-        .and_then(|rest| rest.strip_suffix(last))
-    else {
-        return false;
-    };
-    for middle in &parts[1..parts.len() - 1] {
-        match rest.find(middle) {
-            Some(at) => rest = &rest[at + middle.len()..],
-            None => return false,
-        }
-    }
-    true
+    // The JWT method's bound-claim globs have the same rule.
+    globs.iter().any(|glob| super::jwt::glob_match(glob, value))
 }
 
 fn quoted(list: &[String]) -> String {
@@ -317,13 +294,13 @@ mod tests {
 
     #[test]
     fn globs_match_as_vault_does() {
-        assert!(glob_matches("dev-*", "dev-a"));
-        assert!(glob_matches("*-ro", "app-ro"));
-        assert!(glob_matches("a*b*c", "axxbyyc"));
-        assert!(!glob_matches("a*b*c", "axxc"));
-        assert!(!glob_matches("dev-*", "prod-a"));
-        assert!(glob_matches("exact", "exact"));
-        assert!(!glob_matches("ab*ba", "aba"));
+        assert!(crate::auth::jwt::glob_match("dev-*", "dev-a"));
+        assert!(crate::auth::jwt::glob_match("*-ro", "app-ro"));
+        assert!(crate::auth::jwt::glob_match("a*b*c", "axxbyyc"));
+        assert!(!crate::auth::jwt::glob_match("a*b*c", "axxc"));
+        assert!(!crate::auth::jwt::glob_match("dev-*", "prod-a"));
+        assert!(crate::auth::jwt::glob_match("exact", "exact"));
+        assert!(!crate::auth::jwt::glob_match("ab*ba", "aba"));
     }
 
     #[test]
