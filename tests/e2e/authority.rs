@@ -8,25 +8,9 @@ use crate::{
     support::{ns, Broker, PluginDir},
 };
 
-/// A request as `token` in `tenant` (`""`: the root namespace).
-fn as_token(
-    broker: &Broker,
-    token: &str,
-    tenant: &str,
-    method: &str,
-    path: &str,
-    body: Option<&Value>,
-) -> (u16, Value) {
-    let mut headers = vec![("X-Vault-Token", token)];
-    if !tenant.is_empty() {
-        headers.push(("X-Vault-Namespace", tenant));
-    }
-    broker.request_with(method, path, body, &headers)
-}
-
 /// A POST as `token` in `tenant` (`""`: the root namespace).
 fn post_as(broker: &Broker, token: &str, tenant: &str, path: &str, body: &Value) -> (u16, Value) {
-    as_token(broker, token, tenant, "POST", path, Some(body))
+    broker.request_as(token, tenant, "POST", path, Some(body))
 }
 
 /// Writes `policy` (HCL) as `name` in `tenant` (`""`: the root namespace) and returns a
@@ -113,8 +97,7 @@ fn a_role_writer_cannot_mint_root_through_an_approle_or_jwt_role() {
     );
     assert_eq!(status, 400, "{body}");
     // Nothing was stored, so there is no role to log in with.
-    let (status, body) = as_token(
-        &broker,
+    let (status, body) = broker.request_as(
         &delegate,
         "acme",
         "GET",
@@ -199,7 +182,7 @@ fn child_in(broker: &Broker, creator: &str, tenant: &str, body: &Value) -> Strin
 
 /// Whether `token` still authenticates in `tenant` (its own lookup).
 fn alive(broker: &Broker, token: &str, tenant: &str) -> bool {
-    let (status, body) = as_token(broker, token, tenant, "GET", "auth/token/lookup-self", None);
+    let (status, body) = broker.request_as(token, tenant, "GET", "auth/token/lookup-self", None);
     assert!(matches!(status, 200 | 403), "{status}: {body}");
     status == 200
 }
@@ -248,7 +231,7 @@ fn a_tenant_admin_reaches_no_global_operation_and_sees_only_its_own_backends_and
         ("POST", "sys/namespaces/evil", Some(json!({}))),
         ("DELETE", "sys/namespaces/globex", None),
     ] {
-        let (status, answer) = as_token(&broker, &admin, "acme", method, path, body.as_ref());
+        let (status, answer) = broker.request_as(&admin, "acme", method, path, body.as_ref());
         assert_eq!(status, 404, "{method} {path}: {answer}");
         assert_eq!(error_of(&answer), "unsupported path", "{method} {path}");
     }
@@ -256,7 +239,7 @@ fn a_tenant_admin_reaches_no_global_operation_and_sees_only_its_own_backends_and
     assert_eq!(status, 200, "globex is still there");
 
     // Its view of the backends: the instances allowed for it, nothing of the operator's.
-    let (status, view) = as_token(&broker, &admin, "acme", "GET", "sys/plugins/backends", None);
+    let (status, view) = broker.request_as(&admin, "acme", "GET", "sys/plugins/backends", None);
     assert_eq!(status, 200, "{view}");
     let names = &view["data"]["keys"];
     assert!(
@@ -281,7 +264,7 @@ fn a_tenant_admin_reaches_no_global_operation_and_sees_only_its_own_backends_and
 
     // Its view of the agents: those serving it, naming only it; the address only of an
     // agent that serves nobody else.
-    let (status, view) = as_token(&broker, &admin, "acme", "GET", "sys/agents", None);
+    let (status, view) = broker.request_as(&admin, "acme", "GET", "sys/agents", None);
     assert_eq!(status, 200, "{view}");
     assert_eq!(
         view["data"]["agents"],
@@ -367,8 +350,7 @@ fn revoking_a_root_namespace_token_or_its_auth_mount_revokes_its_children_inside
         &json!({ "token_policies": ["delegator"] }),
     );
     assert_eq!(status, 204, "{body}");
-    let (_, role_id) = as_token(
-        &broker,
+    let (_, role_id) = broker.request_as(
         &broker.token,
         "",
         "GET",

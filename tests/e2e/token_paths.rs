@@ -26,27 +26,10 @@ fn bao_json(broker: &Broker, args: &[&str]) -> Value {
     serde_json::from_str(&broker.bao_ok(&args)).unwrap()
 }
 
-/// A request with `token`, in `tenant` (`""`: the root namespace).
-fn call(
-    broker: &Broker,
-    token: &str,
-    tenant: &str,
-    method: &str,
-    path: &str,
-    body: Option<&Value>,
-) -> (u16, Value) {
-    let mut headers = vec![("X-Vault-Token", token)];
-    if !tenant.is_empty() {
-        headers.push(("X-Vault-Namespace", tenant));
-    }
-    broker.request_with(method, path, body, &headers)
-}
-
 /// Writes `policy` as `name` in `tenant` and returns an orphan token of that tenant with it.
 fn token_with(broker: &Broker, tenant: &str, name: &str, policy: &str) -> String {
     let root = broker.token.clone();
-    let (status, body) = call(
-        broker,
+    let (status, body) = broker.request_as(
         &root,
         tenant,
         "POST",
@@ -54,8 +37,7 @@ fn token_with(broker: &Broker, tenant: &str, name: &str, policy: &str) -> String
         Some(&json!({ "policy": policy })),
     );
     assert_eq!(status, 204, "{body}");
-    let (status, body) = call(
-        broker,
+    let (status, body) = broker.request_as(
         &root,
         tenant,
         "POST",
@@ -79,8 +61,7 @@ fn bao_looks_up_renews_and_revokes_tokens_named_in_the_body() {
     let broker = Broker::dev();
     let root = broker.token.clone();
     // `app` lets its tokens create children.
-    let (status, body) = call(
-        &broker,
+    let (status, body) = broker.request_as(
         &root,
         "",
         "POST",
@@ -109,8 +90,7 @@ fn bao_looks_up_renews_and_revokes_tokens_named_in_the_body() {
         renewed["auth"]["client_token"], "",
         "a renewal never echoes the token"
     );
-    let (status, body) = call(
-        &broker,
+    let (status, body) = broker.request_as(
         &root,
         "",
         "POST",
@@ -126,13 +106,12 @@ fn bao_looks_up_renews_and_revokes_tokens_named_in_the_body() {
         out.contains(&parent_accessor) && out.contains(&child_accessor),
         "{out}"
     );
-    let (status, _) = call(&broker, &parent, "", "LIST", "auth/token/accessors", None);
+    let (status, _) = broker.request_as(&parent, "", "LIST", "auth/token/accessors", None);
     assert_eq!(status, 403, "listing accessors needs sudo");
 
     // revoke-orphan: the parent goes, the child stays, an orphan now.
     broker.bao_ok(&["token", "revoke", "-mode=orphan", &parent]);
-    let (status, body) = call(
-        &broker,
+    let (status, body) = broker.request_as(
         &root,
         "",
         "POST",
@@ -171,8 +150,7 @@ fn bao_looks_up_renews_and_revokes_tokens_named_in_the_body() {
     ));
     broker.bao_ok(&["token", "revoke", &tree]);
     for gone in [&tree, &leaf] {
-        let (status, _) = call(
-            &broker,
+        let (status, _) = broker.request_as(
             &root,
             "",
             "POST",
@@ -182,8 +160,7 @@ fn bao_looks_up_renews_and_revokes_tokens_named_in_the_body() {
         assert_eq!(status, 403);
     }
     // Revoking a token that does not exist succeeds, as in Vault.
-    let (status, _) = call(
-        &broker,
+    let (status, _) = broker.request_as(
         &root,
         "",
         "POST",
@@ -195,8 +172,7 @@ fn bao_looks_up_renews_and_revokes_tokens_named_in_the_body() {
     // revoke -accessor.
     broker.bao_ok(&["token", "revoke", "-accessor", &child_accessor]);
     assert!(!bao_as(&broker, &child, &["token", "lookup"]).0);
-    let (status, body) = call(
-        &broker,
+    let (status, body) = broker.request_as(
         &root,
         "",
         "POST",
@@ -207,14 +183,7 @@ fn bao_looks_up_renews_and_revokes_tokens_named_in_the_body() {
         (status, body["errors"].clone()),
         (400, json!(["token not found"]))
     );
-    let (status, body) = call(
-        &broker,
-        &root,
-        "",
-        "POST",
-        "auth/token/renew",
-        Some(&json!({})),
-    );
+    let (status, body) = broker.request_as(&root, "", "POST", "auth/token/renew", Some(&json!({})));
     assert_eq!(
         (status, body["errors"].clone()),
         (400, json!(["missing token ID"]))
@@ -256,8 +225,7 @@ fn token_roles_shape_tokens_and_never_grant_beyond_their_writer() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr)
         .contains("must be subset of the role's allowed policies"));
-    let (status, body) = call(
-        &broker,
+    let (status, body) = broker.request_as(
         &root,
         "",
         "POST",
@@ -361,8 +329,7 @@ fn token_roles_shape_tokens_and_never_grant_beyond_their_writer() {
     let out = broker.bao(&["token", "create", "-role=any", "-policy=root"]);
     assert!(!out.status.success());
     // Vault's fields it has no use for are refused, clearly.
-    let (status, body) = call(
-        &broker,
+    let (status, body) = broker.request_as(
         &root,
         "",
         "POST",
@@ -376,7 +343,7 @@ fn token_roles_shape_tokens_and_never_grant_beyond_their_writer() {
         .contains("allowed_entity_aliases"));
 
     broker.bao_ok(&["delete", "auth/token/roles/r"]);
-    let (status, body) = call(&broker, &root, "", "GET", "auth/token/roles/r", None);
+    let (status, body) = broker.request_as(&root, "", "GET", "auth/token/roles/r", None);
     assert_eq!((status, body), (404, json!({ "errors": [] })));
 }
 
@@ -397,12 +364,11 @@ fn roles_and_named_tokens_stay_in_their_tenant() {
     assert_eq!(read["data"]["allowed_policies"], json!(["a"]));
     // Invisible and unusable from the root namespace and from another tenant.
     for tenant in ["", "globex"] {
-        let (status, _) = call(&broker, &root, tenant, "GET", "auth/token/roles/r", None);
+        let (status, _) = broker.request_as(&root, tenant, "GET", "auth/token/roles/r", None);
         assert_eq!(status, 404, "{tenant}");
-        let (status, _) = call(&broker, &root, tenant, "LIST", "auth/token/roles", None);
+        let (status, _) = broker.request_as(&root, tenant, "LIST", "auth/token/roles", None);
         assert_eq!(status, 404, "{tenant}");
-        let (status, body) = call(
-            &broker,
+        let (status, body) = broker.request_as(
             &root,
             tenant,
             "POST",
@@ -421,53 +387,26 @@ fn roles_and_named_tokens_stay_in_their_tenant() {
 
     // Another tenant's token looks exactly like an unknown one, and is untouched.
     for tenant in ["", "globex"] {
-        let named = call(
-            &broker,
-            &root,
-            tenant,
-            "POST",
-            "auth/token/lookup",
-            Some(&json!({ "token": token })),
-        );
-        let unknown = call(
-            &broker,
-            &root,
-            tenant,
-            "POST",
-            "auth/token/lookup",
-            Some(&json!({ "token": "kbs.unknown" })),
-        );
+        let with_token = |path: &str, token: &str| {
+            broker.request_as(
+                &root,
+                tenant,
+                "POST",
+                path,
+                Some(&json!({ "token": token })),
+            )
+        };
+        let named = with_token("auth/token/lookup", &token);
+        let unknown = with_token("auth/token/lookup", "kbs.unknown");
         assert_eq!(named, unknown);
         assert_eq!(named.0, 403);
-        let renewed = call(
-            &broker,
-            &root,
-            tenant,
-            "POST",
-            "auth/token/renew",
-            Some(&json!({ "token": token })),
-        );
-        let renewed_unknown = call(
-            &broker,
-            &root,
-            tenant,
-            "POST",
-            "auth/token/renew",
-            Some(&json!({ "token": "kbs.unknown" })),
-        );
+        let renewed = with_token("auth/token/renew", &token);
+        let renewed_unknown = with_token("auth/token/renew", "kbs.unknown");
         assert_eq!(renewed.0, renewed_unknown.0);
         assert_eq!(renewed.1["errors"], renewed_unknown.1["errors"]);
-        let (status, _) = call(
-            &broker,
-            &root,
-            tenant,
-            "POST",
-            "auth/token/revoke",
-            Some(&json!({ "token": token })),
-        );
+        let (status, _) = with_token("auth/token/revoke", &token);
         assert_eq!(status, 204);
-        let (status, body) = call(
-            &broker,
+        let (status, body) = broker.request_as(
             &root,
             tenant,
             "POST",
@@ -518,7 +457,7 @@ fn roles_and_named_tokens_stay_in_their_tenant() {
             "auth/token/create",
             "auth/token/roles/own",
         ] {
-            let (status, body) = call(&broker, &admin, tenant, "POST", path, Some(&json!({})));
+            let (status, body) = broker.request_as(&admin, tenant, "POST", path, Some(&json!({})));
             assert_eq!(
                 (status, body["errors"].clone()),
                 (403, json!(["permission denied"])),

@@ -371,6 +371,22 @@ impl Broker {
         self.request_with(method, path, body, &[("X-Vault-Token", &self.token)])
     }
 
+    /// A request as `token` in `tenant` (`""`: the root namespace).
+    pub(crate) fn request_as(
+        &self,
+        token: &str,
+        tenant: &str,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> (u16, Value) {
+        let mut headers = vec![("X-Vault-Token", token)];
+        if !tenant.is_empty() {
+            headers.push(("X-Vault-Namespace", tenant));
+        }
+        self.request_with(method, path, body, &headers)
+    }
+
     /// A request with explicit headers.
     pub(crate) fn request_with(
         &self,

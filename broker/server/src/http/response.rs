@@ -21,6 +21,22 @@ struct Envelope<'a, T: Serialize> {
     auth: (),
 }
 
+impl<'a, T: Serialize> Envelope<'a, T> {
+    /// A response's envelope around `data`, with a fresh request id.
+    fn new(data: &'a T, warnings: Option<&'a [String]>) -> Self {
+        Self {
+            request_id: request_id(),
+            lease_id: "",
+            renewable: false,
+            lease_duration: 0,
+            data,
+            wrap_info: (),
+            warnings,
+            auth: (),
+        }
+    }
+}
+
 tokio::task_local! {
     /// The id of the request being served: in its response envelope and its audit records.
     static REQUEST_ID: uuid::Uuid;
@@ -83,16 +99,7 @@ pub(super) fn data_with<T: Serialize>(
     data: &T,
     warnings: &[String],
 ) -> Response {
-    let envelope = Envelope {
-        request_id: request_id(),
-        lease_id: "",
-        renewable: false,
-        lease_duration: 0,
-        data,
-        wrap_info: (),
-        warnings: (!warnings.is_empty()).then_some(warnings),
-        auth: (),
-    };
+    let envelope = Envelope::new(data, (!warnings.is_empty()).then_some(warnings));
     json(status, &envelope)
 }
 
@@ -100,16 +107,7 @@ pub(super) fn data_with<T: Serialize>(
 /// `sys/` answers (`sys/mounts`, `sys/auth`, `sys/policy`, a mount's `tune`), which older
 /// clients read there.
 pub(super) fn legacy(data: &serde_json::Map<String, serde_json::Value>) -> Response {
-    let envelope = Envelope {
-        request_id: request_id(),
-        lease_id: "",
-        renewable: false,
-        lease_duration: 0,
-        data,
-        wrap_info: (),
-        warnings: None,
-        auth: (),
-    };
+    let envelope = Envelope::new(data, None);
     let mut body = serde_json::Map::new();
     for (name, value) in data {
         body.insert(name.clone(), value.clone());

@@ -294,7 +294,9 @@ async fn handle(
         (path, operation) if path.starts_with("mounts/") => {
             let mount = path.trim_start_matches("mounts/");
             let result = match operation {
-                Operation::Write => enable_mount(ready, tenant, mount, request).await,
+                Operation::Write => {
+                    enable_mount(ready, tenant, mount, request, Table::Engines).await
+                }
                 Operation::Delete => disable_mount(ready, tenant, mount).await,
                 Operation::Read => mounts::read(ready, tenant, Table::Engines, mount).await,
                 Operation::List => Err(ApiError::UnsupportedOperation),
@@ -352,27 +354,37 @@ impl EnableMount {
     }
 }
 
+/// Enables a secrets engine or (`table` `Auth`) an auth method at `path`, tuned as the
+/// request's `config` says.
 async fn enable_mount(
     ready: &Ready,
     tenant: &Tenant,
     path: &str,
     request: &ApiRequest,
+    table: Table,
 ) -> Result<Response, ApiError> {
+    let auth = table == Table::Auth;
     let mut input: EnableMount = body::parse(&request.body)?;
-    let tuning = input.tuning(false)?;
-    let kind = input
-        .kind
-        .filter(|k| !k.is_empty())
-        .ok_or_else(|| ApiError::bad_request("missing type of the secrets engine"))?;
-    let mount = ready
-        .broker
-        .enable_mount(
-            tenant,
-            path,
-            &kind,
-            input.description.as_deref().unwrap_or_default(),
-        )
-        .await?;
+    let tuning = input.tuning(auth)?;
+    let kind = input.kind.filter(|k| !k.is_empty()).ok_or_else(|| {
+        ApiError::bad_request(if auth {
+            "missing type of the auth method"
+        } else {
+            "missing type of the secrets engine"
+        })
+    })?;
+    let description = input.description.as_deref().unwrap_or_default();
+    let mount = if auth {
+        ready
+            .broker
+            .enable_auth(tenant, path, &kind, description)
+            .await?
+    } else {
+        ready
+            .broker
+            .enable_mount(tenant, path, &kind, description)
+            .await?
+    };
     if let Some(tuning) = tuning {
         ready
             .broker
@@ -401,31 +413,7 @@ async fn auth_methods(
     match (path, request.operation) {
         ("", Operation::Read | Operation::List) => mounts::list(ready, tenant, Table::Auth).await,
         ("", _) => Err(ApiError::UnsupportedOperation),
-        (path, Operation::Write) => {
-            let mut input: EnableMount = body::parse(&request.body)?;
-            let tuning = input.tuning(true)?;
-            let kind = input
-                .kind
-                .filter(|k| !k.is_empty())
-                .ok_or_else(|| ApiError::bad_request("missing type of the auth method"))?;
-            let mount = ready
-                .broker
-                .enable_auth(
-                    tenant,
-                    path,
-                    &kind,
-                    input.description.as_deref().unwrap_or_default(),
-                )
-                .await?;
-            if let Some(tuning) = tuning {
-                ready
-                    .broker
-                    .mounts
-                    .tune(tenant.id, &mount.path, &tuning)
-                    .await?;
-            }
-            Ok(response::no_content())
-        }
+        (path, Operation::Write) => enable_mount(ready, tenant, path, request, Table::Auth).await,
         (path, Operation::Delete) => {
             ready.broker.disable_auth(tenant, path).await?;
             Ok(response::no_content())
