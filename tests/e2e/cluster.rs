@@ -930,3 +930,53 @@ fn a_restore_through_one_node_is_seen_by_the_others_within_a_second() {
     );
     assert_eq!(status, 400, "the replaced key is gone: {value}");
 }
+
+#[test]
+fn a_token_wrapped_on_one_node_unwraps_once_with_both_nodes_racing() {
+    let cluster = Cluster::new();
+    let one = cluster.node(None);
+    let two = cluster.node(Some(&one));
+    for round in 0..20 {
+        let (status, wrapped) = one.request_with(
+            "POST",
+            "sys/wrapping/wrap",
+            Some(&json!({ "round": round })),
+            &[("X-Vault-Token", &one.token), ("X-Vault-Wrap-TTL", "60s")],
+        );
+        assert_eq!(status, 200, "{wrapped}");
+        let token = wrapped["wrap_info"]["token"].as_str().unwrap().to_owned();
+        let barrier = Arc::new(Barrier::new(2));
+        let racers: Vec<_> = [one.addr.clone(), two.addr.clone()]
+            .into_iter()
+            .map(|addr| {
+                let (barrier, token) = (barrier.clone(), token.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    let out = crate::support::curl(&[
+                        "-s",
+                        "-w",
+                        "\n%{http_code}",
+                        "-X",
+                        "POST",
+                        "-H",
+                        &format!("X-Vault-Token: {token}"),
+                        &format!("{addr}/v1/sys/wrapping/unwrap"),
+                    ]);
+                    String::from_utf8_lossy(&out.stdout).into_owned()
+                })
+            })
+            .collect();
+        let answers: Vec<String> = racers.into_iter().map(|t| t.join().unwrap()).collect();
+        let won: Vec<&String> = answers.iter().filter(|a| a.ends_with("\n200")).collect();
+        assert_eq!(won.len(), 1, "round {round}: {answers:?}");
+        assert!(
+            won[0].contains(&format!("\"round\":{round}")),
+            "{answers:?}"
+        );
+        assert_eq!(
+            answers.iter().filter(|a| a.ends_with("\n400")).count(),
+            1,
+            "round {round}: {answers:?}"
+        );
+    }
+}

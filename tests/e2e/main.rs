@@ -39,3 +39,4 @@ mod tenants;
 mod token_paths;
 mod tokens;
 mod transit;
+mod wrapping;

@@ -36,9 +36,14 @@ enum Class {
     /// Anyone, with or without a token; a token must be valid where it is presented (the
     /// handler then shows what its policies reach).
     Discovery,
+    /// Anyone without a token; a token as `SelfService` (`sys/wrapping/lookup`, which Vault
+    /// answers unauthenticated, the wrapping token in the body).
+    AnonymousOrSelf,
 }
 
-use Class::{DefaultExact, Discovery, Global, Policy, Public, SelfService, Transit};
+use Class::{
+    AnonymousOrSelf, DefaultExact, Discovery, Global, Policy, Public, SelfService, Transit,
+};
 
 /// Each route's class, by `<kind>:<pattern>` (`:<pattern>` at the API's root) and verb
 /// (`*` for every verb it serves).
@@ -61,6 +66,12 @@ const EXPECTED: &[(&str, &str, Class)] = &[
     (":sys/policies/acl/:name", "*", Policy),
     (":sys/policy", "*", Policy),
     (":sys/policy/:name", "*", Policy),
+    // Response wrapping: `default` grants wrap, lookup and unwrap (as Vault's); lookup also
+    // answers without a token, and a wrapping token on its own paths (wrapping.rs).
+    (":sys/wrapping/wrap", "*", SelfService),
+    (":sys/wrapping/unwrap", "*", SelfService),
+    (":sys/wrapping/lookup", "*", AnonymousOrSelf),
+    (":sys/wrapping/rewrap", "*", Policy),
     (":sys/capabilities", "*", Policy),
     (":sys/capabilities-self", "*", SelfService),
     (":sys/capabilities-accessor", "*", Policy),
@@ -191,6 +202,8 @@ fn expected(class: Class, caller: Caller, in_acme: bool) -> Outcome {
     let outcome = |reached: bool| if reached { Reached } else { Denied };
     match (class, in_acme) {
         (Public, _) => Reached,
+        (AnonymousOrSelf, _) if caller == Anonymous => Reached,
+        (AnonymousOrSelf, _) => expected(SelfService, caller, in_acme),
         // A token is valid in its own namespace and below (root-namespace tokens in acme).
         (Discovery, false) => outcome(matches!(
             caller,

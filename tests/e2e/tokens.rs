@@ -265,19 +265,3 @@ fn accessors_resolve_only_within_their_tenant() {
     );
     assert_eq!(status, 403);
 }
-
-#[test]
-fn response_wrapping_is_refused_never_answered_unwrapped() {
-    let broker = Broker::dev();
-    let token = broker.token.clone();
-    let (status, value) = broker.request_with(
-        "POST",
-        "auth/token/create",
-        Some(&json!({})),
-        &[("X-Vault-Token", &token), ("X-Vault-Wrap-TTL", "60s")],
-    );
-    assert_eq!(status, 400, "{value}");
-    assert!(value.get("auth").is_none_or(Value::is_null), "{value}");
-    let out = broker.bao(&["token", "create", "-wrap-ttl=60s"]);
-    assert!(!out.status.success());
-}

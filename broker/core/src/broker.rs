@@ -95,6 +95,8 @@ pub struct Broker {
     pub approle: AppRoles,
     /// The JWT auth method (logins and bearer mode).
     pub jwt: crate::auth::jwt::method::JwtAuth,
+    /// Response wrapping.
+    pub wrapping: crate::wrapping::Wrapping,
 }
 
 impl std::fmt::Debug for Broker {
@@ -139,6 +141,12 @@ impl Broker {
                 settings.tokens,
             )?,
             mounts: Mounts::new(store.clone(), clock.clone(), settings.mount_kinds.clone()),
+            wrapping: crate::wrapping::Wrapping::new(
+                store.clone(),
+                clock.clone(),
+                sealed_secret(store.as_ref(), root_key, crate::wrapping::HMAC_KEY_NAME).await?,
+                sealed_secret(store.as_ref(), root_key, crate::wrapping::SEALER_NAME).await?,
+            ),
             jwt: crate::auth::jwt::method::JwtAuth::new(clock.clone(), identity_providers),
             transit: Transit::new(store.clone(), backends, clock, settings.transit)
                 .with_secret_sealer(crate::engines::transit::SecretSealer::new(

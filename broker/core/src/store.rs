@@ -37,6 +37,56 @@ pub enum StoreError {
     Other(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
+/// A wrapped response (Vault's response wrapping) as stored: the response only sealed, the
+/// wrapping token only as its HMAC.
+#[derive(Clone, PartialEq, Eq)]
+pub struct WrappedResponseRecord {
+    /// HMAC-SHA256 of the wrapping token under the server key.
+    pub hash: Vec<u8>,
+    /// Random id, stable across rewraps, that the sealed response's AAD names.
+    pub id: String,
+    /// The tenant the response was wrapped in; it unwraps only there.
+    pub tenant: TenantId,
+    /// The wrapping token's accessor.
+    pub accessor: String,
+    /// Creation time, Unix seconds.
+    pub created_at: i64,
+    /// Expiry, Unix seconds.
+    pub expires_at: i64,
+    /// The TTL it was wrapped with, seconds.
+    pub ttl: u64,
+    /// The path whose response was wrapped (tenant-relative).
+    pub creation_path: String,
+    /// The accessor of the token or secret_id wrapped, or empty.
+    pub wrapped_accessor: String,
+    /// The response, sealed.
+    pub sealed: Vec<u8>,
+}
+
+impl std::fmt::Debug for WrappedResponseRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WrappedResponseRecord")
+            .field("tenant", &self.tenant)
+            .field("accessor", &self.accessor)
+            .field("expires_at", &self.expires_at)
+            .field("creation_path", &self.creation_path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a rewrap changes in a wrapped response: its token, accessor and lifetime.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WrappedResponseRenewal {
+    /// HMAC of the new wrapping token.
+    pub hash: Vec<u8>,
+    /// The new token's accessor.
+    pub accessor: String,
+    /// Creation time, Unix seconds.
+    pub created_at: i64,
+    /// Expiry, Unix seconds.
+    pub expires_at: i64,
+}
+
 /// A tenant (namespace).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TenantRecord {
@@ -544,6 +594,38 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_token_role(&self, tenant: TenantId, name: &str) -> Result<bool, StoreError>;
     /// The names of a tenant's token roles, sorted.
     async fn list_token_roles(&self, tenant: TenantId) -> Result<Vec<String>, StoreError>;
+
+    /// Stores a wrapped response (Vault's response wrapping); `Conflict` if its hash is
+    /// taken. No node caches wrapped responses: nothing is announced.
+    async fn put_wrapped_response(&self, record: &WrappedResponseRecord) -> Result<(), StoreError>;
+    /// The wrapped response of a tenant under `hash`, if it has not expired at `now`.
+    async fn get_wrapped_response(
+        &self,
+        tenant: TenantId,
+        hash: &[u8],
+        now: i64,
+    ) -> Result<Option<WrappedResponseRecord>, StoreError>;
+    /// Deletes and returns, in one statement, the wrapped response of a tenant under `hash`
+    /// if it has not expired at `now`: of two callers racing, on any nodes, one gets it.
+    async fn take_wrapped_response(
+        &self,
+        tenant: TenantId,
+        hash: &[u8],
+        now: i64,
+    ) -> Result<Option<WrappedResponseRecord>, StoreError>;
+    /// Moves, in one statement, the live wrapped response of a tenant under `old_hash` to
+    /// `new_hash` with a new accessor and lifetime (Vault's rewrap): the old token stops
+    /// working as the new one starts. Returns the record as it is now, `None` if there was
+    /// no live response under `old_hash`.
+    async fn rewrap_wrapped_response(
+        &self,
+        tenant: TenantId,
+        old_hash: &[u8],
+        now: i64,
+        renewed: &WrappedResponseRenewal,
+    ) -> Result<Option<WrappedResponseRecord>, StoreError>;
+    /// Deletes every wrapped response expired at `now`; how many.
+    async fn tidy_wrapped_responses(&self, now: i64) -> Result<u64, StoreError>;
 
     /// Creates or replaces an AppRole role (keyed by tenant, mount and name); its secret_ids
     /// are kept. `Conflict` if another role of the mount has the same `role_id`.

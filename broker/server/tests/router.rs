@@ -665,3 +665,94 @@ async fn the_wrapping_key_is_made_once_and_kept_sealed() {
         .any(|w| w == modulus_tail));
     assert!(!stored.value.to_string().contains("PRIVATE"));
 }
+
+/// Every byte of every file under `dir`.
+fn files_under(dir: &std::path::Path) -> Vec<Vec<u8>> {
+    let mut all = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            all.extend(files_under(&path));
+        } else if let Ok(bytes) = std::fs::read(&path) {
+            all.push(bytes);
+        }
+    }
+    all
+}
+
+async fn send_with(
+    app: &axum::Router,
+    uri: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (StatusCode, Value) {
+    let mut request = Request::builder().method("POST").uri(uri);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = app
+        .clone()
+        .oneshot(request.body(Body::from(body.to_owned())).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+#[tokio::test]
+async fn a_wrapped_answer_is_stored_sealed_and_unwraps_once_by_its_token_alone() {
+    let (app, token, dir, _broker) = dev_broker_with_core().await;
+    let marker = "wrapped-marker-7f3a91";
+    let body = format!(r#"{{"secret":"{marker}"}}"#);
+    let wrap = [
+        ("X-Vault-Token", token.as_str()),
+        ("X-Vault-Wrap-TTL", "2m"),
+    ];
+    let (status, wrapped) = send_with(&app, "/v1/sys/wrapping/wrap", &wrap, &body).await;
+    assert_eq!(status, StatusCode::OK, "{wrapped}");
+    assert!(wrapped["data"].is_null() && wrapped["auth"].is_null());
+    assert_eq!(wrapped["wrap_info"]["ttl"], 120);
+    let wrapping = wrapped["wrap_info"]["token"].as_str().unwrap().to_owned();
+    // Neither the answer nor the token is anywhere at rest in clear.
+    for bytes in files_under(dir.path()) {
+        for needle in [marker.as_bytes(), wrapping.as_bytes()] {
+            assert!(!bytes.windows(needle.len()).any(|w| w == needle));
+        }
+    }
+    // The wrapping token is no token elsewhere.
+    let as_wrapping = [("X-Vault-Token", wrapping.as_str())];
+    let (status, _) = send_with(&app, "/v1/auth/token/lookup-self", &as_wrapping, "").await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _) = send_with(&app, "/v1/sys/wrapping/wrap", &as_wrapping, "{}").await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    // It cannot ask for its own answer wrapped again.
+    let rewrapping = [
+        ("X-Vault-Token", wrapping.as_str()),
+        ("X-Vault-Wrap-TTL", "60"),
+    ];
+    let (status, _) = send_with(&app, "/v1/sys/wrapping/unwrap", &rewrapping, "").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    // Anonymous lookup: the metadata, never the answer.
+    let lookup = format!(r#"{{"token":"{wrapping}"}}"#);
+    let (status, found) = send_with(&app, "/v1/sys/wrapping/lookup", &[], &lookup).await;
+    assert_eq!(status, StatusCode::OK, "{found}");
+    assert_eq!(found["data"]["creation_path"], "sys/wrapping/wrap");
+    assert!(!found.to_string().contains(marker));
+    // Unwrapped once, by the token alone.
+    let (status, unwrapped) = send_with(&app, "/v1/sys/wrapping/unwrap", &as_wrapping, "").await;
+    assert_eq!(status, StatusCode::OK, "{unwrapped}");
+    assert_eq!(unwrapped["data"]["secret"], marker);
+    let (again, refused) = send_with(&app, "/v1/sys/wrapping/unwrap", &as_wrapping, "").await;
+    let unknown = [("X-Vault-Token", "kbw.unknown")];
+    let (never, unknown_refused) = send_with(&app, "/v1/sys/wrapping/unwrap", &unknown, "").await;
+    assert_eq!((again, &refused), (never, &unknown_refused));
+    assert_eq!(again, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        refused["errors"][0],
+        "wrapping token is not valid or does not exist"
+    );
+}

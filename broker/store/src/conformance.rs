@@ -85,6 +85,7 @@ pub(crate) async fn run_all(store: &dyn Store) {
     mount_entry_lists(store).await;
     mount_entries_isolation_and_cascades(store).await;
     token_orphans_accessors_and_roles(store).await;
+    wrapped_responses(store).await;
 }
 
 async fn audit_checkpoints(store: &dyn Store) {
@@ -1226,4 +1227,81 @@ async fn token_orphans_accessors_and_roles(store: &dyn Store) {
     assert!(!store.delete_token_role(tenant, "r").await.unwrap());
     assert!(store.delete_tenant(tenant).await.unwrap());
     assert_eq!(store.get_token_role(tenant, "a").await.unwrap(), None);
+}
+
+async fn wrapped_responses(store: &dyn Store) {
+    use keybroker_core::store::{WrappedResponseRecord, WrappedResponseRenewal};
+    let tenant = TenantId::random();
+    store
+        .create_tenant(&TenantRecord {
+            id: tenant,
+            name: "wrapping".into(),
+            created_at: 0,
+        })
+        .await
+        .unwrap();
+    let record = |hash: u8, expires_at: i64| WrappedResponseRecord {
+        hash: vec![hash; 32],
+        id: format!("id-{hash}"),
+        tenant,
+        accessor: format!("acc-{hash}"),
+        created_at: 100,
+        expires_at,
+        ttl: 60,
+        creation_path: "auth/approle/role/r/secret-id".into(),
+        wrapped_accessor: "wrapped".into(),
+        sealed: vec![hash, 1, 2, 3],
+    };
+    store.put_wrapped_response(&record(1, 160)).await.unwrap();
+    store.put_wrapped_response(&record(2, 160)).await.unwrap();
+    store.put_wrapped_response(&record(3, 110)).await.unwrap();
+    assert!(matches!(
+        store.put_wrapped_response(&record(1, 160)).await,
+        Err(StoreError::Conflict)
+    ));
+    // Only in its tenant, only while live.
+    let get = |t, h: u8, now| async move { store.get_wrapped_response(t, &[h; 32], now).await };
+    assert_eq!(get(tenant, 1, 150).await.unwrap(), Some(record(1, 160)));
+    assert_eq!(get(TenantId::ROOT, 1, 150).await.unwrap(), None);
+    assert_eq!(
+        get(tenant, 1, 160).await.unwrap(),
+        None,
+        "expired at its expiry"
+    );
+    // Taken once: another tenant does not consume it, an expired one is not answered.
+    let take = |t, h: u8, now| async move { store.take_wrapped_response(t, &[h; 32], now).await };
+    assert_eq!(take(TenantId::ROOT, 1, 150).await.unwrap(), None);
+    assert_eq!(take(tenant, 1, 150).await.unwrap(), Some(record(1, 160)));
+    assert_eq!(take(tenant, 1, 150).await.unwrap(), None);
+    assert_eq!(take(tenant, 3, 120).await.unwrap(), None);
+    // A rewrap moves the response to a new hash: the old one is gone.
+    let renewal = WrappedResponseRenewal {
+        hash: vec![9; 32],
+        accessor: "acc-9".into(),
+        created_at: 150,
+        expires_at: 210,
+    };
+    assert_eq!(
+        store
+            .rewrap_wrapped_response(TenantId::ROOT, &[2; 32], 150, &renewal)
+            .await
+            .unwrap(),
+        None
+    );
+    let moved = store
+        .rewrap_wrapped_response(tenant, &[2; 32], 150, &renewal)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(moved.sealed, record(2, 160).sealed);
+    assert_eq!((moved.id.as_str(), moved.ttl), ("id-2", 60));
+    assert_eq!((moved.accessor.as_str(), moved.expires_at), ("acc-9", 210));
+    assert_eq!(get(tenant, 2, 150).await.unwrap(), None);
+    assert_eq!(get(tenant, 9, 200).await.unwrap(), Some(moved));
+    // Tidy deletes the expired (3) and keeps the live (9).
+    assert_eq!(store.tidy_wrapped_responses(200).await.unwrap(), 1);
+    assert!(get(tenant, 9, 200).await.unwrap().is_some());
+    assert!(store.delete_tenant(tenant).await.unwrap());
+    assert_eq!(store.tidy_wrapped_responses(0).await.unwrap(), 0);
+    assert_eq!(get(tenant, 9, 200).await.unwrap(), None);
 }

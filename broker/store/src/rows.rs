@@ -116,6 +116,21 @@ macro_rules! row_decoders {
             })
         }
 
+        fn wrapped_response_from_row(row: &$row) -> Result<WrappedResponseRecord, StoreError> {
+            Ok(WrappedResponseRecord {
+                hash: get(row, "hash")?,
+                id: get(row, "id")?,
+                tenant: tenant_id(row, "tenant_id")?,
+                accessor: get(row, "accessor")?,
+                created_at: get(row, "created_at")?,
+                expires_at: get(row, "expires_at")?,
+                ttl: to_u64(get(row, "ttl")?, "wrapped_responses.ttl")?,
+                creation_path: get(row, "creation_path")?,
+                wrapped_accessor: get(row, "wrapped_accessor")?,
+                sealed: get(row, "sealed")?,
+            })
+        }
+
         fn token_from_row(row: &$row) -> Result<TokenRecord, StoreError> {
             let policies: String = get(row, "policies")?;
             let meta: String = get(row, "meta")?;

@@ -48,4 +48,19 @@ path "auth/token/revoke-self" {
 path "sys/capabilities-self" {
   capabilities = ["update"]
 }
+
+# Allow a token to wrap arbitrary values in a response-wrapping token.
+path "sys/wrapping/wrap" {
+  capabilities = ["update"]
+}
+
+# Allow a token to look up the creation time and TTL of a given response-wrapping token.
+path "sys/wrapping/lookup" {
+  capabilities = ["update"]
+}
+
+# Allow a token to unwrap a response-wrapping token.
+path "sys/wrapping/unwrap" {
+  capabilities = ["update"]
+}
 "#;

@@ -31,6 +31,7 @@ pub mod routes;
 mod sys;
 mod token;
 mod transit;
+mod wrapping;
 
 use std::{
     sync::Arc,
@@ -287,6 +288,8 @@ enum Identity<'r> {
     Login(&'r dyn kind::MountKind, Arc<MountRecord>),
     /// The presented token, resolved (or refused).
     Token(Result<Caller, ApiError>),
+    /// A wrapping token on its own `sys/wrapping/*` path, or nobody on the lookup.
+    WrappingToken,
 }
 
 async fn handle(
@@ -323,13 +326,11 @@ async fn handle(
         Ok(client) => client,
         Err(error) => return ("client", Err(error)),
     };
-    // Response wrapping is not built: refuse rather than answer unwrapped.
-    if headers.contains_key("x-vault-wrap-ttl") {
-        return (
-            "wrapping",
-            Err(ApiError::bad_request("response wrapping is not supported")),
-        );
-    }
+    // A wrap TTL that cannot be honoured is refused, never answered unwrapped.
+    let wrap_ttl = match wrapping::requested_ttl(&headers) {
+        Ok(ttl) => ttl,
+        Err(error) => return ("wrapping", Err(error)),
+    };
     let (tenant, path) = match resolve_tenant(ready, &headers, path) {
         Ok(resolved) => resolved,
         Err(error) => return ("namespace", Err(error)),
@@ -354,13 +355,28 @@ async fn handle(
         .strip_prefix("sys/")
         .is_some_and(sys::is_ui_mounts);
     if ui_mounts && presented_token(&headers).is_none() {
+        if wrap_ttl.is_some() {
+            return (
+                "wrapping",
+                Err(ApiError::bad_request("this answer cannot be wrapped")),
+            );
+        }
         let rest = request.path.trim_start_matches("sys/");
         let result = sys::ui_mounts(ready, sys::Viewer::Anonymous, &tenant, rest).await;
         return ("sys/internal/ui/mounts", result);
     }
     // Where the request lands, once: its kind and mount.
     let target = ready.kinds.resolve(ready, &tenant, &request.path).await;
+    // A wrapping token acts on itself on its three paths, and `sys/wrapping/lookup` answers
+    // without a token (`wrapping.rs`); anywhere else a wrapping token is no token.
+    let presented = presented_token(&headers);
+    let on_wrapping_token =
+        wrapping::SelfOperation::of(&request.path, operation).filter(|op| match presented {
+            Some(token) => keybroker_core::wrapping::Wrapping::is_wrapping_token(token),
+            None => *op == wrapping::SelfOperation::Lookup,
+        });
     let identity = match &target {
+        _ if on_wrapping_token.is_some() => Identity::WrappingToken,
         Ok(Some(
             found @ kind::Target {
                 mount: Some(mount), ..
@@ -423,6 +439,24 @@ async fn handle(
                 }
             }
         }
+        Identity::WrappingToken => match (on_wrapping_token, wrap_ttl) {
+            (_, Some(_)) => (
+                "wrapping",
+                Err(ApiError::bad_request(
+                    "a request with a wrapping token cannot be wrapped",
+                )),
+            ),
+            (None, None) => ("wrapping", Err(ApiError::UnsupportedPath)),
+            (Some(op), None) => {
+                match read_body(body, LOGIN_BODY_LIMIT, &headers, read_timeout).await {
+                    Err(error) => ("body", Err(error)),
+                    Ok(body) => {
+                        request.body = body;
+                        wrapping::by_wrapping_token(ready, &tenant, op, presented, &request).await
+                    }
+                }
+            }
+        },
         Identity::Token(Err(error)) => ("auth", Err(error)),
         Identity::Token(Ok(caller)) => {
             let found = target.as_ref().ok().and_then(Option::as_ref);
@@ -454,6 +488,14 @@ async fn handle(
                 }
             }
         }
+    };
+    // The answer, wrapped if asked (only a token's or a login's: a wrapping token's
+    // requests were refused above).
+    let result = match (wrap_ttl, result) {
+        (Some(ttl), Ok(answer)) => {
+            wrapping::wrap_response(ready, &tenant, &request.path, ttl, answer).await
+        }
+        (_, result) => result,
     };
     let response = result.unwrap_or_else(IntoResponse::into_response);
     if let (Some(sink), Some(record)) = (audit, record) {

@@ -46,6 +46,7 @@ use keybroker_core::{
     store::{
         AppRoleRecord, Expect, KeyMode, KeyOptions, KeyRecord, KeyVersionRecord, MountEntry,
         MountRecord, SecretIdRecord, Store, StoreError, TenantRecord, TokenRecord,
+        WrappedResponseRecord, WrappedResponseRenewal,
     },
     KeyId, MountId, TenantId,
 };

@@ -206,6 +206,104 @@ macro_rules! methods {
                 .await
                 .map_err(map_error)
             }
+
+            async fn put_wrapped_response(
+                &self,
+                record: &WrappedResponseRecord,
+            ) -> Result<(), StoreError> {
+                // No node caches wrapped responses: nothing to announce.
+                let query = sqlx::query($crate::shared::sql!($dialect,
+                    sqlite: "INSERT INTO wrapped_responses (hash, id, tenant_id, accessor, created_at, \
+                     expires_at, ttl, creation_path, wrapped_accessor, sealed) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    postgres: "INSERT INTO wrapped_responses (hash, id, tenant_id, accessor, created_at, \
+                     expires_at, ttl, creation_path, wrapped_accessor, sealed) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                ))
+                .bind(&record.hash)
+                .bind(&record.id)
+                .bind(record.tenant.to_string())
+                .bind(&record.accessor)
+                .bind(record.created_at)
+                .bind(record.expires_at)
+                .bind(to_i64(record.ttl))
+                .bind(&record.creation_path)
+                .bind(&record.wrapped_accessor)
+                .bind(&record.sealed);
+                self.execute_write(query, |_| Vec::new()).await?;
+                Ok(())
+            }
+
+            async fn get_wrapped_response(
+                &self,
+                tenant: TenantId,
+                hash: &[u8],
+                now: i64,
+            ) -> Result<Option<WrappedResponseRecord>, StoreError> {
+                let query = sqlx::query($crate::shared::sql!($dialect,
+                    sqlite: "SELECT * FROM wrapped_responses \
+                     WHERE hash = ? AND tenant_id = ? AND expires_at > ?",
+                    postgres: "SELECT * FROM wrapped_responses \
+                     WHERE hash = $1 AND tenant_id = $2 AND expires_at > $3",
+                ))
+                .bind(hash)
+                .bind(tenant.to_string())
+                .bind(now);
+                optional_record(&self.pool, query, wrapped_response_from_row).await
+            }
+
+            async fn take_wrapped_response(
+                &self,
+                tenant: TenantId,
+                hash: &[u8],
+                now: i64,
+            ) -> Result<Option<WrappedResponseRecord>, StoreError> {
+                // One statement: the row is gone for everyone else the moment it is read.
+                let query = sqlx::query($crate::shared::sql!($dialect,
+                    sqlite: "DELETE FROM wrapped_responses \
+                     WHERE hash = ? AND tenant_id = ? AND expires_at > ? RETURNING *",
+                    postgres: "DELETE FROM wrapped_responses \
+                     WHERE hash = $1 AND tenant_id = $2 AND expires_at > $3 RETURNING *",
+                ))
+                .bind(hash)
+                .bind(tenant.to_string())
+                .bind(now);
+                optional_record(&self.pool, query, wrapped_response_from_row).await
+            }
+
+            async fn rewrap_wrapped_response(
+                &self,
+                tenant: TenantId,
+                old_hash: &[u8],
+                now: i64,
+                renewed: &WrappedResponseRenewal,
+            ) -> Result<Option<WrappedResponseRecord>, StoreError> {
+                let query = sqlx::query($crate::shared::sql!($dialect,
+                    sqlite: "UPDATE wrapped_responses \
+                     SET hash = ?, accessor = ?, created_at = ?, expires_at = ? \
+                     WHERE hash = ? AND tenant_id = ? AND expires_at > ? RETURNING *",
+                    postgres: "UPDATE wrapped_responses \
+                     SET hash = $1, accessor = $2, created_at = $3, expires_at = $4 \
+                     WHERE hash = $5 AND tenant_id = $6 AND expires_at > $7 RETURNING *",
+                ))
+                .bind(&renewed.hash)
+                .bind(&renewed.accessor)
+                .bind(renewed.created_at)
+                .bind(renewed.expires_at)
+                .bind(old_hash)
+                .bind(tenant.to_string())
+                .bind(now);
+                optional_record(&self.pool, query, wrapped_response_from_row).await
+            }
+
+            async fn tidy_wrapped_responses(&self, now: i64) -> Result<u64, StoreError> {
+                let query = sqlx::query($crate::shared::sql!($dialect,
+                    sqlite: "DELETE FROM wrapped_responses WHERE expires_at <= ?",
+                    postgres: "DELETE FROM wrapped_responses WHERE expires_at <= $1",
+                ))
+                .bind(now);
+                self.execute_write(query, |_| Vec::new()).await
+            }
         ], [$($items)*] }
     };
 }

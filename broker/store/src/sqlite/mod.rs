@@ -20,6 +20,7 @@ use keybroker_core::{
     store::{
         AppRoleRecord, Expect, KeyMode, KeyOptions, KeyRecord, KeyVersionRecord, MountEntry,
         MountRecord, SecretIdRecord, Store, StoreError, TenantRecord, TokenRecord,
+        WrappedResponseRecord, WrappedResponseRenewal,
     },
     KeyId, MountId, TenantId,
 };

@@ -57,6 +57,12 @@ pub(super) const ROUTES: &[Route] = {
         route("sys/policies/acl/:name", &[R, W, D]),
         route("sys/policy", &[R, L]),
         route("sys/policy/:name", &[R, W, D]),
+        // Response wrapping (`super::wrapping`): unwrap, lookup and rewrap also take the
+        // wrapping token itself, and lookup no token, served by the edge before this list.
+        route("sys/wrapping/wrap", &[W]),
+        route("sys/wrapping/unwrap", &[W]),
+        route("sys/wrapping/lookup", &[W]),
+        route("sys/wrapping/rewrap", &[W]),
         route("sys/capabilities", &[W]),
         route("sys/capabilities-self", &[W]),
         route("sys/capabilities-accessor", &[W]),
@@ -98,6 +104,17 @@ impl MountKind for System {
     }
 
     async fn handle(&self, call: Call<'_>) -> Handled {
+        if call.rest.starts_with("sys/wrapping/") {
+            let (ready, tenant) = (call.ready, call.tenant);
+            return super::wrapping::by_caller(
+                ready,
+                tenant,
+                call.rest,
+                call.headers,
+                call.request,
+            )
+            .await;
+        }
         let rest = call.rest.strip_prefix("sys/").unwrap_or(call.rest);
         handle(
             call.state,
