@@ -27,6 +27,7 @@ mod idp;
 mod isolation;
 mod jwt;
 mod matrix;
+mod openapi;
 mod plugins;
 mod policies;
 mod policy_diff;

@@ -53,6 +53,8 @@ const EXPECTED: &[(&str, &str, Class)] = &[
     (":sys/leader", "*", Public),
     (":sys/mounts", "*", Policy),
     (":sys/init", "*", Public),
+    // The API's description (Vault: unauthenticated); the software's, no state in it.
+    (":sys/internal/specs/openapi", "*", Public),
     (":sys/mounts/*path", "*", Policy),
     // Tuning takes the authority mounting takes (an auth method's: `sudo`).
     (":sys/mounts/*path/tune", "*", Policy),

@@ -324,6 +324,20 @@ impl Registry {
     }
 }
 
+/// Whether `rest` is one of `sudo_paths` ([`Spec::sudo_paths`]).
+pub fn is_sudo_path(sudo_paths: &[&str], rest: &str) -> bool {
+    let bare = rest.trim_end_matches('/');
+    sudo_paths.iter().any(|path| match path.strip_suffix('*') {
+        Some(prefix) => bare.starts_with(prefix),
+        None => {
+            bare == *path
+                || bare
+                    .strip_prefix(path)
+                    .is_some_and(|below| below.starts_with('/'))
+        }
+    })
+}
+
 impl Target<'_> {
     /// The part of `path` (the path this target was resolved from) below the mount; a
     /// built-in kind's paths start at the API's root.
@@ -354,19 +368,7 @@ impl Target<'_> {
 
     /// Whether `rest` is one of the kind's `sudo` paths.
     pub fn needs_sudo(&self, rest: &str) -> bool {
-        let bare = rest.trim_end_matches('/');
-        self.kind
-            .sudo_paths()
-            .iter()
-            .any(|path| match path.strip_suffix('*') {
-                Some(prefix) => bare.starts_with(prefix),
-                None => {
-                    bare == *path
-                        || bare
-                            .strip_prefix(path)
-                            .is_some_and(|below| below.starts_with('/'))
-                }
-            })
+        is_sudo_path(self.kind.sudo_paths(), rest)
     }
 
     /// Whether a write to `rest` creates something (Vault's existence check).

@@ -24,6 +24,7 @@ pub mod fuzzing;
 mod input;
 mod jwt;
 pub mod kind;
+mod openapi;
 mod paging;
 mod policies;
 mod response;
@@ -317,6 +318,7 @@ async fn handle(
         "sys/seal-status" => return ("sys/seal-status", Ok(sys::seal_status(state, details))),
         "sys/leader" => return ("sys/leader", Ok(sys::leader())),
         "sys/init" => return ("sys/init", Ok(sys::init())),
+        openapi::PATH => return ("sys/internal/specs/openapi", sys::openapi(state, operation)),
         _ => {}
     }
     let Some(ready) = state.inner.ready.as_ref() else {

@@ -41,6 +41,8 @@ pub(super) const ROUTES: &[Route] = {
         anonymous(route("sys/seal-status", &[R])),
         anonymous(route("sys/leader", &[R])),
         anonymous(route("sys/init", &[R])),
+        // The API's OpenAPI document (Vault: unauthenticated): the software's, not the state's.
+        anonymous(route("sys/internal/specs/openapi", &[R])),
         // Mounts and auth methods, and their tuning.
         route("sys/mounts", &[R, L]),
         route("sys/mounts/*path", &[R, W, D]),
@@ -207,6 +209,20 @@ pub(super) fn init() -> Response {
     response::json(StatusCode::OK, &json!({ "initialized": true }))
 }
 
+/// `GET /v1/sys/internal/specs/openapi` (Vault API: sys/internal/specs/openapi), for anyone:
+/// see [`super::openapi`]. Sealed, it answers as every path does.
+pub(super) fn openapi(state: &AppState, operation: Operation) -> Result<Response, ApiError> {
+    let ready = state
+        .inner
+        .ready
+        .as_ref()
+        .ok_or(ApiError::Core(keybroker_core::Error::Sealed))?;
+    if operation != Operation::Read {
+        return Err(ApiError::UnsupportedOperation);
+    }
+    Ok(super::openapi::response(&ready.kinds))
+}
+
 /// `GET /v1/sys/leader` (Vault API: sys/leader): every node serves, none is a leader.
 pub(super) fn leader() -> Response {
     response::json(
@@ -305,6 +321,10 @@ async fn handle(
             ("sys/plugins/reload", Ok(backends(ready, tenant)))
         }
         ("metrics", Operation::Read) => ("sys/metrics", metrics(state, request)),
+        ("internal/specs/openapi", Operation::Read) => (
+            "sys/internal/specs/openapi",
+            Ok(super::openapi::response(&ready.kinds)),
+        ),
         (path, Operation::Write) if path.starts_with("audit-hash/") => {
             ("sys/audit-hash", audit_hash(state, path, request))
         }
