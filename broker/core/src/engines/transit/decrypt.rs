@@ -114,29 +114,18 @@ impl Transit {
         }
         let requests = pending
             .iter()
-            .map(|(_, version, payload, aad)| BackendDecrypt {
-                reference: &version.record.backend_reference,
-                ciphertext: payload,
-                aad,
+            .map(|(index, version, payload, aad)| {
+                (
+                    *index,
+                    BackendDecrypt {
+                        reference: &version.record.backend_reference,
+                        ciphertext: payload,
+                        aad,
+                    },
+                )
             })
-            .collect::<Vec<_>>();
-        if !requests.is_empty() {
-            let answers = instance.decrypt_batch(tenant, requests).await?;
-            if answers.len() != pending.len() {
-                return Err(Error::internal(
-                    "backend returned a batch of the wrong size",
-                ));
-            }
-            for ((index, ..), answer) in pending.iter().zip(answers) {
-                if let Some(slot) = results.get_mut(*index) {
-                    *slot = Some(answer);
-                }
-            }
-        }
-        Ok(results
-            .into_iter()
-            .map(|r| r.unwrap_or_else(|| Err(Error::internal("batch item without result"))))
-            .collect())
+            .collect();
+        backend_batch_decrypt(tenant, instance, results, requests).await
     }
 
     fn parse_for_decrypt(
@@ -161,4 +150,33 @@ impl Transit {
         }
         Ok((version, payload))
     }
+}
+
+/// Sends `requests` (each with the index of its item) to the backend in one batch and puts
+/// each answer in its item's slot of `results`, whose other slots already hold their
+/// items' errors.
+pub(super) async fn backend_batch_decrypt(
+    tenant: &Tenant,
+    instance: &dyn BackendInstance,
+    mut results: Vec<Option<Result<Zeroizing<Vec<u8>>>>>,
+    requests: Vec<(usize, BackendDecrypt<'_>)>,
+) -> Result<ItemResults<Zeroizing<Vec<u8>>>> {
+    if !requests.is_empty() {
+        let (indices, requests): (Vec<usize>, Vec<_>) = requests.into_iter().unzip();
+        let answers = instance.decrypt_batch(tenant, requests).await?;
+        if answers.len() != indices.len() {
+            return Err(Error::internal(
+                "backend returned a batch of the wrong size",
+            ));
+        }
+        for (index, answer) in indices.into_iter().zip(answers) {
+            if let Some(slot) = results.get_mut(index) {
+                *slot = Some(answer);
+            }
+        }
+    }
+    Ok(results
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| Err(Error::internal("batch item without result"))))
+        .collect())
 }

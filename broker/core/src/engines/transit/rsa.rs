@@ -26,8 +26,8 @@ use sha2::Sha256;
 use zeroize::Zeroizing;
 
 use super::{
-    ciphertext, encrypt::encryption_version, key_type::KeyType, DecryptItem, EncryptItem,
-    EncryptOutput, ItemResults, KeyState, Transit,
+    ciphertext, decrypt::backend_batch_decrypt, encrypt::encryption_version, key_type::KeyType,
+    DecryptItem, EncryptItem, EncryptOutput, ItemResults, KeyState, Transit,
 };
 use crate::{
     backend::{BackendDecrypt, BackendInstance},
@@ -251,31 +251,20 @@ impl Transit {
                 Err(error) => results.push(Some(Err(error))),
             }
         }
-        if !pending.is_empty() {
-            let requests = pending
-                .iter()
-                .map(|(_, version, payload, padding)| BackendDecrypt {
-                    reference: &version.record.backend_reference,
-                    ciphertext: payload,
-                    aad: padding.backend_name().as_bytes(),
-                })
-                .collect();
-            let answers = instance.decrypt_batch(tenant, requests).await?;
-            if answers.len() != pending.len() {
-                return Err(Error::internal(
-                    "backend returned a batch of the wrong size",
-                ));
-            }
-            for ((index, ..), answer) in pending.iter().zip(answers) {
-                if let Some(slot) = results.get_mut(*index) {
-                    *slot = Some(answer);
-                }
-            }
-        }
-        Ok(results
-            .into_iter()
-            .map(|r| r.unwrap_or_else(|| Err(Error::internal("batch item without result"))))
-            .collect())
+        let requests = pending
+            .iter()
+            .map(|(index, version, payload, padding)| {
+                (
+                    *index,
+                    BackendDecrypt {
+                        reference: &version.record.backend_reference,
+                        ciphertext: payload,
+                        aad: padding.backend_name().as_bytes(),
+                    },
+                )
+            })
+            .collect();
+        backend_batch_decrypt(tenant, instance.as_ref(), results, requests).await
     }
 }
 
