@@ -97,6 +97,8 @@ pub struct Broker {
     pub jwt: crate::auth::jwt::method::JwtAuth,
     /// Response wrapping.
     pub wrapping: crate::wrapping::Wrapping,
+    /// The KV secrets engine.
+    pub kv: crate::engines::kv::Kv,
 }
 
 impl std::fmt::Debug for Broker {
@@ -148,6 +150,12 @@ impl Broker {
                 sealed_secret(store.as_ref(), root_key, crate::wrapping::SEALER_NAME).await?,
             ),
             jwt: crate::auth::jwt::method::JwtAuth::new(clock.clone(), identity_providers),
+            kv: crate::engines::kv::Kv::new(
+                store.clone(),
+                clock.clone(),
+                sealed_secret(store.as_ref(), root_key, crate::engines::kv::SEALER_NAME).await?,
+                sealed_secret(store.as_ref(), root_key, crate::engines::kv::PATH_KEY_NAME).await?,
+            ),
             transit: Transit::new(store.clone(), backends, clock, settings.transit)
                 .with_secret_sealer(crate::engines::transit::SecretSealer::new(
                     sealed_secret(store.as_ref(), root_key, META_TRANSIT_SEALER).await?,
@@ -182,6 +190,34 @@ impl Broker {
             )
             .await?;
         Ok(Some(token))
+    }
+
+    /// Mounts KV version 2 at `secret/` in the root namespace, as Vault's dev server does
+    /// (`server --dev`, on a fresh store), its key on the default backend instance.
+    pub async fn enable_dev_kv(&self) -> Result<()> {
+        let root = self
+            .tenants
+            .by_id(TenantId::ROOT)
+            .ok_or_else(|| Error::internal("no root namespace"))?;
+        let mount = self
+            .mounts
+            .enable(TenantId::ROOT, "secret", "kv", "key/value secret storage")
+            .await?;
+        let options = crate::engines::kv::KvOptions {
+            version: 2,
+            ..Default::default()
+        };
+        self.kv
+            .enable(&self.transit, &root, &mount, &options)
+            .await?;
+        let tuning = crate::mounts::Tuning {
+            options: Some([("version".to_owned(), "2".to_owned())].into()),
+            ..Default::default()
+        };
+        self.mounts
+            .tune(TenantId::ROOT, &mount.path, &tuning)
+            .await?;
+        Ok(())
     }
 
     /// Mounts an engine in a tenant. In the root namespace a path may not start with a

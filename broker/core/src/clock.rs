@@ -6,6 +6,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub trait Clock: Send + Sync {
     /// Seconds since the Unix epoch.
     fn now_unix(&self) -> i64;
+
+    /// Nanoseconds since the Unix epoch (KV versions' times, as Vault reports them); a
+    /// clock of whole seconds by default.
+    fn now_unix_nanos(&self) -> i64 {
+        self.now_unix().saturating_mul(1_000_000_000)
+    }
 }
 
 /// The real clock.
@@ -17,6 +23,13 @@ impl Clock for SystemClock {
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+            .unwrap_or(0)
+    }
+
+    fn now_unix_nanos(&self) -> i64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
             .unwrap_or(0)
     }
 }

@@ -357,6 +357,12 @@ async fn open_with_root_key(
         .initialize(chosen)
         .await
         .map_err(anyhow::Error::from)?;
+    if config.dev && root_token.is_some() {
+        broker
+            .enable_dev_kv()
+            .await
+            .context("cannot mount KV at secret/")?;
+    }
     let audit: Option<Arc<dyn AuditSink>> = match &config.audit {
         None => None,
         Some(audit) => {

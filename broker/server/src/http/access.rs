@@ -73,6 +73,7 @@ pub(super) async fn authorize(
         Operation::Read => Capability::Read,
         Operation::List => Capability::List,
         Operation::Delete => Capability::Delete,
+        Operation::Patch => Capability::Patch,
         Operation::Write if creates => Capability::Create,
         Operation::Write => Capability::Update,
     };

@@ -26,6 +26,8 @@ pub enum Operation {
     Write,
     /// DELETE.
     Delete,
+    /// PATCH (a JSON merge patch).
+    Patch,
 }
 
 impl Operation {
@@ -36,6 +38,7 @@ impl Operation {
             Operation::List => "list",
             Operation::Write => "update",
             Operation::Delete => "delete",
+            Operation::Patch => "patch",
         }
     }
 }
@@ -74,6 +77,7 @@ pub(super) fn operation(method: &Method, query: &HashMap<String, String>) -> Opt
         "LIST" => Some(Operation::List),
         "POST" | "PUT" => Some(Operation::Write),
         "DELETE" => Some(Operation::Delete),
+        "PATCH" => Some(Operation::Patch),
         _ => None,
     }
 }

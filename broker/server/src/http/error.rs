@@ -30,6 +30,9 @@ pub enum ApiError {
     /// path (403): `sys/internal/ui/mounts/:path`.
     #[error("{0}")]
     Forbidden(String),
+    /// A PATCH whose body is not a JSON merge patch (415), as Vault refuses it.
+    #[error("PATCH requires Content-Type of application/merge-patch+json")]
+    UnsupportedMediaType,
     /// The body did not arrive within `listener.http_read_timeout` (408).
     #[error("timed out reading the request body")]
     RequestTimeout,
@@ -85,6 +88,9 @@ impl IntoResponse for ApiError {
             ApiError::UnsupportedPath => (StatusCode::NOT_FOUND, self.to_string()),
             ApiError::UnsupportedOperation => (StatusCode::METHOD_NOT_ALLOWED, self.to_string()),
             ApiError::RequestTimeout => (StatusCode::REQUEST_TIMEOUT, self.to_string()),
+            ApiError::UnsupportedMediaType => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, self.to_string())
+            }
         };
         error_body(status, &[message.as_str()])
     }

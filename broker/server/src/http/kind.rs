@@ -17,7 +17,11 @@ use std::{net::IpAddr, sync::Arc};
 use async_trait::async_trait;
 use axum::{http::HeaderMap, response::Response};
 use keybroker_core::{
-    auth::token::Caller, changes::Change, mounts::MountKinds, store::MountRecord, Tenant,
+    auth::token::Caller,
+    changes::Change,
+    mounts::{MountKinds, Tuning},
+    store::MountRecord,
+    Tenant,
 };
 
 use super::{
@@ -194,6 +198,20 @@ pub trait MountKind: Send + Sync + 'static {
         )
     }
 
+    /// Checks the options an enable or a tune gives one of its mounts, and applies what they
+    /// change of the kind's own state, before the tuning is kept. `before` is `None` at
+    /// enable, right after the mount was made (a refusal unmounts it again).
+    async fn configure(
+        &self,
+        _ready: &Ready,
+        _tenant: &Tenant,
+        _mount: &MountRecord,
+        _before: Option<&Tuning>,
+        _after: &Tuning,
+    ) -> Result<(), ApiError> {
+        Ok(())
+    }
+
     /// Drops what a change (from this node or another) makes stale in this kind's caches.
     /// Called after the core has applied the change (mount tables are current).
     async fn invalidate(&self, _ready: &Ready, _change: &Change) {}
@@ -235,7 +253,7 @@ const BUILTIN_PREFIXES: &[(&str, &str, &str)] = &[
 ];
 
 impl Registry {
-    /// The kinds keybroker ships: `sys`, `token`, `approle`, `jwt`, `transit`.
+    /// The kinds keybroker ships: `sys`, `token`, `approle`, `jwt`, `transit`, `kv`.
     pub fn standard() -> Self {
         Self::empty()
             .with(super::sys::System)
@@ -243,6 +261,7 @@ impl Registry {
             .with(super::approle::AppRole)
             .with(super::jwt::Jwt)
             .with(super::transit::TransitEngine)
+            .with(super::kv::KvEngine)
     }
 
     /// No kind at all.

@@ -24,6 +24,7 @@ pub mod fuzzing;
 mod input;
 mod jwt;
 pub mod kind;
+mod kv;
 mod openapi;
 mod paging;
 mod policies;

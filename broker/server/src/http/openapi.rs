@@ -305,9 +305,35 @@ const TRANSIT_IMPORT_VERSION: Members = &[
     ("version", "integer"),
 ];
 
+const KV_METADATA: Members = &[
+    ("max_versions", "integer"),
+    ("cas_required", "boolean"),
+    ("delete_version_after", "string"),
+    ("custom_metadata", "object"),
+];
+const KV_VERSIONS: Members = &[("versions", "array")];
+
 /// The members of each write's body, by kind and pattern (a write not listed: a JSON
 /// object of any members). A unit test checks that each names a served write.
 const BODIES: &[(&str, &str, Members)] = &[
+    (
+        "kv",
+        "data/*path",
+        &[("data", "object"), ("options", "object")],
+    ),
+    ("kv", "metadata/*path", KV_METADATA),
+    (
+        "kv",
+        "config",
+        &[
+            ("max_versions", "integer"),
+            ("cas_required", "boolean"),
+            ("delete_version_after", "string"),
+        ],
+    ),
+    ("kv", "delete/*path", KV_VERSIONS),
+    ("kv", "undelete/*path", KV_VERSIONS),
+    ("kv", "destroy/*path", KV_VERSIONS),
     ("system", "sys/mounts/*path", ENABLE_MOUNT),
     ("system", "sys/auth/*path", ENABLE_MOUNT),
     ("system", "sys/mounts/*path/tune", TUNE),
@@ -501,6 +527,7 @@ pub(super) fn document(registry: &Registry) -> Value {
                     Operation::List => (format!("{path}/"), "list"),
                     Operation::Write => (path.clone(), "post"),
                     Operation::Delete => (path.clone(), "delete"),
+                    Operation::Patch => (path.clone(), "patch"),
                 };
                 let value = operation(kind, route, &path, &names, verb);
                 let item = paths
@@ -565,6 +592,7 @@ mod tests {
                     Operation::List => (format!("{path}/"), "get"),
                     Operation::Write => (path.clone(), "post"),
                     Operation::Delete => (path.clone(), "delete"),
+                    Operation::Patch => (path.clone(), "patch"),
                 };
                 let wanted = (path, method.to_owned());
                 assert!(documented.contains(&wanted), "{wanted:?} is not documented");

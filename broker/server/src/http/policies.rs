@@ -84,7 +84,7 @@ pub(super) async fn acl(
             policies.delete(tenant.id, name).await?;
             Ok(response::no_content())
         }
-        (_, Operation::List) => Err(ApiError::UnsupportedOperation),
+        (_, Operation::List | Operation::Patch) => Err(ApiError::UnsupportedOperation),
     }
 }
 

@@ -103,6 +103,14 @@ pub(super) fn data_with<T: Serialize>(
     json(status, &envelope)
 }
 
+/// 200 with `data` and a lease of `lease_duration` seconds (a KV version 1 read, which
+/// Vault answers with the mount's lease).
+pub(super) fn data_leased<T: Serialize>(data: &T, lease_duration: u64) -> Response {
+    let mut envelope = Envelope::new(data, None);
+    envelope.lease_duration = lease_duration;
+    json(StatusCode::OK, &envelope)
+}
+
 /// 200 with `data`, its members also at the top level: the shape Vault keeps for its older
 /// `sys/` answers (`sys/mounts`, `sys/auth`, `sys/policy`, a mount's `tune`), which older
 /// clients read there.

@@ -336,7 +336,7 @@ async fn handle(
                 }
                 Operation::Delete => disable_mount(ready, tenant, mount).await,
                 Operation::Read => mounts::read(ready, tenant, Table::Engines, mount).await,
-                Operation::List => Err(ApiError::UnsupportedOperation),
+                Operation::List | Operation::Patch => Err(ApiError::UnsupportedOperation),
             };
             ("sys/mounts", result)
         }
@@ -402,6 +402,14 @@ async fn enable_mount(
 ) -> Result<Response, ApiError> {
     let auth = table == Table::Auth;
     let mut input: EnableMount = body::parse(&request.body)?;
+    if !auth && input.kind.as_deref() == Some(super::kv::KIND_V2_ALIAS) {
+        // Vault's `kv-v2`: the `kv` engine at version 2, whatever the options say.
+        input.kind = Some(super::kv::KIND.to_owned());
+        input
+            .options
+            .get_or_insert_with(Map::new)
+            .insert("version".to_owned(), Value::String("2".to_owned()));
+    }
     let tuning = input.tuning(auth)?;
     let kind = input.kind.filter(|k| !k.is_empty()).ok_or_else(|| {
         ApiError::bad_request(if auth {
@@ -422,7 +430,28 @@ async fn enable_mount(
             .enable_mount(tenant, path, &kind, description)
             .await?
     };
-    if let Some(tuning) = tuning {
+    let tuning = tuning.unwrap_or_default();
+    let configured = match ready.kinds.get(&mount.kind) {
+        Some(kind) => kind.configure(ready, tenant, &mount, None, &tuning).await,
+        None => Ok(()),
+    };
+    if let Err(error) = configured {
+        // Refused by its kind (a backend that cannot hold a KV mount's key): unmount again.
+        let undone = if auth {
+            ready
+                .broker
+                .disable_auth(tenant, path)
+                .await
+                .map_err(ApiError::from)
+        } else {
+            disable_mount(ready, tenant, &mount.path).await.map(|_| ())
+        };
+        if let Err(undo) = undone {
+            tracing::warn!(error = %undo, path = %mount.path, "could not unmount a refused mount");
+        }
+        return Err(error);
+    }
+    if tuning != keybroker_core::mounts::Tuning::default() {
         ready
             .broker
             .mounts
@@ -456,7 +485,7 @@ async fn auth_methods(
             Ok(response::no_content())
         }
         (path, Operation::Read) => mounts::read(ready, tenant, Table::Auth, path).await,
-        (_, Operation::List) => Err(ApiError::UnsupportedOperation),
+        (_, Operation::List | Operation::Patch) => Err(ApiError::UnsupportedOperation),
     }
 }
 
@@ -521,7 +550,7 @@ async fn namespaces(
             };
             Ok(response::data(&json!({ "status": status })))
         }
-        (_, Operation::List) => Err(ApiError::UnsupportedOperation),
+        (_, Operation::List | Operation::Patch) => Err(ApiError::UnsupportedOperation),
     }
 }
 

@@ -332,7 +332,9 @@ impl TuneBody {
             tuning.allowed_response_headers = list;
         }
         if let Some(options) = self.options {
-            let mut kept = std::collections::BTreeMap::new();
+            // Merged into the options kept, an empty value removing its option, as Vault's
+            // tune does (`bao secrets tune -options=version=2` keeps the others).
+            let mut kept = tuning.options.take().unwrap_or_default();
             for (name, value) in options {
                 let text = match value {
                     Value::String(text) => text,
@@ -344,7 +346,11 @@ impl TuneBody {
                         )))
                     }
                 };
-                kept.insert(name, text);
+                if text.is_empty() {
+                    kept.remove(&name);
+                } else {
+                    kept.insert(name, text);
+                }
             }
             tuning.options = Some(kept);
         }
@@ -395,11 +401,18 @@ pub(super) async fn tune(
         }
         Operation::Write => {
             let input: TuneBody = body::parse(&request.body)?;
-            let tuning = input.apply(Tuning::of(&mount), auth)?;
+            let before = Tuning::of(&mount);
+            let tuning = input.apply(before.clone(), auth)?;
+            if let Some(kind) = ready.kinds.get(&mount.kind) {
+                kind.configure(ready, tenant, &mount, Some(&before), &tuning)
+                    .await?;
+            }
             ready.broker.mounts.tune(tenant.id, &full, &tuning).await?;
             Ok(response::no_content())
         }
-        Operation::List | Operation::Delete => Err(ApiError::UnsupportedOperation),
+        Operation::List | Operation::Delete | Operation::Patch => {
+            Err(ApiError::UnsupportedOperation)
+        }
     }
 }
 
