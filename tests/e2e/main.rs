@@ -26,6 +26,7 @@ mod hsm;
 mod idp;
 mod isolation;
 mod jwt;
+mod kv;
 mod matrix;
 mod openapi;
 mod plugins;

@@ -39,10 +39,14 @@ enum Class {
     /// Anyone without a token; a token as `SelfService` (`sys/wrapping/lookup`, which Vault
     /// answers unauthenticated, the wrapping token in the body).
     AnonymousOrSelf,
+    /// A PATCH: as `Policy`, for the `patch` capability, which none of the callers here
+    /// holds but root (Vault's `update` does not grant it).
+    PatchCapability,
 }
 
 use Class::{
-    AnonymousOrSelf, DefaultExact, Discovery, Global, Policy, Public, SelfService, Transit,
+    AnonymousOrSelf, DefaultExact, Discovery, Global, PatchCapability, Policy, Public, SelfService,
+    Transit,
 };
 
 /// Each route's class, by `<kind>:<pattern>` (`:<pattern>` at the API's root) and verb
@@ -155,6 +159,22 @@ const EXPECTED: &[(&str, &str, Class)] = &[
     ("transit:wrapping_key", "*", Transit),
     ("transit:keys/:name/import", "*", Transit),
     ("transit:keys/:name/import_version", "*", Transit),
+    // KV, versions 2 (at `secret/`) and 1 (at `kv1/`: the mount's root and any path).
+    // `rotate` and `key` also need `sudo`, which every caller granted `secret/*` here holds.
+    ("kv:config", "*", Policy),
+    ("kv:rotate", "*", Policy),
+    ("kv:key", "*", Policy),
+    ("kv:data/*path", "P", PatchCapability),
+    ("kv:data/*path", "*", Policy),
+    ("kv:metadata", "*", Policy),
+    ("kv:metadata/*path", "P", PatchCapability),
+    ("kv:metadata/*path", "*", Policy),
+    ("kv:delete/*path", "*", Policy),
+    ("kv:undelete/*path", "*", Policy),
+    ("kv:destroy/*path", "*", Policy),
+    ("kv:subkeys/*path", "*", Policy),
+    ("kv:", "*", Policy),
+    ("kv:*path", "*", Policy),
 ];
 
 /// The kinds of caller.
@@ -222,6 +242,7 @@ fn expected(class: Class, caller: Caller, in_acme: bool) -> Outcome {
         (Policy | Transit, true) => outcome(matches!(caller, AcmeAdmin | AcmeDelegate | Root)),
         (DefaultExact, false) => outcome(caller == Root),
         (DefaultExact, true) => outcome(matches!(caller, AcmeDelegate | Root)),
+        (PatchCapability, _) => outcome(caller == Root),
         (Global, false) => outcome(caller == Root),
         // Those whose policy lets the request through find nothing there.
         (Global, true) => match caller {
@@ -242,6 +263,7 @@ fn class_of(base: Base, route: &Route, operation: Operation) -> Option<Class> {
         Operation::List => "L",
         Operation::Write => "W",
         Operation::Delete => "D",
+        Operation::Patch => "P",
     };
     EXPECTED
         .iter()
@@ -268,6 +290,9 @@ fn concrete(base: Base, route: &Route) -> String {
     match base {
         Base::Root => below,
         Base::Mount("transit") => format!("transit/{below}"),
+        // KV version 1's routes (the mount's root, any path) at a version 1 mount.
+        Base::Mount("kv") if matches!(route.pattern, "" | "*path") => format!("kv1/{below}"),
+        Base::Mount("kv") => format!("secret/{below}"),
         Base::Mount(kind) => format!("auth/{kind}/{below}"),
     }
 }
@@ -278,6 +303,7 @@ fn method(operation: Operation) -> &'static str {
         Operation::List => "LIST",
         Operation::Write => "POST",
         Operation::Delete => "DELETE",
+        Operation::Patch => "PATCH",
     }
 }
 
@@ -365,7 +391,18 @@ fn every_route_answers_every_kind_of_caller_as_written_down() {
     for tenant in ["acme", "globex"] {
         broker.bao_ok(&["namespace", "create", tenant]);
         broker.bao_ok(&["secrets", "enable", &ns(tenant), "transit"]);
+        broker.bao_ok(&["secrets", "enable", &ns(tenant), "-path=secret", "kv-v2"]);
+        broker.bao_ok(&[
+            "secrets",
+            "enable",
+            &ns(tenant),
+            "-path=kv1",
+            "-version=1",
+            "kv",
+        ]);
     }
+    // `secret/` is KV version 2 in dev mode, as in Vault's.
+    broker.bao_ok(&["secrets", "enable", "-path=kv1", "-version=1", "kv"]);
     for kind in ["approle", "jwt"] {
         broker.bao_ok(&["auth", "enable", kind]);
         broker.bao_ok(&["auth", "enable", &ns("acme"), kind]);

@@ -31,8 +31,8 @@ pub enum ApiError {
     #[error("{0}")]
     Forbidden(String),
     /// A PATCH whose body is not a JSON merge patch (415), as Vault refuses it.
-    #[error("PATCH requires Content-Type of application/merge-patch+json")]
-    UnsupportedMediaType,
+    #[error("PATCH requires Content-Type of application/merge-patch+json, provided {0}")]
+    UnsupportedMediaType(String),
     /// The body did not arrive within `listener.http_read_timeout` (408).
     #[error("timed out reading the request body")]
     RequestTimeout,
@@ -88,7 +88,7 @@ impl IntoResponse for ApiError {
             ApiError::UnsupportedPath => (StatusCode::NOT_FOUND, self.to_string()),
             ApiError::UnsupportedOperation => (StatusCode::METHOD_NOT_ALLOWED, self.to_string()),
             ApiError::RequestTimeout => (StatusCode::REQUEST_TIMEOUT, self.to_string()),
-            ApiError::UnsupportedMediaType => {
+            ApiError::UnsupportedMediaType(_) => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, self.to_string())
             }
         };

@@ -32,6 +32,9 @@ pub(super) struct SecretDoc {
     /// Seconds (0: never).
     pub(super) delete_version_after: u64,
     pub(super) custom_metadata: Option<BTreeMap<String, String>>,
+    /// Writes of the metadata itself (OpenBao's `current_metadata_version`).
+    #[serde(default)]
+    pub(super) metadata_version: u64,
     pub(super) versions: BTreeMap<u64, VersionDoc>,
 }
 
@@ -69,6 +72,8 @@ pub struct SecretMetadata {
     pub delete_version_after: u64,
     /// The secret's `custom_metadata`.
     pub custom_metadata: Option<BTreeMap<String, String>>,
+    /// Writes of the metadata itself.
+    pub metadata_version: u64,
     /// Every version kept.
     pub versions: BTreeMap<u64, VersionMetadata>,
 }
@@ -116,6 +121,7 @@ impl SecretDoc {
             cas_required: false,
             delete_version_after: 0,
             custom_metadata: None,
+            metadata_version: 0,
             versions: BTreeMap::new(),
         }
     }
@@ -130,6 +136,7 @@ impl SecretDoc {
             cas_required: self.cas_required,
             delete_version_after: self.delete_version_after,
             custom_metadata: self.custom_metadata.clone(),
+            metadata_version: self.metadata_version,
             versions: self
                 .versions
                 .iter()

@@ -201,6 +201,7 @@ impl Kv {
                 doc.custom_metadata = Some(merged);
             }
             doc.updated_time = self.now_nanos();
+            doc.metadata_version += 1;
             match self.save(mount, &key, &doc, expected).await {
                 Ok(()) => return Ok(Some(warnings)),
                 Err(Error::Conflict(_)) => continue,

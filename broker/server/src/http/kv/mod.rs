@@ -156,11 +156,13 @@ impl MountKind for KvEngine {
                 version: options.version,
             },
             request: call.request,
-            merge_patch: call
+            content_type: call
                 .headers
                 .get(axum::http::header::CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| v.trim().starts_with("application/merge-patch+json")),
+                .unwrap_or_default()
+                .trim()
+                .to_owned(),
         };
         match options.version {
             2 => context.v2(call.rest).await,
@@ -205,8 +207,15 @@ struct Context<'a> {
     ready: &'a Ready,
     kv: KvMount<'a>,
     request: &'a ApiRequest,
-    /// Whether a PATCH came as `application/merge-patch+json`, as Vault requires.
-    merge_patch: bool,
+    /// The request's content type: a PATCH must be `application/merge-patch+json`.
+    content_type: String,
+}
+
+/// A status without a body.
+fn empty(status: StatusCode) -> Response {
+    let mut response = response::no_content();
+    *response.status_mut() = status;
+    response
 }
 
 /// Vault's 404 without a message.
@@ -221,6 +230,21 @@ impl Context<'_> {
 
     fn transit(&self) -> &keybroker_core::engines::transit::Transit {
         &self.ready.broker.transit
+    }
+
+    /// Refuses a PATCH that is not a JSON merge patch, as Vault does.
+    fn require_merge_patch(&self) -> Result<(), ApiError> {
+        let media_type = self
+            .content_type
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim();
+        if media_type.eq_ignore_ascii_case("application/merge-patch+json") {
+            Ok(())
+        } else {
+            Err(ApiError::UnsupportedMediaType(self.content_type.clone()))
+        }
     }
 
     /// `?version=N` (0 or absent: the current one).
@@ -271,7 +295,7 @@ impl Context<'_> {
                     .engine()
                     .read(self.transit(), kv, &path, self.version_query()?)
                     .await?;
-                Ok(read_response(read, |data| {
+                Ok(read_response(read, "data", |data| {
                     serde_json::from_slice::<Value>(data).unwrap_or(Value::Null)
                 }))
             }
@@ -288,9 +312,7 @@ impl Context<'_> {
                 Ok(response::data(&wire::version_json(&written)))
             }
             Operation::Patch => {
-                if !self.merge_patch {
-                    return Err(ApiError::UnsupportedMediaType);
-                }
+                self.require_merge_patch()?;
                 let input: wire::DataBody = body::parse(&self.request.body)?;
                 let patch = Value::Object(input.data()?.clone());
                 match self
@@ -298,7 +320,8 @@ impl Context<'_> {
                     .patch(self.transit(), kv, &path, &patch, input.cas()?)
                     .await?
                 {
-                    DataRead::Missing => Ok(not_found()),
+                    // Vault answers a patch of nothing with a bare 404.
+                    DataRead::Missing => Ok(empty(StatusCode::NOT_FOUND)),
                     DataRead::Gone(view) => Ok(response::data_with(
                         StatusCode::NOT_FOUND,
                         &wire::version_json(&view),
@@ -328,8 +351,8 @@ impl Context<'_> {
             },
             Operation::Write | Operation::Patch => {
                 let patch = self.request.operation == Operation::Patch;
-                if patch && !self.merge_patch {
-                    return Err(ApiError::UnsupportedMediaType);
+                if patch {
+                    self.require_merge_patch()?;
                 }
                 let input: wire::MetadataBody = body::parse(&self.request.body)?;
                 match self
@@ -398,7 +421,7 @@ impl Context<'_> {
                 "subkeys": subkeys,
                 "metadata": wire::version_json(&view),
             })),
-            other => read_response(other, |_| Value::Null),
+            other => read_response(other, "subkeys", |_| Value::Null),
         })
     }
 
@@ -482,17 +505,18 @@ impl Context<'_> {
 
 /// A read's answer: the data and its version's metadata; a deleted or destroyed version
 /// answers 404 with its metadata and `data: null`, as Vault does.
-fn read_response(read: DataRead, data: impl Fn(&[u8]) -> Value) -> Response {
+fn read_response(read: DataRead, field: &str, data: impl Fn(&[u8]) -> Value) -> Response {
+    let answer = |data: Value, view| {
+        let mut answer = serde_json::Map::new();
+        answer.insert(field.to_owned(), data);
+        answer.insert("metadata".to_owned(), wire::version_json(view));
+        Value::Object(answer)
+    };
     match read {
         DataRead::Missing => not_found(),
-        DataRead::Gone(view) => response::data_with(
-            StatusCode::NOT_FOUND,
-            &json!({ "data": null, "metadata": wire::version_json(&view) }),
-            &[],
-        ),
-        DataRead::Found(view, plain) => response::data(&json!({
-            "data": data(&plain),
-            "metadata": wire::version_json(&view),
-        })),
+        DataRead::Gone(view) => {
+            response::data_with(StatusCode::NOT_FOUND, &answer(Value::Null, &view), &[])
+        }
+        DataRead::Found(view, plain) => response::data(&answer(data(&plain), &view)),
     }
 }

@@ -232,10 +232,13 @@ pub(super) fn metadata_json(metadata: &SecretMetadata) -> Value {
     json!({
         "cas_required": metadata.cas_required,
         "created_time": time(metadata.created_time),
+        "current_metadata_version": metadata.metadata_version,
         "current_version": metadata.current_version,
         "custom_metadata": metadata.custom_metadata,
         "delete_version_after": go_duration(metadata.delete_version_after),
         "max_versions": metadata.max_versions,
+        // OpenBao's check-and-set of metadata writes, which keybroker does not require.
+        "metadata_cas_required": false,
         "oldest_version": metadata.oldest_version,
         "updated_time": time(metadata.updated_time),
         "versions": versions,
@@ -248,6 +251,7 @@ pub(super) fn config_json(config: &KvConfig) -> Value {
         "cas_required": config.cas_required,
         "delete_version_after": go_duration(config.delete_version_after),
         "max_versions": config.max_versions,
+        "metadata_cas_required": false,
     })
 }
 
