@@ -980,3 +980,64 @@ fn a_token_wrapped_on_one_node_unwraps_once_with_both_nodes_racing() {
         );
     }
 }
+
+#[test]
+fn kv_check_and_set_is_exact_across_two_nodes_racing_and_each_sees_the_others_writes() {
+    let cluster = Cluster::new();
+    let one = cluster.node(None);
+    let two = cluster.node(Some(&one));
+    ok(
+        &one,
+        "POST",
+        "sys/mounts/secret",
+        Some(&json!({"type": "kv-v2"})),
+    );
+    for round in 0u64..20 {
+        // Both nodes write the next version with the same `cas`: exactly one may win.
+        let barrier = Arc::new(Barrier::new(2));
+        let racers: Vec<_> = [(&one, "one"), (&two, "two")]
+            .into_iter()
+            .map(|(node, name)| {
+                let (barrier, addr, token) =
+                    (barrier.clone(), node.addr.clone(), node.token.clone());
+                let body = json!({"data": {"writer": name}, "options": {"cas": round}}).to_string();
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    let out = crate::support::curl(&[
+                        "-s",
+                        "-w",
+                        "\n%{http_code}",
+                        "-X",
+                        "POST",
+                        "-H",
+                        &format!("X-Vault-Token: {token}"),
+                        "--data-binary",
+                        &body,
+                        &format!("{addr}/v1/secret/data/race"),
+                    ]);
+                    (name, String::from_utf8_lossy(&out.stdout).into_owned())
+                })
+            })
+            .collect();
+        let answers: Vec<(&str, String)> = racers.into_iter().map(|t| t.join().unwrap()).collect();
+        let won: Vec<&(&str, String)> = answers
+            .iter()
+            .filter(|(_, a)| a.ends_with("\n200"))
+            .collect();
+        assert_eq!(won.len(), 1, "round {round}: {answers:?}");
+        let lost = answers.iter().find(|(_, a)| !a.ends_with("\n200")).unwrap();
+        assert!(
+            lost.1.ends_with("\n400") && lost.1.contains("check-and-set parameter did not match"),
+            "round {round}: {answers:?}"
+        );
+        // Either node reads the winner's version at once.
+        for node in [&one, &two] {
+            let read = ok(node, "GET", "secret/data/race", None);
+            assert_eq!(read["data"]["metadata"]["version"], round + 1);
+            assert_eq!(read["data"]["data"]["writer"], won[0].0);
+        }
+    }
+    // A delete through one node is seen by the other.
+    ok(&two, "DELETE", "secret/metadata/race", None);
+    assert_eq!(one.request("GET", "secret/data/race", None).0, 404);
+}

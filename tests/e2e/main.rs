@@ -27,6 +27,7 @@ mod idp;
 mod isolation;
 mod jwt;
 mod kv;
+mod kv_keys;
 mod matrix;
 mod openapi;
 mod plugins;

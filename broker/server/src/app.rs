@@ -537,6 +537,37 @@ async fn rotate_due_keys(broker: Arc<Broker>) {
         Ok(rotated) => tracing::info!(rotated, "automatic key rotation"),
         Err(error) => tracing::warn!(%error, "automatic rotation check failed"),
     }
+    rewrap_kv_mounts(&broker).await;
+}
+
+/// Rewraps the data keys of every KV mount whose key rotated (by hand or on its period)
+/// since its last rewrap, under the key's latest version.
+async fn rewrap_kv_mounts(broker: &Broker) {
+    let tenants = std::iter::once(Tenant::root()).chain(broker.tenants.list());
+    for tenant in tenants {
+        let Ok(table) = broker.mounts.table(tenant.id).await else {
+            continue;
+        };
+        for mount in table.iter().filter(|m| m.kind == "kv") {
+            let kv = keybroker_core::engines::kv::KvMount {
+                tenant: &tenant,
+                mount,
+                version: 2,
+            };
+            match broker.kv.rewrap_if_rotated(&broker.transit, &kv).await {
+                Ok(None) => {}
+                Ok(Some(report)) => tracing::info!(
+                    tenant = %tenant.name,
+                    mount = %mount.path,
+                    rewrapped = report.rewrapped,
+                    "rewrapped a KV mount's data keys after its key rotated"
+                ),
+                Err(error) => {
+                    tracing::warn!(%error, tenant = %tenant.name, mount = %mount.path, "KV rewrap failed")
+                }
+            }
+        }
+    }
 }
 
 /// Deletes expired tokens, and expired secret_ids of every AppRole mount of every tenant.

@@ -19,6 +19,16 @@ use crate::{
 /// The mount storage key of the mount's `config`.
 const CONFIG_ENTRY: &str = "config";
 
+/// The mount storage key of the version of the mount's key that the latest completed
+/// rewrap pass left every data key under.
+const REWRAPPED_ENTRY: &str = "rewrapped";
+
+/// What [`REWRAPPED_ENTRY`] holds.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct Rewrapped {
+    key_version: u32,
+}
+
 /// Most `custom_metadata` pairs, and their longest key and value (Vault's limits).
 const MAX_CUSTOM_METADATA_KEYS: usize = 64;
 const MAX_CUSTOM_METADATA_KEY_LEN: usize = 128;
@@ -264,6 +274,61 @@ impl Kv {
             }
         }
         Ok(names.into_iter().collect())
+    }
+
+    /// The version of the mount's key the latest completed rewrap pass left every data key
+    /// under (0: none ran yet).
+    pub async fn rewrapped_version(&self, mount: &KvMount<'_>) -> Result<u32> {
+        Ok(self
+            .storage(mount)
+            .get::<Rewrapped>(REWRAPPED_ENTRY)
+            .await?
+            .map_or(0, |r| r.value.key_version))
+    }
+
+    /// How many data keys each version of the mount's key encrypts.
+    pub async fn data_key_versions(&self, mount: &KvMount<'_>) -> Result<BTreeMap<u32, u64>> {
+        let mut counts = BTreeMap::new();
+        for key in self.storage(mount).list(SECRET_PREFIX).await? {
+            let Some((doc, _)) = self.load(mount, &key).await? else {
+                continue;
+            };
+            for dek in doc.versions.values().filter_map(|v| v.dek.as_deref()) {
+                if let Ok((version, _)) = crate::engines::transit::ciphertext::parse(dek) {
+                    *counts.entry(version).or_insert(0) += 1;
+                }
+            }
+        }
+        Ok(counts)
+    }
+
+    /// Rewraps the mount's data keys if its key rotated since the last completed pass
+    /// ([`Kv::rewrap_mount`]), then records the version they are all under. `None` when
+    /// there was nothing to do.
+    pub async fn rewrap_if_rotated(
+        &self,
+        transit: &Transit,
+        mount: &KvMount<'_>,
+    ) -> Result<Option<RewrapReport>> {
+        let latest = transit
+            .read_key(mount.tenant, mount.mount.id, KEY_NAME)
+            .await?
+            .record
+            .latest_version;
+        if self.rewrapped_version(mount).await? >= latest {
+            return Ok(None);
+        }
+        let report = self.rewrap_mount(transit, mount).await?;
+        self.storage(mount)
+            .put(
+                REWRAPPED_ENTRY,
+                &Rewrapped {
+                    key_version: latest,
+                },
+                Expect::Any,
+            )
+            .await?;
+        Ok(Some(report))
     }
 
     /// Encrypts every version's data key that an older version of the mount's key encrypts

@@ -451,7 +451,14 @@ impl Context<'_> {
             .read_key(self.kv.tenant, self.kv.mount.id, KEY_NAME)
             .await?;
         let record = &info.record;
+        let engine = self.engine();
+        let data_keys = engine.data_key_versions(&self.kv).await?;
+        let rewrapped = engine.rewrapped_version(&self.kv).await?;
         Ok(response::data(&json!({
+            // How many secret versions' data keys each key version encrypts, and the key
+            // version the last completed background rewrap left them all under.
+            "data_keys_by_version": data_keys.iter().map(|(v, n)| (v.to_string(), json!(n))).collect::<serde_json::Map<_, _>>(),
+            "rewrapped_version": rewrapped,
             "backend": record.backend,
             "type": record.key_type,
             "latest_version": record.latest_version,
