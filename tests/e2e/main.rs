@@ -28,6 +28,7 @@ mod isolation;
 mod jwt;
 mod kv;
 mod kv_keys;
+mod kv_namespaces;
 mod matrix;
 mod openapi;
 mod plugins;
