@@ -579,3 +579,52 @@ fn every_acknowledged_version_reads_back_after_a_kill_9_during_writes() {
         acknowledged.len()
     );
 }
+
+#[test]
+fn a_backend_gone_answers_503_and_writes_nothing_until_it_is_back() {
+    let plugins = crate::support::PluginDir::new();
+    let control =
+        crate::plugins::controlled_instance(&plugins, "agent", "on_unavailable = \"evict\"");
+    // Health checks out of the way: only the plugin's own report counts.
+    let broker = crate::plugins::config_broker(&plugins, "plugin_health_interval = \"1h\"");
+    broker.bao_ok(&[
+        "secrets",
+        "enable",
+        "-path=secret",
+        "-options=backend=agent",
+        "kv-v2",
+    ]);
+    put(&broker, "secret/data/held", json!({ "v": "customer" }));
+    assert_eq!(
+        ok(&broker, "GET", "secret/key", None)["data"]["backend"],
+        "agent"
+    );
+
+    crate::plugins::write_control(&control, "instance down agent gone\n");
+    assert!(eventually(Duration::from_secs(15), || {
+        broker.request("GET", "secret/data/held", None).0 == 503
+    }));
+    let (status, body) = broker.request("GET", "secret/data/held", None);
+    assert_eq!(status, 503);
+    assert!(!body.to_string().contains("customer"), "{body}");
+    for (path, body) in [
+        ("secret/data/held", json!({"data": {"v": "new"}})),
+        ("secret/data/fresh", json!({"data": {"v": "new"}})),
+    ] {
+        let (status, answer) = broker.request("POST", path, Some(&body));
+        assert_eq!(status, 503, "{path}: {answer}");
+    }
+    // Metadata needs no key: it still reads, and shows no partial write.
+    let meta = ok(&broker, "GET", "secret/metadata/held", None);
+    assert_eq!(meta["data"]["current_version"], 1);
+    assert_eq!(broker.request("GET", "secret/metadata/fresh", None).0, 404);
+
+    crate::plugins::write_control(&control, "instance up\n");
+    assert!(eventually(Duration::from_secs(15), || {
+        broker.request("GET", "secret/data/held", None).0 == 200
+    }));
+    let read = ok(&broker, "GET", "secret/data/held", None);
+    assert_eq!(read["data"]["data"]["v"], "customer");
+    assert_eq!(read["data"]["metadata"]["version"], 1);
+    put(&broker, "secret/data/held", json!({ "v": "after" }));
+}

@@ -63,7 +63,7 @@ pub(crate) fn dev_broker(plugins: &PluginDir) -> Broker {
 }
 
 /// A broker from a config file (fresh state dir) with `plugins` and a `[timing]` table.
-fn config_broker(plugins: &PluginDir, timing: &str) -> Broker {
+pub(crate) fn config_broker(plugins: &PluginDir, timing: &str) -> Broker {
     Broker::start(Options {
         config: Some(format!(
             "state_dir = \"{{state}}\"\nplugin_dir = \"{}\"\n[listener]\naddress = \"127.0.0.1:{{port}}\"\n[timing]\n{timing}\n",
@@ -187,7 +187,7 @@ fn assert_local_serves(broker: &Broker) {
 }
 
 /// Rewrites the testing plugin's control file atomically (it is polled every 50 ms).
-fn write_control(path: &Path, text: &str) {
+pub(crate) fn write_control(path: &Path, text: &str) {
     let temporary = path.with_extension("tmp");
     std::fs::write(&temporary, text).unwrap();
     std::fs::rename(&temporary, path).unwrap();
@@ -744,7 +744,7 @@ fn a_saturated_instance_refuses_further_calls_while_other_instances_serve() {
 // Availability reported by the plugin through the host handle.
 
 /// A testing instance with a control file (`extra` goes to the drop-in's top level).
-fn controlled_instance(plugins: &PluginDir, name: &str, extra: &str) -> PathBuf {
+pub(crate) fn controlled_instance(plugins: &PluginDir, name: &str, extra: &str) -> PathBuf {
     let control = plugins.path().join(format!("{name}.control"));
     testing_instance(
         plugins,
