@@ -251,3 +251,20 @@ fn each_namespace_keeps_its_secrets_behind_its_credential_and_a_stolen_database_
     );
     assert_eq!(read["data"]["data"]["secret"], value("cust-c", 2));
 }
+
+/// `examples/kv-namespaces/run`, as a user runs it (with the debug builds of this run).
+#[test]
+fn the_kv_namespaces_example_runs() {
+    let out =
+        std::process::Command::new(crate::support::repo_root().join("examples/kv-namespaces/run"))
+            .env("PROFILE", "debug")
+            .env("SKIP_BUILD", "1")
+            .env("CARGO_TARGET_DIR", crate::support::target_dir())
+            .env("BROKER_PORT", crate::support::free_port().to_string())
+            .output()
+            .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("kv-namespaces example: OK"), "{stderr}");
+    assert!(stderr.contains("alpha in beta: 403"), "{stderr}");
+}
