@@ -67,6 +67,50 @@ pub(crate) fn bao_at(addr: &str, token: &str, args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// A raw request to the server at `addr`: method, path under `/v1/` (as is), optional body
+/// text, exactly these headers (curl adds no content type of its own); returns (status,
+/// body).
+pub(crate) fn raw_at(
+    addr: &str,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    headers: &[(&str, &str)],
+) -> (u16, String) {
+    let mut args: Vec<String> = vec![
+        "-s".into(),
+        "--path-as-is".into(),
+        "-X".into(),
+        method.into(),
+        "-w".into(),
+        "\n%{http_code}".into(),
+    ];
+    for (name, value) in headers {
+        args.push("-H".into());
+        args.push(format!("{name}: {value}"));
+    }
+    if !headers
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case("content-type"))
+    {
+        // Otherwise curl names a form for a body.
+        args.push("-H".into());
+        args.push("Content-Type:".into());
+    }
+    let body_file;
+    if let Some(body) = body {
+        body_file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(body_file.path(), body).unwrap();
+        args.push("--data-binary".into());
+        args.push(format!("@{}", body_file.path().display()));
+    }
+    args.push(format!("{addr}/v1/{path}"));
+    let out = Command::new("curl").args(&args).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (code.trim().parse().unwrap_or(0), body.to_owned())
+}
+
 /// [`bao_at`], asserting success; returns stdout.
 pub(crate) fn bao_ok_at(addr: &str, token: &str, args: &[&str]) -> String {
     let out = bao_at(addr, token, args);
@@ -405,7 +449,8 @@ impl Broker {
         (status, value)
     }
 
-    /// A raw request: method, path under `/v1/`, optional body text; returns (status, body).
+    /// A raw request: method, path under `/v1/`, optional body text (sent as JSON);
+    /// returns (status, body).
     pub(crate) fn raw(
         &self,
         method: &str,
@@ -413,33 +458,11 @@ impl Broker {
         body: Option<&str>,
         headers: &[(&str, &str)],
     ) -> (u16, String) {
-        let url = format!("{}/v1/{}", self.addr, path);
-        let mut args: Vec<String> = vec![
-            "-s".into(),
-            "--path-as-is".into(),
-            "-X".into(),
-            method.into(),
-            "-w".into(),
-            "\n%{http_code}".into(),
-        ];
-        for (name, value) in headers {
-            args.push("-H".into());
-            args.push(format!("{name}: {value}"));
+        let mut all = headers.to_vec();
+        if body.is_some() {
+            all.push(("Content-Type", "application/json"));
         }
-        let body_file;
-        if let Some(body) = body {
-            body_file = tempfile::NamedTempFile::new().unwrap();
-            std::fs::write(body_file.path(), body).unwrap();
-            args.push("-H".into());
-            args.push("Content-Type: application/json".into());
-            args.push("--data-binary".into());
-            args.push(format!("@{}", body_file.path().display()));
-        }
-        args.push(url);
-        let out = Command::new("curl").args(&args).output().unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
-        (code.trim().parse().unwrap_or(0), body.to_owned())
+        raw_at(&self.addr, method, path, body, &all)
     }
 
     /// Runs `bao` against this broker with the root token.

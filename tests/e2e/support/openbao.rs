@@ -138,27 +138,9 @@ impl OpenBao {
         body: &Value,
         headers: &[(&str, &str)],
     ) -> (u16, Value) {
-        let mut args: Vec<String> = vec![
-            "-s".into(),
-            "-X".into(),
-            method.into(),
-            "-w".into(),
-            "\n%{http_code}".into(),
-            "--data-binary".into(),
-            body.to_string(),
-        ];
-        for (name, value) in headers {
-            args.push("-H".into());
-            args.push(format!("{name}: {value}"));
-        }
-        args.push(format!("{}/v1/{}", self.addr, path));
-        let out = Command::new("curl").args(&args).output().unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
-        (
-            code.trim().parse().unwrap_or(0),
-            serde_json::from_str(body).unwrap_or(Value::Null),
-        )
+        let (status, body) =
+            support::raw_at(&self.addr, method, path, Some(&body.to_string()), headers);
+        (status, serde_json::from_str(&body).unwrap_or(Value::Null))
     }
 
     /// Sends many requests with the root token through one curl process (one kept-alive

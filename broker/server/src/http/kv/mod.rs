@@ -240,6 +240,10 @@ impl Context<'_> {
             .next()
             .unwrap_or_default()
             .trim();
+        if media_type.is_empty() {
+            // Go's `mime.ParseMediaType` of nothing, as Vault answers it.
+            return Err(ApiError::bad_request("mime: no media type"));
+        }
         if media_type.eq_ignore_ascii_case("application/merge-patch+json") {
             Ok(())
         } else {
