@@ -29,13 +29,8 @@ fn options(state: &std::path::Path, extra: &str) -> Options {
     }
 }
 
-fn ok(broker: &Broker, method: &str, path: &str, body: Option<&Value>) -> Value {
-    let (status, value) = broker.request(method, path, body);
-    assert!(
-        status == 200 || status == 204,
-        "{method} {path}: {status} {value}"
-    );
-    value
+fn ok(node: &Broker, method: &str, path: &str, body: Option<&Value>) -> Value {
+    node.ok(method, path, body)
 }
 
 fn put(broker: &Broker, path: &str, data: Value) -> Value {

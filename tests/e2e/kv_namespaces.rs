@@ -6,7 +6,7 @@
 //! credential; without the root key it does not open; with the root key but without the
 //! KEK no secret reads.
 
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::support::{private_dir, Broker, Options, PluginDir};
 
@@ -35,91 +35,59 @@ fn options(state: &std::path::Path, plugins: &PluginDir, kek: Option<&str>) -> O
     }
 }
 
-fn ok_as(broker: &Broker, token: &str, ns: &str, method: &str, path: &str, body: Value) -> Value {
-    let (status, value) = broker.request_as(token, ns, method, path, Some(&body));
-    assert!(
-        status == 200 || status == 204,
-        "{ns}: {method} {path}: {status} {value}"
-    );
-    value
-}
-
 /// What the service does for a new customer namespace: a tenant, its KV mount on the KEK,
 /// AppRole with a role limited to the mount; returns the credential (role_id, secret_id),
 /// shown this once.
 fn provision(broker: &Broker, ns: &str) -> (String, String) {
     let root = broker.token.as_str();
-    ok_as(
-        broker,
-        root,
-        "",
-        "POST",
-        &format!("sys/namespaces/{ns}"),
-        json!({}),
-    );
-    ok_as(
-        broker,
+    broker.ok_as(root, "", "POST", &format!("sys/namespaces/{ns}"), None);
+    broker.ok_as(
         root,
         ns,
         "POST",
         "sys/mounts/secrets",
-        json!({"type": "kv-v2", "options": {"backend": "kek-env"}}),
+        Some(&json!({"type": "kv-v2", "options": {"backend": "kek-env"}})),
     );
-    ok_as(
-        broker,
+    broker.ok_as(
         root,
         ns,
         "POST",
         "sys/auth/approle",
-        json!({"type": "approle"}),
+        Some(&json!({"type": "approle"})),
     );
-    ok_as(
-        broker,
-        root,
-        ns,
-        "POST",
+    broker.ok_as(root, ns, "POST",
         "sys/policies/acl/namespace-secrets",
-        json!({
+        Some(&json!({
             "policy": "path \"secrets/*\" { capabilities = [\"create\", \"read\", \"update\", \"patch\", \"delete\", \"list\"] }"
-        }),
-    );
-    ok_as(
-        broker,
+        })));
+    broker.ok_as(
         root,
         ns,
         "POST",
         "auth/approle/role/service",
-        json!({"token_policies": ["namespace-secrets"], "token_ttl": "10m"}),
+        Some(&json!({"token_policies": ["namespace-secrets"], "token_ttl": "10m"})),
     );
-    let role_id = ok_as(
-        broker,
-        root,
-        ns,
-        "GET",
-        "auth/approle/role/service/role-id",
-        json!({}),
-    )["data"]["role_id"]
+    let role_id = broker.ok_as(root, ns, "GET", "auth/approle/role/service/role-id", None)["data"]
+        ["role_id"]
         .as_str()
         .unwrap()
         .to_owned();
-    let secret = ok_as(
-        broker,
+    let secret = broker.ok_as(
         root,
         ns,
         "POST",
         "auth/approle/role/service/secret-id",
-        json!({}),
+        None,
     );
     let secret_id = secret["data"]["secret_id"].as_str().unwrap().to_owned();
     // Shown once: looking the credential up again shows its accessor's metadata, never it.
     let accessor = secret["data"]["secret_id_accessor"].as_str().unwrap();
-    let looked_up = ok_as(
-        broker,
+    let looked_up = broker.ok_as(
         root,
         ns,
         "POST",
         "auth/approle/role/service/secret-id-accessor/lookup",
-        json!({"secret_id_accessor": accessor}),
+        Some(&json!({"secret_id_accessor": accessor})),
     );
     assert!(!looked_up.to_string().contains(&secret_id));
     (role_id, secret_id)
@@ -148,32 +116,17 @@ fn each_namespace_keeps_its_secrets_behind_its_credential_and_a_stolen_database_
     for (ns, credential) in customers.iter().zip(&credentials) {
         let token = login(&broker, ns, credential);
         for i in 0..3 {
-            ok_as(
-                &broker,
+            broker.ok_as(
                 &token,
                 ns,
                 "POST",
                 &format!("secrets/data/hooks/h{i}"),
-                json!({"data": {"secret": value(ns, i)}}),
+                Some(&json!({"data": {"secret": value(ns, i)}})),
             );
         }
-        let listed = ok_as(
-            &broker,
-            &token,
-            ns,
-            "LIST",
-            "secrets/metadata/hooks",
-            json!({}),
-        );
+        let listed = broker.ok_as(&token, ns, "LIST", "secrets/metadata/hooks", None);
         assert_eq!(listed["data"]["keys"], json!(["h0", "h1", "h2"]));
-        let read = ok_as(
-            &broker,
-            &token,
-            ns,
-            "GET",
-            "secrets/data/hooks/h1",
-            json!({}),
-        );
+        let read = broker.ok_as(&token, ns, "GET", "secrets/data/hooks/h1", None);
         assert_eq!(read["data"]["data"]["secret"], value(ns, 1));
     }
     // A customer's credential reaches no other namespace, and logs in to none.
@@ -241,14 +194,7 @@ fn each_namespace_keeps_its_secrets_behind_its_credential_and_a_stolen_database_
     // The owner, with both, reads everything.
     broker.restart();
     let token = login(&broker, "cust-c", &credentials[2]);
-    let read = ok_as(
-        &broker,
-        &token,
-        "cust-c",
-        "GET",
-        "secrets/data/hooks/h2",
-        json!({}),
-    );
+    let read = broker.ok_as(&token, "cust-c", "GET", "secrets/data/hooks/h2", None);
     assert_eq!(read["data"]["data"]["secret"], value("cust-c", 2));
 }
 

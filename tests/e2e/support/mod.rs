@@ -415,6 +415,29 @@ impl Broker {
         self.request_with(method, path, body, &[("X-Vault-Token", &self.token)])
     }
 
+    /// A request with the root token that must succeed (200 or 204); returns the body.
+    pub(crate) fn ok(&self, method: &str, path: &str, body: Option<&Value>) -> Value {
+        self.ok_as(&self.token, "", method, path, body)
+    }
+
+    /// A request as `token` in `tenant` (`""`: the root namespace) that must succeed (200
+    /// or 204); returns the body.
+    pub(crate) fn ok_as(
+        &self,
+        token: &str,
+        tenant: &str,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Value {
+        let (status, value) = self.request_as(token, tenant, method, path, body);
+        assert!(
+            status == 200 || status == 204,
+            "{tenant}: {method} {path}: {status} {value}"
+        );
+        value
+    }
+
     /// A request as `token` in `tenant` (`""`: the root namespace).
     pub(crate) fn request_as(
         &self,

@@ -40,7 +40,7 @@ use zeroize::Zeroizing;
 pub use document::{SecretMetadata, VersionMetadata};
 pub use metadata::{KvConfig, MetadataUpdate, RewrapReport};
 pub use path::{SecretPath, MAX_DEPTH, MAX_PATH_LEN};
-pub use secrets::{DataRead, Written};
+pub use secrets::{DataRead, VersionChange, Written};
 
 use crate::{
     clock::Clock,

@@ -41,11 +41,14 @@ pub enum DataRead {
     Found(Written, Zeroizing<Vec<u8>>),
 }
 
-/// Which versions a delete, undelete or destroy touches.
-#[derive(Clone, Copy)]
-enum VersionChange {
+/// What a change of versions does: `delete/` (or `DELETE data/`), `undelete/`, `destroy/`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VersionChange {
+    /// A soft delete: the version reads as deleted from now on.
     Delete,
+    /// Undoes a soft delete (not a destruction).
     Undelete,
+    /// Destroys the version's data for good.
     Destroy,
 }
 
@@ -259,48 +262,9 @@ impl Kv {
         })
     }
 
-    /// Soft-deletes the current version (`DELETE data/:path`); nothing to do is no error.
-    pub async fn delete_latest(&self, mount: &KvMount<'_>, path: &SecretPath) -> Result<()> {
-        self.change_versions(mount, path, None, VersionChange::Delete)
-            .await
-    }
-
-    /// Soft-deletes `versions` (`delete/:path`).
-    pub async fn delete_versions(
-        &self,
-        mount: &KvMount<'_>,
-        path: &SecretPath,
-        versions: &[u64],
-    ) -> Result<()> {
-        self.change_versions(mount, path, Some(versions), VersionChange::Delete)
-            .await
-    }
-
-    /// Undoes the soft delete of `versions` (`undelete/:path`).
-    pub async fn undelete_versions(
-        &self,
-        mount: &KvMount<'_>,
-        path: &SecretPath,
-        versions: &[u64],
-    ) -> Result<()> {
-        self.change_versions(mount, path, Some(versions), VersionChange::Undelete)
-            .await
-    }
-
-    /// Destroys the data of `versions` for good (`destroy/:path`).
-    pub async fn destroy_versions(
-        &self,
-        mount: &KvMount<'_>,
-        path: &SecretPath,
-        versions: &[u64],
-    ) -> Result<()> {
-        self.change_versions(mount, path, Some(versions), VersionChange::Destroy)
-            .await
-    }
-
     /// Marks `versions` (`None`: the current one) as `change` says; a missing secret or
     /// version is skipped, as in Vault.
-    async fn change_versions(
+    pub async fn change_versions(
         &self,
         mount: &KvMount<'_>,
         path: &SecretPath,

@@ -12,7 +12,7 @@ mod wire;
 
 use axum::{http::StatusCode, response::Response};
 use keybroker_core::{
-    engines::kv::{DataRead, KvMount, KvOptions, SecretPath, KEY_NAME},
+    engines::kv::{DataRead, KvMount, KvOptions, SecretPath, VersionChange, KEY_NAME},
     mounts::Tuning,
     store::MountRecord,
     Tenant,
@@ -335,7 +335,9 @@ impl Context<'_> {
                 }
             }
             Operation::Delete => {
-                self.engine().delete_latest(kv, &path).await?;
+                self.engine()
+                    .change_versions(kv, &path, None, VersionChange::Delete)
+                    .await?;
                 Ok(response::no_content())
             }
             Operation::List => Err(ApiError::UnsupportedOperation),
@@ -393,12 +395,14 @@ impl Context<'_> {
         let path = SecretPath::secret(raw)?;
         let input: wire::VersionsBody = body::parse(&self.request.body)?;
         let versions = input.versions()?;
-        let (engine, kv) = (self.engine(), &self.kv);
-        match action {
-            "delete" => engine.delete_versions(kv, &path, &versions).await?,
-            "undelete" => engine.undelete_versions(kv, &path, &versions).await?,
-            _ => engine.destroy_versions(kv, &path, &versions).await?,
-        }
+        let change = match action {
+            "delete" => VersionChange::Delete,
+            "undelete" => VersionChange::Undelete,
+            _ => VersionChange::Destroy,
+        };
+        self.engine()
+            .change_versions(&self.kv, &path, Some(&versions), change)
+            .await?;
         Ok(response::no_content())
     }
 
