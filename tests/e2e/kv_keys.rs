@@ -623,3 +623,46 @@ fn a_backend_gone_answers_503_and_writes_nothing_until_it_is_back() {
     assert_eq!(read["data"]["metadata"]["version"], 1);
     put(&broker, "secret/data/held", json!({ "v": "after" }));
 }
+
+#[test]
+fn a_secret_is_bounded_in_size_and_says_so() {
+    let broker = Broker::dev();
+    let big = |len: usize| json!({ "data": { "v": "x".repeat(len) } });
+    // One version holds at most 1 MiB of data.
+    let (status, body) = broker.request("POST", "secret/data/big", Some(&big(1024 * 1024 + 1)));
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["errors"][0].as_str().unwrap().contains("more than"),
+        "{body}"
+    );
+    // A secret's kept versions at most 8 MiB, sealed: the write that would pass it is
+    // refused, and every version written before it still reads.
+    ok(
+        &broker,
+        "POST",
+        "secret/metadata/many",
+        Some(&json!({"max_versions": 100})),
+    );
+    let mut written = 0;
+    let refused = loop {
+        let (status, body) = broker.request("POST", "secret/data/many", Some(&big(1000 * 1000)));
+        if status != 200 {
+            break (status, body);
+        }
+        written += 1;
+        assert!(written < 20, "never refused");
+    };
+    assert_eq!(refused.0, 400, "{}", refused.1);
+    assert!(refused.1["errors"][0]
+        .as_str()
+        .unwrap()
+        .contains("max_versions"));
+    assert!(written >= 4, "{written}");
+    let meta = ok(&broker, "GET", "secret/metadata/many", None);
+    assert_eq!(meta["data"]["current_version"], written);
+    let read = ok(&broker, "GET", "secret/data/many?version=1", None);
+    assert_eq!(
+        read["data"]["data"]["v"].as_str().unwrap().len(),
+        1000 * 1000
+    );
+}

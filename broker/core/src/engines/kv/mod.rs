@@ -70,6 +70,13 @@ pub const PATH_KEY_NAME: &str = "kv-path-key";
 /// Attempts at a read-modify-write of one document before giving up with a conflict.
 const WRITE_ATTEMPTS: usize = 32;
 
+/// Largest data of one version (its JSON), as Vault's integrated storage bounds an entry.
+pub const MAX_VERSION_BYTES: usize = 1024 * 1024;
+
+/// Largest document of one secret (every version kept, sealed): a secret keeping many large
+/// versions is refused a new one rather than grow without bound.
+pub const MAX_DOCUMENT_BYTES: usize = 8 * 1024 * 1024;
+
 /// A KV mount's options, as `sys/mounts` keeps them (`-options=version=2,backend=…`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct KvOptions {
@@ -255,6 +262,11 @@ impl Kv {
         let plain = Zeroizing::new(
             serde_json::to_vec(doc).map_err(|e| Error::internal_from("KV document", e))?,
         );
+        if plain.len() > MAX_DOCUMENT_BYTES {
+            return Err(Error::invalid(format!(
+                "the secret's versions would take more than {MAX_DOCUMENT_BYTES} bytes: lower                  its max_versions, or destroy or delete versions with its metadata"
+            )));
+        }
         let sealed = self.sealer.seal(&Self::seal_purpose(mount, key), &plain)?;
         let stored = StoredSecret {
             sealed: STANDARD.encode(sealed),
@@ -277,6 +289,12 @@ impl Kv {
         version: u64,
         plaintext: &[u8],
     ) -> Result<(String, String)> {
+        if plaintext.len() > MAX_VERSION_BYTES {
+            return Err(Error::invalid(format!(
+                "the secret's data takes {} bytes, more than the {MAX_VERSION_BYTES} a version may hold",
+                plaintext.len()
+            )));
+        }
         let aad = binding(mount, secret_id, version);
         let dek = crate::crypto::generate_dek();
         let wrapped = transit
