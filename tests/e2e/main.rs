@@ -27,6 +27,7 @@ mod idp;
 mod isolation;
 mod jwt;
 mod kv;
+mod kv_integrators;
 mod matrix;
 mod openapi;
 mod plugins;
