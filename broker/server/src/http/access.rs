@@ -54,7 +54,10 @@ pub(super) async fn authorize(
     }
     let denied = || ApiError::Core(Error::PermissionDenied);
     let canonical = canonicalize_request_path(&request.path).map_err(|_| denied())?;
-    let checked = policies::policy_path(caller.tenant(), tenant, &canonical);
+    let mut checked = policies::policy_path(caller.tenant(), tenant, &canonical);
+    if matches!(request.operation, Operation::List) && !checked.ends_with('/') {
+        checked.push('/');
+    }
     // The canonical path is the request's path, checked.
     let rest = target.map(|t| t.rest(&canonical)).unwrap_or_default();
     let sudo = target.is_some_and(|t| t.needs_sudo(rest));

@@ -254,18 +254,21 @@ async fn handle(
             Err(error) => Err(error),
         },
         ("renew-self", Operation::Write) => match body::parse::<AccessorBody>(&request.body) {
-            Ok(input) => renew(ready, &caller.token, input.increment).await,
+            Ok(input) => renew(ready, &caller.token, input.increment, Some(presented)).await,
             Err(error) => Err(error),
         },
         ("renew", Operation::Write) => match named_token(ready, tenant, request).await {
-            Ok((Some(record), input)) => renew(ready, &record, input.increment).await,
+            Ok((Some(record), input)) => {
+                let token = input.token.as_deref().map(String::as_str);
+                renew(ready, &record, input.increment, token).await
+            }
             Ok((None, _)) => Err(ApiError::bad_request("token not found")),
             Err(error) => Err(error),
         },
         ("renew-accessor", Operation::Write) => match body::parse::<AccessorBody>(&request.body) {
             Ok(input) => match required_accessor(input.accessor.as_deref()) {
                 Ok(accessor) => match tokens.lookup_accessor(tenant.id, accessor).await {
-                    Ok(record) => renew(ready, &record, input.increment).await,
+                    Ok(record) => renew(ready, &record, input.increment, None).await,
                     Err(error) => Err(error.into()),
                 },
                 Err(error) => Err(error),
@@ -319,9 +322,10 @@ async fn renew(
     ready: &Ready,
     record: &TokenRecord,
     increment: Option<u64>,
+    token: Option<&str>,
 ) -> Result<Response, ApiError> {
     let renewed = ready.broker.tokens.renew(record, increment).await?;
-    Ok(response::auth(&auth_json(None, &renewed, now())))
+    Ok(response::auth(&auth_json(token, &renewed, now())))
 }
 
 /// Revokes a token and its children (revoke-self, revoke, revoke-accessor).
