@@ -666,3 +666,31 @@ fn a_secret_is_bounded_in_size_and_says_so() {
         1000 * 1000
     );
 }
+
+#[test]
+fn concurrent_writes_to_one_secret_all_land_one_version_each() {
+    let broker = Broker::dev();
+    let writers: Vec<_> = (0..32)
+        .map(|w| {
+            let (addr, token) = (broker.addr.clone(), broker.token.clone());
+            std::thread::spawn(move || {
+                let body = json!({"data": {"writer": w}}).to_string();
+                let (status, answer) = crate::support::raw_at(
+                    &addr,
+                    "POST",
+                    "secret/data/contended",
+                    Some(&body),
+                    &[("X-Vault-Token", &token)],
+                );
+                assert_eq!(status, 200, "writer {w}: {answer}");
+                let answer: Value = serde_json::from_str(&answer).unwrap();
+                answer["data"]["version"].as_u64().unwrap()
+            })
+        })
+        .collect();
+    let mut versions: Vec<u64> = writers.into_iter().map(|w| w.join().unwrap()).collect();
+    versions.sort_unstable();
+    // Without `cas`, Vault never refuses a write for a concurrent one: each gets its own
+    // version.
+    assert_eq!(versions, (1..=32).collect::<Vec<u64>>());
+}

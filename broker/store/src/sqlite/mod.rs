@@ -37,6 +37,10 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// Taken by every write of this process, so that writers queue here, in order, rather
+    /// than race for SQLite's one write lock and sleep in its busy handler (which backs off
+    /// up to 100 ms at a time: the tail of concurrent writes).
+    writes: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 fn map_error(error: sqlx::Error) -> StoreError {
@@ -75,6 +79,8 @@ impl SqliteStore {
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
             .acquire_timeout(Duration::from_secs(5))
+            // A local file: no connection to lose, so no ping before each query.
+            .test_before_acquire(false)
             .connect_with(options)
             .await
             .map_err(map_error)?;
@@ -82,7 +88,15 @@ impl SqliteStore {
             .run(&pool)
             .await
             .map_err(|e| StoreError::Other(Box::new(e)))?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            writes: std::sync::Arc::new(tokio::sync::Mutex::new(())),
+        })
+    }
+
+    /// Waits for this process's turn to write.
+    pub(super) async fn write_turn(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.writes.lock().await
     }
 }
 
@@ -94,6 +108,7 @@ impl SqliteStore {
         query: BoundQuery<'_>,
         _changes: impl FnOnce(u64) -> C,
     ) -> Result<u64, StoreError> {
+        let _turn = self.write_turn().await;
         let result = query.execute(&self.pool).await.map_err(map_error)?;
         Ok(result.rows_affected())
     }

@@ -15,6 +15,7 @@ impl SqliteStore {
     ) -> Result<bool, StoreError> {
         // Keys and their versions, AppRole rows and mount-storage entries go with the mount
         // (ON DELETE CASCADE).
+        let _turn = self.write_turn().await;
         let result = sqlx::query("DELETE FROM mounts WHERE tenant_id = ? AND id = ?")
             .bind(tenant.to_string())
             .bind(mount.to_string())
@@ -32,6 +33,7 @@ impl SqliteStore {
         _mount: MountId,
         _key: &str,
     ) -> Result<Option<i64>, StoreError> {
+        let _turn = self.write_turn().await;
         query.fetch_optional(&self.pool).await.map_err(map_error)
     }
 
@@ -43,6 +45,7 @@ impl SqliteStore {
         _mount: MountId,
         _key: &str,
     ) -> Result<bool, StoreError> {
+        let _turn = self.write_turn().await;
         let result = query.execute(&self.pool).await.map_err(map_error)?;
         Ok(result.rows_affected() == 1)
     }

@@ -13,6 +13,7 @@ impl SqliteStore {
             return Ok(false);
         }
         let id = tenant.to_string();
+        let _turn = self.write_turn().await;
         let mut tx = self.pool.begin().await.map_err(map_error)?;
         // Tokens first (revocation), then mounts, whose keys and versions, AppRole rows and
         // mount-storage entries cascade.

@@ -14,6 +14,7 @@ impl SqliteStore {
         &self,
         query: BoundQuery<'_>,
     ) -> Result<Vec<Vec<u8>>, StoreError> {
+        let _turn = self.write_turn().await;
         let mut tx = self.pool.begin().await.map_err(map_error)?;
         let rows = query.fetch_all(&mut *tx).await.map_err(map_error)?;
         tx.commit().await.map_err(map_error)?;
@@ -27,6 +28,7 @@ impl SqliteStore {
         tenant: TenantId,
         accessor: &str,
     ) -> Result<Vec<Vec<u8>>, StoreError> {
+        let _turn = self.write_turn().await;
         let mut tx = self.pool.begin().await.map_err(map_error)?;
         let revoked =
             sqlx::query("DELETE FROM tokens WHERE tenant_id = ? AND accessor = ? RETURNING hash")

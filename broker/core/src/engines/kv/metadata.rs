@@ -176,6 +176,7 @@ impl Kv {
             );
         }
         let key = self.secret_key(mount, path);
+        let _turn = self.write_turn(mount, &key).await;
         for _ in 0..WRITE_ATTEMPTS {
             let (mut doc, expected) = match self.load(mount, &key).await? {
                 Some(loaded) => loaded,
@@ -346,6 +347,7 @@ impl Kv {
         let prefix = format!("v{latest}:");
         let mut report = RewrapReport::default();
         for key in self.storage(mount).list(SECRET_PREFIX).await? {
+            let _turn = self.write_turn(mount, &key).await;
             for _ in 0..WRITE_ATTEMPTS {
                 let Some((mut doc, expected)) = self.load(mount, &key).await? else {
                     break;

@@ -99,12 +99,19 @@ pub struct KvMount<'a> {
     pub version: u8,
 }
 
+/// Stripes of the per-secret write lock.
+const WRITE_LOCK_STRIPES: usize = 256;
+
 /// The KV engine.
 pub struct Kv {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     sealer: RootKey,
     paths: PathHasher,
+    /// Writers of one secret on this node take turns here (as Vault's lock per key), so
+    /// concurrent writes without `cas` all land, one after the other; the store's
+    /// compare-and-set still settles writers on different nodes.
+    write_locks: Vec<tokio::sync::Mutex<()>>,
 }
 
 impl std::fmt::Debug for Kv {
@@ -143,6 +150,21 @@ impl Kv {
             clock,
             sealer: RootKey::new(sealer_key),
             paths: PathHasher::new(path_key),
+            write_locks: (0..WRITE_LOCK_STRIPES)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
+        }
+    }
+
+    /// This node's turn to change the secret under storage key `key` of `mount`.
+    async fn write_turn(&self, mount: &KvMount<'_>, key: &str) -> tokio::sync::MutexGuard<'_, ()> {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        (mount.tenant.id, mount.mount.id, key).hash(&mut hasher);
+        let stripe = usize::try_from(hasher.finish() % WRITE_LOCK_STRIPES as u64).unwrap_or(0);
+        match self.write_locks.get(stripe) {
+            Some(lock) => lock.lock().await,
+            None => unreachable!("the stripe is below the number of stripes"),
         }
     }
 

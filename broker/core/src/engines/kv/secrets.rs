@@ -172,6 +172,7 @@ impl Kv {
     ) -> Result<Written> {
         let key = self.secret_key(mount, path);
         let config = self.config(mount).await?;
+        let _turn = self.write_turn(mount, &key).await;
         for _ in 0..WRITE_ATTEMPTS {
             let (mut doc, expected) = match self.load(mount, &key).await? {
                 Some(loaded) => loaded,
@@ -202,6 +203,7 @@ impl Kv {
     ) -> Result<DataRead> {
         let key = self.secret_key(mount, path);
         let config = self.config(mount).await?;
+        let _turn = self.write_turn(mount, &key).await;
         for _ in 0..WRITE_ATTEMPTS {
             let Some((mut doc, expected)) = self.load(mount, &key).await? else {
                 return Ok(DataRead::Missing);
@@ -275,6 +277,7 @@ impl Kv {
             return Err(Error::invalid("no version number provided"));
         }
         let key = self.secret_key(mount, path);
+        let _turn = self.write_turn(mount, &key).await;
         for _ in 0..WRITE_ATTEMPTS {
             let Some((mut doc, expected)) = self.load(mount, &key).await? else {
                 return Ok(());
@@ -367,6 +370,7 @@ impl Kv {
             max_versions: 1,
             ..KvConfig::default()
         };
+        let _turn = self.write_turn(mount, &key).await;
         for _ in 0..WRITE_ATTEMPTS {
             let (mut doc, expected) = match self.load(mount, &key).await? {
                 Some(loaded) => loaded,
