@@ -821,3 +821,32 @@ fn identus_cloud_agent_keeps_1000_wallets_on_the_customers_agent_and_loses_them_
         started.elapsed()
     );
 }
+
+/// `examples/kv-identus/run`, as a user runs it (with the debug builds of this run).
+#[test]
+fn the_kv_identus_example_runs() {
+    let bao = crate::support::bao_bin();
+    let out =
+        std::process::Command::new(crate::support::repo_root().join("examples/kv-identus/run"))
+            .env("PROFILE", "debug")
+            .env("SKIP_BUILD", "1")
+            .env("CARGO_TARGET_DIR", crate::support::target_dir())
+            .env("HEARTBEAT_MS", HEARTBEAT_MS.to_string())
+            .env("BROKER_PORT", crate::support::free_port().to_string())
+            .env("AGENT_PORT", crate::support::free_port().to_string())
+            .env(
+                "PATH",
+                format!(
+                    "{}:{}",
+                    bao.parent().unwrap().display(),
+                    std::env::var("PATH").unwrap_or_default()
+                ),
+            )
+            .output()
+            .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("kv-identus example: OK"), "{stderr}");
+    assert!(stderr.contains("lease_duration 60 s"), "{stderr}");
+    assert!(stderr.contains("customer key unavailable"), "{stderr}");
+}
