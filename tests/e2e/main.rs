@@ -27,6 +27,7 @@ mod idp;
 mod isolation;
 mod jwt;
 mod kv;
+mod kv_identus;
 mod kv_integrators;
 mod kv_keys;
 mod kv_namespaces;
