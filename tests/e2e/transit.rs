@@ -652,7 +652,7 @@ fn bad_input_gets_clear_client_errors() {
         (
             "POST",
             "sys/mounts/x".into(),
-            Some(json!({ "type": "kv" }).to_string()),
+            Some(json!({ "type": "database" }).to_string()),
             400,
             "plugin not found",
         ),
