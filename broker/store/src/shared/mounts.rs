@@ -112,10 +112,12 @@ macro_rules! methods {
                          RETURNING version",
                     ),
                 };
+                // Every argument owned: the engine may hand the query to a writer task
+                // (SQLite's group commit).
                 let mut query = sqlx::query_scalar(statement)
                     .bind(tenant.to_string())
                     .bind(mount.to_string())
-                    .bind(key)
+                    .bind(key.to_owned())
                     .bind(value.to_string());
                 if let Expect::Version(version) = expect {
                     query = query.bind(to_i64(version));

@@ -41,7 +41,24 @@ pub struct SqliteStore {
     /// than race for SQLite's one write lock and sleep in its busy handler (which backs off
     /// up to 100 ms at a time: the tail of concurrent writes).
     writes: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// Mount-storage writes waiting for the next group commit.
+    entry_writes: tokio::sync::mpsc::UnboundedSender<EntryWrite>,
 }
+
+/// One mount-storage write for the group commit, and where its answer goes.
+struct EntryWrite {
+    query: BoundScalar<'static, i64>,
+    answer: tokio::sync::oneshot::Sender<Result<Option<i64>, StoreError>>,
+}
+
+impl std::fmt::Debug for EntryWrite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EntryWrite(..)")
+    }
+}
+
+/// Most writes committed together.
+const GROUP_COMMIT_MAX: usize = 256;
 
 fn map_error(error: sqlx::Error) -> StoreError {
     match &error {
@@ -88,15 +105,75 @@ impl SqliteStore {
             .run(&pool)
             .await
             .map_err(|e| StoreError::Other(Box::new(e)))?;
+        let writes = std::sync::Arc::new(tokio::sync::Mutex::new(()));
+        let (entry_writes, queued) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(commit_groups(pool.clone(), writes.clone(), queued));
         Ok(Self {
             pool,
-            writes: std::sync::Arc::new(tokio::sync::Mutex::new(())),
+            writes,
+            entry_writes,
         })
+    }
+
+    /// Runs `query` (a mount-storage write) in the next group commit; its result once the
+    /// commit is durable.
+    pub(super) async fn group_commit(
+        &self,
+        query: BoundScalar<'static, i64>,
+    ) -> Result<Option<i64>, StoreError> {
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        self.entry_writes
+            .send(EntryWrite { query, answer })
+            .map_err(|_| StoreError::Unavailable("the store's writer has stopped".into()))?;
+        answered
+            .await
+            .map_err(|_| StoreError::Unavailable("the store's writer has stopped".into()))?
     }
 
     /// Waits for this process's turn to write.
     pub(super) async fn write_turn(&self) -> tokio::sync::MutexGuard<'_, ()> {
         self.writes.lock().await
+    }
+}
+
+/// The group commit of mount-storage writes: whatever is queued when the writer gets its
+/// turn (up to [`GROUP_COMMIT_MAX`]) runs in one transaction, each statement with its own
+/// compare-and-set as if alone, in the order queued, and one commit (one sync of the
+/// write-ahead log) makes them all durable; only then is each answered. A commit that
+/// fails fails every write of the group. One sync for many concurrent writes is what
+/// SQLite cannot do by itself (each transaction syncs).
+async fn commit_groups(
+    pool: SqlitePool,
+    writes: std::sync::Arc<tokio::sync::Mutex<()>>,
+    mut queued: tokio::sync::mpsc::UnboundedReceiver<EntryWrite>,
+) {
+    while let Some(first) = queued.recv().await {
+        let mut group = vec![first];
+        while group.len() < GROUP_COMMIT_MAX {
+            match queued.try_recv() {
+                Ok(next) => group.push(next),
+                Err(_) => break,
+            }
+        }
+        let _turn = writes.lock().await;
+        let mut answers = Vec::with_capacity(group.len());
+        let committed = async {
+            let mut tx = pool.begin().await.map_err(map_error)?;
+            for write in group {
+                let result = write.query.fetch_optional(&mut *tx).await.map_err(map_error);
+                answers.push((write.answer, result));
+            }
+            tx.commit().await.map_err(map_error)
+        }
+        .await;
+        for (answer, result) in answers {
+            let result = match &committed {
+                Ok(()) => result,
+                Err(error) => Err(StoreError::Unavailable(format!("commit failed: {error}"))),
+            };
+            // The writer may have gone (its request cancelled): nothing to tell.
+            let _ = answer.send(result);
+        }
     }
 }
 

@@ -25,16 +25,16 @@ impl SqliteStore {
         Ok(result.rows_affected() == 1)
     }
 
-    /// Runs `query`, a mount-storage write returning the entry's new version, if any.
+    /// Runs `query`, a mount-storage write returning the entry's new version, if any: in
+    /// the next group commit (`super::group_commit`), answered once it is durable.
     pub(super) async fn write_entry(
         &self,
-        query: BoundScalar<'_, i64>,
+        query: BoundScalar<'static, i64>,
         _tenant: TenantId,
         _mount: MountId,
         _key: &str,
     ) -> Result<Option<i64>, StoreError> {
-        let _turn = self.write_turn().await;
-        query.fetch_optional(&self.pool).await.map_err(map_error)
+        self.group_commit(query).await
     }
 
     /// Runs `query`, a mount-storage deletion; whether it deleted the entry.
