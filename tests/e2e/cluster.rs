@@ -1025,14 +1025,30 @@ fn kv_check_and_set_is_exact_across_two_nodes_racing_and_each_sees_the_others_wr
             lost.1.ends_with("\n400") && lost.1.contains("check-and-set parameter did not match"),
             "round {round}: {answers:?}"
         );
-        // Either node reads the winner's version at once.
+        // Either node reads the winner's version: the writer's at once, the other once the
+        // change reaches it (its cache of reads dropped), within a second as every change.
+        let seen = |read: &Value| {
+            read["data"]["metadata"]["version"] == round + 1
+                && read["data"]["data"]["writer"] == won[0].0
+        };
+        let writer = if won[0].0 == "one" { &one } else { &two };
+        assert!(seen(&ok(writer, "GET", "secret/data/race", None)));
         for node in [&one, &two] {
-            let read = ok(node, "GET", "secret/data/race", None);
-            assert_eq!(read["data"]["metadata"]["version"], round + 1);
-            assert_eq!(read["data"]["data"]["writer"], won[0].0);
+            assert!(
+                crate::support::eventually(Duration::from_secs(5), || seen(&ok(
+                    node,
+                    "GET",
+                    "secret/data/race",
+                    None
+                ))),
+                "round {round}: {}",
+                ok(node, "GET", "secret/data/race", None)
+            );
         }
     }
     // A delete through one node is seen by the other.
     ok(&two, "DELETE", "secret/metadata/race", None);
-    assert_eq!(one.request("GET", "secret/data/race", None).0, 404);
+    assert!(crate::support::eventually(Duration::from_secs(5), || {
+        one.request("GET", "secret/data/race", None).0 == 404
+    }));
 }

@@ -175,6 +175,19 @@ fn conflict(key: &str, error: StoreError) -> Error {
 /// Where an entry lives.
 type EntryId = (TenantId, MountId, String);
 
+/// About how many bytes a document holds: its strings and keys, and a few per other value.
+fn text_bytes(value: &serde_json::Value) -> usize {
+    match value {
+        serde_json::Value::String(text) => text.len(),
+        serde_json::Value::Array(items) => items.iter().map(text_bytes).sum(),
+        serde_json::Value::Object(members) => members
+            .iter()
+            .map(|(name, item)| name.len() + text_bytes(item))
+            .sum(),
+        _ => 8,
+    }
+}
+
 /// Entries of mount storage a node keeps in memory, for state read at every request (an
 /// auth method's configuration and roles). Whoever writes an entry through this node drops
 /// it here ([`EntryCache::forget`]); a write on another node arrives as
@@ -196,11 +209,34 @@ impl std::fmt::Debug for EntryCache {
 impl EntryCache {
     /// A cache of at most `capacity` entries.
     pub fn new(capacity: u64) -> Self {
-        Self {
-            entries: Cache::builder()
+        Self::of(
+            Cache::builder()
                 .max_capacity(capacity)
                 .support_invalidation_closures()
                 .build(),
+        )
+    }
+
+    /// A cache of entries of at most `max_bytes` of text in all (keys and the strings of
+    /// their documents), for documents whose size the caller does not bound.
+    pub fn with_max_bytes(max_bytes: u64) -> Self {
+        Self::of(
+            Cache::builder()
+                .max_capacity(max_bytes)
+                .weigher(
+                    |(_, _, key): &EntryId, value: &Option<Arc<serde_json::Value>>| {
+                        let bytes = key.len() + value.as_deref().map_or(0, text_bytes);
+                        u32::try_from(bytes).unwrap_or(u32::MAX)
+                    },
+                )
+                .support_invalidation_closures()
+                .build(),
+        )
+    }
+
+    fn of(entries: Cache<EntryId, Option<Arc<serde_json::Value>>>) -> Self {
+        Self {
+            entries,
             generation: Mutex::new(0),
         }
     }

@@ -160,7 +160,11 @@ async fn commit_groups(
         let committed = async {
             let mut tx = pool.begin().await.map_err(map_error)?;
             for write in group {
-                let result = write.query.fetch_optional(&mut *tx).await.map_err(map_error);
+                let result = write
+                    .query
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(map_error);
                 answers.push((write.answer, result));
             }
             tx.commit().await.map_err(map_error)

@@ -143,17 +143,17 @@ impl Kv {
         path: &SecretPath,
     ) -> Result<Option<SecretMetadata>> {
         let key = self.secret_key(mount, path);
-        Ok(self.load(mount, &key).await?.map(|(doc, _)| doc.metadata()))
+        Ok(self.load_read(mount, &key).await?.map(|doc| doc.metadata()))
     }
 
     /// Whether there is a secret at `path` (Vault's existence check).
     pub async fn exists(&self, mount: &KvMount<'_>, path: &SecretPath) -> Result<bool> {
         let key = self.secret_key(mount, path);
-        Ok(self
-            .storage(mount)
-            .get::<serde_json::Value>(&key)
-            .await?
-            .is_some())
+        let stored = self
+            .reads
+            .get::<super::document::StoredSecret>(&self.storage(mount), &key)
+            .await?;
+        Ok(stored.is_some())
     }
 
     /// Writes the secret's settings (`metadata/:path`), creating a secret without versions
@@ -228,8 +228,9 @@ impl Kv {
     /// no error.
     pub async fn delete_metadata(&self, mount: &KvMount<'_>, path: &SecretPath) -> Result<()> {
         let key = self.secret_key(mount, path);
-        self.storage(mount).delete(&key, Expect::Any).await?;
-        Ok(())
+        let deleted = self.storage(mount).delete(&key, Expect::Any).await;
+        self.reads.forget(mount.tenant.id, mount.mount.id, &key);
+        deleted.map(|_| ())
     }
 
     /// The names directly in `folder`: secrets, and folders with a trailing `/`, sorted.
@@ -261,7 +262,7 @@ impl Kv {
                 (below, true),
             ] {
                 let Some(key) = key else { continue };
-                let Some((doc, _)) = self.load(mount, key).await? else {
+                let Some(doc) = self.load_read(mount, key).await? else {
                     continue; // deleted meanwhile
                 };
                 let Some(name) = doc.path.split('/').nth(depth) else {

@@ -112,7 +112,14 @@ pub struct Kv {
     /// concurrent writes without `cas` all land, one after the other; the store's
     /// compare-and-set still settles writers on different nodes.
     write_locks: Vec<tokio::sync::Mutex<()>>,
+    /// Secrets' stored (sealed) documents as reads find them, dropped at every write
+    /// through this node and at every change another node announces; writes always read
+    /// the store.
+    reads: crate::mount_storage::EntryCache,
 }
+
+/// Bytes of sealed documents a node keeps for reads.
+const READ_CACHE_BYTES: u64 = 64 * 1024 * 1024;
 
 impl std::fmt::Debug for Kv {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -153,7 +160,23 @@ impl Kv {
             write_locks: (0..WRITE_LOCK_STRIPES)
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),
+            reads: crate::mount_storage::EntryCache::with_max_bytes(READ_CACHE_BYTES),
         }
+    }
+
+    /// Drops what this node keeps of an entry of a mount (written on another node).
+    pub fn forget_entry(&self, tenant: crate::TenantId, mount: crate::MountId, key: &str) {
+        self.reads.forget(tenant, mount, key);
+    }
+
+    /// Drops what this node keeps of a tenant's mounts (a mount went, or the tenant).
+    pub fn forget_tenant(&self, tenant: crate::TenantId) {
+        self.reads.forget_tenant(tenant);
+    }
+
+    /// Drops everything this node keeps (changes may have been missed).
+    pub fn forget_all(&self) {
+        self.reads.forget_all();
     }
 
     /// This node's turn to change the secret under storage key `key` of `mount`.
@@ -261,16 +284,34 @@ impl Kv {
         let Some(stored) = self.storage(mount).get::<StoredSecret>(key).await? else {
             return Ok(None);
         };
+        Ok(Some((
+            self.open(mount, key, &stored.value)?,
+            stored.version,
+        )))
+    }
+
+    /// The document under storage key `key`, opened, from this node's cache of reads.
+    async fn load_read(&self, mount: &KvMount<'_>, key: &str) -> Result<Option<SecretDoc>> {
+        match self
+            .reads
+            .get::<StoredSecret>(&self.storage(mount), key)
+            .await?
+        {
+            Some(stored) => self.open(mount, key, &stored).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Opens a stored document.
+    fn open(&self, mount: &KvMount<'_>, key: &str, stored: &StoredSecret) -> Result<SecretDoc> {
         let sealed = STANDARD
-            .decode(&stored.value.sealed)
+            .decode(&stored.sealed)
             .map_err(|e| Error::internal_from("KV document encoding", e))?;
         let opened = self
             .sealer
             .unseal(&Self::seal_purpose(mount, key), &sealed)
             .map_err(|_| Error::internal("a KV document does not open under this mount"))?;
-        let doc: SecretDoc =
-            serde_json::from_slice(&opened).map_err(|e| Error::internal_from("KV document", e))?;
-        Ok(Some((doc, stored.version)))
+        serde_json::from_slice(&opened).map_err(|e| Error::internal_from("KV document", e))
     }
 
     /// Seals `doc` under storage key `key`, replacing the version `expected` (0: absent).
@@ -297,8 +338,10 @@ impl Kv {
             0 => crate::store::Expect::Absent,
             version => crate::store::Expect::Version(version),
         };
-        self.storage(mount).put(key, &stored, expect).await?;
-        Ok(())
+        let written = self.storage(mount).put(key, &stored, expect).await;
+        // Written, or changed by another writer meanwhile: what reads kept is stale.
+        self.reads.forget(mount.tenant.id, mount.mount.id, key);
+        written.map(|_| ())
     }
 
     /// Encrypts a version's data (JSON text) under a fresh data key, itself encrypted by the

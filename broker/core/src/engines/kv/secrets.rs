@@ -127,7 +127,7 @@ impl Kv {
         version: Option<u64>,
     ) -> Result<DataRead> {
         let key = self.secret_key(mount, path);
-        let Some((doc, _)) = self.load(mount, &key).await? else {
+        let Some(doc) = self.load_read(mount, &key).await? else {
             return Ok(DataRead::Missing);
         };
         self.read_doc(transit, mount, &doc, version).await

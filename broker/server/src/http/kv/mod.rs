@@ -12,6 +12,7 @@ mod wire;
 
 use axum::{http::StatusCode, response::Response};
 use keybroker_core::{
+    changes::Change,
     engines::kv::{DataRead, KvMount, KvOptions, SecretPath, VersionChange, KEY_NAME},
     mounts::Tuning,
     store::MountRecord,
@@ -167,6 +168,17 @@ impl MountKind for KvEngine {
         match options.version {
             2 => context.v2(call.rest).await,
             _ => ("kv", context.v1(call.rest).await),
+        }
+    }
+
+    /// Secrets' documents are cached for reads by tenant, mount and storage key.
+    async fn invalidate(&self, ready: &Ready, change: &Change) {
+        let kv = &ready.broker.kv;
+        match change {
+            Change::MountEntry(tenant, mount, key) => kv.forget_entry(*tenant, *mount, key),
+            Change::Mounts(tenant) | Change::TenantDeleted(tenant) => kv.forget_tenant(*tenant),
+            Change::Resync => kv.forget_all(),
+            _ => {}
         }
     }
 
