@@ -118,22 +118,24 @@ impl Kv {
             .storage_key(mount.tenant.id, mount.mount.id, path, false)
     }
 
-    /// The mount's `config`.
+    /// The mount's `config` (kept by the node's cache of reads).
     pub async fn config(&self, mount: &KvMount<'_>) -> Result<KvConfig> {
         Ok(self
-            .storage(mount)
-            .get::<KvConfig>(CONFIG_ENTRY)
+            .reads
+            .get::<KvConfig>(&self.storage(mount), CONFIG_ENTRY)
             .await?
-            .map(|c| c.value)
             .unwrap_or_default())
     }
 
     /// Replaces the mount's `config`.
     pub async fn set_config(&self, mount: &KvMount<'_>, config: &KvConfig) -> Result<()> {
-        self.storage(mount)
+        let written = self
+            .storage(mount)
             .put(CONFIG_ENTRY, config, Expect::Any)
-            .await?;
-        Ok(())
+            .await;
+        self.reads
+            .forget(mount.tenant.id, mount.mount.id, CONFIG_ENTRY);
+        written.map(|_| ())
     }
 
     /// The secret's metadata, if there is a secret.
