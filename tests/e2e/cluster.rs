@@ -1035,7 +1035,7 @@ fn kv_check_and_set_is_exact_across_two_nodes_racing_and_each_sees_the_others_wr
         assert!(seen(&ok(writer, "GET", "secret/data/race", None)));
         for node in [&one, &two] {
             assert!(
-                crate::support::eventually(Duration::from_secs(5), || seen(&ok(
+                eventually(Duration::from_secs(5), || seen(&ok(
                     node,
                     "GET",
                     "secret/data/race",
@@ -1048,7 +1048,7 @@ fn kv_check_and_set_is_exact_across_two_nodes_racing_and_each_sees_the_others_wr
     }
     // A delete through one node is seen by the other.
     ok(&two, "DELETE", "secret/metadata/race", None);
-    assert!(crate::support::eventually(Duration::from_secs(5), || {
+    assert!(eventually(Duration::from_secs(5), || {
         one.request("GET", "secret/data/race", None).0 == 404
     }));
 }
