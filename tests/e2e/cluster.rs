@@ -947,17 +947,14 @@ fn a_token_wrapped_on_one_node_unwraps_once_with_both_nodes_racing() {
                 let (barrier, token) = (barrier.clone(), token.clone());
                 std::thread::spawn(move || {
                     barrier.wait();
-                    let out = crate::support::curl(&[
-                        "-s",
-                        "-w",
-                        "\n%{http_code}",
-                        "-X",
+                    let (status, body) = crate::support::raw_at(
+                        &addr,
                         "POST",
-                        "-H",
-                        &format!("X-Vault-Token: {token}"),
-                        &format!("{addr}/v1/sys/wrapping/unwrap"),
-                    ]);
-                    String::from_utf8_lossy(&out.stdout).into_owned()
+                        "sys/wrapping/unwrap",
+                        None,
+                        &[("X-Vault-Token", &token)],
+                    );
+                    format!("{body}\n{status}")
                 })
             })
             .collect();
@@ -998,19 +995,14 @@ fn kv_check_and_set_is_exact_across_two_nodes_racing_and_each_sees_the_others_wr
                 let body = json!({"data": {"writer": name}, "options": {"cas": round}}).to_string();
                 std::thread::spawn(move || {
                     barrier.wait();
-                    let out = crate::support::curl(&[
-                        "-s",
-                        "-w",
-                        "\n%{http_code}",
-                        "-X",
+                    let (status, body) = crate::support::raw_at(
+                        &addr,
                         "POST",
-                        "-H",
-                        &format!("X-Vault-Token: {token}"),
-                        "--data-binary",
-                        &body,
-                        &format!("{addr}/v1/secret/data/race"),
-                    ]);
-                    (name, String::from_utf8_lossy(&out.stdout).into_owned())
+                        "secret/data/race",
+                        Some(&body),
+                        &[("X-Vault-Token", &token)],
+                    );
+                    (name, format!("{body}\n{status}"))
                 })
             })
             .collect();

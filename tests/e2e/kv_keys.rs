@@ -517,27 +517,21 @@ fn every_acknowledged_version_reads_back_after_a_kill_9_during_writes() {
                     let path = format!("w{w}/s{}", i % 5);
                     let value = format!("{w}-{i}");
                     let body = json!({"data": {"value": value}}).to_string();
-                    let out = crate::support::curl(&[
-                        "-s",
-                        "-m",
-                        "10",
-                        "-w",
-                        "\n%{http_code}",
-                        "-X",
+                    let (status, text) = crate::support::raw_at(
+                        &addr,
                         "POST",
-                        "-H",
-                        &format!("X-Vault-Token: {token}"),
-                        "--data-binary",
-                        &body,
-                        &format!("{addr}/v1/secret/data/{path}"),
-                    ]);
-                    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-                    if let Some((json, "200")) = text.rsplit_once('\n') {
-                        let answer: Value = serde_json::from_str(json).unwrap();
-                        let version = answer["data"]["version"].as_u64().unwrap();
-                        acknowledged.lock().unwrap().push((path, version, value));
-                    } else if out.status.code() != Some(0) {
-                        return; // the broker is gone
+                        &format!("secret/data/{path}"),
+                        Some(&body),
+                        &[("X-Vault-Token", &token)],
+                    );
+                    match status {
+                        200 => {
+                            let answer: Value = serde_json::from_str(&text).unwrap();
+                            let version = answer["data"]["version"].as_u64().unwrap();
+                            acknowledged.lock().unwrap().push((path, version, value));
+                        }
+                        0 => return, // the broker is gone
+                        _ => {}
                     }
                     i += 1;
                 }

@@ -194,7 +194,7 @@ fn text_bytes(value: &serde_json::Value) -> usize {
 /// [`crate::changes::Change::MountEntry`] and is dropped the same way.
 pub struct EntryCache {
     /// The document under each key, or `None` when there was none.
-    entries: Cache<EntryId, Option<Arc<Versioned<serde_json::Value>>>>,
+    entries: Cache<EntryId, Option<Arc<serde_json::Value>>>,
     /// Bumped by every invalidation: an entry read before one is not kept (it may be the
     /// very value the invalidation was about).
     generation: Mutex<u64>,
@@ -224,9 +224,8 @@ impl EntryCache {
             Cache::builder()
                 .max_capacity(max_bytes)
                 .weigher(
-                    |(_, _, key): &EntryId, value: &Option<Arc<Versioned<serde_json::Value>>>| {
-                        let bytes =
-                            key.len() + value.as_deref().map_or(0, |v| text_bytes(&v.value));
+                    |(_, _, key): &EntryId, value: &Option<Arc<serde_json::Value>>| {
+                        let bytes = key.len() + value.as_deref().map_or(0, text_bytes);
                         u32::try_from(bytes).unwrap_or(u32::MAX)
                     },
                 )
@@ -235,7 +234,7 @@ impl EntryCache {
         )
     }
 
-    fn of(entries: Cache<EntryId, Option<Arc<Versioned<serde_json::Value>>>>) -> Self {
+    fn of(entries: Cache<EntryId, Option<Arc<serde_json::Value>>>) -> Self {
         Self {
             entries,
             generation: Mutex::new(0),
@@ -248,33 +247,21 @@ impl EntryCache {
         storage: &MountStorage,
         key: &str,
     ) -> Result<Option<T>> {
-        Ok(self.get_versioned(storage, key).await?.map(|v| v.value))
-    }
-
-    /// The document under `key` in `storage` with the version it had when read, from the
-    /// store unless cached: a write expecting that version fails if it is stale.
-    pub async fn get_versioned<T: DeserializeOwned>(
-        &self,
-        storage: &MountStorage,
-        key: &str,
-    ) -> Result<Option<Versioned<T>>> {
         let id = (storage.tenant, storage.mount, key.to_owned());
         let cached = match self.entries.get(&id) {
             Some(cached) => cached,
             None => {
                 let before = self.generation();
-                let read = storage.get::<serde_json::Value>(key).await?.map(Arc::new);
+                let read = storage
+                    .get::<serde_json::Value>(key)
+                    .await?
+                    .map(|entry| Arc::new(entry.value));
                 self.insert_unless_invalidated(before, id, read.clone());
                 read
             }
         };
         cached
-            .map(|entry| {
-                Ok(Versioned {
-                    value: decode(key, serde_json::Value::clone(&entry.value))?,
-                    version: entry.version,
-                })
-            })
+            .map(|value| decode(key, serde_json::Value::clone(&value)))
             .transpose()
     }
 
@@ -286,7 +273,7 @@ impl EntryCache {
         &self,
         before: u64,
         id: EntryId,
-        value: Option<Arc<Versioned<serde_json::Value>>>,
+        value: Option<Arc<serde_json::Value>>,
     ) {
         // Under the lock: an invalidation cannot slip between the check and the insert.
         let generation = self.generation.lock().unwrap_or_else(|e| e.into_inner());
@@ -296,10 +283,7 @@ impl EntryCache {
     }
 
     /// Runs `drop` as an invalidation.
-    fn invalidate(
-        &self,
-        drop: impl FnOnce(&Cache<EntryId, Option<Arc<Versioned<serde_json::Value>>>>),
-    ) {
+    fn invalidate(&self, drop: impl FnOnce(&Cache<EntryId, Option<Arc<serde_json::Value>>>)) {
         let mut generation = self.generation.lock().unwrap_or_else(|e| e.into_inner());
         *generation += 1;
         drop(&self.entries);

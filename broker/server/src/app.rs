@@ -552,7 +552,6 @@ async fn rewrap_kv_mounts(broker: &Broker) {
             let kv = keybroker_core::engines::kv::KvMount {
                 tenant: &tenant,
                 mount,
-                version: 2,
             };
             match broker.kv.rewrap_if_rotated(&broker.transit, &kv).await {
                 Ok(None) => {}

@@ -95,8 +95,6 @@ pub struct KvMount<'a> {
     pub tenant: &'a Tenant,
     /// The mount.
     pub mount: &'a MountRecord,
-    /// 1 or 2.
-    pub version: u8,
 }
 
 /// Stripes of the per-secret write lock.

@@ -391,11 +391,6 @@ impl Kv {
         }
         Err(conflict())
     }
-
-    /// Version 1: deletes the secret (`DELETE :path`); a missing one is no error.
-    pub async fn delete_unversioned(&self, mount: &KvMount<'_>, path: &SecretPath) -> Result<()> {
-        self.delete_metadata(mount, path).await
-    }
 }
 
 #[cfg(test)]

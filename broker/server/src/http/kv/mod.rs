@@ -133,11 +133,7 @@ impl MountKind for KvEngine {
         let Ok(path) = SecretPath::secret(raw) else {
             return false;
         };
-        let kv = KvMount {
-            tenant,
-            mount,
-            version: options.version,
-        };
+        let kv = KvMount { tenant, mount };
         matches!(ready.broker.kv.exists(&kv, &path).await, Ok(false))
     }
 
@@ -154,7 +150,6 @@ impl MountKind for KvEngine {
             kv: KvMount {
                 tenant: call.tenant,
                 mount,
-                version: options.version,
             },
             request: call.request,
             content_type: call
@@ -522,7 +517,7 @@ impl Context<'_> {
                 Ok(response::no_content())
             }
             Operation::Delete => {
-                self.engine().delete_unversioned(kv, &path).await?;
+                self.engine().delete_metadata(kv, &path).await?;
                 Ok(response::no_content())
             }
             Operation::Patch | Operation::List => Err(ApiError::UnsupportedOperation),
