@@ -39,6 +39,7 @@ pub mod policy;
 pub mod seal;
 pub mod store;
 pub mod tenants;
+pub mod turns;
 pub mod wrapping;
 
 pub use broker::{Broker, BrokerSettings};

@@ -50,6 +50,7 @@ use crate::{
     mount_storage::MountStorage,
     seal::RootKey,
     store::{KeyMode, MountRecord, Store},
+    turns::{Turn, Turns},
     Tenant,
 };
 use document::{SecretDoc, StoredSecret};
@@ -97,19 +98,17 @@ pub struct KvMount<'a> {
     pub mount: &'a MountRecord,
 }
 
-/// Stripes of the per-secret write lock.
-const WRITE_LOCK_STRIPES: usize = 256;
-
 /// The KV engine.
 pub struct Kv {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     sealer: RootKey,
     paths: PathHasher,
-    /// Writers of one secret on this node take turns here (as Vault's lock per key), so
-    /// concurrent writes without `cas` all land, one after the other; the store's
-    /// compare-and-set still settles writers on different nodes.
-    write_locks: Vec<tokio::sync::Mutex<()>>,
+    /// Writers of one secret on this node take turns here (as Vault's lock per key, but
+    /// per exact secret: no two secrets share a turn), so concurrent writes without `cas`
+    /// all land, one after the other; the store's compare-and-set still settles writers on
+    /// different nodes.
+    write_turns: Turns<(crate::TenantId, crate::MountId, String)>,
     /// Secrets' stored (sealed) documents as reads find them, dropped at every write
     /// through this node and at every change another node announces; writes always read
     /// the store.
@@ -155,9 +154,7 @@ impl Kv {
             clock,
             sealer: RootKey::new(sealer_key),
             paths: PathHasher::new(path_key),
-            write_locks: (0..WRITE_LOCK_STRIPES)
-                .map(|_| tokio::sync::Mutex::new(()))
-                .collect(),
+            write_turns: Turns::default(),
             reads: crate::mount_storage::EntryCache::with_max_bytes(READ_CACHE_BYTES),
         }
     }
@@ -178,15 +175,14 @@ impl Kv {
     }
 
     /// This node's turn to change the secret under storage key `key` of `mount`.
-    async fn write_turn(&self, mount: &KvMount<'_>, key: &str) -> tokio::sync::MutexGuard<'_, ()> {
-        use std::hash::{Hash, Hasher};
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        (mount.tenant.id, mount.mount.id, key).hash(&mut hasher);
-        let stripe = usize::try_from(hasher.finish() % WRITE_LOCK_STRIPES as u64).unwrap_or(0);
-        match self.write_locks.get(stripe) {
-            Some(lock) => lock.lock().await,
-            None => unreachable!("the stripe is below the number of stripes"),
-        }
+    async fn write_turn(
+        &self,
+        mount: &KvMount<'_>,
+        key: &str,
+    ) -> Turn<'_, (crate::TenantId, crate::MountId, String)> {
+        self.write_turns
+            .take((mount.tenant.id, mount.mount.id, key.to_owned()))
+            .await
     }
 
     /// Makes (or finds) the mount's key in its backend instance: called when the mount is
@@ -325,7 +321,7 @@ impl Kv {
         );
         if plain.len() > MAX_DOCUMENT_BYTES {
             return Err(Error::invalid(format!(
-                "the secret's versions would take more than {MAX_DOCUMENT_BYTES} bytes: lower                  its max_versions, or destroy or delete versions with its metadata"
+                "the secret's versions would take more than {MAX_DOCUMENT_BYTES} bytes: lower its max_versions, or destroy or delete versions with its metadata"
             )));
         }
         let sealed = self.sealer.seal(&Self::seal_purpose(mount, key), &plain)?;
