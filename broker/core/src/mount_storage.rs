@@ -125,11 +125,21 @@ impl MountStorage {
         value: &T,
         expect: Expect,
     ) -> Result<u64> {
-        check_key(key)?;
         let value = serde_json::to_value(value)
             .map_err(|e| Error::internal_from(format!("encoding storage entry {key:?}"), e))?;
+        self.put_json(key, &value, expect).await
+    }
+
+    /// [`MountStorage::put`] of a document already in JSON.
+    pub async fn put_json(
+        &self,
+        key: &str,
+        value: &serde_json::Value,
+        expect: Expect,
+    ) -> Result<u64> {
+        check_key(key)?;
         self.store
-            .put_entry(self.tenant, self.mount, key, &value, expect)
+            .put_entry(self.tenant, self.mount, key, value, expect)
             .await
             .map_err(|error| conflict(key, error))
     }
@@ -190,11 +200,12 @@ fn text_bytes(value: &serde_json::Value) -> usize {
 
 /// Entries of mount storage a node keeps in memory, for state read at every request (an
 /// auth method's configuration and roles). Whoever writes an entry through this node drops
-/// it here ([`EntryCache::forget`]); a write on another node arrives as
+/// it here ([`EntryCache::forget`]), or replaces it by what it wrote
+/// ([`EntryCache::remember`]); a write on another node arrives as
 /// [`crate::changes::Change::MountEntry`] and is dropped the same way.
 pub struct EntryCache {
-    /// The document under each key, or `None` when there was none.
-    entries: Cache<EntryId, Option<Arc<serde_json::Value>>>,
+    /// The document under each key with its version, or `None` when there was none.
+    entries: Cache<EntryId, Option<Arc<Versioned<serde_json::Value>>>>,
     /// Bumped by every invalidation: an entry read before one is not kept (it may be the
     /// very value the invalidation was about).
     generation: Mutex<u64>,
@@ -224,8 +235,9 @@ impl EntryCache {
             Cache::builder()
                 .max_capacity(max_bytes)
                 .weigher(
-                    |(_, _, key): &EntryId, value: &Option<Arc<serde_json::Value>>| {
-                        let bytes = key.len() + value.as_deref().map_or(0, text_bytes);
+                    |(_, _, key): &EntryId, entry: &Option<Arc<Versioned<serde_json::Value>>>| {
+                        let bytes = key.len()
+                            + entry.as_deref().map_or(0, |entry| text_bytes(&entry.value));
                         u32::try_from(bytes).unwrap_or(u32::MAX)
                     },
                 )
@@ -234,7 +246,7 @@ impl EntryCache {
         )
     }
 
-    fn of(entries: Cache<EntryId, Option<Arc<serde_json::Value>>>) -> Self {
+    fn of(entries: Cache<EntryId, Option<Arc<Versioned<serde_json::Value>>>>) -> Self {
         Self {
             entries,
             generation: Mutex::new(0),
@@ -247,21 +259,37 @@ impl EntryCache {
         storage: &MountStorage,
         key: &str,
     ) -> Result<Option<T>> {
+        Ok(self
+            .get_versioned(storage, key)
+            .await?
+            .map(|entry| entry.value))
+    }
+
+    /// [`EntryCache::get`] with the entry's version. Only a node that is the store's sole
+    /// writer may compare and set against a cached version: elsewhere another node may have
+    /// deleted and recreated the entry, back at the same version, before this node hears.
+    pub async fn get_versioned<T: DeserializeOwned>(
+        &self,
+        storage: &MountStorage,
+        key: &str,
+    ) -> Result<Option<Versioned<T>>> {
         let id = (storage.tenant, storage.mount, key.to_owned());
         let cached = match self.entries.get(&id) {
             Some(cached) => cached,
             None => {
                 let before = self.generation();
-                let read = storage
-                    .get::<serde_json::Value>(key)
-                    .await?
-                    .map(|entry| Arc::new(entry.value));
+                let read = storage.get::<serde_json::Value>(key).await?.map(Arc::new);
                 self.insert_unless_invalidated(before, id, read.clone());
                 read
             }
         };
         cached
-            .map(|value| decode(key, serde_json::Value::clone(&value)))
+            .map(|entry| {
+                Ok(Versioned {
+                    value: decode(key, serde_json::Value::clone(&entry.value))?,
+                    version: entry.version,
+                })
+            })
             .transpose()
     }
 
@@ -273,7 +301,7 @@ impl EntryCache {
         &self,
         before: u64,
         id: EntryId,
-        value: Option<Arc<serde_json::Value>>,
+        value: Option<Arc<Versioned<serde_json::Value>>>,
     ) {
         // Under the lock: an invalidation cannot slip between the check and the insert.
         let generation = self.generation.lock().unwrap_or_else(|e| e.into_inner());
@@ -283,7 +311,10 @@ impl EntryCache {
     }
 
     /// Runs `drop` as an invalidation.
-    fn invalidate(&self, drop: impl FnOnce(&Cache<EntryId, Option<Arc<serde_json::Value>>>)) {
+    fn invalidate(
+        &self,
+        drop: impl FnOnce(&Cache<EntryId, Option<Arc<Versioned<serde_json::Value>>>>),
+    ) {
         let mut generation = self.generation.lock().unwrap_or_else(|e| e.into_inner());
         *generation += 1;
         drop(&self.entries);
@@ -292,6 +323,24 @@ impl EntryCache {
     /// Drops one entry (it was written or deleted).
     pub fn forget(&self, tenant: TenantId, mount: MountId, key: &str) {
         self.invalidate(|entries| entries.invalidate(&(tenant, mount, key.to_owned())));
+    }
+
+    /// Replaces one entry by what this node just wrote there, at `version`: only where this
+    /// node is the store's sole writer (see [`EntryCache::get_versioned`]).
+    pub fn remember(
+        &self,
+        tenant: TenantId,
+        mount: MountId,
+        key: &str,
+        value: serde_json::Value,
+        version: u64,
+    ) {
+        self.invalidate(|entries| {
+            entries.insert(
+                (tenant, mount, key.to_owned()),
+                Some(Arc::new(Versioned { value, version })),
+            );
+        });
     }
 
     /// Drops every entry of a mount.

@@ -80,3 +80,64 @@ async fn concurrent_logins_consume_a_secret_id_exactly_once_per_use() {
         assert_eq!(granted, uses, "secret_id with {uses} uses");
     }
 }
+
+#[tokio::test]
+async fn an_entry_cache_answers_what_its_node_wrote_with_the_version_written() {
+    use keybroker_core::{
+        mount_storage::{EntryCache, MountStorage},
+        store::Expect,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let store: std::sync::Arc<dyn Store> =
+        std::sync::Arc::new(SqliteStore::open(&dir.path().join("t.db")).await.unwrap());
+    assert!(
+        store.subscribe().is_none(),
+        "SQLite's node is its only writer"
+    );
+    let mount = crate::conformance::mount(TenantId::ROOT, "kv/");
+    store.create_mount(&mount).await.unwrap();
+    let storage = MountStorage::new(store.clone(), TenantId::ROOT, mount.id);
+    let cache = EntryCache::new(16);
+
+    let first = serde_json::json!({"v": 1});
+    let version = storage
+        .put_json("doc", &first, Expect::Absent)
+        .await
+        .unwrap();
+    let read = cache
+        .get_versioned::<serde_json::Value>(&storage, "doc")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((read.value, read.version), (first.clone(), version));
+
+    // A write through the node: the cache answers it, at its new version, without the store
+    // (which another writer changed behind the node's back here).
+    let second = serde_json::json!({"v": 2});
+    let written = storage
+        .put_json("doc", &second, Expect::Version(version))
+        .await
+        .unwrap();
+    assert_eq!(written, version + 1);
+    cache.remember(TenantId::ROOT, mount.id, "doc", second.clone(), written);
+    let behind = serde_json::json!({"v": "behind"});
+    let changed = storage
+        .put_json("doc", &behind, Expect::Version(written))
+        .await
+        .unwrap();
+    let read = cache
+        .get_versioned::<serde_json::Value>(&storage, "doc")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((read.value, read.version), (second, written));
+
+    // Forgotten (a change announced), it is read from the store again.
+    cache.forget(TenantId::ROOT, mount.id, "doc");
+    let read = cache
+        .get_versioned::<serde_json::Value>(&storage, "doc")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((read.value, read.version), (behind, changed));
+}

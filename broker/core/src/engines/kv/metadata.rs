@@ -230,6 +230,7 @@ impl Kv {
     /// no error.
     pub async fn delete_metadata(&self, mount: &KvMount<'_>, path: &SecretPath) -> Result<()> {
         let key = self.secret_key(mount, path);
+        let _turn = self.write_turn(mount, &key).await;
         let deleted = self.storage(mount).delete(&key, Expect::Any).await;
         self.reads.forget(mount.tenant.id, mount.mount.id, &key);
         deleted.map(|_| ())

@@ -109,10 +109,13 @@ pub struct Kv {
     /// all land, one after the other; the store's compare-and-set still settles writers on
     /// different nodes.
     write_turns: Turns<(crate::TenantId, crate::MountId, String)>,
-    /// Secrets' stored (sealed) documents as reads find them, dropped at every write
-    /// through this node and at every change another node announces; writes always read
-    /// the store.
+    /// Secrets' stored (sealed) documents as reads find them, dropped at every change
+    /// another node announces and replaced by every write through this node.
     reads: crate::mount_storage::EntryCache,
+    /// Whether this node is the store's only writer (SQLite): then writes too start from
+    /// what `reads` holds, its versions being the store's. Otherwise they read the store (a
+    /// secret deleted and written again on another node is back at the same version).
+    sole_writer: bool,
 }
 
 /// Bytes of sealed documents a node keeps for reads.
@@ -149,6 +152,7 @@ impl Kv {
         sealer_key: Zeroizing<[u8; 32]>,
         path_key: Zeroizing<[u8; 32]>,
     ) -> Self {
+        let sole_writer = store.subscribe().is_none();
         Self {
             store,
             clock,
@@ -156,6 +160,7 @@ impl Kv {
             paths: PathHasher::new(path_key),
             write_turns: Turns::default(),
             reads: crate::mount_storage::EntryCache::with_max_bytes(READ_CACHE_BYTES),
+            sole_writer,
         }
     }
 
@@ -273,9 +278,18 @@ impl Kv {
         format!("kv:{}:{}:{key}", mount.tenant.id, mount.mount.id)
     }
 
-    /// The document under storage key `key`, opened, with its store version.
+    /// The document under storage key `key`, opened, with its store version: for writes,
+    /// which compare and set against that version.
     async fn load(&self, mount: &KvMount<'_>, key: &str) -> Result<Option<(SecretDoc, u64)>> {
-        let Some(stored) = self.storage(mount).get::<StoredSecret>(key).await? else {
+        let storage = self.storage(mount);
+        let stored = if self.sole_writer {
+            self.reads
+                .get_versioned::<StoredSecret>(&storage, key)
+                .await?
+        } else {
+            storage.get::<StoredSecret>(key).await?
+        };
+        let Some(stored) = stored else {
             return Ok(None);
         };
         Ok(Some((
@@ -325,17 +339,27 @@ impl Kv {
             )));
         }
         let sealed = self.sealer.seal(&Self::seal_purpose(mount, key), &plain)?;
-        let stored = StoredSecret {
+        let stored = serde_json::to_value(StoredSecret {
             sealed: STANDARD.encode(sealed),
-        };
+        })
+        .map_err(|e| Error::internal_from("KV document", e))?;
         let expect = match expected {
             0 => crate::store::Expect::Absent,
             version => crate::store::Expect::Version(version),
         };
-        let written = self.storage(mount).put(key, &stored, expect).await;
-        // Written, or changed by another writer meanwhile: what reads kept is stale.
-        self.reads.forget(mount.tenant.id, mount.mount.id, key);
-        written.map(|_| ())
+        let written = self.storage(mount).put_json(key, &stored, expect).await;
+        let (tenant, mount) = (mount.tenant.id, mount.mount.id);
+        match written {
+            Ok(version) if self.sole_writer => {
+                self.reads.remember(tenant, mount, key, stored, version);
+                Ok(())
+            }
+            // Written, or changed by another writer meanwhile: what reads kept is stale.
+            written => {
+                self.reads.forget(tenant, mount, key);
+                written.map(|_| ())
+            }
+        }
     }
 
     /// Encrypts a version's data (JSON text) under a fresh data key, itself encrypted by the
