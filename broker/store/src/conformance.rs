@@ -691,10 +691,11 @@ async fn restore(store: &dyn Store) {
     // The key id of another key (here under another name) is a conflict, even with replace.
     let mut same_id = record.clone();
     same_id.name = "elsewhere".to_owned();
-    assert!(matches!(
-        store.restore_key(&same_id, &versions, true).await,
-        Err(StoreError::Conflict)
-    ));
+    let restored = store.restore_key(&same_id, &versions, true).await;
+    assert!(
+        matches!(restored, Err(StoreError::Conflict)),
+        "{restored:?}"
+    );
     assert!(store
         .get_key(tenant, m.id, "elsewhere")
         .await

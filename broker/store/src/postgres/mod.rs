@@ -249,6 +249,14 @@ async fn lock_row(
 }
 
 impl PostgresStore {
+    /// A write transaction; nodes and connections settle with row locks, so there is no
+    /// turn to wait for (the guard is `()`, for the templates shared with SQLite).
+    async fn write_transaction(
+        &self,
+    ) -> Result<((), sqlx::Transaction<'static, sqlx::Postgres>), StoreError> {
+        Ok(((), self.pool.begin().await.map_err(map_error)?))
+    }
+
     /// Runs `query`, a write, in a transaction that announces `changes` (given the number of
     /// rows affected) and commits; the number of rows affected.
     async fn execute_write<C: IntoIterator<Item = Change>>(

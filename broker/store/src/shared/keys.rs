@@ -11,7 +11,7 @@ macro_rules! methods {
                 key: &KeyRecord,
                 first: &KeyVersionRecord,
             ) -> Result<(), StoreError> {
-                let mut tx = self.pool.begin().await.map_err(map_error)?;
+                let (_turn, mut tx) = self.write_transaction().await?;
                 insert_key(&mut tx, key).await?;
                 insert_version(&mut tx, key.tenant, first).await?;
                 tx.commit().await.map_err(map_error)
@@ -95,7 +95,7 @@ macro_rules! methods {
                 key: KeyId,
                 min_available_version: u32,
             ) -> Result<Vec<KeyVersionRecord>, StoreError> {
-                let mut tx = self.pool.begin().await.map_err(map_error)?;
+                let (_turn, mut tx) = self.write_transaction().await?;
                 // Checked against the row as committed (on PostgreSQL, a racing config
                 // change or trim waits on the row lock): never lowered, never above either
                 // min version.
@@ -149,7 +149,7 @@ macro_rules! methods {
                 expected_latest: u32,
                 version: &KeyVersionRecord,
             ) -> Result<bool, StoreError> {
-                let mut tx = self.pool.begin().await.map_err(map_error)?;
+                let (_turn, mut tx) = self.write_transaction().await?;
                 // Compare-and-set. On PostgreSQL, a racing rotation waits on the row lock,
                 // then re-checks `latest_version` against the committed row and moves
                 // nothing.
@@ -185,7 +185,7 @@ macro_rules! methods {
                 replace: bool,
             ) -> Result<Option<KeyId>, StoreError> {
                 let tenant = key.tenant;
-                let mut tx = self.pool.begin().await.map_err(map_error)?;
+                let (_turn, mut tx) = self.write_transaction().await?;
                 let mut replaced = None;
                 // (version, counter_reserved) of the key restored over itself.
                 let mut counted: Vec<(i64, i64)> = Vec::new();

@@ -9,7 +9,7 @@ macro_rules! methods {
     ($store:ident, $dialect:ident, [$($methods:tt)*], [$($items:tt)*]) => {
         $crate::shared::approle::methods! { $store, $dialect, [$($methods)*
             async fn put_tokens(&self, tokens: &[TokenRecord]) -> Result<(), StoreError> {
-                let mut tx = self.pool.begin().await.map_err(map_error)?;
+                let (_turn, mut tx) = self.write_transaction().await?;
                 for token in tokens {
                     sqlx::query($crate::shared::sql!($dialect,
                         sqlite: "INSERT INTO tokens (hash, accessor, tenant_id, policies, display_name, \

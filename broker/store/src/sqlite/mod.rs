@@ -134,6 +134,31 @@ impl SqliteStore {
     pub(super) async fn write_turn(&self) -> tokio::sync::MutexGuard<'_, ()> {
         self.writes.lock().await
     }
+
+    /// A write transaction, in this process's turn to write (kept until the returned guard
+    /// drops, after the transaction).
+    pub(super) async fn write_transaction(
+        &self,
+    ) -> Result<(WriteTurn<'_>, sqlx::Transaction<'static, sqlx::Sqlite>), StoreError> {
+        let turn = self.write_turn().await;
+        let tx = begin_write(&self.pool).await?;
+        Ok((turn, tx))
+    }
+}
+
+/// This process's turn to write, held while a write transaction runs.
+pub(super) type WriteTurn<'a> = tokio::sync::MutexGuard<'a, ()>;
+
+/// Begins a write transaction that holds SQLite's write lock from its start
+/// (`BEGIN IMMEDIATE`). A deferred one that reads before it writes would fail at once with
+/// `SQLITE_BUSY` when another connection holds the lock at its first write (SQLite calls
+/// no busy handler for a read transaction that wants to write: it could deadlock), for
+/// instance while the rollback of a transaction dropped on an error is still pending.
+/// Taking the lock first waits for it under the busy timeout instead.
+async fn begin_write(
+    pool: &SqlitePool,
+) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreError> {
+    pool.begin_with("BEGIN IMMEDIATE").await.map_err(map_error)
 }
 
 /// The group commit of mount-storage writes: whatever is queued when the writer gets its
@@ -158,7 +183,7 @@ async fn commit_groups(
         let _turn = writes.lock().await;
         let mut answers = Vec::with_capacity(group.len());
         let committed = async {
-            let mut tx = pool.begin().await.map_err(map_error)?;
+            let mut tx = begin_write(&pool).await?;
             for write in group {
                 let result = write
                     .query

@@ -13,8 +13,7 @@ impl SqliteStore {
             return Ok(false);
         }
         let id = tenant.to_string();
-        let _turn = self.write_turn().await;
-        let mut tx = self.pool.begin().await.map_err(map_error)?;
+        let (_turn, mut tx) = self.write_transaction().await?;
         // Tokens first (revocation), then mounts, whose keys and versions, AppRole rows and
         // mount-storage entries cascade.
         for statement in [

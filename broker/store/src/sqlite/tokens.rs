@@ -14,8 +14,7 @@ impl SqliteStore {
         &self,
         query: BoundQuery<'_>,
     ) -> Result<Vec<Vec<u8>>, StoreError> {
-        let _turn = self.write_turn().await;
-        let mut tx = self.pool.begin().await.map_err(map_error)?;
+        let (_turn, mut tx) = self.write_transaction().await?;
         let rows = query.fetch_all(&mut *tx).await.map_err(map_error)?;
         tx.commit().await.map_err(map_error)?;
         rows.iter().map(|row| get(row, "hash")).collect()
@@ -28,8 +27,7 @@ impl SqliteStore {
         tenant: TenantId,
         accessor: &str,
     ) -> Result<Vec<Vec<u8>>, StoreError> {
-        let _turn = self.write_turn().await;
-        let mut tx = self.pool.begin().await.map_err(map_error)?;
+        let (_turn, mut tx) = self.write_transaction().await?;
         let revoked =
             sqlx::query("DELETE FROM tokens WHERE tenant_id = ? AND accessor = ? RETURNING hash")
                 .bind(tenant.to_string())
