@@ -32,6 +32,7 @@ mod kv_integrators;
 mod kv_keys;
 mod kv_namespaces;
 mod matrix;
+mod oidc;
 mod openapi;
 mod plugins;
 mod policies;

@@ -124,6 +124,9 @@ const EXPECTED: &[(&str, &str, Class)] = &[
     ("approle:role/:name/secret-id-accessor/destroy", "*", Policy),
     ("approle:tidy/secret-id", "*", Policy),
     ("jwt:login", "*", Public),
+    // A person's OIDC login: the provider's URL, then the provider's answer.
+    ("jwt:oidc/auth_url", "*", Public),
+    ("jwt:oidc/callback", "*", Public),
     ("jwt:config", "*", Policy),
     ("jwt:role", "*", Policy),
     ("jwt:role/:name", "*", Policy),

@@ -149,7 +149,16 @@ impl Broker {
                 sealed_secret(store.as_ref(), root_key, crate::wrapping::HMAC_KEY_NAME).await?,
                 sealed_secret(store.as_ref(), root_key, crate::wrapping::SEALER_NAME).await?,
             ),
-            jwt: crate::auth::jwt::method::JwtAuth::new(clock.clone(), identity_providers),
+            jwt: crate::auth::jwt::method::JwtAuth::new(
+                clock.clone(),
+                identity_providers,
+                sealed_secret(
+                    store.as_ref(),
+                    root_key,
+                    crate::auth::jwt::method::SEALER_NAME,
+                )
+                .await?,
+            ),
             kv: crate::engines::kv::Kv::new(
                 store.clone(),
                 clock.clone(),

@@ -569,7 +569,8 @@ async fn rewrap_kv_mounts(broker: &Broker) {
     }
 }
 
-/// Deletes expired tokens, and expired secret_ids of every AppRole mount of every tenant.
+/// Deletes expired tokens, expired secret_ids of every AppRole mount of every tenant, and
+/// the markers of expired OIDC states of every jwt mount.
 async fn tidy(broker: Arc<Broker>) {
     match broker.tokens.tidy().await {
         Ok(0) => {}
@@ -587,6 +588,14 @@ async fn tidy(broker: Arc<Broker>) {
         {
             if let Err(error) = broker.approle.tidy(mount).await {
                 tracing::warn!(%error, tenant = %tenant.name, "secret_id tidy failed");
+            }
+        }
+        for mount in table
+            .iter()
+            .filter(|m| m.kind == keybroker_core::auth::jwt::method::AUTH_TYPE)
+        {
+            if let Err(error) = broker.jwt.tidy_spent_states(&broker.mounts, mount).await {
+                tracing::warn!(%error, tenant = %tenant.name, "OIDC state tidy failed");
             }
         }
     }

@@ -36,6 +36,14 @@ impl IdentityProviders for HttpsIdentityProviders {
         let client = client(ca_pem).map_err(ProviderError::CaCertificates)?;
         Ok(Box::new(HttpJwksFetcher::new(client, url.to_owned())))
     }
+
+    async fn exchange_code(
+        &self,
+        code: &keybroker_core::auth::jwt::CodeExchange<'_>,
+    ) -> Result<zeroize::Zeroizing<String>, ProviderError> {
+        let client = client(code.ca_pem).map_err(ProviderError::CaCertificates)?;
+        exchange(&client, code).await.map_err(ProviderError::Fetch)
+    }
 }
 
 /// An error of a fetch, with its causes in its message.
@@ -139,10 +147,66 @@ async fn discover(client: &reqwest::Client, url: &str) -> Result<Discovered, Str
             "the provider's jwks_uri {jwks_uri:?} is not an https URL"
         ));
     }
+    let https = |url: &str| url.starts_with("https://").then(|| url.to_owned());
     Ok(Discovered {
         issuer: metadata.issuer().as_str().to_owned(),
         jwks_uri,
+        authorization_endpoint: https(metadata.authorization_endpoint().as_str()),
+        token_endpoint: metadata
+            .token_endpoint()
+            .and_then(|url| https(url.as_str())),
     })
+}
+
+/// What a token endpoint answers (RFC 6749 §5.1 and §5.2), of what the broker reads.
+#[derive(serde::Deserialize)]
+struct TokenAnswer {
+    id_token: Option<String>,
+    error: Option<String>,
+}
+
+/// Exchanges an authorization code at the token endpoint (RFC 6749 §4.1.3, PKCE's
+/// `code_verifier`), authenticating with `client_secret_basic` when the client has a secret
+/// (the default method, RFC 6749 §2.3.1; the form-urlencoded id and secret as the Basic
+/// credentials). Written here rather than through `openidconnect`'s client, whose types
+/// would also verify the ID token: the broker verifies it as it verifies every JWT.
+async fn exchange(
+    client: &reqwest::Client,
+    exchange: &keybroker_core::auth::jwt::CodeExchange<'_>,
+) -> Result<zeroize::Zeroizing<String>, String> {
+    let mut form = vec![
+        ("grant_type", "authorization_code"),
+        ("code", exchange.code),
+        ("redirect_uri", exchange.redirect_uri),
+        ("code_verifier", exchange.code_verifier),
+    ];
+    let mut request = client
+        .post(exchange.token_endpoint)
+        .header(reqwest::header::ACCEPT, "application/json");
+    match exchange.client_secret {
+        Some(secret) => {
+            let encode = |text: &str| {
+                url::form_urlencoded::byte_serialize(text.as_bytes()).collect::<String>()
+            };
+            request = request.basic_auth(encode(exchange.client_id), Some(encode(secret)));
+        }
+        None => form.push(("client_id", exchange.client_id)),
+    }
+    let response = request.form(&form).send().await.map_err(|e| describe(&e))?;
+    let status = response.status();
+    let body = zeroize::Zeroizing::new(read_capped(response).await?);
+    let answer: TokenAnswer = serde_json::from_slice(&body)
+        .map_err(|e| format!("the token endpoint answered HTTP {status} and no JSON: {e}"))?;
+    if !status.is_success() {
+        return Err(format!(
+            "the token endpoint answered HTTP {status} ({})",
+            answer.error.as_deref().unwrap_or("no error code")
+        ));
+    }
+    answer
+        .id_token
+        .map(zeroize::Zeroizing::new)
+        .ok_or_else(|| "the token endpoint's answer has no id_token".to_owned())
 }
 
 /// Fetches a JWKS document over HTTPS.

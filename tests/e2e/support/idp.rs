@@ -6,6 +6,15 @@
 //! let token = idp.token("app-web", "app-web-secret", "https://broker.example/");
 //! idp.rotate(); // a new RS256 key signs from now on; the old one stays published
 //! idp.retire(); // only the newest RS256 key (and the ES256 key) stay published
+//!
+//! // The authorization-code flow, with a person at the provider's login and consent pages
+//! // (accounts alice / alice-password and bob / bob-password by default):
+//! let idp = Idp::start_with_clients(&json!([auth_code_client(
+//!     "people", "people-secret", &["http://localhost:8250/oidc/callback"],
+//! )]));
+//! let done = idp.person_login(&auth_url, "alice", "alice-password");
+//! // done.redirect: "http://localhost:8250/oidc/callback?code=…&state=…&iss=…", not fetched;
+//! // "" when the provider refused the password (done.pages then shows `invalid login`).
 //! ```
 
 use std::{
@@ -55,7 +64,10 @@ impl Idp {
     }
 
     /// Starts the provider with these clients (a JSON array; see `tests/idp/README.md` for the
-    /// fields, e.g. `extra_claims`, `access_token_ttl`, `access_token_alg`).
+    /// fields, e.g. `extra_claims`, `access_token_ttl`, `access_token_alg`; `auth_code_client`
+    /// makes an authorization-code entry). The accounts stay the defaults: `alice` /
+    /// `alice-password` (`alice@example.com`, groups `["admins","readers"]`, name `Alice`) and
+    /// `bob` / `bob-password` (`bob@example.com`, `["readers"]`, `Bob`).
     pub(crate) fn start_with_clients(clients: &Value) -> Self {
         Self::launch(Some(clients))
     }
@@ -254,6 +266,147 @@ impl Idp {
             .to_owned()
     }
 
+    /// Plays a person in a browser through the authorization-code flow that `auth_url` (the
+    /// provider's authorization endpoint with the client's parameters) starts: follows the
+    /// provider's redirects one by one (never automatically, and only while they stay on the
+    /// provider's origin), answers the login form with `login` and `password` and the consent
+    /// form, and stops at the first redirect that leaves the provider: the client's
+    /// `redirect_uri` with `code` and `state` (or with `error`). That redirect is returned, not
+    /// fetched. When the provider refuses the password (it answers the login form again, with
+    /// `invalid login`), stops there and returns an empty `redirect`. Cookies live in a jar of
+    /// this call's own, so every call is a new browser. Panics, with the pages seen, on
+    /// anything else (an error page, a loop).
+    pub(crate) fn person_login(&self, auth_url: &str, login: &str, password: &str) -> PersonLogin {
+        assert!(
+            self.on_provider(auth_url),
+            "{auth_url} is not on the provider {}",
+            self.issuer
+        );
+        let jar_dir = private_dir();
+        let jar = jar_dir.path().join("cookies.txt");
+        let mut pages = Vec::new();
+        let mut url = auth_url.to_owned();
+        let mut form: Option<Vec<(&str, &str)>> = None;
+        let mut logged_in_at: Option<String> = None;
+        for _ in 0..MAX_BROWSER_STEPS {
+            let posted_login = form.as_ref().is_some_and(|fields| !fields.is_empty());
+            let (status, body, location) = self.browse(&jar, &url, form.take());
+            pages.push((status, body.clone()));
+            if let Some(location) = location {
+                if !self.on_provider(&location) {
+                    return PersonLogin {
+                        redirect: location,
+                        pages,
+                    };
+                }
+                url = location;
+                continue;
+            }
+            let action = form_action(&body).map(|action| self.absolute(&action));
+            match action {
+                Some(action) if status == 200 && action.ends_with("/login") => {
+                    if posted_login && logged_in_at.as_deref() == Some(action.as_str()) {
+                        // The login form again: the password was refused.
+                        return PersonLogin {
+                            redirect: String::new(),
+                            pages,
+                        };
+                    }
+                    logged_in_at = Some(action.clone());
+                    form = Some(vec![("login", login), ("password", password)]);
+                    url = action;
+                }
+                Some(action) if status == 200 && action.ends_with("/confirm") => {
+                    form = Some(Vec::new());
+                    url = action;
+                }
+                _ => panic!(
+                    "the provider answered {url} with neither a redirect nor a login or consent \
+                     form: status {status}\npages seen: {pages:#?}\nprovider output:\n{}",
+                    self.output()
+                ),
+            }
+        }
+        panic!(
+            "no redirect away from the provider after {MAX_BROWSER_STEPS} steps\npages seen: \
+             {pages:#?}\nprovider output:\n{}",
+            self.output()
+        )
+    }
+
+    /// Whether `url` is on the provider's origin.
+    fn on_provider(&self, url: &str) -> bool {
+        url == self.issuer
+            || url
+                .strip_prefix(&self.issuer)
+                .is_some_and(|rest| rest.starts_with(['/', '?']))
+    }
+
+    /// A form action (a path on the provider, or already absolute) as an absolute URL.
+    fn absolute(&self, action: &str) -> String {
+        if action.starts_with('/') {
+            format!("{}{action}", self.issuer)
+        } else {
+            action.to_owned()
+        }
+    }
+
+    /// One browser request, redirects not followed: GET, or a form POST when `form` is given
+    /// (empty: a POST with an empty body). Returns the status, the body and, for a redirect,
+    /// its target as an absolute URL.
+    fn browse(
+        &self,
+        jar: &Path,
+        url: &str,
+        form: Option<Vec<(&str, &str)>>,
+    ) -> (u16, String, Option<String>) {
+        let mut command = Command::new("curl");
+        command
+            .arg("-sS")
+            .arg("--max-time")
+            .arg("60")
+            .arg("--cacert")
+            .arg(&self.ca_pem)
+            .arg("-b")
+            .arg(jar)
+            .arg("-c")
+            .arg(jar)
+            .args(["-w", "\n%{http_code}\n%{redirect_url}"]);
+        if let Some(fields) = &form {
+            if fields.is_empty() {
+                command.args(["--data", ""]);
+            }
+            for (name, value) in fields {
+                command
+                    .arg("--data-urlencode")
+                    .arg(format!("{name}={value}"));
+            }
+        }
+        let out = command.arg(url).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut tail = text.rsplitn(3, '\n');
+        let (Some(redirect), Some(code), Some(body)) = (tail.next(), tail.next(), tail.next())
+        else {
+            panic!(
+                "curl {url} printed no status: {}\nprovider output:\n{}",
+                String::from_utf8_lossy(&out.stderr),
+                self.output()
+            );
+        };
+        let status: u16 = code.trim().parse().unwrap_or(0);
+        assert_ne!(
+            status,
+            0,
+            "curl {url} failed: {}\nprovider output:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.output()
+        );
+        let redirect = redirect.trim();
+        let location =
+            ((300..400).contains(&status) && !redirect.is_empty()).then(|| redirect.to_owned());
+        (status, body.to_owned(), location)
+    }
+
     /// Adds a new RS256 key that signs from now on; the previous keys stay published.
     /// Returns the published kids, newest first.
     pub(crate) fn rotate(&self) -> Vec<String> {
@@ -295,6 +448,42 @@ impl Idp {
         );
         (status, serde_json::from_str(body).unwrap_or(Value::Null))
     }
+}
+
+/// How many requests `person_login` makes at most before it gives up.
+const MAX_BROWSER_STEPS: usize = 20;
+
+/// What a person's login at the provider ended with (`Idp::person_login`).
+#[derive(Debug, Clone)]
+pub(crate) struct PersonLogin {
+    /// The first redirect away from the provider (the client's `redirect_uri` with `code` and
+    /// `state`, or with `error`), not fetched; empty if the provider refused the password.
+    pub redirect: String,
+    /// The status and body of every answer seen, in order, for diagnostics.
+    pub pages: Vec<(u16, String)>,
+}
+
+/// A `clients.json` entry for an authorization-code client (`client_secret_basic`, response
+/// type `code`, PKCE S256 required by the provider) that may redirect to `redirect_uris`.
+/// Pass it, in an array with any other clients, to `Idp::start_with_clients`.
+pub(crate) fn auth_code_client(client_id: &str, secret: &str, redirect_uris: &[&str]) -> Value {
+    serde_json::json!({
+        "client_id": client_id,
+        "client_secret": secret,
+        "redirect_uris": redirect_uris,
+        "grant_types": ["authorization_code"],
+        "response_types": ["code"],
+        "token_endpoint_auth_method": "client_secret_basic",
+    })
+}
+
+/// The `action` of the first form in an HTML page.
+fn form_action(html: &str) -> Option<String> {
+    let form = &html[html.find("<form")?..];
+    let form = &form[..form.find('>')?];
+    let start = form.find("action=\"")? + "action=\"".len();
+    let action = &form[start..];
+    Some(action[..action.find('"')?].replace("&amp;", "&"))
 }
 
 /// A JWT's header and payload, decoded without any verification.

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use axum::{http::StatusCode, response::Response};
 use keybroker_core::{
-    auth::jwt::method::LOGIN_FAILED,
+    auth::jwt::method::{CALLBACK_FAILED, LOGIN_FAILED},
     auth::jwt::{JwtConfig, JwtConfigInput, JwtRole, JwtRoleInput},
     changes::Change,
     store::MountRecord,
@@ -24,11 +24,16 @@ use super::{
     token, ApiRequest, Operation, Ready,
 };
 
+/// Vault's type name `oidc` (`bao auth enable oidc`): the same method, enabled as `jwt`.
+pub(super) const OIDC_ALIAS: &str = "oidc";
+
 /// Every route below a jwt mount.
 pub(super) const ROUTES: &[Route] = {
     use Operation::{Delete as D, List as L, Read as R, Write as W};
     &[
         anonymous(route("login", &[W])),
+        anonymous(route("oidc/auth_url", &[W])),
+        anonymous(route("oidc/callback", &[R])),
         route("config", &[R, W]),
         route("role", &[L]),
         route("role/:name", &[R, W, D]),
@@ -57,9 +62,37 @@ impl MountKind for Jwt {
     }
 
     async fn login(&self, call: Login<'_>) -> (Handled, LoginAudit) {
-        let (result, issued) = login(call.ready, call.mount, call.request, call.client).await;
-        let audit = LoginAudit::new(None, None, issued);
-        (("auth/jwt/login", result), audit)
+        let rest = call
+            .request
+            .path
+            .get(call.mount.path.len()..)
+            .unwrap_or_default()
+            .trim_end_matches('/');
+        match rest {
+            "oidc/auth_url" => (
+                (
+                    "auth/jwt/oidc/auth_url",
+                    auth_url(call.ready, call.mount, call.request).await,
+                ),
+                LoginAudit::default(),
+            ),
+            "oidc/callback" => {
+                let (result, issued) =
+                    callback(call.ready, call.mount, call.request, call.client).await;
+                (
+                    ("auth/jwt/oidc/callback", result),
+                    LoginAudit::new(None, None, issued),
+                )
+            }
+            _ => {
+                let (result, issued) =
+                    login(call.ready, call.mount, call.request, call.client).await;
+                (
+                    ("auth/jwt/login", result),
+                    LoginAudit::new(None, None, issued),
+                )
+            }
+        }
     }
 
     /// Verifiers, bearer identities, configurations and roles are cached: a change to a
@@ -115,11 +148,9 @@ struct ConfigBody {
     bearer_role: Option<String>,
     #[serde(deserialize_with = "body::opt_duration_secs")]
     jwks_refetch_interval: Option<u64>,
-    // Fields the broker refuses: only whether they were given is kept (never a secret).
-    #[serde(deserialize_with = "body::present")]
-    oidc_client_id: bool,
-    #[serde(deserialize_with = "body::present")]
-    oidc_client_secret: bool,
+    oidc_client_id: Option<String>,
+    oidc_client_secret: Option<Zeroizing<String>>,
+    // A field the broker refuses: only whether it was given is kept.
     #[serde(deserialize_with = "body::present")]
     jwks_pairs: bool,
 }
@@ -153,6 +184,10 @@ impl From<ConfigBody> for JwtConfigInput {
 #[serde(default)]
 struct RoleBody {
     role_type: Option<String>,
+    #[serde(deserialize_with = "body::opt_string_list")]
+    allowed_redirect_uris: Option<Vec<String>>,
+    #[serde(deserialize_with = "body::opt_string_list")]
+    oidc_scopes: Option<Vec<String>>,
     #[serde(deserialize_with = "body::opt_string_list")]
     bound_audiences: Option<Vec<String>>,
     bound_subject: Option<String>,
@@ -204,6 +239,8 @@ impl From<RoleBody> for JwtRoleInput {
     fn from(body: RoleBody) -> Self {
         Self {
             role_type: body.role_type,
+            allowed_redirect_uris: body.allowed_redirect_uris,
+            oidc_scopes: body.oidc_scopes,
             bound_audiences: body.bound_audiences,
             bound_subject: body.bound_subject,
             bound_claims: body.bound_claims,
@@ -224,6 +261,82 @@ impl From<RoleBody> for JwtRoleInput {
             token_bound_cidrs: body.token_bound_cidrs.or(body.bound_cidrs),
             token_type: body.token_type,
         }
+    }
+}
+
+/// Vault API: auth/jwt/oidc/auth_url, as sent.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct AuthUrlBody {
+    role: Option<String>,
+    redirect_uri: Option<String>,
+    client_nonce: Option<String>,
+}
+
+/// `POST auth/<mount>/oidc/auth_url` without a token: the provider's URL for a person to
+/// log in (`""` when the role or redirect URI allows none, as in Vault).
+async fn auth_url(
+    ready: &Ready,
+    mount: &MountRecord,
+    request: &ApiRequest,
+) -> Result<Response, ApiError> {
+    if request.operation != Operation::Write {
+        return Err(ApiError::UnsupportedOperation);
+    }
+    let input: AuthUrlBody = body::parse(&request.body)?;
+    let url = ready
+        .broker
+        .jwt
+        .oidc_auth_url(
+            &ready.broker.mounts,
+            mount,
+            input.role.as_deref(),
+            input.redirect_uri.as_deref().unwrap_or_default(),
+            input.client_nonce.as_deref(),
+        )
+        .await?;
+    Ok(response::data(&json!({ "auth_url": url.0 })))
+}
+
+/// `GET auth/<mount>/oidc/callback?state=…&code=…&client_nonce=…` without a token (what
+/// the CLI sends after the provider sent the person back): a token. Every refusal is the
+/// same 400. The form-post response mode (`POST`) is not offered: 405, as Vault answers
+/// without it.
+async fn callback(
+    ready: &Ready,
+    mount: &MountRecord,
+    request: &ApiRequest,
+    client: Option<IpAddr>,
+) -> (
+    Result<Response, ApiError>,
+    Option<keybroker_core::auth::token::IssuedToken>,
+) {
+    if request.operation != Operation::Read {
+        return (Err(ApiError::UnsupportedOperation), None);
+    }
+    let parameter = |name: &str| request.query.get(name).map(String::as_str);
+    let issued = ready
+        .broker
+        .jwt
+        .oidc_callback(
+            &ready.broker.mounts,
+            &ready.broker.tokens,
+            mount,
+            parameter("state").unwrap_or_default(),
+            parameter("code").unwrap_or_default(),
+            parameter("client_nonce"),
+            client,
+        )
+        .await;
+    match issued {
+        Ok(issued) => {
+            let auth = token::auth_json(Some(&issued.token), &issued.record, token::now());
+            (Ok(response::auth(&auth)), Some(issued))
+        }
+        Err(keybroker_core::Error::InvalidRequest(_)) => {
+            (Err(ApiError::bad_request(CALLBACK_FAILED)), None)
+        }
+        Err(other) => (Err(other.into()), None),
     }
 }
 
@@ -399,7 +512,7 @@ mod tests {
             "jwt_validation_pubkeys": "a, b",
             "jwt_supported_algs": "RS256, EdDSA,RS256",
             "jwks_refetch_interval": "1m",
-            "oidc_client_id": "",
+            "oidc_client_id": "web",
             "oidc_client_secret": "x",
             "jwks_pairs": [{"jwks_url": "https://b.example"}],
         }))
@@ -412,9 +525,12 @@ mod tests {
             ["RS256", "EdDSA", "RS256"]
         );
         assert_eq!(input.jwks_refetch_interval, Some(60));
-        // Of the fields the broker refuses, only whether a value was given is kept.
-        assert!(!input.oidc_client_id);
-        assert!(input.oidc_client_secret);
+        assert_eq!(input.oidc_client_id.as_deref(), Some("web"));
+        assert_eq!(
+            input.oidc_client_secret.as_deref().map(String::as_str),
+            Some("x")
+        );
+        // Of a field the broker refuses, only whether a value was given is kept.
         assert!(input.jwks_pairs);
     }
 
@@ -422,8 +538,11 @@ mod tests {
     fn unsupported_vault_fields_are_refused_unless_empty() {
         let base = || json!({"jwks_url": "https://a.example/k"});
         for (field, value, expected) in [
-            ("oidc_client_id", json!("x"), "not supported"),
-            ("oidc_client_secret", json!("x"), "not supported"),
+            (
+                "oidc_client_id",
+                json!("x"),
+                "oidc_client_id needs oidc_discovery_url",
+            ),
             (
                 "jwks_pairs",
                 json!([{"jwks_url": "https://b.example"}]),

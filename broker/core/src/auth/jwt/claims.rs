@@ -42,6 +42,8 @@ pub(super) const WRONG_AUDIENCE: &str = "token audience does not match the role"
 pub(super) const WRONG_CLAIMS: &str = "token claims do not match the role";
 /// The user, groups or a mapped claim is missing or of the wrong type.
 pub(super) const MISSING_CLAIMS: &str = "token lacks a claim the role requires";
+/// An ID token's `nonce` is not the one its login asked for.
+pub(super) const WRONG_NONCE: &str = "invalid ID token nonce";
 
 /// What a login takes from a token that passed every check.
 #[derive(Debug)]
@@ -191,14 +193,15 @@ fn check_issuer(
     Ok(issuer)
 }
 
-fn check_audience(claims: &Map<String, Value>, role: &JwtRole) -> Result<(), Refusal> {
+/// The token's `aud`: absent, a string, or a list of strings.
+fn audiences(claims: &Map<String, Value>) -> Result<Vec<&str>, Refusal> {
     let not_strings = || {
         Refusal::new(
             MALFORMED,
             "the \"aud\" claim is not a string or a list of strings",
         )
     };
-    let audiences: Vec<&str> = match claims.get("aud") {
+    Ok(match claims.get("aud") {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::String(aud)) => vec![aud.as_str()],
         Some(Value::Array(items)) => items
@@ -206,7 +209,11 @@ fn check_audience(claims: &Map<String, Value>, role: &JwtRole) -> Result<(), Ref
             .map(|item| item.as_str().ok_or_else(not_strings))
             .collect::<Result<_, _>>()?,
         Some(_) => return Err(not_strings()),
-    };
+    })
+}
+
+fn check_audience(claims: &Map<String, Value>, role: &JwtRole) -> Result<(), Refusal> {
+    let audiences = audiences(claims)?;
     if role.bound_audiences.is_empty() {
         if !audiences.is_empty() {
             return Err(Refusal::new(
@@ -338,6 +345,56 @@ fn metadata(
     Ok(out)
 }
 
+/// An ID token's audience (OpenID Connect Core §3.1.3.7): `aud` holds the client id, and
+/// `azp`, when present, is the client id; with `bound_audiences`, `aud` holds one of them too.
+fn check_client_audience(
+    claims: &Map<String, Value>,
+    role: &JwtRole,
+    client_id: &str,
+) -> Result<(), Refusal> {
+    let audiences = audiences(claims)?;
+    if !audiences.contains(&client_id) {
+        return Err(Refusal::new(
+            WRONG_AUDIENCE,
+            format!("aud {audiences:?} does not hold the client id"),
+        ));
+    }
+    if claims
+        .get("azp")
+        .is_some_and(|azp| azp.as_str() != Some(client_id))
+    {
+        return Err(Refusal::new(WRONG_AUDIENCE, "azp is not the client id"));
+    }
+    if !role.bound_audiences.is_empty()
+        && !audiences
+            .iter()
+            .any(|aud| role.bound_audiences.iter().any(|bound| bound == aud))
+    {
+        return Err(Refusal::new(
+            WRONG_AUDIENCE,
+            format!("aud {audiences:?} matches no bound audience"),
+        ));
+    }
+    Ok(())
+}
+
+/// An ID token's `nonce` equals the one its login sent (compared in constant time).
+fn check_nonce(claims: &Map<String, Value>, nonce: &str) -> Result<(), Refusal> {
+    use subtle::ConstantTimeEq;
+    let matches = claims
+        .get("nonce")
+        .and_then(Value::as_str)
+        .is_some_and(|got| bool::from(got.as_bytes().ct_eq(nonce.as_bytes())));
+    if matches {
+        Ok(())
+    } else {
+        Err(Refusal::new(
+            WRONG_NONCE,
+            "the nonce is missing or not the login's",
+        ))
+    }
+}
+
 /// Checks the claims of a token whose signature verified: times, issuer (each of
 /// `issuers` must equal `iss`), audience, subject, bound claims; then takes the user, the
 /// groups and the mapped metadata.
@@ -347,9 +404,37 @@ pub fn check(
     issuers: &[String],
     now: i64,
 ) -> Result<Accepted, Refusal> {
+    accept(claims, role, issuers, now, |claims| {
+        check_audience(claims, role)
+    })
+}
+
+/// [`check`] for an OIDC login's ID token: the audience is the mount's client
+/// ([`check_client_audience`]) and `nonce` the login's.
+pub(crate) fn check_id_token(
+    claims: &Map<String, Value>,
+    role: &JwtRole,
+    issuers: &[String],
+    now: i64,
+    client_id: &str,
+    nonce: &str,
+) -> Result<Accepted, Refusal> {
+    accept(claims, role, issuers, now, |claims| {
+        check_client_audience(claims, role, client_id)?;
+        check_nonce(claims, nonce)
+    })
+}
+
+fn accept(
+    claims: &Map<String, Value>,
+    role: &JwtRole,
+    issuers: &[String],
+    now: i64,
+    audience: impl FnOnce(&Map<String, Value>) -> Result<(), Refusal>,
+) -> Result<Accepted, Refusal> {
     let expires_at = check_times(claims, role, now)?;
     let issuer = check_issuer(claims, issuers)?;
-    check_audience(claims, role)?;
+    audience(claims)?;
     check_subject(claims, role)?;
     check_bound_claims(claims, role)?;
     Ok(Accepted {

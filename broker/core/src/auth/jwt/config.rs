@@ -5,9 +5,13 @@ use serde::{Deserialize, Serialize};
 
 use super::keys::{self, VerificationKey};
 use crate::error::{Error, Result};
+use zeroize::Zeroizing;
 
 /// Seconds between two JWKS refetches caused by unknown `kid`s, unless configured.
 pub const DEFAULT_JWKS_REFETCH_INTERVAL: u64 = 30;
+
+/// Longest accepted `oidc_client_id`, bytes.
+const MAX_CLIENT_ID_LEN: usize = 256;
 
 /// Longest accepted `jwks_refetch_interval`, seconds (a day).
 const MAX_JWKS_REFETCH_INTERVAL: u64 = 86_400;
@@ -47,6 +51,10 @@ pub struct JwtConfig {
     /// Our extension: at most one JWKS refetch per this many seconds, on an unknown `kid`.
     #[serde(default = "default_refetch_interval")]
     pub jwks_refetch_interval: u64,
+    /// The OAuth client the broker is at the provider, for the OIDC login flow (roles of
+    /// type `oidc`); needs `oidc_discovery_url`. Its secret is kept apart, sealed, and never
+    /// read back.
+    pub oidc_client_id: Option<String>,
 }
 
 impl Default for JwtConfig {
@@ -62,6 +70,7 @@ impl Default for JwtConfig {
             default_role: None,
             bearer_role: None,
             jwks_refetch_interval: DEFAULT_JWKS_REFETCH_INTERVAL,
+            oidc_client_id: None,
         }
     }
 }
@@ -69,7 +78,7 @@ impl Default for JwtConfig {
 /// A write to `auth/jwt/config` (Vault API), as the HTTP edge decoded it (its wire struct
 /// takes Vault's lenient forms). Every field is optional; a write replaces the whole
 /// configuration, as in Vault.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 // Tests write inputs as (canonical) JSON.
 #[cfg_attr(test, derive(Deserialize), serde(default))]
 pub struct JwtConfigInput {
@@ -93,12 +102,36 @@ pub struct JwtConfigInput {
     pub bearer_role: Option<String>,
     /// See [`JwtConfig::jwks_refetch_interval`], seconds.
     pub jwks_refetch_interval: Option<u64>,
-    /// Whether Vault's `oidc_client_id` was given (the OIDC login flow is not supported).
-    pub oidc_client_id: bool,
-    /// Whether Vault's `oidc_client_secret` was given; its value is never kept.
-    pub oidc_client_secret: bool,
+    /// See [`JwtConfig::oidc_client_id`].
+    pub oidc_client_id: Option<String>,
+    /// The client secret (Vault's `oidc_client_secret`), stored sealed apart from the
+    /// configuration, never read back.
+    #[cfg_attr(test, serde(deserialize_with = "secret_text"))]
+    pub oidc_client_secret: Option<Zeroizing<String>>,
     /// Whether Vault's `jwks_pairs` was given (several JWKS URLs are not supported).
     pub jwks_pairs: bool,
+}
+
+impl std::fmt::Debug for JwtConfigInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the client secret.
+        f.debug_struct("JwtConfigInput")
+            .field("oidc_discovery_url", &self.oidc_discovery_url)
+            .field("jwks_url", &self.jwks_url)
+            .field("oidc_client_id", &self.oidc_client_id)
+            .field(
+                "oidc_client_secret",
+                &self.oidc_client_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+fn secret_text<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> std::result::Result<Option<Zeroizing<String>>, D::Error> {
+    Ok(Option::<String>::deserialize(deserializer)?.map(Zeroizing::new))
 }
 
 /// Trims a text field; empty means unset (the CLI clears a field with `field=""`).
@@ -146,11 +179,6 @@ impl JwtConfig {
     /// is fetched here, and CA certificates are judged by the identity providers that use
     /// them ([`crate::auth::jwt::Verifier::new`] does both).
     pub fn from_input(input: JwtConfigInput) -> Result<Self> {
-        if input.oidc_client_id || input.oidc_client_secret {
-            return Err(Error::invalid(
-                "oidc_client_id and oidc_client_secret are not supported: only the jwt login flow (role_type \"jwt\") is available",
-            ));
-        }
         if input.jwks_pairs {
             return Err(Error::invalid(
                 "jwks_pairs is not supported: use jwks_url and jwks_ca_pem",
@@ -175,7 +203,16 @@ impl JwtConfig {
             jwks_refetch_interval: input
                 .jwks_refetch_interval
                 .unwrap_or(DEFAULT_JWKS_REFETCH_INTERVAL),
+            oidc_client_id: text(input.oidc_client_id),
         };
+        if input
+            .oidc_client_secret
+            .as_ref()
+            .is_some_and(|secret| !secret.trim().is_empty())
+            && config.oidc_client_id.is_none()
+        {
+            return Err(Error::invalid("oidc_client_secret needs oidc_client_id"));
+        }
         config.check()?;
         Ok(config)
     }
@@ -217,6 +254,18 @@ impl JwtConfig {
         }
         if let Some(url) = &self.jwks_url {
             check_url("jwks_url", url)?;
+        }
+        if let Some(client) = &self.oidc_client_id {
+            if self.oidc_discovery_url.is_none() {
+                return Err(Error::invalid(
+                    "oidc_client_id needs oidc_discovery_url: the OIDC login flow finds the provider's endpoints by discovery",
+                ));
+            }
+            if client.len() > MAX_CLIENT_ID_LEN || client.chars().any(char::is_control) {
+                return Err(Error::invalid(format!(
+                    "oidc_client_id: at most {MAX_CLIENT_ID_LEN} bytes, no control characters"
+                )));
+            }
         }
         let keys = self.static_keys()?;
         if !self.jwt_validation_pubkeys.is_empty() && keys.is_empty() {
@@ -421,14 +470,30 @@ mod tests {
     #[test]
     fn unsupported_vault_fields_are_refused() {
         let base = || serde_json::json!({"jwks_url": "https://a.example/k"});
-        for field in ["oidc_client_id", "oidc_client_secret"] {
-            let mut body = base();
-            body[field] = true.into();
-            refused(body, "not supported");
-        }
         let mut body = base();
         body["jwks_pairs"] = true.into();
         refused(body, "jwks_pairs");
+    }
+
+    #[test]
+    fn an_oidc_client_needs_discovery_and_its_secret_a_client() {
+        let mut body =
+            serde_json::json!({"jwks_url": "https://a.example/k", "oidc_client_id": "web"});
+        refused(body.clone(), "oidc_client_id needs oidc_discovery_url");
+        body = serde_json::json!({"oidc_discovery_url": "https://idp.example", "oidc_client_secret": "s"});
+        refused(body, "oidc_client_secret needs oidc_client_id");
+        body = serde_json::json!({"oidc_discovery_url": "https://idp.example", "oidc_client_id": "a\u{1}"});
+        refused(body, "oidc_client_id");
+        let input: JwtConfigInput = serde_json::from_value(serde_json::json!({
+            "oidc_discovery_url": "https://idp.example",
+            "oidc_client_id": " web ",
+            "oidc_client_secret": "hunter2",
+        }))
+        .unwrap();
+        assert!(!format!("{input:?}").contains("hunter2"), "{input:?}");
+        let config = JwtConfig::from_input(input).unwrap();
+        assert_eq!(config.oidc_client_id.as_deref(), Some("web"));
+        assert!(!serde_json::to_string(&config).unwrap().contains("hunter2"));
     }
 
     #[test]

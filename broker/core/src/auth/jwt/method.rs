@@ -43,8 +43,16 @@ use crate::{
     MountId, TenantId,
 };
 
-/// The auth method type (`bao auth enable jwt`).
+mod oidc;
+
+pub use oidc::{AuthUrl, CALLBACK_FAILED, NOT_OIDC, STATE_TTL};
+
+/// The auth method type (`bao auth enable jwt`; `oidc` is the same method).
 pub const AUTH_TYPE: &str = "jwt";
+
+/// The name of the 32-byte secret (sealed under the root key) that seals pending OIDC
+/// logins and the mounts' client secrets.
+pub const SEALER_NAME: &str = "jwt-oidc-sealer";
 
 /// The answer to every failed login, whatever the reason (the reason is logged at debug).
 pub const LOGIN_FAILED: &str = "invalid role or JWT";
@@ -110,6 +118,37 @@ fn issuer_of(config: &JwtConfig) -> Option<String> {
         .clone()
         .or_else(|| config.oidc_discovery_url.clone())
         .map(|issuer| issuer.trim_end_matches('/').to_owned())
+}
+
+/// The token of a login (a JWT, or an OIDC login's ID token) that passed `role`: its
+/// policies and limits, the mapped claims and the role name as metadata.
+async fn issue(
+    tokens: &Tokens,
+    mount: &MountRecord,
+    role_name: String,
+    role: &JwtRole,
+    verified: &VerifiedJwt,
+) -> Result<IssuedToken> {
+    let mut meta = verified.metadata.clone();
+    meta.insert("role".to_owned(), role_name);
+    let explicit_max_ttl = [role.token_max_ttl, role.token_explicit_max_ttl]
+        .into_iter()
+        .filter(|t| *t > 0)
+        .min();
+    let request = TokenRequest {
+        policies: role.token_policies.clone(),
+        ttl: (role.token_ttl > 0).then_some(role.token_ttl),
+        explicit_max_ttl,
+        num_uses: role.token_num_uses,
+        meta,
+        display_name: Some(format!("{}-{}", AUTH_TYPE, verified.user)),
+        renewable: Some(true),
+        no_default_policy: role.token_no_default_policy,
+        bound_cidrs: role.token_bound_cidrs.clone(),
+        period: (role.token_period > 0).then_some(role.token_period),
+        auth_mount: Some(mount.id),
+    };
+    tokens.create(mount.tenant, None, request).await
 }
 
 /// Whether `client` may use something bound to `cidrs` (empty = anywhere; an unknown
@@ -248,6 +287,8 @@ pub struct JwtAuth {
     verifiers: VerifierCache,
     /// Bearer JWTs already verified, by SHA-256 of (tenant, JWT), until their `exp`.
     bearer: Cache<[u8; 32], Arc<TokenRecord>>,
+    /// Seals pending OIDC logins (`state`) and client secrets.
+    sealer: crate::seal::RootKey,
 }
 
 impl std::fmt::Debug for JwtAuth {
@@ -259,10 +300,15 @@ impl std::fmt::Debug for JwtAuth {
 impl JwtAuth {
     /// The service with the default bounds; verifiers are built on first use of each mount,
     /// their keys had through `providers`.
-    pub fn new(clock: Arc<dyn Clock>, providers: Arc<dyn IdentityProviders>) -> Self {
+    pub fn new(
+        clock: Arc<dyn Clock>,
+        providers: Arc<dyn IdentityProviders>,
+        sealer_key: zeroize::Zeroizing<[u8; 32]>,
+    ) -> Self {
         Self::with_capacity(
             clock,
             providers,
+            sealer_key,
             DEFAULT_VERIFIER_CACHE_CAPACITY,
             DEFAULT_BEARER_CACHE_CAPACITY,
         )
@@ -273,10 +319,12 @@ impl JwtAuth {
     pub fn with_capacity(
         clock: Arc<dyn Clock>,
         providers: Arc<dyn IdentityProviders>,
+        sealer_key: zeroize::Zeroizing<[u8; 32]>,
         verifiers: u64,
         bearer_jwts: u64,
     ) -> Self {
         Self {
+            sealer: crate::seal::RootKey::new(sealer_key),
             clock,
             state: EntryCache::new(DEFAULT_ENTRY_CACHE_CAPACITY),
             providers,
@@ -330,8 +378,20 @@ impl JwtAuth {
         &self,
         mounts: &Mounts,
         mount: &MountRecord,
-        input: JwtConfigInput,
+        mut input: JwtConfigInput,
     ) -> Result<()> {
+        let secret = input
+            .oidc_client_secret
+            .take()
+            .filter(|secret| !secret.trim().is_empty());
+        if secret.is_some()
+            && input
+                .oidc_client_id
+                .as_deref()
+                .is_none_or(|c| c.trim().is_empty())
+        {
+            return Err(Error::invalid("oidc_client_secret needs oidc_client_id"));
+        }
         let config = JwtConfig::from_input(input)?;
         if config.bearer_role.is_some() {
             let issuer = issuer_of(&config).ok_or_else(|| {
@@ -351,6 +411,9 @@ impl JwtAuth {
         let verifier = Verifier::new(&config, self.providers.as_ref()).await?;
         // A write replaces the whole configuration, as in Vault: nothing to compare.
         let storage = self.storage(mounts, mount).await?;
+        // The secret first: a configuration never names a client whose secret is missing.
+        self.store_client_secret(&storage, mount, secret.as_deref().map(String::as_str))
+            .await?;
         storage.put(CONFIG_KEY, &config, Expect::Any).await?;
         self.state.forget(mount.tenant, mount.id, CONFIG_KEY);
         self.verifiers.remember(mount, &config, verifier);
@@ -580,26 +643,7 @@ impl JwtAuth {
         if !from_bound(&role.token_bound_cidrs, client) {
             return Err(Error::invalid(LOGIN_FAILED));
         }
-        let mut meta = verified.metadata.clone();
-        meta.insert("role".to_owned(), role_name);
-        let explicit_max_ttl = [role.token_max_ttl, role.token_explicit_max_ttl]
-            .into_iter()
-            .filter(|t| *t > 0)
-            .min();
-        let request = TokenRequest {
-            policies: role.token_policies.clone(),
-            ttl: (role.token_ttl > 0).then_some(role.token_ttl),
-            explicit_max_ttl,
-            num_uses: role.token_num_uses,
-            meta,
-            display_name: Some(format!("{}-{}", AUTH_TYPE, verified.user)),
-            renewable: Some(true),
-            no_default_policy: role.token_no_default_policy,
-            bound_cidrs: role.token_bound_cidrs.clone(),
-            period: (role.token_period > 0).then_some(role.token_period),
-            auth_mount: Some(mount.id),
-        };
-        tokens.create(mount.tenant, None, request).await
+        issue(tokens, mount, role_name, &role, &verified).await
     }
 
     /// Bearer mode: the caller a JWT stands for in `tenant`, through the tenant's jwt mount
@@ -855,6 +899,7 @@ mod tests {
         let auth = JwtAuth::new(
             Arc::new(crate::clock::SystemClock),
             Arc::new(crate::auth::jwt::test_support::StubProviders::default()),
+            zeroize::Zeroizing::new([7; 32]),
         );
         let (acme, globex) = (tenant(1), tenant(2));
         let config = config("https://idp.example");

@@ -34,7 +34,7 @@ pub(crate) mod test_support;
 pub use claims::glob_match;
 pub use config::{JwtConfig, JwtConfigInput, DEFAULT_JWKS_REFETCH_INTERVAL};
 pub use jwks::JwksFetcher;
-pub use provider::{Discovered, IdentityProviders, ProviderError};
+pub use provider::{CodeExchange, Discovered, IdentityProviders, ProviderError};
 pub use role::{JwtRole, JwtRoleInput, MAX_LEEWAY};
 pub use verify::{VerifiedJwt, Verifier, MAX_TOKEN_LEN};
 

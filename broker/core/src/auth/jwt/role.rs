@@ -26,8 +26,15 @@ const RESERVED_METADATA_KEY: &str = "role";
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct JwtRole {
-    /// Always `"jwt"`: the OIDC login flow is not supported.
+    /// `"jwt"`: logins present a JWT (`login`); `"oidc"`: people log in through the
+    /// provider (`oidc/auth_url`, `oidc/callback`), and the ID token's audience is the
+    /// mount's `oidc_client_id`.
     pub role_type: String,
+    /// Where the provider may send a person back after an OIDC login (`oidc` roles);
+    /// loopback URIs match whatever their port (RFC 8252), as in Vault.
+    pub allowed_redirect_uris: Vec<String>,
+    /// Scopes asked for besides `openid` (`oidc` roles).
+    pub oidc_scopes: Vec<String>,
     /// A token's `aud` must contain one of these; with none, a token must have no `aud`.
     pub bound_audiences: Vec<String>,
     /// A token's `sub` must equal this, when set.
@@ -71,6 +78,8 @@ impl Default for JwtRole {
     fn default() -> Self {
         Self {
             role_type: "jwt".to_owned(),
+            allowed_redirect_uris: Vec::new(),
+            oidc_scopes: Vec::new(),
             bound_audiences: Vec::new(),
             bound_subject: None,
             bound_claims: Map::new(),
@@ -102,6 +111,10 @@ impl Default for JwtRole {
 pub struct JwtRoleInput {
     /// See [`JwtRole::role_type`].
     pub role_type: Option<String>,
+    /// See [`JwtRole::allowed_redirect_uris`].
+    pub allowed_redirect_uris: Option<Vec<String>>,
+    /// See [`JwtRole::oidc_scopes`].
+    pub oidc_scopes: Option<Vec<String>>,
     /// See [`JwtRole::bound_audiences`].
     pub bound_audiences: Option<Vec<String>>,
     /// See [`JwtRole::bound_subject`] (`""` clears it).
@@ -141,6 +154,25 @@ pub struct JwtRoleInput {
     pub token_bound_cidrs: Option<Vec<String>>,
     /// Vault's token type: only service tokens exist here.
     pub token_type: Option<String>,
+}
+
+/// Longest accepted redirect URI, bytes.
+const MAX_REDIRECT_URI_LEN: usize = 1024;
+
+/// An allowed redirect URI: absolute http(s), a host, no fragment, bounded.
+fn check_redirect_uri(uri: &str) -> Result<()> {
+    let invalid = |why: &str| Error::invalid(format!("allowed_redirect_uris: {uri:?} {why}"));
+    if uri.len() > MAX_REDIRECT_URI_LEN {
+        return Err(invalid("is too long"));
+    }
+    let parsed = url::Url::parse(uri).map_err(|_| invalid("is not an absolute URI"))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(invalid("is not an http or https URI"));
+    }
+    if parsed.host_str().is_none_or(str::is_empty) || parsed.fragment().is_some() {
+        return Err(invalid("needs a host and no fragment"));
+    }
+    Ok(())
 }
 
 fn text(value: String) -> Option<String> {
@@ -241,27 +273,64 @@ fn claim_mappings(input: Map<String, Value>) -> Result<BTreeMap<String, String>>
 impl JwtRole {
     /// Applies a write to a role (or to a new role's defaults) and checks the result.
     ///
-    /// Refused (400): role type `oidc` (not supported) or unknown, a bound-claims type other
+    /// A new role without `role_type` is an `oidc` role when it names
+    /// `allowed_redirect_uris` (Vault's default type, which needs them) and a `jwt` role
+    /// otherwise (as keybroker's roles have always been).
+    ///
+    /// Refused (400): an unknown role type, an `oidc` role without `allowed_redirect_uris`
+    /// or with one that is not an absolute http(s) URI, a bound-claims type other
     /// than `string`/`glob`, leeways over [`MAX_LEEWAY`], a claim mapped to the reserved
     /// metadata key `role` or two claims mapped to one key, `token_ttl` over `token_max_ttl`,
-    /// invalid CIDR blocks, a token type other than service, and a role with no binding at
-    /// all (no `bound_audiences`, `bound_subject` or `bound_claims`).
+    /// invalid CIDR blocks, a token type other than service, and a `jwt` role with no
+    /// binding at all (no `bound_audiences`, `bound_subject` or `bound_claims`).
     pub fn apply(existing: Option<JwtRole>, input: JwtRoleInput) -> Result<JwtRole> {
+        let creating = existing.is_none();
         let mut role = existing.unwrap_or_default();
-        if let Some(role_type) = input.role_type {
-            match role_type.trim() {
-                "" | "jwt" => role.role_type = "jwt".to_owned(),
-                "oidc" => {
-                    return Err(Error::invalid(
-                        "role_type \"oidc\" is not supported: only \"jwt\" roles (login with a JWT) are available",
-                    ))
-                }
-                other => {
-                    return Err(Error::invalid(format!(
-                        "invalid role_type {other:?}: only \"jwt\" is supported"
-                    )))
+        match input.role_type.as_deref().map(str::trim) {
+            Some("jwt") => role.role_type = "jwt".to_owned(),
+            Some("oidc") => role.role_type = "oidc".to_owned(),
+            None | Some("") => {
+                if creating
+                    && input
+                        .allowed_redirect_uris
+                        .as_ref()
+                        .is_some_and(|uris| !uris.is_empty())
+                {
+                    role.role_type = "oidc".to_owned();
                 }
             }
+            Some(other) => {
+                return Err(Error::invalid(format!(
+                    "invalid role_type {other:?}: use \"jwt\" or \"oidc\""
+                )))
+            }
+        }
+        if let Some(uris) = input.allowed_redirect_uris {
+            let mut unique: Vec<String> = Vec::new();
+            for uri in uris.iter().map(|u| u.trim()).filter(|u| !u.is_empty()) {
+                check_redirect_uri(uri)?;
+                if !unique.iter().any(|u| u == uri) {
+                    unique.push(uri.to_owned());
+                }
+            }
+            role.allowed_redirect_uris = unique;
+        }
+        if let Some(scopes) = input.oidc_scopes {
+            let mut unique: Vec<String> = Vec::new();
+            for scope in scopes.iter().map(|s| s.trim()).filter(|s| !s.is_empty()) {
+                if scope
+                    .chars()
+                    .any(|c| c.is_whitespace() || c.is_control() || c == '"' || c == '\\')
+                {
+                    return Err(Error::invalid(format!(
+                        "oidc_scopes: invalid scope {scope:?}"
+                    )));
+                }
+                if scope != "openid" && !unique.iter().any(|s| s == scope) {
+                    unique.push(scope.to_owned());
+                }
+            }
+            role.oidc_scopes = unique;
         }
         if input
             .token_type
@@ -348,7 +417,14 @@ impl JwtRole {
                 "token_ttl should not be greater than token_max_ttl",
             ));
         }
-        if role.bound_audiences.is_empty()
+        if role.role_type == "oidc" && role.allowed_redirect_uris.is_empty() {
+            return Err(Error::invalid(
+                "'allowed_redirect_uris' must be set if 'role_type' is 'oidc' or unspecified",
+            ));
+        }
+        // An oidc role's logins are bound to the mount's client: the ID token's audience.
+        if role.role_type == "jwt"
+            && role.bound_audiences.is_empty()
             && role.bound_subject.is_none()
             && role.bound_claims.is_empty()
         {
@@ -502,15 +578,46 @@ mod tests {
     }
 
     #[test]
-    fn oidc_roles_are_refused() {
+    fn oidc_roles_need_redirect_uris_and_take_vaults_default_type() {
         refused(
             json!({"role_type": "oidc", "bound_audiences": ["a"]}),
-            "\"oidc\" is not supported",
+            "'allowed_redirect_uris' must be set",
         );
         refused(
             json!({"role_type": "saml", "bound_audiences": ["a"]}),
             "invalid role_type",
         );
+        for bad in ["/oidc/callback", "ftp://h/x", "https://h/x#f", "http://"] {
+            refused(
+                json!({"allowed_redirect_uris": [bad]}),
+                "allowed_redirect_uris",
+            );
+        }
+        refused(
+            json!({"allowed_redirect_uris": ["http://localhost:8250/oidc/callback"], "oidc_scopes": ["a b"]}),
+            "oidc_scopes",
+        );
+        // No type given: oidc with redirect URIs (no other binding needed), jwt without.
+        let role = apply(
+            None,
+            json!({
+                "allowed_redirect_uris": ["http://localhost:8250/oidc/callback", "https://b.example/cb"],
+                "oidc_scopes": ["openid", "email", "email"],
+            }),
+        )
+        .unwrap();
+        assert_eq!(role.role_type, "oidc");
+        assert_eq!(role.oidc_scopes, ["email"]);
+        assert_eq!(role.allowed_redirect_uris.len(), 2);
+        assert_eq!(
+            apply(None, json!({"bound_audiences": ["a"]}))
+                .unwrap()
+                .role_type,
+            "jwt"
+        );
+        // An update without a type keeps the role's.
+        let updated = apply(Some(role), json!({"token_policies": ["p"]})).unwrap();
+        assert_eq!(updated.role_type, "oidc");
     }
 
     #[test]

@@ -218,6 +218,8 @@ pub(crate) struct StubProviders {
     pub jwks: Arc<StubFetcher>,
     /// What discovery finds; `None` makes it fail.
     pub issuer: Option<String>,
+    /// The ID token each authorization code exchanges for (once).
+    pub id_tokens: Mutex<std::collections::HashMap<String, String>>,
 }
 
 fn trusted(ca_pem: Option<&str>) -> Result<(), ProviderError> {
@@ -241,7 +243,22 @@ impl IdentityProviders for StubProviders {
         Ok(Discovered {
             issuer,
             jwks_uri: format!("{url}/jwks"),
+            authorization_endpoint: Some(format!("{url}/auth")),
+            token_endpoint: Some(format!("{url}/token")),
         })
+    }
+
+    async fn exchange_code(
+        &self,
+        exchange: &crate::auth::jwt::CodeExchange<'_>,
+    ) -> Result<zeroize::Zeroizing<String>, ProviderError> {
+        trusted(exchange.ca_pem)?;
+        self.id_tokens
+            .lock()
+            .unwrap()
+            .remove(exchange.code)
+            .map(zeroize::Zeroizing::new)
+            .ok_or_else(|| ProviderError::Fetch("invalid_grant".to_owned()))
     }
 
     fn jwks_fetcher(

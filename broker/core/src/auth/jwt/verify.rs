@@ -8,7 +8,7 @@ use super::{
     claims::{self, Refusal, BAD_SIGNATURE, MALFORMED},
     jwks::{JwksCache, JwksFetcher},
     keys::{algorithm_name, VerificationKey},
-    token, IdentityProviders, JwtConfig, JwtRole, ProviderError,
+    token, Discovered, IdentityProviders, JwtConfig, JwtRole, ProviderError,
 };
 use crate::error::{Error, Result};
 
@@ -30,6 +30,15 @@ pub struct VerifiedJwt {
     pub issuer: Option<String>,
 }
 
+/// What a token is checked as.
+#[derive(Clone, Copy)]
+enum Expect<'a> {
+    /// A JWT presented to `login` or as a bearer token (`jwt` roles).
+    Jwt,
+    /// The ID token of an OIDC login (`oidc` roles).
+    IdToken { client_id: &'a str, nonce: &'a str },
+}
+
 enum Keys {
     Static(Vec<VerificationKey>),
     Jwks(JwksCache),
@@ -41,6 +50,8 @@ pub struct Verifier {
     keys: Keys,
     /// Every one of these must equal `iss`: `bound_issuer`, and the discovered issuer.
     issuers: Vec<String>,
+    /// What discovery found (with `oidc_discovery_url`): the OIDC flow's endpoints.
+    discovered: Option<Discovered>,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -92,7 +103,10 @@ impl Verifier {
             let fetcher = providers
                 .jwks_fetcher(&discovered.jwks_uri, ca_pem)
                 .map_err(failed)?;
-            return Self::with_fetcher(config, fetcher, Some(discovered.issuer)).await;
+            let mut verifier =
+                Self::with_fetcher(config, fetcher, Some(discovered.issuer.clone())).await?;
+            verifier.discovered = Some(discovered);
+            return Ok(verifier);
         }
         if let Some(url) = &config.jwks_url {
             let fetcher = providers
@@ -103,6 +117,7 @@ impl Verifier {
         Ok(Self {
             keys: Keys::Static(config.static_keys()?),
             issuers: config.bound_issuer.iter().cloned().collect(),
+            discovered: None,
         })
     }
 
@@ -136,7 +151,13 @@ impl Verifier {
         Ok(Self {
             keys: Keys::Jwks(cache),
             issuers,
+            discovered: None,
         })
+    }
+
+    /// What discovery found, when the configuration has `oidc_discovery_url`.
+    pub fn discovered(&self) -> Option<&Discovered> {
+        self.discovered.as_ref()
     }
 
     /// The issuers a token's `iss` must equal (`bound_issuer`, the discovered issuer).
@@ -148,7 +169,32 @@ impl Verifier {
     /// [`Error::InvalidRequest`] with a short message; the precise reason is logged at debug
     /// level (never the token).
     pub async fn verify(&self, token: &str, role: &JwtRole, now: i64) -> Result<VerifiedJwt> {
-        match self.check(token, role, now).await {
+        self.verify_as(token, role, now, Expect::Jwt).await
+    }
+
+    /// Validates the ID token of an OIDC login for an `oidc` role: as [`Verifier::verify`],
+    /// but its audience is `client_id` (the mount's OAuth client) and its `nonce` must be
+    /// the login's.
+    pub async fn verify_id_token(
+        &self,
+        token: &str,
+        role: &JwtRole,
+        now: i64,
+        client_id: &str,
+        nonce: &str,
+    ) -> Result<VerifiedJwt> {
+        self.verify_as(token, role, now, Expect::IdToken { client_id, nonce })
+            .await
+    }
+
+    async fn verify_as(
+        &self,
+        token: &str,
+        role: &JwtRole,
+        now: i64,
+        expect: Expect<'_>,
+    ) -> Result<VerifiedJwt> {
+        match self.check(token, role, now, expect).await {
             Ok(verified) => Ok(verified),
             Err(refusal) => {
                 tracing::debug!(reason = %refusal.reason, "JWT refused");
@@ -162,11 +208,23 @@ impl Verifier {
         token: &str,
         role: &JwtRole,
         now: i64,
+        expect: Expect<'_>,
     ) -> std::result::Result<VerifiedJwt, Refusal> {
-        if role.role_type != "jwt" {
+        let role_type = match expect {
+            Expect::Jwt => "jwt",
+            Expect::IdToken { .. } => "oidc",
+        };
+        if role.role_type != role_type {
             return Err(Refusal::new(
                 MALFORMED,
-                format!("role type {:?} cannot log in with a JWT", role.role_type),
+                format!(
+                    "role type {:?} cannot log in with a {}",
+                    role.role_type,
+                    match expect {
+                        Expect::Jwt => "JWT",
+                        Expect::IdToken { .. } => "provider's ID token",
+                    }
+                ),
             ));
         }
         let parsed =
@@ -211,7 +269,12 @@ impl Verifier {
         let claims = parsed
             .claims()
             .map_err(|reason| Refusal::new(MALFORMED, reason))?;
-        let accepted = claims::check(&claims, role, &self.issuers, now)?;
+        let accepted = match expect {
+            Expect::Jwt => claims::check(&claims, role, &self.issuers, now)?,
+            Expect::IdToken { client_id, nonce } => {
+                claims::check_id_token(&claims, role, &self.issuers, now, client_id, nonce)?
+            }
+        };
         Ok(VerifiedJwt {
             user: accepted.user,
             groups: accepted.groups,
@@ -295,6 +358,93 @@ mod tests {
             header["kid"] = kid.into();
         }
         header
+    }
+
+    /// An OIDC login's ID token: the client is the audience, the login's nonce is in it, and
+    /// every other check of a JWT login holds (issuer, expiry, signature by a known key).
+    #[tokio::test]
+    async fn an_id_token_is_checked_for_its_client_nonce_issuer_expiry_and_key() {
+        const CLIENT: &str = "broker-web";
+        const NONCE: &str = "n-0S6_WzA2Mj";
+        let (verifier, _stub) = jwks_verifier(
+            vec![ts::rsa().jwk(Some("k"))],
+            json!({"bound_issuer": ISSUER}),
+        )
+        .await;
+        let oidc_role: JwtRole = JwtRole::apply(
+            None,
+            serde_json::from_value(json!({
+                "allowed_redirect_uris": ["http://localhost:8250/oidc/callback"],
+                "user_claim": "email",
+            }))
+            .unwrap(),
+        )
+        .unwrap();
+        let id_token = |changes: Value| {
+            let mut claims = json!({
+                "iss": ISSUER, "sub": "u-1", "email": "alice@example.com", "aud": CLIENT,
+                "nonce": NONCE, "iat": NOW - 5, "exp": NOW + 300,
+            });
+            for (key, value) in changes.as_object().unwrap() {
+                if value.is_null() {
+                    claims.as_object_mut().unwrap().remove(key);
+                } else {
+                    claims[key] = value.clone();
+                }
+            }
+            ts::rsa().token(Some("k"), &claims)
+        };
+        let check = |token: String| {
+            let verifier = &verifier;
+            let role = oidc_role.clone();
+            async move {
+                verifier
+                    .verify_id_token(&token, &role, NOW, CLIENT, NONCE)
+                    .await
+            }
+        };
+        let verified = check(id_token(json!({}))).await.unwrap();
+        assert_eq!(verified.user, "alice@example.com");
+        check(id_token(json!({"aud": ["other", CLIENT], "azp": CLIENT})))
+            .await
+            .unwrap();
+        for (changes, why) in [
+            (json!({"nonce": "another login's"}), "wrong nonce"),
+            (json!({"nonce": null}), "no nonce"),
+            (json!({"aud": "another-client"}), "another client"),
+            (
+                json!({"aud": [CLIENT, "x"], "azp": "x"}),
+                "authorised for another party",
+            ),
+            (json!({"iss": "https://evil.example"}), "another issuer"),
+            (json!({"exp": NOW - 3600, "iat": NOW - 7200}), "expired"),
+        ] {
+            assert!(
+                matches!(
+                    check(id_token(changes)).await,
+                    Err(Error::InvalidRequest(_))
+                ),
+                "{why}"
+            );
+        }
+        // Signed by a key the provider does not publish.
+        let unknown = ts::p256().token(
+            Some("k2"),
+            &json!({
+                "iss": ISSUER, "sub": "u-1", "email": "a@b", "aud": CLIENT, "nonce": NONCE,
+                "iat": NOW - 5, "exp": NOW + 300,
+            }),
+        );
+        assert!(check(unknown).await.is_err(), "unknown key");
+        // A JWT role never takes an ID token, nor an oidc role a JWT login.
+        assert!(verifier
+            .verify_id_token(&id_token(json!({})), &role(), NOW, CLIENT, NONCE)
+            .await
+            .is_err());
+        assert!(verifier
+            .verify(&id_token(json!({})), &oidc_role, NOW)
+            .await
+            .is_err());
     }
 
     #[tokio::test]
@@ -554,6 +704,7 @@ mod tests {
         let providers = ts::StubProviders {
             jwks: stub(vec![ts::rsa().jwk(Some("k"))]),
             issuer: Some(ISSUER.to_owned()),
+            ..Default::default()
         };
         let token = ts::rsa().token(Some("k"), &claims());
         let discovery =

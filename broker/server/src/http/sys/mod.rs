@@ -410,6 +410,10 @@ async fn enable_mount(
             .get_or_insert_with(Map::new)
             .insert("version".to_owned(), Value::String("2".to_owned()));
     }
+    if auth && input.kind.as_deref() == Some(super::jwt::OIDC_ALIAS) {
+        // Vault's `oidc`: the same method as `jwt`, kept as `jwt`.
+        input.kind = Some(keybroker_core::auth::jwt::method::AUTH_TYPE.to_owned());
+    }
     let tuning = input.tuning(auth)?;
     let kind = input.kind.filter(|k| !k.is_empty()).ok_or_else(|| {
         ApiError::bad_request(if auth {
