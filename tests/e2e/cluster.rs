@@ -1044,3 +1044,35 @@ fn kv_check_and_set_is_exact_across_two_nodes_racing_and_each_sees_the_others_wr
         one.request("GET", "secret/data/race", None).0 == 404
     }));
 }
+
+#[test]
+fn an_oidc_login_started_on_one_node_completes_on_the_other_once() {
+    use crate::oidc;
+    let idp = oidc::provider(crate::support::free_port());
+    let cluster = Cluster::new();
+    let one = cluster.node(None);
+    let two = cluster.node(Some(&one));
+    oidc::configure(&one, "", &idp);
+    // Node two serves the mount once it has heard of it and its role.
+    let heard = crate::support::eventually(Duration::from_secs(30), || {
+        let body = json!({"role": "people", "redirect_uri": "https://people.example/callback"});
+        let (status, answer) =
+            two.request_as("", "", "POST", "auth/oidc/oidc/auth_url", Some(&body));
+        status == 200
+            && answer["data"]["auth_url"]
+                .as_str()
+                .is_some_and(|u| !u.is_empty())
+    });
+    assert!(heard, "node two never served auth/oidc");
+    let url = oidc::auth_url(&one, "", "started-on-one");
+    let (code, state) = oidc::person(&idp, &url, "alice", "alice-password");
+    let (status, body) = oidc::callback(&two, "", &state, &code, "started-on-one");
+    assert_eq!(status, 200, "completed on node two: {body}");
+    let issued: Value = serde_json::from_str(&body).unwrap();
+    let token = issued["auth"]["client_token"].as_str().unwrap();
+    let (status, _) = one.request_as(token, "", "GET", "auth/token/lookup-self", None);
+    assert_eq!(status, 200, "node one honours the token");
+    // The state is spent for the whole cluster.
+    let (status, body) = oidc::callback(&one, "", &state, &code, "started-on-one");
+    assert_eq!((status, body.contains(oidc::FAILED)), (400, true), "{body}");
+}

@@ -24,7 +24,7 @@ const CLIENT: &str = "broker-people";
 const SECRET: &str = "broker-people-secret";
 
 /// The answer to every refused callback.
-const FAILED: &str =
+pub(crate) const FAILED: &str =
     "Vault login failed. Expired or missing OAuth state, or the provider's answer was refused.";
 
 /// How long the CLI and the provider may take for each step.
@@ -32,7 +32,7 @@ const STEP: Duration = Duration::from_secs(60);
 
 /// A provider whose client `broker-people` may send people back to the CLI's listener on
 /// `port` and to the test's own redirect URI.
-fn provider(port: u16) -> Idp {
+pub(crate) fn provider(port: u16) -> Idp {
     Idp::start_with_clients(&json!([auth_code_client(
         CLIENT,
         SECRET,
@@ -45,7 +45,7 @@ fn provider(port: u16) -> Idp {
 
 /// Enables Vault's `oidc` type at `auth/oidc` in `namespace` (`""`: root), configured for
 /// `idp`, with role `people` (policy `people`, groups and e-mail from the ID token).
-fn configure(broker: &Broker, namespace: &str, idp: &Idp) {
+pub(crate) fn configure(broker: &Broker, namespace: &str, idp: &Idp) {
     let ns_flag = ns(namespace);
     let mut args = vec!["auth", "enable"];
     if !namespace.is_empty() {
@@ -89,7 +89,7 @@ fn configure(broker: &Broker, namespace: &str, idp: &Idp) {
 }
 
 /// `auth/oidc/oidc/auth_url` for the test's own redirect URI; the provider's URL.
-fn auth_url(broker: &Broker, namespace: &str, client_nonce: &str) -> String {
+pub(crate) fn auth_url(broker: &Broker, namespace: &str, client_nonce: &str) -> String {
     let body = json!({
         "role": "people",
         "redirect_uri": "https://people.example/callback",
@@ -154,7 +154,7 @@ fn percent_encode(text: &str) -> String {
 }
 
 /// The broker's callback with these parameters, anonymous; (status, body).
-fn callback(
+pub(crate) fn callback(
     broker: &Broker,
     namespace: &str,
     state: &str,
@@ -175,7 +175,7 @@ fn callback(
 }
 
 /// A person logs in at the provider; the code and state it sends them back with.
-fn person(idp: &Idp, url: &str, login: &str, password: &str) -> (String, String) {
+pub(crate) fn person(idp: &Idp, url: &str, login: &str, password: &str) -> (String, String) {
     let done = idp.person_login(url, login, password);
     let params = query(&done.redirect);
     assert!(
@@ -451,4 +451,89 @@ fn a_provider_that_is_down_refuses_clearly() {
     let (code, state) = person(&idp, &url, "alice", "alice-password");
     let (status, body) = callback(&broker, "", &state, &code, "nonce-2");
     assert_eq!(status, 200, "{body}");
+}
+
+/// Our addition: the client secret kept out of the API, in the server's configuration
+/// (an environment variable or a file), bound to its provider: a configuration written
+/// through the API can name it, never send it elsewhere, and a tenant cannot name it.
+#[test]
+fn a_client_secret_from_the_environment_or_a_file_serves_its_provider_only() {
+    let idp = provider(free_port());
+    let dir = crate::support::private_dir();
+    let secret_file = dir.path().join("people.secret");
+    std::fs::write(&secret_file, format!("{SECRET}\n")).unwrap();
+    let config = format!(
+        "state_dir = \"{{state}}\"\n[listener]\naddress = \"127.0.0.1:{{port}}\"\n\
+         [oidc_client_secrets.people-env]\nissuer = \"{issuer}\"\nenv = \"KB_E2E_PEOPLE_SECRET\"\n\
+         [oidc_client_secrets.people-file]\nissuer = \"{issuer}\"\nfile = \"{file}\"\n",
+        issuer = idp.issuer,
+        file = secret_file.display(),
+    );
+    let broker = Broker::start(crate::support::Options {
+        config: Some(config),
+        env: vec![("KB_E2E_PEOPLE_SECRET".to_owned(), SECRET.to_owned())],
+        ..crate::support::Options::default()
+    });
+    configure(&broker, "", &idp);
+    for source in ["people-env", "people-file"] {
+        let body = json!({
+            "oidc_discovery_url": idp.issuer,
+            "oidc_discovery_ca_pem": idp.ca_pem_text(),
+            "oidc_client_id": CLIENT,
+            "oidc_client_secret_source": source,
+            "default_role": "people",
+        });
+        let (status, answer) =
+            broker.request_as(&broker.token, "", "POST", "auth/oidc/config", Some(&body));
+        assert_eq!(status, 204, "{source}: {answer}");
+        let url = auth_url(&broker, "", source);
+        let (code, state) = person(&idp, &url, "alice", "alice-password");
+        let (status, body) = callback(&broker, "", &state, &code, source);
+        assert_eq!(status, 200, "{source}: {body}");
+    }
+    // Named for another provider, it is refused when written: the secret never leaves
+    // for an address the API chose.
+    let (status, answer) = broker.request_as(
+        &broker.token,
+        "",
+        "POST",
+        "auth/oidc/config",
+        Some(&json!({
+            "oidc_discovery_url": "https://evil.example",
+            "oidc_client_id": CLIENT,
+            "oidc_client_secret_source": "people-env",
+        })),
+    );
+    assert_eq!(status, 400, "{answer}");
+    assert!(answer.to_string().contains("no such source"), "{answer}");
+    // Unknown names answer alike; so does giving a secret beside it.
+    for body in [
+        json!({"oidc_client_secret_source": "nobody"}),
+        json!({"oidc_client_secret_source": "people-env", "oidc_client_secret": "x"}),
+    ] {
+        let mut body = body;
+        body["oidc_discovery_url"] = json!(idp.issuer);
+        body["oidc_discovery_ca_pem"] = json!(idp.ca_pem_text());
+        body["oidc_client_id"] = json!(CLIENT);
+        let (status, answer) =
+            broker.request_as(&broker.token, "", "POST", "auth/oidc/config", Some(&body));
+        assert_eq!(status, 400, "{body}: {answer}");
+    }
+    // A tenant cannot name the operator's secrets.
+    broker.bao_ok(&["namespace", "create", "acme"]);
+    broker.bao_ok(&["auth", "enable", "-namespace=acme", "oidc"]);
+    let (status, answer) = broker.request_as(
+        &broker.token,
+        "acme",
+        "POST",
+        "auth/oidc/config",
+        Some(&json!({
+            "oidc_discovery_url": idp.issuer,
+            "oidc_discovery_ca_pem": idp.ca_pem_text(),
+            "oidc_client_id": CLIENT,
+            "oidc_client_secret_source": "people-env",
+        })),
+    );
+    assert_eq!(status, 400, "{answer}");
+    assert!(answer.to_string().contains("root namespace"), "{answer}");
 }

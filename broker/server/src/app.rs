@@ -322,7 +322,9 @@ async fn open_with_root_key(
     let broker = match Broker::open(
         store.clone(),
         host.clone(),
-        Arc::new(HttpsIdentityProviders),
+        Arc::new(HttpsIdentityProviders::new(
+            config.oidc_client_secrets.clone(),
+        )),
         Arc::new(SystemClock),
         &root_key,
         settings,

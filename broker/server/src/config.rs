@@ -331,6 +331,24 @@ pub struct FileConfig {
     /// `[audit]`.
     #[serde(default)]
     pub audit: AuditTable,
+    /// `[oidc_client_secrets.<name>]`.
+    #[serde(default)]
+    pub oidc_client_secrets: std::collections::BTreeMap<String, ClientSecretSource>,
+}
+
+/// `[oidc_client_secrets.<name>]`: an OIDC client secret the operator keeps out of the API,
+/// in an environment variable or a file read at each login. A root-namespace jwt mount
+/// names it with `oidc_client_secret_source = "<name>"`; it is only ever sent to `issuer`'s
+/// token endpoint, so no configuration written through the API can send it elsewhere.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ClientSecretSource {
+    /// The provider (its `oidc_discovery_url`, the issuer) the secret belongs to.
+    pub issuer: String,
+    /// An environment variable holding the secret.
+    pub env: Option<String>,
+    /// A file holding the secret (surrounding whitespace is ignored).
+    pub file: Option<PathBuf>,
 }
 
 /// Where the database lives.
@@ -383,6 +401,8 @@ pub struct Config {
     pub timing: TimingConfig,
     /// The file audit sink, if configured.
     pub audit: Option<AuditConfig>,
+    /// OIDC client secrets kept outside the API, by name.
+    pub oidc_client_secrets: std::collections::BTreeMap<String, ClientSecretSource>,
 }
 
 /// Reads and parses a config file.
@@ -603,6 +623,24 @@ impl Config {
                 "must be shorter than timing.max_staleness",
             ));
         }
+        for (name, source) in &file.oidc_client_secrets {
+            let named =
+                |reason: &str| invalid("oidc_client_secrets", format!("{name:?}: {reason}"));
+            if name.is_empty()
+                || name.len() > 64
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return Err(named("a name is 1 to 64 letters, digits, '-' or '_'"));
+            }
+            if source.env.is_some() == source.file.is_some() {
+                return Err(named("give exactly one of env and file"));
+            }
+            if !source.issuer.starts_with("https://") {
+                return Err(named("issuer must be the provider's https discovery URL"));
+            }
+        }
         Ok(Self {
             dev,
             dev_root_token_id: overrides.dev_root_token_id,
@@ -618,6 +656,7 @@ impl Config {
             seal,
             timing,
             audit: audit_config(file.audit)?,
+            oidc_client_secrets: file.oidc_client_secrets,
         })
     }
 }

@@ -4,11 +4,13 @@
 //! through `openidconnect`, and the JWKS fetcher. The composition root ([`crate::app`]) hands
 //! it to the core.
 
-use std::{error::Error as StdError, time::Duration};
+use std::{collections::BTreeMap, error::Error as StdError, time::Duration};
 
 use async_trait::async_trait;
 use keybroker_core::auth::jwt::{Discovered, IdentityProviders, JwksFetcher, ProviderError};
 use openidconnect::{core::CoreProviderMetadata, IssuerUrl};
+
+use crate::config::ClientSecretSource;
 
 /// Time allowed for connecting, and for a whole request.
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -17,9 +19,21 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 pub const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
 
 /// Identity providers reached over HTTPS, each request through a client trusting the
-/// configuration's CA certificates (or the system's roots).
-#[derive(Clone, Copy, Debug, Default)]
-pub struct HttpsIdentityProviders;
+/// configuration's CA certificates (or the system's roots); and the OIDC client secrets
+/// the operator keeps outside the API.
+#[derive(Clone, Debug, Default)]
+pub struct HttpsIdentityProviders {
+    secrets: std::sync::Arc<BTreeMap<String, ClientSecretSource>>,
+}
+
+impl HttpsIdentityProviders {
+    /// Providers with the operator's client secret sources.
+    pub fn new(secrets: BTreeMap<String, ClientSecretSource>) -> Self {
+        Self {
+            secrets: std::sync::Arc::new(secrets),
+        }
+    }
+}
 
 #[async_trait]
 impl IdentityProviders for HttpsIdentityProviders {
@@ -43,6 +57,44 @@ impl IdentityProviders for HttpsIdentityProviders {
     ) -> Result<zeroize::Zeroizing<String>, ProviderError> {
         let client = client(code.ca_pem).map_err(ProviderError::CaCertificates)?;
         exchange(&client, code).await.map_err(ProviderError::Fetch)
+    }
+
+    fn named_client_secret(
+        &self,
+        name: &str,
+        issuer: &str,
+    ) -> Result<zeroize::Zeroizing<String>, ProviderError> {
+        let unknown =
+            || ProviderError::Fetch(format!("no client secret source {name:?} for {issuer}"));
+        let source = self.secrets.get(name).ok_or_else(unknown)?;
+        if source.issuer.trim_end_matches('/') != issuer.trim_end_matches('/') {
+            return Err(unknown());
+        }
+        let text = match (&source.env, &source.file) {
+            (Some(variable), _) => {
+                zeroize::Zeroizing::new(std::env::var(variable).map_err(|_| {
+                    ProviderError::Fetch(format!(
+                        "client secret source {name:?}: environment variable {variable} is not set"
+                    ))
+                })?)
+            }
+            (None, Some(path)) => {
+                zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(|error| {
+                    ProviderError::Fetch(format!(
+                        "client secret source {name:?}: cannot read {}: {error}",
+                        path.display()
+                    ))
+                })?)
+            }
+            (None, None) => return Err(unknown()),
+        };
+        let secret = text.trim();
+        if secret.is_empty() {
+            return Err(ProviderError::Fetch(format!(
+                "client secret source {name:?} is empty"
+            )));
+        }
+        Ok(zeroize::Zeroizing::new(secret.to_owned()))
     }
 }
 
@@ -267,7 +319,7 @@ mod tests {
 
     #[tokio::test]
     async fn unusable_ca_certificates_are_told_apart_from_fetch_failures() {
-        let providers = HttpsIdentityProviders;
+        let providers = HttpsIdentityProviders::default();
         for ca in [
             "junk",
             "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
@@ -291,7 +343,7 @@ mod tests {
     #[tokio::test]
     async fn plain_http_is_never_fetched() {
         // https_only refuses before connecting, so no listener is needed.
-        let fetcher = HttpsIdentityProviders
+        let fetcher = HttpsIdentityProviders::default()
             .jwks_fetcher("http://127.0.0.1:9/keys", None)
             .unwrap();
         assert!(fetcher.fetch().await.is_err());

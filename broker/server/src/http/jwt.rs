@@ -150,6 +150,7 @@ struct ConfigBody {
     jwks_refetch_interval: Option<u64>,
     oidc_client_id: Option<String>,
     oidc_client_secret: Option<Zeroizing<String>>,
+    oidc_client_secret_source: Option<String>,
     // A field the broker refuses: only whether it was given is kept.
     #[serde(deserialize_with = "body::present")]
     jwks_pairs: bool,
@@ -170,6 +171,7 @@ impl From<ConfigBody> for JwtConfigInput {
             jwks_refetch_interval: body.jwks_refetch_interval,
             oidc_client_id: body.oidc_client_id,
             oidc_client_secret: body.oidc_client_secret,
+            oidc_client_secret_source: body.oidc_client_secret_source,
             jwks_pairs: body.jwks_pairs,
         }
     }

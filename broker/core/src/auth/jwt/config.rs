@@ -55,6 +55,10 @@ pub struct JwtConfig {
     /// type `oidc`); needs `oidc_discovery_url`. Its secret is kept apart, sealed, and never
     /// read back.
     pub oidc_client_id: Option<String>,
+    /// Our extension: the client secret is one the operator keeps outside the API, named in
+    /// the server's configuration (`[oidc_client_secrets.<name>]`, bound to this provider);
+    /// root namespace only.
+    pub oidc_client_secret_source: Option<String>,
 }
 
 impl Default for JwtConfig {
@@ -71,6 +75,7 @@ impl Default for JwtConfig {
             bearer_role: None,
             jwks_refetch_interval: DEFAULT_JWKS_REFETCH_INTERVAL,
             oidc_client_id: None,
+            oidc_client_secret_source: None,
         }
     }
 }
@@ -108,6 +113,8 @@ pub struct JwtConfigInput {
     /// configuration, never read back.
     #[cfg_attr(test, serde(deserialize_with = "secret_text"))]
     pub oidc_client_secret: Option<Zeroizing<String>>,
+    /// See [`JwtConfig::oidc_client_secret_source`].
+    pub oidc_client_secret_source: Option<String>,
     /// Whether Vault's `jwks_pairs` was given (several JWKS URLs are not supported).
     pub jwks_pairs: bool,
 }
@@ -204,6 +211,7 @@ impl JwtConfig {
                 .jwks_refetch_interval
                 .unwrap_or(DEFAULT_JWKS_REFETCH_INTERVAL),
             oidc_client_id: text(input.oidc_client_id),
+            oidc_client_secret_source: text(input.oidc_client_secret_source),
         };
         if input
             .oidc_client_secret
@@ -265,6 +273,22 @@ impl JwtConfig {
                 return Err(Error::invalid(format!(
                     "oidc_client_id: at most {MAX_CLIENT_ID_LEN} bytes, no control characters"
                 )));
+            }
+        }
+        if let Some(source) = &self.oidc_client_secret_source {
+            if self.oidc_client_id.is_none() {
+                return Err(Error::invalid(
+                    "oidc_client_secret_source needs oidc_client_id",
+                ));
+            }
+            if source.len() > 64
+                || !source
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return Err(Error::invalid(
+                    "oidc_client_secret_source: a name of the server's [oidc_client_secrets]",
+                ));
             }
         }
         let keys = self.static_keys()?;

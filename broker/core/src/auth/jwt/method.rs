@@ -393,6 +393,25 @@ impl JwtAuth {
             return Err(Error::invalid("oidc_client_secret needs oidc_client_id"));
         }
         let config = JwtConfig::from_input(input)?;
+        if let Some(source) = &config.oidc_client_secret_source {
+            if secret.is_some() {
+                return Err(Error::invalid(
+                    "give oidc_client_secret or oidc_client_secret_source, not both",
+                ));
+            }
+            if mount.tenant != TenantId::ROOT {
+                return Err(Error::invalid(
+                    "oidc_client_secret_source is for the root namespace's mounts only: a tenant gives oidc_client_secret",
+                ));
+            }
+            let issuer = config.oidc_discovery_url.as_deref().unwrap_or_default();
+            if let Err(error) = self.providers.named_client_secret(source, issuer) {
+                tracing::warn!(mount = %mount.path, %error, "OIDC client secret source refused");
+                return Err(Error::invalid(
+                    "oidc_client_secret_source: the server's configuration has no such source for this oidc_discovery_url, or it cannot be read (the broker's log has the cause)",
+                ));
+            }
+        }
         if config.bearer_role.is_some() {
             let issuer = issuer_of(&config).ok_or_else(|| {
                 Error::invalid("bearer_role needs bound_issuer or oidc_discovery_url")

@@ -87,4 +87,16 @@ pub trait IdentityProviders: Send + Sync {
         &self,
         exchange: &CodeExchange<'_>,
     ) -> Result<zeroize::Zeroizing<String>, ProviderError>;
+
+    /// The OIDC client secret the operator keeps outside the API under `name` (the server's
+    /// `[oidc_client_secrets.<name>]`), if it is one for `issuer`. Unknown names, and names
+    /// for another issuer, are [`ProviderError::Fetch`] alike.
+    fn named_client_secret(
+        &self,
+        name: &str,
+        issuer: &str,
+    ) -> Result<zeroize::Zeroizing<String>, ProviderError> {
+        let _ = (name, issuer);
+        Err(ProviderError::Fetch("no client secret sources".to_owned()))
+    }
 }

@@ -341,7 +341,20 @@ impl JwtAuth {
             .discovered()
             .and_then(|d| d.token_endpoint.clone())
             .ok_or_else(|| refused("the provider names no token_endpoint"))?;
-        let secret = self.client_secret(&storage, mount).await?;
+        let secret = match &config.oidc_client_secret_source {
+            Some(source) => Some(
+                self.providers
+                    .named_client_secret(
+                        source,
+                        config.oidc_discovery_url.as_deref().unwrap_or_default(),
+                    )
+                    .map_err(|error| {
+                        tracing::warn!(mount = %mount.path, %error, "OIDC client secret source failed");
+                        Error::invalid(CALLBACK_FAILED)
+                    })?,
+            ),
+            None => self.client_secret(&storage, mount).await?,
+        };
         let exchange = CodeExchange {
             token_endpoint: &token_endpoint,
             ca_pem: config.oidc_discovery_ca_pem.as_deref(),
