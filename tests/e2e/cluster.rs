@@ -1054,7 +1054,7 @@ fn an_oidc_login_started_on_one_node_completes_on_the_other_once() {
     let two = cluster.node(Some(&one));
     oidc::configure(&one, "", &idp);
     // Node two serves the mount once it has heard of it and its role.
-    let heard = crate::support::eventually(Duration::from_secs(30), || {
+    let heard = eventually(Duration::from_secs(30), || {
         let body = json!({"role": "people", "redirect_uri": "https://people.example/callback"});
         let (status, answer) =
             two.request_as("", "", "POST", "auth/oidc/oidc/auth_url", Some(&body));
