@@ -30,6 +30,7 @@ use crate::{
     error::{Error, Result},
     mount_storage::MountStorage,
     mounts::Mounts,
+    seal::RootKey,
     store::{Expect, MountRecord},
 };
 
@@ -119,6 +120,41 @@ pub(crate) fn valid_redirect(uri: &str, allowed: &[String]) -> bool {
 
 fn seal_purpose(mount: &MountRecord, what: &str) -> String {
     format!("{what}:{}:{}", mount.tenant, mount.id)
+}
+
+/// `pending` sealed for `mount`, as the `state` parameter.
+fn seal_state(sealer: &RootKey, mount: &MountRecord, pending: &Pending) -> Result<String> {
+    let plain = Zeroizing::new(
+        serde_json::to_vec(pending).map_err(|e| Error::internal_from("OIDC state", e))?,
+    );
+    Ok(URL_SAFE_NO_PAD.encode(sealer.seal(&seal_purpose(mount, "oidc-state"), &plain)?))
+}
+
+/// The pending login a `state` holds, if `mount` sealed it and it has not expired at
+/// `now`; otherwise why not (for the debug log).
+fn open_state(
+    sealer: &RootKey,
+    mount: &MountRecord,
+    state: &str,
+    now: i64,
+) -> std::result::Result<Pending, &'static str> {
+    if state.is_empty() || state.len() > MAX_STATE_LEN {
+        return Err("no state");
+    }
+    let pending: Pending = URL_SAFE_NO_PAD
+        .decode(state)
+        .ok()
+        .and_then(|sealed| {
+            sealer
+                .unseal(&seal_purpose(mount, "oidc-state"), &sealed)
+                .ok()
+        })
+        .and_then(|plain| serde_json::from_slice(&plain).ok())
+        .ok_or("a state this mount did not make")?;
+    if now > pending.expires_at {
+        return Err("the state expired");
+    }
+    Ok(pending)
 }
 
 impl JwtAuth {
@@ -239,13 +275,7 @@ impl JwtAuth {
             client_nonce: client_nonce.filter(|n| !n.is_empty()).map(sha256_hex),
             expires_at: self.clock.now_unix() + STATE_TTL,
         };
-        let plain = Zeroizing::new(
-            serde_json::to_vec(&pending).map_err(|e| Error::internal_from("OIDC state", e))?,
-        );
-        let state = URL_SAFE_NO_PAD.encode(
-            self.sealer
-                .seal(&seal_purpose(mount, "oidc-state"), &plain)?,
-        );
+        let state = seal_state(&self.sealer, mount, &pending)?;
         let mut url = url::Url::parse(&endpoint).map_err(|_| {
             Error::Unavailable("the identity provider's authorization endpoint is invalid".into())
         })?;
@@ -287,25 +317,10 @@ impl JwtAuth {
             Err(Error::InvalidRequest(_)) => return Err(refused("no OIDC client")),
             Err(other) => return Err(other),
         };
-        if state.is_empty() || state.len() > MAX_STATE_LEN {
-            return Err(refused("no state"));
-        }
+        let now = self.clock.now_unix();
+        let pending = open_state(&self.sealer, mount, state, now).map_err(refused)?;
         if code.is_empty() || code.len() > MAX_PARAMETER_LEN {
             return Err(refused("no code"));
-        }
-        let pending: Pending = URL_SAFE_NO_PAD
-            .decode(state)
-            .ok()
-            .and_then(|sealed| {
-                self.sealer
-                    .unseal(&seal_purpose(mount, "oidc-state"), &sealed)
-                    .ok()
-            })
-            .and_then(|plain| serde_json::from_slice(&plain).ok())
-            .ok_or_else(|| refused("a state this mount did not make"))?;
-        let now = self.clock.now_unix();
-        if now > pending.expires_at {
-            return Err(refused("the state expired"));
         }
         if let Some(wanted) = &pending.client_nonce {
             let given = client_nonce.map(sha256_hex).unwrap_or_default();
@@ -426,6 +441,61 @@ mod tests {
             "not a uri",
         ] {
             assert!(!valid_redirect(bad, &allowed), "{bad}");
+        }
+    }
+
+    fn mount(path: &str) -> MountRecord {
+        MountRecord {
+            id: crate::MountId::random(),
+            tenant: crate::TenantId::ROOT,
+            path: path.to_owned(),
+            kind: "jwt".to_owned(),
+            description: String::new(),
+            config: serde_json::json!({}),
+            created_at: 0,
+        }
+    }
+
+    fn pending(expires_at: i64) -> Pending {
+        Pending {
+            role: "people".to_owned(),
+            redirect_uri: "http://localhost:8250/oidc/callback".to_owned(),
+            nonce: random_text(20),
+            verifier: random_text(32),
+            client_nonce: Some(sha256_hex("cli")),
+            expires_at,
+        }
+    }
+
+    #[test]
+    fn a_state_opens_only_on_its_mount_unchanged_and_before_it_expires() {
+        let sealer = RootKey::new(Zeroizing::new([9; 32]));
+        let (one, two) = (mount("auth/oidc/"), mount("auth/other/"));
+        let state = seal_state(&sealer, &one, &pending(1_000)).unwrap();
+        let opened = open_state(&sealer, &one, &state, 1_000).unwrap();
+        assert_eq!(opened.role, "people");
+        // The verifier and nonce travel sealed: not in the state's text.
+        assert!(!state.contains(&opened.verifier) && !state.contains(&opened.nonce));
+        assert_eq!(
+            open_state(&sealer, &one, &state, 1_001).err(),
+            Some("the state expired")
+        );
+        assert!(
+            open_state(&sealer, &two, &state, 0).is_err(),
+            "another mount"
+        );
+        let other_key = RootKey::new(Zeroizing::new([8; 32]));
+        assert!(
+            open_state(&other_key, &one, &state, 0).is_err(),
+            "another broker"
+        );
+        let mut tampered = state.clone().into_bytes();
+        let middle = tampered.len() / 2;
+        tampered[middle] = if tampered[middle] == b'A' { b'B' } else { b'A' };
+        let tampered = String::from_utf8(tampered).unwrap();
+        assert!(open_state(&sealer, &one, &tampered, 0).is_err(), "tampered");
+        for junk in ["", "!!", &"A".repeat(MAX_STATE_LEN + 1)] {
+            assert!(open_state(&sealer, &one, junk, 0).is_err(), "{junk:.10}");
         }
     }
 
