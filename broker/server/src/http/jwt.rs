@@ -468,6 +468,7 @@ async fn read_role(ready: &Ready, mount: &MountRecord, name: &str) -> Result<Res
 /// [`super::fuzzing`]); how many of the wire structs accepted `body`.
 pub(super) fn fuzz_request_bodies(body: &bytes::Bytes) -> usize {
     let mut accepted = usize::from(body::parse::<LoginBody>(body).is_ok());
+    accepted += usize::from(body::parse::<AuthUrlBody>(body).is_ok());
     if let Ok(input) = body::parse::<ConfigBody>(body) {
         accepted += 1;
         let _ = JwtConfig::from_input(input.into());
