@@ -761,6 +761,10 @@ impl JwtAuth {
     /// entry, the tenant's bearer identities, and the mount's verifier if its configuration
     /// changed.
     pub fn forget_entry(&self, tenant: TenantId, mount: MountId, key: &str) {
+        // A spent OIDC state changes no identity: bearer identities stay.
+        if oidc::is_spent_marker(key) {
+            return;
+        }
         self.state.forget(tenant, mount, key);
         self.forget_bearer(tenant);
         if key == CONFIG_KEY {

@@ -84,6 +84,12 @@ struct SealedSecret {
 #[derive(Debug)]
 pub struct AuthUrl(pub String);
 
+/// Whether a mount-storage key is a spent state's marker (nothing reads it back but the
+/// write that makes it and the tidy).
+pub(super) fn is_spent_marker(key: &str) -> bool {
+    key.starts_with(SPENT_PREFIX)
+}
+
 fn random_text(bytes: usize) -> String {
     URL_SAFE_NO_PAD.encode(crate::crypto::random_bytes(bytes).as_slice())
 }
