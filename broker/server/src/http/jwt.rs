@@ -309,10 +309,7 @@ async fn callback(
     mount: &MountRecord,
     request: &ApiRequest,
     client: Option<IpAddr>,
-) -> (
-    Result<Response, ApiError>,
-    Option<keybroker_core::auth::token::IssuedToken>,
-) {
+) -> LoginAnswer {
     if request.operation != Operation::Read {
         return (Err(ApiError::UnsupportedOperation), None);
     }
@@ -330,13 +327,31 @@ async fn callback(
             client,
         )
         .await;
+    answered(issued, CALLBACK_FAILED)
+}
+
+/// What a login answers, and the token it issued (for the audit log).
+type LoginAnswer = (
+    Result<Response, ApiError>,
+    Option<keybroker_core::auth::token::IssuedToken>,
+);
+
+/// A login's answer: the token, or `refusal` (400) whatever the core refused for, a missing
+/// role aside (as in Vault).
+fn answered(
+    issued: keybroker_core::error::Result<keybroker_core::auth::token::IssuedToken>,
+    refusal: &str,
+) -> LoginAnswer {
     match issued {
         Ok(issued) => {
             let auth = token::auth_json(Some(&issued.token), &issued.record, token::now());
             (Ok(response::auth(&auth)), Some(issued))
         }
+        Err(keybroker_core::Error::InvalidRequest(message)) if message == "missing role" => {
+            (Err(ApiError::bad_request("missing role")), None)
+        }
         Err(keybroker_core::Error::InvalidRequest(_)) => {
-            (Err(ApiError::bad_request(CALLBACK_FAILED)), None)
+            (Err(ApiError::bad_request(refusal)), None)
         }
         Err(other) => (Err(other.into()), None),
     }
@@ -349,10 +364,7 @@ async fn login(
     mount: &MountRecord,
     request: &ApiRequest,
     client: Option<IpAddr>,
-) -> (
-    Result<Response, ApiError>,
-    Option<keybroker_core::auth::token::IssuedToken>,
-) {
+) -> LoginAnswer {
     if request.operation != Operation::Write {
         return (Err(ApiError::UnsupportedOperation), None);
     }
@@ -370,19 +382,7 @@ async fn login(
             client,
         )
         .await;
-    match issued {
-        Ok(issued) => {
-            let auth = token::auth_json(Some(&issued.token), &issued.record, token::now());
-            (Ok(response::auth(&auth)), Some(issued))
-        }
-        Err(keybroker_core::Error::InvalidRequest(message)) if message == "missing role" => {
-            (Err(ApiError::bad_request("missing role")), None)
-        }
-        Err(keybroker_core::Error::InvalidRequest(_)) => {
-            (Err(ApiError::bad_request(LOGIN_FAILED)), None)
-        }
-        Err(other) => (Err(other.into()), None),
-    }
+    answered(issued, LOGIN_FAILED)
 }
 
 /// Routes the authenticated paths of a jwt mount.

@@ -81,6 +81,19 @@ async fn concurrent_logins_consume_a_secret_id_exactly_once_per_use() {
     }
 }
 
+/// What `cache` answers for the entry `doc` of `storage`: (document, version).
+async fn cached(
+    cache: &keybroker_core::mount_storage::EntryCache,
+    storage: &keybroker_core::mount_storage::MountStorage,
+) -> (serde_json::Value, u64) {
+    let read = cache
+        .get_versioned::<serde_json::Value>(storage, "doc")
+        .await
+        .unwrap()
+        .unwrap();
+    (read.value, read.version)
+}
+
 #[tokio::test]
 async fn an_entry_cache_answers_what_its_node_wrote_with_the_version_written() {
     use keybroker_core::{
@@ -104,12 +117,7 @@ async fn an_entry_cache_answers_what_its_node_wrote_with_the_version_written() {
         .put_json("doc", &first, Expect::Absent)
         .await
         .unwrap();
-    let read = cache
-        .get_versioned::<serde_json::Value>(&storage, "doc")
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!((read.value, read.version), (first.clone(), version));
+    assert_eq!(cached(&cache, &storage).await, (first.clone(), version));
 
     // A write through the node: the cache answers it, at its new version, without the store
     // (which another writer changed behind the node's back here).
@@ -125,21 +133,11 @@ async fn an_entry_cache_answers_what_its_node_wrote_with_the_version_written() {
         .put_json("doc", &behind, Expect::Version(written))
         .await
         .unwrap();
-    let read = cache
-        .get_versioned::<serde_json::Value>(&storage, "doc")
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!((read.value, read.version), (second, written));
+    assert_eq!(cached(&cache, &storage).await, (second, written));
 
     // Forgotten (a change announced), it is read from the store again.
     cache.forget(TenantId::ROOT, mount.id, "doc");
-    let read = cache
-        .get_versioned::<serde_json::Value>(&storage, "doc")
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!((read.value, read.version), (behind, changed));
+    assert_eq!(cached(&cache, &storage).await, (behind, changed));
 }
 
 /// A write transaction that reads first (a restore with replace looks its name up) waits
