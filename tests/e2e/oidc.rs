@@ -292,7 +292,8 @@ fn bao_login_with_oidc_goes_through_the_provider_in_the_root_namespace_and_in_a_
         let (status, me) =
             broker.request_as(token, namespace, "GET", "auth/token/lookup-self", None);
         assert_eq!(status, 200, "{me}");
-        assert_eq!(me["data"]["display_name"], "jwt-alice@example.com");
+        // Vault's: the mount's path, then the user.
+        assert_eq!(me["data"]["display_name"], "oidc-alice@example.com");
         assert_eq!(me["data"]["policies"], json!(["default", "people"]));
         tokens.push(token.to_owned());
     }

@@ -141,7 +141,7 @@ async fn issue(
         explicit_max_ttl,
         num_uses: role.token_num_uses,
         meta,
-        display_name: Some(format!("{}-{}", AUTH_TYPE, verified.user)),
+        display_name: Some(display_name(mount, &verified.user)),
         renewable: Some(true),
         no_default_policy: role.token_no_default_policy,
         bound_cidrs: role.token_bound_cidrs.clone(),
@@ -149,6 +149,18 @@ async fn issue(
         auth_mount: Some(mount.id),
     };
     tokens.create(mount.tenant, None, request).await
+}
+
+/// A login's display name as Vault makes it: the mount's path below `auth/`, slashes as
+/// dashes, then the user (`jwt-svc-a` on `auth/jwt/`, `oidc-alice@example.com` on
+/// `auth/oidc/`).
+fn display_name(mount: &MountRecord, user: &str) -> String {
+    let source = mount
+        .path
+        .strip_prefix("auth/")
+        .unwrap_or(&mount.path)
+        .replace('/', "-");
+    format!("{source}{user}").trim_end_matches('-').to_owned()
 }
 
 /// Whether `client` may use something bound to `cidrs` (empty = anywhere; an unknown
@@ -732,7 +744,7 @@ impl JwtAuth {
             accessor: String::new(),
             tenant,
             policies,
-            display_name: format!("{}-{}", AUTH_TYPE, verified.user),
+            display_name: display_name(&mount, &verified.user),
             created_at: now,
             expires_at: Some(verified.expires_at),
             period: 0,
