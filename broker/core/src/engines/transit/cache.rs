@@ -95,10 +95,17 @@ impl Transit {
         }
         let state = Arc::new(KeyState { record, versions });
         if let Ok(mut keys) = self.keys.write() {
+            let mount_keys = keys.entry((tenant, mount)).or_default();
             if self.generation.load(Ordering::SeqCst) == started {
-                keys.entry((tenant, mount))
-                    .or_default()
-                    .insert(name.to_owned(), state.clone());
+                mount_keys.insert(name.to_owned(), state.clone());
+            } else {
+                // Another reload or a forget started meanwhile, so what this one read may be
+                // stale; but so may what the cache holds, put there by a reload that began
+                // before both (a key re-read, then a new version written here while a
+                // refresh from the cluster ran: the last reload to finish skipped its
+                // insert and left the re-read's version in place). Drop it: the next use
+                // reads the store.
+                mount_keys.remove(name);
             }
         }
         Ok(Some(state))
