@@ -390,20 +390,13 @@ impl JwtAuth {
         &self,
         mounts: &Mounts,
         mount: &MountRecord,
-        mut input: JwtConfigInput,
+        input: JwtConfigInput,
     ) -> Result<()> {
+        // `from_input` checks that a secret comes with a client.
         let secret = input
             .oidc_client_secret
-            .take()
+            .clone()
             .filter(|secret| !secret.trim().is_empty());
-        if secret.is_some()
-            && input
-                .oidc_client_id
-                .as_deref()
-                .is_none_or(|c| c.trim().is_empty())
-        {
-            return Err(Error::invalid("oidc_client_secret needs oidc_client_id"));
-        }
         let config = JwtConfig::from_input(input)?;
         if let Some(source) = &config.oidc_client_secret_source {
             if secret.is_some() {
